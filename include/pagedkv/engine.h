@@ -1,0 +1,67 @@
+/*
+ * engine.h — CPU attention on a paged KV cache.
+ *
+ * The engine computes exact attention over a sequence's page table in an
+ * owned-storage cache.  Activations (q, k, v, out) are f32, row-major:
+ *   q, out : [n_tokens][n_q_heads][head_dim]
+ *   k, v   : [n_tokens][n_kv_heads][head_dim]
+ * K/V are converted to the cache's dtype when written; compute is f32.
+ *
+ * Protocol per step (the manager reserves, the engine writes and attends):
+ *   prefill:  pkv_seq_append(tokens)          reserve positions [pos0, pos0+n)
+ *             for each layer: pkv_prefill(...) write K/V, attend causally
+ *             pkv_seq_commit(pos0 + n)
+ *   decode:   pkv_seq_append(&token, 1)       for every sequence of the batch
+ *             for each layer: pkv_decode(...)  write the last slot, attend
+ *             pkv_seq_commit(length)
+ *
+ * Thread-safety: one engine call at a time per engine; the caller must not
+ * mutate the sequences an engine call is using until it returns.
+ */
+#ifndef PAGEDKV_ENGINE_H
+#define PAGEDKV_ENGINE_H
+
+#include "pagedkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pkv_engine pkv_engine;
+
+typedef struct pkv_engine_config {
+  uint32_t n_q_heads; /* multiple of the cache's n_kv_heads (GQA/MQA) */
+  uint32_t n_threads; /* 0 = 1 */
+  float scale;        /* softmax scale; 0 = 1/sqrt(head_dim) */
+  /* "avx512", "avx2", "scalar" or NULL for the best the CPU has.  The
+   * environment variable PKV_BACKEND overrides NULL. */
+  const char *backend;
+} pkv_engine_config;
+
+PKV_API void pkv_engine_config_init(pkv_engine_config *cfg);
+/* The cache must use owned storage.  The engine keeps a pointer to cache;
+ * destroy the engine first. */
+PKV_API int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg,
+                              pkv_engine **out);
+PKV_API void pkv_engine_destroy(pkv_engine *engine);
+/* Name of the back end in use ("avx512", "avx2", "scalar"). */
+PKV_API const char *pkv_engine_backend(const pkv_engine *engine);
+
+/* Writes the K/V rows of positions [pos0, pos0+n) (which must be reserved)
+ * into their slots, then computes causal attention of the n queries over
+ * positions [0, pos0+n).  Nothing is written on error. */
+PKV_API int pkv_prefill(pkv_engine *engine, pkv_seq_id seq, uint32_t layer,
+                        uint32_t pos0, uint32_t n, const float *q,
+                        const float *k, const float *v, float *out);
+
+/* For each of the n_seqs sequences: writes k[i], v[i] into the slot of its
+ * last reserved position, then attends its query q[i] over all its
+ * positions.  Nothing is written on error. */
+PKV_API int pkv_decode(pkv_engine *engine, const pkv_seq_id *seqs,
+                       uint32_t n_seqs, uint32_t layer, const float *q,
+                       const float *k, const float *v, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PAGEDKV_ENGINE_H */

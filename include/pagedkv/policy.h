@@ -1,0 +1,77 @@
+/*
+ * policy.h — eviction policies as a versioned const vtable.
+ *
+ * The manager tracks which blocks are in the prefix index and their
+ * refcounts; a policy only orders the evictable ones.  The manager calls the
+ * hooks below (always with the cache lock held, so a policy needs no locking
+ * of its own) and never touches the policy's state.  Block ids are
+ * 0 .. num_blocks-1, so a policy can keep per-block arrays for O(1) hooks.
+ *
+ * Life of a cached block, as the hooks see it:
+ *
+ *   on_insert ──► (in use) ──on_evictable──► (evictable) ──choose_victim──►
+ *       ▲            ▲  │                        │          on_remove
+ *       │            │  └─ on_hit (matched)      │
+ *       │            └────── on_pinned ◄─────────┘  (matched / referenced again)
+ *
+ * on_remove is called for every block leaving the index, evicted or reset,
+ * whatever state it is in.  A block is inserted at most once between removes.
+ */
+#ifndef PAGEDKV_POLICY_H
+#define PAGEDKV_POLICY_H
+
+#include "pagedkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PKV_POLICY_VERSION 1
+
+/* What the manager knows of a block when it calls a hook. */
+typedef struct pkv_block_meta {
+  uint64_t now;          /* clock (ns) at the call */
+  pkv_hash128 key;
+  pkv_hash128 parent;    /* zero for a first block */
+  uint32_t depth;        /* index of the block in its chain: 0 = first */
+  uint8_t priority;      /* retention priority 0..100 (35 = default) */
+  uint64_t priority_until; /* clock value when priority falls back to the
+                              default; 0 = never */
+} pkv_block_meta;
+
+typedef struct pkv_policy_ops {
+  int version;      /* PKV_POLICY_VERSION */
+  const char *name; /* short, unique: "lru" */
+  /* Allocates private state for a pool of num_blocks blocks.  args is the
+   * cache's policy_args (may be NULL).  Returns 0 or a PKV_E* code. */
+  int (*create)(void **state, uint32_t num_blocks, const char *args);
+  void (*destroy)(void *state);
+  /* block entered the prefix index (it is in use at that moment). */
+  void (*on_insert)(void *state, int32_t block, const pkv_block_meta *meta);
+  /* a prefix match reused block. */
+  void (*on_hit)(void *state, int32_t block, const pkv_block_meta *meta);
+  /* block's refcount fell to 0: it is now a candidate. */
+  void (*on_evictable)(void *state, int32_t block, const pkv_block_meta *meta);
+  /* block was a candidate and is referenced again: no longer a candidate. */
+  void (*on_pinned)(void *state, int32_t block, const pkv_block_meta *meta);
+  /* Returns a current candidate to evict, or -1 if it has none.  Must not
+   * change state: the manager follows with on_remove(victim). */
+  int32_t (*choose_victim)(void *state, uint64_t now);
+  /* block left the index (evicted or reset); forget it. */
+  void (*on_remove)(void *state, int32_t block);
+} pkv_policy_ops;
+
+/* Built-in policies by name ("lru", "fifo", "lfu", "s3fifo", "priority") or
+ * registered ones; NULL if unknown. */
+PKV_API const pkv_policy_ops *pkv_policy_find(const char *name);
+/* Registers ops under ops->name for lookup by name (process-wide).  Refuses
+ * a wrong version (PKV_ENOTSUP), missing hooks (PKV_EINVAL) or a taken name
+ * (PKV_ESTATE). */
+PKV_API int pkv_policy_register(const pkv_policy_ops *ops);
+/* Names of the built-ins and registered policies, NULL-terminated. */
+PKV_API const char *const *pkv_policy_names(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PAGEDKV_POLICY_H */

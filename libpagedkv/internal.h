@@ -1,0 +1,52 @@
+/*
+ * internal.h — library-internal interface of libpagedkv (prefix pkv__).
+ *
+ * Not installed.  The engine (engine/) reads page tables only through the
+ * functions in the "engine-facing" section below.
+ */
+#ifndef PKV_INTERNAL_H
+#define PKV_INTERNAL_H
+
+#include "pagedkv/pagedkv.h"
+#include "pagedkv/policy.h"
+
+/* ------------------------------------------------ engine-facing contract */
+
+/* A snapshot of one sequence's page table.  blocks stays valid, and the
+ * table unchanged, until the sequence is next mutated (append, fork,
+ * truncate, commit, match, free) — which the caller of the engine promises
+ * not to do while an engine call runs on it.  Blocks in use are never
+ * evicted or reused, so their K/V may be read without the cache lock. */
+typedef struct pkv__seq_view {
+  const int32_t *blocks;
+  uint32_t n_blocks;
+  uint32_t n_tokens;    /* reserved */
+  uint32_t n_committed;
+} pkv__seq_view;
+
+/* Takes the cache lock briefly.  PKV_ENOSEQ for a bad handle. */
+int pkv__seq_view_get(pkv_cache *cache, pkv_seq_id seq, pkv__seq_view *out);
+
+/* 0 if every block covering positions [pos0, pos0+n) of seq is reserved
+ * (pos0+n <= length) and writable (refcount 1, not cached, not pinned);
+ * PKV_ERANGE / PKV_ESTATE with pkv_last_error() set otherwise. */
+int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
+                            uint32_t n);
+
+/* Sets the thread-local detail string and returns err (for `return
+ * pkv__err(PKV_EINVAL, "seq %u: ...", ...)`). */
+int pkv__err(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void pkv__err_clear(void);
+
+/* Allocator shim: everything in the library allocates through these. */
+void *pkv__malloc(size_t size);
+void *pkv__calloc(size_t n, size_t size);
+void *pkv__realloc(void *p, size_t size);
+void pkv__free(void *p);
+/* Large 64-byte-aligned arena allocation (KV storage; engine scratch),
+ * zeroed, huge-page advised; from a dedicated jemalloc arena. */
+void *pkv__arena_alloc(size_t size);
+void pkv__arena_free(void *p, size_t size);
+
+#endif /* PKV_INTERNAL_H */

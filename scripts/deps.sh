@@ -1,0 +1,45 @@
+#!/bin/sh
+# deps.sh GROUP... — make sure the Debian packages a part of the build needs
+# are installed.  As root it installs what is missing (apt-get); otherwise it
+# prints the exact command to run and exits 1.
+#
+# Groups: build (library, tests, tools), bench (OpenBLAS baseline),
+#         plot (gnuplot for --plot), fuzz (clang + libFuzzer runtime),
+#         valgrind, all.
+set -eu
+
+pkgs_for() {
+  case "$1" in
+    build)    echo "build-essential pkg-config libjemalloc-dev check libxxhash-dev" ;;
+    bench)    echo "libopenblas-dev" ;;
+    plot)     echo "gnuplot-nox" ;;
+    fuzz)     echo "clang libclang-rt-14-dev" ;;
+    valgrind) echo "valgrind" ;;
+    all)      for g in build bench plot fuzz valgrind; do pkgs_for "$g"; done ;;
+    *) echo "deps.sh: unknown group '$1' (build, bench, plot, fuzz, valgrind, all)" >&2; exit 2 ;;
+  esac
+}
+
+[ $# -gt 0 ] || set -- build
+want=""
+for g in "$@"; do want="$want $(pkgs_for "$g")"; done
+
+missing=""
+for p in $want; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  case "$st" in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deps.sh: installing:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine has no package lists yet.
+  apt-get install -y -q --no-install-recommends $missing >&2 ||
+    { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends $missing >&2; }
+  exit 0
+fi
+
+echo "deps.sh: missing Debian packages:$missing" >&2
+echo "deps.sh: install them with:  sudo apt-get install -y$missing" >&2
+exit 1
