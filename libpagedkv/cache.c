@@ -35,9 +35,6 @@ uint64_t pkv__default_clock(void *user) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void pkv__lock(pkv_cache *c) { pthread_mutex_lock(&c->lock); }
-void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
-
 void pkv__assert_fail(const char *expr, const char *file, int line,
                       const char *detail) {
   fprintf(stderr, "pagedkv: assertion failed: %s (%s:%d) %s\n", expr, file,

@@ -61,6 +61,15 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     if ((uint64_t)s->n_hashed * bs > s->n_committed)
       return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
                   s->n_hashed, s->n_committed);
+    if (s->gen != c->seq_gen[i])
+      return fail(msg, cap, "seq %u: generation %u, slot says %u", i, s->gen,
+                  c->seq_gen[i]);
+    if (s->tail_writable &&
+        (s->n_blocks == 0 || s->tail != s->blocks[s->n_blocks - 1] ||
+         !PKV_BLOCK_IS_WRITABLE(c, s->tail) ||
+         (c->blk[s->tail].flags & PKV_BLK_HASHED)))
+      return fail(msg, cap, "seq %u: tail marked writable but block %d is "
+                  "shared, cached or hashed", i, s->n_blocks ? s->blocks[s->n_blocks - 1] : -1);
     for (uint32_t j = 0; j < s->n_blocks; j++) {
       int32_t b = s->blocks[j];
       if (b < 0 || (uint32_t)b >= nb)

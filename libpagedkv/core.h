@@ -100,6 +100,12 @@ typedef struct pkv__prio_range {
 
 typedef struct pkv__seq {
   uint32_t index;        /* slot in cache->seqs */
+  uint32_t gen;          /* handle generation (copy of seq_gen[index]) */
+  int32_t tail;          /* blocks[n_blocks - 1] while tail_writable */
+  bool tail_writable;    /* hint: tail is ours alone and not hashed; set
+                            only by append, cleared by every operation that
+                            may share, cache or pin it (fork, truncate,
+                            commit, match, pin); false is always safe */
   uint32_t ns_id;        /* interned (namespace, adapter) */
   int32_t *blocks;       /* page table */
   uint32_t n_blocks, cap_blocks;
@@ -191,8 +197,8 @@ static inline uint64_t pkv__now(const pkv_cache *c) {
                       : pkv__default_clock(NULL);
 }
 
-void pkv__lock(pkv_cache *c);
-void pkv__unlock(pkv_cache *c);
+static inline void pkv__lock(pkv_cache *c) { pthread_mutex_lock(&c->lock); }
+static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
 /* seq.c */
 pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id); /* NULL + err set */

@@ -175,6 +175,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   }
   p->blocks = blocks;
   p->n_blocks = n;
+  s->tail_writable = false;
   p->gen++; /* even -> odd: live */
   *out = PIN_HANDLE(slot, p->gen);
 out:

@@ -450,6 +450,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   }
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
+  s->tail_writable = false;
   s->n_tokens = s->n_committed = k * bs;
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;
