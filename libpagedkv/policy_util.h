@@ -74,6 +74,27 @@ static inline void pkv__blist_unlink(pkv__blist *l, pkv__bnodes *n,
   l->len--;
 }
 
+/* Inserts b (on no list) just before / after at, which is on l. */
+static inline void pkv__blist_insert_before(pkv__blist *l, pkv__bnodes *n,
+                                            int32_t at, int32_t b) {
+  int32_t p = n->prev[at];
+  n->prev[b] = p;
+  n->next[b] = at;
+  n->prev[at] = b;
+  if (p != PKV__NIL) n->next[p] = b; else l->head = b;
+  l->len++;
+}
+
+static inline void pkv__blist_insert_after(pkv__blist *l, pkv__bnodes *n,
+                                           int32_t at, int32_t b) {
+  int32_t x = n->next[at];
+  n->next[b] = x;
+  n->prev[b] = at;
+  n->next[at] = b;
+  if (x != PKV__NIL) n->prev[x] = b; else l->tail = b;
+  l->len++;
+}
+
 /* Allocates prev/next for num_blocks blocks, all unlinked.  false on
  * allocation failure (nothing left allocated). */
 bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks);
@@ -173,5 +194,6 @@ extern const pkv_policy_ops pkv__policy_fifo;
 extern const pkv_policy_ops pkv__policy_lfu;
 extern const pkv_policy_ops pkv__policy_s3fifo;
 extern const pkv_policy_ops pkv__policy_priority;
+extern const pkv_policy_ops pkv__policy_fwlru;
 
 #endif /* PKV_POLICY_UTIL_H */
