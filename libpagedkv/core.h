@@ -185,19 +185,30 @@ struct pkv_cache {
   uint32_t n_orphans;
 
   uint32_t *scratch;           /* num_blocks counters for pkv_check */
+  uint64_t now;                /* clock of the current call, if now_valid */
+  bool now_valid;
   uint64_t event_seqno;
   pkv_stats st;                /* counters only; gauges computed on read */
 };
 
 /* ------------------------------------------------ helpers (lock held) */
 
-static inline uint64_t pkv__now(const pkv_cache *c) {
+/* The clock, read at most once per API call: one call is one instant for
+ * every hook it makes (and a clock read costs more than most hooks). */
+static inline uint64_t pkv__now(pkv_cache *c) {
   extern uint64_t pkv__default_clock(void *);
-  return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
-                      : pkv__default_clock(NULL);
+  if (!c->now_valid) {
+    c->now = c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
+                          : pkv__default_clock(NULL);
+    c->now_valid = true;
+  }
+  return c->now;
 }
 
-static inline void pkv__lock(pkv_cache *c) { pthread_mutex_lock(&c->lock); }
+static inline void pkv__lock(pkv_cache *c) {
+  pthread_mutex_lock(&c->lock);
+  c->now_valid = false;
+}
 static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
 /* seq.c */
@@ -238,8 +249,8 @@ void pkv__block_unhash(pkv_cache *c, int32_t b);
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
  * namespace digest and the block's token ids (see prefix.c). */
-pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
-                           const int32_t *tokens);
+pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
+                           uint32_t ns_id, const int32_t *tokens);
 /* Index bucket of a key (weakened by the test hook). */
 static inline uint32_t pkv__bucket(const pkv_cache *c, pkv_hash128 k) {
   return (uint32_t)(k.lo & c->key_mask_lo) & c->hash_mask;
@@ -256,7 +267,7 @@ int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
 /* Evicts one cached block with refcount 0; returns it (now free) or -1. */
 int32_t pkv__evict_one(pkv_cache *c);
-void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m);
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
 void pkv__orphan_push(pkv_cache *c, int32_t b);
 void pkv__pins_destroy(pkv_cache *c);
 
