@@ -62,21 +62,31 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 #define PKV_BLK_ORPHAN 0x04u    /* cached, and its parent left the index */
 #define PKV_BLK_ORPHAN_Q 0x08u  /* on the orphan candidate stack */
 
+/* One cache line per block: everything a prefix lookup, a refcount-0
+ * transition or an eviction reads.  The family links used only for orphan
+ * tracking live apart (pkv__family). */
 typedef struct pkv__block {
+  pkv_hash128 key, parent; /* valid while HASHED */
+  uint64_t priority_until;
+  union {
+    int32_t next_free;    /* free list link; only while free */
+    int32_t hash_next;    /* index chain link; only while cached */
+  };
+  uint32_t ns_id;         /* extra-key namespace; valid while HASHED */
+  uint32_t depth;         /* index in its chain; valid while HASHED */
+  uint32_t pins;          /* pin references (included in refcount) */
   uint16_t flags;         /* PKV_BLK_* */
   uint8_t priority;       /* retention priority while cached */
-  uint8_t unused_;
-  int32_t next_free;      /* free list link; only valid while free */
-  int32_t hash_next;      /* index chain link; only valid while cached */
+  uint8_t unused_[5];
+} pkv__block;
+
+_Static_assert(sizeof(pkv__block) == 64, "pkv__block is one cache line");
+
+typedef struct pkv__family {
   int32_t parent_block;   /* cached parent we are linked under, or -1 */
   int32_t first_child;    /* cached children, linked through siblings */
   int32_t next_sibling, prev_sibling;
-  uint32_t pins;          /* pin references (included in refcount) */
-  uint32_t depth;         /* index in its chain; valid while HASHED */
-  uint32_t ns_id;         /* extra-key namespace; valid while HASHED */
-  uint64_t priority_until;
-  pkv_hash128 key, parent; /* valid while HASHED */
-} pkv__block;
+} pkv__family;
 
 /* Named states (refcount lives in the hot array cache->refcount). */
 #define PKV_BLOCK_IS_CACHED(c, b) (((c)->blk[b].flags & PKV_BLK_CACHED) != 0)
@@ -153,7 +163,9 @@ struct pkv_cache {
   size_t kv_bytes;
 
   uint32_t *refcount;          /* per block: table entries + pins */
-  pkv__block *blk;
+  pkv__block *blk;             /* 64-byte aligned, one line per block */
+  void *blk_raw;               /* allocation behind blk */
+  pkv__family *fam;
   int32_t *block_tokens;       /* num_blocks * block_size */
   int32_t free_head;
   uint32_t n_free, n_cached, n_evictable, n_pinned;
