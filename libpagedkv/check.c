@@ -93,8 +93,8 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     return fail(msg, cap, "n_pinned %u but %u blocks carry pins", c->n_pinned,
                 pinned);
   {
-    /* Count pin entries per block in the high half of nothing: reuse refs
-     * by adding, and compare blk.pins below through the refcount check. */
+    /* Pin entries in total == pins counted on blocks; the per-block split
+     * is covered by the refcount check below. */
     uint64_t entries = 0, sum = 0;
     for (uint32_t p = 0; p < c->n_pins; p++) {
       if (!(c->pins[p].gen & 1)) continue;

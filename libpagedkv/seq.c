@@ -84,8 +84,8 @@ int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks) {
   return 0;
 }
 
-/* Allocates a sequence struct with room for cap_blocks and a handle slot;
- * on success the sequence is live and *out its handle. */
+/* Allocates a sequence with room for cap_blocks and a handle slot; on
+ * success it is live (seq_handle names it); NULL with the error set. */
 static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
   if (seq_slots_reserve(c)) return NULL;
   pkv__seq *s = pkv__calloc(1, sizeof *s);
