@@ -89,11 +89,13 @@ static int32_t orphan_pop(pkv_cache *c) {
 }
 
 int32_t pkv__evict_one(pkv_cache *c) {
-  if (c->n_evictable == 0) return -1;
+  if (c->n_evictable == 0) {
+    pkv__err(PKV_ECORRUPT, "eviction: no evictable block");
+    return -1;
+  }
   int32_t v = -1;
   if (c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST) v = orphan_pop(c);
   if (v < 0) {
-    if (!c->policy) return -1;
     v = c->policy->choose_victim(c->policy_state, pkv__now(c));
     if (v < 0 || (uint32_t)v >= c->num_blocks || !PKV_BLOCK_IS_EVICTABLE(c, v)) {
       pkv__err(PKV_ECORRUPT, "policy '%s' chose block %d, which is not "

@@ -246,10 +246,7 @@ undo:
   for (uint32_t i = 0; i < taken; i++)
     pkv__block_unref(c, s->blocks[s->n_blocks + i]);
   if (copy_to >= 0) pkv__block_unref(c, copy_to);
-  return pkv__err(PKV_ECORRUPT,
-                  "seq %u: eviction failed although %u blocks were counted "
-                  "evictable (policy '%s' returned no valid victim)",
-                  s->index, c->n_evictable, c->policy_name);
+  return PKV_ECORRUPT; /* the eviction driver said why */
 }
 
 int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,

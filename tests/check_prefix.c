@@ -467,6 +467,50 @@ START_TEST(orphan_readopted_when_parent_returns) {
 }
 END_TEST
 
+/* ------------------------------------------------ misbehaving policy */
+
+/* Always names block 0, whatever its state. */
+static int32_t bad_victim(void *st, uint64_t now) {
+  (void)st;
+  (void)now;
+  return 0;
+}
+
+START_TEST(policy_victim_in_use_is_refused) {
+  pkv_policy_ops ops = tu_policy_lowest;
+  ops.name = "test-bad";
+  ops.choose_victim = bad_victim;
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
+  cfg.policy_ops = &ops;
+  pkv_cache *c = tu_cache(&cfg);
+  int32_t t[16];
+  for (int i = 0; i < 16; i++) t[i] = i;
+  int64_t slots[4];
+  pkv_seq_id keep, gone;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &keep), 0);
+  ck_assert_int_eq(pkv_seq_append(c, keep, t, 4, slots), 0); /* block 0 */
+  for (int i = 0; i < 4; i++) tu_write_slot(c, slots[i], 7, (uint32_t)i);
+  ck_assert_int_eq(pkv_seq_commit(c, keep, 4), 0);
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &gone), 0);
+  ck_assert_int_eq(pkv_seq_append(c, gone, t + 4, 12, NULL), 0);
+  ck_assert_int_eq(pkv_seq_commit(c, gone, 12), 0);
+  ck_assert_int_eq(pkv_seq_free(c, gone), 0); /* 3 evictable blocks */
+  pkv_seq_id x;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &x), 0);
+  pkv_stats before = tu_stats(c);
+  /* The policy names block 0, which keep uses: refused, nothing taken. */
+  ck_assert_int_eq(pkv_seq_append(c, x, t, 4, NULL), PKV_ECORRUPT);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "not evictable"));
+  pkv_stats after = tu_stats(c);
+  TU_STATS_SAME(before, after);
+  TU_CHECK(c);
+  ck_assert_int_eq(pkv_slot_mapping(c, keep, 0, 4, slots), 0);
+  for (int i = 0; i < 4; i++) ck_assert(tu_slot_matches(c, slots[i], 7, (uint32_t)i));
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* ------------------------------------------------ reset + events */
 
 /* Replays events into a multiset of keys. */
@@ -669,6 +713,9 @@ static Suite *prefix_suite(void) {
   tcase_add_test(tc, orphans_kept_by_default);
   tcase_add_test(tc, orphans_first);
   tcase_add_test(tc, orphan_readopted_when_parent_returns);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("eviction");
+  tcase_add_test(tc, policy_victim_in_use_is_refused);
   suite_add_tcase(s, tc);
   tc = tcase_create("events_reset");
   tcase_add_loop_test(tc, events_replay_exact_key_set, 0, 2);
