@@ -193,6 +193,28 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   "matches its token ids)", b);
   }
 
+  /* Namespace table: every live entry reachable once through its digest
+   * bucket, every free one on the free list. */
+  {
+    uint32_t live_ns = 0, reached_ns = 0, free_ns = 0;
+    for (uint32_t i = 0; i < c->n_ns; i++) live_ns += c->ns[i].refs > 0;
+    for (uint32_t h = 0; c->ns_heads && h <= c->ns_mask; h++)
+      for (uint32_t i = c->ns_heads[h]; i != UINT32_MAX; i = c->ns[i].next) {
+        if (i >= c->n_ns || c->ns[i].refs == 0 ||
+            ((uint32_t)c->ns[i].digest.lo & c->ns_mask) != h)
+          return fail(msg, cap, "namespace index: bad entry %u in bucket %u", i, h);
+        if (++reached_ns > c->n_ns) return fail(msg, cap, "namespace chains cycle");
+      }
+    for (uint32_t i = c->ns_free; i != UINT32_MAX; i = c->ns[i].next) {
+      if (i >= c->n_ns || c->ns[i].refs != 0)
+        return fail(msg, cap, "namespace free list: bad entry %u", i);
+      if (++free_ns > c->n_ns) return fail(msg, cap, "namespace free list cycles");
+    }
+    if (reached_ns != live_ns || live_ns + free_ns != c->n_ns)
+      return fail(msg, cap, "namespaces: %u live, %u indexed, %u free of %u",
+                  live_ns, reached_ns, free_ns, c->n_ns);
+  }
+
   /* 6. copies */
   if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
     return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",

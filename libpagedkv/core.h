@@ -139,6 +139,7 @@ typedef struct pkv__ns {
   uint64_t adapter_id;
   pkv_hash128 digest;    /* XXH3-128 of the typed encoding */
   uint32_t refs;         /* sequences + hashed blocks using it; 0 = slot free */
+  uint32_t next;         /* digest chain while live, free list while free */
 } pkv__ns;
 
 /* ------------------------------------------------ pins */
@@ -180,6 +181,8 @@ struct pkv_cache {
 
   pkv__ns *ns;                 /* ns[0] = default namespace */
   uint32_t n_ns, cap_ns;
+  uint32_t *ns_heads;          /* digest buckets over ns[] */
+  uint32_t ns_mask, ns_free;
 
   pkv__pin *pins;
   uint32_t n_pins, cap_pins;

@@ -65,76 +65,116 @@ static pkv_hash128 ns_digest(const void *ns, size_t len, uint64_t adapter,
   return (pkv_hash128){h.low64, h.high64};
 }
 
+/* Namespaces are interned in a table chained by digest (ns_heads), with
+ * a free list of released slots, so creating a sequence costs one hash and
+ * a short chain walk however many tenants a server has. */
+#define NS_NONE UINT32_MAX
+
+static uint32_t ns_bucket(const pkv_cache *c, pkv_hash128 d) {
+  return (uint32_t)d.lo & c->ns_mask;
+}
+
+/* Rebuilds the buckets for at least `want` entries. */
+static int ns_rehash(pkv_cache *c, uint32_t want) {
+  uint32_t n = 16;
+  while (n < 2 * want) n *= 2;
+  uint32_t *heads = pkv__malloc(n * sizeof *heads);
+  if (!heads) return pkv__err(PKV_ENOMEM, "no memory for the namespace index");
+  for (uint32_t i = 0; i < n; i++) heads[i] = NS_NONE;
+  pkv__free(c->ns_heads);
+  c->ns_heads = heads;
+  c->ns_mask = n - 1;
+  for (uint32_t i = 0; i < c->n_ns; i++) {
+    if (c->ns[i].refs == 0) continue;
+    uint32_t h = ns_bucket(c, c->ns[i].digest);
+    c->ns[i].next = heads[h];
+    heads[h] = i;
+  }
+  return 0;
+}
+
 int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
                    uint64_t adapter_id, uint32_t *out) {
-  uint32_t free_slot = UINT32_MAX;
-  for (uint32_t i = 0; i < c->n_ns; i++) {
-    pkv__ns *e = &c->ns[i];
-    if (e->refs == 0) {
-      if (free_slot == UINT32_MAX) free_slot = i;
-      continue;
-    }
-    if (e->len == len && e->adapter_id == adapter_id &&
-        (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
-      e->refs++;
-      *out = i;
-      return 0;
+  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
+  uint8_t *scratch = NULL;
+  if (len > 256 - 28) {
+    scratch = pkv__malloc(len + 28);
+    if (!scratch) return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
+  }
+  pkv_hash128 d = ns_digest(ns, len, adapter_id, scratch);
+  pkv__free(scratch);
+  if (c->ns_heads) {
+    for (uint32_t i = c->ns_heads[ns_bucket(c, d)]; i != NS_NONE; i = c->ns[i].next) {
+      pkv__ns *e = &c->ns[i];
+      if (e->digest.lo == d.lo && e->digest.hi == d.hi && e->len == len &&
+          e->adapter_id == adapter_id && (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
+        e->refs++;
+        *out = i;
+        return 0;
+      }
     }
   }
-  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
   uint8_t *copy = NULL;
   if (len) {
     copy = pkv__malloc(len);
     if (!copy) return pkv__err(PKV_ENOMEM, "no memory for a namespace");
     memcpy(copy, ns, len);
   }
-  uint8_t *scratch = NULL;
-  if (len > 256 - 28) {
-    scratch = pkv__malloc(len + 28);
-    if (!scratch) {
-      pkv__free(copy);
-      return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
-    }
-  }
-  if (free_slot == UINT32_MAX) {
+  uint32_t id = c->ns_free;
+  if (id == NS_NONE) {
     if (c->n_ns == c->cap_ns) {
       uint32_t cap = c->cap_ns ? c->cap_ns * 2 : 8;
       pkv__ns *t = pkv__realloc(c->ns, cap * sizeof *t);
       if (!t) {
         pkv__free(copy);
-        pkv__free(scratch);
         return pkv__err(PKV_ENOMEM, "no memory for the namespace table");
       }
       c->ns = t;
       c->cap_ns = cap;
     }
-    free_slot = c->n_ns++;
+    if (!c->ns_heads || c->n_ns + 1 > (c->ns_mask + 1) / 2) {
+      int rc = ns_rehash(c, c->n_ns + 1);
+      if (rc) {
+        pkv__free(copy);
+        return rc;
+      }
+    }
+    id = c->n_ns++;
+  } else {
+    c->ns_free = c->ns[id].next;
   }
-  pkv__ns *e = &c->ns[free_slot];
+  pkv__ns *e = &c->ns[id];
   e->bytes = copy;
   e->len = len;
   e->adapter_id = adapter_id;
-  e->digest = ns_digest(ns, len, adapter_id, scratch);
+  e->digest = d;
   e->refs = 1;
-  pkv__free(scratch);
-  *out = free_slot;
+  uint32_t h = ns_bucket(c, d);
+  e->next = c->ns_heads[h];
+  c->ns_heads[h] = id;
+  *out = id;
   return 0;
 }
 
 void pkv__ns_unref(pkv_cache *c, uint32_t id) {
   pkv__ns *e = &c->ns[id];
   PKV_ASSERT(e->refs > 0);
-  if (--e->refs == 0) {
-    pkv__free(e->bytes);
-    e->bytes = NULL;
-    e->len = 0;
-  }
+  if (--e->refs != 0) return;
+  uint32_t *pp = &c->ns_heads[ns_bucket(c, e->digest)];
+  while (*pp != id) pp = &c->ns[*pp].next;
+  *pp = e->next;
+  pkv__free(e->bytes);
+  e->bytes = NULL;
+  e->len = 0;
+  e->next = c->ns_free;
+  c->ns_free = id;
 }
 
 /* ------------------------------------------------ init */
 
 int pkv__prefix_init(pkv_cache *c) {
   c->key_mask_lo = ~0ull;
+  c->ns_free = NS_NONE;
   uint32_t id;
   int rc = pkv__ns_intern(c, NULL, 0, 0, &id); /* ns 0: default, permanent */
   if (rc) return rc;
@@ -152,6 +192,7 @@ int pkv__prefix_init(pkv_cache *c) {
 void pkv__prefix_destroy(pkv_cache *c) {
   for (uint32_t i = 0; i < c->n_ns; i++) pkv__free(c->ns[i].bytes);
   pkv__free(c->ns);
+  pkv__free(c->ns_heads);
   pkv__free(c->heads);
   pkv__free(c->hash_buf);
 }

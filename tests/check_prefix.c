@@ -254,6 +254,40 @@ START_TEST(namespaces_isolate) {
 }
 END_TEST
 
+START_TEST(many_namespaces_churn) {
+  pkv_cache *c = open_cache(PKV_STORAGE_EXTERNAL, 512, NULL);
+  int32_t t[5] = {9, 8, 7, 6, 5};
+  pkv_seq_id s[300];
+  int32_t first[300];
+  uint32_t m;
+  for (uint32_t round = 0; round < 2; round++) {
+    for (uint32_t k = 0; k < 300; k++) {
+      char ns[16];
+      snprintf(ns, sizeof ns, "tenant-%u", k % 150);
+      pkv_seq_opts o = {.ns = ns, .ns_len = strlen(ns)};
+      pkv_seq_id q;
+      ck_assert_int_eq(pkv_seq_create(c, &o, &q), 0);
+      ck_assert_int_eq(pkv_seq_match_prefix(c, q, t, 5, 4, &m), 0);
+      /* Same tenant as k - 150 (live in this round): shares its block. */
+      ck_assert_uint_eq(m, k >= 150 ? 4u : 0u);
+      ck_assert_int_eq(pkv_seq_append(c, q, t + m, 5 - m, NULL), 0);
+      ck_assert_int_eq(pkv_seq_commit(c, q, 5), 0);
+      int32_t b[4];
+      blocks_of(c, q, b);
+      first[k] = b[0];
+      if (k >= 150) ck_assert_int_eq(first[k], first[k - 150]);
+      s[k] = q;
+    }
+    TU_CHECK(c);
+    for (uint32_t k = 0; k < 300; k++) ck_assert_int_eq(pkv_seq_free(c, s[k]), 0);
+    /* Releases every namespace the index does not hold either. */
+    ck_assert_int_eq(pkv_prefix_reset(c), 0);
+    TU_CHECK(c);
+  }
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* ------------------------------------------------ pins */
 
 START_TEST(pins_survive_pressure) {
@@ -701,6 +735,7 @@ static Suite *prefix_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("namespaces");
   tcase_add_test(tc, namespaces_isolate);
+  tcase_add_test(tc, many_namespaces_churn);
   suite_add_tcase(s, tc);
   tc = tcase_create("pins");
   tcase_add_test(tc, pins_survive_pressure);
