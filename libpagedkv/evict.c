@@ -68,10 +68,26 @@ void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
   m->priority_until = blk->priority_until;
 }
 
+/* Drops stale entries (blocks freed since they were pushed lose their
+ * ORPHAN_Q flag with all their flags) and duplicates (a block freed and
+ * queued again), so the stack never holds more than num_blocks entries. */
+static void orphan_compact(pkv_cache *c) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < c->n_orphans; i++) {
+    int32_t b = c->orphans[i];
+    if (!(c->blk[b].flags & PKV_BLK_ORPHAN_Q)) continue;
+    c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN_Q; /* keep the first only */
+    c->orphans[k++] = b;
+  }
+  for (uint32_t i = 0; i < k; i++) c->blk[c->orphans[i]].flags |= PKV_BLK_ORPHAN_Q;
+  c->n_orphans = k;
+}
+
 void pkv__orphan_push(pkv_cache *c, int32_t b) {
   if (!(c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST)) return;
   pkv__block *blk = &c->blk[b];
-  if ((blk->flags & PKV_BLK_ORPHAN_Q) || c->n_orphans >= c->num_blocks) return;
+  if (blk->flags & PKV_BLK_ORPHAN_Q) return;
+  if (c->n_orphans >= c->num_blocks) orphan_compact(c);
   blk->flags |= PKV_BLK_ORPHAN_Q;
   c->orphans[c->n_orphans++] = b;
 }
