@@ -45,11 +45,15 @@
 
 #define FW_CLASSES 8
 #define FW_MAX_USES 255
+/* How far up the chain one hook lifts counts: each released block lifts its
+ * own ancestors, so a few levels reach every block of a chain whichever
+ * order the manager releases it in, and the hook stays O(1). */
+#define FW_LIFT_LEVELS 8
 
 enum { FW_ABSENT = 0, FW_IN_USE = 1, FW_EVICTABLE = 2 };
 
 typedef struct fw_state {
-  double weight[FW_CLASSES];
+  double inv_weight[FW_CLASSES]; /* 1 / weight: choose_victim multiplies */
   uint64_t clock;        /* releases so far */
   int32_t last_released; /* for chain placement; may be stale */
   uint8_t *where;        /* FW_* */
@@ -91,10 +95,9 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
   fw_state *st = pkv__calloc(1, sizeof *st);
   if (!st) return pkv__err(PKV_ENOMEM, "policy fwlru: state allocation");
   for (int k = 0; k < FW_CLASSES; k++) {
-    st->weight[k] = pow(k + 1, p);
+    st->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
     pkv__blist_init(&st->q[k]);
   }
-  st->weight[0] *= cold;
   st->last_released = PKV__NIL;
   st->where = pkv__calloc(num_blocks, 1);
   st->uses = pkv__calloc(num_blocks, 1);
@@ -126,12 +129,14 @@ static uint8_t class_of(const fw_state *st, int32_t block) {
 /* A parent is used at least as often as its children (every match of a
  * child matched the parent).  When a child's count exceeds its parent's —
  * the parent was evicted and recomputed, and its count forgotten — raise
- * the parent's, and so on up the chain, moving an evictable parent to its
- * new class.  Otherwise a recomputed root would be evicted first again and
+ * the parent's, and so on up the chain (at most FW_LIFT_LEVELS), moving an
+ * evictable parent to its new class.  Otherwise a recomputed root would be evicted first again and
  * again, leaving its children cached but unreachable. */
 static void lift_parents(fw_state *st, int32_t block) {
   static const pkv_hash128 none = {0, 0};
-  for (int32_t c = block; !same_key(st->parent[c], none);) {
+  int32_t c = block;
+  for (int level = 0; level < FW_LIFT_LEVELS && !same_key(st->parent[c], none);
+       level++) {
     int32_t p = pkv__kmap_get(&st->blocks, st->parent[c]);
     if (p < 0 || st->uses[p] >= st->uses[c]) return;
     st->uses[p] = st->uses[c];
@@ -215,7 +220,7 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
   for (int k = 0; k < FW_CLASSES; k++) {
     int32_t b = st->q[k].head;
     if (b == PKV__NIL) continue;
-    double score = (double)(st->clock - st->stamp[b] + 1) / st->weight[k];
+    double score = (double)(st->clock - st->stamp[b] + 1) * st->inv_weight[k];
     if (best == PKV__NIL || score > best_score) {
       best = b;
       best_score = score;

@@ -67,12 +67,17 @@ bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
   uint32_t nb = 1;
   while ((uint64_t)nb * GHOST_WAYS < 2ull * cap) nb <<= 1;
   g->mask = nb - 1;
-  g->slot = pkv__calloc((size_t)nb * GHOST_WAYS, sizeof(pkv__ghost_slot));
-  return g->slot != NULL;
+  /* Buckets on cache-line boundaries, so that one costs one miss. */
+  size_t bytes = (size_t)nb * GHOST_WAYS * sizeof(pkv__ghost_slot);
+  g->raw = pkv__calloc(1, bytes + 63);
+  if (!g->raw) return false;
+  g->slot = (pkv__ghost_slot *)(((uintptr_t)g->raw + 63) & ~(uintptr_t)63);
+  return true;
 }
 
 void pkv__ghost_free(pkv__ghost *g) {
-  pkv__free(g->slot);
+  pkv__free(g->raw);
+  g->raw = NULL;
   g->slot = NULL;
 }
 

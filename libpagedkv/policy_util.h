@@ -148,7 +148,8 @@ typedef struct pkv__ghost {
   uint32_t cap;   /* keys remembered; 0 = no ghost (add/take do nothing) */
   uint32_t clock; /* adds so far */
   uint32_t mask;  /* buckets - 1 */
-  pkv__ghost_slot *slot; /* buckets * 4 */
+  pkv__ghost_slot *slot; /* buckets * 4, 64-byte aligned */
+  void *raw;             /* what was allocated */
 } pkv__ghost;
 
 /* ratio * num_blocks entries, capped at 2^28. */

@@ -792,7 +792,7 @@ END_TEST
 typedef struct fw_model {
   model base;
   uint32_t n;
-  double weight[FW_K];
+  double inv_weight[FW_K];
   int state[MAXB];
   unsigned uses[MAXB];
   int cls[MAXB];
@@ -807,8 +807,8 @@ typedef struct fw_model {
 
 static void fwm_config(fw_model *f, uint32_t n, double p, double cold,
                        double hist) {
-  for (int k = 0; k < FW_K; k++) f->weight[k] = pow(k + 1, p);
-  f->weight[0] *= cold;
+  for (int k = 0; k < FW_K; k++) /* same expression: same rounding */
+    f->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
   f->ghost.cap = (uint32_t)(hist * n);
 }
 static void fwm_reset(model *m, uint32_t n) {
@@ -825,10 +825,11 @@ static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b);
 static int fwm_class(const fw_model *f, int32_t b) {
   return f->uses[b] >= FW_K ? FW_K - 1 : (int)f->uses[b] - 1;
 }
-/* Parents are raised to their child's count, up the chain. */
+/* Parents are raised to their child's count, up to 8 levels up. */
 static void fwm_lift(fw_model *f, int32_t b) {
   const pkv_hash128 none = {0, 0};
-  for (int32_t c = b; !same_key(f->parent[c], none);) {
+  int32_t c = b;
+  for (int level = 0; level < 8 && !same_key(f->parent[c], none); level++) {
     int32_t p = -1;
     for (uint32_t i = 0; i < f->n; i++)
       if (f->state[i] != ABSENT && same_key(f->key[i], f->parent[c]))
@@ -911,7 +912,7 @@ static int32_t fwm_victim(const model *m, uint64_t now) {
   for (int k = 0; k < FW_K; k++) {
     if (!f->len[k]) continue;
     int32_t b = f->order[k][0];
-    double score = (double)(f->clock - f->stamp[b] + 1) / f->weight[k];
+    double score = (double)(f->clock - f->stamp[b] + 1) * f->inv_weight[k];
     if (best < 0 || score > best_score) {
       best = b;
       best_score = score;
