@@ -45,11 +45,15 @@
 
 #define FW_CLASSES 8
 #define FW_MAX_USES 255
+/* How far up the chain one hook lifts counts: each released block lifts its
+ * own ancestors, so a few levels reach every block of a chain whichever
+ * order the manager releases it in, and the hook stays O(1). */
+#define FW_LIFT_LEVELS 8
 
 enum { FW_ABSENT = 0, FW_IN_USE = 1, FW_EVICTABLE = 2 };
 
 typedef struct fw_state {
-  double weight[FW_CLASSES];
+  double inv_weight[FW_CLASSES]; /* 1 / weight: choose_victim multiplies */
   uint64_t clock;        /* releases so far */
   int32_t last_released; /* for chain placement; may be stale */
   uint8_t *where;        /* FW_* */
@@ -60,6 +64,7 @@ typedef struct fw_state {
   pkv__bnodes nodes;
   pkv__blist q[FW_CLASSES];
   pkv__ghost hist;
+  pkv__kmap blocks; /* key -> block, to find a block's parent */
 } fw_state;
 
 static void fw_destroy(void *state) {
@@ -67,6 +72,7 @@ static void fw_destroy(void *state) {
   if (!st) return;
   pkv__bnodes_free(&st->nodes);
   pkv__ghost_free(&st->hist);
+  pkv__kmap_free(&st->blocks);
   pkv__free(st->where);
   pkv__free(st->uses);
   pkv__free(st->cls);
@@ -89,10 +95,9 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
   fw_state *st = pkv__calloc(1, sizeof *st);
   if (!st) return pkv__err(PKV_ENOMEM, "policy fwlru: state allocation");
   for (int k = 0; k < FW_CLASSES; k++) {
-    st->weight[k] = pow(k + 1, p);
+    st->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
     pkv__blist_init(&st->q[k]);
   }
-  st->weight[0] *= cold;
   st->last_released = PKV__NIL;
   st->where = pkv__calloc(num_blocks, 1);
   st->uses = pkv__calloc(num_blocks, 1);
@@ -102,7 +107,8 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
   st->parent = pkv__calloc(num_blocks, sizeof(pkv_hash128));
   bool ok = st->where && st->uses && st->cls && st->stamp && st->key &&
             st->parent && pkv__bnodes_alloc(&st->nodes, num_blocks) &&
-            pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks));
+            pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
+            pkv__kmap_alloc(&st->blocks, num_blocks);
   if (!ok) {
     fw_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy fwlru: %u-block arrays", num_blocks);
@@ -115,6 +121,35 @@ static bool same_key(pkv_hash128 a, pkv_hash128 b) {
   return a.lo == b.lo && a.hi == b.hi;
 }
 
+static uint8_t class_of(const fw_state *st, int32_t block) {
+  return st->uses[block] >= FW_CLASSES ? FW_CLASSES - 1
+                                       : (uint8_t)(st->uses[block] - 1);
+}
+
+/* A parent is used at least as often as its children (every match of a
+ * child matched the parent).  When a child's count exceeds its parent's —
+ * the parent was evicted and recomputed, and its count forgotten — raise
+ * the parent's, and so on up the chain (at most FW_LIFT_LEVELS), moving an
+ * evictable parent to its new class.  Otherwise a recomputed root would be evicted first again and
+ * again, leaving its children cached but unreachable. */
+static void lift_parents(fw_state *st, int32_t block) {
+  static const pkv_hash128 none = {0, 0};
+  int32_t c = block;
+  for (int level = 0; level < FW_LIFT_LEVELS && !same_key(st->parent[c], none);
+       level++) {
+    int32_t p = pkv__kmap_get(&st->blocks, st->parent[c]);
+    if (p < 0 || st->uses[p] >= st->uses[c]) return;
+    st->uses[p] = st->uses[c];
+    uint8_t k = class_of(st, p);
+    if (st->where[p] == FW_EVICTABLE && k != st->cls[p]) {
+      pkv__blist_unlink(&st->q[st->cls[p]], &st->nodes, p);
+      pkv__blist_push_tail(&st->q[k], &st->nodes, p);
+      st->cls[p] = k;
+    }
+    c = p;
+  }
+}
+
 static void fw_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   fw_state *st = state;
@@ -125,6 +160,8 @@ static void fw_on_insert(void *state, int32_t block,
   st->key[block] = meta->key;
   st->parent[block] = meta->parent;
   st->where[block] = FW_IN_USE;
+  pkv__kmap_put(&st->blocks, meta->key, block);
+  lift_parents(st, block);
 }
 
 static void fw_on_hit(void *state, int32_t block,
@@ -139,8 +176,7 @@ static void fw_on_evictable(void *state, int32_t block,
   (void)meta;
   fw_state *st = state;
   if (st->where[block] == FW_EVICTABLE) return;
-  uint8_t k = st->uses[block] >= FW_CLASSES ? FW_CLASSES - 1
-                                            : (uint8_t)(st->uses[block] - 1);
+  uint8_t k = class_of(st, block);
   pkv__blist *q = &st->q[k];
   st->clock++;
   int32_t prev = st->last_released;
@@ -160,6 +196,7 @@ static void fw_on_evictable(void *state, int32_t block,
   st->cls[block] = k;
   st->where[block] = FW_EVICTABLE;
   st->last_released = block;
+  lift_parents(st, block);
 }
 
 static void unlink_block(fw_state *st, int32_t block) {
@@ -183,7 +220,7 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
   for (int k = 0; k < FW_CLASSES; k++) {
     int32_t b = st->q[k].head;
     if (b == PKV__NIL) continue;
-    double score = (double)(st->clock - st->stamp[b] + 1) / st->weight[k];
+    double score = (double)(st->clock - st->stamp[b] + 1) * st->inv_weight[k];
     if (best == PKV__NIL || score > best_score) {
       best = b;
       best_score = score;
@@ -195,8 +232,10 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
 static void fw_on_remove(void *state, int32_t block) {
   fw_state *st = state;
   unlink_block(st, block);
-  if (st->where[block] != FW_ABSENT)
+  if (st->where[block] != FW_ABSENT) {
     pkv__ghost_add(&st->hist, st->key[block], st->uses[block]);
+    pkv__kmap_del(&st->blocks, st->key[block], block);
+  }
   st->where[block] = FW_ABSENT;
 }
 

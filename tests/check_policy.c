@@ -10,6 +10,7 @@
  * policy's victim with the model's.
  */
 #include "pagedkv/policy.h"
+#include "policy_util.h" /* pkv__ghost, tested here too */
 
 #include <check.h>
 #include <math.h>
@@ -61,7 +62,7 @@ static void rig_open(rig *r, const char *policy, const char *args, model *m,
   r->m = m;
   r->n = n;
   r->now = 1000;
-  r->next_key = 1;
+  r->next_key = 1ull << 32; /* apart from the keys tests pick */
   m->reset(m, n);
 }
 
@@ -173,6 +174,8 @@ static void random_walk(const char *policy, const char *args, model *m,
     if (r.state[b] == ABSENT) {
       if (op < 70) {
         uint64_t key = 1 + rng_next(&s) % (3 * n);
+        for (uint32_t o = 0; o < n; o++) /* cached keys are unique */
+          if (r.state[o] != ABSENT && r.meta[o].key.lo == key) key = 0;
         uint8_t prio = (uint8_t)(rng_next(&s) % 4 == 0 ? rng_next(&s) % 101
                                                         : 35);
         uint64_t until = rng_next(&s) % 3 == 0 ? r.now + rng_next(&s) % 400
@@ -492,40 +495,126 @@ START_TEST(priority_random) {
 }
 END_TEST
 
-/* ------------------------------------------------------------ ghost model */
+/* ------------------------------------------------------------ ghosts */
 
-/* Every key ever added, in order, with its value and a taken flag; a key is
- * in the ghost while it is among the last `cap` added and not taken. */
-#define GM_MAX 200000
+/* The policy models keep their ghost in a real pkv__ghost (its own test is
+ * below): what they check is the policy's use of it. */
 typedef struct ghost_model {
-  uint32_t cap, n;
-  pkv_hash128 key[GM_MAX];
-  unsigned value[GM_MAX];
-  bool taken[GM_MAX];
+  uint32_t cap;
+  pkv__ghost g;
 } ghost_model;
 
 static bool same_key(pkv_hash128 a, pkv_hash128 b) {
   return a.lo == b.lo && a.hi == b.hi;
 }
-/* Value of k, taken out; -1 if absent. */
+static void gm_reset(ghost_model *g) {
+  pkv__ghost_free(&g->g);
+  ck_assert(pkv__ghost_alloc(&g->g, g->cap));
+}
 static int gm_take(ghost_model *g, pkv_hash128 k) {
-  uint32_t from = g->n > g->cap ? g->n - g->cap : 0;
-  for (uint32_t i = from; i < g->n; i++)
-    if (!g->taken[i] && same_key(g->key[i], k)) {
-      g->taken[i] = true;
-      return (int)g->value[i];
-    }
-  return -1;
+  return pkv__ghost_take(&g->g, k);
 }
 static void gm_add(ghost_model *g, pkv_hash128 k, unsigned value) {
-  if (!g->cap) return;
-  ck_assert_uint_lt(g->n, GM_MAX);
-  for (uint32_t i = 0; i < g->n; i++) /* one entry per key */
-    if (same_key(g->key[i], k)) g->taken[i] = true;
-  g->taken[g->n] = false;
-  g->value[g->n] = value;
-  g->key[g->n++] = k;
+  pkv__ghost_add(&g->g, k, (uint8_t)value);
 }
+
+/* The ghost against an exact list of the last `cap` keys added (each with
+ * its value, taken ones marked).  The ghost may forget a key early only
+ * when its bucket filled with 4 other live keys; it never reports a key the
+ * list does not hold, nor a wrong value. */
+START_TEST(ghost_vs_exact) {
+  const uint32_t cap = 64 + 200 * (uint32_t)_i;
+  enum { N = 30000 };
+  static pkv_hash128 key[N];
+  static unsigned value[N];
+  static bool taken[N];
+  pkv__ghost g;
+  ck_assert(pkv__ghost_alloc(&g, cap));
+  uint64_t s = 99 + (uint64_t)_i;
+  uint32_t n = 0, found = 0, expected = 0;
+  for (int step = 0; step < N; step++) {
+    uint64_t r = rng_next(&s);
+    pkv_hash128 k = {1 + r % (4 * cap), 7};
+    if (r % 3) { /* add */
+      for (uint32_t i = 0; i < n; i++)
+        if (same_key(key[i], k)) taken[i] = true;
+      key[n] = k;
+      value[n] = (unsigned)(r >> 40) & 0xff;
+      taken[n] = false;
+      n++;
+      pkv__ghost_add(&g, k, (uint8_t)value[n - 1]);
+      continue;
+    }
+    int want = -1;
+    uint32_t at = 0;
+    for (uint32_t i = n > cap ? n - cap : 0; i < n; i++)
+      if (!taken[i] && same_key(key[i], k)) want = (int)value[i], at = i;
+    int got = pkv__ghost_take(&g, k);
+    if (want < 0) {
+      ck_assert_int_eq(got, -1);
+      continue;
+    }
+    taken[at] = true;
+    expected++;
+    if (got >= 0) {
+      ck_assert_int_eq(got, want);
+      found++;
+      continue;
+    }
+    /* Forgotten early: its bucket was once full of 4 other live keys,
+     * each added within cap adds of that moment, which came after `at`. */
+    uint32_t same_bucket = 0, bk = pkv__ghost_bucket(&g, k);
+    for (uint32_t i = at > cap ? at - cap : 0; i < n; i++)
+      same_bucket += i != at && pkv__ghost_bucket(&g, key[i]) == bk;
+    ck_assert_uint_ge(same_bucket, 4);
+  }
+  /* With >= 2 slots per key, early loss is rare. */
+  ck_assert_uint_ge(found * 100, expected * 95);
+  pkv__ghost_free(&g);
+  /* cap 0: a ghost that remembers nothing. */
+  ck_assert(pkv__ghost_alloc(&g, 0));
+  pkv__ghost_add(&g, key[0], 1);
+  ck_assert_int_eq(pkv__ghost_take(&g, key[0]), -1);
+  pkv__ghost_free(&g);
+}
+END_TEST
+
+/* The key map against a plain array of (key, block) pairs, with a small
+ * table so that probe runs wrap and deletions shift entries back. */
+START_TEST(kmap_vs_array) {
+  enum { NB = 40 };
+  pkv__kmap m;
+  ck_assert(pkv__kmap_alloc(&m, NB));
+  int32_t block_of[3 * NB]; /* key index -> block or -1 */
+  for (int i = 0; i < 3 * NB; i++) block_of[i] = -1;
+  uint64_t s = 5 + (uint64_t)_i;
+  int live = 0;
+  for (int step = 0; step < 50000; step++) {
+    uint64_t r = rng_next(&s);
+    int ki = (int)(r % (3 * NB));
+    pkv_hash128 k = {(uint64_t)ki * 7919 + 1, (uint64_t)_i};
+    if (r % 3 == 0 && block_of[ki] < 0 && live < NB) {
+      block_of[ki] = (int32_t)((r >> 20) % NB);
+      pkv__kmap_put(&m, k, block_of[ki]);
+      live++;
+    } else if (r % 3 == 1 && block_of[ki] >= 0) {
+      /* deleting with the wrong block is ignored */
+      pkv__kmap_del(&m, k, block_of[ki] + 1);
+      ck_assert_int_eq(pkv__kmap_get(&m, k), block_of[ki]);
+      pkv__kmap_del(&m, k, block_of[ki]);
+      block_of[ki] = -1;
+      live--;
+    }
+    for (int j = 0; j < 3 * NB; j++) { /* (ck_assert per call is slow) */
+      pkv_hash128 kj = {(uint64_t)j * 7919 + 1, (uint64_t)_i};
+      if (pkv__kmap_get(&m, kj) != block_of[j])
+        ck_abort_msg("step %d: key %d maps to %d, want %d", step, j,
+                     pkv__kmap_get(&m, kj), block_of[j]);
+    }
+  }
+  pkv__kmap_free(&m);
+}
+END_TEST
 
 /* ------------------------------------------------------------ S3-FIFO */
 
@@ -584,7 +673,7 @@ static void s3m_reset(model *m, uint32_t n) {
   memset(s->state, 0, sizeof s->state);
   s->n = n;
   s->clock = 0;
-  s->ghost.n = 0;
+  gm_reset(&s->ghost);
   s->victim = -1;
 }
 static void s3m_insert(model *m, int32_t b, const pkv_block_meta *mt) {
@@ -703,7 +792,7 @@ END_TEST
 typedef struct fw_model {
   model base;
   uint32_t n;
-  double weight[FW_K];
+  double inv_weight[FW_K];
   int state[MAXB];
   unsigned uses[MAXB];
   int cls[MAXB];
@@ -718,8 +807,8 @@ typedef struct fw_model {
 
 static void fwm_config(fw_model *f, uint32_t n, double p, double cold,
                        double hist) {
-  for (int k = 0; k < FW_K; k++) f->weight[k] = pow(k + 1, p);
-  f->weight[0] *= cold;
+  for (int k = 0; k < FW_K; k++) /* same expression: same rounding */
+    f->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
   f->ghost.cap = (uint32_t)(hist * n);
 }
 static void fwm_reset(model *m, uint32_t n) {
@@ -729,7 +818,31 @@ static void fwm_reset(model *m, uint32_t n) {
   f->n = n;
   f->clock = 0;
   f->last = -1;
-  f->ghost.n = 0;
+  gm_reset(&f->ghost);
+}
+static void fwm_unlist(fw_model *f, int32_t b);
+static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b);
+static int fwm_class(const fw_model *f, int32_t b) {
+  return f->uses[b] >= FW_K ? FW_K - 1 : (int)f->uses[b] - 1;
+}
+/* Parents are raised to their child's count, up to 8 levels up. */
+static void fwm_lift(fw_model *f, int32_t b) {
+  const pkv_hash128 none = {0, 0};
+  int32_t c = b;
+  for (int level = 0; level < 8 && !same_key(f->parent[c], none); level++) {
+    int32_t p = -1;
+    for (uint32_t i = 0; i < f->n; i++)
+      if (f->state[i] != ABSENT && same_key(f->key[i], f->parent[c]))
+        p = (int32_t)i;
+    if (p < 0 || f->uses[p] >= f->uses[c]) return;
+    f->uses[p] = f->uses[c];
+    if (f->state[p] == EVICTABLE && fwm_class(f, p) != f->cls[p]) {
+      fwm_unlist(f, p);
+      f->cls[p] = fwm_class(f, p);
+      fwm_put(f, f->cls[p], f->len[f->cls[p]], p);
+    }
+    c = p;
+  }
 }
 static void fwm_insert(model *m, int32_t b, const pkv_block_meta *mt) {
   fw_model *f = (fw_model *)m;
@@ -738,6 +851,7 @@ static void fwm_insert(model *m, int32_t b, const pkv_block_meta *mt) {
   f->parent[b] = mt->parent;
   int before = gm_take(&f->ghost, mt->key);
   f->uses[b] = before < 0 ? 1 : before >= 255 ? 255 : (unsigned)before + 1;
+  fwm_lift(f, b);
 }
 static void fwm_hit(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
@@ -758,7 +872,7 @@ static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b) {
 static void fwm_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
   fw_model *f = (fw_model *)m;
-  int k = f->uses[b] >= FW_K ? FW_K - 1 : (int)f->uses[b] - 1;
+  int k = fwm_class(f, b);
   f->clock++;
   int32_t p = f->last;
   bool chained = p >= 0 && f->state[p] == EVICTABLE && f->cls[p] == k;
@@ -775,6 +889,7 @@ static void fwm_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
   f->cls[b] = k;
   f->state[b] = EVICTABLE;
   f->last = b;
+  fwm_lift(f, b);
 }
 static void fwm_unlist(fw_model *f, int32_t b) {
   if (f->state[b] != EVICTABLE) return;
@@ -797,7 +912,7 @@ static int32_t fwm_victim(const model *m, uint64_t now) {
   for (int k = 0; k < FW_K; k++) {
     if (!f->len[k]) continue;
     int32_t b = f->order[k][0];
-    double score = (double)(f->clock - f->stamp[b] + 1) / f->weight[k];
+    double score = (double)(f->clock - f->stamp[b] + 1) * f->inv_weight[k];
     if (best < 0 || score > best_score) {
       best = b;
       best_score = score;
@@ -1058,6 +1173,10 @@ Suite *policy_suite(void) {
   tcase_add_test(tc, fwlru_scripted);
   tcase_add_loop_test(tc, fwlru_random, 0, 8);
   tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("ghost");
+  tcase_add_loop_test(tc, ghost_vs_exact, 0, 4);
+  tcase_add_loop_test(tc, kmap_vs_array, 0, 2);
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
   tcase_add_test(tc, bad_args);
