@@ -186,7 +186,7 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     if (blk->ns_id >= c->n_ns || c->ns[blk->ns_id].refs == 0)
       return fail(msg, cap, "block %u: dead namespace %u", b, blk->ns_id);
     if (!(blk->flags & PKV_BLK_CACHED)) continue;
-    pkv_hash128 k = pkv__block_key(c, blk->parent, blk->ns_id,
+    pkv_hash128 k = pkv__block_key(c, &blk->parent, blk->ns_id,
                                    c->block_tokens + (size_t)b * bs);
     if (k.lo != blk->key.lo || k.hi != blk->key.hi)
       return fail(msg, cap, "cached block %u was modified (key no longer "

@@ -58,7 +58,7 @@ void pkv__policy_close(pkv_cache *c) {
   c->policy_state = NULL;
 }
 
-void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m) {
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
   const pkv__block *blk = &c->blk[b];
   m->now = pkv__now(c);
   m->key = blk->key;
