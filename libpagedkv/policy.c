@@ -1,0 +1,243 @@
+/*
+ * policy.c — the policy registry, and the helpers the built-ins share.
+ *
+ * Lookup by name sees two tables: the built-ins (const, compiled in) and the
+ * policies users registered at run time (process-wide, at most
+ * PKV__MAX_REGISTERED).  Built-in names can never be taken over, so a
+ * cache created with policy "lru" always gets the library's LRU.
+ *
+ * Locking: one mutex guards the registered table and the names array handed
+ * out by pkv_policy_names().  Registered ops are never removed, so a pointer
+ * returned by pkv_policy_find() stays valid for the life of the process
+ * (the caller keeps the ops themselves alive — typically a static const).
+ */
+#include "policy_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PKV__MAX_REGISTERED 64
+
+static const pkv_policy_ops *const builtins[] = {
+    &pkv__policy_lru,    &pkv__policy_fifo,     &pkv__policy_lfu,
+    &pkv__policy_s3fifo, &pkv__policy_priority,
+};
+#define N_BUILTINS (sizeof builtins / sizeof builtins[0])
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static const pkv_policy_ops *registered[PKV__MAX_REGISTERED];
+static size_t n_registered;
+/* Rebuilt under the lock on every pkv_policy_names() call; entries point at
+ * names that live as long as their ops. */
+static const char *names[N_BUILTINS + PKV__MAX_REGISTERED + 1];
+
+/* Caller holds registry_lock. */
+static const pkv_policy_ops *find_locked(const char *name) {
+  for (size_t i = 0; i < N_BUILTINS; i++)
+    if (strcmp(builtins[i]->name, name) == 0) return builtins[i];
+  for (size_t i = 0; i < n_registered; i++)
+    if (strcmp(registered[i]->name, name) == 0) return registered[i];
+  return NULL;
+}
+
+const pkv_policy_ops *pkv_policy_find(const char *name) {
+  if (!name) return NULL;
+  pthread_mutex_lock(&registry_lock);
+  const pkv_policy_ops *ops = find_locked(name);
+  pthread_mutex_unlock(&registry_lock);
+  return ops;
+}
+
+/* Names which hook is missing, or NULL if all are there. */
+static const char *missing_hook(const pkv_policy_ops *ops) {
+  if (!ops->create) return "create";
+  if (!ops->destroy) return "destroy";
+  if (!ops->on_insert) return "on_insert";
+  if (!ops->on_hit) return "on_hit";
+  if (!ops->on_evictable) return "on_evictable";
+  if (!ops->on_pinned) return "on_pinned";
+  if (!ops->choose_victim) return "choose_victim";
+  if (!ops->on_remove) return "on_remove";
+  return NULL;
+}
+
+int pkv_policy_register(const pkv_policy_ops *ops) {
+  pkv__err_clear();
+  if (!ops) return pkv__err(PKV_EINVAL, "policy_register: ops is NULL");
+  if (ops->version != PKV_POLICY_VERSION)
+    return pkv__err(PKV_ENOTSUP,
+                    "policy_register: version %d, this library speaks %d",
+                    ops->version, PKV_POLICY_VERSION);
+  if (!ops->name || !ops->name[0])
+    return pkv__err(PKV_EINVAL, "policy_register: ops has no name");
+  const char *hook = missing_hook(ops);
+  if (hook)
+    return pkv__err(PKV_EINVAL, "policy_register: '%s' has no %s hook",
+                    ops->name, hook);
+  int rc = 0;
+  pthread_mutex_lock(&registry_lock);
+  if (find_locked(ops->name))
+    rc = pkv__err(PKV_ESTATE, "policy_register: name '%s' is taken",
+                  ops->name);
+  else if (n_registered == PKV__MAX_REGISTERED)
+    rc = pkv__err(PKV_ENOMEM, "policy_register: registry full (%d policies)",
+                  PKV__MAX_REGISTERED);
+  else
+    registered[n_registered++] = ops;
+  pthread_mutex_unlock(&registry_lock);
+  return rc;
+}
+
+const char *const *pkv_policy_names(void) {
+  pthread_mutex_lock(&registry_lock);
+  size_t k = 0;
+  for (size_t i = 0; i < N_BUILTINS; i++) names[k++] = builtins[i]->name;
+  for (size_t i = 0; i < n_registered; i++) names[k++] = registered[i]->name;
+  names[k] = NULL;
+  pthread_mutex_unlock(&registry_lock);
+  return names;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks) {
+  n->prev = pkv__malloc(sizeof(int32_t) * num_blocks);
+  n->next = pkv__malloc(sizeof(int32_t) * num_blocks);
+  if (!n->prev || !n->next) {
+    pkv__bnodes_free(n);
+    return false;
+  }
+  memset(n->prev, 0xff, sizeof(int32_t) * num_blocks); /* all PKV__NIL */
+  memset(n->next, 0xff, sizeof(int32_t) * num_blocks);
+  return true;
+}
+
+void pkv__bnodes_free(pkv__bnodes *n) {
+  pkv__free(n->prev);
+  pkv__free(n->next);
+  n->prev = n->next = NULL;
+}
+
+int pkv__policy_check_create(const char *policy, void **out,
+                             uint32_t num_blocks) {
+  if (!out) return pkv__err(PKV_EINVAL, "policy %s: state pointer is NULL",
+                            policy);
+  if (num_blocks == 0 || num_blocks > (uint32_t)INT32_MAX)
+    return pkv__err(PKV_EINVAL, "policy %s: num_blocks %u outside "
+                    "[1, INT32_MAX]", policy, num_blocks);
+  return 0;
+}
+
+bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
+  h->len = 0;
+  h->heap = pkv__malloc(sizeof(int32_t) * num_blocks);
+  h->pos = pkv__malloc(sizeof(int32_t) * num_blocks);
+  h->k1 = pkv__malloc(sizeof(uint64_t) * num_blocks);
+  h->k2 = pkv__malloc(sizeof(uint64_t) * num_blocks);
+  if (!h->heap || !h->pos || !h->k1 || !h->k2) {
+    pkv__bheap_free(h);
+    return false;
+  }
+  memset(h->pos, 0xff, sizeof(int32_t) * num_blocks);
+  return true;
+}
+
+void pkv__bheap_free(pkv__bheap *h) {
+  pkv__free(h->heap);
+  pkv__free(h->pos);
+  pkv__free(h->k1);
+  pkv__free(h->k2);
+  memset(h, 0, sizeof *h);
+}
+
+static void heap_place(pkv__bheap *h, uint32_t i, int32_t b) {
+  h->heap[i] = b;
+  h->pos[b] = (int32_t)i;
+}
+
+/* Moves the block at index i up or down until the heap order holds. */
+static void heap_fix(pkv__bheap *h, uint32_t i) {
+  int32_t b = h->heap[i];
+  while (i > 0) {
+    uint32_t up = (i - 1) / 2;
+    if (!pkv__bheap_less(h, b, h->heap[up])) break;
+    heap_place(h, i, h->heap[up]);
+    i = up;
+  }
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= h->len) break;
+    if (c + 1 < h->len && pkv__bheap_less(h, h->heap[c + 1], h->heap[c])) c++;
+    if (!pkv__bheap_less(h, h->heap[c], b)) break;
+    heap_place(h, i, h->heap[c]);
+    i = c;
+  }
+  heap_place(h, i, b);
+}
+
+void pkv__bheap_set(pkv__bheap *h, int32_t b, uint64_t k1, uint64_t k2) {
+  h->k1[b] = k1;
+  h->k2[b] = k2;
+  if (h->pos[b] < 0) heap_place(h, h->len++, b);
+  heap_fix(h, (uint32_t)h->pos[b]);
+}
+
+void pkv__bheap_remove(pkv__bheap *h, int32_t b) {
+  if (h->pos[b] < 0) return;
+  uint32_t i = (uint32_t)h->pos[b];
+  h->pos[b] = -1;
+  int32_t last = h->heap[--h->len];
+  if (i == h->len) return;
+  heap_place(h, i, last);
+  heap_fix(h, i);
+}
+
+static const char *skip_space(const char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  return s;
+}
+
+int pkv__policy_args_parse(const char *policy, const char *args,
+                           const pkv__policy_arg *spec, size_t n_spec) {
+  if (!args) return 0;
+  const char *s = skip_space(args);
+  while (*s) {
+    const char *key = s;
+    while (*s && *s != '=' && *s != ',' && *s != ' ' && *s != '\t') s++;
+    size_t key_len = (size_t)(s - key);
+    s = skip_space(s);
+    if (key_len == 0 || *s != '=')
+      return pkv__err(PKV_EINVAL, "policy %s: bad argument list '%s' "
+                      "(want name=value,...)", policy, args);
+    const pkv__policy_arg *a = NULL;
+    for (size_t i = 0; i < n_spec; i++)
+      if (strlen(spec[i].name) == key_len &&
+          memcmp(spec[i].name, key, key_len) == 0)
+        a = &spec[i];
+    if (!a)
+      return pkv__err(PKV_EINVAL, "policy %s: unknown argument '%.*s'",
+                      policy, (int)key_len, key);
+    s = skip_space(s + 1);
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno != 0 || !isfinite(v))
+      return pkv__err(PKV_EINVAL, "policy %s: argument %s: not a number",
+                      policy, a->name);
+    if (v < a->min || v > a->max || (a->integral && v != floor(v)))
+      return pkv__err(PKV_EINVAL, "policy %s: argument %s=%g outside "
+                      "[%g, %g]%s", policy, a->name, v, a->min, a->max,
+                      a->integral ? " or not whole" : "");
+    *a->value = v;
+    s = skip_space(end);
+    if (*s == ',')
+      s = skip_space(s + 1);
+    else if (*s)
+      return pkv__err(PKV_EINVAL, "policy %s: argument %s: junk after "
+                      "value", policy, a->name);
+  }
+  return 0;
+}

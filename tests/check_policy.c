@@ -1,0 +1,818 @@
+/*
+ * check_policy.c — the policy registry and every built-in policy's victim
+ * order against a small model of the same policy.
+ *
+ * Each model is written for obviousness, not speed: per-block arrays of
+ * stamps and counters, and choose_victim scans all blocks linearly.  A driver
+ * plays the manager's side of the hook contract (insert, hit, evictable,
+ * pinned, remove; choose_victim then on_remove on the victim) on scripted
+ * sequences and on seeded random ones, and after every step compares the
+ * policy's victim with the model's.
+ */
+#include "pagedkv/policy.h"
+
+#include <check.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ the driver */
+
+enum { ABSENT = 0, IN_USE = 1, EVICTABLE = 2 };
+
+/* A model: the same hooks over obvious state.  victim() may not mutate. */
+typedef struct model model;
+struct model {
+  void (*reset)(model *m, uint32_t n);
+  void (*insert)(model *m, int32_t b, const pkv_block_meta *meta);
+  void (*hit)(model *m, int32_t b, const pkv_block_meta *meta);
+  void (*evictable)(model *m, int32_t b, const pkv_block_meta *meta);
+  void (*pinned)(model *m, int32_t b, const pkv_block_meta *meta);
+  int32_t (*victim)(const model *m, uint64_t now);
+  void (*remove)(model *m, int32_t b);
+};
+
+#define MAXB 256
+
+/* Both sides, plus the manager's view of each block. */
+typedef struct rig {
+  const pkv_policy_ops *ops;
+  void *st;
+  model *m;
+  uint32_t n;
+  int state[MAXB];
+  pkv_block_meta meta[MAXB];
+  uint64_t now;
+  uint64_t next_key;
+  int n_victims;
+} rig;
+
+static void rig_open(rig *r, const char *policy, const char *args, model *m,
+                     uint32_t n) {
+  memset(r, 0, sizeof *r);
+  r->ops = pkv_policy_find(policy);
+  ck_assert_msg(r->ops != NULL, "policy %s not found", policy);
+  ck_assert_int_eq(r->ops->create(&r->st, n, args), 0);
+  r->m = m;
+  r->n = n;
+  r->now = 1000;
+  r->next_key = 1;
+  m->reset(m, n);
+}
+
+static void rig_close(rig *r) { r->ops->destroy(r->st); }
+
+static void rig_check(rig *r) {
+  int32_t got = r->ops->choose_victim(r->st, r->now);
+  int32_t want = r->m->victim(r->m, r->now);
+  ck_assert_msg(got == want, "%s: victim %d, model says %d (after %d "
+                "evictions)", r->ops->name, got, want, r->n_victims);
+  /* choose_victim must not change state: asking twice gives the same. */
+  ck_assert_int_eq(r->ops->choose_victim(r->st, r->now), got);
+  if (got >= 0) ck_assert_int_eq(r->state[got], EVICTABLE);
+}
+
+static void tick(rig *r) { r->now += 10; }
+
+/* key = the driver's counter, so that re-inserted content can reuse a key
+ * (what ghost queues look for) when the caller passes key != 0. */
+static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
+                      uint8_t prio, uint64_t until) {
+  ck_assert_int_eq(r->state[b], ABSENT);
+  tick(r);
+  pkv_block_meta *mt = &r->meta[b];
+  memset(mt, 0, sizeof *mt);
+  mt->now = r->now;
+  mt->key.lo = key ? key : r->next_key++;
+  mt->key.hi = mt->key.lo * 0x9e3779b97f4a7c15ull;
+  mt->depth = depth;
+  mt->priority = prio;
+  mt->priority_until = until;
+  r->ops->on_insert(r->st, b, mt);
+  r->m->insert(r->m, b, mt);
+  r->state[b] = IN_USE;
+}
+
+static void do_hit(rig *r, int32_t b) {
+  ck_assert_int_ne(r->state[b], ABSENT);
+  tick(r);
+  r->meta[b].now = r->now;
+  r->ops->on_hit(r->st, b, &r->meta[b]);
+  r->m->hit(r->m, b, &r->meta[b]);
+  if (r->state[b] == EVICTABLE) {
+    r->ops->on_pinned(r->st, b, &r->meta[b]);
+    r->m->pinned(r->m, b, &r->meta[b]);
+    r->state[b] = IN_USE;
+  }
+}
+
+static void do_release(rig *r, int32_t b) {
+  ck_assert_int_eq(r->state[b], IN_USE);
+  tick(r);
+  r->meta[b].now = r->now;
+  r->ops->on_evictable(r->st, b, &r->meta[b]);
+  r->m->evictable(r->m, b, &r->meta[b]);
+  r->state[b] = EVICTABLE;
+}
+
+/* Reference again without a prefix hit (e.g. a pin). */
+static void do_pin(rig *r, int32_t b) {
+  ck_assert_int_eq(r->state[b], EVICTABLE);
+  tick(r);
+  r->meta[b].now = r->now;
+  r->ops->on_pinned(r->st, b, &r->meta[b]);
+  r->m->pinned(r->m, b, &r->meta[b]);
+  r->state[b] = IN_USE;
+}
+
+static void do_remove(rig *r, int32_t b) {
+  ck_assert_int_ne(r->state[b], ABSENT);
+  r->ops->on_remove(r->st, b);
+  r->m->remove(r->m, b);
+  r->state[b] = ABSENT;
+}
+
+/* choose_victim on both sides, compare, then evict it.  Returns it. */
+static int32_t do_evict(rig *r) {
+  tick(r);
+  rig_check(r);
+  int32_t v = r->ops->choose_victim(r->st, r->now);
+  if (v >= 0) {
+    do_remove(r, v);
+    r->n_victims++;
+  }
+  return v;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* Seeded random walk over the contract.  Keys are drawn from a small space
+ * so that blocks come back with a key seen before (ghost hits). */
+static void random_walk(const char *policy, const char *args, model *m,
+                        uint32_t n, int steps, uint64_t seed) {
+  rig r;
+  rig_open(&r, policy, args, m, n);
+  uint64_t s = seed * 2654435761u + 1;
+  for (int i = 0; i < steps; i++) {
+    int32_t b = (int32_t)(rng_next(&s) % n);
+    unsigned op = (unsigned)(rng_next(&s) % 100);
+    if (r.state[b] == ABSENT) {
+      if (op < 70) {
+        uint64_t key = 1 + rng_next(&s) % (3 * n);
+        uint8_t prio = (uint8_t)(rng_next(&s) % 4 == 0 ? rng_next(&s) % 101
+                                                        : 35);
+        uint64_t until = rng_next(&s) % 3 == 0 ? r.now + rng_next(&s) % 400
+                                               : 0;
+        do_insert(&r, b, key, (uint32_t)(rng_next(&s) % 8), prio, until);
+      } else {
+        do_evict(&r);
+      }
+    } else if (r.state[b] == IN_USE) {
+      if (op < 60) do_release(&r, b);
+      else if (op < 85) do_hit(&r, b);
+      else if (op < 90) do_remove(&r, b);
+      else do_evict(&r);
+    } else {
+      if (op < 30) do_hit(&r, b);
+      else if (op < 40) do_pin(&r, b);
+      else if (op < 45) do_remove(&r, b);
+      else do_evict(&r);
+    }
+    rig_check(&r);
+  }
+  /* Drain: every evictable block comes out, in the model's order. */
+  while (do_evict(&r) >= 0) {}
+  for (uint32_t b = 0; b < n; b++) ck_assert_int_ne(r.state[b], EVICTABLE);
+  rig_close(&r);
+}
+
+/* ------------------------------------------------------------ LRU model */
+
+/* Victim = evictable block with the oldest release stamp. */
+typedef struct lru_model {
+  model base;
+  uint32_t n;
+  int state[MAXB];
+  uint64_t stamp[MAXB];
+  uint64_t clock;
+} lru_model;
+
+static void lrum_reset(model *m, uint32_t n) {
+  lru_model *l = (lru_model *)m;
+  memset(l->state, 0, sizeof l->state);
+  l->n = n;
+  l->clock = 0;
+}
+static void lrum_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  ((lru_model *)m)->state[b] = IN_USE;
+}
+static void lrum_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)m, (void)b, (void)mt;
+}
+static void lrum_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lru_model *l = (lru_model *)m;
+  l->state[b] = EVICTABLE;
+  l->stamp[b] = ++l->clock;
+}
+static void lrum_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  ((lru_model *)m)->state[b] = IN_USE;
+}
+static int32_t lrum_victim(const model *m, uint64_t now) {
+  (void)now;
+  const lru_model *l = (const lru_model *)m;
+  int32_t best = -1;
+  for (uint32_t b = 0; b < l->n; b++)
+    if (l->state[b] == EVICTABLE &&
+        (best < 0 || l->stamp[b] < l->stamp[best]))
+      best = (int32_t)b;
+  return best;
+}
+static void lrum_remove(model *m, int32_t b) {
+  ((lru_model *)m)->state[b] = ABSENT;
+}
+static lru_model lru_m = {{lrum_reset, lrum_insert, lrum_hit, lrum_evictable,
+                           lrum_pinned, lrum_victim, lrum_remove}};
+
+START_TEST(lru_scripted) {
+  rig r;
+  rig_open(&r, "lru", NULL, &lru_m.base, 8);
+  ck_assert_int_eq(do_evict(&r), -1); /* nothing evictable */
+  for (int b = 0; b < 6; b++) do_insert(&r, b, 0, (uint32_t)b, 35, 0);
+  ck_assert_int_eq(do_evict(&r), -1); /* all in use */
+  do_release(&r, 3);
+  do_release(&r, 1);
+  do_release(&r, 4);
+  do_hit(&r, 1); /* back in use */
+  do_release(&r, 1);
+  do_release(&r, 0);
+  ck_assert_int_eq(do_evict(&r), 3);
+  ck_assert_int_eq(do_evict(&r), 4);
+  do_pin(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 0);
+  ck_assert_int_eq(do_evict(&r), -1);
+  do_remove(&r, 1); /* reset of a block in use */
+  do_insert(&r, 1, 0, 0, 35, 0);
+  do_release(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 1);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(lru_random) {
+  random_walk("lru", NULL, &lru_m.base, 64, 20000, (uint64_t)_i + 1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ FIFO model */
+
+/* The LRU model with the stamp taken at insertion instead of release:
+ * victim = evictable block inserted earliest. */
+static void fifom_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lru_model *l = (lru_model *)m;
+  l->state[b] = IN_USE;
+  l->stamp[b] = ++l->clock;
+}
+static void fifom_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  ((lru_model *)m)->state[b] = EVICTABLE;
+}
+static lru_model fifo_m = {{lrum_reset, fifom_insert, lrum_hit,
+                            fifom_evictable, lrum_pinned, lrum_victim,
+                            lrum_remove}};
+
+START_TEST(fifo_scripted) {
+  rig r;
+  rig_open(&r, "fifo", "", &fifo_m.base, 8);
+  for (int b = 0; b < 5; b++) do_insert(&r, b, 0, 0, 35, 0);
+  do_release(&r, 4);
+  do_release(&r, 2);
+  do_release(&r, 0);
+  do_hit(&r, 0); /* use does not matter */
+  do_release(&r, 0);
+  ck_assert_int_eq(do_evict(&r), 0);
+  do_release(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), -1);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(fifo_random) {
+  random_walk("fifo", NULL, &fifo_m.base, 64, 20000, (uint64_t)_i + 11);
+}
+END_TEST
+
+/* ------------------------------------------------------------ LFU model */
+
+/* LFU-DA: key at release = age + uses; victim = min (key, release order);
+ * removing the current victim sets age = its key. */
+typedef struct lfu_model {
+  model base;
+  uint32_t n;
+  int state[MAXB]; /* first fields as in lru_model: lrum_pinned works */
+  uint32_t max_uses;
+  uint64_t uses[MAXB], key[MAXB], released[MAXB];
+  uint64_t clock, age;
+} lfu_model;
+
+static void lfum_reset(model *m, uint32_t n) {
+  lfu_model *l = (lfu_model *)m;
+  memset(l->state, 0, sizeof l->state);
+  l->n = n;
+  l->clock = l->age = 0;
+}
+static void lfum_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  l->state[b] = IN_USE;
+  l->uses[b] = 1;
+}
+static void lfum_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  if (l->uses[b] < l->max_uses) l->uses[b]++;
+}
+static void lfum_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  l->state[b] = EVICTABLE;
+  l->key[b] = l->age + l->uses[b];
+  l->released[b] = ++l->clock;
+}
+static int32_t lfum_victim(const model *m, uint64_t now) {
+  (void)now;
+  const lfu_model *l = (const lfu_model *)m;
+  int32_t best = -1;
+  for (uint32_t b = 0; b < l->n; b++) {
+    if (l->state[b] != EVICTABLE) continue;
+    if (best < 0 || l->key[b] < l->key[best] ||
+        (l->key[b] == l->key[best] && l->released[b] < l->released[best]))
+      best = (int32_t)b;
+  }
+  return best;
+}
+static void lfum_remove(model *m, int32_t b) {
+  lfu_model *l = (lfu_model *)m;
+  if (lfum_victim(m, 0) == b) l->age = l->key[b];
+  l->state[b] = ABSENT;
+}
+static lfu_model lfu_m = {{lfum_reset, lfum_insert, lfum_hit, lfum_evictable,
+                           lrum_pinned, lfum_victim, lfum_remove}};
+
+START_TEST(lfu_scripted) {
+  rig r;
+  lfu_m.max_uses = 65536;
+  rig_open(&r, "lfu", NULL, &lfu_m.base, 8);
+  for (int b = 0; b < 4; b++) do_insert(&r, b, 0, 0, 35, 0);
+  do_hit(&r, 0);
+  do_hit(&r, 0); /* 0: 3 uses */
+  do_hit(&r, 1); /* 1: 2 uses */
+  for (int b = 0; b < 4; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 2); /* 1 use, released first */
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* age is now 1: a new block with 1 use is keyed 2, after block 1 (2). */
+  do_insert(&r, 5, 0, 0, 35, 0);
+  do_release(&r, 5);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), 5);
+  ck_assert_int_eq(do_evict(&r), 0);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(lfu_random) {
+  lfu_m.max_uses = _i % 2 ? 3 : 65536;
+  random_walk("lfu", _i % 2 ? "max_uses=3" : NULL, &lfu_m.base, 64, 20000,
+              (uint64_t)_i + 21);
+}
+END_TEST
+
+/* ------------------------------------------------------------ priority */
+
+/* Victim = min (effective priority at now, release order); effective = own
+ * priority before the deadline, 35 from it on. */
+typedef struct prio_model {
+  model base;
+  uint32_t n;
+  int state[MAXB]; /* first fields as in lru_model */
+  unsigned prio[MAXB];
+  uint64_t until[MAXB], released[MAXB];
+  uint64_t clock;
+} prio_model;
+
+static void priom_reset(model *m, uint32_t n) {
+  prio_model *p = (prio_model *)m;
+  memset(p->state, 0, sizeof p->state);
+  p->n = n;
+  p->clock = 0;
+}
+static void priom_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  prio_model *p = (prio_model *)m;
+  p->state[b] = IN_USE;
+  p->prio[b] = mt->priority;
+  p->until[b] = mt->priority_until;
+}
+static void priom_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  prio_model *p = (prio_model *)m;
+  p->state[b] = EVICTABLE;
+  p->released[b] = ++p->clock;
+}
+static unsigned priom_effective(const prio_model *p, int32_t b,
+                                uint64_t now) {
+  return p->until[b] && now >= p->until[b] ? 35u : p->prio[b];
+}
+static int32_t priom_victim(const model *m, uint64_t now) {
+  const prio_model *p = (const prio_model *)m;
+  int32_t best = -1;
+  for (uint32_t b = 0; b < p->n; b++) {
+    if (p->state[b] != EVICTABLE) continue;
+    int32_t bb = (int32_t)b;
+    if (best < 0 || priom_effective(p, bb, now) < priom_effective(p, best, now) ||
+        (priom_effective(p, bb, now) == priom_effective(p, best, now) &&
+         p->released[b] < p->released[best]))
+      best = bb;
+  }
+  return best;
+}
+static prio_model prio_m = {{priom_reset, priom_insert, lrum_hit,
+                             priom_evictable, lrum_pinned, priom_victim,
+                             lrum_remove}};
+
+START_TEST(priority_scripted) {
+  rig r;
+  rig_open(&r, "priority", NULL, &prio_m.base, 8);
+  do_insert(&r, 0, 0, 0, 80, 0);            /* high, forever */
+  do_insert(&r, 1, 0, 0, 35, 0);            /* default */
+  do_insert(&r, 2, 0, 0, 10, 0);            /* low, forever */
+  do_insert(&r, 3, 0, 0, 90, r.now + 100);  /* high for a while */
+  do_insert(&r, 4, 0, 0, 35, 0);
+  for (int b = 0; b < 5; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 1); /* 35s in release order */
+  r.now += 1000;                     /* 3's deadline passes, no hook */
+  ck_assert_int_eq(do_evict(&r), 3); /* now 35 and released before 4 */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 0);
+  /* A low priority that expires rises to the default. */
+  do_insert(&r, 5, 0, 0, 5, r.now + 50);
+  do_insert(&r, 6, 0, 0, 35, 0);
+  do_release(&r, 6);
+  do_release(&r, 5);
+  ck_assert_int_eq(r.ops->choose_victim(r.st, r.now), 5);
+  r.now += 100;
+  ck_assert_int_eq(do_evict(&r), 6);
+  ck_assert_int_eq(do_evict(&r), 5);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(priority_random) {
+  random_walk("priority", NULL, &prio_m.base, 64, 20000, (uint64_t)_i + 31);
+}
+END_TEST
+
+/* ------------------------------------------------------------ S3-FIFO */
+
+/* The same algorithm over plain arrays: queue position = a stamp (older =
+ * smaller), "oldest of S" = linear scan, ghost = list of every key evicted
+ * from S with a taken flag, live while among the last `ghost_cap`. */
+typedef struct s3_model {
+  model base;
+  uint32_t n, ghost_cap;
+  double small;
+  unsigned promote;
+  int state[MAXB];
+  int queue[MAXB]; /* 0 = S, 1 = M */
+  unsigned uses[MAXB];
+  uint64_t stamp[MAXB];
+  pkv_hash128 key[MAXB];
+  uint64_t clock;
+  int32_t victim;
+  pkv_hash128 ghost[200000];
+  bool taken[200000];
+  uint32_t n_ghost;
+} s3_model;
+
+static uint32_t s3m_count(const s3_model *s, int q) {
+  uint32_t c = 0;
+  for (uint32_t b = 0; b < s->n; b++)
+    c += s->state[b] == EVICTABLE && s->queue[b] == q;
+  return c;
+}
+static int32_t s3m_oldest(const s3_model *s, int q) {
+  int32_t best = -1;
+  for (uint32_t b = 0; b < s->n; b++)
+    if (s->state[b] == EVICTABLE && s->queue[b] == q &&
+        (best < 0 || s->stamp[b] < s->stamp[best]))
+      best = (int32_t)b;
+  return best;
+}
+static void s3m_settle(s3_model *s) {
+  for (;;) {
+    uint32_t ns = s3m_count(s, 0), nm = s3m_count(s, 1);
+    if (ns && (nm == 0 || (double)ns >= s->small * (double)(ns + nm))) {
+      int32_t t = s3m_oldest(s, 0);
+      if (s->uses[t] < s->promote) { s->victim = t; return; }
+      s->queue[t] = 1;
+      s->stamp[t] = ++s->clock;
+    } else if (nm) {
+      int32_t t = s3m_oldest(s, 1);
+      if (s->uses[t] == 0) { s->victim = t; return; }
+      s->uses[t]--;
+      s->stamp[t] = ++s->clock;
+    } else {
+      s->victim = -1;
+      return;
+    }
+  }
+}
+static void s3m_reset(model *m, uint32_t n) {
+  s3_model *s = (s3_model *)m;
+  memset(s->state, 0, sizeof s->state);
+  s->n = n;
+  s->clock = 0;
+  s->n_ghost = 0;
+  s->victim = -1;
+}
+static bool same_key(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+static void s3m_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  s3_model *s = (s3_model *)m;
+  s->state[b] = IN_USE;
+  s->key[b] = mt->key;
+  s->uses[b] = 0;
+  s->queue[b] = 0;
+  uint32_t from = s->n_ghost > s->ghost_cap ? s->n_ghost - s->ghost_cap : 0;
+  for (uint32_t i = from; i < s->n_ghost; i++)
+    if (!s->taken[i] && same_key(s->ghost[i], mt->key)) {
+      s->taken[i] = true;
+      s->queue[b] = 1;
+    }
+}
+static void s3m_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  if (s->uses[b] < 3) s->uses[b]++;
+  s3m_settle(s);
+}
+static void s3m_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  s->state[b] = EVICTABLE;
+  s->stamp[b] = ++s->clock;
+  s3m_settle(s);
+}
+static void s3m_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  s->state[b] = IN_USE;
+  s3m_settle(s);
+}
+static int32_t s3m_victim(const model *m, uint64_t now) {
+  (void)now;
+  return ((const s3_model *)m)->victim;
+}
+static void s3m_remove(model *m, int32_t b) {
+  s3_model *s = (s3_model *)m;
+  if (s->state[b] == EVICTABLE && s->queue[b] == 0 && s->ghost_cap) {
+    ck_assert_uint_lt(s->n_ghost, 200000);
+    for (uint32_t i = 0; i < s->n_ghost; i++) /* one entry per key */
+      if (same_key(s->ghost[i], s->key[b])) s->taken[i] = true;
+    s->taken[s->n_ghost] = false;
+    s->ghost[s->n_ghost++] = s->key[b];
+  }
+  s->state[b] = ABSENT;
+  s3m_settle(s);
+}
+static s3_model s3_m = {{s3m_reset, s3m_insert, s3m_hit, s3m_evictable,
+                         s3m_pinned, s3m_victim, s3m_remove}};
+
+static void s3m_config(uint32_t n, double small, double ghost,
+                       unsigned promote) {
+  s3_m.small = small;
+  s3_m.ghost_cap = (uint32_t)(ghost * n);
+  s3_m.promote = promote;
+}
+
+START_TEST(s3fifo_scripted) {
+  rig r;
+  s3m_config(10, 0.1, 0.9, 1);
+  rig_open(&r, "s3fifo", NULL, &s3_m.base, 10);
+  /* 0..3 used once each, 4 reused: 4 earns M when S is evicted. */
+  for (int b = 0; b < 5; b++) do_insert(&r, b, 100 + (uint64_t)b, 0, 35, 0);
+  do_hit(&r, 4);
+  do_release(&r, 4);
+  for (int b = 0; b < 4; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 0); /* S's oldest not reused → out */
+  ck_assert_int_eq(do_evict(&r), 1);
+  /* 1's key comes back: it starts in M, not S. */
+  do_insert(&r, 1, 101, 0, 35, 0);
+  do_release(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* S is empty now: M (4 with a spent use, then 1) goes in FIFO order. */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), -1);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(s3fifo_random) {
+  static const char *args[] = {NULL, "small=0.3, ghost=2, promote=2",
+                               "small=0", "ghost=0,promote=3"};
+  static const double small[] = {0.1, 0.3, 0, 0.1};
+  static const double ghost[] = {0.9, 2, 0.9, 0};
+  static const unsigned promote[] = {1, 2, 1, 3};
+  s3m_config(64, small[_i % 4], ghost[_i % 4], promote[_i % 4]);
+  random_walk("s3fifo", args[_i % 4], &s3_m.base, 64, 20000,
+              (uint64_t)_i + 41);
+}
+END_TEST
+
+START_TEST(bad_args) {
+  static const struct {
+    const char *policy, *args;
+  } bad[] = {
+      {"s3fifo", "small=2"},      {"s3fifo", "small=x"},
+      {"s3fifo", "small"},        {"s3fifo", "promote=1.5"},
+      {"s3fifo", "small=0.1;"},   {"s3fifo", "ghost=-1"},
+      {"lfu", "max_uses=0"},      {"lfu", "size=3"},
+      {"fifo", "a=1"},            {"priority", ",="},
+      {"s3fifo", "small=nan"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const pkv_policy_ops *ops = pkv_policy_find(bad[i].policy);
+    void *st = NULL;
+    ck_assert_msg(ops->create(&st, 16, bad[i].args) == PKV_EINVAL,
+                  "%s accepted '%s'", bad[i].policy, bad[i].args);
+    ck_assert(st == NULL);
+    ck_assert(strstr(pkv_last_error(), bad[i].policy) != NULL);
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------ registry */
+
+static void noop_state(void *s) { (void)s; }
+static int ok_create(void **s, uint32_t n, const char *a) {
+  (void)n, (void)a;
+  *s = NULL;
+  return 0;
+}
+static void noop_hook(void *s, int32_t b, const pkv_block_meta *m) {
+  (void)s, (void)b, (void)m;
+}
+static int32_t none_victim(void *s, uint64_t now) {
+  (void)s, (void)now;
+  return -1;
+}
+static void noop_remove(void *s, int32_t b) { (void)s, (void)b; }
+
+#define USER_OPS(nm)                                                        \
+  {.version = PKV_POLICY_VERSION, .name = nm, .create = ok_create,          \
+   .destroy = noop_state, .on_insert = noop_hook, .on_hit = noop_hook,      \
+   .on_evictable = noop_hook, .on_pinned = noop_hook,                       \
+   .choose_victim = none_victim, .on_remove = noop_remove}
+
+static bool names_have(const char *name) {
+  for (const char *const *n = pkv_policy_names(); *n; n++)
+    if (strcmp(*n, name) == 0) return true;
+  return false;
+}
+
+START_TEST(registry_builtins) {
+  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
+  for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+    const pkv_policy_ops *ops = pkv_policy_find(builtin[i]);
+    ck_assert_msg(ops != NULL, "%s missing", builtin[i]);
+    ck_assert_str_eq(ops->name, builtin[i]);
+    ck_assert_int_eq(ops->version, PKV_POLICY_VERSION);
+    ck_assert(names_have(builtin[i]));
+  }
+  ck_assert_ptr_null(pkv_policy_find("no-such-policy"));
+  ck_assert_ptr_null(pkv_policy_find(NULL));
+  ck_assert_ptr_null(pkv_policy_find(""));
+}
+END_TEST
+
+START_TEST(registry_register) {
+  static const pkv_policy_ops good = USER_OPS("test-user");
+  ck_assert_ptr_null(pkv_policy_find("test-user"));
+  ck_assert(!names_have("test-user"));
+  ck_assert_int_eq(pkv_policy_register(&good), 0);
+  ck_assert_ptr_eq(pkv_policy_find("test-user"), &good);
+  ck_assert(names_have("test-user"));
+  ck_assert(names_have("lru"));
+  /* The same name twice, or a built-in's name, is refused. */
+  static const pkv_policy_ops again = USER_OPS("test-user");
+  ck_assert_int_eq(pkv_policy_register(&again), PKV_ESTATE);
+  ck_assert_ptr_eq(pkv_policy_find("test-user"), &good);
+  static const pkv_policy_ops lru_clash = USER_OPS("lru");
+  ck_assert_int_eq(pkv_policy_register(&lru_clash), PKV_ESTATE);
+  ck_assert_ptr_ne(pkv_policy_find("lru"), &lru_clash);
+}
+END_TEST
+
+START_TEST(registry_refuses) {
+  ck_assert_int_eq(pkv_policy_register(NULL), PKV_EINVAL);
+  pkv_policy_ops bad = USER_OPS("test-bad");
+  bad.version = PKV_POLICY_VERSION + 1;
+  ck_assert_int_eq(pkv_policy_register(&bad), PKV_ENOTSUP);
+  ck_assert(strstr(pkv_last_error(), "version") != NULL);
+  bad.version = 0;
+  ck_assert_int_eq(pkv_policy_register(&bad), PKV_ENOTSUP);
+  /* Each missing hook is named. */
+  const size_t hooks[] = {
+      offsetof(pkv_policy_ops, create), offsetof(pkv_policy_ops, destroy),
+      offsetof(pkv_policy_ops, on_insert), offsetof(pkv_policy_ops, on_hit),
+      offsetof(pkv_policy_ops, on_evictable),
+      offsetof(pkv_policy_ops, on_pinned),
+      offsetof(pkv_policy_ops, choose_victim),
+      offsetof(pkv_policy_ops, on_remove)};
+  for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++) {
+    pkv_policy_ops h = USER_OPS("test-hookless");
+    memset((char *)&h + hooks[i], 0, sizeof(void (*)(void)));
+    ck_assert_int_eq(pkv_policy_register(&h), PKV_EINVAL);
+    ck_assert(strstr(pkv_last_error(), "hook") != NULL);
+  }
+  pkv_policy_ops anon = USER_OPS(NULL);
+  ck_assert_int_eq(pkv_policy_register(&anon), PKV_EINVAL);
+  anon.name = "";
+  ck_assert_int_eq(pkv_policy_register(&anon), PKV_EINVAL);
+  ck_assert_ptr_null(pkv_policy_find("test-bad"));
+  ck_assert_ptr_null(pkv_policy_find("test-hookless"));
+  ck_assert(!names_have("test-bad"));
+}
+END_TEST
+
+START_TEST(create_refuses) {
+  const pkv_policy_ops *lru = pkv_policy_find("lru");
+  void *st = (void *)1;
+  ck_assert_int_eq(lru->create(&st, 0, NULL), PKV_EINVAL);
+  ck_assert_int_eq(lru->create(&st, 8, "bogus=1"), PKV_EINVAL);
+  ck_assert(strstr(pkv_last_error(), "bogus") != NULL);
+  ck_assert_int_eq(lru->create(&st, 8, ""), 0);
+  lru->destroy(st);
+  lru->destroy(NULL);
+}
+END_TEST
+
+Suite *policy_suite(void) {
+  Suite *s = suite_create("policy");
+  TCase *tc = tcase_create("registry");
+  tcase_add_test(tc, registry_builtins);
+  tcase_add_test(tc, registry_register);
+  tcase_add_test(tc, registry_refuses);
+  tcase_add_test(tc, create_refuses);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("lru");
+  tcase_add_test(tc, lru_scripted);
+  tcase_add_loop_test(tc, lru_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fifo");
+  tcase_add_test(tc, fifo_scripted);
+  tcase_add_loop_test(tc, fifo_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("lfu");
+  tcase_add_test(tc, lfu_scripted);
+  tcase_add_loop_test(tc, lfu_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("priority");
+  tcase_add_test(tc, priority_scripted);
+  tcase_add_loop_test(tc, priority_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("s3fifo");
+  tcase_add_test(tc, s3fifo_scripted);
+  tcase_add_loop_test(tc, s3fifo_random, 0, 8);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("args");
+  tcase_add_test(tc, bad_args);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(policy_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
