@@ -37,6 +37,12 @@ int pkv__backend_supported(const char *name) {
   return strcmp(name, "scalar") == 0;
 }
 
+int pkv__backend_known(const char *name) {
+  for (size_t i = 0; name && i < N_BACKENDS; i++)
+    if (strcmp(name, backends[i].name) == 0) return 1;
+  return 0;
+}
+
 const pkv__kernels *pkv__kernels_select(const char *name) {
   if (name == NULL || name[0] == '\0') name = getenv("PKV_BACKEND");
   if (name == NULL || name[0] == '\0') {

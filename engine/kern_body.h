@@ -177,7 +177,7 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
   const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
   float *sc = scratch;                       /* [G][ld] scores, then p */
-  float *alpha = scratch + (size_t)G * ld;   /* [G] */
+  float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
   size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
   size_t *cur = off, *nxt = off + PKV__DECODE_CH;
   uint32_t n = MIN_U32(t1 - t0, PKV__DECODE_CH);
