@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "bu_bench.h"
 #include "engine_internal.h"
@@ -313,7 +314,8 @@ int main(void) {
   }
   printf("bench_engine: back end %s\n", k->name);
   size_t n = (size_t)1 << 28; /* 1 GiB of floats */
-  float *buf = aligned_alloc(64, n * sizeof(float));
+  float *buf = aligned_alloc((size_t)2 << 20, n * sizeof(float));
+  (void)madvise(buf, n * sizeof(float), MADV_HUGEPAGE); /* as the KV arena */
   for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
   double bw[3] = {0}, peak[3] = {0};
   for (int t = 1; t <= 2; t++) {
