@@ -5,13 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-uint64_t tu_rand(uint64_t *s) {
-  uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
+/* tu_rand (splitmix64) is defined once, in tu_core.c. */
 
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state) {
   for (size_t i = 0; i < n; i++)
