@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-/* tu_rand (splitmix64) is defined once, in tu_core.c. */
+/* tu_rand (splitmix64) is defined once, in tu_rand.c. */
 
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state) {
   for (size_t i = 0; i < n; i++)
