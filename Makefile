@@ -83,6 +83,8 @@ TOOL    := $(BUILD)/pagedkv
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools
 .DEFAULT_GOAL := all
+# Keep object files of tests and benchmarks between runs.
+.SECONDARY:
 
 all: lib tools examples
 lib: $(STATIC) $(SHARED) $(BUILD)/pagedkv.pc

@@ -61,6 +61,15 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     if ((uint64_t)s->n_hashed * bs > s->n_committed)
       return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
                   s->n_hashed, s->n_committed);
+    if (s->gen != c->seq_gen[i])
+      return fail(msg, cap, "seq %u: generation %u, slot says %u", i, s->gen,
+                  c->seq_gen[i]);
+    if (s->tail_writable &&
+        (s->n_blocks == 0 || s->tail != s->blocks[s->n_blocks - 1] ||
+         !PKV_BLOCK_IS_WRITABLE(c, s->tail) ||
+         (c->blk[s->tail].flags & PKV_BLK_HASHED)))
+      return fail(msg, cap, "seq %u: tail marked writable but block %d is "
+                  "shared, cached or hashed", i, s->n_blocks ? s->blocks[s->n_blocks - 1] : -1);
     for (uint32_t j = 0; j < s->n_blocks; j++) {
       int32_t b = s->blocks[j];
       if (b < 0 || (uint32_t)b >= nb)
@@ -177,7 +186,7 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     if (blk->ns_id >= c->n_ns || c->ns[blk->ns_id].refs == 0)
       return fail(msg, cap, "block %u: dead namespace %u", b, blk->ns_id);
     if (!(blk->flags & PKV_BLK_CACHED)) continue;
-    pkv_hash128 k = pkv__block_key(c, blk->parent, blk->ns_id,
+    pkv_hash128 k = pkv__block_key(c, &blk->parent, blk->ns_id,
                                    c->block_tokens + (size_t)b * bs);
     if (k.lo != blk->key.lo || k.hi != blk->key.hi)
       return fail(msg, cap, "cached block %u was modified (key no longer "

@@ -27,16 +27,9 @@
 
 #include <string.h>
 
-/* Until a policy registry is linked in, names cannot be resolved; caches
- * must then pass policy_ops. */
-#pragma weak pkv_policy_find
-
 int pkv__policy_open(pkv_cache *c) {
   const pkv_policy_ops *ops = c->cfg.policy_ops;
   if (!ops) {
-    if (!pkv_policy_find)
-      return pkv__err(PKV_ENOTSUP, "config: no policy registry linked; pass "
-                      "policy_ops");
     ops = pkv_policy_find(c->cfg.policy);
     if (!ops)
       return pkv__err(PKV_ENOENT, "config: unknown policy '%s'", c->cfg.policy);
@@ -65,7 +58,7 @@ void pkv__policy_close(pkv_cache *c) {
   c->policy_state = NULL;
 }
 
-void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m) {
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
   const pkv__block *blk = &c->blk[b];
   m->now = pkv__now(c);
   m->key = blk->key;
@@ -182,6 +175,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   }
   p->blocks = blocks;
   p->n_blocks = n;
+  s->tail_writable = false;
   p->gen++; /* even -> odd: live */
   *out = PIN_HANDLE(slot, p->gen);
 out:

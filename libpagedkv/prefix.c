@@ -164,16 +164,15 @@ void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits) {
 
 /* ------------------------------------------------ keys */
 
-pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
-                           const int32_t *tokens) {
+pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
+                           uint32_t ns_id, const int32_t *tokens) {
   uint8_t *buf = c->hash_buf;
-  const pkv_hash128 extra = c->ns[ns_id].digest;
-  put_u64(buf, parent.lo);
-  put_u64(buf + 8, parent.hi);
-  put_u64(buf + 16, extra.lo);
-  put_u64(buf + 24, extra.hi);
   size_t n = c->block_size;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  put_u64(buf, parent->lo);
+  put_u64(buf + 8, parent->hi);
+  put_u64(buf + 16, c->ns[ns_id].digest.lo);
+  put_u64(buf + 24, c->ns[ns_id].digest.hi);
   for (size_t i = 0; i < n; i++) {
     uint32_t t = (uint32_t)tokens[i];
     buf[32 + 4 * i] = (uint8_t)t;
@@ -182,6 +181,16 @@ pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
     buf[35 + 4 * i] = (uint8_t)(t >> 24);
   }
 #else
+  /* Little-endian host: the documented byte order is the memory order. */
+  /* The parent key was usually just stored as two 8-byte halves (a hash
+   * result in registers); a 16-byte reload of it would miss store
+   * forwarding and stall ~15 cycles per block, so copy it as two 8-byte
+   * words and keep the compiler from merging them. */
+  uint64_t lo = parent->lo, hi = parent->hi;
+  __asm__("" : "+r"(lo), "+r"(hi));
+  memcpy(buf, &lo, 8);
+  memcpy(buf + 8, &hi, 8);
+  memcpy(buf + 16, &c->ns[ns_id].digest, 16);
   memcpy(buf + 32, tokens, n * 4);
 #endif
   XXH128_hash_t h = XXH3_128bits_withSeed(buf, 32 + n * 4, PKV_KEY_SEED);
@@ -210,12 +219,12 @@ int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id) {
 static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
                           uint32_t ns_id, const int32_t *tokens,
                           uint64_t *collided) {
-  size_t tb = (size_t)c->block_size * sizeof *tokens;
+  size_t bs = c->block_size;
   for (int32_t b = c->heads[pkv__bucket(c, key)]; b >= 0; b = c->blk[b].hash_next) {
     const pkv__block *blk = &c->blk[b];
     if (!index_key_eq(c, blk->key, key)) continue;
     if (blk->ns_id == ns_id && key_eq(blk->parent, parent) &&
-        memcmp(c->block_tokens + (size_t)b * c->block_size, tokens, tb) == 0)
+        memcmp(c->block_tokens + (size_t)b * bs, tokens, bs * sizeof *tokens) == 0)
       return b;
     (*collided)++;
   }
@@ -250,25 +259,25 @@ void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
 /* ------------------------------------------------ family links */
 
 static void unlink_from_parent(pkv_cache *c, int32_t b) {
-  pkv__block *blk = &c->blk[b];
-  if (blk->parent_block < 0) return;
-  if (blk->prev_sibling >= 0)
-    c->blk[blk->prev_sibling].next_sibling = blk->next_sibling;
+  pkv__family *f = &c->fam[b];
+  if (f->parent_block < 0) return;
+  if (f->prev_sibling >= 0)
+    c->fam[f->prev_sibling].next_sibling = f->next_sibling;
   else
-    c->blk[blk->parent_block].first_child = blk->next_sibling;
-  if (blk->next_sibling >= 0)
-    c->blk[blk->next_sibling].prev_sibling = blk->prev_sibling;
-  blk->parent_block = blk->next_sibling = blk->prev_sibling = -1;
+    c->fam[f->parent_block].first_child = f->next_sibling;
+  if (f->next_sibling >= 0)
+    c->fam[f->next_sibling].prev_sibling = f->prev_sibling;
+  f->parent_block = f->next_sibling = f->prev_sibling = -1;
 }
 
 static void link_under(pkv_cache *c, int32_t b, int32_t parent) {
-  pkv__block *blk = &c->blk[b];
-  blk->parent_block = parent;
-  blk->prev_sibling = -1;
-  blk->next_sibling = c->blk[parent].first_child;
-  if (blk->next_sibling >= 0) c->blk[blk->next_sibling].prev_sibling = b;
-  c->blk[parent].first_child = b;
-  blk->flags &= (uint16_t)~PKV_BLK_ORPHAN;
+  pkv__family *f = &c->fam[b];
+  f->parent_block = parent;
+  f->prev_sibling = -1;
+  f->next_sibling = c->fam[parent].first_child;
+  if (f->next_sibling >= 0) c->fam[f->next_sibling].prev_sibling = b;
+  c->fam[parent].first_child = b;
+  c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN;
 }
 
 /* Links b under its cached parent if there is one; marks it an orphan
@@ -284,9 +293,8 @@ static void adopt(pkv_cache *c, int32_t b) {
 }
 
 bool pkv__block_is_orphan(pkv_cache *c, int32_t b) {
-  const pkv__block *blk = &c->blk[b];
-  if (blk->depth == 0) return false;
-  if (blk->parent_block >= 0) return false;
+  if (c->blk[b].depth == 0) return false;
+  if (c->fam[b].parent_block >= 0) return false;
   /* Possibly re-registered since: adopt lazily. */
   adopt(c, b);
   return (c->blk[b].flags & PKV_BLK_ORPHAN) != 0;
@@ -332,21 +340,21 @@ void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
   int32_t *pp = &c->heads[pkv__bucket(c, blk->key)];
   while (*pp != b) pp = &c->blk[*pp].hash_next;
   *pp = blk->hash_next;
-  blk->hash_next = -1;
+  blk->hash_next = -1; /* the pool links it next (shared field) */
   if (emit) pkv__emit(c, PKV_EVENT_REMOVED, b);
   blk->flags &= (uint16_t)~(PKV_BLK_CACHED | PKV_BLK_ORPHAN);
   c->n_cached--;
   if (c->refcount[b] == 0) c->n_evictable--;
   if (c->policy) c->policy->on_remove(c->policy_state, b);
   unlink_from_parent(c, b);
-  for (int32_t ch = blk->first_child; ch >= 0;) {
-    int32_t next = c->blk[ch].next_sibling;
-    c->blk[ch].parent_block = c->blk[ch].next_sibling = c->blk[ch].prev_sibling = -1;
+  for (int32_t ch = c->fam[b].first_child; ch >= 0;) {
+    int32_t next = c->fam[ch].next_sibling;
+    c->fam[ch].parent_block = c->fam[ch].next_sibling = c->fam[ch].prev_sibling = -1;
     c->blk[ch].flags |= PKV_BLK_ORPHAN;
     if (c->refcount[ch] == 0) pkv__orphan_push(c, ch);
     ch = next;
   }
-  blk->first_child = -1;
+  c->fam[b].first_child = -1;
 }
 
 void pkv__block_unhash(pkv_cache *c, int32_t b) {
@@ -368,7 +376,7 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
     if (!(blk->flags & PKV_BLK_HASHED)) {
       pkv_hash128 parent = {0, 0};
       if (i > 0) parent = c->blk[s->blocks[i - 1]].key;
-      blk->key = pkv__block_key(c, parent, s->ns_id,
+      blk->key = pkv__block_key(c, &parent, s->ns_id,
                                 c->block_tokens + (size_t)b * c->block_size);
       blk->parent = parent;
       blk->depth = i;
@@ -427,17 +435,16 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
   uint32_t want = limit / bs;
+  if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;
   if (want == 0) goto out;
-  rc = pkv__seq_table_reserve(s, want);
-  if (rc) goto out;
   pkv_hash128 parent = {0, 0};
   uint64_t collided = 0;
   uint32_t k = 0;
   for (; k < want; k++) {
     const int32_t *t = tokens + (size_t)k * bs;
-    pkv_hash128 key = pkv__block_key(cache, parent, s->ns_id, t);
+    pkv_hash128 key = pkv__block_key(cache, &parent, s->ns_id, t);
     int32_t b = index_find(cache, key, parent, s->ns_id, t, &collided);
     if (b < 0) break;
     pkv__block_ref(cache, b);
@@ -451,6 +458,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   }
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
+  s->tail_writable = false;
   s->n_tokens = s->n_committed = k * bs;
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;

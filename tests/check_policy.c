@@ -12,6 +12,7 @@
 #include "pagedkv/policy.h"
 
 #include <check.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +48,7 @@ typedef struct rig {
   pkv_block_meta meta[MAXB];
   uint64_t now;
   uint64_t next_key;
+  uint64_t parent; /* parent key (lo) given to the next insert; 0 = none */
   int n_victims;
 } rig;
 
@@ -88,6 +90,10 @@ static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
   mt->now = r->now;
   mt->key.lo = key ? key : r->next_key++;
   mt->key.hi = mt->key.lo * 0x9e3779b97f4a7c15ull;
+  if (r->parent) {
+    mt->parent.lo = r->parent;
+    mt->parent.hi = r->parent * 0x9e3779b97f4a7c15ull;
+  }
   mt->depth = depth;
   mt->priority = prio;
   mt->priority_until = until;
@@ -486,14 +492,48 @@ START_TEST(priority_random) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ ghost model */
+
+/* Every key ever added, in order, with its value and a taken flag; a key is
+ * in the ghost while it is among the last `cap` added and not taken. */
+#define GM_MAX 200000
+typedef struct ghost_model {
+  uint32_t cap, n;
+  pkv_hash128 key[GM_MAX];
+  unsigned value[GM_MAX];
+  bool taken[GM_MAX];
+} ghost_model;
+
+static bool same_key(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+/* Value of k, taken out; -1 if absent. */
+static int gm_take(ghost_model *g, pkv_hash128 k) {
+  uint32_t from = g->n > g->cap ? g->n - g->cap : 0;
+  for (uint32_t i = from; i < g->n; i++)
+    if (!g->taken[i] && same_key(g->key[i], k)) {
+      g->taken[i] = true;
+      return (int)g->value[i];
+    }
+  return -1;
+}
+static void gm_add(ghost_model *g, pkv_hash128 k, unsigned value) {
+  if (!g->cap) return;
+  ck_assert_uint_lt(g->n, GM_MAX);
+  for (uint32_t i = 0; i < g->n; i++) /* one entry per key */
+    if (same_key(g->key[i], k)) g->taken[i] = true;
+  g->taken[g->n] = false;
+  g->value[g->n] = value;
+  g->key[g->n++] = k;
+}
+
 /* ------------------------------------------------------------ S3-FIFO */
 
 /* The same algorithm over plain arrays: queue position = a stamp (older =
- * smaller), "oldest of S" = linear scan, ghost = list of every key evicted
- * from S with a taken flag, live while among the last `ghost_cap`. */
+ * smaller), "oldest of S" = linear scan, ghost = the ghost model. */
 typedef struct s3_model {
   model base;
-  uint32_t n, ghost_cap;
+  uint32_t n;
   double small;
   unsigned promote;
   int state[MAXB];
@@ -503,9 +543,7 @@ typedef struct s3_model {
   pkv_hash128 key[MAXB];
   uint64_t clock;
   int32_t victim;
-  pkv_hash128 ghost[200000];
-  bool taken[200000];
-  uint32_t n_ghost;
+  ghost_model ghost;
 } s3_model;
 
 static uint32_t s3m_count(const s3_model *s, int q) {
@@ -546,24 +584,15 @@ static void s3m_reset(model *m, uint32_t n) {
   memset(s->state, 0, sizeof s->state);
   s->n = n;
   s->clock = 0;
-  s->n_ghost = 0;
+  s->ghost.n = 0;
   s->victim = -1;
-}
-static bool same_key(pkv_hash128 a, pkv_hash128 b) {
-  return a.lo == b.lo && a.hi == b.hi;
 }
 static void s3m_insert(model *m, int32_t b, const pkv_block_meta *mt) {
   s3_model *s = (s3_model *)m;
   s->state[b] = IN_USE;
   s->key[b] = mt->key;
   s->uses[b] = 0;
-  s->queue[b] = 0;
-  uint32_t from = s->n_ghost > s->ghost_cap ? s->n_ghost - s->ghost_cap : 0;
-  for (uint32_t i = from; i < s->n_ghost; i++)
-    if (!s->taken[i] && same_key(s->ghost[i], mt->key)) {
-      s->taken[i] = true;
-      s->queue[b] = 1;
-    }
+  s->queue[b] = gm_take(&s->ghost, mt->key) >= 0;
 }
 static void s3m_hit(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
@@ -590,13 +619,8 @@ static int32_t s3m_victim(const model *m, uint64_t now) {
 }
 static void s3m_remove(model *m, int32_t b) {
   s3_model *s = (s3_model *)m;
-  if (s->state[b] == EVICTABLE && s->queue[b] == 0 && s->ghost_cap) {
-    ck_assert_uint_lt(s->n_ghost, 200000);
-    for (uint32_t i = 0; i < s->n_ghost; i++) /* one entry per key */
-      if (same_key(s->ghost[i], s->key[b])) s->taken[i] = true;
-    s->taken[s->n_ghost] = false;
-    s->ghost[s->n_ghost++] = s->key[b];
-  }
+  if (s->state[b] == EVICTABLE && s->queue[b] == 0)
+    gm_add(&s->ghost, s->key[b], 0);
   s->state[b] = ABSENT;
   s3m_settle(s);
 }
@@ -606,7 +630,7 @@ static s3_model s3_m = {{s3m_reset, s3m_insert, s3m_hit, s3m_evictable,
 static void s3m_config(uint32_t n, double small, double ghost,
                        unsigned promote) {
   s3_m.small = small;
-  s3_m.ghost_cap = (uint32_t)(ghost * n);
+  s3_m.ghost.cap = (uint32_t)(ghost * n);
   s3_m.promote = promote;
 }
 
@@ -655,7 +679,8 @@ START_TEST(bad_args) {
       {"s3fifo", "small=0.1;"},   {"s3fifo", "ghost=-1"},
       {"lfu", "max_uses=0"},      {"lfu", "size=3"},
       {"fifo", "a=1"},            {"priority", ",="},
-      {"s3fifo", "small=nan"},
+      {"s3fifo", "small=nan"},    {"fwlru", "p=5"},
+      {"fwlru", "cold=0"},        {"fwlru", "hist=65"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const pkv_policy_ops *ops = pkv_policy_find(bad[i].policy);
@@ -665,6 +690,231 @@ START_TEST(bad_args) {
     ck_assert(st == NULL);
     ck_assert(strstr(pkv_last_error(), bad[i].policy) != NULL);
   }
+}
+END_TEST
+
+/* ------------------------------------------------------------ fwlru */
+
+/* Per class, the evictable blocks as a plain array in list order (index 0 =
+ * oldest end); chain placement by the same rule; victim = the class head
+ * with the largest (clock - stamp + 1) / weight.  Use counts survive
+ * removal in the ghost model. */
+#define FW_K 8
+typedef struct fw_model {
+  model base;
+  uint32_t n;
+  double weight[FW_K];
+  int state[MAXB];
+  unsigned uses[MAXB];
+  int cls[MAXB];
+  uint64_t stamp[MAXB];
+  pkv_hash128 key[MAXB], parent[MAXB];
+  int32_t order[FW_K][MAXB];
+  uint32_t len[FW_K];
+  uint64_t clock;
+  int32_t last;
+  ghost_model ghost;
+} fw_model;
+
+static void fwm_config(fw_model *f, uint32_t n, double p, double cold,
+                       double hist) {
+  for (int k = 0; k < FW_K; k++) f->weight[k] = pow(k + 1, p);
+  f->weight[0] *= cold;
+  f->ghost.cap = (uint32_t)(hist * n);
+}
+static void fwm_reset(model *m, uint32_t n) {
+  fw_model *f = (fw_model *)m;
+  memset(f->state, 0, sizeof f->state);
+  memset(f->len, 0, sizeof f->len);
+  f->n = n;
+  f->clock = 0;
+  f->last = -1;
+  f->ghost.n = 0;
+}
+static void fwm_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  fw_model *f = (fw_model *)m;
+  f->state[b] = IN_USE;
+  f->key[b] = mt->key;
+  f->parent[b] = mt->parent;
+  int before = gm_take(&f->ghost, mt->key);
+  f->uses[b] = before < 0 ? 1 : before >= 255 ? 255 : (unsigned)before + 1;
+}
+static void fwm_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  if (f->uses[b] < 255) f->uses[b]++;
+}
+static int fwm_index(const fw_model *f, int k, int32_t b) {
+  for (uint32_t i = 0; i < f->len[k]; i++)
+    if (f->order[k][i] == b) return (int)i;
+  return -1;
+}
+static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b) {
+  memmove(&f->order[k][at + 1], &f->order[k][at],
+          sizeof(int32_t) * (f->len[k] - at));
+  f->order[k][at] = b;
+  f->len[k]++;
+}
+static void fwm_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  int k = f->uses[b] >= FW_K ? FW_K - 1 : (int)f->uses[b] - 1;
+  f->clock++;
+  int32_t p = f->last;
+  bool chained = p >= 0 && f->state[p] == EVICTABLE && f->cls[p] == k;
+  if (chained && same_key(f->parent[b], f->key[p])) {
+    fwm_put(f, k, (uint32_t)fwm_index(f, k, p), b);
+    f->stamp[b] = f->stamp[p];
+  } else if (chained && same_key(f->key[b], f->parent[p])) {
+    fwm_put(f, k, (uint32_t)fwm_index(f, k, p) + 1, b);
+    f->stamp[b] = f->stamp[p];
+  } else {
+    fwm_put(f, k, f->len[k], b);
+    f->stamp[b] = f->clock;
+  }
+  f->cls[b] = k;
+  f->state[b] = EVICTABLE;
+  f->last = b;
+}
+static void fwm_unlist(fw_model *f, int32_t b) {
+  if (f->state[b] != EVICTABLE) return;
+  int k = f->cls[b], i = fwm_index(f, k, b);
+  memmove(&f->order[k][i], &f->order[k][i + 1],
+          sizeof(int32_t) * (f->len[k] - (uint32_t)i - 1));
+  f->len[k]--;
+}
+static void fwm_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  fwm_unlist(f, b);
+  f->state[b] = IN_USE;
+}
+static int32_t fwm_victim(const model *m, uint64_t now) {
+  (void)now;
+  const fw_model *f = (const fw_model *)m;
+  int32_t best = -1;
+  double best_score = 0;
+  for (int k = 0; k < FW_K; k++) {
+    if (!f->len[k]) continue;
+    int32_t b = f->order[k][0];
+    double score = (double)(f->clock - f->stamp[b] + 1) / f->weight[k];
+    if (best < 0 || score > best_score) {
+      best = b;
+      best_score = score;
+    }
+  }
+  return best;
+}
+static void fwm_remove(model *m, int32_t b) {
+  fw_model *f = (fw_model *)m;
+  fwm_unlist(f, b);
+  gm_add(&f->ghost, f->key[b], f->uses[b]);
+  f->state[b] = ABSENT;
+}
+static fw_model fw_m = {{fwm_reset, fwm_insert, fwm_hit, fwm_evictable,
+                         fwm_pinned, fwm_victim, fwm_remove}};
+
+static int32_t find_key(const rig *r, uint64_t key) {
+  for (uint32_t b = 0; b < r->n; b++)
+    if (r->state[b] != ABSENT && r->meta[b].key.lo == key) return (int32_t)b;
+  return -1;
+}
+
+/* Requests for chains of "documents": a document d has blocks with keys
+ * d*16 + pos + 1, each the parent of the next.  A request hits the cached
+ * ones, inserts the others (evicting when no block is free) and releases
+ * the whole chain root first or leaf first. */
+static void fw_chain_walk(const char *args, uint32_t n, int requests,
+                          uint64_t seed) {
+  rig r;
+  rig_open(&r, "fwlru", args, &fw_m.base, n);
+  uint64_t s = seed * 2654435761u + 7;
+  int32_t chain[16];
+  for (int q = 0; q < requests; q++) {
+    uint64_t doc = rng_next(&s) % 10;
+    if (rng_next(&s) % 3 == 0) doc = rng_next(&s) % 40; /* cold documents */
+    int len = 1 + (int)(rng_next(&s) % 8);
+    for (int pos = 0; pos < len; pos++) {
+      uint64_t key = doc * 16 + (uint64_t)pos + 1;
+      int32_t b = find_key(&r, key);
+      if (b >= 0) {
+        if (r.state[b] == IN_USE) break; /* held: stop the chain here */
+        do_hit(&r, b);
+      } else {
+        for (b = 0; b < (int32_t)n && r.state[b] != ABSENT; b++) {}
+        if (b == (int32_t)n) {
+          if (do_evict(&r) < 0) { len = pos; break; }
+          for (b = 0; r.state[b] != ABSENT; b++) {}
+        }
+        r.parent = pos ? key - 1 : 0;
+        do_insert(&r, b, key, (uint32_t)pos, 35, 0);
+        r.parent = 0;
+      }
+      chain[pos] = b;
+      rig_check(&r);
+    }
+    bool leaf_first = rng_next(&s) % 2;
+    for (int i = 0; i < len; i++) {
+      int32_t b = chain[leaf_first ? len - 1 - i : i];
+      if (r.state[b] == IN_USE) do_release(&r, b);
+      rig_check(&r);
+    }
+    if (rng_next(&s) % 16 == 0) { /* a reset of one evictable block */
+      int32_t v = r.ops->choose_victim(r.st, r.now);
+      if (v >= 0) do_remove(&r, v);
+    }
+  }
+  while (do_evict(&r) >= 0) {}
+  rig_close(&r);
+}
+
+START_TEST(fwlru_scripted) {
+  rig r;
+  fwm_config(&fw_m, 16, 2, 0.1, 8);
+  rig_open(&r, "fwlru", NULL, &fw_m.base, 16);
+  /* Chain 1 -> 2 -> 3 released root first: the leaf must go first. */
+  do_insert(&r, 0, 1, 0, 35, 0);
+  r.parent = 1;
+  do_insert(&r, 1, 2, 1, 35, 0);
+  r.parent = 2;
+  do_insert(&r, 2, 3, 2, 35, 0);
+  r.parent = 0;
+  do_release(&r, 0);
+  do_release(&r, 1);
+  do_release(&r, 2);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 1);
+  /* Block 3 used twice, released before a block used once: the once-used
+   * one goes first although it is newer (its weight is 0.1 against 4). */
+  do_insert(&r, 3, 10, 0, 35, 0);
+  do_hit(&r, 3);
+  do_release(&r, 3);
+  do_insert(&r, 4, 11, 0, 35, 0);
+  do_release(&r, 4);
+  ck_assert_int_eq(do_evict(&r), 0); /* oldest once-used: age 6 / 0.1 */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* Key 11 comes back: its count (1) is remembered, so it is used twice. */
+  do_insert(&r, 5, 11, 0, 35, 0);
+  do_release(&r, 5);
+  do_insert(&r, 6, 12, 0, 35, 0);
+  do_release(&r, 6);
+  ck_assert_int_eq(do_evict(&r), 6);
+  ck_assert_int_eq(do_evict(&r), 5);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(fwlru_random) {
+  static const char *args[] = {NULL, "p=0,cold=1,hist=0", "p=3,hist=1",
+                               "cold=0.5,hist=0.25"};
+  static const double p[] = {2, 0, 3, 2}, cold[] = {0.1, 1, 0.1, 0.5},
+                      hist[] = {8, 0, 1, 0.25};
+  fwm_config(&fw_m, 64, p[_i % 4], cold[_i % 4], hist[_i % 4]);
+  random_walk("fwlru", args[_i % 4], &fw_m.base, 64, 20000,
+              (uint64_t)_i + 51);
+  fwm_config(&fw_m, 24, p[_i % 4], cold[_i % 4], hist[_i % 4]);
+  fw_chain_walk(args[_i % 4], 24, 3000, (uint64_t)_i + 61);
 }
 END_TEST
 
@@ -698,7 +948,8 @@ static bool names_have(const char *name) {
 }
 
 START_TEST(registry_builtins) {
-  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
+  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority",
+                           "fwlru"};
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
     const pkv_policy_ops *ops = pkv_policy_find(builtin[i]);
     ck_assert_msg(ops != NULL, "%s missing", builtin[i]);
@@ -801,6 +1052,11 @@ Suite *policy_suite(void) {
   tc = tcase_create("s3fifo");
   tcase_add_test(tc, s3fifo_scripted);
   tcase_add_loop_test(tc, s3fifo_random, 0, 8);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fwlru");
+  tcase_add_test(tc, fwlru_scripted);
+  tcase_add_loop_test(tc, fwlru_random, 0, 8);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
