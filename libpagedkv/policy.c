@@ -22,7 +22,8 @@
 #define PKV__MAX_REGISTERED 64
 
 static const pkv_policy_ops *const builtins[] = {
-    &pkv__policy_lru,
+    &pkv__policy_lru,    &pkv__policy_fifo,     &pkv__policy_lfu,
+    &pkv__policy_s3fifo, &pkv__policy_priority,
 };
 #define N_BUILTINS (sizeof builtins / sizeof builtins[0])
 
@@ -128,6 +129,70 @@ int pkv__policy_check_create(const char *policy, void **out,
     return pkv__err(PKV_EINVAL, "policy %s: num_blocks %u outside "
                     "[1, INT32_MAX]", policy, num_blocks);
   return 0;
+}
+
+bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
+  h->len = 0;
+  h->heap = pkv__malloc(sizeof(int32_t) * num_blocks);
+  h->pos = pkv__malloc(sizeof(int32_t) * num_blocks);
+  h->k1 = pkv__malloc(sizeof(uint64_t) * num_blocks);
+  h->k2 = pkv__malloc(sizeof(uint64_t) * num_blocks);
+  if (!h->heap || !h->pos || !h->k1 || !h->k2) {
+    pkv__bheap_free(h);
+    return false;
+  }
+  memset(h->pos, 0xff, sizeof(int32_t) * num_blocks);
+  return true;
+}
+
+void pkv__bheap_free(pkv__bheap *h) {
+  pkv__free(h->heap);
+  pkv__free(h->pos);
+  pkv__free(h->k1);
+  pkv__free(h->k2);
+  memset(h, 0, sizeof *h);
+}
+
+static void heap_place(pkv__bheap *h, uint32_t i, int32_t b) {
+  h->heap[i] = b;
+  h->pos[b] = (int32_t)i;
+}
+
+/* Moves the block at index i up or down until the heap order holds. */
+static void heap_fix(pkv__bheap *h, uint32_t i) {
+  int32_t b = h->heap[i];
+  while (i > 0) {
+    uint32_t up = (i - 1) / 2;
+    if (!pkv__bheap_less(h, b, h->heap[up])) break;
+    heap_place(h, i, h->heap[up]);
+    i = up;
+  }
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= h->len) break;
+    if (c + 1 < h->len && pkv__bheap_less(h, h->heap[c + 1], h->heap[c])) c++;
+    if (!pkv__bheap_less(h, h->heap[c], b)) break;
+    heap_place(h, i, h->heap[c]);
+    i = c;
+  }
+  heap_place(h, i, b);
+}
+
+void pkv__bheap_set(pkv__bheap *h, int32_t b, uint64_t k1, uint64_t k2) {
+  h->k1[b] = k1;
+  h->k2[b] = k2;
+  if (h->pos[b] < 0) heap_place(h, h->len++, b);
+  heap_fix(h, (uint32_t)h->pos[b]);
+}
+
+void pkv__bheap_remove(pkv__bheap *h, int32_t b) {
+  if (h->pos[b] < 0) return;
+  uint32_t i = (uint32_t)h->pos[b];
+  h->pos[b] = -1;
+  int32_t last = h->heap[--h->len];
+  if (i == h->len) return;
+  heap_place(h, i, last);
+  heap_fix(h, i);
 }
 
 static const char *skip_space(const char *s) {

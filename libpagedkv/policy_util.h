@@ -79,6 +79,34 @@ static inline void pkv__blist_unlink(pkv__blist *l, pkv__bnodes *n,
 bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks);
 void pkv__bnodes_free(pkv__bnodes *n);
 
+/* Indexed binary min-heap of blocks, ordered by (k1, k2) lexicographically.
+ * pos[b] is b's index in heap[] or -1, so that any block can be removed or
+ * re-keyed in O(log n).  All arrays sized num_blocks, allocated once. */
+typedef struct pkv__bheap {
+  int32_t *heap;
+  int32_t *pos;
+  uint64_t *k1, *k2; /* per block; valid while pos[b] >= 0 */
+  uint32_t len;
+} pkv__bheap;
+
+bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks);
+void pkv__bheap_free(pkv__bheap *h);
+/* Inserts b (not in the heap) or re-keys it (in the heap). */
+void pkv__bheap_set(pkv__bheap *h, int32_t b, uint64_t k1, uint64_t k2);
+/* Removes b if it is in the heap. */
+void pkv__bheap_remove(pkv__bheap *h, int32_t b);
+static inline bool pkv__bheap_has(const pkv__bheap *h, int32_t b) {
+  return h->pos[b] >= 0;
+}
+static inline int32_t pkv__bheap_top(const pkv__bheap *h) {
+  return h->len ? h->heap[0] : PKV__NIL;
+}
+/* (a's keys) < (b's keys). */
+static inline bool pkv__bheap_less(const pkv__bheap *h, int32_t a,
+                                   int32_t b) {
+  return h->k1[a] < h->k1[b] || (h->k1[a] == h->k1[b] && h->k2[a] < h->k2[b]);
+}
+
 /* Checks create's common arguments: out not NULL, 1 <= num_blocks <=
  * INT32_MAX (block ids are int32_t).  0 or PKV_EINVAL with detail. */
 int pkv__policy_check_create(const char *policy, void **out,
@@ -114,5 +142,9 @@ static inline uint32_t pkv__meta_priority(const pkv_block_meta *meta,
 
 /* The built-ins, in the order pkv_policy_names() lists them. */
 extern const pkv_policy_ops pkv__policy_lru;
+extern const pkv_policy_ops pkv__policy_fifo;
+extern const pkv_policy_ops pkv__policy_lfu;
+extern const pkv_policy_ops pkv__policy_s3fifo;
+extern const pkv_policy_ops pkv__policy_priority;
 
 #endif /* PKV_POLICY_UTIL_H */

@@ -201,7 +201,7 @@ typedef struct lru_model {
   model base;
   uint32_t n;
   int state[MAXB];
-  uint64_t released[MAXB];
+  uint64_t stamp[MAXB];
   uint64_t clock;
 } lru_model;
 
@@ -222,7 +222,7 @@ static void lrum_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
   lru_model *l = (lru_model *)m;
   l->state[b] = EVICTABLE;
-  l->released[b] = ++l->clock;
+  l->stamp[b] = ++l->clock;
 }
 static void lrum_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
@@ -234,7 +234,7 @@ static int32_t lrum_victim(const model *m, uint64_t now) {
   int32_t best = -1;
   for (uint32_t b = 0; b < l->n; b++)
     if (l->state[b] == EVICTABLE &&
-        (best < 0 || l->released[b] < l->released[best]))
+        (best < 0 || l->stamp[b] < l->stamp[best]))
       best = (int32_t)b;
   return best;
 }
@@ -274,6 +274,400 @@ START_TEST(lru_random) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ FIFO model */
+
+/* The LRU model with the stamp taken at insertion instead of release:
+ * victim = evictable block inserted earliest. */
+static void fifom_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lru_model *l = (lru_model *)m;
+  l->state[b] = IN_USE;
+  l->stamp[b] = ++l->clock;
+}
+static void fifom_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  ((lru_model *)m)->state[b] = EVICTABLE;
+}
+static lru_model fifo_m = {{lrum_reset, fifom_insert, lrum_hit,
+                            fifom_evictable, lrum_pinned, lrum_victim,
+                            lrum_remove}};
+
+START_TEST(fifo_scripted) {
+  rig r;
+  rig_open(&r, "fifo", "", &fifo_m.base, 8);
+  for (int b = 0; b < 5; b++) do_insert(&r, b, 0, 0, 35, 0);
+  do_release(&r, 4);
+  do_release(&r, 2);
+  do_release(&r, 0);
+  do_hit(&r, 0); /* use does not matter */
+  do_release(&r, 0);
+  ck_assert_int_eq(do_evict(&r), 0);
+  do_release(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), -1);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(fifo_random) {
+  random_walk("fifo", NULL, &fifo_m.base, 64, 20000, (uint64_t)_i + 11);
+}
+END_TEST
+
+/* ------------------------------------------------------------ LFU model */
+
+/* LFU-DA: key at release = age + uses; victim = min (key, release order);
+ * removing the current victim sets age = its key. */
+typedef struct lfu_model {
+  model base;
+  uint32_t n;
+  int state[MAXB]; /* first fields as in lru_model: lrum_pinned works */
+  uint32_t max_uses;
+  uint64_t uses[MAXB], key[MAXB], released[MAXB];
+  uint64_t clock, age;
+} lfu_model;
+
+static void lfum_reset(model *m, uint32_t n) {
+  lfu_model *l = (lfu_model *)m;
+  memset(l->state, 0, sizeof l->state);
+  l->n = n;
+  l->clock = l->age = 0;
+}
+static void lfum_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  l->state[b] = IN_USE;
+  l->uses[b] = 1;
+}
+static void lfum_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  if (l->uses[b] < l->max_uses) l->uses[b]++;
+}
+static void lfum_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  lfu_model *l = (lfu_model *)m;
+  l->state[b] = EVICTABLE;
+  l->key[b] = l->age + l->uses[b];
+  l->released[b] = ++l->clock;
+}
+static int32_t lfum_victim(const model *m, uint64_t now) {
+  (void)now;
+  const lfu_model *l = (const lfu_model *)m;
+  int32_t best = -1;
+  for (uint32_t b = 0; b < l->n; b++) {
+    if (l->state[b] != EVICTABLE) continue;
+    if (best < 0 || l->key[b] < l->key[best] ||
+        (l->key[b] == l->key[best] && l->released[b] < l->released[best]))
+      best = (int32_t)b;
+  }
+  return best;
+}
+static void lfum_remove(model *m, int32_t b) {
+  lfu_model *l = (lfu_model *)m;
+  if (lfum_victim(m, 0) == b) l->age = l->key[b];
+  l->state[b] = ABSENT;
+}
+static lfu_model lfu_m = {{lfum_reset, lfum_insert, lfum_hit, lfum_evictable,
+                           lrum_pinned, lfum_victim, lfum_remove}};
+
+START_TEST(lfu_scripted) {
+  rig r;
+  lfu_m.max_uses = 65536;
+  rig_open(&r, "lfu", NULL, &lfu_m.base, 8);
+  for (int b = 0; b < 4; b++) do_insert(&r, b, 0, 0, 35, 0);
+  do_hit(&r, 0);
+  do_hit(&r, 0); /* 0: 3 uses */
+  do_hit(&r, 1); /* 1: 2 uses */
+  for (int b = 0; b < 4; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 2); /* 1 use, released first */
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* age is now 1: a new block with 1 use is keyed 2, after block 1 (2). */
+  do_insert(&r, 5, 0, 0, 35, 0);
+  do_release(&r, 5);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), 5);
+  ck_assert_int_eq(do_evict(&r), 0);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(lfu_random) {
+  lfu_m.max_uses = _i % 2 ? 3 : 65536;
+  random_walk("lfu", _i % 2 ? "max_uses=3" : NULL, &lfu_m.base, 64, 20000,
+              (uint64_t)_i + 21);
+}
+END_TEST
+
+/* ------------------------------------------------------------ priority */
+
+/* Victim = min (effective priority at now, release order); effective = own
+ * priority before the deadline, 35 from it on. */
+typedef struct prio_model {
+  model base;
+  uint32_t n;
+  int state[MAXB]; /* first fields as in lru_model */
+  unsigned prio[MAXB];
+  uint64_t until[MAXB], released[MAXB];
+  uint64_t clock;
+} prio_model;
+
+static void priom_reset(model *m, uint32_t n) {
+  prio_model *p = (prio_model *)m;
+  memset(p->state, 0, sizeof p->state);
+  p->n = n;
+  p->clock = 0;
+}
+static void priom_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  prio_model *p = (prio_model *)m;
+  p->state[b] = IN_USE;
+  p->prio[b] = mt->priority;
+  p->until[b] = mt->priority_until;
+}
+static void priom_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  prio_model *p = (prio_model *)m;
+  p->state[b] = EVICTABLE;
+  p->released[b] = ++p->clock;
+}
+static unsigned priom_effective(const prio_model *p, int32_t b,
+                                uint64_t now) {
+  return p->until[b] && now >= p->until[b] ? 35u : p->prio[b];
+}
+static int32_t priom_victim(const model *m, uint64_t now) {
+  const prio_model *p = (const prio_model *)m;
+  int32_t best = -1;
+  for (uint32_t b = 0; b < p->n; b++) {
+    if (p->state[b] != EVICTABLE) continue;
+    int32_t bb = (int32_t)b;
+    if (best < 0 || priom_effective(p, bb, now) < priom_effective(p, best, now) ||
+        (priom_effective(p, bb, now) == priom_effective(p, best, now) &&
+         p->released[b] < p->released[best]))
+      best = bb;
+  }
+  return best;
+}
+static prio_model prio_m = {{priom_reset, priom_insert, lrum_hit,
+                             priom_evictable, lrum_pinned, priom_victim,
+                             lrum_remove}};
+
+START_TEST(priority_scripted) {
+  rig r;
+  rig_open(&r, "priority", NULL, &prio_m.base, 8);
+  do_insert(&r, 0, 0, 0, 80, 0);            /* high, forever */
+  do_insert(&r, 1, 0, 0, 35, 0);            /* default */
+  do_insert(&r, 2, 0, 0, 10, 0);            /* low, forever */
+  do_insert(&r, 3, 0, 0, 90, r.now + 100);  /* high for a while */
+  do_insert(&r, 4, 0, 0, 35, 0);
+  for (int b = 0; b < 5; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 1); /* 35s in release order */
+  r.now += 1000;                     /* 3's deadline passes, no hook */
+  ck_assert_int_eq(do_evict(&r), 3); /* now 35 and released before 4 */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 0);
+  /* A low priority that expires rises to the default. */
+  do_insert(&r, 5, 0, 0, 5, r.now + 50);
+  do_insert(&r, 6, 0, 0, 35, 0);
+  do_release(&r, 6);
+  do_release(&r, 5);
+  ck_assert_int_eq(r.ops->choose_victim(r.st, r.now), 5);
+  r.now += 100;
+  ck_assert_int_eq(do_evict(&r), 6);
+  ck_assert_int_eq(do_evict(&r), 5);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(priority_random) {
+  random_walk("priority", NULL, &prio_m.base, 64, 20000, (uint64_t)_i + 31);
+}
+END_TEST
+
+/* ------------------------------------------------------------ S3-FIFO */
+
+/* The same algorithm over plain arrays: queue position = a stamp (older =
+ * smaller), "oldest of S" = linear scan, ghost = list of every key evicted
+ * from S with a taken flag, live while among the last `ghost_cap`. */
+typedef struct s3_model {
+  model base;
+  uint32_t n, ghost_cap;
+  double small;
+  unsigned promote;
+  int state[MAXB];
+  int queue[MAXB]; /* 0 = S, 1 = M */
+  unsigned uses[MAXB];
+  uint64_t stamp[MAXB];
+  pkv_hash128 key[MAXB];
+  uint64_t clock;
+  int32_t victim;
+  pkv_hash128 ghost[200000];
+  bool taken[200000];
+  uint32_t n_ghost;
+} s3_model;
+
+static uint32_t s3m_count(const s3_model *s, int q) {
+  uint32_t c = 0;
+  for (uint32_t b = 0; b < s->n; b++)
+    c += s->state[b] == EVICTABLE && s->queue[b] == q;
+  return c;
+}
+static int32_t s3m_oldest(const s3_model *s, int q) {
+  int32_t best = -1;
+  for (uint32_t b = 0; b < s->n; b++)
+    if (s->state[b] == EVICTABLE && s->queue[b] == q &&
+        (best < 0 || s->stamp[b] < s->stamp[best]))
+      best = (int32_t)b;
+  return best;
+}
+static void s3m_settle(s3_model *s) {
+  for (;;) {
+    uint32_t ns = s3m_count(s, 0), nm = s3m_count(s, 1);
+    if (ns && (nm == 0 || (double)ns >= s->small * (double)(ns + nm))) {
+      int32_t t = s3m_oldest(s, 0);
+      if (s->uses[t] < s->promote) { s->victim = t; return; }
+      s->queue[t] = 1;
+      s->stamp[t] = ++s->clock;
+    } else if (nm) {
+      int32_t t = s3m_oldest(s, 1);
+      if (s->uses[t] == 0) { s->victim = t; return; }
+      s->uses[t]--;
+      s->stamp[t] = ++s->clock;
+    } else {
+      s->victim = -1;
+      return;
+    }
+  }
+}
+static void s3m_reset(model *m, uint32_t n) {
+  s3_model *s = (s3_model *)m;
+  memset(s->state, 0, sizeof s->state);
+  s->n = n;
+  s->clock = 0;
+  s->n_ghost = 0;
+  s->victim = -1;
+}
+static bool same_key(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+static void s3m_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  s3_model *s = (s3_model *)m;
+  s->state[b] = IN_USE;
+  s->key[b] = mt->key;
+  s->uses[b] = 0;
+  s->queue[b] = 0;
+  uint32_t from = s->n_ghost > s->ghost_cap ? s->n_ghost - s->ghost_cap : 0;
+  for (uint32_t i = from; i < s->n_ghost; i++)
+    if (!s->taken[i] && same_key(s->ghost[i], mt->key)) {
+      s->taken[i] = true;
+      s->queue[b] = 1;
+    }
+}
+static void s3m_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  if (s->uses[b] < 3) s->uses[b]++;
+  s3m_settle(s);
+}
+static void s3m_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  s->state[b] = EVICTABLE;
+  s->stamp[b] = ++s->clock;
+  s3m_settle(s);
+}
+static void s3m_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  s3_model *s = (s3_model *)m;
+  s->state[b] = IN_USE;
+  s3m_settle(s);
+}
+static int32_t s3m_victim(const model *m, uint64_t now) {
+  (void)now;
+  return ((const s3_model *)m)->victim;
+}
+static void s3m_remove(model *m, int32_t b) {
+  s3_model *s = (s3_model *)m;
+  if (s->state[b] == EVICTABLE && s->queue[b] == 0 && s->ghost_cap) {
+    ck_assert_uint_lt(s->n_ghost, 200000);
+    for (uint32_t i = 0; i < s->n_ghost; i++) /* one entry per key */
+      if (same_key(s->ghost[i], s->key[b])) s->taken[i] = true;
+    s->taken[s->n_ghost] = false;
+    s->ghost[s->n_ghost++] = s->key[b];
+  }
+  s->state[b] = ABSENT;
+  s3m_settle(s);
+}
+static s3_model s3_m = {{s3m_reset, s3m_insert, s3m_hit, s3m_evictable,
+                         s3m_pinned, s3m_victim, s3m_remove}};
+
+static void s3m_config(uint32_t n, double small, double ghost,
+                       unsigned promote) {
+  s3_m.small = small;
+  s3_m.ghost_cap = (uint32_t)(ghost * n);
+  s3_m.promote = promote;
+}
+
+START_TEST(s3fifo_scripted) {
+  rig r;
+  s3m_config(10, 0.1, 0.9, 1);
+  rig_open(&r, "s3fifo", NULL, &s3_m.base, 10);
+  /* 0..3 used once each, 4 reused: 4 earns M when S is evicted. */
+  for (int b = 0; b < 5; b++) do_insert(&r, b, 100 + (uint64_t)b, 0, 35, 0);
+  do_hit(&r, 4);
+  do_release(&r, 4);
+  for (int b = 0; b < 4; b++) do_release(&r, b);
+  ck_assert_int_eq(do_evict(&r), 0); /* S's oldest not reused → out */
+  ck_assert_int_eq(do_evict(&r), 1);
+  /* 1's key comes back: it starts in M, not S. */
+  do_insert(&r, 1, 101, 0, 35, 0);
+  do_release(&r, 1);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* S is empty now: M (4 with a spent use, then 1) goes in FIFO order. */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 1);
+  ck_assert_int_eq(do_evict(&r), -1);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(s3fifo_random) {
+  static const char *args[] = {NULL, "small=0.3, ghost=2, promote=2",
+                               "small=0", "ghost=0,promote=3"};
+  static const double small[] = {0.1, 0.3, 0, 0.1};
+  static const double ghost[] = {0.9, 2, 0.9, 0};
+  static const unsigned promote[] = {1, 2, 1, 3};
+  s3m_config(64, small[_i % 4], ghost[_i % 4], promote[_i % 4]);
+  random_walk("s3fifo", args[_i % 4], &s3_m.base, 64, 20000,
+              (uint64_t)_i + 41);
+}
+END_TEST
+
+START_TEST(bad_args) {
+  static const struct {
+    const char *policy, *args;
+  } bad[] = {
+      {"s3fifo", "small=2"},      {"s3fifo", "small=x"},
+      {"s3fifo", "small"},        {"s3fifo", "promote=1.5"},
+      {"s3fifo", "small=0.1;"},   {"s3fifo", "ghost=-1"},
+      {"lfu", "max_uses=0"},      {"lfu", "size=3"},
+      {"fifo", "a=1"},            {"priority", ",="},
+      {"s3fifo", "small=nan"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const pkv_policy_ops *ops = pkv_policy_find(bad[i].policy);
+    void *st = NULL;
+    ck_assert_msg(ops->create(&st, 16, bad[i].args) == PKV_EINVAL,
+                  "%s accepted '%s'", bad[i].policy, bad[i].args);
+    ck_assert(st == NULL);
+    ck_assert(strstr(pkv_last_error(), bad[i].policy) != NULL);
+  }
+}
+END_TEST
+
 /* ------------------------------------------------------------ registry */
 
 static void noop_state(void *s) { (void)s; }
@@ -304,7 +698,7 @@ static bool names_have(const char *name) {
 }
 
 START_TEST(registry_builtins) {
-  const char *builtin[] = {"lru"};
+  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
     const pkv_policy_ops *ops = pkv_policy_find(builtin[i]);
     ck_assert_msg(ops != NULL, "%s missing", builtin[i]);
@@ -391,6 +785,26 @@ Suite *policy_suite(void) {
   tc = tcase_create("lru");
   tcase_add_test(tc, lru_scripted);
   tcase_add_loop_test(tc, lru_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fifo");
+  tcase_add_test(tc, fifo_scripted);
+  tcase_add_loop_test(tc, fifo_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("lfu");
+  tcase_add_test(tc, lfu_scripted);
+  tcase_add_loop_test(tc, lfu_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("priority");
+  tcase_add_test(tc, priority_scripted);
+  tcase_add_loop_test(tc, priority_random, 0, 4);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("s3fifo");
+  tcase_add_test(tc, s3fifo_scripted);
+  tcase_add_loop_test(tc, s3fifo_random, 0, 8);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("args");
+  tcase_add_test(tc, bad_args);
   suite_add_tcase(s, tc);
   return s;
 }

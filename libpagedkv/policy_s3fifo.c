@@ -1,0 +1,291 @@
+/*
+ * policy_s3fifo.c — S3-FIFO (Yang et al., SOSP'23) adapted to blocks that
+ * may be in use.
+ *
+ * Three queues:
+ *
+ *   S  small FIFO, ~10% of the evictable blocks: new blocks land here, so a
+ *      block used once leaves quickly ("quick demotion");
+ *   M  main FIFO: blocks that were reused while in S, or whose key was
+ *      recently evicted from S;
+ *   G  ghost: keys (pkv_hash128, never block ids — ids are reused for other
+ *      content) of blocks recently evicted from S, no data.
+ *
+ * Each block has a 2-bit use counter (0..3), bumped by on_hit.  The
+ * algorithm's eviction step is
+ *
+ *   if |S| >= small * (|S| + |M|) or M is empty:
+ *       t = oldest of S; uses(t) >= promote ? move t to M : evict t (key → G)
+ *   else:
+ *       t = oldest of M; uses(t) > 0 ? uses(t)--, move t to M's new end
+ *                                    : evict t
+ *
+ * Adaptations.  (1) Blocks in use cannot be evicted, so S and M hold only
+ * the evictable blocks; a block keeps its queue (S or M) while in use and
+ * re-enters at that queue's new end when released.  (2) choose_victim must
+ * not change state, but the step above moves blocks until it reaches one to
+ * evict.  So the moves are done eagerly: after every hook, settle() runs the
+ * step until the oldest block of the queue it looks at is one it would
+ * evict, and records that block as the victim; choose_victim returns it.
+ * The moves settle() makes are the ones the next eviction would make; the
+ * only difference from the textbook order is that a hit arriving between the
+ * move and the eviction lands on the moved block.  Each promotion happens
+ * once per block and each rotation spends one use, so settle() is O(1)
+ * amortized per hook.
+ *
+ * Ghost: a ring of the last `ghost * num_blocks` keys evicted from S plus a
+ * chained hash table on them; a key found at on_insert is taken out and the
+ * block starts in M.
+ *
+ * Args: small=0.1 (share of S, 0..1), ghost=0.9 (ghost entries per block,
+ * 0..4), promote=1 (uses in S that earn M, 1..3).
+ */
+#include "policy_util.h"
+
+#include <string.h>
+
+enum { Q_SMALL = 0, Q_MAIN = 1 };
+enum { ST_ABSENT = 0, ST_IN_USE = 1, ST_EVICTABLE = 2 };
+#define S3_MAX_USES 3
+
+/* ------------------------------------------------------------ ghost */
+
+typedef struct ghost_entry {
+  pkv_hash128 key;
+  int32_t next, prev; /* bucket chain; prev == -2 marks a dead entry */
+} ghost_entry;
+
+typedef struct ghost {
+  uint32_t cap;        /* entries in the ring; 0 = no ghost */
+  uint32_t head;       /* next ring slot to (over)write */
+  uint32_t mask;       /* buckets - 1 */
+  int32_t *bucket;
+  ghost_entry *ring;
+} ghost;
+
+#define GHOST_DEAD (-2)
+
+static uint32_t ghost_hash(const ghost *g, pkv_hash128 k) {
+  return (uint32_t)((k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull)) >> 17) & g->mask;
+}
+
+static bool ghost_alloc(ghost *g, uint32_t cap) {
+  memset(g, 0, sizeof *g);
+  g->cap = cap;
+  if (!cap) return true;
+  uint32_t nb = 1;
+  while (nb < cap) nb <<= 1;
+  g->mask = nb - 1;
+  g->bucket = pkv__malloc(sizeof(int32_t) * nb);
+  g->ring = pkv__malloc(sizeof(ghost_entry) * cap);
+  if (!g->bucket || !g->ring) return false;
+  memset(g->bucket, 0xff, sizeof(int32_t) * nb);
+  for (uint32_t i = 0; i < cap; i++) g->ring[i].prev = GHOST_DEAD;
+  return true;
+}
+
+static void ghost_free(ghost *g) {
+  pkv__free(g->bucket);
+  pkv__free(g->ring);
+}
+
+static void ghost_unlink(ghost *g, int32_t i) {
+  ghost_entry *e = &g->ring[i];
+  if (e->prev == GHOST_DEAD) return;
+  if (e->prev >= 0)
+    g->ring[e->prev].next = e->next;
+  else
+    g->bucket[ghost_hash(g, e->key)] = e->next;
+  if (e->next >= 0) g->ring[e->next].prev = e->prev;
+  e->prev = GHOST_DEAD;
+}
+
+static bool ghost_take(ghost *g, pkv_hash128 k);
+
+/* Adds k as the newest entry (an older entry of k is dropped). */
+static void ghost_add(ghost *g, pkv_hash128 k) {
+  if (!g->cap) return;
+  ghost_take(g, k);
+  int32_t i = (int32_t)g->head;
+  g->head = g->head + 1 == g->cap ? 0 : g->head + 1;
+  ghost_unlink(g, i); /* the oldest entry falls out */
+  ghost_entry *e = &g->ring[i];
+  uint32_t h = ghost_hash(g, k);
+  e->key = k;
+  e->prev = -1;
+  e->next = g->bucket[h];
+  if (e->next >= 0) g->ring[e->next].prev = i;
+  g->bucket[h] = i;
+}
+
+/* Removes k from the ghost; true if it was there. */
+static bool ghost_take(ghost *g, pkv_hash128 k) {
+  if (!g->cap) return false;
+  for (int32_t i = g->bucket[ghost_hash(g, k)]; i >= 0; i = g->ring[i].next)
+    if (g->ring[i].key.lo == k.lo && g->ring[i].key.hi == k.hi) {
+      ghost_unlink(g, i);
+      return true;
+    }
+  return false;
+}
+
+/* ------------------------------------------------------------ policy */
+
+typedef struct s3_state {
+  double small;
+  uint8_t promote;
+  uint8_t *where;  /* ST_* */
+  uint8_t *queue;  /* Q_* (kept while in use) */
+  uint8_t *uses;   /* 0..S3_MAX_USES */
+  pkv_hash128 *key;
+  pkv__bnodes nodes;
+  pkv__blist q[2];
+  int32_t victim;  /* what settle() found */
+  ghost g;
+} s3_state;
+
+static uint32_t ghost_cap(double ratio, uint32_t num_blocks) {
+  double cap = ratio * (double)num_blocks;
+  return cap > (double)(1u << 30) ? 1u << 30 : (uint32_t)cap;
+}
+
+static void s3_destroy(void *state) {
+  s3_state *st = state;
+  if (!st) return;
+  pkv__bnodes_free(&st->nodes);
+  ghost_free(&st->g);
+  pkv__free(st->where);
+  pkv__free(st->queue);
+  pkv__free(st->uses);
+  pkv__free(st->key);
+  pkv__free(st);
+}
+
+static int s3_create(void **out, uint32_t num_blocks, const char *args) {
+  double small = 0.1, ghost_ratio = 0.9, promote = 1;
+  const pkv__policy_arg spec[] = {
+      {"small", &small, 0, 1, false},
+      {"ghost", &ghost_ratio, 0, 4, false},
+      {"promote", &promote, 1, S3_MAX_USES, true},
+  };
+  int rc = pkv__policy_check_create("s3fifo", out, num_blocks);
+  if (!rc) rc = pkv__policy_args_parse("s3fifo", args, spec, 3);
+  if (rc) return rc;
+  s3_state *st = pkv__calloc(1, sizeof *st);
+  if (!st) return pkv__err(PKV_ENOMEM, "policy s3fifo: state allocation");
+  st->small = small;
+  st->promote = (uint8_t)promote;
+  st->victim = PKV__NIL;
+  pkv__blist_init(&st->q[Q_SMALL]);
+  pkv__blist_init(&st->q[Q_MAIN]);
+  st->where = pkv__calloc(num_blocks, 1);
+  st->queue = pkv__calloc(num_blocks, 1);
+  st->uses = pkv__calloc(num_blocks, 1);
+  st->key = pkv__calloc(num_blocks, sizeof(pkv_hash128));
+  bool ok = st->where && st->queue && st->uses && st->key &&
+            pkv__bnodes_alloc(&st->nodes, num_blocks) &&
+            ghost_alloc(&st->g, ghost_cap(ghost_ratio, num_blocks));
+  if (!ok) {
+    s3_destroy(st);
+    return pkv__err(PKV_ENOMEM, "policy s3fifo: %u-block arrays", num_blocks);
+  }
+  *out = st;
+  return 0;
+}
+
+/* Runs the eviction step's moves until the block it would evict is at the
+ * old end of its queue; records it in st->victim. */
+static void settle(s3_state *st) {
+  pkv__blist *S = &st->q[Q_SMALL], *M = &st->q[Q_MAIN];
+  for (;;) {
+    if (S->len && (M->len == 0 ||
+                   (double)S->len >= st->small * (double)(S->len + M->len))) {
+      int32_t t = S->head;
+      if (st->uses[t] < st->promote) {
+        st->victim = t;
+        return;
+      }
+      pkv__blist_unlink(S, &st->nodes, t);
+      pkv__blist_push_tail(M, &st->nodes, t);
+      st->queue[t] = Q_MAIN;
+    } else if (M->len) {
+      int32_t t = M->head;
+      if (st->uses[t] == 0) {
+        st->victim = t;
+        return;
+      }
+      st->uses[t]--;
+      pkv__blist_unlink(M, &st->nodes, t);
+      pkv__blist_push_tail(M, &st->nodes, t);
+    } else {
+      st->victim = PKV__NIL;
+      return;
+    }
+  }
+}
+
+static void s3_on_insert(void *state, int32_t block,
+                         const pkv_block_meta *meta) {
+  s3_state *st = state;
+  st->key[block] = meta->key;
+  st->queue[block] = ghost_take(&st->g, meta->key) ? Q_MAIN : Q_SMALL;
+  st->uses[block] = 0;
+  st->where[block] = ST_IN_USE;
+}
+
+static void s3_on_hit(void *state, int32_t block,
+                      const pkv_block_meta *meta) {
+  (void)meta;
+  s3_state *st = state;
+  if (st->uses[block] < S3_MAX_USES) st->uses[block]++;
+  if (block == st->victim) settle(st);
+}
+
+static void s3_on_evictable(void *state, int32_t block,
+                            const pkv_block_meta *meta) {
+  (void)meta;
+  s3_state *st = state;
+  if (st->where[block] == ST_EVICTABLE) return;
+  pkv__blist_push_tail(&st->q[st->queue[block]], &st->nodes, block);
+  st->where[block] = ST_EVICTABLE;
+  settle(st);
+}
+
+static void s3_on_pinned(void *state, int32_t block,
+                         const pkv_block_meta *meta) {
+  (void)meta;
+  s3_state *st = state;
+  if (st->where[block] != ST_EVICTABLE) return;
+  pkv__blist_unlink(&st->q[st->queue[block]], &st->nodes, block);
+  st->where[block] = ST_IN_USE;
+  settle(st);
+}
+
+static int32_t s3_choose_victim(void *state, uint64_t now) {
+  (void)now;
+  const s3_state *st = state;
+  return st->victim;
+}
+
+static void s3_on_remove(void *state, int32_t block) {
+  s3_state *st = state;
+  if (st->where[block] == ST_EVICTABLE) {
+    pkv__blist_unlink(&st->q[st->queue[block]], &st->nodes, block);
+    if (st->queue[block] == Q_SMALL) ghost_add(&st->g, st->key[block]);
+  }
+  st->where[block] = ST_ABSENT;
+  settle(st);
+}
+
+const pkv_policy_ops pkv__policy_s3fifo = {
+    .version = PKV_POLICY_VERSION,
+    .name = "s3fifo",
+    .create = s3_create,
+    .destroy = s3_destroy,
+    .on_insert = s3_on_insert,
+    .on_hit = s3_on_hit,
+    .on_evictable = s3_on_evictable,
+    .on_pinned = s3_on_pinned,
+    .choose_victim = s3_choose_victim,
+    .on_remove = s3_on_remove,
+};
