@@ -1,0 +1,278 @@
+/*
+ * cache.c — configuration, validation, creation and layout of a cache.
+ *
+ * Validation checks every field in a fixed order and names the first bad
+ * one in pkv_last_error(); all size arithmetic is done in 64 bits with an
+ * explicit overflow check, since a 4096-layer, 65536-token-block config is a
+ * legal-looking input whose product does not fit.
+ *
+ * Owned-mode arena layout (one allocation, 64-byte aligned regions):
+ *
+ *   kv ─► [layer 0 K][layer 0 V][layer 1 K][layer 1 V] ... [layer L-1 V]
+ *          each region: [block][kv_head][slot][head_dim] elements
+ *          region stride = layer_bytes rounded up to 64
+ *
+ * so pkv_kv_layout's formula (b*block_stride + h*head_stride + s*slot_stride
+ * + d*elem_size) holds from each region's base, and one block id addresses
+ * the same slot range in every layer.  External mode allocates no arena; the
+ * caller mirrors the same layout wherever its tensors live.
+ */
+#include "core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PKV_MAX_BLOCK_SIZE 65536u
+#define PKV_DEFAULT_POLICY "lru"
+#define PKV_KNOWN_FLAGS (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE)
+
+uint64_t pkv__default_clock(void *user) {
+  (void)user;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void pkv__lock(pkv_cache *c) { pthread_mutex_lock(&c->lock); }
+void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
+
+void pkv__assert_fail(const char *expr, const char *file, int line,
+                      const char *detail) {
+  fprintf(stderr, "pagedkv: assertion failed: %s (%s:%d) %s\n", expr, file,
+          line, detail);
+  abort();
+}
+
+void pkv_config_init(pkv_config *cfg) {
+  if (!cfg) return;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->dtype = PKV_DTYPE_F32;
+  cfg->storage = PKV_STORAGE_OWNED;
+  cfg->policy = PKV_DEFAULT_POLICY;
+}
+
+size_t pkv_dtype_size(pkv_dtype dtype) {
+  switch (dtype) {
+  case PKV_DTYPE_F32: return 4;
+  case PKV_DTYPE_F16: return 2;
+  case PKV_DTYPE_BF16: return 2;
+  }
+  return 0;
+}
+
+/* a*b into *out; false on overflow. */
+static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
+  return !__builtin_mul_overflow(a, b, out);
+}
+
+/* Bytes of one block's K (or V) in one layer; 0 on overflow. */
+static uint64_t block_stride_bytes(const pkv_config *cfg) {
+  uint64_t x = pkv_dtype_size(cfg->dtype);
+  if (!mul_ok(x, cfg->head_dim, &x) || !mul_ok(x, cfg->block_size, &x) ||
+      !mul_ok(x, cfg->n_kv_heads, &x))
+    return 0;
+  return x;
+}
+
+uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
+      !cfg->block_size || !pkv_dtype_size(cfg->dtype))
+    return 0;
+  uint64_t x = block_stride_bytes(cfg);
+  if (!x || !mul_ok(x, 2u * (uint64_t)cfg->n_layers, &x)) return 0;
+  return x;
+}
+
+/* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
+static int config_validate(const pkv_config *cfg, pkv_config *res) {
+  if (!cfg) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  *res = *cfg;
+  if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
+  if (cfg->n_kv_heads == 0)
+    return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
+  if (cfg->head_dim == 0) return pkv__err(PKV_EINVAL, "config: head_dim is 0");
+  if (cfg->block_size == 0 || cfg->block_size > PKV_MAX_BLOCK_SIZE)
+    return pkv__err(PKV_EINVAL, "config: block_size %u not in 1..%u",
+                    cfg->block_size, PKV_MAX_BLOCK_SIZE);
+  if (pkv_dtype_size(cfg->dtype) == 0)
+    return pkv__err(PKV_EINVAL, "config: unknown dtype %d", (int)cfg->dtype);
+  if (cfg->storage != PKV_STORAGE_OWNED && cfg->storage != PKV_STORAGE_EXTERNAL)
+    return pkv__err(PKV_EINVAL, "config: unknown storage mode %d",
+                    (int)cfg->storage);
+  if (cfg->flags & ~PKV_KNOWN_FLAGS)
+    return pkv__err(PKV_EINVAL, "config: unknown flags 0x%x",
+                    cfg->flags & ~PKV_KNOWN_FLAGS);
+  uint64_t block_bytes = pkv_config_block_bytes(cfg);
+  if (block_bytes == 0)
+    return pkv__err(PKV_EINVAL,
+                    "config: block size in bytes overflows (%u layers x %u "
+                    "heads x %u head_dim x %u slots)",
+                    cfg->n_layers, cfg->n_kv_heads, cfg->head_dim,
+                    cfg->block_size);
+  uint64_t nb = cfg->num_blocks;
+  if (nb == 0) {
+    if (cfg->memory_bytes == 0)
+      return pkv__err(PKV_EINVAL,
+                      "config: set num_blocks or memory_bytes (both are 0)");
+    if (cfg->memory_bytes < block_bytes)
+      return pkv__err(PKV_EINVAL,
+                      "config: memory_bytes %llu too small for one block of "
+                      "%llu bytes",
+                      (unsigned long long)cfg->memory_bytes,
+                      (unsigned long long)block_bytes);
+    nb = cfg->memory_bytes / block_bytes;
+    if (nb > INT32_MAX) nb = INT32_MAX;
+  }
+  if (nb > INT32_MAX)
+    return pkv__err(PKV_EINVAL, "config: num_blocks %llu > %d",
+                    (unsigned long long)nb, INT32_MAX);
+  uint64_t total, slots;
+  if (!mul_ok(nb, block_bytes, &total) || total > (uint64_t)(SIZE_MAX / 2) ||
+      !mul_ok(nb, cfg->block_size, &slots) ||
+      !mul_ok(slots, sizeof(int32_t), &slots) || slots > (uint64_t)(SIZE_MAX / 2))
+    return pkv__err(PKV_EINVAL,
+                    "config: %llu blocks of %llu bytes overflow the address "
+                    "space",
+                    (unsigned long long)nb, (unsigned long long)block_bytes);
+  res->num_blocks = (uint32_t)nb;
+  if (cfg->policy_ops == NULL) {
+    const char *name = cfg->policy ? cfg->policy : PKV_DEFAULT_POLICY;
+    if (strlen(name) >= sizeof(((pkv_stats *)0)->policy))
+      return pkv__err(PKV_EINVAL, "config: policy name '%.40s' too long", name);
+    res->policy = name;
+  }
+  return 0;
+}
+
+const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  return cache ? &cache->cfg : NULL;
+}
+
+static void cache_free(pkv_cache *c) {
+  if (!c) return;
+  if (c->seqs) {
+    for (uint32_t i = 0; i < c->seq_cap; i++) {
+      pkv__seq *s = c->seqs[i];
+      if (!s) continue;
+      pkv__free(s->blocks);
+      pkv__free(s->ranges);
+      pkv__free(s);
+    }
+  }
+  pkv__free(c->seqs);
+  pkv__free(c->seq_gen);
+  pkv__free(c->seq_free);
+  pkv__pins_destroy(c);
+  pkv__policy_close(c);
+  pkv__prefix_destroy(c);
+  pkv__free(c->copies);
+  pkv__free(c->orphans);
+  pkv__free(c->scratch);
+  pkv__free(c->block_tokens);
+  pkv__free(c->blk);
+  pkv__free(c->refcount);
+  if (c->kv) pkv__arena_free(c->kv, c->kv_bytes);
+  pthread_mutex_destroy(&c->lock);
+  pkv__free(c);
+}
+
+int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
+  pkv__err_clear();
+  if (!out) return pkv__err(PKV_EINVAL, "cache_create: out is NULL");
+  *out = NULL;
+  pkv_config res;
+  int rc = config_validate(cfg, &res);
+  if (rc) return rc;
+
+  pkv_cache *c = pkv__calloc(1, sizeof *c);
+  if (!c) return pkv__err(PKV_ENOMEM, "cache_create: no memory for the cache");
+  if (pthread_mutex_init(&c->lock, NULL) != 0) {
+    pkv__free(c);
+    return pkv__err(PKV_ENOMEM, "cache_create: mutex init failed");
+  }
+  c->cfg = res;
+  c->num_blocks = res.num_blocks;
+  c->block_size = res.block_size;
+  c->free_head = -1;
+
+  pkv_kv_layout *L = &c->layout;
+  L->elem_size = pkv_dtype_size(res.dtype);
+  L->slot_stride = (size_t)res.head_dim * L->elem_size;
+  L->head_stride = (size_t)res.block_size * L->slot_stride;
+  L->block_stride = (size_t)res.n_kv_heads * L->head_stride;
+  L->layer_bytes = (size_t)res.num_blocks * L->block_stride;
+  c->kv_region_stride = (L->layer_bytes + 63) & ~(size_t)63;
+
+  size_t nb = res.num_blocks;
+  c->refcount = pkv__calloc(nb, sizeof *c->refcount);
+  c->blk = pkv__calloc(nb, sizeof *c->blk);
+  c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
+  c->orphans = pkv__malloc(nb * sizeof(int32_t));
+  c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  if (!c->refcount || !c->blk || !c->block_tokens || !c->orphans ||
+      !c->scratch) {
+    cache_free(c);
+    return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
+  }
+  for (size_t b = 0; b < nb; b++) {
+    pkv__block *blk = &c->blk[b];
+    blk->next_free = (b + 1 < nb) ? (int32_t)(b + 1) : -1;
+    blk->hash_next = blk->parent_block = blk->first_child = -1;
+    blk->next_sibling = blk->prev_sibling = -1;
+  }
+  c->free_head = 0;
+  c->n_free = (uint32_t)nb;
+
+  if (res.storage == PKV_STORAGE_OWNED) {
+    /* 2 * n_layers regions; validated above not to overflow. */
+    c->kv_bytes = c->kv_region_stride * 2 * (size_t)res.n_layers;
+    c->kv = pkv__arena_alloc(c->kv_bytes);
+    if (!c->kv) {
+      size_t want = c->kv_bytes;
+      c->kv_bytes = 0;
+      cache_free(c);
+      return pkv__err(PKV_ENOMEM, "cache_create: no memory for the %zu-byte "
+                      "KV arena", want);
+    }
+  }
+  rc = pkv__prefix_init(c);
+  if (rc == 0) rc = pkv__policy_open(c);
+  if (rc) {
+    cache_free(c);
+    return rc;
+  }
+  c->cfg.policy_args = NULL; /* only valid during create */
+  snprintf(c->policy_name, sizeof c->policy_name, "%s",
+           c->policy ? c->policy->name : "");
+  c->cfg.policy = c->policy_name;
+  snprintf(c->st.policy, sizeof c->st.policy, "%s", c->policy_name);
+  PKV_ASSERT_VALID(c);
+  *out = c;
+  return 0;
+}
+
+void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
+
+int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "cache_layout: cache is NULL");
+  if (!out) return pkv__err(PKV_EINVAL, "cache_layout: out is NULL");
+  *out = cache->layout; /* immutable after create: no lock needed */
+  return 0;
+}
+
+int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "cache_kv: cache is NULL");
+  if (!k || !v) return pkv__err(PKV_EINVAL, "cache_kv: k or v is NULL");
+  if (cache->cfg.storage != PKV_STORAGE_OWNED)
+    return pkv__err(PKV_ENOTSUP, "cache_kv: external storage has no arena");
+  if (layer >= cache->cfg.n_layers)
+    return pkv__err(PKV_ERANGE, "cache_kv: layer %u >= n_layers %u", layer,
+                    cache->cfg.n_layers);
+  *k = cache->kv + (size_t)(2 * layer) * cache->kv_region_stride;
+  *v = cache->kv + (size_t)(2 * layer + 1) * cache->kv_region_stride;
+  return 0;
+}

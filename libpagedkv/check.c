@@ -1,0 +1,241 @@
+/*
+ * check.c — the full invariant validator (pkv_check) and statistics.
+ *
+ * pkv__cache_is_valid walks every structure and returns false with the first
+ * violation as text.  It allocates nothing (its counters live in
+ * cache->scratch, sized at create), so it also runs inside the out-of-memory
+ * tests.  Checked, in order:
+ *   1. sequences: handle table, n_blocks == ceil(n_tokens / bs),
+ *      n_hashed * bs <= n_committed <= n_tokens, block ids in range;
+ *   2. pins: block ids in range, blk[].pins == number of pin entries;
+ *   3. refcount[b] == page-table entries of b + pins of b;
+ *   4. state counts: free + used + evictable == num_blocks, the free list
+ *      holds exactly the FREE blocks once each, n_evictable and n_cached
+ *      match, a FREE block carries no flags;
+ *   5. prefix index: every chain entry is a cached block in its own bucket,
+ *      every cached block is reached once, its key recomputes from its
+ *      stored parent, namespace and token ids (a cached block is never
+ *      rewritten), its namespace slot is live;
+ *   6. the copy queue is within its capacity.
+ * O(num_blocks * block_size + total table length).
+ */
+#include "core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static bool fail(char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bool fail(char *msg, size_t cap, const char *fmt, ...) {
+  if (msg && cap) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, cap, fmt, ap);
+    va_end(ap);
+  }
+  return false;
+}
+
+bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  const uint32_t nb = c->num_blocks, bs = c->block_size;
+  uint32_t *refs = c->scratch;
+  memset(refs, 0, nb * sizeof *refs);
+
+  /* 1. sequences */
+  uint32_t live = 0;
+  for (uint32_t i = 0; i < c->seq_cap; i++) {
+    pkv__seq *s = c->seqs[i];
+    if (!s) continue;
+    live++;
+    if (s->index != i) return fail(msg, cap, "seq slot %u holds index %u", i, s->index);
+    if (s->ns_id >= c->n_ns || c->ns[s->ns_id].refs == 0)
+      return fail(msg, cap, "seq %u: dead namespace %u", i, s->ns_id);
+    uint64_t want = ((uint64_t)s->n_tokens + bs - 1) / bs;
+    if (s->n_blocks != want)
+      return fail(msg, cap, "seq %u: %u blocks for %u tokens (want %llu)", i,
+                  s->n_blocks, s->n_tokens, (unsigned long long)want);
+    if (s->n_committed > s->n_tokens)
+      return fail(msg, cap, "seq %u: committed %u > length %u", i,
+                  s->n_committed, s->n_tokens);
+    if ((uint64_t)s->n_hashed * bs > s->n_committed)
+      return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
+                  s->n_hashed, s->n_committed);
+    for (uint32_t j = 0; j < s->n_blocks; j++) {
+      int32_t b = s->blocks[j];
+      if (b < 0 || (uint32_t)b >= nb)
+        return fail(msg, cap, "seq %u: entry %u = block %d out of range", i, j, b);
+      refs[b]++;
+      if (j < s->n_hashed && !(c->blk[b].flags & PKV_BLK_HASHED))
+        return fail(msg, cap, "seq %u: entry %u (block %d) counted hashed but "
+                    "has no key", i, j, b);
+    }
+  }
+  if (live != c->n_seqs)
+    return fail(msg, cap, "n_seqs %u but %u live sequences", c->n_seqs, live);
+  if (live + c->n_seq_free != c->seq_cap)
+    return fail(msg, cap, "%u live + %u free handle slots != %u", live,
+                c->n_seq_free, c->seq_cap);
+
+  /* 2. pins */
+  uint32_t pinned = 0;
+  for (uint32_t b = 0; b < nb; b++) pinned += c->blk[b].pins > 0;
+  if (pinned != c->n_pinned)
+    return fail(msg, cap, "n_pinned %u but %u blocks carry pins", c->n_pinned,
+                pinned);
+  {
+    /* Count pin entries per block in the high half of nothing: reuse refs
+     * by adding, and compare blk.pins below through the refcount check. */
+    uint64_t entries = 0, sum = 0;
+    for (uint32_t p = 0; p < c->n_pins; p++) {
+      if (!(c->pins[p].gen & 1)) continue;
+      for (uint32_t j = 0; j < c->pins[p].n_blocks; j++) {
+        int32_t b = c->pins[p].blocks[j];
+        if (b < 0 || (uint32_t)b >= nb)
+          return fail(msg, cap, "pin %u: block %d out of range", p, b);
+        entries++;
+      }
+    }
+    for (uint32_t b = 0; b < nb; b++) sum += c->blk[b].pins;
+    if (entries != sum)
+      return fail(msg, cap, "%llu pin entries but blocks count %llu pins",
+                  (unsigned long long)entries, (unsigned long long)sum);
+  }
+
+  /* 3. refcounts; 4. states */
+  uint32_t n_free = 0, n_used = 0, n_evictable = 0, n_cached = 0;
+  for (uint32_t b = 0; b < nb; b++) {
+    const pkv__block *blk = &c->blk[b];
+    if (c->refcount[b] != refs[b] + blk->pins)
+      return fail(msg, cap, "block %u: refcount %u != %u table refs + %u pins",
+                  b, c->refcount[b], refs[b], blk->pins);
+    if (PKV_BLOCK_IS_CACHED(c, b)) {
+      n_cached++;
+      if (!(blk->flags & PKV_BLK_HASHED))
+        return fail(msg, cap, "block %u: cached without a key", b);
+    }
+    if (PKV_BLOCK_IS_FREE(c, b)) {
+      n_free++;
+      if (blk->flags)
+        return fail(msg, cap, "free block %u has flags 0x%x", b, blk->flags);
+    } else if (PKV_BLOCK_IS_EVICTABLE(c, b)) {
+      n_evictable++;
+    } else {
+      n_used++;
+    }
+  }
+  if (n_free + n_used + n_evictable != nb)
+    return fail(msg, cap, "free %u + used %u + evictable %u != %u blocks",
+                n_free, n_used, n_evictable, nb);
+  if (n_free != c->n_free)
+    return fail(msg, cap, "n_free %u but %u blocks are free", c->n_free, n_free);
+  if (n_evictable != c->n_evictable)
+    return fail(msg, cap, "n_evictable %u but %u blocks are evictable",
+                c->n_evictable, n_evictable);
+  if (n_cached != c->n_cached)
+    return fail(msg, cap, "n_cached %u but %u blocks are cached", c->n_cached,
+                n_cached);
+  /* The free list: refs[] is reused as a visited mark. */
+  memset(refs, 0, nb * sizeof *refs);
+  uint32_t walked = 0;
+  for (int32_t b = c->free_head; b >= 0; b = c->blk[b].next_free) {
+    if ((uint32_t)b >= nb) return fail(msg, cap, "free list: block %d out of range", b);
+    if (refs[b]++) return fail(msg, cap, "free list: block %d twice (cycle)", b);
+    if (!PKV_BLOCK_IS_FREE(c, b))
+      return fail(msg, cap, "free list: block %d is not free (refcount %u)", b,
+                  c->refcount[b]);
+    if (++walked > nb) return fail(msg, cap, "free list longer than the pool");
+  }
+  if (walked != n_free)
+    return fail(msg, cap, "free list holds %u blocks, %u are free", walked,
+                n_free);
+
+  /* 5. prefix index */
+  memset(refs, 0, nb * sizeof *refs);
+  uint32_t reached = 0;
+  if (c->heads) {
+    for (uint32_t h = 0; h <= c->hash_mask; h++) {
+      for (int32_t b = c->heads[h]; b >= 0; b = c->blk[b].hash_next) {
+        if ((uint32_t)b >= nb)
+          return fail(msg, cap, "index bucket %u: block %d out of range", h, b);
+        if (!PKV_BLOCK_IS_CACHED(c, b))
+          return fail(msg, cap, "index bucket %u: block %d not cached", h, b);
+        if (pkv__bucket(c, c->blk[b].key) != h)
+          return fail(msg, cap, "index: block %d in bucket %u, key says %llu",
+                      b, h, (unsigned long long)pkv__bucket(c, c->blk[b].key));
+        if (refs[b]++) return fail(msg, cap, "index: block %d reached twice", b);
+        if (++reached > nb) return fail(msg, cap, "index chains cycle");
+      }
+    }
+  }
+  if (reached != n_cached)
+    return fail(msg, cap, "index reaches %u blocks, %u are cached", reached,
+                n_cached);
+  for (uint32_t b = 0; b < nb; b++) {
+    const pkv__block *blk = &c->blk[b];
+    if (!(blk->flags & PKV_BLK_HASHED)) continue;
+    if (blk->ns_id >= c->n_ns || c->ns[blk->ns_id].refs == 0)
+      return fail(msg, cap, "block %u: dead namespace %u", b, blk->ns_id);
+    if (!(blk->flags & PKV_BLK_CACHED)) continue;
+    pkv_hash128 k = pkv__block_key(c, blk->parent, blk->ns_id,
+                                   c->block_tokens + (size_t)b * bs);
+    if (k.lo != blk->key.lo || k.hi != blk->key.hi)
+      return fail(msg, cap, "cached block %u was modified (key no longer "
+                  "matches its token ids)", b);
+  }
+
+  /* 6. copies */
+  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
+    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
+                c->copies_head, c->copies_len, c->copies_cap);
+  if (c->cfg.storage == PKV_STORAGE_OWNED && c->copies_len)
+    return fail(msg, cap, "owned mode has %u queued copies", c->copies_len);
+  return true;
+}
+
+void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
+  char msg[256];
+  if (!pkv__cache_is_valid(c, msg, sizeof msg))
+    pkv__assert_fail("pkv__cache_is_valid(cache)", file, line, msg);
+}
+
+int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
+  pkv__err_clear();
+  if (msg && msg_cap) msg[0] = '\0';
+  if (!cache) return pkv__err(PKV_EINVAL, "check: cache is NULL");
+  pkv__lock(cache);
+  bool ok = pkv__cache_is_valid(cache, msg, msg_cap);
+  pkv__unlock(cache);
+  if (ok) return 0;
+  return pkv__err(PKV_ECORRUPT, "check: %s", msg ? msg : "invariant violated");
+}
+
+int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "stats_get: cache is NULL");
+  if (!out) return pkv__err(PKV_EINVAL, "stats_get: out is NULL");
+  pkv__lock(cache);
+  pkv_stats st = cache->st;
+  const uint32_t bs = cache->block_size;
+  st.num_blocks = cache->num_blocks;
+  st.block_size = bs;
+  st.blocks_free = cache->n_free;
+  st.blocks_evictable = cache->n_evictable;
+  st.blocks_used = cache->num_blocks - cache->n_free - cache->n_evictable;
+  st.blocks_cached = cache->n_cached;
+  st.blocks_pinned = cache->n_pinned;
+  st.n_seqs = cache->n_seqs;
+  st.slots_reserved = (uint64_t)st.blocks_used * bs;
+  st.kv_bytes = cache->kv_bytes;
+  st.tokens = 0;
+  st.waste_slots = 0;
+  for (uint32_t i = 0; i < cache->seq_cap; i++) {
+    const pkv__seq *s = cache->seqs[i];
+    if (!s) continue;
+    st.tokens += s->n_tokens;
+    st.waste_slots += (uint64_t)s->n_blocks * bs - s->n_tokens;
+  }
+  *out = st;
+  pkv__unlock(cache);
+  return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * core.h — the manager's private data structures, shared by cache.c, pool.c,
+ * seq.c, export.c, check.c, prefix.c and evict.c.  Nothing outside
+ * libpagedkv/ includes it (the engine goes through internal.h).
+ *
+ *   pkv_cache
+ *    ├─ refcount[num_blocks]      hot: table entries + pins per block
+ *    ├─ blk[num_blocks]           cold: flags, free link, prefix metadata
+ *    ├─ block_tokens[num_blocks * block_size]
+ *    │                            token id of every slot, kept with the block
+ *    │                            (like its K/V), so fork copies no tokens
+ *    ├─ seqs[] ──► pkv__seq (one allocation each, never moved)
+ *    │               └─ blocks[] (page table; realloc'd only by its own
+ *    │                            mutations)
+ *    ├─ copies[]                  external mode: queued copy-on-write copies
+ *    ├─ kv arena (owned mode)     [layer][K|V][block][kv_head][slot][head_dim]
+ *    └─ prefix index              heads[] chained through blk[].hash_next
+ *
+ * Locking rule: one mutex per cache (cache->lock) guards everything above.
+ * Every public entry point takes it exactly once and calls only pkv__*
+ * helpers that assume it is held (suffix-free names; no helper locks).  The
+ * engine reads a sequence's blocks[] without the lock; that is safe because
+ * a sequence's array is only reallocated or rewritten by operations on that
+ * sequence, which the caller promises not to run concurrently with the
+ * engine, and blocks in use are never evicted or reused.
+ */
+#ifndef PKV_CORE_H
+#define PKV_CORE_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ------------------------------------------------ graded asserts */
+
+#ifndef PKV_DEBUG
+#define PKV_DEBUG 0
+#endif
+
+void pkv__assert_fail(const char *expr, const char *file, int line,
+                      const char *detail);
+#if PKV_DEBUG >= 1
+#define PKV_ASSERT(e) \
+  ((e) ? (void)0 : pkv__assert_fail(#e, __FILE__, __LINE__, ""))
+#else
+#define PKV_ASSERT(e) ((void)0)
+#endif
+/* Level 2: the full validator after every mutation (pkv__cache_is_valid is
+ * always compiled; only the call is graded). */
+#if PKV_DEBUG >= 2
+#define PKV_ASSERT_VALID(c) pkv__assert_valid(c, __FILE__, __LINE__)
+#else
+#define PKV_ASSERT_VALID(c) ((void)0)
+#endif
+
+/* ------------------------------------------------ blocks */
+
+#define PKV_BLK_CACHED 0x01u    /* in the prefix index */
+#define PKV_BLK_HASHED 0x02u    /* key/parent/depth valid (full, committed) */
+#define PKV_BLK_ORPHAN 0x04u    /* cached, and its parent left the index */
+#define PKV_BLK_ORPHAN_Q 0x08u  /* on the orphan candidate stack */
+
+typedef struct pkv__block {
+  uint16_t flags;         /* PKV_BLK_* */
+  uint8_t priority;       /* retention priority while cached */
+  uint8_t unused_;
+  int32_t next_free;      /* free list link; only valid while free */
+  int32_t hash_next;      /* index chain link; only valid while cached */
+  int32_t parent_block;   /* cached parent we are linked under, or -1 */
+  int32_t first_child;    /* cached children, linked through siblings */
+  int32_t next_sibling, prev_sibling;
+  uint32_t pins;          /* pin references (included in refcount) */
+  uint32_t depth;         /* index in its chain; valid while HASHED */
+  uint32_t ns_id;         /* extra-key namespace; valid while HASHED */
+  uint64_t priority_until;
+  pkv_hash128 key, parent; /* valid while HASHED */
+} pkv__block;
+
+/* Named states (refcount lives in the hot array cache->refcount). */
+#define PKV_BLOCK_IS_CACHED(c, b) (((c)->blk[b].flags & PKV_BLK_CACHED) != 0)
+#define PKV_BLOCK_IS_USED(c, b) ((c)->refcount[b] > 0)
+#define PKV_BLOCK_IS_FREE(c, b) \
+  ((c)->refcount[b] == 0 && !PKV_BLOCK_IS_CACHED(c, b))
+#define PKV_BLOCK_IS_EVICTABLE(c, b) \
+  ((c)->refcount[b] == 0 && PKV_BLOCK_IS_CACHED(c, b))
+/* A sequence may write into block b only if it is the sole reference and the
+ * block is not in the index (cached blocks are immutable). */
+#define PKV_BLOCK_IS_WRITABLE(c, b) \
+  ((c)->refcount[b] == 1 && !PKV_BLOCK_IS_CACHED(c, b))
+
+/* ------------------------------------------------ sequences */
+
+typedef struct pkv__prio_range {
+  uint32_t begin, end;
+  uint8_t priority;
+  uint64_t duration_ns;
+} pkv__prio_range;
+
+typedef struct pkv__seq {
+  uint32_t index;        /* slot in cache->seqs */
+  uint32_t ns_id;        /* interned (namespace, adapter) */
+  int32_t *blocks;       /* page table */
+  uint32_t n_blocks, cap_blocks;
+  uint32_t n_tokens;     /* reserved */
+  uint32_t n_committed;
+  uint32_t n_hashed;     /* leading blocks whose keys are known */
+  uint8_t priority;      /* default retention priority */
+  pkv__prio_range *ranges;
+  uint32_t n_ranges, cap_ranges;
+} pkv__seq;
+
+/* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
+ * on every free, so 0 is never a handle and a stale handle never matches. */
+#define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
+
+/* ------------------------------------------------ namespaces */
+
+typedef struct pkv__ns {
+  uint8_t *bytes;        /* NULL when len == 0 */
+  size_t len;
+  uint64_t adapter_id;
+  pkv_hash128 digest;    /* XXH3-128 of the typed encoding */
+  uint32_t refs;         /* sequences + hashed blocks using it; 0 = slot free */
+} pkv__ns;
+
+/* ------------------------------------------------ pins */
+
+typedef struct pkv__pin {
+  uint32_t gen;          /* odd = live */
+  int32_t *blocks;
+  uint32_t n_blocks;
+} pkv__pin;
+
+/* ------------------------------------------------ the cache */
+
+struct pkv_cache {
+  pthread_mutex_t lock;
+  pkv_config cfg;              /* validated; strings point into names below */
+  char policy_name[32];
+  pkv_kv_layout layout;
+  uint32_t block_size;
+  uint32_t num_blocks;
+  size_t kv_region_stride;     /* distance between regions, 64-aligned */
+  uint8_t *kv;                 /* owned arena: 2 * n_layers regions */
+  size_t kv_bytes;
+
+  uint32_t *refcount;          /* per block: table entries + pins */
+  pkv__block *blk;
+  int32_t *block_tokens;       /* num_blocks * block_size */
+  int32_t free_head;
+  uint32_t n_free, n_cached, n_evictable, n_pinned;
+
+  pkv__seq **seqs;             /* NULL = free slot */
+  uint32_t *seq_gen;
+  uint32_t *seq_free;          /* stack of free slot indices */
+  uint32_t n_seq_free, seq_cap, n_seqs;
+
+  pkv_copy *copies;            /* external mode queue [head, len) */
+  uint32_t copies_head, copies_len, copies_cap;
+
+  pkv__ns *ns;                 /* ns[0] = default namespace */
+  uint32_t n_ns, cap_ns;
+
+  pkv__pin *pins;
+  uint32_t n_pins, cap_pins;
+
+  /* prefix index */
+  int32_t *heads;              /* hash buckets, -1 = empty */
+  uint32_t hash_mask;
+  uint8_t *hash_buf;           /* scratch: parent + extra + tokens */
+  uint64_t key_mask_lo;        /* ~0, or the test hook's weak-key mask */
+
+  /* eviction */
+  const pkv_policy_ops *policy;
+  void *policy_state;
+  int32_t *orphans;            /* candidate stack (ORPHANS_FIRST) */
+  uint32_t n_orphans;
+
+  uint32_t *scratch;           /* num_blocks counters for pkv_check */
+  uint64_t event_seqno;
+  pkv_stats st;                /* counters only; gauges computed on read */
+};
+
+/* ------------------------------------------------ helpers (lock held) */
+
+static inline uint64_t pkv__now(const pkv_cache *c) {
+  extern uint64_t pkv__default_clock(void *);
+  return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
+                      : pkv__default_clock(NULL);
+}
+
+void pkv__lock(pkv_cache *c);
+void pkv__unlock(pkv_cache *c);
+
+/* seq.c */
+pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id); /* NULL + err set */
+
+/* pool.c */
+/* Blocks a caller may obtain right now (free + evictable). */
+static inline uint32_t pkv__pool_available(const pkv_cache *c) {
+  return c->n_free + c->n_evictable;
+}
+/* Takes one block (evicting if none is free); refcount becomes 1. -1 when
+ * nothing is available or the policy misbehaved (error set). */
+int32_t pkv__pool_take(pkv_cache *c);
+/* One more reference to b (a table entry or a pin). */
+void pkv__block_ref(pkv_cache *c, int32_t b);
+/* One reference fewer; at 0 the block becomes free or evictable. */
+void pkv__block_unref(pkv_cache *c, int32_t b);
+/* Copies slots [0, n_slots) of src into dst (K/V of every layer in owned
+ * mode, a queued pkv_copy in external mode; token ids in both).  The copy
+ * queue must have room (pkv__copies_reserve). */
+void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
+int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
+/* The eviction driver hands back a block that left the index (refcount 0). */
+void pkv__pool_release_evicted(pkv_cache *c, int32_t b);
+
+/* prefix.c */
+int pkv__prefix_init(pkv_cache *c);
+void pkv__prefix_destroy(pkv_cache *c);
+int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
+                   uint64_t adapter_id, uint32_t *out);
+void pkv__ns_unref(pkv_cache *c, uint32_t id);
+/* Hashes and registers the newly full committed blocks of s. */
+void pkv__prefix_commit(pkv_cache *c, pkv__seq *s);
+/* Removes b from the index (eviction or reset); emits REMOVED if asked. */
+void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit);
+/* A block left the HASHED state (rewritten or freed): drop its ns ref. */
+void pkv__block_unhash(pkv_cache *c, int32_t b);
+void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
+/* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
+ * namespace digest and the block's token ids (see prefix.c). */
+pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
+                           const int32_t *tokens);
+/* Index bucket of a key (weakened by the test hook). */
+static inline uint32_t pkv__bucket(const pkv_cache *c, pkv_hash128 k) {
+  return (uint32_t)(k.lo & c->key_mask_lo) & c->hash_mask;
+}
+/* A cached block with key `key` whose namespace is ns_id, or -1. */
+/* Whether cached block b's parent is absent from the index (re-adopts it
+ * under a parent registered since it was orphaned). */
+bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
+int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
+int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
+
+/* evict.c */
+int pkv__policy_open(pkv_cache *c);
+void pkv__policy_close(pkv_cache *c);
+/* Evicts one cached block with refcount 0; returns it (now free) or -1. */
+int32_t pkv__evict_one(pkv_cache *c);
+void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m);
+void pkv__orphan_push(pkv_cache *c, int32_t b);
+void pkv__pins_destroy(pkv_cache *c);
+
+/* check.c */
+bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap);
+void pkv__assert_valid(pkv_cache *c, const char *file, int line);
+
+/* Test hooks (not part of the public ABI; tests link the static library). */
+void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits);
+
+#endif /* PKV_CORE_H */

@@ -1,0 +1,132 @@
+/*
+ * export.c — page tables in the shapes attention kernels consume.
+ *
+ *   dense (vLLM):   table[i][j] = block j of seq i, -1 past its end
+ *                   slot_mapping[t] = blocks[t / bs] * bs + t % bs
+ *   CSR (FlashInfer): indptr[i] .. indptr[i+1] index into indices[], which
+ *                   concatenates the page tables; last_page_len[i] = tokens
+ *                   in seq i's last block (0 for an empty sequence)
+ *
+ * Each export validates every handle and every size before writing
+ * anything, so a failed call leaves the caller's buffers untouched.  All
+ * run under the cache lock: the result is one consistent snapshot.
+ */
+#include "core.h"
+
+#include <string.h>
+
+/* Batch exports resolve handles twice (check, then write) to avoid an
+ * allocation; lookups are O(1). */
+int pkv_block_table(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
+                    int32_t *table, uint32_t max_blocks, int32_t *lens) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "block_table: cache is NULL");
+  if (n_seqs > 0 && (!seqs || !table))
+    return pkv__err(PKV_EINVAL, "block_table: seqs or table is NULL");
+  pkv__lock(cache);
+  int rc = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
+    if (!s) {
+      rc = PKV_ENOSEQ;
+      goto out;
+    }
+    if (s->n_blocks > max_blocks) {
+      rc = pkv__err(PKV_ENOSPC,
+                    "block_table: seq %u (batch row %u) has %u blocks > "
+                    "max_blocks %u",
+                    s->index, i, s->n_blocks, max_blocks);
+      goto out;
+    }
+  }
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv__seq *s = cache->seqs[(seqs[i] & 0xffffffffu) - 1];
+    int32_t *row = table + (size_t)i * max_blocks;
+    memcpy(row, s->blocks, s->n_blocks * sizeof *row);
+    for (uint32_t j = s->n_blocks; j < max_blocks; j++) row[j] = -1;
+    if (lens) lens[i] = (int32_t)s->n_tokens;
+  }
+out:
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_slot_mapping(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
+                     uint32_t end, int64_t *out) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "slot_mapping: cache is NULL");
+  if (!out && end > begin)
+    return pkv__err(PKV_EINVAL, "slot_mapping: out is NULL");
+  pkv__lock(cache);
+  int rc = 0;
+  pkv__seq *s = pkv__seq_lookup(cache, seq);
+  if (!s) {
+    rc = PKV_ENOSEQ;
+  } else if (begin > end || end > s->n_tokens) {
+    rc = pkv__err(PKV_ERANGE, "seq %u: slot range [%u, %u) not within [0, %u]",
+                  s->index, begin, end, s->n_tokens);
+  } else {
+    uint32_t bs = cache->block_size;
+    uint32_t t = begin;
+    while (t < end) {
+      uint32_t bi = t / bs, off = t - bi * bs;
+      uint32_t chunk = bs - off;
+      if (chunk > end - t) chunk = end - t;
+      int64_t base = (int64_t)s->blocks[bi] * bs + off;
+      for (uint32_t j = 0; j < chunk; j++) out[t - begin + j] = base + j;
+      t += chunk;
+    }
+  }
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
+               int32_t *indptr, int32_t *indices, uint32_t indices_cap,
+               int32_t *last_page_len, uint32_t *n_indices) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "kv_csr: cache is NULL");
+  if (!indptr || !n_indices || (n_seqs > 0 && (!seqs || !last_page_len)))
+    return pkv__err(PKV_EINVAL,
+                    "kv_csr: indptr, n_indices, seqs or last_page_len is NULL");
+  if (!indices && indices_cap > 0)
+    return pkv__err(PKV_EINVAL, "kv_csr: indices is NULL with cap %u",
+                    indices_cap);
+  pkv__lock(cache);
+  int rc = 0;
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
+    if (!s) {
+      rc = PKV_ENOSEQ;
+      goto out;
+    }
+    total += s->n_blocks;
+  }
+  if (total > INT32_MAX) {
+    rc = pkv__err(PKV_ERANGE, "kv_csr: %llu indices overflow int32",
+                  (unsigned long long)total);
+    goto out;
+  }
+  if (total > indices_cap) {
+    *n_indices = (uint32_t)total;
+    rc = pkv__err(PKV_ENOSPC, "kv_csr: %llu indices > indices_cap %u",
+                  (unsigned long long)total, indices_cap);
+    goto out;
+  }
+  uint32_t bs = cache->block_size;
+  int32_t at = 0;
+  indptr[0] = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv__seq *s = cache->seqs[(seqs[i] & 0xffffffffu) - 1];
+    if (s->n_blocks) memcpy(indices + at, s->blocks, s->n_blocks * sizeof(int32_t));
+    at += (int32_t)s->n_blocks;
+    indptr[i + 1] = at;
+    last_page_len[i] =
+        s->n_blocks ? (int32_t)(s->n_tokens - (s->n_blocks - 1) * bs) : 0;
+  }
+  *n_indices = (uint32_t)total;
+out:
+  pkv__unlock(cache);
+  return rc;
+}

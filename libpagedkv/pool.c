@@ -1,0 +1,158 @@
+/*
+ * pool.c — the block pool: free list, refcounts, copy-on-write copies.
+ *
+ * Every block is in exactly one of three states (named in core.h):
+ *
+ *             pool_take                      unref to 0, cached
+ *   FREE ─────────────────► USED ─────────────────────────► EVICTABLE
+ *    ▲  (refcount 0,        (refcount > 0:     ◄───────────  (refcount 0,
+ *    │   not cached,         table entries      block_ref    in the index)
+ *    │   on the free list)   + pins)                              │
+ *    │                         │ unref to 0, not cached           │
+ *    ◄─────────────────────────┘                                  │
+ *    ◄──────────────────── evict (policy victim) ─────────────────┘
+ *
+ * Invariants (checked by pkv__cache_is_valid):
+ *   - n_free + n_used + n_evictable == num_blocks, where n_used counts
+ *     refcount > 0 (cached or not);
+ *   - the free list holds exactly the FREE blocks, each once;
+ *   - refcount[b] == (entries of b in all page tables) + pins[b];
+ *   - n_evictable == number of cached blocks with refcount 0, and the policy
+ *     has been told of each (on_evictable) and of nothing else.
+ *
+ * The free list is an intrusive LIFO stack through blk[].next_free: a just
+ * freed block is the warmest one to hand out again.  Allocation and release
+ * are O(1); eviction costs one policy call.
+ *
+ * Copy-on-write: a sequence never writes into a block that is shared
+ * (refcount > 1) or cached.  Before its first write it takes a fresh block
+ * and copies the slots filled so far — in owned mode the K and V of every
+ * layer and head, in external mode a pkv_copy queued for the caller — and
+ * the token ids in both (they live beside the block, not in the sequence).
+ */
+#include "core.h"
+
+#include <string.h>
+
+int32_t pkv__pool_take(pkv_cache *c) {
+  if (c->free_head < 0 && pkv__evict_one(c) < 0) return -1;
+  int32_t b = c->free_head;
+  pkv__block *blk = &c->blk[b];
+  PKV_ASSERT(PKV_BLOCK_IS_FREE(c, b));
+  c->free_head = blk->next_free;
+  blk->next_free = -1;
+  c->n_free--;
+  c->refcount[b] = 1;
+  return b;
+}
+
+/* Puts a FREE block (refcount 0, not cached) on the free list. */
+static void pool_push_free(pkv_cache *c, int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  if (blk->flags & PKV_BLK_HASHED) pkv__block_unhash(c, b);
+  blk->flags = 0;
+  blk->next_free = c->free_head;
+  c->free_head = b;
+  c->n_free++;
+}
+
+void pkv__block_ref(pkv_cache *c, int32_t b) {
+  if (c->refcount[b] == 0) {
+    PKV_ASSERT(PKV_BLOCK_IS_CACHED(c, b));
+    c->n_evictable--;
+    if (c->policy) {
+      pkv_block_meta m;
+      pkv__block_meta(c, b, &m);
+      c->policy->on_pinned(c->policy_state, b, &m);
+    }
+  }
+  c->refcount[b]++;
+}
+
+void pkv__block_unref(pkv_cache *c, int32_t b) {
+  PKV_ASSERT(c->refcount[b] > 0);
+  if (--c->refcount[b] != 0) return;
+  if (PKV_BLOCK_IS_CACHED(c, b)) {
+    c->n_evictable++;
+    if (c->policy) {
+      pkv_block_meta m;
+      pkv__block_meta(c, b, &m);
+      c->policy->on_evictable(c->policy_state, b, &m);
+    }
+    if (c->blk[b].flags & PKV_BLK_ORPHAN) pkv__orphan_push(c, b);
+  } else {
+    pool_push_free(c, b);
+  }
+}
+
+void pkv__pool_release_evicted(pkv_cache *c, int32_t b) {
+  PKV_ASSERT(PKV_BLOCK_IS_FREE(c, b));
+  pool_push_free(c, b);
+}
+
+int pkv__copies_reserve(pkv_cache *c, uint32_t extra) {
+  if (c->cfg.storage != PKV_STORAGE_EXTERNAL) return 0;
+  if (c->copies_head > 0 && c->copies_head + c->copies_len + extra > c->copies_cap) {
+    memmove(c->copies, c->copies + c->copies_head,
+            c->copies_len * sizeof *c->copies);
+    c->copies_head = 0;
+  }
+  uint64_t need = (uint64_t)c->copies_len + extra;
+  if (need <= c->copies_cap) return 0;
+  if (need > UINT32_MAX / 2)
+    return pkv__err(PKV_ENOMEM, "copy queue full (%u pending copies)",
+                    c->copies_len);
+  uint32_t cap = c->copies_cap ? c->copies_cap : 16;
+  while (cap < need) cap *= 2;
+  pkv_copy *q = pkv__realloc(c->copies, (size_t)cap * sizeof *q);
+  if (!q) return pkv__err(PKV_ENOMEM, "no memory for the copy queue");
+  c->copies = q;
+  c->copies_cap = cap;
+  return 0;
+}
+
+void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots) {
+  size_t bs = c->block_size;
+  memcpy(c->block_tokens + (size_t)dst * bs, c->block_tokens + (size_t)src * bs,
+         n_slots * sizeof(int32_t));
+  c->st.cow_copies++;
+  c->st.cow_copied_slots += n_slots;
+  if (c->cfg.storage == PKV_STORAGE_EXTERNAL) {
+    PKV_ASSERT(c->copies_head + c->copies_len < c->copies_cap);
+    pkv_copy *q = &c->copies[c->copies_head + c->copies_len++];
+    q->src_block = src;
+    q->dst_block = dst;
+    q->n_slots = n_slots;
+    return;
+  }
+  const pkv_kv_layout *L = &c->layout;
+  size_t bytes = n_slots * L->slot_stride;
+  for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++) { /* K and V regions */
+    uint8_t *base = c->kv + (size_t)r * c->kv_region_stride;
+    uint8_t *from = base + (size_t)src * L->block_stride;
+    uint8_t *to = base + (size_t)dst * L->block_stride;
+    for (uint32_t h = 0; h < c->cfg.n_kv_heads; h++)
+      memcpy(to + h * L->head_stride, from + h * L->head_stride, bytes);
+  }
+}
+
+int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
+                          uint32_t *n_out, uint32_t *pending) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "drain_copies: cache is NULL");
+  if (!n_out) return pkv__err(PKV_EINVAL, "drain_copies: n_out is NULL");
+  if (!out && cap > 0)
+    return pkv__err(PKV_EINVAL, "drain_copies: out is NULL with cap %u", cap);
+  pkv__lock(cache);
+  uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
+  if (n) {
+    memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);
+    cache->copies_head += n;
+    cache->copies_len -= n;
+    if (cache->copies_len == 0) cache->copies_head = 0;
+  }
+  *n_out = n;
+  if (pending) *pending = cache->copies_len;
+  pkv__unlock(cache);
+  return 0;
+}

@@ -1,0 +1,479 @@
+/*
+ * prefix.c — the prefix index: block keys, registration on commit,
+ * deduplication, verified matching, namespaces, reset and events.
+ *
+ * Key of a full block (documented, stable across processes and machines):
+ *
+ *   key(block i) = XXH3_128bits_withSeed(bytes, len, PKV_KEY_SEED) over
+ *       parent.lo, parent.hi        (u64 LE; zero for block 0)
+ *       extra.lo,  extra.hi         (u64 LE; the namespace digest below)
+ *       tokens[0 .. block_size)     (i32 LE)
+ *   extra = XXH3_128bits_withSeed over the typed encoding
+ *       0x01 'N' u64-LE ns_len  ns bytes
+ *       0x02 'A' u64-LE 8       adapter_id (u64 LE)
+ *   PKV_KEY_SEED = 0x706b76206b657931 ("pkv key1")
+ *
+ * Every element is tagged with its type and length, so no two different
+ * (namespace, adapter) pairs encode to the same bytes, and the parent key
+ * chains each block to its whole prefix.
+ *
+ * Index: buckets heads[key.lo & mask] chained through blk[].hash_next;
+ * num_blocks <= buckets, so chains stay short.  Verification: a candidate is
+ * a hit only if its stored token ids, its namespace and its parent key equal
+ * ours — a key collision costs a miss (counted), never wrong K/V.  A test
+ * hook (pkv__test_weaken_keys) makes the index look at only the low bits of
+ * the key, so tests can force collisions and watch verification work.
+ *
+ * Cached blocks are linked under their cached parent (first_child /
+ * siblings).  When a parent leaves the index its children become orphans:
+ * they stay cached (they are reachable again as soon as the parent is
+ * recomputed and re-registered, since the key chain is unchanged) unless
+ * PKV_CACHE_EVICT_ORPHANS_FIRST asks the eviction driver to take them before
+ * anything else (see evict.c).
+ *
+ * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps.
+ */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define PKV_KEY_SEED 0x706b76206b657931ull
+
+static void put_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ------------------------------------------------ namespaces */
+
+static pkv_hash128 ns_digest(const void *ns, size_t len, uint64_t adapter,
+                             uint8_t *buf_or_null) {
+  size_t n = 10 + len + 10 + 8;
+  uint8_t small[256];
+  uint8_t *buf = buf_or_null ? buf_or_null : small;
+  buf[0] = 0x01;
+  buf[1] = 'N';
+  put_u64(buf + 2, len);
+  if (len) memcpy(buf + 10, ns, len);
+  uint8_t *a = buf + 10 + len;
+  a[0] = 0x02;
+  a[1] = 'A';
+  put_u64(a + 2, 8);
+  put_u64(a + 10, adapter);
+  XXH128_hash_t h = XXH3_128bits_withSeed(buf, n, PKV_KEY_SEED);
+  return (pkv_hash128){h.low64, h.high64};
+}
+
+int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
+                   uint64_t adapter_id, uint32_t *out) {
+  uint32_t free_slot = UINT32_MAX;
+  for (uint32_t i = 0; i < c->n_ns; i++) {
+    pkv__ns *e = &c->ns[i];
+    if (e->refs == 0) {
+      if (free_slot == UINT32_MAX) free_slot = i;
+      continue;
+    }
+    if (e->len == len && e->adapter_id == adapter_id &&
+        (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
+      e->refs++;
+      *out = i;
+      return 0;
+    }
+  }
+  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
+  uint8_t *copy = NULL;
+  if (len) {
+    copy = pkv__malloc(len);
+    if (!copy) return pkv__err(PKV_ENOMEM, "no memory for a namespace");
+    memcpy(copy, ns, len);
+  }
+  uint8_t *scratch = NULL;
+  if (len > 256 - 28) {
+    scratch = pkv__malloc(len + 28);
+    if (!scratch) {
+      pkv__free(copy);
+      return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
+    }
+  }
+  if (free_slot == UINT32_MAX) {
+    if (c->n_ns == c->cap_ns) {
+      uint32_t cap = c->cap_ns ? c->cap_ns * 2 : 8;
+      pkv__ns *t = pkv__realloc(c->ns, cap * sizeof *t);
+      if (!t) {
+        pkv__free(copy);
+        pkv__free(scratch);
+        return pkv__err(PKV_ENOMEM, "no memory for the namespace table");
+      }
+      c->ns = t;
+      c->cap_ns = cap;
+    }
+    free_slot = c->n_ns++;
+  }
+  pkv__ns *e = &c->ns[free_slot];
+  e->bytes = copy;
+  e->len = len;
+  e->adapter_id = adapter_id;
+  e->digest = ns_digest(ns, len, adapter_id, scratch);
+  e->refs = 1;
+  pkv__free(scratch);
+  *out = free_slot;
+  return 0;
+}
+
+void pkv__ns_unref(pkv_cache *c, uint32_t id) {
+  pkv__ns *e = &c->ns[id];
+  PKV_ASSERT(e->refs > 0);
+  if (--e->refs == 0) {
+    pkv__free(e->bytes);
+    e->bytes = NULL;
+    e->len = 0;
+  }
+}
+
+/* ------------------------------------------------ init */
+
+int pkv__prefix_init(pkv_cache *c) {
+  c->key_mask_lo = ~0ull;
+  uint32_t id;
+  int rc = pkv__ns_intern(c, NULL, 0, 0, &id); /* ns 0: default, permanent */
+  if (rc) return rc;
+  uint32_t buckets = 16;
+  while (buckets < c->num_blocks && buckets < (1u << 31)) buckets *= 2;
+  c->heads = pkv__malloc((size_t)buckets * sizeof *c->heads);
+  c->hash_buf = pkv__malloc(32 + (size_t)c->block_size * 4);
+  if (!c->heads || !c->hash_buf)
+    return pkv__err(PKV_ENOMEM, "no memory for the prefix index");
+  memset(c->heads, 0xff, (size_t)buckets * sizeof *c->heads);
+  c->hash_mask = buckets - 1;
+  return 0;
+}
+
+void pkv__prefix_destroy(pkv_cache *c) {
+  for (uint32_t i = 0; i < c->n_ns; i++) pkv__free(c->ns[i].bytes);
+  pkv__free(c->ns);
+  pkv__free(c->heads);
+  pkv__free(c->hash_buf);
+}
+
+void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits) {
+  pkv__lock(cache);
+  cache->key_mask_lo = bits >= 64 ? ~0ull : ((1ull << bits) - 1);
+  pkv__unlock(cache);
+}
+
+/* ------------------------------------------------ keys */
+
+pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
+                           const int32_t *tokens) {
+  uint8_t *buf = c->hash_buf;
+  const pkv_hash128 extra = c->ns[ns_id].digest;
+  put_u64(buf, parent.lo);
+  put_u64(buf + 8, parent.hi);
+  put_u64(buf + 16, extra.lo);
+  put_u64(buf + 24, extra.hi);
+  size_t n = c->block_size;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  for (size_t i = 0; i < n; i++) {
+    uint32_t t = (uint32_t)tokens[i];
+    buf[32 + 4 * i] = (uint8_t)t;
+    buf[33 + 4 * i] = (uint8_t)(t >> 8);
+    buf[34 + 4 * i] = (uint8_t)(t >> 16);
+    buf[35 + 4 * i] = (uint8_t)(t >> 24);
+  }
+#else
+  memcpy(buf + 32, tokens, n * 4);
+#endif
+  XXH128_hash_t h = XXH3_128bits_withSeed(buf, 32 + n * 4, PKV_KEY_SEED);
+  return (pkv_hash128){h.low64, h.high64};
+}
+
+static bool key_eq(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+
+/* Looks as the index looks: through the (possibly weakened) key mask. */
+static bool index_key_eq(const pkv_cache *c, pkv_hash128 a, pkv_hash128 b) {
+  if (c->key_mask_lo != ~0ull) return (a.lo & c->key_mask_lo) == (b.lo & c->key_mask_lo);
+  return key_eq(a, b);
+}
+
+int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id) {
+  for (int32_t b = c->heads[pkv__bucket(c, key)]; b >= 0; b = c->blk[b].hash_next)
+    if (key_eq(c->blk[b].key, key) && c->blk[b].ns_id == ns_id) return b;
+  return -1;
+}
+
+/* A cached block that verifies as block `depth` of a chain under `parent`
+ * with these tokens, or -1.  *collided counts candidates the index offered
+ * that failed verification. */
+static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens,
+                          uint64_t *collided) {
+  size_t tb = (size_t)c->block_size * sizeof *tokens;
+  for (int32_t b = c->heads[pkv__bucket(c, key)]; b >= 0; b = c->blk[b].hash_next) {
+    const pkv__block *blk = &c->blk[b];
+    if (!index_key_eq(c, blk->key, key)) continue;
+    if (blk->ns_id == ns_id && key_eq(blk->parent, parent) &&
+        memcmp(c->block_tokens + (size_t)b * c->block_size, tokens, tb) == 0)
+      return b;
+    (*collided)++;
+  }
+  return -1;
+}
+
+/* ------------------------------------------------ events */
+
+void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
+  c->event_seqno++;
+  c->st.events++;
+  if (!c->cfg.on_event) return;
+  pkv_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.type = type;
+  ev.seqno = c->event_seqno;
+  ev.block = -1;
+  if (b >= 0) {
+    const pkv__block *blk = &c->blk[b];
+    const pkv__ns *ns = &c->ns[blk->ns_id];
+    ev.key = blk->key;
+    ev.parent = blk->parent;
+    ev.block = b;
+    ev.n_tokens = c->block_size;
+    ev.ns = ns->bytes;
+    ev.ns_len = ns->len;
+    ev.adapter_id = ns->adapter_id;
+  }
+  c->cfg.on_event(&ev, c->cfg.event_user);
+}
+
+/* ------------------------------------------------ family links */
+
+static void unlink_from_parent(pkv_cache *c, int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  if (blk->parent_block < 0) return;
+  if (blk->prev_sibling >= 0)
+    c->blk[blk->prev_sibling].next_sibling = blk->next_sibling;
+  else
+    c->blk[blk->parent_block].first_child = blk->next_sibling;
+  if (blk->next_sibling >= 0)
+    c->blk[blk->next_sibling].prev_sibling = blk->prev_sibling;
+  blk->parent_block = blk->next_sibling = blk->prev_sibling = -1;
+}
+
+static void link_under(pkv_cache *c, int32_t b, int32_t parent) {
+  pkv__block *blk = &c->blk[b];
+  blk->parent_block = parent;
+  blk->prev_sibling = -1;
+  blk->next_sibling = c->blk[parent].first_child;
+  if (blk->next_sibling >= 0) c->blk[blk->next_sibling].prev_sibling = b;
+  c->blk[parent].first_child = b;
+  blk->flags &= (uint16_t)~PKV_BLK_ORPHAN;
+}
+
+/* Links b under its cached parent if there is one; marks it an orphan
+ * otherwise (a first block is never an orphan). */
+static void adopt(pkv_cache *c, int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  if (blk->depth == 0) return;
+  int32_t p = pkv__index_find_key(c, blk->parent, blk->ns_id);
+  if (p >= 0)
+    link_under(c, b, p);
+  else
+    blk->flags |= PKV_BLK_ORPHAN;
+}
+
+bool pkv__block_is_orphan(pkv_cache *c, int32_t b) {
+  const pkv__block *blk = &c->blk[b];
+  if (blk->depth == 0) return false;
+  if (blk->parent_block >= 0) return false;
+  /* Possibly re-registered since: adopt lazily. */
+  adopt(c, b);
+  return (c->blk[b].flags & PKV_BLK_ORPHAN) != 0;
+}
+
+/* ------------------------------------------------ insert / remove */
+
+static uint8_t range_priority(pkv_cache *c, const pkv__seq *s, uint32_t bi,
+                              uint64_t *until) {
+  uint32_t lo = bi * c->block_size, hi = lo + c->block_size;
+  *until = 0;
+  for (uint32_t r = s->n_ranges; r-- > 0;) {
+    const pkv__prio_range *pr = &s->ranges[r];
+    if (pr->begin < hi && pr->end > lo) {
+      if (pr->duration_ns) *until = pkv__now(c) + pr->duration_ns;
+      return pr->priority;
+    }
+  }
+  return s->priority;
+}
+
+static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
+                         int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  uint32_t h = pkv__bucket(c, blk->key);
+  blk->hash_next = c->heads[h];
+  c->heads[h] = b;
+  blk->flags |= PKV_BLK_CACHED;
+  blk->priority = range_priority(c, s, bi, &blk->priority_until);
+  c->n_cached++;
+  adopt(c, b);
+  if (c->policy) {
+    pkv_block_meta m;
+    pkv__block_meta(c, b, &m);
+    c->policy->on_insert(c->policy_state, b, &m);
+  }
+  pkv__emit(c, PKV_EVENT_STORED, b);
+}
+
+void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
+  pkv__block *blk = &c->blk[b];
+  PKV_ASSERT(PKV_BLOCK_IS_CACHED(c, b));
+  int32_t *pp = &c->heads[pkv__bucket(c, blk->key)];
+  while (*pp != b) pp = &c->blk[*pp].hash_next;
+  *pp = blk->hash_next;
+  blk->hash_next = -1;
+  if (emit) pkv__emit(c, PKV_EVENT_REMOVED, b);
+  blk->flags &= (uint16_t)~(PKV_BLK_CACHED | PKV_BLK_ORPHAN);
+  c->n_cached--;
+  if (c->refcount[b] == 0) c->n_evictable--;
+  if (c->policy) c->policy->on_remove(c->policy_state, b);
+  unlink_from_parent(c, b);
+  for (int32_t ch = blk->first_child; ch >= 0;) {
+    int32_t next = c->blk[ch].next_sibling;
+    c->blk[ch].parent_block = c->blk[ch].next_sibling = c->blk[ch].prev_sibling = -1;
+    c->blk[ch].flags |= PKV_BLK_ORPHAN;
+    if (c->refcount[ch] == 0) pkv__orphan_push(c, ch);
+    ch = next;
+  }
+  blk->first_child = -1;
+}
+
+void pkv__block_unhash(pkv_cache *c, int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  PKV_ASSERT(!PKV_BLOCK_IS_CACHED(c, b));
+  PKV_ASSERT(blk->flags & PKV_BLK_HASHED);
+  pkv__ns_unref(c, blk->ns_id);
+  blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
+}
+
+/* ------------------------------------------------ commit */
+
+void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
+  uint32_t full = s->n_committed / c->block_size;
+  uint64_t collided = 0;
+  for (uint32_t i = s->n_hashed; i < full; i++) {
+    int32_t b = s->blocks[i];
+    pkv__block *blk = &c->blk[b];
+    if (!(blk->flags & PKV_BLK_HASHED)) {
+      pkv_hash128 parent = {0, 0};
+      if (i > 0) parent = c->blk[s->blocks[i - 1]].key;
+      blk->key = pkv__block_key(c, parent, s->ns_id,
+                                c->block_tokens + (size_t)b * c->block_size);
+      blk->parent = parent;
+      blk->depth = i;
+      blk->ns_id = s->ns_id;
+      c->ns[s->ns_id].refs++;
+      blk->flags |= PKV_BLK_HASHED;
+    }
+    if (!(blk->flags & PKV_BLK_CACHED)) {
+      int32_t hit = index_find(c, blk->key, blk->parent, blk->ns_id,
+                               c->block_tokens + (size_t)b * c->block_size,
+                               &collided);
+      if (hit >= 0) {
+        /* Same prefix, same tokens already cached: use that copy. */
+        pkv__block_ref(c, hit);
+        if (c->policy) {
+          pkv_block_meta m;
+          pkv__block_meta(c, hit, &m);
+          c->policy->on_hit(c->policy_state, hit, &m);
+        }
+        s->blocks[i] = hit;
+        pkv__block_unref(c, b);
+        c->st.dedup_blocks++;
+      } else {
+        index_insert(c, s, i, b);
+      }
+    }
+    s->n_hashed = i + 1;
+  }
+}
+
+/* ------------------------------------------------ match */
+
+int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
+                         const int32_t *tokens, uint32_t n_tokens,
+                         uint32_t max_tokens, uint32_t *matched) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "match_prefix: cache is NULL");
+  if (!matched) return pkv__err(PKV_EINVAL, "match_prefix: matched is NULL");
+  if (!tokens && n_tokens > 0)
+    return pkv__err(PKV_EINVAL, "match_prefix: tokens is NULL");
+  pkv__lock(cache);
+  int rc = 0;
+  pkv__seq *s = pkv__seq_lookup(cache, seq);
+  if (!s) {
+    rc = PKV_ENOSEQ;
+    goto out;
+  }
+  if (s->n_tokens != 0) {
+    rc = pkv__err(PKV_ESTATE, "seq %u: match_prefix on a sequence of %u tokens "
+                  "(must be empty)", s->index, s->n_tokens);
+    goto out;
+  }
+  *matched = 0;
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) goto out;
+  uint32_t bs = cache->block_size;
+  uint32_t limit = n_tokens;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  uint32_t want = limit / bs;
+  cache->st.prefix_queries++;
+  cache->st.prefix_query_tokens += n_tokens;
+  if (want == 0) goto out;
+  rc = pkv__seq_table_reserve(s, want);
+  if (rc) goto out;
+  pkv_hash128 parent = {0, 0};
+  uint64_t collided = 0;
+  uint32_t k = 0;
+  for (; k < want; k++) {
+    const int32_t *t = tokens + (size_t)k * bs;
+    pkv_hash128 key = pkv__block_key(cache, parent, s->ns_id, t);
+    int32_t b = index_find(cache, key, parent, s->ns_id, t, &collided);
+    if (b < 0) break;
+    pkv__block_ref(cache, b);
+    if (cache->policy) {
+      pkv_block_meta m;
+      pkv__block_meta(cache, b, &m);
+      cache->policy->on_hit(cache->policy_state, b, &m);
+    }
+    s->blocks[k] = b;
+    parent = key;
+  }
+  cache->st.prefix_collisions += collided;
+  s->n_blocks = s->n_hashed = k;
+  s->n_tokens = s->n_committed = k * bs;
+  cache->st.prefix_hit_tokens += (uint64_t)k * bs;
+  *matched = k * bs;
+out:
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return rc;
+}
+
+/* ------------------------------------------------ reset */
+
+int pkv_prefix_reset(pkv_cache *cache) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "prefix_reset: cache is NULL");
+  pkv__lock(cache);
+  bool some_stay = cache->n_evictable < cache->n_cached;
+  for (uint32_t b = 0; b < cache->num_blocks; b++) {
+    if (!PKV_BLOCK_IS_EVICTABLE(cache, (int32_t)b)) continue;
+    pkv__prefix_remove(cache, (int32_t)b, some_stay);
+    pkv__pool_release_evicted(cache, (int32_t)b);
+  }
+  if (!some_stay) pkv__emit(cache, PKV_EVENT_CLEARED, -1);
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return 0;
+}
