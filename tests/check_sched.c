@@ -128,6 +128,7 @@ static void run_wl(pkv_cache *cache, const wl *w, size_t n, recorder *rec, sched
   sched_config cfg;
   sched_config_init(&cfg);
   cfg.watermark_blocks = watermark;
+  cfg.headroom_blocks = 0; /* admit into the growth room: preemptions follow */
   cfg.prefill_chunk = 6;
   cfg.max_batch_tokens = 64;
   sched_compute cc = {.prefill = rec_prefill, .decode = rec_decode, .on_event = rec_event, .user = rec};

@@ -406,6 +406,7 @@ static void run_help(void) {
       "      --max-seqs N        running sequences at most (default 256)\n"
       "      --max-batch-tokens N  tokens per step (default 2048)\n"
       "      --chunk N           prefill chunk per sequence per step (default 512)\n"
+      "      --headroom N        admission keeps N free blocks per running sequence (default 2)\n"
       "Output:\n"
       "      --json FILE         summary and per-step time series\n"
       "      --plot FILE.png     memory use and batch size over time (gnuplot)\n"
@@ -418,7 +419,7 @@ static void run_help(void) {
 enum {
   O_MODEL = 256, O_LAYERS, O_QH, O_KVH, O_HD, O_DTYPE, O_BLOCKS, O_DRY, O_PLEN, O_OLEN,
   O_GROUPS, O_SYSLEN, O_SAMPLES, O_SEED, O_TRACE, O_FORMAT, O_MAXOUT, O_MAXSEQS, O_MBT,
-  O_CHUNK, O_JSON, O_PLOT, O_BASE, O_MAXLEN
+  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN
 };
 
 int cmd_run(int argc, char **argv) {
@@ -448,6 +449,7 @@ int cmd_run(int argc, char **argv) {
       {"max-seqs", required_argument, NULL, O_MAXSEQS},
       {"max-batch-tokens", required_argument, NULL, O_MBT},
       {"chunk", required_argument, NULL, O_CHUNK},
+      {"headroom", required_argument, NULL, O_HEADROOM},
       {"json", required_argument, NULL, O_JSON},
       {"plot", required_argument, NULL, O_PLOT},
       {"contiguous-baseline", no_argument, NULL, O_BASE},
@@ -458,7 +460,7 @@ int cmd_run(int argc, char **argv) {
   model_shape shape = presets[0];
   uint64_t layers = 0, qh = 0, kvh = 0, hd = 0, block_size = 16, memory = 0, blocks = 0;
   uint64_t threads = cli_nproc(), n_req = 64, groups = 8, sys_len = 256, samples = 1, seed = 1;
-  uint64_t max_output = 0, max_seqs = 0, mbt = 2048, chunk = 512, max_len = 8192;
+  uint64_t max_output = 0, max_seqs = 0, mbt = 2048, chunk = 512, max_len = 8192, headroom = 2;
   int dtype = -1;
   range plen = {64, 512}, olen = {16, 128};
   const char *policy = "lru", *trace_path = NULL, *json = NULL, *plot = NULL;
@@ -524,6 +526,7 @@ int cmd_run(int argc, char **argv) {
     case O_MAXSEQS: U64(max_seqs, 1, 1000000, "--max-seqs"); break;
     case O_MBT: U64(mbt, 1, 1u << 24, "--max-batch-tokens"); break;
     case O_CHUNK: U64(chunk, 1, 1u << 24, "--chunk"); break;
+    case O_HEADROOM: U64(headroom, 0, 1u << 20, "--headroom"); break;
     case O_JSON: json = optarg; break;
     case O_PLOT: plot = optarg; break;
     case O_BASE: baseline = true; break;
@@ -677,6 +680,7 @@ int cmd_run(int argc, char **argv) {
   sc.max_seqs = (uint32_t)max_seqs;
   sc.max_batch_tokens = (uint32_t)mbt;
   sc.prefill_chunk = (uint32_t)chunk;
+  sc.headroom_blocks = (uint32_t)headroom;
   sc.record_steps = json || plot;
   progress_ctx pc;
   cli_progress_init(&pc.bar, "run", wl.n, quiet);

@@ -34,6 +34,7 @@ void sched_config_init(sched_config *c) {
   c->max_batch_tokens = 2048;
   c->prefill_chunk = 512;
   c->watermark_blocks = 0; /* 0 = 1% of the pool */
+  c->headroom_blocks = 2;
 }
 
 static uint64_t hash3(uint64_t a, uint64_t b, uint64_t c) {
@@ -229,10 +230,10 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
     }
     uint64_t avail = (uint64_t)ps.blocks_free + ps.blocks_evictable;
     uint32_t need = blocks_for(total, bs) - matched / bs;
-    /* Keep one block per running sequence in reserve too: each of them
-     * needs a new block every block_size steps, and admitting into that
-     * headroom only buys a preemption a few steps later. */
-    if (need + watermark + s->n_run > avail && s->n_run > 0) {
+    /* Keep headroom_blocks per running sequence in reserve too: each of
+     * them needs a new block every block_size steps, and admitting into
+     * that headroom only buys a preemption a few steps later. */
+    if (need + watermark + s->cfg->headroom_blocks * (uint64_t)s->n_run > avail && s->n_run > 0) {
       pkv_seq_free(s->cache, seq); /* the matched blocks go back to the cache */
       free(tokens);
       break;

@@ -58,9 +58,10 @@ typedef struct sched_config {
   uint32_t max_batch_tokens; /* tokens computed per step (default 2048) */
   uint32_t prefill_chunk;    /* prefill tokens per sequence per step (default 512) */
   /* Admission keeps this many blocks free beyond the prompt's (default:
-   * 1% of the pool, at least 1), plus one per running sequence, so running
+   * 1% of the pool, at least 1), plus headroom_blocks per running sequence, so running
    * sequences can grow a while before anything is preempted. */
   uint32_t watermark_blocks;
+  uint32_t headroom_blocks;  /* reserve per running sequence (default 2) */
   bool record_steps;         /* keep a per-step time series */
   bool quiet;                /* no progress bar */
   /* Called once per step (may be NULL), e.g. for a progress display. */
