@@ -588,6 +588,7 @@ static int write_plot(const sim_plan *pl, const char *trace_path, const char *pa
   EMIT("set xlabel 'capacity (blocks)'\nset ylabel 'hit ratio'\nset key left top\nset grid\n"
        "set yrange [0:*]\n");
   if (hi >= 10 * lo) EMIT("set logscale x\n");
+  if (hi == lo) EMIT("set xrange [%llu:%llu]\n", (unsigned long long)(lo / 2), (unsigned long long)(hi * 3 / 2 + 1));
   for (size_t k = 0; k < n_names; k++) {
     EMIT("$d%zu << EOD\n", k);
     for (size_t c = 0; c < n_caps; c++) {
