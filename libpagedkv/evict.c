@@ -27,16 +27,9 @@
 
 #include <string.h>
 
-/* Until a policy registry is linked in, names cannot be resolved; caches
- * must then pass policy_ops. */
-#pragma weak pkv_policy_find
-
 int pkv__policy_open(pkv_cache *c) {
   const pkv_policy_ops *ops = c->cfg.policy_ops;
   if (!ops) {
-    if (!pkv_policy_find)
-      return pkv__err(PKV_ENOTSUP, "config: no policy registry linked; pass "
-                      "policy_ops");
     ops = pkv_policy_find(c->cfg.policy);
     if (!ops)
       return pkv__err(PKV_ENOENT, "config: unknown policy '%s'", c->cfg.policy);

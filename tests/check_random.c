@@ -1,0 +1,264 @@
+/*
+ * check_random.c — seeded random operations against a plain model.
+ *
+ * Each live sequence is modelled by its token ids and, per position, a tag:
+ * a rolling hash of the namespace and every token up to that position — what
+ * a real model's K/V at that position depends on.  When the test appends a
+ * token it writes the tag's pattern into the token's slot (owned mode: the
+ * K and V of every layer and head; external mode: a shadow array of tags,
+ * after executing the drained copy-on-write copies on it).  After every
+ * operation every live sequence must read its own tags through its page
+ * table: the proof that copy-on-write, prefix sharing, dedup and eviction
+ * never let one sequence see another's writes, or a different prefix's K/V.
+ * pkv_check runs after every operation too.
+ *
+ * Operations: create (two namespaces), append (1 .. 2 blocks), fork,
+ * truncate, commit, free, and create+match_prefix on a prompt that shares a
+ * prefix with an earlier sequence; the pool is small, so appends evict.
+ */
+#include "tu_core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MAX_SEQS 24
+#define MAX_LEN 96
+#define HIST 16
+
+typedef struct mseq {
+  bool live;
+  pkv_seq_id id;
+  int ns;
+  uint32_t n, committed;
+  int32_t tok[MAX_LEN];
+  uint32_t tag[MAX_LEN];
+} mseq;
+
+typedef struct world {
+  pkv_cache *c;
+  bool external;
+  uint32_t bs, nb;
+  uint32_t *shadow; /* external: tag per slot */
+  mseq s[MAX_SEQS];
+  int32_t hist[HIST][MAX_LEN];
+  uint32_t hist_n[HIST];
+  uint64_t rng;
+  uint64_t ops, enomem, matched_tokens;
+} world;
+
+static const char *ns_names[2] = {NULL, "tenant-b"};
+
+static uint32_t mix(uint32_t h, int32_t t) {
+  uint64_t x = ((uint64_t)h << 32) ^ (uint32_t)t ^ 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 31)) * 0x7fb5d329728ea185ull;
+  x ^= x >> 27;
+  return (uint32_t)(x ^ (x >> 32)) | 1u;
+}
+
+static void retag(mseq *m, uint32_t from) {
+  uint32_t h = m->ns ? 0xbeefu : 0xf00du;
+  if (from > 0) h = m->tag[from - 1];
+  for (uint32_t p = from; p < m->n; p++) h = m->tag[p] = mix(h, m->tok[p]);
+}
+
+static void write_slot(world *w, int64_t slot, uint32_t tag, uint32_t pos) {
+  if (w->external)
+    w->shadow[slot] = tag;
+  else
+    tu_write_slot(w->c, slot, tag, pos);
+}
+
+static void drain(world *w) {
+  if (!w->external) return;
+  pkv_copy q[8];
+  uint32_t n, pending;
+  do {
+    ck_assert_int_eq(pkv_pool_drain_copies(w->c, q, 8, &n, &pending), 0);
+    for (uint32_t i = 0; i < n; i++)
+      memcpy(w->shadow + (size_t)q[i].dst_block * w->bs,
+             w->shadow + (size_t)q[i].src_block * w->bs,
+             q[i].n_slots * sizeof *w->shadow);
+  } while (pending);
+}
+
+static void verify(world *w) {
+  TU_CHECK(w->c);
+  uint64_t total = 0;
+  for (int i = 0; i < MAX_SEQS; i++) {
+    mseq *m = &w->s[i];
+    if (!m->live) continue;
+    pkv_seq_info info;
+    TU_ASSERT(pkv_seq_info_get(w->c, m->id, &info) == 0, "info");
+    TU_ASSERT(info.n_tokens == m->n && info.n_committed == m->committed,
+              "op %llu: seq %d has %u/%u tokens, model %u/%u",
+              (unsigned long long)w->ops, i, info.n_tokens, info.n_committed,
+              m->n, m->committed);
+    total += m->n;
+    if (!m->n) continue;
+    int64_t slots[MAX_LEN];
+    TU_ASSERT(pkv_slot_mapping(w->c, m->id, 0, m->n, slots) == 0, "mapping");
+    for (uint32_t p = 0; p < m->n; p++) {
+      if (w->external)
+        TU_ASSERT(w->shadow[slots[p]] == m->tag[p],
+                      "op %llu: seq %d pos %u reads tag %u, wrote %u",
+                      (unsigned long long)w->ops, i, p, w->shadow[slots[p]],
+                      m->tag[p]);
+      else
+        TU_ASSERT(tu_slot_matches(w->c, slots[p], m->tag[p], p),
+                      "op %llu: seq %d pos %u reads another's K/V",
+                      (unsigned long long)w->ops, i, p);
+    }
+  }
+  TU_ASSERT(tu_stats(w->c).tokens == total, "stats.tokens");
+}
+
+static int32_t rand_token(world *w) { return (int32_t)(tu_rand(&w->rng) % 5); }
+
+/* Appends toks to m (model and cache); on ENOMEM nothing changes. */
+static int do_append(world *w, mseq *m, const int32_t *toks, uint32_t n) {
+  int64_t slots[MAX_LEN];
+  int rc = pkv_seq_append(w->c, m->id, toks, n, slots);
+  if (rc == PKV_ENOMEM) {
+    w->enomem++;
+    return rc;
+  }
+  ck_assert_msg(rc == 0, "append: %s", pkv_last_error());
+  drain(w);
+  uint32_t at = m->n;
+  memcpy(m->tok + at, toks, n * sizeof *toks);
+  m->n += n;
+  retag(m, at);
+  for (uint32_t j = 0; j < n; j++) write_slot(w, slots[j], m->tag[at + j], at + j);
+  return 0;
+}
+
+static int free_slot(world *w) {
+  for (int i = 0; i < MAX_SEQS; i++)
+    if (!w->s[i].live) return i;
+  return -1;
+}
+
+static int pick_live(world *w) {
+  int cand[MAX_SEQS], k = 0;
+  for (int i = 0; i < MAX_SEQS; i++)
+    if (w->s[i].live) cand[k++] = i;
+  return k ? cand[tu_rand(&w->rng) % (uint64_t)k] : -1;
+}
+
+static void remember(world *w, const mseq *m) {
+  int h = (int)(tu_rand(&w->rng) % HIST);
+  memcpy(w->hist[h], m->tok, m->n * sizeof *m->tok);
+  w->hist_n[h] = m->n;
+}
+
+static void step(world *w) {
+  uint64_t r = tu_rand(&w->rng) % 100;
+  int i = pick_live(w);
+  w->ops++;
+  if (r < 12 || i < 0) { /* create, maybe matching a remembered prompt */
+    int f = free_slot(w);
+    if (f < 0) return;
+    mseq *m = &w->s[f];
+    memset(m, 0, sizeof *m);
+    m->ns = (int)(tu_rand(&w->rng) % 4 == 0);
+    pkv_seq_opts o = {.ns = ns_names[m->ns],
+                      .ns_len = ns_names[m->ns] ? strlen(ns_names[m->ns]) : 0};
+    ck_assert_int_eq(pkv_seq_create(w->c, &o, &m->id), 0);
+    m->live = true;
+    int h = (int)(tu_rand(&w->rng) % HIST);
+    if (w->hist_n[h] && tu_rand(&w->rng) % 3) {
+      int32_t prompt[MAX_LEN];
+      uint32_t n = w->hist_n[h];
+      memcpy(prompt, w->hist[h], n * sizeof *prompt);
+      if (n < MAX_LEN - 8 && tu_rand(&w->rng) % 2)
+        for (int k = 0; k < 8; k++) prompt[n++] = rand_token(w);
+      uint32_t matched;
+      ck_assert_int_eq(pkv_seq_match_prefix(w->c, m->id, prompt, n, n - 1, &matched), 0);
+      ck_assert_uint_eq(matched % w->bs, 0);
+      ck_assert_uint_lt(matched, n);
+      memcpy(m->tok, prompt, matched * sizeof *prompt);
+      m->n = m->committed = matched;
+      retag(m, 0);
+      w->matched_tokens += matched;
+      (void)do_append(w, m, prompt + matched, n - matched);
+    }
+    return;
+  }
+  mseq *m = &w->s[i];
+  if (r < 50) { /* append */
+    uint32_t n = 1 + (uint32_t)(tu_rand(&w->rng) % (2 * w->bs));
+    if (m->n + n > MAX_LEN) return;
+    int32_t t[MAX_LEN];
+    for (uint32_t k = 0; k < n; k++) t[k] = rand_token(w);
+    (void)do_append(w, m, t, n);
+  } else if (r < 60) { /* fork */
+    int f = free_slot(w);
+    if (f < 0) return;
+    pkv_seq_id id;
+    ck_assert_int_eq(pkv_seq_fork(w->c, m->id, &id), 0);
+    w->s[f] = *m;
+    w->s[f].id = id;
+  } else if (r < 70) { /* truncate */
+    uint32_t n = m->n ? (uint32_t)(tu_rand(&w->rng) % (m->n + 1)) : 0;
+    ck_assert_int_eq(pkv_seq_truncate(w->c, m->id, n), 0);
+    m->n = n;
+    if (m->committed > n) m->committed = n;
+  } else if (r < 88) { /* commit */
+    uint32_t n = m->committed + (uint32_t)(tu_rand(&w->rng) % (m->n - m->committed + 1));
+    ck_assert_int_eq(pkv_seq_commit(w->c, m->id, n), 0);
+    m->committed = n;
+    if (n >= w->bs) remember(w, m);
+  } else { /* free */
+    ck_assert_int_eq(pkv_seq_free(w->c, m->id), 0);
+    ck_assert_int_eq(pkv_seq_free(w->c, m->id), PKV_ENOSEQ);
+    m->live = false;
+  }
+}
+
+static const char *policies[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
+
+static void run(int variant) {
+  world *w = calloc(1, sizeof *w);
+  w->external = variant & 1;
+  const char *policy = policies[(variant >> 1) % 5];
+  bool orphans_first = (variant >> 1) >= 5;
+  w->bs = 4;
+  w->nb = 40;
+  w->rng = 0x5eed0000ull + (uint64_t)variant;
+  pkv_config cfg;
+  tu_config(&cfg, w->external ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED, w->nb, w->bs);
+  cfg.policy = policy;
+  if (orphans_first) cfg.flags |= PKV_CACHE_EVICT_ORPHANS_FIRST;
+  w->c = tu_cache(&cfg);
+  if (w->external) w->shadow = calloc((size_t)w->nb * w->bs, sizeof *w->shadow);
+  int n_ops = TU_SCALE(3000);
+  for (int k = 0; k < n_ops; k++) {
+    step(w);
+    verify(w);
+  }
+  pkv_stats st = tu_stats(w->c);
+  /* The workload must have exercised what it claims to. */
+  ck_assert_uint_gt(st.cow_copies, 0);
+  ck_assert_uint_gt(st.forks, 0);
+  ck_assert_uint_gt(st.evictions, 0);
+  ck_assert_uint_gt(st.prefix_hit_tokens, 0);
+  ck_assert_uint_gt(w->enomem, 0);
+  pkv_cache_destroy(w->c);
+  free(w->shadow);
+  free(w);
+}
+
+START_TEST(random_ops) { run(_i); }
+END_TEST
+
+static Suite *random_suite(void) {
+  Suite *s = suite_create("random");
+  TCase *tc = tcase_create("random_ops");
+  tcase_set_timeout(tc, 120);
+  /* bit 0: storage; (i >> 1) % 5: policy; i >= 10: orphans first. */
+  tcase_add_loop_test(tc, random_ops, 0, 14);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return tu_main(random_suite()); }

@@ -1,0 +1,198 @@
+/* tu_core.c — see tu_core.h. */
+#include "tu_core.h"
+
+#include <stdlib.h>
+
+void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
+               uint32_t block_size) {
+  pkv_config_init(cfg);
+  cfg->n_layers = 2;
+  cfg->n_kv_heads = 2;
+  cfg->head_dim = 4;
+  cfg->block_size = block_size;
+  cfg->num_blocks = num_blocks;
+  cfg->storage = storage;
+}
+
+pkv_cache *tu_cache(const pkv_config *cfg) {
+  pkv_cache *c = NULL;
+  int rc = pkv_cache_create(cfg, &c);
+  ck_assert_msg(rc == 0, "cache_create: %s (%s)", pkv_err_name(rc),
+                pkv_last_error());
+  return c;
+}
+
+pkv_stats tu_stats(pkv_cache *cache) {
+  pkv_stats st;
+  memset(&st, 0, sizeof st);
+  ck_assert_int_eq(pkv_stats_get(cache, &st), 0);
+  return st;
+}
+
+/* ------------------------------------------------ failing allocator */
+
+static long fail_at_n, n_attempts, n_live;
+
+static int should_fail(void) {
+  n_attempts++;
+  return fail_at_n > 0 && n_attempts >= fail_at_n;
+}
+static void *t_malloc(size_t n) {
+  if (should_fail()) return NULL;
+  void *p = malloc(n);
+  if (p) n_live++;
+  return p;
+}
+static void *t_calloc(size_t n, size_t s) {
+  if (should_fail()) return NULL;
+  void *p = calloc(n, s);
+  if (p) n_live++;
+  return p;
+}
+static void *t_realloc(void *p, size_t n) {
+  if (should_fail()) return NULL;
+  void *q = realloc(p, n);
+  if (q && !p) n_live++;
+  return q;
+}
+static void t_free(void *p) {
+  if (p) n_live--;
+  free(p);
+}
+
+void tu_alloc_install(long fail_at) {
+  fail_at_n = fail_at;
+  n_attempts = 0;
+  ck_assert_int_eq(pkv_replace_allocator(t_malloc, t_realloc, t_calloc, t_free), 0);
+}
+void tu_alloc_restore(void) {
+  ck_assert_int_eq(pkv_replace_allocator(NULL, NULL, NULL, NULL), 0);
+}
+long tu_alloc_live(void) { return n_live; }
+long tu_alloc_count(void) { return n_attempts; }
+
+/* ------------------------------------------------ data */
+
+uint64_t tu_rand(uint64_t *s) {
+  uint64_t x = *s += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+float tu_pattern(uint32_t tag, uint32_t pos, uint32_t layer, int is_v,
+                 uint32_t head, uint32_t d) {
+  /* Exact in float: < 2^24. */
+  uint32_t v = ((tag * 131u + pos) * 8u + layer * 4u + (uint32_t)is_v * 2u + head) * 4u + d;
+  return (float)(v & 0xffffffu);
+}
+
+static float *slot_ptr(pkv_cache *c, int64_t slot, uint32_t layer, int is_v,
+                       uint32_t head) {
+  const pkv_config *cfg = pkv_cache_config(c);
+  /* Plain checks: ck_assert costs a pipe write per call in fork mode. */
+  pkv_kv_layout L;
+  void *k, *v;
+  if (pkv_cache_layout(c, &L) != 0 || pkv_cache_kv(c, layer, &k, &v) != 0)
+    ck_abort_msg("slot_ptr: %s", pkv_last_error());
+  uint8_t *base = is_v ? v : k;
+  int64_t b = slot / cfg->block_size, s = slot % cfg->block_size;
+  return (float *)(base + b * L.block_stride + head * L.head_stride +
+                   s * L.slot_stride);
+}
+
+/* Writes (write = 1) or compares the pattern of every layer, K/V, head. */
+static int slot_visit(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos,
+                      int write) {
+  const pkv_config *cfg = pkv_cache_config(c);
+  for (uint32_t l = 0; l < cfg->n_layers; l++)
+    for (int kv = 0; kv < 2; kv++)
+      for (uint32_t h = 0; h < cfg->n_kv_heads; h++) {
+        float *p = slot_ptr(c, slot, l, kv, h);
+        for (uint32_t d = 0; d < cfg->head_dim; d++) {
+          float want = tu_pattern(tag, pos, l, kv, h, d);
+          if (write)
+            p[d] = want;
+          else if (p[d] != want)
+            return 0;
+        }
+      }
+  return 1;
+}
+
+void tu_write_slot(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos) {
+  (void)slot_visit(c, slot, tag, pos, 1);
+}
+
+int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos) {
+  return slot_visit(c, slot, tag, pos, 0);
+}
+
+int tu_main(Suite *suite) {
+  SRunner *sr = srunner_create(suite);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
+
+/* ------------------------------------------------ test policy */
+
+typedef struct lowest_state {
+  uint8_t *cand;
+  uint32_t n;
+} lowest_state;
+
+static int low_create(void **state, uint32_t n, const char *args) {
+  (void)args;
+  lowest_state *s = calloc(1, sizeof *s);
+  if (!s) return PKV_ENOMEM;
+  s->cand = calloc(n, 1);
+  s->n = n;
+  *state = s;
+  return s->cand ? 0 : PKV_ENOMEM;
+}
+static void low_destroy(void *state) {
+  lowest_state *s = state;
+  if (!s) return;
+  free(s->cand);
+  free(s);
+}
+static void low_nop(void *st, int32_t b, const pkv_block_meta *m) {
+  (void)st; (void)b; (void)m;
+}
+static void low_evictable(void *st, int32_t b, const pkv_block_meta *m) {
+  (void)m;
+  ((lowest_state *)st)->cand[b] = 1;
+}
+static void low_pinned(void *st, int32_t b, const pkv_block_meta *m) {
+  (void)m;
+  ((lowest_state *)st)->cand[b] = 0;
+}
+static int32_t low_victim(void *st, uint64_t now) {
+  (void)now;
+  lowest_state *s = st;
+  for (uint32_t b = 0; b < s->n; b++)
+    if (s->cand[b]) return (int32_t)b;
+  return -1;
+}
+static void low_remove(void *st, int32_t b) { ((lowest_state *)st)->cand[b] = 0; }
+
+const pkv_policy_ops tu_policy_lowest = {
+    .version = PKV_POLICY_VERSION,
+    .name = "test-lowest",
+    .create = low_create,
+    .destroy = low_destroy,
+    .on_insert = low_nop,
+    .on_hit = low_nop,
+    .on_evictable = low_evictable,
+    .on_pinned = low_pinned,
+    .choose_victim = low_victim,
+    .on_remove = low_remove,
+};
+
+void tu_event_log(const pkv_event *ev, void *user) {
+  tu_events *log = user;
+  if (log->n < sizeof log->ev / sizeof log->ev[0]) log->ev[log->n] = *ev;
+  log->n++;
+}

@@ -1,0 +1,75 @@
+/*
+ * tu_core.h — helpers shared by the manager's test suites: small cache
+ * configurations, the invariant check as an assertion, a failing allocator
+ * with a live-allocation count, a seeded RNG, and a per-token K/V pattern.
+ */
+#ifndef TU_CORE_H
+#define TU_CORE_H
+
+#include "pagedkv/pagedkv.h"
+#include "pagedkv/policy.h"
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef PKV_SANITIZE
+#define TU_SCALE(n) ((n) / 8 > 0 ? (n) / 8 : 1)
+#else
+#define TU_SCALE(n) (n)
+#endif
+
+/* Shape: 2 layers, 2 KV heads, head_dim 4, f32; the given pool. */
+void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
+               uint32_t block_size);
+pkv_cache *tu_cache(const pkv_config *cfg);
+
+#define TU_CHECK(cache)                                                  \
+  do {                                                                   \
+    char tu_msg_[256];                                                   \
+    if (pkv_check((cache), tu_msg_, sizeof tu_msg_) != 0)                \
+      ck_abort_msg("pkv_check: %s", tu_msg_);                            \
+  } while (0)
+/* An assertion for hot loops: ck_assert_* writes to a pipe per call when
+ * Check forks, which dominates a stress test's run time. */
+#define TU_ASSERT(cond, ...)                                             \
+  do {                                                                   \
+    if (!(cond)) ck_abort_msg(__VA_ARGS__);                              \
+  } while (0)
+
+/* Stats snapshot without the fields that legitimately move on a refused
+ * call (none do today; kept as one place to say so). */
+pkv_stats tu_stats(pkv_cache *cache);
+#define TU_STATS_SAME(a, b) \
+  ck_assert_msg(memcmp(&(a), &(b), sizeof(a)) == 0, "stats changed")
+
+/* Failing allocator: after tu_alloc_install(k), the k-th allocation from
+ * now on (k >= 1) and every later one fail; k = 0 never fails. */
+void tu_alloc_install(long fail_at);
+void tu_alloc_restore(void);
+long tu_alloc_live(void);   /* allocations not yet freed */
+long tu_alloc_count(void);  /* allocations attempted since install */
+
+uint64_t tu_rand(uint64_t *state);
+/* Distinct value for (seq tag, position, layer, K/V, head, element). */
+float tu_pattern(uint32_t tag, uint32_t pos, uint32_t layer, int is_v,
+                 uint32_t head, uint32_t d);
+/* Writes / verifies the pattern of token pos of a sequence at slot. */
+void tu_write_slot(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos);
+int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos);
+
+/* Runs a suite; the process exit code. */
+int tu_main(Suite *suite);
+
+/* A tiny test-only policy: evicts the lowest-numbered candidate. */
+extern const pkv_policy_ops tu_policy_lowest;
+
+/* Event log: records every event of a cache whose on_event is tu_event_log. */
+typedef struct tu_events {
+  pkv_event ev[4096];
+  uint32_t n;
+} tu_events;
+void tu_event_log(const pkv_event *ev, void *user);
+
+#endif
