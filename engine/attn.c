@@ -162,7 +162,7 @@ static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *o
   }
 }
 
-int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
+int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
   const uint32_t T = pkv__pool_size(a->pool), H = a->n_kv_heads;
   uint64_t total = 0;
   for (uint32_t s = 0; s < n_seqs; s++) total += seqs[s].n_tokens;
@@ -204,10 +204,18 @@ int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs)
         items[k++] = (decode_item){s, h, t0, t1, (int32_t)part++};
       }
   }
-  decode_job job = {.a = a, .seqs = seqs, .items = items, .n_items = (uint32_t)k};
+  a->n_items = (uint32_t)k;
+  a->n_split = part;
+  return 0;
+}
+
+void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {
+  decode_item *items = a->work;
+  const size_t k = a->n_items;
+  decode_job job = {.a = a, .seqs = seqs, .items = items, .n_items = a->n_items};
   atomic_init(&job.next, 0);
   pkv__pool_run(a->pool, decode_task, &job);
-  if (part == 0) return 0;
+  if (a->n_split == 0) return;
   /* merge split parts in item order: each (seq, head) owns a run of parts */
   for (size_t i = 0; i < k;) {
     if (items[i].part < 0) {
@@ -221,6 +229,12 @@ int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs)
                 sq->out + (size_t)items[i].head * a->G * a->head_dim);
     i = j;
   }
+}
+
+int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
+  int rc = pkv__attn_decode_plan(a, seqs, n_seqs);
+  if (rc) return rc;
+  pkv__attn_decode_run(a, seqs);
   return 0;
 }
 

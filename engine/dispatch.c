@@ -37,6 +37,12 @@ int pkv__backend_supported(const char *name) {
   return strcmp(name, "scalar") == 0;
 }
 
+int pkv__backend_known(const char *name) {
+  for (size_t i = 0; name && i < N_BACKENDS; i++)
+    if (strcmp(name, backends[i].name) == 0) return 1;
+  return 0;
+}
+
 const pkv__kernels *pkv__kernels_select(const char *name) {
   if (name == NULL || name[0] == '\0') name = getenv("PKV_BACKEND");
   if (name == NULL || name[0] == '\0') {
@@ -59,8 +65,10 @@ const pkv__kernels *pkv__kernels_select(const char *name) {
 static size_t round16(size_t n) { return (n + 15u) / 16u * 16u; }
 
 size_t pkv__decode_scratch_floats(uint32_t G) {
-  /* scores [G][CH + widest VL], then alpha [G] */
-  return round16((size_t)G * (PKV__DECODE_CH + 16u) + G);
+  /* scores [G][CH + widest VL], alpha [G] (rounded to 16), then two
+   * tiles of row offsets [2][CH] size_t */
+  return round16((size_t)G * (PKV__DECODE_CH + 16u)) + round16(G) +
+         2 * PKV__DECODE_CH * (sizeof(size_t) / sizeof(float));
 }
 
 size_t pkv__prefill_scratch_floats(uint32_t head_dim, uint32_t rows_max) {

@@ -76,6 +76,8 @@ size_t pkv__prefill_scratch_floats(uint32_t head_dim, uint32_t rows_max);
  * PKV_BACKEND environment variable, else the best the CPU supports.  NULL
  * (with pkv_last_error set) if the name is unknown or the CPU lacks it. */
 const pkv__kernels *pkv__kernels_select(const char *name);
+/* Whether name is one of the back ends (NULL: no). */
+int pkv__backend_known(const char *name);
 /* Whether this CPU can run the named back end. */
 int pkv__backend_supported(const char *name);
 
@@ -136,6 +138,7 @@ typedef struct pkv__attn {
   size_t work_cap;        /* bytes */
   float *partials;
   size_t partials_cap;    /* floats */
+  uint32_t n_items, n_split; /* the plan of the last pkv__attn_decode_plan */
 } pkv__attn;
 
 /* One sequence of a decode batch: its view, tokens to attend [0, n_tokens),
@@ -151,9 +154,14 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
                    uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
                    float scale);
 void pkv__attn_fini(pkv__attn *a);
-/* Attention only (K/V already in place).  PKV_ENOMEM if growing the work
- * list fails (nothing computed). */
+/* Attention only (K/V already in place) = plan + run.  PKV_ENOMEM if
+ * growing the work list fails (nothing computed). */
 int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
+/* The two halves, so that the engine can fail before writing K/V: plan
+ * divides the work (may allocate: the only step that can fail), run
+ * computes the planned batch (seqs as given to plan) and cannot fail. */
+int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
+void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs);
 /* Causal attention of n query tokens at positions [pos0, pos0+n):
  * q, out [n][n_q_heads][head_dim]. */
 int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,

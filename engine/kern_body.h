@@ -20,7 +20,7 @@
  * sees at least key 0 first, M is finite after the first tile.
  *
  * Decode (one query token, G grouped heads): per tile of up to
- * PKV__DECODE_CH tokens inside one block, the K rows are streamed once with
+ * PKV__DECODE_CH tokens (spanning blocks as needed), the K rows are streamed once with
  * all G heads' dot products taken from each loaded vector, then the V rows
  * once with a register block of (<= DEC_HG heads) x (DEC_NV vectors of
  * head_dim) accumulators.
@@ -82,13 +82,41 @@ AI size_t dt_size(const int dt) { return dt == PKV_DTYPE_F32 ? 4 : 2; }
 
 /* ================================================================ decode */
 
-/* sc[g][j] = q_g . k_j for j < n, hg heads. */
-AI void dec_qk(const uint8_t *kp, uint32_t n, uint32_t D, const float *q,
-               uint32_t hg_rt, float *sc, const uint32_t HG, const int dt) {
-  (void)hg_rt;
+/* Byte offsets (from the layer base) of the rows of tokens [t, t+n) of
+ * head h: a tile may span several blocks. */
+AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
+                    size_t *off, const int dt) {
+  const uint32_t bs = kv->block_size;
+  const size_t row = (size_t)kv->head_dim * dt_size(dt), hoff = (size_t)h * kv->head_stride;
+  uint32_t b = t / bs, s = t % bs;
+  size_t base = (size_t)kv->blocks[b] * kv->block_stride + hoff;
   for (uint32_t j = 0; j < n; j++) {
-    const void *row = kp + (size_t)j * D * dt_size(dt);
-    pkv_vf a[HG];
+    off[j] = base + (size_t)s * row;
+    if (++s == bs) {
+      s = 0;
+      if (j + 1 < n) base = (size_t)kv->blocks[++b] * kv->block_stride + hoff;
+    }
+  }
+}
+
+/* sc[g][j] = q_g . k_j for j < n, HG heads.  While K row j is consumed,
+ * V row j of this tile and K row j of the next tile (pre_k, n_pre rows)
+ * are prefetched: a tile's K/V is requested about one tile ahead, which is
+ * what keeps enough misses in flight to reach DRAM bandwidth from one
+ * core. */
+AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
+               uint32_t n, const size_t *pre, uint32_t n_pre, uint32_t D,
+               const float *q, float *sc, const int prefetch, const uint32_t HG,
+               const int dt) {
+  const size_t row_bytes = (size_t)D * dt_size(dt);
+  for (uint32_t j = 0; j < n; j++) {
+    const void *row = kbase + off[j];
+    if (prefetch) {
+      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j] + o);
+      if (j < n_pre)
+        for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(kbase + pre[j] + o);
+    }
+    pkv_vf a[DEC_HG];
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < HG; g++) a[g] = PKV_F32_ZERO();
     for (uint32_t d = 0; d < D; d += PKV_VL) {
@@ -104,10 +132,10 @@ AI void dec_qk(const uint8_t *kp, uint32_t n, uint32_t D, const float *q,
 }
 
 /* acc[g][d0 .. d0+NV*VL) = alpha[g]*acc + sum_j p[g][j] * v_j, HG heads. */
-AI void dec_pv(const uint8_t *vp, uint32_t n, uint32_t D, uint32_t d0,
-               const float *p, const float *alpha, float *acc,
+AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
+               uint32_t d0, const float *p, const float *alpha, float *acc,
                const uint32_t HG, const uint32_t NV, const int dt) {
-  pkv_vf o[HG][NV];
+  pkv_vf o[DEC_HG][DEC_NV];
 #pragma GCC unroll 8
   for (uint32_t g = 0; g < HG; g++) {
     pkv_vf al = PKV_F32_BROADCAST(alpha[g]);
@@ -116,8 +144,8 @@ AI void dec_pv(const uint8_t *vp, uint32_t n, uint32_t D, uint32_t d0,
       o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * D + d0 + v * PKV_VL));
   }
   for (uint32_t j = 0; j < n; j++) {
-    const void *row = vp + (size_t)j * D * dt_size(dt);
-    pkv_vf vv[NV];
+    const void *row = vbase + off[j];
+    pkv_vf vv[DEC_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) vv[v] = kv_load(row, d0 + v * PKV_VL, dt);
 #pragma GCC unroll 8
@@ -134,58 +162,51 @@ AI void dec_pv(const uint8_t *vp, uint32_t n, uint32_t D, uint32_t d0,
       PKV_F32_STORE(acc + (size_t)g * D + d0 + v * PKV_VL, o[g][v]);
 }
 
-AI void dec_pv_heads(const uint8_t *vp, uint32_t n, uint32_t D, const float *p,
-                     const float *alpha, float *acc, const uint32_t HG,
+AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
+                     const float *p, const float *alpha, float *acc, const uint32_t HG,
                      const int dt) {
   uint32_t d0 = 0;
   for (; d0 + DEC_NV * PKV_VL <= D; d0 += DEC_NV * PKV_VL)
-    dec_pv(vp, n, D, d0, p, alpha, acc, HG, DEC_NV, dt);
-  for (; d0 < D; d0 += PKV_VL) dec_pv(vp, n, D, d0, p, alpha, acc, HG, 1, dt);
+    dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, DEC_NV, dt);
+  for (; d0 < D; d0 += PKV_VL) dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, 1, dt);
 }
 
 AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
                     uint32_t t1, const float *q, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt) {
-  const uint32_t D = kv->head_dim, bs = kv->block_size;
+  const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
   float *sc = scratch;                       /* [G][ld] scores, then p */
-  float *alpha = scratch + (size_t)G * ld;   /* [G] */
-  uint32_t t = t0;
-  while (t < t1) {
-    uint32_t b = t / bs, off = t % bs;
-    uint32_t n = MIN_U32(MIN_U32(bs - off, t1 - t), PKV__DECODE_CH);
-    size_t tile = (size_t)kv->blocks[b] * kv->block_stride +
-                  (size_t)h * kv->head_stride + (size_t)off * D * dt_size(dt);
-    const uint8_t *kp = kv->k + tile, *vp = kv->v + tile;
-    /* The next tile's K (possibly in another block) is fetched while this
-     * one computes; the hardware prefetcher cannot follow a block jump. */
-    uint32_t tn = t + n;
-    if (tn < t1) {
-      size_t nt = (size_t)kv->blocks[tn / bs] * kv->block_stride +
-                  (size_t)h * kv->head_stride + (size_t)(tn % bs) * D * dt_size(dt);
-      uint32_t nn = MIN_U32(MIN_U32(bs - tn % bs, t1 - tn), PKV__DECODE_CH);
-      size_t bytes = (size_t)nn * D * dt_size(dt);
-      for (size_t o = 0; o < bytes && o < 4096; o += 64) {
-        PKV_PREFETCH(kv->k + nt + o);
-        PKV_PREFETCH(kv->v + nt + o);
-      }
-    }
-    /* scores of all heads; K read once per DEC_HG heads */
+  float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
+  size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
+  size_t *cur = off, *nxt = off + PKV__DECODE_CH;
+  uint32_t n = MIN_U32(t1 - t0, PKV__DECODE_CH);
+  if (t0 < t1) dec_offsets(kv, h, t0, n, cur, dt);
+  for (uint32_t t = t0; t < t1; t += n) {
+    n = MIN_U32(t1 - t, PKV__DECODE_CH);
+    uint32_t tn = t + n, nn = tn < t1 ? MIN_U32(t1 - tn, PKV__DECODE_CH) : 0;
+    if (nn) dec_offsets(kv, h, tn, nn, nxt, dt);
+    /* scores of all heads; K read once per DEC_HG heads (prefetching in
+     * the first group only) */
     uint32_t g = 0;
     for (; g + DEC_HG <= G; g += DEC_HG)
-      dec_qk(kp, n, D, q + (size_t)g * D, DEC_HG, sc + g * ld, DEC_HG, dt);
-    for (; g + 2 <= G; g += 2) dec_qk(kp, n, D, q + (size_t)g * D, 2, sc + g * ld, 2, dt);
-    for (; g < G; g++) dec_qk(kp, n, D, q + (size_t)g * D, 1, sc + g * ld, 1, dt);
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, DEC_HG, dt);
+    for (; g + 2 <= G; g += 2)
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 2, dt);
+    for (; g < G; g++)
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 1, dt);
     /* online softmax update per head */
     for (g = 0; g < G; g++) {
       float *s = sc + g * ld;
-      float mx = s[0];
-      for (uint32_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+      pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
+      uint32_t j = 0;
+      for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
+      float mx = PKV_F32_REDUCE_MAX(vmx);
+      for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
       float m_new = M[g] > mx ? M[g] : mx;
       alpha[g] = exp2f(M[g] - m_new);
       pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
-      uint32_t j = 0;
-      for (; j + PKV_VL <= n; j += PKV_VL) {
+      for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
         pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
         PKV_F32_STORE(s + j, e);
         vsum = PKV_F32_ADD(vsum, e);
@@ -200,12 +221,14 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
     }
     /* V read once per DEC_HG heads */
     for (g = 0; g + DEC_HG <= G; g += DEC_HG)
-      dec_pv_heads(vp, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, DEC_HG, dt);
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, DEC_HG, dt);
     for (; g + 2 <= G; g += 2)
-      dec_pv_heads(vp, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 2, dt);
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 2, dt);
     for (; g < G; g++)
-      dec_pv_heads(vp, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 1, dt);
-    t += n;
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 1, dt);
+    size_t *sw = cur;
+    cur = nxt;
+    nxt = sw;
   }
 }
 
@@ -226,17 +249,17 @@ static void kern_decode(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
 AI void pf_qk(const float *const *kr, uint32_t j0, const float *Qt, size_t ldq,
               uint32_t D, uint32_t r0, float *St, size_t lds, const uint32_t NJ,
               const uint32_t NV) {
-  pkv_vf a[NJ][NV];
+  pkv_vf a[QK_NJ][QK_NV];
 #pragma GCC unroll 8
   for (uint32_t j = 0; j < NJ; j++)
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) a[j][v] = PKV_F32_ZERO();
-  const float *kj[NJ];
+  const float *kj[QK_NJ];
 #pragma GCC unroll 8
   for (uint32_t j = 0; j < NJ; j++) kj[j] = kr[j0 + j];
   for (uint32_t d = 0; d < D; d++) {
     const float *qd = Qt + (size_t)d * ldq + r0;
-    pkv_vf qv[NV];
+    pkv_vf qv[QK_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) qv[v] = PKV_F32_LOAD(qd + v * PKV_VL);
 #pragma GCC unroll 8
@@ -267,7 +290,7 @@ AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
 AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
               uint32_t r0, uint32_t d0, float *O, uint32_t D, const uint32_t NR,
               const uint32_t NV) {
-  pkv_vf o[NR][NV];
+  pkv_vf o[PV_NR][PV_NV];
 #pragma GCC unroll 8
   for (uint32_t i = 0; i < NR; i++)
 #pragma GCC unroll 8
@@ -275,7 +298,7 @@ AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
       o[i][v] = PKV_F32_LOAD(O + (size_t)(r0 + i) * D + d0 + v * PKV_VL);
   for (uint32_t j = 0; j < nk; j++) {
     const float *vj = vr[j] + d0, *pj = Pt + (size_t)j * ldp + r0;
-    pkv_vf vv[NV];
+    pkv_vf vv[PV_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) vv[v] = PKV_F32_LOAD(vj + v * PKV_VL);
 #pragma GCC unroll 8

@@ -34,7 +34,7 @@
 #error "define exactly one of PKV_SIMD_AVX512, PKV_SIMD_AVX2, PKV_SIMD_SCALAR"
 #endif
 
-#define PKV_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define PKV_PREFETCH(p) __builtin_prefetch((p), 0, 1)
 
 /* 2^f for f in [-0.5, 0.5]: degree-6 polynomial in Horner form (relative
  * error ~2e-7), shared by the vector back ends. */

@@ -1,5 +1,5 @@
 /*
- * pool.c — the engine's persistent thread pool.
+ * threads.c — the engine's persistent thread pool.
  *
  * n_threads - 1 workers are started once at engine creation and sleep on a
  * condition variable between calls; the calling thread is worker 0, so a
