@@ -212,6 +212,8 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
                     float *S, float *acc, float *scratch, const int dt) {
   const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0); /* whole vectors per row */
+  PKV_ENGINE_ASSERT(t0 <= t1);
   float *sc = scratch;                       /* [G][ld] scores, then p */
   float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
   size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
@@ -397,6 +399,8 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                      uint32_t rows_max, float *scratch, const int dt) {
   const uint32_t D = kv->head_dim, G = tl->G;
   const uint32_t R = tl->n_tok * G;           /* query rows, token-major */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0);
+  PKV_ENGINE_ASSERT(R >= 1 && R <= rows_max); /* fits the scratch */
   const size_t ldq = PF_RV(rows_max);         /* row-vector stride */
   const uint32_t rv = (R + PKV_VL - 1) / PKV_VL;
   const uint32_t Rp = rv * PKV_VL;            /* rows padded to lanes */

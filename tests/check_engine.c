@@ -210,6 +210,8 @@ START_TEST(decode_mixed_batch) {
     pkv__attn a;
     ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, 0.1f), 0);
     ck_assert_int_eq(pkv__attn_decode(&a, seqs, NS), 0);
+    ck_assert(pkv__attn_plan_is_valid(&a, seqs, NS));
+    if (threads == 2) ck_assert_uint_gt(a.n_split, 0); /* 5 sequences < 4 x 2: split */
     for (int i = 0; i < NS; i++) {
       ref_decode(&p[i], Hq, lens[i], seqs[i].q, 0.1f, ref);
       double d = max_diff(seqs[i].out, ref, (size_t)Hq * D);
