@@ -83,6 +83,9 @@ typedef struct pkv__kernels {
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
   void (*prefill)(const pkv__kv_view *kv, const pkv__prefill_tile *tile,
                   uint32_t rows_max, float *scratch);
+  /* n floats into dst as dtype, rounded to nearest even (the K/V writes);
+   * bit-identical to pkv__store_row. */
+  void (*store)(void *dst, const float *src, size_t n, pkv_dtype dtype);
 } pkv__kernels;
 
 extern const pkv__kernels pkv__kernels_avx512;

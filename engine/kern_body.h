@@ -44,6 +44,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 #define MIN_U32(a, b) ((a) < (b) ? (a) : (b))
@@ -489,6 +490,26 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   }
 }
 
+/* ================================================================ store */
+
+/* n floats to dtype, round to nearest even: the K/V writes of prefill and
+ * decode.  Equal to pkv__store_row element for element. */
+static void kern_store(void *dst, const float *src, size_t n, pkv_dtype dt) {
+  if (dt == PKV_DTYPE_F32) {
+    memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  uint16_t *d = dst;
+  size_t i = 0;
+  if (dt == PKV_DTYPE_F16) {
+    for (; i + PKV_VL <= n; i += PKV_VL) PKV_F16_STORE(d + i, PKV_F32_LOAD(src + i));
+    for (; i < n; i++) d[i] = pkv__f32_to_f16(src[i]);
+  } else {
+    for (; i + PKV_VL <= n; i += PKV_VL) PKV_BF16_STORE(d + i, PKV_F32_LOAD(src + i));
+    for (; i < n; i++) d[i] = pkv__f32_to_bf16(src[i]);
+  }
+}
+
 static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                          uint32_t rows_max, float *scratch) {
   switch (kv->dtype) {
@@ -502,4 +523,5 @@ const pkv__kernels KERN_TABLE_NAME = {
     .name = PKV_BACKEND_NAME,
     .decode = kern_decode,
     .prefill = kern_prefill,
+    .store = kern_store,
 };
