@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "bu_bench.h"
 #include "engine_internal.h"
@@ -95,7 +96,16 @@ typedef struct bw_ctx {
   const float *buf;
   size_t n;
   float sink[8];
+  double cpu_s[8]; /* on-CPU seconds of each thread's sweep */
 } bw_ctx;
+
+/* Seconds this thread has run on a CPU: unlike wall time, it does not count
+ * the time a loaded machine keeps the thread descheduled. */
+static double thread_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -121,16 +131,28 @@ static void bw_task(void *c, int index, int n) {
   bw_ctx *ctx = c;
   size_t per = ctx->n / (size_t)n / 64 * 64;
   const float *p = ctx->buf + per * (size_t)index;
+  double c0 = thread_cpu_s();
   ctx->sink[index] = __builtin_cpu_supports("avx512f") ? sum_avx512(p, per) : sum_plain(p, per);
+  ctx->cpu_s[index] = thread_cpu_s() - c0;
+}
+
+/* GB/s of wall time; *cpu_gbps (may be NULL) the same per on-CPU time of
+ * one thread (meaningful for threads == 1). */
+static double measure_bw_cpu(const float *buf, size_t n, int threads, int reps, double *cpu_gbps) {
+  bw_ctx ctx = {buf, n, {0}, {0}};
+  double v[16], c[16];
+  if (reps > 1) run_threads(threads, bw_task, &ctx); /* warm-up: page-in, frequency */
+  for (int r = 0; r < reps; r++) {
+    v[r] = (double)n * 4 / run_threads(threads, bw_task, &ctx) * 1e-9;
+    c[r] = (double)n * 4 / threads / ctx.cpu_s[0] * 1e-9;
+  }
+  bu_sink(ctx.sink);
+  if (cpu_gbps) *cpu_gbps = best(c, reps);
+  return best(v, reps);
 }
 
 static double measure_bw(const float *buf, size_t n, int threads, int reps) {
-  bw_ctx ctx = {buf, n, {0}};
-  double v[16];
-  if (reps > 1) run_threads(threads, bw_task, &ctx); /* warm-up: page-in, frequency */
-  for (int r = 0; r < reps; r++) v[r] = (double)n * 4 / run_threads(threads, bw_task, &ctx) * 1e-9;
-  bu_sink(ctx.sink);
-  return best(v, reps);
+  return measure_bw_cpu(buf, n, threads, reps, NULL);
 }
 
 /* ------------------------------------------------------------ FMA peak */
@@ -192,9 +214,11 @@ static double measure_peak(int threads, int reps) {
 
 enum { HQ = 32, HKV = 8, HD = 128, DEC_TOTAL = 32768 };
 
-static double time_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n) {
+static double time_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n, double *cpu) {
+  double c0 = thread_cpu_s();
   uint64_t t0 = bu_now_ns();
   pkv__attn_decode(a, seqs, n);
+  if (cpu) *cpu = thread_cpu_s() - c0; /* one thread: all work is on this one */
   return (double)(bu_now_ns() - t0) * 1e-9;
 }
 
@@ -224,13 +248,13 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
       for (uint32_t threads = 1; threads <= 2; threads++) {
         pkv__attn a;
         if (pkv__attn_init(&a, k, threads, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
-        double vb[32], vp[32], vc[32];
-        time_decode(&a, sp, batch); /* warm-up */
-        time_decode(&a, sc, batch);
+        double vb[32], vp[32], vc[32], cb[32], cp[32];
+        time_decode(&a, sp, batch, NULL); /* warm-up */
+        time_decode(&a, sc, batch, NULL);
         for (int r = 0; r < reps; r++) {
-          vb[r] = measure_bw(bwbuf, bwn, (int)threads, 1);
-          vp[r] = time_decode(&a, sp, batch);
-          vc[r] = time_decode(&a, sc, batch);
+          vb[r] = measure_bw_cpu(bwbuf, bwn, (int)threads, 1, &cb[r]);
+          vp[r] = time_decode(&a, sp, batch, &cp[r]);
+          vc[r] = time_decode(&a, sc, batch, NULL);
         }
         double bw = best(vb, reps), tp = bu_median(vp, (size_t)reps),
                tc = bu_median(vc, (size_t)reps);
@@ -239,6 +263,13 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         bu_report_vs(name, bytes / tp * 1e-9, "GB/s", "read_bw", bw, "of bandwidth");
         snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t%u_paged_ms", dtn[di], ctx, batch, threads);
         bu_report_vs(name, tp * 1e3, "ms", "contiguous_ms", tc * 1e3, "paged/contiguous");
+        if (threads == 1) {
+          /* the same ratio on on-CPU time, which a loaded machine's
+           * descheduling does not inflate */
+          snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t1_cpu_gbps", dtn[di], ctx, batch);
+          bu_report_vs(name, bytes / bu_median(cp, (size_t)reps) * 1e-9, "GB/s", "read_bw_cpu",
+                       best(cb, reps), "of bandwidth (cpu time)");
+        }
         pkv__attn_fini(&a);
       }
       for (uint32_t b = 0; b < batch; b++) {
