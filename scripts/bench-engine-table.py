@@ -24,6 +24,15 @@ for dt in ("f32", "bf16"):
             print(f"| {dt} | {ctx // 1024}k × {b} | {t} | {g['value']:.2f} | {g['baseline']:.2f} "
                   f"| {g['ratio']:.2f} | {p['value']:.1f} | {p['baseline']:.1f} | {p['ratio']:.3f} |")
 print()
+print("On-CPU time (1 thread; descheduling excluded):\n")
+print("| dtype | context × batch | K/V read GB/s | read bw GB/s | of bandwidth |")
+print("|---|---|---|---|---|")
+for dt in ("f32", "bf16"):
+    for ctx, b in ((4096, 8), (16384, 2), (32768, 1)):
+        c = rows.get(f"decode_{dt}_ctx{ctx}_batch{b}_t1_cpu_gbps")
+        if c:
+            print(f"| {dt} | {ctx // 1024}k × {b} | {c['value']:.2f} | {c['baseline']:.2f} | {c['ratio']:.2f} |")
+print()
 print("| n | threads | GFLOP/s | fp32 peak (same reps) | of peak | OpenBLAS GFLOP/s | × OpenBLAS |")
 print("|---|---|---|---|---|---|---|")
 for n in (2048, 4096):
