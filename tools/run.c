@@ -386,7 +386,7 @@ static void run_help(void) {
       "      --output-len A[-B]  generated tokens range (default 16-128)\n"
       "      --groups G          requests share G system prompts (default 8; 0 = none)\n"
       "      --system-len N      shared system prompt length (default 256)\n"
-      "  -n, --n N               parallel samples per request, by fork (default 2; alias --samples)\n"
+      "  -n, --n N               parallel samples per request, by fork (default 2, 1 with --trace)\n"
       "      --seed S            workload seed (default 1)\n"
       "      --trace FILE        Azure CSV (lengths) or Mooncake JSONL (prompts from hash_ids)\n"
       "      --format F          mooncake or azure (default: from the file name)\n"
@@ -455,7 +455,7 @@ int cmd_run(int argc, char **argv) {
   range plen = {64, 512}, olen = {16, 128};
   const char *policy = "lru", *trace_path = NULL, *json = NULL, *plot = NULL;
   trace_format fmt = TRACE_AUTO;
-  bool dry = false, baseline = false, quiet = false, n_given = false;
+  bool dry = false, baseline = false, quiet = false, n_given = false, samples_given = false;
   int opt;
   optind = 1;
   opterr = 0;
@@ -506,7 +506,7 @@ int cmd_run(int argc, char **argv) {
     case O_GROUPS: U64(groups, 0, 1000000, "--groups"); break;
     case O_SYSLEN: U64(sys_len, 0, 1000000, "--system-len"); break;
     case 'n':
-    case O_SAMPLES: U64(samples, 1, 64, "--n"); break;
+    case O_SAMPLES: U64(samples, 1, 64, "--n"); samples_given = true; break;
     case O_SEED: U64(seed, 0, UINT64_MAX, "--seed"); break;
     case O_TRACE: trace_path = optarg; break;
     case O_FORMAT:
@@ -550,6 +550,7 @@ int cmd_run(int argc, char **argv) {
   engine_ctx ec = {0};
   sched_step *steps = NULL;
   size_t n_steps = 0;
+  if (trace_path && !samples_given) samples = 1; /* a trace's requests are what they are */
   if (trace_path) {
     char err[512];
     if (trace_load(trace_path, fmt, &wl.tr, err, sizeof err)) return cli_error("run", "%s", err);
