@@ -120,6 +120,7 @@ typedef struct sched {
   uint32_t *samples_left; /* per request */
   bool *rejected;
   pkv_seq_id *batch;
+  size_t cap_batch;
   double *decode_ms;
   size_t n_decode_ms, cap_decode_ms;
   char *err;
@@ -426,8 +427,7 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
   uint64_t n_busy = 0, reserved_steps = 0, preempt_mark = 0;
   s.samples_left = malloc((w->n_reqs ? w->n_reqs : 1) * sizeof *s.samples_left);
   s.rejected = calloc(w->n_reqs ? w->n_reqs : 1, sizeof *s.rejected);
-  s.batch = malloc((size_t)cfg->max_seqs * 64 * sizeof *s.batch);
-  if (!s.samples_left || !s.rejected || !s.batch) {
+  if (!s.samples_left || !s.rejected) {
     fail_msg(&s, "out of memory");
     goto out;
   }
@@ -461,13 +461,15 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     if (pf < 0) goto out;
     uint64_t t1 = cli_now_ns();
     /* The batch buffer holds every running sequence (forks grow it). */
-    if (s.n_run > (size_t)cfg->max_seqs * 64) {
-      pkv_seq_id *nb = realloc(s.batch, s.n_run * 2 * sizeof *nb);
+    if (s.n_run > s.cap_batch) {
+      size_t cap = s.n_run * 2;
+      pkv_seq_id *nb = realloc(s.batch, cap * sizeof *nb);
       if (!nb) {
         fail_msg(&s, "out of memory");
         goto out;
       }
       s.batch = nb;
+      s.cap_batch = cap;
     }
     int64_t db = decode(&s);
     if (db < 0) goto out;
