@@ -240,16 +240,10 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
       break;
     }
     dq_pop_front(&s->wait);
-    if (s->n_run == s->cap_run) {
-      size_t cap = s->cap_run ? 2 * s->cap_run : 64;
-      running *n = realloc(s->run, cap * sizeof *n);
-      if (!n) {
-        free(tokens);
-        pkv_seq_free(s->cache, seq);
-        return fail_msg(s, "out of memory (running list)");
-      }
-      s->run = n;
-      s->cap_run = cap;
+    if (!cli_grow((void **)&s->run, &s->cap_run, s->n_run + 1, sizeof *s->run, 64)) {
+      free(tokens);
+      pkv_seq_free(s->cache, seq);
+      return fail_msg(s, "out of memory (running list)");
     }
     s->run[s->n_run++] = (running){.seq = seq, .req = e.req, .sample = e.sample,
                                    .ph = PH_PREFILL, .target = total, .computed = matched,
@@ -264,13 +258,8 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
 }
 
 static int grow_running(sched *s, size_t extra) {
-  if (s->n_run + extra <= s->cap_run) return 0;
-  size_t cap = s->cap_run ? s->cap_run : 64;
-  while (cap < s->n_run + extra) cap *= 2;
-  running *n = realloc(s->run, cap * sizeof *n);
-  if (!n) return fail_msg(s, "out of memory (running list)");
-  s->run = n;
-  s->cap_run = cap;
+  if (!cli_grow((void **)&s->run, &s->cap_run, s->n_run + extra, sizeof *s->run, 64))
+    return fail_msg(s, "out of memory (running list)");
   return 0;
 }
 
@@ -461,15 +450,9 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     if (pf < 0) goto out;
     uint64_t t1 = cli_now_ns();
     /* The batch buffer holds every running sequence (forks grow it). */
-    if (s.n_run > s.cap_batch) {
-      size_t cap = s.n_run * 2;
-      pkv_seq_id *nb = realloc(s.batch, cap * sizeof *nb);
-      if (!nb) {
-        fail_msg(&s, "out of memory");
-        goto out;
-      }
-      s.batch = nb;
-      s.cap_batch = cap;
+    if (!cli_grow((void **)&s.batch, &s.cap_batch, s.n_run, sizeof *s.batch, 64)) {
+      fail_msg(&s, "out of memory");
+      goto out;
     }
     int64_t db = decode(&s);
     if (db < 0) goto out;
@@ -482,15 +465,10 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     if (db) {
       st->decode_steps++;
       st->decode_s += (double)(t2 - t1) / 1e9;
-      if (s.n_decode_ms == s.cap_decode_ms) {
-        size_t cap = s.cap_decode_ms ? 2 * s.cap_decode_ms : 1024;
-        double *n = realloc(s.decode_ms, cap * sizeof *n);
-        if (!n) {
-          fail_msg(&s, "out of memory");
-          goto out;
-        }
-        s.decode_ms = n;
-        s.cap_decode_ms = cap;
+      if (!cli_grow((void **)&s.decode_ms, &s.cap_decode_ms, s.n_decode_ms + 1,
+                    sizeof *s.decode_ms, 1024)) {
+        fail_msg(&s, "out of memory");
+        goto out;
       }
       s.decode_ms[s.n_decode_ms++] = (double)(t2 - t1) / 1e6;
     }
@@ -515,15 +493,9 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     st->cow_copies = ps.cow_copies;
     st->evictions = ps.evictions;
     if (cfg->record_steps) {
-      if (n_steps == cap_steps) {
-        size_t cap = cap_steps ? 2 * cap_steps : 1024;
-        sched_step *n = realloc(steps, cap * sizeof *n);
-        if (!n) {
-          fail_msg(&s, "out of memory");
-          goto out;
-        }
-        steps = n;
-        cap_steps = cap;
+      if (!cli_grow((void **)&steps, &cap_steps, n_steps + 1, sizeof *steps, 1024)) {
+        fail_msg(&s, "out of memory");
+        goto out;
       }
       steps[n_steps++] = (sched_step){
           .t_s = (double)(t2 - t_start) / 1e9, .dt_ms = (double)(t2 - t0) / 1e6,
