@@ -200,9 +200,9 @@ static void on_step(void *user, const sched_stats *st) {
   progress_ctx *p = user;
   char tail[128];
   double secs = (double)(cli_now_ns() - p->t0) / 1e9;
-  snprintf(tail, sizeof tail, "%.0f tok/s, peak mem %.0f%%, %llu preempted",
+  snprintf(tail, sizeof tail, "%.0f tok/s, mem %.0f%%, %llu preempted",
            secs > 0 ? (double)(st->prefill_tokens + st->decode_tokens) / secs : 0.0,
-           st->num_blocks ? 100.0 * st->peak_blocks_used / st->num_blocks : 0.0,
+           st->num_blocks ? 100.0 * st->blocks_used_now / st->num_blocks : 0.0,
            (unsigned long long)st->preemptions);
   cli_progress_update(&p->bar, st->requests_done + st->requests_rejected, tail);
 }

@@ -480,6 +480,7 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     }
     rc = -1;
     if (ps.blocks_used > st->peak_blocks_used) st->peak_blocks_used = ps.blocks_used;
+    st->blocks_used_now = ps.blocks_used;
     if (running_now > st->peak_running) st->peak_running = running_now;
     sum_used += ps.blocks_used;
     if (ps.slots_reserved) {
