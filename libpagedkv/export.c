@@ -42,7 +42,7 @@ int pkv_block_table(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = cache->seqs[(seqs[i] & 0xffffffffu) - 1];
     int32_t *row = table + (size_t)i * max_blocks;
-    memcpy(row, s->blocks, s->n_blocks * sizeof *row);
+    if (s->n_blocks) memcpy(row, s->blocks, s->n_blocks * sizeof *row);
     for (uint32_t j = s->n_blocks; j < max_blocks; j++) row[j] = -1;
     if (lens) lens[i] = (int32_t)s->n_tokens;
   }
