@@ -143,7 +143,7 @@ asan:
 tsan:
 	$(MAKE) MODE=tsan lib $(patsubst build/release/%,build/tsan/%,$(filter %check_concurrency,$(TEST_BIN)))
 	@if ls build/tsan/tests/check_concurrency >/dev/null 2>&1; then \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests.sh build/tsan/tests check_concurrency; \
+	  CK_FORK=no TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests.sh build/tsan/tests check_concurrency; \
 	else echo "tsan: no concurrency tests yet"; fi
 
 bench: lib $(BENCH_BIN)
