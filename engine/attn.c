@@ -1,0 +1,287 @@
+/*
+ * attn.c — dividing attention work among the engine's threads.
+ *
+ * This layer knows shapes, threads and page-table views, but not the
+ * manager: engine.c validates and writes K/V, then calls here.
+ *
+ * Decode.  A work item is (sequence, KV head, context range).  All G query
+ * heads that share the KV head go into one item, so each K/V byte is read
+ * once per step.  With enough (sequence, head) pairs to keep every thread
+ * busy, an item covers the whole context and writes its output directly.
+ * Otherwise (few sequences, long contexts) the context is split ("split-K")
+ * into parts of at least MIN_SPLIT tokens; each part leaves its online
+ * softmax state (M, S, unnormalised O) in a partial slot and the caller's
+ * thread merges them with the log-sum-exp rule
+ *     M = max_p M_p,  S = sum_p S_p 2^(M_p - M),  O = sum_p O_p 2^(M_p - M),
+ *     out = O / S.
+ *
+ * Prefill.  A work item is (KV head, query tile of rows_max / G tokens).
+ * Tiles near the end of the chunk see more keys, so items are handed out
+ * last tile first to balance the causal triangle.
+ *
+ * Items are claimed from an atomic counter; per-thread scratch is allocated
+ * once at init and padded to cache lines, so threads never share a line.
+ */
+#include "engine_internal.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define MIN_SPLIT 512      /* tokens: smaller parts cost more to merge than they save */
+#define ITEMS_PER_THREAD 4 /* enough items to even out unequal sequences */
+
+typedef struct decode_item {
+  uint32_t seq, head, t0, t1;
+  int32_t part; /* partial slot, or -1: write the output directly */
+} decode_item;
+
+static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
+int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
+                   uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
+                   float scale) {
+  memset(a, 0, sizeof *a);
+  a->kern = kern;
+  a->n_q_heads = n_q_heads;
+  a->n_kv_heads = n_kv_heads;
+  a->head_dim = head_dim;
+  a->G = n_q_heads / n_kv_heads;
+  a->scale = scale;
+  uint32_t tok = a->G >= PKV__PREFILL_ROWS ? 1 : PKV__PREFILL_ROWS / a->G;
+  a->rows_max = tok * a->G;
+  size_t dec = pkv__decode_scratch_floats(a->G) + (size_t)a->G * head_dim * 2 + round_up(2 * a->G, 16);
+  size_t pre = pkv__prefill_scratch_floats(head_dim, a->rows_max);
+  a->thread_floats = round_up(dec > pre ? dec : pre, 16); /* 64-byte lines */
+  int rc = pkv__pool_create(n_threads, &a->pool);
+  if (rc) return rc;
+  a->scratch_bytes = a->thread_floats * sizeof(float) * pkv__pool_size(a->pool);
+  a->scratch = pkv__arena_alloc(a->scratch_bytes);
+  if (!a->scratch) {
+    pkv__pool_destroy(a->pool);
+    a->pool = NULL;
+    return pkv__err(PKV_ENOMEM, "engine: cannot allocate %zu bytes of scratch", a->scratch_bytes);
+  }
+  return 0;
+}
+
+void pkv__attn_fini(pkv__attn *a) {
+  pkv__pool_destroy(a->pool);
+  if (a->scratch) pkv__arena_free(a->scratch, a->scratch_bytes);
+  pkv__free(a->work);
+  pkv__free(a->partials);
+  memset(a, 0, sizeof *a);
+}
+
+static int grow(void **p, size_t *cap, size_t need) {
+  if (need <= *cap) return 0;
+  size_t n = *cap ? *cap : 4096;
+  while (n < need) n *= 2;
+  void *q = pkv__realloc(*p, n);
+  if (!q) return pkv__err(PKV_ENOMEM, "engine: cannot grow work buffers to %zu bytes", n);
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+typedef struct decode_job {
+  pkv__attn *a;
+  const pkv__decode_seq *seqs;
+  const decode_item *items;
+  uint32_t n_items;
+  atomic_uint next;
+} decode_job;
+
+static size_t partial_floats(const pkv__attn *a) {
+  return (size_t)a->G * (a->head_dim + 2); /* M[G], S[G], O[G][D] */
+}
+
+static void decode_task(void *ctx, uint32_t thread) {
+  decode_job *job = ctx;
+  pkv__attn *a = job->a;
+  const uint32_t G = a->G, D = a->head_dim;
+  float *base = a->scratch + (size_t)thread * a->thread_floats;
+  float *kscratch = base;
+  float *qs = kscratch + pkv__decode_scratch_floats(G); /* [G][D] */
+  float *acc = qs + (size_t)G * D;                      /* [G][D] */
+  float *M = acc + (size_t)G * D, *S = M + G;
+  const float qscale = a->scale * PKV__LOG2E;
+  for (;;) {
+    uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+    if (i >= job->n_items) return;
+    const decode_item *it = &job->items[i];
+    const pkv__decode_seq *sq = &job->seqs[it->seq];
+    const float *q = sq->q + (size_t)it->head * G * D;
+    for (size_t x = 0; x < (size_t)G * D; x++) qs[x] = q[x] * qscale;
+    for (uint32_t g = 0; g < G; g++) {
+      M[g] = -INFINITY;
+      S[g] = 0.0f;
+    }
+    memset(acc, 0, (size_t)G * D * sizeof *acc);
+    a->kern->decode(&sq->kv, it->head, it->t0, it->t1, qs, G, M, S, acc, kscratch);
+    if (it->part < 0) {
+      float *out = sq->out + (size_t)it->head * G * D;
+      for (uint32_t g = 0; g < G; g++) {
+        float inv = 1.0f / S[g];
+        for (uint32_t d = 0; d < D; d++) out[(size_t)g * D + d] = acc[(size_t)g * D + d] * inv;
+      }
+    } else {
+      float *p = a->partials + (size_t)it->part * partial_floats(a);
+      memcpy(p, M, G * sizeof *p);
+      memcpy(p + G, S, G * sizeof *p);
+      memcpy(p + 2 * G, acc, (size_t)G * D * sizeof *p);
+    }
+  }
+}
+
+/* Merges parts [first, first+n) of one (sequence, head) into out[G][D]. */
+static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *out) {
+  const uint32_t G = a->G, D = a->head_dim;
+  const size_t pf = partial_floats(a);
+  for (uint32_t g = 0; g < G; g++) {
+    float m = -INFINITY;
+    for (uint32_t p = 0; p < n; p++) {
+      float mp = a->partials[(first + p) * pf + g];
+      m = mp > m ? mp : m;
+    }
+    float s = 0.0f;
+    float *o = out + (size_t)g * D;
+    for (uint32_t d = 0; d < D; d++) o[d] = 0.0f;
+    for (uint32_t p = 0; p < n; p++) {
+      const float *part = a->partials + (first + p) * pf;
+      float w = exp2f(part[g] - m);
+      s += part[G + g] * w;
+      const float *op = part + 2 * G + (size_t)g * D;
+      for (uint32_t d = 0; d < D; d++) o[d] += op[d] * w;
+    }
+    float inv = 1.0f / s;
+    for (uint32_t d = 0; d < D; d++) o[d] *= inv;
+  }
+}
+
+int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
+  const uint32_t T = pkv__pool_size(a->pool), H = a->n_kv_heads;
+  uint64_t total = 0;
+  for (uint32_t s = 0; s < n_seqs; s++) total += seqs[s].n_tokens;
+  total *= H;
+  /* split only when (sequence, head) pairs are too few to feed the threads */
+  uint64_t chunk = UINT32_MAX;
+  if (T > 1 && (uint64_t)n_seqs * H < (uint64_t)T * ITEMS_PER_THREAD) {
+    chunk = (total + (uint64_t)T * ITEMS_PER_THREAD - 1) / ((uint64_t)T * ITEMS_PER_THREAD);
+    if (chunk < MIN_SPLIT) chunk = MIN_SPLIT;
+  }
+  size_t n_items = 0, n_parts = 0;
+  for (uint32_t s = 0; s < n_seqs; s++) {
+    uint64_t parts = (seqs[s].n_tokens + chunk - 1) / chunk;
+    if (parts == 0) parts = 1;
+    n_items += parts * H;
+    if (parts > 1) n_parts += parts * H;
+  }
+  int rc = grow(&a->work, &a->work_cap, n_items * sizeof(decode_item));
+  if (!rc) {
+    size_t cap = a->partials_cap * sizeof(float);
+    rc = grow((void **)&a->partials, &cap, n_parts * partial_floats(a) * sizeof(float));
+    a->partials_cap = cap / sizeof(float);
+  }
+  if (rc) return rc;
+  decode_item *items = a->work;
+  size_t k = 0;
+  uint32_t part = 0;
+  for (uint32_t s = 0; s < n_seqs; s++) {
+    uint32_t len = seqs[s].n_tokens;
+    uint32_t parts = (uint32_t)((len + chunk - 1) / chunk);
+    if (parts <= 1) {
+      for (uint32_t h = 0; h < H; h++) items[k++] = (decode_item){s, h, 0, len, -1};
+      continue;
+    }
+    uint32_t step = (len + parts - 1) / parts;
+    for (uint32_t h = 0; h < H; h++)
+      for (uint32_t p = 0; p < parts; p++) {
+        uint32_t t0 = p * step, t1 = t0 + step < len ? t0 + step : len;
+        items[k++] = (decode_item){s, h, t0, t1, (int32_t)part++};
+      }
+  }
+  a->n_items = (uint32_t)k;
+  a->n_split = part;
+  return 0;
+}
+
+void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {
+  decode_item *items = a->work;
+  const size_t k = a->n_items;
+  decode_job job = {.a = a, .seqs = seqs, .items = items, .n_items = a->n_items};
+  atomic_init(&job.next, 0);
+  pkv__pool_run(a->pool, decode_task, &job);
+  if (a->n_split == 0) return;
+  /* merge split parts in item order: each (seq, head) owns a run of parts */
+  for (size_t i = 0; i < k;) {
+    if (items[i].part < 0) {
+      i++;
+      continue;
+    }
+    size_t j = i;
+    while (j < k && items[j].seq == items[i].seq && items[j].head == items[i].head) j++;
+    const pkv__decode_seq *sq = &seqs[items[i].seq];
+    merge_parts(a, (uint32_t)items[i].part, (uint32_t)(j - i),
+                sq->out + (size_t)items[i].head * a->G * a->head_dim);
+    i = j;
+  }
+}
+
+int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
+  int rc = pkv__attn_decode_plan(a, seqs, n_seqs);
+  if (rc) return rc;
+  pkv__attn_decode_run(a, seqs);
+  return 0;
+}
+
+/* --------------------------------------------------------------- prefill */
+
+typedef struct prefill_job {
+  pkv__attn *a;
+  const pkv__kv_view *kv;
+  uint32_t pos0, n, tile_tok, n_tiles;
+  const float *q;
+  float *out;
+  atomic_uint next;
+} prefill_job;
+
+static void prefill_task(void *ctx, uint32_t thread) {
+  prefill_job *job = ctx;
+  pkv__attn *a = job->a;
+  const uint32_t H = a->n_kv_heads, G = a->G, D = a->head_dim;
+  const size_t row = (size_t)a->n_q_heads * D;
+  float *scratch = a->scratch + (size_t)thread * a->thread_floats;
+  const uint32_t n_items = H * job->n_tiles;
+  for (;;) {
+    uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+    if (i >= n_items) return;
+    uint32_t tile = job->n_tiles - 1 - i / H, h = i % H;
+    uint32_t tok0 = tile * job->tile_tok;
+    uint32_t ntok = job->n - tok0 < job->tile_tok ? job->n - tok0 : job->tile_tok;
+    pkv__prefill_tile t = {
+        .q = job->q + (size_t)tok0 * row + (size_t)h * G * D,
+        .out = job->out + (size_t)tok0 * row + (size_t)h * G * D,
+        .row_stride = row,
+        .pos = job->pos0 + tok0,
+        .n_tok = ntok,
+        .G = G,
+        .kv_head = h,
+        .scale = a->scale,
+    };
+    a->kern->prefill(job->kv, &t, a->rows_max, scratch);
+  }
+}
+
+int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,
+                      uint32_t n, const float *q, float *out) {
+  prefill_job job = {.a = a, .kv = kv, .pos0 = pos0, .n = n, .q = q, .out = out};
+  job.tile_tok = a->rows_max / a->G;
+  job.n_tiles = (n + job.tile_tok - 1) / job.tile_tok;
+  atomic_init(&job.next, 0);
+  pkv__pool_run(a->pool, prefill_task, &job);
+  return 0;
+}

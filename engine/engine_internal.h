@@ -1,0 +1,170 @@
+/*
+ * engine/engine_internal.h — engine-internal interface (prefix pkv__).
+ *
+ * The kernels see a sequence only as a pkv__kv_view: the base of one layer's
+ * K and V regions, the strides of pkv_kv_layout, and the sequence's block
+ * list.  They never call the manager; engine.c builds the views from
+ * pkv__seq_view_get, and tests/benchmarks build them over their own buffers
+ * (a one-block view over a contiguous buffer is the "contiguous" layout).
+ */
+#ifndef PKV_ENGINE_INTERNAL_H
+#define PKV_ENGINE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pagedkv/pagedkv.h"
+
+/* Key tile of the prefill kernel (tokens) and token tile of decode. */
+#define PKV__PREFILL_BC 64
+#define PKV__DECODE_CH 64
+/* Query rows (token x grouped head) one prefill work item aims for. */
+#define PKV__PREFILL_ROWS 64
+/* log2(e): kernels work in base 2 (scores pre-multiplied by scale*log2e). */
+#define PKV__LOG2E 1.4426950408889634f
+
+typedef struct pkv__kv_view {
+  const uint8_t *k, *v;  /* base of the layer's K and V regions */
+  const int32_t *blocks; /* block of token t = blocks[t / block_size] */
+  size_t block_stride;   /* bytes, as pkv_kv_layout */
+  size_t head_stride;
+  uint32_t block_size;
+  uint32_t head_dim;
+  pkv_dtype dtype;
+} pkv__kv_view;
+
+/* One query tile of prefill: n_tok query tokens at positions pos .. pos +
+ * n_tok - 1, each with G query heads (the heads sharing kv_head), attending
+ * causally (token at position p sees keys [0, p]). */
+typedef struct pkv__prefill_tile {
+  const float *q;      /* &q[token 0][first head][0] */
+  float *out;          /* same layout as q */
+  size_t row_stride;   /* floats between consecutive tokens of q and out */
+  uint32_t pos;
+  uint32_t n_tok;
+  uint32_t G;
+  uint32_t kv_head;
+  float scale;
+} pkv__prefill_tile;
+
+typedef struct pkv__kernels {
+  const char *name;
+  /* Online-softmax attention of G queries q[G][head_dim] (already multiplied
+   * by scale*log2e) over tokens [t0, t1) of kv_head.  Updates, per query
+   * head g: M[g] the running maximum score (base 2; -INFINITY initially),
+   * S[g] the running sum of 2^(score - M[g]) (0 initially) and acc[g][:] the
+   * running sum of 2^(score - M[g]) * v (0 initially).  scratch: at least
+   * pkv__decode_scratch_floats(G) floats. */
+  void (*decode)(const pkv__kv_view *kv, uint32_t kv_head, uint32_t t0,
+                 uint32_t t1, const float *q, uint32_t G, float *M, float *S,
+                 float *acc, float *scratch);
+  /* Causal attention of one query tile (see pkv__prefill_tile); writes the
+   * normalised output.  tile->n_tok * tile->G <= rows_max; scratch: at least
+   * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
+  void (*prefill)(const pkv__kv_view *kv, const pkv__prefill_tile *tile,
+                  uint32_t rows_max, float *scratch);
+} pkv__kernels;
+
+extern const pkv__kernels pkv__kernels_avx512;
+extern const pkv__kernels pkv__kernels_avx2;
+extern const pkv__kernels pkv__kernels_scalar;
+
+size_t pkv__decode_scratch_floats(uint32_t G);
+size_t pkv__prefill_scratch_floats(uint32_t head_dim, uint32_t rows_max);
+
+/* Chooses a back end: name ("avx512", "avx2", "scalar") or NULL for the
+ * PKV_BACKEND environment variable, else the best the CPU supports.  NULL
+ * (with pkv_last_error set) if the name is unknown or the CPU lacks it. */
+const pkv__kernels *pkv__kernels_select(const char *name);
+/* Whether name is one of the back ends (NULL: no). */
+int pkv__backend_known(const char *name);
+/* Whether this CPU can run the named back end. */
+int pkv__backend_supported(const char *name);
+
+/* ------------------------------------------------------------ conversion */
+
+/* Round-to-nearest-even conversions used when K/V are written. */
+uint16_t pkv__f32_to_f16(float f);
+uint16_t pkv__f32_to_bf16(float f);
+float pkv__f16_to_f32_scalar(uint16_t h);
+float pkv__bf16_to_f32_scalar(uint16_t h);
+/* Writes n floats into dst as dtype. */
+void pkv__store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype);
+/* Reads n values of dtype at src as floats. */
+void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype);
+
+/* ------------------------------------------------------------ reference */
+
+/* Plain reference, double accumulation: attention of one query q[head_dim]
+ * over keys/values [0, n_keys) stored as contiguous f32 rows k[t][head_dim]
+ * (row stride ld floats), softmax scale `scale`.  out[head_dim]. */
+void pkv__attn_row_ref(const float *q, const float *k, const float *v,
+                       size_t ld, uint32_t n_keys, uint32_t head_dim,
+                       float scale, float *out);
+/* The same over a paged view: tokens [0, n_keys) of kv_head. */
+void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head,
+                             const float *q, uint32_t n_keys, float scale,
+                             float *out);
+
+/* ------------------------------------------------------------ threads */
+
+typedef struct pkv__pool pkv__pool;
+typedef void (*pkv__task_fn)(void *ctx, uint32_t thread);
+/* n_threads >= 1; the caller's thread is worker 0, n_threads-1 are spawned. */
+int pkv__pool_create(uint32_t n_threads, pkv__pool **out);
+void pkv__pool_destroy(pkv__pool *pool);
+uint32_t pkv__pool_size(const pkv__pool *pool);
+/* Runs fn(ctx, t) on every worker t in [0, n_threads) and returns when all
+ * have finished.  Work division is fn's business (typically an atomic
+ * counter in ctx). */
+void pkv__pool_run(pkv__pool *pool, pkv__task_fn fn, void *ctx);
+
+/* ------------------------------------------------------------ drivers */
+
+/* The engine's compute state, independent of the manager: kernels, pool,
+ * shape, and per-thread scratch.  attn.c; engine.c wraps it. */
+typedef struct pkv__attn {
+  const pkv__kernels *kern;
+  pkv__pool *pool;
+  uint32_t n_q_heads, n_kv_heads, head_dim, G;
+  float scale;
+  uint32_t rows_max;      /* query rows of one prefill tile */
+  size_t thread_floats;   /* per-thread scratch, cache-line multiple */
+  float *scratch;         /* n_threads * thread_floats */
+  size_t scratch_bytes;
+  /* split-K partials and the work list grow to the largest batch seen, so
+   * a steady stream of same-sized steps allocates nothing */
+  void *work;
+  size_t work_cap;        /* bytes */
+  float *partials;
+  size_t partials_cap;    /* floats */
+  uint32_t n_items, n_split; /* the plan of the last pkv__attn_decode_plan */
+} pkv__attn;
+
+/* One sequence of a decode batch: its view, tokens to attend [0, n_tokens),
+ * and its query/output rows [n_q_heads][head_dim]. */
+typedef struct pkv__decode_seq {
+  pkv__kv_view kv;
+  uint32_t n_tokens;
+  const float *q;
+  float *out;
+} pkv__decode_seq;
+
+int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
+                   uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
+                   float scale);
+void pkv__attn_fini(pkv__attn *a);
+/* Attention only (K/V already in place) = plan + run.  PKV_ENOMEM if
+ * growing the work list fails (nothing computed). */
+int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
+/* The two halves, so that the engine can fail before writing K/V: plan
+ * divides the work (may allocate: the only step that can fail), run
+ * computes the planned batch (seqs as given to plan) and cannot fail. */
+int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
+void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs);
+/* Causal attention of n query tokens at positions [pos0, pos0+n):
+ * q, out [n][n_q_heads][head_dim]. */
+int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,
+                      uint32_t n, const float *q, float *out);
+
+#endif /* PKV_ENGINE_INTERNAL_H */

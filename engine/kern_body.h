@@ -1,0 +1,456 @@
+/*
+ * kern_body.h — the attention kernels, written once on the SIMD vocabulary.
+ *
+ * Included by kern_avx512.c, kern_avx2.c and kern_scalar.c after each has
+ * chosen its PKV_SIMD_* macro; every function here is static, so each back
+ * end gets its own copy compiled with its own ISA flags, exported through
+ * one const pkv__kernels table (KERN_TABLE_NAME).
+ *
+ * Storage: one (block, kv head) of a layer is a contiguous tile of
+ * block_size rows of head_dim elements (f32, f16 or bf16).  All arithmetic is
+ * f32.  Scores are kept in base 2: q is pre-multiplied by scale*log2(e), so
+ * softmax weights are 2^(s - M) (PKV_F32_EXP2).
+ *
+ * Online softmax state, per query row:
+ *   M  the largest score seen so far (the running maximum)
+ *   S  sum over seen keys of 2^(s - M)
+ *   O  sum over seen keys of 2^(s - M) * v      (unnormalised output)
+ * A new tile with maximum m' rescales (S, O) by alpha = 2^(M - max(M, m')),
+ * then adds its own terms.  The final output is O / S.  Because every row
+ * sees at least key 0 first, M is finite after the first tile.
+ *
+ * Decode (one query token, G grouped heads): per tile of up to
+ * PKV__DECODE_CH tokens (spanning blocks as needed), the K rows are streamed once with
+ * all G heads' dot products taken from each loaded vector, then the V rows
+ * once with a register block of (<= DEC_HG heads) x (DEC_NV vectors of
+ * head_dim) accumulators.
+ *
+ * Prefill (a tile of query rows = tokens x grouped heads): Q is packed
+ * transposed (Qt[d][row], pre-scaled) once per tile.  For each key tile of
+ * PKV__PREFILL_BC tokens: S^T[key][row] = K · Qt by a microkernel of
+ * QK_NJ keys x QK_NV row-vectors (broadcast K scalar, FMA over rows); the
+ * causal mask only on tiles that cross the diagonal; the softmax update is
+ * vectorised over rows; then O[row][:] += P · V by a microkernel of PV_NR
+ * rows x PV_NV head_dim vectors (broadcast P, FMA over head_dim).  K/V rows
+ * are used in place when f32 and inside one block, else converted into a
+ * packed tile first.  n x n is never materialised.
+ */
+#ifndef KERN_TABLE_NAME
+#error "define KERN_TABLE_NAME before including kern_body.h"
+#endif
+
+#include "engine_internal.h"
+#include "simd.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#define AI static inline __attribute__((always_inline))
+#define MIN_U32(a, b) ((a) < (b) ? (a) : (b))
+
+/* Register blocking per back end. */
+#if PKV_NREG >= 32
+#define DEC_HG 4
+#define DEC_NV 4
+#define QK_NJ 6
+#define QK_NV 4
+#define PV_NR 6
+#define PV_NV 4
+#elif PKV_VL > 1
+#define DEC_HG 4
+#define DEC_NV 2
+#define QK_NJ 4
+#define QK_NV 3
+#define PV_NR 4
+#define PV_NV 3
+#else
+#define DEC_HG 4
+#define DEC_NV 4
+#define QK_NJ 4
+#define QK_NV 4
+#define PV_NR 4
+#define PV_NV 4
+#endif
+
+AI pkv_vf kv_load(const void *base, size_t idx, const int dt) {
+  if (dt == PKV_DTYPE_F32) return PKV_F32_LOAD((const float *)base + idx);
+  if (dt == PKV_DTYPE_F16) return PKV_F16_LOAD((const uint16_t *)base + idx);
+  return PKV_BF16_LOAD((const uint16_t *)base + idx);
+}
+
+AI size_t dt_size(const int dt) { return dt == PKV_DTYPE_F32 ? 4 : 2; }
+
+/* ================================================================ decode */
+
+/* Byte offsets (from the layer base) of the rows of tokens [t, t+n) of
+ * head h: a tile may span several blocks. */
+AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
+                    size_t *off, const int dt) {
+  const uint32_t bs = kv->block_size;
+  const size_t row = (size_t)kv->head_dim * dt_size(dt), hoff = (size_t)h * kv->head_stride;
+  uint32_t b = t / bs, s = t % bs;
+  size_t base = (size_t)kv->blocks[b] * kv->block_stride + hoff;
+  for (uint32_t j = 0; j < n; j++) {
+    off[j] = base + (size_t)s * row;
+    if (++s == bs) {
+      s = 0;
+      if (j + 1 < n) base = (size_t)kv->blocks[++b] * kv->block_stride + hoff;
+    }
+  }
+}
+
+/* sc[g][j] = q_g . k_j for j < n, HG heads.  While K row j is consumed,
+ * V row j of this tile and K row j of the next tile (pre_k, n_pre rows)
+ * are prefetched: a tile's K/V is requested about one tile ahead, which is
+ * what keeps enough misses in flight to reach DRAM bandwidth from one
+ * core. */
+AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
+               uint32_t n, const size_t *pre, uint32_t n_pre, uint32_t D,
+               const float *q, float *sc, const int prefetch, const uint32_t HG,
+               const int dt) {
+  const size_t row_bytes = (size_t)D * dt_size(dt);
+  for (uint32_t j = 0; j < n; j++) {
+    const void *row = kbase + off[j];
+    if (prefetch) {
+      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j] + o);
+      if (j < n_pre)
+        for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(kbase + pre[j] + o);
+    }
+    pkv_vf a[DEC_HG];
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++) a[g] = PKV_F32_ZERO();
+    for (uint32_t d = 0; d < D; d += PKV_VL) {
+      pkv_vf kv = kv_load(row, d, dt);
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < HG; g++)
+        a[g] = PKV_F32_FMA(kv, PKV_F32_LOAD(q + (size_t)g * D + d), a[g]);
+    }
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++)
+      sc[(size_t)g * (PKV__DECODE_CH + PKV_VL) + j] = PKV_F32_REDUCE(a[g]);
+  }
+}
+
+/* acc[g][d0 .. d0+NV*VL) = alpha[g]*acc + sum_j p[g][j] * v_j, HG heads. */
+AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
+               uint32_t d0, const float *p, const float *alpha, float *acc,
+               const uint32_t HG, const uint32_t NV, const int dt) {
+  pkv_vf o[DEC_HG][DEC_NV];
+#pragma GCC unroll 8
+  for (uint32_t g = 0; g < HG; g++) {
+    pkv_vf al = PKV_F32_BROADCAST(alpha[g]);
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * D + d0 + v * PKV_VL));
+  }
+  for (uint32_t j = 0; j < n; j++) {
+    const void *row = vbase + off[j];
+    pkv_vf vv[DEC_NV];
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) vv[v] = kv_load(row, d0 + v * PKV_VL, dt);
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++) {
+      pkv_vf pg = PKV_F32_BROADCAST(p[(size_t)g * (PKV__DECODE_CH + PKV_VL) + j]);
+#pragma GCC unroll 8
+      for (uint32_t v = 0; v < NV; v++) o[g][v] = PKV_F32_FMA(pg, vv[v], o[g][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (uint32_t g = 0; g < HG; g++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      PKV_F32_STORE(acc + (size_t)g * D + d0 + v * PKV_VL, o[g][v]);
+}
+
+AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
+                     const float *p, const float *alpha, float *acc, const uint32_t HG,
+                     const int dt) {
+  uint32_t d0 = 0;
+  for (; d0 + DEC_NV * PKV_VL <= D; d0 += DEC_NV * PKV_VL)
+    dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, DEC_NV, dt);
+  for (; d0 < D; d0 += PKV_VL) dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, 1, dt);
+}
+
+AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
+                    uint32_t t1, const float *q, uint32_t G, float *M,
+                    float *S, float *acc, float *scratch, const int dt) {
+  const uint32_t D = kv->head_dim;
+  const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
+  float *sc = scratch;                       /* [G][ld] scores, then p */
+  float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
+  size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
+  size_t *cur = off, *nxt = off + PKV__DECODE_CH;
+  uint32_t n = MIN_U32(t1 - t0, PKV__DECODE_CH);
+  if (t0 < t1) dec_offsets(kv, h, t0, n, cur, dt);
+  for (uint32_t t = t0; t < t1; t += n) {
+    n = MIN_U32(t1 - t, PKV__DECODE_CH);
+    uint32_t tn = t + n, nn = tn < t1 ? MIN_U32(t1 - tn, PKV__DECODE_CH) : 0;
+    if (nn) dec_offsets(kv, h, tn, nn, nxt, dt);
+    /* scores of all heads; K read once per DEC_HG heads (prefetching in
+     * the first group only) */
+    uint32_t g = 0;
+    for (; g + DEC_HG <= G; g += DEC_HG)
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, DEC_HG, dt);
+    for (; g + 2 <= G; g += 2)
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 2, dt);
+    for (; g < G; g++)
+      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 1, dt);
+    /* online softmax update per head */
+    for (g = 0; g < G; g++) {
+      float *s = sc + g * ld;
+      pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
+      uint32_t j = 0;
+      for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
+      float mx = PKV_F32_REDUCE_MAX(vmx);
+      for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+      float m_new = M[g] > mx ? M[g] : mx;
+      alpha[g] = exp2f(M[g] - m_new);
+      pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
+      for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
+        pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
+        PKV_F32_STORE(s + j, e);
+        vsum = PKV_F32_ADD(vsum, e);
+      }
+      float sum = PKV_F32_REDUCE(vsum);
+      for (; j < n; j++) {
+        s[j] = exp2f(s[j] - m_new);
+        sum += s[j];
+      }
+      S[g] = S[g] * alpha[g] + sum;
+      M[g] = m_new;
+    }
+    /* V read once per DEC_HG heads */
+    for (g = 0; g + DEC_HG <= G; g += DEC_HG)
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, DEC_HG, dt);
+    for (; g + 2 <= G; g += 2)
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 2, dt);
+    for (; g < G; g++)
+      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 1, dt);
+    size_t *sw = cur;
+    cur = nxt;
+    nxt = sw;
+  }
+}
+
+static void kern_decode(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
+                        uint32_t t1, const float *q, uint32_t G, float *M,
+                        float *S, float *acc, float *scratch) {
+  switch (kv->dtype) {
+  case PKV_DTYPE_F32: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32); break;
+  case PKV_DTYPE_F16: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16); break;
+  case PKV_DTYPE_BF16: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16); break;
+  }
+}
+
+/* =============================================================== prefill */
+
+/* St[j][r0 .. r0+NV*VL) = sum_d K[j][d] * Qt[d][r], for NJ keys from j0.
+ * K rows: kr[j] (f32, head_dim). */
+AI void pf_qk(const float *const *kr, uint32_t j0, const float *Qt, size_t ldq,
+              uint32_t D, uint32_t r0, float *St, size_t lds, const uint32_t NJ,
+              const uint32_t NV) {
+  pkv_vf a[QK_NJ][QK_NV];
+#pragma GCC unroll 8
+  for (uint32_t j = 0; j < NJ; j++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) a[j][v] = PKV_F32_ZERO();
+  const float *kj[QK_NJ];
+#pragma GCC unroll 8
+  for (uint32_t j = 0; j < NJ; j++) kj[j] = kr[j0 + j];
+  for (uint32_t d = 0; d < D; d++) {
+    const float *qd = Qt + (size_t)d * ldq + r0;
+    pkv_vf qv[QK_NV];
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) qv[v] = PKV_F32_LOAD(qd + v * PKV_VL);
+#pragma GCC unroll 8
+    for (uint32_t j = 0; j < NJ; j++) {
+      pkv_vf kb = PKV_F32_BROADCAST(kj[j][d]);
+#pragma GCC unroll 8
+      for (uint32_t v = 0; v < NV; v++) a[j][v] = PKV_F32_FMA(kb, qv[v], a[j][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (uint32_t j = 0; j < NJ; j++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      PKV_F32_STORE(St + (size_t)(j0 + j) * lds + r0 + v * PKV_VL, a[j][v]);
+}
+
+AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
+                   size_t ldq, uint32_t D, uint32_t rv, float *St, size_t lds,
+                   const uint32_t NJ) {
+  /* rv = row vectors (rows / VL, rounded up) */
+  uint32_t r = 0;
+  for (; r + QK_NV <= rv; r += QK_NV)
+    pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, QK_NV);
+  for (; r < rv; r++) pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, 1);
+}
+
+/* O[r0+i][d0 .. d0+NV*VL) += sum_j P^T[j][r0+i] * V[j][d0 ..], NR rows. */
+AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
+              uint32_t r0, uint32_t d0, float *O, uint32_t D, const uint32_t NR,
+              const uint32_t NV) {
+  pkv_vf o[PV_NR][PV_NV];
+#pragma GCC unroll 8
+  for (uint32_t i = 0; i < NR; i++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      o[i][v] = PKV_F32_LOAD(O + (size_t)(r0 + i) * D + d0 + v * PKV_VL);
+  for (uint32_t j = 0; j < nk; j++) {
+    const float *vj = vr[j] + d0, *pj = Pt + (size_t)j * ldp + r0;
+    pkv_vf vv[PV_NV];
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) vv[v] = PKV_F32_LOAD(vj + v * PKV_VL);
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < NR; i++) {
+      pkv_vf pb = PKV_F32_BROADCAST(pj[i]);
+#pragma GCC unroll 8
+      for (uint32_t v = 0; v < NV; v++) o[i][v] = PKV_F32_FMA(pb, vv[v], o[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (uint32_t i = 0; i < NR; i++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      PKV_F32_STORE(O + (size_t)(r0 + i) * D + d0 + v * PKV_VL, o[i][v]);
+}
+
+AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,
+                   size_t ldp, uint32_t r0, float *O, uint32_t D,
+                   const uint32_t NR) {
+  uint32_t d0 = 0;
+  for (; d0 + PV_NV * PKV_VL <= D; d0 += PV_NV * PKV_VL)
+    pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, NR, PV_NV);
+  for (; d0 < D; d0 += PKV_VL) pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, NR, 1);
+}
+
+/* Pointers to nk f32 rows of K (or V) for tokens [c0, c0+nk) of head h:
+ * straight into the cache when f32, else converted into pack. */
+AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
+                uint32_t c0, uint32_t nk, float *pack, const float **rows,
+                const int dt) {
+  const uint32_t D = kv->head_dim, bs = kv->block_size;
+  for (uint32_t j = 0; j < nk; j++) {
+    uint32_t t = c0 + j;
+    const uint8_t *src = base + (size_t)kv->blocks[t / bs] * kv->block_stride +
+                         (size_t)h * kv->head_stride +
+                         (size_t)(t % bs) * D * dt_size(dt);
+    if (dt == PKV_DTYPE_F32) {
+      rows[j] = (const float *)src;
+    } else {
+      float *dst = pack + (size_t)j * D;
+      for (uint32_t d = 0; d < D; d += PKV_VL) PKV_F32_STORE(dst + d, kv_load(src, d, dt));
+      rows[j] = dst;
+    }
+  }
+}
+
+/* Scratch of the prefill kernel (floats), each piece a multiple of 16. */
+#define PF_RV(rows_max) (((rows_max) + 15u) / 16u * 16u)
+
+AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
+                     uint32_t rows_max, float *scratch, const int dt) {
+  const uint32_t D = kv->head_dim, G = tl->G;
+  const uint32_t R = tl->n_tok * G;           /* query rows, token-major */
+  const size_t ldq = PF_RV(rows_max);         /* row-vector stride */
+  const uint32_t rv = (R + PKV_VL - 1) / PKV_VL;
+  const uint32_t Rp = rv * PKV_VL;            /* rows padded to lanes */
+  float *Qt = scratch;                                  /* [D][ldq] */
+  float *St = Qt + (size_t)D * ldq;                     /* [BC][ldq] */
+  float *O = St + (size_t)PKV__PREFILL_BC * ldq;        /* [ldq][D] */
+  float *Mv = O + ldq * D;                              /* [ldq] */
+  float *Sv = Mv + ldq;                                 /* [ldq] */
+  float *Al = Sv + ldq;                                 /* [ldq] */
+  float *kpack = Al + ldq;                              /* [BC][D] */
+  float *vpack = kpack + (size_t)PKV__PREFILL_BC * D;   /* [BC][D] */
+  const float *krow[PKV__PREFILL_BC], *vrow[PKV__PREFILL_BC];
+  const float qs = tl->scale * PKV__LOG2E;
+
+  for (uint32_t d = 0; d < D; d++)
+    for (uint32_t r = R; r < Rp; r++) Qt[(size_t)d * ldq + r] = 0.0f;
+  for (uint32_t r = 0; r < R; r++) {
+    const float *qr = tl->q + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
+    for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qr[d] * qs;
+  }
+  for (uint32_t r = 0; r < Rp; r++) {
+    Mv[r] = -INFINITY;
+    Sv[r] = 0.0f;
+  }
+  for (size_t i = 0; i < (size_t)Rp * D; i++) O[i] = 0.0f;
+
+  const uint32_t last = tl->pos + tl->n_tok;   /* keys [0, last) are needed */
+  for (uint32_t c0 = 0; c0 < last; c0 += PKV__PREFILL_BC) {
+    const uint32_t nk = MIN_U32(PKV__PREFILL_BC, last - c0);
+    pf_rows(kv, kv->k, tl->kv_head, c0, nk, kpack, krow, dt);
+    pf_rows(kv, kv->v, tl->kv_head, c0, nk, vpack, vrow, dt);
+
+    /* S^T = K Qt */
+    uint32_t j = 0;
+    for (; j + QK_NJ <= nk; j += QK_NJ) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
+    for (; j < nk; j++) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, 1);
+
+    /* causal mask, only where the tile crosses the diagonal: row r (token
+     * position pos + r/G) sees keys <= its position */
+    if (c0 + nk - 1 > tl->pos) {
+      for (uint32_t r = 0; r < Rp; r++) {
+        uint32_t p = tl->pos + (r < R ? r : R - 1) / G;
+        for (uint32_t jj = (p + 1 > c0 ? p + 1 - c0 : 0); jj < nk; jj++)
+          St[(size_t)jj * ldq + r] = -INFINITY;
+      }
+    }
+
+    /* online softmax, vectorised over rows */
+    for (uint32_t r = 0; r < Rp; r += PKV_VL) {
+      pkv_vf mx = PKV_F32_LOAD(St + r);
+      for (uint32_t jj = 1; jj < nk; jj++) mx = PKV_F32_MAX(mx, PKV_F32_LOAD(St + (size_t)jj * ldq + r));
+      pkv_vf m_old = PKV_F32_LOAD(Mv + r);
+      pkv_vf m_new = PKV_F32_MAX(m_old, mx);
+      pkv_vf sum = PKV_F32_ZERO();
+      for (uint32_t jj = 0; jj < nk; jj++) {
+        float *sp = St + (size_t)jj * ldq + r;
+        pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(sp), m_new));
+        PKV_F32_STORE(sp, e);
+        sum = PKV_F32_ADD(sum, e);
+      }
+      pkv_vf al = PKV_F32_EXP2(PKV_F32_SUB(m_old, m_new));
+      PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), al, sum));
+      PKV_F32_STORE(Mv + r, m_new);
+      PKV_F32_STORE(Al + r, al);
+    }
+    /* rescale O by alpha (skipped on the first tile, where O is 0) */
+    if (c0 > 0) {
+      for (uint32_t r = 0; r < R; r++) {
+        pkv_vf al = PKV_F32_BROADCAST(Al[r]);
+        float *orow = O + (size_t)r * D;
+        for (uint32_t d = 0; d < D; d += PKV_VL)
+          PKV_F32_STORE(orow + d, PKV_F32_MUL(al, PKV_F32_LOAD(orow + d)));
+      }
+    }
+    /* O += P V */
+    uint32_t r = 0;
+    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, D, PV_NR);
+    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, D, 1);
+  }
+
+  for (uint32_t r = 0; r < R; r++) {
+    float *dst = tl->out + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
+    pkv_vf inv = PKV_F32_BROADCAST(1.0f / Sv[r]);
+    for (uint32_t d = 0; d < D; d += PKV_VL)
+      PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * D + d)));
+  }
+}
+
+static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
+                         uint32_t rows_max, float *scratch) {
+  switch (kv->dtype) {
+  case PKV_DTYPE_F32: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F32); break;
+  case PKV_DTYPE_F16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F16); break;
+  case PKV_DTYPE_BF16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_BF16); break;
+  }
+}
+
+const pkv__kernels KERN_TABLE_NAME = {
+    .name = PKV_BACKEND_NAME,
+    .decode = kern_decode,
+    .prefill = kern_prefill,
+};

@@ -1,0 +1,151 @@
+/*
+ * ref.c — plain reference kernels and the scalar dtype conversions.
+ *
+ * The references are deliberately naive: one query row at a time, scores
+ * and the softmax in double, no tiling, no online rescaling.  Tests compare
+ * every back end against them with named tolerances.  The conversions round
+ * to nearest even and are what the engine uses to write K/V into the cache,
+ * so a test can predict the stored value exactly.
+ */
+#include "engine_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+uint16_t pkv__f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+float pkv__bf16_to_f32_scalar(uint16_t h) {
+  uint32_t x = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &x, sizeof f);
+  return f;
+}
+
+uint16_t pkv__f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);       /* NaN */
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);      /* rounds to inf */
+  if (ax < 0x38800000u) {                                         /* subnormal or 0 */
+    if (ax < 0x33000000u) return (uint16_t)sign;                  /* < half of min subnormal */
+    uint32_t man = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - (ax >> 23);                           /* 14 .. 24 */
+    uint32_t half = man >> shift, rem = man & ((1u << shift) - 1u), mid = 1u << (shift - 1u);
+    if (rem > mid || (rem == mid && (half & 1u))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t h = ((ax >> 13) - (112u << 10));
+  uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return (uint16_t)(sign | h);
+}
+
+float pkv__f16_to_f32_scalar(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  float f;
+  if (e == 0) {
+    f = ldexpf((float)man, -24);
+    return sign ? -f : f;
+  }
+  uint32_t bits = e == 0x1f ? (sign | 0x7f800000u | (man << 13))
+                            : (sign | ((e + 112u) << 23) | (man << 13));
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void pkv__store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype) {
+  if (dtype == PKV_DTYPE_F32) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+  } else if (dtype == PKV_DTYPE_F16) {
+    uint16_t *d = dst;
+    for (uint32_t i = 0; i < n; i++) d[i] = pkv__f32_to_f16(src[i]);
+  } else {
+    uint16_t *d = dst;
+    for (uint32_t i = 0; i < n; i++) d[i] = pkv__f32_to_bf16(src[i]);
+  }
+}
+
+void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype) {
+  if (dtype == PKV_DTYPE_F32) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+  } else if (dtype == PKV_DTYPE_F16) {
+    const uint16_t *s = src;
+    for (uint32_t i = 0; i < n; i++) dst[i] = pkv__f16_to_f32_scalar(s[i]);
+  } else {
+    const uint16_t *s = src;
+    for (uint32_t i = 0; i < n; i++) dst[i] = pkv__bf16_to_f32_scalar(s[i]);
+  }
+}
+
+/* Shared by both references: keys come from a row accessor. */
+typedef const float *(*row_fn)(const void *ctx, int which, uint32_t t, float *buf);
+
+static void attn_row(const float *q, row_fn row, const void *ctx, uint32_t n_keys,
+                     uint32_t D, float scale, float *out) {
+  double m = -INFINITY, s = 0.0, acc[1024];
+  float buf[1024];
+  /* two passes: the maximum, then the weights */
+  for (uint32_t t = 0; t < n_keys; t++) {
+    const float *k = row(ctx, 0, t, buf);
+    double dot = 0.0;
+    for (uint32_t d = 0; d < D; d++) dot += (double)q[d] * k[d];
+    dot *= scale;
+    if (dot > m) m = dot;
+  }
+  for (uint32_t d = 0; d < D; d++) acc[d] = 0.0;
+  for (uint32_t t = 0; t < n_keys; t++) {
+    const float *k = row(ctx, 0, t, buf);
+    double dot = 0.0;
+    for (uint32_t d = 0; d < D; d++) dot += (double)q[d] * k[d];
+    double w = exp(dot * scale - m);
+    s += w;
+    const float *v = row(ctx, 1, t, buf);
+    for (uint32_t d = 0; d < D; d++) acc[d] += w * v[d];
+  }
+  for (uint32_t d = 0; d < D; d++) out[d] = (float)(acc[d] / s);
+}
+
+typedef struct contig_ctx {
+  const float *k, *v;
+  size_t ld;
+} contig_ctx;
+
+static const float *contig_row(const void *ctx, int which, uint32_t t, float *buf) {
+  const contig_ctx *c = ctx;
+  (void)buf;
+  return (which ? c->v : c->k) + (size_t)t * c->ld;
+}
+
+void pkv__attn_row_ref(const float *q, const float *k, const float *v, size_t ld,
+                       uint32_t n_keys, uint32_t head_dim, float scale, float *out) {
+  contig_ctx c = {k, v, ld};
+  attn_row(q, contig_row, &c, n_keys, head_dim, scale, out);
+}
+
+typedef struct paged_ctx {
+  const pkv__kv_view *kv;
+  uint32_t head;
+} paged_ctx;
+
+static const float *paged_row(const void *ctx, int which, uint32_t t, float *buf) {
+  const paged_ctx *c = ctx;
+  const pkv__kv_view *kv = c->kv;
+  size_t off = (size_t)kv->blocks[t / kv->block_size] * kv->block_stride +
+               (size_t)c->head * kv->head_stride +
+               (size_t)(t % kv->block_size) * kv->head_dim * (kv->dtype == PKV_DTYPE_F32 ? 4u : 2u);
+  pkv__load_row(buf, (which ? kv->v : kv->k) + off, kv->head_dim, kv->dtype);
+  return buf;
+}
+
+void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head, const float *q,
+                             uint32_t n_keys, float scale, float *out) {
+  paged_ctx c = {kv, kv_head};
+  attn_row(q, paged_row, &c, n_keys, kv->head_dim, scale, out);
+}

@@ -1,0 +1,195 @@
+/*
+ * simd.h — the SIMD vocabulary the attention kernels are written in.
+ *
+ * A kernel body (kern_body.h) is written once against these names; each
+ * back-end translation unit defines exactly one of
+ *   PKV_SIMD_AVX512   16 f32 lanes, 32 vector registers (kern_avx512.c)
+ *   PKV_SIMD_AVX2      8 f32 lanes, 16 vector registers (kern_avx2.c)
+ *   PKV_SIMD_SCALAR    1 lane, plain C             (kern_scalar.c)
+ * before including this header, and the Makefile compiles the file with the
+ * matching -m flags.  Nothing here may be used outside those files: the rest
+ * of the library is built for the baseline ISA.
+ *
+ *   pkv_vf                      a vector of PKV_VL floats
+ *   PKV_F32_ZERO()              all lanes 0
+ *   PKV_F32_BROADCAST(x)        all lanes x
+ *   PKV_F32_LOAD(p)/STORE(p,v)  unaligned load/store of PKV_VL floats
+ *   PKV_F16_LOAD(p)             PKV_VL halves (uint16_t*) converted to f32
+ *   PKV_BF16_LOAD(p)            PKV_VL bfloat16 (uint16_t*) converted to f32
+ *   PKV_F32_FMA(a,b,c)          a*b + c
+ *   PKV_F32_MUL/ADD/SUB/MAX(a,b)
+ *   PKV_F32_REDUCE(v)           sum of the lanes (float)
+ *   PKV_F32_REDUCE_MAX(v)       max of the lanes (float)
+ *   PKV_F32_EXP2(v)             2^v per lane; inputs below -126 give 0
+ *   PKV_PREFETCH(p)             read prefetch into all cache levels
+ */
+#ifndef PKV_SIMD_H
+#define PKV_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(PKV_SIMD_AVX512) + defined(PKV_SIMD_AVX2) + defined(PKV_SIMD_SCALAR) != 1
+#error "define exactly one of PKV_SIMD_AVX512, PKV_SIMD_AVX2, PKV_SIMD_SCALAR"
+#endif
+
+#define PKV_PREFETCH(p) __builtin_prefetch((p), 0, 1)
+
+/* 2^f for f in [-0.5, 0.5]: degree-6 polynomial in Horner form (relative
+ * error ~2e-7), shared by the vector back ends. */
+#define PKV__EXP2_POLY(p, f, FMA, SET1)                                       \
+  do {                                                                        \
+    (p) = FMA(SET1(1.5353362e-4f), (f), SET1(1.3398874e-3f));                 \
+    (p) = FMA((p), (f), SET1(9.6181291e-3f));                                 \
+    (p) = FMA((p), (f), SET1(5.5504109e-2f));                                 \
+    (p) = FMA((p), (f), SET1(2.4022651e-1f));                                 \
+    (p) = FMA((p), (f), SET1(6.9314718e-1f));                                 \
+    (p) = FMA((p), (f), SET1(1.0f));                                          \
+  } while (0)
+
+/* ------------------------------------------------------------- AVX-512 */
+#if defined(PKV_SIMD_AVX512)
+#include <immintrin.h>
+
+#define PKV_BACKEND_NAME "avx512"
+#define PKV_VL 16
+#define PKV_NREG 32
+typedef __m512 pkv_vf;
+
+#define PKV_F32_ZERO() _mm512_setzero_ps()
+#define PKV_F32_BROADCAST(x) _mm512_set1_ps(x)
+#define PKV_F32_LOAD(p) _mm512_loadu_ps(p)
+#define PKV_F32_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define PKV_F16_LOAD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define PKV_BF16_LOAD(p)                                                      \
+  _mm512_castsi512_ps(_mm512_slli_epi32(                                      \
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define PKV_F32_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define PKV_F32_MUL(a, b) _mm512_mul_ps((a), (b))
+#define PKV_F32_ADD(a, b) _mm512_add_ps((a), (b))
+#define PKV_F32_SUB(a, b) _mm512_sub_ps((a), (b))
+#define PKV_F32_MAX(a, b) _mm512_max_ps((a), (b))
+#define PKV_F32_REDUCE(v) _mm512_reduce_add_ps(v)
+#define PKV_F32_REDUCE_MAX(v) _mm512_reduce_max_ps(v)
+
+/* 2^x = 2^n * 2^f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-6
+ * minimax-like polynomial (relative error ~2e-7), 2^n added to the exponent
+ * field.  x < -126 would need a subnormal: those lanes are flushed to 0. */
+static inline pkv_vf pkv__exp2_avx512(pkv_vf x) {
+  const __m512 lo = _mm512_set1_ps(-126.0f), hi = _mm512_set1_ps(127.0f);
+  __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_sub_ps(x, n);
+  __m512 p;
+  PKV__EXP2_POLY(p, f, _mm512_fmadd_ps, _mm512_set1_ps);
+  __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
+  __m512 r = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+  return _mm512_maskz_mov_ps((__mmask16)~under, r);
+}
+#define PKV_F32_EXP2(v) pkv__exp2_avx512(v)
+
+/* --------------------------------------------------------------- AVX2 */
+#elif defined(PKV_SIMD_AVX2)
+#include <immintrin.h>
+
+#define PKV_BACKEND_NAME "avx2"
+#define PKV_VL 8
+#define PKV_NREG 16
+typedef __m256 pkv_vf;
+
+#define PKV_F32_ZERO() _mm256_setzero_ps()
+#define PKV_F32_BROADCAST(x) _mm256_set1_ps(x)
+#define PKV_F32_LOAD(p) _mm256_loadu_ps(p)
+#define PKV_F32_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define PKV_F16_LOAD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define PKV_BF16_LOAD(p)                                                      \
+  _mm256_castsi256_ps(_mm256_slli_epi32(                                      \
+      _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define PKV_F32_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define PKV_F32_MUL(a, b) _mm256_mul_ps((a), (b))
+#define PKV_F32_ADD(a, b) _mm256_add_ps((a), (b))
+#define PKV_F32_SUB(a, b) _mm256_sub_ps((a), (b))
+#define PKV_F32_MAX(a, b) _mm256_max_ps((a), (b))
+
+static inline float pkv__reduce_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+static inline float pkv__reduce_max_avx2(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#define PKV_F32_REDUCE(v) pkv__reduce_avx2(v)
+#define PKV_F32_REDUCE_MAX(v) pkv__reduce_max_avx2(v)
+
+static inline pkv_vf pkv__exp2_avx2(pkv_vf x) {
+  const __m256 lo = _mm256_set1_ps(-126.0f), hi = _mm256_set1_ps(127.0f);
+  __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 f = _mm256_sub_ps(x, n);
+  __m256 p;
+  PKV__EXP2_POLY(p, f, _mm256_fmadd_ps, _mm256_set1_ps);
+  __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+  return _mm256_and_ps(r, keep);
+}
+#define PKV_F32_EXP2(v) pkv__exp2_avx2(v)
+
+/* ------------------------------------------------------------- scalar */
+#else
+
+#define PKV_BACKEND_NAME "scalar"
+#define PKV_VL 1
+#define PKV_NREG 16
+typedef float pkv_vf;
+
+static inline float pkv__f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu,
+           man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13); /* inf / nan */
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else { /* subnormal half: normalise */
+    int e = -1;
+    do { e++; man <<= 1; } while (!(man & 0x400u));
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+static inline float pkv__bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+#define PKV_F32_ZERO() 0.0f
+#define PKV_F32_BROADCAST(x) (x)
+#define PKV_F32_LOAD(p) (*(p))
+#define PKV_F32_STORE(p, v) (*(p) = (v))
+#define PKV_F16_LOAD(p) pkv__f16_to_f32(*(const uint16_t *)(p))
+#define PKV_BF16_LOAD(p) pkv__bf16_to_f32(*(const uint16_t *)(p))
+#define PKV_F32_FMA(a, b, c) ((a) * (b) + (c))
+#define PKV_F32_MUL(a, b) ((a) * (b))
+#define PKV_F32_ADD(a, b) ((a) + (b))
+#define PKV_F32_SUB(a, b) ((a) - (b))
+#define PKV_F32_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PKV_F32_REDUCE(v) (v)
+#define PKV_F32_REDUCE_MAX(v) (v)
+#define PKV_F32_EXP2(v) ((v) < -126.0f ? 0.0f : exp2f(v))
+
+#endif
+
+#endif /* PKV_SIMD_H */

@@ -1,0 +1,417 @@
+/*
+ * check_engine_api.c — the public engine on a real cache: prefill and
+ * decode through pkv_seq_append / pkv_prefill / pkv_decode / commit,
+ * against a model that keeps each sequence's K/V history as contiguous
+ * rows (rounded to the cache dtype) and the double-precision reference.
+ * Covers prefix reuse, fork with copy-on-write on both branches, mixed
+ * batches, and every validation error (with nothing written on error).
+ *
+ * Tolerance TOL_OUT: as in check_engine.c (f32 compute vs double reference
+ * over the same stored values).
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+#include "pagedkv/engine.h"
+#include "pagedkv/policy.h"
+#include "tu_paged.h"
+
+#define TOL_OUT 2e-6
+#define MAXTOK 1024
+
+enum { HKV = 2, G = 4, HQ = HKV * G, D = 64 };
+#define KVROW ((size_t)HKV * D)
+#define QROW ((size_t)HQ * D)
+
+/* The model of one sequence: every K/V row it holds, as stored. */
+typedef struct model {
+  float k[MAXTOK][HKV * D], v[MAXTOK][HKV * D];
+  uint32_t n;
+} model;
+
+static pkv_cache *cache;
+static pkv_engine *engine;
+static pkv_dtype cur_dtype;
+static uint64_t rng = 1;
+
+/* The core resolves policy names through a weak reference to the registry;
+ * naming the function here makes sure a static link pulls the registry in. */
+static void config_init(pkv_config *cfg) {
+  pkv_config_init(cfg);
+  cfg->policy_ops = pkv_policy_find("lru");
+}
+
+static void setup_with(pkv_dtype dt, uint32_t block_size, uint32_t threads) {
+  pkv_config cfg;
+  config_init(&cfg);
+  cfg.n_layers = 2;
+  cfg.n_kv_heads = HKV;
+  cfg.head_dim = D;
+  cfg.block_size = block_size;
+  cfg.dtype = dt;
+  cfg.num_blocks = 4096 / block_size + 64;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
+  pkv_engine_config ec;
+  pkv_engine_config_init(&ec);
+  ec.n_q_heads = HQ;
+  ec.n_threads = threads;
+  ck_assert_int_eq(pkv_engine_create(cache, &ec, &engine), 0);
+  cur_dtype = dt;
+}
+
+static void teardown(void) {
+  pkv_engine_destroy(engine);
+  pkv_cache_destroy(cache);
+  engine = NULL;
+  cache = NULL;
+}
+
+static void round_rows(float *dst, const float *src, size_t n) {
+  uint16_t tmp[HKV * D * 2];
+  for (size_t i = 0; i < n; i += KVROW) {
+    pkv__store_row(tmp, src + i, (uint32_t)KVROW, cur_dtype);
+    pkv__load_row(dst + i, tmp, (uint32_t)KVROW, cur_dtype);
+  }
+}
+
+static void model_add(model *m, const float *k, const float *v, uint32_t n) {
+  ck_assert_uint_le(m->n + n, MAXTOK);
+  round_rows(m->k[m->n], k, n * KVROW);
+  round_rows(m->v[m->n], v, n * KVROW);
+  m->n += n;
+}
+
+/* Checks out[QROW] of the query at position pos (attending [0, pos]). */
+static double model_check(const model *m, uint32_t pos, const float *q, const float *out) {
+  float ref[D];
+  double worst = 0;
+  float kh[MAXTOK * D], vh[MAXTOK * D];
+  for (uint32_t h = 0; h < HKV; h++) {
+    for (uint32_t t = 0; t <= pos; t++) {
+      memcpy(kh + (size_t)t * D, m->k[t] + h * D, sizeof(float) * D);
+      memcpy(vh + (size_t)t * D, m->v[t] + h * D, sizeof(float) * D);
+    }
+    for (uint32_t g = 0; g < G; g++) {
+      uint32_t hq = h * G + g;
+      pkv__attn_row_ref(q + hq * D, kh, vh, D, pos + 1, D, 1.0f / sqrtf(D), ref);
+      for (uint32_t d = 0; d < D; d++) {
+        double e = fabs((double)ref[d] - out[hq * D + d]);
+        if (!(e <= worst)) worst = e;
+      }
+    }
+  }
+  return worst;
+}
+
+static int32_t *tokens_of(uint32_t base, uint32_t n) {
+  static int32_t t[MAXTOK];
+  for (uint32_t i = 0; i < n; i++) t[i] = (int32_t)(base + i);
+  return t;
+}
+
+/* Prefills [pos0, pos0+n) of seq in layer 0 with fresh random rows, checks
+ * every output, adds the rows to m. */
+static void prefill_checked(pkv_seq_id s, model *m, uint32_t pos0, uint32_t n) {
+  float *q = malloc(sizeof(float) * n * QROW), *k = malloc(sizeof(float) * n * KVROW),
+        *v = malloc(sizeof(float) * n * KVROW), *out = malloc(sizeof(float) * n * QROW);
+  tu_fill(q, n * QROW, 2.0f, &rng);
+  tu_fill(k, n * KVROW, 1.0f, &rng);
+  tu_fill(v, n * KVROW, 1.0f, &rng);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, pos0, n, q, k, v, out), 0);
+  ck_assert_uint_eq(m->n, pos0);
+  model_add(m, k, v, n);
+  for (uint32_t i = 0; i < n; i++) {
+    double d = model_check(m, pos0 + i, q + i * QROW, out + i * QROW);
+    ck_assert_msg(d < TOL_OUT, "prefill pos %u: diff %g", pos0 + i, d);
+  }
+  free(q); free(k); free(v); free(out);
+}
+
+/* One decode step for a batch: append, decode, check each against its model. */
+static void decode_checked(const pkv_seq_id *seqs, model **ms, uint32_t n) {
+  float q[8 * QROW], k[8 * KVROW], v[8 * KVROW], out[8 * QROW];
+  ck_assert_uint_le(n, 8);
+  /* distinct token ids: equal ids would let the prefix index deduplicate
+   * blocks whose (random) K/V differ */
+  static int32_t next_tok = 500000;
+  for (uint32_t i = 0; i < n; i++) {
+    int32_t tok = next_tok++;
+    ck_assert_int_eq(pkv_seq_append(cache, seqs[i], &tok, 1, NULL), 0);
+  }
+  tu_fill(q, n * QROW, 2.0f, &rng);
+  tu_fill(k, n * KVROW, 1.0f, &rng);
+  tu_fill(v, n * KVROW, 1.0f, &rng);
+  ck_assert_int_eq(pkv_decode(engine, seqs, n, 0, q, k, v, out), 0);
+  for (uint32_t i = 0; i < n; i++) {
+    model_add(ms[i], k + i * KVROW, v + i * KVROW, 1);
+    double d = model_check(ms[i], ms[i]->n - 1, q + i * QROW, out + i * QROW);
+    ck_assert_msg(d < TOL_OUT, "decode batch entry %u (len %u): diff %g", i, ms[i]->n, d);
+    ck_assert_int_eq(pkv_seq_commit(cache, seqs[i], ms[i]->n), 0);
+  }
+}
+
+/* ------------------------------------------------------------ tests */
+
+START_TEST(prefill_then_decode_each_dtype) {
+  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
+  static const uint32_t bss[] = {16, 1, 512};
+  for (int i = 0; i < 3; i++) {
+    setup_with(dts[i], bss[i], (uint32_t)i + 1);
+    static model m;
+    m.n = 0;
+    pkv_seq_id s;
+    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
+    ck_assert_int_eq(pkv_seq_append(cache, s, tokens_of(0, 100), 100, NULL), 0);
+    prefill_checked(s, &m, 0, 60);  /* two chunks: [0,60) then [60,100) */
+    prefill_checked(s, &m, 60, 40);
+    ck_assert_int_eq(pkv_seq_commit(cache, s, 100), 0);
+    model *ms[1] = {&m};
+    for (int step = 0; step < 5; step++) decode_checked(&s, ms, 1);
+    char msg[256];
+    ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
+    teardown();
+  }
+}
+END_TEST
+
+START_TEST(prefill_after_cached_prefix) {
+  setup_with(PKV_DTYPE_BF16, 16, 2);
+  static model a, b;
+  a.n = b.n = 0;
+  pkv_seq_id sa, sb;
+  const uint32_t n = 70;
+  int32_t *tok = tokens_of(1000, n);
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(cache, sa, tok, n, NULL), 0);
+  prefill_checked(sa, &a, 0, n);
+  ck_assert_int_eq(pkv_seq_commit(cache, sa, n), 0);
+  /* b shares the prompt: the full committed blocks are matched */
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &sb), 0);
+  uint32_t matched = 0;
+  ck_assert_int_eq(pkv_seq_match_prefix(cache, sb, tok, n, n - 1, &matched), 0);
+  ck_assert_uint_eq(matched, 64);
+  /* the model of b: a's stored rows for the matched part */
+  memcpy(b.k, a.k, sizeof(float) * KVROW * matched);
+  memcpy(b.v, a.v, sizeof(float) * KVROW * matched);
+  b.n = matched;
+  ck_assert_int_eq(pkv_seq_append(cache, sb, tok + matched, n - matched, NULL), 0);
+  prefill_checked(sb, &b, matched, n - matched); /* attends over the cached prefix */
+  ck_assert_int_eq(pkv_seq_commit(cache, sb, n), 0);
+  char msg[256];
+  ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
+  teardown();
+}
+END_TEST
+
+START_TEST(decode_after_fork_both_branches) {
+  setup_with(PKV_DTYPE_F16, 16, 2);
+  static model a, b;
+  a.n = 0;
+  pkv_seq_id sa, sb;
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(cache, sa, tokens_of(0, 40), 40, NULL), 0);
+  prefill_checked(sa, &a, 0, 40); /* 40 = 2 full blocks + a shared partial tail */
+  ck_assert_int_eq(pkv_seq_commit(cache, sa, 40), 0);
+  ck_assert_int_eq(pkv_seq_fork(cache, sa, &sb), 0);
+  b = a;
+  /* before its own append, the parent's tail is shared: not writable */
+  {
+    float q[QROW] = {0}, k[KVROW] = {0}, v[KVROW] = {0}, out[QROW];
+    ck_assert_int_eq(pkv_decode(engine, &sa, 1, 0, q, k, v, out), PKV_ESTATE);
+    ck_assert_str_ne(pkv_last_error(), "");
+  }
+  pkv_seq_id both[2] = {sa, sb};
+  model *ms[2] = {&a, &b};
+  for (int step = 0; step < 20; step++) decode_checked(both, ms, 2); /* diverge */
+  /* each branch still sees its own history only */
+  ck_assert_uint_eq(a.n, 60);
+  ck_assert_uint_eq(b.n, 60);
+  char msg[256];
+  ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
+  teardown();
+}
+END_TEST
+
+START_TEST(decode_mixed_lengths_batch) {
+  setup_with(PKV_DTYPE_F32, 16, 2);
+  static model m[5];
+  static const uint32_t lens[] = {1, 17, 300, 64, 900};
+  pkv_seq_id s[5];
+  model *ms[5];
+  for (int i = 0; i < 5; i++) {
+    m[i].n = 0;
+    ms[i] = &m[i];
+    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s[i]), 0);
+    ck_assert_int_eq(pkv_seq_append(cache, s[i], tokens_of(10000u * (uint32_t)i, lens[i]), lens[i], NULL), 0);
+    prefill_checked(s[i], &m[i], 0, lens[i]);
+    ck_assert_int_eq(pkv_seq_commit(cache, s[i], lens[i]), 0);
+  }
+  for (int step = 0; step < 3; step++) decode_checked(s, ms, 5);
+  teardown();
+}
+END_TEST
+
+/* ------------------------------------------------------------ errors */
+
+static uint8_t *snapshot(size_t *bytes) {
+  pkv_kv_layout l;
+  ck_assert_int_eq(pkv_cache_layout(cache, &l), 0);
+  void *k, *v;
+  ck_assert_int_eq(pkv_cache_kv(cache, 0, &k, &v), 0);
+  *bytes = l.layer_bytes;
+  uint8_t *s = malloc(2 * l.layer_bytes);
+  memcpy(s, k, l.layer_bytes);
+  memcpy(s + l.layer_bytes, v, l.layer_bytes);
+  return s;
+}
+
+static void assert_unchanged(const uint8_t *snap, size_t bytes) {
+  void *k, *v;
+  ck_assert_int_eq(pkv_cache_kv(cache, 0, &k, &v), 0);
+  ck_assert_msg(memcmp(snap, k, bytes) == 0 && memcmp(snap + bytes, v, bytes) == 0,
+                "K/V written by a failed call");
+}
+
+START_TEST(create_validation) {
+  pkv_config cfg;
+  config_init(&cfg);
+  cfg.n_layers = 1;
+  cfg.n_kv_heads = 2;
+  cfg.head_dim = 64;
+  cfg.block_size = 16;
+  cfg.num_blocks = 8;
+  pkv_cache *c;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  pkv_engine_config ec;
+  pkv_engine_config_init(&ec);
+  pkv_engine *e = (pkv_engine *)1;
+  ec.n_q_heads = 6; /* 2 kv heads: fine */
+  ck_assert_int_eq(pkv_engine_create(NULL, &ec, &e), PKV_EINVAL);
+  ck_assert_ptr_null(e);
+  ck_assert_int_eq(pkv_engine_create(c, NULL, &e), PKV_EINVAL);
+  ck_assert_int_eq(pkv_engine_create(c, &ec, NULL), PKV_EINVAL);
+  ec.n_q_heads = 3;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "n_q_heads"));
+  ec.n_q_heads = 0;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ec.n_q_heads = 4;
+  ec.scale = -1.0f;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ec.scale = NAN;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ec.scale = 0;
+  ec.backend = "neon";
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "neon"));
+  ec.backend = "scalar";
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+  ck_assert_str_eq(pkv_engine_backend(e), "scalar");
+  pkv_engine_destroy(e);
+  ec.backend = NULL;
+  setenv("PKV_BACKEND", "avx2", 1);
+  if (pkv__backend_supported("avx2")) {
+    ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+    ck_assert_str_eq(pkv_engine_backend(e), "avx2");
+    pkv_engine_destroy(e);
+  }
+  setenv("PKV_BACKEND", "bogus", 1);
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "PKV_BACKEND"));
+  unsetenv("PKV_BACKEND");
+  pkv_engine_destroy(NULL);
+  pkv_cache_destroy(c);
+  /* unsupported head_dim; external storage */
+  cfg.head_dim = 40;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_ENOTSUP);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "head_dim"));
+  pkv_cache_destroy(c);
+  cfg.head_dim = 64;
+  cfg.storage = PKV_STORAGE_EXTERNAL;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_ENOTSUP);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
+START_TEST(call_validation_writes_nothing) {
+  setup_with(PKV_DTYPE_BF16, 16, 1);
+  pkv_seq_id s, freed, other;
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
+  ck_assert_int_eq(pkv_seq_append(cache, s, tokens_of(0, 20), 20, NULL), 0);
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &other), 0);
+  ck_assert_int_eq(pkv_seq_append(cache, other, tokens_of(0, 5), 5, NULL), 0);
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &freed), 0);
+  ck_assert_int_eq(pkv_seq_free(cache, freed), 0);
+  static float q[32 * QROW], k[32 * KVROW], v[32 * KVROW], out[32 * QROW];
+  tu_fill(q, sizeof q / sizeof *q, 1.0f, &rng);
+  tu_fill(k, sizeof k / sizeof *k, 1.0f, &rng);
+  tu_fill(v, sizeof v / sizeof *v, 1.0f, &rng);
+  for (size_t i = 0; i < sizeof out / sizeof *out; i++) out[i] = 12345.0f;
+  size_t bytes;
+  uint8_t *snap = snapshot(&bytes);
+  /* prefill */
+  ck_assert_int_eq(pkv_prefill(NULL, s, 0, 0, 4, q, k, v, out), PKV_EINVAL);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, 0, 4, NULL, k, v, out), PKV_EINVAL);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, 0, 0, q, k, v, out), PKV_EINVAL);
+  ck_assert_int_eq(pkv_prefill(engine, s, 2, 0, 4, q, k, v, out), PKV_ERANGE);
+  ck_assert_int_eq(pkv_prefill(engine, freed, 0, 0, 4, q, k, v, out), PKV_ENOSEQ);
+  ck_assert_int_eq(pkv_prefill(engine, 0, 0, 0, 4, q, k, v, out), PKV_ENOSEQ);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, 10, 11, q, k, v, out), PKV_ERANGE);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "not reserved"));
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, UINT32_MAX, 2, q, k, v, out), PKV_ERANGE);
+  /* decode */
+  pkv_seq_id dup[2] = {s, s}, bad[2] = {s, freed};
+  ck_assert_int_eq(pkv_decode(engine, dup, 2, 0, q, k, v, out), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "twice"));
+  ck_assert_int_eq(pkv_decode(engine, bad, 2, 0, q, k, v, out), PKV_ENOSEQ);
+  ck_assert_int_eq(pkv_decode(engine, &s, 0, 0, q, k, v, out), PKV_EINVAL);
+  ck_assert_int_eq(pkv_decode(engine, &s, 1, 5, q, k, v, out), PKV_ERANGE);
+  ck_assert_int_eq(pkv_decode(engine, NULL, 1, 0, q, k, v, out), PKV_EINVAL);
+  /* a sequence with nothing reserved */
+  pkv_seq_id empty;
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &empty), 0);
+  pkv_seq_id withempty[2] = {s, empty};
+  ck_assert_int_eq(pkv_decode(engine, withempty, 2, 0, q, k, v, out), PKV_ERANGE);
+  /* a cached (committed, full) block is immutable: prefill into it fails */
+  assert_unchanged(snap, bytes);
+  for (size_t i = 0; i < sizeof out / sizeof *out; i++) ck_assert_float_eq(out[i], 12345.0f);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, 0, 20, q, k, v, out), 0);
+  ck_assert_int_eq(pkv_seq_commit(cache, s, 20), 0);
+  free(snap);
+  snap = snapshot(&bytes);
+  ck_assert_int_eq(pkv_prefill(engine, s, 0, 0, 4, q, k, v, out), PKV_ESTATE);
+  assert_unchanged(snap, bytes);
+  free(snap);
+  teardown();
+}
+END_TEST
+
+static Suite *api_suite(void) {
+  Suite *s = suite_create("engine_api");
+  TCase *tc = tcase_create("compute");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, prefill_then_decode_each_dtype);
+  tcase_add_test(tc, prefill_after_cached_prefix);
+  tcase_add_test(tc, decode_after_fork_both_branches);
+  tcase_add_test(tc, decode_mixed_lengths_batch);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("validation");
+  tcase_add_test(tc, create_validation);
+  tcase_add_test(tc, call_validation_writes_nothing);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(api_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
