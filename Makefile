@@ -223,3 +223,6 @@ deps:
 
 clean:
 	rm -rf build
+
+# Tool tests compile the tool sources they exercise (#include "../tools/x.c").
+$(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o): $(wildcard tools/*.c)

@@ -33,7 +33,8 @@
  * once per block and each rotation spends one use, so settle() is O(1)
  * amortized per hook.
  *
- * Ghost: a ring of the last `ghost * num_blocks` keys evicted from S plus a
+ * Ghost (policy_ghost.c): a ring of the last `ghost * num_blocks` keys
+ * evicted from S plus a
  * chained hash table on them; a key found at on_insert is taken out and the
  * block starts in M.
  *
@@ -42,92 +43,9 @@
  */
 #include "policy_util.h"
 
-#include <string.h>
-
 enum { Q_SMALL = 0, Q_MAIN = 1 };
 enum { ST_ABSENT = 0, ST_IN_USE = 1, ST_EVICTABLE = 2 };
 #define S3_MAX_USES 3
-
-/* ------------------------------------------------------------ ghost */
-
-typedef struct ghost_entry {
-  pkv_hash128 key;
-  int32_t next, prev; /* bucket chain; prev == -2 marks a dead entry */
-} ghost_entry;
-
-typedef struct ghost {
-  uint32_t cap;        /* entries in the ring; 0 = no ghost */
-  uint32_t head;       /* next ring slot to (over)write */
-  uint32_t mask;       /* buckets - 1 */
-  int32_t *bucket;
-  ghost_entry *ring;
-} ghost;
-
-#define GHOST_DEAD (-2)
-
-static uint32_t ghost_hash(const ghost *g, pkv_hash128 k) {
-  return (uint32_t)((k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull)) >> 17) & g->mask;
-}
-
-static bool ghost_alloc(ghost *g, uint32_t cap) {
-  memset(g, 0, sizeof *g);
-  g->cap = cap;
-  if (!cap) return true;
-  uint32_t nb = 1;
-  while (nb < cap) nb <<= 1;
-  g->mask = nb - 1;
-  g->bucket = pkv__malloc(sizeof(int32_t) * nb);
-  g->ring = pkv__malloc(sizeof(ghost_entry) * cap);
-  if (!g->bucket || !g->ring) return false;
-  memset(g->bucket, 0xff, sizeof(int32_t) * nb);
-  for (uint32_t i = 0; i < cap; i++) g->ring[i].prev = GHOST_DEAD;
-  return true;
-}
-
-static void ghost_free(ghost *g) {
-  pkv__free(g->bucket);
-  pkv__free(g->ring);
-}
-
-static void ghost_unlink(ghost *g, int32_t i) {
-  ghost_entry *e = &g->ring[i];
-  if (e->prev == GHOST_DEAD) return;
-  if (e->prev >= 0)
-    g->ring[e->prev].next = e->next;
-  else
-    g->bucket[ghost_hash(g, e->key)] = e->next;
-  if (e->next >= 0) g->ring[e->next].prev = e->prev;
-  e->prev = GHOST_DEAD;
-}
-
-static bool ghost_take(ghost *g, pkv_hash128 k);
-
-/* Adds k as the newest entry (an older entry of k is dropped). */
-static void ghost_add(ghost *g, pkv_hash128 k) {
-  if (!g->cap) return;
-  ghost_take(g, k);
-  int32_t i = (int32_t)g->head;
-  g->head = g->head + 1 == g->cap ? 0 : g->head + 1;
-  ghost_unlink(g, i); /* the oldest entry falls out */
-  ghost_entry *e = &g->ring[i];
-  uint32_t h = ghost_hash(g, k);
-  e->key = k;
-  e->prev = -1;
-  e->next = g->bucket[h];
-  if (e->next >= 0) g->ring[e->next].prev = i;
-  g->bucket[h] = i;
-}
-
-/* Removes k from the ghost; true if it was there. */
-static bool ghost_take(ghost *g, pkv_hash128 k) {
-  if (!g->cap) return false;
-  for (int32_t i = g->bucket[ghost_hash(g, k)]; i >= 0; i = g->ring[i].next)
-    if (g->ring[i].key.lo == k.lo && g->ring[i].key.hi == k.hi) {
-      ghost_unlink(g, i);
-      return true;
-    }
-  return false;
-}
 
 /* ------------------------------------------------------------ policy */
 
@@ -141,19 +59,14 @@ typedef struct s3_state {
   pkv__bnodes nodes;
   pkv__blist q[2];
   int32_t victim;  /* what settle() found */
-  ghost g;
+  pkv__ghost g;
 } s3_state;
-
-static uint32_t ghost_cap(double ratio, uint32_t num_blocks) {
-  double cap = ratio * (double)num_blocks;
-  return cap > (double)(1u << 30) ? 1u << 30 : (uint32_t)cap;
-}
 
 static void s3_destroy(void *state) {
   s3_state *st = state;
   if (!st) return;
   pkv__bnodes_free(&st->nodes);
-  ghost_free(&st->g);
+  pkv__ghost_free(&st->g);
   pkv__free(st->where);
   pkv__free(st->queue);
   pkv__free(st->uses);
@@ -184,7 +97,7 @@ static int s3_create(void **out, uint32_t num_blocks, const char *args) {
   st->key = pkv__calloc(num_blocks, sizeof(pkv_hash128));
   bool ok = st->where && st->queue && st->uses && st->key &&
             pkv__bnodes_alloc(&st->nodes, num_blocks) &&
-            ghost_alloc(&st->g, ghost_cap(ghost_ratio, num_blocks));
+            pkv__ghost_alloc(&st->g, pkv__ghost_cap(ghost_ratio, num_blocks));
   if (!ok) {
     s3_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy s3fifo: %u-block arrays", num_blocks);
@@ -228,7 +141,7 @@ static void s3_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   s3_state *st = state;
   st->key[block] = meta->key;
-  st->queue[block] = ghost_take(&st->g, meta->key) ? Q_MAIN : Q_SMALL;
+  st->queue[block] = pkv__ghost_take(&st->g, meta->key) >= 0 ? Q_MAIN : Q_SMALL;
   st->uses[block] = 0;
   st->where[block] = ST_IN_USE;
 }
@@ -271,7 +184,7 @@ static void s3_on_remove(void *state, int32_t block) {
   s3_state *st = state;
   if (st->where[block] == ST_EVICTABLE) {
     pkv__blist_unlink(&st->q[st->queue[block]], &st->nodes, block);
-    if (st->queue[block] == Q_SMALL) ghost_add(&st->g, st->key[block]);
+    if (st->queue[block] == Q_SMALL) pkv__ghost_add(&st->g, st->key[block], 0);
   }
   st->where[block] = ST_ABSENT;
   settle(st);

@@ -107,6 +107,33 @@ static inline bool pkv__bheap_less(const pkv__bheap *h, int32_t a,
   return h->k1[a] < h->k1[b] || (h->k1[a] == h->k1[b] && h->k2[a] < h->k2[b]);
 }
 
+/* Ghost queue (policy_ghost.c): the last `cap` keys added, with a byte of
+ * memory each; add and take are O(1) expected. */
+typedef struct pkv__ghost_entry {
+  pkv_hash128 key;
+  int32_t next, prev; /* bucket chain; prev == -2: dead slot */
+  uint8_t value;
+} pkv__ghost_entry;
+
+typedef struct pkv__ghost {
+  uint32_t cap;  /* ring entries; 0 = no ghost (add and take do nothing) */
+  uint32_t head; /* next ring slot to (over)write */
+  uint32_t mask; /* hash buckets - 1 */
+  int32_t *bucket;
+  pkv__ghost_entry *ring;
+} pkv__ghost;
+
+/* ratio * num_blocks entries, capped at 2^30. */
+uint32_t pkv__ghost_cap(double ratio, uint32_t num_blocks);
+/* false on allocation failure (call pkv__ghost_free all the same). */
+bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap);
+void pkv__ghost_free(pkv__ghost *g);
+/* Adds k as the newest entry; an older entry of k is dropped, and the oldest
+ * entry falls out when the ring is full. */
+void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value);
+/* Removes k; returns its value, or -1 if k was not there. */
+int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k);
+
 /* Checks create's common arguments: out not NULL, 1 <= num_blocks <=
  * INT32_MAX (block ids are int32_t).  0 or PKV_EINVAL with detail. */
 int pkv__policy_check_create(const char *policy, void **out,

@@ -427,7 +427,6 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
   uint32_t want = limit / bs;
-  /* Reserve before counting: a refused query leaves the stats unchanged. */
   if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t tu_rand(uint64_t *s) {
+uint64_t tu_paged_rand(uint64_t *s) {
   uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
   x ^= x << 13;
   x ^= x >> 7;
@@ -14,7 +14,7 @@ uint64_t tu_rand(uint64_t *s) {
 
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state) {
   for (size_t i = 0; i < n; i++)
-    x[i] = amplitude * ((float)(tu_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
+    x[i] = amplitude * ((float)(tu_paged_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
 }
 
 void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
@@ -39,7 +39,7 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
   for (uint32_t i = 0; i < p->num_blocks; i++) perm[i] = (int32_t)i;
   uint64_t st = seed * 7919 + 1;
   for (uint32_t i = p->num_blocks - 1; i > 0; i--) {
-    uint32_t j = (uint32_t)(tu_rand(&st) % (i + 1));
+    uint32_t j = (uint32_t)(tu_paged_rand(&st) % (i + 1));
     int32_t t = perm[i];
     perm[i] = perm[j];
     perm[j] = t;

@@ -1,0 +1,210 @@
+/*
+ * check_trace.c — the trace parsers: valid Mooncake and Azure input, every
+ * kind of malformed line (with the exact FILE:LINE: field report and no
+ * partial result), and the shared sample traces' request counts.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../tools/trace.c"
+
+static char tmp_path[64];
+
+/* Writes text to a fresh temp file with the given extension. */
+static const char *write_tmp(const char *ext, const char *text) {
+  snprintf(tmp_path, sizeof tmp_path, "/tmp/pkv_trace_XXXXXX%s", ext);
+  int fd = mkstemps(tmp_path, (int)strlen(ext));
+  ck_assert_int_ge(fd, 0);
+  size_t n = strlen(text);
+  ck_assert_int_eq(write(fd, text, n), (ssize_t)n);
+  close(fd);
+  return tmp_path;
+}
+
+/* Loads text, expects failure, and checks the message ends with want after
+ * "PATH:LINE: ". */
+static void expect_bad(const char *ext, const char *text, int line, const char *want) {
+  const char *path = write_tmp(ext, text);
+  trace t;
+  char err[512] = "";
+  ck_assert_int_eq(trace_load(path, TRACE_AUTO, &t, err, sizeof err), -1);
+  ck_assert_ptr_null(t.reqs);
+  ck_assert_uint_eq(t.n_reqs, 0);
+  char prefix[128];
+  snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
+  ck_assert_msg(!strncmp(err, prefix, strlen(prefix)), "got '%s', want prefix '%s'", err, prefix);
+  ck_assert_msg(strstr(err, want) != NULL, "got '%s', want '%s'", err, want);
+  unlink(path);
+}
+
+START_TEST(mooncake_valid) {
+  const char *path = write_tmp(".jsonl",
+      "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 6, \"hash_ids\": [0, 1]}\n"
+      "\n"
+      "{\"hash_ids\":[0,2,3],\"output_length\":0,\"input_length\":1025,\"timestamp\":7}\r\n"
+      "  {\"timestamp\": 7, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [9]}  \n");
+  trace t;
+  char err[256];
+  ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(t.format, TRACE_MOONCAKE);
+  ck_assert_uint_eq(t.block_size, 512);
+  ck_assert_uint_eq(t.n_reqs, 3);
+  ck_assert_uint_eq(t.n_hash, 6);
+  ck_assert_uint_eq(t.reqs[1].input_len, 1025);
+  ck_assert_uint_eq(t.reqs[1].output_len, 0);
+  ck_assert_uint_eq(t.reqs[1].arrival_ns, 7000000u);
+  ck_assert_uint_eq(t.reqs[1].n_hash, 3);
+  ck_assert_uint_eq(t.hash_ids[t.reqs[1].hash_off + 2], 3);
+  ck_assert_uint_eq(t.hash_ids[t.reqs[2].hash_off], 9);
+  ck_assert_uint_eq(t.max_hash, 9);
+  ck_assert_uint_eq(t.prompt_tokens, 1000 + 1025 + 512);
+  trace_free(&t);
+  unlink(path);
+}
+END_TEST
+
+START_TEST(mooncake_malformed) {
+  const char *ok = "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]}\n";
+  char buf[512];
+  struct { const char *line; const char *want; } cases[] = {
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1}", "field 'hash_ids': missing"},
+      {"{\"timestamp\": 1, \"input_length\": -3, \"output_length\": 1, \"hash_ids\": [1]}", "field 'input_length': negative value"},
+      {"{\"timestamp\": 1, \"input_length\": 10.5, \"output_length\": 1, \"hash_ids\": [1]}", "field 'input_length': expected an integer"},
+      {"{\"timestamp\": 1, \"input_length\": \"10\", \"output_length\": 1, \"hash_ids\": [1]}", "field 'input_length': expected a non-negative integer"},
+      {"{\"timestamp\": 1, \"input_length\": 0, \"output_length\": 1, \"hash_ids\": []}", "field 'input_length': must be >= 1"},
+      {"{\"timestamp\": 1, \"input_length\": 600, \"output_length\": 1, \"hash_ids\": [1]}", "field 'hash_ids': 1 ids for input_length 600"},
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1,]}", "field 'hash_ids': expected a non-negative integer"},
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1}", "field 'hash_ids': expected ',' or ']'"},
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1], \"extra\": 2}", "field 'extra': unknown field"},
+      {"{\"timestamp\": 1, \"timestamp\": 2, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]}", "field 'timestamp': appears twice"},
+      {"{\"timestamp\": 1, \"input_length\": 99999999999, \"output_length\": 1, \"hash_ids\": [1]}", "field 'input_length': value too large"},
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]} x", "unexpected text after the object"},
+      {"{\"timestamp\": 1, \"input_length\": 10 \"output_length\": 1, \"hash_ids\": [1]}", "expected ',' or '}' after field 'input_length'"},
+      {"[1, 2]", "expected '{'"},
+      {"{\"timestamp\": 1, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]", "expected ',' or '}'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    snprintf(buf, sizeof buf, "%s%s\n%s", ok, cases[i].line, ok);
+    expect_bad(".jsonl", buf, 2, cases[i].want);
+  }
+  /* A timestamp going backwards is reported on its own line. */
+  snprintf(buf, sizeof buf, "%s%s\n",
+           "{\"timestamp\": 5, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]}\n",
+           "{\"timestamp\": 4, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]}");
+  expect_bad(".jsonl", buf, 2, "field 'timestamp': goes backwards");
+}
+END_TEST
+
+START_TEST(azure_valid) {
+  const char *path = write_tmp(".csv",
+      "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
+      "2023-11-16 18:15:46.6805900,374,44\r\n"
+      "2023-11-16 18:15:50.9951690,396,109\r\n"
+      "2023-11-17 00:00:00,1,0\r\n");
+  trace t;
+  char err[256];
+  ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(t.format, TRACE_AZURE);
+  ck_assert_uint_eq(t.n_reqs, 3);
+  ck_assert_uint_eq(t.n_hash, 0);
+  ck_assert_uint_eq(t.reqs[0].arrival_ns, 0);
+  ck_assert_uint_eq(t.reqs[1].arrival_ns, 4314579000u);
+  ck_assert_uint_eq(t.reqs[2].input_len, 1);
+  /* 18:15:46.68059 -> midnight = 20653.31941 s */
+  ck_assert_uint_eq(t.reqs[2].arrival_ns, 20653319410000u);
+  ck_assert_uint_eq(t.reqs[1].output_len, 109);
+  ck_assert_uint_eq(t.prompt_tokens, 771);
+  trace_free(&t);
+  unlink(path);
+}
+END_TEST
+
+START_TEST(azure_malformed) {
+  const char *hdr = "TIMESTAMP,ContextTokens,GeneratedTokens\n";
+  const char *ok = "2023-11-16 18:15:46.6805900,374,44\n";
+  char buf[512];
+  struct { const char *line; const char *want; } cases[] = {
+      {"2023-11-16 18:15:47,abc,3", "field 'ContextTokens': expected a non-negative integer"},
+      {"2023-11-16 18:15:47,12", "field 'ContextTokens': expected ',' after the value"},
+      {"2023-11-16 18:15:47,12,-4", "field 'GeneratedTokens': negative value"},
+      {"2023-11-16 18:15:47,12,4,5", "field 'GeneratedTokens': unexpected extra column"},
+      {"2023-11-16 18:15:47,0,4", "field 'ContextTokens': must be >= 1"},
+      {"16/11/2023 18:15:47,12,4", "field 'TIMESTAMP': expected 'YYYY-MM-DD HH:MM:SS"},
+      {"2023-13-16 18:15:47,12,4", "field 'TIMESTAMP': date or time out of range"},
+      {"2023-11-16 18:15:40,12,4", "field 'TIMESTAMP': goes backwards"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    snprintf(buf, sizeof buf, "%s%s%s\n%s", hdr, ok, cases[i].line, ok);
+    expect_bad(".csv", buf, 3, cases[i].want);
+  }
+  expect_bad(".csv", "Time,Context,Generated\n2023-11-16 18:15:47,12,4\n", 1, "field 'header': expected");
+}
+END_TEST
+
+START_TEST(load_errors) {
+  trace t;
+  char err[256];
+  ck_assert_int_eq(trace_load("/nonexistent/x.jsonl", TRACE_AUTO, &t, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "No such file"));
+  ck_assert_int_eq(trace_load("/tmp/x.txt", TRACE_AUTO, &t, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "cannot tell the format"));
+  const char *path = write_tmp(".jsonl", "\n\n");
+  ck_assert_int_eq(trace_load(path, TRACE_AUTO, &t, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "no requests"));
+  unlink(path);
+  /* Explicit format beats the extension. */
+  path = write_tmp(".txt", "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [4]}\n");
+  ck_assert_int_eq(trace_load(path, TRACE_MOONCAKE, &t, err, sizeof err), 0);
+  ck_assert_uint_eq(t.n_reqs, 1);
+  trace_free(&t);
+  unlink(path);
+}
+END_TEST
+
+START_TEST(shared_samples) {
+  const char *dir = trace_samples_dir();
+  if (!dir) {
+    fprintf(stderr, "check_trace: shared traces not found (set PKV_TRACES_DIR): skipping the sample counts\n");
+    return;
+  }
+  static const struct { const char *name; size_t n; uint64_t n_hash; } files[] = {
+      {"synthetic_trace.jsonl", 3993, 121877},
+      {"AzureLLMInferenceTrace_conv.csv", 19366, 0},
+      {"AzureLLMInferenceTrace_code.csv", 8819, 0},
+  };
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+    trace t;
+    ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(t.n_reqs, files[i].n);
+    ck_assert_uint_eq(t.n_hash, files[i].n_hash);
+    trace_free(&t);
+  }
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("trace");
+  TCase *tc = tcase_create("mooncake");
+  tcase_add_test(tc, mooncake_valid);
+  tcase_add_test(tc, mooncake_malformed);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("azure");
+  tcase_add_test(tc, azure_valid);
+  tcase_add_test(tc, azure_malformed);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("files");
+  tcase_add_test(tc, load_errors);
+  tcase_add_test(tc, shared_samples);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

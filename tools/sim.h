@@ -1,0 +1,89 @@
+/*
+ * sim.h — the pieces of `pagedkv sim`: an access stream built from a trace,
+ * the replays (simple model, the real manager, Belady's bound) and their
+ * results.  Each replay is independent and thread-safe; it owns its state.
+ */
+#ifndef PKV_TOOLS_SIM_H
+#define PKV_TOOLS_SIM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pagedkv/policy.h"
+#include "trace.h"
+
+/* The trace as a stream of block lookups at one block size.
+ *
+ * Every request's prompt is cut into blocks of block_size tokens; position
+ * p of the stream is one block of one request (requests in file order).  A
+ * block's identity id[p] is dense (0 .. n_ids-1) and equal for equal token
+ * content: at the trace's own block size it is the trace's hash id; at
+ * another size it is the pair (512-block id holding the block's last token,
+ * that token's offset), renumbered.  Requests without ids (Azure) get fresh
+ * ids, so nothing is shared. */
+typedef struct sim_stream {
+  const trace *t;
+  uint32_t block_size;
+  size_t n_reqs;
+  uint64_t *req_pos;   /* [n_reqs + 1]: first position of each request */
+  uint32_t *id;        /* [n_pos] */
+  uint8_t *partial;    /* [n_pos]: 1 if the block is the prompt's partial tail */
+  uint64_t n_pos;      /* block lookups (full and partial) */
+  uint64_t n_full;     /* full-block lookups */
+  uint32_t n_ids;
+  /* Next position with the same id, or SIM_NEVER + p: over every position
+   * (simple model) and over full blocks only (manager stream). */
+  uint64_t *next_all, *next_full;
+  /* 512-token content ids per request, from which tokens are derived:
+   * ids512[off512[r] .. off512[r+1]) (the trace's or synthesized). */
+  const uint64_t *ids512;
+  uint64_t *off512;
+  uint64_t *own_ids512; /* synthesized ids (Azure), else NULL */
+  uint32_t max_input;   /* longest prompt */
+} sim_stream;
+
+#define SIM_NEVER (UINT64_C(1) << 62)
+
+int sim_stream_build(const trace *t, uint32_t block_size, sim_stream *s,
+                     char *err, size_t err_cap);
+void sim_stream_free(sim_stream *s);
+
+/* Token ids of request r's prompt into out[0 .. input_len): token i is a
+ * fixed mix of (ids512 of its 512-block, i % 512), so equal ids give equal
+ * token blocks and different ids (almost surely) different ones. */
+void sim_request_tokens(const sim_stream *s, size_t r, int32_t *out);
+
+typedef enum sim_model { SIM_MODEL_MANAGER = 0, SIM_MODEL_SIMPLE = 1 } sim_model;
+
+typedef struct sim_result {
+  char policy[64];
+  uint32_t capacity;
+  uint64_t lookups;      /* block lookups counted (denominator) */
+  uint64_t block_hits;
+  uint64_t prompt_tokens;
+  uint64_t hit_tokens;   /* prefix tokens reused */
+  uint64_t evictions;
+  uint64_t dropped;      /* requests that did not fit (held blocks) */
+  uint64_t copies;       /* copy-on-write copies queued (manager model) */
+  double seconds;
+  int rc;                /* 0, or failed: err says why */
+  char err[256];
+} sim_result;
+
+/* Replays: progress (may be NULL) is advanced by one per request. */
+int sim_run_simple(const sim_stream *s, const pkv_policy_ops *ops,
+                   const char *args, uint32_t capacity, sim_result *r,
+                   _Atomic uint64_t *progress);
+/* Belady's MIN on the stream.  full_only: the manager's stream (only full
+ * blocks are cacheable; hits counted as the leading run of each request,
+ * as prefix matching would); hold: blocks of the last hold requests and of
+ * the current one cannot be evicted. */
+int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
+                   uint32_t hold, sim_result *r, _Atomic uint64_t *progress);
+/* The real manager in external mode. */
+int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
+                    const char *args, uint32_t capacity, uint32_t hold,
+                    sim_result *r, _Atomic uint64_t *progress);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * trace.h — workload traces for the pagedkv tools: Mooncake JSONL and Azure
+ * LLM inference CSV.
+ *
+ * Both parsers stream the file line by line and are strict: the first
+ * malformed line stops the load with "FILE:LINE: field 'X': what is wrong"
+ * in the caller's buffer, and nothing is returned (no partial trace).
+ *
+ *   Mooncake  {"timestamp": ms, "input_length": n, "output_length": n,
+ *              "hash_ids": [id, ...]}   one id per 512-token prompt block
+ *   Azure     TIMESTAMP,ContextTokens,GeneratedTokens   (header required)
+ */
+#ifndef PKV_TOOLS_TRACE_H
+#define PKV_TOOLS_TRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Mooncake's hash_ids stand for 512-token blocks. */
+#define TRACE_MOONCAKE_BLOCK 512u
+
+typedef enum trace_format {
+  TRACE_AUTO = 0, /* by extension: .jsonl / .json -> Mooncake, .csv -> Azure */
+  TRACE_MOONCAKE = 1,
+  TRACE_AZURE = 2
+} trace_format;
+
+typedef struct trace_req {
+  uint64_t arrival_ns;  /* since the first request of the trace */
+  uint32_t input_len;   /* prompt tokens, >= 1 */
+  uint32_t output_len;  /* generated tokens */
+  uint32_t n_hash;      /* Mooncake: ceil(input_len / 512) ids; Azure: 0 */
+  uint64_t hash_off;    /* first id of this request in trace.hash_ids */
+} trace_req;
+
+typedef struct trace {
+  trace_format format;
+  uint32_t block_size;  /* tokens per hash id (512), 0 without ids */
+  size_t n_reqs;
+  trace_req *reqs;
+  size_t n_hash;        /* total ids = block lookups of the trace */
+  uint64_t *hash_ids;
+  uint64_t max_hash;    /* largest id (ids are dense small integers) */
+  uint64_t prompt_tokens; /* sum of input_len */
+} trace;
+
+/* Loads path into *out.  On failure returns -1, *out is empty and err holds
+ * the reason ("FILE:LINE: field 'X': ..." for bad content). */
+int trace_load(const char *path, trace_format format, trace *out, char *err,
+               size_t err_cap);
+void trace_free(trace *t);
+/* "mooncake" / "azure" / NULL; parses the --format flag. */
+const char *trace_format_name(trace_format f);
+int trace_format_parse(const char *s, trace_format *out);
+
+/* The directory holding the shared sample traces: $PKV_TRACES_DIR, else
+ * ../shared/traces relative to the working directory, else NULL. */
+const char *trace_samples_dir(void);
+
+#endif
