@@ -167,7 +167,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_DIR     := build/fuzz
 FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
-                -Iinclude -Ilibpagedkv -Iengine -Itools $(PKGS_CFLAGS)
+                -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c))
