@@ -32,11 +32,13 @@
  */
 #include "tu_core.h"
 #include "internal.h"
+#include "pagedkv/engine.h"
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 
 #define CC_MAX_THREADS 8
@@ -63,7 +65,8 @@ typedef struct cc_thread {
   uint32_t index;
   uint64_t rng;
   cc_seq s[CC_SEQS_PER_THREAD];
-  uint64_t ops, enomem, hits, forks;
+  pkv_engine *eng; /* one per thread: one engine call at a time each */
+  uint64_t ops, enomem, hits, forks, engine_calls;
 } cc_thread;
 
 typedef struct cc_world {
@@ -96,23 +99,31 @@ __attribute__((format(printf, 2, 3))) static void cc_fail(cc_world *w,
   pthread_mutex_unlock(&w->why_lock);
 }
 
-static uint32_t cc_val(int32_t tok, uint32_t pos, uint32_t l, int kv,
-                       uint32_t h, uint32_t d) {
+/* Element d of head h of layer l's K (kv 0) or V (kv 1) for token tok at
+ * position pos: 16 bits of a hash as a float in [-0.5, 0.5), exact in f32
+ * so the engine's f32 store reads back bit for bit. */
+static float cc_val(int32_t tok, uint32_t pos, uint32_t l, int kv, uint32_t h,
+                    uint32_t d) {
   uint32_t x = (uint32_t)tok * 0x9e3779b1u ^ (pos * 0x85ebca6bu) ^
                (l << 20 | (uint32_t)kv << 19 | h << 12 | d);
   x ^= x >> 15;
   x *= 0x2c1b3c6du;
   x ^= x >> 12;
-  return x;
+  return (float)(x & 0xffff) / 65536.0f - 0.5f;
 }
 
-static uint32_t *cc_elem(cc_world *w, int64_t slot, uint32_t l, int kv,
+/* The query of a position (any values do; these are small and exact). */
+static float cc_q(uint32_t pos, uint32_t h, uint32_t d) {
+  return (float)((pos * 31 + h * 7 + d * 3) % 17) / 16.0f - 0.5f;
+}
+
+static float *cc_elem(cc_world *w, int64_t slot, uint32_t l, int kv,
                          uint32_t h, uint32_t d) {
   int64_t b = slot / w->bs, s = slot % w->bs;
   uint8_t *base = kv ? w->v[l] : w->k[l];
-  return (uint32_t *)(base + (size_t)b * w->L.block_stride +
-                      h * w->L.head_stride + (size_t)s * w->L.slot_stride +
-                      d * sizeof(uint32_t));
+  return (float *)(base + (size_t)b * w->L.block_stride +
+                   h * w->L.head_stride + (size_t)s * w->L.slot_stride +
+                   d * sizeof(float));
 }
 
 /* Writes the K/V of positions [from, s->n) as the engine would: page table
@@ -167,7 +178,7 @@ static int cc_verify(cc_world *w, const cc_seq *s) {
         for (uint32_t h = 0; h < w->n_heads; h++)
           for (uint32_t d = 0; d < w->head_dim; d++)
             if (*cc_elem(w, slot, l, kv, h, d) !=
-                cc_val(s->tok[i], i, l, kv, h, d)) {
+                cc_val(s->tok[i], i, l, kv, h, d)) { /* exact: same bits */
               cc_fail(w, "seq %#llx token %u (block %d): K/V overwritten",
                       (unsigned long long)s->id, i, view.blocks[i / w->bs]);
               return -1;
@@ -176,9 +187,87 @@ static int cc_verify(cc_world *w, const cc_seq *s) {
   return 0;
 }
 
+
+#define CC_HEAD_DIM 16
+#define CC_TOL 1e-4
+
+/* Attention of the query at position p over the model's K/V of positions
+ * [0, p] of s, in double: what the engine must have computed. */
+static void cc_reference(cc_world *w, const cc_seq *s, uint32_t l, uint32_t p,
+                         uint32_t h, double *out) {
+  double scale = 1.0 / sqrt((double)CC_HEAD_DIM), m = -INFINITY, sum = 0;
+  double logit[CC_MAX_TOK];
+  for (uint32_t j = 0; j <= p; j++) {
+    double dot = 0;
+    for (uint32_t d = 0; d < CC_HEAD_DIM; d++)
+      dot += (double)cc_q(p, h, d) * cc_val(s->tok[j], j, l, 0, h, d);
+    logit[j] = dot * scale;
+    if (logit[j] > m) m = logit[j];
+  }
+  for (uint32_t d = 0; d < CC_HEAD_DIM; d++) out[d] = 0;
+  for (uint32_t j = 0; j <= p; j++) {
+    double e = exp(logit[j] - m);
+    sum += e;
+    for (uint32_t d = 0; d < CC_HEAD_DIM; d++)
+      out[d] += e * cc_val(s->tok[j], j, l, 1, h, d);
+  }
+  for (uint32_t d = 0; d < CC_HEAD_DIM; d++) out[d] /= sum;
+  (void)w;
+}
+
+/* Positions [from, s->n) were just reserved: the engine writes their K/V
+ * (prefill for several, decode for one) in every layer and attends; the
+ * output of every query is compared with the reference. */
+static int cc_engine_step(cc_thread *t, const cc_seq *s, uint32_t from) {
+  cc_world *w = t->w;
+  uint32_t n = s->n - from, H = w->n_heads, D = CC_HEAD_DIM;
+  size_t row = (size_t)H * D;
+  float *q = malloc(n * row * sizeof(float)), *k = malloc(n * row * sizeof(float)),
+        *v = malloc(n * row * sizeof(float)), *out = malloc(n * row * sizeof(float));
+  int rc = (q && k && v && out) ? 0 : -1;
+  if (rc) cc_fail(w, "test out of memory");
+  for (uint32_t l = 0; rc == 0 && l < w->n_layers; l++) {
+    for (uint32_t i = 0; i < n; i++)
+      for (uint32_t h = 0; h < H; h++)
+        for (uint32_t d = 0; d < D; d++) {
+          size_t at = i * row + h * D + d;
+          q[at] = cc_q(from + i, h, d);
+          k[at] = cc_val(s->tok[from + i], from + i, l, 0, h, d);
+          v[at] = cc_val(s->tok[from + i], from + i, l, 1, h, d);
+        }
+    rc = n == 1 ? pkv_decode(t->eng, &s->id, 1, l, q, k, v, out)
+                : pkv_prefill(t->eng, s->id, l, from, n, q, k, v, out);
+    t->engine_calls++;
+    if (rc) {
+      cc_fail(w, "%s: %s (%s)", n == 1 ? "decode" : "prefill", pkv_err_name(rc),
+              pkv_last_error());
+      break;
+    }
+    for (uint32_t i = 0; rc == 0 && i < n; i++)
+      for (uint32_t h = 0; rc == 0 && h < H; h++) {
+        double ref[CC_HEAD_DIM];
+        cc_reference(w, s, l, from + i, h, ref);
+        for (uint32_t d = 0; d < D; d++)
+          if (fabs(out[i * row + h * D + d] - ref[d]) > CC_TOL) {
+            cc_fail(w, "%s seq %#llx pos %u layer %u head %u: out %g, reference %g",
+                    n == 1 ? "decode" : "prefill", (unsigned long long)s->id,
+                    from + i, l, h, (double)out[i * row + h * D + d], ref[d]);
+            rc = -1;
+            break;
+          }
+      }
+  }
+  free(q);
+  free(k);
+  free(v);
+  free(out);
+  return rc;
+}
+
 /* Appends toks, writes their K/V and commits them.  PKV_ENOMEM is normal
  * under pressure (nothing changed); anything else is a failure. */
-static int cc_extend(cc_world *w, cc_seq *s, const int32_t *toks, uint32_t n) {
+static int cc_extend(cc_thread *t, cc_seq *s, const int32_t *toks, uint32_t n) {
+  cc_world *w = t->w;
   if (s->n + n > CC_MAX_TOK) n = CC_MAX_TOK - s->n;
   if (n == 0) return 0;
   int rc = pkv_seq_append(w->c, s->id, toks, n, NULL);
@@ -190,7 +279,11 @@ static int cc_extend(cc_world *w, cc_seq *s, const int32_t *toks, uint32_t n) {
   uint32_t from = s->n;
   memcpy(s->tok + from, toks, n * sizeof *toks);
   s->n += n;
-  if ((rc = cc_write(w, s, from)) != 0) return rc;
+  /* Half the threads compute through the engine, half write K/V directly
+   * (the engine's own protocol), so both paths run against each other. */
+  rc = (t->eng && t->index % 2 == 0) ? cc_engine_step(t, s, from)
+                                     : cc_write(w, s, from);
+  if (rc) return rc;
   if ((rc = pkv_seq_commit(w->c, s->id, s->n)) != 0) {
     cc_fail(w, "commit: %s", pkv_err_name(rc));
     return rc;
@@ -242,7 +335,7 @@ static void cc_step(cc_thread *t) {
     e->n = e->committed = matched;
     if (matched) t->hits++;
     if (cc_verify(w, e)) break; /* hit blocks carry the right K/V */
-    if (cc_extend(w, e, prompt + matched, len - matched) == PKV_ENOMEM) {
+    if (cc_extend(t, e, prompt + matched, len - matched) == PKV_ENOMEM) {
       t->enomem++;
       cc_release(w, e); /* preempted before it ran */
     }
@@ -254,7 +347,7 @@ static void cc_step(cc_thread *t) {
     if (!s) break;
     for (int k = 0; k < 4 && s->n < CC_MAX_TOK; k++) {
       int32_t tok = (int32_t)(7000 + t->index * 100 + (r >> (8 + k)) % 50);
-      if (cc_extend(w, s, &tok, 1) == PKV_ENOMEM) {
+      if (cc_extend(t, s, &tok, 1) == PKV_ENOMEM) {
         t->enomem++;
         cc_release(w, s); /* preempt */
         return;
@@ -391,6 +484,7 @@ START_TEST(stress) {
   pkv_config cfg;
   tu_config(&cfg, PKV_STORAGE_OWNED, 24 * w->n_threads, 4);
   cfg.policy = cc_policies[_i % 5];
+  cfg.head_dim = CC_HEAD_DIM; /* the engine's kernels want a multiple of 16 */
   w->c = tu_cache(&cfg);
   w->bs = 4;
   w->n_layers = cfg.n_layers;
@@ -414,11 +508,22 @@ START_TEST(stress) {
     w->t[i].w = w;
     w->t[i].index = i;
     w->t[i].rng = 0x1234 + i * 7919 + (uint64_t)_i * 104729;
+    pkv_engine_config ecfg;
+    pkv_engine_config_init(&ecfg);
+    ecfg.n_q_heads = cfg.n_kv_heads;
+    ecfg.n_threads = 1;
+    ck_assert_int_eq(pkv_engine_create(w->c, &ecfg, &w->t[i].eng), 0);
     ck_assert_int_eq(pthread_create(&tid[i], NULL, cc_worker, &w->t[i]), 0);
   }
   ck_assert_int_eq(pthread_create(&tid[w->n_threads], NULL, cc_pressure, w), 0);
   for (uint32_t i = 0; i <= w->n_threads; i++) pthread_join(tid[i], NULL);
   ck_assert_msg(!atomic_load(&w->failed), "%s", w->why);
+  uint64_t engine_calls = 0;
+  for (uint32_t i = 0; i < w->n_threads; i++) {
+    engine_calls += w->t[i].engine_calls;
+    pkv_engine_destroy(w->t[i].eng);
+  }
+  ck_assert_msg(engine_calls > 0, "the engine never ran");
 
   uint64_t ops = 0, enomem = 0, hits = 0, forks = 0;
   for (uint32_t i = 0; i < w->n_threads; i++) {
@@ -440,10 +545,11 @@ START_TEST(stress) {
   if (getenv("PKV_TEST_VERBOSE"))
     fprintf(stderr, "stress %d: %u threads, policy %s: %llu ops, %llu hits, "
             "%llu forks, %llu ENOMEM preemptions, %llu evictions, %llu CoW "
-            "copies\n", _i, w->n_threads, cc_policies[_i % 5],
+            "copies, %llu engine calls\n", _i, w->n_threads, cc_policies[_i % 5],
             (unsigned long long)ops, (unsigned long long)hits,
             (unsigned long long)forks, (unsigned long long)enomem,
-            (unsigned long long)st.evictions, (unsigned long long)st.cow_copies);
+            (unsigned long long)st.evictions, (unsigned long long)st.cow_copies,
+            (unsigned long long)engine_calls);
   pthread_barrier_destroy(&w->barrier);
   pthread_mutex_destroy(&w->why_lock);
   pkv_cache_destroy(w->c);
