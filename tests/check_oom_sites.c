@@ -20,6 +20,7 @@
  *    cached (evictable) blocks are untouched, nothing was evicted.
  */
 #include "tu_core.h"
+#include "pagedkv/engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,12 +402,74 @@ START_TEST(match_then_append_all_or_nothing) {
 }
 END_TEST
 
+/* ------------------------------------------------ the engine */
+
+typedef struct eng_fx {
+  pkv_cache *c;
+  pkv_engine *e;
+  pkv_seq_id s[4];
+  float q[4 * 4 * 16 * 8], k[4 * 2 * 16 * 8], v[4 * 2 * 16 * 8],
+      out[4 * 4 * 16 * 8];
+} eng_fx;
+
+static int op_engine_create(pkv_cache *c, void *arg) {
+  eng_fx *f = arg;
+  pkv_engine_config ec;
+  pkv_engine_config_init(&ec);
+  ec.n_q_heads = 4; /* GQA: 2 query heads per KV head */
+  ec.n_threads = 2; /* a worker pool to allocate */
+  f->e = NULL;
+  int rc = pkv_engine_create(c, &ec, &f->e);
+  if (rc) ck_assert_msg(f->e == NULL, "failed engine_create left *out set");
+  return rc;
+}
+static int op_decode_batch(pkv_cache *c, void *arg) {
+  eng_fx *f = arg; /* the first batch of 4 grows the engine's batch state */
+  (void)c;
+  return pkv_decode(f->e, f->s, 4, 1, f->q, f->k, f->v, f->out);
+}
+static int op_prefill(pkv_cache *c, void *arg) {
+  eng_fx *f = arg;
+  (void)c;
+  return pkv_prefill(f->e, f->s[0], 0, 0, 5, f->q, f->k, f->v, f->out);
+}
+
+START_TEST(engine_every_site) {
+  eng_fx f;
+  memset(&f, 0, sizeof f);
+  for (size_t i = 0; i < sizeof f.q / sizeof f.q[0]; i++)
+    f.q[i] = f.out[i] = (float)(i % 7) * 0.125f;
+  for (size_t i = 0; i < sizeof f.k / sizeof f.k[0]; i++)
+    f.k[i] = f.v[i] = (float)(i % 5) * 0.25f;
+  tu_alloc_install(0);
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
+  cfg.head_dim = 16;
+  f.c = tu_cache(&cfg);
+  int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(pkv_seq_create(f.c, NULL, &f.s[i]), 0);
+    ck_assert_int_eq(pkv_seq_append(f.c, f.s[i], toks, (uint32_t)(5 + i), NULL), 0);
+  }
+  long sites = sweep(f.c, "engine_create", op_engine_create, &f);
+  sites += sweep(f.c, "prefill", op_prefill, &f);
+  sites += sweep(f.c, "decode (batch state grows)", op_decode_batch, &f);
+  ck_assert_msg(sites >= 2, "engine: only %ld allocation sites", sites);
+  pkv_engine_destroy(f.e);
+  pkv_cache_destroy(f.c);
+  ck_assert_msg(tu_alloc_live() == 0, "%ld allocations outlive the engine",
+                tu_alloc_live());
+  tu_alloc_restore();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("oom_sites");
   TCase *tc = tcase_create("allocator");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, create_every_site, 0, 12);
   tcase_add_loop_test(tc, seq_ops_every_site, 0, 10);
+  tcase_add_test(tc, engine_every_site);
   suite_add_tcase(s, tc);
   tc = tcase_create("pool");
   tcase_add_test(tc, multi_block_append_all_or_nothing);
