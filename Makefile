@@ -73,6 +73,8 @@ TEST_UTIL := $(sort $(wildcard tests/tu_*.c))
 TEST_UOBJ := $(TEST_UTIL:%.c=$(BUILD)/%.o)
 EX_SRC    := $(sort $(wildcard examples/*.c))
 EX_BIN    := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+# Policies loadable with `pagedkv sim --policy-lib`: built as plugins too.
+EX_SO     := $(patsubst examples/%.c,$(BUILD)/examples/%.so,$(wildcard examples/custom_policy.c))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 BENCH_UTIL:= $(sort $(wildcard bench/bu_*.c))
@@ -85,11 +87,13 @@ TOOL    := $(BUILD)/pagedkv
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind
 .DEFAULT_GOAL := all
+# Keep object files of tests and benchmarks between runs.
+.SECONDARY:
 
 all: lib tools examples
 lib: $(STATIC) $(SHARED) $(BUILD)/pagedkv.pc
 tools: $(TOOL)
-examples: $(EX_BIN)
+examples: $(EX_BIN) $(EX_SO)
 
 $(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
@@ -114,6 +118,10 @@ $(TOOL): $(TOOL_OBJ) $(STATIC)
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
+
+$(BUILD)/examples/%.so: examples/%.c $(wildcard include/pagedkv/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -DPKV_POLICY_PLUGIN -o $@ $<
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl

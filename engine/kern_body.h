@@ -109,7 +109,43 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
                const float *q, float *sc, const int prefetch, const uint32_t HG,
                const int dt) {
   const size_t row_bytes = (size_t)D * dt_size(dt);
-  for (uint32_t j = 0; j < n; j++) {
+  const size_t ld = PKV__DECODE_CH + PKV_VL;
+  uint32_t j = 0;
+#if PKV_VL > 1
+  /* T tokens x HG heads = PKV_VL dot products at a time, their partial
+   * vectors summed together by one transpose-and-add tree */
+  const uint32_t T = PKV_VL / HG;
+  for (; j + T <= n; j += T) {
+    if (prefetch) {
+      for (uint32_t t = 0; t < T; t++) {
+        for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j + t] + o);
+        if (j + t < n_pre)
+          for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(kbase + pre[j + t] + o);
+      }
+    }
+    pkv_vf a[PKV_VL];
+#pragma GCC unroll 16
+    for (uint32_t i = 0; i < PKV_VL; i++) a[i] = PKV_F32_ZERO();
+    for (uint32_t d = 0; d < D; d += PKV_VL) {
+      pkv_vf qv[DEC_HG];
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < HG; g++) qv[g] = PKV_F32_LOAD(q + (size_t)g * D + d);
+#pragma GCC unroll 16
+      for (uint32_t t = 0; t < T; t++) {
+        pkv_vf kv = kv_load(kbase + off[j + t], d, dt);
+#pragma GCC unroll 8
+        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_F32_FMA(kv, qv[g], a[t * HG + g]);
+      }
+    }
+    float r[PKV_VL];
+    PKV_F32_STORE(r, PKV_F32_SUM_LANES(a));
+#pragma GCC unroll 16
+    for (uint32_t t = 0; t < T; t++)
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j + t] = r[t * HG + g];
+  }
+#endif
+  for (; j < n; j++) {
     const void *row = kbase + off[j];
     if (prefetch) {
       for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j] + o);
@@ -127,7 +163,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
     }
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < HG; g++)
-      sc[(size_t)g * (PKV__DECODE_CH + PKV_VL) + j] = PKV_F32_REDUCE(a[g]);
+      sc[(size_t)g * ld + j] = PKV_F32_REDUCE(a[g]);
   }
 }
 

@@ -20,6 +20,10 @@
  *   PKV_F32_MUL/ADD/SUB/MAX(a,b)
  *   PKV_F32_REDUCE(v)           sum of the lanes (float)
  *   PKV_F32_REDUCE_MAX(v)       max of the lanes (float)
+ *   PKV_F32_SUM_LANES(v)        v: array of PKV_VL vectors; a vector whose
+ *                               lane i is the sum of v[i]'s lanes (a
+ *                               transpose-and-add tree: ~3 ops per input
+ *                               instead of a full reduction each)
  *   PKV_F32_EXP2(v)             2^v per lane; inputs below -126 give 0
  *   PKV_PREFETCH(p)             read prefetch into all cache levels
  */
@@ -90,6 +94,26 @@ static inline pkv_vf pkv__exp2_avx512(pkv_vf x) {
 }
 #define PKV_F32_EXP2(v) pkv__exp2_avx512(v)
 
+/* Lane i of the result = sum of v[i]: unpack pairs, then shuffles across
+ * 64-bit, 128-bit and 256-bit lanes, adding at each level. */
+static inline pkv_vf pkv__sum_lanes_avx512(const pkv_vf *v) {
+  __m512 s1[8], s2[4], s3[2];
+  for (int i = 0; i < 8; i++)
+    s1[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                          _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; i++)
+    s2[i] = _mm512_add_ps(_mm512_shuffle_ps(s1[2 * i], s1[2 * i + 1], 0x44),
+                          _mm512_shuffle_ps(s1[2 * i], s1[2 * i + 1], 0xee));
+  for (int i = 0; i < 2; i++)
+    s3[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s2[2 * i], s2[2 * i + 1], 0x88),
+                          _mm512_shuffle_f32x4(s2[2 * i], s2[2 * i + 1], 0xdd));
+  /* s3[0] = [a..d(L01), e..h(L01), a..d(L23), e..h(L23)] and likewise for
+   * i..p: one more cross-lane pair finishes the sums in input order */
+  return _mm512_add_ps(_mm512_shuffle_f32x4(s3[0], s3[1], 0x88),
+                       _mm512_shuffle_f32x4(s3[0], s3[1], 0xdd));
+}
+#define PKV_F32_SUM_LANES(v) pkv__sum_lanes_avx512(v)
+
 /* --------------------------------------------------------------- AVX2 */
 #elif defined(PKV_SIMD_AVX2)
 #include <immintrin.h>
@@ -142,6 +166,19 @@ static inline pkv_vf pkv__exp2_avx2(pkv_vf x) {
 }
 #define PKV_F32_EXP2(v) pkv__exp2_avx2(v)
 
+static inline pkv_vf pkv__sum_lanes_avx2(const pkv_vf *v) {
+  __m256 s1[4], s2[2];
+  for (int i = 0; i < 4; i++)
+    s1[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                          _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 2; i++)
+    s2[i] = _mm256_add_ps(_mm256_shuffle_ps(s1[2 * i], s1[2 * i + 1], 0x44),
+                          _mm256_shuffle_ps(s1[2 * i], s1[2 * i + 1], 0xee));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s2[0], s2[1], 0x20),
+                       _mm256_permute2f128_ps(s2[0], s2[1], 0x31));
+}
+#define PKV_F32_SUM_LANES(v) pkv__sum_lanes_avx2(v)
+
 /* ------------------------------------------------------------- scalar */
 #else
 
@@ -189,6 +226,7 @@ static inline float pkv__bf16_to_f32(uint16_t h) {
 #define PKV_F32_REDUCE(v) (v)
 #define PKV_F32_REDUCE_MAX(v) (v)
 #define PKV_F32_EXP2(v) ((v) < -126.0f ? 0.0f : exp2f(v))
+#define PKV_F32_SUM_LANES(v) ((v)[0])
 
 #endif
 

@@ -35,9 +35,6 @@ uint64_t pkv__default_clock(void *user) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void pkv__lock(pkv_cache *c) { pthread_mutex_lock(&c->lock); }
-void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
-
 void pkv__assert_fail(const char *expr, const char *file, int line,
                       const char *detail) {
   fprintf(stderr, "pagedkv: assertion failed: %s (%s:%d) %s\n", expr, file,
@@ -171,7 +168,8 @@ static void cache_free(pkv_cache *c) {
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
-  pkv__free(c->blk);
+  pkv__free(c->blk_raw);
+  pkv__free(c->fam);
   pkv__free(c->refcount);
   if (c->kv) pkv__arena_free(c->kv, c->kv_bytes);
   pthread_mutex_destroy(&c->lock);
@@ -207,20 +205,21 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
 
   size_t nb = res.num_blocks;
   c->refcount = pkv__calloc(nb, sizeof *c->refcount);
-  c->blk = pkv__calloc(nb, sizeof *c->blk);
+  c->blk_raw = pkv__calloc(nb + 1, sizeof *c->blk);
+  c->blk = c->blk_raw ? (pkv__block *)(((uintptr_t)c->blk_raw + 63) & ~(uintptr_t)63)
+                      : NULL;
+  c->fam = pkv__malloc(nb * sizeof *c->fam);
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
-  if (!c->refcount || !c->blk || !c->block_tokens || !c->orphans ||
+  if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
       !c->scratch) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }
   for (size_t b = 0; b < nb; b++) {
-    pkv__block *blk = &c->blk[b];
-    blk->next_free = (b + 1 < nb) ? (int32_t)(b + 1) : -1;
-    blk->hash_next = blk->parent_block = blk->first_child = -1;
-    blk->next_sibling = blk->prev_sibling = -1;
+    c->blk[b].next_free = (b + 1 < nb) ? (int32_t)(b + 1) : -1;
+    c->fam[b] = (pkv__family){-1, -1, -1, -1};
   }
   c->free_head = 0;
   c->n_free = (uint32_t)nb;

@@ -62,21 +62,31 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 #define PKV_BLK_ORPHAN 0x04u    /* cached, and its parent left the index */
 #define PKV_BLK_ORPHAN_Q 0x08u  /* on the orphan candidate stack */
 
+/* One cache line per block: everything a prefix lookup, a refcount-0
+ * transition or an eviction reads.  The family links used only for orphan
+ * tracking live apart (pkv__family). */
 typedef struct pkv__block {
+  pkv_hash128 key, parent; /* valid while HASHED */
+  uint64_t priority_until;
+  union {
+    int32_t next_free;    /* free list link; only while free */
+    int32_t hash_next;    /* index chain link; only while cached */
+  };
+  uint32_t ns_id;         /* extra-key namespace; valid while HASHED */
+  uint32_t depth;         /* index in its chain; valid while HASHED */
+  uint32_t pins;          /* pin references (included in refcount) */
   uint16_t flags;         /* PKV_BLK_* */
   uint8_t priority;       /* retention priority while cached */
-  uint8_t unused_;
-  int32_t next_free;      /* free list link; only valid while free */
-  int32_t hash_next;      /* index chain link; only valid while cached */
+  uint8_t unused_[5];
+} pkv__block;
+
+_Static_assert(sizeof(pkv__block) == 64, "pkv__block is one cache line");
+
+typedef struct pkv__family {
   int32_t parent_block;   /* cached parent we are linked under, or -1 */
   int32_t first_child;    /* cached children, linked through siblings */
   int32_t next_sibling, prev_sibling;
-  uint32_t pins;          /* pin references (included in refcount) */
-  uint32_t depth;         /* index in its chain; valid while HASHED */
-  uint32_t ns_id;         /* extra-key namespace; valid while HASHED */
-  uint64_t priority_until;
-  pkv_hash128 key, parent; /* valid while HASHED */
-} pkv__block;
+} pkv__family;
 
 /* Named states (refcount lives in the hot array cache->refcount). */
 #define PKV_BLOCK_IS_CACHED(c, b) (((c)->blk[b].flags & PKV_BLK_CACHED) != 0)
@@ -100,6 +110,12 @@ typedef struct pkv__prio_range {
 
 typedef struct pkv__seq {
   uint32_t index;        /* slot in cache->seqs */
+  uint32_t gen;          /* handle generation (copy of seq_gen[index]) */
+  int32_t tail;          /* blocks[n_blocks - 1] while tail_writable */
+  bool tail_writable;    /* hint: tail is ours alone and not hashed; set
+                            only by append, cleared by every operation that
+                            may share, cache or pin it (fork, truncate,
+                            commit, match, pin); false is always safe */
   uint32_t ns_id;        /* interned (namespace, adapter) */
   int32_t *blocks;       /* page table */
   uint32_t n_blocks, cap_blocks;
@@ -123,6 +139,7 @@ typedef struct pkv__ns {
   uint64_t adapter_id;
   pkv_hash128 digest;    /* XXH3-128 of the typed encoding */
   uint32_t refs;         /* sequences + hashed blocks using it; 0 = slot free */
+  uint32_t next;         /* digest chain while live, free list while free */
 } pkv__ns;
 
 /* ------------------------------------------------ pins */
@@ -147,7 +164,9 @@ struct pkv_cache {
   size_t kv_bytes;
 
   uint32_t *refcount;          /* per block: table entries + pins */
-  pkv__block *blk;
+  pkv__block *blk;             /* 64-byte aligned, one line per block */
+  void *blk_raw;               /* allocation behind blk */
+  pkv__family *fam;
   int32_t *block_tokens;       /* num_blocks * block_size */
   int32_t free_head;
   uint32_t n_free, n_cached, n_evictable, n_pinned;
@@ -162,6 +181,8 @@ struct pkv_cache {
 
   pkv__ns *ns;                 /* ns[0] = default namespace */
   uint32_t n_ns, cap_ns;
+  uint32_t *ns_heads;          /* digest buckets over ns[] */
+  uint32_t ns_mask, ns_free;
 
   pkv__pin *pins;
   uint32_t n_pins, cap_pins;
@@ -179,20 +200,31 @@ struct pkv_cache {
   uint32_t n_orphans;
 
   uint32_t *scratch;           /* num_blocks counters for pkv_check */
+  uint64_t now;                /* clock of the current call, if now_valid */
+  bool now_valid;
   uint64_t event_seqno;
   pkv_stats st;                /* counters only; gauges computed on read */
 };
 
 /* ------------------------------------------------ helpers (lock held) */
 
-static inline uint64_t pkv__now(const pkv_cache *c) {
+/* The clock, read at most once per API call: one call is one instant for
+ * every hook it makes (and a clock read costs more than most hooks). */
+static inline uint64_t pkv__now(pkv_cache *c) {
   extern uint64_t pkv__default_clock(void *);
-  return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
-                      : pkv__default_clock(NULL);
+  if (!c->now_valid) {
+    c->now = c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
+                          : pkv__default_clock(NULL);
+    c->now_valid = true;
+  }
+  return c->now;
 }
 
-void pkv__lock(pkv_cache *c);
-void pkv__unlock(pkv_cache *c);
+static inline void pkv__lock(pkv_cache *c) {
+  pthread_mutex_lock(&c->lock);
+  c->now_valid = false;
+}
+static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
 /* seq.c */
 pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id); /* NULL + err set */
@@ -232,8 +264,8 @@ void pkv__block_unhash(pkv_cache *c, int32_t b);
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
  * namespace digest and the block's token ids (see prefix.c). */
-pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
-                           const int32_t *tokens);
+pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
+                           uint32_t ns_id, const int32_t *tokens);
 /* Index bucket of a key (weakened by the test hook). */
 static inline uint32_t pkv__bucket(const pkv_cache *c, pkv_hash128 k) {
   return (uint32_t)(k.lo & c->key_mask_lo) & c->hash_mask;
@@ -250,7 +282,7 @@ int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
 /* Evicts one cached block with refcount 0; returns it (now free) or -1. */
 int32_t pkv__evict_one(pkv_cache *c);
-void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m);
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
 void pkv__orphan_push(pkv_cache *c, int32_t b);
 void pkv__pins_destroy(pkv_cache *c);
 

@@ -7,7 +7,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static _Thread_local char last_error[256];
+/* initial-exec: every call clears it, so it must cost a plain TLS store,
+ * not a __tls_get_addr call (256 bytes fit glibc's static TLS surplus). */
+static _Thread_local char last_error[256]
+    __attribute__((tls_model("initial-exec")));
 
 const char *pkv_strerror(int err) {
   switch (err) {

@@ -58,7 +58,7 @@ void pkv__policy_close(pkv_cache *c) {
   c->policy_state = NULL;
 }
 
-void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m) {
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
   const pkv__block *blk = &c->blk[b];
   m->now = pkv__now(c);
   m->key = blk->key;
@@ -68,10 +68,26 @@ void pkv__block_meta(const pkv_cache *c, int32_t b, pkv_block_meta *m) {
   m->priority_until = blk->priority_until;
 }
 
+/* Drops stale entries (blocks freed since they were pushed lose their
+ * ORPHAN_Q flag with all their flags) and duplicates (a block freed and
+ * queued again), so the stack never holds more than num_blocks entries. */
+static void orphan_compact(pkv_cache *c) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < c->n_orphans; i++) {
+    int32_t b = c->orphans[i];
+    if (!(c->blk[b].flags & PKV_BLK_ORPHAN_Q)) continue;
+    c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN_Q; /* keep the first only */
+    c->orphans[k++] = b;
+  }
+  for (uint32_t i = 0; i < k; i++) c->blk[c->orphans[i]].flags |= PKV_BLK_ORPHAN_Q;
+  c->n_orphans = k;
+}
+
 void pkv__orphan_push(pkv_cache *c, int32_t b) {
   if (!(c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST)) return;
   pkv__block *blk = &c->blk[b];
-  if ((blk->flags & PKV_BLK_ORPHAN_Q) || c->n_orphans >= c->num_blocks) return;
+  if (blk->flags & PKV_BLK_ORPHAN_Q) return;
+  if (c->n_orphans >= c->num_blocks) orphan_compact(c);
   blk->flags |= PKV_BLK_ORPHAN_Q;
   c->orphans[c->n_orphans++] = b;
 }
@@ -89,11 +105,13 @@ static int32_t orphan_pop(pkv_cache *c) {
 }
 
 int32_t pkv__evict_one(pkv_cache *c) {
-  if (c->n_evictable == 0) return -1;
+  if (c->n_evictable == 0) {
+    pkv__err(PKV_ECORRUPT, "eviction: no evictable block");
+    return -1;
+  }
   int32_t v = -1;
   if (c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST) v = orphan_pop(c);
   if (v < 0) {
-    if (!c->policy) return -1;
     v = c->policy->choose_victim(c->policy_state, pkv__now(c));
     if (v < 0 || (uint32_t)v >= c->num_blocks || !PKV_BLOCK_IS_EVICTABLE(c, v)) {
       pkv__err(PKV_ECORRUPT, "policy '%s' chose block %d, which is not "
@@ -175,6 +193,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   }
   p->blocks = blocks;
   p->n_blocks = n;
+  s->tail_writable = false;
   p->gen++; /* even -> odd: live */
   *out = PIN_HANDLE(slot, p->gen);
 out:

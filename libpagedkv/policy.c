@@ -23,7 +23,7 @@
 
 static const pkv_policy_ops *const builtins[] = {
     &pkv__policy_lru,    &pkv__policy_fifo,     &pkv__policy_lfu,
-    &pkv__policy_s3fifo, &pkv__policy_priority,
+    &pkv__policy_s3fifo, &pkv__policy_priority, &pkv__policy_fwlru,
 };
 #define N_BUILTINS (sizeof builtins / sizeof builtins[0])
 
@@ -133,11 +133,9 @@ int pkv__policy_check_create(const char *policy, void **out,
 
 bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
   h->len = 0;
-  h->heap = pkv__malloc(sizeof(int32_t) * num_blocks);
+  h->ent = pkv__malloc(sizeof(pkv__bheap_ent) * num_blocks);
   h->pos = pkv__malloc(sizeof(int32_t) * num_blocks);
-  h->k1 = pkv__malloc(sizeof(uint64_t) * num_blocks);
-  h->k2 = pkv__malloc(sizeof(uint64_t) * num_blocks);
-  if (!h->heap || !h->pos || !h->k1 || !h->k2) {
+  if (!h->ent || !h->pos) {
     pkv__bheap_free(h);
     return false;
   }
@@ -146,53 +144,51 @@ bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
 }
 
 void pkv__bheap_free(pkv__bheap *h) {
-  pkv__free(h->heap);
+  pkv__free(h->ent);
   pkv__free(h->pos);
-  pkv__free(h->k1);
-  pkv__free(h->k2);
   memset(h, 0, sizeof *h);
 }
 
-static void heap_place(pkv__bheap *h, uint32_t i, int32_t b) {
-  h->heap[i] = b;
-  h->pos[b] = (int32_t)i;
+static bool ent_less(const pkv__bheap_ent *a, const pkv__bheap_ent *b) {
+  return a->k1 < b->k1 || (a->k1 == b->k1 && a->k2 < b->k2);
 }
 
-/* Moves the block at index i up or down until the heap order holds. */
-static void heap_fix(pkv__bheap *h, uint32_t i) {
-  int32_t b = h->heap[i];
+/* Places e at index i, moving it up or down until the heap order holds. */
+static void heap_fix(pkv__bheap *h, uint32_t i, pkv__bheap_ent e) {
   while (i > 0) {
-    uint32_t up = (i - 1) / 2;
-    if (!pkv__bheap_less(h, b, h->heap[up])) break;
-    heap_place(h, i, h->heap[up]);
+    uint32_t up = (i - 1) / PKV__HEAP_ARITY;
+    if (!ent_less(&e, &h->ent[up])) break;
+    h->ent[i] = h->ent[up];
+    h->pos[h->ent[i].block] = (int32_t)i;
     i = up;
   }
   for (;;) {
-    uint32_t c = 2 * i + 1;
+    uint32_t c = PKV__HEAP_ARITY * i + 1, best = c;
     if (c >= h->len) break;
-    if (c + 1 < h->len && pkv__bheap_less(h, h->heap[c + 1], h->heap[c])) c++;
-    if (!pkv__bheap_less(h, h->heap[c], b)) break;
-    heap_place(h, i, h->heap[c]);
-    i = c;
+    uint32_t end = c + PKV__HEAP_ARITY < h->len ? c + PKV__HEAP_ARITY : h->len;
+    for (uint32_t j = c + 1; j < end; j++)
+      if (ent_less(&h->ent[j], &h->ent[best])) best = j;
+    if (!ent_less(&h->ent[best], &e)) break;
+    h->ent[i] = h->ent[best];
+    h->pos[h->ent[i].block] = (int32_t)i;
+    i = best;
   }
-  heap_place(h, i, b);
+  h->ent[i] = e;
+  h->pos[e.block] = (int32_t)i;
 }
 
 void pkv__bheap_set(pkv__bheap *h, int32_t b, uint64_t k1, uint64_t k2) {
-  h->k1[b] = k1;
-  h->k2[b] = k2;
-  if (h->pos[b] < 0) heap_place(h, h->len++, b);
-  heap_fix(h, (uint32_t)h->pos[b]);
+  pkv__bheap_ent e = {k1, k2, b};
+  uint32_t i = h->pos[b] >= 0 ? (uint32_t)h->pos[b] : h->len++;
+  heap_fix(h, i, e);
 }
 
 void pkv__bheap_remove(pkv__bheap *h, int32_t b) {
   if (h->pos[b] < 0) return;
   uint32_t i = (uint32_t)h->pos[b];
   h->pos[b] = -1;
-  int32_t last = h->heap[--h->len];
-  if (i == h->len) return;
-  heap_place(h, i, last);
-  heap_fix(h, i);
+  pkv__bheap_ent last = h->ent[--h->len];
+  if (i < h->len) heap_fix(h, i, last);
 }
 
 static const char *skip_space(const char *s) {

@@ -3,28 +3,61 @@
  * cache, with one byte of memory each, and no data.
  *
  * Keyed by the block key (pkv_hash128), never by block id: ids are reused
- * for other content as soon as a block is evicted.  Layout: a ring of `cap`
- * entries in insertion order (the oldest is overwritten), and a chained hash
- * table over the live ones so that a key is found, or taken out, in O(1)
- * expected time.  An entry taken out early stays in the ring as a dead slot
- * until the ring comes round to it.
+ * for other content as soon as a block is evicted.  A policy asks the ghost
+ * on every insert and tells it on every removal, so both must cost one
+ * cache miss, not a pointer chase through a large ring: the ghost is a
+ * table of 64-byte buckets of 4 slots, each slot a 64-bit fingerprint of the
+ * key, the ghost clock when it was added, and the value byte.
  *
- *     ring:   [k7 v][k2 v][dead][k9 v] ...      head ─► next slot to reuse
- *     bucket[h(k)] ─► ring index ⇄ ring index ⇄ ...   (next / prev)
+ *     bucket = mix(key) & mask          slot = {fp, stamp, value}
+ *     live   = fp != 0 && clock - stamp < cap
+ *
+ * add() writes into the key's own slot if it has one, else into an empty or
+ * expired slot, else over the slot of least value (the oldest of those) in
+ * the bucket; take() finds and clears the key's slot.  The table has
+ * >= 2 * cap slots, so a bucket rarely holds 4 live keys; when it does, a
+ * key leaves early — the least valued, because a policy that keeps use
+ * counts here (fwlru) loses more by forgetting a hot key than a cold one:
+ * a hot prefix that comes back as "used once" is evicted again before it
+ * can earn its count back.  The
+ * ghost is thus "the last cap keys, nearly": an approximation that only
+ * costs a policy some of its memory, never correctness (policies use it as
+ * a hint).  Fingerprints are 64 bits, so a false hit needs a 64-bit
+ * collision within one bucket.
+ *
+ * The same file holds pkv__kmap, the exact map from the keys of the blocks
+ * a policy holds to their ids (a policy that links a block to its parent
+ * needs it: meta carries the parent's key, not its id).
  */
 #include "policy_util.h"
 
 #include <string.h>
 
-#define GHOST_DEAD (-2)
+#define GHOST_WAYS 4
 
-static uint32_t ghost_hash(const pkv__ghost *g, pkv_hash128 k) {
-  return (uint32_t)((k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull)) >> 17) & g->mask;
+/* Keys are XXH3 output in production but may be anything (tests, traces
+ * with small integer ids), so they are mixed (murmur3's finalizer). */
+static uint64_t mix(pkv_hash128 k) {
+  uint64_t x = k.lo ^ (k.hi << 32 | k.hi >> 32);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+static uint64_t fingerprint(uint64_t h) {
+  return (h * 0x9e3779b97f4a7c15ull) | 1; /* never 0: 0 marks an empty slot */
 }
 
 uint32_t pkv__ghost_cap(double ratio, uint32_t num_blocks) {
   double cap = ratio * (double)num_blocks;
-  return cap > (double)(1u << 30) ? 1u << 30 : (uint32_t)cap;
+  return cap > (double)(1u << 28) ? 1u << 28 : (uint32_t)cap;
+}
+
+uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k) {
+  return (uint32_t)mix(k) & g->mask;
 }
 
 bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
@@ -32,56 +65,113 @@ bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
   g->cap = cap;
   if (!cap) return true;
   uint32_t nb = 1;
-  while (nb < cap) nb <<= 1;
+  while ((uint64_t)nb * GHOST_WAYS < 2ull * cap) nb <<= 1;
   g->mask = nb - 1;
-  g->bucket = pkv__malloc(sizeof(int32_t) * nb);
-  g->ring = pkv__malloc(sizeof(pkv__ghost_entry) * cap);
-  if (!g->bucket || !g->ring) return false;
-  memset(g->bucket, 0xff, sizeof(int32_t) * nb);
-  for (uint32_t i = 0; i < cap; i++) g->ring[i].prev = GHOST_DEAD;
+  /* Buckets on cache-line boundaries, so that one costs one miss. */
+  size_t bytes = (size_t)nb * GHOST_WAYS * sizeof(pkv__ghost_slot);
+  g->raw = pkv__calloc(1, bytes + 63);
+  if (!g->raw) return false;
+  g->slot = (pkv__ghost_slot *)(((uintptr_t)g->raw + 63) & ~(uintptr_t)63);
   return true;
 }
 
 void pkv__ghost_free(pkv__ghost *g) {
-  pkv__free(g->bucket);
-  pkv__free(g->ring);
-  g->bucket = NULL;
-  g->ring = NULL;
+  pkv__free(g->raw);
+  g->raw = NULL;
+  g->slot = NULL;
 }
 
-static void ghost_unlink(pkv__ghost *g, int32_t i) {
-  pkv__ghost_entry *e = &g->ring[i];
-  if (e->prev == GHOST_DEAD) return;
-  if (e->prev >= 0)
-    g->ring[e->prev].next = e->next;
-  else
-    g->bucket[ghost_hash(g, e->key)] = e->next;
-  if (e->next >= 0) g->ring[e->next].prev = e->prev;
-  e->prev = GHOST_DEAD;
+static bool live(const pkv__ghost *g, const pkv__ghost_slot *s) {
+  return s->fp != 0 && g->clock - s->stamp < g->cap;
 }
 
 int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k) {
   if (!g->cap) return -1;
-  for (int32_t i = g->bucket[ghost_hash(g, k)]; i >= 0; i = g->ring[i].next)
-    if (g->ring[i].key.lo == k.lo && g->ring[i].key.hi == k.hi) {
-      ghost_unlink(g, i);
-      return g->ring[i].value;
+  uint64_t h = mix(k), fp = fingerprint(h);
+  pkv__ghost_slot *b = &g->slot[(size_t)(h & g->mask) * GHOST_WAYS];
+  for (int i = 0; i < GHOST_WAYS; i++)
+    if (b[i].fp == fp) {
+      int v = live(g, &b[i]) ? b[i].value : -1;
+      b[i].fp = 0;
+      return v;
     }
   return -1;
 }
 
 void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value) {
   if (!g->cap) return;
-  pkv__ghost_take(g, k);
-  int32_t i = (int32_t)g->head;
-  g->head = g->head + 1 == g->cap ? 0 : g->head + 1;
-  ghost_unlink(g, i); /* the oldest entry falls out */
-  pkv__ghost_entry *e = &g->ring[i];
-  uint32_t h = ghost_hash(g, k);
-  e->key = k;
-  e->value = value;
-  e->prev = -1;
-  e->next = g->bucket[h];
-  if (e->next >= 0) g->ring[e->next].prev = i;
-  g->bucket[h] = i;
+  uint64_t h = mix(k), fp = fingerprint(h);
+  pkv__ghost_slot *b = &g->slot[(size_t)(h & g->mask) * GHOST_WAYS];
+  g->clock++;
+  pkv__ghost_slot *dst = NULL;
+  for (int i = 0; i < GHOST_WAYS && !dst; i++)
+    if (b[i].fp == fp) dst = &b[i];
+  for (int i = 0; i < GHOST_WAYS && !dst; i++)
+    if (!live(g, &b[i])) dst = &b[i];
+  if (!dst) { /* bucket full of live keys: the least valued leaves early */
+    dst = &b[0];
+    for (int i = 1; i < GHOST_WAYS; i++)
+      if (b[i].value < dst->value ||
+          (b[i].value == dst->value &&
+           g->clock - b[i].stamp > g->clock - dst->stamp))
+        dst = &b[i];
+  }
+  dst->fp = fp;
+  dst->stamp = g->clock;
+  dst->value = value;
+}
+
+/* ------------------------------------------------------------ key map */
+
+static bool key_eq(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+
+bool pkv__kmap_alloc(pkv__kmap *m, uint32_t num_blocks) {
+  uint32_t n = 2;
+  while (n < 2ull * num_blocks) n <<= 1;
+  m->mask = n - 1;
+  m->slot = pkv__malloc(sizeof(pkv__kmap_slot) * n);
+  if (!m->slot) return false;
+  for (uint32_t i = 0; i < n; i++) m->slot[i].block = -1;
+  return true;
+}
+
+void pkv__kmap_free(pkv__kmap *m) {
+  pkv__free(m->slot);
+  m->slot = NULL;
+}
+
+void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block) {
+  uint32_t i = (uint32_t)mix(key) & m->mask;
+  while (m->slot[i].block >= 0 && !key_eq(m->slot[i].key, key))
+    i = (i + 1) & m->mask;
+  m->slot[i].key = key;
+  m->slot[i].block = block;
+}
+
+int32_t pkv__kmap_get(const pkv__kmap *m, pkv_hash128 key) {
+  for (uint32_t i = (uint32_t)mix(key) & m->mask; m->slot[i].block >= 0;
+       i = (i + 1) & m->mask)
+    if (key_eq(m->slot[i].key, key)) return m->slot[i].block;
+  return -1;
+}
+
+void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block) {
+  uint32_t i = (uint32_t)mix(key) & m->mask;
+  while (m->slot[i].block >= 0 && !key_eq(m->slot[i].key, key))
+    i = (i + 1) & m->mask;
+  if (m->slot[i].block != block || block < 0) return;
+  /* Backward shift: pull later entries of the probe run into the hole
+   * unless their home slot lies cyclically after the hole. */
+  uint32_t hole = i;
+  for (uint32_t j = (hole + 1) & m->mask; m->slot[j].block >= 0;
+       j = (j + 1) & m->mask) {
+    uint32_t home = (uint32_t)mix(m->slot[j].key) & m->mask;
+    if (((j - home) & m->mask) >= ((j - hole) & m->mask)) {
+      m->slot[hole] = m->slot[j];
+      hole = j;
+    }
+  }
+  m->slot[hole].block = -1;
 }

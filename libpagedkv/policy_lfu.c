@@ -98,7 +98,7 @@ static int32_t lfu_choose_victim(void *state, uint64_t now) {
 static void lfu_on_remove(void *state, int32_t block) {
   lfu_state *st = state;
   if (pkv__bheap_top(&st->evictable) == block)
-    st->age = st->evictable.k1[block];
+    st->age = pkv__bheap_k1(&st->evictable, block);
   pkv__bheap_remove(&st->evictable, block);
 }
 

@@ -79,7 +79,8 @@ static void apply_expiries(prio_state *st, uint64_t now) {
     int32_t b = pkv__bheap_top(&st->expiry);
     if (b == PKV__NIL || st->until[b] > now) return;
     pkv__bheap_remove(&st->expiry, b);
-    pkv__bheap_set(&st->main, b, PKV__PRIORITY_DEFAULT, st->main.k2[b]);
+    pkv__bheap_set(&st->main, b, PKV__PRIORITY_DEFAULT,
+                   pkv__bheap_k2(&st->main, b));
   }
 }
 
@@ -139,6 +140,15 @@ static bool key_less(uint64_t p1, uint64_t s1, uint64_t p2, uint64_t s2) {
   return p1 < p2 || (p1 == p2 && s1 < s2);
 }
 
+/* Pushes the children of heap entry i onto the walk's stack. */
+static uint32_t push_children(int32_t *stack, uint32_t top, uint32_t i,
+                              uint32_t len) {
+  for (uint32_t c = PKV__HEAP_ARITY * i + 1;
+       c <= PKV__HEAP_ARITY * i + PKV__HEAP_ARITY && c < len; c++)
+    stack[top++] = (int32_t)c;
+  return top;
+}
+
 static int32_t prio_choose_victim(void *state, uint64_t now) {
   const prio_state *st = state;
   int32_t best = PKV__NIL;
@@ -147,34 +157,32 @@ static int32_t prio_choose_victim(void *state, uint64_t now) {
   uint32_t top = 0;
   if (st->main.len) st->stack[top++] = 0;
   while (top) {
-    uint32_t i = (uint32_t)st->stack[--top];
-    int32_t b = st->main.heap[i];
-    if (is_stale(st, b, now)) {
-      for (uint32_t c = 2 * i + 1; c <= 2 * i + 2 && c < st->main.len; c++)
-        st->stack[top++] = (int32_t)c;
+    const pkv__bheap_ent *e = &st->main.ent[st->stack[--top]];
+    if (is_stale(st, e->block, now)) {
+      top = push_children(st->stack, top, (uint32_t)(e - st->main.ent),
+                          st->main.len);
       continue;
     }
-    if (best == PKV__NIL ||
-        key_less(st->main.k1[b], st->main.k2[b], best_p, best_s)) {
-      best = b;
-      best_p = st->main.k1[b];
-      best_s = st->main.k2[b];
+    if (best == PKV__NIL || key_less(e->k1, e->k2, best_p, best_s)) {
+      best = e->block;
+      best_p = e->k1;
+      best_s = e->k2;
     }
   }
   /* Walk 2: the stale blocks, at the default priority. */
   if (st->expiry.len) st->stack[top++] = 0;
   while (top) {
     uint32_t i = (uint32_t)st->stack[--top];
-    int32_t b = st->expiry.heap[i];
+    int32_t b = st->expiry.ent[i].block;
     if (st->until[b] > now) continue; /* nothing below is stale either */
+    uint64_t stamp = pkv__bheap_k2(&st->main, b);
     if (best == PKV__NIL ||
-        key_less(PKV__PRIORITY_DEFAULT, st->main.k2[b], best_p, best_s)) {
+        key_less(PKV__PRIORITY_DEFAULT, stamp, best_p, best_s)) {
       best = b;
       best_p = PKV__PRIORITY_DEFAULT;
-      best_s = st->main.k2[b];
+      best_s = stamp;
     }
-    for (uint32_t c = 2 * i + 1; c <= 2 * i + 2 && c < st->expiry.len; c++)
-      st->stack[top++] = (int32_t)c;
+    top = push_children(st->stack, top, i, st->expiry.len);
   }
   return best;
 }

@@ -33,10 +33,8 @@
  * once per block and each rotation spends one use, so settle() is O(1)
  * amortized per hook.
  *
- * Ghost (policy_ghost.c): a ring of the last `ghost * num_blocks` keys
- * evicted from S plus a
- * chained hash table on them; a key found at on_insert is taken out and the
- * block starts in M.
+ * Ghost (policy_ghost.c): the last `ghost * num_blocks` keys evicted from
+ * S; a key found there at on_insert is taken out and the block starts in M.
  *
  * Args: small=0.1 (share of S, 0..1), ghost=0.9 (ghost entries per block,
  * 0..4), promote=1 (uses in S that earn M, 1..3).

@@ -74,18 +74,45 @@ static inline void pkv__blist_unlink(pkv__blist *l, pkv__bnodes *n,
   l->len--;
 }
 
+/* Inserts b (on no list) just before / after at, which is on l. */
+static inline void pkv__blist_insert_before(pkv__blist *l, pkv__bnodes *n,
+                                            int32_t at, int32_t b) {
+  int32_t p = n->prev[at];
+  n->prev[b] = p;
+  n->next[b] = at;
+  n->prev[at] = b;
+  if (p != PKV__NIL) n->next[p] = b; else l->head = b;
+  l->len++;
+}
+
+static inline void pkv__blist_insert_after(pkv__blist *l, pkv__bnodes *n,
+                                           int32_t at, int32_t b) {
+  int32_t x = n->next[at];
+  n->next[b] = x;
+  n->prev[b] = at;
+  n->next[at] = b;
+  if (x != PKV__NIL) n->prev[x] = b; else l->tail = b;
+  l->len++;
+}
+
 /* Allocates prev/next for num_blocks blocks, all unlinked.  false on
  * allocation failure (nothing left allocated). */
 bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks);
 void pkv__bnodes_free(pkv__bnodes *n);
 
-/* Indexed binary min-heap of blocks, ordered by (k1, k2) lexicographically.
- * pos[b] is b's index in heap[] or -1, so that any block can be removed or
- * re-keyed in O(log n).  All arrays sized num_blocks, allocated once. */
+/* Indexed 4-ary min-heap of blocks, ordered by (k1, k2) lexicographically.
+ * Keys live inside the heap entries, so a sift reads contiguous memory;
+ * pos[b] is b's entry index or -1, so that any block can be removed or
+ * re-keyed in O(log n).  Arrays sized num_blocks, allocated once. */
+#define PKV__HEAP_ARITY 4
+typedef struct pkv__bheap_ent {
+  uint64_t k1, k2;
+  int32_t block;
+} pkv__bheap_ent;
+
 typedef struct pkv__bheap {
-  int32_t *heap;
+  pkv__bheap_ent *ent;
   int32_t *pos;
-  uint64_t *k1, *k2; /* per block; valid while pos[b] >= 0 */
   uint32_t len;
 } pkv__bheap;
 
@@ -99,40 +126,67 @@ static inline bool pkv__bheap_has(const pkv__bheap *h, int32_t b) {
   return h->pos[b] >= 0;
 }
 static inline int32_t pkv__bheap_top(const pkv__bheap *h) {
-  return h->len ? h->heap[0] : PKV__NIL;
+  return h->len ? h->ent[0].block : PKV__NIL;
 }
-/* (a's keys) < (b's keys). */
-static inline bool pkv__bheap_less(const pkv__bheap *h, int32_t a,
-                                   int32_t b) {
-  return h->k1[a] < h->k1[b] || (h->k1[a] == h->k1[b] && h->k2[a] < h->k2[b]);
+/* Keys of b, which must be in the heap. */
+static inline uint64_t pkv__bheap_k1(const pkv__bheap *h, int32_t b) {
+  return h->ent[h->pos[b]].k1;
+}
+static inline uint64_t pkv__bheap_k2(const pkv__bheap *h, int32_t b) {
+  return h->ent[h->pos[b]].k2;
 }
 
-/* Ghost queue (policy_ghost.c): the last `cap` keys added, with a byte of
- * memory each; add and take are O(1) expected. */
-typedef struct pkv__ghost_entry {
-  pkv_hash128 key;
-  int32_t next, prev; /* bucket chain; prev == -2: dead slot */
+/* Ghost queue (policy_ghost.c): about the last `cap` keys added, with a
+ * byte of memory each; add and take cost one cache line. */
+typedef struct pkv__ghost_slot {
+  uint64_t fp;    /* key fingerprint; 0 = empty */
+  uint32_t stamp; /* ghost clock at add (wraps; compared by difference) */
   uint8_t value;
-} pkv__ghost_entry;
+} pkv__ghost_slot;
 
 typedef struct pkv__ghost {
-  uint32_t cap;  /* ring entries; 0 = no ghost (add and take do nothing) */
-  uint32_t head; /* next ring slot to (over)write */
-  uint32_t mask; /* hash buckets - 1 */
-  int32_t *bucket;
-  pkv__ghost_entry *ring;
+  uint32_t cap;   /* keys remembered; 0 = no ghost (add/take do nothing) */
+  uint32_t clock; /* adds so far */
+  uint32_t mask;  /* buckets - 1 */
+  pkv__ghost_slot *slot; /* buckets * 4, 64-byte aligned */
+  void *raw;             /* what was allocated */
 } pkv__ghost;
 
-/* ratio * num_blocks entries, capped at 2^30. */
+/* ratio * num_blocks entries, capped at 2^28. */
 uint32_t pkv__ghost_cap(double ratio, uint32_t num_blocks);
 /* false on allocation failure (call pkv__ghost_free all the same). */
 bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap);
 void pkv__ghost_free(pkv__ghost *g);
-/* Adds k as the newest entry; an older entry of k is dropped, and the oldest
- * entry falls out when the ring is full. */
+/* Adds k as the newest key with value (replacing an older entry of k).
+ * The key stays while fewer than cap keys are added after it, unless its
+ * bucket fills with 4 newer live keys first. */
 void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value);
-/* Removes k; returns its value, or -1 if k was not there. */
+/* Removes k; returns its value, or -1 if k is not (or no longer) there. */
 int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k);
+/* The bucket k falls in (for tests that model the overflow rule). */
+uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k);
+
+/* Map from block key to block id (policy_ghost.c) for the blocks a policy
+ * holds: open addressing with linear probing over >= 2 * num_blocks slots,
+ * deletion by backward shift, so lookups stay short without tombstones. */
+typedef struct pkv__kmap_slot {
+  pkv_hash128 key;
+  int32_t block; /* -1 = empty */
+} pkv__kmap_slot;
+
+typedef struct pkv__kmap {
+  uint32_t mask;
+  pkv__kmap_slot *slot;
+} pkv__kmap;
+
+bool pkv__kmap_alloc(pkv__kmap *m, uint32_t num_blocks);
+void pkv__kmap_free(pkv__kmap *m);
+/* Maps key to block (replacing another block mapped from key). */
+void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block);
+/* Block mapped from key, or -1. */
+int32_t pkv__kmap_get(const pkv__kmap *m, pkv_hash128 key);
+/* Unmaps key if it maps to block. */
+void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block);
 
 /* Checks create's common arguments: out not NULL, 1 <= num_blocks <=
  * INT32_MAX (block ids are int32_t).  0 or PKV_EINVAL with detail. */
@@ -173,5 +227,6 @@ extern const pkv_policy_ops pkv__policy_fifo;
 extern const pkv_policy_ops pkv__policy_lfu;
 extern const pkv_policy_ops pkv__policy_s3fifo;
 extern const pkv_policy_ops pkv__policy_priority;
+extern const pkv_policy_ops pkv__policy_fwlru;
 
 #endif /* PKV_POLICY_UTIL_H */

@@ -65,76 +65,116 @@ static pkv_hash128 ns_digest(const void *ns, size_t len, uint64_t adapter,
   return (pkv_hash128){h.low64, h.high64};
 }
 
+/* Namespaces are interned in a table chained by digest (ns_heads), with
+ * a free list of released slots, so creating a sequence costs one hash and
+ * a short chain walk however many tenants a server has. */
+#define NS_NONE UINT32_MAX
+
+static uint32_t ns_bucket(const pkv_cache *c, pkv_hash128 d) {
+  return (uint32_t)d.lo & c->ns_mask;
+}
+
+/* Rebuilds the buckets for at least `want` entries. */
+static int ns_rehash(pkv_cache *c, uint32_t want) {
+  uint32_t n = 16;
+  while (n < 2 * want) n *= 2;
+  uint32_t *heads = pkv__malloc(n * sizeof *heads);
+  if (!heads) return pkv__err(PKV_ENOMEM, "no memory for the namespace index");
+  for (uint32_t i = 0; i < n; i++) heads[i] = NS_NONE;
+  pkv__free(c->ns_heads);
+  c->ns_heads = heads;
+  c->ns_mask = n - 1;
+  for (uint32_t i = 0; i < c->n_ns; i++) {
+    if (c->ns[i].refs == 0) continue;
+    uint32_t h = ns_bucket(c, c->ns[i].digest);
+    c->ns[i].next = heads[h];
+    heads[h] = i;
+  }
+  return 0;
+}
+
 int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
                    uint64_t adapter_id, uint32_t *out) {
-  uint32_t free_slot = UINT32_MAX;
-  for (uint32_t i = 0; i < c->n_ns; i++) {
-    pkv__ns *e = &c->ns[i];
-    if (e->refs == 0) {
-      if (free_slot == UINT32_MAX) free_slot = i;
-      continue;
-    }
-    if (e->len == len && e->adapter_id == adapter_id &&
-        (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
-      e->refs++;
-      *out = i;
-      return 0;
+  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
+  uint8_t *scratch = NULL;
+  if (len > 256 - 28) {
+    scratch = pkv__malloc(len + 28);
+    if (!scratch) return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
+  }
+  pkv_hash128 d = ns_digest(ns, len, adapter_id, scratch);
+  pkv__free(scratch);
+  if (c->ns_heads) {
+    for (uint32_t i = c->ns_heads[ns_bucket(c, d)]; i != NS_NONE; i = c->ns[i].next) {
+      pkv__ns *e = &c->ns[i];
+      if (e->digest.lo == d.lo && e->digest.hi == d.hi && e->len == len &&
+          e->adapter_id == adapter_id && (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
+        e->refs++;
+        *out = i;
+        return 0;
+      }
     }
   }
-  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
   uint8_t *copy = NULL;
   if (len) {
     copy = pkv__malloc(len);
     if (!copy) return pkv__err(PKV_ENOMEM, "no memory for a namespace");
     memcpy(copy, ns, len);
   }
-  uint8_t *scratch = NULL;
-  if (len > 256 - 28) {
-    scratch = pkv__malloc(len + 28);
-    if (!scratch) {
-      pkv__free(copy);
-      return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
-    }
-  }
-  if (free_slot == UINT32_MAX) {
+  uint32_t id = c->ns_free;
+  if (id == NS_NONE) {
     if (c->n_ns == c->cap_ns) {
       uint32_t cap = c->cap_ns ? c->cap_ns * 2 : 8;
       pkv__ns *t = pkv__realloc(c->ns, cap * sizeof *t);
       if (!t) {
         pkv__free(copy);
-        pkv__free(scratch);
         return pkv__err(PKV_ENOMEM, "no memory for the namespace table");
       }
       c->ns = t;
       c->cap_ns = cap;
     }
-    free_slot = c->n_ns++;
+    if (!c->ns_heads || c->n_ns + 1 > (c->ns_mask + 1) / 2) {
+      int rc = ns_rehash(c, c->n_ns + 1);
+      if (rc) {
+        pkv__free(copy);
+        return rc;
+      }
+    }
+    id = c->n_ns++;
+  } else {
+    c->ns_free = c->ns[id].next;
   }
-  pkv__ns *e = &c->ns[free_slot];
+  pkv__ns *e = &c->ns[id];
   e->bytes = copy;
   e->len = len;
   e->adapter_id = adapter_id;
-  e->digest = ns_digest(ns, len, adapter_id, scratch);
+  e->digest = d;
   e->refs = 1;
-  pkv__free(scratch);
-  *out = free_slot;
+  uint32_t h = ns_bucket(c, d);
+  e->next = c->ns_heads[h];
+  c->ns_heads[h] = id;
+  *out = id;
   return 0;
 }
 
 void pkv__ns_unref(pkv_cache *c, uint32_t id) {
   pkv__ns *e = &c->ns[id];
   PKV_ASSERT(e->refs > 0);
-  if (--e->refs == 0) {
-    pkv__free(e->bytes);
-    e->bytes = NULL;
-    e->len = 0;
-  }
+  if (--e->refs != 0) return;
+  uint32_t *pp = &c->ns_heads[ns_bucket(c, e->digest)];
+  while (*pp != id) pp = &c->ns[*pp].next;
+  *pp = e->next;
+  pkv__free(e->bytes);
+  e->bytes = NULL;
+  e->len = 0;
+  e->next = c->ns_free;
+  c->ns_free = id;
 }
 
 /* ------------------------------------------------ init */
 
 int pkv__prefix_init(pkv_cache *c) {
   c->key_mask_lo = ~0ull;
+  c->ns_free = NS_NONE;
   uint32_t id;
   int rc = pkv__ns_intern(c, NULL, 0, 0, &id); /* ns 0: default, permanent */
   if (rc) return rc;
@@ -152,6 +192,7 @@ int pkv__prefix_init(pkv_cache *c) {
 void pkv__prefix_destroy(pkv_cache *c) {
   for (uint32_t i = 0; i < c->n_ns; i++) pkv__free(c->ns[i].bytes);
   pkv__free(c->ns);
+  pkv__free(c->ns_heads);
   pkv__free(c->heads);
   pkv__free(c->hash_buf);
 }
@@ -164,16 +205,15 @@ void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits) {
 
 /* ------------------------------------------------ keys */
 
-pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
-                           const int32_t *tokens) {
+pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
+                           uint32_t ns_id, const int32_t *tokens) {
   uint8_t *buf = c->hash_buf;
-  const pkv_hash128 extra = c->ns[ns_id].digest;
-  put_u64(buf, parent.lo);
-  put_u64(buf + 8, parent.hi);
-  put_u64(buf + 16, extra.lo);
-  put_u64(buf + 24, extra.hi);
   size_t n = c->block_size;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  put_u64(buf, parent->lo);
+  put_u64(buf + 8, parent->hi);
+  put_u64(buf + 16, c->ns[ns_id].digest.lo);
+  put_u64(buf + 24, c->ns[ns_id].digest.hi);
   for (size_t i = 0; i < n; i++) {
     uint32_t t = (uint32_t)tokens[i];
     buf[32 + 4 * i] = (uint8_t)t;
@@ -182,6 +222,16 @@ pkv_hash128 pkv__block_key(pkv_cache *c, pkv_hash128 parent, uint32_t ns_id,
     buf[35 + 4 * i] = (uint8_t)(t >> 24);
   }
 #else
+  /* Little-endian host: the documented byte order is the memory order. */
+  /* The parent key was usually just stored as two 8-byte halves (a hash
+   * result in registers); a 16-byte reload of it would miss store
+   * forwarding and stall ~15 cycles per block, so copy it as two 8-byte
+   * words and keep the compiler from merging them. */
+  uint64_t lo = parent->lo, hi = parent->hi;
+  __asm__("" : "+r"(lo), "+r"(hi));
+  memcpy(buf, &lo, 8);
+  memcpy(buf + 8, &hi, 8);
+  memcpy(buf + 16, &c->ns[ns_id].digest, 16);
   memcpy(buf + 32, tokens, n * 4);
 #endif
   XXH128_hash_t h = XXH3_128bits_withSeed(buf, 32 + n * 4, PKV_KEY_SEED);
@@ -210,12 +260,12 @@ int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id) {
 static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
                           uint32_t ns_id, const int32_t *tokens,
                           uint64_t *collided) {
-  size_t tb = (size_t)c->block_size * sizeof *tokens;
+  size_t bs = c->block_size;
   for (int32_t b = c->heads[pkv__bucket(c, key)]; b >= 0; b = c->blk[b].hash_next) {
     const pkv__block *blk = &c->blk[b];
     if (!index_key_eq(c, blk->key, key)) continue;
     if (blk->ns_id == ns_id && key_eq(blk->parent, parent) &&
-        memcmp(c->block_tokens + (size_t)b * c->block_size, tokens, tb) == 0)
+        memcmp(c->block_tokens + (size_t)b * bs, tokens, bs * sizeof *tokens) == 0)
       return b;
     (*collided)++;
   }
@@ -250,25 +300,25 @@ void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
 /* ------------------------------------------------ family links */
 
 static void unlink_from_parent(pkv_cache *c, int32_t b) {
-  pkv__block *blk = &c->blk[b];
-  if (blk->parent_block < 0) return;
-  if (blk->prev_sibling >= 0)
-    c->blk[blk->prev_sibling].next_sibling = blk->next_sibling;
+  pkv__family *f = &c->fam[b];
+  if (f->parent_block < 0) return;
+  if (f->prev_sibling >= 0)
+    c->fam[f->prev_sibling].next_sibling = f->next_sibling;
   else
-    c->blk[blk->parent_block].first_child = blk->next_sibling;
-  if (blk->next_sibling >= 0)
-    c->blk[blk->next_sibling].prev_sibling = blk->prev_sibling;
-  blk->parent_block = blk->next_sibling = blk->prev_sibling = -1;
+    c->fam[f->parent_block].first_child = f->next_sibling;
+  if (f->next_sibling >= 0)
+    c->fam[f->next_sibling].prev_sibling = f->prev_sibling;
+  f->parent_block = f->next_sibling = f->prev_sibling = -1;
 }
 
 static void link_under(pkv_cache *c, int32_t b, int32_t parent) {
-  pkv__block *blk = &c->blk[b];
-  blk->parent_block = parent;
-  blk->prev_sibling = -1;
-  blk->next_sibling = c->blk[parent].first_child;
-  if (blk->next_sibling >= 0) c->blk[blk->next_sibling].prev_sibling = b;
-  c->blk[parent].first_child = b;
-  blk->flags &= (uint16_t)~PKV_BLK_ORPHAN;
+  pkv__family *f = &c->fam[b];
+  f->parent_block = parent;
+  f->prev_sibling = -1;
+  f->next_sibling = c->fam[parent].first_child;
+  if (f->next_sibling >= 0) c->fam[f->next_sibling].prev_sibling = b;
+  c->fam[parent].first_child = b;
+  c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN;
 }
 
 /* Links b under its cached parent if there is one; marks it an orphan
@@ -284,9 +334,8 @@ static void adopt(pkv_cache *c, int32_t b) {
 }
 
 bool pkv__block_is_orphan(pkv_cache *c, int32_t b) {
-  const pkv__block *blk = &c->blk[b];
-  if (blk->depth == 0) return false;
-  if (blk->parent_block >= 0) return false;
+  if (c->blk[b].depth == 0) return false;
+  if (c->fam[b].parent_block >= 0) return false;
   /* Possibly re-registered since: adopt lazily. */
   adopt(c, b);
   return (c->blk[b].flags & PKV_BLK_ORPHAN) != 0;
@@ -332,21 +381,21 @@ void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
   int32_t *pp = &c->heads[pkv__bucket(c, blk->key)];
   while (*pp != b) pp = &c->blk[*pp].hash_next;
   *pp = blk->hash_next;
-  blk->hash_next = -1;
+  blk->hash_next = -1; /* the pool links it next (shared field) */
   if (emit) pkv__emit(c, PKV_EVENT_REMOVED, b);
   blk->flags &= (uint16_t)~(PKV_BLK_CACHED | PKV_BLK_ORPHAN);
   c->n_cached--;
   if (c->refcount[b] == 0) c->n_evictable--;
   if (c->policy) c->policy->on_remove(c->policy_state, b);
   unlink_from_parent(c, b);
-  for (int32_t ch = blk->first_child; ch >= 0;) {
-    int32_t next = c->blk[ch].next_sibling;
-    c->blk[ch].parent_block = c->blk[ch].next_sibling = c->blk[ch].prev_sibling = -1;
+  for (int32_t ch = c->fam[b].first_child; ch >= 0;) {
+    int32_t next = c->fam[ch].next_sibling;
+    c->fam[ch].parent_block = c->fam[ch].next_sibling = c->fam[ch].prev_sibling = -1;
     c->blk[ch].flags |= PKV_BLK_ORPHAN;
     if (c->refcount[ch] == 0) pkv__orphan_push(c, ch);
     ch = next;
   }
-  blk->first_child = -1;
+  c->fam[b].first_child = -1;
 }
 
 void pkv__block_unhash(pkv_cache *c, int32_t b) {
@@ -368,7 +417,7 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
     if (!(blk->flags & PKV_BLK_HASHED)) {
       pkv_hash128 parent = {0, 0};
       if (i > 0) parent = c->blk[s->blocks[i - 1]].key;
-      blk->key = pkv__block_key(c, parent, s->ns_id,
+      blk->key = pkv__block_key(c, &parent, s->ns_id,
                                 c->block_tokens + (size_t)b * c->block_size);
       blk->parent = parent;
       blk->depth = i;
@@ -436,7 +485,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   uint32_t k = 0;
   for (; k < want; k++) {
     const int32_t *t = tokens + (size_t)k * bs;
-    pkv_hash128 key = pkv__block_key(cache, parent, s->ns_id, t);
+    pkv_hash128 key = pkv__block_key(cache, &parent, s->ns_id, t);
     int32_t b = index_find(cache, key, parent, s->ns_id, t, &collided);
     if (b < 0) break;
     pkv__block_ref(cache, b);
@@ -450,6 +499,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   }
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
+  s->tail_writable = false;
   s->n_tokens = s->n_committed = k * bs;
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;

@@ -33,13 +33,14 @@
 pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
   uint64_t idx1 = id & 0xffffffffu;
   uint32_t gen = (uint32_t)(id >> 32);
-  if (idx1 == 0 || idx1 > c->seq_cap || c->seqs[idx1 - 1] == NULL ||
-      c->seq_gen[idx1 - 1] != gen) {
+  pkv__seq *s;
+  if (idx1 == 0 || idx1 > c->seq_cap || (s = c->seqs[idx1 - 1]) == NULL ||
+      s->gen != gen) {
     pkv__err(PKV_ENOSEQ, "seq %#llx: unknown, freed or stale handle",
              (unsigned long long)id);
     return NULL;
   }
-  return c->seqs[idx1 - 1];
+  return s;
 }
 
 /* Makes sure a free handle slot exists. */
@@ -83,8 +84,8 @@ int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks) {
   return 0;
 }
 
-/* Allocates a sequence struct with room for cap_blocks and a handle slot;
- * on success the sequence is live and *out its handle. */
+/* Allocates a sequence with room for cap_blocks and a handle slot; on
+ * success it is live (seq_handle names it); NULL with the error set. */
 static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
   if (seq_slots_reserve(c)) return NULL;
   pkv__seq *s = pkv__calloc(1, sizeof *s);
@@ -97,6 +98,7 @@ static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
     return NULL;
   }
   s->index = c->seq_free[--c->n_seq_free];
+  s->gen = c->seq_gen[s->index];
   s->ns_id = ns_id;
   c->seqs[s->index] = s;
   c->n_seqs++;
@@ -234,16 +236,17 @@ static int seq_append_slow(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   s->n_blocks += (uint32_t)new_blocks;
   seq_write_tokens(c, s, tokens, n, slots);
   s->n_tokens = (uint32_t)new_len;
+  /* Whatever path we came by, the tail is now a fresh block, our copy, or
+   * a block already ours alone. */
+  s->tail = s->blocks[s->n_blocks - 1];
+  s->tail_writable = true;
   return 0;
 
 undo:
   for (uint32_t i = 0; i < taken; i++)
     pkv__block_unref(c, s->blocks[s->n_blocks + i]);
   if (copy_to >= 0) pkv__block_unref(c, copy_to);
-  return pkv__err(PKV_ECORRUPT,
-                  "seq %u: eviction failed although %u blocks were counted "
-                  "evictable (policy '%s' returned no valid victim)",
-                  s->index, c->n_evictable, c->policy_name);
+  return PKV_ECORRUPT; /* the eviction driver said why */
 }
 
 int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
@@ -267,15 +270,15 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
   }
   uint32_t bs = cache->block_size;
   uint32_t room = s->n_blocks * bs - s->n_tokens;
-  int32_t tail;
-  if (n_tokens <= room && (tail = s->blocks[s->n_blocks - 1],
-                           cache->refcount[tail] == 1 &&
-                               (cache->blk[tail].flags &
-                                (PKV_BLK_CACHED | PKV_BLK_HASHED)) == 0)) {
+  if (s->tail_writable && n_tokens <= room) {
     /* Decode fast path: the tail is ours and has room. */
+    int32_t tail = s->tail;
     uint32_t off = bs - room;
     int32_t *dst = cache->block_tokens + (size_t)tail * bs + off;
-    memcpy(dst, tokens, n_tokens * sizeof *dst);
+    if (n_tokens == 1)
+      *dst = tokens[0];
+    else
+      memcpy(dst, tokens, n_tokens * sizeof *dst);
     if (slots) {
       int64_t base = (int64_t)tail * bs + off;
       for (uint32_t j = 0; j < n_tokens; j++) slots[j] = base + j;
@@ -333,6 +336,7 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
     dst[i] = b;
     rc_arr[b]++;
   }
+  p->tail_writable = false; /* now shared */
   s->n_blocks = p->n_blocks;
   s->n_tokens = p->n_tokens;
   s->n_committed = p->n_committed;
@@ -366,6 +370,7 @@ int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
     pkv__block_unref(cache, s->blocks[i]);
   s->n_blocks = keep;
   s->n_tokens = n_tokens;
+  s->tail_writable = false;
   if (s->n_committed > n_tokens) s->n_committed = n_tokens;
   if (s->n_hashed > n_tokens / bs) s->n_hashed = n_tokens / bs;
   cache->st.truncates++;
@@ -398,6 +403,7 @@ int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
     goto out;
   }
   s->n_committed = n_tokens;
+  s->tail_writable = false; /* a full tail may enter the index */
   if (!(cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE))
     pkv__prefix_commit(cache, s);
   cache->st.commits++;

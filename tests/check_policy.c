@@ -10,8 +10,10 @@
  * policy's victim with the model's.
  */
 #include "pagedkv/policy.h"
+#include "policy_util.h" /* pkv__ghost, tested here too */
 
 #include <check.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +49,7 @@ typedef struct rig {
   pkv_block_meta meta[MAXB];
   uint64_t now;
   uint64_t next_key;
+  uint64_t parent; /* parent key (lo) given to the next insert; 0 = none */
   int n_victims;
 } rig;
 
@@ -59,7 +62,7 @@ static void rig_open(rig *r, const char *policy, const char *args, model *m,
   r->m = m;
   r->n = n;
   r->now = 1000;
-  r->next_key = 1;
+  r->next_key = 1ull << 32; /* apart from the keys tests pick */
   m->reset(m, n);
 }
 
@@ -88,6 +91,10 @@ static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
   mt->now = r->now;
   mt->key.lo = key ? key : r->next_key++;
   mt->key.hi = mt->key.lo * 0x9e3779b97f4a7c15ull;
+  if (r->parent) {
+    mt->parent.lo = r->parent;
+    mt->parent.hi = r->parent * 0x9e3779b97f4a7c15ull;
+  }
   mt->depth = depth;
   mt->priority = prio;
   mt->priority_until = until;
@@ -167,6 +174,8 @@ static void random_walk(const char *policy, const char *args, model *m,
     if (r.state[b] == ABSENT) {
       if (op < 70) {
         uint64_t key = 1 + rng_next(&s) % (3 * n);
+        for (uint32_t o = 0; o < n; o++) /* cached keys are unique */
+          if (r.state[o] != ABSENT && r.meta[o].key.lo == key) key = 0;
         uint8_t prio = (uint8_t)(rng_next(&s) % 4 == 0 ? rng_next(&s) % 101
                                                         : 35);
         uint64_t until = rng_next(&s) % 3 == 0 ? r.now + rng_next(&s) % 400
@@ -486,14 +495,134 @@ START_TEST(priority_random) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ ghosts */
+
+/* The policy models keep their ghost in a real pkv__ghost (its own test is
+ * below): what they check is the policy's use of it. */
+typedef struct ghost_model {
+  uint32_t cap;
+  pkv__ghost g;
+} ghost_model;
+
+static bool same_key(pkv_hash128 a, pkv_hash128 b) {
+  return a.lo == b.lo && a.hi == b.hi;
+}
+static void gm_reset(ghost_model *g) {
+  pkv__ghost_free(&g->g);
+  ck_assert(pkv__ghost_alloc(&g->g, g->cap));
+}
+static int gm_take(ghost_model *g, pkv_hash128 k) {
+  return pkv__ghost_take(&g->g, k);
+}
+static void gm_add(ghost_model *g, pkv_hash128 k, unsigned value) {
+  pkv__ghost_add(&g->g, k, (uint8_t)value);
+}
+
+/* The ghost against an exact list of the last `cap` keys added (each with
+ * its value, taken ones marked).  The ghost may forget a key early only
+ * when its bucket filled with 4 other live keys; it never reports a key the
+ * list does not hold, nor a wrong value. */
+START_TEST(ghost_vs_exact) {
+  const uint32_t cap = 64 + 200 * (uint32_t)_i;
+  enum { N = 30000 };
+  static pkv_hash128 key[N];
+  static unsigned value[N];
+  static bool taken[N];
+  pkv__ghost g;
+  ck_assert(pkv__ghost_alloc(&g, cap));
+  uint64_t s = 99 + (uint64_t)_i;
+  uint32_t n = 0, found = 0, expected = 0;
+  for (int step = 0; step < N; step++) {
+    uint64_t r = rng_next(&s);
+    pkv_hash128 k = {1 + r % (4 * cap), 7};
+    if (r % 3) { /* add */
+      for (uint32_t i = 0; i < n; i++)
+        if (same_key(key[i], k)) taken[i] = true;
+      key[n] = k;
+      value[n] = (unsigned)(r >> 40) & 0xff;
+      taken[n] = false;
+      n++;
+      pkv__ghost_add(&g, k, (uint8_t)value[n - 1]);
+      continue;
+    }
+    int want = -1;
+    uint32_t at = 0;
+    for (uint32_t i = n > cap ? n - cap : 0; i < n; i++)
+      if (!taken[i] && same_key(key[i], k)) want = (int)value[i], at = i;
+    int got = pkv__ghost_take(&g, k);
+    if (want < 0) {
+      ck_assert_int_eq(got, -1);
+      continue;
+    }
+    taken[at] = true;
+    expected++;
+    if (got >= 0) {
+      ck_assert_int_eq(got, want);
+      found++;
+      continue;
+    }
+    /* Forgotten early: its bucket was once full of 4 other live keys,
+     * each added within cap adds of that moment, which came after `at`. */
+    uint32_t same_bucket = 0, bk = pkv__ghost_bucket(&g, k);
+    for (uint32_t i = at > cap ? at - cap : 0; i < n; i++)
+      same_bucket += i != at && pkv__ghost_bucket(&g, key[i]) == bk;
+    ck_assert_uint_ge(same_bucket, 4);
+  }
+  /* With >= 2 slots per key, early loss is rare. */
+  ck_assert_uint_ge(found * 100, expected * 95);
+  pkv__ghost_free(&g);
+  /* cap 0: a ghost that remembers nothing. */
+  ck_assert(pkv__ghost_alloc(&g, 0));
+  pkv__ghost_add(&g, key[0], 1);
+  ck_assert_int_eq(pkv__ghost_take(&g, key[0]), -1);
+  pkv__ghost_free(&g);
+}
+END_TEST
+
+/* The key map against a plain array of (key, block) pairs, with a small
+ * table so that probe runs wrap and deletions shift entries back. */
+START_TEST(kmap_vs_array) {
+  enum { NB = 40 };
+  pkv__kmap m;
+  ck_assert(pkv__kmap_alloc(&m, NB));
+  int32_t block_of[3 * NB]; /* key index -> block or -1 */
+  for (int i = 0; i < 3 * NB; i++) block_of[i] = -1;
+  uint64_t s = 5 + (uint64_t)_i;
+  int live = 0;
+  for (int step = 0; step < 50000; step++) {
+    uint64_t r = rng_next(&s);
+    int ki = (int)(r % (3 * NB));
+    pkv_hash128 k = {(uint64_t)ki * 7919 + 1, (uint64_t)_i};
+    if (r % 3 == 0 && block_of[ki] < 0 && live < NB) {
+      block_of[ki] = (int32_t)((r >> 20) % NB);
+      pkv__kmap_put(&m, k, block_of[ki]);
+      live++;
+    } else if (r % 3 == 1 && block_of[ki] >= 0) {
+      /* deleting with the wrong block is ignored */
+      pkv__kmap_del(&m, k, block_of[ki] + 1);
+      ck_assert_int_eq(pkv__kmap_get(&m, k), block_of[ki]);
+      pkv__kmap_del(&m, k, block_of[ki]);
+      block_of[ki] = -1;
+      live--;
+    }
+    for (int j = 0; j < 3 * NB; j++) { /* (ck_assert per call is slow) */
+      pkv_hash128 kj = {(uint64_t)j * 7919 + 1, (uint64_t)_i};
+      if (pkv__kmap_get(&m, kj) != block_of[j])
+        ck_abort_msg("step %d: key %d maps to %d, want %d", step, j,
+                     pkv__kmap_get(&m, kj), block_of[j]);
+    }
+  }
+  pkv__kmap_free(&m);
+}
+END_TEST
+
 /* ------------------------------------------------------------ S3-FIFO */
 
 /* The same algorithm over plain arrays: queue position = a stamp (older =
- * smaller), "oldest of S" = linear scan, ghost = list of every key evicted
- * from S with a taken flag, live while among the last `ghost_cap`. */
+ * smaller), "oldest of S" = linear scan, ghost = the ghost model. */
 typedef struct s3_model {
   model base;
-  uint32_t n, ghost_cap;
+  uint32_t n;
   double small;
   unsigned promote;
   int state[MAXB];
@@ -503,9 +632,7 @@ typedef struct s3_model {
   pkv_hash128 key[MAXB];
   uint64_t clock;
   int32_t victim;
-  pkv_hash128 ghost[200000];
-  bool taken[200000];
-  uint32_t n_ghost;
+  ghost_model ghost;
 } s3_model;
 
 static uint32_t s3m_count(const s3_model *s, int q) {
@@ -546,24 +673,15 @@ static void s3m_reset(model *m, uint32_t n) {
   memset(s->state, 0, sizeof s->state);
   s->n = n;
   s->clock = 0;
-  s->n_ghost = 0;
+  gm_reset(&s->ghost);
   s->victim = -1;
-}
-static bool same_key(pkv_hash128 a, pkv_hash128 b) {
-  return a.lo == b.lo && a.hi == b.hi;
 }
 static void s3m_insert(model *m, int32_t b, const pkv_block_meta *mt) {
   s3_model *s = (s3_model *)m;
   s->state[b] = IN_USE;
   s->key[b] = mt->key;
   s->uses[b] = 0;
-  s->queue[b] = 0;
-  uint32_t from = s->n_ghost > s->ghost_cap ? s->n_ghost - s->ghost_cap : 0;
-  for (uint32_t i = from; i < s->n_ghost; i++)
-    if (!s->taken[i] && same_key(s->ghost[i], mt->key)) {
-      s->taken[i] = true;
-      s->queue[b] = 1;
-    }
+  s->queue[b] = gm_take(&s->ghost, mt->key) >= 0;
 }
 static void s3m_hit(model *m, int32_t b, const pkv_block_meta *mt) {
   (void)mt;
@@ -590,13 +708,8 @@ static int32_t s3m_victim(const model *m, uint64_t now) {
 }
 static void s3m_remove(model *m, int32_t b) {
   s3_model *s = (s3_model *)m;
-  if (s->state[b] == EVICTABLE && s->queue[b] == 0 && s->ghost_cap) {
-    ck_assert_uint_lt(s->n_ghost, 200000);
-    for (uint32_t i = 0; i < s->n_ghost; i++) /* one entry per key */
-      if (same_key(s->ghost[i], s->key[b])) s->taken[i] = true;
-    s->taken[s->n_ghost] = false;
-    s->ghost[s->n_ghost++] = s->key[b];
-  }
+  if (s->state[b] == EVICTABLE && s->queue[b] == 0)
+    gm_add(&s->ghost, s->key[b], 0);
   s->state[b] = ABSENT;
   s3m_settle(s);
 }
@@ -606,7 +719,7 @@ static s3_model s3_m = {{s3m_reset, s3m_insert, s3m_hit, s3m_evictable,
 static void s3m_config(uint32_t n, double small, double ghost,
                        unsigned promote) {
   s3_m.small = small;
-  s3_m.ghost_cap = (uint32_t)(ghost * n);
+  s3_m.ghost.cap = (uint32_t)(ghost * n);
   s3_m.promote = promote;
 }
 
@@ -655,7 +768,8 @@ START_TEST(bad_args) {
       {"s3fifo", "small=0.1;"},   {"s3fifo", "ghost=-1"},
       {"lfu", "max_uses=0"},      {"lfu", "size=3"},
       {"fifo", "a=1"},            {"priority", ",="},
-      {"s3fifo", "small=nan"},
+      {"s3fifo", "small=nan"},    {"fwlru", "p=5"},
+      {"fwlru", "cold=0"},        {"fwlru", "hist=65"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const pkv_policy_ops *ops = pkv_policy_find(bad[i].policy);
@@ -665,6 +779,257 @@ START_TEST(bad_args) {
     ck_assert(st == NULL);
     ck_assert(strstr(pkv_last_error(), bad[i].policy) != NULL);
   }
+}
+END_TEST
+
+/* ------------------------------------------------------------ fwlru */
+
+/* Per class, the evictable blocks as a plain array in list order (index 0 =
+ * oldest end); chain placement by the same rule; victim = the class head
+ * with the largest (clock - stamp + 1) / weight.  Use counts survive
+ * removal in the ghost model. */
+#define FW_K 8
+typedef struct fw_model {
+  model base;
+  uint32_t n;
+  double inv_weight[FW_K];
+  int state[MAXB];
+  unsigned uses[MAXB];
+  int cls[MAXB];
+  uint64_t stamp[MAXB];
+  pkv_hash128 key[MAXB], parent[MAXB];
+  int32_t order[FW_K][MAXB];
+  uint32_t len[FW_K];
+  uint64_t clock;
+  int32_t last;
+  ghost_model ghost;
+} fw_model;
+
+static void fwm_config(fw_model *f, uint32_t n, double p, double cold,
+                       double hist) {
+  for (int k = 0; k < FW_K; k++) /* same expression: same rounding */
+    f->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
+  f->ghost.cap = (uint32_t)(hist * n);
+}
+static void fwm_reset(model *m, uint32_t n) {
+  fw_model *f = (fw_model *)m;
+  memset(f->state, 0, sizeof f->state);
+  memset(f->len, 0, sizeof f->len);
+  f->n = n;
+  f->clock = 0;
+  f->last = -1;
+  gm_reset(&f->ghost);
+}
+static void fwm_unlist(fw_model *f, int32_t b);
+static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b);
+static int fwm_class(const fw_model *f, int32_t b) {
+  return f->uses[b] >= FW_K ? FW_K - 1 : (int)f->uses[b] - 1;
+}
+/* Parents are raised to their child's count, up to 8 levels up. */
+static void fwm_lift(fw_model *f, int32_t b) {
+  const pkv_hash128 none = {0, 0};
+  int32_t c = b;
+  for (int level = 0; level < 8 && !same_key(f->parent[c], none); level++) {
+    int32_t p = -1;
+    for (uint32_t i = 0; i < f->n; i++)
+      if (f->state[i] != ABSENT && same_key(f->key[i], f->parent[c]))
+        p = (int32_t)i;
+    if (p < 0 || f->uses[p] >= f->uses[c]) return;
+    f->uses[p] = f->uses[c];
+    if (f->state[p] == EVICTABLE && fwm_class(f, p) != f->cls[p]) {
+      fwm_unlist(f, p);
+      f->cls[p] = fwm_class(f, p);
+      fwm_put(f, f->cls[p], f->len[f->cls[p]], p);
+    }
+    c = p;
+  }
+}
+static void fwm_insert(model *m, int32_t b, const pkv_block_meta *mt) {
+  fw_model *f = (fw_model *)m;
+  f->state[b] = IN_USE;
+  f->key[b] = mt->key;
+  f->parent[b] = mt->parent;
+  int before = gm_take(&f->ghost, mt->key);
+  f->uses[b] = before < 0 ? 1 : before >= 255 ? 255 : (unsigned)before + 1;
+  fwm_lift(f, b);
+}
+static void fwm_hit(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  if (f->uses[b] < 255) f->uses[b]++;
+}
+static int fwm_index(const fw_model *f, int k, int32_t b) {
+  for (uint32_t i = 0; i < f->len[k]; i++)
+    if (f->order[k][i] == b) return (int)i;
+  return -1;
+}
+static void fwm_put(fw_model *f, int k, uint32_t at, int32_t b) {
+  memmove(&f->order[k][at + 1], &f->order[k][at],
+          sizeof(int32_t) * (f->len[k] - at));
+  f->order[k][at] = b;
+  f->len[k]++;
+}
+static void fwm_evictable(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  int k = fwm_class(f, b);
+  f->clock++;
+  int32_t p = f->last;
+  bool chained = p >= 0 && f->state[p] == EVICTABLE && f->cls[p] == k;
+  if (chained && same_key(f->parent[b], f->key[p])) {
+    fwm_put(f, k, (uint32_t)fwm_index(f, k, p), b);
+    f->stamp[b] = f->stamp[p];
+  } else if (chained && same_key(f->key[b], f->parent[p])) {
+    fwm_put(f, k, (uint32_t)fwm_index(f, k, p) + 1, b);
+    f->stamp[b] = f->stamp[p];
+  } else {
+    fwm_put(f, k, f->len[k], b);
+    f->stamp[b] = f->clock;
+  }
+  f->cls[b] = k;
+  f->state[b] = EVICTABLE;
+  f->last = b;
+  fwm_lift(f, b);
+}
+static void fwm_unlist(fw_model *f, int32_t b) {
+  if (f->state[b] != EVICTABLE) return;
+  int k = f->cls[b], i = fwm_index(f, k, b);
+  memmove(&f->order[k][i], &f->order[k][i + 1],
+          sizeof(int32_t) * (f->len[k] - (uint32_t)i - 1));
+  f->len[k]--;
+}
+static void fwm_pinned(model *m, int32_t b, const pkv_block_meta *mt) {
+  (void)mt;
+  fw_model *f = (fw_model *)m;
+  fwm_unlist(f, b);
+  f->state[b] = IN_USE;
+}
+static int32_t fwm_victim(const model *m, uint64_t now) {
+  (void)now;
+  const fw_model *f = (const fw_model *)m;
+  int32_t best = -1;
+  double best_score = 0;
+  for (int k = 0; k < FW_K; k++) {
+    if (!f->len[k]) continue;
+    int32_t b = f->order[k][0];
+    double score = (double)(f->clock - f->stamp[b] + 1) * f->inv_weight[k];
+    if (best < 0 || score > best_score) {
+      best = b;
+      best_score = score;
+    }
+  }
+  return best;
+}
+static void fwm_remove(model *m, int32_t b) {
+  fw_model *f = (fw_model *)m;
+  fwm_unlist(f, b);
+  gm_add(&f->ghost, f->key[b], f->uses[b]);
+  f->state[b] = ABSENT;
+}
+static fw_model fw_m = {{fwm_reset, fwm_insert, fwm_hit, fwm_evictable,
+                         fwm_pinned, fwm_victim, fwm_remove}};
+
+static int32_t find_key(const rig *r, uint64_t key) {
+  for (uint32_t b = 0; b < r->n; b++)
+    if (r->state[b] != ABSENT && r->meta[b].key.lo == key) return (int32_t)b;
+  return -1;
+}
+
+/* Requests for chains of "documents": a document d has blocks with keys
+ * d*16 + pos + 1, each the parent of the next.  A request hits the cached
+ * ones, inserts the others (evicting when no block is free) and releases
+ * the whole chain root first or leaf first. */
+static void fw_chain_walk(const char *args, uint32_t n, int requests,
+                          uint64_t seed) {
+  rig r;
+  rig_open(&r, "fwlru", args, &fw_m.base, n);
+  uint64_t s = seed * 2654435761u + 7;
+  int32_t chain[16];
+  for (int q = 0; q < requests; q++) {
+    uint64_t doc = rng_next(&s) % 10;
+    if (rng_next(&s) % 3 == 0) doc = rng_next(&s) % 40; /* cold documents */
+    int len = 1 + (int)(rng_next(&s) % 8);
+    for (int pos = 0; pos < len; pos++) {
+      uint64_t key = doc * 16 + (uint64_t)pos + 1;
+      int32_t b = find_key(&r, key);
+      if (b >= 0) {
+        if (r.state[b] == IN_USE) break; /* held: stop the chain here */
+        do_hit(&r, b);
+      } else {
+        for (b = 0; b < (int32_t)n && r.state[b] != ABSENT; b++) {}
+        if (b == (int32_t)n) {
+          if (do_evict(&r) < 0) { len = pos; break; }
+          for (b = 0; r.state[b] != ABSENT; b++) {}
+        }
+        r.parent = pos ? key - 1 : 0;
+        do_insert(&r, b, key, (uint32_t)pos, 35, 0);
+        r.parent = 0;
+      }
+      chain[pos] = b;
+      rig_check(&r);
+    }
+    bool leaf_first = rng_next(&s) % 2;
+    for (int i = 0; i < len; i++) {
+      int32_t b = chain[leaf_first ? len - 1 - i : i];
+      if (r.state[b] == IN_USE) do_release(&r, b);
+      rig_check(&r);
+    }
+    if (rng_next(&s) % 16 == 0) { /* a reset of one evictable block */
+      int32_t v = r.ops->choose_victim(r.st, r.now);
+      if (v >= 0) do_remove(&r, v);
+    }
+  }
+  while (do_evict(&r) >= 0) {}
+  rig_close(&r);
+}
+
+START_TEST(fwlru_scripted) {
+  rig r;
+  fwm_config(&fw_m, 16, 2, 0.1, 8);
+  rig_open(&r, "fwlru", NULL, &fw_m.base, 16);
+  /* Chain 1 -> 2 -> 3 released root first: the leaf must go first. */
+  do_insert(&r, 0, 1, 0, 35, 0);
+  r.parent = 1;
+  do_insert(&r, 1, 2, 1, 35, 0);
+  r.parent = 2;
+  do_insert(&r, 2, 3, 2, 35, 0);
+  r.parent = 0;
+  do_release(&r, 0);
+  do_release(&r, 1);
+  do_release(&r, 2);
+  ck_assert_int_eq(do_evict(&r), 2);
+  ck_assert_int_eq(do_evict(&r), 1);
+  /* Block 3 used twice, released before a block used once: the once-used
+   * one goes first although it is newer (its weight is 0.1 against 4). */
+  do_insert(&r, 3, 10, 0, 35, 0);
+  do_hit(&r, 3);
+  do_release(&r, 3);
+  do_insert(&r, 4, 11, 0, 35, 0);
+  do_release(&r, 4);
+  ck_assert_int_eq(do_evict(&r), 0); /* oldest once-used: age 6 / 0.1 */
+  ck_assert_int_eq(do_evict(&r), 4);
+  ck_assert_int_eq(do_evict(&r), 3);
+  /* Key 11 comes back: its count (1) is remembered, so it is used twice. */
+  do_insert(&r, 5, 11, 0, 35, 0);
+  do_release(&r, 5);
+  do_insert(&r, 6, 12, 0, 35, 0);
+  do_release(&r, 6);
+  ck_assert_int_eq(do_evict(&r), 6);
+  ck_assert_int_eq(do_evict(&r), 5);
+  rig_close(&r);
+}
+END_TEST
+
+START_TEST(fwlru_random) {
+  static const char *args[] = {NULL, "p=0,cold=1,hist=0", "p=3,hist=1",
+                               "cold=0.5,hist=0.25"};
+  static const double p[] = {2, 0, 3, 2}, cold[] = {0.1, 1, 0.1, 0.5},
+                      hist[] = {8, 0, 1, 0.25};
+  fwm_config(&fw_m, 64, p[_i % 4], cold[_i % 4], hist[_i % 4]);
+  random_walk("fwlru", args[_i % 4], &fw_m.base, 64, 20000,
+              (uint64_t)_i + 51);
+  fwm_config(&fw_m, 24, p[_i % 4], cold[_i % 4], hist[_i % 4]);
+  fw_chain_walk(args[_i % 4], 24, 3000, (uint64_t)_i + 61);
 }
 END_TEST
 
@@ -698,7 +1063,8 @@ static bool names_have(const char *name) {
 }
 
 START_TEST(registry_builtins) {
-  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
+  const char *builtin[] = {"lru", "fifo", "lfu", "s3fifo", "priority",
+                           "fwlru"};
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
     const pkv_policy_ops *ops = pkv_policy_find(builtin[i]);
     ck_assert_msg(ops != NULL, "%s missing", builtin[i]);
@@ -802,6 +1168,15 @@ Suite *policy_suite(void) {
   tcase_add_test(tc, s3fifo_scripted);
   tcase_add_loop_test(tc, s3fifo_random, 0, 8);
   tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fwlru");
+  tcase_add_test(tc, fwlru_scripted);
+  tcase_add_loop_test(tc, fwlru_random, 0, 8);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("ghost");
+  tcase_add_loop_test(tc, ghost_vs_exact, 0, 4);
+  tcase_add_loop_test(tc, kmap_vs_array, 0, 2);
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
   tcase_add_test(tc, bad_args);

@@ -3,19 +3,16 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-uint64_t tu_paged_rand(uint64_t *s) {
-  uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
+/* tu_rand (splitmix64) is defined once, in tu_core.c. */
 
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state) {
   for (size_t i = 0; i < n; i++)
-    x[i] = amplitude * ((float)(tu_paged_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
+    x[i] = amplitude * ((float)(tu_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
 }
+
+#define TU_HUGE ((size_t)2 << 20)
 
 void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
                    uint32_t head_dim, uint32_t block_size, uint32_t cap_tokens,
@@ -29,8 +26,12 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
   size_t head_stride = (size_t)block_size * head_dim * es;
   size_t block_stride = head_stride * n_kv_heads;
   p->region_bytes = block_stride * p->num_blocks;
-  p->k = aligned_alloc(64, (p->region_bytes + 63) / 64 * 64);
-  p->v = aligned_alloc(64, (p->region_bytes + 63) / 64 * 64);
+  /* 2 MiB aligned and huge-page advised, like the library's own arena */
+  size_t alloc = (p->region_bytes + TU_HUGE - 1) / TU_HUGE * TU_HUGE;
+  p->k = aligned_alloc(TU_HUGE, alloc);
+  p->v = aligned_alloc(TU_HUGE, alloc);
+  (void)madvise(p->k, alloc, MADV_HUGEPAGE);
+  (void)madvise(p->v, alloc, MADV_HUGEPAGE);
   memset(p->k, 0x7f, p->region_bytes); /* garbage: unused slots must not matter */
   memset(p->v, 0x7f, p->region_bytes);
   p->blocks = malloc(sizeof(int32_t) * (need ? need : 1));
@@ -39,7 +40,7 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
   for (uint32_t i = 0; i < p->num_blocks; i++) perm[i] = (int32_t)i;
   uint64_t st = seed * 7919 + 1;
   for (uint32_t i = p->num_blocks - 1; i > 0; i--) {
-    uint32_t j = (uint32_t)(tu_paged_rand(&st) % (i + 1));
+    uint32_t j = (uint32_t)(tu_rand(&st) % (i + 1));
     int32_t t = perm[i];
     perm[i] = perm[j];
     perm[j] = t;

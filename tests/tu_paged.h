@@ -28,7 +28,7 @@ void tu_paged_free(tu_paged *p);
 void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v);
 
 /* Deterministic xorshift generator and uniform floats in [-1, 1). */
-uint64_t tu_paged_rand(uint64_t *state);
+uint64_t tu_rand(uint64_t *state);
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state);
 
 #endif

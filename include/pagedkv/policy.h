@@ -61,14 +61,16 @@ typedef struct pkv_policy_ops {
   void (*on_remove)(void *state, int32_t block);
 } pkv_policy_ops;
 
-/* Built-in policies by name ("lru", "fifo", "lfu", "s3fifo", "priority") or
- * registered ones; NULL if unknown. */
+/* Built-in policies by name ("lru", "fifo", "lfu", "s3fifo", "priority",
+ * "fwlru") or registered ones; NULL if unknown.  Thread-safe. */
 PKV_API const pkv_policy_ops *pkv_policy_find(const char *name);
 /* Registers ops under ops->name for lookup by name (process-wide).  Refuses
  * a wrong version (PKV_ENOTSUP), missing hooks (PKV_EINVAL) or a taken name
  * (PKV_ESTATE). */
 PKV_API int pkv_policy_register(const pkv_policy_ops *ops);
-/* Names of the built-ins and registered policies, NULL-terminated. */
+/* Names of the built-ins and registered policies, NULL-terminated.  The
+ * array is rebuilt by each call (the strings live as long as their ops): read
+ * it before registering more policies from another thread. */
 PKV_API const char *const *pkv_policy_names(void);
 
 #ifdef __cplusplus
