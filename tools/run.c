@@ -28,17 +28,6 @@
 #include "sim.h"
 #include "trace.h"
 
-/* The engine's public entry points are still landing on branch engine: bind
- * them weakly so this tool builds and --dry works before they exist.  Remove
- * these once libpagedkv exports them (a weak reference does not pull an
- * archive member in, so they must go for the engine to be linked). */
-#pragma weak pkv_engine_config_init
-#pragma weak pkv_engine_create
-#pragma weak pkv_engine_destroy
-#pragma weak pkv_engine_backend
-#pragma weak pkv_prefill
-#pragma weak pkv_decode
-
 /* ================================================================ presets */
 
 typedef struct model_shape {
@@ -392,12 +381,12 @@ static void run_help(void) {
       "  -t, --threads N         engine threads (default: number of CPUs)\n"
       "      --dry               no engine: external storage, scheduling and memory only\n"
       "Workload (synthetic unless --trace):\n"
-      "  -n, --requests N        requests (default 64; with --trace: the first N, 0 = all)\n"
+      "  -r, --requests N        requests (default 64; with --trace: the first N, 0 = all)\n"
       "      --prompt-len A[-B]  prompt length range (default 64-512)\n"
       "      --output-len A[-B]  generated tokens range (default 16-128)\n"
       "      --groups G          requests share G system prompts (default 8; 0 = none)\n"
       "      --system-len N      shared system prompt length (default 256)\n"
-      "      --samples N         parallel samples per request, by fork (default 1)\n"
+      "  -n, --n N               parallel samples per request, by fork (default 2; alias --samples)\n"
       "      --seed S            workload seed (default 1)\n"
       "      --trace FILE        Azure CSV (lengths) or Mooncake JSONL (prompts from hash_ids)\n"
       "      --format F          mooncake or azure (default: from the file name)\n"
@@ -436,12 +425,13 @@ int cmd_run(int argc, char **argv) {
       {"policy", required_argument, NULL, 'p'},
       {"threads", required_argument, NULL, 't'},
       {"dry", no_argument, NULL, O_DRY},
-      {"requests", required_argument, NULL, 'n'},
+      {"requests", required_argument, NULL, 'r'},
       {"prompt-len", required_argument, NULL, O_PLEN},
       {"output-len", required_argument, NULL, O_OLEN},
       {"groups", required_argument, NULL, O_GROUPS},
       {"system-len", required_argument, NULL, O_SYSLEN},
       {"samples", required_argument, NULL, O_SAMPLES},
+      {"n", required_argument, NULL, O_SAMPLES},
       {"seed", required_argument, NULL, O_SEED},
       {"trace", required_argument, NULL, O_TRACE},
       {"format", required_argument, NULL, O_FORMAT},
@@ -459,7 +449,7 @@ int cmd_run(int argc, char **argv) {
       {NULL, 0, NULL, 0}};
   model_shape shape = presets[0];
   uint64_t layers = 0, qh = 0, kvh = 0, hd = 0, block_size = 16, memory = 0, blocks = 0;
-  uint64_t threads = cli_nproc(), n_req = 64, groups = 8, sys_len = 256, samples = 1, seed = 1;
+  uint64_t threads = cli_nproc(), n_req = 64, groups = 8, sys_len = 256, samples = 2, seed = 1;
   uint64_t max_output = 0, max_seqs = 0, mbt = 2048, chunk = 512, max_len = 8192, headroom = 2;
   int dtype = -1;
   range plen = {64, 512}, olen = {16, 128};
@@ -475,7 +465,7 @@ int cmd_run(int argc, char **argv) {
       return cli_usage_error("run", "%s: '%s' is not an integer in %llu..%llu", flag,   \
                              optarg, (unsigned long long)(lo), (unsigned long long)(hi)); \
   } while (0)
-  while ((opt = getopt_long(argc, argv, ":b:M:p:t:n:qh", longopts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, ":b:M:p:t:r:n:qh", longopts, NULL)) != -1) {
     switch (opt) {
     case O_MODEL: {
       size_t i = 0, np = sizeof presets / sizeof presets[0];
@@ -504,7 +494,7 @@ int cmd_run(int argc, char **argv) {
     case 'p': policy = optarg; break;
     case 't': U64(threads, 1, 1024, "--threads"); break;
     case O_DRY: dry = true; break;
-    case 'n': U64(n_req, 0, 100000000, "--requests"); n_given = true; break;
+    case 'r': U64(n_req, 0, 100000000, "--requests"); n_given = true; break;
     case O_PLEN:
       if (!parse_range(optarg, 1, &plen))
         return cli_usage_error("run", "--prompt-len: '%s' is not N or A-B with 1 <= A <= B", optarg);
@@ -515,7 +505,8 @@ int cmd_run(int argc, char **argv) {
       break;
     case O_GROUPS: U64(groups, 0, 1000000, "--groups"); break;
     case O_SYSLEN: U64(sys_len, 0, 1000000, "--system-len"); break;
-    case O_SAMPLES: U64(samples, 1, 64, "--samples"); break;
+    case 'n':
+    case O_SAMPLES: U64(samples, 1, 64, "--n"); break;
     case O_SEED: U64(seed, 0, UINT64_MAX, "--seed"); break;
     case O_TRACE: trace_path = optarg; break;
     case O_FORMAT:
@@ -625,11 +616,6 @@ int cmd_run(int argc, char **argv) {
   cfg.block_size = (uint32_t)block_size;
   cfg.dtype = shape.dtype;
   cfg.policy = policy;
-  if (!dry && !pkv_engine_create) {
-    fprintf(stderr, "pagedkv run: this build has no attention engine yet: running --dry\n");
-    dry = true;
-    cfg.storage = PKV_STORAGE_EXTERNAL;
-  }
   cfg.storage = dry ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
   uint64_t block_bytes = pkv_config_block_bytes(&cfg);
   if (!block_bytes) {
