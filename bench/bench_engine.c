@@ -23,7 +23,10 @@
  *      time ratio).
  *
  * Every figure is a median of several repetitions, printed beside its
- * baseline and appended to $BENCH_JSON when set.  PKV_BENCH_QUICK=1 shrinks
+ * baseline and appended to $BENCH_JSON when set.  The machine is shared, so
+ * each repetition measures a figure and its baseline back to back (the
+ * bandwidth before each decode step, the FMA peak before each prefill), and
+ * the load average is printed at the start and the end.  PKV_BENCH_QUICK=1 shrinks
  * the repetitions (for smoke runs).
  */
 #include <cblas.h>
@@ -318,7 +321,11 @@ int main(void) {
     fprintf(stderr, "bench_engine: %s\n", pkv_last_error());
     return 1;
   }
-  printf("bench_engine: back end %s\n", k->name);
+  double load[3] = {0};
+  if (getloadavg(load, 3) > 0) /* the machine is shared: say how busy it was */
+    printf("bench_engine: back end %s, load average %.2f at start\n", k->name, load[0]);
+  else
+    printf("bench_engine: back end %s\n", k->name);
   size_t n = (size_t)1 << 27; /* 512 MiB of floats: 16x the L3 */
   float *buf = aligned_alloc((size_t)2 << 20, n * sizeof(float));
   (void)madvise(buf, n * sizeof(float), MADV_HUGEPAGE); /* as the KV arena */
@@ -337,5 +344,6 @@ int main(void) {
   if (!only || strcmp(only, "prefill") != 0) bench_decode(k, buf, n);
   free(buf);
   if (!only || strcmp(only, "decode") != 0) bench_prefill(k);
+  if (getloadavg(load, 3) > 0) printf("bench_engine: load average %.2f at end\n", load[0]);
   return 0;
 }

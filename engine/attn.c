@@ -4,10 +4,13 @@
  * This layer knows shapes, threads and page-table views, but not the
  * manager: engine.c validates and writes K/V, then calls here.
  *
- * Decode.  A work item is (sequence, KV head, context range).  All G query
- * heads that share the KV head go into one item, so each K/V byte is read
- * once per step.  With enough (sequence, head) pairs to keep every thread
- * busy, an item covers the whole context and writes its output directly.
+ * Decode.  A work item is (sequence, context range) over every KV head:
+ * the kernel walks a tile of tokens head by head, so the K/V of a block —
+ * whose heads' tiles are adjacent in the arena — is read as one long run,
+ * which is what makes 16-token pages as fast as a contiguous buffer.  All
+ * G query heads sharing a KV head are computed together, so each K/V byte
+ * is read once per step.  With enough sequences to keep every thread busy
+ * an item covers the whole context and writes its output directly.
  * Otherwise (few sequences, long contexts) the context is split ("split-K")
  * into parts of at least MIN_SPLIT tokens; each part leaves its online
  * softmax state (M, S, unnormalised O) in a partial slot and the caller's
@@ -33,7 +36,7 @@
 #define ITEMS_PER_THREAD 4 /* enough items to even out unequal sequences */
 
 typedef struct decode_item {
-  uint32_t seq, head, t0, t1;
+  uint32_t seq, t0, t1;
   int32_t part; /* partial slot, or -1: write the output directly */
 } decode_item;
 
@@ -51,7 +54,8 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
   a->scale = scale;
   uint32_t tok = a->G >= PKV__PREFILL_ROWS ? 1 : PKV__PREFILL_ROWS / a->G;
   a->rows_max = tok * a->G;
-  size_t dec = pkv__decode_scratch_floats(a->G) + (size_t)a->G * head_dim * 2 + round_up(2 * a->G, 16);
+  size_t dec = pkv__decode_scratch_floats(a->G) + (size_t)n_q_heads * head_dim * 2 +
+               round_up(2 * (size_t)n_q_heads, 16);
   size_t pre = pkv__prefill_scratch_floats(head_dim, a->rows_max);
   a->thread_floats = round_up(dec > pre ? dec : pre, 16); /* 64-byte lines */
   int rc = pkv__pool_create(n_threads, &a->pool);
@@ -96,65 +100,64 @@ typedef struct decode_job {
 } decode_job;
 
 static size_t partial_floats(const pkv__attn *a) {
-  return (size_t)a->G * (a->head_dim + 2); /* M[G], S[G], O[G][D] */
+  return (size_t)a->n_q_heads * (a->head_dim + 2); /* M[Hq], S[Hq], O[Hq][D] */
 }
 
 static void decode_task(void *ctx, uint32_t thread) {
   decode_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t G = a->G, D = a->head_dim;
+  const uint32_t G = a->G, D = a->head_dim, HQ = a->n_q_heads;
+  const size_t rows = (size_t)HQ * D;
   float *base = a->scratch + (size_t)thread * a->thread_floats;
   float *kscratch = base;
-  float *qs = kscratch + pkv__decode_scratch_floats(G); /* [G][D] */
-  float *acc = qs + (size_t)G * D;                      /* [G][D] */
-  float *M = acc + (size_t)G * D, *S = M + G;
+  float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
+  float *acc = qs + rows;                               /* [HQ][D] */
+  float *M = acc + rows, *S = M + HQ;
   const float qscale = a->scale * PKV__LOG2E;
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= job->n_items) return;
     const decode_item *it = &job->items[i];
     const pkv__decode_seq *sq = &job->seqs[it->seq];
-    const float *q = sq->q + (size_t)it->head * G * D;
-    for (size_t x = 0; x < (size_t)G * D; x++) qs[x] = q[x] * qscale;
-    for (uint32_t g = 0; g < G; g++) {
-      M[g] = -INFINITY;
-      S[g] = 0.0f;
+    for (size_t x = 0; x < rows; x++) qs[x] = sq->q[x] * qscale;
+    for (uint32_t r = 0; r < HQ; r++) {
+      M[r] = -INFINITY;
+      S[r] = 0.0f;
     }
-    memset(acc, 0, (size_t)G * D * sizeof *acc);
-    a->kern->decode(&sq->kv, it->head, it->t0, it->t1, qs, G, M, S, acc, kscratch);
+    memset(acc, 0, rows * sizeof *acc);
+    a->kern->decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, G, M, S, acc, kscratch);
     if (it->part < 0) {
-      float *out = sq->out + (size_t)it->head * G * D;
-      for (uint32_t g = 0; g < G; g++) {
-        float inv = 1.0f / S[g];
-        for (uint32_t d = 0; d < D; d++) out[(size_t)g * D + d] = acc[(size_t)g * D + d] * inv;
+      for (uint32_t r = 0; r < HQ; r++) {
+        float inv = 1.0f / S[r];
+        for (uint32_t d = 0; d < D; d++) sq->out[(size_t)r * D + d] = acc[(size_t)r * D + d] * inv;
       }
     } else {
       float *p = a->partials + (size_t)it->part * partial_floats(a);
-      memcpy(p, M, G * sizeof *p);
-      memcpy(p + G, S, G * sizeof *p);
-      memcpy(p + 2 * G, acc, (size_t)G * D * sizeof *p);
+      memcpy(p, M, HQ * sizeof *p);
+      memcpy(p + HQ, S, HQ * sizeof *p);
+      memcpy(p + 2 * HQ, acc, rows * sizeof *p);
     }
   }
 }
 
-/* Merges parts [first, first+n) of one (sequence, head) into out[G][D]. */
+/* Merges parts [first, first+n) of one sequence into out[Hq][D]. */
 static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *out) {
-  const uint32_t G = a->G, D = a->head_dim;
+  const uint32_t HQ = a->n_q_heads, D = a->head_dim;
   const size_t pf = partial_floats(a);
-  for (uint32_t g = 0; g < G; g++) {
+  for (uint32_t r = 0; r < HQ; r++) {
     float m = -INFINITY;
     for (uint32_t p = 0; p < n; p++) {
-      float mp = a->partials[(first + p) * pf + g];
+      float mp = a->partials[(first + p) * pf + r];
       m = mp > m ? mp : m;
     }
     float s = 0.0f;
-    float *o = out + (size_t)g * D;
+    float *o = out + (size_t)r * D;
     for (uint32_t d = 0; d < D; d++) o[d] = 0.0f;
     for (uint32_t p = 0; p < n; p++) {
       const float *part = a->partials + (first + p) * pf;
-      float w = exp2f(part[g] - m);
-      s += part[G + g] * w;
-      const float *op = part + 2 * G + (size_t)g * D;
+      float w = exp2f(part[r] - m);
+      s += part[HQ + r] * w;
+      const float *op = part + 2 * HQ + (size_t)r * D;
       for (uint32_t d = 0; d < D; d++) o[d] += op[d] * w;
     }
     float inv = 1.0f / s;
@@ -163,13 +166,12 @@ static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *o
 }
 
 int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
-  const uint32_t T = pkv__pool_size(a->pool), H = a->n_kv_heads;
+  const uint32_t T = pkv__pool_size(a->pool);
   uint64_t total = 0;
   for (uint32_t s = 0; s < n_seqs; s++) total += seqs[s].n_tokens;
-  total *= H;
-  /* split only when (sequence, head) pairs are too few to feed the threads */
+  /* split only when sequences are too few to feed the threads */
   uint64_t chunk = UINT32_MAX;
-  if (T > 1 && (uint64_t)n_seqs * H < (uint64_t)T * ITEMS_PER_THREAD) {
+  if (T > 1 && n_seqs < (uint64_t)T * ITEMS_PER_THREAD) {
     chunk = (total + (uint64_t)T * ITEMS_PER_THREAD - 1) / ((uint64_t)T * ITEMS_PER_THREAD);
     if (chunk < MIN_SPLIT) chunk = MIN_SPLIT;
   }
@@ -177,8 +179,8 @@ int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_
   for (uint32_t s = 0; s < n_seqs; s++) {
     uint64_t parts = (seqs[s].n_tokens + chunk - 1) / chunk;
     if (parts == 0) parts = 1;
-    n_items += parts * H;
-    if (parts > 1) n_parts += parts * H;
+    n_items += parts;
+    if (parts > 1) n_parts += parts;
   }
   int rc = grow(&a->work, &a->work_cap, n_items * sizeof(decode_item));
   if (!rc) {
@@ -194,15 +196,14 @@ int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_
     uint32_t len = seqs[s].n_tokens;
     uint32_t parts = (uint32_t)((len + chunk - 1) / chunk);
     if (parts <= 1) {
-      for (uint32_t h = 0; h < H; h++) items[k++] = (decode_item){s, h, 0, len, -1};
+      items[k++] = (decode_item){s, 0, len, -1};
       continue;
     }
     uint32_t step = (len + parts - 1) / parts;
-    for (uint32_t h = 0; h < H; h++)
-      for (uint32_t p = 0; p < parts; p++) {
-        uint32_t t0 = p * step, t1 = t0 + step < len ? t0 + step : len;
-        items[k++] = (decode_item){s, h, t0, t1, (int32_t)part++};
-      }
+    for (uint32_t p = 0; p < parts; p++) {
+      uint32_t t0 = p * step, t1 = t0 + step < len ? t0 + step : len;
+      items[k++] = (decode_item){s, t0, t1, (int32_t)part++};
+    }
   }
   a->n_items = (uint32_t)k;
   a->n_split = part;
@@ -216,17 +217,15 @@ void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {
   atomic_init(&job.next, 0);
   pkv__pool_run(a->pool, decode_task, &job);
   if (a->n_split == 0) return;
-  /* merge split parts in item order: each (seq, head) owns a run of parts */
+  /* merge split parts in item order: each sequence owns a run of parts */
   for (size_t i = 0; i < k;) {
     if (items[i].part < 0) {
       i++;
       continue;
     }
     size_t j = i;
-    while (j < k && items[j].seq == items[i].seq && items[j].head == items[i].head) j++;
-    const pkv__decode_seq *sq = &seqs[items[i].seq];
-    merge_parts(a, (uint32_t)items[i].part, (uint32_t)(j - i),
-                sq->out + (size_t)items[i].head * a->G * a->head_dim);
+    while (j < k && items[j].seq == items[i].seq) j++;
+    merge_parts(a, (uint32_t)items[i].part, (uint32_t)(j - i), seqs[items[i].seq].out);
     i = j;
   }
 }

@@ -49,13 +49,14 @@ typedef struct pkv__prefill_tile {
 
 typedef struct pkv__kernels {
   const char *name;
-  /* Online-softmax attention of G queries q[G][head_dim] (already multiplied
-   * by scale*log2e) over tokens [t0, t1) of kv_head.  Updates, per query
-   * head g: M[g] the running maximum score (base 2; -INFINITY initially),
-   * S[g] the running sum of 2^(score - M[g]) (0 initially) and acc[g][:] the
-   * running sum of 2^(score - M[g]) * v (0 initially).  scratch: at least
+  /* Online-softmax attention over tokens [t0, t1) of the nh KV heads
+   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim], already
+   * multiplied by scale*log2e.  Updates, per query row r (nh*G rows): M[r]
+   * the running maximum score (base 2; -INFINITY initially), S[r] the
+   * running sum of 2^(score - M[r]) (0 initially) and acc[r][:] the running
+   * sum of 2^(score - M[r]) * v (0 initially).  scratch: at least
    * pkv__decode_scratch_floats(G) floats. */
-  void (*decode)(const pkv__kv_view *kv, uint32_t kv_head, uint32_t t0,
+  void (*decode)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                  uint32_t t1, const float *q, uint32_t G, float *M, float *S,
                  float *acc, float *scratch);
   /* Causal attention of one query tile (see pkv__prefill_tile); writes the

@@ -207,7 +207,7 @@ AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32
   for (; d0 < D; d0 += PKV_VL) dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, 1, dt);
 }
 
-AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
+AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                     uint32_t t1, const float *q, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt) {
   const uint32_t D = kv->head_dim;
@@ -217,64 +217,73 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
   size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
   size_t *cur = off, *nxt = off + PKV__DECODE_CH;
   uint32_t n = MIN_U32(t1 - t0, PKV__DECODE_CH);
-  if (t0 < t1) dec_offsets(kv, h, t0, n, cur, dt);
+  if (t0 < t1) dec_offsets(kv, h0, t0, n, cur, dt);
   for (uint32_t t = t0; t < t1; t += n) {
     n = MIN_U32(t1 - t, PKV__DECODE_CH);
     uint32_t tn = t + n, nn = tn < t1 ? MIN_U32(t1 - tn, PKV__DECODE_CH) : 0;
-    if (nn) dec_offsets(kv, h, tn, nn, nxt, dt);
-    /* scores of all heads; K read once per DEC_HG heads (prefetching in
-     * the first group only) */
-    uint32_t g = 0;
-    for (; g + DEC_HG <= G; g += DEC_HG)
-      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, DEC_HG, dt);
-    for (; g + 2 <= G; g += 2)
-      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 2, dt);
-    for (; g < G; g++)
-      dec_qk(kv->k, kv->v, cur, n, nxt, nn, D, q + (size_t)g * D, sc + g * ld, g == 0, 1, dt);
-    /* online softmax update per head */
-    for (g = 0; g < G; g++) {
-      float *s = sc + g * ld;
-      pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
-      uint32_t j = 0;
-      for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
-      float mx = PKV_F32_REDUCE_MAX(vmx);
-      for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-      float m_new = M[g] > mx ? M[g] : mx;
-      alpha[g] = exp2f(M[g] - m_new);
-      pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
-      for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
-        pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
-        PKV_F32_STORE(s + j, e);
-        vsum = PKV_F32_ADD(vsum, e);
+    if (nn) dec_offsets(kv, h0, tn, nn, nxt, dt);
+    /* Head by head over the same tile: in a block the heads' tiles are
+     * adjacent, so the tile's K/V is read as few long runs rather than one
+     * short run per head and block. */
+    for (uint32_t hh = 0; hh < nh; hh++) {
+      const uint8_t *kb = kv->k + (size_t)hh * kv->head_stride;
+      const uint8_t *vb = kv->v + (size_t)hh * kv->head_stride;
+      const float *qh = q + (size_t)hh * G * D;
+      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * D;
+      /* scores of the head's G queries; K read once per DEC_HG heads
+       * (prefetching in the first group only) */
+      uint32_t g = 0;
+      for (; g + DEC_HG <= G; g += DEC_HG)
+        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, DEC_HG, dt);
+      for (; g + 2 <= G; g += 2)
+        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, 2, dt);
+      for (; g < G; g++)
+        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, 1, dt);
+      /* online softmax update per query head */
+      for (g = 0; g < G; g++) {
+        float *s = sc + g * ld;
+        pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
+        uint32_t j = 0;
+        for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
+        float mx = PKV_F32_REDUCE_MAX(vmx);
+        for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+        float m_new = Mh[g] > mx ? Mh[g] : mx;
+        alpha[g] = exp2f(Mh[g] - m_new);
+        pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
+        for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
+          pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
+          PKV_F32_STORE(s + j, e);
+          vsum = PKV_F32_ADD(vsum, e);
+        }
+        float sum = PKV_F32_REDUCE(vsum);
+        for (; j < n; j++) {
+          s[j] = exp2f(s[j] - m_new);
+          sum += s[j];
+        }
+        Sh[g] = Sh[g] * alpha[g] + sum;
+        Mh[g] = m_new;
       }
-      float sum = PKV_F32_REDUCE(vsum);
-      for (; j < n; j++) {
-        s[j] = exp2f(s[j] - m_new);
-        sum += s[j];
-      }
-      S[g] = S[g] * alpha[g] + sum;
-      M[g] = m_new;
+      /* V read once per DEC_HG heads */
+      for (g = 0; g + DEC_HG <= G; g += DEC_HG)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, DEC_HG, dt);
+      for (; g + 2 <= G; g += 2)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, 2, dt);
+      for (; g < G; g++)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, 1, dt);
     }
-    /* V read once per DEC_HG heads */
-    for (g = 0; g + DEC_HG <= G; g += DEC_HG)
-      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, DEC_HG, dt);
-    for (; g + 2 <= G; g += 2)
-      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 2, dt);
-    for (; g < G; g++)
-      dec_pv_heads(kv->v, cur, n, D, sc + g * ld, alpha + g, acc + (size_t)g * D, 1, dt);
     size_t *sw = cur;
     cur = nxt;
     nxt = sw;
   }
 }
 
-static void kern_decode(const pkv__kv_view *kv, uint32_t h, uint32_t t0,
+static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                         uint32_t t1, const float *q, uint32_t G, float *M,
                         float *S, float *acc, float *scratch) {
   switch (kv->dtype) {
-  case PKV_DTYPE_F32: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32); break;
-  case PKV_DTYPE_F16: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16); break;
-  case PKV_DTYPE_BF16: decode_body(kv, h, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16); break;
+  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32); break;
+  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16); break;
+  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16); break;
   }
 }
 

@@ -78,7 +78,7 @@ int pkv__pool_create(uint32_t n_threads, pkv__pool **out) {
   if (n_threads > 1) {
     pool->threads = pkv__calloc(n_threads - 1, sizeof *pool->threads);
     if (!pool->threads) {
-      pool->n_threads = 1; /* no worker started: destroy must join none */
+      pool->n_threads = 1; /* no worker to join */
       pkv__pool_destroy(pool);
       return pkv__err(PKV_ENOMEM, "engine: thread pool allocation failed");
     }

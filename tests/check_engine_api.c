@@ -392,6 +392,78 @@ START_TEST(call_validation_writes_nothing) {
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ OOM */
+
+static long alloc_budget = -1; /* allocations left before failing; -1 = no limit */
+
+static int spend(void) {
+  if (alloc_budget < 0) return 1;
+  if (alloc_budget == 0) return 0;
+  alloc_budget--;
+  return 1;
+}
+static void *oom_malloc(size_t n) { return spend() ? malloc(n) : NULL; }
+static void *oom_realloc(void *p, size_t n) { return spend() ? realloc(p, n) : NULL; }
+static void *oom_calloc(size_t n, size_t m) { return spend() ? calloc(n, m) : NULL; }
+
+START_TEST(out_of_memory_loop) {
+  /* every allocation of engine creation and of a first large decode batch
+   * fails in turn: each failure is PKV_ENOMEM and leaves nothing behind */
+  ck_assert_int_eq(pkv_replace_allocator(oom_malloc, oom_realloc, oom_calloc, free), 0);
+  int created = 0;
+  for (long fail_at = 0; fail_at < 200 && !created; fail_at++) {
+    alloc_budget = -1;
+    setup_with(PKV_DTYPE_F32, 16, 1);
+    pkv_engine_destroy(engine);
+    engine = NULL;
+    pkv_engine_config ec;
+    pkv_engine_config_init(&ec);
+    ec.n_q_heads = HQ;
+    ec.n_threads = 2;
+    pkv_engine *e = (pkv_engine *)1;
+    alloc_budget = fail_at;
+    int rc = pkv_engine_create(cache, &ec, &e);
+    alloc_budget = -1;
+    if (rc == 0) {
+      created = 1;
+      engine = e;
+    } else {
+      ck_assert_int_eq(rc, PKV_ENOMEM);
+      ck_assert_ptr_null(e);
+    }
+    if (!created) teardown();
+  }
+  ck_assert_msg(created, "engine_create never succeeded within 200 allocations");
+  /* a first batch of 6 sequences needs the work list to grow */
+  pkv_seq_id s[6];
+  for (int i = 0; i < 6; i++) {
+    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s[i]), 0);
+    ck_assert_int_eq(pkv_seq_append(cache, s[i], tokens_of(100u * (uint32_t)i, 3), 3, NULL), 0);
+  }
+  static float q[6 * QROW], k[6 * KVROW], v[6 * KVROW], out[6 * QROW];
+  tu_fill(k, 6 * KVROW, 1.0f, &rng);
+  tu_fill(v, 6 * KVROW, 1.0f, &rng);
+  size_t bytes;
+  uint8_t *snap = snapshot(&bytes);
+  int ok = 0;
+  for (long fail_at = 0; fail_at < 50 && !ok; fail_at++) {
+    alloc_budget = fail_at;
+    int rc = pkv_decode(engine, s, 6, 0, q, k, v, out);
+    alloc_budget = -1;
+    if (rc == 0) ok = 1;
+    else {
+      ck_assert_int_eq(rc, PKV_ENOMEM);
+      assert_unchanged(snap, bytes);
+    }
+  }
+  ck_assert(ok);
+  free(snap);
+  teardown();
+  ck_assert_int_eq(pkv_replace_allocator(NULL, NULL, NULL, NULL), 0);
+}
+END_TEST
+
 static Suite *api_suite(void) {
   Suite *s = suite_create("engine_api");
   TCase *tc = tcase_create("compute");
@@ -404,6 +476,7 @@ static Suite *api_suite(void) {
   tc = tcase_create("validation");
   tcase_add_test(tc, create_validation);
   tcase_add_test(tc, call_validation_writes_nothing);
+  tcase_add_test(tc, out_of_memory_loop);
   suite_add_tcase(s, tc);
   return s;
 }

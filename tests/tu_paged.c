@@ -5,11 +5,17 @@
 #include <string.h>
 #include <sys/mman.h>
 
-/* tu_rand (splitmix64) is defined once, in tu_core.c. */
+static uint64_t paged_rand(uint64_t *s) {
+  uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
 
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state) {
   for (size_t i = 0; i < n; i++)
-    x[i] = amplitude * ((float)(tu_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
+    x[i] = amplitude * ((float)(paged_rand(state) >> 40) / (float)(1ull << 23) - 1.0f);
 }
 
 #define TU_HUGE ((size_t)2 << 20)
@@ -40,7 +46,7 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
   for (uint32_t i = 0; i < p->num_blocks; i++) perm[i] = (int32_t)i;
   uint64_t st = seed * 7919 + 1;
   for (uint32_t i = p->num_blocks - 1; i > 0; i--) {
-    uint32_t j = (uint32_t)(tu_rand(&st) % (i + 1));
+    uint32_t j = (uint32_t)(paged_rand(&st) % (i + 1));
     int32_t t = perm[i];
     perm[i] = perm[j];
     perm[j] = t;

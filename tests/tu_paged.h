@@ -27,8 +27,8 @@ void tu_paged_free(tu_paged *p);
 /* Overwrites token t of every head from k, v [n_kv_heads][head_dim]. */
 void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v);
 
-/* Deterministic xorshift generator and uniform floats in [-1, 1). */
-uint64_t tu_rand(uint64_t *state);
+/* Deterministic (xorshift, seeded by *state) uniform floats in
+ * [-amplitude, amplitude). */
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state);
 
 #endif
