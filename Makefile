@@ -6,6 +6,8 @@
 #   make debug      suite with PKV_DEBUG=2 (full validator after every mutation)
 #   make asan       suite under ASan+UBSan
 #   make tsan       concurrency tests under ThreadSanitizer
+#   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
+#   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
 #   make install PREFIX=/usr/local
 #
@@ -83,7 +85,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
-        install uninstall clean deps examples tools
+        install uninstall clean deps examples tools fuzz fuzz-long valgrind
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
@@ -149,7 +151,7 @@ asan:
 tsan:
 	$(MAKE) MODE=tsan lib $(patsubst build/release/%,build/tsan/%,$(filter %check_concurrency,$(TEST_BIN)))
 	@if ls build/tsan/tests/check_concurrency >/dev/null 2>&1; then \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests.sh build/tsan/tests check_concurrency; \
+	  CK_FORK=no TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests.sh build/tsan/tests check_concurrency; \
 	else echo "tsan: no concurrency tests yet"; fi
 
 bench: lib $(BENCH_BIN)
@@ -160,6 +162,54 @@ bench-manager: $(BUILD)/bench/bench_manager
 bench-engine: $(BUILD)/bench/bench_engine
 	@scripts/deps.sh bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
+
+# The replay test compiles the fuzz harness body in.
+$(BUILD)/tests/check_fuzz_replay.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+
+# ---------------------------------------------------------------- fuzzing
+# libFuzzer harnesses: clang compiles the library sources directly with the
+# fuzzer and sanitizer flags (libc malloc, PKV_SANITIZE).  fuzz-long runs each
+# harness FUZZ_SECONDS on a scratch copy of its seed corpus.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 600
+FUZZ_DIR     := build/fuzz
+FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
+                -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
+FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c))
+
+fuzz: $(FUZZ_BIN)
+
+$(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
+
+# Trace parsers: the harness plus the tools' parser (and what it needs).
+$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(wildcard tools/trace.c tools/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/trace.c -lm
+
+fuzz-long: $(FUZZ_BIN)
+	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \
+	  mkdir -p $(FUZZ_DIR)/work_$$n && cp -n $$c/* $(FUZZ_DIR)/work_$$n/ 2>/dev/null; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  $$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/$$n- \
+	      $(FUZZ_DIR)/work_$$n $$c || exit 1; done
+
+# ---------------------------------------------------------------- valgrind
+# The release suite under memcheck (no fork: valgrind follows one process).
+valgrind: lib $(TEST_BIN)
+	@scripts/deps.sh valgrind
+	@fail=0; for t in $(TEST_BIN); do \
+	  printf '%-32s ' $$(basename $$t); \
+	  if CK_FORK=no PKV_VALGRIND=1 valgrind -q --error-exitcode=1 --leak-check=full \
+	       --errors-for-leak-kinds=definite,indirect,possible $$t > $(BUILD)/$$(basename $$t).vg 2>&1; \
+	  then echo ok; else echo "FAILED (see $(BUILD)/$$(basename $$t).vg)"; fail=1; fi; done; \
+	  exit $$fail
 
 # ---------------------------------------------------------------- install
 install: lib

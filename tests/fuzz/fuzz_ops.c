@@ -1,0 +1,813 @@
+/*
+ * fuzz_ops.c — libFuzzer harness: a byte string becomes a cache
+ * configuration and a sequence of manager operations (valid and invalid),
+ * each run against the library and against a plain model.
+ *
+ *   input = [config bytes][op][args]...[op][args]
+ *
+ * The model keeps, per sequence, its token ids, its committed length and its
+ * namespace.  After every operation the harness checks:
+ *   - the return code is the one the model predicts (ENOSEQ for a freed or
+ *     stale handle, ERANGE for truncation/commit past the end, ENOMEM exactly
+ *     when the blocks needed exceed free + evictable, ...);
+ *   - a failed call changed nothing (sequence info and pool gauges equal);
+ *   - pkv_check() finds no violated invariant, and the gauges add up;
+ *   - the data: every appended token's K/V is written with a pattern that is
+ *     a function of (token id, position, layer, K|V, head, element), so a
+ *     shared block, a prefix hit or a dedup'd block must read back exactly
+ *     the pattern of the sequence that holds it.  In external mode the
+ *     harness keeps the K/V itself and executes the drained copy queue, so
+ *     the queue is checked too.
+ *   - a prefix match attaches at least the blocks a live sequence in the same
+ *     namespace committed with the same tokens (they cannot be evicted).
+ *
+ * Any mismatch aborts with a message (libFuzzer records the input).  The
+ * body is also linked into the Check suite (tests/check_fuzz_replay.c) to
+ * replay the seed corpus and every input that once found a bug.
+ */
+#include "pagedkv/pagedkv.h"
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FZ_MAX_SEQS 12
+#define FZ_MAX_TOK 384
+#define FZ_MAX_STALE 8
+#define FZ_MAX_PINS 6
+
+typedef struct fz_reader {
+  const uint8_t *p;
+  size_t n;
+} fz_reader;
+
+static uint8_t rd8(fz_reader *r) {
+  if (r->n == 0) return 0;
+  r->n--;
+  return *r->p++;
+}
+
+typedef struct fz_seq {
+  pkv_seq_id id;
+  bool live;
+  uint8_t ns; /* index into fz_ns */
+  uint32_t n, committed;
+  int32_t tok[FZ_MAX_TOK];
+} fz_seq;
+
+typedef struct fz_world {
+  pkv_cache *c;
+  pkv_config cfg;
+  pkv_kv_layout L;
+  uint32_t bs, nb;
+  bool external, no_prefix;
+  fz_seq s[FZ_MAX_SEQS];
+  pkv_seq_id stale[FZ_MAX_STALE];
+  uint32_t n_stale;
+  pkv_pin_id pins[FZ_MAX_PINS];
+  uint32_t n_pins;
+  pkv_pin_id stale_pin;
+  uint8_t *ext;      /* external mode: the caller-side K/V, 2*n_layers regions */
+  size_t ext_region;
+  uint64_t op_no;
+} fz_world;
+
+static const struct {
+  const char *bytes;
+  size_t len;
+  uint64_t adapter;
+} fz_ns[4] = {{NULL, 0, 0}, {"tenant-a", 8, 0}, {"tenant-b", 8, 0},
+              {"tenant-a", 8, 7}};
+
+__attribute__((noreturn, format(printf, 2, 3))) static void
+fz_fail(const fz_world *w, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "fuzz_ops: op %llu: ", (unsigned long long)(w ? w->op_no : 0));
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " [last error: %s]\n", pkv_last_error());
+  va_end(ap);
+  abort();
+}
+
+#define FZ_EXPECT(w, rc, want, what)                                         \
+  do {                                                                       \
+    int rc_ = (rc), want_ = (want);                                          \
+    if (rc_ != want_)                                                        \
+      fz_fail(w, "%s: got %s, want %s", what, pkv_err_name(rc_),             \
+              pkv_err_name(want_));                                          \
+  } while (0)
+
+/* ------------------------------------------------ data pattern */
+
+static uint32_t fz_mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+/* The 32 bits stored at element d of head h of (layer, kv) for the token id
+ * tok at position pos; elements are raw bits (4 bytes: f32 storage). */
+static uint32_t fz_pattern(int32_t tok, uint32_t pos, uint32_t region,
+                           uint32_t h, uint32_t d) {
+  return fz_mix((uint32_t)tok * 0x9e3779b1u ^ fz_mix(pos * 8191u + region) ^
+                (h << 24 | d << 16));
+}
+
+static uint8_t *fz_region(fz_world *w, uint32_t region) {
+  if (w->external) return w->ext + (size_t)region * w->ext_region;
+  void *k, *v;
+  int rc = pkv_cache_kv(w->c, region / 2, &k, &v);
+  FZ_EXPECT(w, rc, 0, "cache_kv");
+  return (uint8_t *)(region & 1 ? v : k);
+}
+
+static uint32_t *fz_elem(fz_world *w, uint32_t region, int64_t slot,
+                         uint32_t h, uint32_t d) {
+  int64_t b = slot / w->bs, s = slot % w->bs;
+  return (uint32_t *)(fz_region(w, region) + (size_t)b * w->L.block_stride +
+                      h * w->L.head_stride + (size_t)s * w->L.slot_stride +
+                      d * w->L.elem_size);
+}
+
+/* External mode: execute the queued copies, in order, as a caller must. */
+static void fz_drain(fz_world *w, uint32_t cap) {
+  if (!w->external) return;
+  pkv_copy q[4];
+  if (cap > 4) cap = 4;
+  for (;;) {
+    uint32_t n = 0, pending = 0;
+    FZ_EXPECT(w, pkv_pool_drain_copies(w->c, q, cap, &n, &pending), 0, "drain");
+    for (uint32_t i = 0; i < n; i++) {
+      if (q[i].src_block < 0 || (uint32_t)q[i].src_block >= w->nb ||
+          q[i].dst_block < 0 || (uint32_t)q[i].dst_block >= w->nb ||
+          q[i].n_slots == 0 || q[i].n_slots > w->bs)
+        fz_fail(w, "bad copy %d -> %d (%u slots)", q[i].src_block,
+                q[i].dst_block, q[i].n_slots);
+      for (uint32_t r = 0; r < 2 * w->cfg.n_layers; r++)
+        for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
+          memcpy(fz_elem(w, r, (int64_t)q[i].dst_block * w->bs, h, 0),
+                 fz_elem(w, r, (int64_t)q[i].src_block * w->bs, h, 0),
+                 q[i].n_slots * w->L.slot_stride);
+    }
+    if (n == 0 || pending == 0) break;
+    if (n > cap) fz_fail(w, "drain returned %u > cap %u", n, cap);
+  }
+}
+
+static void fz_write(fz_world *w, const fz_seq *s, uint32_t pos0, uint32_t n,
+                     const int64_t *slots) {
+  fz_drain(w, 4); /* a copy into these blocks must land before our writes */
+  for (uint32_t i = 0; i < n; i++)
+    for (uint32_t r = 0; r < 2 * w->cfg.n_layers; r++)
+      for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
+        for (uint32_t d = 0; d < w->cfg.head_dim; d++)
+          *fz_elem(w, r, slots[i], h, d) =
+              fz_pattern(s->tok[pos0 + i], pos0 + i, r, h, d);
+}
+
+/* Page table, info and every K/V element of s against the model. */
+static void fz_verify_seq(fz_world *w, const fz_seq *s) {
+  pkv_seq_info info;
+  FZ_EXPECT(w, pkv_seq_info_get(w->c, s->id, &info), 0, "info");
+  if (info.n_tokens != s->n || info.n_committed != s->committed ||
+      info.n_blocks != (s->n + w->bs - 1) / w->bs)
+    fz_fail(w, "seq %#llx: info %u/%u/%u, model %u/%u",
+            (unsigned long long)s->id, info.n_tokens, info.n_committed,
+            info.n_blocks, s->n, s->committed);
+  int32_t blocks[FZ_MAX_TOK];
+  uint32_t nbk = 0;
+  FZ_EXPECT(w, pkv_seq_blocks(w->c, s->id, blocks, FZ_MAX_TOK, &nbk), 0,
+            "seq_blocks");
+  static int64_t slots[FZ_MAX_TOK];
+  FZ_EXPECT(w, pkv_slot_mapping(w->c, s->id, 0, s->n, slots), 0,
+            "slot_mapping");
+  fz_drain(w, 4);
+  for (uint32_t i = 0; i < s->n; i++) {
+    int64_t want = (int64_t)blocks[i / w->bs] * w->bs + i % w->bs;
+    if (slots[i] != want)
+      fz_fail(w, "token %u: slot %lld, page table says %lld", i,
+              (long long)slots[i], (long long)want);
+    if (blocks[i / w->bs] < 0 || (uint32_t)blocks[i / w->bs] >= w->nb)
+      fz_fail(w, "block %d out of range", blocks[i / w->bs]);
+    for (uint32_t r = 0; r < 2 * w->cfg.n_layers; r++)
+      for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
+        for (uint32_t d = 0; d < w->cfg.head_dim; d++) {
+          uint32_t got = *fz_elem(w, r, slots[i], h, d);
+          uint32_t exp = fz_pattern(s->tok[i], i, r, h, d);
+          if (got != exp)
+            fz_fail(w, "seq %#llx token %u (id %d) region %u head %u elem %u: "
+                    "K/V %08x, want %08x (block %d)",
+                    (unsigned long long)s->id, i, s->tok[i], r, h, d, got, exp,
+                    blocks[i / w->bs]);
+        }
+  }
+}
+
+static void fz_snapshot(fz_world *w, pkv_stats *st) {
+  FZ_EXPECT(w, pkv_stats_get(w->c, st), 0, "stats");
+}
+
+static void fz_same_pool(fz_world *w, const pkv_stats *a, const char *what) {
+  pkv_stats b;
+  fz_snapshot(w, &b);
+  if (a->blocks_free != b.blocks_free || a->blocks_used != b.blocks_used ||
+      a->blocks_cached != b.blocks_cached ||
+      a->blocks_evictable != b.blocks_evictable || a->n_seqs != b.n_seqs ||
+      a->tokens != b.tokens || a->blocks_pinned != b.blocks_pinned)
+    fz_fail(w, "%s failed but changed the pool: free %u->%u used %u->%u "
+            "cached %u->%u evictable %u->%u seqs %u->%u",
+            what, a->blocks_free, b.blocks_free, a->blocks_used, b.blocks_used,
+            a->blocks_cached, b.blocks_cached, a->blocks_evictable,
+            b.blocks_evictable, a->n_seqs, b.n_seqs);
+}
+
+static void fz_check(fz_world *w) {
+  char msg[256];
+  if (pkv_check(w->c, msg, sizeof msg) != 0) fz_fail(w, "pkv_check: %s", msg);
+  pkv_stats st;
+  fz_snapshot(w, &st);
+  if ((uint64_t)st.blocks_free + st.blocks_used + st.blocks_evictable !=
+      st.num_blocks)
+    fz_fail(w, "gauges: free %u + used %u + evictable %u != %u",
+            st.blocks_free, st.blocks_used, st.blocks_evictable, st.num_blocks);
+  if (st.blocks_evictable > st.blocks_cached)
+    fz_fail(w, "evictable %u > cached %u", st.blocks_evictable,
+            st.blocks_cached);
+  uint32_t live = 0;
+  uint64_t toks = 0;
+  for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+    if (w->s[i].live) {
+      live++;
+      toks += w->s[i].n;
+    }
+  if (st.n_seqs != live || st.tokens != toks)
+    fz_fail(w, "stats: %u seqs / %llu tokens, model %u / %llu", st.n_seqs,
+            (unsigned long long)st.tokens, live, (unsigned long long)toks);
+}
+
+/* ------------------------------------------------ handles */
+
+static fz_seq *fz_live(fz_world *w, uint8_t pick) {
+  for (uint32_t k = 0; k < FZ_MAX_SEQS; k++) {
+    fz_seq *s = &w->s[(pick + k) % FZ_MAX_SEQS];
+    if (s->live) return s;
+  }
+  return NULL;
+}
+
+static fz_seq *fz_empty_slot(fz_world *w) {
+  for (uint32_t k = 0; k < FZ_MAX_SEQS; k++)
+    if (!w->s[k].live) return &w->s[k];
+  return NULL;
+}
+
+/* A handle the library must refuse: stale (freed), never issued, or 0. */
+static pkv_seq_id fz_bad_handle(fz_world *w, uint8_t pick) {
+  if (w->n_stale && pick % 3 != 0) return w->stale[pick % w->n_stale];
+  return pick % 2 ? PKV_SEQ_NONE : ((uint64_t)1 << 32 | 0xfffffffu);
+}
+
+static void fz_forget(fz_world *w, fz_seq *s) {
+  s->live = false;
+  if (w->n_stale < FZ_MAX_STALE)
+    w->stale[w->n_stale++] = s->id;
+  else
+    w->stale[s->id % FZ_MAX_STALE] = s->id;
+}
+
+/* ------------------------------------------------ operations */
+
+static void fz_gen_tokens(fz_world *w, fz_reader *r, int32_t *out, uint32_t n,
+                          uint32_t pos0, const fz_seq *self) {
+  uint8_t mode = rd8(r);
+  const fz_seq *src = fz_live(w, mode >> 2);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t pos = pos0 + i;
+    if ((mode & 3) == 0 && src && src != self && pos < src->n)
+      out[i] = src->tok[pos]; /* follow another prompt: prefix hits */
+    else if ((mode & 3) == 1)
+      out[i] = (int32_t)(pos % 5); /* a shared "system prompt" */
+    else
+      out[i] = (int32_t)(rd8(r) & 7);
+  }
+}
+
+/* Blocks an append of n tokens to s needs: new blocks plus one for a
+ * copy-on-write of a shared/cached partial tail. */
+static uint32_t fz_append_need(fz_world *w, const fz_seq *s, uint32_t n) {
+  uint32_t room = ((s->n + w->bs - 1) / w->bs) * w->bs - s->n;
+  uint32_t need = n > room ? (n - room + w->bs - 1) / w->bs : 0;
+  if (room > 0) {
+    int rc = pkv__seq_check_writable(w->c, s->id, s->n - 1, 1);
+    if (rc != 0 && rc != PKV_ESTATE)
+      fz_fail(w, "check_writable of the tail: %s", pkv_err_name(rc));
+    if (rc == PKV_ESTATE) need++;
+  }
+  return need;
+}
+
+static void fz_append(fz_world *w, fz_seq *s, const int32_t *tokens,
+                      uint32_t n) {
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  uint32_t need = fz_append_need(w, s, n);
+  uint32_t avail = before.blocks_free + before.blocks_evictable;
+  static int64_t slots[FZ_MAX_TOK];
+  int rc = pkv_seq_append(w->c, s->id, tokens, n, slots);
+  if (need > avail) {
+    FZ_EXPECT(w, rc, PKV_ENOMEM, "append beyond the pool");
+    fz_same_pool(w, &before, "append");
+    return;
+  }
+  FZ_EXPECT(w, rc, 0, "append");
+  /* Every block the new tokens land in must be writable by us alone. */
+  FZ_EXPECT(w, pkv__seq_check_writable(w->c, s->id, s->n, n), 0,
+            "new slots writable");
+  uint32_t pos0 = s->n;
+  memcpy(s->tok + pos0, tokens, n * sizeof *tokens);
+  s->n += n;
+  int64_t check[FZ_MAX_TOK];
+  FZ_EXPECT(w, pkv_slot_mapping(w->c, s->id, pos0, s->n, check), 0, "slots");
+  if (memcmp(check, slots, n * sizeof *slots) != 0)
+    fz_fail(w, "append slots differ from slot_mapping");
+  fz_write(w, s, pos0, n, slots);
+}
+
+static void op_create(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r);
+  fz_seq *s = fz_empty_slot(w);
+  pkv_seq_opts o = {0};
+  uint8_t ns = a & 3;
+  o.ns = fz_ns[ns].bytes;
+  o.ns_len = fz_ns[ns].len;
+  o.adapter_id = fz_ns[ns].adapter;
+  pkv_seq_id id = 0;
+  if ((a & 0x30) == 0x30) { /* invalid options */
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    pkv_seq_opts bad = o;
+    if (a & 0x40) {
+      bad.ns = NULL;
+      bad.ns_len = 3;
+    } else {
+      bad.priority = 101;
+    }
+    FZ_EXPECT(w, pkv_seq_create(w->c, &bad, &id), PKV_EINVAL, "bad opts");
+    FZ_EXPECT(w, pkv_seq_create(w->c, &o, NULL), PKV_EINVAL, "NULL out");
+    fz_same_pool(w, &before, "seq_create");
+    return;
+  }
+  if (!s) return;
+  FZ_EXPECT(w, pkv_seq_create(w->c, ns ? &o : NULL, &id), 0, "create");
+  if (id == PKV_SEQ_NONE) fz_fail(w, "create returned handle 0");
+  for (uint32_t i = 0; i < w->n_stale; i++)
+    if (w->stale[i] == id) fz_fail(w, "create reused a stale handle");
+  memset(s, 0, sizeof *s);
+  s->id = id;
+  s->live = true;
+  s->ns = ns;
+}
+
+static void op_free(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r);
+  fz_seq *s = fz_live(w, a >> 1);
+  if (!s || (a & 1)) {
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    FZ_EXPECT(w, pkv_seq_free(w->c, fz_bad_handle(w, a)), PKV_ENOSEQ,
+              "free bad handle");
+    fz_same_pool(w, &before, "free");
+    return;
+  }
+  FZ_EXPECT(w, pkv_seq_free(w->c, s->id), 0, "free");
+  fz_forget(w, s);
+}
+
+static void op_append(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), len = rd8(r);
+  fz_seq *s = fz_live(w, a >> 2);
+  int32_t tokens[FZ_MAX_TOK];
+  if (!s || (a & 3) == 3) {
+    int32_t t = 1;
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    FZ_EXPECT(w, pkv_seq_append(w->c, fz_bad_handle(w, a), &t, 1, NULL),
+              PKV_ENOSEQ, "append to bad handle");
+    if (s) {
+      FZ_EXPECT(w, pkv_seq_append(w->c, s->id, &t, 0, NULL), PKV_EINVAL,
+                "append of 0 tokens");
+      FZ_EXPECT(w, pkv_seq_append(w->c, s->id, NULL, 1, NULL), PKV_EINVAL,
+                "append of NULL tokens");
+    }
+    fz_same_pool(w, &before, "append");
+    return;
+  }
+  uint32_t n;
+  if ((a & 3) == 2) /* oversize: more than the whole pool might hold */
+    n = w->nb * w->bs + 1 + (len % w->bs);
+  else if ((a & 3) == 1)
+    n = 1; /* decode */
+  else
+    n = 1 + len % (3 * w->bs);
+  if (s->n + n > FZ_MAX_TOK) {
+    if (n <= FZ_MAX_TOK) return; /* the model is full */
+    /* Too big for the model: the library must refuse it for lack of blocks
+     * (checked below) — only try when it certainly cannot fit. */
+  }
+  if (n > FZ_MAX_TOK) {
+    static int32_t big[1 << 16];
+    if (n > (1u << 16)) return;
+    fz_gen_tokens(w, r, big, n, s->n, s);
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    if (fz_append_need(w, s, n) <= before.blocks_free + before.blocks_evictable)
+      return;
+    FZ_EXPECT(w, pkv_seq_append(w->c, s->id, big, n, NULL), PKV_ENOMEM,
+              "oversize append");
+    fz_same_pool(w, &before, "oversize append");
+    return;
+  }
+  fz_gen_tokens(w, r, tokens, n, s->n, s);
+  fz_append(w, s, tokens, n);
+}
+
+static void op_fork(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r);
+  fz_seq *p = fz_live(w, a >> 1);
+  fz_seq *c = fz_empty_slot(w);
+  pkv_seq_id child = 0;
+  if (!p || (a & 1)) {
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    FZ_EXPECT(w, pkv_seq_fork(w->c, fz_bad_handle(w, a), &child), PKV_ENOSEQ,
+              "fork of bad handle");
+    if (p)
+      FZ_EXPECT(w, pkv_seq_fork(w->c, p->id, NULL), PKV_EINVAL,
+                "fork NULL child");
+    fz_same_pool(w, &before, "fork");
+    return;
+  }
+  if (!c) return;
+  FZ_EXPECT(w, pkv_seq_fork(w->c, p->id, &child), 0, "fork");
+  *c = *p;
+  c->id = child;
+  fz_verify_seq(w, c);
+}
+
+static void op_truncate(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  fz_seq *s = fz_live(w, a >> 2);
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  if (!s || (a & 3) == 3) {
+    FZ_EXPECT(w, pkv_seq_truncate(w->c, fz_bad_handle(w, a), 0), PKV_ENOSEQ,
+              "truncate bad handle");
+    fz_same_pool(w, &before, "truncate");
+    return;
+  }
+  if ((a & 3) == 2) { /* past the end */
+    FZ_EXPECT(w, pkv_seq_truncate(w->c, s->id, s->n + 1 + b), PKV_ERANGE,
+              "truncate past end");
+    fz_same_pool(w, &before, "truncate");
+    return;
+  }
+  uint32_t to = s->n ? b % (s->n + 1) : 0;
+  if ((a & 3) == 1 && s->n) to = s->n - 1; /* speculative rollback by one */
+  FZ_EXPECT(w, pkv_seq_truncate(w->c, s->id, to), 0, "truncate");
+  s->n = to;
+  if (s->committed > to) s->committed = to;
+}
+
+static void op_commit(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  fz_seq *s = fz_live(w, a >> 2);
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  if (!s) {
+    FZ_EXPECT(w, pkv_seq_commit(w->c, fz_bad_handle(w, a), 0), PKV_ENOSEQ,
+              "commit bad handle");
+    return;
+  }
+  if ((a & 3) == 3) {
+    FZ_EXPECT(w, pkv_seq_commit(w->c, s->id, s->n + 1), PKV_ERANGE,
+              "commit past end");
+    fz_same_pool(w, &before, "commit");
+    return;
+  }
+  if ((a & 3) == 2 && s->committed > 0) {
+    FZ_EXPECT(w, pkv_seq_commit(w->c, s->id, s->committed - 1), PKV_ERANGE,
+              "commit backwards");
+    fz_same_pool(w, &before, "commit");
+    return;
+  }
+  uint32_t to = (a & 3) == 0 ? s->n
+                             : s->committed + b % (s->n - s->committed + 1);
+  FZ_EXPECT(w, pkv_seq_commit(w->c, s->id, to), 0, "commit");
+  s->committed = to;
+  /* A dedup may have swapped blocks: the data must still be ours. */
+  fz_verify_seq(w, s);
+}
+
+/* Length of the common prefix of t's committed tokens and tok[0..n). */
+static uint32_t fz_common(const fz_seq *t, const int32_t *tok, uint32_t n) {
+  uint32_t k = 0;
+  while (k < n && k < t->committed && t->tok[k] == tok[k]) k++;
+  return k;
+}
+
+static void op_match(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r), cap = rd8(r);
+  fz_seq *src = fz_live(w, a >> 3);
+  fz_seq *s = fz_empty_slot(w);
+  if (!s) return;
+  if ((a & 7) == 7 && src && src->n > 0) { /* match on a non-empty sequence */
+    uint32_t m = 123;
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    FZ_EXPECT(w, pkv_seq_match_prefix(w->c, src->id, src->tok, src->n, 0, &m),
+              PKV_ESTATE, "match on non-empty seq");
+    fz_same_pool(w, &before, "match");
+    return;
+  }
+  /* The prompt: a prefix of another sequence, maybe changed at one token,
+   * then a few tokens of its own. */
+  int32_t prompt[FZ_MAX_TOK];
+  uint32_t n = 0;
+  if (src) {
+    n = src->n ? b % (src->n + 1) : 0;
+    memcpy(prompt, src->tok, n * sizeof *prompt);
+    if ((a & 3) == 1 && n) prompt[cap % n] ^= 1;
+  }
+  uint32_t extra = (a >> 3) & 7;
+  if (n + extra > FZ_MAX_TOK) extra = FZ_MAX_TOK - n;
+  fz_gen_tokens(w, r, prompt + n, extra, n, NULL);
+  n += extra;
+  uint8_t ns = (a & 4) ? (uint8_t)(cap & 3) : (src ? src->ns : 0);
+
+  pkv_seq_opts o = {fz_ns[ns].bytes, fz_ns[ns].len, fz_ns[ns].adapter, 0};
+  pkv_seq_id id;
+  FZ_EXPECT(w, pkv_seq_create(w->c, &o, &id), 0, "create for match");
+  memset(s, 0, sizeof *s);
+  s->id = id;
+  s->live = true;
+  s->ns = ns;
+  uint32_t max_tokens = (cap & 0xc0) == 0x40 ? (n ? n - 1 : 0)
+                        : (cap & 0xc0) == 0x80 ? cap % 64
+                                               : 0;
+  uint32_t limit = n;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  /* Lower bound: blocks a live sequence of the same namespace committed with
+   * these tokens are cached and referenced, so they must be found. */
+  uint32_t floor_tokens = 0;
+  if (!w->no_prefix)
+    for (uint32_t i = 0; i < FZ_MAX_SEQS; i++) {
+      const fz_seq *t = &w->s[i];
+      if (!t->live || t == s || t->ns != ns) continue;
+      uint32_t k = fz_common(t, prompt, limit);
+      k -= k % w->bs;
+      if (k > floor_tokens) floor_tokens = k;
+    }
+  uint32_t matched = 999999;
+  FZ_EXPECT(w, pkv_seq_match_prefix(w->c, id, prompt, n, max_tokens, &matched),
+            0, "match");
+  if (matched % w->bs || matched > limit || matched < floor_tokens ||
+      (w->no_prefix && matched))
+    fz_fail(w, "match: %u tokens of %u (limit %u, at least %u, bs %u)",
+            matched, n, limit, floor_tokens, w->bs);
+  memcpy(s->tok, prompt, matched * sizeof *prompt);
+  s->n = s->committed = matched;
+  fz_verify_seq(w, s); /* a hit must bring exactly the right K/V */
+  if (n > matched && (a & 2)) fz_append(w, s, prompt + matched, n - matched);
+}
+
+static void op_pin(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  if ((a & 3) == 0 && w->n_pins) { /* release */
+    uint32_t i = b % w->n_pins;
+    FZ_EXPECT(w, pkv_pin_release(w->c, w->pins[i]), 0, "pin release");
+    w->stale_pin = w->pins[i];
+    w->pins[i] = w->pins[--w->n_pins];
+    return;
+  }
+  if ((a & 3) == 1) {
+    pkv_pin_id bad = w->stale_pin ? w->stale_pin : 0x12345;
+    FZ_EXPECT(w, pkv_pin_release(w->c, bad), PKV_ENOENT, "release stale pin");
+    fz_same_pool(w, &before, "pin release");
+    return;
+  }
+  fz_seq *s = fz_live(w, a >> 2);
+  pkv_pin_id pin;
+  if (!s) {
+    FZ_EXPECT(w, pkv_pin_create(w->c, fz_bad_handle(w, a), 1, &pin),
+              PKV_ENOSEQ, "pin bad handle");
+    fz_same_pool(w, &before, "pin");
+    return;
+  }
+  uint32_t n = (a & 3) == 2 ? s->committed : b % (s->committed + 2);
+  int want = (n > s->committed || n / w->bs == 0) ? PKV_ERANGE : 0;
+  if (want == 0 && w->n_pins == FZ_MAX_PINS) return;
+  FZ_EXPECT(w, pkv_pin_create(w->c, s->id, n, &pin), want, "pin create");
+  if (want) {
+    fz_same_pool(w, &before, "pin");
+    return;
+  }
+  w->pins[w->n_pins++] = pin;
+}
+
+static void op_misc(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  fz_seq *s = fz_live(w, b);
+  switch (a % 6) {
+  case 0:
+    FZ_EXPECT(w, pkv_prefix_reset(w->c), 0, "reset");
+    fz_snapshot(w, &before);
+    if (before.blocks_evictable != 0)
+      fz_fail(w, "reset left %u evictable blocks", before.blocks_evictable);
+    break;
+  case 1: /* priorities, valid and not */
+    if (!s) break;
+    FZ_EXPECT(w, pkv_seq_set_priority(w->c, s->id, b, b, 50, 0), PKV_ERANGE,
+              "empty priority range");
+    FZ_EXPECT(w, pkv_seq_set_priority(w->c, s->id, 0, 4, 101, 0), PKV_EINVAL,
+              "priority > 100");
+    FZ_EXPECT(w, pkv_seq_set_priority(w->c, s->id, b % 16, b % 16 + 1 + a % 32,
+                                      (uint8_t)(a % 101), (uint64_t)(a & 8) * 1000),
+              0, "priority");
+    break;
+  case 2: { /* dense table: too narrow, then right */
+    pkv_seq_id ids[FZ_MAX_SEQS];
+    uint32_t n_ids = 0, max_b = 0;
+    for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+      if (w->s[i].live) {
+        ids[n_ids++] = w->s[i].id;
+        uint32_t nb = (w->s[i].n + w->bs - 1) / w->bs;
+        if (nb > max_b) max_b = nb;
+      }
+    if (!n_ids) break;
+    static int32_t table[FZ_MAX_SEQS * FZ_MAX_TOK];
+    int32_t lens[FZ_MAX_SEQS];
+    if (max_b)
+      FZ_EXPECT(w, pkv_block_table(w->c, ids, n_ids, table, max_b - 1, lens),
+                PKV_ENOSPC, "block_table too narrow");
+    FZ_EXPECT(w, pkv_block_table(w->c, ids, n_ids, table, max_b + 1, lens), 0,
+              "block_table");
+    int32_t indptr[FZ_MAX_SEQS + 1], last[FZ_MAX_SEQS];
+    static int32_t ind[FZ_MAX_SEQS * FZ_MAX_TOK];
+    uint32_t n_ind = 0;
+    FZ_EXPECT(w, pkv_kv_csr(w->c, ids, n_ids, indptr, ind,
+                            FZ_MAX_SEQS * FZ_MAX_TOK, last, &n_ind),
+              0, "kv_csr");
+    for (uint32_t i = 0, k = 0; i < FZ_MAX_SEQS; i++) {
+      if (!w->s[i].live) continue;
+      uint32_t nb = (w->s[i].n + w->bs - 1) / w->bs;
+      if (lens[k] != (int32_t)w->s[i].n ||
+          indptr[k + 1] - indptr[k] != (int32_t)nb)
+        fz_fail(w, "export row %u: len %d / %d blocks, model %u / %u", k,
+                lens[k], indptr[k + 1] - indptr[k], w->s[i].n, nb);
+      for (uint32_t j = 0; j <= max_b; j++) {
+        int32_t want = j < nb ? ind[indptr[k] + j] : -1;
+        if (table[k * (max_b + 1) + j] != want)
+          fz_fail(w, "dense and CSR tables differ at row %u col %u", k, j);
+      }
+      if (nb && last[k] != (int32_t)(w->s[i].n - (nb - 1) * w->bs))
+        fz_fail(w, "last_page_len %d", last[k]);
+      k++;
+    }
+    if (n_ind > 0)
+      FZ_EXPECT(w, pkv_kv_csr(w->c, ids, n_ids, indptr, ind, n_ind - 1, last,
+                              &n_ind),
+                PKV_ENOSPC, "kv_csr too small");
+    ids[0] = fz_bad_handle(w, b);
+    FZ_EXPECT(w, pkv_block_table(w->c, ids, n_ids, table, max_b + 1, lens),
+              PKV_ENOSEQ, "block_table with a bad handle");
+    break;
+  }
+  case 3:
+    if (!s) break;
+    {
+      int64_t one;
+      FZ_EXPECT(w, pkv_slot_mapping(w->c, s->id, s->n, s->n + 1, &one),
+                PKV_ERANGE, "slot past end");
+      FZ_EXPECT(w, pkv_slot_mapping(w->c, s->id, 1, 0, &one), PKV_ERANGE,
+                "slot begin > end");
+      int32_t blocks[1];
+      uint32_t nbk;
+      if (s->n > w->bs)
+        FZ_EXPECT(w, pkv_seq_blocks(w->c, s->id, blocks, 1, &nbk), PKV_ENOSPC,
+                  "seq_blocks small cap");
+    }
+    break;
+  case 4:
+    fz_drain(w, 1 + b % 4);
+    break;
+  default:
+    for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+      if (w->s[i].live) fz_verify_seq(w, &w->s[i]);
+    break;
+  }
+}
+
+/* ------------------------------------------------ driver */
+
+static const char *const fz_policies[8] = {"lru", "fifo", "lfu", "s3fifo",
+                                           "priority", "lru", "nope", NULL};
+
+/* Runs one input.  Returns 0 (libFuzzer convention); aborts on a finding. */
+int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
+  fz_reader r = {data, size};
+  static fz_world world;
+  fz_world *w = &world;
+  memset(w, 0, sizeof *w);
+  uint8_t c0 = rd8(&r), c1 = rd8(&r), c2 = rd8(&r);
+  pkv_config_init(&w->cfg);
+  static const uint32_t block_sizes[8] = {1, 2, 3, 4, 8, 16, 5, 0};
+  w->cfg.block_size = block_sizes[c0 & 7];
+  w->cfg.n_layers = 1 + ((c0 >> 3) & 1);
+  w->cfg.n_kv_heads = 1 + ((c0 >> 4) & 1);
+  w->cfg.head_dim = 1 + ((c0 >> 5) & 1);
+  w->cfg.num_blocks = c1 % 48;
+  w->cfg.storage = (c2 & 1) ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
+  w->cfg.policy = fz_policies[(c2 >> 1) & 7];
+  w->cfg.flags = (c2 >> 4) & 3;
+  if (c2 & 0x40) { /* size the pool by bytes instead */
+    w->cfg.memory_bytes = (uint64_t)w->cfg.num_blocks *
+                          pkv_config_block_bytes(&w->cfg) + (c1 & 3);
+    w->cfg.num_blocks = 0;
+  }
+  bool bad_cfg = w->cfg.block_size == 0 || c1 % 48 == 0 ||
+                 (w->cfg.policy && strcmp(w->cfg.policy, "nope") == 0);
+  if (c2 & 0x80) { /* an unknown flag or storage mode */
+    if (c1 & 1) w->cfg.flags |= 0x80;
+    else w->cfg.storage = (pkv_storage)7;
+    bad_cfg = true;
+  }
+  int rc = pkv_cache_create(&w->cfg, &w->c);
+  if (bad_cfg) {
+    if (rc == 0) fz_fail(w, "bad config accepted");
+    if (w->c) fz_fail(w, "failed create left *out set");
+    if (pkv_last_error()[0] == '\0') fz_fail(w, "no error detail");
+    return 0;
+  }
+  FZ_EXPECT(w, rc, 0, "cache_create");
+  w->cfg = *pkv_cache_config(w->c);
+  w->bs = w->cfg.block_size;
+  w->nb = w->cfg.num_blocks;
+  w->external = w->cfg.storage == PKV_STORAGE_EXTERNAL;
+  w->no_prefix = (w->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) != 0;
+  FZ_EXPECT(w, pkv_cache_layout(w->c, &w->L), 0, "layout");
+  if (w->L.elem_size != 4) fz_fail(w, "f32 element size %zu", w->L.elem_size);
+  if (w->external) {
+    void *k, *v;
+    FZ_EXPECT(w, pkv_cache_kv(w->c, 0, &k, &v), PKV_ENOTSUP, "kv external");
+    w->ext_region = w->L.layer_bytes;
+    w->ext = calloc(2 * w->cfg.n_layers, w->ext_region ? w->ext_region : 1);
+    if (!w->ext) abort();
+  } else {
+    void *k, *v;
+    FZ_EXPECT(w, pkv_cache_kv(w->c, w->cfg.n_layers, &k, &v), PKV_ERANGE,
+              "kv layer out of range");
+  }
+  while (r.n > 0) {
+    w->op_no++;
+    uint8_t op = rd8(&r);
+    switch (op % 10) {
+    case 0: op_create(w, &r); break;
+    case 1: op_free(w, &r); break;
+    case 2:
+    case 3: op_append(w, &r); break;
+    case 4: op_fork(w, &r); break;
+    case 5: op_truncate(w, &r); break;
+    case 6: op_commit(w, &r); break;
+    case 7: op_match(w, &r); break;
+    case 8: op_pin(w, &r); break;
+    default: op_misc(w, &r); break;
+    }
+    fz_check(w);
+  }
+  for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+    if (w->s[i].live) fz_verify_seq(w, &w->s[i]);
+  pkv_cache_destroy(w->c);
+  free(w->ext);
+  w->c = NULL;
+  w->ext = NULL;
+  return 0;
+}
+
+#ifndef PKV_FUZZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  return pkv_fuzz_ops_run(data, size);
+}
+#endif
