@@ -136,6 +136,52 @@ static inline uint64_t pkv__bheap_k2(const pkv__bheap *h, int32_t b) {
   return h->ent[h->pos[b]].k2;
 }
 
+/* Hierarchical bitset over [0, n): level 0 holds the bits, each word of
+ * level k+1 says which words of level k are non-zero, the top level is one
+ * word.  set / clear touch one word per level until a word's emptiness does
+ * not change; first / next descend with count-trailing-zeros, so with
+ * 64-bit words a 2^18-bit set answers in 3 steps.  Used as an ordered set
+ * of small integers (positions, priority levels, key buckets). */
+#define PKV__BSET_MAX_LEVELS 6
+typedef struct pkv__bset {
+  uint32_t levels;
+  uint32_t words[PKV__BSET_MAX_LEVELS]; /* words per level */
+  uint64_t *lv[PKV__BSET_MAX_LEVELS];   /* one allocation, lv[0] first */
+} pkv__bset;
+
+/* All bits clear.  false on allocation failure (nothing left allocated). */
+bool pkv__bset_alloc(pkv__bset *s, uint64_t n);
+void pkv__bset_free(pkv__bset *s);
+static inline bool pkv__bset_test(const pkv__bset *s, uint64_t i) {
+  return (s->lv[0][i >> 6] >> (i & 63)) & 1;
+}
+static inline void pkv__bset_set(pkv__bset *s, uint64_t i) {
+  for (uint32_t k = 0; k < s->levels; k++, i >>= 6) {
+    uint64_t *w = &s->lv[k][i >> 6], was = *w;
+    *w = was | 1ull << (i & 63);
+    if (was) return;
+  }
+}
+static inline void pkv__bset_clear(pkv__bset *s, uint64_t i) {
+  for (uint32_t k = 0; k < s->levels; k++, i >>= 6) {
+    uint64_t *w = &s->lv[k][i >> 6];
+    *w &= ~(1ull << (i & 63));
+    if (*w) return;
+  }
+}
+/* Smallest set bit, or -1. */
+static inline int64_t pkv__bset_first(const pkv__bset *s) {
+  uint64_t i = 0;
+  for (uint32_t k = s->levels; k-- > 0;) {
+    uint64_t w = s->lv[k][i];
+    if (!w) return -1; /* only possible at the top */
+    i = i << 6 | (uint64_t)__builtin_ctzll(w);
+  }
+  return (int64_t)i;
+}
+/* Smallest set bit >= i (i may be >= n), or -1. */
+int64_t pkv__bset_next(const pkv__bset *s, uint64_t i);
+
 /* Ghost queue (policy_ghost.c): about the last `cap` keys added, with a
  * byte of memory each; add and take cost one cache line. */
 typedef struct pkv__ghost_slot {

@@ -410,6 +410,16 @@ START_TEST(lfu_random) {
 }
 END_TEST
 
+/* A small ring sends blocks with more uses than it spans to the hot heap,
+ * so both halves of the structure and their tie-breaks are exercised. */
+START_TEST(lfu_random_small_ring) {
+  static const char *const args[] = {"ring=1", "ring=2", "ring=4",
+                                     "ring=8,max_uses=5"};
+  lfu_m.max_uses = _i == 3 ? 5 : 65536;
+  random_walk("lfu", args[_i], &lfu_m.base, 64, 20000, (uint64_t)_i + 71);
+}
+END_TEST
+
 /* ------------------------------------------------------------ priority */
 
 /* Victim = min (effective priority at now, release order); effective = own
@@ -581,6 +591,38 @@ END_TEST
 
 /* The key map against a plain array of (key, block) pairs, with a small
  * table so that probe runs wrap and deletions shift entries back. */
+/* The hierarchical bitset against a plain bool array: first / next after
+ * random sets and clears, for sizes of 1, 2 and 3 levels and ragged ends. */
+START_TEST(bset_vs_array) {
+  static const uint32_t sizes[] = {1, 64, 65, 4096, 4097, 70000};
+  uint32_t n = sizes[_i];
+  pkv__bset s;
+  ck_assert(pkv__bset_alloc(&s, n));
+  bool *ref = calloc(n, 1);
+  ck_assert_ptr_nonnull(ref);
+  uint64_t r = 0x9e3779b97f4a7c15ull + _i;
+  for (int step = 0; step < 20000; step++) {
+    uint32_t i = (uint32_t)(rng_next(&r) % n);
+    /* sparse phases and dense phases */
+    bool on = rng_next(&r) % 100 < (step / 2000 % 2 ? 70u : 30u);
+    if (on) pkv__bset_set(&s, i), ref[i] = true;
+    else pkv__bset_clear(&s, i), ref[i] = false;
+    ck_assert_int_eq(pkv__bset_test(&s, i), ref[i]);
+    int64_t want = -1;
+    for (uint32_t j = 0; j < n && want < 0; j++)
+      if (ref[j]) want = j;
+    ck_assert_int_eq(pkv__bset_first(&s), want);
+    uint32_t from = (uint32_t)(rng_next(&r) % (n + 2));
+    want = -1;
+    for (uint32_t j = from; j < n && want < 0; j++)
+      if (ref[j]) want = j;
+    ck_assert_int_eq(pkv__bset_next(&s, from), want);
+  }
+  free(ref);
+  pkv__bset_free(&s);
+}
+END_TEST
+
 START_TEST(kmap_vs_array) {
   enum { NB = 40 };
   pkv__kmap m;
@@ -1203,6 +1245,7 @@ Suite *policy_suite(void) {
   tc = tcase_create("lfu");
   tcase_add_test(tc, lfu_scripted);
   tcase_add_loop_test(tc, lfu_random, 0, 4);
+  tcase_add_loop_test(tc, lfu_random_small_ring, 0, 4);
   suite_add_tcase(s, tc);
   tc = tcase_create("priority");
   tcase_add_test(tc, priority_scripted);
@@ -1221,6 +1264,7 @@ Suite *policy_suite(void) {
   tc = tcase_create("ghost");
   tcase_add_loop_test(tc, ghost_vs_exact, 0, 4);
   tcase_add_loop_test(tc, kmap_vs_array, 0, 2);
+  tcase_add_loop_test(tc, bset_vs_array, 0, 6);
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
   tcase_add_test(tc, bad_args);
