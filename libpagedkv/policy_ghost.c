@@ -69,8 +69,13 @@ bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
   g->mask = nb - 1;
   /* Buckets on cache-line boundaries, so that one costs one miss. */
   size_t bytes = (size_t)nb * GHOST_WAYS * sizeof(pkv__ghost_slot);
-  g->raw = pkv__calloc(1, bytes + 63);
+  g->raw = pkv__malloc(bytes + 63);
   if (!g->raw) return false;
+  /* Written here, not calloc'd: a large calloc maps untouched zero pages,
+   * and the first add into each page would then take a page fault (~1 us)
+   * inside an eviction.  Faulting them all in at create keeps the eviction
+   * path free of them (the ghost is only ever written by evictions). */
+  memset(g->raw, 0, bytes + 63);
   g->slot = (pkv__ghost_slot *)(((uintptr_t)g->raw + 63) & ~(uintptr_t)63);
   return true;
 }
