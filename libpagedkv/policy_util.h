@@ -182,8 +182,22 @@ static inline int64_t pkv__bset_first(const pkv__bset *s) {
 /* Smallest set bit >= i (i may be >= n), or -1. */
 int64_t pkv__bset_next(const pkv__bset *s, uint64_t i);
 
+/* Keys are XXH3 output in production but may be anything (tests, traces
+ * with small integer ids), so ghost and kmap mix them (murmur3's
+ * finalizer) before taking a bucket. */
+static inline uint64_t pkv__key_mix(pkv_hash128 k) {
+  uint64_t x = k.lo ^ (k.hi << 32 | k.hi >> 32);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 /* Ghost queue (policy_ghost.c): about the last `cap` keys added, with a
  * byte of memory each; add and take cost one cache line. */
+#define PKV__GHOST_WAYS 4 /* slots per 64-byte bucket */
 typedef struct pkv__ghost_slot {
   uint64_t fp;    /* key fingerprint; 0 = empty */
   uint32_t stamp; /* ghost clock at add (wraps; compared by difference) */
@@ -209,6 +223,12 @@ void pkv__ghost_free(pkv__ghost *g);
 void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value);
 /* Removes k; returns its value, or -1 if k is not (or no longer) there. */
 int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k);
+/* Starts loading k's bucket, so that a later add / take of k overlaps its
+ * cache miss with other work. */
+static inline void pkv__ghost_prefetch(const pkv__ghost *g, pkv_hash128 k) {
+  if (g->cap)
+    __builtin_prefetch(&g->slot[(size_t)(pkv__key_mix(k) & g->mask) * PKV__GHOST_WAYS], 1);
+}
 /* The bucket k falls in (for tests that model the overflow rule). */
 uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k);
 
@@ -233,6 +253,10 @@ void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block);
 int32_t pkv__kmap_get(const pkv__kmap *m, pkv_hash128 key);
 /* Unmaps key if it maps to block. */
 void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block);
+/* Starts loading key's home slot (see pkv__ghost_prefetch). */
+static inline void pkv__kmap_prefetch(const pkv__kmap *m, pkv_hash128 key) {
+  __builtin_prefetch(&m->slot[pkv__key_mix(key) & m->mask], 1);
+}
 
 /* Checks create's common arguments: out not NULL, 1 <= num_blocks <=
  * INT32_MAX (block ids are int32_t).  0 or PKV_EINVAL with detail. */

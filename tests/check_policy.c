@@ -68,6 +68,14 @@ static void rig_open(rig *r, const char *policy, const char *args, model *m,
 
 static void rig_close(rig *r) { r->ops->destroy(r->st); }
 
+/* meta.parent_block given by do_insert: HINT_ZERO leaves it 0 (what the
+ * tests written before the field pass), HINT_EXACT names the cached parent
+ * as the manager does, HINT_NONE says -1, HINT_JUNK is random (wrong ids,
+ * out of range, negative).  Policies must give the same victims for all. */
+enum { HINT_ZERO, HINT_EXACT, HINT_NONE, HINT_JUNK };
+static int g_hint = HINT_ZERO;
+static uint64_t g_hint_rng = 12345;
+
 static void rig_check(rig *r) {
   int32_t got = r->ops->choose_victim(r->st, r->now);
   int32_t want = r->m->victim(r->m, r->now);
@@ -98,6 +106,15 @@ static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
   mt->depth = depth;
   mt->priority = prio;
   mt->priority_until = until;
+  mt->parent_block = g_hint == HINT_ZERO ? 0 : -1;
+  if (g_hint == HINT_EXACT && r->parent)
+    for (uint32_t o = 0; o < r->n; o++)
+      if (r->state[o] != ABSENT && r->meta[o].key.lo == r->parent)
+        mt->parent_block = (int32_t)o;
+  if (g_hint == HINT_JUNK) {
+    g_hint_rng = g_hint_rng * 6364136223846793005ull + 1442695040888963407ull;
+    mt->parent_block = (int32_t)((g_hint_rng >> 33) % (r->n + 8)) - 4;
+  }
   r->ops->on_insert(r->st, b, mt);
   r->m->insert(r->m, b, mt);
   r->state[b] = IN_USE;
@@ -1025,6 +1042,103 @@ static void fw_chain_walk(const char *args, uint32_t n, int requests,
   rig_close(&r);
 }
 
+/* The parent hint in meta only saves fwlru a key-map lookup: exact, absent
+ * or wrong, the victims are the model's. */
+START_TEST(fwlru_parent_hints) {
+  static const int modes[] = {HINT_EXACT, HINT_NONE, HINT_JUNK};
+  g_hint = modes[_i % 3];
+  fwm_config(&fw_m, 24, 2, 0.1, 8);
+  fw_chain_walk(NULL, 24, 3000, (uint64_t)_i + 81);
+  fwm_config(&fw_m, 24, 3, 0.1, 1);
+  fw_chain_walk("p=3,hist=1", 24, 3000, (uint64_t)_i + 91);
+  g_hint = HINT_ZERO;
+}
+END_TEST
+
+/* The manager fills meta.parent_block: a probe policy checks, at every
+ * hook, that a named parent is the cached block holding meta.parent, and
+ * that chains inserted in one go name their parents. */
+#define PROBE_N 64
+static struct {
+  pkv_hash128 key[PROBE_N];
+  bool held[PROBE_N];
+  int named, wrong;
+} probe;
+static int probe_create(void **s, uint32_t n, const char *a) {
+  (void)a;
+  ck_assert_uint_le(n, PROBE_N);
+  memset(&probe, 0, sizeof probe);
+  *s = &probe;
+  return 0;
+}
+static void probe_destroy(void *s) { (void)s; }
+static void probe_check(const pkv_block_meta *m) {
+  if (m->parent_block < 0) return;
+  probe.named++;
+  int32_t p = m->parent_block;
+  if (m->depth == 0 || p >= PROBE_N || !probe.held[p] ||
+      probe.key[p].lo != m->parent.lo || probe.key[p].hi != m->parent.hi)
+    probe.wrong++;
+}
+static void probe_insert(void *s, int32_t b, const pkv_block_meta *m) {
+  (void)s;
+  probe_check(m);
+  probe.key[b] = m->key;
+  probe.held[b] = true;
+}
+static void probe_hook(void *s, int32_t b, const pkv_block_meta *m) {
+  (void)s, (void)b;
+  probe_check(m);
+}
+static int32_t probe_victim(void *s, uint64_t now) {
+  (void)s, (void)now;
+  return -1;
+}
+static void probe_remove(void *s, int32_t b) {
+  (void)s;
+  probe.held[b] = false;
+}
+static const pkv_policy_ops probe_ops = {
+    .version = PKV_POLICY_VERSION, .name = "test-parent-probe",
+    .create = probe_create, .destroy = probe_destroy,
+    .on_insert = probe_insert, .on_hit = probe_hook,
+    .on_evictable = probe_hook, .on_pinned = probe_hook,
+    .choose_victim = probe_victim, .on_remove = probe_remove};
+
+START_TEST(meta_parent_block_from_manager) {
+  if (!pkv_policy_find(probe_ops.name))
+    ck_assert_int_eq(pkv_policy_register(&probe_ops), 0);
+  pkv_config cfg;
+  pkv_config_init(&cfg);
+  cfg.n_layers = 1;
+  cfg.n_kv_heads = 1;
+  cfg.head_dim = 8;
+  cfg.block_size = 4;
+  cfg.num_blocks = 32;
+  cfg.storage = PKV_STORAGE_EXTERNAL;
+  cfg.policy = probe_ops.name;
+  pkv_cache *c;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  int32_t toks[24];
+  for (int i = 0; i < 24; i++) toks[i] = i * 3 + 1;
+  for (int round = 0; round < 3; round++) {
+    pkv_seq_id s;
+    uint32_t matched = 0;
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+    if (round) /* the chain is cached: matched, pinned, hit, released */
+      ck_assert_int_eq(pkv_seq_match_prefix(c, s, toks, 24, 23, &matched), 0);
+    ck_assert_int_eq(pkv_seq_append(c, s, toks + matched, 24 - matched,
+                                    NULL), 0);
+    ck_assert_int_eq(pkv_seq_commit(c, s, 24), 0);
+    ck_assert_int_eq(pkv_seq_free(c, s), 0);
+  }
+  pkv_cache_destroy(c);
+  ck_assert_int_eq(probe.wrong, 0);
+  /* 5 children inserted, then hooks on them in two more rounds */
+  ck_assert_int_ge(probe.named, 5);
+}
+END_TEST
+
 START_TEST(fwlru_scripted) {
   rig r;
   fwm_config(&fw_m, 16, 2, 0.1, 8);
@@ -1259,6 +1373,8 @@ Suite *policy_suite(void) {
   tc = tcase_create("fwlru");
   tcase_add_test(tc, fwlru_scripted);
   tcase_add_loop_test(tc, fwlru_random, 0, 8);
+  tcase_add_loop_test(tc, fwlru_parent_hints, 0, 6);
+  tcase_add_test(tc, meta_parent_block_from_manager);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   tc = tcase_create("ghost");
