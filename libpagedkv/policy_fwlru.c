@@ -42,6 +42,7 @@
 #include "policy_util.h"
 
 #include <math.h>
+#include <string.h>
 
 #define FW_CLASSES 8
 #define FW_MAX_USES 255
@@ -52,18 +53,29 @@
 
 enum { FW_ABSENT = 0, FW_IN_USE = 1, FW_EVICTABLE = 2 };
 
+/* Everything the policy keeps of a block, in one cache line: a hook that
+ * touches a block (and the policy touches several per eviction on a pool
+ * far larger than the caches) pays one miss, not one per array. */
+typedef struct fw_rec {
+  pkv_hash128 key, parent;
+  uint64_t stamp;   /* clock at release */
+  int32_t prev, next; /* class list links (pkv__bnodes with a stride) */
+  int32_t pblock;   /* parent's id when last found; checked before use */
+  uint8_t where;    /* FW_* */
+  uint8_t uses;     /* 1..FW_MAX_USES, history included */
+  uint8_t cls;      /* class while evictable */
+  uint8_t pad[9];
+} fw_rec;
+_Static_assert(sizeof(fw_rec) == 64, "fw_rec is one cache line");
+
 typedef struct fw_state {
   double inv_weight[FW_CLASSES]; /* 1 / weight: choose_victim multiplies */
   uint64_t clock;        /* releases so far */
   int32_t last_released; /* for chain placement; may be stale */
-  uint8_t *where;        /* FW_* */
-  uint8_t *uses;         /* 1..FW_MAX_USES, history included */
-  uint8_t *cls;          /* class while evictable */
-  uint64_t *stamp;       /* clock at release */
-  pkv_hash128 *key, *parent;
-  int32_t *pblock;       /* parent's id when last found; checked before use */
   uint32_t num_blocks;
-  pkv__bnodes nodes;
+  fw_rec *rec;           /* num_blocks records, 64-byte aligned */
+  void *rec_raw;         /* what was allocated */
+  pkv__bnodes nodes;     /* rec[].prev / rec[].next */
   pkv__blist q[FW_CLASSES];
   pkv__ghost hist;
   pkv__kmap blocks; /* key -> block, to find a block's parent */
@@ -72,16 +84,9 @@ typedef struct fw_state {
 static void fw_destroy(void *state) {
   fw_state *st = state;
   if (!st) return;
-  pkv__bnodes_free(&st->nodes);
   pkv__ghost_free(&st->hist);
   pkv__kmap_free(&st->blocks);
-  pkv__free(st->where);
-  pkv__free(st->uses);
-  pkv__free(st->cls);
-  pkv__free(st->stamp);
-  pkv__free(st->key);
-  pkv__free(st->parent);
-  pkv__free(st->pblock);
+  pkv__free(st->rec_raw);
   pkv__free(st);
 }
 
@@ -102,17 +107,18 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
     pkv__blist_init(&st->q[k]);
   }
   st->last_released = PKV__NIL;
-  st->where = pkv__calloc(num_blocks, 1);
-  st->uses = pkv__calloc(num_blocks, 1);
-  st->cls = pkv__calloc(num_blocks, 1);
-  st->stamp = pkv__calloc(num_blocks, sizeof(uint64_t));
-  st->key = pkv__calloc(num_blocks, sizeof(pkv_hash128));
-  st->parent = pkv__calloc(num_blocks, sizeof(pkv_hash128));
-  st->pblock = pkv__calloc(num_blocks, sizeof(int32_t));
   st->num_blocks = num_blocks;
-  bool ok = st->where && st->uses && st->cls && st->stamp && st->key &&
-            st->parent && st->pblock && pkv__bnodes_alloc(&st->nodes, num_blocks) &&
-            pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
+  st->rec_raw = pkv__malloc((size_t)num_blocks * sizeof(fw_rec) + 63);
+  if (st->rec_raw) {
+    st->rec = (fw_rec *)(((uintptr_t)st->rec_raw + 63) & ~(uintptr_t)63);
+    memset(st->rec, 0, (size_t)num_blocks * sizeof(fw_rec));
+    for (uint32_t b = 0; b < num_blocks; b++)
+      st->rec[b].prev = st->rec[b].next = PKV__NIL;
+    st->nodes.prev = &st->rec[0].prev;
+    st->nodes.next = &st->rec[0].next;
+    st->nodes.stride = sizeof(fw_rec) / sizeof(int32_t);
+  }
+  bool ok = st->rec_raw && pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
             pkv__kmap_alloc(&st->blocks, num_blocks);
   if (!ok) {
     fw_destroy(st);
@@ -127,20 +133,20 @@ static bool same_key(pkv_hash128 a, pkv_hash128 b) {
 }
 
 static uint8_t class_of(const fw_state *st, int32_t block) {
-  return st->uses[block] >= FW_CLASSES ? FW_CLASSES - 1
-                                       : (uint8_t)(st->uses[block] - 1);
+  return st->rec[block].uses >= FW_CLASSES ? FW_CLASSES - 1
+                                       : (uint8_t)(st->rec[block].uses - 1);
 }
 
 static bool has_parent(const fw_state *st, int32_t c) {
   static const pkv_hash128 none = {0, 0};
-  return !same_key(st->parent[c], none);
+  return !same_key(st->rec[c].parent, none);
 }
 
 /* Whether p is the held block whose key is c's parent key.  Keys of held
  * blocks are unique, so this is what the key map would answer. */
 static bool is_parent(const fw_state *st, int32_t c, int32_t p) {
-  return p >= 0 && (uint32_t)p < st->num_blocks && st->where[p] != FW_ABSENT &&
-         same_key(st->key[p], st->parent[c]);
+  return p >= 0 && (uint32_t)p < st->num_blocks && st->rec[p].where != FW_ABSENT &&
+         same_key(st->rec[p].key, st->rec[c].parent);
 }
 
 /* c's parent among the held blocks, or -1: the hint if it checks out (the
@@ -148,7 +154,7 @@ static bool is_parent(const fw_state *st, int32_t c, int32_t p) {
 static int32_t parent_of(const fw_state *st, int32_t c, int32_t hint) {
   if (!has_parent(st, c)) return PKV__NIL;
   if (is_parent(st, c, hint)) return hint;
-  return pkv__kmap_get(&st->blocks, st->parent[c]);
+  return pkv__kmap_get(&st->blocks, st->rec[c].parent);
 }
 
 /* A parent is used at least as often as its children (every match of a
@@ -160,15 +166,15 @@ static int32_t parent_of(const fw_state *st, int32_t c, int32_t hint) {
 static void lift_parents(fw_state *st, int32_t block) {
   int32_t c = block;
   for (int level = 0; level < FW_LIFT_LEVELS && has_parent(st, c); level++) {
-    int32_t p = parent_of(st, c, st->pblock[c]);
-    st->pblock[c] = p;
-    if (p < 0 || st->uses[p] >= st->uses[c]) return;
-    st->uses[p] = st->uses[c];
+    int32_t p = parent_of(st, c, st->rec[c].pblock);
+    st->rec[c].pblock = p;
+    if (p < 0 || st->rec[p].uses >= st->rec[c].uses) return;
+    st->rec[p].uses = st->rec[c].uses;
     uint8_t k = class_of(st, p);
-    if (st->where[p] == FW_EVICTABLE && k != st->cls[p]) {
-      pkv__blist_unlink(&st->q[st->cls[p]], &st->nodes, p);
+    if (st->rec[p].where == FW_EVICTABLE && k != st->rec[p].cls) {
+      pkv__blist_unlink(&st->q[st->rec[p].cls], &st->nodes, p);
       pkv__blist_push_tail(&st->q[k], &st->nodes, p);
-      st->cls[p] = k;
+      st->rec[p].cls = k;
     }
     c = p;
   }
@@ -183,16 +189,16 @@ static void fw_on_insert(void *state, int32_t block,
   pkv__kmap_prefetch(&st->blocks, meta->key);
   int32_t hint = meta->parent_block;
   if (hint >= 0 && (uint32_t)hint < st->num_blocks)
-    __builtin_prefetch(&st->key[hint]);
+    __builtin_prefetch(&st->rec[hint].key);
   int before = pkv__ghost_take(&st->hist, meta->key);
-  st->uses[block] = (uint8_t)(before < 0 ? 1
+  st->rec[block].uses = (uint8_t)(before < 0 ? 1
                               : before >= FW_MAX_USES ? FW_MAX_USES
                                                       : before + 1);
-  st->key[block] = meta->key;
-  st->parent[block] = meta->parent;
-  st->where[block] = FW_IN_USE;
+  st->rec[block].key = meta->key;
+  st->rec[block].parent = meta->parent;
+  st->rec[block].where = FW_IN_USE;
   pkv__kmap_put(&st->blocks, meta->key, block);
-  st->pblock[block] = parent_of(st, block, hint);
+  st->rec[block].pblock = parent_of(st, block, hint);
   lift_parents(st, block);
 }
 
@@ -200,40 +206,40 @@ static void fw_on_hit(void *state, int32_t block,
                       const pkv_block_meta *meta) {
   (void)meta;
   fw_state *st = state;
-  if (st->uses[block] < FW_MAX_USES) st->uses[block]++;
+  if (st->rec[block].uses < FW_MAX_USES) st->rec[block].uses++;
 }
 
 static void fw_on_evictable(void *state, int32_t block,
                             const pkv_block_meta *meta) {
   (void)meta;
   fw_state *st = state;
-  if (st->where[block] == FW_EVICTABLE) return;
+  if (st->rec[block].where == FW_EVICTABLE) return;
   uint8_t k = class_of(st, block);
   pkv__blist *q = &st->q[k];
   st->clock++;
   int32_t prev = st->last_released;
-  bool chained = prev != PKV__NIL && st->where[prev] == FW_EVICTABLE &&
-                 st->cls[prev] == k;
-  if (chained && same_key(st->parent[block], st->key[prev])) {
+  bool chained = prev != PKV__NIL && st->rec[prev].where == FW_EVICTABLE &&
+                 st->rec[prev].cls == k;
+  if (chained && same_key(st->rec[block].parent, st->rec[prev].key)) {
     /* child released after its parent: it goes first, so before it */
     pkv__blist_insert_before(q, &st->nodes, prev, block);
-    st->stamp[block] = st->stamp[prev];
-  } else if (chained && same_key(st->key[block], st->parent[prev])) {
+    st->rec[block].stamp = st->rec[prev].stamp;
+  } else if (chained && same_key(st->rec[block].key, st->rec[prev].parent)) {
     pkv__blist_insert_after(q, &st->nodes, prev, block);
-    st->stamp[block] = st->stamp[prev];
+    st->rec[block].stamp = st->rec[prev].stamp;
   } else {
     pkv__blist_push_tail(q, &st->nodes, block);
-    st->stamp[block] = st->clock;
+    st->rec[block].stamp = st->clock;
   }
-  st->cls[block] = k;
-  st->where[block] = FW_EVICTABLE;
+  st->rec[block].cls = k;
+  st->rec[block].where = FW_EVICTABLE;
   st->last_released = block;
   lift_parents(st, block);
 }
 
 static void unlink_block(fw_state *st, int32_t block) {
-  if (st->where[block] == FW_EVICTABLE)
-    pkv__blist_unlink(&st->q[st->cls[block]], &st->nodes, block);
+  if (st->rec[block].where == FW_EVICTABLE)
+    pkv__blist_unlink(&st->q[st->rec[block].cls], &st->nodes, block);
 }
 
 static void fw_on_pinned(void *state, int32_t block,
@@ -241,7 +247,7 @@ static void fw_on_pinned(void *state, int32_t block,
   (void)meta;
   fw_state *st = state;
   unlink_block(st, block);
-  st->where[block] = FW_IN_USE;
+  st->rec[block].where = FW_IN_USE;
 }
 
 static int32_t fw_choose_victim(void *state, uint64_t now) {
@@ -252,7 +258,7 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
   for (int k = 0; k < FW_CLASSES; k++) {
     int32_t b = st->q[k].head;
     if (b == PKV__NIL) continue;
-    double score = (double)(st->clock - st->stamp[b] + 1) * st->inv_weight[k];
+    double score = (double)(st->clock - st->rec[b].stamp + 1) * st->inv_weight[k];
     if (best == PKV__NIL || score > best_score) {
       best = b;
       best_score = score;
@@ -263,16 +269,16 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
 
 static void fw_on_remove(void *state, int32_t block) {
   fw_state *st = state;
-  if (st->where[block] != FW_ABSENT) {
-    pkv__ghost_prefetch(&st->hist, st->key[block]);
-    pkv__kmap_prefetch(&st->blocks, st->key[block]);
+  if (st->rec[block].where != FW_ABSENT) {
+    pkv__ghost_prefetch(&st->hist, st->rec[block].key);
+    pkv__kmap_prefetch(&st->blocks, st->rec[block].key);
   }
   unlink_block(st, block);
-  if (st->where[block] != FW_ABSENT) {
-    pkv__ghost_add(&st->hist, st->key[block], st->uses[block]);
-    pkv__kmap_del(&st->blocks, st->key[block], block);
+  if (st->rec[block].where != FW_ABSENT) {
+    pkv__ghost_add(&st->hist, st->rec[block].key, st->rec[block].uses);
+    pkv__kmap_del(&st->blocks, st->rec[block].key, block);
   }
-  st->where[block] = FW_ABSENT;
+  st->rec[block].where = FW_ABSENT;
 }
 
 const pkv_policy_ops pkv__policy_fwlru = {

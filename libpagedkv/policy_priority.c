@@ -185,7 +185,7 @@ static bool is_stale(const prio_state *st, int32_t b, uint64_t now) {
 /* First block of level p that is not stale, or -1. */
 static int32_t first_fresh(const prio_state *st, uint32_t p, uint64_t now) {
   int32_t b = st->level[p].head;
-  while (b != PKV__NIL && is_stale(st, b, now)) b = st->nodes.next[b];
+  while (b != PKV__NIL && is_stale(st, b, now)) b = *pkv__bn_next(&st->nodes, b);
   return b;
 }
 

@@ -34,7 +34,18 @@ typedef struct pkv__blist {
 typedef struct pkv__bnodes {
   int32_t *prev;
   int32_t *next;
+  /* int32_t elements from one block's link to the next block's: 1 for the
+   * plain arrays of pkv__bnodes_alloc; a policy keeping one record per
+   * block points prev / next into record 0 and sets the record's size. */
+  uint32_t stride;
 } pkv__bnodes;
+
+static inline int32_t *pkv__bn_prev(const pkv__bnodes *n, int32_t b) {
+  return &n->prev[(size_t)b * n->stride];
+}
+static inline int32_t *pkv__bn_next(const pkv__bnodes *n, int32_t b) {
+  return &n->next[(size_t)b * n->stride];
+}
 
 static inline void pkv__blist_init(pkv__blist *l) {
   l->head = l->tail = PKV__NIL;
@@ -43,10 +54,10 @@ static inline void pkv__blist_init(pkv__blist *l) {
 
 static inline void pkv__blist_push_tail(pkv__blist *l, pkv__bnodes *n,
                                         int32_t b) {
-  n->prev[b] = l->tail;
-  n->next[b] = PKV__NIL;
+  *pkv__bn_prev(n, b) = l->tail;
+  *pkv__bn_next(n, b) = PKV__NIL;
   if (l->tail != PKV__NIL)
-    n->next[l->tail] = b;
+    *pkv__bn_next(n, l->tail) = b;
   else
     l->head = b;
   l->tail = b;
@@ -55,10 +66,10 @@ static inline void pkv__blist_push_tail(pkv__blist *l, pkv__bnodes *n,
 
 static inline void pkv__blist_push_head(pkv__blist *l, pkv__bnodes *n,
                                         int32_t b) {
-  n->next[b] = l->head;
-  n->prev[b] = PKV__NIL;
+  *pkv__bn_next(n, b) = l->head;
+  *pkv__bn_prev(n, b) = PKV__NIL;
   if (l->head != PKV__NIL)
-    n->prev[l->head] = b;
+    *pkv__bn_prev(n, l->head) = b;
   else
     l->tail = b;
   l->head = b;
@@ -67,31 +78,31 @@ static inline void pkv__blist_push_head(pkv__blist *l, pkv__bnodes *n,
 
 static inline void pkv__blist_unlink(pkv__blist *l, pkv__bnodes *n,
                                      int32_t b) {
-  int32_t p = n->prev[b], x = n->next[b];
-  if (p != PKV__NIL) n->next[p] = x; else l->head = x;
-  if (x != PKV__NIL) n->prev[x] = p; else l->tail = p;
-  n->prev[b] = n->next[b] = PKV__NIL;
+  int32_t p = *pkv__bn_prev(n, b), x = *pkv__bn_next(n, b);
+  if (p != PKV__NIL) *pkv__bn_next(n, p) = x; else l->head = x;
+  if (x != PKV__NIL) *pkv__bn_prev(n, x) = p; else l->tail = p;
+  *pkv__bn_prev(n, b) = *pkv__bn_next(n, b) = PKV__NIL;
   l->len--;
 }
 
 /* Inserts b (on no list) just before / after at, which is on l. */
 static inline void pkv__blist_insert_before(pkv__blist *l, pkv__bnodes *n,
                                             int32_t at, int32_t b) {
-  int32_t p = n->prev[at];
-  n->prev[b] = p;
-  n->next[b] = at;
-  n->prev[at] = b;
-  if (p != PKV__NIL) n->next[p] = b; else l->head = b;
+  int32_t p = *pkv__bn_prev(n, at);
+  *pkv__bn_prev(n, b) = p;
+  *pkv__bn_next(n, b) = at;
+  *pkv__bn_prev(n, at) = b;
+  if (p != PKV__NIL) *pkv__bn_next(n, p) = b; else l->head = b;
   l->len++;
 }
 
 static inline void pkv__blist_insert_after(pkv__blist *l, pkv__bnodes *n,
                                            int32_t at, int32_t b) {
-  int32_t x = n->next[at];
-  n->next[b] = x;
-  n->prev[b] = at;
-  n->next[at] = b;
-  if (x != PKV__NIL) n->prev[x] = b; else l->tail = b;
+  int32_t x = *pkv__bn_next(n, at);
+  *pkv__bn_next(n, b) = x;
+  *pkv__bn_prev(n, b) = at;
+  *pkv__bn_next(n, at) = b;
+  if (x != PKV__NIL) *pkv__bn_prev(n, x) = b; else l->tail = b;
   l->len++;
 }
 
