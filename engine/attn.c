@@ -30,6 +30,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #define MIN_SPLIT 512      /* tokens: smaller parts cost more to merge than they save */
@@ -207,7 +208,26 @@ int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_
   }
   a->n_items = (uint32_t)k;
   a->n_split = part;
+  PKV_ENGINE_ASSERT_EXPENSIVE(pkv__attn_plan_is_valid(a, seqs, n_seqs));
   return 0;
+}
+
+/* The plan covers every sequence's [0, n_tokens) exactly once, in order,
+ * with consecutive partial slots for split sequences. */
+bool pkv__attn_plan_is_valid(const pkv__attn *a, const pkv__decode_seq *seqs,
+                             uint32_t n_seqs) {
+  const decode_item *items = a->work;
+  uint32_t k = 0, part = 0;
+  for (uint32_t s = 0; s < n_seqs; s++) {
+    uint32_t t = 0;
+    bool split = k < a->n_items && items[k].part >= 0;
+    do {
+      if (k >= a->n_items || items[k].seq != s || items[k].t0 != t || items[k].t1 < t) return false;
+      if (split ? items[k].part != (int32_t)part++ : items[k].part != -1) return false;
+      t = items[k++].t1;
+    } while (t < seqs[s].n_tokens);
+  }
+  return k == a->n_items && part == a->n_split;
 }
 
 void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {

@@ -141,8 +141,8 @@ static void write_kv(const pkv_engine *e, const pkv__kv_view *kv, uint32_t pos0,
       uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * D * es;
       for (uint32_t i = 0; i < run; i++) {
         size_t src = (size_t)(t - pos0 + i) * row + (size_t)h * D;
-        pkv__store_row(kd + (size_t)i * D * es, k + src, D, e->cfg.dtype);
-        pkv__store_row(vd + (size_t)i * D * es, v + src, D, e->cfg.dtype);
+        e->attn.kern->store(kd + (size_t)i * D * es, k + src, D, e->cfg.dtype);
+        e->attn.kern->store(vd + (size_t)i * D * es, v + src, D, e->cfg.dtype);
       }
     }
     t += run;

@@ -10,10 +10,29 @@
 #ifndef PKV_ENGINE_INTERNAL_H
 #define PKV_ENGINE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "pagedkv/pagedkv.h"
+
+/* Graded asserts, as in the core: level 1 checks preconditions, level 2
+ * also runs the work-plan validator after every plan.  Failures go through
+ * the library's pkv__assert_fail (report and abort). */
+#ifndef PKV_DEBUG
+#define PKV_DEBUG 0
+#endif
+void pkv__assert_fail(const char *expr, const char *file, int line, const char *detail);
+#if PKV_DEBUG >= 1
+#define PKV_ENGINE_ASSERT(e) ((e) ? (void)0 : pkv__assert_fail(#e, __FILE__, __LINE__, ""))
+#else
+#define PKV_ENGINE_ASSERT(e) ((void)0)
+#endif
+#if PKV_DEBUG >= 2
+#define PKV_ENGINE_ASSERT_EXPENSIVE(e) PKV_ENGINE_ASSERT(e)
+#else
+#define PKV_ENGINE_ASSERT_EXPENSIVE(e) ((void)0)
+#endif
 
 /* Key tile of the prefill kernel (tokens) and token tile of decode. */
 #define PKV__PREFILL_BC 64
@@ -64,6 +83,9 @@ typedef struct pkv__kernels {
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
   void (*prefill)(const pkv__kv_view *kv, const pkv__prefill_tile *tile,
                   uint32_t rows_max, float *scratch);
+  /* n floats into dst as dtype, rounded to nearest even (the K/V writes);
+   * bit-identical to pkv__store_row. */
+  void (*store)(void *dst, const float *src, size_t n, pkv_dtype dtype);
 } pkv__kernels;
 
 extern const pkv__kernels pkv__kernels_avx512;
@@ -163,6 +185,11 @@ int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs)
  * computes the planned batch (seqs as given to plan) and cannot fail. */
 int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
 void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs);
+/* Validator of the last plan: every sequence's [0, n_tokens) covered once,
+ * in order, split parts numbered consecutively.  Always compiled; asserted
+ * after each plan at PKV_DEBUG >= 2. */
+bool pkv__attn_plan_is_valid(const pkv__attn *a, const pkv__decode_seq *seqs,
+                             uint32_t n_seqs);
 /* Causal attention of n query tokens at positions [pos0, pos0+n):
  * q, out [n][n_q_heads][head_dim]. */
 int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,

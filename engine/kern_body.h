@@ -44,6 +44,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 #define MIN_U32(a, b) ((a) < (b) ? (a) : (b))
@@ -212,6 +213,8 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
                     float *S, float *acc, float *scratch, const int dt) {
   const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0); /* whole vectors per row */
+  PKV_ENGINE_ASSERT(t0 <= t1);
   float *sc = scratch;                       /* [G][ld] scores, then p */
   float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
   size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
@@ -397,6 +400,8 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                      uint32_t rows_max, float *scratch, const int dt) {
   const uint32_t D = kv->head_dim, G = tl->G;
   const uint32_t R = tl->n_tok * G;           /* query rows, token-major */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0);
+  PKV_ENGINE_ASSERT(R >= 1 && R <= rows_max); /* fits the scratch */
   const size_t ldq = PF_RV(rows_max);         /* row-vector stride */
   const uint32_t rv = (R + PKV_VL - 1) / PKV_VL;
   const uint32_t Rp = rv * PKV_VL;            /* rows padded to lanes */
@@ -485,6 +490,26 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   }
 }
 
+/* ================================================================ store */
+
+/* n floats to dtype, round to nearest even: the K/V writes of prefill and
+ * decode.  Equal to pkv__store_row element for element. */
+static void kern_store(void *dst, const float *src, size_t n, pkv_dtype dt) {
+  if (dt == PKV_DTYPE_F32) {
+    memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  uint16_t *d = dst;
+  size_t i = 0;
+  if (dt == PKV_DTYPE_F16) {
+    for (; i + PKV_VL <= n; i += PKV_VL) PKV_F16_STORE(d + i, PKV_F32_LOAD(src + i));
+    for (; i < n; i++) d[i] = pkv__f32_to_f16(src[i]);
+  } else {
+    for (; i + PKV_VL <= n; i += PKV_VL) PKV_BF16_STORE(d + i, PKV_F32_LOAD(src + i));
+    for (; i < n; i++) d[i] = pkv__f32_to_bf16(src[i]);
+  }
+}
+
 static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                          uint32_t rows_max, float *scratch) {
   switch (kv->dtype) {
@@ -498,4 +523,5 @@ const pkv__kernels KERN_TABLE_NAME = {
     .name = PKV_BACKEND_NAME,
     .decode = kern_decode,
     .prefill = kern_prefill,
+    .store = kern_store,
 };

@@ -16,6 +16,8 @@
  *   PKV_F32_LOAD(p)/STORE(p,v)  unaligned load/store of PKV_VL floats
  *   PKV_F16_LOAD(p)             PKV_VL halves (uint16_t*) converted to f32
  *   PKV_BF16_LOAD(p)            PKV_VL bfloat16 (uint16_t*) converted to f32
+ *   PKV_F16_STORE(p,v)          v rounded to nearest even, stored as halves
+ *   PKV_BF16_STORE(p,v)         v rounded to nearest even, stored as bf16
  *   PKV_F32_FMA(a,b,c)          a*b + c
  *   PKV_F32_MUL/ADD/SUB/MAX(a,b)
  *   PKV_F32_REDUCE(v)           sum of the lanes (float)
@@ -69,6 +71,22 @@ typedef __m512 pkv_vf;
 #define PKV_BF16_LOAD(p)                                                      \
   _mm512_castsi512_ps(_mm512_slli_epi32(                                      \
       _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define PKV_F16_STORE(p, v)                                                   \
+  _mm256_storeu_si256((__m256i *)(p),                                         \
+                      _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+/* Round to nearest even on the integer bits rather than vcvtneps2bf16,
+ * which flushes subnormal inputs to zero: every back end stores the same
+ * bits as the scalar pkv__f32_to_bf16.  NaN stays a quiet NaN. */
+static inline void pkv__bf16_store_avx512(void *p, __m512 v) {
+  __m512i x = _mm512_castps_si512(v);
+  __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(x, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40));
+  _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+#define PKV_BF16_STORE(p, v) pkv__bf16_store_avx512((p), (v))
 #define PKV_F32_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define PKV_F32_MUL(a, b) _mm512_mul_ps((a), (b))
 #define PKV_F32_ADD(a, b) _mm512_add_ps((a), (b))
@@ -131,6 +149,22 @@ typedef __m256 pkv_vf;
 #define PKV_BF16_LOAD(p)                                                      \
   _mm256_castsi256_ps(_mm256_slli_epi32(                                      \
       _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define PKV_F16_STORE(p, v)                                                   \
+  _mm_storeu_si128((__m128i *)(p),                                            \
+                   _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+/* Round to nearest even on the integer bits (AVX2 has no bf16 convert);
+ * NaN stays a quiet NaN. */
+static inline void pkv__bf16_store_avx2(void *p, __m256 v) {
+  __m256i x = _mm256_castps_si256(v);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(
+      _mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  __m256i nan = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(r));
+}
+#define PKV_BF16_STORE(p, v) pkv__bf16_store_avx2((p), (v))
 #define PKV_F32_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define PKV_F32_MUL(a, b) _mm256_mul_ps((a), (b))
 #define PKV_F32_ADD(a, b) _mm256_add_ps((a), (b))
@@ -218,6 +252,8 @@ static inline float pkv__bf16_to_f32(uint16_t h) {
 #define PKV_F32_STORE(p, v) (*(p) = (v))
 #define PKV_F16_LOAD(p) pkv__f16_to_f32(*(const uint16_t *)(p))
 #define PKV_BF16_LOAD(p) pkv__bf16_to_f32(*(const uint16_t *)(p))
+#define PKV_F16_STORE(p, v) (*(uint16_t *)(p) = pkv__f32_to_f16(v))
+#define PKV_BF16_STORE(p, v) (*(uint16_t *)(p) = pkv__f32_to_bf16(v))
 #define PKV_F32_FMA(a, b, c) ((a) * (b) + (c))
 #define PKV_F32_MUL(a, b) ((a) * (b))
 #define PKV_F32_ADD(a, b) ((a) + (b))

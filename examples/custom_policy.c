@@ -5,7 +5,10 @@
  * LRU-2 evicts the block whose second-to-last use is oldest.  A block used
  * once has no second-to-last use and goes before any block used twice, so a
  * burst of one-off prompts cannot flush a prefix that was reused — the same
- * intuition as the built-in "fwlru", in a dozen lines of logic.
+ * intuition as the built-in "fwlru", in a dozen lines of logic.  (What it
+ * lacks: a memory of evicted keys.  A prefix evicted once comes back as
+ * "used once" and goes first again, so on the Mooncake trace it does worse
+ * than LRU — see docs/POLICIES.md.)
  *
  * Two ways to use it:
  *

@@ -6,10 +6,12 @@
  * PKV__MAX_REGISTERED).  Built-in names can never be taken over, so a
  * cache created with policy "lru" always gets the library's LRU.
  *
- * Locking: one mutex guards the registered table and the names array handed
- * out by pkv_policy_names().  Registered ops are never removed, so a pointer
- * returned by pkv_policy_find() stays valid for the life of the process
- * (the caller keeps the ops themselves alive — typically a static const).
+ * Locking: one mutex guards the registered table and appends to the names
+ * array handed out by pkv_policy_names(), which readers walk without the
+ * lock (entries are stored atomically, terminator first).  Registered ops
+ * are never removed, so a pointer returned by pkv_policy_find() stays valid
+ * for the life of the process (the caller keeps the ops themselves alive —
+ * typically a static const).
  */
 #include "policy_util.h"
 
@@ -30,9 +32,16 @@ static const pkv_policy_ops *const builtins[] = {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const pkv_policy_ops *registered[PKV__MAX_REGISTERED];
 static size_t n_registered;
-/* Rebuilt under the lock on every pkv_policy_names() call; entries point at
- * names that live as long as their ops. */
+/* Built-ins then registered names, NULL-terminated.  Only ever appended to
+ * (under the lock): the terminator moves one slot on before the new name is
+ * written, so the array a caller holds stays a valid list. */
 static const char *names[N_BUILTINS + PKV__MAX_REGISTERED + 1];
+static pthread_once_t names_once = PTHREAD_ONCE_INIT;
+
+static void names_init(void) {
+  for (size_t i = 0; i < N_BUILTINS; i++) names[i] = builtins[i]->name;
+  names[N_BUILTINS] = NULL;
+}
 
 /* Caller holds registry_lock. */
 static const pkv_policy_ops *find_locked(const char *name) {
@@ -85,19 +94,19 @@ int pkv_policy_register(const pkv_policy_ops *ops) {
   else if (n_registered == PKV__MAX_REGISTERED)
     rc = pkv__err(PKV_ENOMEM, "policy_register: registry full (%d policies)",
                   PKV__MAX_REGISTERED);
-  else
+  else {
+    pthread_once(&names_once, names_init);
+    size_t k = N_BUILTINS + n_registered;
     registered[n_registered++] = ops;
+    __atomic_store_n(&names[k + 1], NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&names[k], ops->name, __ATOMIC_RELEASE);
+  }
   pthread_mutex_unlock(&registry_lock);
   return rc;
 }
 
 const char *const *pkv_policy_names(void) {
-  pthread_mutex_lock(&registry_lock);
-  size_t k = 0;
-  for (size_t i = 0; i < N_BUILTINS; i++) names[k++] = builtins[i]->name;
-  for (size_t i = 0; i < n_registered; i++) names[k++] = registered[i]->name;
-  names[k] = NULL;
-  pthread_mutex_unlock(&registry_lock);
+  pthread_once(&names_once, names_init);
   return names;
 }
 

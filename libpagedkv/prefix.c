@@ -200,6 +200,15 @@ void pkv__prefix_destroy(pkv_cache *c) {
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits) {
   pkv__lock(cache);
   cache->key_mask_lo = bits >= 64 ? ~0ull : ((1ull << bits) - 1);
+  /* Buckets depend on the mask: rebuild the chains. */
+  for (uint32_t h = 0; h <= cache->hash_mask; h++) cache->heads[h] = -1;
+  for (uint32_t b = 0; b < cache->num_blocks; b++) {
+    if (!PKV_BLOCK_IS_CACHED(cache, b)) continue;
+    uint32_t h = pkv__bucket(cache, cache->blk[b].key);
+    cache->blk[b].hash_next = cache->heads[h];
+    cache->heads[h] = (int32_t)b;
+  }
+  PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
 }
 

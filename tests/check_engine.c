@@ -210,6 +210,8 @@ START_TEST(decode_mixed_batch) {
     pkv__attn a;
     ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, 0.1f), 0);
     ck_assert_int_eq(pkv__attn_decode(&a, seqs, NS), 0);
+    ck_assert(pkv__attn_plan_is_valid(&a, seqs, NS));
+    if (threads == 2) ck_assert_uint_gt(a.n_split, 0); /* 5 sequences < 4 x 2: split */
     for (int i = 0; i < NS; i++) {
       ref_decode(&p[i], Hq, lens[i], seqs[i].q, 0.1f, ref);
       double d = max_diff(seqs[i].out, ref, (size_t)Hq * D);
@@ -361,6 +363,31 @@ START_TEST(conversions_round_to_nearest_even) {
 }
 END_TEST
 
+START_TEST(simd_store_equals_scalar) {
+  /* every back end's K/V write rounds exactly like pkv__store_row */
+  enum { N = 1000 };
+  static float x[N];
+  uint64_t rs = 77;
+  tu_fill(x, N, 3.0f, &rs);
+  static const float special[] = {0.0f, -0.0f, 1e-40f, -3e-39f, 6e-8f, 3e-8f, 65504.0f,
+                                  65520.0f, 1e9f, -1e9f, 1.0f + 0x1p-11f, 1.0f + 0x1p-8f,
+                                  1.0f + 0x1p-8f + 0x1p-15f, INFINITY, -INFINITY, NAN, -NAN};
+  for (size_t i = 0; i < sizeof special / sizeof *special; i++) x[i * 7] = special[i];
+  for (int b = 0; b < 3; b++) {
+    const pkv__kernels *k = backend(b);
+    if (!k) continue;
+    for (int t = 1; t < 3; t++) {
+      uint16_t want[N], got[N];
+      pkv__store_row(want, x, N, dtypes[t]);
+      k->store(got, x, N, dtypes[t]);
+      for (int i = 0; i < N; i++)
+        ck_assert_msg(want[i] == got[i], "%s %s: x=%a -> %#x, scalar %#x", backend_names[b],
+                      dtype_names[t], (double)x[i], got[i], want[i]);
+    }
+  }
+}
+END_TEST
+
 START_TEST(backend_selection) {
   ck_assert_ptr_nonnull(pkv__kernels_select("scalar"));
   ck_assert_str_eq(pkv__kernels_select("scalar")->name, "scalar");
@@ -393,6 +420,7 @@ static Suite *engine_suite(void) {
   tc = tcase_create("misc");
   tcase_add_test(tc, conversions_round_to_nearest_even);
   tcase_add_test(tc, backend_selection);
+  tcase_add_test(tc, simd_store_equals_scalar);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1140,6 +1140,50 @@ START_TEST(create_refuses) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ OOM */
+
+/* An allocator that fails the n-th allocation from now on. */
+static int oom_countdown;
+static bool oom_due(void) { return oom_countdown >= 0 && oom_countdown-- == 0; }
+static void *oom_malloc(size_t n) { return oom_due() ? NULL : malloc(n); }
+static void *oom_realloc(void *p, size_t n) {
+  return oom_due() ? NULL : realloc(p, n);
+}
+static void *oom_calloc(size_t n, size_t m) {
+  return oom_due() ? NULL : calloc(n, m);
+}
+
+/* Every built-in's create fails cleanly (PKV_ENOMEM, nothing kept — the
+ * sanitizer build checks for leaks) at each of its allocations, then
+ * succeeds once there are enough. */
+START_TEST(create_out_of_memory) {
+  for (const char *const *n = pkv_policy_names(); *n; n++) {
+    const pkv_policy_ops *ops = pkv_policy_find(*n);
+    if (strncmp(*n, "test-", 5) == 0) continue; /* registry test dummies */
+    int k = 0;
+    for (;; k++) {
+      void *st = NULL;
+      ck_assert_int_eq(pkv_replace_allocator(oom_malloc, oom_realloc,
+                                             oom_calloc, free), 0);
+      oom_countdown = k;
+      int rc = ops->create(&st, 100, NULL);
+      oom_countdown = -1;
+      char detail[256]; /* replace_allocator clears the detail */
+      snprintf(detail, sizeof detail, "%s", pkv_last_error());
+      ck_assert_int_eq(pkv_replace_allocator(NULL, NULL, NULL, NULL), 0);
+      if (rc == 0) {
+        ops->destroy(st);
+        break;
+      }
+      ck_assert_msg(rc == PKV_ENOMEM, "%s: create failing allocation %d "
+                    "returned %d", *n, k, rc);
+      ck_assert_msg(strstr(detail, *n) != NULL, "detail '%s'", detail);
+    }
+    ck_assert_msg(k >= 2, "%s: only %d allocations", *n, k);
+  }
+}
+END_TEST
+
 Suite *policy_suite(void) {
   Suite *s = suite_create("policy");
   TCase *tc = tcase_create("registry");
@@ -1180,6 +1224,7 @@ Suite *policy_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
   tcase_add_test(tc, bad_args);
+  tcase_add_test(tc, create_out_of_memory);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -13,8 +13,9 @@
  * pkv_check runs after every operation too.
  *
  * Operations: create (two namespaces), append (1 .. 2 blocks), fork,
- * truncate, commit, free, and create+match_prefix on a prompt that shares a
- * prefix with an earlier sequence; the pool is small, so appends evict.
+ * truncate, commit, free, create+match_prefix on a prompt that shares a
+ * prefix with an earlier sequence, pins (whose tails an append must copy),
+ * retention ranges and prefix resets; the pool is small, so appends evict.
  */
 #include "tu_core.h"
 
@@ -44,6 +45,7 @@ typedef struct world {
   uint32_t hist_n[HIST];
   uint64_t rng;
   uint64_t ops, enomem, matched_tokens;
+  pkv_pin_id pins[4];
 } world;
 
 static const char *ns_names[2] = {NULL, "tenant-b"};
@@ -208,6 +210,21 @@ static void step(world *w) {
     ck_assert_int_eq(pkv_seq_commit(w->c, m->id, n), 0);
     m->committed = n;
     if (n >= w->bs) remember(w, m);
+  } else if (r < 91) { /* pin a committed prefix, or release a pin */
+    int k = (int)(tu_rand(&w->rng) % 4);
+    if (w->pins[k]) {
+      ck_assert_int_eq(pkv_pin_release(w->c, w->pins[k]), 0);
+      w->pins[k] = 0;
+    } else if (m->committed >= w->bs) {
+      ck_assert_int_eq(pkv_pin_create(w->c, m->id, m->committed, &w->pins[k]), 0);
+    }
+  } else if (r < 92) { /* retention range, or (rarely) a reset */
+    if (tu_rand(&w->rng) % 4 == 0)
+      ck_assert_int_eq(pkv_prefix_reset(w->c), 0);
+    else
+      ck_assert_int_eq(pkv_seq_set_priority(w->c, m->id, 0, w->bs * 2,
+                                            (uint8_t)(tu_rand(&w->rng) % 101),
+                                            tu_rand(&w->rng) % 2 ? 1000 : 0), 0);
   } else { /* free */
     ck_assert_int_eq(pkv_seq_free(w->c, m->id), 0);
     ck_assert_int_eq(pkv_seq_free(w->c, m->id), PKV_ENOSEQ);

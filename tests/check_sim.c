@@ -248,17 +248,31 @@ START_TEST(manager_model) {
   snprintf(path, sizeof path, "%s/synthetic_trace.jsonl", dir);
   trace t;
   ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+#if PKV_DEBUG >= 2 || defined(PKV_SANITIZE)
+  /* The full validator runs after every mutation (or sanitizers slow every
+   * access): replay a prefix of the trace only. */
+  uint64_t prompt = 0;
+  const uint32_t room = 12000; /* > every block of 300 requests */
+  t.n_reqs = 300;
+  for (size_t i = 0; i < t.n_reqs; i++) prompt += t.reqs[i].input_len;
+  t.prompt_tokens = prompt;
+#else
+  const uint32_t room = 130000; /* > the trace's 121,877 blocks */
+#endif
   sim_stream s;
   ck_assert_int_eq(sim_stream_build(&t, 512, &s, err, sizeof err), 0);
   const pkv_policy_ops *lru = pkv_policy_find("lru");
   sim_result m = {0}, b = {0};
-  ck_assert_msg(sim_run_manager(&s, lru, NULL, 130000, 0, &m, NULL) == 0, "%s", m.err);
-  ck_assert_int_eq(sim_run_belady(&s, 130000, true, 0, &b, NULL), 0);
+  ck_assert_msg(sim_run_manager(&s, lru, NULL, room, 0, &m, NULL) == 0, "%s", m.err);
+  ck_assert_int_eq(sim_run_belady(&s, room, true, 0, &b, NULL), 0);
   ck_assert_uint_eq(m.hit_tokens, b.hit_tokens);
   ck_assert_uint_eq(m.block_hits, b.block_hits);
   ck_assert_uint_eq(m.evictions, 0);
   ck_assert_uint_eq(m.prompt_tokens, t.prompt_tokens);
-  ck_assert_uint_gt(m.hit_tokens, t.prompt_tokens / 2);
+  ck_assert_uint_gt(m.hit_tokens, 0);
+#if !(PKV_DEBUG >= 2 || defined(PKV_SANITIZE))
+  ck_assert_uint_gt(m.hit_tokens, t.prompt_tokens / 2); /* the whole trace shares a lot */
+#endif
   /* Small pool: below Belady's bound, above nothing. */
   sim_result m2 = {0}, b2 = {0};
   ck_assert_int_eq(sim_run_manager(&s, lru, NULL, 1000, 0, &m2, NULL), 0);
@@ -268,7 +282,7 @@ START_TEST(manager_model) {
   ck_assert_uint_gt(m2.evictions, 0);
   /* Holding every request: the pool fills and the rest cannot run. */
   sim_result m3 = {0};
-  ck_assert_int_eq(sim_run_manager(&s, lru, NULL, 400, 100000, &m3, NULL), 0);
+  ck_assert_int_eq(sim_run_manager(&s, lru, NULL, 200, 100000, &m3, NULL), 0);
   ck_assert_uint_gt(m3.dropped, 0);
   sim_stream_free(&s);
   trace_free(&t);

@@ -73,13 +73,6 @@ long tu_alloc_count(void) { return n_attempts; }
 
 /* ------------------------------------------------ data */
 
-uint64_t tu_rand(uint64_t *s) {
-  uint64_t x = *s += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 float tu_pattern(uint32_t tag, uint32_t pos, uint32_t layer, int is_v,
                  uint32_t head, uint32_t d) {
   /* Exact in float: < 2^24. */

@@ -143,6 +143,17 @@ void cli_free_names(char **names) {
   free(names);
 }
 
+bool cli_grow(void **arr, size_t *cap, size_t need, size_t elem, size_t first) {
+  if (need <= *cap) return true;
+  size_t n = *cap ? *cap : first;
+  while (n < need) n *= 2;
+  void *p = realloc(*arr, n * elem);
+  if (!p) return false;
+  *arr = p;
+  *cap = n;
+  return true;
+}
+
 unsigned cli_nproc(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (unsigned)n : 1;

@@ -36,6 +36,10 @@ bool cli_parse_u64_list(const char *s, uint64_t min, uint64_t **out, size_t *n);
 bool cli_split_names(const char *s, char ***out, size_t *n);
 void cli_free_names(char **names);
 
+/* Makes *arr (elements of elem bytes, *cap of them) hold at least need,
+ * doubling from first; false (array untouched) if out of memory. */
+bool cli_grow(void **arr, size_t *cap, size_t need, size_t elem, size_t first);
+
 /* Number of online CPUs (>= 1). */
 unsigned cli_nproc(void);
 /* Monotonic nanoseconds. */

@@ -200,9 +200,9 @@ static void on_step(void *user, const sched_stats *st) {
   progress_ctx *p = user;
   char tail[128];
   double secs = (double)(cli_now_ns() - p->t0) / 1e9;
-  snprintf(tail, sizeof tail, "%.0f tok/s, peak mem %.0f%%, %llu preempted",
+  snprintf(tail, sizeof tail, "%.0f tok/s, mem %.0f%%, %llu preempted",
            secs > 0 ? (double)(st->prefill_tokens + st->decode_tokens) / secs : 0.0,
-           st->num_blocks ? 100.0 * st->peak_blocks_used / st->num_blocks : 0.0,
+           st->num_blocks ? 100.0 * st->blocks_used_now / st->num_blocks : 0.0,
            (unsigned long long)st->preemptions);
   cli_progress_update(&p->bar, st->requests_done + st->requests_rejected, tail);
 }
@@ -332,8 +332,9 @@ static int write_json(const char *path, const run_report *rp, const sched_stats 
 
 static int write_plot(const char *path, const run_report *rp, const sched_step *steps,
                       size_t n_steps) {
-  /* Thin the series to at most ~4000 points so the script stays small. */
-  size_t stride = n_steps > 4000 ? n_steps / 4000 : 1;
+  /* Thin the series to at most ~1500 points so the script and the image
+   * stay small.  A dry run has no meaningful clock: plot against steps. */
+  size_t stride = n_steps > 1500 ? n_steps / 1500 : 1;
   size_t cap = 256 + (n_steps / stride + 1) * 48;
   char *sc = malloc(cap);
   if (!sc) return cli_error("run", "out of memory");
@@ -341,12 +342,14 @@ static int write_plot(const char *path, const run_report *rp, const sched_step *
       sc, cap,
       "set terminal pngcairo size 900,520 noenhanced\nset output '%s'\n"
       "set title 'pagedkv run: %s, %u blocks x %u tokens, policy %s'\n"
-      "set xlabel 'time (s)'\nset ylabel 'memory use (%% of blocks)'\nset y2label 'sequences'\n"
+      "set xlabel '%s'\nset ylabel 'memory use (%% of blocks)'\nset y2label 'sequences'\n"
       "set yrange [0:105]\nset y2range [0:*]\nset ytics nomirror\nset y2tics\nset grid\n"
       "set key left bottom\n$d << EOD\n",
-      path, rp->shape->name, rp->num_blocks, rp->block_size, rp->policy);
+      path, rp->shape->name, rp->num_blocks, rp->block_size, rp->policy,
+      rp->dry ? "scheduler step" : "time (s)");
   for (size_t i = 0; i < n_steps && len < cap; i += stride)
-    len += (size_t)snprintf(sc + len, cap - len, "%.4f %.2f %u %u\n", steps[i].t_s,
+    len += (size_t)snprintf(sc + len, cap - len, "%.4f %.2f %u %u\n",
+                            rp->dry ? (double)i : steps[i].t_s,
                             100.0 * steps[i].blocks_used / rp->num_blocks, steps[i].running,
                             steps[i].decode_batch);
   if (len < cap)
@@ -386,7 +389,7 @@ static void run_help(void) {
       "      --output-len A[-B]  generated tokens range (default 16-128)\n"
       "      --groups G          requests share G system prompts (default 8; 0 = none)\n"
       "      --system-len N      shared system prompt length (default 256)\n"
-      "  -n, --n N               parallel samples per request, by fork (default 2; alias --samples)\n"
+      "  -n, --n N               parallel samples per request, by fork (default 2, 1 with --trace)\n"
       "      --seed S            workload seed (default 1)\n"
       "      --trace FILE        Azure CSV (lengths) or Mooncake JSONL (prompts from hash_ids)\n"
       "      --format F          mooncake or azure (default: from the file name)\n"
@@ -455,7 +458,7 @@ int cmd_run(int argc, char **argv) {
   range plen = {64, 512}, olen = {16, 128};
   const char *policy = "lru", *trace_path = NULL, *json = NULL, *plot = NULL;
   trace_format fmt = TRACE_AUTO;
-  bool dry = false, baseline = false, quiet = false, n_given = false;
+  bool dry = false, baseline = false, quiet = false, n_given = false, samples_given = false;
   int opt;
   optind = 1;
   opterr = 0;
@@ -506,7 +509,7 @@ int cmd_run(int argc, char **argv) {
     case O_GROUPS: U64(groups, 0, 1000000, "--groups"); break;
     case O_SYSLEN: U64(sys_len, 0, 1000000, "--system-len"); break;
     case 'n':
-    case O_SAMPLES: U64(samples, 1, 64, "--n"); break;
+    case O_SAMPLES: U64(samples, 1, 64, "--n"); samples_given = true; break;
     case O_SEED: U64(seed, 0, UINT64_MAX, "--seed"); break;
     case O_TRACE: trace_path = optarg; break;
     case O_FORMAT:
@@ -550,6 +553,7 @@ int cmd_run(int argc, char **argv) {
   engine_ctx ec = {0};
   sched_step *steps = NULL;
   size_t n_steps = 0;
+  if (trace_path && !samples_given) samples = 1; /* a trace's requests are what they are */
   if (trace_path) {
     char err[512];
     if (trace_load(trace_path, fmt, &wl.tr, err, sizeof err)) return cli_error("run", "%s", err);

@@ -120,6 +120,7 @@ typedef struct sched {
   uint32_t *samples_left; /* per request */
   bool *rejected;
   pkv_seq_id *batch;
+  size_t cap_batch;
   double *decode_ms;
   size_t n_decode_ms, cap_decode_ms;
   char *err;
@@ -239,16 +240,10 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
       break;
     }
     dq_pop_front(&s->wait);
-    if (s->n_run == s->cap_run) {
-      size_t cap = s->cap_run ? 2 * s->cap_run : 64;
-      running *n = realloc(s->run, cap * sizeof *n);
-      if (!n) {
-        free(tokens);
-        pkv_seq_free(s->cache, seq);
-        return fail_msg(s, "out of memory (running list)");
-      }
-      s->run = n;
-      s->cap_run = cap;
+    if (!cli_grow((void **)&s->run, &s->cap_run, s->n_run + 1, sizeof *s->run, 64)) {
+      free(tokens);
+      pkv_seq_free(s->cache, seq);
+      return fail_msg(s, "out of memory (running list)");
     }
     s->run[s->n_run++] = (running){.seq = seq, .req = e.req, .sample = e.sample,
                                    .ph = PH_PREFILL, .target = total, .computed = matched,
@@ -263,13 +258,8 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
 }
 
 static int grow_running(sched *s, size_t extra) {
-  if (s->n_run + extra <= s->cap_run) return 0;
-  size_t cap = s->cap_run ? s->cap_run : 64;
-  while (cap < s->n_run + extra) cap *= 2;
-  running *n = realloc(s->run, cap * sizeof *n);
-  if (!n) return fail_msg(s, "out of memory (running list)");
-  s->run = n;
-  s->cap_run = cap;
+  if (!cli_grow((void **)&s->run, &s->cap_run, s->n_run + extra, sizeof *s->run, 64))
+    return fail_msg(s, "out of memory (running list)");
   return 0;
 }
 
@@ -426,8 +416,7 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
   uint64_t n_busy = 0, reserved_steps = 0, preempt_mark = 0;
   s.samples_left = malloc((w->n_reqs ? w->n_reqs : 1) * sizeof *s.samples_left);
   s.rejected = calloc(w->n_reqs ? w->n_reqs : 1, sizeof *s.rejected);
-  s.batch = malloc((size_t)cfg->max_seqs * 64 * sizeof *s.batch);
-  if (!s.samples_left || !s.rejected || !s.batch) {
+  if (!s.samples_left || !s.rejected) {
     fail_msg(&s, "out of memory");
     goto out;
   }
@@ -461,13 +450,9 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     if (pf < 0) goto out;
     uint64_t t1 = cli_now_ns();
     /* The batch buffer holds every running sequence (forks grow it). */
-    if (s.n_run > (size_t)cfg->max_seqs * 64) {
-      pkv_seq_id *nb = realloc(s.batch, s.n_run * 2 * sizeof *nb);
-      if (!nb) {
-        fail_msg(&s, "out of memory");
-        goto out;
-      }
-      s.batch = nb;
+    if (!cli_grow((void **)&s.batch, &s.cap_batch, s.n_run, sizeof *s.batch, 64)) {
+      fail_msg(&s, "out of memory");
+      goto out;
     }
     int64_t db = decode(&s);
     if (db < 0) goto out;
@@ -480,15 +465,10 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     if (db) {
       st->decode_steps++;
       st->decode_s += (double)(t2 - t1) / 1e9;
-      if (s.n_decode_ms == s.cap_decode_ms) {
-        size_t cap = s.cap_decode_ms ? 2 * s.cap_decode_ms : 1024;
-        double *n = realloc(s.decode_ms, cap * sizeof *n);
-        if (!n) {
-          fail_msg(&s, "out of memory");
-          goto out;
-        }
-        s.decode_ms = n;
-        s.cap_decode_ms = cap;
+      if (!cli_grow((void **)&s.decode_ms, &s.cap_decode_ms, s.n_decode_ms + 1,
+                    sizeof *s.decode_ms, 1024)) {
+        fail_msg(&s, "out of memory");
+        goto out;
       }
       s.decode_ms[s.n_decode_ms++] = (double)(t2 - t1) / 1e6;
     }
@@ -500,6 +480,7 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     }
     rc = -1;
     if (ps.blocks_used > st->peak_blocks_used) st->peak_blocks_used = ps.blocks_used;
+    st->blocks_used_now = ps.blocks_used;
     if (running_now > st->peak_running) st->peak_running = running_now;
     sum_used += ps.blocks_used;
     if (ps.slots_reserved) {
@@ -513,15 +494,9 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
     st->cow_copies = ps.cow_copies;
     st->evictions = ps.evictions;
     if (cfg->record_steps) {
-      if (n_steps == cap_steps) {
-        size_t cap = cap_steps ? 2 * cap_steps : 1024;
-        sched_step *n = realloc(steps, cap * sizeof *n);
-        if (!n) {
-          fail_msg(&s, "out of memory");
-          goto out;
-        }
-        steps = n;
-        cap_steps = cap;
+      if (!cli_grow((void **)&steps, &cap_steps, n_steps + 1, sizeof *steps, 1024)) {
+        fail_msg(&s, "out of memory");
+        goto out;
       }
       steps[n_steps++] = (sched_step){
           .t_s = (double)(t2 - t_start) / 1e9, .dt_ms = (double)(t2 - t0) / 1e6,

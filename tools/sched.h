@@ -94,6 +94,7 @@ typedef struct sched_stats {
   double decode_step_mean_ms, decode_step_p99_ms;
   uint32_t num_blocks, block_size;
   uint32_t peak_blocks_used;
+  uint32_t blocks_used_now;    /* after the last step */
   double mean_blocks_used;     /* over steps */
   double waste_fraction;       /* unused reserved slots / reserved slots, over steps */
   uint32_t peak_running;

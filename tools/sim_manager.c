@@ -103,9 +103,15 @@ int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
   if (rc) {
     snprintf(r->err, sizeof r->err, "replay: %s (%s)", pkv_strerror(rc), pkv_last_error());
   } else {
+    /* The replay is only worth reporting if the cache is still sound. */
+    char why[160];
     pkv_stats st;
-    if ((rc = pkv_stats_get(cache, &st)) == 0) r->evictions = st.evictions;
-    else snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
+    if ((rc = pkv_check(cache, why, sizeof why)))
+      snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
+    else if ((rc = pkv_stats_get(cache, &st)) == 0)
+      r->evictions = st.evictions;
+    else
+      snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
   }
 out:
   pkv_cache_destroy(cache);

@@ -69,8 +69,8 @@ PKV_API const pkv_policy_ops *pkv_policy_find(const char *name);
  * (PKV_ESTATE). */
 PKV_API int pkv_policy_register(const pkv_policy_ops *ops);
 /* Names of the built-ins and registered policies, NULL-terminated.  The
- * array is rebuilt by each call (the strings live as long as their ops): read
- * it before registering more policies from another thread. */
+ * array lives for the whole process and only grows: one read while another
+ * thread registers sees the list before or after that registration. */
 PKV_API const char *const *pkv_policy_names(void);
 
 #ifdef __cplusplus

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""bench-engine-table.py FILE.jsonl — the tables of docs/PERFORMANCE-engine.md
+from the JSON lines `BENCH_JSON=FILE make bench-engine` appends."""
+import json
+import sys
+
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows[r["name"]] = r  # the last run wins
+
+print("| figure | value |\n|---|---|")
+for name in ("read_bw_t1", "read_bw_t2", "fp32_peak_t1", "fp32_peak_t2"):
+    r = rows[name]
+    print(f"| {name} | {r['value']:.1f} {r['unit']} |")
+print()
+print("| dtype | context × batch | threads | K/V read GB/s | read bw GB/s (same reps) | of bandwidth | paged ms | contiguous ms | paged/contiguous |")
+print("|---|---|---|---|---|---|---|---|---|")
+for dt in ("f32", "bf16"):
+    for ctx, b in ((4096, 8), (16384, 2), (32768, 1)):
+        for t in (1, 2):
+            g = rows[f"decode_{dt}_ctx{ctx}_batch{b}_t{t}_gbps"]
+            p = rows[f"decode_{dt}_ctx{ctx}_batch{b}_t{t}_paged_ms"]
+            print(f"| {dt} | {ctx // 1024}k × {b} | {t} | {g['value']:.2f} | {g['baseline']:.2f} "
+                  f"| {g['ratio']:.2f} | {p['value']:.1f} | {p['baseline']:.1f} | {p['ratio']:.3f} |")
+print()
+print("On-CPU time (1 thread; descheduling excluded):\n")
+print("| dtype | context × batch | K/V read GB/s | read bw GB/s | of bandwidth |")
+print("|---|---|---|---|---|")
+for dt in ("f32", "bf16"):
+    for ctx, b in ((4096, 8), (16384, 2), (32768, 1)):
+        c = rows.get(f"decode_{dt}_ctx{ctx}_batch{b}_t1_cpu_gbps")
+        if c:
+            print(f"| {dt} | {ctx // 1024}k × {b} | {c['value']:.2f} | {c['baseline']:.2f} | {c['ratio']:.2f} |")
+print()
+print("| n | threads | GFLOP/s | fp32 peak (same reps) | of peak | OpenBLAS GFLOP/s | × OpenBLAS |")
+print("|---|---|---|---|---|---|---|")
+for n in (2048, 4096):
+    for t in (1, 2):
+        g = rows[f"prefill_n{n}_t{t}_gflops"]
+        o = rows[f"prefill_n{n}_t{t}_vs_openblas"]
+        print(f"| {n} | {t} | {g['value']:.1f} | {g['baseline']:.1f} | {g['ratio']:.2f} "
+              f"| {o['baseline']:.1f} | {o['ratio']:.2f} |")
