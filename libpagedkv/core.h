@@ -200,6 +200,7 @@ struct pkv_cache {
   uint32_t n_orphans;
 
   uint32_t *scratch;           /* num_blocks counters for pkv_check */
+  uint64_t debug_mutations;    /* PKV_DEBUG=2: mutations since create */
   uint64_t now;                /* clock of the current call, if now_valid */
   bool now_valid;
   uint64_t event_seqno;
