@@ -88,14 +88,18 @@ static uint64_t rng_next(uint64_t *s) {
   return *s;
 }
 
+/* parent_block: the block inserted just before, as the manager reports a
+ * chain's cached parent (a hint the policy checks against the key). */
 static void fill_meta(pkv_block_meta *m, uint64_t key, uint64_t parent,
-                      uint32_t depth, uint64_t now, uint64_t r) {
+                      int32_t parent_block, uint32_t depth, uint64_t now,
+                      uint64_t r) {
   m->now = now;
   m->key.lo = key;
   m->key.hi = key * 0x9e3779b97f4a7c15ull;
   m->parent.lo = parent;
   m->parent.hi = parent * 0x9e3779b97f4a7c15ull;
   m->depth = depth;
+  m->parent_block = parent ? parent_block : -1;
   m->priority = (uint8_t)(r % 4 == 0 ? (r >> 8) % 101 : 35);
   m->priority_until = r % 16 == 0 ? now + (r >> 16) % 100000 : 0;
 }
@@ -107,7 +111,8 @@ static double run(const pkv_policy_ops *ops, uint32_t num_blocks) {
   pkv_block_meta m;
   uint64_t s = 88172645463325252ull, now = 1, key = 1;
   for (uint32_t b = 0; b < num_blocks; b++, key++) {
-    fill_meta(&m, key, b % 16 ? key - 1 : 0, b % 16, now++, rng_next(&s));
+    fill_meta(&m, key, b % 16 ? key - 1 : 0, (int32_t)b - 1, b % 16, now++,
+              rng_next(&s));
     ops->on_insert(st, (int32_t)b, &m);
     ops->on_evictable(st, (int32_t)b, &m);
   }
@@ -120,6 +125,7 @@ static double run(const pkv_policy_ops *ops, uint32_t num_blocks) {
   }
   for (uint32_t b = 0; b < num_blocks; b++) key_of[b] = b + 1;
   uint32_t depth = 0, n_back = 0;
+  int32_t last = (int32_t)num_blocks - 1; /* block inserted last */
   uint64_t t0 = bu_now_ns();
   for (uint32_t i = 0; i < CYCLES; i++) {
     uint64_t r = rng_next(&s);
@@ -134,8 +140,9 @@ static double run(const pkv_policy_ops *ops, uint32_t num_blocks) {
     uint64_t k = r % 8 == 0 && n_back > BACK ? back[(r >> 3) % BACK] : ++key;
     key_of[v] = k;
     depth = r % 32 == 0 ? 0 : depth + 1;
-    fill_meta(&m, k, depth ? k - 1 : 0, depth, now++, r);
+    fill_meta(&m, k, depth ? k - 1 : 0, last, depth, now++, r);
     ops->on_insert(st, v, &m);
+    last = v;
     ops->on_evictable(st, v, &m);
     if (i % 4 == 0) {
       int32_t b = (int32_t)((r >> 20) % num_blocks);

@@ -66,6 +66,7 @@ void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
   m->depth = blk->depth;
   m->priority = blk->priority;
   m->priority_until = blk->priority_until;
+  m->parent_block = c->fam[b].parent_block;
 }
 
 /* Drops stale entries (blocks freed since they were pushed lose their

@@ -200,6 +200,43 @@ void pkv__bheap_remove(pkv__bheap *h, int32_t b) {
   if (i < h->len) heap_fix(h, i, last);
 }
 
+bool pkv__bset_alloc(pkv__bset *s, uint64_t n) {
+  memset(s, 0, sizeof *s);
+  uint64_t total = 0, w = n ? n : 1;
+  do {
+    w = (w + 63) / 64;
+    if (s->levels == PKV__BSET_MAX_LEVELS) return false; /* > 2^36 bits */
+    s->words[s->levels++] = (uint32_t)w;
+    total += w;
+  } while (w > 1);
+  s->lv[0] = pkv__calloc(total, sizeof(uint64_t));
+  if (!s->lv[0]) return false;
+  for (uint32_t k = 1; k < s->levels; k++)
+    s->lv[k] = s->lv[k - 1] + s->words[k - 1];
+  return true;
+}
+
+void pkv__bset_free(pkv__bset *s) {
+  pkv__free(s->lv[0]);
+  memset(s, 0, sizeof *s);
+}
+
+int64_t pkv__bset_next(const pkv__bset *s, uint64_t i) {
+  /* Climb until a word holds a set bit at or after the position, ... */
+  uint32_t k = 0;
+  for (;; k++, i = (i >> 6) + 1) {
+    if (k == s->levels || (i >> 6) >= s->words[k]) return -1;
+    uint64_t w = s->lv[k][i >> 6] & (~0ull << (i & 63));
+    if (w) {
+      i = (i & ~63ull) | (uint64_t)__builtin_ctzll(w);
+      break;
+    }
+  }
+  /* ... then descend to the first bit under it. */
+  while (k-- > 0) i = i << 6 | (uint64_t)__builtin_ctzll(s->lv[k][i]);
+  return (int64_t)i;
+}
+
 static const char *skip_space(const char *s) {
   while (*s == ' ' || *s == '\t') s++;
   return s;

@@ -2,25 +2,44 @@
  * policy_fifo.c — first in, first out: the block that entered the prefix
  * index earliest goes first, however often it was used since.
  *
- * Blocks in use cannot be evicted, so FIFO order is kept among the
- * evictable ones only: a min-heap keyed by the block's insertion stamp.  A
- * block released again re-enters the heap at its original position in the
- * order.  on_insert stamps, on_evictable pushes, on_pinned / on_remove pop:
- * O(log n) each, choose_victim O(1).
+ * Blocks in use cannot be evicted, so the victim is the evictable block
+ * inserted earliest, and a block released again competes at its original
+ * place in the order.  Each cached block holds a position, handed out in
+ * insertion order from a counter; a hierarchical bitset marks the positions
+ * of the evictable blocks, so the victim is the first set bit:
+ *
+ *     pos:   0   1   2   3   4   5   6  ...  next
+ *     at[]:  b4  -   b9  b2  -   b7  b1
+ *     ev:    0       1   1       0   1        victim = at[first(ev)] = b9
+ *
+ * Positions come from a range of R >= 2 * num_blocks.  When the counter
+ * reaches R, compact() renumbers the cached blocks 0, 1, ... in the same
+ * order; at most num_blocks are cached, so that happens once per >= R/2
+ * insertions and costs O(R / 64 + cached): O(1) amortized.  Every other
+ * hook is O(1) (a bitset update touches one word per level, 3 levels for a
+ * pool of 2^17 blocks) and choose_victim is three count-trailing-zeros.
+ * The order is exactly that of a min-heap on insertion stamps.
  */
 #include "policy_util.h"
 
+#include <string.h>
+
+#define FIFO_NOWHERE UINT32_MAX
+
 typedef struct fifo_state {
-  uint64_t clock;     /* insertions so far */
-  uint64_t *inserted; /* stamp of each block's insertion */
-  pkv__bheap evictable;
+  uint32_t range; /* R: positions 0 .. R-1 */
+  uint32_t next;  /* next position to hand out */
+  uint32_t *pos;  /* position of each cached block, FIFO_NOWHERE if absent */
+  int32_t *at;    /* block at each position, PKV__NIL if none */
+  pkv__bset evictable; /* positions of the evictable blocks */
 } fifo_state;
 
 static void fifo_destroy(void *state) {
   fifo_state *st = state;
   if (!st) return;
-  pkv__bheap_free(&st->evictable);
-  pkv__free(st->inserted);
+  pkv__bset_free(&st->evictable);
+  pkv__free(st->pos);
+  pkv__free(st->at);
   pkv__free(st);
 }
 
@@ -30,20 +49,45 @@ static int fifo_create(void **out, uint32_t num_blocks, const char *args) {
   if (rc) return rc;
   fifo_state *st = pkv__calloc(1, sizeof *st);
   if (!st) return pkv__err(PKV_ENOMEM, "policy fifo: state allocation");
-  st->inserted = pkv__calloc(num_blocks, sizeof(uint64_t));
-  if (!st->inserted || !pkv__bheap_alloc(&st->evictable, num_blocks)) {
+  uint64_t range = 64;
+  while (range < 2ull * num_blocks) range <<= 1;
+  st->range = (uint32_t)(range > UINT32_MAX ? UINT32_MAX : range);
+  st->pos = pkv__malloc(sizeof(uint32_t) * num_blocks);
+  st->at = pkv__malloc(sizeof(int32_t) * st->range);
+  if (!st->pos || !st->at || !pkv__bset_alloc(&st->evictable, st->range)) {
     fifo_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy fifo: %u-block arrays", num_blocks);
   }
+  memset(st->pos, 0xff, sizeof(uint32_t) * num_blocks);
+  memset(st->at, 0xff, sizeof(int32_t) * st->range);
   *out = st;
   return 0;
+}
+
+/* Renumbers the cached blocks 0, 1, ... keeping their order. */
+static void compact(fifo_state *st) {
+  uint32_t q = 0;
+  for (uint32_t p = 0; p < st->next; p++) {
+    int32_t b = st->at[p];
+    if (b == PKV__NIL) continue;
+    bool ev = pkv__bset_test(&st->evictable, p);
+    if (ev) pkv__bset_clear(&st->evictable, p);
+    st->at[p] = PKV__NIL;
+    st->at[q] = b; /* q <= p: positions below p are already renumbered */
+    st->pos[b] = q;
+    if (ev) pkv__bset_set(&st->evictable, q);
+    q++;
+  }
+  st->next = q;
 }
 
 static void fifo_on_insert(void *state, int32_t block,
                            const pkv_block_meta *meta) {
   (void)meta;
   fifo_state *st = state;
-  st->inserted[block] = ++st->clock;
+  if (st->next == st->range) compact(st);
+  st->pos[block] = st->next;
+  st->at[st->next++] = block;
 }
 
 static void fifo_on_hit(void *state, int32_t block,
@@ -55,25 +99,32 @@ static void fifo_on_evictable(void *state, int32_t block,
                               const pkv_block_meta *meta) {
   (void)meta;
   fifo_state *st = state;
-  pkv__bheap_set(&st->evictable, block, st->inserted[block], 0);
+  if (st->pos[block] != FIFO_NOWHERE)
+    pkv__bset_set(&st->evictable, st->pos[block]);
 }
 
 static void fifo_on_pinned(void *state, int32_t block,
                            const pkv_block_meta *meta) {
   (void)meta;
   fifo_state *st = state;
-  pkv__bheap_remove(&st->evictable, block);
+  if (st->pos[block] != FIFO_NOWHERE)
+    pkv__bset_clear(&st->evictable, st->pos[block]);
 }
 
 static int32_t fifo_choose_victim(void *state, uint64_t now) {
   (void)now;
   const fifo_state *st = state;
-  return pkv__bheap_top(&st->evictable);
+  int64_t p = pkv__bset_first(&st->evictable);
+  return p < 0 ? PKV__NIL : st->at[p];
 }
 
 static void fifo_on_remove(void *state, int32_t block) {
   fifo_state *st = state;
-  pkv__bheap_remove(&st->evictable, block);
+  uint32_t p = st->pos[block];
+  if (p == FIFO_NOWHERE) return;
+  pkv__bset_clear(&st->evictable, p);
+  st->at[p] = PKV__NIL;
+  st->pos[block] = FIFO_NOWHERE;
 }
 
 const pkv_policy_ops pkv__policy_fifo = {

@@ -61,6 +61,8 @@ typedef struct fw_state {
   uint8_t *cls;          /* class while evictable */
   uint64_t *stamp;       /* clock at release */
   pkv_hash128 *key, *parent;
+  int32_t *pblock;       /* parent's id when last found; checked before use */
+  uint32_t num_blocks;
   pkv__bnodes nodes;
   pkv__blist q[FW_CLASSES];
   pkv__ghost hist;
@@ -79,6 +81,7 @@ static void fw_destroy(void *state) {
   pkv__free(st->stamp);
   pkv__free(st->key);
   pkv__free(st->parent);
+  pkv__free(st->pblock);
   pkv__free(st);
 }
 
@@ -105,8 +108,10 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
   st->stamp = pkv__calloc(num_blocks, sizeof(uint64_t));
   st->key = pkv__calloc(num_blocks, sizeof(pkv_hash128));
   st->parent = pkv__calloc(num_blocks, sizeof(pkv_hash128));
+  st->pblock = pkv__calloc(num_blocks, sizeof(int32_t));
+  st->num_blocks = num_blocks;
   bool ok = st->where && st->uses && st->cls && st->stamp && st->key &&
-            st->parent && pkv__bnodes_alloc(&st->nodes, num_blocks) &&
+            st->parent && st->pblock && pkv__bnodes_alloc(&st->nodes, num_blocks) &&
             pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
             pkv__kmap_alloc(&st->blocks, num_blocks);
   if (!ok) {
@@ -126,6 +131,26 @@ static uint8_t class_of(const fw_state *st, int32_t block) {
                                        : (uint8_t)(st->uses[block] - 1);
 }
 
+static bool has_parent(const fw_state *st, int32_t c) {
+  static const pkv_hash128 none = {0, 0};
+  return !same_key(st->parent[c], none);
+}
+
+/* Whether p is the held block whose key is c's parent key.  Keys of held
+ * blocks are unique, so this is what the key map would answer. */
+static bool is_parent(const fw_state *st, int32_t c, int32_t p) {
+  return p >= 0 && (uint32_t)p < st->num_blocks && st->where[p] != FW_ABSENT &&
+         same_key(st->key[p], st->parent[c]);
+}
+
+/* c's parent among the held blocks, or -1: the hint if it checks out (the
+ * manager's link in meta, or the id found last time), else the key map. */
+static int32_t parent_of(const fw_state *st, int32_t c, int32_t hint) {
+  if (!has_parent(st, c)) return PKV__NIL;
+  if (is_parent(st, c, hint)) return hint;
+  return pkv__kmap_get(&st->blocks, st->parent[c]);
+}
+
 /* A parent is used at least as often as its children (every match of a
  * child matched the parent).  When a child's count exceeds its parent's —
  * the parent was evicted and recomputed, and its count forgotten — raise
@@ -133,11 +158,10 @@ static uint8_t class_of(const fw_state *st, int32_t block) {
  * evictable parent to its new class.  Otherwise a recomputed root would be evicted first again and
  * again, leaving its children cached but unreachable. */
 static void lift_parents(fw_state *st, int32_t block) {
-  static const pkv_hash128 none = {0, 0};
   int32_t c = block;
-  for (int level = 0; level < FW_LIFT_LEVELS && !same_key(st->parent[c], none);
-       level++) {
-    int32_t p = pkv__kmap_get(&st->blocks, st->parent[c]);
+  for (int level = 0; level < FW_LIFT_LEVELS && has_parent(st, c); level++) {
+    int32_t p = parent_of(st, c, st->pblock[c]);
+    st->pblock[c] = p;
     if (p < 0 || st->uses[p] >= st->uses[c]) return;
     st->uses[p] = st->uses[c];
     uint8_t k = class_of(st, p);
@@ -153,6 +177,13 @@ static void lift_parents(fw_state *st, int32_t block) {
 static void fw_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   fw_state *st = state;
+  /* Three independent misses on a large pool (ghost bucket, key map slot,
+   * parent's record): start them together. */
+  pkv__ghost_prefetch(&st->hist, meta->key);
+  pkv__kmap_prefetch(&st->blocks, meta->key);
+  int32_t hint = meta->parent_block;
+  if (hint >= 0 && (uint32_t)hint < st->num_blocks)
+    __builtin_prefetch(&st->key[hint]);
   int before = pkv__ghost_take(&st->hist, meta->key);
   st->uses[block] = (uint8_t)(before < 0 ? 1
                               : before >= FW_MAX_USES ? FW_MAX_USES
@@ -161,6 +192,7 @@ static void fw_on_insert(void *state, int32_t block,
   st->parent[block] = meta->parent;
   st->where[block] = FW_IN_USE;
   pkv__kmap_put(&st->blocks, meta->key, block);
+  st->pblock[block] = parent_of(st, block, hint);
   lift_parents(st, block);
 }
 
@@ -231,6 +263,10 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
 
 static void fw_on_remove(void *state, int32_t block) {
   fw_state *st = state;
+  if (st->where[block] != FW_ABSENT) {
+    pkv__ghost_prefetch(&st->hist, st->key[block]);
+    pkv__kmap_prefetch(&st->blocks, st->key[block]);
+  }
   unlink_block(st, block);
   if (st->where[block] != FW_ABSENT) {
     pkv__ghost_add(&st->hist, st->key[block], st->uses[block]);

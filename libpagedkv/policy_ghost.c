@@ -9,7 +9,7 @@
  * table of 64-byte buckets of 4 slots, each slot a 64-bit fingerprint of the
  * key, the ghost clock when it was added, and the value byte.
  *
- *     bucket = mix(key) & mask          slot = {fp, stamp, value}
+ *     bucket = pkv__key_mix(key) & mask          slot = {fp, stamp, value}
  *     live   = fp != 0 && clock - stamp < cap
  *
  * add() writes into the key's own slot if it has one, else into an empty or
@@ -33,19 +33,7 @@
 
 #include <string.h>
 
-#define GHOST_WAYS 4
-
-/* Keys are XXH3 output in production but may be anything (tests, traces
- * with small integer ids), so they are mixed (murmur3's finalizer). */
-static uint64_t mix(pkv_hash128 k) {
-  uint64_t x = k.lo ^ (k.hi << 32 | k.hi >> 32);
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
+#define GHOST_WAYS PKV__GHOST_WAYS
 
 static uint64_t fingerprint(uint64_t h) {
   return (h * 0x9e3779b97f4a7c15ull) | 1; /* never 0: 0 marks an empty slot */
@@ -57,7 +45,7 @@ uint32_t pkv__ghost_cap(double ratio, uint32_t num_blocks) {
 }
 
 uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k) {
-  return (uint32_t)mix(k) & g->mask;
+  return (uint32_t)pkv__key_mix(k) & g->mask;
 }
 
 bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
@@ -69,8 +57,13 @@ bool pkv__ghost_alloc(pkv__ghost *g, uint32_t cap) {
   g->mask = nb - 1;
   /* Buckets on cache-line boundaries, so that one costs one miss. */
   size_t bytes = (size_t)nb * GHOST_WAYS * sizeof(pkv__ghost_slot);
-  g->raw = pkv__calloc(1, bytes + 63);
+  g->raw = pkv__malloc(bytes + 63);
   if (!g->raw) return false;
+  /* Written here, not calloc'd: a large calloc maps untouched zero pages,
+   * and the first add into each page would then take a page fault (~1 us)
+   * inside an eviction.  Faulting them all in at create keeps the eviction
+   * path free of them (the ghost is only ever written by evictions). */
+  memset(g->raw, 0, bytes + 63);
   g->slot = (pkv__ghost_slot *)(((uintptr_t)g->raw + 63) & ~(uintptr_t)63);
   return true;
 }
@@ -87,7 +80,7 @@ static bool live(const pkv__ghost *g, const pkv__ghost_slot *s) {
 
 int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k) {
   if (!g->cap) return -1;
-  uint64_t h = mix(k), fp = fingerprint(h);
+  uint64_t h = pkv__key_mix(k), fp = fingerprint(h);
   pkv__ghost_slot *b = &g->slot[(size_t)(h & g->mask) * GHOST_WAYS];
   for (int i = 0; i < GHOST_WAYS; i++)
     if (b[i].fp == fp) {
@@ -100,7 +93,7 @@ int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k) {
 
 void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value) {
   if (!g->cap) return;
-  uint64_t h = mix(k), fp = fingerprint(h);
+  uint64_t h = pkv__key_mix(k), fp = fingerprint(h);
   pkv__ghost_slot *b = &g->slot[(size_t)(h & g->mask) * GHOST_WAYS];
   g->clock++;
   pkv__ghost_slot *dst = NULL;
@@ -143,7 +136,7 @@ void pkv__kmap_free(pkv__kmap *m) {
 }
 
 void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block) {
-  uint32_t i = (uint32_t)mix(key) & m->mask;
+  uint32_t i = (uint32_t)pkv__key_mix(key) & m->mask;
   while (m->slot[i].block >= 0 && !key_eq(m->slot[i].key, key))
     i = (i + 1) & m->mask;
   m->slot[i].key = key;
@@ -151,14 +144,14 @@ void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block) {
 }
 
 int32_t pkv__kmap_get(const pkv__kmap *m, pkv_hash128 key) {
-  for (uint32_t i = (uint32_t)mix(key) & m->mask; m->slot[i].block >= 0;
+  for (uint32_t i = (uint32_t)pkv__key_mix(key) & m->mask; m->slot[i].block >= 0;
        i = (i + 1) & m->mask)
     if (key_eq(m->slot[i].key, key)) return m->slot[i].block;
   return -1;
 }
 
 void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block) {
-  uint32_t i = (uint32_t)mix(key) & m->mask;
+  uint32_t i = (uint32_t)pkv__key_mix(key) & m->mask;
   while (m->slot[i].block >= 0 && !key_eq(m->slot[i].key, key))
     i = (i + 1) & m->mask;
   if (m->slot[i].block != block || block < 0) return;
@@ -167,7 +160,7 @@ void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block) {
   uint32_t hole = i;
   for (uint32_t j = (hole + 1) & m->mask; m->slot[j].block >= 0;
        j = (j + 1) & m->mask) {
-    uint32_t home = (uint32_t)mix(m->slot[j].key) & m->mask;
+    uint32_t home = (uint32_t)pkv__key_mix(m->slot[j].key) & m->mask;
     if (((j - home) & m->mask) >= ((j - hole) & m->mask)) {
       m->slot[hole] = m->slot[j];
       hole = j;

@@ -8,47 +8,70 @@
  *
  * Structures, all over per-block arrays sized num_blocks:
  *
- *   main     min-heap of the evictable blocks on (applied priority, release
- *            stamp).  "Applied" = own priority, or 35 once a hook has seen
- *            the deadline pass.
+ *   level[p] for p = 0..100: an intrusive list of the evictable blocks whose
+ *            applied priority is p, in release order (a release pushes at
+ *            the tail with the newest stamp, so each list is sorted).
+ *            "Applied" = own priority, or 35 once a hook has seen the
+ *            deadline pass.  A bitset marks the non-empty levels, so the
+ *            lowest is a count-trailing-zeros away.
+ *   late     min-heap on release stamp of the blocks whose deadline a hook
+ *            applied: they compete at 35 with their old stamp, which may be
+ *            older than level[35]'s head, so they cannot join that list.
  *   expiry   min-heap on deadline of the evictable blocks whose own,
  *            non-default priority has not yet been replaced by 35.
  *
  * Every hook that knows the time (meta.now) first applies the deadlines that
- * have passed: pops them from expiry and re-keys them in main to (35, same
- * stamp).  choose_victim(now) must not change state, yet deadlines may have
- * passed since the last hook; it finds the exact answer without mutating:
+ * have passed: pops them from expiry, moves them from their level to late.
+ * choose_victim(now) must not change state, yet deadlines may have passed
+ * since the last hook ("stale" blocks: exactly the entries of expiry with
+ * deadline <= now, found by walking the top of that heap); it answers
+ * exactly without mutating:
  *
- *   - blocks expired since the last hook ("stale") are exactly the entries
- *     of expiry with deadline <= now, found by walking the top of that heap
- *     (O(k) for k stale blocks); each competes with key (35, stamp);
- *   - among the other blocks, the minimum of main is found by walking main
- *     from the root, stepping over stale nodes into their children: a
- *     non-stale node's stored key is its true key and, by heap order, no
- *     greater than any non-stale node below it.
+ *   1. levels 0..34 in order: the first block of a level that is not stale
+ *      wins (a stale one really sits at 35, so it is stepped over);
+ *   2. else at 35: the least stamp among level[35]'s head, late's top and
+ *      the stale blocks;
+ *   3. else the head of the lowest non-empty level above 35 (no block is
+ *      stale, or step 2 would have found it).
  *
- * k is the number of deadlines passed since the last hook, normally 0 or a
- * few, so choose_victim is O(log n) in practice and every other hook
- * O(log n) amortized.
+ * The steps over stale blocks cost O(k) for k deadlines passed since the
+ * last hook, normally 0 or a few.  So choose_victim and the hooks are O(1)
+ * but for the heaps, which hold only blocks with deadlines: O(log d) for d
+ * such blocks.  A pool without deadlines never touches a heap.
  */
 #include "policy_util.h"
+
+#include <string.h>
+
+#define PRIO_LEVELS (PKV__PRIORITY_MAX + 1)
+#define PRIO_LATE PRIO_LEVELS /* where[]: in late */
+#define PRIO_OUT 0xff         /* where[]: not evictable */
 
 typedef struct prio_state {
   uint64_t clock;   /* releases so far */
   uint8_t *prio;    /* own priority, 0..100 */
+  uint8_t *where;   /* level 0..100, PRIO_LATE or PRIO_OUT */
   uint64_t *until;  /* own deadline, 0 = never */
+  uint64_t *stamp;  /* release stamp */
   int32_t *stack;   /* choose_victim's walk, num_blocks entries */
-  pkv__bheap main;   /* k1 = applied priority, k2 = release stamp */
+  pkv__bnodes nodes;
+  pkv__blist level[PRIO_LEVELS];
+  pkv__bset busy;    /* non-empty levels */
+  pkv__bheap late;   /* k1 = release stamp */
   pkv__bheap expiry; /* k1 = deadline */
 } prio_state;
 
 static void prio_destroy(void *state) {
   prio_state *st = state;
   if (!st) return;
-  pkv__bheap_free(&st->main);
+  pkv__bnodes_free(&st->nodes);
+  pkv__bset_free(&st->busy);
+  pkv__bheap_free(&st->late);
   pkv__bheap_free(&st->expiry);
   pkv__free(st->prio);
+  pkv__free(st->where);
   pkv__free(st->until);
+  pkv__free(st->stamp);
   pkv__free(st->stack);
   pkv__free(st);
 }
@@ -59,18 +82,36 @@ static int prio_create(void **out, uint32_t num_blocks, const char *args) {
   if (rc) return rc;
   prio_state *st = pkv__calloc(1, sizeof *st);
   if (!st) return pkv__err(PKV_ENOMEM, "policy priority: state allocation");
+  for (uint32_t p = 0; p < PRIO_LEVELS; p++) pkv__blist_init(&st->level[p]);
   st->prio = pkv__calloc(num_blocks, 1);
+  st->where = pkv__malloc(num_blocks);
   st->until = pkv__calloc(num_blocks, sizeof(uint64_t));
+  st->stamp = pkv__calloc(num_blocks, sizeof(uint64_t));
   st->stack = pkv__malloc(sizeof(int32_t) * num_blocks);
-  if (!st->prio || !st->until || !st->stack ||
-      !pkv__bheap_alloc(&st->main, num_blocks) ||
+  if (!st->prio || !st->where || !st->until || !st->stamp || !st->stack ||
+      !pkv__bnodes_alloc(&st->nodes, num_blocks) ||
+      !pkv__bset_alloc(&st->busy, PRIO_LEVELS) ||
+      !pkv__bheap_alloc(&st->late, num_blocks) ||
       !pkv__bheap_alloc(&st->expiry, num_blocks)) {
     prio_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy priority: %u-block arrays",
                     num_blocks);
   }
+  memset(st->where, PRIO_OUT, num_blocks);
   *out = st;
   return 0;
+}
+
+/* Takes block off its level or out of late. */
+static void unlink_block(prio_state *st, int32_t block) {
+  uint8_t w = st->where[block];
+  if (w < PRIO_LEVELS) {
+    pkv__blist_unlink(&st->level[w], &st->nodes, block);
+    if (!st->level[w].len) pkv__bset_clear(&st->busy, w);
+  } else if (w == PRIO_LATE) {
+    pkv__bheap_remove(&st->late, block);
+  }
+  st->where[block] = PRIO_OUT;
 }
 
 /* Deadlines passed by now: the block falls back to the default priority. */
@@ -79,8 +120,9 @@ static void apply_expiries(prio_state *st, uint64_t now) {
     int32_t b = pkv__bheap_top(&st->expiry);
     if (b == PKV__NIL || st->until[b] > now) return;
     pkv__bheap_remove(&st->expiry, b);
-    pkv__bheap_set(&st->main, b, PKV__PRIORITY_DEFAULT,
-                   pkv__bheap_k2(&st->main, b));
+    unlink_block(st, b);
+    pkv__bheap_set(&st->late, b, st->stamp[b], 0);
+    st->where[b] = PRIO_LATE;
   }
 }
 
@@ -110,7 +152,11 @@ static void prio_on_evictable(void *state, int32_t block,
   apply_expiries(st, meta->now);
   uint32_t p = pkv__meta_priority(meta, meta->now);
   remember(st, block, meta);
-  pkv__bheap_set(&st->main, block, p, ++st->clock);
+  unlink_block(st, block);
+  st->stamp[block] = ++st->clock;
+  if (!st->level[p].len) pkv__bset_set(&st->busy, p);
+  pkv__blist_push_tail(&st->level[p], &st->nodes, block);
+  st->where[block] = (uint8_t)p;
   if (p != PKV__PRIORITY_DEFAULT && st->until[block] != 0)
     pkv__bheap_set(&st->expiry, block, st->until[block], 0);
   else
@@ -121,13 +167,13 @@ static void prio_on_pinned(void *state, int32_t block,
                            const pkv_block_meta *meta) {
   prio_state *st = state;
   apply_expiries(st, meta->now);
-  pkv__bheap_remove(&st->main, block);
+  unlink_block(st, block);
   pkv__bheap_remove(&st->expiry, block);
 }
 
 static void prio_on_remove(void *state, int32_t block) {
   prio_state *st = state;
-  pkv__bheap_remove(&st->main, block);
+  unlink_block(st, block);
   pkv__bheap_remove(&st->expiry, block);
 }
 
@@ -136,8 +182,11 @@ static bool is_stale(const prio_state *st, int32_t b, uint64_t now) {
   return pkv__bheap_has(&st->expiry, b) && st->until[b] <= now;
 }
 
-static bool key_less(uint64_t p1, uint64_t s1, uint64_t p2, uint64_t s2) {
-  return p1 < p2 || (p1 == p2 && s1 < s2);
+/* First block of level p that is not stale, or -1. */
+static int32_t first_fresh(const prio_state *st, uint32_t p, uint64_t now) {
+  int32_t b = st->level[p].head;
+  while (b != PKV__NIL && is_stale(st, b, now)) b = st->nodes.next[b];
+  return b;
 }
 
 /* Pushes the children of heap entry i onto the walk's stack. */
@@ -149,42 +198,37 @@ static uint32_t push_children(int32_t *stack, uint32_t top, uint32_t i,
   return top;
 }
 
+static void keep_oldest(const prio_state *st, int32_t b, int32_t *best) {
+  if (b != PKV__NIL && (*best == PKV__NIL || st->stamp[b] < st->stamp[*best]))
+    *best = b;
+}
+
 static int32_t prio_choose_victim(void *state, uint64_t now) {
   const prio_state *st = state;
-  int32_t best = PKV__NIL;
-  uint64_t best_p = 0, best_s = 0;
-  /* Walk 1: main from the root, through stale nodes to their children. */
-  uint32_t top = 0;
-  if (st->main.len) st->stack[top++] = 0;
-  while (top) {
-    const pkv__bheap_ent *e = &st->main.ent[st->stack[--top]];
-    if (is_stale(st, e->block, now)) {
-      top = push_children(st->stack, top, (uint32_t)(e - st->main.ent),
-                          st->main.len);
-      continue;
-    }
-    if (best == PKV__NIL || key_less(e->k1, e->k2, best_p, best_s)) {
-      best = e->block;
-      best_p = e->k1;
-      best_s = e->k2;
-    }
+  /* 1. below the default */
+  for (int64_t p = pkv__bset_first(&st->busy);
+       p >= 0 && p < PKV__PRIORITY_DEFAULT;
+       p = pkv__bset_next(&st->busy, (uint64_t)p + 1)) {
+    int32_t b = first_fresh(st, (uint32_t)p, now);
+    if (b != PKV__NIL) return b;
   }
-  /* Walk 2: the stale blocks, at the default priority. */
+  /* 2. at the default: level 35, late, and the stale blocks */
+  int32_t best = PKV__NIL;
+  keep_oldest(st, st->level[PKV__PRIORITY_DEFAULT].head, &best);
+  keep_oldest(st, pkv__bheap_top(&st->late), &best);
+  uint32_t top = 0;
   if (st->expiry.len) st->stack[top++] = 0;
   while (top) {
     uint32_t i = (uint32_t)st->stack[--top];
     int32_t b = st->expiry.ent[i].block;
     if (st->until[b] > now) continue; /* nothing below is stale either */
-    uint64_t stamp = pkv__bheap_k2(&st->main, b);
-    if (best == PKV__NIL ||
-        key_less(PKV__PRIORITY_DEFAULT, stamp, best_p, best_s)) {
-      best = b;
-      best_p = PKV__PRIORITY_DEFAULT;
-      best_s = stamp;
-    }
+    keep_oldest(st, b, &best);
     top = push_children(st->stack, top, i, st->expiry.len);
   }
-  return best;
+  if (best != PKV__NIL) return best;
+  /* 3. above the default: nothing is stale here */
+  int64_t p = pkv__bset_next(&st->busy, PKV__PRIORITY_DEFAULT + 1);
+  return p < 0 ? PKV__NIL : st->level[p].head;
 }
 
 const pkv_policy_ops pkv__policy_priority = {

@@ -136,8 +136,68 @@ static inline uint64_t pkv__bheap_k2(const pkv__bheap *h, int32_t b) {
   return h->ent[h->pos[b]].k2;
 }
 
+/* Hierarchical bitset over [0, n): level 0 holds the bits, each word of
+ * level k+1 says which words of level k are non-zero, the top level is one
+ * word.  set / clear touch one word per level until a word's emptiness does
+ * not change; first / next descend with count-trailing-zeros, so with
+ * 64-bit words a 2^18-bit set answers in 3 steps.  Used as an ordered set
+ * of small integers (positions, priority levels, key buckets). */
+#define PKV__BSET_MAX_LEVELS 6
+typedef struct pkv__bset {
+  uint32_t levels;
+  uint32_t words[PKV__BSET_MAX_LEVELS]; /* words per level */
+  uint64_t *lv[PKV__BSET_MAX_LEVELS];   /* one allocation, lv[0] first */
+} pkv__bset;
+
+/* All bits clear.  false on allocation failure (nothing left allocated). */
+bool pkv__bset_alloc(pkv__bset *s, uint64_t n);
+void pkv__bset_free(pkv__bset *s);
+static inline bool pkv__bset_test(const pkv__bset *s, uint64_t i) {
+  return (s->lv[0][i >> 6] >> (i & 63)) & 1;
+}
+static inline void pkv__bset_set(pkv__bset *s, uint64_t i) {
+  for (uint32_t k = 0; k < s->levels; k++, i >>= 6) {
+    uint64_t *w = &s->lv[k][i >> 6], was = *w;
+    *w = was | 1ull << (i & 63);
+    if (was) return;
+  }
+}
+static inline void pkv__bset_clear(pkv__bset *s, uint64_t i) {
+  for (uint32_t k = 0; k < s->levels; k++, i >>= 6) {
+    uint64_t *w = &s->lv[k][i >> 6];
+    *w &= ~(1ull << (i & 63));
+    if (*w) return;
+  }
+}
+/* Smallest set bit, or -1. */
+static inline int64_t pkv__bset_first(const pkv__bset *s) {
+  uint64_t i = 0;
+  for (uint32_t k = s->levels; k-- > 0;) {
+    uint64_t w = s->lv[k][i];
+    if (!w) return -1; /* only possible at the top */
+    i = i << 6 | (uint64_t)__builtin_ctzll(w);
+  }
+  return (int64_t)i;
+}
+/* Smallest set bit >= i (i may be >= n), or -1. */
+int64_t pkv__bset_next(const pkv__bset *s, uint64_t i);
+
+/* Keys are XXH3 output in production but may be anything (tests, traces
+ * with small integer ids), so ghost and kmap mix them (murmur3's
+ * finalizer) before taking a bucket. */
+static inline uint64_t pkv__key_mix(pkv_hash128 k) {
+  uint64_t x = k.lo ^ (k.hi << 32 | k.hi >> 32);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
 /* Ghost queue (policy_ghost.c): about the last `cap` keys added, with a
  * byte of memory each; add and take cost one cache line. */
+#define PKV__GHOST_WAYS 4 /* slots per 64-byte bucket */
 typedef struct pkv__ghost_slot {
   uint64_t fp;    /* key fingerprint; 0 = empty */
   uint32_t stamp; /* ghost clock at add (wraps; compared by difference) */
@@ -163,6 +223,12 @@ void pkv__ghost_free(pkv__ghost *g);
 void pkv__ghost_add(pkv__ghost *g, pkv_hash128 k, uint8_t value);
 /* Removes k; returns its value, or -1 if k is not (or no longer) there. */
 int pkv__ghost_take(pkv__ghost *g, pkv_hash128 k);
+/* Starts loading k's bucket, so that a later add / take of k overlaps its
+ * cache miss with other work. */
+static inline void pkv__ghost_prefetch(const pkv__ghost *g, pkv_hash128 k) {
+  if (g->cap)
+    __builtin_prefetch(&g->slot[(size_t)(pkv__key_mix(k) & g->mask) * PKV__GHOST_WAYS], 1);
+}
 /* The bucket k falls in (for tests that model the overflow rule). */
 uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k);
 
@@ -187,6 +253,10 @@ void pkv__kmap_put(pkv__kmap *m, pkv_hash128 key, int32_t block);
 int32_t pkv__kmap_get(const pkv__kmap *m, pkv_hash128 key);
 /* Unmaps key if it maps to block. */
 void pkv__kmap_del(pkv__kmap *m, pkv_hash128 key, int32_t block);
+/* Starts loading key's home slot (see pkv__ghost_prefetch). */
+static inline void pkv__kmap_prefetch(const pkv__kmap *m, pkv_hash128 key) {
+  __builtin_prefetch(&m->slot[pkv__key_mix(key) & m->mask], 1);
+}
 
 /* Checks create's common arguments: out not NULL, 1 <= num_blocks <=
  * INT32_MAX (block ids are int32_t).  0 or PKV_EINVAL with detail. */

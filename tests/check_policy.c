@@ -68,6 +68,14 @@ static void rig_open(rig *r, const char *policy, const char *args, model *m,
 
 static void rig_close(rig *r) { r->ops->destroy(r->st); }
 
+/* meta.parent_block given by do_insert: HINT_ZERO leaves it 0 (what the
+ * tests written before the field pass), HINT_EXACT names the cached parent
+ * as the manager does, HINT_NONE says -1, HINT_JUNK is random (wrong ids,
+ * out of range, negative).  Policies must give the same victims for all. */
+enum { HINT_ZERO, HINT_EXACT, HINT_NONE, HINT_JUNK };
+static int g_hint = HINT_ZERO;
+static uint64_t g_hint_rng = 12345;
+
 static void rig_check(rig *r) {
   int32_t got = r->ops->choose_victim(r->st, r->now);
   int32_t want = r->m->victim(r->m, r->now);
@@ -98,6 +106,15 @@ static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
   mt->depth = depth;
   mt->priority = prio;
   mt->priority_until = until;
+  mt->parent_block = g_hint == HINT_ZERO ? 0 : -1;
+  if (g_hint == HINT_EXACT && r->parent)
+    for (uint32_t o = 0; o < r->n; o++)
+      if (r->state[o] != ABSENT && r->meta[o].key.lo == r->parent)
+        mt->parent_block = (int32_t)o;
+  if (g_hint == HINT_JUNK) {
+    g_hint_rng = g_hint_rng * 6364136223846793005ull + 1442695040888963407ull;
+    mt->parent_block = (int32_t)((g_hint_rng >> 33) % (r->n + 8)) - 4;
+  }
   r->ops->on_insert(r->st, b, mt);
   r->m->insert(r->m, b, mt);
   r->state[b] = IN_USE;
@@ -410,6 +427,16 @@ START_TEST(lfu_random) {
 }
 END_TEST
 
+/* A small ring sends blocks with more uses than it spans to the hot heap,
+ * so both halves of the structure and their tie-breaks are exercised. */
+START_TEST(lfu_random_small_ring) {
+  static const char *const args[] = {"ring=1", "ring=2", "ring=4",
+                                     "ring=8,max_uses=5"};
+  lfu_m.max_uses = _i == 3 ? 5 : 65536;
+  random_walk("lfu", args[_i], &lfu_m.base, 64, 20000, (uint64_t)_i + 71);
+}
+END_TEST
+
 /* ------------------------------------------------------------ priority */
 
 /* Victim = min (effective priority at now, release order); effective = own
@@ -581,6 +608,38 @@ END_TEST
 
 /* The key map against a plain array of (key, block) pairs, with a small
  * table so that probe runs wrap and deletions shift entries back. */
+/* The hierarchical bitset against a plain bool array: first / next after
+ * random sets and clears, for sizes of 1, 2 and 3 levels and ragged ends. */
+START_TEST(bset_vs_array) {
+  static const uint32_t sizes[] = {1, 64, 65, 4096, 4097, 70000};
+  uint32_t n = sizes[_i];
+  pkv__bset s;
+  ck_assert(pkv__bset_alloc(&s, n));
+  bool *ref = calloc(n, 1);
+  ck_assert_ptr_nonnull(ref);
+  uint64_t r = 0x9e3779b97f4a7c15ull + _i;
+  for (int step = 0; step < 20000; step++) {
+    uint32_t i = (uint32_t)(rng_next(&r) % n);
+    /* sparse phases and dense phases */
+    bool on = rng_next(&r) % 100 < (step / 2000 % 2 ? 70u : 30u);
+    if (on) pkv__bset_set(&s, i), ref[i] = true;
+    else pkv__bset_clear(&s, i), ref[i] = false;
+    ck_assert_int_eq(pkv__bset_test(&s, i), ref[i]);
+    int64_t want = -1;
+    for (uint32_t j = 0; j < n && want < 0; j++)
+      if (ref[j]) want = j;
+    ck_assert_int_eq(pkv__bset_first(&s), want);
+    uint32_t from = (uint32_t)(rng_next(&r) % (n + 2));
+    want = -1;
+    for (uint32_t j = from; j < n && want < 0; j++)
+      if (ref[j]) want = j;
+    ck_assert_int_eq(pkv__bset_next(&s, from), want);
+  }
+  free(ref);
+  pkv__bset_free(&s);
+}
+END_TEST
+
 START_TEST(kmap_vs_array) {
   enum { NB = 40 };
   pkv__kmap m;
@@ -983,6 +1042,103 @@ static void fw_chain_walk(const char *args, uint32_t n, int requests,
   rig_close(&r);
 }
 
+/* The parent hint in meta only saves fwlru a key-map lookup: exact, absent
+ * or wrong, the victims are the model's. */
+START_TEST(fwlru_parent_hints) {
+  static const int modes[] = {HINT_EXACT, HINT_NONE, HINT_JUNK};
+  g_hint = modes[_i % 3];
+  fwm_config(&fw_m, 24, 2, 0.1, 8);
+  fw_chain_walk(NULL, 24, 3000, (uint64_t)_i + 81);
+  fwm_config(&fw_m, 24, 3, 0.1, 1);
+  fw_chain_walk("p=3,hist=1", 24, 3000, (uint64_t)_i + 91);
+  g_hint = HINT_ZERO;
+}
+END_TEST
+
+/* The manager fills meta.parent_block: a probe policy checks, at every
+ * hook, that a named parent is the cached block holding meta.parent, and
+ * that chains inserted in one go name their parents. */
+#define PROBE_N 64
+static struct {
+  pkv_hash128 key[PROBE_N];
+  bool held[PROBE_N];
+  int named, wrong;
+} probe;
+static int probe_create(void **s, uint32_t n, const char *a) {
+  (void)a;
+  ck_assert_uint_le(n, PROBE_N);
+  memset(&probe, 0, sizeof probe);
+  *s = &probe;
+  return 0;
+}
+static void probe_destroy(void *s) { (void)s; }
+static void probe_check(const pkv_block_meta *m) {
+  if (m->parent_block < 0) return;
+  probe.named++;
+  int32_t p = m->parent_block;
+  if (m->depth == 0 || p >= PROBE_N || !probe.held[p] ||
+      probe.key[p].lo != m->parent.lo || probe.key[p].hi != m->parent.hi)
+    probe.wrong++;
+}
+static void probe_insert(void *s, int32_t b, const pkv_block_meta *m) {
+  (void)s;
+  probe_check(m);
+  probe.key[b] = m->key;
+  probe.held[b] = true;
+}
+static void probe_hook(void *s, int32_t b, const pkv_block_meta *m) {
+  (void)s, (void)b;
+  probe_check(m);
+}
+static int32_t probe_victim(void *s, uint64_t now) {
+  (void)s, (void)now;
+  return -1;
+}
+static void probe_remove(void *s, int32_t b) {
+  (void)s;
+  probe.held[b] = false;
+}
+static const pkv_policy_ops probe_ops = {
+    .version = PKV_POLICY_VERSION, .name = "test-parent-probe",
+    .create = probe_create, .destroy = probe_destroy,
+    .on_insert = probe_insert, .on_hit = probe_hook,
+    .on_evictable = probe_hook, .on_pinned = probe_hook,
+    .choose_victim = probe_victim, .on_remove = probe_remove};
+
+START_TEST(meta_parent_block_from_manager) {
+  if (!pkv_policy_find(probe_ops.name))
+    ck_assert_int_eq(pkv_policy_register(&probe_ops), 0);
+  pkv_config cfg;
+  pkv_config_init(&cfg);
+  cfg.n_layers = 1;
+  cfg.n_kv_heads = 1;
+  cfg.head_dim = 8;
+  cfg.block_size = 4;
+  cfg.num_blocks = 32;
+  cfg.storage = PKV_STORAGE_EXTERNAL;
+  cfg.policy = probe_ops.name;
+  pkv_cache *c;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  int32_t toks[24];
+  for (int i = 0; i < 24; i++) toks[i] = i * 3 + 1;
+  for (int round = 0; round < 3; round++) {
+    pkv_seq_id s;
+    uint32_t matched = 0;
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+    if (round) /* the chain is cached: matched, pinned, hit, released */
+      ck_assert_int_eq(pkv_seq_match_prefix(c, s, toks, 24, 23, &matched), 0);
+    ck_assert_int_eq(pkv_seq_append(c, s, toks + matched, 24 - matched,
+                                    NULL), 0);
+    ck_assert_int_eq(pkv_seq_commit(c, s, 24), 0);
+    ck_assert_int_eq(pkv_seq_free(c, s), 0);
+  }
+  pkv_cache_destroy(c);
+  ck_assert_int_eq(probe.wrong, 0);
+  /* 5 children inserted, then hooks on them in two more rounds */
+  ck_assert_int_ge(probe.named, 5);
+}
+END_TEST
+
 START_TEST(fwlru_scripted) {
   rig r;
   fwm_config(&fw_m, 16, 2, 0.1, 8);
@@ -1203,6 +1359,7 @@ Suite *policy_suite(void) {
   tc = tcase_create("lfu");
   tcase_add_test(tc, lfu_scripted);
   tcase_add_loop_test(tc, lfu_random, 0, 4);
+  tcase_add_loop_test(tc, lfu_random_small_ring, 0, 4);
   suite_add_tcase(s, tc);
   tc = tcase_create("priority");
   tcase_add_test(tc, priority_scripted);
@@ -1216,11 +1373,14 @@ Suite *policy_suite(void) {
   tc = tcase_create("fwlru");
   tcase_add_test(tc, fwlru_scripted);
   tcase_add_loop_test(tc, fwlru_random, 0, 8);
+  tcase_add_loop_test(tc, fwlru_parent_hints, 0, 6);
+  tcase_add_test(tc, meta_parent_block_from_manager);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   tc = tcase_create("ghost");
   tcase_add_loop_test(tc, ghost_vs_exact, 0, 4);
   tcase_add_loop_test(tc, kmap_vs_array, 0, 2);
+  tcase_add_loop_test(tc, bset_vs_array, 0, 6);
   suite_add_tcase(s, tc);
   tc = tcase_create("args");
   tcase_add_test(tc, bad_args);

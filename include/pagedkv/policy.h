@@ -37,6 +37,11 @@ typedef struct pkv_block_meta {
   uint8_t priority;      /* retention priority 0..100 (35 = default) */
   uint64_t priority_until; /* clock value when priority falls back to the
                               default; 0 = never */
+  /* Block id of the cached parent (the block whose key is `parent`), or -1
+   * if there is none, it is not cached, or the manager has not linked the
+   * two yet.  A hint: policies check it against their own record of that
+   * block's key before use, so callers that do not know it may pass -1. */
+  int32_t parent_block;
 } pkv_block_meta;
 
 typedef struct pkv_policy_ops {
