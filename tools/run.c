@@ -24,7 +24,7 @@
 
 #include "cli.h"
 #include "pagedkv/engine.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "sim.h"
 #include "trace.h"
 
