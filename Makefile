@@ -206,7 +206,7 @@ valgrind: lib $(TEST_BIN)
 	@scripts/deps.sh valgrind
 	@fail=0; for t in $(TEST_BIN); do \
 	  printf '%-32s ' $$(basename $$t); \
-	  if CK_FORK=no PKV_VALGRIND=1 valgrind -q --error-exitcode=1 --leak-check=full \
+	  if CK_FORK=no valgrind -q --error-exitcode=1 --leak-check=full \
 	       --errors-for-leak-kinds=definite,indirect,possible $$t > $(BUILD)/$$(basename $$t).vg 2>&1; \
 	  then echo ok; else echo "FAILED (see $(BUILD)/$$(basename $$t).vg)"; fail=1; fi; done; \
 	  exit $$fail

@@ -248,13 +248,21 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
       for (uint32_t threads = 1; threads <= 2; threads++) {
         pkv__attn a;
         if (pkv__attn_init(&a, k, threads, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
-        double vb[32], vp[32], vc[32], cb[32], cp[32];
+        double vb[32], vp[32], vc[32], cb[32], cp[32], vd[32], cd[32];
+        /* bf16 also runs the bf16-dot fast path, alternating with the exact
+         * one in the same repetitions */
+        const int fast = dts[di] == PKV_DTYPE_BF16 && k->decode_bf16dot != NULL;
         time_decode(&a, sp, batch, NULL); /* warm-up */
         time_decode(&a, sc, batch, NULL);
         for (int r = 0; r < reps; r++) {
           vb[r] = measure_bw_cpu(bwbuf, bwn, (int)threads, 1, &cb[r]);
           vp[r] = time_decode(&a, sp, batch, &cp[r]);
           vc[r] = time_decode(&a, sc, batch, NULL);
+          if (fast) {
+            a.bf16_dot = 1;
+            vd[r] = time_decode(&a, sp, batch, &cd[r]);
+            a.bf16_dot = 0;
+          }
         }
         double bw = best(vb, reps), tp = bu_median(vp, (size_t)reps),
                tc = bu_median(vc, (size_t)reps);
@@ -263,12 +271,25 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         bu_report_vs(name, bytes / tp * 1e-9, "GB/s", "read_bw", bw, "of bandwidth");
         snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t%u_paged_ms", dtn[di], ctx, batch, threads);
         bu_report_vs(name, tp * 1e3, "ms", "contiguous_ms", tc * 1e3, "paged/contiguous");
+        if (fast) {
+          snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t%u_gbps", ctx, batch, threads);
+          bu_report_vs(name, bytes / bu_median(vd, (size_t)reps) * 1e-9, "GB/s", "read_bw", bw,
+                       "of bandwidth");
+        }
         if (threads == 1) {
           /* the same ratio on on-CPU time, which a loaded machine's
            * descheduling does not inflate */
           snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t1_cpu_gbps", dtn[di], ctx, batch);
           bu_report_vs(name, bytes / bu_median(cp, (size_t)reps) * 1e-9, "GB/s", "read_bw_cpu",
                        best(cb, reps), "of bandwidth (cpu time)");
+          if (fast) {
+            snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t1_cpu_gbps", ctx, batch);
+            bu_report_vs(name, bytes / bu_median(cd, (size_t)reps) * 1e-9, "GB/s", "read_bw_cpu",
+                         best(cb, reps), "of bandwidth (cpu time)");
+            snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t1_cpu_ms", ctx, batch);
+            bu_report_vs(name, bu_median(cd, (size_t)reps) * 1e3, "ms", "exact_cpu_ms",
+                         bu_median(cp, (size_t)reps) * 1e3, "bf16dot/exact time");
+          }
         }
         pkv__attn_fini(&a);
       }

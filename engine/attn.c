@@ -115,6 +115,9 @@ static void decode_task(void *ctx, uint32_t thread) {
   float *acc = qs + rows;                               /* [HQ][D] */
   float *M = acc + rows, *S = M + HQ;
   const float qscale = a->scale * PKV__LOG2E;
+  void (*decode)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t, const float *,
+                 uint32_t, float *, float *, float *, float *) =
+      a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= job->n_items) return;
@@ -126,7 +129,7 @@ static void decode_task(void *ctx, uint32_t thread) {
       S[r] = 0.0f;
     }
     memset(acc, 0, rows * sizeof *acc);
-    a->kern->decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, G, M, S, acc, kscratch);
+    decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, G, M, S, acc, kscratch);
     if (it->part < 0) {
       for (uint32_t r = 0; r < HQ; r++) {
         float inv = 1.0f / S[r];

@@ -69,6 +69,8 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
   if (!(cfg->scale >= 0.0f) || isinf(cfg->scale))
     return pkv__err(PKV_EINVAL, "engine_create: scale %g is not a finite value >= 0 "
                                 "(0 = 1/sqrt(head_dim))", (double)cfg->scale);
+  if (cfg->bf16_dot > 1)
+    return pkv__err(PKV_EINVAL, "engine_create: bf16_dot %u is not 0 or 1", cfg->bf16_dot);
   const pkv__kernels *kern = pkv__kernels_select(cfg->backend);
   if (!kern) {
     const char *name = cfg->backend && cfg->backend[0] ? cfg->backend : getenv("PKV_BACKEND");
@@ -93,6 +95,9 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
     pkv__free(e);
     return rc;
   }
+  const char *env = getenv("PKV_BF16_DOT");
+  int want = cfg->bf16_dot || (env && strcmp(env, "1") == 0);
+  e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
   *out = e;
   return 0;
 }
@@ -103,6 +108,10 @@ void pkv_engine_destroy(pkv_engine *engine) {
   pkv__free(engine->batch);
   pkv__free(engine->sorted);
   pkv__free(engine);
+}
+
+int pkv_engine_uses_bf16_dot(const pkv_engine *engine) {
+  return engine ? engine->attn.bf16_dot : 0;
 }
 
 const char *pkv_engine_backend(const pkv_engine *engine) {

@@ -78,6 +78,11 @@ typedef struct pkv__kernels {
   void (*decode)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                  uint32_t t1, const float *q, uint32_t G, float *M, float *S,
                  float *acc, float *scratch);
+  /* decode with bf16 dot products (q rounded to bf16) for bf16 K/V, other
+   * types as decode; NULL when the back end has no bf16 dot product. */
+  void (*decode_bf16dot)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
+                         uint32_t t1, const float *q, uint32_t G, float *M, float *S,
+                         float *acc, float *scratch);
   /* Causal attention of one query tile (see pkv__prefill_tile); writes the
    * normalised output.  tile->n_tok * tile->G <= rows_max; scratch: at least
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
@@ -152,6 +157,9 @@ typedef struct pkv__attn {
   uint32_t n_q_heads, n_kv_heads, head_dim, G;
   float scale;
   uint32_t rows_max;      /* query rows of one prefill tile */
+  /* decode bf16 K/V with kern->decode_bf16dot when it exists (the
+   * engine's bf16_dot option); 0: the f32-compute kern->decode */
+  int bf16_dot;
   size_t thread_floats;   /* per-thread scratch, cache-line multiple */
   float *scratch;         /* n_threads * thread_floats */
   size_t scratch_bytes;

@@ -100,15 +100,57 @@ AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
   }
 }
 
-/* sc[g][j] = q_g . k_j for j < n, HG heads.  While K row j is consumed,
- * V row j of this tile and K row j of the next tile (pre_k, n_pre rows)
- * are prefetched: a tile's K/V is requested about one tile ahead, which is
- * what keeps enough misses in flight to reach DRAM bandwidth from one
- * core. */
+/* Prefetch schedule (into L2; the hardware prefetcher cannot follow a jump
+ * to another block, and with eight heads' K and V streams interleaved it
+ * barely helps even within one).  Tiles are walked head by head; while
+ * head h of a tile is consumed, the kernel requests
+ *   f32 (HEAD_AHEAD): head h+1 of the same tile (after the last head, head
+ *       0 of the next tile) — K row j from the QK loop as K row j is
+ *       consumed, V row j from the PV loop likewise;
+ *   2-byte types: head h of the next tile's K from the QK loop, and the
+ *       current tile's V row j from the QK loop (the bf16-dot path, whose
+ *       QK loop is shorter, takes V a tile ahead from the PV loop instead).
+ * One tile ahead is 512 KiB of f32 K/V in flight beside the 512 KiB being
+ * read — all of a 1 MiB L2 — so f32 goes one head (64 KiB) ahead; 2-byte
+ * rows fit a tile ahead.  Measured in one process on on-CPU time (4k x 8
+ * and 32k x 1, one thread, medians of 7): f32 head-ahead 9-14 % faster than
+ * tile-ahead; bf16 head-ahead 5-9 % slower (bf16-dot 2-5 % slower).
+ * Without software prefetch decode runs at about half the speed. */
+#define HEAD_AHEAD(dt) ((dt) == PKV_DTYPE_F32)
+
+/* The prefetches that go with consuming K rows [j, j+T) (see HEAD_AHEAD):
+ * V rows [j, j+T) of this tile when vcur, and rows [j, j+T) of the
+ * prefetch target (pkbase + pre[], the first n_pre rows). */
+AI void dec_prefetch(const uint8_t *vbase, const size_t *off, const uint8_t *pkbase,
+                     const size_t *pre, uint32_t n_pre, uint32_t j, const uint32_t T,
+                     size_t row_bytes, const int vcur) {
+  for (uint32_t t = 0; t < T; t++) {
+    if (vcur) for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j + t] + o);
+    if (j + t < n_pre)
+      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(pkbase + pre[j + t] + o);
+  }
+}
+
+#if PKV_VL > 1
+/* Scores of PKV_VL / HG tokens from j: a[t*HG + g] holds the partial sums of
+ * token j+t, head g; sc[g][j+t] = the sum of its lanes. */
+AI void dec_put_scores(const pkv_vf *a, float *sc, uint32_t j, const uint32_t HG) {
+  const size_t ld = PKV__DECODE_CH + PKV_VL;
+  const uint32_t T = PKV_VL / HG;
+  float r[PKV_VL];
+  PKV_F32_STORE(r, PKV_F32_SUM_LANES(a));
+#pragma GCC unroll 16
+  for (uint32_t t = 0; t < T; t++)
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j + t] = r[t * HG + g];
+}
+#endif
+
+/* sc[g][j] = q_g . k_j for j < n, HG heads; prefetches as above. */
 AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
-               uint32_t n, const size_t *pre, uint32_t n_pre, uint32_t D,
-               const float *q, float *sc, const int prefetch, const uint32_t HG,
-               const int dt) {
+               uint32_t n, const uint8_t *pkbase, const size_t *pre, uint32_t n_pre, uint32_t D,
+               const float *q, float *sc, const int prefetch, const int vcur,
+               const uint32_t HG, const int dt) {
   const size_t row_bytes = (size_t)D * dt_size(dt);
   const size_t ld = PKV__DECODE_CH + PKV_VL;
   uint32_t j = 0;
@@ -117,13 +159,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
    * vectors summed together by one transpose-and-add tree */
   const uint32_t T = PKV_VL / HG;
   for (; j + T <= n; j += T) {
-    if (prefetch) {
-      for (uint32_t t = 0; t < T; t++) {
-        for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j + t] + o);
-        if (j + t < n_pre)
-          for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(kbase + pre[j + t] + o);
-      }
-    }
+    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, T, row_bytes, vcur);
     pkv_vf a[PKV_VL];
 #pragma GCC unroll 16
     for (uint32_t i = 0; i < PKV_VL; i++) a[i] = PKV_F32_ZERO();
@@ -138,21 +174,12 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
         for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_F32_FMA(kv, qv[g], a[t * HG + g]);
       }
     }
-    float r[PKV_VL];
-    PKV_F32_STORE(r, PKV_F32_SUM_LANES(a));
-#pragma GCC unroll 16
-    for (uint32_t t = 0; t < T; t++)
-#pragma GCC unroll 8
-      for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j + t] = r[t * HG + g];
+    dec_put_scores(a, sc, j, HG);
   }
 #endif
   for (; j < n; j++) {
     const void *row = kbase + off[j];
-    if (prefetch) {
-      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j] + o);
-      if (j < n_pre)
-        for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(kbase + pre[j] + o);
-    }
+    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, 1, row_bytes, vcur);
     pkv_vf a[DEC_HG];
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < HG; g++) a[g] = PKV_F32_ZERO();
@@ -168,9 +195,91 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
   }
 }
 
+#if defined(PKV_SIMD_AVX512)
+/* The bf16 fast path (AVX512_BF16, selected by the engine's bf16_dot
+ * option): the same scores as dec_qk for bf16 K, but with q rounded to bf16
+ * (nearest even, once per tile) and vdpbf16ps, which multiplies 32 bf16
+ * pairs exactly and accumulates them in f32 — 16 instructions per token for
+ * 4 heads x 128 dims instead of 32 FMAs, and no widening of K.  Not exact
+ * against f32 q: see docs/ENGINE.md, "bf16 dot products". */
+#define BF_DMAX 512 /* the engine's largest head_dim */
+
+/* Lanes d .. d+31 of a bf16 row as one vector; the last 16 lanes zero when
+ * only 16 remain (head_dim is a multiple of 16). */
+AI __m512bh bf_row32(const uint16_t *r, uint32_t d, uint32_t D) {
+  if (d + 32 <= D) return (__m512bh)_mm512_loadu_si512(r + d);
+  return (__m512bh)_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(r + d)));
+}
+
+/* qb[g][0 .. Dp) = bf16(q[g][0 .. D)), zero padded to Dp = D rounded up to 32. */
+AI void bf_pack_q(const float *q, uint32_t D, uint32_t HG, uint16_t *qb) {
+  const uint32_t Dp = (D + 31u) & ~31u;
+  for (uint32_t g = 0; g < HG; g++) {
+    const float *qg = q + (size_t)g * D;
+    uint16_t *o = qb + (size_t)g * Dp;
+    uint32_t d = 0;
+    for (; d + 32 <= D; d += 32)
+      _mm512_storeu_si512(o + d, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(qg + d + 16),
+                                                              _mm512_loadu_ps(qg + d)));
+    if (d < D) {
+      _mm256_storeu_si256((__m256i *)(o + d), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(qg + d)));
+      _mm256_storeu_si256((__m256i *)(o + d + 16), _mm256_setzero_si256());
+    }
+  }
+}
+
+AI void dec_qk_bf16dot(const uint8_t *kbase, const uint8_t *vbase, const size_t *off, uint32_t n,
+                       const uint8_t *pkbase, const size_t *pre, uint32_t n_pre, uint32_t D, const float *q,
+                       float *sc, const int prefetch, const int vcur, const uint32_t HG) {
+  const size_t row_bytes = (size_t)D * 2, ld = PKV__DECODE_CH + PKV_VL;
+  const uint32_t Dp = (D + 31u) & ~31u, T = PKV_VL / HG;
+  uint16_t qb[DEC_HG * BF_DMAX] __attribute__((aligned(64)));
+  PKV_ENGINE_ASSERT(D <= BF_DMAX);
+  bf_pack_q(q, D, HG, qb);
+  uint32_t j = 0;
+  for (; j + T <= n; j += T) {
+    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, T, row_bytes, vcur);
+    __m512 a[PKV_VL];
+#pragma GCC unroll 16
+    for (uint32_t i = 0; i < PKV_VL; i++) a[i] = _mm512_setzero_ps();
+    for (uint32_t d = 0; d < Dp; d += 32) {
+      __m512bh qv[DEC_HG];
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < HG; g++) qv[g] = (__m512bh)_mm512_load_si512(qb + (size_t)g * Dp + d);
+#pragma GCC unroll 16
+      for (uint32_t t = 0; t < T; t++) {
+        __m512bh kv = bf_row32((const uint16_t *)(kbase + off[j + t]), d, D);
+#pragma GCC unroll 8
+        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = _mm512_dpbf16_ps(a[t * HG + g], kv, qv[g]);
+      }
+    }
+    dec_put_scores(a, sc, j, HG);
+  }
+  for (; j < n; j++) {
+    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, 1, row_bytes, vcur);
+    __m512 a[DEC_HG];
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++) a[g] = _mm512_setzero_ps();
+    for (uint32_t d = 0; d < Dp; d += 32) {
+      __m512bh kv = bf_row32((const uint16_t *)(kbase + off[j]), d, D);
+#pragma GCC unroll 8
+      for (uint32_t g = 0; g < HG; g++)
+        a[g] = _mm512_dpbf16_ps(a[g], kv, (__m512bh)_mm512_load_si512(qb + (size_t)g * Dp + d));
+    }
+#pragma GCC unroll 8
+    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j] = PKV_F32_REDUCE(a[g]);
+  }
+}
+#define DEC_QK_BF16DOT(kb, vb, cur, n, pkb, nxt, nn, D, q, sc, pf, vc, HG)    \
+  dec_qk_bf16dot((kb), (vb), (cur), (n), (pkb), (nxt), (nn), (D), (q), (sc), (pf), (vc), (HG))
+#else
+#define DEC_QK_BF16DOT(kb, vb, cur, n, pkb, nxt, nn, D, q, sc, pf, vc, HG) ((void)0)
+#endif
+
 /* acc[g][d0 .. d0+NV*VL) = alpha[g]*acc + sum_j p[g][j] * v_j, HG heads. */
 AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
                uint32_t d0, const float *p, const float *alpha, float *acc,
+               const uint8_t *pvbase, const size_t *pre, uint32_t n_pre,
                const uint32_t HG, const uint32_t NV, const int dt) {
   pkv_vf o[DEC_HG][DEC_NV];
 #pragma GCC unroll 8
@@ -180,8 +289,11 @@ AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
     for (uint32_t v = 0; v < NV; v++)
       o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * D + d0 + v * PKV_VL));
   }
+  const size_t row_bytes = (size_t)D * dt_size(dt);
   for (uint32_t j = 0; j < n; j++) {
     const void *row = vbase + off[j];
+    if (j < n_pre)
+      for (size_t b = 0; b < row_bytes; b += 64) PKV_PREFETCH(pvbase + pre[j] + b);
     pkv_vf vv[DEC_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) vv[v] = kv_load(row, d0 + v * PKV_VL, dt);
@@ -200,17 +312,19 @@ AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
 }
 
 AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
-                     const float *p, const float *alpha, float *acc, const uint32_t HG,
-                     const int dt) {
+                     const float *p, const float *alpha, float *acc, const uint8_t *pvbase,
+                     const size_t *pre,
+                     uint32_t n_pre, const uint32_t HG, const int dt) {
   uint32_t d0 = 0;
-  for (; d0 + DEC_NV * PKV_VL <= D; d0 += DEC_NV * PKV_VL)
-    dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, DEC_NV, dt);
-  for (; d0 < D; d0 += PKV_VL) dec_pv(vbase, off, n, D, d0, p, alpha, acc, HG, 1, dt);
+  for (; d0 + DEC_NV * PKV_VL <= D; d0 += DEC_NV * PKV_VL, n_pre = 0)
+    dec_pv(vbase, off, n, D, d0, p, alpha, acc, pvbase, pre, n_pre, HG, DEC_NV, dt);
+  for (; d0 < D; d0 += PKV_VL, n_pre = 0)
+    dec_pv(vbase, off, n, D, d0, p, alpha, acc, pvbase, pre, n_pre, HG, 1, dt);
 }
 
 AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                     uint32_t t1, const float *q, uint32_t G, float *M,
-                    float *S, float *acc, float *scratch, const int dt) {
+                    float *S, float *acc, float *scratch, const int dt, const int bfdot) {
   const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
   PKV_ENGINE_ASSERT(D % PKV_VL == 0); /* whole vectors per row */
@@ -233,15 +347,38 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       const uint8_t *vb = kv->v + (size_t)hh * kv->head_stride;
       const float *qh = q + (size_t)hh * G * D;
       float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * D;
+      /* what to prefetch while this head is processed (see HEAD_AHEAD) */
+      const int ahead = HEAD_AHEAD(dt);
+      const uint8_t *pkb = kb, *pvb = vb;
+      const size_t *pre = nxt;
+      uint32_t npre = nn;
+      if (ahead && hh + 1 < nh) {
+        pkb = kb + kv->head_stride;
+        pvb = vb + kv->head_stride;
+        pre = cur;
+        npre = n;
+      } else if (ahead) {
+        pkb = kv->k;
+        pvb = kv->v;
+      }
+      const int vcur = !ahead && !bfdot;
       /* scores of the head's G queries; K read once per DEC_HG heads
        * (prefetching in the first group only) */
       uint32_t g = 0;
+      if (bfdot) {
+        for (; g + DEC_HG <= G; g += DEC_HG)
+          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, DEC_HG);
+        for (; g + 2 <= G; g += 2)
+          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 2);
+        for (; g < G; g++)
+          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1);
+      }
       for (; g + DEC_HG <= G; g += DEC_HG)
-        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, DEC_HG, dt);
+        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, DEC_HG, dt);
       for (; g + 2 <= G; g += 2)
-        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, 2, dt);
+        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 2, dt);
       for (; g < G; g++)
-        dec_qk(kb, vb, cur, n, nxt, nn, D, qh + (size_t)g * D, sc + g * ld, g == 0, 1, dt);
+        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1, dt);
       /* online softmax update per query head */
       for (g = 0; g < G; g++) {
         float *s = sc + g * ld;
@@ -267,12 +404,13 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
         Mh[g] = m_new;
       }
       /* V read once per DEC_HG heads */
-      for (g = 0; g + DEC_HG <= G; g += DEC_HG)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, DEC_HG, dt);
-      for (; g + 2 <= G; g += 2)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, 2, dt);
-      for (; g < G; g++)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, 1, dt);
+      uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
+      for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, DEC_HG, dt);
+      for (; g + 2 <= G; g += 2, vpre = 0)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 2, dt);
+      for (; g < G; g++, vpre = 0)
+        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 1, dt);
     }
     size_t *sw = cur;
     cur = nxt;
@@ -284,11 +422,27 @@ static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32
                         uint32_t t1, const float *q, uint32_t G, float *M,
                         float *S, float *acc, float *scratch) {
   switch (kv->dtype) {
-  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32); break;
-  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16); break;
-  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16); break;
+  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
+  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
+  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
   }
 }
+
+#if defined(PKV_SIMD_AVX512)
+/* The bf16-dot decode: bf16 K/V through dec_qk_bf16dot, other types as
+ * kern_decode. */
+static void kern_decode_bf16dot(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
+                                uint32_t t1, const float *q, uint32_t G, float *M,
+                                float *S, float *acc, float *scratch) {
+  if (kv->dtype == PKV_DTYPE_BF16)
+    decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
+  else
+    kern_decode(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch);
+}
+#define KERN_DECODE_BF16DOT kern_decode_bf16dot
+#else
+#define KERN_DECODE_BF16DOT NULL
+#endif
 
 /* =============================================================== prefill */
 
@@ -522,6 +676,7 @@ static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
 const pkv__kernels KERN_TABLE_NAME = {
     .name = PKV_BACKEND_NAME,
     .decode = kern_decode,
+    .decode_bf16dot = KERN_DECODE_BF16DOT,
     .prefill = kern_prefill,
     .store = kern_store,
 };

@@ -224,7 +224,13 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
   return true;
 }
 
+/* PKV_DEBUG=2 validates after every mutation of caches up to 2^16 slots;
+ * a larger cache is validated after every k-th mutation, k = slots / 2^16,
+ * so the validator's O(slots) cost stays a bounded factor of the work (a
+ * 130k-block, 512-token-block simulation would otherwise take hours). */
 void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
+  uint64_t every = ((uint64_t)c->num_blocks * c->block_size) >> 16;
+  if (every > 1 && ++c->debug_mutations % every != 0) return;
   char msg[256];
   if (!pkv__cache_is_valid(c, msg, sizeof msg))
     pkv__assert_fail("pkv__cache_is_valid(cache)", file, line, msg);

@@ -200,6 +200,7 @@ struct pkv_cache {
   uint32_t n_orphans;
 
   uint32_t *scratch;           /* num_blocks counters for pkv_check */
+  uint64_t debug_mutations;    /* PKV_DEBUG=2: mutations since create */
   uint64_t now;                /* clock of the current call, if now_valid */
   bool now_valid;
   uint64_t event_seqno;
@@ -227,7 +228,18 @@ static inline void pkv__lock(pkv_cache *c) {
 static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
 /* seq.c */
-pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id); /* NULL + err set */
+/* The refusal path of pkv__seq_lookup: sets the error, returns NULL. */
+pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id);
+/* The live sequence a handle names, or NULL with PKV_ENOSEQ's detail set.
+ * Inline: it is on every call's path (idx1 - 1 wraps for handle 0). */
+static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
+  uint32_t idx = (uint32_t)(id & 0xffffffffu) - 1u;
+  pkv__seq *s;
+  if (__builtin_expect(idx < c->seq_cap, 1) && (s = c->seqs[idx]) != NULL &&
+      s->gen == (uint32_t)(id >> 32))
+    return s;
+  return pkv__seq_lookup_fail(c, id);
+}
 
 /* pool.c */
 /* Blocks a caller may obtain right now (free + evictable). */

@@ -48,7 +48,7 @@
 #define CC_PROMPT_LEN 40
 
 #ifdef PKV_SANITIZE
-#define CC_OPS 500
+#define CC_OPS 1500
 #else
 #define CC_OPS 6000
 #endif

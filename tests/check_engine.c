@@ -13,6 +13,17 @@
  *   TOL_OUT    f32 kernels vs the double reference, any storage type (the
  *              reference reads the same rounded K/V, so dtype adds nothing)
  *   TOL_SPLIT  split-K merge vs one pass, same back end
+ *   TOL_BF16DOT  the bf16-dot decode (bf16 K/V, q rounded to bf16) vs the
+ *              double reference on the unrounded q.  Rounding q to bf16
+ *              changes each q_d by at most 2^-9 relatively, so a score
+ *              moves by at most 2^-9 * sum_d |q_d k_d| * scale (~0.01-0.03
+ *              at worst on these inputs: |q| <= 2, |k| <= 1, head_dim <=
+ *              256); the per-element rounding errors are independent and
+ *              cancel like a random walk, ~sqrt(head_dim) times smaller
+ *              (~1e-3), and the outputs (|v| <= 1, convex combinations)
+ *              move by no more than the weights: 2e-3 (5.4e-4 measured).
+ *              Against the reference on the bf16-rounded q the path is held
+ *              to TOL_OUT like every other kernel.
  */
 #include <check.h>
 #include <math.h>
@@ -25,6 +36,9 @@
 
 #ifndef TOL_OUT
 #define TOL_OUT 2e-6
+#endif
+#ifndef TOL_BF16DOT
+#define TOL_BF16DOT 2e-3
 #endif
 #ifndef TOL_SPLIT
 #define TOL_SPLIT 5e-7
@@ -154,6 +168,76 @@ START_TEST(decode_matrix) {
                         dtype_names[t], gs[gi], ds[di], n, d, TOL_OUT);
         }
   }
+}
+END_TEST
+
+/* The bf16-dot decode (kern->decode_bf16dot) on bf16 K/V: *exact_diff is
+ * the max difference to the reference on q rounded to bf16 as the kernel
+ * does it (bf16(q * scale * log2e)), *loose_diff to the reference on q. */
+static void bf16dot_case(const pkv__kernels *k, uint32_t Hkv, uint32_t G, uint32_t D,
+                         uint32_t bs, uint32_t n, uint32_t threads, double *exact_diff,
+                         double *loose_diff) {
+  tu_paged p;
+  tu_paged_init(&p, PKV_DTYPE_BF16, Hkv, D, bs, n, n * 13u + D + G);
+  uint32_t Hq = Hkv * G;
+  size_t rows = (size_t)Hq * D;
+  float *q = malloc(sizeof(float) * rows), *qr = malloc(sizeof(float) * rows),
+        *out = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
+  uint64_t rs = 5 + n + D;
+  tu_fill(q, rows, 2.0f, &rs);
+  float scale = 1.0f / sqrtf((float)D), qs = scale * PKV__LOG2E;
+  for (size_t i = 0; i < rows; i++) {
+    uint16_t h = pkv__f32_to_bf16(q[i] * qs);
+    qr[i] = pkv__bf16_to_f32_scalar(h) / qs;
+  }
+  pkv__attn a;
+  ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, scale), 0);
+  a.bf16_dot = 1;
+  pkv__decode_seq s = {.kv = p.view, .n_tokens = n, .q = q, .out = out};
+  ck_assert_int_eq(pkv__attn_decode(&a, &s, 1), 0);
+  ref_decode(&p, Hq, n, qr, scale, ref);
+  *exact_diff = max_diff(out, ref, rows);
+  ref_decode(&p, Hq, n, q, scale, ref);
+  *loose_diff = max_diff(out, ref, rows);
+  pkv__attn_fini(&a);
+  free(q);
+  free(qr);
+  free(out);
+  free(ref);
+  tu_paged_free(&p);
+}
+
+START_TEST(decode_bf16_dot) {
+  /* every back end that has it; GQA ratios that exercise the 4-, 2- and
+   * 1-head groups; head_dims with and without a 16-lane tail; lengths
+   * with token tails; split-K with 2 threads */
+  static const uint32_t gs[] = {1, 3, 4, 8}, ds[] = {64, 80, 96, 128, 256};
+  int ran = 0;
+  double worst = 0;
+  for (int b = 0; b < 3; b++) {
+    const pkv__kernels *k = backend(b);
+    if (!k || !k->decode_bf16dot) continue;
+    ran++;
+    for (int gi = 0; gi < 4; gi++)
+      for (int di = 0; di < 5; di++) {
+        uint32_t n = 29 + 67 * (uint32_t)di + (uint32_t)gi;
+        double ex, lo;
+        bf16dot_case(k, 2, gs[gi], ds[di], 16, n, 1, &ex, &lo);
+        ck_assert_msg(ex < TOL_OUT, "%s G=%u D=%u n=%u: diff %g to the bf16-q reference",
+                      backend_names[b], gs[gi], ds[di], n, ex);
+        ck_assert_msg(lo < TOL_BF16DOT, "%s G=%u D=%u n=%u: diff %g > %g", backend_names[b],
+                      gs[gi], ds[di], n, lo, TOL_BF16DOT);
+        worst = lo > worst ? lo : worst;
+      }
+    double ex, lo;
+    bf16dot_case(k, 2, 4, 128, 16, LONG_CTX, 2, &ex, &lo);
+    ck_assert_msg(ex < TOL_OUT && lo < TOL_BF16DOT, "split-K: diffs %g, %g", ex, lo);
+    /* a back end without bf16 dot products falls back to the exact path */
+  }
+  const pkv__kernels *sc = pkv__kernels_select("scalar");
+  ck_assert_ptr_null(sc->decode_bf16dot);
+  if (!ran) fprintf(stderr, "check_engine: no back end with bf16 dot products here\n");
+  else fprintf(stderr, "check_engine: bf16-dot decode, worst diff to the unrounded-q reference %g\n", worst);
 }
 END_TEST
 
@@ -408,6 +492,7 @@ static Suite *engine_suite(void) {
   tcase_add_test(tc, decode_block_sizes_and_lengths);
   tcase_add_test(tc, decode_split_k_threads);
   tcase_add_test(tc, decode_mixed_batch);
+  tcase_add_test(tc, decode_bf16_dot);
   tcase_add_test(tc, paged_equals_contiguous);
   suite_add_tcase(s, tc);
   tc = tcase_create("prefill");

@@ -7,7 +7,8 @@
  * batches, and every validation error (with nothing written on error).
  *
  * Tolerance TOL_OUT: as in check_engine.c (f32 compute vs double reference
- * over the same stored values).
+ * over the same stored values); TOL_BF16DOT likewise (the bf16-dot decode
+ * option, q rounded to bf16, vs the reference on the unrounded q).
  */
 #include <check.h>
 #include <math.h>
@@ -21,6 +22,7 @@
 #include "tu_paged.h"
 
 #define TOL_OUT 2e-6
+#define TOL_BF16DOT 2e-3
 #define MAXTOK 1024
 
 enum { HKV = 2, G = 4, HQ = HKV * G, D = 64 };
@@ -37,6 +39,8 @@ static pkv_cache *cache;
 static pkv_engine *engine;
 static pkv_dtype cur_dtype;
 static uint64_t rng = 1;
+static double decode_tol = TOL_OUT; /* of decode_checked */
+static uint32_t engine_bf16_dot;    /* of setup_with */
 
 /* The core resolves policy names through a weak reference to the registry;
  * naming the function here makes sure a static link pulls the registry in. */
@@ -59,6 +63,7 @@ static void setup_with(pkv_dtype dt, uint32_t block_size, uint32_t threads) {
   pkv_engine_config_init(&ec);
   ec.n_q_heads = HQ;
   ec.n_threads = threads;
+  ec.bf16_dot = engine_bf16_dot;
   ck_assert_int_eq(pkv_engine_create(cache, &ec, &engine), 0);
   cur_dtype = dt;
 }
@@ -149,7 +154,7 @@ static void decode_checked(const pkv_seq_id *seqs, model **ms, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) {
     model_add(ms[i], k + i * KVROW, v + i * KVROW, 1);
     double d = model_check(ms[i], ms[i]->n - 1, q + i * QROW, out + i * QROW);
-    ck_assert_msg(d < TOL_OUT, "decode batch entry %u (len %u): diff %g", i, ms[i]->n, d);
+    ck_assert_msg(d < decode_tol, "decode batch entry %u (len %u): diff %g", i, ms[i]->n, d);
     ck_assert_int_eq(pkv_seq_commit(cache, seqs[i], ms[i]->n), 0);
   }
 }
@@ -276,6 +281,43 @@ static void assert_unchanged(const uint8_t *snap, size_t bytes) {
                 "K/V written by a failed call");
 }
 
+START_TEST(decode_bf16_dot_option) {
+  /* by the config field and by the environment variable; prefill stays
+   * exact (TOL_OUT), decode is held to TOL_BF16DOT */
+  const int avail = pkv__kernels_select(NULL)->decode_bf16dot != NULL;
+  for (int how = 0; how < 2; how++) {
+    if (how == 0) engine_bf16_dot = 1;
+    else setenv("PKV_BF16_DOT", "1", 1);
+    setup_with(PKV_DTYPE_BF16, 16, 2);
+    ck_assert_int_eq(pkv_engine_uses_bf16_dot(engine), avail);
+    decode_tol = TOL_BF16DOT;
+    static model m;
+    m.n = 0;
+    pkv_seq_id s;
+    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
+    ck_assert_int_eq(pkv_seq_append(cache, s, tokens_of(7000, 700), 700, NULL), 0);
+    prefill_checked(s, &m, 0, 700);
+    ck_assert_int_eq(pkv_seq_commit(cache, s, 700), 0);
+    model *ms[1] = {&m};
+    for (int step = 0; step < 3; step++) decode_checked(&s, ms, 1);
+    decode_tol = TOL_OUT;
+    engine_bf16_dot = 0;
+    unsetenv("PKV_BF16_DOT");
+    teardown();
+  }
+  /* other storage types keep the exact path */
+  engine_bf16_dot = 1;
+  setup_with(PKV_DTYPE_F32, 16, 1);
+  ck_assert_int_eq(pkv_engine_uses_bf16_dot(engine), 0);
+  teardown();
+  engine_bf16_dot = 0;
+  setup_with(PKV_DTYPE_BF16, 16, 1);
+  ck_assert_int_eq(pkv_engine_uses_bf16_dot(engine), 0);
+  teardown();
+  ck_assert_int_eq(pkv_engine_uses_bf16_dot(NULL), 0);
+}
+END_TEST
+
 START_TEST(create_validation) {
   pkv_config cfg;
   config_init(&cfg);
@@ -305,6 +347,11 @@ START_TEST(create_validation) {
   ec.scale = NAN;
   ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
   ec.scale = 0;
+  ec.bf16_dot = 2;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "bf16_dot"));
+  ck_assert_ptr_null(e);
+  ec.bf16_dot = 0;
   ec.backend = "neon";
   ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
   ck_assert_ptr_nonnull(strstr(pkv_last_error(), "neon"));
@@ -475,6 +522,7 @@ static Suite *api_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("validation");
   tcase_add_test(tc, create_validation);
+  tcase_add_test(tc, decode_bf16_dot_option);
   tcase_add_test(tc, call_validation_writes_nothing);
   tcase_add_test(tc, out_of_memory_loop);
   suite_add_tcase(s, tc);

@@ -13,7 +13,7 @@
 #include "pagedkv/policy.h"
 
 #include "../tools/cli.c"
-#include "../tools/sched.c"
+#include "../tools/scheduler.c"
 
 enum { MAX_SEQ_LOG = 4096 };
 

@@ -5,7 +5,7 @@
  *   workload (synthetic | Azure CSV | Mooncake JSONL)
  *       │ prompt lengths, output lengths, prompt tokens, samples
  *       ▼
- *   sched_run (sched.c) ── append / match / fork / commit ──► pkv_cache
+ *   sched_run (scheduler.c) ── append / match / fork / commit ──► pkv_cache
  *       │ prefill(seq, pos0, n) / decode(seqs)
  *       ▼
  *   engine back end (below): every layer, deterministic synthetic Q/K/V
@@ -24,7 +24,7 @@
 
 #include "cli.h"
 #include "pagedkv/engine.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "sim.h"
 #include "trace.h"
 

@@ -36,6 +36,13 @@ typedef struct pkv_engine_config {
   /* "avx512", "avx2", "scalar" or NULL for the best the CPU has.  The
    * environment variable PKV_BACKEND overrides NULL. */
   const char *backend;
+  /* bf16 K/V only: 1 = decode takes Q.K with bf16 dot products (AVX512_BF16
+   * vdpbf16ps), q rounded to bf16 once per step — faster compute, scores no
+   * longer exact in f32 (docs/ENGINE.md, "bf16 dot products"); 0 = f32
+   * compute, the exact path (default).  The environment variable
+   * PKV_BF16_DOT=1 turns it on when this is 0.  Ignored (exact path) on back
+   * ends without bf16 dot products and for other storage types. */
+  uint32_t bf16_dot;
 } pkv_engine_config;
 
 PKV_API void pkv_engine_config_init(pkv_engine_config *cfg);
@@ -46,6 +53,9 @@ PKV_API int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg,
 PKV_API void pkv_engine_destroy(pkv_engine *engine);
 /* Name of the back end in use ("avx512", "avx2", "scalar"). */
 PKV_API const char *pkv_engine_backend(const pkv_engine *engine);
+/* 1 if this engine's decode uses bf16 dot products (bf16_dot asked for, the
+ * cache stores bf16 and the back end has them), else 0 (also for NULL). */
+PKV_API int pkv_engine_uses_bf16_dot(const pkv_engine *engine);
 
 /* Writes the K/V rows of positions [pos0, pos0+n) (which must be reserved)
  * into their slots, then computes causal attention of the n queries over

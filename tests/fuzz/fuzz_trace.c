@@ -12,7 +12,7 @@
  * with one another; never crash, read out of bounds, or leak (ASan/UBSan,
  * libFuzzer's leak check).
  */
-#include "../../tools/trace.h" /* not -Itools: tools/sched.h would shadow <sched.h> */
+#include "../../tools/trace.h" 
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /*
- * sched.c — continuous batching over a paged KV cache (see sched.h).
+ * scheduler.c — continuous batching over a paged KV cache (see scheduler.h).
  *
  * One step:
  *
@@ -20,7 +20,7 @@
  * sequence that runs out of memory while it is the only one running can
  * never finish, so its request is rejected instead of looping.
  */
-#include "sched.h"
+#include "scheduler.h"
 
 #include <stdio.h>
 #include <stdlib.h>

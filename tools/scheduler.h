@@ -1,5 +1,5 @@
 /*
- * sched.h — the continuous-batching scheduler of `pagedkv run`.
+ * scheduler.h — the continuous-batching scheduler of `pagedkv run`.
  *
  * The scheduler drives a pkv_cache through a workload: it admits requests
  * while memory and the token budget allow, prefix-matches each prompt,
