@@ -113,7 +113,7 @@ const char *const *pkv_policy_names(void) {
 /* ---------------------------------------------------------------- helpers */
 
 bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks) {
-  n->stride = 1;
+  n->shift = 0;
   n->prev = pkv__malloc(sizeof(int32_t) * num_blocks);
   n->next = pkv__malloc(sizeof(int32_t) * num_blocks);
   if (!n->prev || !n->next) {

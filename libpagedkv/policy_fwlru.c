@@ -59,14 +59,15 @@ enum { FW_ABSENT = 0, FW_IN_USE = 1, FW_EVICTABLE = 2 };
 typedef struct fw_rec {
   pkv_hash128 key, parent;
   uint64_t stamp;   /* clock at release */
-  int32_t prev, next; /* class list links (pkv__bnodes with a stride) */
+  int32_t prev, next; /* class list links (pkv__bnodes, shift 4) */
   int32_t pblock;   /* parent's id when last found; checked before use */
   uint8_t where;    /* FW_* */
   uint8_t uses;     /* 1..FW_MAX_USES, history included */
   uint8_t cls;      /* class while evictable */
   uint8_t pad[9];
 } fw_rec;
-_Static_assert(sizeof(fw_rec) == 64, "fw_rec is one cache line");
+_Static_assert(sizeof(fw_rec) == 64, "fw_rec is one cache line (and "
+               "nodes.shift = 4 assumes 16 int32_t per record)");
 
 typedef struct fw_state {
   double inv_weight[FW_CLASSES]; /* 1 / weight: choose_victim multiplies */
@@ -116,7 +117,7 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
       st->rec[b].prev = st->rec[b].next = PKV__NIL;
     st->nodes.prev = &st->rec[0].prev;
     st->nodes.next = &st->rec[0].next;
-    st->nodes.stride = sizeof(fw_rec) / sizeof(int32_t);
+    st->nodes.shift = 4; /* 64-byte records = 16 int32_t */
   }
   bool ok = st->rec_raw && pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
             pkv__kmap_alloc(&st->blocks, num_blocks);

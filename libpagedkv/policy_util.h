@@ -34,17 +34,19 @@ typedef struct pkv__blist {
 typedef struct pkv__bnodes {
   int32_t *prev;
   int32_t *next;
-  /* int32_t elements from one block's link to the next block's: 1 for the
-   * plain arrays of pkv__bnodes_alloc; a policy keeping one record per
-   * block points prev / next into record 0 and sets the record's size. */
-  uint32_t stride;
+  /* log2 of the int32_t elements from one block's link to the next
+   * block's: 0 for the plain arrays of pkv__bnodes_alloc; a policy keeping
+   * one record per block (a power-of-two size) points prev / next into
+   * record 0 and sets log2(record size / 4).  A shift, not a multiply, on
+   * every list step. */
+  uint32_t shift;
 } pkv__bnodes;
 
 static inline int32_t *pkv__bn_prev(const pkv__bnodes *n, int32_t b) {
-  return &n->prev[(size_t)b * n->stride];
+  return &n->prev[(size_t)b << n->shift];
 }
 static inline int32_t *pkv__bn_next(const pkv__bnodes *n, int32_t b) {
-  return &n->next[(size_t)b * n->stride];
+  return &n->next[(size_t)b << n->shift];
 }
 
 static inline void pkv__blist_init(pkv__blist *l) {
