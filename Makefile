@@ -108,9 +108,15 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
-$(BUILD)/pagedkv.pc: Makefile
+# The .pc names the prefix it is installed under, so it is written for the
+# PREFIX of each build or install command.
+PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -ljemalloc -lm -pthread\nCflags: -I$${includedir}\n
+$(BUILD)/pagedkv.pc: FORCE
 	@mkdir -p $(dir $@)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: %s\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -ljemalloc -lm -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	@printf '$(PC_TEXT)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+.PHONY: FORCE
+FORCE:
 
 $(TOOL): $(TOOL_OBJ) $(STATIC)
 	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) -ldl,@echo "no tools yet")
