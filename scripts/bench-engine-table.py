@@ -32,6 +32,20 @@ for dt in ("f32", "bf16"):
         c = rows.get(f"decode_{dt}_ctx{ctx}_batch{b}_t1_cpu_gbps")
         if c:
             print(f"| {dt} | {ctx // 1024}k × {b} | {c['value']:.2f} | {c['baseline']:.2f} | {c['ratio']:.2f} |")
+dot = [(ctx, b) for ctx, b in ((4096, 8), (16384, 2), (32768, 1))
+       if f"decode_bf16dot_ctx{ctx}_batch{b}_t1_cpu_gbps" in rows]
+if dot:
+    print()
+    print("bf16 K/V, bf16-dot decode (q rounded to bf16) beside the exact path, same repetitions:\n")
+    print("| context × batch | threads | K/V read GB/s | of bandwidth | on-CPU GB/s | of bandwidth (cpu) | bf16-dot / exact on-CPU time |")
+    print("|---|---|---|---|---|---|---|")
+    for ctx, b in dot:
+        for t in (1, 2):
+            g = rows[f"decode_bf16dot_ctx{ctx}_batch{b}_t{t}_gbps"]
+            c = rows.get(f"decode_bf16dot_ctx{ctx}_batch{b}_t{t}_cpu_gbps")
+            m = rows.get(f"decode_bf16dot_ctx{ctx}_batch{b}_t{t}_cpu_ms")
+            cpu = f"{c['value']:.2f} | {c['ratio']:.2f} | {m['ratio']:.3f}" if c else "— | — | —"
+            print(f"| {ctx // 1024}k × {b} | {t} | {g['value']:.2f} | {g['ratio']:.2f} | {cpu} |")
 print()
 print("| n | threads | GFLOP/s | fp32 peak (same reps) | of peak | OpenBLAS GFLOP/s | × OpenBLAS |")
 print("|---|---|---|---|---|---|---|")
