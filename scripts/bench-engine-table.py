@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench-engine-table.py FILE.jsonl — the tables of docs/PERFORMANCE-engine.md
+"""bench-engine-table.py FILE.jsonl — the tables of docs/PERFORMANCE.md (Attention engine)
 from the JSON lines `BENCH_JSON=FILE make bench-engine` appends."""
 import json
 import sys
