@@ -281,6 +281,32 @@ static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
   return -1;
 }
 
+/* How many cached children of the previous matched block a match looks at
+ * before it falls back to hashing. */
+#define PKV_CHILD_SCAN 8
+
+/* The cached child of parent_block holding these tokens in namespace ns_id,
+ * or -1.  Such a child is exactly the block index_find would verify (its key
+ * is a function of its parent key, namespace and tokens, all compared here),
+ * found without computing a key.  A wide fan-out, an orphan not yet
+ * re-linked under a recomputed parent, or weakened test keys (which exist to
+ * exercise the index) return -1 and the caller hashes. */
+static int32_t child_with_tokens(pkv_cache *c, int32_t parent_block,
+                                 uint32_t ns_id, const int32_t *tokens) {
+  if (c->key_mask_lo != ~0ull) return -1;
+  size_t bs = c->block_size;
+  pkv_hash128 parent_key = c->blk[parent_block].key;
+  int scanned = 0;
+  for (int32_t ch = c->fam[parent_block].first_child;
+       ch >= 0 && scanned < PKV_CHILD_SCAN; ch = c->fam[ch].next_sibling, scanned++) {
+    const pkv__block *blk = &c->blk[ch];
+    if (blk->ns_id == ns_id && key_eq(blk->parent, parent_key) &&
+        memcmp(c->block_tokens + (size_t)ch * bs, tokens, bs * sizeof *tokens) == 0)
+      return ch;
+  }
+  return -1;
+}
+
 /* ------------------------------------------------ events */
 
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
@@ -492,11 +518,20 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   pkv_hash128 parent = {0, 0};
   uint64_t collided = 0;
   uint32_t k = 0;
+  int32_t prev = -1; /* block matched at k - 1 */
   for (; k < want; k++) {
     const int32_t *t = tokens + (size_t)k * bs;
-    pkv_hash128 key = pkv__block_key(cache, &parent, s->ns_id, t);
-    int32_t b = index_find(cache, key, parent, s->ns_id, t, &collided);
-    if (b < 0) break;
+    /* Walk the cached chain first: hashing is most of a match's cost, and a
+     * hit's key is already stored with the block. */
+    int32_t b = prev >= 0 ? child_with_tokens(cache, prev, s->ns_id, t) : -1;
+    pkv_hash128 key;
+    if (b >= 0) {
+      key = cache->blk[b].key;
+    } else {
+      key = pkv__block_key(cache, &parent, s->ns_id, t);
+      b = index_find(cache, key, parent, s->ns_id, t, &collided);
+      if (b < 0) break;
+    }
     pkv__block_ref(cache, b);
     if (cache->policy) {
       pkv_block_meta m;
@@ -505,6 +540,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
     }
     s->blocks[k] = b;
     parent = key;
+    prev = b;
   }
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;

@@ -56,6 +56,52 @@ static uint32_t blocks_of(pkv_cache *c, pkv_seq_id s, int32_t *b) {
   return n;
 }
 
+/* Match walks the cached chain (children of the block just matched) before
+ * hashing.  With more siblings than the walk looks at, and siblings that
+ * differ only in their last token, every prompt must still attach exactly its
+ * own blocks (the walk or the index), and read its own data. */
+START_TEST(match_finds_child_among_many) {
+  enum { FAN = 20, LEN = 3 * BS };
+  pkv_cache *c = open_cache(PKV_STORAGE_OWNED, 256, NULL);
+  int32_t p[FAN][LEN];
+  pkv_seq_id owners[FAN];
+  for (int f = 0; f < FAN; f++) {
+    for (int i = 0; i < LEN; i++) p[f][i] = 7000 + i; /* common first block */
+    p[f][2 * BS - 1] = 100 + f;  /* block 1 differs in its last token */
+    p[f][LEN - 1] = 500 + f;     /* block 2 too */
+    owners[f] = run_prompt(c, NULL, p[f], LEN, (uint32_t)(10 + f), NULL);
+  }
+  int32_t first_owner_blocks[64];
+  blocks_of(c, owners[0], first_owner_blocks);
+  pkv_stats before;
+  ck_assert_int_eq(pkv_stats_get(c, &before), 0);
+  for (int f = 0; f < FAN; f++) {
+    pkv_seq_id s;
+    uint32_t matched = 0;
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+    ck_assert_int_eq(pkv_seq_match_prefix(c, s, p[f], LEN, 0, &matched), 0);
+    ck_assert_uint_eq(matched, LEN);
+    int32_t got[64], want[64];
+    ck_assert_uint_eq(blocks_of(c, s, got), 3);
+    blocks_of(c, owners[f], want);
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(got[i], want[i]);
+    ck_assert_int_eq(got[0], first_owner_blocks[0]); /* the shared root */
+    int64_t slots[LEN];
+    ck_assert_int_eq(pkv_slot_mapping(c, s, 0, LEN, slots), 0);
+    for (uint32_t i = BS; i < LEN; i++)
+      ck_assert(tu_slot_matches(c, slots[i], (uint32_t)(10 + f), i));
+    ck_assert_int_eq(pkv_seq_free(c, s), 0);
+    TU_CHECK(c);
+  }
+  pkv_stats after;
+  ck_assert_int_eq(pkv_stats_get(c, &after), 0);
+  ck_assert_uint_eq(after.prefix_hit_tokens - before.prefix_hit_tokens, (uint64_t)FAN * LEN);
+  ck_assert_uint_eq(after.prefix_collisions, before.prefix_collisions);
+  for (int f = 0; f < FAN; f++) ck_assert_int_eq(pkv_seq_free(c, owners[f]), 0);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* ------------------------------------------------ sharing */
 
 START_TEST(sharing_same_blocks) {
@@ -757,6 +803,7 @@ static Suite *prefix_suite(void) {
   Suite *s = suite_create("prefix");
   TCase *tc = tcase_create("sharing");
   tcase_add_test(tc, sharing_same_blocks);
+  tcase_add_test(tc, match_finds_child_among_many);
   tcase_add_test(tc, dedup_on_commit);
   tcase_add_test(tc, no_prefix_cache_flag);
   suite_add_tcase(s, tc);
