@@ -441,6 +441,17 @@ void pkv__block_unhash(pkv_cache *c, int32_t b) {
   blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
 }
 
+/* A table takes a reference on cached block b found by a lookup (a match,
+ * or a commit that dedups into it); the policy hears of the hit. */
+static void reuse_cached(pkv_cache *c, int32_t b) {
+  pkv__block_ref(c, b);
+  if (c->policy) {
+    pkv_block_meta m;
+    pkv__block_meta(c, b, &m);
+    c->policy->on_hit(c->policy_state, b, &m);
+  }
+}
+
 /* ------------------------------------------------ commit */
 
 void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
@@ -466,12 +477,7 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
                                &collided);
       if (hit >= 0) {
         /* Same prefix, same tokens already cached: use that copy. */
-        pkv__block_ref(c, hit);
-        if (c->policy) {
-          pkv_block_meta m;
-          pkv__block_meta(c, hit, &m);
-          c->policy->on_hit(c->policy_state, hit, &m);
-        }
+        reuse_cached(c, hit);
         s->blocks[i] = hit;
         pkv__block_unref(c, b);
         c->st.dedup_blocks++;
@@ -532,12 +538,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
       b = index_find(cache, key, parent, s->ns_id, t, &collided);
       if (b < 0) break;
     }
-    pkv__block_ref(cache, b);
-    if (cache->policy) {
-      pkv_block_meta m;
-      pkv__block_meta(cache, b, &m);
-      cache->policy->on_hit(cache->policy_state, b, &m);
-    }
+    reuse_cached(cache, b);
     s->blocks[k] = b;
     parent = key;
     prev = b;
