@@ -34,29 +34,36 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 CFLAGS_BASE := $(CSTD) $(WARN) -fvisibility=hidden -fPIC -pthread -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 LDLIBS_BASE := -lxxhash -lm -pthread
 
+# The library links no allocator (docs/DESIGN.md, "Memory"): it uses jemalloc
+# only when its host process has it.  HOST_ALLOC is what our own programs
+# (the pagedkv tool, benchmarks) link as their process allocator.
 ifeq ($(MODE),release)
   OPT := -O2 -g -DPKV_DEBUG=0
-  ALLOC_LIBS := -ljemalloc
+  SAN_LIBS :=
+  HOST_ALLOC := -ljemalloc
   KOPT := -O3
 else ifeq ($(MODE),debug)
   OPT := -O0 -g -DPKV_DEBUG=2
-  ALLOC_LIBS := -ljemalloc
+  SAN_LIBS :=
+  HOST_ALLOC := -ljemalloc
   KOPT := -O1
 else ifeq ($(MODE),asan)
-  # jemalloc would fight the sanitizer's malloc: use libc's under sanitizers.
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DPKV_DEBUG=1 -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1
-  ALLOC_LIBS := -fsanitize=address,undefined
+  # jemalloc would fight the sanitizer's malloc: libc's under sanitizers.
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DPKV_DEBUG=1 -DPKV_SANITIZE=1
+  SAN_LIBS := -fsanitize=address,undefined
+  HOST_ALLOC :=
   KOPT := -O1
 else ifeq ($(MODE),tsan)
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -DPKV_DEBUG=1 -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1
-  ALLOC_LIBS := -fsanitize=thread
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -DPKV_DEBUG=1 -DPKV_SANITIZE=1
+  SAN_LIBS := -fsanitize=thread
+  HOST_ALLOC :=
   KOPT := -O1
 else
   $(error MODE must be release, debug, asan or tsan)
 endif
 
 CFLAGS  := $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  := $(LDLIBS_BASE) $(ALLOC_LIBS)
+LDLIBS  := $(LDLIBS_BASE) $(SAN_LIBS)
 
 # Per-file ISA flags: kernels are compiled once per back end and chosen at run
 # time, so only these files may use the wider instructions.
@@ -110,7 +117,7 @@ $(SHARED): $(LIB_OBJ)
 
 # The .pc names the prefix it is installed under, so it is written for the
 # PREFIX of each build or install command.
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -ljemalloc -lm -pthread\nCflags: -I$${includedir}\n
+PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -lm -pthread\nCflags: -I$${includedir}\n
 $(BUILD)/pagedkv.pc: FORCE
 	@mkdir -p $(dir $@)
 	@printf '$(PC_TEXT)' > $@.tmp
@@ -119,7 +126,7 @@ $(BUILD)/pagedkv.pc: FORCE
 FORCE:
 
 $(TOOL): $(TOOL_OBJ) $(STATIC)
-	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) -ldl,@echo "no tools yet")
+	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl,@echo "no tools yet")
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -133,7 +140,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
+	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
 # OpenBLAS headers only for the engine benchmark (its baseline).
 $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
@@ -183,7 +190,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 600
 FUZZ_DIR     := build/fuzz
 FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=all -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
+                -fno-sanitize-recover=all -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
                 -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)

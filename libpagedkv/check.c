@@ -272,7 +272,8 @@ int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
     st.tokens += s->n_tokens;
     st.waste_slots += (uint64_t)s->n_blocks * bs - s->n_tokens;
   }
-  *out = st;
   pkv__unlock(cache);
+  pkv__alloc_stats(st.allocator, sizeof st.allocator, &st.allocator_bytes);
+  *out = st;
   return 0;
 }

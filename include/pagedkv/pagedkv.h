@@ -343,6 +343,15 @@ typedef struct pkv_stats {
   uint64_t events;
   uint64_t kv_bytes;          /* arena size (owned mode) */
   char policy[32];
+  /* Where the library's memory comes from (docs/DESIGN.md, "Memory"):
+   * "jemalloc" (the process has jemalloc: a private arena), "system" (the
+   * process's malloc + mmap for the KV arena), "libc" (sanitizer builds) or
+   * "user" (pkv_replace_allocator). */
+  char allocator[16];
+  /* Bytes live in the library's private jemalloc arena, for every cache and
+   * engine of the process (metadata + KV arenas); 0 for other allocators. */
+  uint64_t allocator_bytes;
+  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
@@ -355,7 +364,8 @@ PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
 /* Replaces the allocator the library uses for host metadata (not thread-safe;
  * call before any cache exists).  All four must be given, or all NULL to
- * restore the default (jemalloc). */
+ * restore the default (jemalloc's private arena when the process has
+ * jemalloc, else the process's malloc and mmap; docs/DESIGN.md "Memory"). */
 typedef void *(*pkv_malloc_fn)(size_t size);
 typedef void *(*pkv_realloc_fn)(void *p, size_t size);
 typedef void *(*pkv_calloc_fn)(size_t n, size_t size);
