@@ -2,7 +2,7 @@
 #
 #   make            library (static + shared), pagedkv tool, examples
 #   make run        the default multi-sequence workload
-#   make test       the whole Check suite (release build)
+#   make test       the whole Check suite + host tests (dlopen, ctypes, installed tree)
 #   make debug      suite with PKV_DEBUG=2 (full validator after every mutation)
 #   make asan       suite under ASan+UBSan
 #   make tsan       concurrency tests under ThreadSanitizer
@@ -90,6 +90,7 @@ BENCH_UOBJ:= $(BENCH_UTIL:%.c=$(BUILD)/%.o)
 STATIC  := $(BUILD)/libpagedkv.a
 SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
+PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind
@@ -98,7 +99,7 @@ TOOL    := $(BUILD)/pagedkv
 .SECONDARY:
 
 all: lib tools examples
-lib: $(STATIC) $(SHARED) $(BUILD)/pagedkv.pc
+lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
 
@@ -115,12 +116,18 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
-# The .pc names the prefix it is installed under, so it is written for the
-# PREFIX of each build or install command.
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -lm -pthread\nCflags: -I$${includedir}\n
-$(BUILD)/pagedkv.pc: FORCE
+# The .pc files name the prefix they are installed under, so they are written
+# for the PREFIX of each build or install command.  pagedkv.pc links the
+# shared library with an rpath to it (a program built with it runs without
+# LD_LIBRARY_PATH); pagedkv-static.pc links the archive:
+#   cc app.c $(pkg-config --cflags --libs pagedkv)
+#   cc app.c $(pkg-config --static --cflags --libs pagedkv-static)
+PC_HEAD = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nVersion: $(VERSION)\nCflags: -I$${includedir}\nLibs.private: -lxxhash -lm -pthread\n
+PC_TEXT_pagedkv = $(PC_HEAD)Name: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lpagedkv\n
+PC_TEXT_pagedkv-static = $(PC_HEAD)Name: pagedkv-static\nDescription: pagedkv, linked statically (use with pkg-config --static)\nLibs: -L$${libdir} -l:libpagedkv.a\n
+$(PC_FILES): $(BUILD)/%.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf '$(PC_TEXT)' > $@.tmp
+	@printf '$(PC_TEXT_$*)' > $@.tmp
 	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
 .PHONY: FORCE
 FORCE:
@@ -154,8 +161,11 @@ run: all
 	  $(BUILD)/examples/serve_sim; \
 	fi
 
+# The Check suites, then (for the whole suite) the library as hosts load it:
+# dlopen, Python ctypes, programs built against an installed tree.
 test check: lib $(TEST_BIN)
-	@scripts/run-tests.sh $(BUILD)/tests $(TESTS)
+	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
+	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 
 debug:
 	$(MAKE) MODE=debug test
@@ -235,12 +245,12 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so
-	install -m 644 $(BUILD)/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(PC_FILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	if [ -x $(TOOL) ]; then install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/; fi
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv
-	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv-static.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
 
 deps:
 	scripts/deps.sh all
