@@ -21,13 +21,13 @@ BUILD   := build/$(MODE)
 VERSION := 0.1.0
 SOMAJOR := 0
 
-DEPS_OK := $(shell scripts/deps.sh build >&2 && echo ok)
-ifneq ($(DEPS_OK),ok)
-$(error missing build dependencies (see the message above))
-endif
-
-PKGS_CFLAGS := $(shell pkg-config --cflags check libxxhash)
-CHECK_LIBS  := $(shell pkg-config --libs check)
+# Packages are asked for by the targets that need them (scripts/deps.sh
+# groups, as order-only prerequisites below): the library needs only a
+# compiler and libxxhash-dev; `make clean` needs nothing.  Check's flags are
+# looked up only when a test is compiled or linked.
+PKGS_CFLAGS := $(shell pkg-config --cflags libxxhash 2>/dev/null)
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS   = $(shell pkg-config --libs check)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CSTD    := -std=c11 -D_GNU_SOURCE
@@ -105,7 +105,7 @@ examples: $(EX_BIN) $(EX_SO)
 
 $(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -144,13 +144,21 @@ $(BUILD)/examples/%.so: examples/%.c $(wildcard include/pagedkv/*.h)
 	$(CC) $(CFLAGS) -shared -DPKV_POLICY_PLUGIN -o $@ $<
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(STATIC)
 	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
 # OpenBLAS headers only for the engine benchmark (its baseline).
 $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
+
+# What each part asks scripts/deps.sh for (the groups are listed there).
+.PHONY: deps-lib deps-tools deps-build
+deps-lib deps-tools deps-build: deps-%:
+	@scripts/deps.sh $*
+$(LIB_OBJ) $(STATIC) $(SHARED) $(EX_BIN) $(EX_SO): | deps-lib
+$(TOOL_OBJ) $(TOOL) $(BENCH_BIN): | deps-tools
+$(TEST_BIN) $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o) $(TEST_UOBJ): | deps-build
 
 # ---------------------------------------------------------------- running
 TESTS ?=
