@@ -93,7 +93,7 @@ TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
-        install uninstall clean deps examples tools fuzz fuzz-long valgrind
+        install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
@@ -191,6 +191,8 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+# Builds every benchmark without running it (CI builds them in asan mode).
+bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
 bench-engine: $(BUILD)/bench/bench_engine
