@@ -71,6 +71,8 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
                                 "(0 = 1/sqrt(head_dim))", (double)cfg->scale);
   if (cfg->bf16_dot > 1)
     return pkv__err(PKV_EINVAL, "engine_create: bf16_dot %u is not 0 or 1", cfg->bf16_dot);
+  if (cfg->cascade > 1)
+    return pkv__err(PKV_EINVAL, "engine_create: cascade %u is not 0 or 1", cfg->cascade);
   const pkv__kernels *kern = pkv__kernels_select(cfg->backend);
   if (!kern) {
     const char *name = cfg->backend && cfg->backend[0] ? cfg->backend : getenv("PKV_BACKEND");
@@ -98,6 +100,7 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
   const char *env = getenv("PKV_BF16_DOT");
   int want = cfg->bf16_dot || (env && strcmp(env, "1") == 0);
   e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
+  e->attn.cascade_mode = cfg->cascade ? PKV__CASCADE_OFF : PKV__CASCADE_AUTO;
   *out = e;
   return 0;
 }
