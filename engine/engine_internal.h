@@ -111,6 +111,29 @@ int pkv__backend_supported(const char *name);
 
 /* ------------------------------------------------------------ conversion */
 
+/* Quantized storage (quant.c; docs/ENGINE.md, "Quantized K/V"): a row of
+ * head_dim 1-byte codes followed by its f32 scale. */
+static inline int pkv__dtype_is_quant(int dt) { return dt >= PKV_DTYPE_I8; }
+/* Bytes of one stored row (one slot of one head) of head_dim elements. */
+static inline size_t pkv__row_bytes(uint32_t head_dim, int dt) {
+  return dt == PKV_DTYPE_F32 ? (size_t)head_dim * 4
+         : dt <= PKV_DTYPE_BF16 ? (size_t)head_dim * 2
+                                : (size_t)head_dim + sizeof(float);
+}
+/* The factor the kernels multiply a row's scale by: their SIMD decoders read
+ * an E4M3 code as 2^-8 times its value (docs/ENGINE.md), the others exactly. */
+static inline float pkv__quant_unit(int dt) { return dt == PKV_DTYPE_FP8_E4M3 ? 256.0f : 1.0f; }
+/* Quantizes n floats into the row at dst (n codes, then the f32 scale);
+ * the same bits on every back end (plain C, used by all of them). */
+void pkv__quant_store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype);
+/* Dequantizes the row at src into n floats (code value * scale). */
+void pkv__quant_load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype);
+/* Value of one code (without the scale). */
+float pkv__fp8_e4m3_to_f32(uint8_t code);
+float pkv__fp8_e5m2_to_f32(uint8_t code);
+uint8_t pkv__f32_to_fp8_e4m3(float x); /* round to nearest even, saturating at 448 */
+uint8_t pkv__f32_to_fp8_e5m2(float x); /* round to nearest even, saturating at 57344 */
+
 /* Round-to-nearest-even conversions used when K/V are written. */
 uint16_t pkv__f32_to_f16(float f);
 uint16_t pkv__f32_to_bf16(float f);
