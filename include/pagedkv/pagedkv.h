@@ -481,16 +481,16 @@ typedef struct pkv_remap {
 
 /* Commit with an explicit dedup choice.  Without dedup the table never
  * changes.  With dedup each newly full block whose key is already cached is
- * replaced by the cached block; each replacement is written to
- * remaps[0..*n_remaps) (remaps may be NULL only with remaps_cap 0 and then
- * the cap must still cover them) and emitted as PKV_EVENT_REMAPPED.  The
+ * replaced by the cached block; each replacement is emitted as
+ * PKV_EVENT_REMAPPED and, when remaps is not NULL, written to
+ * remaps[0..*n_remaps) (n_remaps may be NULL only with remaps NULL).  The
  * replaced block keeps one deferred reference — the device may still read
  * it — until pkv_blocks_release, unless PKV_COMMIT_RELEASE_NOW.
  * Returns 0; PKV_EINVAL (NULL cache, unknown or contradictory flags, NULL
  * remaps with cap > 0), PKV_ENOSEQ, PKV_ERANGE (n_tokens past the known
- * length, or before the committed length), PKV_ENOSPC (dedup possible for
- * more blocks than remaps_cap: the bound is the number of blocks this commit
- * makes full; nothing changed). */
+ * length, or before the committed length), PKV_ENOSPC (remaps given and
+ * remaps_cap below the number of blocks this commit makes full, which bounds
+ * the remaps; nothing changed). */
 PKV_API int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq,
                               uint32_t n_tokens, uint32_t flags,
                               pkv_remap *remaps, uint32_t remaps_cap,
