@@ -17,9 +17,9 @@ code), vllm (a KVCacheManager with vLLM v1's protocol).
 from . import _lib
 from .errors import (PagedKVError, InvalidArgument, OutOfMemory, NoSuchSequence,
                      OutOfRange, BufferTooSmall, InvalidState, NotSupported,
-                     Corrupt, NoSuchObject, CallbackError, strerror, err_name)
+                     Corrupt, NoSuchObject, Busy, CallbackError, strerror, err_name)
 from .cache import (Cache, Config, Sequence, Pin, Event, Stats, SeqInfo, Layout,
-                    Copy, dtype_size)
+                    Copy, Capacity, Delta, Remap, dtype_size)
 from .policy import (Policy, LRUPolicy, BlockMeta, register_policy,
                      policy_names, policy_exists)
 from .engine import Engine

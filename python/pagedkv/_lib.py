@@ -78,7 +78,10 @@ class pkv_event(Structure):
     _fields_ = [("type", c_int), ("seqno", c_uint64), ("key", pkv_hash128),
                 ("parent", pkv_hash128), ("block", c_int32),
                 ("n_tokens", c_uint32), ("ns", c_void_p), ("ns_len", c_size_t),
-                ("adapter_id", c_uint64)]
+                ("adapter_id", c_uint64),
+                # serving API (issue 11); an older library leaves them unread
+                ("seq", c_uint64), ("index", c_uint32), ("old_block", c_int32),
+                ("n_lost", c_uint64)]
 
 
 EVENT_FN = ctypes.CFUNCTYPE(None, POINTER(pkv_event), c_void_p)
@@ -115,7 +118,8 @@ class pkv_config(Structure):
                 ("policy", c_char_p), ("policy_ops", POINTER(pkv_policy_ops)),
                 ("policy_args", c_char_p), ("on_event", EVENT_FN),
                 ("event_user", c_void_p), ("clock", CLOCK_FN),
-                ("clock_user", c_void_p), ("flags", c_uint32), _PAD]
+                ("clock_user", c_void_p), ("flags", c_uint32),
+                ("event_queue_cap", c_uint32), _PAD]
 
 
 class pkv_kv_layout(Structure):
@@ -131,7 +135,8 @@ class pkv_seq_opts(Structure):
 
 class pkv_seq_info(Structure):
     _fields_ = [("n_tokens", c_uint32), ("n_committed", c_uint32),
-                ("n_blocks", c_uint32), ("n_cached_blocks", c_uint32), _PAD]
+                ("n_blocks", c_uint32), ("n_cached_blocks", c_uint32),
+                ("n_known", c_uint32), _PAD]
 
 
 class pkv_copy(Structure):
@@ -151,11 +156,16 @@ _U64 = ["tokens", "slots_reserved", "waste_slots", "appends",
 class pkv_stats(Structure):
     _fields_ = ([(n, c_uint32) for n in _U32] + [(n, c_uint64) for n in _U64]
                 + [("policy", c_char * 32), ("allocator", c_char * 16),
-                   ("allocator_bytes", c_uint64), ("reserved", c_uint64 * 8),
-                   _PAD])
+                   ("allocator_bytes", c_uint64), ("prefix_probes", c_uint64),
+                   ("commit_duplicates", c_uint64), ("remaps", c_uint64),
+                   ("blocks_deferred", c_uint32), ("events_queued", c_uint32),
+                   ("events_lost", c_uint64), ("batch_calls", c_uint64),
+                   ("reserved", c_uint64 * 8), _PAD])
 
 
-STATS_FIELDS = _U32 + _U64 + ["allocator_bytes"]
+STATS_FIELDS = _U32 + _U64 + [
+    "allocator_bytes", "prefix_probes", "commit_duplicates", "remaps",
+    "blocks_deferred", "events_queued", "events_lost", "batch_calls"]
 STATS_TEXT = ["policy", "allocator"]
 
 
@@ -165,9 +175,62 @@ class pkv_engine_config(Structure):
                 ("bf16_dot", c_uint32), _PAD]
 
 
-# ---------------------------------------------------------------- functions
-
 P = POINTER
+
+# Serving API (probe, append_ex, batch calls, pulled events, capacity).
+
+
+class pkv_append(Structure):
+    _fields_ = [("tokens", c_void_p), ("n_tokens", c_uint32),
+                ("n_lookahead", c_uint32), ("hit_blocks", c_void_p),
+                ("n_hit_blocks", c_uint32), ("slots", c_void_p),
+                ("new_blocks", c_void_p), ("new_cap", c_uint32), _PAD]
+
+
+class pkv_delta(Structure):
+    _fields_ = [("first_new", c_uint32), ("n_new", c_uint32),
+                ("cow_index", c_int32), ("cow_old", c_int32),
+                ("cow_new", c_int32), ("n_known", c_uint32),
+                ("n_tokens", c_uint32), _PAD]
+
+
+class pkv_remap(Structure):
+    _fields_ = [("index", c_uint32), ("old_block", c_int32),
+                ("new_block", c_int32)]
+
+
+class pkv_step_result(Structure):
+    _fields_ = [("rc", c_int32), ("change", c_uint32), ("index", c_uint32),
+                ("block", c_int32), ("replaced", c_int32)]
+
+
+class pkv_capacity(Structure):
+    _fields_ = [("num_blocks", c_uint32), ("free", c_uint32),
+                ("evictable", c_uint32), ("in_use", c_uint32),
+                ("cached", c_uint32), ("deferred", c_uint32),
+                ("usage", c_double), _PAD]
+
+
+_SERVING = {
+    "pkv_prefix_probe": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_uint32, c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_seq_append_ex": (c_int, [c_void_p, pkv_seq_id, P(pkv_append),
+                                  P(pkv_delta)]),
+    "pkv_seq_commit_ex": (c_int, [c_void_p, pkv_seq_id, c_uint32, c_uint32,
+                                  c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_blocks_release": (c_int, [c_void_p, c_void_p, c_uint32]),
+    "pkv_batch_append": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_void_p, c_void_p]),
+    "pkv_batch_free": (c_int, [c_void_p, c_void_p, c_uint32, c_void_p]),
+    "pkv_events_drain": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32),
+                                 P(c_uint32)]),
+    "pkv_cache_capacity": (c_int, [c_void_p, P(pkv_capacity)]),
+    "pkv_evict": (c_int, [c_void_p, c_uint32]),
+    "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
+                                         P(c_uint32)]),
+}
+
+# ---------------------------------------------------------------- functions
 _PROTOS = {
     # errors
     "pkv_strerror": (c_char_p, [c_int]),
@@ -256,6 +319,19 @@ def declare(name, restype, argtypes):
     f = getattr(LIB, name)
     f.restype = restype
     f.argtypes = argtypes
+    return f
+
+
+for _name, (_res, _args) in _SERVING.items():
+    declare(_name, _res, _args)
+
+
+def serving(name):
+    """A serving-API function, or NotSupported if this library predates it."""
+    f = getattr(LIB, name, None) if has(name) else None
+    if f is None:
+        from .errors import NotSupported
+        raise NotSupported("this libpagedkv (%s) has no %s" % (LIB_PATH, name))
     return f
 
 

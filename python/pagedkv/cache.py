@@ -33,6 +33,7 @@ STORAGES = {"owned": 0, "external": 1}
 _STORAGE_NAMES = {v: k for k, v in STORAGES.items()}
 EVICT_ORPHANS_FIRST = 0x1
 NO_PREFIX_CACHE = 0x2
+COMMIT_DEDUP = 0x4
 
 _I32 = np.int32
 _I64 = np.int64
@@ -75,6 +76,16 @@ def _h128(h):
     return h.lo | (h.hi << 64)
 
 
+def _opts(namespace, adapter_id, priority):
+    """pkv_seq_opts (or None for the defaults) and the buffer it points at."""
+    if not (namespace or adapter_id or priority):
+        return None, None
+    ns = namespace.encode() if isinstance(namespace, str) else bytes(namespace or b"")
+    buf = ctypes.create_string_buffer(ns, len(ns)) if ns else None
+    return _lib.pkv_seq_opts(ctypes.cast(buf, c_void_p) if buf else None,
+                             len(ns), adapter_id, priority), buf
+
+
 # ---------------------------------------------------------------- config
 
 @dataclasses.dataclass
@@ -92,6 +103,8 @@ class Config:
     policy_args: str = None
     evict_orphans_first: bool = False
     prefix_cache: bool = True
+    commit_dedup: bool = False      # stable tables unless asked (issue 11)
+    event_queue_cap: int = 0        # events kept for drain_events(); 0 = none
 
     def _to_c(self):
         c = _lib.pkv_config()
@@ -109,7 +122,9 @@ class Config:
         c.dtype = DTYPES[self.dtype]
         c.storage = STORAGES[self.storage]
         c.flags = ((EVICT_ORPHANS_FIRST if self.evict_orphans_first else 0)
-                   | (0 if self.prefix_cache else NO_PREFIX_CACHE))
+                   | (0 if self.prefix_cache else NO_PREFIX_CACHE)
+                   | (COMMIT_DEDUP if self.commit_dedup else 0))
+        c.event_queue_cap = self.event_queue_cap
         if self.policy_args is not None:
             c.policy_args = self.policy_args.encode()
         return c
@@ -127,16 +142,19 @@ def dtype_size(dtype):
 # ---------------------------------------------------------------- small types
 
 Event = collections.namedtuple(
-    "Event", "type seqno key parent block n_tokens ns adapter_id")
-Event.__doc__ = ("A prefix-index event: type is 'stored', 'removed' or "
-                 "'cleared'; key/parent are the 128-bit keys as ints.")
-_EV_TYPES = {1: "stored", 2: "removed", 3: "cleared"}
+    "Event", "type seqno key parent block n_tokens ns adapter_id seq index "
+    "old_block n_lost")
+Event.__doc__ = ("A prefix-index event: type is 'stored', 'removed', "
+                 "'cleared', 'remapped' or 'lost'; key/parent are the 128-bit "
+                 "keys as ints; ns is None in pulled events.")
+_EV_TYPES = {1: "stored", 2: "removed", 3: "cleared", 4: "remapped", 5: "lost"}
 
 
-def _event_from_c(e):
-    ns = ctypes.string_at(e.ns, e.ns_len) if e.ns_len else b""
+def _event_from_c(e, pulled=False):
+    ns = None if pulled else (ctypes.string_at(e.ns, e.ns_len) if e.ns_len else b"")
     return Event(_EV_TYPES.get(e.type, e.type), e.seqno, _h128(e.key),
-                 _h128(e.parent), e.block, e.n_tokens, ns, e.adapter_id)
+                 _h128(e.parent), e.block, e.n_tokens, ns, e.adapter_id,
+                 e.seq, e.index, e.old_block, e.n_lost)
 
 
 Stats = dataclasses.make_dataclass(
@@ -144,7 +162,13 @@ Stats = dataclasses.make_dataclass(
     frozen=True)
 Stats.__doc__ = "pkv_stats: pool gauges and counters (see docs/API.md)."
 
-SeqInfo = collections.namedtuple("SeqInfo", "n_tokens n_committed n_blocks n_cached_blocks")
+SeqInfo = collections.namedtuple("SeqInfo", "n_tokens n_committed n_blocks n_cached_blocks n_known")
+Capacity = collections.namedtuple("Capacity", "num_blocks free evictable in_use cached deferred usage")
+Delta = collections.namedtuple("Delta", "new_blocks first_new cow_index cow_old cow_new n_known n_tokens slots")
+Delta.__doc__ = "What Sequence.append_ex changed: ship new_blocks (and a copy-on-write replacement), not the table."
+Remap = collections.namedtuple("Remap", "index old_block new_block")
+STEP_RESULT = np.dtype([("rc", np.int32), ("change", np.uint32), ("index", np.uint32),
+                        ("block", np.int32), ("replaced", np.int32)])
 Layout = collections.namedtuple("Layout", "elem_size slot_stride head_stride block_stride layer_bytes")
 Copy = collections.namedtuple("Copy", "src_block dst_block n_slots")
 
@@ -357,12 +381,7 @@ class Cache:
         """A new empty Sequence (pkv_seq_create).  namespace (bytes or str,
         the cache salt) and adapter_id isolate its blocks."""
         p = self._p()
-        opts = None
-        if namespace or adapter_id or priority:
-            ns = namespace.encode() if isinstance(namespace, str) else (namespace or b"")
-            nsbuf = ctypes.create_string_buffer(ns, len(ns)) if ns else None
-            opts = _lib.pkv_seq_opts(ctypes.cast(nsbuf, c_void_p) if nsbuf else None,
-                                     len(ns), adapter_id, priority)
+        opts, keep = _opts(namespace, adapter_id, priority)
         sid = _lib.pkv_seq_id()
         self._call(LIB.pkv_seq_create, p, byref(opts) if opts else None, byref(sid))
         return Sequence(self, sid.value)
@@ -464,6 +483,102 @@ class Cache:
         q.clear()
         return out
 
+    # -------------------------------------------------------------- serving
+
+    def probe(self, tokens, max_tokens=None, namespace=None, adapter_id=0):
+        """Read-only prefix probe: (hit_tokens, block ids int32 array).
+        max_tokens None = no cap, 0 = nothing.  Changes nothing."""
+        f = _lib.serving("pkv_prefix_probe")
+        p = self._p()
+        t = as_tokens(tokens)
+        if max_tokens == 0:
+            return 0, np.empty(0, _I32)
+        opts, keep = _opts(namespace, adapter_id, 0)
+        blocks = np.empty(len(t) // self.block_size, _I32)
+        hit = c_uint32()
+        self._call(f, p, byref(opts) if opts else None, _ptr(t), len(t),
+                   max_tokens or 0, _ptr(blocks), len(blocks), byref(hit))
+        return hit.value, blocks[:hit.value // self.block_size]
+
+    def batch_append(self, seqs, tokens=None, slots=True):
+        """One decode slot for each sequence (with tokens[i], or a lookahead
+        slot if tokens is None), in one call.  Returns (slots int64 array or
+        None, results structured array: rc, change, index, block, replaced).
+        Raises the first failure's error only if every sequence failed; a
+        partial failure is in results (the others did change)."""
+        f = _lib.serving("pkv_batch_append")
+        p = self._p()
+        ids = self._seq_array(seqs)
+        n = len(ids)
+        t = None if tokens is None else as_tokens(tokens)
+        if t is not None and len(t) != n:
+            raise InvalidArgument("batch_append: %d tokens for %d sequences" % (len(t), n))
+        out = np.empty(n, _I64) if slots else None
+        res = np.zeros(n, STEP_RESULT)
+        rc = f(p, _ptr(ids), _ptr(t), n, _ptr(out), _ptr(res))
+        if rc < 0 and (n == 0 or rc == -1 or not (res["rc"] == 0).any()):
+            self._call(lambda: rc)
+        if self._cbs.pending:
+            self._cbs.raise_pending()
+        return out, res
+
+    def batch_free(self, seqs):
+        """Frees every sequence in one call; returns the per-sequence codes
+        (0 or PKV_ENOSEQ) as an int32 array."""
+        f = _lib.serving("pkv_batch_free")
+        p = self._p()
+        ids = self._seq_array(seqs)
+        res = np.zeros(len(ids), np.int32)
+        rc = f(p, _ptr(ids), len(ids), _ptr(res))
+        if rc == -1:
+            self._call(lambda: rc)
+        for s, r in zip(seqs, res):
+            if isinstance(s, Sequence) and r == 0:
+                s._live = False
+        return res
+
+    def drain_events(self, cap=256):
+        """Pulls every queued event (Config.event_queue_cap), oldest first;
+        a 'lost' event reports an overflow."""
+        f = _lib.serving("pkv_events_drain")
+        p = self._p()
+        buf = (_lib.pkv_event * cap)()
+        n = c_uint32()
+        pending = c_uint32()
+        out = []
+        while True:
+            self._call(f, p, buf, cap, byref(n), byref(pending))
+            out += [_event_from_c(buf[i], pulled=True) for i in range(n.value)]
+            if pending.value == 0 or n.value == 0:
+                return out
+
+    def capacity(self):
+        """Pool occupancy in O(1)."""
+        f = _lib.serving("pkv_cache_capacity")
+        c = _lib.pkv_capacity()
+        self._call(f, self._p(), byref(c))
+        return Capacity(c.num_blocks, c.free, c.evictable, c.in_use, c.cached,
+                        c.deferred, c.usage)
+
+    def evict(self, n_blocks):
+        """Evicts n evictable blocks now (OutOfRange if fewer are)."""
+        self._call(_lib.serving("pkv_evict"), self._p(), n_blocks)
+
+    def common_prefix_blocks(self, seqs):
+        """Leading table entries equal in every one of seqs."""
+        f = _lib.serving("pkv_common_prefix_blocks")
+        p = self._p()
+        ids = self._seq_array(seqs)
+        n = c_uint32()
+        self._call(f, p, _ptr(ids), len(ids), byref(n))
+        return n.value
+
+    def blocks_release(self, blocks):
+        """Drops the deferred references commit dedup left on blocks."""
+        f = _lib.serving("pkv_blocks_release")
+        b = np.ascontiguousarray(blocks, dtype=_I32)
+        self._call(f, self._p(), _ptr(b), len(b))
+
     # -------------------------------------------------------------- stats
 
     def stats(self):
@@ -553,11 +668,52 @@ class Sequence:
                 max_tokens or 0, byref(m))
         return m.value
 
+    def append_ex(self, tokens=(), lookahead=0, hit_blocks=None, slots=False):
+        """The general append (serving API): attaches a probed hit (empty
+        sequence; hit_blocks from Cache.probe, tokens from position 0),
+        writes the known tokens (filling earlier lookahead slots first), and
+        reserves lookahead slots without ids.  Returns a Delta."""
+        f = _lib.serving("pkv_seq_append_ex")
+        c = self._cache
+        p = c._p()
+        t = as_tokens(tokens)
+        hb = None if hit_blocks is None else np.ascontiguousarray(hit_blocks, dtype=_I32)
+        n_hit = 0 if hb is None else len(hb)
+        bs = c.block_size
+        cap = (len(t) + lookahead) // bs + 2
+        new = np.empty(cap, _I32)
+        n_slots = len(t) - n_hit * bs + lookahead
+        sl = np.empty(max(n_slots, 0), _I64) if slots else None
+        req = _lib.pkv_append(tokens=_ptr(t) if len(t) else None, n_tokens=len(t),
+                              n_lookahead=lookahead, hit_blocks=_ptr(hb),
+                              n_hit_blocks=n_hit, slots=_ptr(sl),
+                              new_blocks=_ptr(new), new_cap=cap)
+        d = _lib.pkv_delta()
+        c._call(f, p, self.id, byref(req), byref(d))
+        return Delta(new[:d.n_new], d.first_new, d.cow_index, d.cow_old,
+                     d.cow_new, d.n_known, d.n_tokens, sl)
+
+    def commit_ex(self, n_tokens, dedup=None, release_now=False):
+        """Commit with an explicit dedup choice (None = the cache's
+        default).  Returns the remaps (dedup only) as a list of Remap."""
+        f = _lib.serving("pkv_seq_commit_ex")
+        c = self._cache
+        p = c._p()
+        flags = ((0 if dedup is None else (0x1 if dedup else 0x2))
+                 | (0x4 if release_now else 0))
+        cap = self.info().n_blocks + 1
+        buf = (_lib.pkv_remap * cap)()
+        n = c_uint32()
+        c._call(f, p, self.id, n_tokens, flags, buf, cap, byref(n))
+        return [Remap(buf[i].index, buf[i].old_block, buf[i].new_block)
+                for i in range(n.value)]
+
     def info(self):
         c = self._cache
         i = _lib.pkv_seq_info()
         c._call(LIB.pkv_seq_info_get, c._p(), self.id, byref(i))
-        return SeqInfo(i.n_tokens, i.n_committed, i.n_blocks, i.n_cached_blocks)
+        return SeqInfo(i.n_tokens, i.n_committed, i.n_blocks, i.n_cached_blocks,
+                       i.n_known if _lib.has("pkv_seq_append_ex") else i.n_tokens)
 
     def __len__(self):
         return self.info().n_tokens

@@ -61,6 +61,10 @@ class NoSuchObject(PagedKVError, LookupError):
     code, name = -9, "PKV_ENOENT"
 
 
+class Busy(PagedKVError, RuntimeError):
+    code, name = -10, "PKV_EBUSY"
+
+
 class CallbackError(PagedKVError, RuntimeError):
     """A Python policy hook or event callback raised while the library ran
     a call.  The call itself completed (the cache is consistent: the policy
@@ -78,7 +82,7 @@ class CallbackError(PagedKVError, RuntimeError):
 
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgument, OutOfMemory, NoSuchSequence, OutOfRange, BufferTooSmall,
-    InvalidState, NotSupported, Corrupt, NoSuchObject)}
+    InvalidState, NotSupported, Corrupt, NoSuchObject, Busy)}
 
 
 def error_for(code, detail=None):
