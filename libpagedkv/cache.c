@@ -26,7 +26,11 @@
 
 #define PKV_MAX_BLOCK_SIZE 65536u
 #define PKV_DEFAULT_POLICY "lru"
-#define PKV_KNOWN_FLAGS (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE)
+#define PKV_KNOWN_FLAGS \
+  (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE | \
+   PKV_CACHE_COMMIT_DEDUP)
+/* A pull queue holds at most this many events (~100 MB of pkv_event). */
+#define PKV_MAX_EVENT_QUEUE (1u << 20)
 
 uint64_t pkv__default_clock(void *user) {
   (void)user;
@@ -111,6 +115,9 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
   if (cfg->flags & ~PKV_KNOWN_FLAGS)
     return pkv__err(PKV_EINVAL, "config: unknown flags 0x%x",
                     cfg->flags & ~PKV_KNOWN_FLAGS);
+  if (cfg->event_queue_cap > PKV_MAX_EVENT_QUEUE)
+    return pkv__err(PKV_EINVAL, "config: event_queue_cap %u > %u",
+                    cfg->event_queue_cap, PKV_MAX_EVENT_QUEUE);
   uint64_t block_bytes = pkv_config_block_bytes(cfg);
   if (block_bytes == 0)
     return pkv__err(PKV_EINVAL,
@@ -175,6 +182,7 @@ static void cache_free(pkv_cache *c) {
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
+  pkv__free(c->evq);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
@@ -222,8 +230,10 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  c->evq_cap = res.event_queue_cap;
+  c->evq = c->evq_cap ? pkv__malloc(c->evq_cap * sizeof *c->evq) : NULL;
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch) {
+      !c->scratch || (c->evq_cap && !c->evq)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }
