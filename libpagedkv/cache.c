@@ -165,6 +165,7 @@ static void cache_free(pkv_cache *c) {
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
+  pkv__free(c->copy_in);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
@@ -212,8 +213,10 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  if (res.storage == PKV_STORAGE_EXTERNAL)
+    c->copy_in = pkv__calloc(nb, sizeof *c->copy_in);
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch) {
+      !c->scratch || (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }

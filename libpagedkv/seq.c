@@ -194,7 +194,7 @@ static int seq_append_slow(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   uint64_t new_len = (uint64_t)s->n_tokens + n;
   uint64_t room = (uint64_t)s->n_blocks * bs - s->n_tokens;
   int32_t tail = s->n_blocks ? s->blocks[s->n_blocks - 1] : -1;
-  bool cow = room > 0 && !PKV_BLOCK_IS_WRITABLE(c, tail);
+  bool cow = room > 0 && !pkv__block_writable_at(c, tail, bs - (uint32_t)room);
   uint64_t new_blocks = n > room ? (n - room + bs - 1) / bs : 0;
   uint64_t want = new_blocks + (cow ? 1 : 0);
   if (want > pkv__pool_available(c))
