@@ -183,6 +183,7 @@ static void cache_free(pkv_cache *c) {
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
   pkv__free(c->evq);
+  pkv__free(c->copy_in);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
@@ -232,8 +233,11 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
   c->evq_cap = res.event_queue_cap;
   c->evq = c->evq_cap ? pkv__malloc(c->evq_cap * sizeof *c->evq) : NULL;
+  if (res.storage == PKV_STORAGE_EXTERNAL)
+    c->copy_in = pkv__calloc(nb, sizeof *c->copy_in);
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch || (c->evq_cap && !c->evq)) {
+      !c->scratch || (c->evq_cap && !c->evq) ||
+      (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }

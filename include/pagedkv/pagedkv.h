@@ -312,16 +312,26 @@ PKV_API int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs,
 
 /* ---------------------------------------------------------------- copies */
 
+/* Copy slots [src_slot, src_slot + n_slots) of src_block to [dst_slot,
+ * dst_slot + n_slots) of dst_block, in every layer, K and V.  Copy-on-write
+ * copies have src_slot = dst_slot = 0; a context shift
+ * (pkv_seq_remove_range) moves tokens to other offsets.  The two ranges never
+ * overlap in one block. */
 typedef struct pkv_copy {
   int32_t src_block;
   int32_t dst_block;
-  uint32_t n_slots; /* slots [0, n_slots) of every layer, K and V */
+  uint32_t n_slots;
+  uint32_t src_slot;
+  uint32_t dst_slot;
 } pkv_copy;
 
 /* External mode: moves up to cap queued copies into out, oldest first;
- * *n_out = how many.  The caller must execute them, in order, before its
- * next kernel touches the destination blocks.  *pending (may be NULL) = how
- * many remain. */
+ * *n_out = how many; *pending (may be NULL) = how many remain.  Until it is
+ * drained a queued copy holds its source and destination blocks (refcount):
+ * the source is neither reused nor written in place, the destination not
+ * reused, however late the caller drains.  The caller executes drained
+ * copies in order, before any later kernel touches their destination
+ * slots; once drained, the blocks may be reused by the next call. */
 PKV_API int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                                   uint32_t *n_out, uint32_t *pending);
 
