@@ -43,7 +43,10 @@ typedef struct pkv_engine_config {
    * PKV_BF16_DOT=1 turns it on when this is 0.  Ignored (exact path) on back
    * ends without bf16 dot products and for other storage types. */
   uint32_t bf16_dot;
+  uint32_t version;      /* PKV_ENGINE_CONFIG_VERSION (init); 0 = 1 */
+  uint64_t reserved[8];  /* zero: room for new fields */
 } pkv_engine_config;
+#define PKV_ENGINE_CONFIG_VERSION 1
 
 PKV_API void pkv_engine_config_init(pkv_engine_config *cfg);
 /* The cache must use owned storage.  The engine keeps a pointer to cache;
