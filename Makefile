@@ -18,8 +18,10 @@ MODE    ?= release
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   := build/$(MODE)
-VERSION := 0.1.0
-SOMAJOR := 0
+# The version is the header's (PKV_VERSION_*); the soname carries the major.
+VERSION := $(shell sed -n 's/^\#define PKV_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$$/\2/p' include/pagedkv/pagedkv.h | paste -sd.)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIB_MAP := libpagedkv/pagedkv.map
 
 # Packages are asked for by the targets that need them (scripts/deps.sh
 # groups, as order-only prerequisites below): the library needs only a
@@ -112,8 +114,8 @@ $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -o $@ $^ $(LDLIBS)
+$(SHARED): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -Wl,--version-script=$(LIB_MAP) -o $@ $(LIB_OBJ) $(LDLIBS)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 

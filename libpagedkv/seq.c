@@ -119,8 +119,12 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
-  pkv_seq_opts o = {0};
-  if (opts) o = *opts;
+  pkv_seq_opts o;
+  pkv_seq_opts_init(&o);
+  if (opts) {
+    int abi_rc = pkv__seq_opts_in(&o, opts);
+    if (abi_rc) return abi_rc;
+  }
   if (o.ns_len > 0 && o.ns == NULL)
     return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
                     o.ns_len);
