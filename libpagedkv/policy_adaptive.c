@@ -238,4 +238,5 @@ const pkv_policy_ops pkv__policy_adaptive = {
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
     .on_remove = pkv__fw_on_remove,
+    .check = pkv__fw_check, /* the real cache is fwlru's (first member) */
 };
