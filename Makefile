@@ -2,7 +2,7 @@
 #
 #   make            library (static + shared), pagedkv tool, examples
 #   make run        the default multi-sequence workload
-#   make test       the whole Check suite (release build)
+#   make test       the whole Check suite + host tests (dlopen, ctypes, installed tree)
 #   make debug      suite with PKV_DEBUG=2 (full validator after every mutation)
 #   make asan       suite under ASan+UBSan
 #   make tsan       concurrency tests under ThreadSanitizer
@@ -22,13 +22,13 @@ BUILD   := build/$(MODE)
 VERSION := 0.1.0
 SOMAJOR := 0
 
-DEPS_OK := $(shell scripts/deps.sh build >&2 && echo ok)
-ifneq ($(DEPS_OK),ok)
-$(error missing build dependencies (see the message above))
-endif
-
-PKGS_CFLAGS := $(shell pkg-config --cflags check libxxhash)
-CHECK_LIBS  := $(shell pkg-config --libs check)
+# Packages are asked for by the targets that need them (scripts/deps.sh
+# groups, as order-only prerequisites below): the library needs only a
+# compiler and libxxhash-dev; `make clean` needs nothing.  Check's flags are
+# looked up only when a test is compiled or linked.
+PKGS_CFLAGS := $(shell pkg-config --cflags libxxhash 2>/dev/null)
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS   = $(shell pkg-config --libs check)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CSTD    := -std=c11 -D_GNU_SOURCE
@@ -91,22 +91,23 @@ BENCH_UOBJ:= $(BENCH_UTIL:%.c=$(BUILD)/%.o)
 STATIC  := $(BUILD)/libpagedkv.a
 SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
+PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
 .PHONY: test-python bench-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
-        install uninstall clean deps examples tools fuzz fuzz-long valgrind
+        install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
 
 all: lib tools examples
-lib: $(STATIC) $(SHARED) $(BUILD)/pagedkv.pc
+lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
 
 $(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -117,12 +118,18 @@ $(SHARED): $(LIB_OBJ)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
-# The .pc names the prefix it is installed under, so it is written for the
-# PREFIX of each build or install command.
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -lm -pthread\nCflags: -I$${includedir}\n
-$(BUILD)/pagedkv.pc: FORCE
+# The .pc files name the prefix they are installed under, so they are written
+# for the PREFIX of each build or install command.  pagedkv.pc links the
+# shared library with an rpath to it (a program built with it runs without
+# LD_LIBRARY_PATH); pagedkv-static.pc links the archive:
+#   cc app.c $(pkg-config --cflags --libs pagedkv)
+#   cc app.c $(pkg-config --static --cflags --libs pagedkv-static)
+PC_HEAD = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nVersion: $(VERSION)\nCflags: -I$${includedir}\nLibs.private: -lxxhash -lm -pthread\n
+PC_TEXT_pagedkv = $(PC_HEAD)Name: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lpagedkv\n
+PC_TEXT_pagedkv-static = $(PC_HEAD)Name: pagedkv-static\nDescription: pagedkv, linked statically (use with pkg-config --static)\nLibs: -L$${libdir} -l:libpagedkv.a\n
+$(PC_FILES): $(BUILD)/%.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf '$(PC_TEXT)' > $@.tmp
+	@printf '$(PC_TEXT_$*)' > $@.tmp
 	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
 .PHONY: FORCE
 FORCE:
@@ -139,13 +146,21 @@ $(BUILD)/examples/%.so: examples/%.c $(wildcard include/pagedkv/*.h)
 	$(CC) $(CFLAGS) -shared -DPKV_POLICY_PLUGIN -o $@ $<
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(STATIC)
 	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
 # OpenBLAS headers only for the engine benchmark (its baseline).
 $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
+
+# What each part asks scripts/deps.sh for (the groups are listed there).
+.PHONY: deps-lib deps-tools deps-build
+deps-lib deps-tools deps-build: deps-%:
+	@scripts/deps.sh $*
+$(LIB_OBJ) $(STATIC) $(SHARED) $(EX_BIN) $(EX_SO): | deps-lib
+$(TOOL_OBJ) $(TOOL) $(BENCH_BIN): | deps-tools
+$(TEST_BIN) $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o) $(TEST_UOBJ): | deps-build
 
 # ---------------------------------------------------------------- running
 TESTS ?=
@@ -156,8 +171,11 @@ run: all
 	  $(BUILD)/examples/serve_sim; \
 	fi
 
+# The Check suites, then (for the whole suite) the library as hosts load it:
+# dlopen, Python ctypes, programs built against an installed tree.
 test check: lib $(TEST_BIN)
-	@scripts/run-tests.sh $(BUILD)/tests $(TESTS)
+	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
+	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
 
 # The Python package (python/) under pytest, against this build's shared
@@ -196,6 +214,9 @@ bench-python: lib
 	@scripts/deps.sh python
 	@echo "== bench/bench_vllm.py"
 	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
+
+# Builds every benchmark without running it (CI builds them in asan mode).
+bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
 bench-engine: $(BUILD)/bench/bench_engine
@@ -262,7 +283,7 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so
-	install -m 644 $(BUILD)/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(PC_FILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	if [ -x $(TOOL) ]; then install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/; fi
 	install -d $(DESTDIR)$(PYDIR)/pagedkv
 	install -m 644 python/pagedkv/*.py $(DESTDIR)$(PYDIR)/pagedkv/
@@ -270,7 +291,7 @@ install: lib
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv $(DESTDIR)$(PYDIR)/pagedkv
-	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv-static.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
 
 deps:
 	scripts/deps.sh all

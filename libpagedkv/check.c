@@ -10,7 +10,8 @@
  *      range, the blocks over lookahead slots writable and unhashed, and
  *      the maintained sums of lengths and table sizes;
  *   2. pins: block ids in range, blk[].pins == number of pin entries;
- *   3. refcount[b] == page-table entries of b + pins of b + deferred refs;
+ *   3. refcount[b] == page-table entries of b + pins of b + queued copies
+ *      naming b (source or destination) + deferred references;
  *   4. state counts: free + used + evictable == num_blocks, the free list
  *      holds exactly the FREE blocks once each, n_evictable and n_cached
  *      match, a FREE block carries no flags;
@@ -18,7 +19,9 @@
  *      every cached block is reached once, its key recomputes from its
  *      stored parent, namespace and token ids (a cached block is never
  *      rewritten), its namespace slot is live;
- *   6. the copy queue and the event queue are within their capacity.
+ *   6. the copy queue: within its capacity, empty in owned mode, and each
+ *      block's count and reach of the copies into it; the event queue
+ *      within its capacity.
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
@@ -65,8 +68,10 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     sum_blocks += s->n_blocks;
     for (uint32_t j = s->n_known / bs; s->n_known < s->n_tokens && j < s->n_blocks; j++) {
       int32_t b = s->blocks[j];
+      uint32_t from = j == s->n_known / bs ? s->n_known % bs : 0;
       if (b >= 0 && (uint32_t)b < nb &&
-          (!PKV_BLOCK_IS_WRITABLE(c, b) || (c->blk[b].flags & PKV_BLK_HASHED)))
+          (!pkv__block_writable_at(c, b, from) ||
+           (c->blk[b].flags & PKV_BLK_HASHED)))
         return fail(msg, cap, "seq %u: entry %u (block %d) holds lookahead "
                     "slots but is shared, cached or hashed", i, j, b);
     }
@@ -129,15 +134,31 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   (unsigned long long)entries, (unsigned long long)sum);
   }
 
-  /* 3. refcounts; 4. states */
+  /* 3. refcounts (queued copies hold their source and destination);
+   * 4. states */
+  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
+    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
+                c->copies_head, c->copies_len, c->copies_cap);
+  for (uint32_t i = 0; i < c->copies_len; i++) {
+    const pkv_copy *q = &c->copies[c->copies_head + i];
+    if (q->src_block < 0 || (uint32_t)q->src_block >= nb || q->dst_block < 0 ||
+        (uint32_t)q->dst_block >= nb || q->src_block == q->dst_block ||
+        (uint64_t)q->src_slot + q->n_slots > bs ||
+        (uint64_t)q->dst_slot + q->n_slots > bs)
+      return fail(msg, cap, "queued copy %u (%d+%u -> %d+%u, %u slots) out of "
+                  "range", i, q->src_block, q->src_slot, q->dst_block,
+                  q->dst_slot, q->n_slots);
+    refs[q->src_block]++;
+    refs[q->dst_block]++;
+  }
   uint32_t n_free = 0, n_used = 0, n_evictable = 0, n_cached = 0;
   uint64_t n_deferred = 0;
   for (uint32_t b = 0; b < nb; b++) {
     const pkv__block *blk = &c->blk[b];
     if (c->refcount[b] != refs[b] + blk->pins + blk->deferred)
-      return fail(msg, cap, "block %u: refcount %u != %u table refs + %u pins "
-                  "+ %u deferred", b, c->refcount[b], refs[b], blk->pins,
-                  blk->deferred);
+      return fail(msg, cap, "block %u: refcount %u != %u table refs and "
+                  "queued copies + %u pins + %u deferred", b, c->refcount[b],
+                  refs[b], blk->pins, blk->deferred);
     n_deferred += blk->deferred;
     if (PKV_BLOCK_IS_CACHED(c, b)) {
       n_cached++;
@@ -239,12 +260,25 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   live_ns, reached_ns, free_ns, c->n_ns);
   }
 
-  /* 6. copies */
-  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
-    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
-                c->copies_head, c->copies_len, c->copies_cap);
+  /* 6. copies: each block's record of the copies into it */
   if (c->cfg.storage == PKV_STORAGE_OWNED && c->copies_len)
     return fail(msg, cap, "owned mode has %u queued copies", c->copies_len);
+  if (c->copy_in) {
+    memset(refs, 0, nb * sizeof *refs);
+    for (uint32_t i = 0; i < c->copies_len; i++) {
+      const pkv_copy *q = &c->copies[c->copies_head + i];
+      refs[q->dst_block]++;
+      if (q->dst_slot + q->n_slots > c->copy_in[q->dst_block].end)
+        return fail(msg, cap, "block %d: queued copy reaches slot %u, block "
+                    "records %u", q->dst_block, q->dst_slot + q->n_slots,
+                    c->copy_in[q->dst_block].end);
+    }
+    for (uint32_t b = 0; b < nb; b++)
+      if (c->copy_in[b].n != refs[b] || (refs[b] == 0 && c->copy_in[b].end))
+        return fail(msg, cap, "block %u: records %u queued copies into it "
+                    "(end %u), the queue has %u", b, c->copy_in[b].n,
+                    c->copy_in[b].end, refs[b]);
+  }
   if (c->evq_len > c->evq_cap || (c->evq_cap && c->evq_head >= c->evq_cap))
     return fail(msg, cap, "event queue [%u, +%u) beyond capacity %u",
                 c->evq_head, c->evq_len, c->evq_cap);

@@ -98,9 +98,12 @@ typedef struct pkv__family {
 #define PKV_BLOCK_IS_EVICTABLE(c, b) \
   ((c)->refcount[b] == 0 && PKV_BLOCK_IS_CACHED(c, b))
 /* A sequence may write into block b only if it is the sole reference and the
- * block is not in the index (cached blocks are immutable). */
+ * block is not in the index (cached blocks are immutable).  A queued copy
+ * into b holds a reference that does not count here (b's owner may write
+ * the slots past the copy's range: pkv__block_writable_at); a queued copy
+ * out of b does count, so b's owner copies before writing. */
 #define PKV_BLOCK_IS_WRITABLE(c, b) \
-  ((c)->refcount[b] == 1 && !PKV_BLOCK_IS_CACHED(c, b))
+  ((c)->refcount[b] - pkv__copies_into(c, b) == 1 && !PKV_BLOCK_IS_CACHED(c, b))
 
 /* ------------------------------------------------ sequences */
 
@@ -135,6 +138,17 @@ typedef struct pkv__seq {
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
  * on every free, so 0 is never a handle and a stale handle never matches. */
 #define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
+
+/* External storage: the queued copies writing into a block.  Each queued
+ * copy holds a reference on its source and one on its destination until
+ * pkv_pool_drain_copies hands it out, so neither is evicted or reused
+ * before the caller has the copy, and the source is never written in place
+ * (its owner copies it first).  The destination's owner may write past
+ * `end` meanwhile: that is where the next tokens go. */
+typedef struct pkv__copy_in {
+  uint32_t n;   /* queued copies into the block */
+  uint32_t end; /* highest dst_slot + n_slots among them; 0 when n == 0 */
+} pkv__copy_in;
 
 /* ------------------------------------------------ namespaces */
 
@@ -182,6 +196,7 @@ struct pkv_cache {
   uint32_t n_seq_free, seq_cap, n_seqs;
 
   pkv_copy *copies;            /* external mode queue [head, len) */
+  pkv__copy_in *copy_in;       /* external mode: per block; NULL if owned */
   uint32_t copies_head, copies_len, copies_cap;
 
   pkv__ns *ns;                 /* ns[0] = default namespace */
@@ -219,6 +234,17 @@ struct pkv_cache {
 };
 
 /* ------------------------------------------------ helpers (lock held) */
+
+static inline uint32_t pkv__copies_into(const pkv_cache *c, int32_t b) {
+  return c->copy_in ? c->copy_in[b].n : 0;
+}
+/* Whether b's owner may write slots from `slot` on in place: writable, and
+ * no queued copy into b reaches that far. */
+static inline bool pkv__block_writable_at(const pkv_cache *c, int32_t b,
+                                          uint32_t slot) {
+  return PKV_BLOCK_IS_WRITABLE(c, b) &&
+         (!c->copy_in || c->copy_in[b].n == 0 || slot >= c->copy_in[b].end);
+}
 
 /* The clock, read at most once per API call: one call is one instant for
  * every hook it makes (and a clock read costs more than most hooks). */
@@ -275,9 +301,13 @@ void pkv__block_ref(pkv_cache *c, int32_t b);
 /* One reference fewer; at 0 the block becomes free or evictable. */
 void pkv__block_unref(pkv_cache *c, int32_t b);
 /* Copies slots [0, n_slots) of src into dst (K/V of every layer in owned
- * mode, a queued pkv_copy in external mode; token ids in both).  The copy
- * queue must have room (pkv__copies_reserve). */
+ * mode, a queued pkv_copy in external mode, which holds src and dst until
+ * drained; token ids in both).  The copy queue must have room
+ * (pkv__copies_reserve).  Counted as a copy-on-write copy. */
 void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
+/* The same from slot src_slot of src to slot dst_slot of dst (src != dst). */
+void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
+                     uint32_t dst_slot, uint32_t n_slots);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
 /* The eviction driver hands back a block that left the index (refcount 0). */
 void pkv__pool_release_evicted(pkv_cache *c, int32_t b);

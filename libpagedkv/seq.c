@@ -221,7 +221,8 @@ static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   uint64_t room = (uint64_t)nblk0 * bs - len0;
   uint64_t ext = new_len - len0;
   int32_t tail = n_hits ? hits[n_hits - 1] : nblk0 ? s->blocks[nblk0 - 1] : -1;
-  bool cow = ext > 0 && room > 0 && !PKV_BLOCK_IS_WRITABLE(c, tail);
+  bool cow = ext > 0 && room > 0 &&
+             !pkv__block_writable_at(c, tail, bs - (uint32_t)room);
   uint64_t n_fresh = ext > room ? (ext - room + bs - 1) / bs : 0;
   if (new_blocks && n_fresh > new_cap)
     return pkv__err(PKV_ENOSPC, "seq %u: append needs %llu new blocks, "

@@ -76,7 +76,13 @@ PKV_API const char *pkv_last_error(void);
 typedef enum pkv_dtype {
   PKV_DTYPE_F32 = 0,
   PKV_DTYPE_F16 = 1,
-  PKV_DTYPE_BF16 = 2
+  PKV_DTYPE_BF16 = 2,
+  /* Quantized (docs/ENGINE.md, "Quantized K/V"): each stored row of
+   * head_dim elements (one token, one KV head) is head_dim 1-byte codes
+   * followed by its f32 scale; element = decode(code) * scale. */
+  PKV_DTYPE_I8 = 3,       /* symmetric int8, codes -127..127, scale = amax/127 */
+  PKV_DTYPE_FP8_E4M3 = 4, /* OCP fp8 E4M3 (max 448), scale = amax/448 */
+  PKV_DTYPE_FP8_E5M2 = 5  /* OCP fp8 E5M2 (max 57344), scale = amax/57344 */
 } pkv_dtype;
 
 typedef enum pkv_storage {
@@ -143,7 +149,9 @@ typedef struct pkv_config {
  * either num_blocks or memory_bytes). */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
-/* Size in bytes of one element of dtype (4, 2, 2), 0 if unknown. */
+/* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
+ * types, whose rows also carry a 4-byte scale: see pkv_kv_layout), 0 if
+ * unknown. */
 PKV_API size_t pkv_dtype_size(pkv_dtype dtype);
 
 /* Bytes one block occupies in all layers (K and V). 0 on overflow/invalid. */
@@ -165,10 +173,12 @@ PKV_API const pkv_config *pkv_cache_config(const pkv_cache *cache);
  * mode is expected to mirror.  For layer l, block b, KV head h, slot s,
  * element d:
  *   byte offset = b*block_stride + h*head_stride + s*slot_stride + d*elem_size
- * from the base of layer l's K (or V) region. */
+ * from the base of layer l's K (or V) region.  Quantized dtypes: the row's
+ * f32 scale follows its codes, at s*slot_stride + head_dim (slot_stride =
+ * head_dim + 4), so copying a slot's slot_stride bytes copies its scale. */
 typedef struct pkv_kv_layout {
   size_t elem_size;
-  size_t slot_stride;  /* = head_dim * elem_size */
+  size_t slot_stride;  /* = head_dim * elem_size (+ 4 when quantized) */
   size_t head_stride;  /* = block_size * slot_stride */
   size_t block_stride; /* = n_kv_heads * head_stride */
   size_t layer_bytes;  /* size of one layer's K (or V) region */
@@ -302,16 +312,26 @@ PKV_API int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs,
 
 /* ---------------------------------------------------------------- copies */
 
+/* Copy slots [src_slot, src_slot + n_slots) of src_block to [dst_slot,
+ * dst_slot + n_slots) of dst_block, in every layer, K and V.  Copy-on-write
+ * copies have src_slot = dst_slot = 0; a context shift
+ * (pkv_seq_remove_range) moves tokens to other offsets.  The two ranges never
+ * overlap in one block. */
 typedef struct pkv_copy {
   int32_t src_block;
   int32_t dst_block;
-  uint32_t n_slots; /* slots [0, n_slots) of every layer, K and V */
+  uint32_t n_slots;
+  uint32_t src_slot;
+  uint32_t dst_slot;
 } pkv_copy;
 
 /* External mode: moves up to cap queued copies into out, oldest first;
- * *n_out = how many.  The caller must execute them, in order, before its
- * next kernel touches the destination blocks.  *pending (may be NULL) = how
- * many remain. */
+ * *n_out = how many; *pending (may be NULL) = how many remain.  Until it is
+ * drained a queued copy holds its source and destination blocks (refcount):
+ * the source is neither reused nor written in place, the destination not
+ * reused, however late the caller drains.  The caller executes drained
+ * copies in order, before any later kernel touches their destination
+ * slots; once drained, the blocks may be reused by the next call. */
 PKV_API int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                                   uint32_t *n_out, uint32_t *pending);
 
