@@ -141,7 +141,8 @@ class pkv_seq_info(Structure):
 
 class pkv_copy(Structure):
     _fields_ = [("src_block", c_int32), ("dst_block", c_int32),
-                ("n_slots", c_uint32)]
+                ("n_slots", c_uint32), ("src_slot", c_uint32),
+                ("dst_slot", c_uint32)]
 
 
 _U32 = ["num_blocks", "block_size", "blocks_free", "blocks_used",
@@ -172,7 +173,7 @@ STATS_TEXT = ["policy", "allocator"]
 class pkv_engine_config(Structure):
     _fields_ = [("n_q_heads", c_uint32), ("n_threads", c_uint32),
                 ("scale", c_float), ("backend", c_char_p),
-                ("bf16_dot", c_uint32), _PAD]
+                ("bf16_dot", c_uint32), ("cascade", c_uint32), _PAD]
 
 
 P = POINTER
