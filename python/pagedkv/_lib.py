@@ -100,6 +100,8 @@ POL_DESTROY = ctypes.CFUNCTYPE(None, c_void_p)
 POL_HOOK = ctypes.CFUNCTYPE(None, c_void_p, c_int32, POINTER(pkv_block_meta))
 POL_VICTIM = ctypes.CFUNCTYPE(c_int32, c_void_p, c_uint64)
 POL_REMOVE = ctypes.CFUNCTYPE(None, c_void_p, c_int32)
+POL_CHECK = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(c_uint8), c_uint32,
+                             c_void_p, c_size_t)
 
 
 class pkv_policy_ops(Structure):
@@ -107,7 +109,10 @@ class pkv_policy_ops(Structure):
                 ("create", POL_CREATE), ("destroy", POL_DESTROY),
                 ("on_insert", POL_HOOK), ("on_hit", POL_HOOK),
                 ("on_evictable", POL_HOOK), ("on_pinned", POL_HOOK),
-                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE)]
+                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE),
+                # version 2 (optional hooks); a version-1 library stops
+                # reading before them
+                ("on_dedup", POL_HOOK), ("check", POL_CHECK)]
 
 
 class pkv_config(Structure):
@@ -129,8 +134,10 @@ class pkv_kv_layout(Structure):
 
 
 class pkv_seq_opts(Structure):
+    # The room is zero: a library whose opts end in `version` + reserved
+    # reads version 0 (= 1) and zeroed reserved space.
     _fields_ = [("ns", c_void_p), ("ns_len", c_size_t),
-                ("adapter_id", c_uint64), ("priority", c_uint8)]
+                ("adapter_id", c_uint64), ("priority", c_uint8), _PAD]
 
 
 class pkv_seq_info(Structure):
