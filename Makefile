@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
 # MODE selects the build directory and flags (release, debug, asan, tsan);
@@ -94,7 +95,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
-.PHONY: test-python
+.PHONY: test-python bench-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
@@ -207,6 +208,15 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	@$(MAKE) --no-print-directory bench-python
+
+# One vLLM scheduler decode step for 256 requests: the Python protocol on the
+# library, the C batch call, and a pure-Python manager (bench/bench_vllm.py).
+bench-python: lib
+	@scripts/deps.sh python
+	@echo "== bench/bench_vllm.py"
+	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
+
 # Builds every benchmark without running it (CI builds them in asan mode).
 bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
