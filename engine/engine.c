@@ -42,6 +42,7 @@ struct pkv_engine {
 };
 
 void pkv_engine_config_init(pkv_engine_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->n_threads = 1;
@@ -103,7 +104,7 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
 }
 
 void pkv_engine_destroy(pkv_engine *engine) {
-  if (!engine) return;
+  if (!engine) return; /* keeps pkv_last_error(), like pkv_cache_destroy */
   pkv__attn_fini(&engine->attn);
   pkv__free(engine->batch);
   pkv__free(engine->sorted);
@@ -111,10 +112,12 @@ void pkv_engine_destroy(pkv_engine *engine) {
 }
 
 int pkv_engine_uses_bf16_dot(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.bf16_dot : 0;
 }
 
 const char *pkv_engine_backend(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.kern->name : "";
 }
 

@@ -43,6 +43,7 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 }
 
 void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->dtype = PKV_DTYPE_F32;
@@ -51,6 +52,7 @@ void pkv_config_init(pkv_config *cfg) {
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
+  pkv__err_clear();
   switch (dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
@@ -74,6 +76,7 @@ static uint64_t block_stride_bytes(const pkv_config *cfg) {
 }
 
 uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
       !cfg->block_size || !pkv_dtype_size(cfg->dtype))
     return 0;
@@ -144,6 +147,7 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
 }
 
 const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  pkv__err_clear();
   return cache ? &cache->cfg : NULL;
 }
 
@@ -165,6 +169,7 @@ static void cache_free(pkv_cache *c) {
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
+  pkv__free(c->copy_in);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
@@ -212,8 +217,10 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  if (res.storage == PKV_STORAGE_EXTERNAL)
+    c->copy_in = pkv__calloc(nb, sizeof *c->copy_in);
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch) {
+      !c->scratch || (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }
@@ -252,6 +259,8 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   return 0;
 }
 
+/* Leaves pkv_last_error() as it is (it cannot fail): a caller may clean up
+ * after a failed call and report afterwards. */
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {

@@ -8,7 +8,8 @@
  *   1. sequences: handle table, n_blocks == ceil(n_tokens / bs),
  *      n_hashed * bs <= n_committed <= n_tokens, block ids in range;
  *   2. pins: block ids in range, blk[].pins == number of pin entries;
- *   3. refcount[b] == page-table entries of b + pins of b;
+ *   3. refcount[b] == page-table entries of b + pins of b + queued copies
+ *      naming b (source or destination);
  *   4. state counts: free + used + evictable == num_blocks, the free list
  *      holds exactly the FREE blocks once each, n_evictable and n_cached
  *      match, a FREE block carries no flags;
@@ -16,7 +17,11 @@
  *      every cached block is reached once, its key recomputes from its
  *      stored parent, namespace and token ids (a cached block is never
  *      rewritten), its namespace slot is live;
- *   6. the copy queue is within its capacity.
+ *   6. the copy queue: within its capacity, empty in owned mode, and each
+ *      block's count and reach of the copies into it;
+ *   7. the policy: choose_victim names a candidate (-1 exactly when there
+ *      is none), and the policy's own check (version-2 hook, every
+ *      built-in has one) finds its lists equal to the evictable set.
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
@@ -37,7 +42,27 @@ static bool fail(char *msg, size_t cap, const char *fmt, ...) {
   return false;
 }
 
-bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+/* 7. the policy: its victim is a candidate (or -1 exactly when there is
+ * none), and its own check, if it has one, agrees on the candidate set. */
+static bool policy_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  if (!c->policy) return true;
+  const uint32_t nb = c->num_blocks;
+  int32_t v = c->policy->choose_victim(c->policy_state, pkv__now(c));
+  if (c->n_evictable == 0 ? v != -1
+                          : (v < 0 || (uint32_t)v >= nb || !PKV_BLOCK_IS_EVICTABLE(c, v)))
+    return fail(msg, cap, "policy '%s' would evict block %d with %u candidates",
+                c->policy->name, v, c->n_evictable);
+  int (*check)(const void *, const uint8_t *, uint32_t, char *, size_t) =
+      PKV__POLICY_HOOK_V2(c->policy, check);
+  if (!check) return true;
+  uint8_t *ev = (uint8_t *)c->scratch; /* nb bytes fit in nb counters */
+  for (uint32_t b = 0; b < nb; b++) ev[b] = PKV_BLOCK_IS_EVICTABLE(c, b);
+  char detail[200] = "";
+  if (check(c->policy_state, ev, nb, detail, sizeof detail) == 0) return true;
+  return fail(msg, cap, "policy '%s': %s", c->policy->name, detail);
+}
+
+static bool core_is_valid(pkv_cache *c, char *msg, size_t cap) {
   const uint32_t nb = c->num_blocks, bs = c->block_size;
   uint32_t *refs = c->scratch;
   memset(refs, 0, nb * sizeof *refs);
@@ -82,9 +107,14 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
   }
   if (live != c->n_seqs)
     return fail(msg, cap, "n_seqs %u but %u live sequences", c->n_seqs, live);
-  if (live + c->n_seq_free != c->seq_cap)
-    return fail(msg, cap, "%u live + %u free handle slots != %u", live,
-                c->n_seq_free, c->seq_cap);
+  if ((uint64_t)live + c->n_seq_free + c->n_seq_retired != c->seq_cap)
+    return fail(msg, cap, "%u live + %u free + %u retired handle slots != %u",
+                live, c->n_seq_free, c->n_seq_retired, c->seq_cap);
+  for (uint32_t i = 0; i < c->n_seq_free; i++) {
+    uint32_t slot = c->seq_free[i];
+    if (slot >= c->seq_cap || c->seqs[slot] || c->seq_gen[slot] == 0)
+      return fail(msg, cap, "free handle slot %u is live or retired", slot);
+  }
 
   /* 2. pins */
   uint32_t pinned = 0;
@@ -111,13 +141,30 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   (unsigned long long)entries, (unsigned long long)sum);
   }
 
-  /* 3. refcounts; 4. states */
+  /* 3. refcounts (queued copies hold their source and destination);
+   * 4. states */
+  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
+    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
+                c->copies_head, c->copies_len, c->copies_cap);
+  for (uint32_t i = 0; i < c->copies_len; i++) {
+    const pkv_copy *q = &c->copies[c->copies_head + i];
+    if (q->src_block < 0 || (uint32_t)q->src_block >= nb || q->dst_block < 0 ||
+        (uint32_t)q->dst_block >= nb || q->src_block == q->dst_block ||
+        (uint64_t)q->src_slot + q->n_slots > bs ||
+        (uint64_t)q->dst_slot + q->n_slots > bs)
+      return fail(msg, cap, "queued copy %u (%d+%u -> %d+%u, %u slots) out of "
+                  "range", i, q->src_block, q->src_slot, q->dst_block,
+                  q->dst_slot, q->n_slots);
+    refs[q->src_block]++;
+    refs[q->dst_block]++;
+  }
   uint32_t n_free = 0, n_used = 0, n_evictable = 0, n_cached = 0;
   for (uint32_t b = 0; b < nb; b++) {
     const pkv__block *blk = &c->blk[b];
     if (c->refcount[b] != refs[b] + blk->pins)
-      return fail(msg, cap, "block %u: refcount %u != %u table refs + %u pins",
-                  b, c->refcount[b], refs[b], blk->pins);
+      return fail(msg, cap, "block %u: refcount %u != %u table refs and "
+                  "queued copies + %u pins", b, c->refcount[b], refs[b],
+                  blk->pins);
     if (PKV_BLOCK_IS_CACHED(c, b)) {
       n_cached++;
       if (!(blk->flags & PKV_BLK_HASHED))
@@ -215,13 +262,30 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   live_ns, reached_ns, free_ns, c->n_ns);
   }
 
-  /* 6. copies */
-  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
-    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
-                c->copies_head, c->copies_len, c->copies_cap);
+  /* 6. copies: each block's record of the copies into it */
   if (c->cfg.storage == PKV_STORAGE_OWNED && c->copies_len)
     return fail(msg, cap, "owned mode has %u queued copies", c->copies_len);
+  if (c->copy_in) {
+    memset(refs, 0, nb * sizeof *refs);
+    for (uint32_t i = 0; i < c->copies_len; i++) {
+      const pkv_copy *q = &c->copies[c->copies_head + i];
+      refs[q->dst_block]++;
+      if (q->dst_slot + q->n_slots > c->copy_in[q->dst_block].end)
+        return fail(msg, cap, "block %d: queued copy reaches slot %u, block "
+                    "records %u", q->dst_block, q->dst_slot + q->n_slots,
+                    c->copy_in[q->dst_block].end);
+    }
+    for (uint32_t b = 0; b < nb; b++)
+      if (c->copy_in[b].n != refs[b] || (refs[b] == 0 && c->copy_in[b].end))
+        return fail(msg, cap, "block %u: records %u queued copies into it "
+                    "(end %u), the queue has %u", b, c->copy_in[b].n,
+                    c->copy_in[b].end, refs[b]);
+  }
   return true;
+}
+
+bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  return core_is_valid(c, msg, cap) && policy_is_valid(c, msg, cap);
 }
 
 /* PKV_DEBUG=2 validates after every mutation of caches up to 2^16 slots;
@@ -232,7 +296,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
   uint64_t every = ((uint64_t)c->num_blocks * c->block_size) >> 16;
   if (every > 1 && ++c->debug_mutations % every != 0) return;
   char msg[256];
-  if (!pkv__cache_is_valid(c, msg, sizeof msg))
+  /* The library's own policies are checked too; a user's policy only by
+   * pkv_check (a test may install a broken one on purpose). */
+  if (!core_is_valid(c, msg, sizeof msg) ||
+      (pkv__policy_is_builtin(c->policy) && !policy_is_valid(c, msg, sizeof msg)))
     pkv__assert_fail("pkv__cache_is_valid(cache)", file, line, msg);
 }
 

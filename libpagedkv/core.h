@@ -96,9 +96,12 @@ typedef struct pkv__family {
 #define PKV_BLOCK_IS_EVICTABLE(c, b) \
   ((c)->refcount[b] == 0 && PKV_BLOCK_IS_CACHED(c, b))
 /* A sequence may write into block b only if it is the sole reference and the
- * block is not in the index (cached blocks are immutable). */
+ * block is not in the index (cached blocks are immutable).  A queued copy
+ * into b holds a reference that does not count here (b's owner may write
+ * the slots past the copy's range: pkv__block_writable_at); a queued copy
+ * out of b does count, so b's owner copies before writing. */
 #define PKV_BLOCK_IS_WRITABLE(c, b) \
-  ((c)->refcount[b] == 1 && !PKV_BLOCK_IS_CACHED(c, b))
+  ((c)->refcount[b] - pkv__copies_into(c, b) == 1 && !PKV_BLOCK_IS_CACHED(c, b))
 
 /* ------------------------------------------------ sequences */
 
@@ -128,8 +131,22 @@ typedef struct pkv__seq {
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
- * on every free, so 0 is never a handle and a stale handle never matches. */
+ * on every free, so 0 is never a handle and a stale handle never matches.
+ * A slot whose generation would wrap (after 2^32 - 1 sequences) is retired
+ * instead, never to be handed out again: a stale handle stays refused
+ * forever (one slot of 8 bytes lost per 2^32 frees). */
 #define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
+
+/* External storage: the queued copies writing into a block.  Each queued
+ * copy holds a reference on its source and one on its destination until
+ * pkv_pool_drain_copies hands it out, so neither is evicted or reused
+ * before the caller has the copy, and the source is never written in place
+ * (its owner copies it first).  The destination's owner may write past
+ * `end` meanwhile: that is where the next tokens go. */
+typedef struct pkv__copy_in {
+  uint32_t n;   /* queued copies into the block */
+  uint32_t end; /* highest dst_slot + n_slots among them; 0 when n == 0 */
+} pkv__copy_in;
 
 /* ------------------------------------------------ namespaces */
 
@@ -146,6 +163,7 @@ typedef struct pkv__ns {
 
 typedef struct pkv__pin {
   uint32_t gen;          /* odd = live */
+  bool retired;          /* gen wrapped: the slot is never used again */
   int32_t *blocks;
   uint32_t n_blocks;
 } pkv__pin;
@@ -175,8 +193,10 @@ struct pkv_cache {
   uint32_t *seq_gen;
   uint32_t *seq_free;          /* stack of free slot indices */
   uint32_t n_seq_free, seq_cap, n_seqs;
+  uint32_t n_seq_retired;      /* slots whose generation ran out */
 
   pkv_copy *copies;            /* external mode queue [head, len) */
+  pkv__copy_in *copy_in;       /* external mode: per block; NULL if owned */
   uint32_t copies_head, copies_len, copies_cap;
 
   pkv__ns *ns;                 /* ns[0] = default namespace */
@@ -208,6 +228,17 @@ struct pkv_cache {
 };
 
 /* ------------------------------------------------ helpers (lock held) */
+
+static inline uint32_t pkv__copies_into(const pkv_cache *c, int32_t b) {
+  return c->copy_in ? c->copy_in[b].n : 0;
+}
+/* Whether b's owner may write slots from `slot` on in place: writable, and
+ * no queued copy into b reaches that far. */
+static inline bool pkv__block_writable_at(const pkv_cache *c, int32_t b,
+                                          uint32_t slot) {
+  return PKV_BLOCK_IS_WRITABLE(c, b) &&
+         (!c->copy_in || c->copy_in[b].n == 0 || slot >= c->copy_in[b].end);
+}
 
 /* The clock, read at most once per API call: one call is one instant for
  * every hook it makes (and a clock read costs more than most hooks). */
@@ -254,9 +285,13 @@ void pkv__block_ref(pkv_cache *c, int32_t b);
 /* One reference fewer; at 0 the block becomes free or evictable. */
 void pkv__block_unref(pkv_cache *c, int32_t b);
 /* Copies slots [0, n_slots) of src into dst (K/V of every layer in owned
- * mode, a queued pkv_copy in external mode; token ids in both).  The copy
- * queue must have room (pkv__copies_reserve). */
+ * mode, a queued pkv_copy in external mode, which holds src and dst until
+ * drained; token ids in both).  The copy queue must have room
+ * (pkv__copies_reserve).  Counted as a copy-on-write copy. */
 void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
+/* The same from slot src_slot of src to slot dst_slot of dst (src != dst). */
+void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
+                     uint32_t dst_slot, uint32_t n_slots);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
 /* The eviction driver hands back a block that left the index (refcount 0). */
 void pkv__pool_release_evicted(pkv_cache *c, int32_t b);
@@ -289,6 +324,14 @@ bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
 int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
 
+/* The optional hooks of a version-2 policy; NULL for a version-1 vtable
+ * (which ends before them: never read past it). */
+#define PKV__POLICY_HOOK_V2(ops, hook) \
+  ((ops)->version >= 2 ? (ops)->hook : NULL)
+
+/* policy.c: whether ops is one of the library's own policies. */
+bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
+
 /* evict.c */
 int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
@@ -304,5 +347,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line);
 
 /* Test hooks (not part of the public ABI; tests link the static library). */
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits);
+/* Sets the generation the next sequence in free handle slot `slot` (or the
+ * next pin in released pin slot `slot`) gets, e.g. near the wrap.  PKV_ESTATE
+ * if the slot is not free. */
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
+int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
 
 #endif /* PKV_CORE_H */

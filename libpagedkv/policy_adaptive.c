@@ -284,6 +284,38 @@ static void ad_on_hit(void *state, int32_t block, const pkv_block_meta *meta) {
   feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
 }
 
+/* A commit found the block's content cached and took it (the prefix match
+ * stopped short of it): the content was used again, so the block's use
+ * count grows as for a hit, and the shadows see an access of a present
+ * key — the shadows count presence, not prefix matches, on both sides. */
+static void ad_on_dedup(void *state, int32_t block,
+                        const pkv_block_meta *meta) {
+  ad_state *st = state;
+  pkv__fw_on_hit(&st->fw, block, meta);
+  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+}
+
+/* fwlru's check of the real cache, and each shadow's lists against its
+ * own count of keys. */
+static int ad_check(const void *state, const uint8_t *evictable,
+                    uint32_t num_blocks, char *msg, size_t cap) {
+  const ad_state *st = state;
+  int rc = pkv__fw_check(&st->fw, evictable, num_blocks, msg, cap);
+  if (rc) return rc;
+  if (st->cur < 0 || st->cur >= AD_EXPERTS)
+    return pkv__policy_check_fail(msg, cap, "adaptive: setting %d", st->cur);
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    uint64_t n = 0;
+    for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
+    if (n != st->sh[e].used || n > st->shadow_cap)
+      return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists "
+                                    "hold %llu keys, %u recorded (cap %u)", e,
+                                    (unsigned long long)n, st->sh[e].used,
+                                    st->shadow_cap);
+  }
+  return 0;
+}
+
 const pkv_policy_ops pkv__policy_adaptive = {
     .version = PKV_POLICY_VERSION,
     .name = "adaptive",
@@ -295,4 +327,6 @@ const pkv_policy_ops pkv__policy_adaptive = {
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
     .on_remove = pkv__fw_on_remove,
+    .on_dedup = ad_on_dedup,
+    .check = ad_check,
 };

@@ -441,14 +441,18 @@ void pkv__block_unhash(pkv_cache *c, int32_t b) {
   blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
 }
 
-/* A table takes a reference on cached block b found by a lookup (a match,
- * or a commit that dedups into it); the policy hears of the hit. */
-static void reuse_cached(pkv_cache *c, int32_t b) {
+/* A table takes a reference on cached block b found by a lookup: a prefix
+ * match (the policy's on_hit), or a commit that dedups into it (on_dedup,
+ * if the policy has one: a dedup is not a hit, see policy.h). */
+static void reuse_cached(pkv_cache *c, int32_t b, bool match) {
   pkv__block_ref(c, b);
-  if (c->policy) {
+  if (!c->policy) return;
+  void (*hook)(void *, int32_t, const pkv_block_meta *) =
+      match ? c->policy->on_hit : PKV__POLICY_HOOK_V2(c->policy, on_dedup);
+  if (hook) {
     pkv_block_meta m;
     pkv__block_meta(c, b, &m);
-    c->policy->on_hit(c->policy_state, b, &m);
+    hook(c->policy_state, b, &m);
   }
 }
 
@@ -477,7 +481,7 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
                                &collided);
       if (hit >= 0) {
         /* Same prefix, same tokens already cached: use that copy. */
-        reuse_cached(c, hit);
+        reuse_cached(c, hit, false);
         s->blocks[i] = hit;
         pkv__block_unref(c, b);
         c->st.dedup_blocks++;
@@ -511,8 +515,10 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                   "(must be empty)", s->index, s->n_tokens);
     goto out;
   }
-  *matched = 0;
-  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) goto out;
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
@@ -520,7 +526,10 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;
-  if (want == 0) goto out;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
+  }
   pkv_hash128 parent = {0, 0};
   uint64_t collided = 0;
   uint32_t k = 0;
@@ -538,7 +547,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
       b = index_find(cache, key, parent, s->ns_id, t, &collided);
       if (b < 0) break;
     }
-    reuse_cached(cache, b);
+    reuse_cached(cache, b, true);
     s->blocks[k] = b;
     parent = key;
     prev = b;

@@ -66,8 +66,12 @@ PKV_API const char *pkv_strerror(int err);
 /* Short name of a code ("PKV_EINVAL"). */
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
- * (e.g. "seq 7: truncate to 90 > length 64"); "" if none.  Valid until the
- * next pkv_ call on this thread. */
+ * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
+ * on entry, so it is "" after a success, except five that leave it as it
+ * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
+ * report in any evaluation order) and pkv_cache_destroy /
+ * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
+ * until the next pkv_ call on this thread other than those five. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -171,7 +175,8 @@ PKV_API int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v);
 /* ---------------------------------------------------------------- sequences */
 
 /* A sequence handle: index and generation; 0 is never a valid handle.  A
- * freed or stale handle is refused with PKV_ENOSEQ, never reused silently. */
+ * freed or stale handle is refused with PKV_ENOSEQ forever (a slot whose
+ * 32-bit generation would wrap is retired, never reused). */
 typedef uint64_t pkv_seq_id;
 #define PKV_SEQ_NONE ((pkv_seq_id)0)
 
@@ -221,7 +226,8 @@ PKV_API int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq,
  * keys and stored token ids equal tokens[0..n_tokens), at most max_tokens
  * tokens (0 = no cap; pass n_tokens - 1 to keep one token to compute).
  * *matched = number of tokens attached (a multiple of block_size); they are
- * committed.  The caller then appends tokens[*matched ..]. */
+ * committed.  The caller then appends tokens[*matched ..].  On failure
+ * *matched is not written. */
 PKV_API int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                                  const int32_t *tokens, uint32_t n_tokens,
                                  uint32_t max_tokens, uint32_t *matched);
@@ -285,16 +291,26 @@ PKV_API int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs,
 
 /* ---------------------------------------------------------------- copies */
 
+/* Copy slots [src_slot, src_slot + n_slots) of src_block to [dst_slot,
+ * dst_slot + n_slots) of dst_block, in every layer, K and V.  Copy-on-write
+ * copies have src_slot = dst_slot = 0; a context shift
+ * (pkv_seq_remove_range) moves tokens to other offsets.  The two ranges never
+ * overlap in one block. */
 typedef struct pkv_copy {
   int32_t src_block;
   int32_t dst_block;
-  uint32_t n_slots; /* slots [0, n_slots) of every layer, K and V */
+  uint32_t n_slots;
+  uint32_t src_slot;
+  uint32_t dst_slot;
 } pkv_copy;
 
 /* External mode: moves up to cap queued copies into out, oldest first;
- * *n_out = how many.  The caller must execute them, in order, before its
- * next kernel touches the destination blocks.  *pending (may be NULL) = how
- * many remain. */
+ * *n_out = how many; *pending (may be NULL) = how many remain.  Until it is
+ * drained a queued copy holds its source and destination blocks (refcount):
+ * the source is neither reused nor written in place, the destination not
+ * reused, however late the caller drains.  The caller executes drained
+ * copies in order, before any later kernel touches their destination
+ * slots; once drained, the blocks may be reused by the next call. */
 PKV_API int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                                   uint32_t *n_out, uint32_t *pending);
 
@@ -347,7 +363,9 @@ typedef struct pkv_stats {
 
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
 
-/* Full invariant check.  Returns 0, or PKV_ECORRUPT with the first violation
+/* Full invariant check, the eviction policy's state included (its victim
+ * is a candidate; a version-2 policy's check hook compares its lists with
+ * the evictable set).  Returns 0, or PKV_ECORRUPT with the first violation
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
