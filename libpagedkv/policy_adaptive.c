@@ -65,6 +65,10 @@ static const struct {
 /* A setting replaces the current one when it leads by this many standard
  * deviations. */
 #define AD_Z 2.0
+/* Epochs after a switch before the real cache is judged against LRU: a
+ * setting that keeps frequently used blocks longer pays at once (recent
+ * blocks go sooner) and earns only when the kept blocks come back. */
+#define AD_WARMUP 4
 /* Ghost entries per block, as fwlru's default. */
 #define AD_HIST 8
 
@@ -102,6 +106,7 @@ typedef struct ad_state {
   /* The real cache against the LRU shadow, since the last switch: accesses
    * the real cache hit and the shadow missed (real_won), and the reverse. */
   double real_won, lru_won;
+  uint32_t since;        /* epochs since the last switch */
   /* A setting that lost to LRU in the real cache is barred for bar[e]
    * epochs; the next bar after a loss is twice as long. */
   uint32_t bar[AD_EXPERTS], next_bar[AD_EXPERTS];
@@ -186,6 +191,7 @@ static void use_setting(ad_state *st, int e) {
   st->cur = e;
   st->switches++;
   st->real_won = st->lru_won = 0;
+  st->since = 0;
   memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
 }
 
@@ -198,15 +204,17 @@ static void use_setting(ad_state *st, int e) {
  * accesses, not releases; sampled ones see a share of the keys), so a
  * setting that wins in its shadow may still lose in the real cache.  The
  * real cache's own hits are therefore tested the same way against the LRU
- * shadow's: a setting that loses to LRU in the real cache goes back to LRU
- * and is barred for a while (doubling each time). */
+ * shadow's, from AD_WARMUP epochs after the switch on: a setting that
+ * loses to LRU in the real cache goes back to LRU and is barred for a while
+ * (doubling each time). */
 static void epoch_end(ad_state *st) {
   st->in_epoch = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
     for (int f = 0; f < AD_EXPERTS; f++) st->won[e][f] *= AD_DECAY;
     if (st->bar[e]) st->bar[e]--;
   }
-  if (st->cur != 0) {
+  if (++st->since == AD_WARMUP) st->real_won = st->lru_won = 0;
+  if (st->cur != 0 && st->since > AD_WARMUP) {
     double a = st->real_won, b = st->lru_won;
     if ((b - a) / sqrt(a + b + 1.0) > AD_Z) {
       int e = st->cur;
