@@ -293,13 +293,13 @@ static void ad_on_hit(void *state, int32_t block, const pkv_block_meta *meta) {
 }
 
 /* A commit found the block's content cached and took it (the prefix match
- * stopped short of it): the content was used again, so the block's use
- * count grows as for a hit, and the shadows see an access of a present
- * key — the shadows count presence, not prefix matches, on both sides. */
+ * stopped short of it).  As for the other built-ins, recomputed content is
+ * not a use (the count stays); but the key was accessed and found, and the
+ * shadows count presence, so they see an access that the real cache hit. */
 static void ad_on_dedup(void *state, int32_t block,
                         const pkv_block_meta *meta) {
+  (void)meta;
   ad_state *st = state;
-  pkv__fw_on_hit(&st->fw, block, meta);
   feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
 }
 

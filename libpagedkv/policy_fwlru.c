@@ -296,6 +296,5 @@ const pkv_policy_ops pkv__policy_fwlru = {
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
     .on_remove = pkv__fw_on_remove,
-    .on_dedup = pkv__fw_on_hit, /* a dedup is a use of the content too */
     .check = pkv__fw_check,
 };
