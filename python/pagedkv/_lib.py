@@ -240,6 +240,10 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # versioned ABI
+    "pkv_version": (c_uint32, []),
+    "pkv_version_string": (c_char_p, []),
+    "pkv_seq_opts_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions
