@@ -19,8 +19,10 @@ MODE    ?= release
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   := build/$(MODE)
-VERSION := 0.1.0
-SOMAJOR := 0
+# The version is the header's (PKV_VERSION_*); the soname carries the major.
+VERSION := $(shell sed -n 's/^\#define PKV_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$$/\2/p' include/pagedkv/pagedkv.h | paste -sd.)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIB_MAP := libpagedkv/pagedkv.map
 
 # Packages are asked for by the targets that need them (scripts/deps.sh
 # groups, as order-only prerequisites below): the library needs only a
@@ -113,8 +115,8 @@ $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -o $@ $^ $(LDLIBS)
+$(SHARED): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -Wl,--version-script=$(LIB_MAP) -o $@ $(LIB_OBJ) $(LDLIBS)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
@@ -224,7 +226,7 @@ bench-engine: $(BUILD)/bench/bench_engine
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
 
 # The replay test compiles the fuzz harness body in.
-$(BUILD)/tests/check_fuzz_replay.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+$(BUILD)/tests/check_fuzz_replay.o $(BUILD)/tests/check_sim.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
 # ---------------------------------------------------------------- fuzzing
 # libFuzzer harnesses: clang compiles the library sources directly with the
@@ -247,11 +249,18 @@ $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pa
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
 
-# Trace parsers: the harness plus the tools' parser (and what it needs).
-$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(wildcard tools/trace.c tools/*.h)
+# Trace readers and the simulator's stream and replays built on them.
+FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c
+$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/trace.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl
+
+# Option parsers of run and sim (no library needed).
+$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c tools/opts.c tools/cli.c tools/trace.c $(wildcard tools/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/opts.c tools/cli.c tools/trace.c -lm
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \
