@@ -124,9 +124,10 @@ class pkv_config(Structure):
                 ("policy_args", c_char_p), ("on_event", EVENT_FN),
                 ("event_user", c_void_p), ("clock", CLOCK_FN),
                 ("clock_user", c_void_p), ("flags", c_uint32),
-                ("event_queue_cap", c_uint32),
-                # versioned ABI (pkv_config_init sets version)
-                ("version", c_uint32), ("reserved", c_uint64 * 8), _PAD]
+                # versioned ABI: pkv_config_init sets version; new fields
+                # take reserved space
+                ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("reserved", c_uint64 * 7), _PAD]
 
 
 class pkv_kv_layout(Structure):
@@ -183,8 +184,8 @@ STATS_TEXT = ["policy", "allocator"]
 class pkv_engine_config(Structure):
     _fields_ = [("n_q_heads", c_uint32), ("n_threads", c_uint32),
                 ("scale", c_float), ("backend", c_char_p),
-                ("bf16_dot", c_uint32), ("cascade", c_uint32),
-                ("version", c_uint32), ("reserved", c_uint64 * 8), _PAD]
+                ("bf16_dot", c_uint32), ("version", c_uint32),
+                ("cascade", c_uint32), ("reserved", c_uint64 * 7), _PAD]
 
 
 P = POINTER
