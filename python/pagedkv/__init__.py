@@ -31,7 +31,7 @@ def version():
     """The library's version string (pkv_version() when the library has it,
     else the header macros this package was written against)."""
     if _lib.has("pkv_version_string"):
-        return _lib.declare("pkv_version_string", _lib.c_char_p, [])().decode()
+        return _lib.LIB.pkv_version_string().decode()
     return "0.1.0"
 
 

@@ -124,7 +124,10 @@ class pkv_config(Structure):
                 ("policy_args", c_char_p), ("on_event", EVENT_FN),
                 ("event_user", c_void_p), ("clock", CLOCK_FN),
                 ("clock_user", c_void_p), ("flags", c_uint32),
-                ("event_queue_cap", c_uint32), _PAD]
+                # versioned ABI: pkv_config_init sets version; new fields
+                # take reserved space
+                ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("reserved", c_uint64 * 7), _PAD]
 
 
 class pkv_kv_layout(Structure):
@@ -137,7 +140,8 @@ class pkv_seq_opts(Structure):
     # The room is zero: a library whose opts end in `version` + reserved
     # reads version 0 (= 1) and zeroed reserved space.
     _fields_ = [("ns", c_void_p), ("ns_len", c_size_t),
-                ("adapter_id", c_uint64), ("priority", c_uint8), _PAD]
+                ("adapter_id", c_uint64), ("priority", c_uint8),
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_seq_info(Structure):
@@ -180,7 +184,8 @@ STATS_TEXT = ["policy", "allocator"]
 class pkv_engine_config(Structure):
     _fields_ = [("n_q_heads", c_uint32), ("n_threads", c_uint32),
                 ("scale", c_float), ("backend", c_char_p),
-                ("bf16_dot", c_uint32), ("cascade", c_uint32), _PAD]
+                ("bf16_dot", c_uint32), ("version", c_uint32),
+                ("cascade", c_uint32), ("reserved", c_uint64 * 7), _PAD]
 
 
 P = POINTER
@@ -236,6 +241,10 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # versioned ABI
+    "pkv_version": (c_uint32, []),
+    "pkv_version_string": (c_char_p, []),
+    "pkv_seq_opts_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions

@@ -603,8 +603,14 @@ class Cache:
         violation."""
         msg = ctypes.create_string_buffer(512)
         rc = LIB.pkv_check(self._p(), msg, len(msg))
-        if rc < 0:
-            raise Corrupt(msg.value.decode("utf-8", "replace"))
+        err = Corrupt(msg.value.decode("utf-8", "replace")) if rc < 0 else None
+        if self._cbs.pending:  # a policy hook the check ran raised
+            if err is None:
+                self._cbs.raise_pending()
+            cause, self._cbs.pending = self._cbs.pending[0], []
+            raise err from cause
+        if err is not None:
+            raise err
 
 
 class Sequence:

@@ -17,8 +17,19 @@ STRUCTS = ["pkv_hash128", "pkv_event", "pkv_block_meta", "pkv_policy_ops",
 
 
 # Fields mirrored ahead of a library that may not have them yet: checked
-# where the header declares them (a version-1 vtable simply ends before).
-NEWER = {"pkv_policy_ops": ["on_dedup", "check"]}
+# where the header declares them (a version-1 vtable, an unversioned config
+# simply end before them).
+NEWER = {"pkv_policy_ops": ["on_dedup", "check"],
+         "pkv_config": ["version", "reserved"],
+         "pkv_seq_opts": ["version", "reserved"],
+         "pkv_engine_config": ["version", "reserved"]}
+
+
+def declared(struct, field, text):
+    import re
+    m = re.search(r"typedef struct %s \{(.*?)\} %s;" % (struct, struct), text, re.S)
+    body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+    return re.search(r"\b%s\b" % field, body) is not None
 
 
 def header_text():
@@ -30,7 +41,7 @@ def fields(name, text=None):
     out = [f[0] for f in getattr(_lib, name)._fields_ if f[0] != "_room"]
     if text is not None:
         out = [f for f in out if f not in NEWER.get(name, ())
-               or "(*%s)" % f in text]
+               or declared(name, f, text)]
     return out
 
 
