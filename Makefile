@@ -94,8 +94,9 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
+.PHONY: test-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
-        install uninstall clean deps examples tools fuzz fuzz-long valgrind
+        install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
@@ -176,6 +177,19 @@ run: all
 test check: lib $(TEST_BIN)
 	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
 	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
+	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
+
+# The Python package (python/) under pytest, against this build's shared
+# library.  Not under asan/tsan: their .so needs the sanitizer runtime
+# preloaded into the interpreter.  A library that does not load fails.
+PYTHON ?= /usr/bin/python3
+test-python: lib
+	@scripts/deps.sh python
+	@if [ "$(MODE)" = asan ] || [ "$(MODE)" = tsan ]; then \
+	  echo "python tests: not run in MODE=$(MODE) (run them in release)"; \
+	else echo "== python tests (pytest, $(BUILD)/libpagedkv.so)"; \
+	  PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PAGEDKV_MODE=$(MODE) PYTHONDONTWRITEBYTECODE=1 \
+	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider python/tests; fi
 
 debug:
 	$(MAKE) MODE=debug test
@@ -193,6 +207,8 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+# Builds every benchmark without running it (CI builds them in asan mode).
+bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
 bench-engine: $(BUILD)/bench/bench_engine
@@ -248,6 +264,10 @@ valgrind: lib $(TEST_BIN)
 	  exit $$fail
 
 # ---------------------------------------------------------------- install
+# The Python package goes where Debian's python3 looks for PREFIX=/usr/local
+# (other prefixes: PYTHONPATH=$(PREFIX)/lib/python3/dist-packages); it loads
+# the library installed beside it.
+PYDIR ?= $(PREFIX)/lib/python3/dist-packages
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/pagedkv $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/pagedkv/*.h $(DESTDIR)$(PREFIX)/include/pagedkv/
@@ -257,9 +277,12 @@ install: lib
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so
 	install -m 644 $(PC_FILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	if [ -x $(TOOL) ]; then install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/; fi
+	install -d $(DESTDIR)$(PYDIR)/pagedkv
+	install -m 644 python/pagedkv/*.py $(DESTDIR)$(PYDIR)/pagedkv/
+	printf 'LIBRARY = %s\n' "'$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)'" > $(DESTDIR)$(PYDIR)/pagedkv/_install.py
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv
+	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv $(DESTDIR)$(PYDIR)/pagedkv
 	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv-static.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
 
 deps:

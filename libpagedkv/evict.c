@@ -143,7 +143,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "pin_create: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   int32_t *blocks = NULL;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
@@ -206,7 +206,7 @@ out:
 int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_release: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   uint64_t idx1 = pin & 0xffffffffu;
   uint32_t gen = (uint32_t)(pin >> 32);

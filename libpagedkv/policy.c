@@ -26,6 +26,7 @@
 static const pkv_policy_ops *const builtins[] = {
     &pkv__policy_lru,    &pkv__policy_fifo,     &pkv__policy_lfu,
     &pkv__policy_s3fifo, &pkv__policy_priority, &pkv__policy_fwlru,
+    &pkv__policy_adaptive,
 };
 #define N_BUILTINS (sizeof builtins / sizeof builtins[0])
 

@@ -311,5 +311,6 @@ extern const pkv_policy_ops pkv__policy_lfu;
 extern const pkv_policy_ops pkv__policy_s3fifo;
 extern const pkv_policy_ops pkv__policy_priority;
 extern const pkv_policy_ops pkv__policy_fwlru;
+extern const pkv_policy_ops pkv__policy_adaptive;
 
 #endif /* PKV_POLICY_UTIL_H */

@@ -7,7 +7,7 @@
 #         tool and the benchmarks link as their process allocator),
 #         build (+ Check and python3: everything `make test` needs),
 #         bench (OpenBLAS baseline), plot (gnuplot for --plot),
-#         fuzz (clang + libFuzzer runtime), valgrind, all.
+#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), all.
 set -eu
 
 pkgs_for() {
@@ -19,8 +19,9 @@ pkgs_for() {
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
     valgrind) echo "valgrind" ;;
-    all)      for g in build bench plot fuzz valgrind; do pkgs_for "$g"; done ;;
-    *) echo "deps.sh: unknown group '$1' (lib, tools, build, bench, plot, fuzz, valgrind, all)" >&2; exit 2 ;;
+    python)   echo "python3 python3-numpy python3-pytest" ;;
+    all)      for g in build bench plot fuzz valgrind python; do pkgs_for "$g"; done ;;
+    *) echo "deps.sh: unknown group '$1' (lib, tools, build, bench, plot, fuzz, valgrind, python, all)" >&2; exit 2 ;;
   esac
 }
 

@@ -67,7 +67,7 @@ typedef struct pkv_policy_ops {
 } pkv_policy_ops;
 
 /* Built-in policies by name ("lru", "fifo", "lfu", "s3fifo", "priority",
- * "fwlru") or registered ones; NULL if unknown.  Thread-safe. */
+ * "fwlru", "adaptive") or registered ones; NULL if unknown.  Thread-safe. */
 PKV_API const pkv_policy_ops *pkv_policy_find(const char *name);
 /* Registers ops under ops->name for lookup by name (process-wide).  Refuses
  * a wrong version (PKV_ENOTSUP), missing hooks (PKV_EINVAL) or a taken name
