@@ -390,10 +390,14 @@ out:
 }
 
 int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
-                      const pkv_append *req, pkv_delta *delta) {
+                      const pkv_append *req_in, pkv_delta *delta) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_append_ex: cache is NULL");
-  if (!req) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  if (!req_in) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  pkv_append req_res;
+  int abi_rc = pkv__append_in(&req_res, req_in);
+  if (abi_rc) return abi_rc;
+  const pkv_append *req = &req_res; /* in this version's layout */
   if (!req->tokens && req->n_tokens > 0)
     return pkv__err(PKV_EINVAL, "seq_append_ex: tokens is NULL with "
                     "n_tokens %u", req->n_tokens);

@@ -19,7 +19,8 @@
  *   - Destroy functions accept NULL.
  *
  * ABI (docs/API.md, "Versions and ABI")
- *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_engine_config)
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_append,
+ *   pkv_engine_config)
  *   end with a `version` field and zeroed `reserved` space; their size never
  *   changes within a major version: new fields take reserved space.  The
  *   *_init functions set version and zero the rest; a zero-initialized struct
@@ -501,7 +502,13 @@ typedef struct pkv_append {
   /* NULL (new_cap 0), or receives the ids of the blocks appended. */
   int32_t *new_blocks;
   uint32_t new_cap;
+  uint32_t version;     /* PKV_APPEND_VERSION (pkv_append_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_append;
+#define PKV_APPEND_VERSION 1
+
+/* Zeroes *req and sets its version (a zero-initialized struct is valid too). */
+PKV_API void pkv_append_init(pkv_append *req);
 
 /* What one allocation changed in the table (out): ship this, not tables. */
 typedef struct pkv_delta {

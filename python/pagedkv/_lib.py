@@ -197,7 +197,8 @@ class pkv_append(Structure):
     _fields_ = [("tokens", c_void_p), ("n_tokens", c_uint32),
                 ("n_lookahead", c_uint32), ("hit_blocks", c_void_p),
                 ("n_hit_blocks", c_uint32), ("slots", c_void_p),
-                ("new_blocks", c_void_p), ("new_cap", c_uint32), _PAD]
+                ("new_blocks", c_void_p), ("new_cap", c_uint32),
+                ("version", c_uint32), ("reserved", c_uint64 * 4)]
 
 
 class pkv_delta(Structure):
