@@ -53,6 +53,7 @@ void pkv_config_init(pkv_config *cfg) {
   cfg->dtype = PKV_DTYPE_F32;
   cfg->storage = PKV_STORAGE_OWNED;
   cfg->policy = PKV_DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
@@ -100,9 +101,11 @@ uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
 }
 
 /* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
-static int config_validate(const pkv_config *cfg, pkv_config *res) {
-  if (!cfg) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
-  *res = *cfg;
+static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
+  if (!cfg_in) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  int abi_rc = pkv__config_in(res, cfg_in);
+  if (abi_rc) return abi_rc;
+  const pkv_config *cfg = res; /* the caller's fields in this version's layout */
   if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");

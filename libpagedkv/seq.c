@@ -127,8 +127,12 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
-  pkv_seq_opts o = {0};
-  if (opts) o = *opts;
+  pkv_seq_opts o;
+  pkv_seq_opts_init(&o);
+  if (opts) {
+    int abi_rc = pkv__seq_opts_in(&o, opts);
+    if (abi_rc) return abi_rc;
+  }
   if (o.ns_len > 0 && o.ns == NULL)
     return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
                     o.ns_len);
@@ -472,14 +476,17 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
     } else {
       pkv_delta d;
       uint32_t pending = s->n_tokens - s->n_known;
-      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, &slot,
+      /* One slot: a known token (filling a lookahead slot if any), or one
+       * more lookahead slot past the reserved length. */
+      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
                                NULL, 0, &d)
                     : seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
-                               &slot, NULL, 0, &d);
+                               NULL, NULL, 0, &d);
       if (r.rc == 0) {
         uint32_t pos = tokens ? s->n_known - 1 : s->n_tokens - 1;
         r.index = pos / bs;
         r.block = s->blocks[r.index];
+        slot = (int64_t)r.block * bs + (pos - r.index * bs);
         if (d.n_new) {
           r.change = PKV_STEP_APPENDED;
         } else if (d.cow_index >= 0) {

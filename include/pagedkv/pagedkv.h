@@ -17,6 +17,16 @@
  *     internally.  A sequence must not be mutated by two threads at once, nor
  *     mutated while the engine computes on it (see docs/DESIGN.md).
  *   - Destroy functions accept NULL.
+ *
+ * ABI (docs/API.md, "Versions and ABI")
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_engine_config)
+ *   end with a `version` field and zeroed `reserved` space; their size never
+ *   changes within a major version: new fields take reserved space.  The
+ *   *_init functions set version and zero the rest; a zero-initialized struct
+ *   ({0}, memset) counts as version 1.  The library accepts an older
+ *   caller's struct (its missing fields get their defaults) and a newer one
+ *   whose fields this library does not know are zero; otherwise
+ *   PKV_ENOTSUP.  Only the symbols declared in these headers are exported.
  */
 #ifndef PAGEDKV_H
 #define PAGEDKV_H
@@ -39,6 +49,15 @@ extern "C" {
 #define PKV_VERSION_MAJOR 0
 #define PKV_VERSION_MINOR 1
 #define PKV_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch, comparable with < and >. */
+#define PKV_VERSION_HEX                                                       \
+  ((PKV_VERSION_MAJOR << 16) | (PKV_VERSION_MINOR << 8) | PKV_VERSION_PATCH)
+
+/* The version of the library actually loaded (PKV_VERSION_HEX of its build),
+ * which may differ from the header's the caller was compiled with. */
+PKV_API unsigned pkv_version(void);
+/* The same as "MAJOR.MINOR.PATCH" (static storage). */
+PKV_API const char *pkv_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -68,12 +87,12 @@ PKV_API const char *pkv_strerror(int err);
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
  * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
- * on entry, so it is "" after a success, except six that leave it as it
- * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
- * report in any evaluation order) and pkv_cache_destroy,
- * pkv_engine_destroy, pkv_groups_destroy (which cannot fail: clean up, then
- * report).  Valid until the next pkv_ call on this thread other than those
- * six. */
+ * on entry, so it is "" after a success, except eight that leave it as
+ * it is: pkv_strerror, pkv_err_name, pkv_last_error, pkv_version and
+ * pkv_version_string (so they can be used to report in any evaluation
+ * order) and pkv_cache_destroy, pkv_engine_destroy, pkv_groups_destroy
+ * (which cannot fail: clean up, then report).  Valid until the next pkv_
+ * call on this thread other than those eight. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -131,10 +150,14 @@ typedef struct pkv_config {
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  uint32_t version;      /* PKV_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
+  uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
+#define PKV_CONFIG_VERSION 2
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -151,7 +174,8 @@ typedef struct pkv_config {
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
- * either num_blocks or memory_bytes). */
+ * either num_blocks or memory_bytes); version = PKV_CONFIG_VERSION, reserved
+ * zero. */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
 /* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
@@ -210,7 +234,14 @@ typedef struct pkv_seq_opts {
   uint64_t adapter_id; /* LoRA adapter; 0 = none */
   uint8_t priority;    /* default retention priority 0..100 (35 if 0 given
                           and no range set; see pkv_seq_set_priority) */
+  uint32_t version;     /* PKV_SEQ_OPTS_VERSION (pkv_seq_opts_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_seq_opts;
+#define PKV_SEQ_OPTS_VERSION 1
+
+/* Fills *opts with defaults: default namespace, no adapter, priority 0;
+ * version = PKV_SEQ_OPTS_VERSION.  (A zero-initialized struct is valid too.) */
+PKV_API void pkv_seq_opts_init(pkv_seq_opts *opts);
 
 /* Creates an empty sequence.  opts may be NULL (default namespace, no
  * adapter). */
