@@ -47,6 +47,7 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 }
 
 void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->dtype = PKV_DTYPE_F32;
@@ -55,10 +56,14 @@ void pkv_config_init(pkv_config *cfg) {
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
+  pkv__err_clear();
   switch (dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
   case PKV_DTYPE_BF16: return 2;
+  case PKV_DTYPE_I8:
+  case PKV_DTYPE_FP8_E4M3:
+  case PKV_DTYPE_FP8_E5M2: return 1;
   }
   return 0;
 }
@@ -68,16 +73,24 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+/* Bytes of one slot of one head: the elements, then the f32 scale of the
+ * quantized types (pkv_kv_layout). */
+static uint64_t slot_bytes(const pkv_config *cfg) {
+  uint64_t x = pkv_dtype_size(cfg->dtype);
+  if (!mul_ok(x, cfg->head_dim, &x)) return 0;
+  return x + (cfg->dtype >= PKV_DTYPE_I8 ? sizeof(float) : 0);
+}
+
 /* Bytes of one block's K (or V) in one layer; 0 on overflow. */
 static uint64_t block_stride_bytes(const pkv_config *cfg) {
-  uint64_t x = pkv_dtype_size(cfg->dtype);
-  if (!mul_ok(x, cfg->head_dim, &x) || !mul_ok(x, cfg->block_size, &x) ||
-      !mul_ok(x, cfg->n_kv_heads, &x))
+  uint64_t x = slot_bytes(cfg);
+  if (!x || !mul_ok(x, cfg->block_size, &x) || !mul_ok(x, cfg->n_kv_heads, &x))
     return 0;
   return x;
 }
 
 uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
       !cfg->block_size || !pkv_dtype_size(cfg->dtype))
     return 0;
@@ -151,6 +164,7 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
 }
 
 const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  pkv__err_clear();
   return cache ? &cache->cfg : NULL;
 }
 
@@ -206,7 +220,7 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
 
   pkv_kv_layout *L = &c->layout;
   L->elem_size = pkv_dtype_size(res.dtype);
-  L->slot_stride = (size_t)res.head_dim * L->elem_size;
+  L->slot_stride = (size_t)slot_bytes(&res);
   L->head_stride = (size_t)res.block_size * L->slot_stride;
   L->block_stride = (size_t)res.n_kv_heads * L->head_stride;
   L->layer_bytes = (size_t)res.num_blocks * L->block_stride;
@@ -266,6 +280,8 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   return 0;
 }
 
+/* Leaves pkv_last_error() as it is (it cannot fail): a caller may clean up
+ * after a failed call and report afterwards. */
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {

@@ -106,8 +106,15 @@ static pkv_seq_id seq_handle(const pkv_cache *c, const pkv__seq *s) {
 static void seq_destroy(pkv_cache *c, pkv__seq *s) {
   c->seqs[s->index] = NULL;
   uint32_t g = c->seq_gen[s->index] + 1;
-  c->seq_gen[s->index] = g ? g : 1;
-  c->seq_free[c->n_seq_free++] = s->index;
+  if (g != 0) {
+    c->seq_gen[s->index] = g;
+    c->seq_free[c->n_seq_free++] = s->index;
+  } else {
+    /* Every generation of this slot has been handed out: retire it, so no
+     * stale handle of it can ever match again. */
+    c->seq_gen[s->index] = 0;
+    c->n_seq_retired++;
+  }
   c->n_seqs--;
   pkv__free(s->blocks);
   pkv__free(s->ranges);
@@ -757,6 +764,18 @@ int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   s->ranges[s->n_ranges++] =
       (pkv__prio_range){begin, end, priority, duration_ns};
 out:
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  if (slot >= cache->seq_cap || cache->seqs[slot] || gen == 0 ||
+      cache->seq_gen[slot] == 0)
+    rc = pkv__err(PKV_ESTATE, "test_set_seq_gen: slot %u not free", slot);
+  else
+    cache->seq_gen[slot] = gen;
   pkv__unlock(cache);
   return rc;
 }

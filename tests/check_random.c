@@ -495,13 +495,15 @@ static void step(world *w) {
   }
 }
 
-static const char *policies[] = {"lru", "fifo", "lfu", "s3fifo", "priority"};
+static const char *policies[] = {"lru",      "fifo",  "lfu",     "s3fifo",
+                                 "priority", "fwlru", "adaptive"};
+#define N_POLICIES (sizeof policies / sizeof policies[0])
 
 static void run_policy(int variant, const char *policy, bool lazy) {
   world *w = calloc(1, sizeof *w);
   w->external = lazy || (variant & 1);
   w->lazy = lazy;
-  bool orphans_first = (variant >> 1) >= 5;
+  bool orphans_first = (size_t)(variant >> 1) >= N_POLICIES;
   w->bs = 4;
   w->nb = 40;
   w->rng = 0x5eed0000ull + (uint64_t)variant;
@@ -551,7 +553,7 @@ static void run_policy(int variant, const char *policy, bool lazy) {
 }
 
 static void run(int variant) {
-  run_policy(variant, policies[(variant >> 1) % 5], false);
+  run_policy(variant, policies[(size_t)(variant >> 1) % N_POLICIES], false);
 }
 
 START_TEST(random_ops) { run(_i); }
@@ -571,8 +573,10 @@ static Suite *random_suite(void) {
   Suite *s = suite_create("random");
   TCase *tc = tcase_create("random_ops");
   tcase_set_timeout(tc, 120);
-  /* bit 0: storage; (i >> 1) % 5: policy; i >= 10: orphans first. */
-  tcase_add_loop_test(tc, random_ops, 0, 14);
+  /* bit 0: storage; (i >> 1) % N_POLICIES: policy; i >= 2 * N_POLICIES:
+   * orphans first (lru, fifo, fwlru and adaptive). */
+  tcase_add_loop_test(tc, random_ops, 0, 2 * N_POLICIES + 4);
+  tcase_add_loop_test(tc, random_ops, 2 * N_POLICIES + 10, 2 * N_POLICIES + 14);
   tcase_add_loop_test(tc, lazy_drain, 0, 8);
   suite_add_tcase(s, tc);
   return s;

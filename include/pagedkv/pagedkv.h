@@ -67,8 +67,12 @@ PKV_API const char *pkv_strerror(int err);
 /* Short name of a code ("PKV_EINVAL"). */
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
- * (e.g. "seq 7: truncate to 90 > length 64"); "" if none.  Valid until the
- * next pkv_ call on this thread. */
+ * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
+ * on entry, so it is "" after a success, except five that leave it as it
+ * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
+ * report in any evaluation order) and pkv_cache_destroy /
+ * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
+ * until the next pkv_ call on this thread other than those five. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -76,7 +80,13 @@ PKV_API const char *pkv_last_error(void);
 typedef enum pkv_dtype {
   PKV_DTYPE_F32 = 0,
   PKV_DTYPE_F16 = 1,
-  PKV_DTYPE_BF16 = 2
+  PKV_DTYPE_BF16 = 2,
+  /* Quantized (docs/ENGINE.md, "Quantized K/V"): each stored row of
+   * head_dim elements (one token, one KV head) is head_dim 1-byte codes
+   * followed by its f32 scale; element = decode(code) * scale. */
+  PKV_DTYPE_I8 = 3,       /* symmetric int8, codes -127..127, scale = amax/127 */
+  PKV_DTYPE_FP8_E4M3 = 4, /* OCP fp8 E4M3 (max 448), scale = amax/448 */
+  PKV_DTYPE_FP8_E5M2 = 5  /* OCP fp8 E5M2 (max 57344), scale = amax/57344 */
 } pkv_dtype;
 
 typedef enum pkv_storage {
@@ -144,7 +154,9 @@ typedef struct pkv_config {
  * either num_blocks or memory_bytes). */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
-/* Size in bytes of one element of dtype (4, 2, 2), 0 if unknown. */
+/* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
+ * types, whose rows also carry a 4-byte scale: see pkv_kv_layout), 0 if
+ * unknown. */
 PKV_API size_t pkv_dtype_size(pkv_dtype dtype);
 
 /* Bytes one block occupies in all layers (K and V). 0 on overflow/invalid. */
@@ -166,10 +178,12 @@ PKV_API const pkv_config *pkv_cache_config(const pkv_cache *cache);
  * mode is expected to mirror.  For layer l, block b, KV head h, slot s,
  * element d:
  *   byte offset = b*block_stride + h*head_stride + s*slot_stride + d*elem_size
- * from the base of layer l's K (or V) region. */
+ * from the base of layer l's K (or V) region.  Quantized dtypes: the row's
+ * f32 scale follows its codes, at s*slot_stride + head_dim (slot_stride =
+ * head_dim + 4), so copying a slot's slot_stride bytes copies its scale. */
 typedef struct pkv_kv_layout {
   size_t elem_size;
-  size_t slot_stride;  /* = head_dim * elem_size */
+  size_t slot_stride;  /* = head_dim * elem_size (+ 4 when quantized) */
   size_t head_stride;  /* = block_size * slot_stride */
   size_t block_stride; /* = n_kv_heads * head_stride */
   size_t layer_bytes;  /* size of one layer's K (or V) region */
@@ -183,7 +197,8 @@ PKV_API int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v);
 /* ---------------------------------------------------------------- sequences */
 
 /* A sequence handle: index and generation; 0 is never a valid handle.  A
- * freed or stale handle is refused with PKV_ENOSEQ, never reused silently. */
+ * freed or stale handle is refused with PKV_ENOSEQ forever (a slot whose
+ * 32-bit generation would wrap is retired, never reused). */
 typedef uint64_t pkv_seq_id;
 #define PKV_SEQ_NONE ((pkv_seq_id)0)
 
@@ -237,7 +252,8 @@ PKV_API int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq,
  * keys and stored token ids equal tokens[0..n_tokens), at most max_tokens
  * tokens (0 = no cap; pass n_tokens - 1 to keep one token to compute).
  * *matched = number of tokens attached (a multiple of block_size); they are
- * committed.  The caller then appends tokens[*matched ..]. */
+ * committed.  The caller then appends tokens[*matched ..].  On failure
+ * *matched is not written. */
 PKV_API int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                                  const int32_t *tokens, uint32_t n_tokens,
                                  uint32_t max_tokens, uint32_t *matched);
@@ -381,6 +397,14 @@ typedef struct pkv_stats {
   uint64_t events;
   uint64_t kv_bytes;          /* arena size (owned mode) */
   char policy[32];
+  /* Where the library's memory comes from (docs/DESIGN.md, "Memory"):
+   * "jemalloc" (the process has jemalloc: a private arena), "system" (the
+   * process's malloc + mmap for the KV arena), "libc" (sanitizer builds) or
+   * "user" (pkv_replace_allocator). */
+  char allocator[16];
+  /* Bytes live in the library's private jemalloc arena, for every cache and
+   * engine of the process (metadata + KV arenas); 0 for other allocators. */
+  uint64_t allocator_bytes;
   uint64_t prefix_probes;     /* pkv_prefix_probe calls (read-only) */
   uint64_t commit_duplicates; /* full blocks whose key was already cached,
                                  cached beside their twin (no dedup) */
@@ -389,12 +413,15 @@ typedef struct pkv_stats {
   uint32_t events_queued;     /* in the pull queue now */
   uint64_t events_lost;       /* dropped by a full pull queue */
   uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
+  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
 /* A snapshot of gauges and counters, O(1) (no walk over sequences). */
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
 
-/* Full invariant check.  Returns 0, or PKV_ECORRUPT with the first violation
+/* Full invariant check, the eviction policy's state included (its victim
+ * is a candidate; a version-2 policy's check hook compares its lists with
+ * the evictable set).  Returns 0, or PKV_ECORRUPT with the first violation
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
@@ -590,7 +617,8 @@ PKV_API int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
 
 /* Replaces the allocator the library uses for host metadata (not thread-safe;
  * call before any cache exists).  All four must be given, or all NULL to
- * restore the default (jemalloc). */
+ * restore the default (jemalloc's private arena when the process has
+ * jemalloc, else the process's malloc and mmap; docs/DESIGN.md "Memory"). */
 typedef void *(*pkv_malloc_fn)(size_t size);
 typedef void *(*pkv_realloc_fn)(void *p, size_t size);
 typedef void *(*pkv_calloc_fn)(size_t n, size_t size);
