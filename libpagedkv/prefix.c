@@ -31,7 +31,15 @@
  * PKV_CACHE_EVICT_ORPHANS_FIRST asks the eviction driver to take them before
  * anything else (see evict.c).
  *
- * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps.
+ * Duplicates: a commit without dedup (the default: stable tables) caches a
+ * block whose key is already cached right after its twin in the bucket
+ * chain, so lookups find the first; with dedup the table is remapped to the
+ * cached block and the replaced one keeps a deferred reference.
+ *
+ * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps, to
+ * the push callback (with pkv__tls_emitting naming the cache, so a call back
+ * into it gets PKV_EBUSY) and/or the pull queue (serve.c).  The read-only
+ * probe (pkv_prefix_probe) shares the match's walk and changes nothing.
  */
 #include "core.h"
 
