@@ -9,7 +9,7 @@ onto the library's serving API:
     allocate_slots        pkv_seq_append_ex: the probed hit (re-verified:
                           StaleHit if evicted since), the known token ids,
                           draft/lookahead slots without ids; then
-                          pkv_seq_commit_ex of the blocks that became full
+                          pkv_seq_commit (no dedup: stable tables) of the blocks that became full
                           (verified ids only) unless delay_cache_blocks
     decode fast path      allocate_slots(req, 1) of a running request only
                           queues the token; the queue goes to the library in
