@@ -133,6 +133,10 @@ typedef struct pkv__seq {
   uint8_t priority;      /* default retention priority */
   pkv__prio_range *ranges;
   uint32_t n_ranges, cap_ranges;
+  uint32_t index_limit;  /* table entries at or past this index never enter
+                            the prefix index: their K/V was computed before
+                            a context shift (pkv_seq_remove_range) moved
+                            them; UINT32_MAX = no limit */
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
@@ -292,6 +296,9 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
     return s;
   return pkv__seq_lookup_fail(c, id);
 }
+
+/* seq.c: frees s (its blocks, namespace, handle); the lock is held. */
+void pkv__seq_release(pkv_cache *c, pkv__seq *s);
 
 /* pool.c */
 /* Blocks a caller may obtain right now (free + evictable). */

@@ -538,6 +538,7 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                            bool release_now, pkv_remap *remaps,
                            uint32_t *n_remaps) {
   uint32_t full = s->n_committed / c->block_size;
+  if (full > s->index_limit) full = s->index_limit; /* shifted K/V */
   uint64_t collided = 0;
   for (uint32_t i = s->n_hashed; i < full; i++) {
     int32_t b = s->blocks[i];

@@ -91,6 +91,7 @@ static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
     pkv__free(s);
     return NULL;
   }
+  s->index_limit = UINT32_MAX;
   s->index = c->seq_free[--c->n_seq_free];
   s->gen = c->seq_gen[s->index];
   s->ns_id = ns_id;
@@ -156,7 +157,7 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
 }
 
 /* Releases s's blocks and namespace and retires its handle. */
-static void seq_release(pkv_cache *c, pkv__seq *s) {
+void pkv__seq_release(pkv_cache *c, pkv__seq *s) {
   /* Tail first: the deepest blocks become evictable first, so an LRU
    * policy drops a chain from its end and keeps the shared root longest. */
   for (uint32_t i = s->n_blocks; i-- > 0;) pkv__block_unref(c, s->blocks[i]);
@@ -175,7 +176,7 @@ int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq) {
     pkv__unlock(cache);
     return PKV_ENOSEQ;
   }
-  seq_release(cache, s);
+  pkv__seq_release(cache, s);
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return 0;
@@ -523,7 +524,7 @@ int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
     int rc = s ? 0 : PKV_ENOSEQ;
-    if (s) seq_release(cache, s);
+    if (s) pkv__seq_release(cache, s);
     else if (first_rc == 0) first_rc = rc;
     if (results) results[i] = rc;
   }
@@ -569,6 +570,7 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   s->ranges = ranges;
   s->n_ranges = s->cap_ranges = p->n_ranges;
   s->priority = p->priority;
+  s->index_limit = p->index_limit;
   /* Every block of the parent is referenced, so none is evictable and a
    * plain increment is the whole refcount effect. */
   uint32_t *rc_arr = cache->refcount;

@@ -185,6 +185,9 @@ OK(common_prefix) {
   uint32_t n;
   return pkv_common_prefix_blocks(f->c, seqs, 2, &n);
 }
+OK(seq_list) { pkv_seq_id ids[8]; uint32_t n; return pkv_seq_list(f->c, ids, 8, &n); }
+OK(seq_keep) { return pkv_seq_keep(f->c, f->live); }
+OK(seq_remove_range) { return pkv_seq_remove_range(f->c, f->live, 1, 3); }
 OK(engine_config_init) { (void)f; pkv_engine_config e; pkv_engine_config_init(&e); return 0; }
 OK(engine_create) {
   pkv_engine_config ec;
@@ -241,6 +244,9 @@ static const ok_row ok_rows[] = {
     {"pkv_cache_capacity", ok_capacity},
     {"pkv_evict", ok_evict},
     {"pkv_common_prefix_blocks", ok_common_prefix},
+    {"pkv_seq_list", ok_seq_list},
+    {"pkv_seq_keep", ok_seq_keep},
+    {"pkv_seq_remove_range", ok_seq_remove_range},
     {"pkv_engine_config_init", ok_engine_config_init},
     {"pkv_engine_create", ok_engine_create},
     {"pkv_engine_backend", ok_engine_backend},

@@ -309,6 +309,32 @@ PKV_API int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq,
                                  uint32_t begin, uint32_t end,
                                  uint8_t priority, uint64_t duration_ns);
 
+/* llama.cpp-style sequence operations (docs/API.md, "Sequence operations").
+ *
+ * Lists the live sequences, in slot order: up to cap handles into out;
+ * *n_seqs = how many are live.  PKV_ENOSPC (out untouched, *n_seqs set) if
+ * cap is too small; call with cap 0 to ask.  Read-only. */
+PKV_API int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
+                         uint32_t *n_seqs);
+/* Frees every live sequence except seq (llama_kv_self_seq_keep).  PKV_ENOSEQ
+ * (nothing freed) if seq is not live.  Refcounts as pkv_seq_free. */
+PKV_API int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq);
+/* Context shift: removes positions [begin, end) of seq; every position
+ * p >= end becomes p - (end - begin), with its token id and K/V (moved, not
+ * recomputed: K keeps the rotary embedding of p, the engine re-rotates it
+ * by -(end - begin)).  Block-aligned begin and length: table entries are
+ * dropped and the rest slide down, no copy.  Otherwise the entries from
+ * begin's block on are rebuilt by slot copies into fresh blocks (owned: at
+ * once; external: queued pkv_copy with slot offsets).  n_committed is
+ * clamped to begin, and the entries from begin's block on never enter the
+ * prefix index afterwards.  begin == end does nothing.  Returns 0;
+ * PKV_EINVAL (NULL cache), PKV_ENOSEQ, PKV_ERANGE (begin > end, end past the
+ * length), PKV_ESTATE (lookahead slots reserved), PKV_ENOMEM (pool or copy
+ * queue; nothing changed).  Refcounts: -1 on each dropped or rebuilt old
+ * block, 1 on each new block. */
+PKV_API int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq,
+                                 uint32_t begin, uint32_t end);
+
 /* ---------------------------------------------------------------- pins */
 
 typedef uint64_t pkv_pin_id;
@@ -443,7 +469,9 @@ typedef struct pkv_stats {
   uint32_t events_queued;     /* in the pull queue now */
   uint64_t events_lost;       /* dropped by a full pull queue */
   uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
-  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
+  uint64_t range_removals;    /* pkv_seq_remove_range calls that removed */
+  uint64_t shift_copied_slots; /* slots copied by those (0 when aligned) */
+  uint64_t reserved[6]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
 /* A snapshot of gauges and counters, O(1) (no walk over sequences). */
