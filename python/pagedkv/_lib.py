@@ -172,12 +172,16 @@ class pkv_stats(Structure):
                    ("commit_duplicates", c_uint64), ("remaps", c_uint64),
                    ("blocks_deferred", c_uint32), ("events_queued", c_uint32),
                    ("events_lost", c_uint64), ("batch_calls", c_uint64),
-                   ("reserved", c_uint64 * 8), _PAD])
+                   # sequence operations (zero in a library without them:
+                   # this was reserved space)
+                   ("range_removals", c_uint64), ("shift_copied_slots", c_uint64),
+                   ("reserved", c_uint64 * 6), _PAD])
 
 
 STATS_FIELDS = _U32 + _U64 + [
     "allocator_bytes", "prefix_probes", "commit_duplicates", "remaps",
-    "blocks_deferred", "events_queued", "events_lost", "batch_calls"]
+    "blocks_deferred", "events_queued", "events_lost", "batch_calls",
+    "range_removals", "shift_copied_slots"]
 STATS_TEXT = ["policy", "allocator"]
 
 
@@ -241,6 +245,10 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # llama.cpp-style sequence operations
+    "pkv_seq_list": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_seq_keep": (c_int, [c_void_p, pkv_seq_id]),
+    "pkv_seq_remove_range": (c_int, [c_void_p, pkv_seq_id, c_uint32, c_uint32]),
     # versioned ABI
     "pkv_version": (c_uint32, []),
     "pkv_version_string": (c_char_p, []),

@@ -148,3 +148,35 @@ def test_library_refuses_reentry_with_ebusy():
         _lib.LIB.pkv_cache_destroy(ptr)
     assert seen == [-10]
     assert pagedkv.Busy.code == -10
+
+
+def test_llama_cpp_sequence_ops():
+    """pkv_seq_list / pkv_seq_keep / pkv_seq_remove_range (context shift)."""
+    with mk(n_kv_heads=1, head_dim=16) as c:
+        a, b, d = c.sequence(), c.sequence(), c.sequence()
+        assert c.sequences() == [a, b, d]
+        a.append(toks(12))
+        a.commit()
+        K, V = c.kv(0)
+        slots = a.slot_mapping()
+        flat = K.transpose(0, 2, 1, 3).reshape(-1, 16)  # [slot, head_dim] (1 head)
+        flat[slots] = np.arange(12, dtype=np.float32)[:, None]
+        a.remove_range(2, 6)                  # unaligned: rebuilt by slot copies
+        assert len(a) == 8 and a.info().n_committed == 2
+        moved = flat[a.slot_mapping()][:, 0]
+        assert list(moved) == [0, 1, 6, 7, 8, 9, 10, 11]   # K moved with its tokens
+        assert c.stats().range_removals == 1 and c.stats().shift_copied_slots > 0
+        with pytest.raises(pagedkv.OutOfRange):
+            a.remove_range(6, 20)             # past the end: nothing changes
+        assert len(a) == 8
+        a.remove_range(4, 4)                  # empty range: no-op
+        c.check()
+        c.keep(a)
+        assert c.sequences() == [a]
+        with pytest.raises(pagedkv.NoSuchSequence):
+            b.append([1])
+        with pytest.raises(pagedkv.NoSuchSequence):
+            c.keep(b)
+        assert c.sequences() == [a]
+        a.free()
+        assert c.sequences() == []
