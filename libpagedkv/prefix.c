@@ -559,8 +559,11 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                                c->block_tokens + (size_t)b * c->block_size,
                                &collided);
       if (hit >= 0 && !dedup) {
-        /* Stable table: keep our copy, private (hashed, not cached). */
+        /* Stable table: keep our block and cache it beside its twin (as
+         * vLLM does): either one serves a hit, so the prefix stays
+         * reachable while any copy lives or stays cached. */
         c->st.commit_duplicates++;
+        index_insert(c, s, i, b);
       } else if (hit >= 0) {
         /* Same prefix, same tokens already cached: use that copy.  Our
          * table reference on b becomes a deferred one unless released now

@@ -169,7 +169,8 @@ typedef struct pkv_config {
  * replaced in the table by the cached block (reported as a remap; see
  * pkv_seq_commit_ex).  Without it (the default) block tables are stable: a
  * block id, once in a table, stays at its position until truncate or free,
- * and a duplicate block simply stays private (stats.commit_duplicates). */
+ * and a duplicate block is cached beside its twin (either serves a hit;
+ * stats.commit_duplicates). */
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
@@ -463,7 +464,7 @@ typedef struct pkv_stats {
   uint64_t allocator_bytes;
   uint64_t prefix_probes;     /* pkv_prefix_probe calls (read-only) */
   uint64_t commit_duplicates; /* full blocks whose key was already cached,
-                                 kept private (stable tables) */
+                                 cached beside their twin (no dedup) */
   uint64_t remaps;            /* table entries replaced by commit dedup */
   uint32_t blocks_deferred;   /* references held for pkv_blocks_release */
   uint32_t events_queued;     /* in the pull queue now */
@@ -553,9 +554,11 @@ typedef struct pkv_delta {
  * *delta (may be NULL) the whole change, including a copy-on-write
  * replacement.  Block ids already in the table never change here except by
  * that copy-on-write (only of a partial tail that is shared or cached).
- * Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens > 0, hit
- * on a non-empty sequence, n_tokens < hit tokens, nothing to do),
- * PKV_ENOSEQ, PKV_ESTATE (stale hit), PKV_ERANGE (length > INT32_MAX),
+ * Nothing asked (no tokens, lookahead already reserved) is a successful
+ * no-op.  Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens
+ * > 0, hit_blocks or new_blocks NULL with a count, n_tokens < hit tokens),
+ * PKV_ENOSEQ, PKV_ESTATE (hit on a non-empty sequence, or stale hit: nothing
+ * attached), PKV_ERANGE (length > INT32_MAX),
  * PKV_ENOSPC (new_cap < blocks needed), PKV_ENOMEM (pool or memory).  On
  * failure nothing changed (outputs untouched).
  * Refcounts: +1 on each hit block (policy on_hit), 1 on each new block, −1
