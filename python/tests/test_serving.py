@@ -64,14 +64,14 @@ def test_commit_dedup_remaps_and_deferred_release():
         a.append(toks(8))
         b.append(toks(8))
         a.commit()
-        assert b.commit_ex(8, dedup=False) == []
-        assert c.stats().commit_duplicates == 2
+        assert b.commit_ex(8, dedup=False) == []  # b's twins are cached too
+        assert c.stats().commit_duplicates == 2 and c.stats().blocks_cached == 4
         b2 = c.sequence()
         b2.append(toks(8))
         old = list(b2.blocks())
         remaps = b2.commit_ex(8, dedup=True)
         assert [(r.index, r.old_block) for r in remaps] == [(0, old[0]), (1, old[1])]
-        assert list(b2.blocks()) == list(a.blocks())
+        assert list(b2.blocks()) in (list(a.blocks()), list(b.blocks()))
         assert c.capacity().deferred == 2
         c.blocks_release([r.old_block for r in remaps])
         assert c.capacity().deferred == 0
