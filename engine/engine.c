@@ -50,7 +50,8 @@ void pkv_engine_config_init(pkv_engine_config *cfg) {
 }
 
 /* Where each older version's fields end (libpagedkv/abi.c). */
-static const size_t engine_config_ends[] = {PKV__V1_END(pkv_engine_config)};
+static const size_t engine_config_ends[] = {PKV__V1_END(pkv_engine_config),
+                                            PKV__END_AT(pkv_engine_config, cascade)};
 _Static_assert(sizeof engine_config_ends / sizeof engine_config_ends[0] >=
                    PKV_ENGINE_CONFIG_VERSION - 1, "one entry per older version");
 

@@ -114,24 +114,26 @@ static int attempt_engine(void *p) {
   return 0;
 }
 
+#define N_RESERVED(st) (sizeof (st).reserved / sizeof (st).reserved[0])
+
 START_TEST(struct_versions) {
   abi_ctx x;
   tu_config(&x.cfg, PKV_STORAGE_OWNED, 8, 4);
   x.cfg.head_dim = 16; /* the engine's multiple of 16 */
-  expect_version_rules(attempt_cache, &x, &x.cfg.version, x.cfg.reserved, 8,
+  expect_version_rules(attempt_cache, &x, &x.cfg.version, x.cfg.reserved, N_RESERVED(x.cfg),
                        PKV_CONFIG_VERSION);
   x.cache = tu_cache(&x.cfg);
   pkv_seq_opts_init(&x.opts);
   x.opts.ns = "tenant";
   x.opts.ns_len = 6;
-  expect_version_rules(attempt_seq, &x, &x.opts.version, x.opts.reserved, 4,
+  expect_version_rules(attempt_seq, &x, &x.opts.version, x.opts.reserved, N_RESERVED(x.opts),
                        PKV_SEQ_OPTS_VERSION);
   pkv_seq_opts positional = {"ns", 2, 0, 10}; /* 0.1 callers' initializers */
   pkv_seq_id s;
   ck_assert_int_eq(pkv_seq_create(x.cache, &positional, &s), 0);
   pkv_engine_config_init(&x.ecfg);
   x.ecfg.n_q_heads = 2;
-  expect_version_rules(attempt_engine, &x, &x.ecfg.version, x.ecfg.reserved, 8,
+  expect_version_rules(attempt_engine, &x, &x.ecfg.version, x.ecfg.reserved, N_RESERVED(x.ecfg),
                        PKV_ENGINE_CONFIG_VERSION);
   TU_CHECK(x.cache);
   pkv_cache_destroy(x.cache);

@@ -71,6 +71,7 @@ typedef struct ok_row {
 
 #define OK(name) static int ok_##name(fx *f)
 OK(config_init) { (void)f; pkv_config c; pkv_config_init(&c); return 0; }
+OK(seq_opts_init) { (void)f; pkv_seq_opts o; pkv_seq_opts_init(&o); return 0; }
 OK(dtype_size) { (void)f; return pkv_dtype_size(PKV_DTYPE_F16) == 2 ? 0 : 1; }
 OK(block_bytes) { return pkv_config_block_bytes(pkv_cache_config(f->c)) ? 0 : 1; }
 OK(cache_config) { return pkv_cache_config(f->c) ? 0 : 1; }
@@ -205,6 +206,7 @@ OK(decode) { return pkv_decode(f->e, &f->fresh, 1, 0, f->q, f->k, f->v, f->out);
 
 static const ok_row ok_rows[] = {
     {"pkv_config_init", ok_config_init},
+    {"pkv_seq_opts_init", ok_seq_opts_init},
     {"pkv_dtype_size", ok_dtype_size},
     {"pkv_config_block_bytes", ok_block_bytes},
     {"pkv_cache_config", ok_cache_config},
@@ -257,11 +259,13 @@ static const ok_row ok_rows[] = {
 #define N_OK (sizeof ok_rows / sizeof ok_rows[0])
 
 /* Functions that leave pkv_last_error() as it is, and why: the reporters
- * (so `printf("%s: %s", pkv_strerror(rc), pkv_last_error())` works in any
+ * and version queries (so `printf("%s: %s", pkv_strerror(rc),
+ * pkv_last_error())` works in any
  * evaluation order) and the destroy functions, which cannot fail (so a
  * caller can clean up after a failed call, then report). */
 static const char *const keeps[] = {"pkv_strerror", "pkv_err_name",
-                                    "pkv_last_error", "pkv_cache_destroy",
+                                    "pkv_last_error", "pkv_version",
+                                    "pkv_version_string", "pkv_cache_destroy",
                                     "pkv_engine_destroy"};
 #define N_KEEPS (sizeof keeps / sizeof keeps[0])
 
