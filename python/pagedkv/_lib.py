@@ -17,7 +17,7 @@ import ctypes
 import os
 
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float,
-                    c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint32,
+                    c_int, c_int32, c_size_t, c_uint8, c_uint32,
                     c_uint64, c_void_p)
 
 # ---------------------------------------------------------------- loading

@@ -28,11 +28,9 @@ allocate, InvalidArgument for a request that needs more blocks than the pool
 has; each leaves the manager unchanged.  allocate_slots returns None (and
 changes nothing) when the blocks do not fit now.
 """
-import ctypes
 from array import array
 from ctypes import byref, c_uint32
 
-import numpy as np
 
 from . import _lib
 from .cache import Cache, _opts

@@ -1,5 +1,4 @@
 """Events, Python policies, and what a raising callback leaves behind."""
-import numpy as np
 import pytest
 
 import pagedkv
