@@ -201,7 +201,10 @@ class pkv_append(Structure):
     _fields_ = [("tokens", c_void_p), ("n_tokens", c_uint32),
                 ("n_lookahead", c_uint32), ("hit_blocks", c_void_p),
                 ("n_hit_blocks", c_uint32), ("slots", c_void_p),
-                ("new_blocks", c_void_p), ("new_cap", c_uint32), _PAD]
+                ("new_blocks", c_void_p), ("new_cap", c_uint32),
+                # versioned ABI (zero = version 1); unread by a library
+                # whose pkv_append ends at new_cap
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_delta(Structure):
@@ -253,6 +256,7 @@ _SERVING = {
     "pkv_version": (c_uint32, []),
     "pkv_version_string": (c_char_p, []),
     "pkv_seq_opts_init": (None, [c_void_p]),
+    "pkv_append_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions

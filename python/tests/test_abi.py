@@ -22,7 +22,8 @@ STRUCTS = ["pkv_hash128", "pkv_event", "pkv_block_meta", "pkv_policy_ops",
 NEWER = {"pkv_policy_ops": ["on_dedup", "check"],
          "pkv_config": ["version", "reserved"],
          "pkv_seq_opts": ["version", "reserved"],
-         "pkv_engine_config": ["version", "reserved"]}
+         "pkv_engine_config": ["version", "reserved"],
+         "pkv_append": ["version", "reserved"]}
 
 
 def declared(struct, field, text):
