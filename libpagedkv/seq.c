@@ -571,6 +571,8 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   s->n_ranges = s->cap_ranges = p->n_ranges;
   s->priority = p->priority;
   s->index_limit = p->index_limit;
+  s->n_dropped = p->n_dropped;
+  s->dropped_key = p->dropped_key;
   /* Every block of the parent is referenced, so none is evictable and a
    * plain increment is the whole refcount effect. */
   uint32_t *rc_arr = cache->refcount;

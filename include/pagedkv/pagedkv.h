@@ -87,11 +87,12 @@ PKV_API const char *pkv_strerror(int err);
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
  * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
- * on entry, so it is "" after a success, except five that leave it as it
- * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
- * report in any evaluation order) and pkv_cache_destroy /
- * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
- * until the next pkv_ call on this thread other than those five. */
+ * on entry, so it is "" after a success, except eight that leave it as
+ * it is: pkv_strerror, pkv_err_name, pkv_last_error, pkv_version and
+ * pkv_version_string (so they can be used to report in any evaluation
+ * order) and pkv_cache_destroy, pkv_engine_destroy, pkv_groups_destroy
+ * (which cannot fail: clean up, then report).  Valid until the next pkv_
+ * call on this thread other than those eight. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
