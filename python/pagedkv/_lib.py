@@ -224,6 +224,10 @@ class pkv_step_result(Structure):
                 ("block", c_int32), ("replaced", c_int32)]
 
 
+class pkv_group_spec(Structure):
+    _fields_ = [("kind", c_int), ("window", c_uint32)]
+
+
 class pkv_capacity(Structure):
     _fields_ = [("num_blocks", c_uint32), ("free", c_uint32),
                 ("evictable", c_uint32), ("in_use", c_uint32),
@@ -252,6 +256,19 @@ _SERVING = {
     "pkv_seq_list": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32)]),
     "pkv_seq_keep": (c_int, [c_void_p, pkv_seq_id]),
     "pkv_seq_remove_range": (c_int, [c_void_p, pkv_seq_id, c_uint32, c_uint32]),
+    # KV cache groups (groups.h)
+    "pkv_groups_create": (c_int, [c_void_p, c_void_p, c_uint32, c_uint32,
+                                  P(c_void_p)]),
+    "pkv_groups_destroy": (None, [c_void_p]),
+    "pkv_groups_seq_create": (c_int, [c_void_p, c_void_p, c_void_p]),
+    "pkv_groups_seq_free": (c_int, [c_void_p, c_void_p]),
+    "pkv_groups_append": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                  c_void_p]),
+    "pkv_groups_commit": (c_int, [c_void_p, c_void_p, c_uint32]),
+    "pkv_groups_match": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_uint32, P(c_uint32)]),
+    "pkv_groups_first_pos": (c_int, [c_void_p, c_void_p, c_uint32,
+                                     P(c_uint32)]),
     # versioned ABI
     "pkv_version": (c_uint32, []),
     "pkv_version_string": (c_char_p, []),
