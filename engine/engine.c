@@ -72,6 +72,8 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
                                 "(0 = 1/sqrt(head_dim))", (double)cfg->scale);
   if (cfg->bf16_dot > 1)
     return pkv__err(PKV_EINVAL, "engine_create: bf16_dot %u is not 0 or 1", cfg->bf16_dot);
+  if (cfg->cascade > 1)
+    return pkv__err(PKV_EINVAL, "engine_create: cascade %u is not 0 or 1", cfg->cascade);
   const pkv__kernels *kern = pkv__kernels_select(cfg->backend);
   if (!kern) {
     const char *name = cfg->backend && cfg->backend[0] ? cfg->backend : getenv("PKV_BACKEND");
@@ -99,6 +101,7 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
   const char *env = getenv("PKV_BF16_DOT");
   int want = cfg->bf16_dot || (env && strcmp(env, "1") == 0);
   e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
+  e->attn.cascade_mode = cfg->cascade ? PKV__CASCADE_OFF : PKV__CASCADE_AUTO;
   *out = e;
   return 0;
 }
@@ -143,18 +146,18 @@ static int seq_view(pkv_engine *e, pkv_seq_id seq, uint32_t layer, pkv__kv_view 
 static void write_kv(const pkv_engine *e, const pkv__kv_view *kv, uint32_t pos0, uint32_t n,
                      const float *k, const float *v) {
   const uint32_t bs = e->cfg.block_size, H = e->cfg.n_kv_heads, D = e->cfg.head_dim;
-  const size_t row = (size_t)H * D, es = e->layout.elem_size;
+  const size_t row = (size_t)H * D, slot = e->layout.slot_stride;
   for (uint32_t t = pos0; t < pos0 + n;) {
     uint32_t off = t % bs, run = bs - off;
     if (run > pos0 + n - t) run = pos0 + n - t;
     size_t blk = (size_t)kv->blocks[t / bs] * kv->block_stride;
     for (uint32_t h = 0; h < H; h++) {
-      uint8_t *kd = (uint8_t *)kv->k + blk + (size_t)h * kv->head_stride + (size_t)off * D * es;
-      uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * D * es;
+      uint8_t *kd = (uint8_t *)kv->k + blk + (size_t)h * kv->head_stride + (size_t)off * slot;
+      uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * slot;
       for (uint32_t i = 0; i < run; i++) {
         size_t src = (size_t)(t - pos0 + i) * row + (size_t)h * D;
-        e->attn.kern->store(kd + (size_t)i * D * es, k + src, D, e->cfg.dtype);
-        e->attn.kern->store(vd + (size_t)i * D * es, v + src, D, e->cfg.dtype);
+        e->attn.kern->store(kd + (size_t)i * slot, k + src, D, e->cfg.dtype);
+        e->attn.kern->store(vd + (size_t)i * slot, v + src, D, e->cfg.dtype);
       }
     }
     t += run;

@@ -26,7 +26,11 @@
 
 #define PKV_MAX_BLOCK_SIZE 65536u
 #define PKV_DEFAULT_POLICY "lru"
-#define PKV_KNOWN_FLAGS (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE)
+#define PKV_KNOWN_FLAGS \
+  (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE | \
+   PKV_CACHE_COMMIT_DEDUP)
+/* A pull queue holds at most this many events (~100 MB of pkv_event). */
+#define PKV_MAX_EVENT_QUEUE (1u << 20)
 
 uint64_t pkv__default_clock(void *user) {
   (void)user;
@@ -57,6 +61,9 @@ size_t pkv_dtype_size(pkv_dtype dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
   case PKV_DTYPE_BF16: return 2;
+  case PKV_DTYPE_I8:
+  case PKV_DTYPE_FP8_E4M3:
+  case PKV_DTYPE_FP8_E5M2: return 1;
   }
   return 0;
 }
@@ -66,11 +73,18 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+/* Bytes of one slot of one head: the elements, then the f32 scale of the
+ * quantized types (pkv_kv_layout). */
+static uint64_t slot_bytes(const pkv_config *cfg) {
+  uint64_t x = pkv_dtype_size(cfg->dtype);
+  if (!mul_ok(x, cfg->head_dim, &x)) return 0;
+  return x + (cfg->dtype >= PKV_DTYPE_I8 ? sizeof(float) : 0);
+}
+
 /* Bytes of one block's K (or V) in one layer; 0 on overflow. */
 static uint64_t block_stride_bytes(const pkv_config *cfg) {
-  uint64_t x = pkv_dtype_size(cfg->dtype);
-  if (!mul_ok(x, cfg->head_dim, &x) || !mul_ok(x, cfg->block_size, &x) ||
-      !mul_ok(x, cfg->n_kv_heads, &x))
+  uint64_t x = slot_bytes(cfg);
+  if (!x || !mul_ok(x, cfg->block_size, &x) || !mul_ok(x, cfg->n_kv_heads, &x))
     return 0;
   return x;
 }
@@ -104,6 +118,9 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
   if (cfg->flags & ~PKV_KNOWN_FLAGS)
     return pkv__err(PKV_EINVAL, "config: unknown flags 0x%x",
                     cfg->flags & ~PKV_KNOWN_FLAGS);
+  if (cfg->event_queue_cap > PKV_MAX_EVENT_QUEUE)
+    return pkv__err(PKV_EINVAL, "config: event_queue_cap %u > %u",
+                    cfg->event_queue_cap, PKV_MAX_EVENT_QUEUE);
   uint64_t block_bytes = pkv_config_block_bytes(cfg);
   if (block_bytes == 0)
     return pkv__err(PKV_EINVAL,
@@ -169,6 +186,7 @@ static void cache_free(pkv_cache *c) {
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
+  pkv__free(c->evq);
   pkv__free(c->copy_in);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
@@ -202,7 +220,7 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
 
   pkv_kv_layout *L = &c->layout;
   L->elem_size = pkv_dtype_size(res.dtype);
-  L->slot_stride = (size_t)res.head_dim * L->elem_size;
+  L->slot_stride = (size_t)slot_bytes(&res);
   L->head_stride = (size_t)res.block_size * L->slot_stride;
   L->block_stride = (size_t)res.n_kv_heads * L->head_stride;
   L->layer_bytes = (size_t)res.num_blocks * L->block_stride;
@@ -217,10 +235,13 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  c->evq_cap = res.event_queue_cap;
+  c->evq = c->evq_cap ? pkv__malloc(c->evq_cap * sizeof *c->evq) : NULL;
   if (res.storage == PKV_STORAGE_EXTERNAL)
     c->copy_in = pkv__calloc(nb, sizeof *c->copy_in);
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch || (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
+      !c->scratch || (c->evq_cap && !c->evq) ||
+      (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }

@@ -77,7 +77,9 @@ typedef struct pkv__block {
   uint32_t pins;          /* pin references (included in refcount) */
   uint16_t flags;         /* PKV_BLK_* */
   uint8_t priority;       /* retention priority while cached */
-  uint8_t unused_[5];
+  uint8_t unused_;
+  uint32_t deferred;      /* references a dedup remap left for
+                             pkv_blocks_release (included in refcount) */
 } pkv__block;
 
 _Static_assert(sizeof(pkv__block) == 64, "pkv__block is one cache line");
@@ -122,7 +124,10 @@ typedef struct pkv__seq {
   uint32_t ns_id;        /* interned (namespace, adapter) */
   int32_t *blocks;       /* page table */
   uint32_t n_blocks, cap_blocks;
-  uint32_t n_tokens;     /* reserved */
+  uint32_t n_tokens;     /* reserved (known + lookahead) */
+  uint32_t n_known;      /* leading slots with token ids; the blocks over
+                            [n_known, n_tokens) are writable (never shared,
+                            cached or hashed) */
   uint32_t n_committed;
   uint32_t n_hashed;     /* leading blocks whose keys are known */
   uint8_t priority;      /* default retention priority */
@@ -224,6 +229,12 @@ struct pkv_cache {
   uint64_t now;                /* clock of the current call, if now_valid */
   bool now_valid;
   uint64_t event_seqno;
+  pkv_event *evq;              /* pull queue ring [evq_head, +evq_len) */
+  uint32_t evq_head, evq_len, evq_cap;
+  uint64_t evq_lost, evq_lost_first; /* dropped since the queue filled */
+  uint64_t sum_tokens;         /* sum of live sequences' n_tokens */
+  uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
+  uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
 };
 
@@ -252,9 +263,19 @@ static inline uint64_t pkv__now(pkv_cache *c) {
   return c->now;
 }
 
-static inline void pkv__lock(pkv_cache *c) {
+/* The cache whose event callback this thread is running, if any: a call
+ * into it from the callback is refused (it would deadlock on the lock). */
+extern _Thread_local const pkv_cache *pkv__tls_emitting
+    __attribute__((tls_model("initial-exec")));
+int pkv__lock_busy(const pkv_cache *c);
+/* Takes the cache lock; PKV_EBUSY (error set, lock not taken) when called
+ * from this cache's event callback.  Every entry point:
+ *   if (pkv__lock(cache)) return PKV_EBUSY; */
+__attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
+  if (__builtin_expect(pkv__tls_emitting == c, 0)) return pkv__lock_busy(c);
   pthread_mutex_lock(&c->lock);
   c->now_valid = false;
+  return 0;
 }
 static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
@@ -302,13 +323,33 @@ void pkv__prefix_destroy(pkv_cache *c);
 int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
                    uint64_t adapter_id, uint32_t *out);
 void pkv__ns_unref(pkv_cache *c, uint32_t id);
-/* Hashes and registers the newly full committed blocks of s. */
-void pkv__prefix_commit(pkv_cache *c, pkv__seq *s);
 /* Removes b from the index (eviction or reset); emits REMOVED if asked. */
 void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit);
 /* A block left the HASHED state (rewritten or freed): drop its ns ref. */
 void pkv__block_unhash(pkv_cache *c, int32_t b);
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
+/* An event about sequence s's table entry `index` (STORED, REMAPPED). */
+void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
+                   const pkv__seq *s, uint32_t index, int32_t old_block);
+/* Hashes and registers the newly full committed blocks of s; with dedup,
+ * replaces duplicates by the cached block (remaps written if not NULL). */
+void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
+                           bool release_now, pkv_remap *remaps,
+                           uint32_t *n_remaps);
+/* The interned id of (ns, adapter) if it exists; false otherwise (or on
+ * allocation failure, with the error set and *rc = PKV_ENOMEM). */
+bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
+                  uint64_t adapter_id, uint32_t *out, int *rc);
+/* The longest run of cached blocks equal to tokens[0 .. want*bs) in
+ * namespace ns_id, written to out (may be NULL); read-only. */
+uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                          uint32_t want, int32_t *out, uint64_t *collided);
+/* Whether blocks[0..n) are still the cached chain for tokens in ns_id (a
+ * probed hit about to be attached); sets the error if not. */
+bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                        const int32_t *blocks, uint32_t n);
+/* The policy hears that a table reused cached block b (already ref'd). */
+void pkv__prefix_hit(pkv_cache *c, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
  * namespace digest and the block's token ids (see prefix.c). */
 pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,

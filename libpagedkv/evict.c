@@ -134,7 +134,7 @@ int32_t pkv__evict_one(pkv_cache *c) {
 #define PIN_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
 int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   if (slot >= cache->n_pins || (cache->pins[slot].gen & 1) ||
       cache->pins[slot].retired || (gen & 1))
@@ -158,7 +158,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "pin_create: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   int32_t *blocks = NULL;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
@@ -222,7 +222,7 @@ out:
 int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_release: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   uint64_t idx1 = pin & 0xffffffffu;
   uint32_t gen = (uint32_t)(pin >> 32);

@@ -45,8 +45,12 @@ void *pkv__calloc(size_t n, size_t size);
 void *pkv__realloc(void *p, size_t size);
 void pkv__free(void *p);
 /* Large 64-byte-aligned arena allocation (KV storage; engine scratch),
- * zeroed, huge-page advised; from a dedicated jemalloc arena. */
+ * zeroed, huge-page advised; from the private jemalloc arena when the
+ * process has jemalloc, else from mmap (alloc.c says which, when). */
 void *pkv__arena_alloc(size_t size);
 void pkv__arena_free(void *p, size_t size);
+/* The backend's name ("jemalloc", "system", "libc", "user") and the bytes
+ * live in the library's private jemalloc arena (0 for the others). */
+void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes);
 
 #endif /* PKV_INTERNAL_H */

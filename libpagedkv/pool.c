@@ -173,7 +173,7 @@ int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
   if (!n_out) return pkv__err(PKV_EINVAL, "drain_copies: n_out is NULL");
   if (!out && cap > 0)
     return pkv__err(PKV_EINVAL, "drain_copies: out is NULL with cap %u", cap);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
   if (n) {
     memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);

@@ -133,6 +133,58 @@ OK(policy_register) {
   ops.name = "contract-registered";
   return pkv_policy_register(&ops);
 }
+OK(prefix_probe) {
+  int32_t blocks[4];
+  uint32_t hit;
+  return pkv_prefix_probe(f->c, NULL, f->toks, 10, 9, blocks, 4, &hit);
+}
+OK(append_ex) {
+  pkv_append req = {.tokens = f->toks, .n_tokens = 2, .n_lookahead = 1};
+  pkv_delta d;
+  return pkv_seq_append_ex(f->c, f->fresh, &req, &d);
+}
+OK(commit_ex) {
+  uint32_t n;
+  pkv_remap r[4];
+  return pkv_seq_commit_ex(f->c, f->live, 10, PKV_COMMIT_DEDUP, r, 4, &n);
+}
+OK(blocks_release) {
+  /* A dedup remap leaves a deferred reference to release. */
+  pkv_seq_id s;
+  pkv_remap r[4];
+  uint32_t n;
+  int rc = pkv_seq_create(f->c, NULL, &s);
+  if (!rc) rc = pkv_seq_append(f->c, s, f->toks, 8, NULL);
+  if (!rc) rc = pkv_seq_commit_ex(f->c, s, 8, PKV_COMMIT_DEDUP, r, 4, &n);
+  if (rc || n == 0) return rc ? rc : 1;
+  (void)pkv_seq_free(f->c, f->freed); /* sets the detail again */
+  return pkv_blocks_release(f->c, &r[0].old_block, 1);
+}
+OK(batch_append) {
+  int64_t slot;
+  return pkv_batch_append(f->c, &f->fresh, f->toks, 1, &slot, NULL);
+}
+OK(batch_free) { return pkv_batch_free(f->c, &f->fresh, 1, NULL); }
+OK(events_drain) {
+  (void)f;
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 4, 4);
+  cfg.event_queue_cap = 8;
+  pkv_cache *c = tu_cache(&cfg);
+  pkv_event ev[2];
+  uint32_t n;
+  (void)pkv_seq_free(c, PKV_SEQ_NONE); /* sets the detail again */
+  int rc = pkv_events_drain(c, ev, 2, &n, NULL);
+  pkv_cache_destroy(c);
+  return rc;
+}
+OK(capacity) { pkv_capacity cap; return pkv_cache_capacity(f->c, &cap); }
+OK(evict) { return pkv_evict(f->c, 0); }
+OK(common_prefix) {
+  pkv_seq_id seqs[2] = {f->live, f->fresh};
+  uint32_t n;
+  return pkv_common_prefix_blocks(f->c, seqs, 2, &n);
+}
 OK(engine_config_init) { (void)f; pkv_engine_config e; pkv_engine_config_init(&e); return 0; }
 OK(engine_create) {
   pkv_engine_config ec;
@@ -179,6 +231,16 @@ static const ok_row ok_rows[] = {
     {"pkv_policy_find", ok_policy_find},
     {"pkv_policy_names", ok_policy_names},
     {"pkv_policy_register", ok_policy_register},
+    {"pkv_prefix_probe", ok_prefix_probe},
+    {"pkv_seq_append_ex", ok_append_ex},
+    {"pkv_seq_commit_ex", ok_commit_ex},
+    {"pkv_blocks_release", ok_blocks_release},
+    {"pkv_batch_append", ok_batch_append},
+    {"pkv_batch_free", ok_batch_free},
+    {"pkv_events_drain", ok_events_drain},
+    {"pkv_cache_capacity", ok_capacity},
+    {"pkv_evict", ok_evict},
+    {"pkv_common_prefix_blocks", ok_common_prefix},
     {"pkv_engine_config_init", ok_engine_config_init},
     {"pkv_engine_create", ok_engine_create},
     {"pkv_engine_backend", ok_engine_backend},
@@ -376,6 +438,10 @@ static void count_dedup(void *st, int32_t b, const pkv_block_meta *m) {
   if (wrapped->on_dedup) wrapped->on_dedup(st, b, m);
 }
 
+/* Commit dedup is opt-in (stable tables by default): ask for it, and drop
+ * the replaced block at once. */
+#define DEDUP (PKV_COMMIT_DEDUP | PKV_COMMIT_RELEASE_NOW)
+
 /* Two sequences compute the same 2 blocks; the second's commit dedups
  * into the first's.  Then a match reuses them. */
 START_TEST(dedup_is_not_a_hit) {
@@ -396,7 +462,7 @@ START_TEST(dedup_is_not_a_hit) {
   ck_assert_int_eq(pkv_seq_commit(c, a, 8), 0);
   ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
   ck_assert_int_eq(pkv_seq_append(c, b, t, 8, NULL), 0);
-  ck_assert_int_eq(pkv_seq_commit(c, b, 8), 0);
+  ck_assert_int_eq(pkv_seq_commit_ex(c, b, 8, DEDUP, NULL, 0, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).dedup_blocks, 2);
   ck_assert_uint_eq(dedups, 2);
   ck_assert_uint_eq(hits, 0);
@@ -427,7 +493,7 @@ START_TEST(lfu_ignores_dedups) {
   for (int i = 0; i < 5; i++) { /* X recomputed and deduplicated 5 times */
     ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
     ck_assert_int_eq(pkv_seq_append(c, s, x, 4, NULL), 0);
-    ck_assert_int_eq(pkv_seq_commit(c, s, 4), 0);
+    ck_assert_int_eq(pkv_seq_commit_ex(c, s, 4, DEDUP, NULL, 0, NULL), 0);
     ck_assert_int_eq(pkv_seq_free(c, s), 0);
   }
   ck_assert_uint_eq(tu_stats(c).dedup_blocks, 5);

@@ -19,6 +19,21 @@
 /* Mooncake's hash_ids stand for 512-token blocks. */
 #define TRACE_MOONCAKE_BLOCK 512u
 
+/* Range of every integer field, in every format, checked as it is read (a
+ * value outside is an error naming file, line and field):
+ *   token counts (input_length, output_length, ContextTokens,
+ *   GeneratedTokens)   0 .. TRACE_MAX_TOKENS (16 Mi tokens: 16x the longest
+ *                      context served today; prompt + output fits uint32 and
+ *                      block arithmetic cannot wrap)
+ *   hash ids           0 .. TRACE_MAX_HASH_ID (2^53 - 1, the exact-integer
+ *                      range of JSON readers; id * 512 + offset fits 64 bits)
+ *   timestamp (ms)     0 .. TRACE_MAX_TIMESTAMP_MS (ns since start fit 64 bits)
+ * A line longer than TRACE_MAX_LINE bytes is an error too, never an end. */
+#define TRACE_MAX_TOKENS (UINT32_C(1) << 24)
+#define TRACE_MAX_HASH_ID ((UINT64_C(1) << 53) - 1)
+#define TRACE_MAX_TIMESTAMP_MS (UINT64_MAX / 1000000u)
+#define TRACE_MAX_LINE ((size_t)4 << 20)
+
 typedef enum trace_format {
   TRACE_AUTO = 0, /* by extension: .jsonl / .json -> Mooncake, .csv -> Azure */
   TRACE_MOONCAKE = 1,
