@@ -1106,20 +1106,27 @@ static const pkv_policy_ops probe_ops = {
     .on_evictable = probe_hook, .on_pinned = probe_hook,
     .choose_victim = probe_victim, .on_remove = probe_remove};
 
-START_TEST(meta_parent_block_from_manager) {
-  if (!pkv_policy_find(probe_ops.name))
-    ck_assert_int_eq(pkv_policy_register(&probe_ops), 0);
+/* A cache of num_blocks 4-token blocks in external mode (ids only) under
+ * the named policy. */
+static pkv_cache *ext_cache(const char *policy, uint32_t num_blocks) {
   pkv_config cfg;
   pkv_config_init(&cfg);
   cfg.n_layers = 1;
   cfg.n_kv_heads = 1;
   cfg.head_dim = 8;
   cfg.block_size = 4;
-  cfg.num_blocks = 32;
+  cfg.num_blocks = num_blocks;
   cfg.storage = PKV_STORAGE_EXTERNAL;
-  cfg.policy = probe_ops.name;
+  cfg.policy = policy;
   pkv_cache *c;
   ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  return c;
+}
+
+START_TEST(meta_parent_block_from_manager) {
+  if (!pkv_policy_find(probe_ops.name))
+    ck_assert_int_eq(pkv_policy_register(&probe_ops), 0);
+  pkv_cache *c = ext_cache(probe_ops.name, 32);
   int32_t toks[24];
   for (int i = 0; i < 24; i++) toks[i] = i * 3 + 1;
   for (int round = 0; round < 3; round++) {
@@ -1362,17 +1369,7 @@ END_TEST
  * tokens.  The cache must pass pkv_check at the end. */
 static uint64_t chat_replay(const char *policy, uint64_t seed,
                             uint64_t *total) {
-  pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 8;
-  cfg.block_size = 4;
-  cfg.num_blocks = 96;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
-  cfg.policy = policy;
-  pkv_cache *c;
-  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  pkv_cache *c = ext_cache(policy, 96);
   enum { SESSIONS = 24, MAX_TURNS = 12, TOK = 8 + 6 * MAX_TURNS };
   uint64_t id[SESSIONS], s = seed * 2654435761u + 3, next_id = 1;
   uint32_t turn[SESSIONS], turns[SESSIONS], sys[SESSIONS];
