@@ -137,9 +137,9 @@ typedef struct pkv_config {
   uint64_t memory_bytes; /* used only when num_blocks == 0 */
   pkv_storage storage;
   /* Eviction policy by name ("lru" default, "fifo", "lfu", "s3fifo",
-   * "priority", "fwlru" — frequency-weighted LRU, the best of these on
-   * prefix-sharing traces; see docs/POLICIES.md) or by ops (overrides the
-   * name).  policy_args is passed to the policy's create hook (may be NULL),
+   * "priority", "fwlru" — frequency-weighted LRU, "adaptive" — fwlru with
+   * its weights chosen online, never measured below LRU by more than 0.002;
+   * see docs/POLICIES.md) or by ops (overrides the name).  policy_args is passed to the policy's create hook (may be NULL),
    * e.g. "small=0.1" for s3fifo or "p=2,cold=0.1,hist=8" for fwlru. */
   const char *policy;
   const struct pkv_policy_ops *policy_ops;
