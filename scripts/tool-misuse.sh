@@ -58,7 +58,7 @@ t() { # expected-status args...  (a refusal: exit status and a message)
   want=$1; shift
   timeout 120 "$bin" "$@" > "$tmp/out" 2> "$tmp/err"; rc=$?
   msg=$(grep -v '^Try ' "$tmp/err" | head -3 | tr '\n' ' ' | sed "s|$tmp/||g; s/|/\//g; s/ *$//" | cut -c1-220)
-  shown=$(echo "$*" | sed "s|$tmp/||g" | tr '\n' '~')
+  shown=$(printf '%s' "$*" | sed "s|$tmp/||g" | tr '\n' '~')
   if [ $md = 1 ]; then echo "| \`pagedkv $shown\` | $rc | $msg |"; fi
   if [ $rc -ne "$want" ] || [ -z "$msg" ]; then
     echo "tool-misuse: 'pagedkv $shown' exited $rc (want $want): $msg" >&2; fail=1
@@ -131,7 +131,7 @@ t 2 sim "$good" -p fwlru --policy-args fwlru:cold=1 --policy-args fwlru:cold=2
 # Broken plug-ins: crash in create, garbage victim, garbage under traffic.
 t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_CRASH.so"
 t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_VICTIM.so"
-t 1 sim "$good" -c 50 -p lru --policy-lib "$tmp/bad_LATE.so"
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_LATE.so"
 # Paths that would reach gnuplot: control characters refused before running.
 nl='
 '
