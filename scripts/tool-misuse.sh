@@ -118,6 +118,7 @@ t 2 sim "$good" --capacity 1,,2
 t 2 sim "$good" --hold 1000001
 t 2 sim "$good" --model simple --hold 2
 t 2 sim "$good" --block-size 65537
+t 2 sim "$good" --csv - --json -
 t 2 run --prompt-len 16777217
 t 2 run --max-len 0
 t 2 run --requests 10000001
