@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make bench-build  the benchmarks built, not run (CI: in asan mode)
 #   make install PREFIX=/usr/local
 #
 # MODE selects the build directory and flags (release, debug, asan, tsan);
