@@ -10,6 +10,7 @@
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
 #   make bench-build  the benchmarks built, not run (CI: in asan mode)
+#   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
 # MODE selects the build directory and flags (release, debug, asan, tsan);
@@ -19,8 +20,10 @@ MODE    ?= release
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   := build/$(MODE)
-VERSION := 0.1.0
-SOMAJOR := 0
+# The version is the header's (PKV_VERSION_*); the soname carries the major.
+VERSION := $(shell sed -n 's/^\#define PKV_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$$/\2/p' include/pagedkv/pagedkv.h | paste -sd.)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIB_MAP := libpagedkv/pagedkv.map
 
 # Packages are asked for by the targets that need them (scripts/deps.sh
 # groups, as order-only prerequisites below): the library needs only a
@@ -93,7 +96,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
-.PHONY: test-python
+.PHONY: test-python bench-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
@@ -113,8 +116,8 @@ $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -o $@ $^ $(LDLIBS)
+$(SHARED): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -Wl,--version-script=$(LIB_MAP) -o $@ $(LIB_OBJ) $(LDLIBS)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
@@ -206,6 +209,15 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	@$(MAKE) --no-print-directory bench-python
+
+# One vLLM scheduler decode step for 256 requests: the Python protocol on the
+# library, the C batch call, and a pure-Python manager (bench/bench_vllm.py).
+bench-python: lib
+	@scripts/deps.sh python
+	@echo "== bench/bench_vllm.py"
+	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
+
 # Builds every benchmark without running it (CI builds them in asan mode).
 bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager

@@ -47,14 +47,17 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 }
 
 void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->dtype = PKV_DTYPE_F32;
   cfg->storage = PKV_STORAGE_OWNED;
   cfg->policy = PKV_DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
+  pkv__err_clear();
   switch (dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
@@ -88,6 +91,7 @@ static uint64_t block_stride_bytes(const pkv_config *cfg) {
 }
 
 uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
       !cfg->block_size || !pkv_dtype_size(cfg->dtype))
     return 0;
@@ -97,9 +101,11 @@ uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
 }
 
 /* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
-static int config_validate(const pkv_config *cfg, pkv_config *res) {
-  if (!cfg) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
-  *res = *cfg;
+static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
+  if (!cfg_in) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  int abi_rc = pkv__config_in(res, cfg_in);
+  if (abi_rc) return abi_rc;
+  const pkv_config *cfg = res; /* the caller's fields in this version's layout */
   if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
@@ -161,6 +167,7 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
 }
 
 const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  pkv__err_clear();
   return cache ? &cache->cfg : NULL;
 }
 
@@ -276,6 +283,8 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   return 0;
 }
 
+/* Leaves pkv_last_error() as it is (it cannot fail): a caller may clean up
+ * after a failed call and report afterwards. */
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {

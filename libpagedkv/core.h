@@ -136,7 +136,10 @@ typedef struct pkv__seq {
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
- * on every free, so 0 is never a handle and a stale handle never matches. */
+ * on every free, so 0 is never a handle and a stale handle never matches.
+ * A slot whose generation would wrap (after 2^32 - 1 sequences) is retired
+ * instead, never to be handed out again: a stale handle stays refused
+ * forever (one slot of 8 bytes lost per 2^32 frees). */
 #define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
 /* External storage: the queued copies writing into a block.  Each queued
@@ -165,6 +168,7 @@ typedef struct pkv__ns {
 
 typedef struct pkv__pin {
   uint32_t gen;          /* odd = live */
+  bool retired;          /* gen wrapped: the slot is never used again */
   int32_t *blocks;
   uint32_t n_blocks;
 } pkv__pin;
@@ -194,6 +198,7 @@ struct pkv_cache {
   uint32_t *seq_gen;
   uint32_t *seq_free;          /* stack of free slot indices */
   uint32_t n_seq_free, seq_cap, n_seqs;
+  uint32_t n_seq_retired;      /* slots whose generation ran out */
 
   pkv_copy *copies;            /* external mode queue [head, len) */
   pkv__copy_in *copy_in;       /* external mode: per block; NULL if owned */
@@ -360,6 +365,14 @@ bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
 int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
 
+/* The optional hooks of a version-2 policy; NULL for a version-1 vtable
+ * (which ends before them: never read past it). */
+#define PKV__POLICY_HOOK_V2(ops, hook) \
+  ((ops)->version >= 2 ? (ops)->hook : NULL)
+
+/* policy.c: whether ops is one of the library's own policies. */
+bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
+
 /* evict.c */
 int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
@@ -375,5 +388,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line);
 
 /* Test hooks (not part of the public ABI; tests link the static library). */
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits);
+/* Sets the generation the next sequence in free handle slot `slot` (or the
+ * next pin in released pin slot `slot`) gets, e.g. near the wrap.  PKV_ESTATE
+ * if the slot is not free. */
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
+int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
 
 #endif /* PKV_CORE_H */

@@ -504,8 +504,8 @@ void pkv__block_unhash(pkv_cache *c, int32_t b) {
   blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
 }
 
-/* A table takes a reference on cached block b found by a lookup (a match,
- * or a commit that dedups into it); the policy hears of the hit. */
+/* The policy hears that a prefix lookup (a match, or an append_ex attach
+ * of a probed hit) reused cached block b: on_hit. */
 void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   if (c->policy) {
     pkv_block_meta m;
@@ -514,9 +514,22 @@ void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   }
 }
 
-static void reuse_cached(pkv_cache *c, int32_t b) {
+/* A table takes a reference on cached block b found by a lookup: a prefix
+ * match (on_hit), or a commit that dedups into it (on_dedup, if the policy
+ * has one: a dedup is not a hit, see policy.h). */
+static void reuse_cached(pkv_cache *c, int32_t b, bool match) {
   pkv__block_ref(c, b);
-  pkv__prefix_hit(c, b);
+  if (match) {
+    pkv__prefix_hit(c, b);
+    return;
+  }
+  void (*hook)(void *, int32_t, const pkv_block_meta *) =
+      c->policy ? PKV__POLICY_HOOK_V2(c->policy, on_dedup) : NULL;
+  if (hook) {
+    pkv_block_meta m;
+    pkv__block_meta(c, b, &m);
+    hook(c->policy_state, b, &m);
+  }
 }
 
 /* ------------------------------------------------ commit */
@@ -551,7 +564,7 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
         /* Same prefix, same tokens already cached: use that copy.  Our
          * table reference on b becomes a deferred one unless released now
          * (the device may still read b through the old table). */
-        reuse_cached(c, hit);
+        reuse_cached(c, hit, false);
         s->blocks[i] = hit;
         if (release_now) {
           pkv__block_unref(c, b);
@@ -681,8 +694,10 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                   "(must be empty)", s->index, s->n_tokens);
     goto out;
   }
-  *matched = 0;
-  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) goto out;
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
@@ -690,11 +705,14 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;
-  if (want == 0) goto out;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
+  }
   uint64_t collided = 0;
   uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
                                 &collided);
-  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i]);
+  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i], true);
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
   s->tail_writable = false;

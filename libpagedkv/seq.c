@@ -106,8 +106,15 @@ static pkv_seq_id seq_handle(const pkv_cache *c, const pkv__seq *s) {
 static void seq_destroy(pkv_cache *c, pkv__seq *s) {
   c->seqs[s->index] = NULL;
   uint32_t g = c->seq_gen[s->index] + 1;
-  c->seq_gen[s->index] = g ? g : 1;
-  c->seq_free[c->n_seq_free++] = s->index;
+  if (g != 0) {
+    c->seq_gen[s->index] = g;
+    c->seq_free[c->n_seq_free++] = s->index;
+  } else {
+    /* Every generation of this slot has been handed out: retire it, so no
+     * stale handle of it can ever match again. */
+    c->seq_gen[s->index] = 0;
+    c->n_seq_retired++;
+  }
   c->n_seqs--;
   pkv__free(s->blocks);
   pkv__free(s->ranges);
@@ -119,8 +126,12 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
-  pkv_seq_opts o = {0};
-  if (opts) o = *opts;
+  pkv_seq_opts o;
+  pkv_seq_opts_init(&o);
+  if (opts) {
+    int abi_rc = pkv__seq_opts_in(&o, opts);
+    if (abi_rc) return abi_rc;
+  }
   if (o.ns_len > 0 && o.ns == NULL)
     return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
                     o.ns_len);
@@ -464,14 +475,17 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
     } else {
       pkv_delta d;
       uint32_t pending = s->n_tokens - s->n_known;
-      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, &slot,
+      /* One slot: a known token (filling a lookahead slot if any), or one
+       * more lookahead slot past the reserved length. */
+      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
                                NULL, 0, &d)
                     : seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
-                               &slot, NULL, 0, &d);
+                               NULL, NULL, 0, &d);
       if (r.rc == 0) {
         uint32_t pos = tokens ? s->n_known - 1 : s->n_tokens - 1;
         r.index = pos / bs;
         r.block = s->blocks[r.index];
+        slot = (int64_t)r.block * bs + (pos - r.index * bs);
         if (d.n_new) {
           r.change = PKV_STEP_APPENDED;
         } else if (d.cow_index >= 0) {
@@ -754,6 +768,18 @@ int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   s->ranges[s->n_ranges++] =
       (pkv__prio_range){begin, end, priority, duration_ns};
 out:
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  if (slot >= cache->seq_cap || cache->seqs[slot] || gen == 0 ||
+      cache->seq_gen[slot] == 0)
+    rc = pkv__err(PKV_ESTATE, "test_set_seq_gen: slot %u not free", slot);
+  else
+    cache->seq_gen[slot] = gen;
   pkv__unlock(cache);
   return rc;
 }

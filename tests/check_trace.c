@@ -1,7 +1,7 @@
 /*
  * check_trace.c — the trace parsers: valid Mooncake and Azure input, every
  * kind of malformed line (with the exact FILE:LINE: field report and no
- * partial result), and the shared sample traces' request counts.
+ * partial result), and the request counts of the repository's trace excerpts.
  */
 #include <check.h>
 #include <stdio.h>
@@ -203,14 +203,14 @@ END_TEST
 
 START_TEST(shared_samples) {
   const char *dir = trace_samples_dir();
-  if (!dir) {
-    fprintf(stderr, "check_trace: shared traces not found (set PKV_TRACES_DIR): skipping the sample counts\n");
-    return;
-  }
+  ck_assert_msg(dir != NULL, "test data missing: tests/data/traces (run from the project root, "
+                             "or set PKV_TRACES_DIR)");
+  /* Counts of the excerpts (tests/data/traces/README.md: lines and hash ids
+   * counted with python's json and csv modules). */
   static const struct { const char *name; size_t n; uint64_t n_hash; } files[] = {
-      {"synthetic_trace.jsonl", 3993, 121877},
-      {"AzureLLMInferenceTrace_conv.csv", 19366, 0},
-      {"AzureLLMInferenceTrace_code.csv", 8819, 0},
+      {"synthetic_trace.jsonl", 500, 15197},
+      {"AzureLLMInferenceTrace_conv.csv", 300, 0},
+      {"AzureLLMInferenceTrace_code.csv", 300, 0},
   };
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     char path[512], err[512];

@@ -17,6 +17,16 @@
  *     internally.  A sequence must not be mutated by two threads at once, nor
  *     mutated while the engine computes on it (see docs/DESIGN.md).
  *   - Destroy functions accept NULL.
+ *
+ * ABI (docs/API.md, "Versions and ABI")
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_engine_config)
+ *   end with a `version` field and zeroed `reserved` space; their size never
+ *   changes within a major version: new fields take reserved space.  The
+ *   *_init functions set version and zero the rest; a zero-initialized struct
+ *   ({0}, memset) counts as version 1.  The library accepts an older
+ *   caller's struct (its missing fields get their defaults) and a newer one
+ *   whose fields this library does not know are zero; otherwise
+ *   PKV_ENOTSUP.  Only the symbols declared in these headers are exported.
  */
 #ifndef PAGEDKV_H
 #define PAGEDKV_H
@@ -39,6 +49,15 @@ extern "C" {
 #define PKV_VERSION_MAJOR 0
 #define PKV_VERSION_MINOR 1
 #define PKV_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch, comparable with < and >. */
+#define PKV_VERSION_HEX                                                       \
+  ((PKV_VERSION_MAJOR << 16) | (PKV_VERSION_MINOR << 8) | PKV_VERSION_PATCH)
+
+/* The version of the library actually loaded (PKV_VERSION_HEX of its build),
+ * which may differ from the header's the caller was compiled with. */
+PKV_API unsigned pkv_version(void);
+/* The same as "MAJOR.MINOR.PATCH" (static storage). */
+PKV_API const char *pkv_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -67,8 +86,12 @@ PKV_API const char *pkv_strerror(int err);
 /* Short name of a code ("PKV_EINVAL"). */
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
- * (e.g. "seq 7: truncate to 90 > length 64"); "" if none.  Valid until the
- * next pkv_ call on this thread. */
+ * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
+ * on entry, so it is "" after a success, except five that leave it as it
+ * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
+ * report in any evaluation order) and pkv_cache_destroy /
+ * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
+ * until the next pkv_ call on this thread other than those five. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -126,10 +149,14 @@ typedef struct pkv_config {
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  uint32_t version;      /* PKV_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
+  uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
+#define PKV_CONFIG_VERSION 2
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -146,7 +173,8 @@ typedef struct pkv_config {
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
- * either num_blocks or memory_bytes). */
+ * either num_blocks or memory_bytes); version = PKV_CONFIG_VERSION, reserved
+ * zero. */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
 /* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
@@ -192,7 +220,8 @@ PKV_API int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v);
 /* ---------------------------------------------------------------- sequences */
 
 /* A sequence handle: index and generation; 0 is never a valid handle.  A
- * freed or stale handle is refused with PKV_ENOSEQ, never reused silently. */
+ * freed or stale handle is refused with PKV_ENOSEQ forever (a slot whose
+ * 32-bit generation would wrap is retired, never reused). */
 typedef uint64_t pkv_seq_id;
 #define PKV_SEQ_NONE ((pkv_seq_id)0)
 
@@ -204,7 +233,14 @@ typedef struct pkv_seq_opts {
   uint64_t adapter_id; /* LoRA adapter; 0 = none */
   uint8_t priority;    /* default retention priority 0..100 (35 if 0 given
                           and no range set; see pkv_seq_set_priority) */
+  uint32_t version;     /* PKV_SEQ_OPTS_VERSION (pkv_seq_opts_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_seq_opts;
+#define PKV_SEQ_OPTS_VERSION 1
+
+/* Fills *opts with defaults: default namespace, no adapter, priority 0;
+ * version = PKV_SEQ_OPTS_VERSION.  (A zero-initialized struct is valid too.) */
+PKV_API void pkv_seq_opts_init(pkv_seq_opts *opts);
 
 /* Creates an empty sequence.  opts may be NULL (default namespace, no
  * adapter). */
@@ -246,7 +282,8 @@ PKV_API int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq,
  * keys and stored token ids equal tokens[0..n_tokens), at most max_tokens
  * tokens (0 = no cap; pass n_tokens - 1 to keep one token to compute).
  * *matched = number of tokens attached (a multiple of block_size); they are
- * committed.  The caller then appends tokens[*matched ..]. */
+ * committed.  The caller then appends tokens[*matched ..].  On failure
+ * *matched is not written. */
 PKV_API int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                                  const int32_t *tokens, uint32_t n_tokens,
                                  uint32_t max_tokens, uint32_t *matched);
@@ -412,7 +449,9 @@ typedef struct pkv_stats {
 /* A snapshot of gauges and counters, O(1) (no walk over sequences). */
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
 
-/* Full invariant check.  Returns 0, or PKV_ECORRUPT with the first violation
+/* Full invariant check, the eviction policy's state included (its victim
+ * is a candidate; a version-2 policy's check hook compares its lists with
+ * the evictable set).  Returns 0, or PKV_ECORRUPT with the first violation
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 

@@ -30,9 +30,8 @@ LIBRARY_PATH = _lib.LIB_PATH
 def version():
     """The library's version string (pkv_version() when the library has it,
     else the header macros this package was written against)."""
-    if _lib.has("pkv_version"):
-        f = _lib.declare("pkv_version", _lib.c_char_p, [])
-        return f().decode()
+    if _lib.has("pkv_version_string"):
+        return _lib.LIB.pkv_version_string().decode()
     return "0.1.0"
 
 

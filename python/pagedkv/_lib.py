@@ -100,6 +100,8 @@ POL_DESTROY = ctypes.CFUNCTYPE(None, c_void_p)
 POL_HOOK = ctypes.CFUNCTYPE(None, c_void_p, c_int32, POINTER(pkv_block_meta))
 POL_VICTIM = ctypes.CFUNCTYPE(c_int32, c_void_p, c_uint64)
 POL_REMOVE = ctypes.CFUNCTYPE(None, c_void_p, c_int32)
+POL_CHECK = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(c_uint8), c_uint32,
+                             c_void_p, c_size_t)
 
 
 class pkv_policy_ops(Structure):
@@ -107,7 +109,10 @@ class pkv_policy_ops(Structure):
                 ("create", POL_CREATE), ("destroy", POL_DESTROY),
                 ("on_insert", POL_HOOK), ("on_hit", POL_HOOK),
                 ("on_evictable", POL_HOOK), ("on_pinned", POL_HOOK),
-                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE)]
+                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE),
+                # version 2 (optional hooks); a version-1 library stops
+                # reading before them
+                ("on_dedup", POL_HOOK), ("check", POL_CHECK)]
 
 
 class pkv_config(Structure):
@@ -119,7 +124,10 @@ class pkv_config(Structure):
                 ("policy_args", c_char_p), ("on_event", EVENT_FN),
                 ("event_user", c_void_p), ("clock", CLOCK_FN),
                 ("clock_user", c_void_p), ("flags", c_uint32),
-                ("event_queue_cap", c_uint32), _PAD]
+                # versioned ABI: pkv_config_init sets version; new fields
+                # take reserved space
+                ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("reserved", c_uint64 * 7), _PAD]
 
 
 class pkv_kv_layout(Structure):
@@ -129,8 +137,11 @@ class pkv_kv_layout(Structure):
 
 
 class pkv_seq_opts(Structure):
+    # The room is zero: a library whose opts end in `version` + reserved
+    # reads version 0 (= 1) and zeroed reserved space.
     _fields_ = [("ns", c_void_p), ("ns_len", c_size_t),
-                ("adapter_id", c_uint64), ("priority", c_uint8)]
+                ("adapter_id", c_uint64), ("priority", c_uint8),
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_seq_info(Structure):
@@ -141,7 +152,8 @@ class pkv_seq_info(Structure):
 
 class pkv_copy(Structure):
     _fields_ = [("src_block", c_int32), ("dst_block", c_int32),
-                ("n_slots", c_uint32)]
+                ("n_slots", c_uint32), ("src_slot", c_uint32),
+                ("dst_slot", c_uint32)]
 
 
 _U32 = ["num_blocks", "block_size", "blocks_free", "blocks_used",
@@ -172,7 +184,8 @@ STATS_TEXT = ["policy", "allocator"]
 class pkv_engine_config(Structure):
     _fields_ = [("n_q_heads", c_uint32), ("n_threads", c_uint32),
                 ("scale", c_float), ("backend", c_char_p),
-                ("bf16_dot", c_uint32), _PAD]
+                ("bf16_dot", c_uint32), ("version", c_uint32),
+                ("cascade", c_uint32), ("reserved", c_uint64 * 7), _PAD]
 
 
 P = POINTER
@@ -228,6 +241,10 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # versioned ABI
+    "pkv_version": (c_uint32, []),
+    "pkv_version_string": (c_char_p, []),
+    "pkv_seq_opts_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions

@@ -261,7 +261,7 @@ def test_external_storage_queues_copies():
         b = a.fork()
         b.append([7])
         copies = c.drain_copies()
-        assert copies == [pagedkv.Copy(a.blocks()[1], b.blocks()[1], 2)]
+        assert copies == [pagedkv.Copy(a.blocks()[1], b.blocks()[1], 2, 0, 0)]
         assert c.drain_copies() == []
         with pytest.raises(pagedkv.NotSupported):
             c.kv(0)
