@@ -156,6 +156,8 @@ ok 'none possible' 'tok/s' run --trace "$azure" --dry -q
 ok 'n/a: [0-9]+ of 40 requests need more than --max-len 100' 'inf' run --trace "$azure" --dry -q --contiguous-baseline --max-len 100
 ok 'n/a: --max-len 8192 is more than the whole pool' 'inf|nan' run --dry -q --blocks 1 --contiguous-baseline
 ok 'at most --max-seqs 256' 'inf|nan' run --dry -q --contiguous-baseline --requests 8
+ok ',prefix_hit_tokens,prefix_hit_ratio,' 'block_hit_tokens|^trace ' sim "$good" -q -c 50 -p lru --csv -
+ok ',block_hit_tokens,block_hit_token_ratio,' 'prefix_hit|^trace ' sim "$good" -q -m simple -c 50 -p lru --csv -
 ok '^\{' '^trace ' sim "$good" -q -c 50 -p lru --json -
 ok '^\{' '^model ' run --dry -q --requests 4 --json -
 [ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }
