@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make bench-build  the benchmarks built, not run (CI: in asan mode)
 #   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
