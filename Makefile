@@ -60,7 +60,7 @@ LDLIBS  := $(LDLIBS_BASE) $(ALLOC_LIBS)
 
 # Per-file ISA flags: kernels are compiled once per back end and chosen at run
 # time, so only these files may use the wider instructions.
-AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mavx512vnni -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
 LIB_SRC   := $(sort $(wildcard libpagedkv/*.c) $(wildcard engine/*.c))

@@ -31,8 +31,7 @@ int pkv__backend_supported(const char *name) {
   if (strcmp(name, "avx512") == 0)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni") &&
-           __builtin_cpu_supports("fma");
+           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
   if (strcmp(name, "avx2") == 0)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return strcmp(name, "scalar") == 0;

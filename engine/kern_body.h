@@ -325,8 +325,6 @@ AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32
     dec_pv(vbase, off, n, D, d0, p, alpha, acc, pvbase, pre, n_pre, HG, 1, dt);
 }
 
-#include "kern_i8dot.h" /* int8 K/V with integer dot products (AVX-512) */
-
 AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                     uint32_t t1, const float *q, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt, const int bfdot) {
@@ -370,7 +368,6 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       /* scores of the head's G queries; K read once per DEC_HG heads
        * (prefetching in the first group only) */
       uint32_t g = 0;
-      if (I8DOT(dt) && i8_qk_heads(kb, vb, cur, n, pkb, pre, npre, D, qh, G, sc, ld, vcur)) g = G;
       if (bfdot) {
         for (; g + DEC_HG <= G; g += DEC_HG)
           DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, DEC_HG);
@@ -413,7 +410,6 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       if (pkv__dtype_is_quant(dt)) q_scale_rows(vb, cur, n, D, sc, ld, G, dt); /* V scales */
       /* V read once per DEC_HG heads */
       uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
-      if (I8DOT(dt) && i8_pv_heads(vb, cur, n, D, sc, ld, alpha, acch, G, pvb, pre, vpre)) continue;
       for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
         dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, DEC_HG, dt);
       for (; g + 2 <= G; g += 2, vpre = 0)
