@@ -57,7 +57,8 @@
 typedef struct cgroup {
   uint32_t first, n;   /* members: order[first .. first + n) */
   uint32_t n_shared;   /* tokens [0, n_shared) are common to all members */
-  size_t q_off;        /* floats into qpack: [n_kv_heads][n * G][head_dim] */
+  size_t q_off;        /* floats into qpack: [n_kv_heads][n * G][head_dim], then the
+                          rows' prescale factors C [n_kv_heads][n * G] */
   size_t p_off;        /* floats into partials: M [H][rows], S [H][rows], O [H][rows][D] */
 } cgroup;
 
@@ -155,7 +156,7 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
       cgroup *g = &c->groups[n_groups];
       *g = (cgroup){.first = i, .n = j - i, .n_shared = shared, .q_off = qf, .p_off = pf};
       size_t rows = (size_t)(j - i) * G;
-      qf += (size_t)H * rows * D;
+      qf += (size_t)H * rows * (D + 1);
       pf += (size_t)H * rows * (D + 2);
       for (uint32_t x = i; x < j; x++) {
         c->group_of[(uint32_t)key[x]] = (int32_t)n_groups;
@@ -184,7 +185,8 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
 }
 
 typedef void (*decode_fn)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t,
-                          const float *, uint32_t, float *, float *, float *, float *);
+                          const float *, const float *, uint32_t, float *, float *, float *,
+                          float *);
 
 static decode_fn pick_decode(const pkv__attn *a) {
   return a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
@@ -212,22 +214,24 @@ static void shared_task(void *ctx, uint32_t thread) {
     const cgroup *g = &c->groups[it->group];
     const size_t rows = (size_t)g->n * G, r0 = (size_t)it->m0 * G, nr = (size_t)it->nm * G;
     float *q = c->qpack + g->q_off + ((size_t)it->head * rows + r0) * D;
+    float *C = c->qpack + g->q_off + (size_t)H * rows * D + (size_t)it->head * rows + r0;
     float *M = c->partials + g->p_off + (size_t)it->head * rows + r0;
     float *S = M + (size_t)H * rows;
     float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * D;
     PKV_ENGINE_ASSERT(pkv__decode_scratch_floats((uint32_t)nr) <= a->thread_floats);
     for (uint32_t m = 0; m < it->nm; m++) {
       const float *src = job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D;
-      float *dst = q + (size_t)m * G * D;
-      for (size_t x = 0; x < (size_t)G * D; x++) dst[x] = src[x] * qscale;
+      for (uint32_t r = 0; r < G; r++) /* as the plain path scales each row */
+        C[(size_t)m * G + r] = pkv__q_prescale(src + (size_t)r * D, D, qscale,
+                                               q + ((size_t)m * G + r) * D);
     }
     for (size_t r = 0; r < nr; r++) {
       M[r] = -INFINITY;
       S[r] = 0.0f;
     }
     memset(O, 0, nr * D * sizeof *O);
-    decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, (uint32_t)nr, M, S,
-           O, scratch);
+    decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, C, (uint32_t)nr, M,
+           S, O, scratch);
   }
 }
 
@@ -240,7 +244,7 @@ static void suffix_task(void *ctx, uint32_t thread) {
   const size_t rowsf = (size_t)HQ * D;
   float *kscratch = a->scratch + (size_t)thread * a->thread_floats;
   float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ;
+  float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ, *C = S + HQ;
   const float qscale = a->scale * PKV__LOG2E;
   const decode_fn decode = pick_decode(a);
   for (;;) {
@@ -267,9 +271,10 @@ static void suffix_task(void *ctx, uint32_t thread) {
       }
       memset(acc, 0, rowsf * sizeof *acc);
     }
-    if (t0 < sq->n_tokens) {
-      for (size_t x = 0; x < rowsf; x++) qs[x] = sq->q[x] * qscale;
-      decode(&sq->kv, 0, H, t0, sq->n_tokens, qs, G, M, S, acc, kscratch);
+    if (t0 < sq->n_tokens) { /* the same factors C as the shared part's: same rows */
+      for (uint32_t r = 0; r < HQ; r++)
+        C[r] = pkv__q_prescale(sq->q + (size_t)r * D, D, qscale, qs + (size_t)r * D);
+      decode(&sq->kv, 0, H, t0, sq->n_tokens, qs, C, G, M, S, acc, kscratch);
     }
     for (uint32_t r = 0; r < HQ; r++) {
       float inv = 1.0f / S[r];

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <math.h>
+
 #include "pagedkv/pagedkv.h"
 
 /* Graded asserts, as in the core: level 1 checks preconditions, level 2
@@ -41,6 +43,25 @@ void pkv__assert_fail(const char *expr, const char *file, int line, const char *
 #define PKV__PREFILL_ROWS 64
 /* log2(e): kernels work in base 2 (scores pre-multiplied by scale*log2e). */
 #define PKV__LOG2E 1.4426950408889634f
+/* Softmax weights are 2^((s - max) * c - PKV__W_OFF) (docs/API-engine.md,
+ * "Non-finite and extreme inputs"): at most 2^-24, so sum_j w_j v_j stays
+ * below FLT_MAX / 2 for any finite V over up to 2^23 keys. */
+#define PKV__W_OFF 24.0f
+
+/* Scales one query row for the kernels: out[i] = q[i] * qscale / c with c a
+ * power of two >= 1 chosen so that max |out| <= 1 / (4 n) (finite
+ * elements; capped at c = 2^126): every score of finite inputs is then at
+ * most FLT_MAX / 4 in magnitude.  Returns c; the kernels multiply score
+ * differences by it.  For ordinary inputs the scaling is exact. */
+float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out);
+
+/* The scalar 2^x of PKV_F32_EXP2 (every back end uses it for its scalar
+ * tails, the rescale factors and the split-K merge): x clamped to [-126,
+ * 127], so never 0 (-inf gives 2^-126); NaN gives NaN. */
+static inline float pkv__exp2_clamped(float x) {
+  if (x != x) return x;
+  return exp2f(x < -126.0f ? -126.0f : x > 127.0f ? 127.0f : x);
+}
 
 typedef struct pkv__kv_view {
   const uint8_t *k, *v;  /* base of the layer's K and V regions */
@@ -69,20 +90,21 @@ typedef struct pkv__prefill_tile {
 typedef struct pkv__kernels {
   const char *name;
   /* Online-softmax attention over tokens [t0, t1) of the nh KV heads
-   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim], already
-   * multiplied by scale*log2e.  Updates, per query row r (nh*G rows): M[r]
-   * the running maximum score (base 2; -INFINITY initially), S[r] the
-   * running sum of 2^(score - M[r]) (0 initially) and acc[r][:] the running
-   * sum of 2^(score - M[r]) * v (0 initially).  scratch: at least
-   * pkv__decode_scratch_floats(G) floats. */
+   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim] as
+   * pkv__q_prescale made it (scale*log2e/qc), qc[nh*G] its factors.
+   * Updates, per query row r (nh*G rows): M[r] the running maximum score
+   * (in q's scaled units; -INFINITY initially), S[r] the running sum of
+   * the weights w = 2^((score - M[r]) * qc[r] - PKV__W_OFF) (0 initially)
+   * and acc[r][:] the running sum of w * v (0 initially).  scratch: at
+   * least pkv__decode_scratch_floats(G) floats. */
   void (*decode)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                 uint32_t t1, const float *q, uint32_t G, float *M, float *S,
-                 float *acc, float *scratch);
+                 uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
+                 float *S, float *acc, float *scratch);
   /* decode with bf16 dot products (q rounded to bf16) for bf16 K/V, other
    * types as decode; NULL when the back end has no bf16 dot product. */
   void (*decode_bf16dot)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                         uint32_t t1, const float *q, uint32_t G, float *M, float *S,
-                         float *acc, float *scratch);
+                         uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
+                         float *S, float *acc, float *scratch);
   /* Causal attention of one query tile (see pkv__prefill_tile); writes the
    * normalised output.  tile->n_tok * tile->G <= rows_max; scratch: at least
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */

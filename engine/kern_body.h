@@ -43,12 +43,15 @@
 #include "simd.h"
 #include "kern_quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 #define MIN_U32(a, b) ((a) < (b) ? (a) : (b))
+/* a > b ? a : b — the NaN behaviour of PKV_F32_MAX on every back end */
+#define PKV_SCALAR_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Register blocking per back end. */
 #if PKV_NREG >= 32
@@ -326,7 +329,7 @@ AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32
 }
 
 AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                    uint32_t t1, const float *q, uint32_t G, float *M,
+                    uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt, const int bfdot) {
   const uint32_t D = kv->head_dim;
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
@@ -383,25 +386,28 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       for (; g < G; g++)
         dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1, dt);
       if (pkv__dtype_is_quant(dt)) q_scale_rows(kb, cur, n, D, sc, ld, G, dt); /* K scales */
-      /* online softmax update per query head */
+      /* online softmax update per query head (weights as in the essay) */
       for (g = 0; g < G; g++) {
         float *s = sc + g * ld;
+        const float c = qc[(size_t)hh * G + g];
         pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
         uint32_t j = 0;
         for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
         float mx = PKV_F32_REDUCE_MAX(vmx);
         for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
         float m_new = Mh[g] > mx ? Mh[g] : mx;
-        alpha[g] = exp2f(Mh[g] - m_new);
-        pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
+        const float mu = PKV_SCALAR_MAX(m_new, -FLT_MAX);
+        alpha[g] = pkv__exp2_clamped((Mh[g] - mu) * c);
+        pkv_vf vm = PKV_F32_BROADCAST(mu), vc = PKV_F32_BROADCAST(c),
+               voff = PKV_F32_BROADCAST(-PKV__W_OFF), vsum = PKV_F32_ZERO();
         for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
-          pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
+          pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm), vc, voff));
           PKV_F32_STORE(s + j, e);
           vsum = PKV_F32_ADD(vsum, e);
         }
         float sum = PKV_F32_REDUCE(vsum);
         for (; j < n; j++) {
-          s[j] = exp2f(s[j] - m_new);
+          s[j] = pkv__exp2_clamped((s[j] - mu) * c - PKV__W_OFF);
           sum += s[j];
         }
         Sh[g] = Sh[g] * alpha[g] + sum;
@@ -424,15 +430,15 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
 }
 
 static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                        uint32_t t1, const float *q, uint32_t G, float *M,
+                        uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                         float *S, float *acc, float *scratch) {
   switch (kv->dtype) {
-  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
-  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
-  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
-  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
-  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
-  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
+  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
+  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
+  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
+  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
+  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
+  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
   }
 }
 
@@ -440,12 +446,12 @@ static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32
 /* The bf16-dot decode: bf16 K/V through dec_qk_bf16dot, other types as
  * kern_decode. */
 static void kern_decode_bf16dot(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                                uint32_t t1, const float *q, uint32_t G, float *M,
+                                uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                                 float *S, float *acc, float *scratch) {
   if (kv->dtype == PKV_DTYPE_BF16)
-    decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
+    decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
   else
-    kern_decode(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch);
+    kern_decode(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch);
 }
 #define KERN_DECODE_BF16DOT kern_decode_bf16dot
 #else
@@ -576,7 +582,8 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   float *Mv = O + ldq * D;                              /* [ldq] */
   float *Sv = Mv + ldq;                                 /* [ldq] */
   float *Al = Sv + ldq;                                 /* [ldq] */
-  float *kpack = Al + ldq;                              /* [BC][D] */
+  float *Cv = Al + ldq;                                 /* [ldq] */
+  float *kpack = Cv + ldq;                              /* [BC][D] */
   float *vpack = kpack + (size_t)PKV__PREFILL_BC * D;   /* [BC][D] */
   const float *krow[PKV__PREFILL_BC], *vrow[PKV__PREFILL_BC];
   const float qs = tl->scale * PKV__LOG2E;
@@ -585,11 +592,14 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     for (uint32_t r = R; r < Rp; r++) Qt[(size_t)d * ldq + r] = 0.0f;
   for (uint32_t r = 0; r < R; r++) {
     const float *qr = tl->q + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
-    for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qr[d] * qs;
+    float *qp = kpack; /* free until the first key tile */
+    Cv[r] = pkv__q_prescale(qr, D, qs, qp);
+    for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qp[d];
   }
   for (uint32_t r = 0; r < Rp; r++) {
     Mv[r] = -INFINITY;
     Sv[r] = 0.0f;
+    if (r >= R) Cv[r] = 1.0f;
   }
   for (size_t i = 0; i < (size_t)Rp * D; i++) O[i] = 0.0f;
 
@@ -605,33 +615,48 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     for (; j < nk; j++) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, 1);
 
     /* causal mask, only where the tile crosses the diagonal: row r (token
-     * position pos + r/G) sees keys <= its position */
-    if (c0 + nk - 1 > tl->pos) {
-      for (uint32_t r = 0; r < Rp; r++) {
-        uint32_t p = tl->pos + (r < R ? r : R - 1) / G;
-        for (uint32_t jj = (p + 1 > c0 ? p + 1 - c0 : 0); jj < nk; jj++)
-          St[(size_t)jj * ldq + r] = -INFINITY;
-      }
-    }
+     * position pos + r/G) sees keys <= its position.  Masked scores are
+     * set to -inf (out of the maximum) and, after the exponential, their
+     * weights to 0: a masked key never adds to S or O. */
+    const int diag = c0 + nk - 1 > tl->pos;
+#define PF_MASK(value)                                                        \
+  for (uint32_t r = 0; r < Rp; r++) {                                        \
+    uint32_t p = tl->pos + (r < R ? r : R - 1) / G;                           \
+    for (uint32_t jj = (p + 1 > c0 ? p + 1 - c0 : 0); jj < nk; jj++)          \
+      St[(size_t)jj * ldq + r] = (value);                                     \
+  }
+    if (diag) PF_MASK(-INFINITY);
 
-    /* online softmax, vectorised over rows */
+    /* online softmax, vectorised over rows (weights as in the essay;
+     * masked keys are -inf, so weight 0) */
+    const pkv_vf vfloor = PKV_F32_BROADCAST(-FLT_MAX), voff = PKV_F32_BROADCAST(-PKV__W_OFF);
     for (uint32_t r = 0; r < Rp; r += PKV_VL) {
       pkv_vf mx = PKV_F32_LOAD(St + r);
       for (uint32_t jj = 1; jj < nk; jj++) mx = PKV_F32_MAX(mx, PKV_F32_LOAD(St + (size_t)jj * ldq + r));
       pkv_vf m_old = PKV_F32_LOAD(Mv + r);
       pkv_vf m_new = PKV_F32_MAX(m_old, mx);
+      pkv_vf mu = PKV_F32_MAX(m_new, vfloor), vc = PKV_F32_LOAD(Cv + r);
       pkv_vf sum = PKV_F32_ZERO();
       for (uint32_t jj = 0; jj < nk; jj++) {
         float *sp = St + (size_t)jj * ldq + r;
-        pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(sp), m_new));
+        pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(sp), mu), vc, voff));
         PKV_F32_STORE(sp, e);
         sum = PKV_F32_ADD(sum, e);
       }
-      pkv_vf al = PKV_F32_EXP2(PKV_F32_SUB(m_old, m_new));
-      PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), al, sum));
+      pkv_vf al = PKV_F32_EXP2(PKV_F32_MUL(PKV_F32_SUB(m_old, mu), vc));
       PKV_F32_STORE(Mv + r, m_new);
       PKV_F32_STORE(Al + r, al);
+      if (!diag) PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), al, sum));
     }
+    if (diag) { /* zero the masked weights, then add the rows' sums */
+      PF_MASK(0.0f);
+      for (uint32_t r = 0; r < Rp; r += PKV_VL) {
+        pkv_vf sum = PKV_F32_ZERO();
+        for (uint32_t jj = 0; jj < nk; jj++) sum = PKV_F32_ADD(sum, PKV_F32_LOAD(St + (size_t)jj * ldq + r));
+        PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), PKV_F32_LOAD(Al + r), sum));
+      }
+    }
+#undef PF_MASK
     /* rescale O by alpha (skipped on the first tile, where O is 0) */
     if (c0 > 0) {
       for (uint32_t r = 0; r < R; r++) {
@@ -641,8 +666,24 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
           PKV_F32_STORE(orow + d, PKV_F32_MUL(al, PKV_F32_LOAD(orow + d)));
       }
     }
-    /* O += P V */
+    /* O += P V.  On a tile that crosses the diagonal, row r sees only keys
+     * [0, vis(r)): a block of rows takes the keys all of them see together,
+     * then each row its own remaining keys, so a masked key's V is never
+     * read (a 0 weight times an infinite V would be NaN). */
     uint32_t r = 0;
+    if (c0 + nk - 1 > tl->pos) {
+#define PF_VIS(row) (tl->pos + (row) / G + 1 > c0 ? MIN_U32(tl->pos + (row) / G + 1 - c0, nk) : 0u)
+      for (; r < R; r += PV_NR) {
+        const uint32_t nr = MIN_U32(PV_NR, R - r), v0 = PF_VIS(r);
+        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, D, PV_NR);
+        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, D, 1);
+        for (uint32_t i = 0; i < nr; i++) {
+          const uint32_t vi = PF_VIS(r + i);
+          if (vi > v0) pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, D, 1);
+        }
+      }
+#undef PF_VIS
+    }
     for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, D, PV_NR);
     for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, D, 1);
   }
