@@ -6,8 +6,8 @@
  * all, several groups, a shared prefix that ends mid-block, a sequence whose
  * table is a prefix of another's.  Each batch is decoded with the cascade
  * forced on (PKV__CASCADE_ALWAYS), automatic, and off; the cascade result
- * must equal the plain one within TOL_CASCADE on every back end, dtype and
- * thread count, and the plan must be (or not be) a cascade as the pattern
+ * must equal the plain one within TOL_CASCADE on every back end, dtype
+ * (f32, f16, bf16 and the quantized int8 / fp8) and thread count, and the plan must be (or not be) a cascade as the pattern
  * says.  Non-finite K/V in the shared and private parts must give the same
  * class of result (finite / NaN / ±Inf) per element as plain decode.
  * API level: forks of one prompt through a real cache, pkv_decode with the
@@ -180,6 +180,8 @@ START_TEST(cascade_equals_plain) {
     patterns(k, PKV_DTYPE_F16, 16, 1, 0);
     patterns(k, PKV_DTYPE_F32, 16, 8, 0);
     patterns(k, PKV_DTYPE_BF16, 16, 4, 1); /* bf16 dot products where the back end has them */
+    static const pkv_dtype quant[] = {PKV_DTYPE_I8, PKV_DTYPE_FP8_E4M3, PKV_DTYPE_FP8_E5M2};
+    for (int t = 0; t < 3; t++) patterns(k, quant[t], 16, 4, 0);
   }
 }
 END_TEST
