@@ -11,7 +11,9 @@
  * says.  Non-finite K/V in the shared and private parts must give the same
  * class of result (finite / NaN / ±Inf) per element as plain decode.
  * API level: forks of one prompt through a real cache, pkv_decode with the
- * default engine against an engine made with cascade = 1.
+ * default engine against an engine made with cascade = 1, and the default
+ * engine's first cascade batch under a failing allocator (every failure is
+ * PKV_ENOMEM with no K/V and no output written).
  *
  * TOL_CASCADE (absolute, outputs of magnitude <= 1): the cascade runs the
  * same kernel over the same values and only cuts the context's tiles at the
@@ -27,6 +29,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #ifndef TOL_CASCADE
@@ -337,6 +340,43 @@ START_TEST(cascade_through_the_cache) {
     tu_fill(v, (size_t)FORKS * HKV * D, 1.0f, &rs);
     float *o2 = malloc(sizeof(float) * FORKS * HQ * D);
     ck_assert_int_eq(pkv_decode(plain, seqs, FORKS, 0, q, k, v, o), 0);
+    /* the cascade engine's first batch allocates its plan: every failing
+     * allocation gives PKV_ENOMEM with nothing written (arena, output) */
+    {
+      pkv_kv_layout L;
+      void *kb, *vb;
+      ck_assert_int_eq(pkv_cache_layout(cache, &L), 0);
+      ck_assert_int_eq(pkv_cache_kv(cache, 0, &kb, &vb), 0);
+      uint8_t *arena = malloc(2 * L.layer_bytes);
+      float *k2 = malloc(sizeof(float) * FORKS * HKV * D);
+      for (size_t i = 0; i < (size_t)FORKS * HKV * D; i++) k2[i] = k[i] + 1.0f; /* would change K */
+      memcpy(arena, kb, L.layer_bytes);
+      memcpy(arena + L.layer_bytes, vb, L.layer_bytes);
+      long k_fail = 1;
+      for (;; k_fail++) {
+        memset(o2, 0x55, sizeof(float) * FORKS * HQ * D);
+        tu_alloc_install(k_fail);
+        int rc = pkv_decode(casc, seqs, FORKS, 0, q, k2, v, o2);
+        long attempts = tu_alloc_count();
+        tu_alloc_install(0);
+        if (rc == 0) {
+          ck_assert_int_lt(attempts, k_fail);
+          break;
+        }
+        ck_assert_int_eq(rc, PKV_ENOMEM);
+        ck_assert_msg(memcmp(arena, kb, L.layer_bytes) == 0 &&
+                          memcmp(arena + L.layer_bytes, vb, L.layer_bytes) == 0,
+                      "failing allocation %ld wrote K/V", k_fail);
+        for (size_t i = 0; i < (size_t)FORKS * HQ * D; i++) {
+          uint32_t bits;
+          memcpy(&bits, &o2[i], sizeof bits);
+          ck_assert_uint_eq(bits, 0x55555555u);
+        }
+      }
+      ck_assert_int_gt(k_fail, 1); /* the plan did allocate */
+      free(arena);
+      free(k2);
+    }
     ck_assert_int_eq(pkv_decode(casc, seqs, FORKS, 0, q, k, v, o2), 0);
     double d = max_diff(o, o2, (size_t)FORKS * HQ * D);
     ck_assert_msg(d < TOL_CASCADE, "dtype %d: cascade vs plain through the cache %g", t, d);
