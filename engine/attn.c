@@ -52,6 +52,7 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
   a->n_q_heads = n_q_heads;
   a->n_kv_heads = n_kv_heads;
   a->head_dim = head_dim;
+  a->v_dim = head_dim;
   a->G = n_q_heads / n_kv_heads;
   a->scale = scale;
   uint32_t tok = a->G >= PKV__PREFILL_ROWS ? 1 : PKV__PREFILL_ROWS / a->G;
@@ -70,6 +71,11 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
     return pkv__err(PKV_ENOMEM, "engine: cannot allocate %zu bytes of scratch", a->scratch_bytes);
   }
   return 0;
+}
+
+void pkv__attn_set_v_dim(pkv__attn *a, uint32_t v_dim) {
+  PKV_ENGINE_ASSERT(v_dim >= 1 && v_dim <= a->head_dim); /* scratch is sized by head_dim */
+  a->v_dim = v_dim;
 }
 
 void pkv__attn_fini(pkv__attn *a) {
@@ -109,12 +115,12 @@ static size_t partial_floats(const pkv__attn *a) {
 static void decode_task(void *ctx, uint32_t thread) {
   decode_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t G = a->G, D = a->head_dim, HQ = a->n_q_heads;
-  const size_t rows = (size_t)HQ * D;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, HQ = a->n_q_heads;
+  const size_t rows = (size_t)HQ * D, vrows = (size_t)HQ * Dv;
   float *base = a->scratch + (size_t)thread * a->thread_floats;
   float *kscratch = base;
   float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rows;                               /* [HQ][D] */
+  float *acc = qs + rows;                               /* [HQ][Dv] */
   float *M = acc + rows, *S = M + HQ, *C = S + HQ;
   const float qscale = a->scale * PKV__LOG2E;
   void (*decode)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t, const float *,
@@ -130,19 +136,19 @@ static void decode_task(void *ctx, uint32_t thread) {
       M[r] = -INFINITY;
       S[r] = 0.0f;
     }
-    memset(acc, 0, rows * sizeof *acc);
+    memset(acc, 0, vrows * sizeof *acc);
     decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, C, G, M, S, acc, kscratch);
     if (it->part < 0) {
       for (uint32_t r = 0; r < HQ; r++) {
         float inv = 1.0f / S[r];
-        for (uint32_t d = 0; d < D; d++) sq->out[(size_t)r * D + d] = acc[(size_t)r * D + d] * inv;
+        for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
       }
     } else {
       float *p = a->partials + (size_t)it->part * partial_floats(a);
       memcpy(p, M, HQ * sizeof *p);
       memcpy(p + HQ, S, HQ * sizeof *p);
       memcpy(p + 2 * HQ, C, HQ * sizeof *p);
-      memcpy(p + 3 * HQ, acc, rows * sizeof *p);
+      memcpy(p + 3 * HQ, acc, vrows * sizeof *p);
     }
   }
 }
@@ -152,7 +158,7 @@ static void decode_task(void *ctx, uint32_t thread) {
  * part -inf) or NaN, and a part's weight is pkv__exp2_clamped, so it is 0
  * only for a -inf difference. */
 static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *out) {
-  const uint32_t HQ = a->n_q_heads, D = a->head_dim;
+  const uint32_t HQ = a->n_q_heads, D = a->v_dim;
   const size_t pf = partial_floats(a);
   for (uint32_t r = 0; r < HQ; r++) {
     float m = -INFINITY;
@@ -288,8 +294,8 @@ typedef struct prefill_job {
 static void prefill_task(void *ctx, uint32_t thread) {
   prefill_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t H = a->n_kv_heads, G = a->G, D = a->head_dim;
-  const size_t row = (size_t)a->n_q_heads * D;
+  const uint32_t H = a->n_kv_heads, G = a->G, D = a->head_dim, Dv = a->v_dim;
+  const size_t row = (size_t)a->n_q_heads * D, orow = (size_t)a->n_q_heads * Dv;
   float *scratch = a->scratch + (size_t)thread * a->thread_floats;
   const uint32_t n_items = H * job->n_tiles;
   for (;;) {
@@ -300,8 +306,9 @@ static void prefill_task(void *ctx, uint32_t thread) {
     uint32_t ntok = job->n - tok0 < job->tile_tok ? job->n - tok0 : job->tile_tok;
     pkv__prefill_tile t = {
         .q = job->q + (size_t)tok0 * row + (size_t)h * G * D,
-        .out = job->out + (size_t)tok0 * row + (size_t)h * G * D,
+        .out = job->out + (size_t)tok0 * orow + (size_t)h * G * Dv,
         .row_stride = row,
+        .out_stride = orow,
         .pos = job->pos0 + tok0,
         .n_tok = ntok,
         .G = G,

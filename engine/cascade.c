@@ -59,7 +59,7 @@ typedef struct cgroup {
   uint32_t n_shared;   /* tokens [0, n_shared) are common to all members */
   size_t q_off;        /* floats into qpack: [n_kv_heads][n * G][head_dim], then the
                           rows' prescale factors C [n_kv_heads][n * G] */
-  size_t p_off;        /* floats into partials: M [H][rows], S [H][rows], O [H][rows][D] */
+  size_t p_off;        /* floats into partials: M [H][rows], S [H][rows], O [H][rows][v_dim] */
 } cgroup;
 
 typedef struct citem {
@@ -103,7 +103,7 @@ static uint32_t common_tokens(const pkv__decode_seq *x, const pkv__decode_seq *y
   const pkv__kv_view *a = &x->kv, *b = &y->kv;
   if (a->k != b->k || a->v != b->v || a->block_stride != b->block_stride ||
       a->head_stride != b->head_stride || a->block_size != b->block_size ||
-      a->head_dim != b->head_dim || a->dtype != b->dtype)
+      a->head_dim != b->head_dim || a->v_dim != b->v_dim || a->dtype != b->dtype)
     return 0;
   uint32_t n = x->n_tokens < y->n_tokens ? x->n_tokens : y->n_tokens;
   uint32_t nb = (n + a->block_size - 1) / a->block_size, i = 0;
@@ -120,7 +120,7 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
     if (!a->cascade) return pkv__err(PKV_ENOMEM, "engine: cannot allocate the cascade plan");
   }
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, H = a->n_kv_heads, D = a->head_dim;
+  const uint32_t G = a->G, H = a->n_kv_heads, D = a->head_dim, Dv = a->v_dim;
   const uint32_t min_shared = a->cascade_mode == PKV__CASCADE_ALWAYS ? 1 : CASCADE_MIN_SHARED;
   /* worst case: n_seqs / 2 groups, each cut into items per head */
   const uint32_t per_item = G >= ROWS_PER_ITEM ? 1 : ROWS_PER_ITEM / G;
@@ -157,7 +157,7 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
       *g = (cgroup){.first = i, .n = j - i, .n_shared = shared, .q_off = qf, .p_off = pf};
       size_t rows = (size_t)(j - i) * G;
       qf += (size_t)H * rows * (D + 1);
-      pf += (size_t)H * rows * (D + 2);
+      pf += (size_t)H * rows * (Dv + 2);
       for (uint32_t x = i; x < j; x++) {
         c->group_of[(uint32_t)key[x]] = (int32_t)n_groups;
         c->member[(uint32_t)key[x]] = x - i;
@@ -203,7 +203,7 @@ static void shared_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, D = a->head_dim, H = a->n_kv_heads;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads;
   const float qscale = a->scale * PKV__LOG2E;
   float *scratch = a->scratch + (size_t)thread * a->thread_floats;
   const decode_fn decode = pick_decode(a);
@@ -217,7 +217,7 @@ static void shared_task(void *ctx, uint32_t thread) {
     float *C = c->qpack + g->q_off + (size_t)H * rows * D + (size_t)it->head * rows + r0;
     float *M = c->partials + g->p_off + (size_t)it->head * rows + r0;
     float *S = M + (size_t)H * rows;
-    float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * D;
+    float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * Dv;
     PKV_ENGINE_ASSERT(pkv__decode_scratch_floats((uint32_t)nr) <= a->thread_floats);
     for (uint32_t m = 0; m < it->nm; m++) {
       const float *src = job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D;
@@ -229,7 +229,7 @@ static void shared_task(void *ctx, uint32_t thread) {
       M[r] = -INFINITY;
       S[r] = 0.0f;
     }
-    memset(O, 0, nr * D * sizeof *O);
+    memset(O, 0, nr * Dv * sizeof *O);
     decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, C, (uint32_t)nr, M,
            S, O, scratch);
   }
@@ -240,8 +240,8 @@ static void suffix_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, D = a->head_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
-  const size_t rowsf = (size_t)HQ * D;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
+  const size_t rowsf = (size_t)HQ * D; /* q rows; acc has HQ rows of Dv <= D */
   float *kscratch = a->scratch + (size_t)thread * a->thread_floats;
   float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
   float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ, *C = S + HQ;
@@ -261,7 +261,7 @@ static void suffix_task(void *ctx, uint32_t thread) {
         size_t src = (size_t)h * rows + r0;
         memcpy(M + (size_t)h * G, pM + src, G * sizeof *M);
         memcpy(S + (size_t)h * G, pS + src, G * sizeof *S);
-        memcpy(acc + (size_t)h * G * D, pO + src * D, (size_t)G * D * sizeof *acc);
+        memcpy(acc + (size_t)h * G * Dv, pO + src * Dv, (size_t)G * Dv * sizeof *acc);
       }
       t0 = g->n_shared;
     } else {
@@ -269,7 +269,7 @@ static void suffix_task(void *ctx, uint32_t thread) {
         M[r] = -INFINITY;
         S[r] = 0.0f;
       }
-      memset(acc, 0, rowsf * sizeof *acc);
+      memset(acc, 0, (size_t)HQ * Dv * sizeof *acc);
     }
     if (t0 < sq->n_tokens) { /* the same factors C as the shared part's: same rows */
       for (uint32_t r = 0; r < HQ; r++)
@@ -278,7 +278,7 @@ static void suffix_task(void *ctx, uint32_t thread) {
     }
     for (uint32_t r = 0; r < HQ; r++) {
       float inv = 1.0f / S[r];
-      for (uint32_t d = 0; d < D; d++) sq->out[(size_t)r * D + d] = acc[(size_t)r * D + d] * inv;
+      for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
     }
   }
 }

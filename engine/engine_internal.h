@@ -69,17 +69,22 @@ typedef struct pkv__kv_view {
   size_t block_stride;   /* bytes, as pkv_kv_layout */
   size_t head_stride;
   uint32_t block_size;
-  uint32_t head_dim;
+  uint32_t head_dim;     /* of K, and the slot width of V rows too */
   pkv_dtype dtype;
+  uint32_t v_dim;        /* V elements used per slot (<= head_dim); 0 = head_dim */
 } pkv__kv_view;
+
+/* The V head dim of a view (MLA: K 576, V 512 — V slots keep K's width). */
+#define PKV__VDIM(kv) ((kv)->v_dim ? (kv)->v_dim : (kv)->head_dim)
 
 /* One query tile of prefill: n_tok query tokens at positions pos .. pos +
  * n_tok - 1, each with G query heads (the heads sharing kv_head), attending
  * causally (token at position p sees keys [0, p]). */
 typedef struct pkv__prefill_tile {
   const float *q;      /* &q[token 0][first head][0] */
-  float *out;          /* same layout as q */
-  size_t row_stride;   /* floats between consecutive tokens of q and out */
+  float *out;          /* as q, rows of the V head dim */
+  size_t row_stride;   /* floats between consecutive tokens of q */
+  size_t out_stride;   /* ... of out (0: row_stride) */
   uint32_t pos;
   uint32_t n_tok;
   uint32_t G;
@@ -174,6 +179,11 @@ void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype);
 void pkv__attn_row_ref(const float *q, const float *k, const float *v,
                        size_t ld, uint32_t n_keys, uint32_t head_dim,
                        float scale, float *out);
+/* The same with V rows of v_dim <= head_dim elements (at stride ld):
+ * out[v_dim]. */
+void pkv__attn_row_ref_dv(const float *q, const float *k, const float *v, size_t ld,
+                          uint32_t n_keys, uint32_t head_dim, uint32_t v_dim, float scale,
+                          float *out);
 /* The same over a paged view: tokens [0, n_keys) of kv_head. */
 void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head,
                              const float *q, uint32_t n_keys, float scale,
@@ -205,6 +215,7 @@ typedef struct pkv__attn {
   const pkv__kernels *kern;
   pkv__pool *pool;
   uint32_t n_q_heads, n_kv_heads, head_dim, G;
+  uint32_t v_dim;         /* V head dim (<= head_dim; = head_dim after init) */
   float scale;
   uint32_t rows_max;      /* query rows of one prefill tile */
   /* decode bf16 K/V with kern->decode_bf16dot when it exists (the
@@ -225,7 +236,8 @@ typedef struct pkv__attn {
 } pkv__attn;
 
 /* One sequence of a decode batch: its view, tokens to attend [0, n_tokens),
- * and its query/output rows [n_q_heads][head_dim]. */
+ * and its query rows [n_q_heads][head_dim] and output rows
+ * [n_q_heads][v_dim]. */
 typedef struct pkv__decode_seq {
   pkv__kv_view kv;
   uint32_t n_tokens;
@@ -241,6 +253,9 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
                    uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
                    float scale);
 void pkv__attn_fini(pkv__attn *a);
+/* Sets the V head dim (<= head_dim, the views' v_dim); outputs then have
+ * rows of v_dim floats. */
+void pkv__attn_set_v_dim(pkv__attn *a, uint32_t v_dim);
 /* Attention only (K/V already in place) = plan + run.  PKV_ENOMEM if
  * growing the work list fails (nothing computed). */
 int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);

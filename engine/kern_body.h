@@ -208,7 +208,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
  * pairs exactly and accumulates them in f32 — 16 instructions per token for
  * 4 heads x 128 dims instead of 32 FMAs, and no widening of K.  Not exact
  * against f32 q: see docs/ENGINE.md, "bf16 dot products". */
-#define BF_DMAX 512 /* the engine's largest head_dim */
+#define BF_DMAX 576 /* the engine's largest head_dim */
 
 /* Lanes d .. d+31 of a bf16 row as one vector; the last 16 lanes zero when
  * only 16 remain (head_dim is a multiple of 16). */
@@ -331,9 +331,9 @@ AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32
 AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
                     uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt, const int bfdot) {
-  const uint32_t D = kv->head_dim;
+  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv);
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
-  PKV_ENGINE_ASSERT(D % PKV_VL == 0); /* whole vectors per row */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0 && Dv % PKV_VL == 0); /* whole vectors per row */
   PKV_ENGINE_ASSERT(t0 <= t1);
   float *sc = scratch;                       /* [G][ld] scores, then p */
   float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
@@ -352,7 +352,7 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       const uint8_t *kb = kv->k + (size_t)hh * kv->head_stride;
       const uint8_t *vb = kv->v + (size_t)hh * kv->head_stride;
       const float *qh = q + (size_t)hh * G * D;
-      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * D;
+      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * Dv;
       /* what to prefetch while this head is processed (see HEAD_AHEAD) */
       const int ahead = HEAD_AHEAD(dt);
       const uint8_t *pkb = kb, *pvb = vb;
@@ -417,11 +417,11 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       /* V read once per DEC_HG heads */
       uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
       for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, DEC_HG, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, DEC_HG, dt);
       for (; g + 2 <= G; g += 2, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 2, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 2, dt);
       for (; g < G; g++, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 1, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 1, dt);
     }
     size_t *sw = cur;
     cur = nxt;
@@ -543,8 +543,9 @@ AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,
 /* Pointers to nk f32 rows of K (or V) for tokens [c0, c0+nk) of head h:
  * straight into the cache when f32, else converted into pack. */
 AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
-                uint32_t c0, uint32_t nk, float *pack, const float **rows,
+                uint32_t c0, uint32_t nk, uint32_t W, float *pack, const float **rows,
                 const int dt) {
+  /* W elements used of each row (head_dim for K, the V head dim for V) */
   const uint32_t D = kv->head_dim, bs = kv->block_size;
   for (uint32_t j = 0; j < nk; j++) {
     uint32_t t = c0 + j;
@@ -554,10 +555,10 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
     if (dt == PKV_DTYPE_F32) {
       rows[j] = (const float *)src;
     } else {
-      float *dst = pack + (size_t)j * D;
-      float qs = 1.0f; /* quantized: the row's scale (kern_quant.h) */
+      float *dst = pack + (size_t)j * W;
+      float qs = 1.0f; /* quantized: the row's scale, after head_dim codes (kern_quant.h) */
       if (pkv__dtype_is_quant(dt)) memcpy(&qs, src + D, sizeof qs), qs *= pkv__quant_unit(dt);
-      for (uint32_t d = 0; d < D; d += PKV_VL)
+      for (uint32_t d = 0; d < W; d += PKV_VL)
         PKV_F32_STORE(dst + d, PKV_F32_MUL(PKV_F32_BROADCAST(qs), kv_load(src, d, dt)));
       rows[j] = dst;
     }
@@ -569,7 +570,8 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
 
 AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                      uint32_t rows_max, float *scratch, const int dt) {
-  const uint32_t D = kv->head_dim, G = tl->G;
+  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv), G = tl->G;
+  const size_t ostride = tl->out_stride ? tl->out_stride : tl->row_stride;
   const uint32_t R = tl->n_tok * G;           /* query rows, token-major */
   PKV_ENGINE_ASSERT(D % PKV_VL == 0);
   PKV_ENGINE_ASSERT(R >= 1 && R <= rows_max); /* fits the scratch */
@@ -578,7 +580,7 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   const uint32_t Rp = rv * PKV_VL;            /* rows padded to lanes */
   float *Qt = scratch;                                  /* [D][ldq] */
   float *St = Qt + (size_t)D * ldq;                     /* [BC][ldq] */
-  float *O = St + (size_t)PKV__PREFILL_BC * ldq;        /* [ldq][D] */
+  float *O = St + (size_t)PKV__PREFILL_BC * ldq;        /* [ldq][Dv] (D reserved) */
   float *Mv = O + ldq * D;                              /* [ldq] */
   float *Sv = Mv + ldq;                                 /* [ldq] */
   float *Al = Sv + ldq;                                 /* [ldq] */
@@ -601,13 +603,13 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     Sv[r] = 0.0f;
     if (r >= R) Cv[r] = 1.0f;
   }
-  for (size_t i = 0; i < (size_t)Rp * D; i++) O[i] = 0.0f;
+  for (size_t i = 0; i < (size_t)Rp * Dv; i++) O[i] = 0.0f;
 
   const uint32_t last = tl->pos + tl->n_tok;   /* keys [0, last) are needed */
   for (uint32_t c0 = 0; c0 < last; c0 += PKV__PREFILL_BC) {
     const uint32_t nk = MIN_U32(PKV__PREFILL_BC, last - c0);
-    pf_rows(kv, kv->k, tl->kv_head, c0, nk, kpack, krow, dt);
-    pf_rows(kv, kv->v, tl->kv_head, c0, nk, vpack, vrow, dt);
+    pf_rows(kv, kv->k, tl->kv_head, c0, nk, D, kpack, krow, dt);
+    pf_rows(kv, kv->v, tl->kv_head, c0, nk, Dv, vpack, vrow, dt);
 
     /* S^T = K Qt */
     uint32_t j = 0;
@@ -661,8 +663,8 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     if (c0 > 0) {
       for (uint32_t r = 0; r < R; r++) {
         pkv_vf al = PKV_F32_BROADCAST(Al[r]);
-        float *orow = O + (size_t)r * D;
-        for (uint32_t d = 0; d < D; d += PKV_VL)
+        float *orow = O + (size_t)r * Dv;
+        for (uint32_t d = 0; d < Dv; d += PKV_VL)
           PKV_F32_STORE(orow + d, PKV_F32_MUL(al, PKV_F32_LOAD(orow + d)));
       }
     }
@@ -675,24 +677,24 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
 #define PF_VIS(row) (tl->pos + (row) / G + 1 > c0 ? MIN_U32(tl->pos + (row) / G + 1 - c0, nk) : 0u)
       for (; r < R; r += PV_NR) {
         const uint32_t nr = MIN_U32(PV_NR, R - r), v0 = PF_VIS(r);
-        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, D, PV_NR);
-        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, D, 1);
+        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, Dv, PV_NR);
+        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, Dv, 1);
         for (uint32_t i = 0; i < nr; i++) {
           const uint32_t vi = PF_VIS(r + i);
-          if (vi > v0) pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, D, 1);
+          if (vi > v0) pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, Dv, 1);
         }
       }
 #undef PF_VIS
     }
-    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, D, PV_NR);
-    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, D, 1);
+    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, PV_NR);
+    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, 1);
   }
 
   for (uint32_t r = 0; r < R; r++) {
-    float *dst = tl->out + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
+    float *dst = tl->out + (size_t)(r / G) * ostride + (size_t)(r % G) * Dv;
     pkv_vf inv = PKV_F32_BROADCAST(1.0f / Sv[r]);
-    for (uint32_t d = 0; d < D; d += PKV_VL)
-      PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * D + d)));
+    for (uint32_t d = 0; d < Dv; d += PKV_VL)
+      PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * Dv + d)));
   }
 }
 

@@ -127,7 +127,7 @@ static double score(const float *qp, const float *k, uint32_t D) {
 }
 
 static void attn_row(const float *q, row_fn row, const void *ctx, uint32_t n_keys,
-                     uint32_t D, float scale, float *out) {
+                     uint32_t D, uint32_t Dv, float scale, float *out) {
   double m = -INFINITY, s = 0.0, acc[1024];
   float buf[1024], qp[1024];
   const double c = pkv__q_prescale(q, D, scale * PKV__LOG2E, qp);
@@ -138,15 +138,15 @@ static void attn_row(const float *q, row_fn row, const void *ctx, uint32_t n_key
     if (dot != dot || dot == INFINITY) poison = 1;
     if (dot > m) m = dot;
   }
-  for (uint32_t d = 0; d < D; d++) acc[d] = poison ? NAN : 0.0;
+  for (uint32_t d = 0; d < Dv; d++) acc[d] = poison ? NAN : 0.0;
   for (uint32_t t = 0; t < n_keys && !poison; t++) {
     double x = (score(qp, row(ctx, 0, t, buf), D) - m) * c - PKV__W_OFF;
     double w = exp2(x > -126.0 ? x : -126.0);
     s += w;
     const float *v = row(ctx, 1, t, buf);
-    for (uint32_t d = 0; d < D; d++) acc[d] += w * v[d];
+    for (uint32_t d = 0; d < Dv; d++) acc[d] += w * v[d];
   }
-  for (uint32_t d = 0; d < D; d++) out[d] = poison ? NAN : (float)(acc[d] / s);
+  for (uint32_t d = 0; d < Dv; d++) out[d] = poison ? NAN : (float)(acc[d] / s);
 }
 
 typedef struct contig_ctx {
@@ -162,8 +162,14 @@ static const float *contig_row(const void *ctx, int which, uint32_t t, float *bu
 
 void pkv__attn_row_ref(const float *q, const float *k, const float *v, size_t ld,
                        uint32_t n_keys, uint32_t head_dim, float scale, float *out) {
+  pkv__attn_row_ref_dv(q, k, v, ld, n_keys, head_dim, head_dim, scale, out);
+}
+
+void pkv__attn_row_ref_dv(const float *q, const float *k, const float *v, size_t ld,
+                          uint32_t n_keys, uint32_t head_dim, uint32_t v_dim, float scale,
+                          float *out) {
   contig_ctx c = {k, v, ld};
-  attn_row(q, contig_row, &c, n_keys, head_dim, scale, out);
+  attn_row(q, contig_row, &c, n_keys, head_dim, v_dim, scale, out);
 }
 
 typedef struct paged_ctx {
@@ -184,5 +190,5 @@ static const float *paged_row(const void *ctx, int which, uint32_t t, float *buf
 void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head, const float *q,
                              uint32_t n_keys, float scale, float *out) {
   paged_ctx c = {kv, kv_head};
-  attn_row(q, paged_row, &c, n_keys, kv->head_dim, scale, out);
+  attn_row(q, paged_row, &c, n_keys, kv->head_dim, PKV__VDIM(kv), scale, out);
 }

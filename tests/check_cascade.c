@@ -85,6 +85,9 @@ static double max_diff(const float *a, const float *b, size_t n) {
 
 static int fclass(float x) { return isnan(x) ? 0 : isinf(x) ? (x > 0 ? 1 : 2) : 3; }
 
+/* V head dim of the views (0: head_dim), for the shape cases. */
+static uint32_t test_vdim;
+
 /* Decodes the batch with cascade mode `mode`; returns whether the plan was
  * a cascade. */
 static int run(const batch *b, const pkv__kernels *k, uint32_t threads, uint32_t G, int mode,
@@ -95,9 +98,11 @@ static int run(const batch *b, const pkv__kernels *k, uint32_t threads, uint32_t
     seqs[s] = (pkv__decode_seq){.kv = b->layer.view, .n_tokens = b->n_tokens[s],
                                 .q = q + (size_t)s * Hq * D, .out = out + (size_t)s * Hq * D};
     seqs[s].kv.blocks = b->tables[s];
+    seqs[s].kv.v_dim = test_vdim;
   }
   pkv__attn a;
   ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, 1.0f / sqrtf((float)D)), 0);
+  if (test_vdim) pkv__attn_set_v_dim(&a, test_vdim);
   a.cascade_mode = mode;
   a.bf16_dot = bf16_dot && k->decode_bf16dot && b->layer.view.dtype == PKV_DTYPE_BF16;
   ck_assert_int_eq(pkv__attn_decode(&a, seqs, b->n_seqs), 0);
@@ -112,8 +117,8 @@ static void compare(const batch *b, const pkv__kernels *k, uint32_t G, int expec
                     int bf16_dot, const char *what) {
   const uint32_t Hq = b->layer.n_kv_heads * G, D = b->layer.view.head_dim;
   const size_t n = (size_t)b->n_seqs * Hq * D;
-  float *q = malloc(sizeof(float) * n), *plain = malloc(sizeof(float) * n),
-        *casc = malloc(sizeof(float) * n);
+  float *q = malloc(sizeof(float) * n), *plain = calloc(n, sizeof(float)),
+        *casc = calloc(n, sizeof(float));
   uint64_t rs = 11 + b->n_seqs + G;
   tu_fill(q, n, 2.0f, &rs);
   for (uint32_t threads = 1; threads <= 2; threads++) {
@@ -200,6 +205,24 @@ START_TEST(cascade_wide_groups) {
   compare(&b, k, 8, 1, 0, "wide G8");
   compare(&b, k, 16, 1, 0, "wide G16");
   tu_paged_free(&b.layer);
+}
+END_TEST
+
+START_TEST(cascade_head_shapes) {
+  /* head_dim 80 with V head dim 48, and head_dim 576 with V 512 (MLA),
+   * through the same patterns */
+  const pkv__kernels *k = pkv__kernels_select(NULL);
+  static const uint32_t dk[] = {80, 576}, dv[] = {48, 512};
+  for (int i = 0; i < 2; i++) {
+    static batch b;
+    batch_init(&b, PKV_DTYPE_F16, 1, dk[i], 16, 9);
+    add_seq(&b, -1, 0, 20 * 16 + 3);
+    for (uint32_t s = 1; s < 4; s++) add_seq(&b, 0, 20, 20 * 16 + 1 + 9 * s);
+    test_vdim = dv[i];
+    compare(&b, k, 4, 1, 0, "head shape");
+    test_vdim = 0;
+    tu_paged_free(&b.layer);
+  }
 }
 END_TEST
 
@@ -399,6 +422,7 @@ static Suite *cascade_suite(void) {
   tcase_add_test(tc, cascade_equals_plain);
   tcase_add_test(tc, cascade_wide_groups);
   tcase_add_test(tc, cascade_auto_threshold);
+  tcase_add_test(tc, cascade_head_shapes);
   tcase_add_test(tc, cascade_non_finite_like_plain);
   suite_add_tcase(s, tc);
   tc = tcase_create("api");

@@ -124,6 +124,10 @@ typedef struct pkv_config {
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
+   * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
+   * (slot_stride) and use their first v_head_dim elements. */
+  uint32_t v_head_dim;
 } pkv_config;
 
 /* Keep a cached block whose parent was evicted (default: the policy decides

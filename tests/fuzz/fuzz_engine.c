@@ -1,7 +1,8 @@
 /*
  * fuzz_engine.c — libFuzzer harness for the attention kernels: a byte
- * string becomes a shape (dtype, KV heads, group size, head_dim, block
- * size, context length, prefill chunking, threads, softmax scale) and a list
+ * string becomes a shape (dtype, KV heads, group size, head_dim — any
+ * multiple of 8 — and a V head dim that may be smaller, block size, context
+ * length, prefill chunking, threads, softmax scale) and a list
  * of values planted into Q, K and V — NaN, +-inf, huge (1e30, up to the bf16
  * and f32 maxima), tiny and subnormal, f16-overflowing (1e5), zero — over a
  * random finite background.  Decode (one query over the whole context, one
@@ -65,7 +66,7 @@ static const char *const fe_backends[] = {"avx512", "avx2", "scalar"};
 
 typedef struct fe_case {
   pkv_dtype dt;
-  uint32_t Hkv, G, D, bs, total, pos0, n, chunk, threads;
+  uint32_t Hkv, G, D, Dv, bs, total, pos0, n, chunk, threads;
   float scale;
 } fe_case;
 
@@ -73,10 +74,10 @@ static void fe_fail(const fe_case *c, const char *what, const char *be, uint32_t
                     uint32_t d, float got, float want) {
   fprintf(stderr,
           "fuzz_engine: %s on %s: row %u elem %u: got %a (%g), reference %a (%g)\n"
-          "  dtype %d Hkv %u G %u D %u block %u total %u pos0 %u n %u chunk %u threads %u "
+          "  dtype %d Hkv %u G %u D %u Dv %u block %u total %u pos0 %u n %u chunk %u threads %u "
           "scale %g\n",
           what, be, row, d, (double)got, (double)got, (double)want, (double)want, (int)c->dt,
-          c->Hkv, c->G, c->D, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
+          c->Hkv, c->G, c->D, c->Dv, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
           (double)c->scale);
   abort();
 }
@@ -88,7 +89,7 @@ static double fe_ref_row(const tu_paged *p, const fe_case *c, uint32_t h, const 
   const uint32_t D = c->D;
   const float *kc = p->kc + (size_t)h * p->cap_tokens * D;
   const float *vc = p->vc + (size_t)h * p->cap_tokens * D;
-  pkv__attn_row_ref(q, kc, vc, D, n_keys, D, c->scale, out);
+  pkv__attn_row_ref_dv(q, kc, vc, D, n_keys, D, c->Dv, c->scale, out);
   float qp[1024];
   double cs = pkv__q_prescale(q, D, c->scale * PKV__LOG2E, qp);
   double cond = 0.0, vmax = 0.0;
@@ -96,7 +97,7 @@ static double fe_ref_row(const tu_paged *p, const fe_case *c, uint32_t h, const 
     double a = 0.0;
     for (uint32_t d = 0; d < D; d++) {
       a += fabs((double)qp[d] * kc[(size_t)t * D + d]);
-      double v = fabs((double)vc[(size_t)t * D + d]);
+      double v = d < c->Dv ? fabs((double)vc[(size_t)t * D + d]) : 0.0;
       if (v > vmax && v <= FLT_MAX) vmax = v;
     }
     a *= cs;
@@ -111,7 +112,7 @@ static double fe_ref_row(const tu_paged *p, const fe_case *c, uint32_t h, const 
 
 static void fe_compare(const fe_case *c, const char *what, const char *be, uint32_t row,
                        const float *got, const float *want, double tol) {
-  for (uint32_t d = 0; d < c->D; d++) {
+  for (uint32_t d = 0; d < c->Dv; d++) {
     if (fe_class(got[d]) != fe_class(want[d])) fe_fail(c, what, be, row, d, got[d], want[d]);
     if (tol >= 0 && fe_class(want[d]) == 0 && !(fabs((double)got[d] - want[d]) <= tol))
       fe_fail(c, what, be, row, d, got[d], want[d]);
@@ -121,7 +122,7 @@ static void fe_compare(const fe_case *c, const char *what, const char *be, uint3
 int pkv_fuzz_engine_run(const uint8_t *data, size_t size);
 int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   fe_in in = {data, size};
-  static const uint32_t dims[] = {16, 32, 48, 64, 128, 80, 96, 256};
+  static const uint32_t dims[] = {16, 32, 48, 64, 128, 80, 96, 256, 8, 40, 72, 24};
   static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
   fe_case c;
   c.dt = dts[fe_byte(&in) % 3];
@@ -141,14 +142,17 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   unsigned sc = fe_byte(&in);
   c.scale = sc < 128 ? 1.0f / sqrtf((float)c.D) : (float)(sc - 120) * 0.05f;
   uint64_t seed = fe_u16(&in) + 1;
+  unsigned dvb = fe_byte(&in); /* V head dim: mostly D, else D - 8k (MLA-like) */
+  c.Dv = dvb % 4 ? c.D : c.D - 8 * ((dvb / 4) % (c.D / 8));
 
-  const uint32_t Hq = c.Hkv * c.G, D = c.D;
-  const size_t qrow = (size_t)Hq * D;
+  const uint32_t Hq = c.Hkv * c.G, D = c.D, Dv = c.Dv;
+  const size_t qrow = (size_t)Hq * D, orow = (size_t)Hq * Dv;
   tu_paged p;
   tu_paged_init(&p, c.dt, c.Hkv, D, c.bs, c.total, seed);
+  p.view.v_dim = Dv;
   float *q = malloc(sizeof(float) * (c.n + 1) * qrow); /* n prefill rows, then decode's */
-  float *out = malloc(sizeof(float) * c.n * qrow);
-  float *ref = malloc(sizeof(float) * (c.n + 1) * qrow); /* prefill rows, then decode's */
+  float *out = malloc(sizeof(float) * c.n * orow);
+  float *ref = malloc(sizeof(float) * (c.n + 1) * orow); /* prefill rows, then decode's */
   double *tol = malloc(sizeof(double) * (c.n + 1) * Hq);
   float *kv = malloc(sizeof(float) * 2 * c.Hkv * D);
   uint64_t rs = seed * 31 + 7;
@@ -178,24 +182,26 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   /* the reference once: prefill row i sees [0, pos0 + i], decode all */
   for (uint32_t i = 0; i <= c.n; i++)
     for (uint32_t hq = 0; hq < Hq; hq++) {
-      size_t x = (size_t)i * qrow + (size_t)hq * D;
-      tol[(size_t)i * Hq + hq] = fe_ref_row(&p, &c, hq / c.G, q + x, i < c.n ? c.pos0 + i + 1 : c.total,
-                                            ref + x);
+      tol[(size_t)i * Hq + hq] =
+          fe_ref_row(&p, &c, hq / c.G, q + (size_t)i * qrow + (size_t)hq * D,
+                     i < c.n ? c.pos0 + i + 1 : c.total, ref + (size_t)i * orow + (size_t)hq * Dv);
     }
   for (int b = 0; b < 3; b++) {
     if (!pkv__backend_supported(fe_backends[b])) continue;
+    if (b == 0 && (D % 16 || Dv % 16)) continue; /* AVX-512 takes 16-float vectors */
     const pkv__kernels *k = pkv__kernels_select(fe_backends[b]);
     pkv__attn a;
     if (pkv__attn_init(&a, k, c.threads, Hq, c.Hkv, D, c.scale) != 0) abort();
+    pkv__attn_set_v_dim(&a, Dv);
     /* prefill of [pos0, total) in chunks */
     for (uint32_t t = 0; t < c.n; t += c.chunk) {
       uint32_t m = c.n - t < c.chunk ? c.n - t : c.chunk;
-      if (pkv__attn_prefill(&a, &p.view, c.pos0 + t, m, q + t * qrow, out + t * qrow) != 0)
+      if (pkv__attn_prefill(&a, &p.view, c.pos0 + t, m, q + t * qrow, out + t * orow) != 0)
         abort();
     }
     for (uint32_t i = 0; i < c.n; i++)
       for (uint32_t hq = 0; hq < Hq; hq++) {
-        size_t x = (size_t)i * qrow + (size_t)hq * D;
+        size_t x = (size_t)i * orow + (size_t)hq * Dv;
         fe_compare(&c, "prefill", fe_backends[b], i * Hq + hq, out + x, ref + x,
                    tol[(size_t)i * Hq + hq]);
       }
@@ -204,8 +210,8 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
     pkv__decode_seq s = {.kv = p.view, .n_tokens = c.total, .q = qd, .out = out};
     if (pkv__attn_decode(&a, &s, 1) != 0) abort();
     for (uint32_t hq = 0; hq < Hq; hq++) {
-      size_t x = (size_t)c.n * qrow + (size_t)hq * D;
-      fe_compare(&c, "decode", fe_backends[b], hq, out + (size_t)hq * D, ref + x,
+      size_t x = (size_t)c.n * orow + (size_t)hq * Dv;
+      fe_compare(&c, "decode", fe_backends[b], hq, out + (size_t)hq * Dv, ref + x,
                  tol[(size_t)c.n * Hq + hq]);
     }
     pkv__attn_fini(&a);
