@@ -156,6 +156,10 @@ typedef struct pkv_config {
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
+  /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
+   * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
+   * (slot_stride) and use their first v_head_dim elements. */
+  uint32_t v_head_dim;
   uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
 #define PKV_CONFIG_VERSION 2

@@ -127,6 +127,7 @@ class pkv_config(Structure):
                 # versioned ABI: pkv_config_init sets version; new fields
                 # take reserved space
                 ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("v_head_dim", c_uint32),
                 ("reserved", c_uint64 * 7), _PAD]
 
 
