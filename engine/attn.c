@@ -83,10 +83,11 @@ void pkv__attn_fini(pkv__attn *a) {
   if (a->scratch) pkv__arena_free(a->scratch, a->scratch_bytes);
   pkv__free(a->work);
   pkv__free(a->partials);
+  pkv__cascade_free(a);
   memset(a, 0, sizeof *a);
 }
 
-static int grow(void **p, size_t *cap, size_t need) {
+int pkv__engine_grow(void **p, size_t *cap, size_t need) {
   if (need <= *cap) return 0;
   size_t n = *cap ? *cap : 4096;
   while (n < need) n *= 2;
@@ -183,6 +184,8 @@ static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *o
 }
 
 int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
+  int crc = pkv__cascade_plan(a, seqs, n_seqs); /* shared prefixes: cascade.c */
+  if (crc) return crc < 0 ? crc : 0;
   const uint32_t T = pkv__pool_size(a->pool);
   uint64_t total = 0;
   for (uint32_t s = 0; s < n_seqs; s++) total += seqs[s].n_tokens;
@@ -199,10 +202,10 @@ int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_
     n_items += parts;
     if (parts > 1) n_parts += parts;
   }
-  int rc = grow(&a->work, &a->work_cap, n_items * sizeof(decode_item));
+  int rc = pkv__engine_grow(&a->work, &a->work_cap, n_items * sizeof(decode_item));
   if (!rc) {
     size_t cap = a->partials_cap * sizeof(float);
-    rc = grow((void **)&a->partials, &cap, n_parts * partial_floats(a) * sizeof(float));
+    rc = pkv__engine_grow((void **)&a->partials, &cap, n_parts * partial_floats(a) * sizeof(float));
     a->partials_cap = cap / sizeof(float);
   }
   if (rc) return rc;
@@ -247,6 +250,10 @@ bool pkv__attn_plan_is_valid(const pkv__attn *a, const pkv__decode_seq *seqs,
 }
 
 void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {
+  if (pkv__cascade_active(a)) {
+    pkv__cascade_run(a, seqs);
+    return;
+  }
   decode_item *items = a->work;
   const size_t k = a->n_items;
   decode_job job = {.a = a, .seqs = seqs, .items = items, .n_items = a->n_items};

@@ -69,6 +69,10 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
   if (dv % 8 != 0)
     return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u unsupported: not a multiple of 8",
                     dv);
+  if (dv != cc->head_dim && pkv__dtype_is_quant(cc->dtype))
+    return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u != head_dim %u is supported for "
+                                "f32, f16 and bf16 storage only (a quantized row's scale sits "
+                                "after head_dim codes)", dv, cc->head_dim);
   if (cfg->n_threads > MAX_THREADS)
     return pkv__err(PKV_EINVAL, "engine_create: n_threads %u > %d", cfg->n_threads, MAX_THREADS);
   if (!(cfg->scale >= 0.0f) || isinf(cfg->scale))
@@ -76,6 +80,8 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
                                 "(0 = 1/sqrt(head_dim))", (double)cfg->scale);
   if (cfg->bf16_dot > 1)
     return pkv__err(PKV_EINVAL, "engine_create: bf16_dot %u is not 0 or 1", cfg->bf16_dot);
+  if (cfg->cascade > 1)
+    return pkv__err(PKV_EINVAL, "engine_create: cascade %u is not 0 or 1", cfg->cascade);
   const pkv__kernels *kern = pkv__kernels_select(cfg->backend);
   if (!kern) {
     const char *name = cfg->backend && cfg->backend[0] ? cfg->backend : getenv("PKV_BACKEND");
@@ -108,6 +114,8 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
   int want = cfg->bf16_dot || (env && strcmp(env, "1") == 0);
   e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
   pkv__attn_set_v_dim(&e->attn, dv);
+  e->attn.cascade_mode = cfg->cascade ? PKV__CASCADE_OFF : PKV__CASCADE_AUTO;
+  if (dv != cc->head_dim) e->attn.cascade_mode = PKV__CASCADE_OFF; /* cascade: V = K width only */
   *out = e;
   return 0;
 }
@@ -152,19 +160,19 @@ static void write_kv(const pkv_engine *e, const pkv__kv_view *kv, uint32_t pos0,
                      const float *k, const float *v) {
   const uint32_t bs = e->cfg.block_size, H = e->cfg.n_kv_heads, D = e->cfg.head_dim,
                  Dv = e->attn.v_dim;
-  const size_t row = (size_t)H * D, vrow = (size_t)H * Dv, es = e->layout.elem_size;
+  const size_t row = (size_t)H * D, vrow = (size_t)H * Dv, slot = e->layout.slot_stride;
   for (uint32_t t = pos0; t < pos0 + n;) {
     uint32_t off = t % bs, run = bs - off;
     if (run > pos0 + n - t) run = pos0 + n - t;
     size_t blk = (size_t)kv->blocks[t / bs] * kv->block_stride;
     for (uint32_t h = 0; h < H; h++) {
-      uint8_t *kd = (uint8_t *)kv->k + blk + (size_t)h * kv->head_stride + (size_t)off * D * es;
-      uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * D * es;
+      uint8_t *kd = (uint8_t *)kv->k + blk + (size_t)h * kv->head_stride + (size_t)off * slot;
+      uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * slot;
       for (uint32_t i = 0; i < run; i++) {
         size_t src = (size_t)(t - pos0 + i) * row + (size_t)h * D;
         size_t vsrc = (size_t)(t - pos0 + i) * vrow + (size_t)h * Dv;
-        e->attn.kern->store(kd + (size_t)i * D * es, k + src, D, e->cfg.dtype);
-        e->attn.kern->store(vd + (size_t)i * D * es, v + vsrc, Dv, e->cfg.dtype);
+        e->attn.kern->store(kd + (size_t)i * slot, k + src, D, e->cfg.dtype);
+        e->attn.kern->store(vd + (size_t)i * slot, v + vsrc, Dv, e->cfg.dtype);
       }
     }
     t += run;

@@ -138,6 +138,29 @@ int pkv__backend_supported(const char *name);
 
 /* ------------------------------------------------------------ conversion */
 
+/* Quantized storage (quant.c; docs/ENGINE.md, "Quantized K/V"): a row of
+ * head_dim 1-byte codes followed by its f32 scale. */
+static inline int pkv__dtype_is_quant(int dt) { return dt >= PKV_DTYPE_I8; }
+/* Bytes of one stored row (one slot of one head) of head_dim elements. */
+static inline size_t pkv__row_bytes(uint32_t head_dim, int dt) {
+  return dt == PKV_DTYPE_F32 ? (size_t)head_dim * 4
+         : dt <= PKV_DTYPE_BF16 ? (size_t)head_dim * 2
+                                : (size_t)head_dim + sizeof(float);
+}
+/* The factor the kernels multiply a row's scale by: their SIMD decoders read
+ * an E4M3 code as 2^-8 times its value (docs/ENGINE.md), the others exactly. */
+static inline float pkv__quant_unit(int dt) { return dt == PKV_DTYPE_FP8_E4M3 ? 256.0f : 1.0f; }
+/* Quantizes n floats into the row at dst (n codes, then the f32 scale);
+ * the same bits on every back end (plain C, used by all of them). */
+void pkv__quant_store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype);
+/* Dequantizes the row at src into n floats (code value * scale). */
+void pkv__quant_load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype);
+/* Value of one code (without the scale). */
+float pkv__fp8_e4m3_to_f32(uint8_t code);
+float pkv__fp8_e5m2_to_f32(uint8_t code);
+uint8_t pkv__f32_to_fp8_e4m3(float x); /* round to nearest even, saturating at 448 */
+uint8_t pkv__f32_to_fp8_e5m2(float x); /* round to nearest even, saturating at 57344 */
+
 /* Round-to-nearest-even conversions used when K/V are written. */
 uint16_t pkv__f32_to_f16(float f);
 uint16_t pkv__f32_to_bf16(float f);
@@ -183,6 +206,11 @@ void pkv__pool_run(pkv__pool *pool, pkv__task_fn fn, void *ctx);
 
 /* The engine's compute state, independent of the manager: kernels, pool,
  * shape, and per-thread scratch.  attn.c; engine.c wraps it. */
+typedef struct pkv__cascade pkv__cascade; /* cascade.c */
+/* pkv__attn.cascade_mode: shared-prefix decode when it pays (default), never,
+ * or whenever two sequences share a block (tests). */
+enum { PKV__CASCADE_AUTO = 0, PKV__CASCADE_OFF = 1, PKV__CASCADE_ALWAYS = 2 };
+
 typedef struct pkv__attn {
   const pkv__kernels *kern;
   pkv__pool *pool;
@@ -203,6 +231,8 @@ typedef struct pkv__attn {
   float *partials;
   size_t partials_cap;    /* floats */
   uint32_t n_items, n_split; /* the plan of the last pkv__attn_decode_plan */
+  int cascade_mode;       /* PKV__CASCADE_* */
+  pkv__cascade *cascade;  /* cascade.c's plan, NULL until a batch is planned */
 } pkv__attn;
 
 /* One sequence of a decode batch: its view, tokens to attend [0, n_tokens),
@@ -214,6 +244,10 @@ typedef struct pkv__decode_seq {
   const float *q;
   float *out;
 } pkv__decode_seq;
+
+/* Grows *p (capacity *cap bytes) to hold need bytes, doubling from 4 KiB;
+ * PKV_ENOMEM leaves *p and *cap as they were. */
+int pkv__engine_grow(void **p, size_t *cap, size_t need);
 
 int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
                    uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
@@ -239,5 +273,18 @@ bool pkv__attn_plan_is_valid(const pkv__attn *a, const pkv__decode_seq *seqs,
  * q, out [n][n_q_heads][head_dim]. */
 int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,
                       uint32_t n, const float *q, float *out);
+
+/* ------------------------------------------------------------ cascade */
+
+/* Shared-prefix decode (cascade.c).  plan: 1 if the batch shares enough
+ * leading blocks and the cascade plan was made, 0 if plain decode should
+ * run, PKV_ENOMEM (nothing planned).  run: computes the planned batch. */
+int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);
+void pkv__cascade_run(pkv__attn *a, const pkv__decode_seq *seqs);
+int pkv__cascade_active(const pkv__attn *a);
+/* Groups of the last plan (0 when plain) and sum over groups of shared
+ * tokens x members (the token reads saved + the group's one read). */
+uint32_t pkv__cascade_groups(const pkv__attn *a, uint32_t *shared_tokens);
+void pkv__cascade_free(pkv__attn *a);
 
 #endif /* PKV_ENGINE_INTERNAL_H */

@@ -41,6 +41,7 @@
 
 #include "engine_internal.h"
 #include "simd.h"
+#include "kern_quant.h"
 
 #include <float.h>
 #include <math.h>
@@ -79,10 +80,12 @@
 AI pkv_vf kv_load(const void *base, size_t idx, const int dt) {
   if (dt == PKV_DTYPE_F32) return PKV_F32_LOAD((const float *)base + idx);
   if (dt == PKV_DTYPE_F16) return PKV_F16_LOAD((const uint16_t *)base + idx);
+  if (dt == PKV_DTYPE_I8) return PKV_I8_LOAD((const uint8_t *)base + idx);
+  if (dt == PKV_DTYPE_FP8_E4M3) return PKV_E4M3_LOAD((const uint8_t *)base + idx);
+  if (dt == PKV_DTYPE_FP8_E5M2) return PKV_E5M2_LOAD((const uint8_t *)base + idx);
   return PKV_BF16_LOAD((const uint16_t *)base + idx);
 }
 
-AI size_t dt_size(const int dt) { return dt == PKV_DTYPE_F32 ? 4 : 2; }
 
 /* ================================================================ decode */
 
@@ -91,7 +94,7 @@ AI size_t dt_size(const int dt) { return dt == PKV_DTYPE_F32 ? 4 : 2; }
 AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
                     size_t *off, const int dt) {
   const uint32_t bs = kv->block_size;
-  const size_t row = (size_t)kv->head_dim * dt_size(dt), hoff = (size_t)h * kv->head_stride;
+  const size_t row = pkv__row_bytes(kv->head_dim, dt), hoff = (size_t)h * kv->head_stride;
   uint32_t b = t / bs, s = t % bs;
   size_t base = (size_t)kv->blocks[b] * kv->block_stride + hoff;
   for (uint32_t j = 0; j < n; j++) {
@@ -154,7 +157,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
                uint32_t n, const uint8_t *pkbase, const size_t *pre, uint32_t n_pre, uint32_t D,
                const float *q, float *sc, const int prefetch, const int vcur,
                const uint32_t HG, const int dt) {
-  const size_t row_bytes = (size_t)D * dt_size(dt);
+  const size_t row_bytes = pkv__row_bytes(D, dt);
   const size_t ld = PKV__DECODE_CH + PKV_VL;
   uint32_t j = 0;
 #if PKV_VL > 1
@@ -292,7 +295,7 @@ AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
     for (uint32_t v = 0; v < NV; v++)
       o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * D + d0 + v * PKV_VL));
   }
-  const size_t row_bytes = (size_t)D * dt_size(dt);
+  const size_t row_bytes = pkv__row_bytes(D, dt);
   for (uint32_t j = 0; j < n; j++) {
     const void *row = vbase + off[j];
     if (j < n_pre)
@@ -382,6 +385,7 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
         dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 2, dt);
       for (; g < G; g++)
         dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1, dt);
+      if (pkv__dtype_is_quant(dt)) q_scale_rows(kb, cur, n, D, sc, ld, G, dt); /* K scales */
       /* online softmax update per query head (weights as in the essay) */
       for (g = 0; g < G; g++) {
         float *s = sc + g * ld;
@@ -409,6 +413,7 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
         Sh[g] = Sh[g] * alpha[g] + sum;
         Mh[g] = m_new;
       }
+      if (pkv__dtype_is_quant(dt)) q_scale_rows(vb, cur, n, D, sc, ld, G, dt); /* V scales */
       /* V read once per DEC_HG heads */
       uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
       for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
@@ -431,6 +436,9 @@ static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32
   case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
   case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
   case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
+  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
+  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
+  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
   }
 }
 
@@ -543,12 +551,15 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
     uint32_t t = c0 + j;
     const uint8_t *src = base + (size_t)kv->blocks[t / bs] * kv->block_stride +
                          (size_t)h * kv->head_stride +
-                         (size_t)(t % bs) * D * dt_size(dt);
+                         (size_t)(t % bs) * pkv__row_bytes(D, dt);
     if (dt == PKV_DTYPE_F32) {
       rows[j] = (const float *)src;
     } else {
       float *dst = pack + (size_t)j * W;
-      for (uint32_t d = 0; d < W; d += PKV_VL) PKV_F32_STORE(dst + d, kv_load(src, d, dt));
+      float qs = 1.0f; /* quantized: the row's scale (kern_quant.h), after D codes */
+      if (pkv__dtype_is_quant(dt)) memcpy(&qs, src + D, sizeof qs), qs *= pkv__quant_unit(dt);
+      for (uint32_t d = 0; d < W; d += PKV_VL)
+        PKV_F32_STORE(dst + d, PKV_F32_MUL(PKV_F32_BROADCAST(qs), kv_load(src, d, dt)));
       rows[j] = dst;
     }
   }
@@ -696,6 +707,10 @@ static void kern_store(void *dst, const float *src, size_t n, pkv_dtype dt) {
     memcpy(dst, src, n * sizeof(float));
     return;
   }
+  if (pkv__dtype_is_quant(dt)) { /* plain C, the same bits on every back end */
+    pkv__quant_store_row(dst, src, (uint32_t)n, dt);
+    return;
+  }
   uint16_t *d = dst;
   size_t i = 0;
   if (dt == PKV_DTYPE_F16) {
@@ -713,6 +728,9 @@ static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   case PKV_DTYPE_F32: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F32); break;
   case PKV_DTYPE_F16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F16); break;
   case PKV_DTYPE_BF16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_BF16); break;
+  case PKV_DTYPE_I8: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_I8); break;
+  case PKV_DTYPE_FP8_E4M3: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_FP8_E4M3); break;
+  case PKV_DTYPE_FP8_E5M2: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_FP8_E5M2); break;
   }
 }
 

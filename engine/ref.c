@@ -62,6 +62,10 @@ float pkv__f16_to_f32_scalar(uint16_t h) {
 }
 
 void pkv__store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype) {
+  if (pkv__dtype_is_quant(dtype)) { /* codes then scale: quant.c */
+    pkv__quant_store_row(dst, src, n, dtype);
+    return;
+  }
   if (dtype == PKV_DTYPE_F32) {
     memcpy(dst, src, (size_t)n * sizeof(float));
   } else if (dtype == PKV_DTYPE_F16) {
@@ -74,6 +78,10 @@ void pkv__store_row(void *dst, const float *src, uint32_t n, pkv_dtype dtype) {
 }
 
 void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype) {
+  if (pkv__dtype_is_quant(dtype)) {
+    pkv__quant_load_row(dst, src, n, dtype);
+    return;
+  }
   if (dtype == PKV_DTYPE_F32) {
     memcpy(dst, src, (size_t)n * sizeof(float));
   } else if (dtype == PKV_DTYPE_F16) {
@@ -174,7 +182,7 @@ static const float *paged_row(const void *ctx, int which, uint32_t t, float *buf
   const pkv__kv_view *kv = c->kv;
   size_t off = (size_t)kv->blocks[t / kv->block_size] * kv->block_stride +
                (size_t)c->head * kv->head_stride +
-               (size_t)(t % kv->block_size) * kv->head_dim * (kv->dtype == PKV_DTYPE_F32 ? 4u : 2u);
+               (size_t)(t % kv->block_size) * pkv__row_bytes(kv->head_dim, kv->dtype);
   pkv__load_row(buf, (which ? kv->v : kv->k) + off, kv->head_dim, kv->dtype);
   return buf;
 }

@@ -55,6 +55,9 @@ size_t pkv_dtype_size(pkv_dtype dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
   case PKV_DTYPE_BF16: return 2;
+  case PKV_DTYPE_I8:
+  case PKV_DTYPE_FP8_E4M3:
+  case PKV_DTYPE_FP8_E5M2: return 1;
   }
   return 0;
 }
@@ -64,11 +67,18 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+/* Bytes of one slot of one head: the elements, then the f32 scale of the
+ * quantized types (pkv_kv_layout). */
+static uint64_t slot_bytes(const pkv_config *cfg) {
+  uint64_t x = pkv_dtype_size(cfg->dtype);
+  if (!mul_ok(x, cfg->head_dim, &x)) return 0;
+  return x + (cfg->dtype >= PKV_DTYPE_I8 ? sizeof(float) : 0);
+}
+
 /* Bytes of one block's K (or V) in one layer; 0 on overflow. */
 static uint64_t block_stride_bytes(const pkv_config *cfg) {
-  uint64_t x = pkv_dtype_size(cfg->dtype);
-  if (!mul_ok(x, cfg->head_dim, &x) || !mul_ok(x, cfg->block_size, &x) ||
-      !mul_ok(x, cfg->n_kv_heads, &x))
+  uint64_t x = slot_bytes(cfg);
+  if (!x || !mul_ok(x, cfg->block_size, &x) || !mul_ok(x, cfg->n_kv_heads, &x))
     return 0;
   return x;
 }
@@ -200,7 +210,7 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
 
   pkv_kv_layout *L = &c->layout;
   L->elem_size = pkv_dtype_size(res.dtype);
-  L->slot_stride = (size_t)res.head_dim * L->elem_size;
+  L->slot_stride = (size_t)slot_bytes(&res);
   L->head_stride = (size_t)res.block_size * L->slot_stride;
   L->block_stride = (size_t)res.n_kv_heads * L->head_stride;
   L->layer_bytes = (size_t)res.num_blocks * L->block_stride;

@@ -101,7 +101,9 @@ START_TEST(config_defaults_and_sizes) {
   ck_assert_uint_eq(pkv_dtype_size(PKV_DTYPE_F32), 4);
   ck_assert_uint_eq(pkv_dtype_size(PKV_DTYPE_F16), 2);
   ck_assert_uint_eq(pkv_dtype_size(PKV_DTYPE_BF16), 2);
-  ck_assert_uint_eq(pkv_dtype_size((pkv_dtype)5), 0);
+  ck_assert_uint_eq(pkv_dtype_size(PKV_DTYPE_I8), 1);
+  ck_assert_uint_eq(pkv_dtype_size(PKV_DTYPE_FP8_E5M2), 1);
+  ck_assert_uint_eq(pkv_dtype_size((pkv_dtype)6), 0);
   tu_config(&cfg, PKV_STORAGE_OWNED, 8, 16);
   cfg.dtype = PKV_DTYPE_F16;
   /* 2 layers * 2 (K,V) * 2 heads * 16 slots * 4 dims * 2 bytes */

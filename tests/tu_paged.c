@@ -24,12 +24,12 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
                    uint32_t head_dim, uint32_t block_size, uint32_t cap_tokens,
                    uint64_t seed) {
   memset(p, 0, sizeof *p);
-  size_t es = dtype == PKV_DTYPE_F32 ? 4 : 2;
+  size_t row = pkv__row_bytes(head_dim, dtype);
   uint32_t need = (cap_tokens + block_size - 1) / block_size;
   p->num_blocks = need + 3; /* spare blocks the table never uses */
   p->n_kv_heads = n_kv_heads;
   p->cap_tokens = cap_tokens;
-  size_t head_stride = (size_t)block_size * head_dim * es;
+  size_t head_stride = (size_t)block_size * row;
   size_t block_stride = head_stride * n_kv_heads;
   p->region_bytes = block_stride * p->num_blocks;
   /* 2 MiB aligned and huge-page advised, like the library's own arena */
@@ -73,10 +73,10 @@ void tu_paged_init(tu_paged *p, pkv_dtype dtype, uint32_t n_kv_heads,
 
 void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v) {
   const pkv__kv_view *w = &p->view;
-  size_t es = w->dtype == PKV_DTYPE_F32 ? 4 : 2;
+  size_t row = pkv__row_bytes(w->head_dim, w->dtype);
   for (uint32_t h = 0; h < p->n_kv_heads; h++) {
     size_t off = (size_t)w->blocks[t / w->block_size] * w->block_stride +
-                 (size_t)h * w->head_stride + (size_t)(t % w->block_size) * w->head_dim * es;
+                 (size_t)h * w->head_stride + (size_t)(t % w->block_size) * row;
     pkv__store_row(p->k + off, k + (size_t)h * w->head_dim, w->head_dim, w->dtype);
     pkv__store_row(p->v + off, v + (size_t)h * w->head_dim, w->head_dim, w->dtype);
     size_t c = ((size_t)h * p->cap_tokens + t) * w->head_dim;

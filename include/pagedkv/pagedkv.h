@@ -75,7 +75,13 @@ PKV_API const char *pkv_last_error(void);
 typedef enum pkv_dtype {
   PKV_DTYPE_F32 = 0,
   PKV_DTYPE_F16 = 1,
-  PKV_DTYPE_BF16 = 2
+  PKV_DTYPE_BF16 = 2,
+  /* Quantized (docs/ENGINE.md, "Quantized K/V"): each stored row of
+   * head_dim elements (one token, one KV head) is head_dim 1-byte codes
+   * followed by its f32 scale; element = decode(code) * scale. */
+  PKV_DTYPE_I8 = 3,       /* symmetric int8, codes -127..127, scale = amax/127 */
+  PKV_DTYPE_FP8_E4M3 = 4, /* OCP fp8 E4M3 (max 448), scale = amax/448 */
+  PKV_DTYPE_FP8_E5M2 = 5  /* OCP fp8 E5M2 (max 57344), scale = amax/57344 */
 } pkv_dtype;
 
 typedef enum pkv_storage {
@@ -136,7 +142,9 @@ typedef struct pkv_config {
  * either num_blocks or memory_bytes). */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
-/* Size in bytes of one element of dtype (4, 2, 2), 0 if unknown. */
+/* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
+ * types, whose rows also carry a 4-byte scale: see pkv_kv_layout), 0 if
+ * unknown. */
 PKV_API size_t pkv_dtype_size(pkv_dtype dtype);
 
 /* Bytes one block occupies in all layers (K and V). 0 on overflow/invalid. */
@@ -158,10 +166,12 @@ PKV_API const pkv_config *pkv_cache_config(const pkv_cache *cache);
  * mode is expected to mirror.  For layer l, block b, KV head h, slot s,
  * element d:
  *   byte offset = b*block_stride + h*head_stride + s*slot_stride + d*elem_size
- * from the base of layer l's K (or V) region. */
+ * from the base of layer l's K (or V) region.  Quantized dtypes: the row's
+ * f32 scale follows its codes, at s*slot_stride + head_dim (slot_stride =
+ * head_dim + 4), so copying a slot's slot_stride bytes copies its scale. */
 typedef struct pkv_kv_layout {
   size_t elem_size;
-  size_t slot_stride;  /* = head_dim * elem_size */
+  size_t slot_stride;  /* = head_dim * elem_size (+ 4 when quantized) */
   size_t head_stride;  /* = block_size * slot_stride */
   size_t block_stride; /* = n_kv_heads * head_stride */
   size_t layer_bytes;  /* size of one layer's K (or V) region */
