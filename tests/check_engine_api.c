@@ -604,6 +604,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, mla_576_512);
   suite_add_tcase(s, tc);
   tc = tcase_create("validation");
+  tcase_set_timeout(tc, 120); /* the bf16-dot and OOM loops compute; a loaded CI machine */
   tcase_add_test(tc, create_validation);
   tcase_add_test(tc, decode_bf16_dot_option);
   tcase_add_test(tc, call_validation_writes_nothing);
