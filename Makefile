@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make bench-build  the benchmarks built, not run (CI: in asan mode)
 #   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
@@ -225,8 +226,9 @@ bench-engine: $(BUILD)/bench/bench_engine
 	@scripts/deps.sh bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
 
-# The replay test compiles the fuzz harness body in.
+# The replay tests compile the fuzz harness bodies in.
 $(BUILD)/tests/check_fuzz_replay.o $(BUILD)/tests/check_sim.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+$(BUILD)/tests/check_engine_fuzz.o: tests/fuzz/fuzz_engine.c
 
 # ---------------------------------------------------------------- fuzzing
 # libFuzzer harnesses: clang compiles the library sources directly with the
@@ -248,6 +250,17 @@ $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pa
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
+
+# Engine kernels: every back end (each kern_*.c with its ISA flags, as in
+# the library build) against the scalar reference.
+FUZZ_ENGSRC := $(filter-out %_avx512.c %_avx2.c,$(sort $(wildcard engine/*.c)))
+$(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC) $(wildcard engine/*.c engine/*.h include/pagedkv/*.h libpagedkv/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX512_FLAGS) -c engine/kern_avx512.c -o $@-kern_avx512.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX2_FLAGS) -c engine/kern_avx2.c -o $@-kern_avx2.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tests/tu_paged.c $(FUZZ_ENGSRC) $(FUZZ_LIBSRC) \
+	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
 
 # Trace readers and the simulator's stream and replays built on them.
 FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c

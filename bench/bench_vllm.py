@@ -20,7 +20,6 @@ and BENCH_JSON lines as the C benchmarks (bench/bu_bench.c).
 Usage: bench/bench_vllm.py [--requests 256] [--steps 400] [--block-size 16]
 """
 import argparse
-import ctypes
 import json
 import os
 import random

@@ -110,6 +110,9 @@ static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
   if (cfg->head_dim == 0) return pkv__err(PKV_EINVAL, "config: head_dim is 0");
+  if (cfg->v_head_dim > cfg->head_dim)
+    return pkv__err(PKV_EINVAL, "config: v_head_dim %u > head_dim %u (V slots are head_dim wide)",
+                    cfg->v_head_dim, cfg->head_dim);
   if (cfg->block_size == 0 || cfg->block_size > PKV_MAX_BLOCK_SIZE)
     return pkv__err(PKV_EINVAL, "config: block_size %u not in 1..%u",
                     cfg->block_size, PKV_MAX_BLOCK_SIZE);

@@ -18,7 +18,9 @@
  *
  * Locking rule: one mutex per cache (cache->lock) guards everything above.
  * Every public entry point takes it exactly once and calls only pkv__*
- * helpers that assume it is held (suffix-free names; no helper locks).  The
+ * helpers that assume it is held (suffix-free names; no helper locks).
+ * From inside the cache's own event callback the lock is not taken: the
+ * entry point returns PKV_EBUSY (pkv__lock).  The
  * engine reads a sequence's blocks[] without the lock; that is safe because
  * a sequence's array is only reallocated or rewritten by operations on that
  * sequence, which the caller promises not to run concurrently with the

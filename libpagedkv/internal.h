@@ -80,5 +80,6 @@ int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
                 const void *defaults);
 int pkv__config_in(pkv_config *dst, const pkv_config *src);
 int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src);
+int pkv__append_in(pkv_append *dst, const pkv_append *src);
 
 #endif /* PKV_INTERNAL_H */

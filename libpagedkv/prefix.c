@@ -31,7 +31,15 @@
  * PKV_CACHE_EVICT_ORPHANS_FIRST asks the eviction driver to take them before
  * anything else (see evict.c).
  *
- * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps.
+ * Duplicates: a commit without dedup (the default: stable tables) caches a
+ * block whose key is already cached right after its twin in the bucket
+ * chain, so lookups find the first; with dedup the table is remapped to the
+ * cached block and the replaced one keeps a deferred reference.
+ *
+ * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps, to
+ * the push callback (with pkv__tls_emitting naming the cache, so a call back
+ * into it gets PKV_EBUSY) and/or the pull queue (serve.c).  The read-only
+ * probe (pkv_prefix_probe) shares the match's walk and changes nothing.
  */
 #include "core.h"
 
@@ -463,12 +471,16 @@ static uint8_t range_priority(pkv_cache *c, const pkv__seq *s, uint32_t bi,
   return s->priority;
 }
 
+/* Enters b (block bi of s) into the index: at the head of its bucket, or
+ * right after `twin` (a cached block with the same key), so lookups keep
+ * finding the block cached first and its twin serves only once it is gone. */
 static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
-                         int32_t b) {
+                         int32_t b, int32_t twin) {
   pkv__block *blk = &c->blk[b];
-  uint32_t h = pkv__bucket(c, blk->key);
-  blk->hash_next = c->heads[h];
-  c->heads[h] = b;
+  int32_t *link = twin >= 0 ? &c->blk[twin].hash_next
+                            : &c->heads[pkv__bucket(c, blk->key)];
+  blk->hash_next = *link;
+  *link = b;
   blk->flags |= PKV_BLK_CACHED;
   blk->priority = range_priority(c, s, bi, &blk->priority_until);
   c->n_cached++;
@@ -570,8 +582,11 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                                c->block_tokens + (size_t)b * c->block_size,
                                &collided);
       if (hit >= 0 && !dedup) {
-        /* Stable table: keep our copy, private (hashed, not cached). */
+        /* Stable table: keep our block and cache it beside its twin (as
+         * vLLM does): either one serves a hit, so the prefix stays
+         * reachable while any copy lives or stays cached. */
         c->st.commit_duplicates++;
+        index_insert(c, s, i, b, hit);
       } else if (hit >= 0) {
         /* Same prefix, same tokens already cached: use that copy.  Our
          * table reference on b becomes a deferred one unless released now
@@ -589,7 +604,7 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
         if (remaps) remaps[(*n_remaps)++] = (pkv_remap){i, b, hit};
         pkv__emit_seq(c, PKV_EVENT_REMAPPED, hit, s, i, b);
       } else {
-        index_insert(c, s, i, b);
+        index_insert(c, s, i, b, -1);
       }
     }
     s->n_hashed = i + 1;

@@ -5,14 +5,22 @@
  *   handle (gen<<32 | idx+1) ──► seqs[idx] ──► pkv__seq
  *                                              ├ blocks[0..n_blocks)  page table
  *                                              ├ n_tokens   reserved slots
- *                                              ├ n_committed  ≤ n_tokens
+ *                                              ├ n_known    slots with ids ≤ n_tokens
+ *                                              ├ n_committed  ≤ n_known
  *                                              └ n_hashed   leading blocks with keys
  *
  *   token i lives in slot  blocks[i / block_size] * block_size + i % block_size
  *
  * Invariants:
  *   - n_blocks == ceil(n_tokens / block_size): no empty tail block is kept;
- *   - n_hashed * block_size <= n_committed <= n_tokens;
+ *   - n_hashed * block_size <= n_committed <= n_known <= n_tokens; slots in
+ *     [n_known, n_tokens) are lookahead slots (no ids yet: draft tokens);
+ *     the blocks holding them are writable and unhashed (never shared, so
+ *     fork refuses; never committed, so never cached), and an append fills
+ *     them in order before it allocates;
+ *   - block ids never change at a table position except by truncate, free,
+ *     the copy-on-write of a partial tail (reported in the delta) and an
+ *     opt-in commit dedup (reported as a remap);
  *   - every block of the table that a write may still reach (the partial
  *     tail) is written only when PKV_BLOCK_IS_WRITABLE; otherwise the append
  *     copies it first (copy-on-write);
@@ -391,10 +399,14 @@ out:
 }
 
 int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
-                      const pkv_append *req, pkv_delta *delta) {
+                      const pkv_append *req_in, pkv_delta *delta) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_append_ex: cache is NULL");
-  if (!req) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  if (!req_in) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  pkv_append req_res;
+  int abi_rc = pkv__append_in(&req_res, req_in);
+  if (abi_rc) return abi_rc;
+  const pkv_append *req = &req_res; /* in this version's layout */
   if (!req->tokens && req->n_tokens > 0)
     return pkv__err(PKV_EINVAL, "seq_append_ex: tokens is NULL with "
                     "n_tokens %u", req->n_tokens);

@@ -29,9 +29,11 @@ END_TEST
 START_TEST(sizes_frozen) {
   ck_assert_uint_eq(sizeof(pkv_config), 168);
   ck_assert_uint_eq(sizeof(pkv_seq_opts), 64);
+  ck_assert_uint_eq(sizeof(pkv_append), 88);
   ck_assert_uint_eq(sizeof(pkv_engine_config), 96);
   ck_assert_uint_eq(offsetof(pkv_config, version), 100);
   ck_assert_uint_eq(offsetof(pkv_seq_opts, version), 28);
+  ck_assert_uint_eq(offsetof(pkv_append, version), 52);
   ck_assert_uint_eq(offsetof(pkv_engine_config, version), 28);
 }
 END_TEST
@@ -69,6 +71,7 @@ typedef struct abi_ctx {
   pkv_config cfg;
   pkv_cache *cache;
   pkv_seq_opts opts;
+  pkv_append req;
   pkv_engine_config ecfg;
 } abi_ctx;
 
@@ -101,6 +104,20 @@ static int attempt_seq(void *p) {
   return 0;
 }
 
+static int attempt_append(void *p) {
+  abi_ctx *x = p;
+  pkv_seq_id s;
+  ck_assert_int_eq(pkv_seq_create(x->cache, NULL, &s), 0);
+  pkv_delta d;
+  int rc = pkv_seq_append_ex(x->cache, s, &x->req, &d);
+  KEEP_ERROR();
+  pkv_seq_info info;
+  ck_assert_int_eq(pkv_seq_info_get(x->cache, s, &info), 0);
+  ck_assert_uint_eq(info.n_tokens, rc ? 0 : x->req.n_tokens);
+  ck_assert_int_eq(pkv_seq_free(x->cache, s), 0);
+  return rc;
+}
+
 static int attempt_engine(void *p) {
   abi_ctx *x = p;
   pkv_engine *e = (pkv_engine *)x;
@@ -131,6 +148,12 @@ START_TEST(struct_versions) {
   pkv_seq_opts positional = {"ns", 2, 0, 10}; /* 0.1 callers' initializers */
   pkv_seq_id s;
   ck_assert_int_eq(pkv_seq_create(x.cache, &positional, &s), 0);
+  static const int32_t toks[6] = {1, 2, 3, 4, 5, 6};
+  pkv_append_init(&x.req);
+  x.req.tokens = toks;
+  x.req.n_tokens = 6;
+  expect_version_rules(attempt_append, &x, &x.req.version, x.req.reserved, 4,
+                       PKV_APPEND_VERSION);
   pkv_engine_config_init(&x.ecfg);
   x.ecfg.n_q_heads = 2;
   expect_version_rules(attempt_engine, &x, &x.ecfg.version, x.ecfg.reserved, N_RESERVED(x.ecfg),

@@ -73,6 +73,7 @@ typedef struct ok_row {
 #define OK(name) static int ok_##name(fx *f)
 OK(config_init) { (void)f; pkv_config c; pkv_config_init(&c); return 0; }
 OK(seq_opts_init) { (void)f; pkv_seq_opts o; pkv_seq_opts_init(&o); return 0; }
+OK(append_init) { (void)f; pkv_append r; pkv_append_init(&r); return 0; }
 OK(dtype_size) { (void)f; return pkv_dtype_size(PKV_DTYPE_F16) == 2 ? 0 : 1; }
 OK(block_bytes) { return pkv_config_block_bytes(pkv_cache_config(f->c)) ? 0 : 1; }
 OK(cache_config) { return pkv_cache_config(f->c) ? 0 : 1; }
@@ -247,6 +248,7 @@ OK(decode) { return pkv_decode(f->e, &f->fresh, 1, 0, f->q, f->k, f->v, f->out);
 static const ok_row ok_rows[] = {
     {"pkv_config_init", ok_config_init},
     {"pkv_seq_opts_init", ok_seq_opts_init},
+    {"pkv_append_init", ok_append_init},
     {"pkv_dtype_size", ok_dtype_size},
     {"pkv_config_block_bytes", ok_block_bytes},
     {"pkv_cache_config", ok_cache_config},

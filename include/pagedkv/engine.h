@@ -3,8 +3,12 @@
  *
  * The engine computes exact attention over a sequence's page table in an
  * owned-storage cache.  Activations (q, k, v, out) are f32, row-major:
- *   q, out : [n_tokens][n_q_heads][head_dim]
- *   k, v   : [n_tokens][n_kv_heads][head_dim]
+ *   q   : [n_tokens][n_q_heads][head_dim]
+ *   k   : [n_tokens][n_kv_heads][head_dim]
+ *   v   : [n_tokens][n_kv_heads][v_head_dim]   (v_head_dim of the cache
+ *   out : [n_tokens][n_q_heads][v_head_dim]     config; 0 = head_dim)
+ * head_dim: any multiple of 8 up to 576; v_head_dim a multiple of 8 up to
+ * head_dim (MLA: 576 / 512).
  * K/V are converted to the cache's dtype when written; compute is f32.
  *
  * Protocol per step (the manager reserves, the engine writes and attends):

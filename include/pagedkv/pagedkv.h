@@ -19,7 +19,8 @@
  *   - Destroy functions accept NULL.
  *
  * ABI (docs/API.md, "Versions and ABI")
- *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_engine_config)
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_append,
+ *   pkv_engine_config)
  *   end with a `version` field and zeroed `reserved` space; their size never
  *   changes within a major version: new fields take reserved space.  The
  *   *_init functions set version and zero the rest; a zero-initialized struct
@@ -136,9 +137,9 @@ typedef struct pkv_config {
   uint64_t memory_bytes; /* used only when num_blocks == 0 */
   pkv_storage storage;
   /* Eviction policy by name ("lru" default, "fifo", "lfu", "s3fifo",
-   * "priority", "fwlru" — frequency-weighted LRU, the best of these on
-   * prefix-sharing traces; see docs/POLICIES.md) or by ops (overrides the
-   * name).  policy_args is passed to the policy's create hook (may be NULL),
+   * "priority", "fwlru" — frequency-weighted LRU, "adaptive" — fwlru with
+   * its weights chosen online, never measured below LRU by more than 0.002;
+   * see docs/POLICIES.md) or by ops (overrides the name).  policy_args is passed to the policy's create hook (may be NULL),
    * e.g. "small=0.1" for s3fifo or "p=2,cold=0.1,hist=8" for fwlru. */
   const char *policy;
   const struct pkv_policy_ops *policy_ops;
@@ -155,6 +156,10 @@ typedef struct pkv_config {
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
+  /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
+   * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
+   * (slot_stride) and use their first v_head_dim elements. */
+  uint32_t v_head_dim;
   uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
 #define PKV_CONFIG_VERSION 2
@@ -170,7 +175,8 @@ typedef struct pkv_config {
  * replaced in the table by the cached block (reported as a remap; see
  * pkv_seq_commit_ex).  Without it (the default) block tables are stable: a
  * block id, once in a table, stays at its position until truncate or free,
- * and a duplicate block simply stays private (stats.commit_duplicates). */
+ * and a duplicate block is cached beside its twin (either serves a hit;
+ * stats.commit_duplicates). */
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
@@ -464,7 +470,7 @@ typedef struct pkv_stats {
   uint64_t allocator_bytes;
   uint64_t prefix_probes;     /* pkv_prefix_probe calls (read-only) */
   uint64_t commit_duplicates; /* full blocks whose key was already cached,
-                                 kept private (stable tables) */
+                                 cached beside their twin (no dedup) */
   uint64_t remaps;            /* table entries replaced by commit dedup */
   uint32_t blocks_deferred;   /* references held for pkv_blocks_release */
   uint32_t events_queued;     /* in the pull queue now */
@@ -530,7 +536,13 @@ typedef struct pkv_append {
   /* NULL (new_cap 0), or receives the ids of the blocks appended. */
   int32_t *new_blocks;
   uint32_t new_cap;
+  uint32_t version;     /* PKV_APPEND_VERSION (pkv_append_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_append;
+#define PKV_APPEND_VERSION 1
+
+/* Zeroes *req and sets its version (a zero-initialized struct is valid too). */
+PKV_API void pkv_append_init(pkv_append *req);
 
 /* What one allocation changed in the table (out): ship this, not tables. */
 typedef struct pkv_delta {
@@ -554,9 +566,11 @@ typedef struct pkv_delta {
  * *delta (may be NULL) the whole change, including a copy-on-write
  * replacement.  Block ids already in the table never change here except by
  * that copy-on-write (only of a partial tail that is shared or cached).
- * Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens > 0, hit
- * on a non-empty sequence, n_tokens < hit tokens, nothing to do),
- * PKV_ENOSEQ, PKV_ESTATE (stale hit), PKV_ERANGE (length > INT32_MAX),
+ * Nothing asked (no tokens, lookahead already reserved) is a successful
+ * no-op.  Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens
+ * > 0, hit_blocks or new_blocks NULL with a count, n_tokens < hit tokens),
+ * PKV_ENOSEQ, PKV_ESTATE (hit on a non-empty sequence, or stale hit: nothing
+ * attached), PKV_ERANGE (length > INT32_MAX),
  * PKV_ENOSPC (new_cap < blocks needed), PKV_ENOMEM (pool or memory).  On
  * failure nothing changed (outputs untouched).
  * Refcounts: +1 on each hit block (policy on_hit), 1 on each new block, −1

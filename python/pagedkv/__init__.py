@@ -11,8 +11,9 @@ attention engine).
             ...
 
 Modules: cache (Cache, Sequence, Pin, Config, Event, Stats), policy (Policy,
-LRUPolicy, register_policy), engine (Engine), errors (one class per PKV_E*
-code), vllm (a KVCacheManager with vLLM v1's protocol).
+LRUPolicy, register_policy), engine (Engine), groups (Groups: full and
+sliding-window KV cache groups), errors (one class per PKV_E* code), vllm (a
+KVCacheManager with vLLM v1's protocol).
 """
 from . import _lib
 from .errors import (PagedKVError, InvalidArgument, OutOfMemory, NoSuchSequence,
@@ -23,6 +24,7 @@ from .cache import (Cache, Config, Sequence, Pin, Event, Stats, SeqInfo, Layout,
 from .policy import (Policy, LRUPolicy, BlockMeta, register_policy,
                      policy_names, policy_exists)
 from .engine import Engine
+from .groups import Groups, GroupRequest
 
 LIBRARY_PATH = _lib.LIB_PATH
 

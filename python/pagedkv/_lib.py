@@ -17,7 +17,7 @@ import ctypes
 import os
 
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float,
-                    c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint32,
+                    c_int, c_int32, c_size_t, c_uint8, c_uint32,
                     c_uint64, c_void_p)
 
 # ---------------------------------------------------------------- loading
@@ -127,6 +127,7 @@ class pkv_config(Structure):
                 # versioned ABI: pkv_config_init sets version; new fields
                 # take reserved space
                 ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("v_head_dim", c_uint32),
                 ("reserved", c_uint64 * 7), _PAD]
 
 
@@ -172,12 +173,16 @@ class pkv_stats(Structure):
                    ("commit_duplicates", c_uint64), ("remaps", c_uint64),
                    ("blocks_deferred", c_uint32), ("events_queued", c_uint32),
                    ("events_lost", c_uint64), ("batch_calls", c_uint64),
-                   ("reserved", c_uint64 * 8), _PAD])
+                   # sequence operations (zero in a library without them:
+                   # this was reserved space)
+                   ("range_removals", c_uint64), ("shift_copied_slots", c_uint64),
+                   ("reserved", c_uint64 * 6), _PAD])
 
 
 STATS_FIELDS = _U32 + _U64 + [
     "allocator_bytes", "prefix_probes", "commit_duplicates", "remaps",
-    "blocks_deferred", "events_queued", "events_lost", "batch_calls"]
+    "blocks_deferred", "events_queued", "events_lost", "batch_calls",
+    "range_removals", "shift_copied_slots"]
 STATS_TEXT = ["policy", "allocator"]
 
 
@@ -197,7 +202,10 @@ class pkv_append(Structure):
     _fields_ = [("tokens", c_void_p), ("n_tokens", c_uint32),
                 ("n_lookahead", c_uint32), ("hit_blocks", c_void_p),
                 ("n_hit_blocks", c_uint32), ("slots", c_void_p),
-                ("new_blocks", c_void_p), ("new_cap", c_uint32), _PAD]
+                ("new_blocks", c_void_p), ("new_cap", c_uint32),
+                # versioned ABI (zero = version 1); unread by a library
+                # whose pkv_append ends at new_cap
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_delta(Structure):
@@ -215,6 +223,10 @@ class pkv_remap(Structure):
 class pkv_step_result(Structure):
     _fields_ = [("rc", c_int32), ("change", c_uint32), ("index", c_uint32),
                 ("block", c_int32), ("replaced", c_int32)]
+
+
+class pkv_group_spec(Structure):
+    _fields_ = [("kind", c_int), ("window", c_uint32)]
 
 
 class pkv_capacity(Structure):
@@ -241,10 +253,28 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # llama.cpp-style sequence operations
+    "pkv_seq_list": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_seq_keep": (c_int, [c_void_p, pkv_seq_id]),
+    "pkv_seq_remove_range": (c_int, [c_void_p, pkv_seq_id, c_uint32, c_uint32]),
+    # KV cache groups (groups.h)
+    "pkv_groups_create": (c_int, [c_void_p, c_void_p, c_uint32, c_uint32,
+                                  P(c_void_p)]),
+    "pkv_groups_destroy": (None, [c_void_p]),
+    "pkv_groups_seq_create": (c_int, [c_void_p, c_void_p, c_void_p]),
+    "pkv_groups_seq_free": (c_int, [c_void_p, c_void_p]),
+    "pkv_groups_append": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                  c_void_p]),
+    "pkv_groups_commit": (c_int, [c_void_p, c_void_p, c_uint32]),
+    "pkv_groups_match": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_uint32, P(c_uint32)]),
+    "pkv_groups_first_pos": (c_int, [c_void_p, c_void_p, c_uint32,
+                                     P(c_uint32)]),
     # versioned ABI
     "pkv_version": (c_uint32, []),
     "pkv_version_string": (c_char_p, []),
     "pkv_seq_opts_init": (None, [c_void_p]),
+    "pkv_append_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions

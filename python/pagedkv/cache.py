@@ -411,6 +411,24 @@ class Cache:
             raise
         return seq, n
 
+    def sequences(self):
+        """The live sequences, in slot order (pkv_seq_list)."""
+        f = _lib.serving("pkv_seq_list")
+        p = self._p()
+        n = c_uint32()
+        while True:
+            out = np.empty(max(n.value, 16), np.uint64)
+            rc = f(p, _ptr(out), len(out), byref(n))
+            if rc == -5 and n.value > len(out):  # ENOSPC: grown meanwhile
+                continue
+            if rc < 0:
+                self._call(lambda: rc)
+            return [Sequence(self, int(i)) for i in out[:n.value]]
+
+    def keep(self, seq):
+        """Frees every live sequence except seq (llama.cpp's seq_keep)."""
+        self._call(_lib.serving("pkv_seq_keep"), self._p(), int(seq))
+
     # -------------------------------------------------------------- prefix
 
     def reset_prefix_cache(self):
@@ -754,6 +772,20 @@ class Sequence:
         o = _out(out, (end - begin,), _I64, "slot_mapping")
         c._call(LIB.pkv_slot_mapping, p, self.id, begin, end, _ptr(o))
         return o
+
+    def remove_range(self, begin, end):
+        """Context shift: drops positions [begin, end); later positions move
+        down by end - begin with their K/V (K keeps the rotation of its old
+        position: re-rotate it by -(end - begin)).  Blocks from begin's on
+        never enter the prefix index afterwards."""
+        c = self._cache
+        c._call(_lib.serving("pkv_seq_remove_range"), c._p(), self.id, begin, end)
+
+    def __eq__(self, other):
+        return isinstance(other, Sequence) and other.id == self.id and other._cache is self._cache
+
+    def __hash__(self):
+        return hash(self.id)
 
     def set_priority(self, begin, end, priority, duration_ns=0):
         c = self._cache

@@ -9,7 +9,7 @@ onto the library's serving API:
     allocate_slots        pkv_seq_append_ex: the probed hit (re-verified:
                           StaleHit if evicted since), the known token ids,
                           draft/lookahead slots without ids; then
-                          pkv_seq_commit_ex of the blocks that became full
+                          pkv_seq_commit (no dedup: stable tables) of the blocks that became full
                           (verified ids only) unless delay_cache_blocks
     decode fast path      allocate_slots(req, 1) of a running request only
                           queues the token; the queue goes to the library in
@@ -28,11 +28,9 @@ allocate, InvalidArgument for a request that needs more blocks than the pool
 has; each leaves the manager unchanged.  allocate_slots returns None (and
 changes nothing) when the blocks do not fit now.
 """
-import ctypes
 from array import array
 from ctypes import byref, c_uint32
 
-import numpy as np
 
 from . import _lib
 from .cache import Cache, _opts

@@ -13,7 +13,8 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 STRUCTS = ["pkv_hash128", "pkv_event", "pkv_block_meta", "pkv_policy_ops",
            "pkv_config", "pkv_kv_layout", "pkv_seq_opts", "pkv_seq_info",
            "pkv_copy", "pkv_stats", "pkv_engine_config", "pkv_append",
-           "pkv_delta", "pkv_remap", "pkv_step_result", "pkv_capacity"]
+           "pkv_delta", "pkv_remap", "pkv_step_result", "pkv_capacity",
+           "pkv_group_spec"]
 
 
 # Fields mirrored ahead of a library that may not have them yet: checked
@@ -22,7 +23,8 @@ STRUCTS = ["pkv_hash128", "pkv_event", "pkv_block_meta", "pkv_policy_ops",
 NEWER = {"pkv_policy_ops": ["on_dedup", "check"],
          "pkv_config": ["version", "reserved"],
          "pkv_seq_opts": ["version", "reserved"],
-         "pkv_engine_config": ["version", "reserved"]}
+         "pkv_engine_config": ["version", "reserved"],
+         "pkv_append": ["version", "reserved"]}
 
 
 def declared(struct, field, text):
@@ -48,7 +50,8 @@ def fields(name, text=None):
 def test_struct_layouts_match_the_headers(tmp_path):
     src = ["#include <stddef.h>", "#include <stdio.h>",
            "#include <pagedkv/pagedkv.h>", "#include <pagedkv/policy.h>",
-           "#include <pagedkv/engine.h>", "int main(void) {"]
+           "#include <pagedkv/engine.h>", "#include <pagedkv/groups.h>",
+           "int main(void) {"]
     text = header_text()
     for s in STRUCTS:
         for f in fields(s, text):

@@ -127,7 +127,7 @@ def test_match_needs_empty_sequence(cache):
 def test_context_managers_free(cache):
     with cache.sequence() as a:
         a.append(toks(5))
-        with a.fork() as b:
+        with a.fork():
             assert cache.stats().n_seqs == 2
         assert cache.stats().n_seqs == 1
     assert cache.stats().n_seqs == 0

@@ -55,6 +55,8 @@ static void fc_check_sim(const sim_opts *o) {
       if ((!a && !b) || (a && b && !strcmp(a, b))) fc_fail("policy args twice for one policy", a);
     }
   }
+  if (o->csv && o->json && !strcmp(o->csv, "-") && !strcmp(o->json, "-"))
+    fc_fail("--csv - and --json - both on stdout", NULL);
   fc_check_plot(o->plot);
 }
 
