@@ -53,6 +53,7 @@ void pkv_config_init(pkv_config *cfg) {
   cfg->dtype = PKV_DTYPE_F32;
   cfg->storage = PKV_STORAGE_OWNED;
   cfg->policy = PKV_DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
@@ -100,13 +101,18 @@ uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
 }
 
 /* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
-static int config_validate(const pkv_config *cfg, pkv_config *res) {
-  if (!cfg) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
-  *res = *cfg;
+static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
+  if (!cfg_in) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  int abi_rc = pkv__config_in(res, cfg_in);
+  if (abi_rc) return abi_rc;
+  const pkv_config *cfg = res; /* the caller's fields in this version's layout */
   if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
   if (cfg->head_dim == 0) return pkv__err(PKV_EINVAL, "config: head_dim is 0");
+  if (cfg->v_head_dim > cfg->head_dim)
+    return pkv__err(PKV_EINVAL, "config: v_head_dim %u > head_dim %u (V slots are head_dim wide)",
+                    cfg->v_head_dim, cfg->head_dim);
   if (cfg->block_size == 0 || cfg->block_size > PKV_MAX_BLOCK_SIZE)
     return pkv__err(PKV_EINVAL, "config: block_size %u not in 1..%u",
                     cfg->block_size, PKV_MAX_BLOCK_SIZE);

@@ -98,6 +98,9 @@ static bool core_is_valid(pkv_cache *c, char *msg, size_t cap) {
         return fail(msg, cap, "seq %u: entry %u (block %d) holds lookahead "
                     "slots but is shared, cached or hashed", i, j, b);
     }
+    if (s->n_hashed > s->index_limit)
+      return fail(msg, cap, "seq %u: %u hashed blocks past its shift limit %u",
+                  i, s->n_hashed, s->index_limit);
     if ((uint64_t)s->n_hashed * bs > s->n_committed)
       return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
                   s->n_hashed, s->n_committed);

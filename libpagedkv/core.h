@@ -135,6 +135,15 @@ typedef struct pkv__seq {
   uint8_t priority;      /* default retention priority */
   pkv__prio_range *ranges;
   uint32_t n_ranges, cap_ranges;
+  uint32_t index_limit;  /* table entries at or past this index never enter
+                            the prefix index: their K/V was computed before
+                            a context shift (pkv_seq_remove_range) moved
+                            them; UINT32_MAX = no limit */
+  uint32_t n_dropped;    /* leading blocks released from the front (a
+                            sliding window, groups.c): table entry 0 is
+                            block n_dropped of the token stream */
+  pkv_hash128 dropped_key; /* key of the last dropped block (the parent of
+                              entry 0), valid while n_dropped > 0 */
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
@@ -294,6 +303,12 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
     return s;
   return pkv__seq_lookup_fail(c, id);
 }
+
+/* seq.c: frees s (its blocks, namespace, handle); the lock is held. */
+void pkv__seq_release(pkv_cache *c, pkv__seq *s);
+/* prefix.c: a cached block verifying as (key, parent, ns, tokens), or -1. */
+int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens);
 
 /* pool.c */
 /* Blocks a caller may obtain right now (free + evictable). */

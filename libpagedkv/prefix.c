@@ -311,6 +311,14 @@ static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
   return -1;
 }
 
+int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens) {
+  uint64_t collided = 0;
+  int32_t b = index_find(c, key, parent, ns_id, tokens, &collided);
+  c->st.prefix_collisions += collided;
+  return b;
+}
+
 /* How many cached children of the previous matched block a match looks at
  * before it falls back to hashing. */
 #define PKV_CHILD_SCAN 8
@@ -550,17 +558,21 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                            bool release_now, pkv_remap *remaps,
                            uint32_t *n_remaps) {
   uint32_t full = s->n_committed / c->block_size;
+  if (full > s->index_limit) full = s->index_limit; /* shifted K/V */
   uint64_t collided = 0;
   for (uint32_t i = s->n_hashed; i < full; i++) {
     int32_t b = s->blocks[i];
     pkv__block *blk = &c->blk[b];
     if (!(blk->flags & PKV_BLK_HASHED)) {
       pkv_hash128 parent = {0, 0};
-      if (i > 0) parent = c->blk[s->blocks[i - 1]].key;
+      if (i > 0)
+        parent = c->blk[s->blocks[i - 1]].key;
+      else if (s->n_dropped > 0) /* a window: chain on from the front */
+        parent = s->dropped_key;
       blk->key = pkv__block_key(c, &parent, s->ns_id,
                                 c->block_tokens + (size_t)b * c->block_size);
       blk->parent = parent;
-      blk->depth = i;
+      blk->depth = i + s->n_dropped;
       blk->ns_id = s->ns_id;
       c->ns[s->ns_id].refs++;
       blk->flags |= PKV_BLK_HASHED;

@@ -99,6 +99,7 @@ static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
     pkv__free(s);
     return NULL;
   }
+  s->index_limit = UINT32_MAX;
   s->index = c->seq_free[--c->n_seq_free];
   s->gen = c->seq_gen[s->index];
   s->ns_id = ns_id;
@@ -134,8 +135,12 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
-  pkv_seq_opts o = {0};
-  if (opts) o = *opts;
+  pkv_seq_opts o;
+  pkv_seq_opts_init(&o);
+  if (opts) {
+    int abi_rc = pkv__seq_opts_in(&o, opts);
+    if (abi_rc) return abi_rc;
+  }
   if (o.ns_len > 0 && o.ns == NULL)
     return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
                     o.ns_len);
@@ -160,7 +165,7 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
 }
 
 /* Releases s's blocks and namespace and retires its handle. */
-static void seq_release(pkv_cache *c, pkv__seq *s) {
+void pkv__seq_release(pkv_cache *c, pkv__seq *s) {
   /* Tail first: the deepest blocks become evictable first, so an LRU
    * policy drops a chain from its end and keeps the shared root longest. */
   for (uint32_t i = s->n_blocks; i-- > 0;) pkv__block_unref(c, s->blocks[i]);
@@ -179,7 +184,7 @@ int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq) {
     pkv__unlock(cache);
     return PKV_ENOSEQ;
   }
-  seq_release(cache, s);
+  pkv__seq_release(cache, s);
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return 0;
@@ -394,10 +399,14 @@ out:
 }
 
 int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
-                      const pkv_append *req, pkv_delta *delta) {
+                      const pkv_append *req_in, pkv_delta *delta) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_append_ex: cache is NULL");
-  if (!req) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  if (!req_in) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  pkv_append req_res;
+  int abi_rc = pkv__append_in(&req_res, req_in);
+  if (abi_rc) return abi_rc;
+  const pkv_append *req = &req_res; /* in this version's layout */
   if (!req->tokens && req->n_tokens > 0)
     return pkv__err(PKV_EINVAL, "seq_append_ex: tokens is NULL with "
                     "n_tokens %u", req->n_tokens);
@@ -527,7 +536,7 @@ int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
     int rc = s ? 0 : PKV_ENOSEQ;
-    if (s) seq_release(cache, s);
+    if (s) pkv__seq_release(cache, s);
     else if (first_rc == 0) first_rc = rc;
     if (results) results[i] = rc;
   }
@@ -573,6 +582,9 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   s->ranges = ranges;
   s->n_ranges = s->cap_ranges = p->n_ranges;
   s->priority = p->priority;
+  s->index_limit = p->index_limit;
+  s->n_dropped = p->n_dropped;
+  s->dropped_key = p->dropped_key;
   /* Every block of the parent is referenced, so none is evictable and a
    * plain increment is the whole refcount effect. */
   uint32_t *rc_arr = cache->refcount;

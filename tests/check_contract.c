@@ -18,6 +18,7 @@
  */
 #include "tu_core.h"
 #include "pagedkv/engine.h"
+#include "pagedkv/groups.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,8 @@ typedef struct ok_row {
 
 #define OK(name) static int ok_##name(fx *f)
 OK(config_init) { (void)f; pkv_config c; pkv_config_init(&c); return 0; }
+OK(seq_opts_init) { (void)f; pkv_seq_opts o; pkv_seq_opts_init(&o); return 0; }
+OK(append_init) { (void)f; pkv_append r; pkv_append_init(&r); return 0; }
 OK(dtype_size) { (void)f; return pkv_dtype_size(PKV_DTYPE_F16) == 2 ? 0 : 1; }
 OK(block_bytes) { return pkv_config_block_bytes(pkv_cache_config(f->c)) ? 0 : 1; }
 OK(cache_config) { return pkv_cache_config(f->c) ? 0 : 1; }
@@ -185,6 +188,48 @@ OK(common_prefix) {
   uint32_t n;
   return pkv_common_prefix_blocks(f->c, seqs, 2, &n);
 }
+OK(seq_list) { pkv_seq_id ids[8]; uint32_t n; return pkv_seq_list(f->c, ids, 8, &n); }
+OK(seq_keep) { return pkv_seq_keep(f->c, f->live); }
+OK(seq_remove_range) { return pkv_seq_remove_range(f->c, f->live, 1, 3); }
+static const pkv_group_spec two[2] = {{PKV_ATTN_FULL, 0}, {PKV_ATTN_SLIDING, 4}};
+OK(groups_create) {
+  pkv_groups *g;
+  int rc = pkv_groups_create(f->c, two, 2, 64, &g);
+  pkv_groups_destroy(g);
+  return rc;
+}
+/* Runs op on a fresh two-group request after setting the detail again. */
+static int with_groups(fx *f, int op) {
+  pkv_groups *g;
+  pkv_seq_id ids[2];
+  uint32_t x;
+  int rc = pkv_groups_create(f->c, two, 2, 64, &g);
+  if (!rc && op > 0) rc = pkv_groups_seq_create(g, NULL, ids);
+  if (!rc && op > 1) rc = pkv_groups_append(g, ids, f->toks, 8, NULL);
+  if (rc) return rc;
+  (void)pkv_seq_free(f->c, f->freed); /* sets the detail again */
+  switch (op) {
+  case 0: { pkv_seq_id fresh[2]; rc = pkv_groups_seq_create(g, NULL, fresh); break; }
+  case 1: rc = pkv_groups_append(g, ids, f->toks, 8, NULL); break;
+  case 2: rc = pkv_groups_commit(g, ids, 8); break;
+  case 3: rc = pkv_groups_first_pos(g, ids, 1, &x); break;
+  case 4: rc = pkv_groups_seq_free(g, ids); break;
+  default: {
+    pkv_seq_id m[2];
+    rc = pkv_groups_seq_create(g, NULL, m);
+    (void)pkv_seq_free(f->c, f->freed);
+    if (!rc) rc = pkv_groups_match(g, m, f->toks, 8, 0, &x);
+  }
+  }
+  pkv_groups_destroy(g);
+  return rc;
+}
+OK(groups_seq_create) { return with_groups(f, 0); }
+OK(groups_append) { return with_groups(f, 1); }
+OK(groups_commit) { return with_groups(f, 2); }
+OK(groups_first_pos) { return with_groups(f, 3); }
+OK(groups_seq_free) { return with_groups(f, 4); }
+OK(groups_match) { return with_groups(f, 5); }
 OK(engine_config_init) { (void)f; pkv_engine_config e; pkv_engine_config_init(&e); return 0; }
 OK(engine_create) {
   pkv_engine_config ec;
@@ -202,6 +247,8 @@ OK(decode) { return pkv_decode(f->e, &f->fresh, 1, 0, f->q, f->k, f->v, f->out);
 
 static const ok_row ok_rows[] = {
     {"pkv_config_init", ok_config_init},
+    {"pkv_seq_opts_init", ok_seq_opts_init},
+    {"pkv_append_init", ok_append_init},
     {"pkv_dtype_size", ok_dtype_size},
     {"pkv_config_block_bytes", ok_block_bytes},
     {"pkv_cache_config", ok_cache_config},
@@ -241,6 +288,16 @@ static const ok_row ok_rows[] = {
     {"pkv_cache_capacity", ok_capacity},
     {"pkv_evict", ok_evict},
     {"pkv_common_prefix_blocks", ok_common_prefix},
+    {"pkv_seq_list", ok_seq_list},
+    {"pkv_seq_keep", ok_seq_keep},
+    {"pkv_seq_remove_range", ok_seq_remove_range},
+    {"pkv_groups_create", ok_groups_create},
+    {"pkv_groups_seq_create", ok_groups_seq_create},
+    {"pkv_groups_append", ok_groups_append},
+    {"pkv_groups_commit", ok_groups_commit},
+    {"pkv_groups_first_pos", ok_groups_first_pos},
+    {"pkv_groups_seq_free", ok_groups_seq_free},
+    {"pkv_groups_match", ok_groups_match},
     {"pkv_engine_config_init", ok_engine_config_init},
     {"pkv_engine_create", ok_engine_create},
     {"pkv_engine_backend", ok_engine_backend},
@@ -251,12 +308,14 @@ static const ok_row ok_rows[] = {
 #define N_OK (sizeof ok_rows / sizeof ok_rows[0])
 
 /* Functions that leave pkv_last_error() as it is, and why: the reporters
- * (so `printf("%s: %s", pkv_strerror(rc), pkv_last_error())` works in any
+ * and version queries (so `printf("%s: %s", pkv_strerror(rc),
+ * pkv_last_error())` works in any
  * evaluation order) and the destroy functions, which cannot fail (so a
  * caller can clean up after a failed call, then report). */
 static const char *const keeps[] = {"pkv_strerror", "pkv_err_name",
-                                    "pkv_last_error", "pkv_cache_destroy",
-                                    "pkv_engine_destroy"};
+                                    "pkv_last_error", "pkv_version",
+                                    "pkv_version_string", "pkv_cache_destroy",
+                                    "pkv_engine_destroy", "pkv_groups_destroy"};
 #define N_KEEPS (sizeof keeps / sizeof keeps[0])
 
 static void provoke(fx *f) {
@@ -295,9 +354,9 @@ END_TEST
 /* Every PKV_API function of the headers has a row above or is in keeps. */
 START_TEST(every_function_listed) {
   const char *dir = getenv("PKV_SRCDIR") ? getenv("PKV_SRCDIR") : ".";
-  const char *hdrs[] = {"pagedkv.h", "policy.h", "engine.h"};
+  const char *hdrs[] = {"pagedkv.h", "policy.h", "engine.h", "groups.h"};
   int seen = 0;
-  for (size_t h = 0; h < 3; h++) {
+  for (size_t h = 0; h < 4; h++) {
     char path[512];
     snprintf(path, sizeof path, "%s/include/pagedkv/%s", dir, hdrs[h]);
     FILE *fp = fopen(path, "r");

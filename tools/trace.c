@@ -435,12 +435,21 @@ int trace_format_parse(const char *s, trace_format *out) {
   return 0;
 }
 
-const char *trace_samples_dir(void) {
-  static const char *const candidates[] = {"../shared/traces", "../../shared/traces"};
+static const char *first_dir(const char *env_name, const char *const *candidates, size_t n) {
   struct stat st;
-  const char *env = getenv("PKV_TRACES_DIR");
+  const char *env = getenv(env_name);
   if (env && *env) return stat(env, &st) == 0 && S_ISDIR(st.st_mode) ? env : NULL;
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+  for (size_t i = 0; i < n; i++)
     if (stat(candidates[i], &st) == 0 && S_ISDIR(st.st_mode)) return candidates[i];
   return NULL;
+}
+
+const char *trace_samples_dir(void) {
+  static const char *const candidates[] = {"tests/data/traces"};
+  return first_dir("PKV_TRACES_DIR", candidates, 1);
+}
+
+const char *trace_full_dir(void) {
+  static const char *const candidates[] = {"../shared/traces", "../../shared/traces"};
+  return first_dir("PKV_FULL_TRACES_DIR", candidates, 2);
 }

@@ -68,8 +68,13 @@ void trace_free(trace *t);
 const char *trace_format_name(trace_format f);
 int trace_format_parse(const char *s, trace_format *out);
 
-/* The directory holding the shared sample traces: $PKV_TRACES_DIR, else
- * ../shared/traces relative to the working directory, else NULL. */
+/* The directory holding the repository's trace excerpts (what the tests
+ * read): $PKV_TRACES_DIR, else tests/data/traces relative to the working
+ * directory (the project root), else NULL. */
 const char *trace_samples_dir(void);
+/* The full public traces the excerpts come from, for benchmarks only
+ * (tests/data/traces/README.md): $PKV_FULL_TRACES_DIR, else
+ * ../shared/traces or ../../shared/traces, else NULL. */
+const char *trace_full_dir(void);
 
 #endif

@@ -17,6 +17,17 @@
  *     internally.  A sequence must not be mutated by two threads at once, nor
  *     mutated while the engine computes on it (see docs/DESIGN.md).
  *   - Destroy functions accept NULL.
+ *
+ * ABI (docs/API.md, "Versions and ABI")
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_append,
+ *   pkv_engine_config)
+ *   end with a `version` field and zeroed `reserved` space; their size never
+ *   changes within a major version: new fields take reserved space.  The
+ *   *_init functions set version and zero the rest; a zero-initialized struct
+ *   ({0}, memset) counts as version 1.  The library accepts an older
+ *   caller's struct (its missing fields get their defaults) and a newer one
+ *   whose fields this library does not know are zero; otherwise
+ *   PKV_ENOTSUP.  Only the symbols declared in these headers are exported.
  */
 #ifndef PAGEDKV_H
 #define PAGEDKV_H
@@ -39,6 +50,15 @@ extern "C" {
 #define PKV_VERSION_MAJOR 0
 #define PKV_VERSION_MINOR 1
 #define PKV_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch, comparable with < and >. */
+#define PKV_VERSION_HEX                                                       \
+  ((PKV_VERSION_MAJOR << 16) | (PKV_VERSION_MINOR << 8) | PKV_VERSION_PATCH)
+
+/* The version of the library actually loaded (PKV_VERSION_HEX of its build),
+ * which may differ from the header's the caller was compiled with. */
+PKV_API unsigned pkv_version(void);
+/* The same as "MAJOR.MINOR.PATCH" (static storage). */
+PKV_API const char *pkv_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -68,11 +88,12 @@ PKV_API const char *pkv_strerror(int err);
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
  * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
- * on entry, so it is "" after a success, except five that leave it as it
- * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
- * report in any evaluation order) and pkv_cache_destroy /
- * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
- * until the next pkv_ call on this thread other than those five. */
+ * on entry, so it is "" after a success, except eight that leave it as
+ * it is: pkv_strerror, pkv_err_name, pkv_last_error, pkv_version and
+ * pkv_version_string (so they can be used to report in any evaluation
+ * order) and pkv_cache_destroy, pkv_engine_destroy, pkv_groups_destroy
+ * (which cannot fail: clean up, then report).  Valid until the next pkv_
+ * call on this thread other than those eight. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -116,9 +137,9 @@ typedef struct pkv_config {
   uint64_t memory_bytes; /* used only when num_blocks == 0 */
   pkv_storage storage;
   /* Eviction policy by name ("lru" default, "fifo", "lfu", "s3fifo",
-   * "priority", "fwlru" — frequency-weighted LRU, the best of these on
-   * prefix-sharing traces; see docs/POLICIES.md) or by ops (overrides the
-   * name).  policy_args is passed to the policy's create hook (may be NULL),
+   * "priority", "fwlru" — frequency-weighted LRU, "adaptive" — fwlru with
+   * its weights chosen online, never measured below LRU by more than 0.002;
+   * see docs/POLICIES.md) or by ops (overrides the name).  policy_args is passed to the policy's create hook (may be NULL),
    * e.g. "small=0.1" for s3fifo or "p=2,cold=0.1,hist=8" for fwlru. */
   const char *policy;
   const struct pkv_policy_ops *policy_ops;
@@ -130,10 +151,18 @@ typedef struct pkv_config {
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  uint32_t version;      /* PKV_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
+  /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
+   * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
+   * (slot_stride) and use their first v_head_dim elements. */
+  uint32_t v_head_dim;
+  uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
+#define PKV_CONFIG_VERSION 2
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -151,7 +180,8 @@ typedef struct pkv_config {
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
- * either num_blocks or memory_bytes). */
+ * either num_blocks or memory_bytes); version = PKV_CONFIG_VERSION, reserved
+ * zero. */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
 /* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
@@ -210,7 +240,14 @@ typedef struct pkv_seq_opts {
   uint64_t adapter_id; /* LoRA adapter; 0 = none */
   uint8_t priority;    /* default retention priority 0..100 (35 if 0 given
                           and no range set; see pkv_seq_set_priority) */
+  uint32_t version;     /* PKV_SEQ_OPTS_VERSION (pkv_seq_opts_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_seq_opts;
+#define PKV_SEQ_OPTS_VERSION 1
+
+/* Fills *opts with defaults: default namespace, no adapter, priority 0;
+ * version = PKV_SEQ_OPTS_VERSION.  (A zero-initialized struct is valid too.) */
+PKV_API void pkv_seq_opts_init(pkv_seq_opts *opts);
 
 /* Creates an empty sequence.  opts may be NULL (default namespace, no
  * adapter). */
@@ -278,6 +315,32 @@ PKV_API int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
 PKV_API int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq,
                                  uint32_t begin, uint32_t end,
                                  uint8_t priority, uint64_t duration_ns);
+
+/* llama.cpp-style sequence operations (docs/API.md, "Sequence operations").
+ *
+ * Lists the live sequences, in slot order: up to cap handles into out;
+ * *n_seqs = how many are live.  PKV_ENOSPC (out untouched, *n_seqs set) if
+ * cap is too small; call with cap 0 to ask.  Read-only. */
+PKV_API int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
+                         uint32_t *n_seqs);
+/* Frees every live sequence except seq (llama_kv_self_seq_keep).  PKV_ENOSEQ
+ * (nothing freed) if seq is not live.  Refcounts as pkv_seq_free. */
+PKV_API int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq);
+/* Context shift: removes positions [begin, end) of seq; every position
+ * p >= end becomes p - (end - begin), with its token id and K/V (moved, not
+ * recomputed: K keeps the rotary embedding of p, the engine re-rotates it
+ * by -(end - begin)).  Block-aligned begin and length: table entries are
+ * dropped and the rest slide down, no copy.  Otherwise the entries from
+ * begin's block on are rebuilt by slot copies into fresh blocks (owned: at
+ * once; external: queued pkv_copy with slot offsets).  n_committed is
+ * clamped to begin, and the entries from begin's block on never enter the
+ * prefix index afterwards.  begin == end does nothing.  Returns 0;
+ * PKV_EINVAL (NULL cache), PKV_ENOSEQ, PKV_ERANGE (begin > end, end past the
+ * length), PKV_ESTATE (lookahead slots reserved), PKV_ENOMEM (pool or copy
+ * queue; nothing changed).  Refcounts: -1 on each dropped or rebuilt old
+ * block, 1 on each new block. */
+PKV_API int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq,
+                                 uint32_t begin, uint32_t end);
 
 /* ---------------------------------------------------------------- pins */
 
@@ -413,7 +476,9 @@ typedef struct pkv_stats {
   uint32_t events_queued;     /* in the pull queue now */
   uint64_t events_lost;       /* dropped by a full pull queue */
   uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
-  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
+  uint64_t range_removals;    /* pkv_seq_remove_range calls that removed */
+  uint64_t shift_copied_slots; /* slots copied by those (0 when aligned) */
+  uint64_t reserved[6]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
 /* A snapshot of gauges and counters, O(1) (no walk over sequences). */
@@ -471,7 +536,13 @@ typedef struct pkv_append {
   /* NULL (new_cap 0), or receives the ids of the blocks appended. */
   int32_t *new_blocks;
   uint32_t new_cap;
+  uint32_t version;     /* PKV_APPEND_VERSION (pkv_append_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_append;
+#define PKV_APPEND_VERSION 1
+
+/* Zeroes *req and sets its version (a zero-initialized struct is valid too). */
+PKV_API void pkv_append_init(pkv_append *req);
 
 /* What one allocation changed in the table (out): ship this, not tables. */
 typedef struct pkv_delta {

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "host_expect.h"
+
 #define HOST_API_CALLS(X)                                                     \
   X(config_init) X(cache_create) X(cache_destroy) X(seq_create) X(seq_free)   \
   X(seq_append) X(seq_fork) X(seq_commit) X(seq_match_prefix)                 \
@@ -23,18 +25,6 @@ typedef struct host_api {
 
 #define HOST_API_LINKED_INIT(name) .name = pkv_##name,
 #define HOST_API_LINKED {HOST_API_CALLS(HOST_API_LINKED_INIT)}
-
-/* Fails the test program with a message naming the first thing that was
- * wrong. */
-#define HOST_EXPECT(cond, ...)                                                \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond);       \
-      fprintf(stderr, __VA_ARGS__);                                           \
-      fprintf(stderr, "\n");                                                  \
-      return 1;                                                               \
-    }                                                                         \
-  } while (0)
 
 /* create / append / fork / commit / match / free on a small owned cache;
  * every step checked, pkv_check clean after each phase.  want_allocator is
