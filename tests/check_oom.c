@@ -2,7 +2,9 @@
  * check_oom.c — out-of-memory injection (after libuv's test-loop-oom.c).
  *
  * A scripted scenario (create, append, fork, copy-on-write, commit, match,
- * pin, priority, truncate, export, free, reset) runs with an allocator that
+ * pin, priority, truncate, export, free, reset, and the serving calls:
+ * probe, append_ex with a hit and lookahead, dedup commit, batch append and
+ * free, event drain) runs with an allocator that
  * fails the k-th allocation, for k = 1, 2, ... until the script completes.
  * The call that meets the failure must return PKV_ENOMEM, leave the stats
  * and every invariant as they were, and, once the cache is destroyed, no
@@ -44,7 +46,8 @@ static int script(long k, pkv_storage storage) {
   } while (0)
 
   pkv_config cfg;
-  tu_config(&cfg, storage, 64, 4);
+  tu_config(&cfg, storage, 256, 4); /* room for the serving steps too */
+  cfg.event_queue_cap = 8;
   pkv_seq_id a, b, d, e;
   pkv_pin_id pin;
   uint32_t matched, n;
@@ -72,6 +75,38 @@ static int script(long k, pkv_storage storage) {
   STEP(pkv_seq_match_prefix(c, d, toks, 110, 109, &matched));
   STEP(pkv_seq_append(c, d, toks + matched, 110 - matched, slots));
   STEP(pkv_seq_commit(c, d, 110));
+  {
+    pkv_seq_id f;
+    int32_t hit[32], fresh[32];
+    uint32_t ht;
+    pkv_remap rm[32];
+    uint32_t n_rm;
+    pkv_event ev[16];
+    STEP(pkv_prefix_probe(c, &o, toks, 110, 109, hit, 32, &ht));
+    STEP(pkv_seq_create(c, &o, &f));
+    pkv_append req = {.tokens = toks, .n_tokens = 110, .n_lookahead = 40,
+                      .hit_blocks = hit, .n_hit_blocks = ht / 4,
+                      .slots = slots, .new_blocks = fresh, .new_cap = 32};
+    STEP(pkv_seq_append_ex(c, f, &req, NULL)); /* table growth */
+    STEP(pkv_seq_truncate(c, f, 110));
+    STEP(pkv_seq_commit_ex(c, f, 110, PKV_COMMIT_DEDUP, rm, 32, &n_rm));
+    if (n_rm) STEP(pkv_blocks_release(c, &rm[0].old_block, 1));
+    pkv_seq_id step_seqs[2] = {f, 0};
+    STEP(pkv_seq_create(c, NULL, &step_seqs[1]));
+    int32_t one[2] = {1, 2};
+    pkv_step_result res[2];
+    for (int i = 0; i < 40; i++) { /* table growth inside a batch */
+      step++;
+      int rc = pkv_batch_append(c, step_seqs, one, 2, slots, res);
+      if (rc == PKV_ENOMEM) { /* per sequence: the others went on */
+        TU_CHECK(c);
+        goto done;
+      }
+      ck_assert_msg(rc == 0, "k=%ld batch: %s", k, pkv_last_error());
+    }
+    STEP(pkv_events_drain(c, ev, 16, &n, NULL));
+    STEP(pkv_batch_free(c, step_seqs, 2, NULL));
+  }
   STEP(pkv_seq_truncate(c, a, 3));
   STEP(pkv_seq_append(c, a, toks, 20, slots));
   pkv_seq_id batch[3] = {a, b, d};
