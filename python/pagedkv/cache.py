@@ -108,6 +108,7 @@ class Config:
     prefix_cache: bool = True
     commit_dedup: bool = False      # stable tables unless asked (issue 11)
     event_queue_cap: int = 0        # events kept for drain_events(); 0 = none
+    v_head_dim: int = 0             # V's head dim if not head_dim (MLA)
 
     def _to_c(self):
         c = _lib.pkv_config()
@@ -128,6 +129,7 @@ class Config:
                    | (0 if self.prefix_cache else NO_PREFIX_CACHE)
                    | (COMMIT_DEDUP if self.commit_dedup else 0))
         c.event_queue_cap = self.event_queue_cap
+        c.v_head_dim = self.v_head_dim
         if self.policy_args is not None:
             c.policy_args = self.policy_args.encode()
         return c
@@ -264,6 +266,7 @@ class Cache:
         self.n_layers = cc.n_layers
         self.n_kv_heads = cc.n_kv_heads
         self.head_dim = cc.head_dim
+        self.v_head_dim = cc.v_head_dim or cc.head_dim
         self.dtype = _DTYPE_NAMES[cc.dtype]
         self.storage = _STORAGE_NAMES[cc.storage]
         self.policy_name = cc.policy.decode() if cc.policy else ""

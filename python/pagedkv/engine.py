@@ -1,8 +1,10 @@
 """engine — the CPU attention engine (include/pagedkv/engine.h) on numpy.
 
 Activations are float32, C-contiguous:
-    q, out : [n_tokens][n_q_heads][head_dim]
-    k, v   : [n_tokens][n_kv_heads][head_dim]
+    q   : [n_tokens][n_q_heads][head_dim]
+    k   : [n_tokens][n_kv_heads][head_dim]
+    v   : [n_tokens][n_kv_heads][v_head_dim]   (the cache's; = head_dim unless
+    out : [n_tokens][n_q_heads][v_head_dim]     set, as for MLA 576 / 512)
 Shapes are checked here against the cache before the library is called; the
 library checks the positions.  An :class:`Engine` keeps its cache alive and
 is a context manager that destroys the engine (before the cache, as the C
@@ -70,18 +72,18 @@ class Engine:
     def uses_bf16_dot(self):
         return bool(LIB.pkv_engine_uses_bf16_dot(self._p()))
 
-    def _arr(self, a, n, heads, what):
+    def _arr(self, a, n, heads, what, dim=None):
         c = self._cache
         if (not isinstance(a, np.ndarray) or a.dtype != _F32
                 or not a.flags.c_contiguous):
             a = np.ascontiguousarray(a, dtype=_F32)
-        want = (n, heads, c.head_dim)
+        want = (n, heads, dim or c.head_dim)
         if a.shape != want:
             raise InvalidArgument("%s: shape %s, expected %s" % (what, a.shape, want))
         return a
 
     def _outarr(self, out, n):
-        want = (n, self.n_q_heads, self._cache.head_dim)
+        want = (n, self.n_q_heads, self._cache.v_head_dim)
         if out is None:
             return np.empty(want, _F32)
         if (not isinstance(out, np.ndarray) or out.dtype != _F32
@@ -99,7 +101,7 @@ class Engine:
         kvh = self._cache.n_kv_heads
         q = self._arr(q, n, self.n_q_heads, "q")
         k = self._arr(k, n, kvh, "k")
-        v = self._arr(v, n, kvh, "v")
+        v = self._arr(v, n, kvh, "v", self._cache.v_head_dim)
         out = self._outarr(out, n)
         self._cache._call(LIB.pkv_prefill, p, int(seq), layer, pos0, n,
                           q.ctypes.data, k.ctypes.data, v.ctypes.data,
@@ -116,7 +118,7 @@ class Engine:
         kvh = self._cache.n_kv_heads
         q = self._arr(q, n, self.n_q_heads, "q")
         k = self._arr(k, n, kvh, "k")
-        v = self._arr(v, n, kvh, "v")
+        v = self._arr(v, n, kvh, "v", self._cache.v_head_dim)
         out = self._outarr(out, n)
         self._cache._call(LIB.pkv_decode, p, ids, n, layer, q.ctypes.data,
                           k.ctypes.data, v.ctypes.data, out.ctypes.data)

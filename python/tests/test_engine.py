@@ -129,3 +129,30 @@ def test_quantized_arena_view_and_cascade_option():
         back = rows["codes"].astype(np.float32) * rows["scale"][..., None]
         np.testing.assert_allclose(back, k, atol=np.abs(k).max() / 127 + 1e-6)
         s.free()
+
+
+def test_v_head_dim_smaller_than_k():
+    """MLA-style shapes: K rows of head_dim, V and out rows of v_head_dim."""
+    with pagedkv.Cache(n_layers=1, n_kv_heads=1, head_dim=32, v_head_dim=16,
+                       block_size=BS, num_blocks=8) as c:
+        assert c.v_head_dim == 16
+        rng = np.random.default_rng(5)
+        n = 6
+        q = rng.standard_normal((n, 2, 32), dtype=np.float32)
+        k = rng.standard_normal((n, 1, 32), dtype=np.float32)
+        v = rng.standard_normal((n, 1, 16), dtype=np.float32)
+        s = c.sequence()
+        s.append(toks(n))
+        with pagedkv.Engine(c, n_q_heads=2, backend="scalar") as e:
+            with pytest.raises(pagedkv.InvalidArgument, match="shape"):
+                e.prefill(s, 0, 0, q, k, np.zeros((n, 1, 32), np.float32))
+            out = e.prefill(s, 0, 0, q, k, v)
+        assert out.shape == (n, 2, 16)
+        ref = np.empty_like(out)
+        for i in range(n):
+            for h in range(2):
+                sc = k[:i + 1, 0] @ q[i, h] / np.sqrt(32)
+                p = np.exp(sc - sc.max())
+                ref[i, h] = (p / p.sum()) @ v[:i + 1, 0]
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+        s.free()
