@@ -82,14 +82,15 @@ static long sweep(pkv_cache *c, const char *what, op_fn op, void *arg) {
 
 /* ------------------------------------------------ cache creation */
 
-static const char *const policies[] = {"lru", "fifo", "lfu", "s3fifo",
-                                       "priority"};
+static const char *const policies[] = {"lru",      "fifo",  "lfu",     "s3fifo",
+                                       "priority", "fwlru", "adaptive"};
+#define N_POLICIES (int)(sizeof policies / sizeof policies[0])
 
 START_TEST(create_every_site) {
   /* _i: policy × storage × pool sizing */
   pkv_config cfg;
   tu_config(&cfg, (_i & 1) ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED, 24, 4);
-  cfg.policy = policies[(_i / 2) % 5];
+  cfg.policy = policies[(_i / 2) % N_POLICIES];
   if (_i >= 10) {
     cfg.memory_bytes = 24 * pkv_config_block_bytes(&cfg);
     cfg.num_blocks = 0;
@@ -203,7 +204,7 @@ static int op_priority(pkv_cache *c, void *arg) {
 START_TEST(seq_ops_every_site) {
   fixture f;
   const pkv_storage storage = (_i & 1) ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
-  fx_setup(&f, storage, policies[(_i / 2) % 5]);
+  fx_setup(&f, storage, policies[(_i / 2) % N_POLICIES]);
   long total = 0;
 
   total += sweep(f.c, "seq_create (new namespace)", op_seq_create_ns, &f);
@@ -467,8 +468,9 @@ int main(void) {
   Suite *s = suite_create("oom_sites");
   TCase *tc = tcase_create("allocator");
   tcase_set_timeout(tc, 120);
-  tcase_add_loop_test(tc, create_every_site, 0, 12);
-  tcase_add_loop_test(tc, seq_ops_every_site, 0, 10);
+  /* _i / 2 walks the policies; _i >= 10 also sizes the pool by bytes */
+  tcase_add_loop_test(tc, create_every_site, 0, 2 * N_POLICIES);
+  tcase_add_loop_test(tc, seq_ops_every_site, 0, 2 * N_POLICIES);
   tcase_add_test(tc, engine_every_site);
   suite_add_tcase(s, tc);
   tc = tcase_create("pool");
