@@ -9,6 +9,8 @@
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make bench-build  the benchmarks built, not run (CI: in asan mode)
+#   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
 # MODE selects the build directory and flags (release, debug, asan, tsan);
@@ -94,7 +96,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
-.PHONY: test-python
+.PHONY: test-python bench-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
@@ -207,6 +209,15 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	@$(MAKE) --no-print-directory bench-python
+
+# One vLLM scheduler decode step for 256 requests: the Python protocol on the
+# library, the C batch call, and a pure-Python manager (bench/bench_vllm.py).
+bench-python: lib
+	@scripts/deps.sh python
+	@echo "== bench/bench_vllm.py"
+	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
+
 # Builds every benchmark without running it (CI builds them in asan mode).
 bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
@@ -215,8 +226,9 @@ bench-engine: $(BUILD)/bench/bench_engine
 	@scripts/deps.sh bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
 
-# The replay test compiles the fuzz harness body in.
-$(BUILD)/tests/check_fuzz_replay.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+# The replay tests compile the fuzz harness bodies in.
+$(BUILD)/tests/check_fuzz_replay.o $(BUILD)/tests/check_sim.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+$(BUILD)/tests/check_engine_fuzz.o: tests/fuzz/fuzz_engine.c
 
 # ---------------------------------------------------------------- fuzzing
 # libFuzzer harnesses: clang compiles the library sources directly with the
@@ -239,11 +251,29 @@ $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pa
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
 
-# Trace parsers: the harness plus the tools' parser (and what it needs).
-$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(wildcard tools/trace.c tools/*.h)
+# Engine kernels: every back end (each kern_*.c with its ISA flags, as in
+# the library build) against the scalar reference.
+FUZZ_ENGSRC := $(filter-out %_avx512.c %_avx2.c,$(sort $(wildcard engine/*.c)))
+$(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC) $(wildcard engine/*.c engine/*.h include/pagedkv/*.h libpagedkv/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/trace.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX512_FLAGS) -c engine/kern_avx512.c -o $@-kern_avx512.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX2_FLAGS) -c engine/kern_avx2.c -o $@-kern_avx2.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tests/tu_paged.c $(FUZZ_ENGSRC) $(FUZZ_LIBSRC) \
+	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
+
+# Trace readers and the simulator's stream and replays built on them.
+FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c
+$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl
+
+# Option parsers of run and sim (no library needed).
+$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c tools/opts.c tools/cli.c tools/trace.c $(wildcard tools/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/opts.c tools/cli.c tools/trace.c -lm
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \

@@ -116,32 +116,56 @@ static double thread_cpu_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i + 64 <= n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+/* The read loops.  The reference is the best of several loops of the
+ * widest ISA in use (see ref_isa): 4 or 8 independent accumulators, with or
+ * without a software prefetch 2 KiB ahead — whichever reads fastest here.
+ * Never SSE: on an AVX2-only machine an SSE loop reads 0.66-0.81 of the
+ * AVX2 one, which would flatter the engine. */
+#define READ_LOOP(NAME, TARGET, VT, ZERO, LOAD, ADD, RED, VL, NACC, PF)         \
+  __attribute__((target(TARGET))) static float NAME(const float *p, size_t n) { \
+    VT a[NACC];                                                               \
+    for (int j = 0; j < NACC; j++) a[j] = ZERO();                             \
+    for (size_t i = 0; i + VL * NACC <= n; i += VL * NACC) {                  \
+      if (PF) __builtin_prefetch(p + i + 512, 0, 1);                          \
+      for (int j = 0; j < NACC; j++) a[j] = ADD(a[j], LOAD(p + i + VL * j));  \
+    }                                                                         \
+    for (int j = 1; j < NACC; j++) a[0] = ADD(a[0], a[j]);                    \
+    return RED(a[0]);                                                         \
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
-static float sum_plain(const float *p, size_t n) {
-  float a[16] = {0};
-  for (size_t i = 0; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; j++) a[j] += p[i + j];
-  float s = 0;
-  for (int j = 0; j < 16; j++) s += a[j];
+__attribute__((target("avx2"))) static float red256(__m256 v) {
+  float f[8], s = 0;
+  _mm256_storeu_ps(f, v);
+  for (int i = 0; i < 8; i++) s += f[i];
   return s;
 }
+READ_LOOP(rd512_4, "avx512f", __m512, _mm512_setzero_ps, _mm512_load_ps, _mm512_add_ps, _mm512_reduce_add_ps, 16, 4, 0)
+READ_LOOP(rd512_8, "avx512f", __m512, _mm512_setzero_ps, _mm512_load_ps, _mm512_add_ps, _mm512_reduce_add_ps, 16, 8, 0)
+READ_LOOP(rd512_8p, "avx512f", __m512, _mm512_setzero_ps, _mm512_load_ps, _mm512_add_ps, _mm512_reduce_add_ps, 16, 8, 1)
+READ_LOOP(rd256_4, "avx2", __m256, _mm256_setzero_ps, _mm256_load_ps, _mm256_add_ps, red256, 8, 4, 0)
+READ_LOOP(rd256_8, "avx2", __m256, _mm256_setzero_ps, _mm256_load_ps, _mm256_add_ps, red256, 8, 8, 0)
+READ_LOOP(rd256_8p, "avx2", __m256, _mm256_setzero_ps, _mm256_load_ps, _mm256_add_ps, red256, 8, 8, 1)
+
+typedef struct read_loop {
+  const char *name;
+  float (*fn)(const float *, size_t);
+} read_loop;
+static const read_loop loops512[] = {
+    {"avx512 4 acc", rd512_4}, {"avx512 8 acc", rd512_8}, {"avx512 8 acc + prefetch", rd512_8p}};
+static const read_loop loops256[] = {
+    {"avx2 4 acc", rd256_4}, {"avx2 8 acc", rd256_8}, {"avx2 8 acc + prefetch", rd256_8p}};
+
+/* The ISA of the reference loops: the widest the machine has, or AVX2 when
+ * the engine runs its AVX2 back end (PKV_BACKEND=avx2: what an AVX2-only
+ * machine would measure).  The loop itself is chosen by ref_pick. */
+static const read_loop *ref_loops = loops256;
+static const read_loop *ref_loop; /* the fastest, after ref_pick */
 
 static void bw_task(void *c, int index, int n) {
   bw_ctx *ctx = c;
   size_t per = ctx->n / (size_t)n / 64 * 64;
   const float *p = ctx->buf + per * (size_t)index;
   double c0 = thread_cpu_s();
-  ctx->sink[index] = __builtin_cpu_supports("avx512f") ? sum_avx512(p, per) : sum_plain(p, per);
+  ctx->sink[index] = ref_loop->fn(p, per);
   ctx->cpu_s[index] = thread_cpu_s() - c0;
 }
 
@@ -162,6 +186,26 @@ static double measure_bw_cpu(const float *buf, size_t n, int threads, int reps, 
 
 static double measure_bw(const float *buf, size_t n, int threads, int reps) {
   return measure_bw_cpu(buf, n, threads, reps, NULL);
+}
+
+/* Runs every loop of the reference ISA (1 thread, two rounds of reps, so a
+ * load spike does not pick the loop) and keeps the fastest as ref_loop. */
+static void ref_pick(const float *buf, size_t n, int reps) {
+  double g[3] = {0};
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 3; i++) {
+      ref_loop = &ref_loops[i];
+      double x = measure_bw(buf, n, 1, reps);
+      g[i] = x > g[i] ? x : g[i];
+    }
+  int bi = 0;
+  for (int i = 0; i < 3; i++) {
+    printf("bench_engine: read loop \"%s\": %.1f GB/s (1 thread)\n", ref_loops[i].name, g[i]);
+    if (g[i] > g[bi]) bi = i;
+  }
+  ref_loop = &ref_loops[bi];
+  printf("bench_engine: bandwidth reference = \"%s\" (the fastest %s read loop)\n",
+         ref_loop->name, ref_loops == loops512 ? "AVX-512" : "AVX2");
 }
 
 /* ------------------------------------------------------------ FMA peak */
@@ -204,10 +248,12 @@ static void peak_task(void *c, int index, int n) {
   else fma_avx2();
 }
 
+static int peak_avx512 = 1; /* 0: the AVX2 back end is measured, so is its peak */
+
 static double measure_peak(int threads, int reps) {
   double top = 0;
   for (int isa = 0; isa < 2; isa++) {
-    if (isa == 1 && !__builtin_cpu_supports("avx512f")) continue;
+    if (isa == 1 && (!peak_avx512 || !__builtin_cpu_supports("avx512f"))) continue;
     if (isa == 0 && !__builtin_cpu_supports("avx2")) continue;
     peak_ctx ctx = {isa == 1};
     double per = (isa == 1 ? 16.0 : 8.0) * 12 * 2 * PEAK_ITERS * threads;
@@ -217,6 +263,32 @@ static double measure_peak(int threads, int reps) {
     if (m > top) top = m;
   }
   return top;
+}
+
+/* ------------------------------------------------------------ threads */
+
+/* The FMA loop's 2-thread / 1-thread gain, measured at start: ~2 when the
+ * second core is free, ~1 when another process holds it. */
+static double fma_gain = 0;
+
+/* Prints the 2-thread gain of a figure and, where two threads gain little
+ * (< 1.3x), why: the read loop's own 2-thread gain in the same repetitions
+ * (bandwidth already saturated by one thread) or the FMA loop's (the second
+ * core busy). */
+static void explain_threads(const char *what, double r1, double r2, double bw1, double bw2) {
+  double g = r2 / r1, bwg = bw2 / bw1;
+  char name[160];
+  snprintf(name, sizeof name, "%s_t2_gain", what);
+  bu_report_vs(name, r2, "GB/s|GFLOP/s", "t1", r1, "2-thread gain");
+  if (g >= 1.3) return;
+  if (fma_gain < 1.5)
+    printf("  why: the second core is busy (the FMA loop gains only %.2fx on 2 threads)\n", fma_gain);
+  else if (bw1 > 0 && bwg < 1.3)
+    printf("  why: bandwidth is saturated (the read loop gains only %.2fx on 2 threads: "
+           "%.1f -> %.1f GB/s)\n", bwg, bw1, bw2);
+  else
+    printf("  why: not bandwidth (read loop %.2fx) nor a busy core (FMA loop %.2fx): the "
+           "engine's own scaling\n", bwg, fma_gain);
 }
 
 /* ------------------------------------------------------------ decode */
@@ -236,10 +308,10 @@ static double time_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n,
  * of its own series, so a figure and its baseline see the same load. */
 static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) {
   static const uint32_t ctxs[] = {4096, 16384, 32768};
-  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_BF16};
-  static const char *dtn[] = {"f32", "bf16"};
+  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
+  static const char *dtn[] = {"f32", "f16", "bf16"};
   const int reps = quick ? 3 : 11;
-  for (int di = 0; di < 2; di++)
+  for (int di = 0; di < 3; di++)
     for (int ci = 0; ci < 3; ci++) {
       uint32_t ctx = ctxs[ci], batch = DEC_TOTAL / ctx;
       tu_paged paged[8], contig[8];
@@ -254,6 +326,7 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         sc[b] = (pkv__decode_seq){contig[b].view, ctx, q + (size_t)b * HQ * HD, out + (size_t)b * HQ * HD};
       }
       double bytes = (double)DEC_TOTAL * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2;
+      double rate[3] = {0}, bwt[3] = {0};
       for (uint32_t threads = 1; threads <= 2; threads++) {
         pkv__attn a;
         if (pkv__attn_init(&a, k, threads, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
@@ -275,6 +348,8 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         }
         double bw = best(vb, reps), tp = bu_median(vp, (size_t)reps),
                tc = bu_median(vc, (size_t)reps);
+        rate[threads] = bytes / tp * 1e-9;
+        bwt[threads] = bw;
         char name[128];
         snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t%u_gbps", dtn[di], ctx, batch, threads);
         bu_report_vs(name, bytes / tp * 1e-9, "GB/s", "read_bw", bw, "of bandwidth");
@@ -302,6 +377,9 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         }
         pkv__attn_fini(&a);
       }
+      char what[96];
+      snprintf(what, sizeof what, "decode_%s_ctx%u_batch%u", dtn[di], ctx, batch);
+      explain_threads(what, rate[1], rate[2], bwt[1], bwt[2]);
       for (uint32_t b = 0; b < batch; b++) {
         tu_paged_free(&paged[b]);
         tu_paged_free(&contig[b]);
@@ -309,6 +387,74 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
       free(q);
       free(out);
     }
+}
+
+/* ------------------------------------------------------------ shapes */
+
+/* GB/s (median of reps, 1 thread) of a decode step over 8 sequences of 4k
+ * tokens, 8 KV heads x G query heads, head_dim 128, block size bs; *bw the
+ * best read-loop bandwidth of the same repetitions. */
+static double shape_rate(const pkv__kernels *k, pkv_dtype dt, uint32_t G, uint32_t bs,
+                         const float *bwbuf, size_t bwn, int reps, double *bw) {
+  enum { B = 8, CTX = 4096 };
+  tu_paged p[B];
+  pkv__decode_seq sq[B];
+  const uint32_t hq = HKV * G;
+  float *q = malloc(sizeof(float) * B * hq * HD), *out = malloc(sizeof(float) * B * hq * HD);
+  uint64_t rs = 5;
+  tu_fill(q, (size_t)B * hq * HD, 1.0f, &rs);
+  for (uint32_t b = 0; b < B; b++) {
+    tu_paged_init(&p[b], dt, HKV, HD, bs, CTX, b + 1);
+    sq[b] = (pkv__decode_seq){p[b].view, CTX, q + (size_t)b * hq * HD, out + (size_t)b * hq * HD};
+  }
+  pkv__attn a;
+  if (pkv__attn_init(&a, k, 1, hq, HKV, HD, 1.0f / sqrtf(HD))) abort();
+  double v[32], w[32];
+  time_decode(&a, sq, B, NULL);
+  for (int r = 0; r < reps; r++) {
+    w[r] = measure_bw(bwbuf, bwn, 1, 1);
+    v[r] = time_decode(&a, sq, B, NULL);
+  }
+  pkv__attn_fini(&a);
+  for (uint32_t b = 0; b < B; b++) tu_paged_free(&p[b]);
+  free(q);
+  free(out);
+  *bw = best(w, reps);
+  return (double)B * CTX * HKV * HD * (dt == PKV_DTYPE_F32 ? 4 : 2) * 2 / bu_median(v, (size_t)reps) * 1e-9;
+}
+
+/* Issue 13's shape targets (PKV_BENCH_ONLY=shapes): every GQA ratio 1-8 and
+ * block sizes 1-256, each as GB/s of K/V and as a share of the best row. */
+static void bench_shapes(const pkv__kernels *k, const float *bwbuf, size_t bwn) {
+  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_BF16};
+  static const char *dtn[] = {"f32", "bf16"};
+  static const uint32_t bss[] = {1, 2, 3, 4, 5, 8, 16, 32, 64, 128, 256};
+  const int reps = quick ? 2 : 5;
+  for (int di = 0; di < 2; di++) {
+    double g[9], bw[9], top = 0;
+    for (uint32_t G = 1; G <= 8; G++) {
+      g[G] = shape_rate(k, dts[di], G, 16, bwbuf, bwn, reps, &bw[G]);
+      top = g[G] > top ? g[G] : top;
+    }
+    for (uint32_t G = 1; G <= 8; G++) {
+      char name[96];
+      snprintf(name, sizeof name, "shape_%s_gqa%u_gbps", dtn[di], G);
+      bu_report_vs(name, g[G], "GB/s", "best_gqa", top, "of the best ratio");
+      snprintf(name, sizeof name, "shape_%s_gqa%u_bw", dtn[di], G);
+      bu_report_vs(name, g[G], "GB/s", "read_bw", bw[G], "of bandwidth");
+    }
+    double gb[11], bwb[11];
+    top = 0;
+    for (int i = 0; i < 11; i++) {
+      gb[i] = shape_rate(k, dts[di], 4, bss[i], bwbuf, bwn, reps, &bwb[i]);
+      top = gb[i] > top ? gb[i] : top;
+    }
+    for (int i = 0; i < 11; i++) {
+      char name[96];
+      snprintf(name, sizeof name, "shape_%s_bs%u_gbps", dtn[di], bss[i]);
+      bu_report_vs(name, gb[i], "GB/s", "best_block", top, "of the best block size");
+    }
+  }
 }
 
 /* ------------------------------------------------------------ prefill */
@@ -340,6 +486,7 @@ static void blas_attention(const float *q, const float *kc, const float *vc, uin
 static void bench_prefill(const pkv__kernels *k) {
   static const uint32_t ns[] = {2048, 4096};
   for (int ni = 0; ni < 2; ni++) {
+    double gf[3] = {0};
     const uint32_t n = ns[ni];
     const int reps = quick ? 1 : (n > 2048 ? 3 : 5);
     tu_paged p;
@@ -372,12 +519,16 @@ static void bench_prefill(const pkv__kernels *k) {
       for (size_t i = 0; i < n * row; i++) diff = fmax(diff, fabs((double)out[i] - ob[i]));
       if (diff > 1e-4) fprintf(stderr, "bench_engine: prefill and OpenBLAS differ by %g\n", diff);
       char name[128];
+      gf[threads] = flops / te * 1e-9;
       snprintf(name, sizeof name, "prefill_n%u_t%d_gflops", n, threads);
       bu_report_vs(name, flops / te * 1e-9, "GFLOP/s", "fp32_peak", peak, "of peak");
       snprintf(name, sizeof name, "prefill_n%u_t%d_vs_openblas", n, threads);
       bu_report_vs(name, flops / te * 1e-9, "GFLOP/s", "openblas", flops / tb * 1e-9, "x OpenBLAS");
       pkv__attn_fini(&a);
     }
+    char what[64];
+    snprintf(what, sizeof what, "prefill_n%u", n);
+    explain_threads(what, gf[1], gf[2], 0, 0);
     free(q);
     free(out);
     free(ob);
@@ -398,24 +549,34 @@ int main(void) {
     printf("bench_engine: back end %s, load average %.2f at start\n", k->name, load[0]);
   else
     printf("bench_engine: back end %s\n", k->name);
+  /* the reference ISA: the widest the CPU has, AVX2 for the AVX2 back end */
+  int wide = strcmp(k->name, "avx2") != 0 && __builtin_cpu_supports("avx512f");
+  ref_loops = wide ? loops512 : loops256;
+  peak_avx512 = wide;
+  printf("bench_engine: reference ISA %s (read loops and FMA peak)\n", wide ? "AVX-512" : "AVX2");
   size_t n = (size_t)1 << 27; /* 512 MiB of floats: 16x the L3 */
   float *buf = aligned_alloc((size_t)2 << 20, n * sizeof(float));
   (void)madvise(buf, n * sizeof(float), MADV_HUGEPAGE); /* as the KV arena */
   for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+  ref_pick(buf, n, quick ? 2 : 3);
+  double pk[3] = {0};
   for (int t = 1; t <= 2; t++) {
     char name[64];
     snprintf(name, sizeof name, "read_bw_t%d", t);
     bu_report(name, measure_bw(buf, n, t, quick ? 3 : 7), "GB/s");
+    printf("  (loop \"%s\")\n", ref_loop->name);
   }
   for (int t = 1; t <= 2; t++) {
     char name[64];
     snprintf(name, sizeof name, "fp32_peak_t%d", t);
-    bu_report(name, measure_peak(t, quick ? 3 : 5), "GFLOP/s");
+    bu_report(name, pk[t] = measure_peak(t, quick ? 3 : 5), "GFLOP/s");
   }
+  fma_gain = pk[2] / pk[1];
   const char *only = getenv("PKV_BENCH_ONLY");
-  if (!only || strcmp(only, "prefill") != 0) bench_decode(k, buf, n);
+  if (!only || strcmp(only, "decode") == 0) bench_decode(k, buf, n);
+  if (only && strcmp(only, "shapes") == 0) bench_shapes(k, buf, n);
   free(buf);
-  if (!only || strcmp(only, "decode") != 0) bench_prefill(k);
+  if (!only || strcmp(only, "prefill") == 0) bench_prefill(k);
   if (getloadavg(load, 3) > 0) printf("bench_engine: load average %.2f at end\n", load[0]);
   return 0;
 }

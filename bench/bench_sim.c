@@ -10,6 +10,7 @@
 #include "bu_bench.h"
 
 #include "../tools/cli.c"
+#include "../tools/opts.c"
 #include "../tools/sim.c"
 #include "../tools/sim_manager.c"
 #include "../tools/trace.c"

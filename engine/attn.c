@@ -28,6 +28,7 @@
 #include "engine_internal.h"
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -51,12 +52,13 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
   a->n_q_heads = n_q_heads;
   a->n_kv_heads = n_kv_heads;
   a->head_dim = head_dim;
+  a->v_dim = head_dim;
   a->G = n_q_heads / n_kv_heads;
   a->scale = scale;
   uint32_t tok = a->G >= PKV__PREFILL_ROWS ? 1 : PKV__PREFILL_ROWS / a->G;
   a->rows_max = tok * a->G;
   size_t dec = pkv__decode_scratch_floats(a->G) + (size_t)n_q_heads * head_dim * 2 +
-               round_up(2 * (size_t)n_q_heads, 16);
+               round_up(3 * (size_t)n_q_heads, 16);
   size_t pre = pkv__prefill_scratch_floats(head_dim, a->rows_max);
   a->thread_floats = round_up(dec > pre ? dec : pre, 16); /* 64-byte lines */
   int rc = pkv__pool_create(n_threads, &a->pool);
@@ -69,6 +71,11 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
     return pkv__err(PKV_ENOMEM, "engine: cannot allocate %zu bytes of scratch", a->scratch_bytes);
   }
   return 0;
+}
+
+void pkv__attn_set_v_dim(pkv__attn *a, uint32_t v_dim) {
+  PKV_ENGINE_ASSERT(v_dim >= 1 && v_dim <= a->head_dim); /* scratch is sized by head_dim */
+  a->v_dim = v_dim;
 }
 
 void pkv__attn_fini(pkv__attn *a) {
@@ -102,52 +109,56 @@ typedef struct decode_job {
 } decode_job;
 
 static size_t partial_floats(const pkv__attn *a) {
-  return (size_t)a->n_q_heads * (a->head_dim + 2); /* M[Hq], S[Hq], O[Hq][D] */
+  return (size_t)a->n_q_heads * (a->head_dim + 3); /* M[Hq], S[Hq], C[Hq], O[Hq][D] */
 }
 
 static void decode_task(void *ctx, uint32_t thread) {
   decode_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t G = a->G, D = a->head_dim, HQ = a->n_q_heads;
-  const size_t rows = (size_t)HQ * D;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, HQ = a->n_q_heads;
+  const size_t rows = (size_t)HQ * D, vrows = (size_t)HQ * Dv;
   float *base = a->scratch + (size_t)thread * a->thread_floats;
   float *kscratch = base;
   float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rows;                               /* [HQ][D] */
-  float *M = acc + rows, *S = M + HQ;
+  float *acc = qs + rows;                               /* [HQ][Dv] */
+  float *M = acc + rows, *S = M + HQ, *C = S + HQ;
   const float qscale = a->scale * PKV__LOG2E;
   void (*decode)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t, const float *,
-                 uint32_t, float *, float *, float *, float *) =
+                 const float *, uint32_t, float *, float *, float *, float *) =
       a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= job->n_items) return;
     const decode_item *it = &job->items[i];
     const pkv__decode_seq *sq = &job->seqs[it->seq];
-    for (size_t x = 0; x < rows; x++) qs[x] = sq->q[x] * qscale;
     for (uint32_t r = 0; r < HQ; r++) {
+      C[r] = pkv__q_prescale(sq->q + (size_t)r * D, D, qscale, qs + (size_t)r * D);
       M[r] = -INFINITY;
       S[r] = 0.0f;
     }
-    memset(acc, 0, rows * sizeof *acc);
-    decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, G, M, S, acc, kscratch);
+    memset(acc, 0, vrows * sizeof *acc);
+    decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, C, G, M, S, acc, kscratch);
     if (it->part < 0) {
       for (uint32_t r = 0; r < HQ; r++) {
         float inv = 1.0f / S[r];
-        for (uint32_t d = 0; d < D; d++) sq->out[(size_t)r * D + d] = acc[(size_t)r * D + d] * inv;
+        for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
       }
     } else {
       float *p = a->partials + (size_t)it->part * partial_floats(a);
       memcpy(p, M, HQ * sizeof *p);
       memcpy(p + HQ, S, HQ * sizeof *p);
-      memcpy(p + 2 * HQ, acc, rows * sizeof *p);
+      memcpy(p + 2 * HQ, C, HQ * sizeof *p);
+      memcpy(p + 3 * HQ, acc, vrows * sizeof *p);
     }
   }
 }
 
-/* Merges parts [first, first+n) of one sequence into out[Hq][D]. */
+/* Merges parts [first, first+n) of one sequence into out[Hq][D], with the
+ * kernels' rules for non-finite values: M may be -inf (every score of the
+ * part -inf) or NaN, and a part's weight is pkv__exp2_clamped, so it is 0
+ * only for a -inf difference. */
 static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *out) {
-  const uint32_t HQ = a->n_q_heads, D = a->head_dim;
+  const uint32_t HQ = a->n_q_heads, D = a->v_dim;
   const size_t pf = partial_floats(a);
   for (uint32_t r = 0; r < HQ; r++) {
     float m = -INFINITY;
@@ -155,14 +166,16 @@ static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *o
       float mp = a->partials[(first + p) * pf + r];
       m = mp > m ? mp : m;
     }
+    const float mu = m > -FLT_MAX ? m : -FLT_MAX;
+    const float c = a->partials[first * pf + 2 * HQ + r];
     float s = 0.0f;
     float *o = out + (size_t)r * D;
     for (uint32_t d = 0; d < D; d++) o[d] = 0.0f;
     for (uint32_t p = 0; p < n; p++) {
       const float *part = a->partials + (first + p) * pf;
-      float w = exp2f(part[r] - m);
+      float w = pkv__exp2_clamped((part[r] - mu) * c);
       s += part[HQ + r] * w;
-      const float *op = part + 2 * HQ + (size_t)r * D;
+      const float *op = part + 3 * HQ + (size_t)r * D;
       for (uint32_t d = 0; d < D; d++) o[d] += op[d] * w;
     }
     float inv = 1.0f / s;
@@ -281,8 +294,8 @@ typedef struct prefill_job {
 static void prefill_task(void *ctx, uint32_t thread) {
   prefill_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t H = a->n_kv_heads, G = a->G, D = a->head_dim;
-  const size_t row = (size_t)a->n_q_heads * D;
+  const uint32_t H = a->n_kv_heads, G = a->G, D = a->head_dim, Dv = a->v_dim;
+  const size_t row = (size_t)a->n_q_heads * D, orow = (size_t)a->n_q_heads * Dv;
   float *scratch = a->scratch + (size_t)thread * a->thread_floats;
   const uint32_t n_items = H * job->n_tiles;
   for (;;) {
@@ -293,8 +306,9 @@ static void prefill_task(void *ctx, uint32_t thread) {
     uint32_t ntok = job->n - tok0 < job->tile_tok ? job->n - tok0 : job->tile_tok;
     pkv__prefill_tile t = {
         .q = job->q + (size_t)tok0 * row + (size_t)h * G * D,
-        .out = job->out + (size_t)tok0 * row + (size_t)h * G * D,
+        .out = job->out + (size_t)tok0 * orow + (size_t)h * G * Dv,
         .row_stride = row,
+        .out_stride = orow,
         .pos = job->pos0 + tok0,
         .n_tok = ntok,
         .G = G,

@@ -57,8 +57,9 @@
 typedef struct cgroup {
   uint32_t first, n;   /* members: order[first .. first + n) */
   uint32_t n_shared;   /* tokens [0, n_shared) are common to all members */
-  size_t q_off;        /* floats into qpack: [n_kv_heads][n * G][head_dim] */
-  size_t p_off;        /* floats into partials: M [H][rows], S [H][rows], O [H][rows][D] */
+  size_t q_off;        /* floats into qpack: [n_kv_heads][n * G][head_dim], then the
+                          rows' prescale factors C [n_kv_heads][n * G] */
+  size_t p_off;        /* floats into partials: M [H][rows], S [H][rows], O [H][rows][v_dim] */
 } cgroup;
 
 typedef struct citem {
@@ -102,7 +103,7 @@ static uint32_t common_tokens(const pkv__decode_seq *x, const pkv__decode_seq *y
   const pkv__kv_view *a = &x->kv, *b = &y->kv;
   if (a->k != b->k || a->v != b->v || a->block_stride != b->block_stride ||
       a->head_stride != b->head_stride || a->block_size != b->block_size ||
-      a->head_dim != b->head_dim || a->dtype != b->dtype)
+      a->head_dim != b->head_dim || a->v_dim != b->v_dim || a->dtype != b->dtype)
     return 0;
   uint32_t n = x->n_tokens < y->n_tokens ? x->n_tokens : y->n_tokens;
   uint32_t nb = (n + a->block_size - 1) / a->block_size, i = 0;
@@ -119,7 +120,7 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
     if (!a->cascade) return pkv__err(PKV_ENOMEM, "engine: cannot allocate the cascade plan");
   }
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, H = a->n_kv_heads, D = a->head_dim;
+  const uint32_t G = a->G, H = a->n_kv_heads, D = a->head_dim, Dv = a->v_dim;
   const uint32_t min_shared = a->cascade_mode == PKV__CASCADE_ALWAYS ? 1 : CASCADE_MIN_SHARED;
   /* worst case: n_seqs / 2 groups, each cut into items per head */
   const uint32_t per_item = G >= ROWS_PER_ITEM ? 1 : ROWS_PER_ITEM / G;
@@ -155,8 +156,8 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
       cgroup *g = &c->groups[n_groups];
       *g = (cgroup){.first = i, .n = j - i, .n_shared = shared, .q_off = qf, .p_off = pf};
       size_t rows = (size_t)(j - i) * G;
-      qf += (size_t)H * rows * D;
-      pf += (size_t)H * rows * (D + 2);
+      qf += (size_t)H * rows * (D + 1);
+      pf += (size_t)H * rows * (Dv + 2);
       for (uint32_t x = i; x < j; x++) {
         c->group_of[(uint32_t)key[x]] = (int32_t)n_groups;
         c->member[(uint32_t)key[x]] = x - i;
@@ -184,7 +185,8 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
 }
 
 typedef void (*decode_fn)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t,
-                          const float *, uint32_t, float *, float *, float *, float *);
+                          const float *, const float *, uint32_t, float *, float *, float *,
+                          float *);
 
 static decode_fn pick_decode(const pkv__attn *a) {
   return a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
@@ -201,7 +203,7 @@ static void shared_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, D = a->head_dim, H = a->n_kv_heads;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads;
   const float qscale = a->scale * PKV__LOG2E;
   float *scratch = a->scratch + (size_t)thread * a->thread_floats;
   const decode_fn decode = pick_decode(a);
@@ -212,22 +214,24 @@ static void shared_task(void *ctx, uint32_t thread) {
     const cgroup *g = &c->groups[it->group];
     const size_t rows = (size_t)g->n * G, r0 = (size_t)it->m0 * G, nr = (size_t)it->nm * G;
     float *q = c->qpack + g->q_off + ((size_t)it->head * rows + r0) * D;
+    float *C = c->qpack + g->q_off + (size_t)H * rows * D + (size_t)it->head * rows + r0;
     float *M = c->partials + g->p_off + (size_t)it->head * rows + r0;
     float *S = M + (size_t)H * rows;
-    float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * D;
+    float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * Dv;
     PKV_ENGINE_ASSERT(pkv__decode_scratch_floats((uint32_t)nr) <= a->thread_floats);
     for (uint32_t m = 0; m < it->nm; m++) {
       const float *src = job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D;
-      float *dst = q + (size_t)m * G * D;
-      for (size_t x = 0; x < (size_t)G * D; x++) dst[x] = src[x] * qscale;
+      for (uint32_t r = 0; r < G; r++) /* as the plain path scales each row */
+        C[(size_t)m * G + r] = pkv__q_prescale(src + (size_t)r * D, D, qscale,
+                                               q + ((size_t)m * G + r) * D);
     }
     for (size_t r = 0; r < nr; r++) {
       M[r] = -INFINITY;
       S[r] = 0.0f;
     }
-    memset(O, 0, nr * D * sizeof *O);
-    decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, (uint32_t)nr, M, S,
-           O, scratch);
+    memset(O, 0, nr * Dv * sizeof *O);
+    decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, C, (uint32_t)nr, M,
+           S, O, scratch);
   }
 }
 
@@ -236,11 +240,11 @@ static void suffix_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, D = a->head_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
-  const size_t rowsf = (size_t)HQ * D;
+  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
+  const size_t rowsf = (size_t)HQ * D; /* q rows; acc has HQ rows of Dv <= D */
   float *kscratch = a->scratch + (size_t)thread * a->thread_floats;
   float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ;
+  float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ, *C = S + HQ;
   const float qscale = a->scale * PKV__LOG2E;
   const decode_fn decode = pick_decode(a);
   for (;;) {
@@ -257,7 +261,7 @@ static void suffix_task(void *ctx, uint32_t thread) {
         size_t src = (size_t)h * rows + r0;
         memcpy(M + (size_t)h * G, pM + src, G * sizeof *M);
         memcpy(S + (size_t)h * G, pS + src, G * sizeof *S);
-        memcpy(acc + (size_t)h * G * D, pO + src * D, (size_t)G * D * sizeof *acc);
+        memcpy(acc + (size_t)h * G * Dv, pO + src * Dv, (size_t)G * Dv * sizeof *acc);
       }
       t0 = g->n_shared;
     } else {
@@ -265,15 +269,16 @@ static void suffix_task(void *ctx, uint32_t thread) {
         M[r] = -INFINITY;
         S[r] = 0.0f;
       }
-      memset(acc, 0, rowsf * sizeof *acc);
+      memset(acc, 0, (size_t)HQ * Dv * sizeof *acc);
     }
-    if (t0 < sq->n_tokens) {
-      for (size_t x = 0; x < rowsf; x++) qs[x] = sq->q[x] * qscale;
-      decode(&sq->kv, 0, H, t0, sq->n_tokens, qs, G, M, S, acc, kscratch);
+    if (t0 < sq->n_tokens) { /* the same factors C as the shared part's: same rows */
+      for (uint32_t r = 0; r < HQ; r++)
+        C[r] = pkv__q_prescale(sq->q + (size_t)r * D, D, qscale, qs + (size_t)r * D);
+      decode(&sq->kv, 0, H, t0, sq->n_tokens, qs, C, G, M, S, acc, kscratch);
     }
     for (uint32_t r = 0; r < HQ; r++) {
       float inv = 1.0f / S[r];
-      for (uint32_t d = 0; d < D; d++) sq->out[(size_t)r * D + d] = acc[(size_t)r * D + d] * inv;
+      for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
     }
   }
 }

@@ -74,5 +74,5 @@ size_t pkv__decode_scratch_floats(uint32_t G) {
 size_t pkv__prefill_scratch_floats(uint32_t head_dim, uint32_t rows_max) {
   size_t ldq = round16(rows_max);
   return (size_t)head_dim * ldq + (size_t)PKV__PREFILL_BC * ldq + ldq * head_dim +
-         3 * ldq + 2 * (size_t)PKV__PREFILL_BC * head_dim;
+         4 * ldq + 2 * (size_t)PKV__PREFILL_BC * head_dim;
 }

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define MAX_THREADS 256
-#define MAX_HEAD_DIM 512
+#define MAX_HEAD_DIM 576
 
 struct pkv_engine {
   pkv_cache *cache;
@@ -42,6 +42,7 @@ struct pkv_engine {
 };
 
 void pkv_engine_config_init(pkv_engine_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->n_threads = 1;
@@ -49,7 +50,8 @@ void pkv_engine_config_init(pkv_engine_config *cfg) {
 }
 
 /* Where each older version's fields end (libpagedkv/abi.c). */
-static const size_t engine_config_ends[] = {PKV__V1_END(pkv_engine_config)};
+static const size_t engine_config_ends[] = {PKV__V1_END(pkv_engine_config),
+                                            PKV__END_AT(pkv_engine_config, cascade)};
 _Static_assert(sizeof engine_config_ends / sizeof engine_config_ends[0] >=
                    PKV_ENGINE_CONFIG_VERSION - 1, "one entry per older version");
 
@@ -74,9 +76,18 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_eng
   if (cfg->n_q_heads == 0 || cfg->n_q_heads % cc->n_kv_heads != 0)
     return pkv__err(PKV_EINVAL, "engine_create: n_q_heads %u is not a positive multiple of "
                                 "the cache's n_kv_heads %u", cfg->n_q_heads, cc->n_kv_heads);
-  if (cc->head_dim % 16 != 0 || cc->head_dim > MAX_HEAD_DIM)
-    return pkv__err(PKV_ENOTSUP, "engine_create: head_dim %u unsupported (a multiple of 16, "
-                                 "at most %d)", cc->head_dim, MAX_HEAD_DIM);
+  const uint32_t dv = cc->v_head_dim ? cc->v_head_dim : cc->head_dim;
+  if (cc->head_dim % 8 != 0 || cc->head_dim > MAX_HEAD_DIM)
+    return pkv__err(PKV_EINVAL, "engine_create: head_dim %u unsupported: the kernels take whole "
+                                "8-float vectors (a multiple of 8, at most %d)",
+                    cc->head_dim, MAX_HEAD_DIM);
+  if (dv % 8 != 0)
+    return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u unsupported: not a multiple of 8",
+                    dv);
+  if (dv != cc->head_dim && pkv__dtype_is_quant(cc->dtype))
+    return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u != head_dim %u is supported for "
+                                "f32, f16 and bf16 storage only (a quantized row's scale sits "
+                                "after head_dim codes)", dv, cc->head_dim);
   if (cfg->n_threads > MAX_THREADS)
     return pkv__err(PKV_EINVAL, "engine_create: n_threads %u > %d", cfg->n_threads, MAX_THREADS);
   if (!(cfg->scale >= 0.0f) || isinf(cfg->scale))
@@ -94,6 +105,10 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_eng
     return pkv__err(pkv__backend_known(name) ? PKV_ENOTSUP : PKV_EINVAL, "engine_create: %s%s",
                     cfg->backend && cfg->backend[0] ? "" : "PKV_BACKEND: ", why);
   }
+  /* the AVX-512 kernels take 16-float vectors: other multiples of 8 run on
+   * the AVX2 kernels (pkv_engine_backend says so) */
+  if (kern == &pkv__kernels_avx512 && (cc->head_dim % 16 != 0 || dv % 16 != 0))
+    kern = &pkv__kernels_avx2;
   pkv_engine *e = pkv__calloc(1, sizeof *e);
   if (!e) return pkv__err(PKV_ENOMEM, "engine_create: allocation failed");
   e->cache = cache;
@@ -113,13 +128,15 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_eng
   const char *env = getenv("PKV_BF16_DOT");
   int want = cfg->bf16_dot || (env && strcmp(env, "1") == 0);
   e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
+  pkv__attn_set_v_dim(&e->attn, dv);
   e->attn.cascade_mode = cfg->cascade ? PKV__CASCADE_OFF : PKV__CASCADE_AUTO;
+  if (dv != cc->head_dim) e->attn.cascade_mode = PKV__CASCADE_OFF; /* cascade: V = K width only */
   *out = e;
   return 0;
 }
 
 void pkv_engine_destroy(pkv_engine *engine) {
-  if (!engine) return;
+  if (!engine) return; /* keeps pkv_last_error(), like pkv_cache_destroy */
   pkv__attn_fini(&engine->attn);
   pkv__free(engine->batch);
   pkv__free(engine->sorted);
@@ -127,10 +144,12 @@ void pkv_engine_destroy(pkv_engine *engine) {
 }
 
 int pkv_engine_uses_bf16_dot(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.bf16_dot : 0;
 }
 
 const char *pkv_engine_backend(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.kern->name : "";
 }
 
@@ -147,16 +166,18 @@ static int seq_view(pkv_engine *e, pkv_seq_id seq, uint32_t layer, pkv__kv_view 
                        .block_stride = e->layout.block_stride,
                        .head_stride = e->layout.head_stride,
                        .block_size = e->cfg.block_size, .head_dim = e->cfg.head_dim,
-                       .dtype = e->cfg.dtype};
+                       .dtype = e->cfg.dtype, .v_dim = e->attn.v_dim};
   return 0;
 }
 
-/* Writes rows of positions [pos0, pos0+n): k, v [n][n_kv_heads][head_dim],
- * one contiguous run of slots of one (block, head) at a time. */
+/* Writes rows of positions [pos0, pos0+n): k [n][n_kv_heads][head_dim],
+ * v [n][n_kv_heads][v_dim] (the first v_dim elements of a V slot), one
+ * contiguous run of slots of one (block, head) at a time. */
 static void write_kv(const pkv_engine *e, const pkv__kv_view *kv, uint32_t pos0, uint32_t n,
                      const float *k, const float *v) {
-  const uint32_t bs = e->cfg.block_size, H = e->cfg.n_kv_heads, D = e->cfg.head_dim;
-  const size_t row = (size_t)H * D, slot = e->layout.slot_stride;
+  const uint32_t bs = e->cfg.block_size, H = e->cfg.n_kv_heads, D = e->cfg.head_dim,
+                 Dv = e->attn.v_dim;
+  const size_t row = (size_t)H * D, vrow = (size_t)H * Dv, slot = e->layout.slot_stride;
   for (uint32_t t = pos0; t < pos0 + n;) {
     uint32_t off = t % bs, run = bs - off;
     if (run > pos0 + n - t) run = pos0 + n - t;
@@ -166,8 +187,17 @@ static void write_kv(const pkv_engine *e, const pkv__kv_view *kv, uint32_t pos0,
       uint8_t *vd = (uint8_t *)kv->v + blk + (size_t)h * kv->head_stride + (size_t)off * slot;
       for (uint32_t i = 0; i < run; i++) {
         size_t src = (size_t)(t - pos0 + i) * row + (size_t)h * D;
+        size_t vsrc = (size_t)(t - pos0 + i) * vrow + (size_t)h * Dv;
         e->attn.kern->store(kd + (size_t)i * slot, k + src, D, e->cfg.dtype);
-        e->attn.kern->store(vd + (size_t)i * slot, v + src, D, e->cfg.dtype);
+        if (Dv < D && pkv__dtype_is_quant(e->cfg.dtype)) {
+          /* a quantized row keeps its scale after head_dim codes: pad V */
+          float vpad[MAX_HEAD_DIM];
+          memcpy(vpad, v + vsrc, Dv * sizeof *vpad);
+          memset(vpad + Dv, 0, (D - Dv) * sizeof *vpad);
+          e->attn.kern->store(vd + (size_t)i * slot, vpad, D, e->cfg.dtype);
+        } else {
+          e->attn.kern->store(vd + (size_t)i * slot, v + vsrc, Dv, e->cfg.dtype);
+        }
       }
     }
     t += run;
@@ -238,14 +268,15 @@ int pkv_decode(pkv_engine *engine, const pkv_seq_id *seqs, uint32_t n_seqs, uint
     if (rc) return rc;
     d->n_tokens = sv.n_tokens;
     d->q = q + i * qrow;
-    d->out = out + i * qrow;
+    d->out = out + i * (size_t)engine->attn.n_q_heads * engine->attn.v_dim;
   }
   int rc = pkv__attn_decode_plan(&engine->attn, engine->batch, n_seqs);
   if (rc) return rc;
-  const size_t kvrow = (size_t)engine->cfg.n_kv_heads * engine->cfg.head_dim;
+  const size_t kvrow = (size_t)engine->cfg.n_kv_heads * engine->cfg.head_dim,
+               vvrow = (size_t)engine->cfg.n_kv_heads * engine->attn.v_dim;
   for (uint32_t i = 0; i < n_seqs; i++)
     write_kv(engine, &engine->batch[i].kv, engine->batch[i].n_tokens - 1, 1, k + i * kvrow,
-             v + i * kvrow);
+             v + i * vvrow);
   pkv__attn_decode_run(&engine->attn, engine->batch);
   return 0;
 }

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <math.h>
+
 #include "pagedkv/pagedkv.h"
 
 /* Graded asserts, as in the core: level 1 checks preconditions, level 2
@@ -41,6 +43,25 @@ void pkv__assert_fail(const char *expr, const char *file, int line, const char *
 #define PKV__PREFILL_ROWS 64
 /* log2(e): kernels work in base 2 (scores pre-multiplied by scale*log2e). */
 #define PKV__LOG2E 1.4426950408889634f
+/* Softmax weights are 2^((s - max) * c - PKV__W_OFF) (docs/API-engine.md,
+ * "Non-finite and extreme inputs"): at most 2^-24, so sum_j w_j v_j stays
+ * below FLT_MAX / 2 for any finite V over up to 2^23 keys. */
+#define PKV__W_OFF 24.0f
+
+/* Scales one query row for the kernels: out[i] = q[i] * qscale / c with c a
+ * power of two >= 1 chosen so that max |out| <= 1 / (4 n) (finite
+ * elements; capped at c = 2^126): every score of finite inputs is then at
+ * most FLT_MAX / 4 in magnitude.  Returns c; the kernels multiply score
+ * differences by it.  For ordinary inputs the scaling is exact. */
+float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out);
+
+/* The scalar 2^x of PKV_F32_EXP2 (every back end uses it for its scalar
+ * tails, the rescale factors and the split-K merge): x clamped to [-126,
+ * 127], so never 0 (-inf gives 2^-126); NaN gives NaN. */
+static inline float pkv__exp2_clamped(float x) {
+  if (x != x) return x;
+  return exp2f(x < -126.0f ? -126.0f : x > 127.0f ? 127.0f : x);
+}
 
 typedef struct pkv__kv_view {
   const uint8_t *k, *v;  /* base of the layer's K and V regions */
@@ -48,17 +69,22 @@ typedef struct pkv__kv_view {
   size_t block_stride;   /* bytes, as pkv_kv_layout */
   size_t head_stride;
   uint32_t block_size;
-  uint32_t head_dim;
+  uint32_t head_dim;     /* of K, and the slot width of V rows too */
   pkv_dtype dtype;
+  uint32_t v_dim;        /* V elements used per slot (<= head_dim); 0 = head_dim */
 } pkv__kv_view;
+
+/* The V head dim of a view (MLA: K 576, V 512 — V slots keep K's width). */
+#define PKV__VDIM(kv) ((kv)->v_dim ? (kv)->v_dim : (kv)->head_dim)
 
 /* One query tile of prefill: n_tok query tokens at positions pos .. pos +
  * n_tok - 1, each with G query heads (the heads sharing kv_head), attending
  * causally (token at position p sees keys [0, p]). */
 typedef struct pkv__prefill_tile {
   const float *q;      /* &q[token 0][first head][0] */
-  float *out;          /* same layout as q */
-  size_t row_stride;   /* floats between consecutive tokens of q and out */
+  float *out;          /* as q, rows of the V head dim */
+  size_t row_stride;   /* floats between consecutive tokens of q */
+  size_t out_stride;   /* ... of out (0: row_stride) */
   uint32_t pos;
   uint32_t n_tok;
   uint32_t G;
@@ -69,20 +95,21 @@ typedef struct pkv__prefill_tile {
 typedef struct pkv__kernels {
   const char *name;
   /* Online-softmax attention over tokens [t0, t1) of the nh KV heads
-   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim], already
-   * multiplied by scale*log2e.  Updates, per query row r (nh*G rows): M[r]
-   * the running maximum score (base 2; -INFINITY initially), S[r] the
-   * running sum of 2^(score - M[r]) (0 initially) and acc[r][:] the running
-   * sum of 2^(score - M[r]) * v (0 initially).  scratch: at least
-   * pkv__decode_scratch_floats(G) floats. */
+   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim] as
+   * pkv__q_prescale made it (scale*log2e/qc), qc[nh*G] its factors.
+   * Updates, per query row r (nh*G rows): M[r] the running maximum score
+   * (in q's scaled units; -INFINITY initially), S[r] the running sum of
+   * the weights w = 2^((score - M[r]) * qc[r] - PKV__W_OFF) (0 initially)
+   * and acc[r][:] the running sum of w * v (0 initially).  scratch: at
+   * least pkv__decode_scratch_floats(G) floats. */
   void (*decode)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                 uint32_t t1, const float *q, uint32_t G, float *M, float *S,
-                 float *acc, float *scratch);
+                 uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
+                 float *S, float *acc, float *scratch);
   /* decode with bf16 dot products (q rounded to bf16) for bf16 K/V, other
    * types as decode; NULL when the back end has no bf16 dot product. */
   void (*decode_bf16dot)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                         uint32_t t1, const float *q, uint32_t G, float *M, float *S,
-                         float *acc, float *scratch);
+                         uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
+                         float *S, float *acc, float *scratch);
   /* Causal attention of one query tile (see pkv__prefill_tile); writes the
    * normalised output.  tile->n_tok * tile->G <= rows_max; scratch: at least
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
@@ -152,6 +179,11 @@ void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype);
 void pkv__attn_row_ref(const float *q, const float *k, const float *v,
                        size_t ld, uint32_t n_keys, uint32_t head_dim,
                        float scale, float *out);
+/* The same with V rows of v_dim <= head_dim elements (at stride ld):
+ * out[v_dim]. */
+void pkv__attn_row_ref_dv(const float *q, const float *k, const float *v, size_t ld,
+                          uint32_t n_keys, uint32_t head_dim, uint32_t v_dim, float scale,
+                          float *out);
 /* The same over a paged view: tokens [0, n_keys) of kv_head. */
 void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head,
                              const float *q, uint32_t n_keys, float scale,
@@ -183,6 +215,7 @@ typedef struct pkv__attn {
   const pkv__kernels *kern;
   pkv__pool *pool;
   uint32_t n_q_heads, n_kv_heads, head_dim, G;
+  uint32_t v_dim;         /* V head dim (<= head_dim; = head_dim after init) */
   float scale;
   uint32_t rows_max;      /* query rows of one prefill tile */
   /* decode bf16 K/V with kern->decode_bf16dot when it exists (the
@@ -203,7 +236,8 @@ typedef struct pkv__attn {
 } pkv__attn;
 
 /* One sequence of a decode batch: its view, tokens to attend [0, n_tokens),
- * and its query/output rows [n_q_heads][head_dim]. */
+ * and its query rows [n_q_heads][head_dim] and output rows
+ * [n_q_heads][v_dim]. */
 typedef struct pkv__decode_seq {
   pkv__kv_view kv;
   uint32_t n_tokens;
@@ -219,6 +253,9 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
                    uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
                    float scale);
 void pkv__attn_fini(pkv__attn *a);
+/* Sets the V head dim (<= head_dim, the views' v_dim); outputs then have
+ * rows of v_dim floats. */
+void pkv__attn_set_v_dim(pkv__attn *a, uint32_t v_dim);
 /* Attention only (K/V already in place) = plan + run.  PKV_ENOMEM if
  * growing the work list fails (nothing computed). */
 int pkv__attn_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs);

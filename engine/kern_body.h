@@ -43,12 +43,15 @@
 #include "simd.h"
 #include "kern_quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 #define MIN_U32(a, b) ((a) < (b) ? (a) : (b))
+/* a > b ? a : b — the NaN behaviour of PKV_F32_MAX on every back end */
+#define PKV_SCALAR_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Register blocking per back end. */
 #if PKV_NREG >= 32
@@ -205,7 +208,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
  * pairs exactly and accumulates them in f32 — 16 instructions per token for
  * 4 heads x 128 dims instead of 32 FMAs, and no widening of K.  Not exact
  * against f32 q: see docs/ENGINE.md, "bf16 dot products". */
-#define BF_DMAX 512 /* the engine's largest head_dim */
+#define BF_DMAX 576 /* the engine's largest head_dim */
 
 /* Lanes d .. d+31 of a bf16 row as one vector; the last 16 lanes zero when
  * only 16 remain (head_dim is a multiple of 16). */
@@ -326,11 +329,11 @@ AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32
 }
 
 AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                    uint32_t t1, const float *q, uint32_t G, float *M,
+                    uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                     float *S, float *acc, float *scratch, const int dt, const int bfdot) {
-  const uint32_t D = kv->head_dim;
+  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv);
   const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
-  PKV_ENGINE_ASSERT(D % PKV_VL == 0); /* whole vectors per row */
+  PKV_ENGINE_ASSERT(D % PKV_VL == 0 && Dv % PKV_VL == 0); /* whole vectors per row */
   PKV_ENGINE_ASSERT(t0 <= t1);
   float *sc = scratch;                       /* [G][ld] scores, then p */
   float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
@@ -349,7 +352,7 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       const uint8_t *kb = kv->k + (size_t)hh * kv->head_stride;
       const uint8_t *vb = kv->v + (size_t)hh * kv->head_stride;
       const float *qh = q + (size_t)hh * G * D;
-      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * D;
+      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * Dv;
       /* what to prefetch while this head is processed (see HEAD_AHEAD) */
       const int ahead = HEAD_AHEAD(dt);
       const uint8_t *pkb = kb, *pvb = vb;
@@ -383,25 +386,28 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       for (; g < G; g++)
         dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1, dt);
       if (pkv__dtype_is_quant(dt)) q_scale_rows(kb, cur, n, D, sc, ld, G, dt); /* K scales */
-      /* online softmax update per query head */
+      /* online softmax update per query head (weights as in the essay) */
       for (g = 0; g < G; g++) {
         float *s = sc + g * ld;
+        const float c = qc[(size_t)hh * G + g];
         pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
         uint32_t j = 0;
         for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
         float mx = PKV_F32_REDUCE_MAX(vmx);
         for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
         float m_new = Mh[g] > mx ? Mh[g] : mx;
-        alpha[g] = exp2f(Mh[g] - m_new);
-        pkv_vf vm = PKV_F32_BROADCAST(m_new), vsum = PKV_F32_ZERO();
+        const float mu = PKV_SCALAR_MAX(m_new, -FLT_MAX);
+        alpha[g] = pkv__exp2_clamped((Mh[g] - mu) * c);
+        pkv_vf vm = PKV_F32_BROADCAST(mu), vc = PKV_F32_BROADCAST(c),
+               voff = PKV_F32_BROADCAST(-PKV__W_OFF), vsum = PKV_F32_ZERO();
         for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
-          pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm));
+          pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm), vc, voff));
           PKV_F32_STORE(s + j, e);
           vsum = PKV_F32_ADD(vsum, e);
         }
         float sum = PKV_F32_REDUCE(vsum);
         for (; j < n; j++) {
-          s[j] = exp2f(s[j] - m_new);
+          s[j] = pkv__exp2_clamped((s[j] - mu) * c - PKV__W_OFF);
           sum += s[j];
         }
         Sh[g] = Sh[g] * alpha[g] + sum;
@@ -411,11 +417,11 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
       /* V read once per DEC_HG heads */
       uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
       for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, DEC_HG, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, DEC_HG, dt);
       for (; g + 2 <= G; g += 2, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 2, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 2, dt);
       for (; g < G; g++, vpre = 0)
-        dec_pv_heads(vb, cur, n, D, sc + g * ld, alpha + g, acch + (size_t)g * D, pvb, pre, vpre, 1, dt);
+        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 1, dt);
     }
     size_t *sw = cur;
     cur = nxt;
@@ -424,15 +430,15 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
 }
 
 static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                        uint32_t t1, const float *q, uint32_t G, float *M,
+                        uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                         float *S, float *acc, float *scratch) {
   switch (kv->dtype) {
-  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
-  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
-  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
-  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
-  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
-  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
+  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
+  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
+  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
+  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
+  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
+  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
   }
 }
 
@@ -440,12 +446,12 @@ static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32
 /* The bf16-dot decode: bf16 K/V through dec_qk_bf16dot, other types as
  * kern_decode. */
 static void kern_decode_bf16dot(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                                uint32_t t1, const float *q, uint32_t G, float *M,
+                                uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
                                 float *S, float *acc, float *scratch) {
   if (kv->dtype == PKV_DTYPE_BF16)
-    decode_body(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
+    decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
   else
-    kern_decode(kv, h0, nh, t0, t1, q, G, M, S, acc, scratch);
+    kern_decode(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch);
 }
 #define KERN_DECODE_BF16DOT kern_decode_bf16dot
 #else
@@ -537,8 +543,9 @@ AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,
 /* Pointers to nk f32 rows of K (or V) for tokens [c0, c0+nk) of head h:
  * straight into the cache when f32, else converted into pack. */
 AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
-                uint32_t c0, uint32_t nk, float *pack, const float **rows,
+                uint32_t c0, uint32_t nk, uint32_t W, float *pack, const float **rows,
                 const int dt) {
+  /* W elements used of each row (head_dim for K, the V head dim for V) */
   const uint32_t D = kv->head_dim, bs = kv->block_size;
   for (uint32_t j = 0; j < nk; j++) {
     uint32_t t = c0 + j;
@@ -548,10 +555,10 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
     if (dt == PKV_DTYPE_F32) {
       rows[j] = (const float *)src;
     } else {
-      float *dst = pack + (size_t)j * D;
-      float qs = 1.0f; /* quantized: the row's scale (kern_quant.h) */
+      float *dst = pack + (size_t)j * W;
+      float qs = 1.0f; /* quantized: the row's scale, after head_dim codes (kern_quant.h) */
       if (pkv__dtype_is_quant(dt)) memcpy(&qs, src + D, sizeof qs), qs *= pkv__quant_unit(dt);
-      for (uint32_t d = 0; d < D; d += PKV_VL)
+      for (uint32_t d = 0; d < W; d += PKV_VL)
         PKV_F32_STORE(dst + d, PKV_F32_MUL(PKV_F32_BROADCAST(qs), kv_load(src, d, dt)));
       rows[j] = dst;
     }
@@ -563,7 +570,8 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
 
 AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                      uint32_t rows_max, float *scratch, const int dt) {
-  const uint32_t D = kv->head_dim, G = tl->G;
+  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv), G = tl->G;
+  const size_t ostride = tl->out_stride ? tl->out_stride : tl->row_stride;
   const uint32_t R = tl->n_tok * G;           /* query rows, token-major */
   PKV_ENGINE_ASSERT(D % PKV_VL == 0);
   PKV_ENGINE_ASSERT(R >= 1 && R <= rows_max); /* fits the scratch */
@@ -572,11 +580,12 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   const uint32_t Rp = rv * PKV_VL;            /* rows padded to lanes */
   float *Qt = scratch;                                  /* [D][ldq] */
   float *St = Qt + (size_t)D * ldq;                     /* [BC][ldq] */
-  float *O = St + (size_t)PKV__PREFILL_BC * ldq;        /* [ldq][D] */
+  float *O = St + (size_t)PKV__PREFILL_BC * ldq;        /* [ldq][Dv] (D reserved) */
   float *Mv = O + ldq * D;                              /* [ldq] */
   float *Sv = Mv + ldq;                                 /* [ldq] */
   float *Al = Sv + ldq;                                 /* [ldq] */
-  float *kpack = Al + ldq;                              /* [BC][D] */
+  float *Cv = Al + ldq;                                 /* [ldq] */
+  float *kpack = Cv + ldq;                              /* [BC][D] */
   float *vpack = kpack + (size_t)PKV__PREFILL_BC * D;   /* [BC][D] */
   const float *krow[PKV__PREFILL_BC], *vrow[PKV__PREFILL_BC];
   const float qs = tl->scale * PKV__LOG2E;
@@ -585,19 +594,22 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     for (uint32_t r = R; r < Rp; r++) Qt[(size_t)d * ldq + r] = 0.0f;
   for (uint32_t r = 0; r < R; r++) {
     const float *qr = tl->q + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
-    for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qr[d] * qs;
+    float *qp = kpack; /* free until the first key tile */
+    Cv[r] = pkv__q_prescale(qr, D, qs, qp);
+    for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qp[d];
   }
   for (uint32_t r = 0; r < Rp; r++) {
     Mv[r] = -INFINITY;
     Sv[r] = 0.0f;
+    if (r >= R) Cv[r] = 1.0f;
   }
-  for (size_t i = 0; i < (size_t)Rp * D; i++) O[i] = 0.0f;
+  for (size_t i = 0; i < (size_t)Rp * Dv; i++) O[i] = 0.0f;
 
   const uint32_t last = tl->pos + tl->n_tok;   /* keys [0, last) are needed */
   for (uint32_t c0 = 0; c0 < last; c0 += PKV__PREFILL_BC) {
     const uint32_t nk = MIN_U32(PKV__PREFILL_BC, last - c0);
-    pf_rows(kv, kv->k, tl->kv_head, c0, nk, kpack, krow, dt);
-    pf_rows(kv, kv->v, tl->kv_head, c0, nk, vpack, vrow, dt);
+    pf_rows(kv, kv->k, tl->kv_head, c0, nk, D, kpack, krow, dt);
+    pf_rows(kv, kv->v, tl->kv_head, c0, nk, Dv, vpack, vrow, dt);
 
     /* S^T = K Qt */
     uint32_t j = 0;
@@ -605,53 +617,84 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     for (; j < nk; j++) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, 1);
 
     /* causal mask, only where the tile crosses the diagonal: row r (token
-     * position pos + r/G) sees keys <= its position */
-    if (c0 + nk - 1 > tl->pos) {
-      for (uint32_t r = 0; r < Rp; r++) {
-        uint32_t p = tl->pos + (r < R ? r : R - 1) / G;
-        for (uint32_t jj = (p + 1 > c0 ? p + 1 - c0 : 0); jj < nk; jj++)
-          St[(size_t)jj * ldq + r] = -INFINITY;
-      }
-    }
+     * position pos + r/G) sees keys <= its position.  Masked scores are
+     * set to -inf (out of the maximum) and, after the exponential, their
+     * weights to 0: a masked key never adds to S or O. */
+    const int diag = c0 + nk - 1 > tl->pos;
+#define PF_MASK(value)                                                        \
+  for (uint32_t r = 0; r < Rp; r++) {                                        \
+    uint32_t p = tl->pos + (r < R ? r : R - 1) / G;                           \
+    for (uint32_t jj = (p + 1 > c0 ? p + 1 - c0 : 0); jj < nk; jj++)          \
+      St[(size_t)jj * ldq + r] = (value);                                     \
+  }
+    if (diag) PF_MASK(-INFINITY);
 
-    /* online softmax, vectorised over rows */
+    /* online softmax, vectorised over rows (weights as in the essay;
+     * masked keys are -inf, so weight 0) */
+    const pkv_vf vfloor = PKV_F32_BROADCAST(-FLT_MAX), voff = PKV_F32_BROADCAST(-PKV__W_OFF);
     for (uint32_t r = 0; r < Rp; r += PKV_VL) {
       pkv_vf mx = PKV_F32_LOAD(St + r);
       for (uint32_t jj = 1; jj < nk; jj++) mx = PKV_F32_MAX(mx, PKV_F32_LOAD(St + (size_t)jj * ldq + r));
       pkv_vf m_old = PKV_F32_LOAD(Mv + r);
       pkv_vf m_new = PKV_F32_MAX(m_old, mx);
+      pkv_vf mu = PKV_F32_MAX(m_new, vfloor), vc = PKV_F32_LOAD(Cv + r);
       pkv_vf sum = PKV_F32_ZERO();
       for (uint32_t jj = 0; jj < nk; jj++) {
         float *sp = St + (size_t)jj * ldq + r;
-        pkv_vf e = PKV_F32_EXP2(PKV_F32_SUB(PKV_F32_LOAD(sp), m_new));
+        pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(sp), mu), vc, voff));
         PKV_F32_STORE(sp, e);
         sum = PKV_F32_ADD(sum, e);
       }
-      pkv_vf al = PKV_F32_EXP2(PKV_F32_SUB(m_old, m_new));
-      PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), al, sum));
+      pkv_vf al = PKV_F32_EXP2(PKV_F32_MUL(PKV_F32_SUB(m_old, mu), vc));
       PKV_F32_STORE(Mv + r, m_new);
       PKV_F32_STORE(Al + r, al);
+      if (!diag) PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), al, sum));
     }
+    if (diag) { /* zero the masked weights, then add the rows' sums */
+      PF_MASK(0.0f);
+      for (uint32_t r = 0; r < Rp; r += PKV_VL) {
+        pkv_vf sum = PKV_F32_ZERO();
+        for (uint32_t jj = 0; jj < nk; jj++) sum = PKV_F32_ADD(sum, PKV_F32_LOAD(St + (size_t)jj * ldq + r));
+        PKV_F32_STORE(Sv + r, PKV_F32_FMA(PKV_F32_LOAD(Sv + r), PKV_F32_LOAD(Al + r), sum));
+      }
+    }
+#undef PF_MASK
     /* rescale O by alpha (skipped on the first tile, where O is 0) */
     if (c0 > 0) {
       for (uint32_t r = 0; r < R; r++) {
         pkv_vf al = PKV_F32_BROADCAST(Al[r]);
-        float *orow = O + (size_t)r * D;
-        for (uint32_t d = 0; d < D; d += PKV_VL)
+        float *orow = O + (size_t)r * Dv;
+        for (uint32_t d = 0; d < Dv; d += PKV_VL)
           PKV_F32_STORE(orow + d, PKV_F32_MUL(al, PKV_F32_LOAD(orow + d)));
       }
     }
-    /* O += P V */
+    /* O += P V.  On a tile that crosses the diagonal, row r sees only keys
+     * [0, vis(r)): a block of rows takes the keys all of them see together,
+     * then each row its own remaining keys, so a masked key's V is never
+     * read (a 0 weight times an infinite V would be NaN). */
     uint32_t r = 0;
-    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, D, PV_NR);
-    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, D, 1);
+    if (c0 + nk - 1 > tl->pos) {
+#define PF_VIS(row) (tl->pos + (row) / G + 1 > c0 ? MIN_U32(tl->pos + (row) / G + 1 - c0, nk) : 0u)
+      for (; r < R; r += PV_NR) {
+        const uint32_t nr = MIN_U32(PV_NR, R - r), v0 = PF_VIS(r);
+        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, Dv, PV_NR);
+        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, Dv, 1);
+        for (uint32_t i = 0; i < nr; i++) {
+          const uint32_t vi = PF_VIS(r + i);
+          if (vi > v0) pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, Dv, 1);
+        }
+      }
+#undef PF_VIS
+    }
+    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, PV_NR);
+    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, 1);
   }
 
   for (uint32_t r = 0; r < R; r++) {
-    float *dst = tl->out + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
+    float *dst = tl->out + (size_t)(r / G) * ostride + (size_t)(r % G) * Dv;
     pkv_vf inv = PKV_F32_BROADCAST(1.0f / Sv[r]);
-    for (uint32_t d = 0; d < D; d += PKV_VL)
-      PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * D + d)));
+    for (uint32_t d = 0; d < Dv; d += PKV_VL)
+      PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * Dv + d)));
   }
 }
 

@@ -20,11 +20,12 @@
   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 #define PKV_E5M2_LOAD(p)                                                      \
   _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p))), 8))
+/* Sign-extending the code to 16 bits and shifting left by 7 puts its
+ * exponent and mantissa in f16 position and its sign in bits 15 and 14;
+ * clearing bit 14 leaves the f16 of value * 2^-8. */
 static inline __m512 pkv__e4m3_load(const void *p) {
-  __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-  __m256i mag = _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi16(0x7f)), 7);
-  __m256i sgn = _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi16(0x80)), 8);
-  return _mm512_cvtph_ps(_mm256_or_si256(mag, sgn));
+  __m256i x = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(x, _mm256_set1_epi16((short)0xbfff)));
 }
 #elif defined(PKV_SIMD_AVX2)
 #define PKV_I8_LOAD(p)                                                        \
@@ -32,10 +33,8 @@ static inline __m512 pkv__e4m3_load(const void *p) {
 #define PKV_E5M2_LOAD(p)                                                      \
   _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(p))), 8))
 static inline __m256 pkv__e4m3_load(const void *p) {
-  __m128i x = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
-  __m128i mag = _mm_slli_epi16(_mm_and_si128(x, _mm_set1_epi16(0x7f)), 7);
-  __m128i sgn = _mm_slli_epi16(_mm_and_si128(x, _mm_set1_epi16(0x80)), 8);
-  return _mm256_cvtph_ps(_mm_or_si128(mag, sgn));
+  __m128i x = _mm_slli_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p)), 7);
+  return _mm256_cvtph_ps(_mm_and_si128(x, _mm_set1_epi16((short)0xbfff)));
 }
 #else
 #define PKV_I8_LOAD(p) ((float)*(const int8_t *)(p))

@@ -9,6 +9,7 @@
  */
 #include "engine_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -92,32 +93,60 @@ void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype) {
   }
 }
 
-/* Shared by both references: keys come from a row accessor. */
+float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out) {
+  double amax = 0.0;
+  for (uint32_t i = 0; i < n; i++) {
+    double a = fabs((double)q[i]);
+    if (a > amax && a <= FLT_MAX) amax = a; /* finite elements only */
+  }
+  /* the smallest e >= 0 with amax * qscale * 2^-e <= 1 / (4n) */
+  double lim = 1.0 / (4.0 * n), a = amax * qscale;
+  int e = 0;
+  if (a > lim) {
+    (void)frexp(a / lim, &e); /* a / lim = f * 2^e, f in [0.5, 1) */
+    if (e > 126) e = 126;
+  }
+  double f = (double)qscale * ldexp(1.0, -e);
+  for (uint32_t i = 0; i < n; i++) out[i] = (float)((double)q[i] * f);
+  return ldexpf(1.0f, e);
+}
+
+/* Shared by both references: keys come from a row accessor.  The rules are
+ * those of docs/API-engine.md ("Non-finite and extreme inputs"), evaluated
+ * in double on the kernels' scaled query (pkv__q_prescale), one key at a
+ * time: a score that is NaN or +inf makes the row NaN; otherwise key t has
+ * weight 2^max((s_t - max) * c - PKV__W_OFF, -126) (a -inf score is at
+ * the floor), and out[d] = sum_t w_t v_t[d] / sum_t w_t with IEEE
+ * arithmetic (a NaN or infinite V element reaches only its own column). */
 typedef const float *(*row_fn)(const void *ctx, int which, uint32_t t, float *buf);
 
+static double score(const float *qp, const float *k, uint32_t D) {
+  double dot = 0.0;
+  for (uint32_t d = 0; d < D; d++) dot += (double)qp[d] * k[d];
+  return dot;
+}
+
 static void attn_row(const float *q, row_fn row, const void *ctx, uint32_t n_keys,
-                     uint32_t D, float scale, float *out) {
+                     uint32_t D, uint32_t Dv, float scale, float *out) {
   double m = -INFINITY, s = 0.0, acc[1024];
-  float buf[1024];
+  float buf[1024], qp[1024];
+  const double c = pkv__q_prescale(q, D, scale * PKV__LOG2E, qp);
+  int poison = 0;
   /* two passes: the maximum, then the weights */
   for (uint32_t t = 0; t < n_keys; t++) {
-    const float *k = row(ctx, 0, t, buf);
-    double dot = 0.0;
-    for (uint32_t d = 0; d < D; d++) dot += (double)q[d] * k[d];
-    dot *= scale;
+    double dot = score(qp, row(ctx, 0, t, buf), D);
+    if (dot != dot || dot == INFINITY) poison = 1;
     if (dot > m) m = dot;
   }
-  for (uint32_t d = 0; d < D; d++) acc[d] = 0.0;
-  for (uint32_t t = 0; t < n_keys; t++) {
-    const float *k = row(ctx, 0, t, buf);
-    double dot = 0.0;
-    for (uint32_t d = 0; d < D; d++) dot += (double)q[d] * k[d];
-    double w = exp(dot * scale - m);
+  for (uint32_t d = 0; d < Dv; d++) acc[d] = poison ? NAN : 0.0;
+  for (uint32_t t = 0; t < n_keys && !poison; t++) {
+    double x = (score(qp, row(ctx, 0, t, buf), D) - m) * c - PKV__W_OFF;
+    double w = exp2(x > -126.0 ? x : -126.0);
     s += w;
     const float *v = row(ctx, 1, t, buf);
-    for (uint32_t d = 0; d < D; d++) acc[d] += w * v[d];
+    for (uint32_t d = 0; d < Dv; d++) acc[d] += w * v[d];
   }
-  for (uint32_t d = 0; d < D; d++) out[d] = (float)(acc[d] / s);
+  for (uint32_t d = 0; d < Dv; d++) out[d] = poison ? NAN : (float)(acc[d] / s);
 }
 
 typedef struct contig_ctx {
@@ -133,8 +162,14 @@ static const float *contig_row(const void *ctx, int which, uint32_t t, float *bu
 
 void pkv__attn_row_ref(const float *q, const float *k, const float *v, size_t ld,
                        uint32_t n_keys, uint32_t head_dim, float scale, float *out) {
+  pkv__attn_row_ref_dv(q, k, v, ld, n_keys, head_dim, head_dim, scale, out);
+}
+
+void pkv__attn_row_ref_dv(const float *q, const float *k, const float *v, size_t ld,
+                          uint32_t n_keys, uint32_t head_dim, uint32_t v_dim, float scale,
+                          float *out) {
   contig_ctx c = {k, v, ld};
-  attn_row(q, contig_row, &c, n_keys, head_dim, scale, out);
+  attn_row(q, contig_row, &c, n_keys, head_dim, v_dim, scale, out);
 }
 
 typedef struct paged_ctx {
@@ -155,5 +190,5 @@ static const float *paged_row(const void *ctx, int which, uint32_t t, float *buf
 void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head, const float *q,
                              uint32_t n_keys, float scale, float *out) {
   paged_ctx c = {kv, kv_head};
-  attn_row(q, paged_row, &c, n_keys, kv->head_dim, scale, out);
+  attn_row(q, paged_row, &c, n_keys, kv->head_dim, PKV__VDIM(kv), scale, out);
 }

@@ -26,7 +26,9 @@
  *                               lane i is the sum of v[i]'s lanes (a
  *                               transpose-and-add tree: ~3 ops per input
  *                               instead of a full reduction each)
- *   PKV_F32_EXP2(v)             2^v per lane; inputs below -126 give 0
+ *   PKV_F32_EXP2(v)             2^v per lane, v clamped to [-126, 127]:
+ *                               never 0, never a subnormal (-inf gives
+ *                               2^-126); NaN gives NaN on every back end
  *   PKV_PREFETCH(p)             read prefetch into all cache levels
  */
 #ifndef PKV_SIMD_H
@@ -35,6 +37,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "engine_internal.h"
 
 #if defined(PKV_SIMD_AVX512) + defined(PKV_SIMD_AVX2) + defined(PKV_SIMD_SCALAR) != 1
 #error "define exactly one of PKV_SIMD_AVX512, PKV_SIMD_AVX2, PKV_SIMD_SCALAR"
@@ -53,6 +57,8 @@
     (p) = FMA((p), (f), SET1(6.9314718e-1f));                                 \
     (p) = FMA((p), (f), SET1(1.0f));                                          \
   } while (0)
+
+/* pkv__exp2_clamped (engine_internal.h) is the scalar form of PKV_F32_EXP2. */
 
 /* ------------------------------------------------------------- AVX-512 */
 #if defined(PKV_SIMD_AVX512)
@@ -97,18 +103,17 @@ static inline void pkv__bf16_store_avx512(void *p, __m512 v) {
 
 /* 2^x = 2^n * 2^f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-6
  * minimax-like polynomial (relative error ~2e-7), 2^n added to the exponent
- * field.  x < -126 would need a subnormal: those lanes are flushed to 0. */
+ * field.  x is clamped to [-126, 127], x as max/min's second operand so
+ * that NaN passes through (and comes out NaN). */
 static inline pkv_vf pkv__exp2_avx512(pkv_vf x) {
   const __m512 lo = _mm512_set1_ps(-126.0f), hi = _mm512_set1_ps(127.0f);
-  __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
   __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 f = _mm512_sub_ps(x, n);
   __m512 p;
   PKV__EXP2_POLY(p, f, _mm512_fmadd_ps, _mm512_set1_ps);
   __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
-  __m512 r = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
-  return _mm512_maskz_mov_ps((__mmask16)~under, r);
+  return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
 }
 #define PKV_F32_EXP2(v) pkv__exp2_avx512(v)
 
@@ -186,17 +191,15 @@ static inline float pkv__reduce_max_avx2(__m256 v) {
 #define PKV_F32_REDUCE(v) pkv__reduce_avx2(v)
 #define PKV_F32_REDUCE_MAX(v) pkv__reduce_max_avx2(v)
 
-static inline pkv_vf pkv__exp2_avx2(pkv_vf x) {
+static inline pkv_vf pkv__exp2_avx2(pkv_vf x) { /* as pkv__exp2_avx512 */
   const __m256 lo = _mm256_set1_ps(-126.0f), hi = _mm256_set1_ps(127.0f);
-  __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
   __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 f = _mm256_sub_ps(x, n);
   __m256 p;
   PKV__EXP2_POLY(p, f, _mm256_fmadd_ps, _mm256_set1_ps);
   __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-  __m256 r = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-  return _mm256_and_ps(r, keep);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
 }
 #define PKV_F32_EXP2(v) pkv__exp2_avx2(v)
 
@@ -261,7 +264,7 @@ static inline float pkv__bf16_to_f32(uint16_t h) {
 #define PKV_F32_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define PKV_F32_REDUCE(v) (v)
 #define PKV_F32_REDUCE_MAX(v) (v)
-#define PKV_F32_EXP2(v) ((v) < -126.0f ? 0.0f : exp2f(v))
+#define PKV_F32_EXP2(v) pkv__exp2_clamped(v)
 #define PKV_F32_SUM_LANES(v) ((v)[0])
 
 #endif

@@ -77,9 +77,11 @@ int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
 
 /* ---------------------------------------------- the manager's own structs */
 
-/* ends[v-1] = where the fields of version v end, for every v older than the
- * current PKV_*_VERSION (append one when a version is added). */
-static const size_t config_ends[] = {PKV__V1_END(pkv_config)};
+/* ends[v-1] = where the fields of version v end, for every version up to
+ * the current PKV_*_VERSION (append one when a version is added; the
+ * current version's entry is there for the release after it). */
+static const size_t config_ends[] = {PKV__V1_END(pkv_config),
+                                     PKV__END_AT(pkv_config, v_head_dim)};
 static const size_t seq_opts_ends[] = {PKV__V1_END(pkv_seq_opts)};
 static const size_t append_ends[] = {PKV__V1_END(pkv_append)};
 _Static_assert(sizeof config_ends / sizeof config_ends[0] >= PKV_CONFIG_VERSION - 1,
@@ -98,6 +100,7 @@ int pkv__config_in(pkv_config *dst, const pkv_config *src) {
 }
 
 void pkv_seq_opts_init(pkv_seq_opts *opts) {
+  pkv__err_clear();
   if (!opts) return;
   memset(opts, 0, sizeof *opts);
   opts->version = PKV_SEQ_OPTS_VERSION;
@@ -112,6 +115,7 @@ int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src) {
 }
 
 void pkv_append_init(pkv_append *req) {
+  pkv__err_clear();
   if (!req) return;
   memset(req, 0, sizeof *req);
   req->version = PKV_APPEND_VERSION;

@@ -47,6 +47,7 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 }
 
 void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->dtype = PKV_DTYPE_F32;
@@ -56,6 +57,7 @@ void pkv_config_init(pkv_config *cfg) {
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
+  pkv__err_clear();
   switch (dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
@@ -89,6 +91,7 @@ static uint64_t block_stride_bytes(const pkv_config *cfg) {
 }
 
 uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
       !cfg->block_size || !pkv_dtype_size(cfg->dtype))
     return 0;
@@ -107,6 +110,9 @@ static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
   if (cfg->head_dim == 0) return pkv__err(PKV_EINVAL, "config: head_dim is 0");
+  if (cfg->v_head_dim > cfg->head_dim)
+    return pkv__err(PKV_EINVAL, "config: v_head_dim %u > head_dim %u (V slots are head_dim wide)",
+                    cfg->v_head_dim, cfg->head_dim);
   if (cfg->block_size == 0 || cfg->block_size > PKV_MAX_BLOCK_SIZE)
     return pkv__err(PKV_EINVAL, "config: block_size %u not in 1..%u",
                     cfg->block_size, PKV_MAX_BLOCK_SIZE);
@@ -164,6 +170,7 @@ static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
 }
 
 const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  pkv__err_clear();
   return cache ? &cache->cfg : NULL;
 }
 
@@ -279,6 +286,8 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   return 0;
 }
 
+/* Leaves pkv_last_error() as it is (it cannot fail): a caller may clean up
+ * after a failed call and report afterwards. */
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {

@@ -21,7 +21,10 @@
  *      rewritten), its namespace slot is live;
  *   6. the copy queue: within its capacity, empty in owned mode, and each
  *      block's count and reach of the copies into it; the event queue
- *      within its capacity.
+ *      within its capacity;
+ *   7. the policy: choose_victim names a candidate (-1 exactly when there
+ *      is none), and the policy's own check (version-2 hook, every
+ *      built-in has one) finds its lists equal to the evictable set.
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
@@ -42,7 +45,27 @@ static bool fail(char *msg, size_t cap, const char *fmt, ...) {
   return false;
 }
 
-bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+/* 7. the policy: its victim is a candidate (or -1 exactly when there is
+ * none), and its own check, if it has one, agrees on the candidate set. */
+static bool policy_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  if (!c->policy) return true;
+  const uint32_t nb = c->num_blocks;
+  int32_t v = c->policy->choose_victim(c->policy_state, pkv__now(c));
+  if (c->n_evictable == 0 ? v != -1
+                          : (v < 0 || (uint32_t)v >= nb || !PKV_BLOCK_IS_EVICTABLE(c, v)))
+    return fail(msg, cap, "policy '%s' would evict block %d with %u candidates",
+                c->policy->name, v, c->n_evictable);
+  int (*check)(const void *, const uint8_t *, uint32_t, char *, size_t) =
+      PKV__POLICY_HOOK_V2(c->policy, check);
+  if (!check) return true;
+  uint8_t *ev = (uint8_t *)c->scratch; /* nb bytes fit in nb counters */
+  for (uint32_t b = 0; b < nb; b++) ev[b] = PKV_BLOCK_IS_EVICTABLE(c, b);
+  char detail[200] = "";
+  if (check(c->policy_state, ev, nb, detail, sizeof detail) == 0) return true;
+  return fail(msg, cap, "policy '%s': %s", c->policy->name, detail);
+}
+
+static bool core_is_valid(pkv_cache *c, char *msg, size_t cap) {
   const uint32_t nb = c->num_blocks, bs = c->block_size;
   uint32_t *refs = c->scratch;
   memset(refs, 0, nb * sizeof *refs);
@@ -75,6 +98,9 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
         return fail(msg, cap, "seq %u: entry %u (block %d) holds lookahead "
                     "slots but is shared, cached or hashed", i, j, b);
     }
+    if (s->n_hashed > s->index_limit)
+      return fail(msg, cap, "seq %u: %u hashed blocks past its shift limit %u",
+                  i, s->n_hashed, s->index_limit);
     if ((uint64_t)s->n_hashed * bs > s->n_committed)
       return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
                   s->n_hashed, s->n_committed);
@@ -105,9 +131,14 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                 (unsigned long long)sum_blocks,
                 (unsigned long long)c->sum_tokens,
                 (unsigned long long)c->sum_blocks);
-  if (live + c->n_seq_free != c->seq_cap)
-    return fail(msg, cap, "%u live + %u free handle slots != %u", live,
-                c->n_seq_free, c->seq_cap);
+  if ((uint64_t)live + c->n_seq_free + c->n_seq_retired != c->seq_cap)
+    return fail(msg, cap, "%u live + %u free + %u retired handle slots != %u",
+                live, c->n_seq_free, c->n_seq_retired, c->seq_cap);
+  for (uint32_t i = 0; i < c->n_seq_free; i++) {
+    uint32_t slot = c->seq_free[i];
+    if (slot >= c->seq_cap || c->seqs[slot] || c->seq_gen[slot] == 0)
+      return fail(msg, cap, "free handle slot %u is live or retired", slot);
+  }
 
   /* 2. pins */
   uint32_t pinned = 0;
@@ -285,6 +316,10 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
   return true;
 }
 
+bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  return core_is_valid(c, msg, cap) && policy_is_valid(c, msg, cap);
+}
+
 /* PKV_DEBUG=2 validates after every mutation of caches up to 2^16 slots;
  * a larger cache is validated after every k-th mutation, k = slots / 2^16,
  * so the validator's O(slots) cost stays a bounded factor of the work (a
@@ -293,7 +328,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
   uint64_t every = ((uint64_t)c->num_blocks * c->block_size) >> 16;
   if (every > 1 && ++c->debug_mutations % every != 0) return;
   char msg[256];
-  if (!pkv__cache_is_valid(c, msg, sizeof msg))
+  /* The library's own policies are checked too; a user's policy only by
+   * pkv_check (a test may install a broken one on purpose). */
+  if (!core_is_valid(c, msg, sizeof msg) ||
+      (pkv__policy_is_builtin(c->policy) && !policy_is_valid(c, msg, sizeof msg)))
     pkv__assert_fail("pkv__cache_is_valid(cache)", file, line, msg);
 }
 

@@ -18,7 +18,9 @@
  *
  * Locking rule: one mutex per cache (cache->lock) guards everything above.
  * Every public entry point takes it exactly once and calls only pkv__*
- * helpers that assume it is held (suffix-free names; no helper locks).  The
+ * helpers that assume it is held (suffix-free names; no helper locks).
+ * From inside the cache's own event callback the lock is not taken: the
+ * entry point returns PKV_EBUSY (pkv__lock).  The
  * engine reads a sequence's blocks[] without the lock; that is safe because
  * a sequence's array is only reallocated or rewritten by operations on that
  * sequence, which the caller promises not to run concurrently with the
@@ -133,10 +135,22 @@ typedef struct pkv__seq {
   uint8_t priority;      /* default retention priority */
   pkv__prio_range *ranges;
   uint32_t n_ranges, cap_ranges;
+  uint32_t index_limit;  /* table entries at or past this index never enter
+                            the prefix index: their K/V was computed before
+                            a context shift (pkv_seq_remove_range) moved
+                            them; UINT32_MAX = no limit */
+  uint32_t n_dropped;    /* leading blocks released from the front (a
+                            sliding window, groups.c): table entry 0 is
+                            block n_dropped of the token stream */
+  pkv_hash128 dropped_key; /* key of the last dropped block (the parent of
+                              entry 0), valid while n_dropped > 0 */
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
- * on every free, so 0 is never a handle and a stale handle never matches. */
+ * on every free, so 0 is never a handle and a stale handle never matches.
+ * A slot whose generation would wrap (after 2^32 - 1 sequences) is retired
+ * instead, never to be handed out again: a stale handle stays refused
+ * forever (one slot of 8 bytes lost per 2^32 frees). */
 #define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
 /* External storage: the queued copies writing into a block.  Each queued
@@ -165,6 +179,7 @@ typedef struct pkv__ns {
 
 typedef struct pkv__pin {
   uint32_t gen;          /* odd = live */
+  bool retired;          /* gen wrapped: the slot is never used again */
   int32_t *blocks;
   uint32_t n_blocks;
 } pkv__pin;
@@ -194,6 +209,7 @@ struct pkv_cache {
   uint32_t *seq_gen;
   uint32_t *seq_free;          /* stack of free slot indices */
   uint32_t n_seq_free, seq_cap, n_seqs;
+  uint32_t n_seq_retired;      /* slots whose generation ran out */
 
   pkv_copy *copies;            /* external mode queue [head, len) */
   pkv__copy_in *copy_in;       /* external mode: per block; NULL if owned */
@@ -288,6 +304,12 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
   return pkv__seq_lookup_fail(c, id);
 }
 
+/* seq.c: frees s (its blocks, namespace, handle); the lock is held. */
+void pkv__seq_release(pkv_cache *c, pkv__seq *s);
+/* prefix.c: a cached block verifying as (key, parent, ns, tokens), or -1. */
+int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens);
+
 /* pool.c */
 /* Blocks a caller may obtain right now (free + evictable). */
 static inline uint32_t pkv__pool_available(const pkv_cache *c) {
@@ -360,6 +382,14 @@ bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
 int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
 
+/* The optional hooks of a version-2 policy; NULL for a version-1 vtable
+ * (which ends before them: never read past it). */
+#define PKV__POLICY_HOOK_V2(ops, hook) \
+  ((ops)->version >= 2 ? (ops)->hook : NULL)
+
+/* policy.c: whether ops is one of the library's own policies. */
+bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
+
 /* evict.c */
 int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
@@ -375,5 +405,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line);
 
 /* Test hooks (not part of the public ABI; tests link the static library). */
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits);
+/* Sets the generation the next sequence in free handle slot `slot` (or the
+ * next pin in released pin slot `slot`) gets, e.g. near the wrap.  PKV_ESTATE
+ * if the slot is not free. */
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
+int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
 
 #endif /* PKV_CORE_H */

@@ -68,6 +68,8 @@ typedef struct pkv__abi_struct {
   const size_t *ends;  /* ends[v-1]: end of version v's fields, v < version */
 } pkv__abi_struct;
 #define PKV__V1_END(T) (offsetof(T, version) + sizeof(uint32_t))
+/* where a later version's fields end: just past its last field F */
+#define PKV__END_AT(T, F) (offsetof(T, F) + sizeof(((T *)0)->F))
 #define PKV__ABI_STRUCT(T, name, ver, ends)                                    \
   {name, sizeof(T), offsetof(T, version), offsetof(T, reserved), ver, ends}
 /* Copies the caller's struct src into dst (the library's layout), with

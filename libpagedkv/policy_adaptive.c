@@ -16,25 +16,30 @@
  * their children's, chains placed leaf first) with one of AD_EXPERTS weight
  * settings, LRU among them.  Beside it, each setting runs on a *shadow*:
  * a key-only simulation of a cache of the same size, fed with every access
- * the real cache sees (an insert or a hit, with the block's use count), so
- * each shadow counts the hits its setting would have had on the very same
- * stream.  At the end of every epoch (about one shadow's worth of
+ * the real cache sees (an insert or a hit, with the block's use count) and
+ * every release (which, as in the real cache, makes a block the newest),
+ * so each shadow counts the hits its setting would have had on the very
+ * same stream.  At the end of every epoch (about one shadow's worth of
  * accesses) the hit counts are folded into decayed scores and the real
  * cache switches to the best setting if it leads the current one by more
  * than a small margin.  Switching only changes the weights: the class lists
  * are kept, so a switch costs nothing and the cache follows the new setting
  * from its next eviction.  This is set dueling (adaptive cache insertion)
  * or ARC's ghost lists taken to whole policies: the feedback is the hits a
- * setting would have had, not a guess at them.
+ * setting would have had, not a guess at them.  A shadow is still a model
+ * (it cannot hold blocks in use, and a sampled one sees a share of the
+ * keys), so the real cache's own hits are checked against the LRU
+ * shadow's: a setting that does worse than LRU in the real cache is
+ * dropped for LRU and barred for a while.
  *
  * Large pools sample: a shadow holds at most AD_SHADOW_MAX keys, so for a
  * pool of n blocks it simulates n / 2^s blocks on the keys whose hash falls
  * in one 2^s-th of the space (miniature simulation, Waldspurger et al.,
  * FAST'17), which keeps memory and time per access bounded whatever n is.
  *
- * Costs.  Per access, every shadow does one key-map probe and one list move
- * (and, when full, one eviction among 8 class heads): O(AD_EXPERTS) per
- * hook, no allocation.  choose_victim is fwlru's (8 heads, pure).  Memory:
+ * Costs.  Per sampled access, every shadow does one key-map probe and one
+ * list move (and, when full, one eviction among 8 class heads); per sampled
+ * release one probe and one move: O(AD_EXPERTS) per hook, no allocation.  choose_victim is fwlru's (8 heads, pure).  Memory:
  * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
  * a key map each.  docs/POLICIES.md has the measured figures.
  */
@@ -60,6 +65,10 @@ static const struct {
 /* A setting replaces the current one when it leads by this many standard
  * deviations. */
 #define AD_Z 2.0
+/* Epochs after a switch before the real cache is judged against LRU: a
+ * setting that keeps frequently used blocks longer pays at once (recent
+ * blocks go sooner) and earns only when the kept blocks come back. */
+#define AD_WARMUP 4
 /* Ghost entries per block, as fwlru's default. */
 #define AD_HIST 8
 
@@ -94,6 +103,13 @@ typedef struct ad_state {
   uint64_t switches;     /* times the setting changed */
   /* won[e][f]: accesses (decayed) that shadow e hit and shadow f missed. */
   double won[AD_EXPERTS][AD_EXPERTS];
+  /* The real cache against the LRU shadow, since the last switch: accesses
+   * the real cache hit and the shadow missed (real_won), and the reverse. */
+  double real_won, lru_won;
+  uint32_t since;        /* epochs since the last switch */
+  /* A setting that lost to LRU in the real cache is barred for bar[e]
+   * epochs; the next bar after a loss is twice as long. */
+  uint32_t bar[AD_EXPERTS], next_bar[AD_EXPERTS];
   ad_shadow sh[AD_EXPERTS];
 } ad_state;
 
@@ -171,14 +187,47 @@ static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk,
   return hit;
 }
 
+static void use_setting(ad_state *st, int e) {
+  st->cur = e;
+  st->switches++;
+  st->real_won = st->lru_won = 0;
+  st->since = 0;
+  memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
+}
+
 /* Ages the tallies and follows a setting that beats the current one
  * significantly: a sign test on the accesses where the two disagree (one
  * hit, the other missed), whose counts A (it won) and B (current won) are
- * about Poisson when the two are equally good. */
+ * about Poisson when the two are equally good.
+ *
+ * A shadow is a model of the real cache, not the real cache (it sees
+ * accesses, not releases; sampled ones see a share of the keys), so a
+ * setting that wins in its shadow may still lose in the real cache.  The
+ * real cache's own hits are therefore tested the same way against the LRU
+ * shadow's, from AD_WARMUP epochs after the switch on: a setting that
+ * loses to LRU in the real cache goes back to LRU and is barred for a while
+ * (doubling each time). */
 static void epoch_end(ad_state *st) {
+  st->in_epoch = 0;
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    for (int f = 0; f < AD_EXPERTS; f++) st->won[e][f] *= AD_DECAY;
+    if (st->bar[e]) st->bar[e]--;
+  }
+  if (++st->since == AD_WARMUP) st->real_won = st->lru_won = 0;
+  if (st->cur != 0 && st->since > AD_WARMUP) {
+    double a = st->real_won, b = st->lru_won;
+    if ((b - a) / sqrt(a + b + 1.0) > AD_Z) {
+      int e = st->cur;
+      st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
+      st->next_bar[e] = 2 * st->bar[e];
+      use_setting(st, 0);
+      return;
+    }
+  }
   int best = st->cur;
   double best_z = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
+    if (st->bar[e]) continue;
     double a = st->won[e][st->cur], b = st->won[st->cur][e];
     double z = (a - b) / sqrt(a + b + 1.0);
     if (z > best_z) {
@@ -186,19 +235,12 @@ static void epoch_end(ad_state *st) {
       best_z = z;
     }
   }
-  for (int e = 0; e < AD_EXPERTS; e++)
-    for (int f = 0; f < AD_EXPERTS; f++) st->won[e][f] *= AD_DECAY;
-  st->in_epoch = 0;
-  if (best != st->cur && best_z > AD_Z) {
-    st->cur = best;
-    st->switches++;
-    memcpy(st->fw.inv_weight, st->sh[best].inv_weight,
-           sizeof st->fw.inv_weight);
-  }
+  if (best != st->cur && best_z > AD_Z) use_setting(st, best);
 }
 
-/* The real cache saw an access of key with the given use count. */
-static void feed(ad_state *st, pkv_hash128 key, uint8_t uses) {
+/* The real cache saw an access of key with the given use count: a hit
+ * (on_hit) or a miss (on_insert). */
+static void feed(ad_state *st, pkv_hash128 key, uint8_t uses, bool real_hit) {
   uint64_t h = pkv__key_mix(key);
   if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
   uint8_t k = uses >= FW_CLASSES ? FW_CLASSES - 1 : (uint8_t)(uses - 1);
@@ -211,6 +253,8 @@ static void feed(ad_state *st, pkv_hash128 key, uint8_t uses) {
       if (hit >> e & 1)
         for (int f = 0; f < AD_EXPERTS; f++)
           if (!(hit >> f & 1)) st->won[e][f] += 1;
+  st->real_won += real_hit && !(hit & 1);
+  st->lru_won += !real_hit && (hit & 1);
   if (++st->in_epoch >= st->epoch) epoch_end(st);
 }
 
@@ -218,13 +262,66 @@ static void ad_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_insert(&st->fw, block, meta);
-  feed(st, meta->key, st->fw.rec[block].uses);
+  feed(st, meta->key, st->fw.rec[block].uses, false);
+}
+
+/* The real cache orders blocks by release, not by access (a block in use
+ * cannot go, and a request's blocks are released leaf first when it
+ * ends): a released key moves to the newest end of every shadow holding
+ * it, so that the shadows order keys as the real cache does. */
+static void ad_on_evictable(void *state, int32_t block,
+                            const pkv_block_meta *meta) {
+  ad_state *st = state;
+  pkv__fw_on_evictable(&st->fw, block, meta);
+  uint64_t h = pkv__key_mix(st->fw.rec[block].key);
+  if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
+  pkv_hash128 fk = {h, 0};
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    ad_shadow *sh = &st->sh[e];
+    int32_t r = pkv__kmap_get(&sh->map, fk);
+    if (r < 0) continue;
+    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+    sh->rec[r].stamp = ++sh->clock;
+    pkv__blist_push_tail(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+  }
 }
 
 static void ad_on_hit(void *state, int32_t block, const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_hit(&st->fw, block, meta);
-  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses);
+  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+}
+
+/* A commit found the block's content cached and took it (the prefix match
+ * stopped short of it).  As for the other built-ins, recomputed content is
+ * not a use (the count stays); but the key was accessed and found, and the
+ * shadows count presence, so they see an access that the real cache hit. */
+static void ad_on_dedup(void *state, int32_t block,
+                        const pkv_block_meta *meta) {
+  (void)meta;
+  ad_state *st = state;
+  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+}
+
+/* fwlru's check of the real cache, and each shadow's lists against its
+ * own count of keys. */
+static int ad_check(const void *state, const uint8_t *evictable,
+                    uint32_t num_blocks, char *msg, size_t cap) {
+  const ad_state *st = state;
+  int rc = pkv__fw_check(&st->fw, evictable, num_blocks, msg, cap);
+  if (rc) return rc;
+  if (st->cur < 0 || st->cur >= AD_EXPERTS)
+    return pkv__policy_check_fail(msg, cap, "adaptive: setting %d", st->cur);
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    uint64_t n = 0;
+    for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
+    if (n != st->sh[e].used || n > st->shadow_cap)
+      return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists "
+                                    "hold %llu keys, %u recorded (cap %u)", e,
+                                    (unsigned long long)n, st->sh[e].used,
+                                    st->shadow_cap);
+  }
+  return 0;
 }
 
 const pkv_policy_ops pkv__policy_adaptive = {
@@ -234,8 +331,10 @@ const pkv_policy_ops pkv__policy_adaptive = {
     .destroy = ad_destroy,
     .on_insert = ad_on_insert,
     .on_hit = ad_on_hit,
-    .on_evictable = pkv__fw_on_evictable,
+    .on_evictable = ad_on_evictable,
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
     .on_remove = pkv__fw_on_remove,
+    .on_dedup = ad_on_dedup,
+    .check = ad_check,
 };

@@ -68,5 +68,9 @@ void pkv__fw_on_evictable(void *state, int32_t block,
 void pkv__fw_on_pinned(void *state, int32_t block, const pkv_block_meta *meta);
 int32_t pkv__fw_choose_victim(void *state, uint64_t now);
 void pkv__fw_on_remove(void *state, int32_t block);
+/* The check hook (pkv_policy_ops.check): every class list well formed,
+ * holding exactly the evictable blocks. */
+int pkv__fw_check(const void *state, const uint8_t *evictable,
+                  uint32_t num_blocks, char *msg, size_t cap);
 
 #endif /* PKV_POLICY_FW_H */

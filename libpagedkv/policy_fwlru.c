@@ -266,6 +266,25 @@ void pkv__fw_on_remove(void *state, int32_t block) {
   st->rec[block].where = FW_ABSENT;
 }
 
+int pkv__fw_check(const void *state, const uint8_t *evictable,
+                  uint32_t num_blocks, char *msg, size_t cap) {
+  const fw_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->rec[b].where == FW_EVICTABLE,
+                                 evictable, msg, cap);
+  uint64_t total = 0;
+  for (int k = 0; k < FW_CLASSES && !rc; k++) {
+    rc = pkv__blist_check(&st->q[k], &st->nodes, evictable, num_blocks,
+                          "fwlru class", &total, msg, cap);
+    for (int32_t b = st->q[k].head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
+      if (st->rec[b].cls != k)
+        rc = pkv__policy_check_fail(msg, cap, "block %d in class %d, recorded "
+                                    "in %u", b, k, st->rec[b].cls);
+  }
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_fwlru = {
     .version = PKV_POLICY_VERSION,
     .name = "fwlru",
@@ -277,4 +296,5 @@ const pkv_policy_ops pkv__policy_fwlru = {
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
     .on_remove = pkv__fw_on_remove,
+    .check = pkv__fw_check,
 };

@@ -31,7 +31,15 @@
  * PKV_CACHE_EVICT_ORPHANS_FIRST asks the eviction driver to take them before
  * anything else (see evict.c).
  *
- * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps.
+ * Duplicates: a commit without dedup (the default: stable tables) caches a
+ * block whose key is already cached right after its twin in the bucket
+ * chain, so lookups find the first; with dedup the table is remapped to the
+ * cached block and the replaced one keeps a deferred reference.
+ *
+ * Events are emitted under the lock, numbered 1, 2, 3, ... without gaps, to
+ * the push callback (with pkv__tls_emitting naming the cache, so a call back
+ * into it gets PKV_EBUSY) and/or the pull queue (serve.c).  The read-only
+ * probe (pkv_prefix_probe) shares the match's walk and changes nothing.
  */
 #include "core.h"
 
@@ -303,6 +311,14 @@ static int32_t index_find(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
   return -1;
 }
 
+int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens) {
+  uint64_t collided = 0;
+  int32_t b = index_find(c, key, parent, ns_id, tokens, &collided);
+  c->st.prefix_collisions += collided;
+  return b;
+}
+
 /* How many cached children of the previous matched block a match looks at
  * before it falls back to hashing. */
 #define PKV_CHILD_SCAN 8
@@ -455,12 +471,16 @@ static uint8_t range_priority(pkv_cache *c, const pkv__seq *s, uint32_t bi,
   return s->priority;
 }
 
+/* Enters b (block bi of s) into the index: at the head of its bucket, or
+ * right after `twin` (a cached block with the same key), so lookups keep
+ * finding the block cached first and its twin serves only once it is gone. */
 static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
-                         int32_t b) {
+                         int32_t b, int32_t twin) {
   pkv__block *blk = &c->blk[b];
-  uint32_t h = pkv__bucket(c, blk->key);
-  blk->hash_next = c->heads[h];
-  c->heads[h] = b;
+  int32_t *link = twin >= 0 ? &c->blk[twin].hash_next
+                            : &c->heads[pkv__bucket(c, blk->key)];
+  blk->hash_next = *link;
+  *link = b;
   blk->flags |= PKV_BLK_CACHED;
   blk->priority = range_priority(c, s, bi, &blk->priority_until);
   c->n_cached++;
@@ -504,8 +524,8 @@ void pkv__block_unhash(pkv_cache *c, int32_t b) {
   blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
 }
 
-/* A table takes a reference on cached block b found by a lookup (a match,
- * or a commit that dedups into it); the policy hears of the hit. */
+/* The policy hears that a prefix lookup (a match, or an append_ex attach
+ * of a probed hit) reused cached block b: on_hit. */
 void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   if (c->policy) {
     pkv_block_meta m;
@@ -514,9 +534,22 @@ void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   }
 }
 
-static void reuse_cached(pkv_cache *c, int32_t b) {
+/* A table takes a reference on cached block b found by a lookup: a prefix
+ * match (on_hit), or a commit that dedups into it (on_dedup, if the policy
+ * has one: a dedup is not a hit, see policy.h). */
+static void reuse_cached(pkv_cache *c, int32_t b, bool match) {
   pkv__block_ref(c, b);
-  pkv__prefix_hit(c, b);
+  if (match) {
+    pkv__prefix_hit(c, b);
+    return;
+  }
+  void (*hook)(void *, int32_t, const pkv_block_meta *) =
+      c->policy ? PKV__POLICY_HOOK_V2(c->policy, on_dedup) : NULL;
+  if (hook) {
+    pkv_block_meta m;
+    pkv__block_meta(c, b, &m);
+    hook(c->policy_state, b, &m);
+  }
 }
 
 /* ------------------------------------------------ commit */
@@ -525,17 +558,21 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                            bool release_now, pkv_remap *remaps,
                            uint32_t *n_remaps) {
   uint32_t full = s->n_committed / c->block_size;
+  if (full > s->index_limit) full = s->index_limit; /* shifted K/V */
   uint64_t collided = 0;
   for (uint32_t i = s->n_hashed; i < full; i++) {
     int32_t b = s->blocks[i];
     pkv__block *blk = &c->blk[b];
     if (!(blk->flags & PKV_BLK_HASHED)) {
       pkv_hash128 parent = {0, 0};
-      if (i > 0) parent = c->blk[s->blocks[i - 1]].key;
+      if (i > 0)
+        parent = c->blk[s->blocks[i - 1]].key;
+      else if (s->n_dropped > 0) /* a window: chain on from the front */
+        parent = s->dropped_key;
       blk->key = pkv__block_key(c, &parent, s->ns_id,
                                 c->block_tokens + (size_t)b * c->block_size);
       blk->parent = parent;
-      blk->depth = i;
+      blk->depth = i + s->n_dropped;
       blk->ns_id = s->ns_id;
       c->ns[s->ns_id].refs++;
       blk->flags |= PKV_BLK_HASHED;
@@ -545,13 +582,16 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                                c->block_tokens + (size_t)b * c->block_size,
                                &collided);
       if (hit >= 0 && !dedup) {
-        /* Stable table: keep our copy, private (hashed, not cached). */
+        /* Stable table: keep our block and cache it beside its twin (as
+         * vLLM does): either one serves a hit, so the prefix stays
+         * reachable while any copy lives or stays cached. */
         c->st.commit_duplicates++;
+        index_insert(c, s, i, b, hit);
       } else if (hit >= 0) {
         /* Same prefix, same tokens already cached: use that copy.  Our
          * table reference on b becomes a deferred one unless released now
          * (the device may still read b through the old table). */
-        reuse_cached(c, hit);
+        reuse_cached(c, hit, false);
         s->blocks[i] = hit;
         if (release_now) {
           pkv__block_unref(c, b);
@@ -564,7 +604,7 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
         if (remaps) remaps[(*n_remaps)++] = (pkv_remap){i, b, hit};
         pkv__emit_seq(c, PKV_EVENT_REMAPPED, hit, s, i, b);
       } else {
-        index_insert(c, s, i, b);
+        index_insert(c, s, i, b, -1);
       }
     }
     s->n_hashed = i + 1;
@@ -681,8 +721,10 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                   "(must be empty)", s->index, s->n_tokens);
     goto out;
   }
-  *matched = 0;
-  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) goto out;
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
@@ -690,11 +732,14 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;
-  if (want == 0) goto out;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
+  }
   uint64_t collided = 0;
   uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
                                 &collided);
-  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i]);
+  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i], true);
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
   s->tail_writable = false;

@@ -5,14 +5,22 @@
  *   handle (gen<<32 | idx+1) ──► seqs[idx] ──► pkv__seq
  *                                              ├ blocks[0..n_blocks)  page table
  *                                              ├ n_tokens   reserved slots
- *                                              ├ n_committed  ≤ n_tokens
+ *                                              ├ n_known    slots with ids ≤ n_tokens
+ *                                              ├ n_committed  ≤ n_known
  *                                              └ n_hashed   leading blocks with keys
  *
  *   token i lives in slot  blocks[i / block_size] * block_size + i % block_size
  *
  * Invariants:
  *   - n_blocks == ceil(n_tokens / block_size): no empty tail block is kept;
- *   - n_hashed * block_size <= n_committed <= n_tokens;
+ *   - n_hashed * block_size <= n_committed <= n_known <= n_tokens; slots in
+ *     [n_known, n_tokens) are lookahead slots (no ids yet: draft tokens);
+ *     the blocks holding them are writable and unhashed (never shared, so
+ *     fork refuses; never committed, so never cached), and an append fills
+ *     them in order before it allocates;
+ *   - block ids never change at a table position except by truncate, free,
+ *     the copy-on-write of a partial tail (reported in the delta) and an
+ *     opt-in commit dedup (reported as a remap);
  *   - every block of the table that a write may still reach (the partial
  *     tail) is written only when PKV_BLOCK_IS_WRITABLE; otherwise the append
  *     copies it first (copy-on-write);
@@ -91,6 +99,7 @@ static pkv__seq *seq_new(pkv_cache *c, uint32_t cap_blocks, uint32_t ns_id) {
     pkv__free(s);
     return NULL;
   }
+  s->index_limit = UINT32_MAX;
   s->index = c->seq_free[--c->n_seq_free];
   s->gen = c->seq_gen[s->index];
   s->ns_id = ns_id;
@@ -106,8 +115,15 @@ static pkv_seq_id seq_handle(const pkv_cache *c, const pkv__seq *s) {
 static void seq_destroy(pkv_cache *c, pkv__seq *s) {
   c->seqs[s->index] = NULL;
   uint32_t g = c->seq_gen[s->index] + 1;
-  c->seq_gen[s->index] = g ? g : 1;
-  c->seq_free[c->n_seq_free++] = s->index;
+  if (g != 0) {
+    c->seq_gen[s->index] = g;
+    c->seq_free[c->n_seq_free++] = s->index;
+  } else {
+    /* Every generation of this slot has been handed out: retire it, so no
+     * stale handle of it can ever match again. */
+    c->seq_gen[s->index] = 0;
+    c->n_seq_retired++;
+  }
   c->n_seqs--;
   pkv__free(s->blocks);
   pkv__free(s->ranges);
@@ -149,7 +165,7 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
 }
 
 /* Releases s's blocks and namespace and retires its handle. */
-static void seq_release(pkv_cache *c, pkv__seq *s) {
+void pkv__seq_release(pkv_cache *c, pkv__seq *s) {
   /* Tail first: the deepest blocks become evictable first, so an LRU
    * policy drops a chain from its end and keeps the shared root longest. */
   for (uint32_t i = s->n_blocks; i-- > 0;) pkv__block_unref(c, s->blocks[i]);
@@ -168,7 +184,7 @@ int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq) {
     pkv__unlock(cache);
     return PKV_ENOSEQ;
   }
-  seq_release(cache, s);
+  pkv__seq_release(cache, s);
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return 0;
@@ -472,14 +488,17 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
     } else {
       pkv_delta d;
       uint32_t pending = s->n_tokens - s->n_known;
-      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, &slot,
+      /* One slot: a known token (filling a lookahead slot if any), or one
+       * more lookahead slot past the reserved length. */
+      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
                                NULL, 0, &d)
                     : seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
-                               &slot, NULL, 0, &d);
+                               NULL, NULL, 0, &d);
       if (r.rc == 0) {
         uint32_t pos = tokens ? s->n_known - 1 : s->n_tokens - 1;
         r.index = pos / bs;
         r.block = s->blocks[r.index];
+        slot = (int64_t)r.block * bs + (pos - r.index * bs);
         if (d.n_new) {
           r.change = PKV_STEP_APPENDED;
         } else if (d.cow_index >= 0) {
@@ -517,7 +536,7 @@ int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
     int rc = s ? 0 : PKV_ENOSEQ;
-    if (s) seq_release(cache, s);
+    if (s) pkv__seq_release(cache, s);
     else if (first_rc == 0) first_rc = rc;
     if (results) results[i] = rc;
   }
@@ -563,6 +582,9 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   s->ranges = ranges;
   s->n_ranges = s->cap_ranges = p->n_ranges;
   s->priority = p->priority;
+  s->index_limit = p->index_limit;
+  s->n_dropped = p->n_dropped;
+  s->dropped_key = p->dropped_key;
   /* Every block of the parent is referenced, so none is evictable and a
    * plain increment is the whole refcount effect. */
   uint32_t *rc_arr = cache->refcount;
@@ -762,6 +784,18 @@ int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   s->ranges[s->n_ranges++] =
       (pkv__prio_range){begin, end, priority, duration_ns};
 out:
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  if (slot >= cache->seq_cap || cache->seqs[slot] || gen == 0 ||
+      cache->seq_gen[slot] == 0)
+    rc = pkv__err(PKV_ESTATE, "test_set_seq_gen: slot %u not free", slot);
+  else
+    cache->seq_gen[slot] = gen;
   pkv__unlock(cache);
   return rc;
 }

@@ -22,7 +22,7 @@ Families (--family):
          a few system prompts (Zipf popularity), and send 1..30 turns
          (geometric, mean 5); each turn's prompt is the whole conversation
          so far plus a new user message, and the answer joins the context
-         of the next turn.  Think time between turns: exponential, mean 45 s.
+         of the next turn.  Think time between turns: exponential, mean 60 s.
   agent  agent loops: tasks pick one of a few agents (a long shared prefix:
          system prompt and tool schemas), then loop 4..40 steps, each step
          re-reading the whole context plus the last action and its tool
@@ -34,7 +34,7 @@ Families (--family):
          follow-up turn.
   scan   a chat workload with a scan burst: during the middle fifth of the
          trace a batch job sends long one-off prompts (4k..32k tokens of
-         unique content) at several times the chat rate.
+         unique content, 2 per second), more blocks than the chat sends.
   mix    chat, agent and rag requests interleaved (a third of the rate each).
 
 The output depends only on the arguments: the same (--family, --seed,
@@ -107,7 +107,7 @@ class Gen:
         return self.rng.choices(items, weights=w)[0]
 
 
-def sessions_chat(g, n_sys=6, rate=0.25):
+def sessions_chat(g, n_sys=6, rate=1.0):
     """Yields (start time s, [(delay s, segs, out_len), ...]) forever."""
     systems = [g.seg(g.rng.randint(400, 3000)) for _ in range(n_sys)]
     t = 0.0
@@ -119,7 +119,7 @@ def sessions_chat(g, n_sys=6, rate=0.25):
         for k in range(turns):
             user = g.seg(g.loguniform(30, 1500))
             out = g.rng.randint(50, 700)
-            steps.append((0.0 if k == 0 else g.rng.expovariate(1 / 45.0), ctx + [user], out))
+            steps.append((0.0 if k == 0 else g.rng.expovariate(1 / 60.0), ctx + [user], out))
             ctx = ctx + [user, g.seg(out)]
         yield t, steps
 
@@ -210,9 +210,9 @@ def build(family, seed, n_requests):
     elif family == "rag":
         sources = [sessions_rag(g)]
     elif family == "scan":
-        # chat at 0.25 sessions/s gives ~1.25 requests/s; the trace lasts
-        # about n_requests / 1.25 s; the burst covers its middle fifth.
-        span = n_requests / 1.25
+        # chat at 1 session/s gives ~5 requests/s; the trace lasts about
+        # n_requests / 5 s; the burst covers its middle fifth.
+        span = n_requests / 5.0
         sources = [sessions_chat(g), sessions_scan(g, 0.4 * span, 0.6 * span, rate=2.0)]
     elif family == "mix":
         sources = [sessions_chat(g, rate=0.08), sessions_agent(g, rate=0.03),

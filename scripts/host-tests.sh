@@ -64,14 +64,14 @@ run install-check scripts/install-check.sh "$mode"
 run abi_symbols /usr/bin/python3 tests/host/abi_symbols.py "$lib" include/pagedkv/*.h
 if o=$($cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -c -o "$tmp/host_abi.o" tests/host/host_abi.c 2>&1) &&
    o=$(build_c "$tmp/host_abi" "$tmp/host_abi.o" "$build/libpagedkv.a" -lxxhash -lm -pthread); then
-  run host_abi "$tmp/host_abi" 1
+  run host_abi "$tmp/host_abi" "$(sed -n 's/^#define PKV_CONFIG_VERSION \([0-9]*\)$/\1/p' include/pagedkv/pagedkv.h)"
 else report host_abi build "$o"; fi
 # The library compiled (debug checks on) against headers with appended fields.
-if o=$(/usr/bin/python3 tests/host/abi_append.py include "$tmp/abi/include" 2>&1) &&
+if o=$(/usr/bin/python3 tests/host/abi_append.py include "$tmp/abi/include" 2>&1) && appended_version=$o &&
    o=$($cc -std=c11 -D_GNU_SOURCE -O0 -DPKV_DEBUG=1 -fvisibility=hidden -pthread \
          -I"$tmp/abi/include" -Ilibpagedkv -o "$tmp/host_abi_appended" "$tmp/host_abi.o" \
          libpagedkv/*.c -lxxhash -lm -pthread 2>&1); then
-  run host_abi_appended "$tmp/host_abi_appended" 2
+  run host_abi_appended "$tmp/host_abi_appended" "$appended_version"
 else report host_abi_appended build "$o"; fi
 
 echo "host: $passed passed, $failed failed, 0 skipped"

@@ -1,10 +1,14 @@
 #!/bin/sh
-# tool-misuse.sh [PAGEDKV] [--markdown] — the pagedkv tool given bad flags and
-# malformed traces.  Each case must exit with its expected status (2: usage,
-# 1: bad input file), never by a signal, and say on stderr what was wrong.
-# With --markdown, prints the table of cases and messages for
+# tool-misuse.sh [PAGEDKV] [--markdown] — the pagedkv tool given bad flags,
+# malformed and hostile traces, broken policy plug-ins and hostile paths.
+# Each refusal must exit with its expected status (2: usage, 1: bad input
+# file or plug-in), never by a signal, say on stderr what was wrong, and
+# leave no sanitizer report; each accepted hostile case (huge capacity,
+# Azure trace, '--json -', a quote in a --plot path) must print what its
+# label says.  With --markdown, prints the table of refusals for
 # docs/RELIABILITY.md.  Run it on an ASan build (make MODE=asan tools) to
-# check the parsers' error paths for memory errors too.
+# check the error paths for memory errors too.  Its data is in the
+# repository (tests/data/tools/); it never reads ../shared.
 set -u
 cd "$(dirname "$0")/.."
 bin=build/release/pagedkv; md=0
@@ -25,20 +29,58 @@ printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,-4,
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,44,7\n' > "$tmp/columns.csv"
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n' > "$tmp/noreqs.csv"
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,44\000\n' > "$tmp/nul.csv"
-good=tests/data/traces/synthetic_trace.jsonl  # the repository's excerpt
-[ -f "$good" ] || { echo "tool-misuse: test data missing: $good (run from the project root)"; exit 1; }
+# Integer fields beyond their range, in every format, and an over-long line.
+printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,4294967295,44\n' > "$tmp/hugectx.csv"
+printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,4294967296\n' > "$tmp/hugegen.csv"
+printf '{"timestamp": 0, "input_length": 16777217, "output_length": 1, "hash_ids": [1]}\n' > "$tmp/hugein.jsonl"
+printf '{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [18446744073709551615]}\n' > "$tmp/hugeid.jsonl"
+printf '{"timestamp": 99999999999999999, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n' > "$tmp/hugets.jsonl"
+{ printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,4\n2023-11-16 18:15:47.0,10,'
+  head -c 4194400 /dev/zero | tr '\0' '7'; printf '\n'; } > "$tmp/longline.csv"
+good=tests/data/tools/mooncake_small.jsonl
+azure=tests/data/tools/azure_small.csv
+[ -f "$good" ] && [ -f "$azure" ] || { echo "tool-misuse: tests/data/tools/ is missing" >&2; exit 1; }
+# Broken policy plug-ins (tests/data/tools/bad_policy.c), built here.
+for v in CRASH VICTIM LATE; do
+  ${CC:-cc} -shared -fPIC -Iinclude -DBAD_$v -o "$tmp/bad_$v.so" tests/data/tools/bad_policy.c ||
+    { echo "tool-misuse: cannot build the bad plug-ins" >&2; exit 1; }
+done
 
 fail=0
 [ $md = 1 ] && { echo '| command | exit | stderr |'; echo '|---|---|---|'; }
-t() { # expected-status args...
+# No sanitizer report, whatever the exit status.
+sanitizer_clean() {
+  if grep -qE 'Sanitizer|runtime error:' "$tmp/err"; then
+    echo "tool-misuse: 'pagedkv $1' left a sanitizer report:" >&2; head -5 "$tmp/err" >&2; fail=1
+  fi
+}
+t() { # expected-status args...  (a refusal: exit status and a message)
   want=$1; shift
-  timeout 120 "$bin" "$@" > /dev/null 2> "$tmp/err"; rc=$?
-  msg=$(grep -v '^Try ' "$tmp/err" | head -3 | tr '\n' ' ' | sed "s|$tmp/||g; s/|/\//g; s/ *$//")
-  shown=$(echo "$*" | sed "s|$tmp/||g")
+  timeout 120 "$bin" "$@" > "$tmp/out" 2> "$tmp/err"; rc=$?
+  msg=$(grep -v '^Try ' "$tmp/err" | head -3 | tr '\n' ' ' | sed "s|$tmp/||g; s/|/\//g; s/ *$//" | cut -c1-220)
+  shown=$(printf '%s' "$*" | sed "s|$tmp/||g" | tr '\n' '~')
   if [ $md = 1 ]; then echo "| \`pagedkv $shown\` | $rc | $msg |"; fi
   if [ $rc -ne "$want" ] || [ -z "$msg" ]; then
     echo "tool-misuse: 'pagedkv $shown' exited $rc (want $want): $msg" >&2; fail=1
   fi
+  if [ "$want" -ne 0 ] && [ -s "$tmp/out" ]; then
+    echo "tool-misuse: 'pagedkv $shown' refused but printed a result:" >&2; head -3 "$tmp/out" >&2; fail=1
+  fi
+  sanitizer_clean "$shown"
+}
+ok() { # stdout-must-match stdout-must-not-match args...  (accepted: exit 0)
+  want=$1; nope=$2; shift 2
+  timeout 120 "$bin" "$@" > "$tmp/out" 2> "$tmp/err"; rc=$?
+  shown=$(echo "$*" | sed "s|$tmp/||g")
+  [ $md = 1 ] && return 0
+  if [ $rc -ne 0 ]; then
+    echo "tool-misuse: 'pagedkv $shown' exited $rc (want 0): $(head -2 "$tmp/err")" >&2; fail=1
+  elif [ -n "$want" ] && ! grep -qE -- "$want" "$tmp/out"; then
+    echo "tool-misuse: 'pagedkv $shown' printed no '$want'" >&2; fail=1
+  elif [ -n "$nope" ] && grep -qE -- "$nope" "$tmp/out"; then
+    echo "tool-misuse: 'pagedkv $shown' printed '$nope':" >&2; grep -E -- "$nope" "$tmp/out" | head -2 >&2; fail=1
+  fi
+  sanitizer_clean "$shown"
 }
 t 2
 t 2 --nope
@@ -67,5 +109,65 @@ for f in short_ids negative truncated overflow backwards garbage empty; do t 1 s
 for f in header badtime negative columns noreqs nul; do t 1 sim "$tmp/$f.csv"; done
 t 1 run --trace "$tmp/garbage.jsonl"
 t 1 run --trace "$tmp/badtime.csv"
+# Every integer field of every format is range-checked; a long line is an error.
+for f in hugectx.csv hugegen.csv hugein.jsonl hugeid.jsonl hugets.jsonl longline.csv; do t 1 sim "$tmp/$f"; done
+t 1 run --trace "$tmp/hugectx.csv" --dry
+# Option values out of range.
+t 2 sim "$good" --capacity 2147483648
+t 2 sim "$good" --capacity 1,,2
+t 2 sim "$good" --hold 1000001
+t 2 sim "$good" --model simple --hold 2
+t 2 sim "$good" --block-size 65537
+t 2 sim "$good" --csv - --json -
+t 2 run --prompt-len 16777217
+t 2 run --max-len 0
+t 2 run --requests 10000001
+t 2 run --memory 100T --dry
+t 2 run --chunk 0
+# --policy-args names one policy; arguments it refuses are refused first.
+t 2 sim "$good" -p lru,fwlru --policy-args cold=1
+t 2 sim "$good" -p lru --policy-args fwlru:cold=1
+t 2 sim "$good" -p fwlru --policy-args fwlru:nope=1
+t 2 sim "$good" -p fwlru --policy-args fwlru:cold=1 --policy-args fwlru:cold=2
+# Broken plug-ins: crash in create, garbage victim, garbage under traffic.
+t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_CRASH.so"
+t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_VICTIM.so"
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_LATE.so"
+# Paths that would reach gnuplot: control characters refused before running.
+nl='
+'
+t 2 sim "$good" --plot "a${nl}b.png"
+t 2 run --dry --plot "a${nl}system 'id'.png"
+t 2 sim "$good" --plot -
+# gnuplot missing: said before the run, not after it.
+if [ $md = 0 ]; then
+  env PATH=/nonexistent "$bin" sim "$good" -c 50 -q --plot "$tmp/x.png" > "$tmp/out" 2> "$tmp/err"; rc=$?
+  if [ $rc -ne 1 ] || ! grep -q 'needs gnuplot' "$tmp/err" || [ -s "$tmp/out" ]; then
+    echo "tool-misuse: a missing gnuplot was not reported before the run (exit $rc)" >&2; fail=1
+  fi
+fi
+
+# Accepted hostile cases print what their labels say.
+ok 'replayed at 1533 blocks' '' sim "$good" -q -c 2147483647 -p lru
+ok 'hits cannot exist in this format' '' sim "$azure" -q -c 10 -p lru
+ok 'counted in .dropped.' '' sim "$good" -q -c 50 -p lru
+ok '' '^50 +lru .*[[:space:]]50 +lru ' sim "$good" -q -c 50,50 -p lru,lru
+ok 'none possible' 'tok/s' run --trace "$azure" --dry -q
+ok 'n/a: [0-9]+ of 40 requests need more than --max-len 100' 'inf' run --trace "$azure" --dry -q --contiguous-baseline --max-len 100
+ok 'n/a: --max-len 8192 is more than the whole pool' 'inf|nan' run --dry -q --blocks 1 --contiguous-baseline
+ok 'at most --max-seqs 256' 'inf|nan' run --dry -q --contiguous-baseline --requests 8
+ok ',prefix_hit_tokens,prefix_hit_ratio,' 'block_hit_tokens|^trace ' sim "$good" -q -c 50 -p lru --csv -
+ok ',block_hit_tokens,block_hit_token_ratio,' 'prefix_hit|^trace ' sim "$good" -q -m simple -c 50 -p lru --csv -
+ok '^\{' '^trace ' sim "$good" -q -c 50 -p lru --json -
+ok '^\{' '^model ' run --dry -q --requests 4 --json -
+[ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }
+if command -v gnuplot > /dev/null 2>&1; then
+  # A quote in a --plot path: the file is written under that name, nothing runs.
+  q="$tmp/o'; system 'touch pkv-misuse-pwned'; '.png"
+  ok '' '' sim "$good" -q -c 50,200 -p lru --plot "$q"
+  ok '' '' run --dry -q --requests 4 --plot "$tmp/r'\\\".png"
+  [ -e pkv-misuse-pwned ] && { rm -f pkv-misuse-pwned; echo "tool-misuse: a --plot path ran a command" >&2; fail=1; }
+  [ -s "$q" ] || { echo "tool-misuse: --plot with a quote did not write its file" >&2; fail=1; }
+fi
 [ $fail = 0 ] && [ $md = 0 ] && echo "tool-misuse: all cases refused cleanly"
 exit $fail

@@ -6,12 +6,14 @@
  * all, several groups, a shared prefix that ends mid-block, a sequence whose
  * table is a prefix of another's.  Each batch is decoded with the cascade
  * forced on (PKV__CASCADE_ALWAYS), automatic, and off; the cascade result
- * must equal the plain one within TOL_CASCADE on every back end, dtype and
- * thread count, and the plan must be (or not be) a cascade as the pattern
+ * must equal the plain one within TOL_CASCADE on every back end, dtype
+ * (f32, f16, bf16 and the quantized int8 / fp8) and thread count, and the plan must be (or not be) a cascade as the pattern
  * says.  Non-finite K/V in the shared and private parts must give the same
  * class of result (finite / NaN / ±Inf) per element as plain decode.
  * API level: forks of one prompt through a real cache, pkv_decode with the
- * default engine against an engine made with cascade = 1.
+ * default engine against an engine made with cascade = 1, and the default
+ * engine's first cascade batch under a failing allocator (every failure is
+ * PKV_ENOMEM with no K/V and no output written).
  *
  * TOL_CASCADE (absolute, outputs of magnitude <= 1): the cascade runs the
  * same kernel over the same values and only cuts the context's tiles at the
@@ -27,6 +29,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #ifndef TOL_CASCADE
@@ -82,6 +85,9 @@ static double max_diff(const float *a, const float *b, size_t n) {
 
 static int fclass(float x) { return isnan(x) ? 0 : isinf(x) ? (x > 0 ? 1 : 2) : 3; }
 
+/* V head dim of the views (0: head_dim), for the shape cases. */
+static uint32_t test_vdim;
+
 /* Decodes the batch with cascade mode `mode`; returns whether the plan was
  * a cascade. */
 static int run(const batch *b, const pkv__kernels *k, uint32_t threads, uint32_t G, int mode,
@@ -92,9 +98,11 @@ static int run(const batch *b, const pkv__kernels *k, uint32_t threads, uint32_t
     seqs[s] = (pkv__decode_seq){.kv = b->layer.view, .n_tokens = b->n_tokens[s],
                                 .q = q + (size_t)s * Hq * D, .out = out + (size_t)s * Hq * D};
     seqs[s].kv.blocks = b->tables[s];
+    seqs[s].kv.v_dim = test_vdim;
   }
   pkv__attn a;
   ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, 1.0f / sqrtf((float)D)), 0);
+  if (test_vdim) pkv__attn_set_v_dim(&a, test_vdim);
   a.cascade_mode = mode;
   a.bf16_dot = bf16_dot && k->decode_bf16dot && b->layer.view.dtype == PKV_DTYPE_BF16;
   ck_assert_int_eq(pkv__attn_decode(&a, seqs, b->n_seqs), 0);
@@ -109,8 +117,8 @@ static void compare(const batch *b, const pkv__kernels *k, uint32_t G, int expec
                     int bf16_dot, const char *what) {
   const uint32_t Hq = b->layer.n_kv_heads * G, D = b->layer.view.head_dim;
   const size_t n = (size_t)b->n_seqs * Hq * D;
-  float *q = malloc(sizeof(float) * n), *plain = malloc(sizeof(float) * n),
-        *casc = malloc(sizeof(float) * n);
+  float *q = malloc(sizeof(float) * n), *plain = calloc(n, sizeof(float)),
+        *casc = calloc(n, sizeof(float));
   uint64_t rs = 11 + b->n_seqs + G;
   tu_fill(q, n, 2.0f, &rs);
   for (uint32_t threads = 1; threads <= 2; threads++) {
@@ -180,6 +188,8 @@ START_TEST(cascade_equals_plain) {
     patterns(k, PKV_DTYPE_F16, 16, 1, 0);
     patterns(k, PKV_DTYPE_F32, 16, 8, 0);
     patterns(k, PKV_DTYPE_BF16, 16, 4, 1); /* bf16 dot products where the back end has them */
+    static const pkv_dtype quant[] = {PKV_DTYPE_I8, PKV_DTYPE_FP8_E4M3, PKV_DTYPE_FP8_E5M2};
+    for (int t = 0; t < 3; t++) patterns(k, quant[t], 16, 4, 0);
   }
 }
 END_TEST
@@ -195,6 +205,24 @@ START_TEST(cascade_wide_groups) {
   compare(&b, k, 8, 1, 0, "wide G8");
   compare(&b, k, 16, 1, 0, "wide G16");
   tu_paged_free(&b.layer);
+}
+END_TEST
+
+START_TEST(cascade_head_shapes) {
+  /* head_dim 80 with V head dim 48, and head_dim 576 with V 512 (MLA),
+   * through the same patterns */
+  const pkv__kernels *k = pkv__kernels_select(NULL);
+  static const uint32_t dk[] = {80, 576}, dv[] = {48, 512};
+  for (int i = 0; i < 2; i++) {
+    static batch b;
+    batch_init(&b, PKV_DTYPE_F16, 1, dk[i], 16, 9);
+    add_seq(&b, -1, 0, 20 * 16 + 3);
+    for (uint32_t s = 1; s < 4; s++) add_seq(&b, 0, 20, 20 * 16 + 1 + 9 * s);
+    test_vdim = dv[i];
+    compare(&b, k, 4, 1, 0, "head shape");
+    test_vdim = 0;
+    tu_paged_free(&b.layer);
+  }
 }
 END_TEST
 
@@ -335,6 +363,43 @@ START_TEST(cascade_through_the_cache) {
     tu_fill(v, (size_t)FORKS * HKV * D, 1.0f, &rs);
     float *o2 = malloc(sizeof(float) * FORKS * HQ * D);
     ck_assert_int_eq(pkv_decode(plain, seqs, FORKS, 0, q, k, v, o), 0);
+    /* the cascade engine's first batch allocates its plan: every failing
+     * allocation gives PKV_ENOMEM with nothing written (arena, output) */
+    {
+      pkv_kv_layout L;
+      void *kb, *vb;
+      ck_assert_int_eq(pkv_cache_layout(cache, &L), 0);
+      ck_assert_int_eq(pkv_cache_kv(cache, 0, &kb, &vb), 0);
+      uint8_t *arena = malloc(2 * L.layer_bytes);
+      float *k2 = malloc(sizeof(float) * FORKS * HKV * D);
+      for (size_t i = 0; i < (size_t)FORKS * HKV * D; i++) k2[i] = k[i] + 1.0f; /* would change K */
+      memcpy(arena, kb, L.layer_bytes);
+      memcpy(arena + L.layer_bytes, vb, L.layer_bytes);
+      long k_fail = 1;
+      for (;; k_fail++) {
+        memset(o2, 0x55, sizeof(float) * FORKS * HQ * D);
+        tu_alloc_install(k_fail);
+        int rc = pkv_decode(casc, seqs, FORKS, 0, q, k2, v, o2);
+        long attempts = tu_alloc_count();
+        tu_alloc_install(0);
+        if (rc == 0) {
+          ck_assert_int_lt(attempts, k_fail);
+          break;
+        }
+        ck_assert_int_eq(rc, PKV_ENOMEM);
+        ck_assert_msg(memcmp(arena, kb, L.layer_bytes) == 0 &&
+                          memcmp(arena + L.layer_bytes, vb, L.layer_bytes) == 0,
+                      "failing allocation %ld wrote K/V", k_fail);
+        for (size_t i = 0; i < (size_t)FORKS * HQ * D; i++) {
+          uint32_t bits;
+          memcpy(&bits, &o2[i], sizeof bits);
+          ck_assert_uint_eq(bits, 0x55555555u);
+        }
+      }
+      ck_assert_int_gt(k_fail, 1); /* the plan did allocate */
+      free(arena);
+      free(k2);
+    }
     ck_assert_int_eq(pkv_decode(casc, seqs, FORKS, 0, q, k, v, o2), 0);
     double d = max_diff(o, o2, (size_t)FORKS * HQ * D);
     ck_assert_msg(d < TOL_CASCADE, "dtype %d: cascade vs plain through the cache %g", t, d);
@@ -357,6 +422,7 @@ static Suite *cascade_suite(void) {
   tcase_add_test(tc, cascade_equals_plain);
   tcase_add_test(tc, cascade_wide_groups);
   tcase_add_test(tc, cascade_auto_threshold);
+  tcase_add_test(tc, cascade_head_shapes);
   tcase_add_test(tc, cascade_non_finite_like_plain);
   suite_add_tcase(s, tc);
   tc = tcase_create("api");

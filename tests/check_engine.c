@@ -171,6 +171,84 @@ START_TEST(decode_matrix) {
 }
 END_TEST
 
+/* Decode (1 and 2 threads, split) and prefill (chunks of 29, the last 40 positions) of one sequence
+ * with K head dim D and V head dim Dv <= D (V slots D wide, as the cache
+ * lays them out); max difference to the reference. */
+static double shape_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uint32_t G,
+                         uint32_t D, uint32_t Dv, uint32_t n) {
+  tu_paged p;
+  tu_paged_init(&p, dt, Hkv, D, 16, n, n + D + Dv + G);
+  p.view.v_dim = Dv;
+  const uint32_t Hq = Hkv * G, np = n < 40 ? n : 40; /* prefill the last np */
+  float *q = malloc(sizeof(float) * (np + 1) * Hq * D), *out = malloc(sizeof(float) * np * Hq * Dv),
+        *ref = malloc(sizeof(float) * Dv);
+  uint64_t rs = 3 + D;
+  tu_fill(q, (size_t)(np + 1) * Hq * D, 2.0f, &rs);
+  const float scale = 1.0f / sqrtf((float)D);
+  double worst = 0;
+  for (uint32_t threads = 1; threads <= 2; threads++) {
+    pkv__attn a;
+    ck_assert_int_eq(pkv__attn_init(&a, k, threads, Hq, Hkv, D, scale), 0);
+    pkv__attn_set_v_dim(&a, Dv);
+    pkv__decode_seq sq = {.kv = p.view, .n_tokens = n, .q = q + (size_t)np * Hq * D, .out = out};
+    ck_assert_int_eq(pkv__attn_decode(&a, &sq, 1), 0);
+    for (uint32_t hq = 0; hq < Hq; hq++) {
+      size_t c = (size_t)(hq / G) * p.cap_tokens * D;
+      pkv__attn_row_ref_dv(sq.q + (size_t)hq * D, p.kc + c, p.vc + c, D, n, D, Dv, scale, ref);
+      double d = max_diff(out + (size_t)hq * Dv, ref, Dv);
+      worst = d > worst ? d : worst;
+    }
+    for (uint32_t c0 = 0; c0 < np; c0 += 29) {
+      uint32_t m = np - c0 < 29 ? np - c0 : 29;
+      ck_assert_int_eq(pkv__attn_prefill(&a, &p.view, n - np + c0, m, q + (size_t)c0 * Hq * D,
+                                         out + (size_t)c0 * Hq * Dv), 0);
+    }
+    for (uint32_t i = 0; i < np; i++)
+      for (uint32_t hq = 0; hq < Hq; hq++) {
+        size_t c = (size_t)(hq / G) * p.cap_tokens * D;
+        pkv__attn_row_ref_dv(q + ((size_t)i * Hq + hq) * D, p.kc + c, p.vc + c, D, n - np + i + 1,
+                             D, Dv, scale, ref);
+        double d = max_diff(out + ((size_t)i * Hq + hq) * Dv, ref, Dv);
+        worst = d > worst ? d : worst;
+      }
+    pkv__attn_fini(&a);
+  }
+  free(q);
+  free(out);
+  free(ref);
+  tu_paged_free(&p);
+  return worst;
+}
+
+START_TEST(head_shapes) {
+  /* head dims that are multiples of 8 (the AVX-512 kernels take multiples
+   * of 16; the engine runs the others on AVX2), K/V dims that differ (MLA
+   * 576/512, 192/128), MQA (1 KV head) to MHA (G = 1) */
+  static const uint32_t shp[][4] = {
+      /* D, Dv, Hkv, G */
+      {8, 8, 2, 4},     {40, 40, 2, 3},  {72, 72, 1, 8},   {80, 80, 4, 1},   {96, 96, 2, 2},
+      {136, 136, 1, 5}, {576, 576, 1, 4}, {576, 512, 1, 16}, {192, 128, 2, 4}, {64, 32, 8, 1},
+      {120, 24, 3, 7}};
+  int ran = 0;
+  for (int b = 0; b < 3; b++) {
+    const pkv__kernels *k = backend(b);
+    if (!k) continue;
+    for (unsigned i = 0; i < sizeof shp / sizeof shp[0]; i++) {
+      const uint32_t D = shp[i][0], Dv = shp[i][1];
+      if (b == 0 && (D % 16 || Dv % 16)) continue; /* AVX-512: whole 16-float vectors */
+      for (int t = 0; t < 3; t++) {
+        uint32_t n = D > 256 ? 90 : 560; /* > 512: the 2-thread decode splits */
+        double d = shape_case(k, dtypes[t], shp[i][2], shp[i][3], D, Dv, n);
+        ck_assert_msg(d < TOL_OUT, "%s %s D=%u Dv=%u Hkv=%u G=%u: diff %g", backend_names[b],
+                      dtype_names[t], D, Dv, shp[i][2], shp[i][3], d);
+        ran++;
+      }
+    }
+  }
+  ck_assert_int_gt(ran, 0);
+}
+END_TEST
+
 /* The bf16-dot decode (kern->decode_bf16dot) on bf16 K/V: *exact_diff is
  * the max difference to the reference on q rounded to bf16 as the kernel
  * does it (bf16(q * scale * log2e)), *loose_diff to the reference on q. */
@@ -489,6 +567,7 @@ static Suite *engine_suite(void) {
   TCase *tc = tcase_create("decode");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, decode_matrix);
+  tcase_add_test(tc, head_shapes);
   tcase_add_test(tc, decode_block_sizes_and_lengths);
   tcase_add_test(tc, decode_split_k_threads);
   tcase_add_test(tc, decode_mixed_batch);

@@ -318,6 +318,72 @@ START_TEST(decode_bf16_dot_option) {
 }
 END_TEST
 
+/* DeepSeek-style MLA through a real cache: K 576 / V 512, one KV head, 16
+ * query heads, every storage type; prefill of 37 tokens then a decode step,
+ * every output against the double reference on the stored (rounded) K/V. */
+START_TEST(mla_576_512) {
+  enum { DK = 576, DV = 512, NQ = 16, N = 37 };
+  for (int di = 0; di < 3; di++) {
+    const pkv_dtype dt = (pkv_dtype)di;
+    pkv_config cfg;
+    config_init(&cfg);
+    cfg.n_layers = 1;
+    cfg.n_kv_heads = 1;
+    cfg.head_dim = DK;
+    cfg.v_head_dim = DV;
+    cfg.block_size = 16;
+    cfg.dtype = dt;
+    cfg.num_blocks = 8;
+    pkv_cache *c;
+    ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+    pkv_engine_config ec;
+    pkv_engine_config_init(&ec);
+    ec.n_q_heads = NQ;
+    pkv_engine *e;
+    ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+    pkv_seq_id s;
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+    ck_assert_int_eq(pkv_seq_append(c, s, tokens_of(1, N), N, NULL), 0);
+    float *q = malloc(sizeof(float) * (N + 1) * NQ * DK), *k = malloc(sizeof(float) * (N + 1) * DK),
+          *v = malloc(sizeof(float) * (N + 1) * DV), *out = malloc(sizeof(float) * (N + 1) * NQ * DV);
+    float *kr = malloc(sizeof(float) * (N + 1) * DK), *vr = malloc(sizeof(float) * (N + 1) * DK);
+    float ref[DV];
+    uint16_t tmp[DK];
+    tu_fill(q, (size_t)(N + 1) * NQ * DK, 2.0f, &rng);
+    tu_fill(k, (size_t)(N + 1) * DK, 1.0f, &rng);
+    tu_fill(v, (size_t)(N + 1) * DV, 1.0f, &rng);
+    for (uint32_t t = 0; t <= N; t++) { /* what the cache stores, at V stride DK */
+      pkv__store_row(tmp, k + (size_t)t * DK, DK, dt);
+      pkv__load_row(kr + (size_t)t * DK, tmp, DK, dt);
+      pkv__store_row(tmp, v + (size_t)t * DV, DV, dt);
+      pkv__load_row(vr + (size_t)t * DK, tmp, DV, dt);
+    }
+    ck_assert_int_eq(pkv_prefill(e, s, 0, 0, N, q, k, v, out), 0);
+    ck_assert_int_eq(pkv_seq_append(c, s, tokens_of(100, 1), 1, NULL), 0);
+    ck_assert_int_eq(pkv_decode(e, &s, 1, 0, q + (size_t)N * NQ * DK, k + (size_t)N * DK,
+                                v + (size_t)N * DV, out + (size_t)N * NQ * DV), 0);
+    for (uint32_t t = 0; t <= N; t++)
+      for (uint32_t h = 0; h < NQ; h++) {
+        pkv__attn_row_ref_dv(q + ((size_t)t * NQ + h) * DK, kr, vr, DK, t + 1, DK, DV,
+                             1.0f / sqrtf(DK), ref);
+        for (uint32_t d = 0; d < DV; d++)
+          ck_assert_msg(fabs((double)ref[d] - out[((size_t)t * NQ + h) * DV + d]) <= TOL_OUT,
+                        "dtype %d token %u head %u elem %u: %g vs %g (%s)", di, t, h, d,
+                        (double)out[((size_t)t * NQ + h) * DV + d], (double)ref[d],
+                        pkv_engine_backend(e));
+      }
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(kr);
+    free(vr);
+    pkv_engine_destroy(e);
+    pkv_cache_destroy(c);
+  }
+}
+END_TEST
+
 START_TEST(create_validation) {
   pkv_config cfg;
   config_init(&cfg);
@@ -372,12 +438,28 @@ START_TEST(create_validation) {
   unsetenv("PKV_BACKEND");
   pkv_engine_destroy(NULL);
   pkv_cache_destroy(c);
-  /* unsupported head_dim; external storage */
+  /* unsupported head shapes, each refused with the reason; 40 runs */
+  static const uint32_t bad_dims[][2] = {{36, 0}, {584, 0}, {4, 0}, {64, 60}};
+  for (int i = 0; i < 4; i++) {
+    cfg.head_dim = bad_dims[i][0];
+    cfg.v_head_dim = bad_dims[i][1];
+    ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+    ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pkv_last_error(), "head_dim"));
+    ck_assert_ptr_nonnull(strstr(pkv_last_error(), "multiple of 8"));
+    pkv_cache_destroy(c);
+  }
+  cfg.v_head_dim = 0;
   cfg.head_dim = 40;
   ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
-  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), PKV_ENOTSUP);
-  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "head_dim"));
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+  ck_assert_str_ne(pkv_engine_backend(e), "avx512"); /* 40 is not whole 16-float vectors */
+  pkv_engine_destroy(e);
   pkv_cache_destroy(c);
+  cfg.v_head_dim = 72; /* V wider than K: refused by the cache */
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), PKV_EINVAL);
+  ck_assert_ptr_nonnull(strstr(pkv_last_error(), "v_head_dim"));
+  cfg.v_head_dim = 0;
   cfg.head_dim = 64;
   cfg.storage = PKV_STORAGE_EXTERNAL;
   ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
@@ -519,8 +601,10 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, prefill_after_cached_prefix);
   tcase_add_test(tc, decode_after_fork_both_branches);
   tcase_add_test(tc, decode_mixed_lengths_batch);
+  tcase_add_test(tc, mla_576_512);
   suite_add_tcase(s, tc);
   tc = tcase_create("validation");
+  tcase_set_timeout(tc, 120); /* the bf16-dot and OOM loops compute; a loaded CI machine */
   tcase_add_test(tc, create_validation);
   tcase_add_test(tc, decode_bf16_dot_option);
   tcase_add_test(tc, call_validation_writes_nothing);

@@ -240,7 +240,7 @@ END_TEST
 START_TEST(non_finite_rows_same_on_every_back_end) {
   const uint32_t Hkv = 2, D = 64, G = 4, Hq = Hkv * G, n = 200;
   for (int t = 0; t < 3; t++)
-    for (int which = 1; which < 2; which++) { /* V; K joins with the engine's NaN fix */
+    for (int which = 0; which < 2; which++) {
       tu_paged p;
       tu_paged_init(&p, qtypes[t], Hkv, D, 16, n, 3);
       float kv[2 * 64], good[2 * 64];
@@ -385,6 +385,63 @@ START_TEST(through_the_cache) {
 }
 END_TEST
 
+START_TEST(v_head_dim_narrower) {
+  /* head_dim 80, V head dim 48 (quantized V rows padded with zeros, the
+   * scale after head_dim codes): prefill and decode against the reference */
+  enum { HKV = 1, G = 4, HQ = HKV * G, D = 80, DV = 48, N = 37 };
+  for (int t = 0; t < 3; t++) {
+    pkv_config cfg;
+    pkv_config_init(&cfg);
+    cfg.policy_ops = pkv_policy_find("lru");
+    cfg.n_layers = 1;
+    cfg.n_kv_heads = HKV;
+    cfg.head_dim = D;
+    cfg.v_head_dim = DV;
+    cfg.block_size = 16;
+    cfg.dtype = qtypes[t];
+    cfg.num_blocks = 8;
+    pkv_cache *cache;
+    ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
+    pkv_engine_config ec;
+    pkv_engine_config_init(&ec);
+    ec.n_q_heads = HQ;
+    pkv_engine *e;
+    ck_assert_int_eq(pkv_engine_create(cache, &ec, &e), 0);
+    static float q[N * HQ * D], k[N * D], v[N * DV], out[N * HQ * DV], kh[N * D], vh[N * D];
+    float ref[DV];
+    uint8_t tmp[D + 4];
+    uint64_t rs = 71 + t;
+    tu_fill(q, sizeof q / sizeof *q, 2.0f, &rs);
+    tu_fill(k, sizeof k / sizeof *k, 1.0f, &rs);
+    tu_fill(v, sizeof v / sizeof *v, 1.0f, &rs);
+    for (int i = 0; i < N; i++) { /* as stored (a zero-padded V row has the same scale) */
+      pkv__store_row(tmp, k + i * D, D, qtypes[t]);
+      pkv__load_row(kh + i * D, tmp, D, qtypes[t]);
+      pkv__store_row(tmp, v + i * DV, DV, qtypes[t]);
+      pkv__load_row(vh + i * D, tmp, DV, qtypes[t]); /* rows at stride D, as kh */
+    }
+    pkv_seq_id s;
+    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
+    int32_t toks[N];
+    for (int i = 0; i < N; i++) toks[i] = i;
+    ck_assert_int_eq(pkv_seq_append(cache, s, toks, N - 1, NULL), 0);
+    ck_assert_int_eq(pkv_prefill(e, s, 0, 0, N - 1, q, k, v, out), 0);
+    ck_assert_int_eq(pkv_seq_append(cache, s, toks + N - 1, 1, NULL), 0);
+    ck_assert_int_eq(pkv_decode(e, &s, 1, 0, q + (N - 1) * HQ * D, k + (N - 1) * D, v + (N - 1) * DV,
+                                out + (N - 1) * HQ * DV), 0);
+    for (int i = 0; i < N; i++)
+      for (int hq = 0; hq < HQ; hq++) {
+        pkv__attn_row_ref_dv(q + (i * HQ + hq) * D, kh, vh, D, (uint32_t)i + 1, D, DV,
+                             1.0f / sqrtf((float)D), ref);
+        ck_assert_msg(max_diff(out + (i * HQ + hq) * DV, ref, DV) < TOL_OUT, "%s row %d head %d: %g",
+                      qnames[t], i, hq, max_diff(out + (i * HQ + hq) * DV, ref, DV));
+      }
+    pkv_engine_destroy(e);
+    pkv_cache_destroy(cache);
+  }
+}
+END_TEST
+
 static Suite *quant_suite(void) {
   Suite *s = suite_create("quant");
   TCase *tc = tcase_create("format");
@@ -396,6 +453,7 @@ static Suite *quant_suite(void) {
   tcase_add_test(tc, kernels_exact_and_accurate);
   tcase_add_test(tc, non_finite_rows_same_on_every_back_end);
   tcase_add_test(tc, through_the_cache);
+  tcase_add_test(tc, v_head_dim_narrower);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -244,11 +244,20 @@ START_TEST(tables_stable_by_default) {
   pkv_stats st = tu_stats(c);
   ck_assert_uint_eq(st.commit_duplicates, 2);
   ck_assert_uint_eq(st.dedup_blocks, 0);
-  ck_assert_uint_eq(st.blocks_cached, 2);
+  ck_assert_uint_eq(st.blocks_cached, 4); /* twins cached side by side */
   ck_assert_uint_eq(st.blocks_used, 6);
-  /* b's duplicates are private: freeing b frees them, a's stay cached. */
+  /* Either twin serves a hit: free a, evict its blocks, b's still hit. */
+  ck_assert_int_eq(pkv_seq_free(c, a), 0);
+  ck_assert_int_eq(pkv_evict(c, 2), 0);
+  uint32_t ht;
+  int32_t hit[4];
+  ck_assert_int_eq(pkv_prefix_probe(c, NULL, prompt, 10, 9, hit, 4, &ht), 0);
+  ck_assert_uint_eq(ht, 8);
+  ck_assert_int_eq(hit[0], after_b[0]);
+  ck_assert_int_eq(hit[1], after_b[1]);
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
-  ck_assert_uint_eq(tu_stats(c).blocks_free, 61);
+  ck_assert_uint_eq(tu_stats(c).blocks_free, 62);
+  ck_assert_uint_eq(tu_stats(c).blocks_evictable, 2);
   TU_CHECK(c);
   pkv_cache_destroy(c);
 }

@@ -167,6 +167,8 @@ int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap
   if (!rc && optind >= argc) rc = bad(err, err_cap, "missing TRACE (a .jsonl or .csv file)");
   if (!rc && optind + 1 < argc) rc = bad(err, err_cap, "unexpected argument '%s'", argv[optind + 1]);
   if (!rc) o->trace_path = argv[optind];
+  if (!rc && o->csv && o->json && !strcmp(o->csv, "-") && !strcmp(o->json, "-"))
+    rc = bad(err, err_cap, "--csv - and --json -: only one of them can have standard output");
   if (!rc && hold_given && o->hold && o->model == 1)
     rc = bad(err, err_cap, "--hold: the simple model has no sequences to hold (use --model manager)");
   if (!rc && !cli_parse_u64_list(cap_list, 1, &o->caps, &o->n_caps))

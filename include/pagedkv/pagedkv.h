@@ -87,8 +87,13 @@ PKV_API const char *pkv_strerror(int err);
 /* Short name of a code ("PKV_EINVAL"). */
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
- * (e.g. "seq 7: truncate to 90 > length 64"); "" if none.  Valid until the
- * next pkv_ call on this thread. */
+ * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
+ * on entry, so it is "" after a success, except eight that leave it as
+ * it is: pkv_strerror, pkv_err_name, pkv_last_error, pkv_version and
+ * pkv_version_string (so they can be used to report in any evaluation
+ * order) and pkv_cache_destroy, pkv_engine_destroy, pkv_groups_destroy
+ * (which cannot fail: clean up, then report).  Valid until the next pkv_
+ * call on this thread other than those eight. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -132,9 +137,9 @@ typedef struct pkv_config {
   uint64_t memory_bytes; /* used only when num_blocks == 0 */
   pkv_storage storage;
   /* Eviction policy by name ("lru" default, "fifo", "lfu", "s3fifo",
-   * "priority", "fwlru" — frequency-weighted LRU, the best of these on
-   * prefix-sharing traces; see docs/POLICIES.md) or by ops (overrides the
-   * name).  policy_args is passed to the policy's create hook (may be NULL),
+   * "priority", "fwlru" — frequency-weighted LRU, "adaptive" — fwlru with
+   * its weights chosen online, never measured below LRU by more than 0.002;
+   * see docs/POLICIES.md) or by ops (overrides the name).  policy_args is passed to the policy's create hook (may be NULL),
    * e.g. "small=0.1" for s3fifo or "p=2,cold=0.1,hist=8" for fwlru. */
   const char *policy;
   const struct pkv_policy_ops *policy_ops;
@@ -146,13 +151,18 @@ typedef struct pkv_config {
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  uint32_t version;      /* PKV_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
   /* Capacity of the pull queue of events (pkv_events_drain), in events;
    * 0 = no queue (push callback only). */
   uint32_t event_queue_cap;
-  uint32_t version;      /* PKV_CONFIG_VERSION (pkv_config_init); 0 = 1 */
-  uint64_t reserved[8];  /* zero: room for new fields */
+  /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
+   * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
+   * (slot_stride) and use their first v_head_dim elements. */
+  uint32_t v_head_dim;
+  uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
-#define PKV_CONFIG_VERSION 1
+#define PKV_CONFIG_VERSION 2
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -165,7 +175,8 @@ typedef struct pkv_config {
  * replaced in the table by the cached block (reported as a remap; see
  * pkv_seq_commit_ex).  Without it (the default) block tables are stable: a
  * block id, once in a table, stays at its position until truncate or free,
- * and a duplicate block simply stays private (stats.commit_duplicates). */
+ * and a duplicate block is cached beside its twin (either serves a hit;
+ * stats.commit_duplicates). */
 #define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
@@ -216,7 +227,8 @@ PKV_API int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v);
 /* ---------------------------------------------------------------- sequences */
 
 /* A sequence handle: index and generation; 0 is never a valid handle.  A
- * freed or stale handle is refused with PKV_ENOSEQ, never reused silently. */
+ * freed or stale handle is refused with PKV_ENOSEQ forever (a slot whose
+ * 32-bit generation would wrap is retired, never reused). */
 typedef uint64_t pkv_seq_id;
 #define PKV_SEQ_NONE ((pkv_seq_id)0)
 
@@ -277,7 +289,8 @@ PKV_API int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq,
  * keys and stored token ids equal tokens[0..n_tokens), at most max_tokens
  * tokens (0 = no cap; pass n_tokens - 1 to keep one token to compute).
  * *matched = number of tokens attached (a multiple of block_size); they are
- * committed.  The caller then appends tokens[*matched ..]. */
+ * committed.  The caller then appends tokens[*matched ..].  On failure
+ * *matched is not written. */
 PKV_API int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                                  const int32_t *tokens, uint32_t n_tokens,
                                  uint32_t max_tokens, uint32_t *matched);
@@ -302,6 +315,32 @@ PKV_API int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
 PKV_API int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq,
                                  uint32_t begin, uint32_t end,
                                  uint8_t priority, uint64_t duration_ns);
+
+/* llama.cpp-style sequence operations (docs/API.md, "Sequence operations").
+ *
+ * Lists the live sequences, in slot order: up to cap handles into out;
+ * *n_seqs = how many are live.  PKV_ENOSPC (out untouched, *n_seqs set) if
+ * cap is too small; call with cap 0 to ask.  Read-only. */
+PKV_API int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
+                         uint32_t *n_seqs);
+/* Frees every live sequence except seq (llama_kv_self_seq_keep).  PKV_ENOSEQ
+ * (nothing freed) if seq is not live.  Refcounts as pkv_seq_free. */
+PKV_API int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq);
+/* Context shift: removes positions [begin, end) of seq; every position
+ * p >= end becomes p - (end - begin), with its token id and K/V (moved, not
+ * recomputed: K keeps the rotary embedding of p, the engine re-rotates it
+ * by -(end - begin)).  Block-aligned begin and length: table entries are
+ * dropped and the rest slide down, no copy.  Otherwise the entries from
+ * begin's block on are rebuilt by slot copies into fresh blocks (owned: at
+ * once; external: queued pkv_copy with slot offsets).  n_committed is
+ * clamped to begin, and the entries from begin's block on never enter the
+ * prefix index afterwards.  begin == end does nothing.  Returns 0;
+ * PKV_EINVAL (NULL cache), PKV_ENOSEQ, PKV_ERANGE (begin > end, end past the
+ * length), PKV_ESTATE (lookahead slots reserved), PKV_ENOMEM (pool or copy
+ * queue; nothing changed).  Refcounts: -1 on each dropped or rebuilt old
+ * block, 1 on each new block. */
+PKV_API int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq,
+                                 uint32_t begin, uint32_t end);
 
 /* ---------------------------------------------------------------- pins */
 
@@ -431,19 +470,23 @@ typedef struct pkv_stats {
   uint64_t allocator_bytes;
   uint64_t prefix_probes;     /* pkv_prefix_probe calls (read-only) */
   uint64_t commit_duplicates; /* full blocks whose key was already cached,
-                                 kept private (stable tables) */
+                                 cached beside their twin (no dedup) */
   uint64_t remaps;            /* table entries replaced by commit dedup */
   uint32_t blocks_deferred;   /* references held for pkv_blocks_release */
   uint32_t events_queued;     /* in the pull queue now */
   uint64_t events_lost;       /* dropped by a full pull queue */
   uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
-  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
+  uint64_t range_removals;    /* pkv_seq_remove_range calls that removed */
+  uint64_t shift_copied_slots; /* slots copied by those (0 when aligned) */
+  uint64_t reserved[6]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
 /* A snapshot of gauges and counters, O(1) (no walk over sequences). */
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
 
-/* Full invariant check.  Returns 0, or PKV_ECORRUPT with the first violation
+/* Full invariant check, the eviction policy's state included (its victim
+ * is a candidate; a version-2 policy's check hook compares its lists with
+ * the evictable set).  Returns 0, or PKV_ECORRUPT with the first violation
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
@@ -523,9 +566,11 @@ typedef struct pkv_delta {
  * *delta (may be NULL) the whole change, including a copy-on-write
  * replacement.  Block ids already in the table never change here except by
  * that copy-on-write (only of a partial tail that is shared or cached).
- * Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens > 0, hit
- * on a non-empty sequence, n_tokens < hit tokens, nothing to do),
- * PKV_ENOSEQ, PKV_ESTATE (stale hit), PKV_ERANGE (length > INT32_MAX),
+ * Nothing asked (no tokens, lookahead already reserved) is a successful
+ * no-op.  Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens
+ * > 0, hit_blocks or new_blocks NULL with a count, n_tokens < hit tokens),
+ * PKV_ENOSEQ, PKV_ESTATE (hit on a non-empty sequence, or stale hit: nothing
+ * attached), PKV_ERANGE (length > INT32_MAX),
  * PKV_ENOSPC (new_cap < blocks needed), PKV_ENOMEM (pool or memory).  On
  * failure nothing changed (outputs untouched).
  * Refcounts: +1 on each hit block (policy on_hit), 1 on each new block, −1

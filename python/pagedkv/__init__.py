@@ -11,8 +11,9 @@ attention engine).
             ...
 
 Modules: cache (Cache, Sequence, Pin, Config, Event, Stats), policy (Policy,
-LRUPolicy, register_policy), engine (Engine), errors (one class per PKV_E*
-code), vllm (a KVCacheManager with vLLM v1's protocol).
+LRUPolicy, register_policy), engine (Engine), groups (Groups: full and
+sliding-window KV cache groups), errors (one class per PKV_E* code), vllm (a
+KVCacheManager with vLLM v1's protocol).
 """
 from . import _lib
 from .errors import (PagedKVError, InvalidArgument, OutOfMemory, NoSuchSequence,
@@ -23,16 +24,16 @@ from .cache import (Cache, Config, Sequence, Pin, Event, Stats, SeqInfo, Layout,
 from .policy import (Policy, LRUPolicy, BlockMeta, register_policy,
                      policy_names, policy_exists)
 from .engine import Engine
+from .groups import Groups, GroupRequest
 
 LIBRARY_PATH = _lib.LIB_PATH
 
 
 def version():
-    """The library's version string (pkv_version_string() when the library
-    has it, else the header macros this package was written against)."""
+    """The library's version string (pkv_version() when the library has it,
+    else the header macros this package was written against)."""
     if _lib.has("pkv_version_string"):
-        f = _lib.declare("pkv_version_string", _lib.c_char_p, [])
-        return f().decode()
+        return _lib.LIB.pkv_version_string().decode()
     return "0.1.0"
 
 

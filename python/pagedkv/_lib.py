@@ -17,7 +17,7 @@ import ctypes
 import os
 
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float,
-                    c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint32,
+                    c_int, c_int32, c_size_t, c_uint8, c_uint32,
                     c_uint64, c_void_p)
 
 # ---------------------------------------------------------------- loading
@@ -100,6 +100,8 @@ POL_DESTROY = ctypes.CFUNCTYPE(None, c_void_p)
 POL_HOOK = ctypes.CFUNCTYPE(None, c_void_p, c_int32, POINTER(pkv_block_meta))
 POL_VICTIM = ctypes.CFUNCTYPE(c_int32, c_void_p, c_uint64)
 POL_REMOVE = ctypes.CFUNCTYPE(None, c_void_p, c_int32)
+POL_CHECK = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(c_uint8), c_uint32,
+                             c_void_p, c_size_t)
 
 
 class pkv_policy_ops(Structure):
@@ -107,7 +109,10 @@ class pkv_policy_ops(Structure):
                 ("create", POL_CREATE), ("destroy", POL_DESTROY),
                 ("on_insert", POL_HOOK), ("on_hit", POL_HOOK),
                 ("on_evictable", POL_HOOK), ("on_pinned", POL_HOOK),
-                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE)]
+                ("choose_victim", POL_VICTIM), ("on_remove", POL_REMOVE),
+                # version 2 (optional hooks); a version-1 library stops
+                # reading before them
+                ("on_dedup", POL_HOOK), ("check", POL_CHECK)]
 
 
 class pkv_config(Structure):
@@ -119,8 +124,11 @@ class pkv_config(Structure):
                 ("policy_args", c_char_p), ("on_event", EVENT_FN),
                 ("event_user", c_void_p), ("clock", CLOCK_FN),
                 ("clock_user", c_void_p), ("flags", c_uint32),
-                ("event_queue_cap", c_uint32), ("version", c_uint32),
-                ("reserved", c_uint64 * 8)]
+                # versioned ABI: pkv_config_init sets version; new fields
+                # take reserved space
+                ("version", c_uint32), ("event_queue_cap", c_uint32),
+                ("v_head_dim", c_uint32),
+                ("reserved", c_uint64 * 7), _PAD]
 
 
 class pkv_kv_layout(Structure):
@@ -130,9 +138,11 @@ class pkv_kv_layout(Structure):
 
 
 class pkv_seq_opts(Structure):
+    # The room is zero: a library whose opts end in `version` + reserved
+    # reads version 0 (= 1) and zeroed reserved space.
     _fields_ = [("ns", c_void_p), ("ns_len", c_size_t),
                 ("adapter_id", c_uint64), ("priority", c_uint8),
-                ("version", c_uint32), ("reserved", c_uint64 * 4)]
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_seq_info(Structure):
@@ -143,7 +153,8 @@ class pkv_seq_info(Structure):
 
 class pkv_copy(Structure):
     _fields_ = [("src_block", c_int32), ("dst_block", c_int32),
-                ("n_slots", c_uint32)]
+                ("n_slots", c_uint32), ("src_slot", c_uint32),
+                ("dst_slot", c_uint32)]
 
 
 _U32 = ["num_blocks", "block_size", "blocks_free", "blocks_used",
@@ -162,20 +173,24 @@ class pkv_stats(Structure):
                    ("commit_duplicates", c_uint64), ("remaps", c_uint64),
                    ("blocks_deferred", c_uint32), ("events_queued", c_uint32),
                    ("events_lost", c_uint64), ("batch_calls", c_uint64),
-                   ("reserved", c_uint64 * 8), _PAD])
+                   # sequence operations (zero in a library without them:
+                   # this was reserved space)
+                   ("range_removals", c_uint64), ("shift_copied_slots", c_uint64),
+                   ("reserved", c_uint64 * 6), _PAD])
 
 
 STATS_FIELDS = _U32 + _U64 + [
     "allocator_bytes", "prefix_probes", "commit_duplicates", "remaps",
-    "blocks_deferred", "events_queued", "events_lost", "batch_calls"]
+    "blocks_deferred", "events_queued", "events_lost", "batch_calls",
+    "range_removals", "shift_copied_slots"]
 STATS_TEXT = ["policy", "allocator"]
 
 
 class pkv_engine_config(Structure):
     _fields_ = [("n_q_heads", c_uint32), ("n_threads", c_uint32),
                 ("scale", c_float), ("backend", c_char_p),
-                ("bf16_dot", c_uint32), ("cascade", c_uint32),
-                ("version", c_uint32), ("reserved", c_uint64 * 8)]
+                ("bf16_dot", c_uint32), ("version", c_uint32),
+                ("cascade", c_uint32), ("reserved", c_uint64 * 7), _PAD]
 
 
 P = POINTER
@@ -188,7 +203,9 @@ class pkv_append(Structure):
                 ("n_lookahead", c_uint32), ("hit_blocks", c_void_p),
                 ("n_hit_blocks", c_uint32), ("slots", c_void_p),
                 ("new_blocks", c_void_p), ("new_cap", c_uint32),
-                ("version", c_uint32), ("reserved", c_uint64 * 4)]
+                # versioned ABI (zero = version 1); unread by a library
+                # whose pkv_append ends at new_cap
+                ("version", c_uint32), ("reserved", c_uint64 * 4), _PAD]
 
 
 class pkv_delta(Structure):
@@ -206,6 +223,10 @@ class pkv_remap(Structure):
 class pkv_step_result(Structure):
     _fields_ = [("rc", c_int32), ("change", c_uint32), ("index", c_uint32),
                 ("block", c_int32), ("replaced", c_int32)]
+
+
+class pkv_group_spec(Structure):
+    _fields_ = [("kind", c_int), ("window", c_uint32)]
 
 
 class pkv_capacity(Structure):
@@ -232,6 +253,28 @@ _SERVING = {
     "pkv_evict": (c_int, [c_void_p, c_uint32]),
     "pkv_common_prefix_blocks": (c_int, [c_void_p, c_void_p, c_uint32,
                                          P(c_uint32)]),
+    # llama.cpp-style sequence operations
+    "pkv_seq_list": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_seq_keep": (c_int, [c_void_p, pkv_seq_id]),
+    "pkv_seq_remove_range": (c_int, [c_void_p, pkv_seq_id, c_uint32, c_uint32]),
+    # KV cache groups (groups.h)
+    "pkv_groups_create": (c_int, [c_void_p, c_void_p, c_uint32, c_uint32,
+                                  P(c_void_p)]),
+    "pkv_groups_destroy": (None, [c_void_p]),
+    "pkv_groups_seq_create": (c_int, [c_void_p, c_void_p, c_void_p]),
+    "pkv_groups_seq_free": (c_int, [c_void_p, c_void_p]),
+    "pkv_groups_append": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                  c_void_p]),
+    "pkv_groups_commit": (c_int, [c_void_p, c_void_p, c_uint32]),
+    "pkv_groups_match": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_uint32, P(c_uint32)]),
+    "pkv_groups_first_pos": (c_int, [c_void_p, c_void_p, c_uint32,
+                                     P(c_uint32)]),
+    # versioned ABI
+    "pkv_version": (c_uint32, []),
+    "pkv_version_string": (c_char_p, []),
+    "pkv_seq_opts_init": (None, [c_void_p]),
+    "pkv_append_init": (None, [c_void_p]),
 }
 
 # ---------------------------------------------------------------- functions

@@ -25,10 +25,13 @@ from ._lib import LIB
 from .errors import Corrupt, InvalidArgument, InvalidState, error_for
 from . import policy as _policy
 
-DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
+DTYPES = {"f32": 0, "f16": 1, "bf16": 2, "i8": 3, "fp8_e4m3": 4, "fp8_e5m2": 5}
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-# numpy has no bfloat16: bf16 arenas are viewed as uint16 bit patterns.
-_NP_DTYPE = {0: np.float32, 1: np.float16, 2: np.uint16}
+# numpy has no bfloat16 or fp8: those arenas are viewed as bit patterns.
+# Quantized rows are head_dim 1-byte codes followed by their f32 scale.
+_NP_DTYPE = {0: np.float32, 1: np.float16, 2: np.uint16, 3: np.int8,
+             4: np.uint8, 5: np.uint8}
+_QUANTIZED = (3, 4, 5)
 STORAGES = {"owned": 0, "external": 1}
 _STORAGE_NAMES = {v: k for k, v in STORAGES.items()}
 EVICT_ORPHANS_FIRST = 0x1
@@ -170,7 +173,7 @@ Remap = collections.namedtuple("Remap", "index old_block new_block")
 STEP_RESULT = np.dtype([("rc", np.int32), ("change", np.uint32), ("index", np.uint32),
                         ("block", np.int32), ("replaced", np.int32)])
 Layout = collections.namedtuple("Layout", "elem_size slot_stride head_stride block_stride layer_bytes")
-Copy = collections.namedtuple("Copy", "src_block dst_block n_slots")
+Copy = collections.namedtuple("Copy", "src_block dst_block n_slots src_slot dst_slot")
 
 
 # ---------------------------------------------------------------- handle
@@ -358,16 +361,23 @@ class Cache:
     def kv(self, layer):
         """Zero-copy numpy views (K, V) of layer's arena, each of shape
         [num_blocks, n_kv_heads, block_size, head_dim] (f32, f16, or uint16
-        bit patterns for bf16).  Owned storage only.  The views keep the
-        memory alive after close()."""
+        bit patterns for bf16); for the quantized dtypes (i8, fp8_e4m3,
+        fp8_e5m2) [num_blocks, n_kv_heads, block_size] records with fields
+        "codes" (head_dim int8 / uint8 bit patterns) and "scale" (f32).
+        Owned storage only.  The views keep the memory alive after close()."""
         k = c_void_p()
         v = c_void_p()
         self._call(LIB.pkv_cache_kv, self._p(), layer, byref(k), byref(v))
         lay = self.layout()
-        dt = np.dtype(_NP_DTYPE[DTYPES[self.dtype]])
+        code = DTYPES[self.dtype]
+        dt = np.dtype(_NP_DTYPE[code])
         shape = (self.num_blocks, self.n_kv_heads, self.block_size, self.head_dim)
         strides = (lay.block_stride, lay.head_stride, lay.slot_stride,
                    lay.elem_size)
+        if code in _QUANTIZED:  # one record per slot: codes + scale
+            dt = np.dtype([("codes", dt, (self.head_dim,)), ("scale", "<f4")])
+            assert dt.itemsize == lay.slot_stride
+            shape, strides = shape[:3], strides[:3]
         out = []
         for base in (k.value, v.value):
             buf = (ctypes.c_char * lay.layer_bytes).from_address(base)
@@ -400,6 +410,24 @@ class Cache:
             seq.free()
             raise
         return seq, n
+
+    def sequences(self):
+        """The live sequences, in slot order (pkv_seq_list)."""
+        f = _lib.serving("pkv_seq_list")
+        p = self._p()
+        n = c_uint32()
+        while True:
+            out = np.empty(max(n.value, 16), np.uint64)
+            rc = f(p, _ptr(out), len(out), byref(n))
+            if rc == -5 and n.value > len(out):  # ENOSPC: grown meanwhile
+                continue
+            if rc < 0:
+                self._call(lambda: rc)
+            return [Sequence(self, int(i)) for i in out[:n.value]]
+
+    def keep(self, seq):
+        """Frees every live sequence except seq (llama.cpp's seq_keep)."""
+        self._call(_lib.serving("pkv_seq_keep"), self._p(), int(seq))
 
     # -------------------------------------------------------------- prefix
 
@@ -465,8 +493,8 @@ class Cache:
         pending = c_uint32()
         while True:
             self._call(LIB.pkv_pool_drain_copies, p, buf, cap, byref(n), byref(pending))
-            out += [Copy(buf[i].src_block, buf[i].dst_block, buf[i].n_slots)
-                    for i in range(n.value)]
+            out += [Copy(buf[i].src_block, buf[i].dst_block, buf[i].n_slots,
+                         buf[i].src_slot, buf[i].dst_slot) for i in range(n.value)]
             if pending.value == 0:
                 return out
 
@@ -593,8 +621,14 @@ class Cache:
         violation."""
         msg = ctypes.create_string_buffer(512)
         rc = LIB.pkv_check(self._p(), msg, len(msg))
-        if rc < 0:
-            raise Corrupt(msg.value.decode("utf-8", "replace"))
+        err = Corrupt(msg.value.decode("utf-8", "replace")) if rc < 0 else None
+        if self._cbs.pending:  # a policy hook the check ran raised
+            if err is None:
+                self._cbs.raise_pending()
+            cause, self._cbs.pending = self._cbs.pending[0], []
+            raise err from cause
+        if err is not None:
+            raise err
 
 
 class Sequence:
@@ -738,6 +772,20 @@ class Sequence:
         o = _out(out, (end - begin,), _I64, "slot_mapping")
         c._call(LIB.pkv_slot_mapping, p, self.id, begin, end, _ptr(o))
         return o
+
+    def remove_range(self, begin, end):
+        """Context shift: drops positions [begin, end); later positions move
+        down by end - begin with their K/V (K keeps the rotation of its old
+        position: re-rotate it by -(end - begin)).  Blocks from begin's on
+        never enter the prefix index afterwards."""
+        c = self._cache
+        c._call(_lib.serving("pkv_seq_remove_range"), c._p(), self.id, begin, end)
+
+    def __eq__(self, other):
+        return isinstance(other, Sequence) and other.id == self.id and other._cache is self._cache
+
+    def __hash__(self):
+        return hash(self.id)
 
     def set_priority(self, begin, end, priority, duration_ns=0):
         c = self._cache

@@ -24,7 +24,7 @@ class Engine:
     _ptr = None
 
     def __init__(self, cache, n_q_heads=None, n_threads=1, scale=0.0,
-                 backend=None, bf16_dot=False):
+                 backend=None, bf16_dot=False, cascade=True):
         cfg = _lib.pkv_engine_config()
         LIB.pkv_engine_config_init(byref(cfg))
         cfg.n_q_heads = cache.n_kv_heads if n_q_heads is None else n_q_heads
@@ -33,6 +33,7 @@ class Engine:
         self._backend_name = backend.encode() if backend else None
         cfg.backend = self._backend_name
         cfg.bf16_dot = 1 if bf16_dot else 0
+        cfg.cascade = 0 if cascade else 1  # 0 = automatic shared-prefix decode
         ptr = c_void_p()
         cache._call(LIB.pkv_engine_create, cache._p(), byref(cfg), byref(ptr))
         self._cache = cache

@@ -10,6 +10,12 @@ the hooks through the C vtable with the cache lock held:
     on_pinned(block, meta)      a candidate is referenced again
     choose_victim(now) -> int   a current candidate to evict (pure)
     on_remove(block)            block left the index (evicted or reset)
+    on_dedup(block, meta)       a commit took this cached block instead of
+                                its own copy (vtable v2 libraries)
+    check(evictable) -> None    verify private state: evictable is a bool
+                                array of the current candidates; raise to
+                                report a disagreement (v2; run by
+                                Cache.check())
 
 ``meta`` is a :class:`BlockMeta` (clock, 128-bit key and parent as ints,
 depth in the chain, retention priority, parent block id or -1).
@@ -25,14 +31,24 @@ import ctypes
 import threading
 from collections import namedtuple
 
+import numpy as np
+
 from . import _lib
-from ._lib import LIB, POL_CREATE, POL_DESTROY, POL_HOOK, POL_REMOVE, POL_VICTIM
+from ._lib import (LIB, POL_CHECK, POL_CREATE, POL_DESTROY, POL_HOOK,
+                   POL_REMOVE, POL_VICTIM)
 from .errors import check
 
 BlockMeta = namedtuple("BlockMeta", "now key parent depth priority "
                        "priority_until parent_block")
 
-POLICY_VERSION = 1
+def _library_policy_version():
+    """The vtable version this library speaks (its built-in LRU's), capped
+    at the 2 this module knows: version 2 adds on_dedup and check."""
+    lru = LIB.pkv_policy_find(b"lru")
+    return min(lru.contents.version, 2) if lru else 1
+
+
+POLICY_VERSION = _library_policy_version()
 
 
 def _h128(h):
@@ -75,6 +91,12 @@ class Policy:
     def on_remove(self, block):
         pass
 
+    def on_dedup(self, block, meta):
+        pass
+
+    def check(self, evictable):
+        pass
+
 
 class LRUPolicy(Policy):
     """Least recently made-evictable first: the example of a Python policy
@@ -95,6 +117,13 @@ class LRUPolicy(Policy):
 
     def choose_victim(self, now):
         return next(iter(self.order), -1)
+
+    def check(self, evictable):
+        mine = set(self.order)
+        theirs = set(np.flatnonzero(evictable).tolist())
+        if mine != theirs:
+            raise AssertionError("py-lru tracks %d candidates, the manager %d"
+                                 % (len(mine), len(theirs)))
 
 
 class _Adapter:
@@ -137,6 +166,29 @@ class _Adapter:
         finally:
             if cbs:
                 cbs.leave(prev)
+
+    def check(self, evictable_p, num_blocks, msg, msg_cap):
+        """pkv_check's policy hook: the adapter's own candidate record must
+        equal the manager's, then the policy's check() runs."""
+        ev = np.ctypeslib.as_array(evictable_p, (num_blocks,)).astype(bool)
+        try:
+            mine = set(self.cand)
+            theirs = set(np.flatnonzero(ev).tolist())
+            if mine != theirs:
+                raise AssertionError(
+                    "adapter tracks %d candidates, the manager has %d (first "
+                    "difference: block %d)" % (len(mine), len(theirs),
+                                               min(mine ^ theirs)))
+            self.policy.check(ev)
+            return 0
+        except BaseException as e:  # noqa: B036
+            text = ("policy '%s' check: %s: %s" % (self.policy.name,
+                                                    type(e).__name__, e)).encode()
+            if msg and msg_cap:
+                n = min(len(text), msg_cap - 1)
+                ctypes.memmove(msg, text, n)
+                ctypes.memset(msg + n, 0, 1)
+            return -8  # PKV_ECORRUPT
 
     def victim(self, now):
         cbs = self.cbs
@@ -205,6 +257,9 @@ def _make_ops(name, factory):
     def victim(state, now):
         return _ADAPTERS[state].victim(now)
 
+    def check(state, evictable, num_blocks, msg, msg_cap):
+        return _ADAPTERS[state].check(evictable, num_blocks, msg, msg_cap)
+
     def remove(state, block):
         _ADAPTERS[state].remove(block)
 
@@ -213,6 +268,8 @@ def _make_ops(name, factory):
                   on_evictable=mk("on_evictable"), on_pinned=mk("on_pinned"),
                   choose_victim=POL_VICTIM(victim),
                   on_remove=POL_REMOVE(remove))
+    if POLICY_VERSION >= 2:
+        cfuncs.update(on_dedup=mk("on_dedup"), check=POL_CHECK(check))
     cname = name.encode()
     ops = _lib.pkv_policy_ops(version=POLICY_VERSION, name=cname, **cfuncs)
     return ops, (cname, cfuncs)

@@ -9,7 +9,7 @@ onto the library's serving API:
     allocate_slots        pkv_seq_append_ex: the probed hit (re-verified:
                           StaleHit if evicted since), the known token ids,
                           draft/lookahead slots without ids; then
-                          pkv_seq_commit_ex of the blocks that became full
+                          pkv_seq_commit (no dedup: stable tables) of the blocks that became full
                           (verified ids only) unless delay_cache_blocks
     decode fast path      allocate_slots(req, 1) of a running request only
                           queues the token; the queue goes to the library in
@@ -28,11 +28,9 @@ allocate, InvalidArgument for a request that needs more blocks than the pool
 has; each leaves the manager unchanged.  allocate_slots returns None (and
 changes nothing) when the blocks do not fit now.
 """
-import ctypes
 from array import array
 from ctypes import byref, c_uint32
 
-import numpy as np
 
 from . import _lib
 from .cache import Cache, _opts
@@ -47,7 +45,6 @@ __all__ = ["KVCacheManager", "KVCacheBlocks", "BlockStored", "BlockRemoved",
            "NoSuchRequest", "StaleHit"]
 
 _ENOMEM, _ESTATE = -2, -6
-_NO_DEDUP = 0x2
 
 
 class _Req:
@@ -128,12 +125,13 @@ class KVCacheManager(PrefixStatsMixin):
         L = _lib.LIB
         self._f_probe = L.pkv_prefix_probe
         self._f_append = L.pkv_seq_append_ex
-        self._f_commit = L.pkv_seq_commit_ex
+        self._f_commit = L.pkv_seq_commit
         self._f_batch = L.pkv_batch_append
         self._f_cap = L.pkv_cache_capacity
         self._f_drain = L.pkv_events_drain
         self._f_common = L.pkv_common_prefix_blocks
         self._u32 = c_uint32()
+        self.allocate_slots = self._make_allocate_slots()
 
     # ---------------------------------------------------------- plumbing
 
@@ -166,9 +164,10 @@ class KVCacheManager(PrefixStatsMixin):
             res = self._results
             for pb in self._pend_blocks:
                 pb._ids = ([res[pb._pos].block],)
-            self._pend_blocks = []
+            self._pend_blocks.clear()
         if self._pend_commit:
-            todo, self._pend_commit = self._pend_commit, []
+            todo = list(self._pend_commit)
+            self._pend_commit.clear()
             for r in todo:
                 self._commit(r, r.known)
 
@@ -180,7 +179,9 @@ class KVCacheManager(PrefixStatsMixin):
             t = token_ids(r.req)
             for i in range(r.committed // bs, n_tokens // bs):
                 self._stored[(r.seq, i)] = t[i * bs:(i + 1) * bs]
-        rc = self._f_commit(self._p, r.seq, n_tokens, _NO_DEDUP, None, 0, None)
+        # pkv_seq_commit = commit_ex without dedup on this cache (no
+        # PKV_CACHE_COMMIT_DEDUP): stable tables, and half the ctypes cost.
+        rc = self._f_commit(self._p, r.seq, n_tokens)
         if rc < 0:
             raise self._err(rc)
         r.committed = n_tokens
@@ -190,6 +191,12 @@ class KVCacheManager(PrefixStatsMixin):
         if r is None:
             raise NoSuchRequest("%s: unknown request %r" % (what, request_id))
         return r
+
+    def flush(self):
+        """Sends queued decode steps to the library now (every method that
+        reads state does it first; a server may call it at the end of its
+        scheduling pass)."""
+        self._flush()
 
     def check(self):
         """The library's full invariant check (Corrupt on a violation)."""
@@ -235,39 +242,71 @@ class KVCacheManager(PrefixStatsMixin):
                        delay_cache_blocks=False):
         """Slots for num_new_tokens (+ lookahead) past the computed ones.
         Returns only the new blocks, or None (nothing changed) if they do
-        not fit now."""
-        r = self._reqs.get(request.request_id)
-        # Fast path: a running request decodes the one token it sampled.
-        if (r is not None and num_new_tokens == 1 and not num_lookahead_tokens
-                and not num_new_computed_tokens and not new_computed_blocks
-                and r.known == r.reserved):
-            tokens = token_ids(request)
-            if len(tokens) == r.known + 1 and request.num_computed_tokens == r.known:
-                bs = self.block_size
-                grow = r.reserved % bs == 0
-                if grow:
-                    if self._avail is None:
-                        c = self._capacity()
-                        self._avail = c.free + c.evictable
-                    if self._avail <= 0:
-                        return None
-                    self._avail -= 1
-                self._pend_seq.append(r.seq)
-                self._pend_tok.append(tokens[-1])
-                r.known += 1
-                r.reserved += 1
-                if (self.enable_caching and not delay_cache_blocks
-                        and r.known % bs == 0):
-                    self._pend_commit.append(r)
-                if not grow:
-                    return EMPTY_BLOCKS
-                r.n_blocks += 1
-                pb = _PendingBlocks(self, len(self._pend_seq) - 1)
-                self._pend_blocks.append(pb)
-                return pb
-        return self._allocate(request, r, num_new_tokens, num_new_computed_tokens,
-                              new_computed_blocks, num_lookahead_tokens,
-                              delay_cache_blocks)
+        not fit now.  (Each instance replaces this with the closure built
+        by _make_allocate_slots, the same call with its decode fast path.)"""
+        return self.__dict__["allocate_slots"](
+            request, num_new_tokens, num_new_computed_tokens, new_computed_blocks,
+            num_lookahead_tokens, delay_cache_blocks)
+
+    def _make_allocate_slots(self):
+        """allocate_slots as a closure over the manager's state (locals are
+        cheaper than attribute look-ups; this runs once per request per step).
+
+        Fast path: a running request decodes the one token it sampled (its id
+        is known, nothing is reserved ahead).  It is queued and answered from
+        the mirror; the queue goes to the library in one pkv_batch_append
+        when anything reads state (_flush).  Whether it fits is exact: _avail
+        counts free + evictable blocks net of the queue, and only this
+        manager changes the pool."""
+        reqs_get = self._reqs.get
+        seq_append = self._pend_seq.append
+        tok_append = self._pend_tok.append
+        commit_append = self._pend_commit.append
+        blocks_append = self._pend_blocks.append
+        pend_seq = self._pend_seq
+        bs = self.block_size
+        caching = self.enable_caching
+        slow = self._allocate
+        empty = EMPTY_BLOCKS
+        mgr = self
+
+        def allocate_slots(request, num_new_tokens, num_new_computed_tokens=0,
+                           new_computed_blocks=None, num_lookahead_tokens=0,
+                           delay_cache_blocks=False):
+            r = reqs_get(request.request_id)
+            if (r is not None and num_new_tokens == 1 and not num_lookahead_tokens
+                    and not num_new_computed_tokens and new_computed_blocks is None
+                    and r.known == r.reserved == request.num_computed_tokens):
+                try:
+                    tokens = request.all_token_ids
+                except AttributeError:
+                    tokens = None
+                known = r.known
+                if tokens is not None and len(tokens) == known + 1:
+                    grow = known % bs == 0
+                    if grow:
+                        if mgr._avail is None:
+                            c = mgr._capacity()
+                            mgr._avail = c.free + c.evictable
+                        if mgr._avail <= 0:
+                            return None
+                        mgr._avail -= 1
+                    seq_append(r.seq)
+                    tok_append(tokens[known])
+                    known += 1
+                    r.known = r.reserved = known
+                    if known % bs == 0 and caching and not delay_cache_blocks:
+                        commit_append(r)
+                    if not grow:
+                        return empty
+                    r.n_blocks += 1
+                    pb = _PendingBlocks(mgr, len(pend_seq) - 1)
+                    blocks_append(pb)
+                    return pb
+            return slow(request, r, num_new_tokens, num_new_computed_tokens,
+                        new_computed_blocks, num_lookahead_tokens,
+                        delay_cache_blocks)
+        return allocate_slots
 
     def _allocate(self, request, r, num_new_tokens, num_new_computed_tokens,
                   new_computed_blocks, num_lookahead_tokens, delay_cache_blocks):

@@ -12,7 +12,7 @@ in the first block, the cache salt), computed as blocks fill.
 
 Same constructor and methods as pagedkv.vllm.KVCacheManager.
 """
-from .vllm_types import (EMPTY_BLOCKS, AllBlocksCleared, BlockRemoved,
+from .vllm_types import (AllBlocksCleared, BlockRemoved,
                          BlockStored, KVCacheBlocks, NoSuchRequest,
                          PrefixCacheStats, PrefixStatsMixin, StaleHit, cache_salt, cdiv,
                          check_fits_pool, check_new_tokens, lora_id, token_ids)
@@ -232,19 +232,84 @@ class FullAttentionManager:
             n += 1
         return n
 
+    def remove_skipped_blocks(self, request_id, num_computed_tokens):
+        """Full attention skips no token (a sliding-window group would free
+        the blocks that left its window here)."""
+        return
+
+
+class KVCacheCoordinator:
+    """Fans each operation out to the per-group managers (one group here),
+    as vLLM's coordinator does for hybrid models."""
+
+    def __init__(self, block_pool, block_size):
+        self.block_pool = block_pool
+        self.managers = (FullAttentionManager(block_pool, block_size),)
+
+    def find_longest_cache_hit(self, block_hashes, max_length):
+        return tuple(m.find_longest_cache_hit(block_hashes, max_length)
+                     for m in self.managers)
+
+    def remove_skipped_blocks(self, request_id, num_computed_tokens):
+        for m in self.managers:
+            m.remove_skipped_blocks(request_id, num_computed_tokens)
+
+    def get_num_blocks_to_allocate(self, request_id, num_tokens, new_computed):
+        return sum(m.get_num_blocks_to_allocate(request_id, num_tokens, new_computed[i])
+                   for i, m in enumerate(self.managers))
+
+    def save_new_computed_blocks(self, request_id, new_computed):
+        for i, m in enumerate(self.managers):
+            m.save_new_computed_blocks(request_id, new_computed[i])
+
+    def allocate_new_blocks(self, request_id, num_tokens):
+        return tuple(m.allocate_new_blocks(request_id, num_tokens)
+                     for m in self.managers)
+
+    def cache_blocks(self, request, num_tokens, hashes_fn):
+        for m in self.managers:
+            if num_tokens // m.block_size > m.num_cached_block.get(request.request_id, 0):
+                tokens = token_ids(request)
+                m.cache_blocks(request, hashes_fn(request, tokens), num_tokens,
+                               tokens, lora_id(request))
+
+    def free(self, request_id):
+        for m in self.managers:
+            m.free(request_id)
+
+    def get_blocks(self, request_id):
+        return tuple(m.req_to_blocks.get(request_id) for m in self.managers)
+
+
+class PyKVCacheBlocks(KVCacheBlocks):
+    """vLLM's allocation result: block objects per group."""
+    __slots__ = ()
+
+    def get_block_ids(self, allow_none=False):
+        if allow_none and all(len(g) == 0 for g in self._ids):
+            return None
+        return tuple([b.block_id for b in g] for g in self._ids)
+
 
 class PyKVCacheManager(PrefixStatsMixin):
     def __init__(self, num_blocks, block_size, enable_caching=True,
-                 enable_kv_cache_events=False, log_stats=False, **options):
+                 enable_kv_cache_events=False, log_stats=False,
+                 max_model_len=1 << 30, **options):
         self.block_size = block_size
         self.num_blocks = num_blocks
+        self.max_model_len = max_model_len
         self.enable_caching = enable_caching
         self.log_stats = log_stats
         self.block_pool = BlockPool(num_blocks, enable_caching,
                                     enable_kv_cache_events)
-        self.manager = FullAttentionManager(self.block_pool, block_size)
+        self.coordinator = KVCacheCoordinator(self.block_pool, block_size)
+        self.manager = self.coordinator.managers[0]
         self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
+        self.empty_kv_cache_blocks = PyKVCacheBlocks(((),))
         self._hashes = {}  # request_id -> chained block hashes so far
+
+    def create_kv_cache_blocks(self, blocks):
+        return PyKVCacheBlocks(blocks) if any(blocks) else self.empty_kv_cache_blocks
 
     # ---------------------------------------------------------- hashing
 
@@ -275,13 +340,13 @@ class PyKVCacheManager(PrefixStatsMixin):
 
     def get_computed_blocks(self, request):
         if not self.enable_caching:
-            return EMPTY_BLOCKS, 0
+            return self.empty_kv_cache_blocks, 0
         hashes = self._block_hashes(request)
-        hit = self.manager.find_longest_cache_hit(hashes, request.num_tokens - 1)
-        n = len(hit) * self.block_size
+        hit = self.coordinator.find_longest_cache_hit(hashes, request.num_tokens - 1)
+        n = len(hit[0]) * self.block_size
         if self.log_stats:
             self.prefix_cache_stats.record(request.num_tokens, n)
-        return KVCacheBlocks(([b.block_id for b in hit],)), n
+        return self.create_kv_cache_blocks(hit), n
 
     def allocate_slots(self, request, num_new_tokens, num_new_computed_tokens=0,
                        new_computed_blocks=None, num_lookahead_tokens=0,
@@ -289,43 +354,42 @@ class PyKVCacheManager(PrefixStatsMixin):
         check_new_tokens(num_new_tokens, num_lookahead_tokens)
         rid = request.request_id
         pool = self.block_pool
-        hit_ids = new_computed_blocks.get_block_ids()[0] if new_computed_blocks else []
-        hit = [pool.blocks[i] for i in hit_ids]
-        if hit:
+        if new_computed_blocks is None:
+            hit = self.empty_kv_cache_blocks.blocks
+        elif isinstance(new_computed_blocks, PyKVCacheBlocks):
+            hit = new_computed_blocks.blocks
+        else:
+            hit = tuple([pool.blocks[i] for i in g]
+                        for g in new_computed_blocks.get_block_ids())
+        if hit[0]:
             hashes = self._block_hashes(request)
-            for i, b in enumerate(hit):
+            for i, b in enumerate(hit[0]):
                 if b.block_hash is None or b.block_hash != hashes[i]:
                     raise StaleHit("allocate_slots: request %s: hit block %d "
                                    "(position %d) is no longer cached"
                                    % (rid, b.block_id, i))
         num_computed = request.num_computed_tokens + num_new_computed_tokens
-        need = num_computed + num_new_tokens + num_lookahead_tokens
+        need = min(num_computed + num_new_tokens + num_lookahead_tokens,
+                   self.max_model_len)
         check_fits_pool(request, need, self.block_size, self.num_blocks)
-        n_alloc = self.manager.get_num_blocks_to_allocate(rid, need, hit)
+        self.coordinator.remove_skipped_blocks(rid, num_computed)
+        n_alloc = self.coordinator.get_num_blocks_to_allocate(rid, need, hit)
         if n_alloc > pool.get_num_free_blocks():
             return None
-        if hit:
-            self.manager.save_new_computed_blocks(rid, hit)
-        new = self.manager.allocate_new_blocks(rid, need)
+        if hit[0]:
+            self.coordinator.save_new_computed_blocks(rid, hit)
+        new = self.coordinator.allocate_new_blocks(rid, need)
         if self.enable_caching and not delay_cache_blocks:
-            n_cache = min(num_computed + num_new_tokens, request.num_tokens)
-            self._cache(request, n_cache)
-        if not new:
-            return EMPTY_BLOCKS
-        return KVCacheBlocks(([b.block_id for b in new],))
-
-    def _cache(self, request, num_tokens):
-        m = self.manager
-        if num_tokens // self.block_size <= m.num_cached_block.get(request.request_id, 0):
-            return
-        tokens = token_ids(request)
-        m.cache_blocks(request, self._block_hashes(request, tokens), num_tokens,
-                       tokens, lora_id(request))
+            self.coordinator.cache_blocks(
+                request, min(num_computed + num_new_tokens, request.num_tokens),
+                self._block_hashes)
+        return self.create_kv_cache_blocks(new)
 
     def cache_blocks(self, request, num_computed_tokens):
         if request.request_id not in self.manager.req_to_blocks:
             raise NoSuchRequest("cache_blocks: unknown request %r" % (request.request_id,))
-        self._cache(request, min(num_computed_tokens, request.num_tokens))
+        self.coordinator.cache_blocks(request, min(num_computed_tokens, request.num_tokens),
+                                      self._block_hashes)
 
     def free(self, request):
         self.manager.free(request.request_id)
@@ -345,10 +409,10 @@ class PyKVCacheManager(PrefixStatsMixin):
                                                           num_running_requests)]
 
     def get_block_ids(self, request_id):
-        blocks = self.manager.req_to_blocks.get(request_id)
-        if blocks is None:
+        blocks = self.coordinator.get_blocks(request_id)
+        if blocks[0] is None:
             raise NoSuchRequest("get_block_ids: unknown request %r" % (request_id,))
-        return ([b.block_id for b in blocks],)
+        return PyKVCacheBlocks(blocks).get_block_ids()
 
     def take_events(self):
         return self.block_pool.take_events()

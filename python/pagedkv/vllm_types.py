@@ -112,7 +112,19 @@ class KVCacheBlocks:
                 and self.get_block_ids() == other.get_block_ids())
 
 
-EMPTY_BLOCKS = KVCacheBlocks(((),))
+class _EmptyBlocks(KVCacheBlocks):
+    """The shared result 'no new block' (most decode steps): immutable, and
+    its get_block_ids is as cheap as it can be."""
+    __slots__ = ()
+
+    def get_block_ids(self, allow_none=False):
+        return None if allow_none else ([],)
+
+    def __len__(self):
+        return 0
+
+
+EMPTY_BLOCKS = _EmptyBlocks(((),))
 
 
 # ---------------------------------------------------------------- requests

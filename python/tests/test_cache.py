@@ -127,7 +127,7 @@ def test_match_needs_empty_sequence(cache):
 def test_context_managers_free(cache):
     with cache.sequence() as a:
         a.append(toks(5))
-        with a.fork() as b:
+        with a.fork():
             assert cache.stats().n_seqs == 2
         assert cache.stats().n_seqs == 1
     assert cache.stats().n_seqs == 0
@@ -261,7 +261,7 @@ def test_external_storage_queues_copies():
         b = a.fork()
         b.append([7])
         copies = c.drain_copies()
-        assert copies == [pagedkv.Copy(a.blocks()[1], b.blocks()[1], 2)]
+        assert copies == [pagedkv.Copy(a.blocks()[1], b.blocks()[1], 2, 0, 0)]
         assert c.drain_copies() == []
         with pytest.raises(pagedkv.NotSupported):
             c.kv(0)

@@ -1,5 +1,4 @@
 """Events, Python policies, and what a raising callback leaves behind."""
-import numpy as np
 import pytest
 
 import pagedkv
@@ -194,8 +193,8 @@ def test_raising_policy_leaves_cache_usable(where):
                 s.append(toks(8, 7000))  # must evict two blocks
         hook = "choose_victim" if where == "bad_victim" else where
         assert ("policy 'py-raising' %s" % hook) in str(ei.value)
-        c.check()
         pol.fail_in = None
+        c.check()
         st = c.stats()
         assert st.blocks_free + st.blocks_used + st.blocks_evictable == 4
         if where != "on_evictable":
@@ -256,3 +255,79 @@ def test_python_clock():
                        num_blocks=4, policy=Now, clock=clock) as c:
         fill(c, 1)
         assert Now.seen and all(v % 1000 == 0 for v in Now.seen)
+
+
+def test_policy_check_and_dedup_hooks():
+    """Vtable v2 (when the library speaks it): pkv_check runs the Python
+    policy's check(evictable) after the adapter's own comparison; a commit
+    that deduplicates calls on_dedup, never on_hit."""
+    from pagedkv.policy import POLICY_VERSION
+
+    class Checked(pagedkv.LRUPolicy):
+        name = "py-checked"
+        broken = False
+        dedups = []
+        hits = []
+
+        def on_dedup(self, block, meta):
+            self.dedups.append(block)
+
+        def on_hit(self, block, meta):
+            self.hits.append(block)
+
+        def check(self, evictable):
+            super().check(evictable)
+            assert evictable.dtype == bool
+            if self.broken:
+                raise AssertionError("lost track of block 0")
+
+    pol = Checked()
+    with pagedkv.Cache(n_layers=1, n_kv_heads=1, head_dim=4, block_size=4,
+                       num_blocks=8, policy=pol, commit_dedup=True) as c:
+        fill(c, 1)                     # 2 cached evictable blocks
+        c.check()                      # LRUPolicy.check agrees with the manager
+        a = c.sequence()
+        a.append(toks(8))
+        a.commit()                     # duplicates of the cached blocks: dedup
+        a.free()
+        pol.broken = True
+        if POLICY_VERSION >= 2:
+            assert len(pol.dedups) == 2 and pol.hits == []
+            with pytest.raises(pagedkv.Corrupt, match="policy 'py-checked' check: "
+                               "AssertionError: lost track of block 0"):
+                c.check()
+        else:                          # a version-1 library has neither hook
+            assert pol.dedups == []
+            c.check()
+        pol.broken = False
+        c.check()
+
+
+def test_two_threads_one_cache_with_python_callbacks():
+    """Python event callback and policy on one cache driven from two
+    threads: the library's lock and the GIL never deadlock (ctypes drops the
+    GIL around each call), every event arrives once, the cache checks."""
+    import threading
+    seen = []
+    with pagedkv.Cache(n_layers=1, n_kv_heads=1, head_dim=4, block_size=4,
+                       num_blocks=32, on_event=seen.append,
+                       policy=pagedkv.LRUPolicy()) as c:
+        errors = []
+
+        def work(base):
+            try:
+                for i in range(60):
+                    with c.sequence() as s:
+                        s.append(toks(9, base + (i % 7) * 10))
+                        s.commit()
+            except Exception as e:  # pragma: no cover — reported below
+                errors.append(e)
+        ts = [threading.Thread(target=work, args=(k * 100000,)) for k in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert not errors and not any(t.is_alive() for t in ts)
+        assert len(seen) == c.stats().events > 0
+        assert [e.seqno for e in seen] == list(range(1, len(seen) + 1))
+        c.check()

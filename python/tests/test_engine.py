@@ -112,3 +112,20 @@ def test_engine_keeps_cache_memory():
                   np.zeros((1, 1, 16), np.float32), np.zeros((1, 1, 16), np.float32))
     e.close()
     e.close()
+
+
+def test_quantized_arena_view_and_cascade_option():
+    with pagedkv.Cache(n_layers=1, n_kv_heads=H_KV, head_dim=D, block_size=BS,
+                       num_blocks=8, dtype="i8") as c:
+        K, V = c.kv(0)
+        assert K.shape == (8, H_KV, BS) and K.dtype.names == ("codes", "scale")
+        s = c.sequence()
+        s.append(toks(4))
+        k = np.random.default_rng(3).standard_normal((4, H_KV, D)).astype(np.float32)
+        with pagedkv.Engine(c, n_q_heads=H_Q, backend="scalar", cascade=False) as e:
+            e.prefill(s, 0, 0, np.zeros((4, H_Q, D), np.float32), k, k)
+        slots = s.slot_mapping()
+        rows = K.transpose(0, 2, 1).reshape(-1, H_KV)[slots]   # [4, H_KV] records
+        back = rows["codes"].astype(np.float32) * rows["scale"][..., None]
+        np.testing.assert_allclose(back, k, atol=np.abs(k).max() / 127 + 1e-6)
+        s.free()

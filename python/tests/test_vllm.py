@@ -359,3 +359,14 @@ def test_blocks_object():
     assert b.get_block_ids() == ([1, 2],)
     assert (b + KVCacheBlocks(([3],))).get_block_ids() == ([1, 2, 3],)
     assert KVCacheBlocks(([],)).get_block_ids(allow_none=True) is None
+
+
+def test_stored_event_tokens_survive_the_request(make):
+    m = make()
+    r = Req("a", range(9))
+    admit(m, r)
+    for t in (100, 101, 102):                            # decode fills block 2
+        decode(m, r, t)
+    m.free(r)                                            # gone before take_events
+    blocks = stored_blocks(m.take_events())
+    assert [t for _, _, t in blocks] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 100, 101, 102)]

@@ -20,6 +20,15 @@
  *     the queue is checked too.
  *   - a prefix match attaches at least the blocks a live sequence in the same
  *     namespace committed with the same tokens (they cannot be evicted).
+ *   - the serving calls (op bytes 209, 219, ..., 249): a read-only probe
+ *     changes nothing and its hit attaches (pkv_seq_append_ex) unless an
+ *     eviction made it stale, which must be refused with nothing changed;
+ *     lookahead slots reserved, partly filled and dropped; batch append
+ *     (per-sequence results, each failure ENOMEM with nothing changed) and
+ *     batch free; commit with dedup (deferred references released later);
+ *     evict(n); capacity against the stats; the common prefix against the
+ *     tables; and the pulled event queue (config bit c0 & 0x40), whose
+ *     seqnos must stay gap-free through LOST markers.
  *
  * Any mismatch aborts with a message (libFuzzer records the input).  The
  * body is also linked into the Check suite (tests/check_fuzz_replay.c) to
@@ -74,6 +83,9 @@ typedef struct fz_world {
   uint8_t *ext;      /* external mode: the caller-side K/V, 2*n_layers regions */
   size_t ext_region;
   uint64_t op_no;
+  int32_t deferred[64]; /* blocks a dedup remap left for pkv_blocks_release */
+  uint32_t n_deferred;
+  uint64_t next_seqno;  /* pulled events: next seqno expected */
 } fz_world;
 
 static const struct {
@@ -341,6 +353,18 @@ static void fz_append(fz_world *w, fz_seq *s, const int32_t *tokens,
   fz_write(w, s, pos0, n, slots);
 }
 
+/* Creates an empty sequence in namespace ns into model slot s. */
+static pkv_seq_id fz_create_in(fz_world *w, fz_seq *s, const pkv_seq_opts *o,
+                               uint8_t ns) {
+  pkv_seq_id id;
+  FZ_EXPECT(w, pkv_seq_create(w->c, o, &id), 0, "create");
+  memset(s, 0, sizeof *s);
+  s->id = id;
+  s->live = true;
+  s->ns = ns;
+  return id;
+}
+
 static void op_create(fz_world *w, fz_reader *r) {
   uint8_t a = rd8(r);
   fz_seq *s = fz_empty_slot(w);
@@ -553,12 +577,7 @@ static void op_match(fz_world *w, fz_reader *r) {
   uint8_t ns = (a & 4) ? (uint8_t)(cap & 3) : (src ? src->ns : 0);
 
   pkv_seq_opts o = {fz_ns[ns].bytes, fz_ns[ns].len, fz_ns[ns].adapter, 0};
-  pkv_seq_id id;
-  FZ_EXPECT(w, pkv_seq_create(w->c, &o, &id), 0, "create for match");
-  memset(s, 0, sizeof *s);
-  s->id = id;
-  s->live = true;
-  s->ns = ns;
+  pkv_seq_id id = fz_create_in(w, s, &o, ns);
   uint32_t max_tokens = (cap & 0xc0) == 0x40 ? (n ? n - 1 : 0)
                         : (cap & 0xc0) == 0x80 ? cap % 64
                                                : 0;
@@ -719,6 +738,281 @@ static void op_misc(fz_world *w, fz_reader *r) {
   }
 }
 
+/* ------------------------------------------------ serving calls */
+
+static void fz_same_stats(fz_world *w, const pkv_stats *a, const char *what) {
+  pkv_stats b;
+  fz_snapshot(w, &b);
+  b.prefix_probes = a->prefix_probes; /* the one counter a probe moves */
+  if (memcmp(a, &b, sizeof b) != 0) fz_fail(w, "%s changed the stats", what);
+}
+
+static void fz_events(fz_world *w) {
+  if (!w->cfg.event_queue_cap) {
+    pkv_event ev;
+    uint32_t n;
+    FZ_EXPECT(w, pkv_events_drain(w->c, &ev, 1, &n, NULL), PKV_ENOTSUP,
+              "drain without a queue");
+    return;
+  }
+  pkv_event ev[4];
+  uint32_t n, pending;
+  do {
+    FZ_EXPECT(w, pkv_events_drain(w->c, ev, 4, &n, &pending), 0, "drain events");
+    for (uint32_t i = 0; i < n; i++) {
+      if (ev[i].seqno != w->next_seqno)
+        fz_fail(w, "event seqno %llu, expected %llu",
+                (unsigned long long)ev[i].seqno,
+                (unsigned long long)w->next_seqno);
+      w->next_seqno += ev[i].type == PKV_EVENT_LOST ? ev[i].n_lost : 1;
+    }
+  } while (pending);
+  pkv_stats st;
+  fz_snapshot(w, &st);
+  if (w->next_seqno != st.events + 1)
+    fz_fail(w, "drained up to seqno %llu, %llu events emitted",
+            (unsigned long long)w->next_seqno - 1, (unsigned long long)st.events);
+}
+
+/* Probe a prompt built like an append's tokens, then attach the hit to a
+ * new sequence, maybe after an eviction made it stale. */
+static void op_probe_attach(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), len = rd8(r);
+  fz_seq *s = fz_empty_slot(w);
+  if (!s) return;
+  uint32_t n = 1 + len % (4 * w->bs);
+  int32_t tok[FZ_MAX_TOK];
+  fz_gen_tokens(w, r, tok, n, 0, NULL);
+  uint8_t ns = a & 3;
+  pkv_seq_opts o = {.ns = fz_ns[ns].bytes, .ns_len = fz_ns[ns].len,
+                    .adapter_id = fz_ns[ns].adapter};
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  int32_t hit[FZ_MAX_TOK];
+  uint32_t ht = 77;
+  FZ_EXPECT(w, pkv_prefix_probe(w->c, &o, tok, n, n - 1, hit, FZ_MAX_TOK, &ht),
+            0, "probe");
+  fz_same_stats(w, &before, "probe");
+  /* max_tokens n - 1 keeps one token to compute; for n == 1 it is 0, which
+   * means no cap */
+  if (ht % w->bs || ht > n || (n > 1 && ht >= n))
+    fz_fail(w, "probe hit %u of %u", ht, n);
+  pkv_seq_id id = fz_create_in(w, s, &o, ns);
+  if (ht == 0) return;
+  if ((a & 4) && before.blocks_evictable)
+    FZ_EXPECT(w, pkv_evict(w->c, 1 + a % before.blocks_evictable), 0, "evict");
+  fz_snapshot(w, &before);
+  pkv_append req = {.tokens = tok, .n_tokens = ht, .hit_blocks = hit,
+                    .n_hit_blocks = ht / w->bs};
+  int rc = pkv_seq_append_ex(w->c, id, &req, NULL);
+  if (rc == PKV_ESTATE) {
+    if (!(a & 4)) fz_fail(w, "hit went stale with no eviction");
+    fz_same_pool(w, &before, "stale attach");
+    return;
+  }
+  FZ_EXPECT(w, rc, 0, "attach");
+  memcpy(s->tok, tok, ht * sizeof *tok);
+  s->n = s->committed = ht;
+  fz_verify_seq(w, s);
+}
+
+/* Lookahead: reserve k slots, fill j of them, drop the rest. */
+static void op_lookahead(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  fz_seq *s = fz_live(w, a);
+  if (!s) return;
+  uint32_t k = 1 + b % (2 * w->bs), j = (b >> 4) % (k + 1);
+  if (s->n + k > FZ_MAX_TOK) return;
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  static int64_t slots[FZ_MAX_TOK];
+  int32_t fresh[FZ_MAX_TOK];
+  pkv_delta d;
+  pkv_append req = {.n_lookahead = k, .slots = slots, .new_blocks = fresh,
+                    .new_cap = FZ_MAX_TOK};
+  uint32_t need = fz_append_need(w, s, k);
+  int rc = pkv_seq_append_ex(w->c, s->id, &req, &d);
+  if (need > before.blocks_free + before.blocks_evictable) {
+    FZ_EXPECT(w, rc, PKV_ENOMEM, "lookahead beyond the pool");
+    fz_same_pool(w, &before, "lookahead");
+    return;
+  }
+  FZ_EXPECT(w, rc, 0, "lookahead");
+  if (d.n_known != s->n || d.n_tokens != s->n + k)
+    fz_fail(w, "lookahead delta %u/%u", d.n_known, d.n_tokens);
+  int32_t tbl[FZ_MAX_TOK];
+  uint32_t nbk;
+  FZ_EXPECT(w, pkv_seq_blocks(w->c, s->id, tbl, FZ_MAX_TOK, &nbk), 0, "blocks");
+  for (uint32_t i = 0; i < d.n_new; i++)
+    if (tbl[d.first_new + i] != fresh[i]) fz_fail(w, "delta block %u", i);
+  if (d.first_new + d.n_new != nbk) fz_fail(w, "delta does not reach the end");
+  /* ids unknown: no commit past them, no fork */
+  pkv_seq_id child;
+  FZ_EXPECT(w, pkv_seq_commit(w->c, s->id, s->n + 1), PKV_ERANGE,
+            "commit of a lookahead slot");
+  FZ_EXPECT(w, pkv_seq_fork(w->c, s->id, &child), PKV_ESTATE,
+            "fork with lookahead");
+  if (j) { /* accepted drafts: their ids fill the reserved slots */
+    int32_t tok[FZ_MAX_TOK];
+    fz_gen_tokens(w, r, tok, j, s->n, s);
+    int64_t filled[FZ_MAX_TOK];
+    FZ_EXPECT(w, pkv_seq_append(w->c, s->id, tok, j, filled), 0, "fill");
+    if (memcmp(filled, slots, j * sizeof *slots) != 0)
+      fz_fail(w, "fill used other slots than were reserved");
+    memcpy(s->tok + s->n, tok, j * sizeof *tok);
+    fz_write(w, s, s->n, j, filled);
+    s->n += j;
+  }
+  FZ_EXPECT(w, pkv_seq_truncate(w->c, s->id, s->n), 0, "drop drafts");
+}
+
+static void op_batch(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r);
+  pkv_seq_id ids[FZ_MAX_SEQS + 1];
+  fz_seq *who[FZ_MAX_SEQS];
+  int32_t tok[FZ_MAX_SEQS + 1];
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+    if (w->s[i].live && w->s[i].n < FZ_MAX_TOK) {
+      who[n] = &w->s[i];
+      ids[n] = w->s[i].id;
+      tok[n] = (int32_t)((a + i) & 7);
+      n++;
+    }
+  if (a & 1) { /* with a bad handle at the end */
+    ids[n] = fz_bad_handle(w, a);
+    tok[n++] = 1;
+  }
+  int64_t slots[FZ_MAX_SEQS + 1];
+  pkv_step_result res[FZ_MAX_SEQS + 1];
+  int rc = pkv_batch_append(w->c, ids, tok, n, slots, res);
+  int first = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    if (res[i].rc) {
+      if (first == 0) first = res[i].rc;
+      bool bad = (a & 1) && i == n - 1;
+      FZ_EXPECT(w, res[i].rc, bad ? PKV_ENOSEQ : PKV_ENOMEM, "batch result");
+      if (slots[i] != -1) fz_fail(w, "failed batch entry has a slot");
+      continue;
+    }
+    fz_seq *s = who[i];
+    s->tok[s->n] = tok[i];
+    int64_t want;
+    FZ_EXPECT(w, pkv_slot_mapping(w->c, s->id, s->n, s->n + 1, &want), 0, "slot");
+    if (want != slots[i]) fz_fail(w, "batch slot differs from slot_mapping");
+    if ((int64_t)res[i].block * w->bs + s->n % w->bs != slots[i])
+      fz_fail(w, "batch result block %d does not hold slot", res[i].block);
+    fz_write(w, s, s->n, 1, &slots[i]);
+    s->n++;
+  }
+  FZ_EXPECT(w, rc, first, "batch return");
+  if (a & 2) { /* batch free of up to two, plus a bad handle */
+    fz_seq *x = fz_live(w, a >> 2), *y = x ? fz_live(w, (uint8_t)((a >> 2) + 1 +
+                                                       (x - w->s))) : NULL;
+    if (!x) return;
+    pkv_seq_id f[3] = {x->id, y && y != x ? y->id : fz_bad_handle(w, a), 0};
+    int32_t fr[3];
+    FZ_EXPECT(w, pkv_batch_free(w->c, f, 3, fr), PKV_ENOSEQ, "batch free");
+    FZ_EXPECT(w, fr[0], 0, "batch free [0]");
+    fz_forget(w, x);
+    if (y && y != x) {
+      FZ_EXPECT(w, fr[1], 0, "batch free [1]");
+      fz_forget(w, y);
+    }
+  }
+}
+
+static void op_serving(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r);
+  fz_seq *s = fz_live(w, b);
+  switch (a % 8) {
+  case 0: op_probe_attach(w, r); break;
+  case 1: op_lookahead(w, r); break;
+  case 2: op_batch(w, r); break;
+  case 3: /* commit with dedup; remapped blocks deferred */
+    if (!s || s->committed == s->n) break;
+    {
+      pkv_remap rm[FZ_MAX_TOK];
+      uint32_t n_rm;
+      bool now = w->n_deferred + (s->n - s->committed) / w->bs + 1 > 64;
+      uint32_t to = s->committed + 1 + b % (s->n - s->committed);
+      FZ_EXPECT(w, pkv_seq_commit_ex(w->c, s->id, to,
+                                     PKV_COMMIT_DEDUP |
+                                         (now ? PKV_COMMIT_RELEASE_NOW : 0),
+                                     rm, FZ_MAX_TOK, &n_rm),
+                0, "commit dedup");
+      s->committed = to;
+      int32_t tbl[FZ_MAX_TOK];
+      uint32_t nbk;
+      FZ_EXPECT(w, pkv_seq_blocks(w->c, s->id, tbl, FZ_MAX_TOK, &nbk), 0, "blocks");
+      for (uint32_t i = 0; i < n_rm; i++) {
+        if (tbl[rm[i].index] != rm[i].new_block || rm[i].old_block == rm[i].new_block)
+          fz_fail(w, "remap %u does not match the table", i);
+        if (!now) w->deferred[w->n_deferred++] = rm[i].old_block;
+      }
+      fz_verify_seq(w, s);
+    }
+    break;
+  case 4: { /* release deferred blocks (and a refused extra one) */
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    int32_t bad = (int32_t)w->nb;
+    FZ_EXPECT(w, pkv_blocks_release(w->c, &bad, 1), PKV_ENOENT, "release bad");
+    fz_same_stats(w, &before, "refused release");
+    if (!w->n_deferred) break;
+    uint32_t k = 1 + b % w->n_deferred;
+    FZ_EXPECT(w, pkv_blocks_release(w->c, w->deferred + w->n_deferred - k, k), 0,
+              "release");
+    w->n_deferred -= k;
+    break;
+  }
+  case 5: { /* evict(n), capacity */
+    pkv_stats st;
+    fz_snapshot(w, &st);
+    pkv_capacity k;
+    FZ_EXPECT(w, pkv_cache_capacity(w->c, &k), 0, "capacity");
+    if (k.free != st.blocks_free || k.evictable != st.blocks_evictable ||
+        k.in_use != st.blocks_used || k.cached != st.blocks_cached ||
+        k.deferred != w->n_deferred)
+      fz_fail(w, "capacity disagrees with stats");
+    FZ_EXPECT(w, pkv_evict(w->c, k.evictable + 1), PKV_ERANGE, "evict too many");
+    fz_same_stats(w, &st, "refused evict");
+    uint32_t n = k.evictable ? b % (k.evictable + 1) : 0;
+    FZ_EXPECT(w, pkv_evict(w->c, n), 0, "evict");
+    FZ_EXPECT(w, pkv_cache_capacity(w->c, &k), 0, "capacity");
+    if (k.evictable != st.blocks_evictable - n || k.free != st.blocks_free + n)
+      fz_fail(w, "evict(%u) left %u evictable / %u free", n, k.evictable, k.free);
+    break;
+  }
+  case 6: { /* common prefix of every live sequence, against the tables */
+    pkv_seq_id ids[FZ_MAX_SEQS];
+    uint32_t n = 0, common = 0, want = UINT32_MAX;
+    static int32_t first[FZ_MAX_TOK], tbl[FZ_MAX_TOK];
+    for (uint32_t i = 0; i < FZ_MAX_SEQS; i++) {
+      if (!w->s[i].live || (b >> (i % 8) & 1)) continue;
+      ids[n++] = w->s[i].id;
+      uint32_t nbk;
+      FZ_EXPECT(w, pkv_seq_blocks(w->c, w->s[i].id, n == 1 ? first : tbl,
+                                  FZ_MAX_TOK, &nbk), 0, "blocks");
+      if (n == 1) {
+        want = nbk;
+        continue;
+      }
+      uint32_t k = 0;
+      while (k < want && k < nbk && tbl[k] == first[k]) k++;
+      want = k;
+    }
+    FZ_EXPECT(w, pkv_common_prefix_blocks(w->c, ids, n, &common), 0, "common");
+    if (common != (n ? want : 0))
+      fz_fail(w, "common prefix %u, tables say %u", common, want);
+    break;
+  }
+  default:
+    fz_events(w);
+    break;
+  }
+}
+
 /* ------------------------------------------------ driver */
 
 static const char *const fz_policies[8] = {"lru", "fifo", "lfu", "s3fifo",
@@ -741,6 +1035,8 @@ int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
   w->cfg.storage = (c2 & 1) ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
   w->cfg.policy = fz_policies[(c2 >> 1) & 7];
   w->cfg.flags = (c2 >> 4) & 3;
+  if (c0 & 0x40) w->cfg.event_queue_cap = 8;
+  w->next_seqno = 1;
   if (c2 & 0x40) { /* size the pool by bytes instead */
     w->cfg.memory_bytes = (uint64_t)w->cfg.num_blocks *
                           pkv_config_block_bytes(&w->cfg) + (c1 & 3);
@@ -792,12 +1088,20 @@ int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
     case 6: op_commit(w, &r); break;
     case 7: op_match(w, &r); break;
     case 8: op_pin(w, &r); break;
-    default: op_misc(w, &r); break;
+    default:
+      if (op >= 200) op_serving(w, &r); /* 209 .. 249 */
+      else op_misc(w, &r);
+      break;
     }
     fz_check(w);
   }
   for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
     if (w->s[i].live) fz_verify_seq(w, &w->s[i]);
+  if (w->n_deferred)
+    FZ_EXPECT(w, pkv_blocks_release(w->c, w->deferred, w->n_deferred), 0,
+              "final release");
+  fz_events(w);
+  fz_check(w);
   pkv_cache_destroy(w->c);
   free(w->ext);
   w->c = NULL;

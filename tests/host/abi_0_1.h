@@ -26,7 +26,6 @@ typedef struct v01_config {
   uint64_t (*clock)(void *user);
   void *clock_user;
   uint32_t flags;
-  uint32_t event_queue_cap;
   uint32_t version;
   uint64_t reserved[8];
 } v01_config;
