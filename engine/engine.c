@@ -84,10 +84,6 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_eng
   if (dv % 8 != 0)
     return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u unsupported: not a multiple of 8",
                     dv);
-  if (dv != cc->head_dim && pkv__dtype_is_quant(cc->dtype))
-    return pkv__err(PKV_EINVAL, "engine_create: v_head_dim %u != head_dim %u is supported for "
-                                "f32, f16 and bf16 storage only (a quantized row's scale sits "
-                                "after head_dim codes)", dv, cc->head_dim);
   if (cfg->n_threads > MAX_THREADS)
     return pkv__err(PKV_EINVAL, "engine_create: n_threads %u > %d", cfg->n_threads, MAX_THREADS);
   if (!(cfg->scale >= 0.0f) || isinf(cfg->scale))
@@ -130,7 +126,6 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_eng
   e->attn.bf16_dot = want && cc->dtype == PKV_DTYPE_BF16 && kern->decode_bf16dot != NULL;
   pkv__attn_set_v_dim(&e->attn, dv);
   e->attn.cascade_mode = cfg->cascade ? PKV__CASCADE_OFF : PKV__CASCADE_AUTO;
-  if (dv != cc->head_dim) e->attn.cascade_mode = PKV__CASCADE_OFF; /* cascade: V = K width only */
   *out = e;
   return 0;
 }

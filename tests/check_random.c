@@ -499,6 +499,14 @@ static const char *policies[] = {"lru",      "fifo",  "lfu",     "s3fifo",
                                  "priority", "fwlru", "adaptive"};
 #define N_POLICIES (sizeof policies / sizeof policies[0])
 
+/* Whether the run has done every kind of operation run_policy asserts. */
+static bool exercised(world *w) {
+  pkv_stats st = tu_stats(w->c);
+  return st.cow_copies && st.forks && st.evictions && st.prefix_hit_tokens &&
+         w->enomem && w->lookahead_fills && w->lost_events && st.prefix_probes &&
+         st.batch_calls;
+}
+
 static void run_policy(int variant, const char *policy, bool lazy) {
   world *w = calloc(1, sizeof *w);
   w->external = lazy || (variant & 1);
@@ -516,7 +524,9 @@ static void run_policy(int variant, const char *policy, bool lazy) {
   w->c = tu_cache(&cfg);
   if (w->external) w->shadow = calloc((size_t)w->nb * w->bs, sizeof *w->shadow);
   int n_ops = TU_SCALE(3000);
-  for (int k = 0; k < n_ops; k++) {
+  /* Under sanitizers n_ops is small: run on (up to 4x) until every kind of
+   * operation the checks below claim has happened at least once. */
+  for (int k = 0; k < n_ops || (k < 4 * n_ops && !exercised(w)); k++) {
     step(w);
     if (w->lazy && w->pending == 1 && tu_rand(&w->rng) % 8 == 0)
       w->pending = drain_some(w, 1 + (uint32_t)(tu_rand(&w->rng) % 8));
