@@ -2,13 +2,14 @@
 #
 #   make            library (static + shared), pagedkv tool, examples
 #   make run        the default multi-sequence workload
-#   make test       the whole Check suite (release build)
+#   make test       the whole Check suite + host tests (dlopen, ctypes, installed tree)
 #   make debug      suite with PKV_DEBUG=2 (full validator after every mutation)
 #   make asan       suite under ASan+UBSan
 #   make tsan       concurrency tests under ThreadSanitizer
 #   make fuzz       libFuzzer harnesses (clang) in build/fuzz; fuzz-long runs them
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
+#   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
 # MODE selects the build directory and flags (release, debug, asan, tsan);
@@ -18,45 +19,54 @@ MODE    ?= release
 PREFIX  ?= /usr/local
 CC      ?= cc
 BUILD   := build/$(MODE)
-VERSION := 0.1.0
-SOMAJOR := 0
+# The version is the header's (PKV_VERSION_*); the soname carries the major.
+VERSION := $(shell sed -n 's/^\#define PKV_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$$/\2/p' include/pagedkv/pagedkv.h | paste -sd.)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIB_MAP := libpagedkv/pagedkv.map
 
-DEPS_OK := $(shell scripts/deps.sh build >&2 && echo ok)
-ifneq ($(DEPS_OK),ok)
-$(error missing build dependencies (see the message above))
-endif
-
-PKGS_CFLAGS := $(shell pkg-config --cflags check libxxhash)
-CHECK_LIBS  := $(shell pkg-config --libs check)
+# Packages are asked for by the targets that need them (scripts/deps.sh
+# groups, as order-only prerequisites below): the library needs only a
+# compiler and libxxhash-dev; `make clean` needs nothing.  Check's flags are
+# looked up only when a test is compiled or linked.
+PKGS_CFLAGS := $(shell pkg-config --cflags libxxhash 2>/dev/null)
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS   = $(shell pkg-config --libs check)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CSTD    := -std=c11 -D_GNU_SOURCE
 CFLAGS_BASE := $(CSTD) $(WARN) -fvisibility=hidden -fPIC -pthread -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 LDLIBS_BASE := -lxxhash -lm -pthread
 
+# The library links no allocator (docs/DESIGN.md, "Memory"): it uses jemalloc
+# only when its host process has it.  HOST_ALLOC is what our own programs
+# (the pagedkv tool, benchmarks) link as their process allocator.
 ifeq ($(MODE),release)
   OPT := -O2 -g -DPKV_DEBUG=0
-  ALLOC_LIBS := -ljemalloc
+  SAN_LIBS :=
+  HOST_ALLOC := -ljemalloc
   KOPT := -O3
 else ifeq ($(MODE),debug)
   OPT := -O0 -g -DPKV_DEBUG=2
-  ALLOC_LIBS := -ljemalloc
+  SAN_LIBS :=
+  HOST_ALLOC := -ljemalloc
   KOPT := -O1
 else ifeq ($(MODE),asan)
-  # jemalloc would fight the sanitizer's malloc: use libc's under sanitizers.
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DPKV_DEBUG=1 -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1
-  ALLOC_LIBS := -fsanitize=address,undefined
+  # jemalloc would fight the sanitizer's malloc: libc's under sanitizers.
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DPKV_DEBUG=1 -DPKV_SANITIZE=1
+  SAN_LIBS := -fsanitize=address,undefined
+  HOST_ALLOC :=
   KOPT := -O1
 else ifeq ($(MODE),tsan)
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -DPKV_DEBUG=1 -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1
-  ALLOC_LIBS := -fsanitize=thread
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=thread -DPKV_DEBUG=1 -DPKV_SANITIZE=1
+  SAN_LIBS := -fsanitize=thread
+  HOST_ALLOC :=
   KOPT := -O1
 else
   $(error MODE must be release, debug, asan or tsan)
 endif
 
 CFLAGS  := $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  := $(LDLIBS_BASE) $(ALLOC_LIBS)
+LDLIBS  := $(LDLIBS_BASE) $(SAN_LIBS)
 
 # Per-file ISA flags: kernels are compiled once per back end and chosen at run
 # time, so only these files may use the wider instructions.
@@ -83,43 +93,51 @@ BENCH_UOBJ:= $(BENCH_UTIL:%.c=$(BUILD)/%.o)
 STATIC  := $(BUILD)/libpagedkv.a
 SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
+PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
+.PHONY: test-python bench-python
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
-        install uninstall clean deps examples tools fuzz fuzz-long valgrind
+        install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
 
 all: lib tools examples
-lib: $(STATIC) $(SHARED) $(BUILD)/pagedkv.pc
+lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
 
 $(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -o $@ $^ $(LDLIBS)
+$(SHARED): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libpagedkv.so.$(SOMAJOR) -Wl,--version-script=$(LIB_MAP) -o $@ $(LIB_OBJ) $(LDLIBS)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(BUILD)/libpagedkv.so
 
-# The .pc names the prefix it is installed under, so it is written for the
-# PREFIX of each build or install command.
-PC_TEXT = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nVersion: $(VERSION)\nLibs: -L$${libdir} -lpagedkv\nLibs.private: -lxxhash -ljemalloc -lm -pthread\nCflags: -I$${includedir}\n
-$(BUILD)/pagedkv.pc: FORCE
+# The .pc files name the prefix they are installed under, so they are written
+# for the PREFIX of each build or install command.  pagedkv.pc links the
+# shared library with an rpath to it (a program built with it runs without
+# LD_LIBRARY_PATH); pagedkv-static.pc links the archive:
+#   cc app.c $(pkg-config --cflags --libs pagedkv)
+#   cc app.c $(pkg-config --static --cflags --libs pagedkv-static)
+PC_HEAD = prefix=$(PREFIX)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nVersion: $(VERSION)\nCflags: -I$${includedir}\nLibs.private: -lxxhash -lm -pthread\n
+PC_TEXT_pagedkv = $(PC_HEAD)Name: pagedkv\nDescription: Paged KV-cache manager and CPU attention engine\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lpagedkv\n
+PC_TEXT_pagedkv-static = $(PC_HEAD)Name: pagedkv-static\nDescription: pagedkv, linked statically (use with pkg-config --static)\nLibs: -L$${libdir} -l:libpagedkv.a\n
+$(PC_FILES): $(BUILD)/%.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf '$(PC_TEXT)' > $@.tmp
+	@printf '$(PC_TEXT_$*)' > $@.tmp
 	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
 .PHONY: FORCE
 FORCE:
 
 $(TOOL): $(TOOL_OBJ) $(STATIC)
-	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) -ldl,@echo "no tools yet")
+	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl,@echo "no tools yet")
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -130,13 +148,21 @@ $(BUILD)/examples/%.so: examples/%.c $(wildcard include/pagedkv/*.h)
 	$(CC) $(CFLAGS) -shared -DPKV_POLICY_PLUGIN -o $@ $<
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
+	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
 # OpenBLAS headers only for the engine benchmark (its baseline).
 $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
+
+# What each part asks scripts/deps.sh for (the groups are listed there).
+.PHONY: deps-lib deps-tools deps-build
+deps-lib deps-tools deps-build: deps-%:
+	@scripts/deps.sh $*
+$(LIB_OBJ) $(STATIC) $(SHARED) $(EX_BIN) $(EX_SO): | deps-lib
+$(TOOL_OBJ) $(TOOL) $(BENCH_BIN): | deps-tools
+$(TEST_BIN) $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o) $(TEST_UOBJ): | deps-build
 
 # ---------------------------------------------------------------- running
 TESTS ?=
@@ -147,8 +173,24 @@ run: all
 	  $(BUILD)/examples/serve_sim; \
 	fi
 
+# The Check suites, then (for the whole suite) the library as hosts load it:
+# dlopen, Python ctypes, programs built against an installed tree.
 test check: lib $(TEST_BIN)
-	@scripts/run-tests.sh $(BUILD)/tests $(TESTS)
+	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
+	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
+	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
+
+# The Python package (python/) under pytest, against this build's shared
+# library.  Not under asan/tsan: their .so needs the sanitizer runtime
+# preloaded into the interpreter.  A library that does not load fails.
+PYTHON ?= /usr/bin/python3
+test-python: lib
+	@scripts/deps.sh python
+	@if [ "$(MODE)" = asan ] || [ "$(MODE)" = tsan ]; then \
+	  echo "python tests: not run in MODE=$(MODE) (run them in release)"; \
+	else echo "== python tests (pytest, $(BUILD)/libpagedkv.so)"; \
+	  PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PAGEDKV_MODE=$(MODE) PYTHONDONTWRITEBYTECODE=1 \
+	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider python/tests; fi
 
 debug:
 	$(MAKE) MODE=debug test
@@ -166,6 +208,17 @@ bench: lib $(BENCH_BIN)
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
 	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	@$(MAKE) --no-print-directory bench-python
+
+# One vLLM scheduler decode step for 256 requests: the Python protocol on the
+# library, the C batch call, and a pure-Python manager (bench/bench_vllm.py).
+bench-python: lib
+	@scripts/deps.sh python
+	@echo "== bench/bench_vllm.py"
+	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
+
+# Builds every benchmark without running it (CI builds them in asan mode).
+bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
 bench-engine: $(BUILD)/bench/bench_engine
@@ -173,7 +226,7 @@ bench-engine: $(BUILD)/bench/bench_engine
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
 
 # The replay tests compile the fuzz harness bodies in.
-$(BUILD)/tests/check_fuzz_replay.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+$(BUILD)/tests/check_fuzz_replay.o $(BUILD)/tests/check_sim.o: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 $(BUILD)/tests/check_engine_fuzz.o: tests/fuzz/fuzz_engine.c
 
 # ---------------------------------------------------------------- fuzzing
@@ -184,7 +237,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 600
 FUZZ_DIR     := build/fuzz
 FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=all -DPKV_NO_JEMALLOC -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
+                -fno-sanitize-recover=all -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
                 -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
@@ -208,11 +261,18 @@ $(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tests/tu_paged.c $(FUZZ_ENGSRC) $(FUZZ_LIBSRC) \
 	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
 
-# Trace parsers: the harness plus the tools' parser (and what it needs).
-$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(wildcard tools/trace.c tools/*.h)
+# Trace readers and the simulator's stream and replays built on them.
+FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c
+$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/trace.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl
+
+# Option parsers of run and sim (no library needed).
+$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c tools/opts.c tools/cli.c tools/trace.c $(wildcard tools/*.h)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/opts.c tools/cli.c tools/trace.c -lm
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \
@@ -233,6 +293,10 @@ valgrind: lib $(TEST_BIN)
 	  exit $$fail
 
 # ---------------------------------------------------------------- install
+# The Python package goes where Debian's python3 looks for PREFIX=/usr/local
+# (other prefixes: PYTHONPATH=$(PREFIX)/lib/python3/dist-packages); it loads
+# the library installed beside it.
+PYDIR ?= $(PREFIX)/lib/python3/dist-packages
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/pagedkv $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/pagedkv/*.h $(DESTDIR)$(PREFIX)/include/pagedkv/
@@ -240,12 +304,15 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)
 	ln -sf libpagedkv.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libpagedkv.so
-	install -m 644 $(BUILD)/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(PC_FILES) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	if [ -x $(TOOL) ]; then install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/; fi
+	install -d $(DESTDIR)$(PYDIR)/pagedkv
+	install -m 644 python/pagedkv/*.py $(DESTDIR)$(PYDIR)/pagedkv/
+	printf 'LIBRARY = %s\n' "'$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)'" > $(DESTDIR)$(PYDIR)/pagedkv/_install.py
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv
-	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
+	rm -rf $(DESTDIR)$(PREFIX)/include/pagedkv $(DESTDIR)$(PYDIR)/pagedkv
+	rm -f $(DESTDIR)$(PREFIX)/lib/libpagedkv.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/pagedkv-static.pc $(DESTDIR)$(PREFIX)/bin/pagedkv
 
 deps:
 	scripts/deps.sh all

@@ -14,10 +14,15 @@
  * come back, so ghosts are both missed and hit.  Reported: ns per cycle
  * (median of repetitions), beside the ring baseline driven through the same
  * vtable calls.  Target: <= 100 ns per eviction.
+ *
+ * Also reported: the policy's memory per block, counted through the
+ * library's allocator hook (bytes live after create, divided by the pool's
+ * blocks), beside LRU's.
  */
 #include "bu_bench.h"
 #include "pagedkv/policy.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +107,57 @@ static void fill_meta(pkv_block_meta *m, uint64_t key, uint64_t parent,
   m->parent_block = parent ? parent_block : -1;
   m->priority = (uint8_t)(r % 4 == 0 ? (r >> 8) % 101 : 35);
   m->priority_until = r % 16 == 0 ? now + (r >> 16) % 100000 : 0;
+}
+
+/* ------------------------------------------------------------ memory */
+
+/* Counting allocator: a 16-byte header keeps each block's size, so that
+ * `live` is the library's bytes in use at any moment. */
+static size_t live;
+static void *count_malloc(size_t n) {
+  size_t *p = malloc(n + 16);
+  if (!p) return NULL;
+  *p = n;
+  live += n;
+  return (char *)p + 16;
+}
+static void count_free(void *q) {
+  if (!q) return;
+  size_t *p = (size_t *)((char *)q - 16);
+  live -= *p;
+  free(p);
+}
+static void *count_calloc(size_t k, size_t n) {
+  if (n && k > SIZE_MAX / n) return NULL;
+  void *q = count_malloc(k * n);
+  if (q) memset(q, 0, k * n);
+  return q;
+}
+static void *count_realloc(void *q, size_t n) {
+  if (!q) return count_malloc(n);
+  size_t old = *(size_t *)((char *)q - 16);
+  void *r = count_malloc(n);
+  if (!r) return NULL;
+  memcpy(r, q, old < n ? old : n);
+  count_free(q);
+  return r;
+}
+
+/* Bytes per block the policy holds after create (its state is sized at
+ * create; no hook allocates); -1 if create failed. */
+static double bytes_per_block(const pkv_policy_ops *ops, uint32_t num_blocks) {
+  if (pkv_replace_allocator(count_malloc, count_realloc, count_calloc,
+                            count_free))
+    return -1;
+  size_t before = live;
+  void *st;
+  double bytes = -1;
+  if (ops->create(&st, num_blocks, NULL) == 0) {
+    bytes = (double)(live - before) / num_blocks;
+    ops->destroy(st);
+  }
+  pkv_replace_allocator(NULL, NULL, NULL, NULL);
+  return bytes;
 }
 
 /* ns per cycle; -1 if the policy failed. */
@@ -193,6 +249,11 @@ int main(void) {
       snprintf(name, sizeof name, "policy_%s_ns_per_eviction_%ublocks", *n,
                sizes[z]);
       bu_report_vs(name, ns, "ns", "ring FIFO", base, "x ring");
+      double mem = bytes_per_block(ops, sizes[z]);
+      double mem_lru = bytes_per_block(pkv_policy_find("lru"), sizes[z]);
+      snprintf(name, sizeof name, "policy_%s_bytes_per_block_%ublocks", *n,
+               sizes[z]);
+      bu_report_vs(name, mem, "B", "lru", mem_lru, "x lru");
     }
   }
   return failed;

@@ -15,9 +15,9 @@
 #include "../tools/trace.c"
 
 int main(void) {
-  const char *dir = trace_samples_dir();
+  const char *dir = trace_full_dir();
   if (!dir) {
-    printf("bench_sim: shared traces not found (set PKV_TRACES_DIR): skipped\n");
+    printf("bench_sim: full traces not found (set PKV_FULL_TRACES_DIR): skipped\n");
     return 0;
   }
   char path[512], err[512];

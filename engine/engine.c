@@ -42,17 +42,32 @@ struct pkv_engine {
 };
 
 void pkv_engine_config_init(pkv_engine_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->n_threads = 1;
+  cfg->version = PKV_ENGINE_CONFIG_VERSION;
 }
 
-int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine **out) {
+/* Where each older version's fields end (libpagedkv/abi.c). */
+static const size_t engine_config_ends[] = {PKV__V1_END(pkv_engine_config),
+                                            PKV__END_AT(pkv_engine_config, cascade)};
+_Static_assert(sizeof engine_config_ends / sizeof engine_config_ends[0] >=
+                   PKV_ENGINE_CONFIG_VERSION - 1, "one entry per older version");
+
+int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg_in, pkv_engine **out) {
   pkv__err_clear();
   if (!out) return pkv__err(PKV_EINVAL, "engine_create: out is NULL");
   *out = NULL;
   if (!cache) return pkv__err(PKV_EINVAL, "engine_create: cache is NULL");
-  if (!cfg) return pkv__err(PKV_EINVAL, "engine_create: cfg is NULL");
+  if (!cfg_in) return pkv__err(PKV_EINVAL, "engine_create: cfg is NULL");
+  static const pkv__abi_struct abi = PKV__ABI_STRUCT(
+      pkv_engine_config, "engine_config", PKV_ENGINE_CONFIG_VERSION, engine_config_ends);
+  pkv_engine_config cfg_def, cfg_res;
+  pkv_engine_config_init(&cfg_def);
+  int abi_rc = pkv__abi_in(&abi, &cfg_res, cfg_in, &cfg_def);
+  if (abi_rc) return abi_rc;
+  const pkv_engine_config *cfg = &cfg_res;
   const pkv_config *cc = pkv_cache_config(cache);
   if (!cc) return pkv__err(PKV_EINVAL, "engine_create: cache has no config");
   if (cc->storage != PKV_STORAGE_OWNED)
@@ -121,7 +136,7 @@ int pkv_engine_create(pkv_cache *cache, const pkv_engine_config *cfg, pkv_engine
 }
 
 void pkv_engine_destroy(pkv_engine *engine) {
-  if (!engine) return;
+  if (!engine) return; /* keeps pkv_last_error(), like pkv_cache_destroy */
   pkv__attn_fini(&engine->attn);
   pkv__free(engine->batch);
   pkv__free(engine->sorted);
@@ -129,10 +144,12 @@ void pkv_engine_destroy(pkv_engine *engine) {
 }
 
 int pkv_engine_uses_bf16_dot(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.bf16_dot : 0;
 }
 
 const char *pkv_engine_backend(const pkv_engine *engine) {
+  pkv__err_clear();
   return engine ? engine->attn.kern->name : "";
 }
 

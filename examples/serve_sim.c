@@ -199,7 +199,7 @@ int main(void) {
     request r;
     int32_t prompt[200];
     for (int i = 0; i < 200; i++) prompt[i] = 90000 + 1000 * k + i;
-    char name[16];
+    char name[24]; /* "burst-" + any int: no truncation at any -O */
     snprintf(name, sizeof name, "burst-%d", k);
     admit(&r, name, prompt, 200);
     must(pkv_seq_free(cache, r.seq), "free");

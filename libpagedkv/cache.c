@@ -26,7 +26,11 @@
 
 #define PKV_MAX_BLOCK_SIZE 65536u
 #define PKV_DEFAULT_POLICY "lru"
-#define PKV_KNOWN_FLAGS (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE)
+#define PKV_KNOWN_FLAGS \
+  (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE | \
+   PKV_CACHE_COMMIT_DEDUP)
+/* A pull queue holds at most this many events (~100 MB of pkv_event). */
+#define PKV_MAX_EVENT_QUEUE (1u << 20)
 
 uint64_t pkv__default_clock(void *user) {
   (void)user;
@@ -43,14 +47,17 @@ void pkv__assert_fail(const char *expr, const char *file, int line,
 }
 
 void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg) return;
   memset(cfg, 0, sizeof *cfg);
   cfg->dtype = PKV_DTYPE_F32;
   cfg->storage = PKV_STORAGE_OWNED;
   cfg->policy = PKV_DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
 }
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
+  pkv__err_clear();
   switch (dtype) {
   case PKV_DTYPE_F32: return 4;
   case PKV_DTYPE_F16: return 2;
@@ -84,6 +91,7 @@ static uint64_t block_stride_bytes(const pkv_config *cfg) {
 }
 
 uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
+  pkv__err_clear();
   if (!cfg || !cfg->n_layers || !cfg->n_kv_heads || !cfg->head_dim ||
       !cfg->block_size || !pkv_dtype_size(cfg->dtype))
     return 0;
@@ -93,9 +101,11 @@ uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
 }
 
 /* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
-static int config_validate(const pkv_config *cfg, pkv_config *res) {
-  if (!cfg) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
-  *res = *cfg;
+static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
+  if (!cfg_in) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  int abi_rc = pkv__config_in(res, cfg_in);
+  if (abi_rc) return abi_rc;
+  const pkv_config *cfg = res; /* the caller's fields in this version's layout */
   if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
   if (cfg->n_kv_heads == 0)
     return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
@@ -114,6 +124,9 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
   if (cfg->flags & ~PKV_KNOWN_FLAGS)
     return pkv__err(PKV_EINVAL, "config: unknown flags 0x%x",
                     cfg->flags & ~PKV_KNOWN_FLAGS);
+  if (cfg->event_queue_cap > PKV_MAX_EVENT_QUEUE)
+    return pkv__err(PKV_EINVAL, "config: event_queue_cap %u > %u",
+                    cfg->event_queue_cap, PKV_MAX_EVENT_QUEUE);
   uint64_t block_bytes = pkv_config_block_bytes(cfg);
   if (block_bytes == 0)
     return pkv__err(PKV_EINVAL,
@@ -157,6 +170,7 @@ static int config_validate(const pkv_config *cfg, pkv_config *res) {
 }
 
 const pkv_config *pkv_cache_config(const pkv_cache *cache) {
+  pkv__err_clear();
   return cache ? &cache->cfg : NULL;
 }
 
@@ -178,6 +192,8 @@ static void cache_free(pkv_cache *c) {
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
+  pkv__free(c->evq);
+  pkv__free(c->copy_in);
   pkv__free(c->orphans);
   pkv__free(c->scratch);
   pkv__free(c->block_tokens);
@@ -225,8 +241,13 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   c->block_tokens = pkv__malloc(nb * res.block_size * sizeof(int32_t));
   c->orphans = pkv__malloc(nb * sizeof(int32_t));
   c->scratch = pkv__malloc(nb * sizeof(uint32_t));
+  c->evq_cap = res.event_queue_cap;
+  c->evq = c->evq_cap ? pkv__malloc(c->evq_cap * sizeof *c->evq) : NULL;
+  if (res.storage == PKV_STORAGE_EXTERNAL)
+    c->copy_in = pkv__calloc(nb, sizeof *c->copy_in);
   if (!c->refcount || !c->blk || !c->fam || !c->block_tokens || !c->orphans ||
-      !c->scratch) {
+      !c->scratch || (c->evq_cap && !c->evq) ||
+      (res.storage == PKV_STORAGE_EXTERNAL && !c->copy_in)) {
     cache_free(c);
     return pkv__err(PKV_ENOMEM, "cache_create: no memory for %zu blocks", nb);
   }
@@ -265,6 +286,8 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   return 0;
 }
 
+/* Leaves pkv_last_error() as it is (it cannot fail): a caller may clean up
+ * after a failed call and report afterwards. */
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {

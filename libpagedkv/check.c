@@ -6,9 +6,12 @@
  * cache->scratch, sized at create), so it also runs inside the out-of-memory
  * tests.  Checked, in order:
  *   1. sequences: handle table, n_blocks == ceil(n_tokens / bs),
- *      n_hashed * bs <= n_committed <= n_tokens, block ids in range;
+ *      n_hashed * bs <= n_committed <= n_known <= n_tokens, block ids in
+ *      range, the blocks over lookahead slots writable and unhashed, and
+ *      the maintained sums of lengths and table sizes;
  *   2. pins: block ids in range, blk[].pins == number of pin entries;
- *   3. refcount[b] == page-table entries of b + pins of b;
+ *   3. refcount[b] == page-table entries of b + pins of b + queued copies
+ *      naming b (source or destination) + deferred references;
  *   4. state counts: free + used + evictable == num_blocks, the free list
  *      holds exactly the FREE blocks once each, n_evictable and n_cached
  *      match, a FREE block carries no flags;
@@ -16,7 +19,12 @@
  *      every cached block is reached once, its key recomputes from its
  *      stored parent, namespace and token ids (a cached block is never
  *      rewritten), its namespace slot is live;
- *   6. the copy queue is within its capacity.
+ *   6. the copy queue: within its capacity, empty in owned mode, and each
+ *      block's count and reach of the copies into it; the event queue
+ *      within its capacity;
+ *   7. the policy: choose_victim names a candidate (-1 exactly when there
+ *      is none), and the policy's own check (version-2 hook, every
+ *      built-in has one) finds its lists equal to the evictable set.
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
@@ -37,13 +45,34 @@ static bool fail(char *msg, size_t cap, const char *fmt, ...) {
   return false;
 }
 
-bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+/* 7. the policy: its victim is a candidate (or -1 exactly when there is
+ * none), and its own check, if it has one, agrees on the candidate set. */
+static bool policy_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  if (!c->policy) return true;
+  const uint32_t nb = c->num_blocks;
+  int32_t v = c->policy->choose_victim(c->policy_state, pkv__now(c));
+  if (c->n_evictable == 0 ? v != -1
+                          : (v < 0 || (uint32_t)v >= nb || !PKV_BLOCK_IS_EVICTABLE(c, v)))
+    return fail(msg, cap, "policy '%s' would evict block %d with %u candidates",
+                c->policy->name, v, c->n_evictable);
+  int (*check)(const void *, const uint8_t *, uint32_t, char *, size_t) =
+      PKV__POLICY_HOOK_V2(c->policy, check);
+  if (!check) return true;
+  uint8_t *ev = (uint8_t *)c->scratch; /* nb bytes fit in nb counters */
+  for (uint32_t b = 0; b < nb; b++) ev[b] = PKV_BLOCK_IS_EVICTABLE(c, b);
+  char detail[200] = "";
+  if (check(c->policy_state, ev, nb, detail, sizeof detail) == 0) return true;
+  return fail(msg, cap, "policy '%s': %s", c->policy->name, detail);
+}
+
+static bool core_is_valid(pkv_cache *c, char *msg, size_t cap) {
   const uint32_t nb = c->num_blocks, bs = c->block_size;
   uint32_t *refs = c->scratch;
   memset(refs, 0, nb * sizeof *refs);
 
   /* 1. sequences */
   uint32_t live = 0;
+  uint64_t sum_tokens = 0, sum_blocks = 0;
   for (uint32_t i = 0; i < c->seq_cap; i++) {
     pkv__seq *s = c->seqs[i];
     if (!s) continue;
@@ -55,9 +84,20 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
     if (s->n_blocks != want)
       return fail(msg, cap, "seq %u: %u blocks for %u tokens (want %llu)", i,
                   s->n_blocks, s->n_tokens, (unsigned long long)want);
-    if (s->n_committed > s->n_tokens)
-      return fail(msg, cap, "seq %u: committed %u > length %u", i,
-                  s->n_committed, s->n_tokens);
+    if (s->n_committed > s->n_known || s->n_known > s->n_tokens)
+      return fail(msg, cap, "seq %u: committed %u, known %u, length %u out "
+                  "of order", i, s->n_committed, s->n_known, s->n_tokens);
+    sum_tokens += s->n_tokens;
+    sum_blocks += s->n_blocks;
+    for (uint32_t j = s->n_known / bs; s->n_known < s->n_tokens && j < s->n_blocks; j++) {
+      int32_t b = s->blocks[j];
+      uint32_t from = j == s->n_known / bs ? s->n_known % bs : 0;
+      if (b >= 0 && (uint32_t)b < nb &&
+          (!pkv__block_writable_at(c, b, from) ||
+           (c->blk[b].flags & PKV_BLK_HASHED)))
+        return fail(msg, cap, "seq %u: entry %u (block %d) holds lookahead "
+                    "slots but is shared, cached or hashed", i, j, b);
+    }
     if ((uint64_t)s->n_hashed * bs > s->n_committed)
       return fail(msg, cap, "seq %u: %u hashed blocks > committed %u", i,
                   s->n_hashed, s->n_committed);
@@ -82,9 +122,20 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
   }
   if (live != c->n_seqs)
     return fail(msg, cap, "n_seqs %u but %u live sequences", c->n_seqs, live);
-  if (live + c->n_seq_free != c->seq_cap)
-    return fail(msg, cap, "%u live + %u free handle slots != %u", live,
-                c->n_seq_free, c->seq_cap);
+  if (sum_tokens != c->sum_tokens || sum_blocks != c->sum_blocks)
+    return fail(msg, cap, "sums: %llu tokens / %llu blocks in tables, "
+                "counters say %llu / %llu", (unsigned long long)sum_tokens,
+                (unsigned long long)sum_blocks,
+                (unsigned long long)c->sum_tokens,
+                (unsigned long long)c->sum_blocks);
+  if ((uint64_t)live + c->n_seq_free + c->n_seq_retired != c->seq_cap)
+    return fail(msg, cap, "%u live + %u free + %u retired handle slots != %u",
+                live, c->n_seq_free, c->n_seq_retired, c->seq_cap);
+  for (uint32_t i = 0; i < c->n_seq_free; i++) {
+    uint32_t slot = c->seq_free[i];
+    if (slot >= c->seq_cap || c->seqs[slot] || c->seq_gen[slot] == 0)
+      return fail(msg, cap, "free handle slot %u is live or retired", slot);
+  }
 
   /* 2. pins */
   uint32_t pinned = 0;
@@ -111,13 +162,32 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   (unsigned long long)entries, (unsigned long long)sum);
   }
 
-  /* 3. refcounts; 4. states */
+  /* 3. refcounts (queued copies hold their source and destination);
+   * 4. states */
+  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
+    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
+                c->copies_head, c->copies_len, c->copies_cap);
+  for (uint32_t i = 0; i < c->copies_len; i++) {
+    const pkv_copy *q = &c->copies[c->copies_head + i];
+    if (q->src_block < 0 || (uint32_t)q->src_block >= nb || q->dst_block < 0 ||
+        (uint32_t)q->dst_block >= nb || q->src_block == q->dst_block ||
+        (uint64_t)q->src_slot + q->n_slots > bs ||
+        (uint64_t)q->dst_slot + q->n_slots > bs)
+      return fail(msg, cap, "queued copy %u (%d+%u -> %d+%u, %u slots) out of "
+                  "range", i, q->src_block, q->src_slot, q->dst_block,
+                  q->dst_slot, q->n_slots);
+    refs[q->src_block]++;
+    refs[q->dst_block]++;
+  }
   uint32_t n_free = 0, n_used = 0, n_evictable = 0, n_cached = 0;
+  uint64_t n_deferred = 0;
   for (uint32_t b = 0; b < nb; b++) {
     const pkv__block *blk = &c->blk[b];
-    if (c->refcount[b] != refs[b] + blk->pins)
-      return fail(msg, cap, "block %u: refcount %u != %u table refs + %u pins",
-                  b, c->refcount[b], refs[b], blk->pins);
+    if (c->refcount[b] != refs[b] + blk->pins + blk->deferred)
+      return fail(msg, cap, "block %u: refcount %u != %u table refs and "
+                  "queued copies + %u pins + %u deferred", b, c->refcount[b],
+                  refs[b], blk->pins, blk->deferred);
+    n_deferred += blk->deferred;
     if (PKV_BLOCK_IS_CACHED(c, b)) {
       n_cached++;
       if (!(blk->flags & PKV_BLK_HASHED))
@@ -133,6 +203,9 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
       n_used++;
     }
   }
+  if (n_deferred != c->n_deferred)
+    return fail(msg, cap, "n_deferred %u but blocks hold %llu", c->n_deferred,
+                (unsigned long long)n_deferred);
   if (n_free + n_used + n_evictable != nb)
     return fail(msg, cap, "free %u + used %u + evictable %u != %u blocks",
                 n_free, n_used, n_evictable, nb);
@@ -215,13 +288,33 @@ bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
                   live_ns, reached_ns, free_ns, c->n_ns);
   }
 
-  /* 6. copies */
-  if ((uint64_t)c->copies_head + c->copies_len > c->copies_cap)
-    return fail(msg, cap, "copy queue [%u, +%u) beyond capacity %u",
-                c->copies_head, c->copies_len, c->copies_cap);
+  /* 6. copies: each block's record of the copies into it */
   if (c->cfg.storage == PKV_STORAGE_OWNED && c->copies_len)
     return fail(msg, cap, "owned mode has %u queued copies", c->copies_len);
+  if (c->copy_in) {
+    memset(refs, 0, nb * sizeof *refs);
+    for (uint32_t i = 0; i < c->copies_len; i++) {
+      const pkv_copy *q = &c->copies[c->copies_head + i];
+      refs[q->dst_block]++;
+      if (q->dst_slot + q->n_slots > c->copy_in[q->dst_block].end)
+        return fail(msg, cap, "block %d: queued copy reaches slot %u, block "
+                    "records %u", q->dst_block, q->dst_slot + q->n_slots,
+                    c->copy_in[q->dst_block].end);
+    }
+    for (uint32_t b = 0; b < nb; b++)
+      if (c->copy_in[b].n != refs[b] || (refs[b] == 0 && c->copy_in[b].end))
+        return fail(msg, cap, "block %u: records %u queued copies into it "
+                    "(end %u), the queue has %u", b, c->copy_in[b].n,
+                    c->copy_in[b].end, refs[b]);
+  }
+  if (c->evq_len > c->evq_cap || (c->evq_cap && c->evq_head >= c->evq_cap))
+    return fail(msg, cap, "event queue [%u, +%u) beyond capacity %u",
+                c->evq_head, c->evq_len, c->evq_cap);
   return true;
+}
+
+bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  return core_is_valid(c, msg, cap) && policy_is_valid(c, msg, cap);
 }
 
 /* PKV_DEBUG=2 validates after every mutation of caches up to 2^16 slots;
@@ -232,7 +325,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
   uint64_t every = ((uint64_t)c->num_blocks * c->block_size) >> 16;
   if (every > 1 && ++c->debug_mutations % every != 0) return;
   char msg[256];
-  if (!pkv__cache_is_valid(c, msg, sizeof msg))
+  /* The library's own policies are checked too; a user's policy only by
+   * pkv_check (a test may install a broken one on purpose). */
+  if (!core_is_valid(c, msg, sizeof msg) ||
+      (pkv__policy_is_builtin(c->policy) && !policy_is_valid(c, msg, sizeof msg)))
     pkv__assert_fail("pkv__cache_is_valid(cache)", file, line, msg);
 }
 
@@ -240,7 +336,7 @@ int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
   pkv__err_clear();
   if (msg && msg_cap) msg[0] = '\0';
   if (!cache) return pkv__err(PKV_EINVAL, "check: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   bool ok = pkv__cache_is_valid(cache, msg, msg_cap);
   pkv__unlock(cache);
   if (ok) return 0;
@@ -251,7 +347,7 @@ int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "stats_get: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "stats_get: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   pkv_stats st = cache->st;
   const uint32_t bs = cache->block_size;
   st.num_blocks = cache->num_blocks;
@@ -264,15 +360,12 @@ int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
   st.n_seqs = cache->n_seqs;
   st.slots_reserved = (uint64_t)st.blocks_used * bs;
   st.kv_bytes = cache->kv_bytes;
-  st.tokens = 0;
-  st.waste_slots = 0;
-  for (uint32_t i = 0; i < cache->seq_cap; i++) {
-    const pkv__seq *s = cache->seqs[i];
-    if (!s) continue;
-    st.tokens += s->n_tokens;
-    st.waste_slots += (uint64_t)s->n_blocks * bs - s->n_tokens;
-  }
-  *out = st;
+  st.tokens = cache->sum_tokens;
+  st.waste_slots = cache->sum_blocks * bs - cache->sum_tokens;
+  st.blocks_deferred = cache->n_deferred;
+  st.events_queued = cache->evq_len;
   pkv__unlock(cache);
+  pkv__alloc_stats(st.allocator, sizeof st.allocator, &st.allocator_bytes);
+  *out = st;
   return 0;
 }

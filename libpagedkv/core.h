@@ -77,7 +77,9 @@ typedef struct pkv__block {
   uint32_t pins;          /* pin references (included in refcount) */
   uint16_t flags;         /* PKV_BLK_* */
   uint8_t priority;       /* retention priority while cached */
-  uint8_t unused_[5];
+  uint8_t unused_;
+  uint32_t deferred;      /* references a dedup remap left for
+                             pkv_blocks_release (included in refcount) */
 } pkv__block;
 
 _Static_assert(sizeof(pkv__block) == 64, "pkv__block is one cache line");
@@ -96,9 +98,12 @@ typedef struct pkv__family {
 #define PKV_BLOCK_IS_EVICTABLE(c, b) \
   ((c)->refcount[b] == 0 && PKV_BLOCK_IS_CACHED(c, b))
 /* A sequence may write into block b only if it is the sole reference and the
- * block is not in the index (cached blocks are immutable). */
+ * block is not in the index (cached blocks are immutable).  A queued copy
+ * into b holds a reference that does not count here (b's owner may write
+ * the slots past the copy's range: pkv__block_writable_at); a queued copy
+ * out of b does count, so b's owner copies before writing. */
 #define PKV_BLOCK_IS_WRITABLE(c, b) \
-  ((c)->refcount[b] == 1 && !PKV_BLOCK_IS_CACHED(c, b))
+  ((c)->refcount[b] - pkv__copies_into(c, b) == 1 && !PKV_BLOCK_IS_CACHED(c, b))
 
 /* ------------------------------------------------ sequences */
 
@@ -119,7 +124,10 @@ typedef struct pkv__seq {
   uint32_t ns_id;        /* interned (namespace, adapter) */
   int32_t *blocks;       /* page table */
   uint32_t n_blocks, cap_blocks;
-  uint32_t n_tokens;     /* reserved */
+  uint32_t n_tokens;     /* reserved (known + lookahead) */
+  uint32_t n_known;      /* leading slots with token ids; the blocks over
+                            [n_known, n_tokens) are writable (never shared,
+                            cached or hashed) */
   uint32_t n_committed;
   uint32_t n_hashed;     /* leading blocks whose keys are known */
   uint8_t priority;      /* default retention priority */
@@ -128,8 +136,22 @@ typedef struct pkv__seq {
 } pkv__seq;
 
 /* Handle = generation << 32 | (index + 1); generation starts at 1 and grows
- * on every free, so 0 is never a handle and a stale handle never matches. */
+ * on every free, so 0 is never a handle and a stale handle never matches.
+ * A slot whose generation would wrap (after 2^32 - 1 sequences) is retired
+ * instead, never to be handed out again: a stale handle stays refused
+ * forever (one slot of 8 bytes lost per 2^32 frees). */
 #define PKV_SEQ_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
+
+/* External storage: the queued copies writing into a block.  Each queued
+ * copy holds a reference on its source and one on its destination until
+ * pkv_pool_drain_copies hands it out, so neither is evicted or reused
+ * before the caller has the copy, and the source is never written in place
+ * (its owner copies it first).  The destination's owner may write past
+ * `end` meanwhile: that is where the next tokens go. */
+typedef struct pkv__copy_in {
+  uint32_t n;   /* queued copies into the block */
+  uint32_t end; /* highest dst_slot + n_slots among them; 0 when n == 0 */
+} pkv__copy_in;
 
 /* ------------------------------------------------ namespaces */
 
@@ -146,6 +168,7 @@ typedef struct pkv__ns {
 
 typedef struct pkv__pin {
   uint32_t gen;          /* odd = live */
+  bool retired;          /* gen wrapped: the slot is never used again */
   int32_t *blocks;
   uint32_t n_blocks;
 } pkv__pin;
@@ -175,8 +198,10 @@ struct pkv_cache {
   uint32_t *seq_gen;
   uint32_t *seq_free;          /* stack of free slot indices */
   uint32_t n_seq_free, seq_cap, n_seqs;
+  uint32_t n_seq_retired;      /* slots whose generation ran out */
 
   pkv_copy *copies;            /* external mode queue [head, len) */
+  pkv__copy_in *copy_in;       /* external mode: per block; NULL if owned */
   uint32_t copies_head, copies_len, copies_cap;
 
   pkv__ns *ns;                 /* ns[0] = default namespace */
@@ -204,10 +229,27 @@ struct pkv_cache {
   uint64_t now;                /* clock of the current call, if now_valid */
   bool now_valid;
   uint64_t event_seqno;
+  pkv_event *evq;              /* pull queue ring [evq_head, +evq_len) */
+  uint32_t evq_head, evq_len, evq_cap;
+  uint64_t evq_lost, evq_lost_first; /* dropped since the queue filled */
+  uint64_t sum_tokens;         /* sum of live sequences' n_tokens */
+  uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
+  uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
 };
 
 /* ------------------------------------------------ helpers (lock held) */
+
+static inline uint32_t pkv__copies_into(const pkv_cache *c, int32_t b) {
+  return c->copy_in ? c->copy_in[b].n : 0;
+}
+/* Whether b's owner may write slots from `slot` on in place: writable, and
+ * no queued copy into b reaches that far. */
+static inline bool pkv__block_writable_at(const pkv_cache *c, int32_t b,
+                                          uint32_t slot) {
+  return PKV_BLOCK_IS_WRITABLE(c, b) &&
+         (!c->copy_in || c->copy_in[b].n == 0 || slot >= c->copy_in[b].end);
+}
 
 /* The clock, read at most once per API call: one call is one instant for
  * every hook it makes (and a clock read costs more than most hooks). */
@@ -221,9 +263,19 @@ static inline uint64_t pkv__now(pkv_cache *c) {
   return c->now;
 }
 
-static inline void pkv__lock(pkv_cache *c) {
+/* The cache whose event callback this thread is running, if any: a call
+ * into it from the callback is refused (it would deadlock on the lock). */
+extern _Thread_local const pkv_cache *pkv__tls_emitting
+    __attribute__((tls_model("initial-exec")));
+int pkv__lock_busy(const pkv_cache *c);
+/* Takes the cache lock; PKV_EBUSY (error set, lock not taken) when called
+ * from this cache's event callback.  Every entry point:
+ *   if (pkv__lock(cache)) return PKV_EBUSY; */
+__attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
+  if (__builtin_expect(pkv__tls_emitting == c, 0)) return pkv__lock_busy(c);
   pthread_mutex_lock(&c->lock);
   c->now_valid = false;
+  return 0;
 }
 static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
@@ -254,9 +306,13 @@ void pkv__block_ref(pkv_cache *c, int32_t b);
 /* One reference fewer; at 0 the block becomes free or evictable. */
 void pkv__block_unref(pkv_cache *c, int32_t b);
 /* Copies slots [0, n_slots) of src into dst (K/V of every layer in owned
- * mode, a queued pkv_copy in external mode; token ids in both).  The copy
- * queue must have room (pkv__copies_reserve). */
+ * mode, a queued pkv_copy in external mode, which holds src and dst until
+ * drained; token ids in both).  The copy queue must have room
+ * (pkv__copies_reserve).  Counted as a copy-on-write copy. */
 void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
+/* The same from slot src_slot of src to slot dst_slot of dst (src != dst). */
+void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
+                     uint32_t dst_slot, uint32_t n_slots);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
 /* The eviction driver hands back a block that left the index (refcount 0). */
 void pkv__pool_release_evicted(pkv_cache *c, int32_t b);
@@ -267,13 +323,33 @@ void pkv__prefix_destroy(pkv_cache *c);
 int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
                    uint64_t adapter_id, uint32_t *out);
 void pkv__ns_unref(pkv_cache *c, uint32_t id);
-/* Hashes and registers the newly full committed blocks of s. */
-void pkv__prefix_commit(pkv_cache *c, pkv__seq *s);
 /* Removes b from the index (eviction or reset); emits REMOVED if asked. */
 void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit);
 /* A block left the HASHED state (rewritten or freed): drop its ns ref. */
 void pkv__block_unhash(pkv_cache *c, int32_t b);
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
+/* An event about sequence s's table entry `index` (STORED, REMAPPED). */
+void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
+                   const pkv__seq *s, uint32_t index, int32_t old_block);
+/* Hashes and registers the newly full committed blocks of s; with dedup,
+ * replaces duplicates by the cached block (remaps written if not NULL). */
+void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
+                           bool release_now, pkv_remap *remaps,
+                           uint32_t *n_remaps);
+/* The interned id of (ns, adapter) if it exists; false otherwise (or on
+ * allocation failure, with the error set and *rc = PKV_ENOMEM). */
+bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
+                  uint64_t adapter_id, uint32_t *out, int *rc);
+/* The longest run of cached blocks equal to tokens[0 .. want*bs) in
+ * namespace ns_id, written to out (may be NULL); read-only. */
+uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                          uint32_t want, int32_t *out, uint64_t *collided);
+/* Whether blocks[0..n) are still the cached chain for tokens in ns_id (a
+ * probed hit about to be attached); sets the error if not. */
+bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                        const int32_t *blocks, uint32_t n);
+/* The policy hears that a table reused cached block b (already ref'd). */
+void pkv__prefix_hit(pkv_cache *c, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
  * namespace digest and the block's token ids (see prefix.c). */
 pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
@@ -288,6 +364,14 @@ static inline uint32_t pkv__bucket(const pkv_cache *c, pkv_hash128 k) {
 bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
 int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
+
+/* The optional hooks of a version-2 policy; NULL for a version-1 vtable
+ * (which ends before them: never read past it). */
+#define PKV__POLICY_HOOK_V2(ops, hook) \
+  ((ops)->version >= 2 ? (ops)->hook : NULL)
+
+/* policy.c: whether ops is one of the library's own policies. */
+bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
 
 /* evict.c */
 int pkv__policy_open(pkv_cache *c);
@@ -304,5 +388,10 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line);
 
 /* Test hooks (not part of the public ABI; tests link the static library). */
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits);
+/* Sets the generation the next sequence in free handle slot `slot` (or the
+ * next pin in released pin slot `slot`) gets, e.g. near the wrap.  PKV_ESTATE
+ * if the slot is not free. */
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
+int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen);
 
 #endif /* PKV_CORE_H */

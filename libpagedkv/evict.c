@@ -21,7 +21,8 @@
  *
  * Pins hold a reference on each pinned block, exactly like a page-table
  * entry: a pinned block is never evictable and never written (copy-on-write
- * treats it as shared).  Pin handles carry a generation like sequences.
+ * treats it as shared).  Pin handles carry a generation like sequences
+ * (odd = live); a slot whose generation wraps is retired, never reused.
  */
 #include "core.h"
 
@@ -34,9 +35,10 @@ int pkv__policy_open(pkv_cache *c) {
     if (!ops)
       return pkv__err(PKV_ENOENT, "config: unknown policy '%s'", c->cfg.policy);
   }
-  if (ops->version != PKV_POLICY_VERSION)
+  if (ops->version < PKV_POLICY_VERSION_MIN || ops->version > PKV_POLICY_VERSION)
     return pkv__err(PKV_ENOTSUP, "config: policy ops version %d, this library "
-                    "speaks %d", ops->version, PKV_POLICY_VERSION);
+                    "speaks %d..%d", ops->version, PKV_POLICY_VERSION_MIN,
+                    PKV_POLICY_VERSION);
   if (!ops->name || !ops->create || !ops->destroy || !ops->on_insert ||
       !ops->on_hit || !ops->on_evictable || !ops->on_pinned ||
       !ops->choose_victim || !ops->on_remove)
@@ -131,6 +133,19 @@ int32_t pkv__evict_one(pkv_cache *c) {
 
 #define PIN_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
+int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  if (slot >= cache->n_pins || (cache->pins[slot].gen & 1) ||
+      cache->pins[slot].retired || (gen & 1))
+    rc = pkv__err(PKV_ESTATE, "test_set_pin_gen: slot %u not released or "
+                  "gen %u odd", slot, gen);
+  else
+    cache->pins[slot].gen = gen;
+  pkv__unlock(cache);
+  return rc;
+}
+
 void pkv__pins_destroy(pkv_cache *c) {
   for (uint32_t i = 0; i < c->n_pins; i++) pkv__free(c->pins[i].blocks);
   pkv__free(c->pins);
@@ -143,7 +158,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "pin_create: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   int32_t *blocks = NULL;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
@@ -160,7 +175,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   }
   uint32_t slot = cache->n_pins;
   for (uint32_t i = 0; i < cache->n_pins; i++)
-    if (!(cache->pins[i].gen & 1)) {
+    if (!(cache->pins[i].gen & 1) && !cache->pins[i].retired) {
       slot = i;
       break;
     }
@@ -181,6 +196,7 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   }
   if (slot == cache->n_pins) {
     cache->pins[slot].gen = 0;
+    cache->pins[slot].retired = false;
     cache->pins[slot].blocks = NULL;
     cache->n_pins++;
   }
@@ -206,7 +222,7 @@ out:
 int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "pin_release: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   uint64_t idx1 = pin & 0xffffffffu;
   uint32_t gen = (uint32_t)(pin >> 32);
@@ -226,6 +242,9 @@ int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
   p->blocks = NULL;
   p->n_blocks = 0;
   p->gen++; /* odd -> even: released */
+  /* Wrapped to 0: the next pin here would reuse the first handle's
+   * generation.  Retire the slot so stale handles stay refused forever. */
+  if (p->gen == 0) p->retired = true;
 out:
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);

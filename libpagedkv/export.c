@@ -23,7 +23,7 @@ int pkv_block_table(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   if (!cache) return pkv__err(PKV_EINVAL, "block_table: cache is NULL");
   if (n_seqs > 0 && (!seqs || !table))
     return pkv__err(PKV_EINVAL, "block_table: seqs or table is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
@@ -57,7 +57,7 @@ int pkv_slot_mapping(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   if (!cache) return pkv__err(PKV_EINVAL, "slot_mapping: cache is NULL");
   if (!out && end > begin)
     return pkv__err(PKV_EINVAL, "slot_mapping: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -92,7 +92,7 @@ int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   if (!indices && indices_cap > 0)
     return pkv__err(PKV_EINVAL, "kv_csr: indices is NULL with cap %u",
                     indices_cap);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   uint64_t total = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {

@@ -7,6 +7,8 @@
 #ifndef PKV_INTERNAL_H
 #define PKV_INTERNAL_H
 
+#include <stddef.h>
+
 #include "pagedkv/pagedkv.h"
 #include "pagedkv/policy.h"
 
@@ -45,8 +47,38 @@ void *pkv__calloc(size_t n, size_t size);
 void *pkv__realloc(void *p, size_t size);
 void pkv__free(void *p);
 /* Large 64-byte-aligned arena allocation (KV storage; engine scratch),
- * zeroed, huge-page advised; from a dedicated jemalloc arena. */
+ * zeroed, huge-page advised; from the private jemalloc arena when the
+ * process has jemalloc, else from mmap (alloc.c says which, when). */
 void *pkv__arena_alloc(size_t size);
 void pkv__arena_free(void *p, size_t size);
+/* The backend's name ("jemalloc", "system", "libc", "user") and the bytes
+ * live in the library's private jemalloc arena (0 for the others). */
+void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes);
+
+/* ------------------------------------------------ caller-filled structs */
+
+/* How a versioned struct with `uint32_t version; uint64_t reserved[]` is read
+ * (abi.c has the rules). */
+typedef struct pkv__abi_struct {
+  const char *name;    /* "config", for messages */
+  size_t size;         /* sizeof, the same in every version */
+  size_t version_off;  /* offsetof(T, version) */
+  size_t known_end;    /* offsetof(T, reserved): end of this library's fields */
+  uint32_t version;    /* this library's PKV_*_VERSION */
+  const size_t *ends;  /* ends[v-1]: end of version v's fields, v < version */
+} pkv__abi_struct;
+#define PKV__V1_END(T) (offsetof(T, version) + sizeof(uint32_t))
+/* where a later version's fields end: just past its last field F */
+#define PKV__END_AT(T, F) (offsetof(T, F) + sizeof(((T *)0)->F))
+#define PKV__ABI_STRUCT(T, name, ver, ends)                                    \
+  {name, sizeof(T), offsetof(T, version), offsetof(T, reserved), ver, ends}
+/* Copies the caller's struct src into dst (the library's layout), with
+ * defaults for the fields an older caller lacks and dst's version set to the
+ * library's.  PKV_EINVAL (reserved bytes set) or PKV_ENOTSUP (a newer
+ * caller's field this library does not know is set), dst untouched. */
+int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
+                const void *defaults);
+int pkv__config_in(pkv_config *dst, const pkv_config *src);
+int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src);
 
 #endif /* PKV_INTERNAL_H */

@@ -6,9 +6,9 @@
  * PKV__MAX_REGISTERED).  Built-in names can never be taken over, so a
  * cache created with policy "lru" always gets the library's LRU.
  *
- * Locking: one mutex guards the registered table and appends to the names
- * array handed out by pkv_policy_names(), which readers walk without the
- * lock (entries are stored atomically, terminator first).  Registered ops
+ * Locking: one mutex guards the registered table and the name snapshots;
+ * pkv_policy_names() takes no lock: it returns the newest snapshot, an
+ * immutable array published with a release store.  Registered ops
  * are never removed, so a pointer returned by pkv_policy_find() stays valid
  * for the life of the process (the caller keeps the ops themselves alive —
  * typically a static const).
@@ -18,6 +18,8 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,21 +28,28 @@
 static const pkv_policy_ops *const builtins[] = {
     &pkv__policy_lru,    &pkv__policy_fifo,     &pkv__policy_lfu,
     &pkv__policy_s3fifo, &pkv__policy_priority, &pkv__policy_fwlru,
+    &pkv__policy_adaptive,
 };
 #define N_BUILTINS (sizeof builtins / sizeof builtins[0])
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const pkv_policy_ops *registered[PKV__MAX_REGISTERED];
 static size_t n_registered;
-/* Built-ins then registered names, NULL-terminated.  Only ever appended to
- * (under the lock): the terminator moves one slot on before the new name is
- * written, so the array a caller holds stays a valid list. */
-static const char *names[N_BUILTINS + PKV__MAX_REGISTERED + 1];
+/* Snapshots of the names: snapshot[k] lists the built-ins and the first k
+ * registered policies, NULL-terminated.  Each row is written once, under
+ * the lock, before it is published (a release store of names_pub) and never
+ * changed afterwards, so a reader that acquired the pointer walks immutable
+ * memory: no data race however registrations interleave, nothing freed,
+ * and no allocation (the rows are static: 65 x 71 pointers). */
+#define N_NAMES (N_BUILTINS + PKV__MAX_REGISTERED + 1)
+static const char *snapshot[PKV__MAX_REGISTERED + 1][N_NAMES];
+static const char *const *names_pub; /* the newest row; atomic */
 static pthread_once_t names_once = PTHREAD_ONCE_INIT;
 
 static void names_init(void) {
-  for (size_t i = 0; i < N_BUILTINS; i++) names[i] = builtins[i]->name;
-  names[N_BUILTINS] = NULL;
+  for (size_t i = 0; i < N_BUILTINS; i++) snapshot[0][i] = builtins[i]->name;
+  snapshot[0][N_BUILTINS] = NULL;
+  __atomic_store_n(&names_pub, (const char *const *)snapshot[0], __ATOMIC_RELEASE);
 }
 
 /* Caller holds registry_lock. */
@@ -52,7 +61,14 @@ static const pkv_policy_ops *find_locked(const char *name) {
   return NULL;
 }
 
+bool pkv__policy_is_builtin(const pkv_policy_ops *ops) {
+  for (size_t i = 0; i < N_BUILTINS; i++)
+    if (builtins[i] == ops) return true;
+  return false;
+}
+
 const pkv_policy_ops *pkv_policy_find(const char *name) {
+  pkv__err_clear();
   if (!name) return NULL;
   pthread_mutex_lock(&registry_lock);
   const pkv_policy_ops *ops = find_locked(name);
@@ -76,10 +92,10 @@ static const char *missing_hook(const pkv_policy_ops *ops) {
 int pkv_policy_register(const pkv_policy_ops *ops) {
   pkv__err_clear();
   if (!ops) return pkv__err(PKV_EINVAL, "policy_register: ops is NULL");
-  if (ops->version != PKV_POLICY_VERSION)
+  if (ops->version < PKV_POLICY_VERSION_MIN || ops->version > PKV_POLICY_VERSION)
     return pkv__err(PKV_ENOTSUP,
-                    "policy_register: version %d, this library speaks %d",
-                    ops->version, PKV_POLICY_VERSION);
+                    "policy_register: version %d, this library speaks %d..%d",
+                    ops->version, PKV_POLICY_VERSION_MIN, PKV_POLICY_VERSION);
   if (!ops->name || !ops->name[0])
     return pkv__err(PKV_EINVAL, "policy_register: ops has no name");
   const char *hook = missing_hook(ops);
@@ -96,21 +112,91 @@ int pkv_policy_register(const pkv_policy_ops *ops) {
                   PKV__MAX_REGISTERED);
   else {
     pthread_once(&names_once, names_init);
-    size_t k = N_BUILTINS + n_registered;
     registered[n_registered++] = ops;
-    __atomic_store_n(&names[k + 1], NULL, __ATOMIC_RELEASE);
-    __atomic_store_n(&names[k], ops->name, __ATOMIC_RELEASE);
+    const char **row = snapshot[n_registered];
+    memcpy(row, snapshot[n_registered - 1], sizeof snapshot[0]);
+    row[N_BUILTINS + n_registered - 1] = ops->name;
+    row[N_BUILTINS + n_registered] = NULL;
+    __atomic_store_n(&names_pub, (const char *const *)row, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&registry_lock);
   return rc;
 }
 
 const char *const *pkv_policy_names(void) {
+  pkv__err_clear();
   pthread_once(&names_once, names_init);
-  return names;
+  return __atomic_load_n(&names_pub, __ATOMIC_ACQUIRE);
 }
 
 /* ---------------------------------------------------------------- helpers */
+
+int pkv__policy_check_fail(char *msg, size_t cap, const char *fmt, ...) {
+  if (msg && cap) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, cap, fmt, ap);
+    va_end(ap);
+  }
+  return PKV_ECORRUPT;
+}
+
+int pkv__blist_check(const pkv__blist *l, const pkv__bnodes *n,
+                     const uint8_t *evictable, uint32_t num_blocks,
+                     const char *what, uint64_t *total, char *msg, size_t cap) {
+  uint32_t k = 0;
+  int32_t prev = PKV__NIL;
+  for (int32_t b = l->head; b != PKV__NIL; prev = b, b = *pkv__bn_next(n, b)) {
+    if (b < 0 || (uint32_t)b >= num_blocks || ++k > l->len)
+      return pkv__policy_check_fail(msg, cap, "%s: entry %u is block %d (list "
+                                    "of %u)", what, k, b, l->len);
+    if (*pkv__bn_prev(n, b) != prev)
+      return pkv__policy_check_fail(msg, cap, "%s: block %d links back to %d, "
+                                    "not %d", what, b, *pkv__bn_prev(n, b), prev);
+    if (!evictable[b])
+      return pkv__policy_check_fail(msg, cap, "%s: holds block %d, which is "
+                                    "not evictable", what, b);
+  }
+  if (k != l->len || l->tail != prev)
+    return pkv__policy_check_fail(msg, cap, "%s: %u entries ending at %d, the "
+                                  "list says %u ending at %d", what, k, prev,
+                                  l->len, l->tail);
+  *total += k;
+  return 0;
+}
+
+int pkv__bheap_check(const pkv__bheap *h, const uint8_t *evictable,
+                     uint32_t num_blocks, const char *what, uint64_t *total,
+                     char *msg, size_t cap) {
+  if (h->len > num_blocks)
+    return pkv__policy_check_fail(msg, cap, "%s: %u entries", what, h->len);
+  for (uint32_t i = 0; i < h->len; i++) {
+    int32_t b = h->ent[i].block;
+    if (b < 0 || (uint32_t)b >= num_blocks || h->pos[b] != (int32_t)i)
+      return pkv__policy_check_fail(msg, cap, "%s: entry %u (block %d) and its "
+                                    "position disagree", what, i, b);
+    if (!evictable[b])
+      return pkv__policy_check_fail(msg, cap, "%s: holds block %d, which is "
+                                    "not evictable", what, b);
+    const pkv__bheap_ent *up = &h->ent[i ? (i - 1) / PKV__HEAP_ARITY : 0];
+    if (i && (h->ent[i].k1 < up->k1 ||
+              (h->ent[i].k1 == up->k1 && h->ent[i].k2 < up->k2)))
+      return pkv__policy_check_fail(msg, cap, "%s: entry %u is less than its "
+                                    "parent", what, i);
+  }
+  *total += h->len;
+  return 0;
+}
+
+int pkv__policy_check_total(uint64_t total, const uint8_t *evictable,
+                            uint32_t num_blocks, char *msg, size_t cap) {
+  uint64_t n = 0;
+  for (uint32_t b = 0; b < num_blocks; b++) n += evictable[b] != 0;
+  if (n == total) return 0;
+  return pkv__policy_check_fail(msg, cap, "holds %llu candidates, the manager "
+                                "has %llu", (unsigned long long)total,
+                                (unsigned long long)n);
+}
 
 bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks) {
   n->shift = 0;

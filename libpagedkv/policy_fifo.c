@@ -127,6 +127,31 @@ static void fifo_on_remove(void *state, int32_t block) {
   st->pos[block] = FIFO_NOWHERE;
 }
 
+static int fifo_check(const void *state, const uint8_t *evictable,
+                      uint32_t num_blocks, char *msg, size_t cap) {
+  const fifo_state *st = state;
+  for (uint32_t b = 0; b < num_blocks; b++) {
+    uint32_t p = st->pos[b];
+    if (p != FIFO_NOWHERE && (p >= st->next || st->at[p] != (int32_t)b))
+      return pkv__policy_check_fail(msg, cap, "block %u at position %u, "
+                                    "which holds %d", b, p,
+                                    p < st->range ? st->at[p] : -2);
+    bool mine = p != FIFO_NOWHERE && pkv__bset_test(&st->evictable, p);
+    int rc = pkv__policy_check_block((int32_t)b, mine, evictable, msg, cap);
+    if (rc) return rc;
+  }
+  uint64_t total = 0;
+  for (int64_t p = pkv__bset_first(&st->evictable); p >= 0;
+       p = pkv__bset_next(&st->evictable, (uint64_t)p + 1)) {
+    int32_t b = (uint64_t)p < st->next ? st->at[p] : PKV__NIL;
+    if (b < 0 || (uint32_t)b >= num_blocks || st->pos[b] != (uint32_t)p)
+      return pkv__policy_check_fail(msg, cap, "position %lld marked "
+                                    "evictable holds no block", (long long)p);
+    total++;
+  }
+  return pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_fifo = {
     .version = PKV_POLICY_VERSION,
     .name = "fifo",
@@ -138,4 +163,5 @@ const pkv_policy_ops pkv__policy_fifo = {
     .on_pinned = fifo_on_pinned,
     .choose_victim = fifo_choose_victim,
     .on_remove = fifo_on_remove,
+    .check = fifo_check,
 };

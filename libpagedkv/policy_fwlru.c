@@ -44,51 +44,47 @@
 #include <math.h>
 #include <string.h>
 
-#define FW_CLASSES 8
-#define FW_MAX_USES 255
-/* How far up the chain one hook lifts counts: each released block lifts its
- * own ancestors, so a few levels reach every block of a chain whichever
- * order the manager releases it in, and the hook stays O(1). */
-#define FW_LIFT_LEVELS 8
+#include "policy_fw.h"
 
-enum { FW_ABSENT = 0, FW_IN_USE = 1, FW_EVICTABLE = 2 };
-
-/* Everything the policy keeps of a block, in one cache line: a hook that
- * touches a block (and the policy touches several per eviction on a pool
- * far larger than the caches) pays one miss, not one per array. */
-typedef struct fw_rec {
-  pkv_hash128 key, parent;
-  uint64_t stamp;   /* clock at release */
-  int32_t prev, next; /* class list links (pkv__bnodes, shift 4) */
-  int32_t pblock;   /* parent's id when last found; checked before use */
-  uint8_t where;    /* FW_* */
-  uint8_t uses;     /* 1..FW_MAX_USES, history included */
-  uint8_t cls;      /* class while evictable */
-  uint8_t pad[9];
-} fw_rec;
-_Static_assert(sizeof(fw_rec) == 64, "fw_rec is one cache line (and "
-               "nodes.shift = 4 assumes 16 int32_t per record)");
-
-typedef struct fw_state {
-  double inv_weight[FW_CLASSES]; /* 1 / weight: choose_victim multiplies */
-  uint64_t clock;        /* releases so far */
-  int32_t last_released; /* for chain placement; may be stale */
-  uint32_t num_blocks;
-  fw_rec *rec;           /* num_blocks records, 64-byte aligned */
-  void *rec_raw;         /* what was allocated */
-  pkv__bnodes nodes;     /* rec[].prev / rec[].next */
-  pkv__blist q[FW_CLASSES];
-  pkv__ghost hist;
-  pkv__kmap blocks; /* key -> block, to find a block's parent */
-} fw_state;
+void pkv__fw_fini(fw_state *st) {
+  pkv__ghost_free(&st->hist);
+  pkv__kmap_free(&st->blocks);
+  pkv__free(st->rec_raw);
+  st->rec_raw = NULL;
+  st->rec = NULL;
+}
 
 static void fw_destroy(void *state) {
   fw_state *st = state;
   if (!st) return;
-  pkv__ghost_free(&st->hist);
-  pkv__kmap_free(&st->blocks);
-  pkv__free(st->rec_raw);
+  pkv__fw_fini(st);
   pkv__free(st);
+}
+
+void pkv__fw_weights(double inv_weight[FW_CLASSES], double p, double cold) {
+  for (int k = 0; k < FW_CLASSES; k++)
+    inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
+}
+
+bool pkv__fw_init(fw_state *st, uint32_t num_blocks, double p, double cold,
+                  double hist) {
+  pkv__fw_weights(st->inv_weight, p, cold);
+  for (int k = 0; k < FW_CLASSES; k++) pkv__blist_init(&st->q[k]);
+  st->last_released = PKV__NIL;
+  st->num_blocks = num_blocks;
+  st->rec_raw = pkv__malloc((size_t)num_blocks * sizeof(fw_rec) + 63);
+  if (st->rec_raw) {
+    st->rec = (fw_rec *)(((uintptr_t)st->rec_raw + 63) & ~(uintptr_t)63);
+    memset(st->rec, 0, (size_t)num_blocks * sizeof(fw_rec));
+    for (uint32_t b = 0; b < num_blocks; b++)
+      st->rec[b].prev = st->rec[b].next = PKV__NIL;
+    st->nodes.prev = &st->rec[0].prev;
+    st->nodes.next = &st->rec[0].next;
+    st->nodes.shift = 4; /* 64-byte records = 16 int32_t */
+  }
+  return st->rec_raw &&
+         pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
+         pkv__kmap_alloc(&st->blocks, num_blocks);
 }
 
 static int fw_create(void **out, uint32_t num_blocks, const char *args) {
@@ -103,25 +99,7 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
   if (rc) return rc;
   fw_state *st = pkv__calloc(1, sizeof *st);
   if (!st) return pkv__err(PKV_ENOMEM, "policy fwlru: state allocation");
-  for (int k = 0; k < FW_CLASSES; k++) {
-    st->inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
-    pkv__blist_init(&st->q[k]);
-  }
-  st->last_released = PKV__NIL;
-  st->num_blocks = num_blocks;
-  st->rec_raw = pkv__malloc((size_t)num_blocks * sizeof(fw_rec) + 63);
-  if (st->rec_raw) {
-    st->rec = (fw_rec *)(((uintptr_t)st->rec_raw + 63) & ~(uintptr_t)63);
-    memset(st->rec, 0, (size_t)num_blocks * sizeof(fw_rec));
-    for (uint32_t b = 0; b < num_blocks; b++)
-      st->rec[b].prev = st->rec[b].next = PKV__NIL;
-    st->nodes.prev = &st->rec[0].prev;
-    st->nodes.next = &st->rec[0].next;
-    st->nodes.shift = 4; /* 64-byte records = 16 int32_t */
-  }
-  bool ok = st->rec_raw && pkv__ghost_alloc(&st->hist, pkv__ghost_cap(hist, num_blocks)) &&
-            pkv__kmap_alloc(&st->blocks, num_blocks);
-  if (!ok) {
+  if (!pkv__fw_init(st, num_blocks, p, cold, hist)) {
     fw_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy fwlru: %u-block arrays", num_blocks);
   }
@@ -181,7 +159,7 @@ static void lift_parents(fw_state *st, int32_t block) {
   }
 }
 
-static void fw_on_insert(void *state, int32_t block,
+void pkv__fw_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   fw_state *st = state;
   /* Three independent misses on a large pool (ghost bucket, key map slot,
@@ -203,14 +181,14 @@ static void fw_on_insert(void *state, int32_t block,
   lift_parents(st, block);
 }
 
-static void fw_on_hit(void *state, int32_t block,
+void pkv__fw_on_hit(void *state, int32_t block,
                       const pkv_block_meta *meta) {
   (void)meta;
   fw_state *st = state;
   if (st->rec[block].uses < FW_MAX_USES) st->rec[block].uses++;
 }
 
-static void fw_on_evictable(void *state, int32_t block,
+void pkv__fw_on_evictable(void *state, int32_t block,
                             const pkv_block_meta *meta) {
   (void)meta;
   fw_state *st = state;
@@ -243,7 +221,7 @@ static void unlink_block(fw_state *st, int32_t block) {
     pkv__blist_unlink(&st->q[st->rec[block].cls], &st->nodes, block);
 }
 
-static void fw_on_pinned(void *state, int32_t block,
+void pkv__fw_on_pinned(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   (void)meta;
   fw_state *st = state;
@@ -251,15 +229,15 @@ static void fw_on_pinned(void *state, int32_t block,
   st->rec[block].where = FW_IN_USE;
 }
 
-static int32_t fw_choose_victim(void *state, uint64_t now) {
-  (void)now;
-  const fw_state *st = state;
+int32_t pkv__fw_pick(const pkv__blist q[FW_CLASSES],
+                     const double inv_weight[FW_CLASSES], uint64_t clock,
+                     const uint64_t *stamp0, uint32_t shift) {
   int32_t best = PKV__NIL;
   double best_score = 0;
   for (int k = 0; k < FW_CLASSES; k++) {
-    int32_t b = st->q[k].head;
+    int32_t b = q[k].head;
     if (b == PKV__NIL) continue;
-    double score = (double)(st->clock - st->rec[b].stamp + 1) * st->inv_weight[k];
+    double score = (double)(clock - stamp0[(size_t)b << shift] + 1) * inv_weight[k];
     if (best == PKV__NIL || score > best_score) {
       best = b;
       best_score = score;
@@ -268,7 +246,13 @@ static int32_t fw_choose_victim(void *state, uint64_t now) {
   return best;
 }
 
-static void fw_on_remove(void *state, int32_t block) {
+int32_t pkv__fw_choose_victim(void *state, uint64_t now) {
+  (void)now;
+  const fw_state *st = state;
+  return pkv__fw_pick(st->q, st->inv_weight, st->clock, &st->rec[0].stamp, 3);
+}
+
+void pkv__fw_on_remove(void *state, int32_t block) {
   fw_state *st = state;
   if (st->rec[block].where != FW_ABSENT) {
     pkv__ghost_prefetch(&st->hist, st->rec[block].key);
@@ -282,15 +266,35 @@ static void fw_on_remove(void *state, int32_t block) {
   st->rec[block].where = FW_ABSENT;
 }
 
+int pkv__fw_check(const void *state, const uint8_t *evictable,
+                  uint32_t num_blocks, char *msg, size_t cap) {
+  const fw_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->rec[b].where == FW_EVICTABLE,
+                                 evictable, msg, cap);
+  uint64_t total = 0;
+  for (int k = 0; k < FW_CLASSES && !rc; k++) {
+    rc = pkv__blist_check(&st->q[k], &st->nodes, evictable, num_blocks,
+                          "fwlru class", &total, msg, cap);
+    for (int32_t b = st->q[k].head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
+      if (st->rec[b].cls != k)
+        rc = pkv__policy_check_fail(msg, cap, "block %d in class %d, recorded "
+                                    "in %u", b, k, st->rec[b].cls);
+  }
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_fwlru = {
     .version = PKV_POLICY_VERSION,
     .name = "fwlru",
     .create = fw_create,
     .destroy = fw_destroy,
-    .on_insert = fw_on_insert,
-    .on_hit = fw_on_hit,
-    .on_evictable = fw_on_evictable,
-    .on_pinned = fw_on_pinned,
-    .choose_victim = fw_choose_victim,
-    .on_remove = fw_on_remove,
+    .on_insert = pkv__fw_on_insert,
+    .on_hit = pkv__fw_on_hit,
+    .on_evictable = pkv__fw_on_evictable,
+    .on_pinned = pkv__fw_on_pinned,
+    .choose_victim = pkv__fw_choose_victim,
+    .on_remove = pkv__fw_on_remove,
+    .check = pkv__fw_check,
 };

@@ -179,6 +179,36 @@ static void lfu_on_remove(void *state, int32_t block) {
   unlink_block(st, block);
 }
 
+static int lfu_check(const void *state, const uint8_t *evictable,
+                     uint32_t num_blocks, char *msg, size_t cap) {
+  const lfu_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->where[b] != LFU_OUT, evictable,
+                                 msg, cap);
+  uint64_t total = 0;
+  for (uint32_t i = 0; i <= st->ring_mask && !rc; i++) {
+    const pkv__blist *l = &st->ring[i];
+    if ((l->len != 0) != pkv__bset_test(&st->busy, i))
+      return pkv__policy_check_fail(msg, cap, "bucket %u: %u blocks, busy bit "
+                                    "%d", i, l->len, pkv__bset_test(&st->busy, i));
+    rc = pkv__blist_check(l, &st->nodes, evictable, num_blocks, "lfu bucket",
+                          &total, msg, cap);
+    for (int32_t b = l->head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
+      if (st->where[b] != LFU_RING || (st->key[b] & st->ring_mask) != i)
+        rc = pkv__policy_check_fail(msg, cap, "block %d in bucket %u, keyed "
+                                    "for %llu", b, i,
+                                    (unsigned long long)(st->key[b] & st->ring_mask));
+  }
+  if (!rc) rc = pkv__bheap_check(&st->hot, evictable, num_blocks, "lfu heap",
+                                 &total, msg, cap);
+  for (uint32_t i = 0; !rc && i < st->hot.len; i++)
+    if (st->where[st->hot.ent[i].block] != LFU_HEAP)
+      rc = pkv__policy_check_fail(msg, cap, "heap holds block %d, recorded "
+                                  "elsewhere", st->hot.ent[i].block);
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_lfu = {
     .version = PKV_POLICY_VERSION,
     .name = "lfu",
@@ -190,4 +220,5 @@ const pkv_policy_ops pkv__policy_lfu = {
     .on_pinned = lfu_on_pinned,
     .choose_victim = lfu_choose_victim,
     .on_remove = lfu_on_remove,
+    .check = lfu_check,
 };

@@ -93,6 +93,19 @@ static void lru_on_remove(void *state, int32_t block) {
   st->where[block] = LRU_ABSENT;
 }
 
+static int lru_check(const void *state, const uint8_t *evictable,
+                     uint32_t num_blocks, char *msg, size_t cap) {
+  const lru_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->where[b] == LRU_EVICTABLE,
+                                 evictable, msg, cap);
+  uint64_t total = 0;
+  if (!rc) rc = pkv__blist_check(&st->evictable, &st->nodes, evictable,
+                                 num_blocks, "lru list", &total, msg, cap);
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_lru = {
     .version = PKV_POLICY_VERSION,
     .name = "lru",
@@ -104,4 +117,5 @@ const pkv_policy_ops pkv__policy_lru = {
     .on_pinned = lru_on_pinned,
     .choose_victim = lru_choose_victim,
     .on_remove = lru_on_remove,
+    .check = lru_check,
 };

@@ -231,6 +231,37 @@ static int32_t prio_choose_victim(void *state, uint64_t now) {
   return p < 0 ? PKV__NIL : st->level[p].head;
 }
 
+static int prio_check(const void *state, const uint8_t *evictable,
+                      uint32_t num_blocks, char *msg, size_t cap) {
+  const prio_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->where[b] != PRIO_OUT, evictable,
+                                 msg, cap);
+  uint64_t total = 0, deadlines = 0;
+  for (uint32_t p = 0; p < PRIO_LEVELS && !rc; p++) {
+    const pkv__blist *l = &st->level[p];
+    if ((l->len != 0) != pkv__bset_test(&st->busy, p))
+      return pkv__policy_check_fail(msg, cap, "level %u: %u blocks, busy bit "
+                                    "%d", p, l->len, pkv__bset_test(&st->busy, p));
+    rc = pkv__blist_check(l, &st->nodes, evictable, num_blocks, "priority level",
+                          &total, msg, cap);
+    for (int32_t b = l->head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
+      if (st->where[b] != p)
+        rc = pkv__policy_check_fail(msg, cap, "block %d on level %u, recorded "
+                                    "at %u", b, p, st->where[b]);
+  }
+  if (!rc) rc = pkv__bheap_check(&st->late, evictable, num_blocks, "late heap",
+                                 &total, msg, cap);
+  for (uint32_t i = 0; !rc && i < st->late.len; i++)
+    if (st->where[st->late.ent[i].block] != PRIO_LATE)
+      rc = pkv__policy_check_fail(msg, cap, "late heap holds block %d, "
+                                  "recorded elsewhere", st->late.ent[i].block);
+  if (!rc) rc = pkv__bheap_check(&st->expiry, evictable, num_blocks,
+                                 "deadline heap", &deadlines, msg, cap);
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_priority = {
     .version = PKV_POLICY_VERSION,
     .name = "priority",
@@ -242,4 +273,5 @@ const pkv_policy_ops pkv__policy_priority = {
     .on_pinned = prio_on_pinned,
     .choose_victim = prio_choose_victim,
     .on_remove = prio_on_remove,
+    .check = prio_check,
 };

@@ -188,6 +188,26 @@ static void s3_on_remove(void *state, int32_t block) {
   settle(st);
 }
 
+static int s3_check(const void *state, const uint8_t *evictable,
+                    uint32_t num_blocks, char *msg, size_t cap) {
+  const s3_state *st = state;
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, st->where[b] == ST_EVICTABLE,
+                                 evictable, msg, cap);
+  uint64_t total = 0;
+  for (int q = Q_SMALL; q <= Q_MAIN && !rc; q++) {
+    rc = pkv__blist_check(&st->q[q], &st->nodes, evictable, num_blocks,
+                          q == Q_SMALL ? "small queue" : "main queue", &total,
+                          msg, cap);
+    for (int32_t b = st->q[q].head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
+      if (st->queue[b] != q)
+        rc = pkv__policy_check_fail(msg, cap, "block %d on queue %d, recorded "
+                                    "on %d", b, q, st->queue[b]);
+  }
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
 const pkv_policy_ops pkv__policy_s3fifo = {
     .version = PKV_POLICY_VERSION,
     .name = "s3fifo",
@@ -199,4 +219,5 @@ const pkv_policy_ops pkv__policy_s3fifo = {
     .on_pinned = s3_on_pinned,
     .choose_victim = s3_choose_victim,
     .on_remove = s3_on_remove,
+    .check = s3_check,
 };

@@ -304,6 +304,38 @@ static inline uint32_t pkv__meta_priority(const pkv_block_meta *meta,
   return p;
 }
 
+/* ---- the policies' check hooks (pkv_policy_ops.check) ----
+ * Each built-in verifies that its structures hold exactly the evictable
+ * blocks: per block, its own record of "candidate" equals evictable[b], and
+ * every list / heap it keeps is well formed and holds only candidates, so
+ * that the sizes adding up proves the sets equal.  Helpers return 0 or
+ * PKV_ECORRUPT with the detail in msg. */
+int pkv__policy_check_fail(char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Walks l: links consistent both ways, len entries, each a candidate;
+ * adds len to *total. */
+int pkv__blist_check(const pkv__blist *l, const pkv__bnodes *n,
+                     const uint8_t *evictable, uint32_t num_blocks,
+                     const char *what, uint64_t *total, char *msg, size_t cap);
+/* Every entry of h a candidate, pos[] consistent, heap order holds; adds
+ * len to *total. */
+int pkv__bheap_check(const pkv__bheap *h, const uint8_t *evictable,
+                     uint32_t num_blocks, const char *what, uint64_t *total,
+                     char *msg, size_t cap);
+/* Block b's candidacy as the policy records it (mine) against the
+ * manager's. */
+static inline int pkv__policy_check_block(int32_t b, bool mine,
+                                          const uint8_t *evictable, char *msg,
+                                          size_t cap) {
+  if (mine == (evictable[b] != 0)) return 0;
+  return pkv__policy_check_fail(msg, cap, "block %d: policy says %s, the "
+                                "manager says %s", b, mine ? "candidate" : "not a candidate",
+                                evictable[b] ? "evictable" : "not evictable");
+}
+/* The structures hold total entries; the manager has that many candidates. */
+int pkv__policy_check_total(uint64_t total, const uint8_t *evictable,
+                            uint32_t num_blocks, char *msg, size_t cap);
+
 /* The built-ins, in the order pkv_policy_names() lists them. */
 extern const pkv_policy_ops pkv__policy_lru;
 extern const pkv_policy_ops pkv__policy_fifo;
@@ -311,5 +343,6 @@ extern const pkv_policy_ops pkv__policy_lfu;
 extern const pkv_policy_ops pkv__policy_s3fifo;
 extern const pkv_policy_ops pkv__policy_priority;
 extern const pkv_policy_ops pkv__policy_fwlru;
+extern const pkv_policy_ops pkv__policy_adaptive;
 
 #endif /* PKV_POLICY_UTIL_H */

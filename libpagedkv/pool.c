@@ -29,6 +29,15 @@
  * and copies the slots filled so far — in owned mode the K and V of every
  * layer and head, in external mode a pkv_copy queued for the caller — and
  * the token ids in both (they live beside the block, not in the sequence).
+ *
+ * A queued copy holds a reference on its source and its destination until
+ * pkv_pool_drain_copies hands it to the caller: however lazily the caller
+ * drains, the source is not evicted, reused or written in place (its owner
+ * sees it shared and copies first), and the destination is not reused for
+ * another sequence, so the copy still moves the right K/V when it runs.
+ * refcount[b] therefore counts table entries + pins + queued copies naming
+ * b; the copies into b do not make b "shared" for its owner, who may write
+ * the slots past them (pkv__block_writable_at).
  */
 #include "core.h"
 
@@ -111,29 +120,50 @@ int pkv__copies_reserve(pkv_cache *c, uint32_t extra) {
   return 0;
 }
 
-void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots) {
+void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
+                     uint32_t dst_slot, uint32_t n_slots) {
   size_t bs = c->block_size;
-  memcpy(c->block_tokens + (size_t)dst * bs, c->block_tokens + (size_t)src * bs,
+  PKV_ASSERT(src != dst && src_slot + n_slots <= bs && dst_slot + n_slots <= bs);
+  memcpy(c->block_tokens + (size_t)dst * bs + dst_slot,
+         c->block_tokens + (size_t)src * bs + src_slot,
          n_slots * sizeof(int32_t));
-  c->st.cow_copies++;
-  c->st.cow_copied_slots += n_slots;
   if (c->cfg.storage == PKV_STORAGE_EXTERNAL) {
     PKV_ASSERT(c->copies_head + c->copies_len < c->copies_cap);
     pkv_copy *q = &c->copies[c->copies_head + c->copies_len++];
-    q->src_block = src;
-    q->dst_block = dst;
-    q->n_slots = n_slots;
+    *q = (pkv_copy){.src_block = src, .dst_block = dst, .n_slots = n_slots,
+                    .src_slot = src_slot, .dst_slot = dst_slot};
+    /* Hold both ends until the caller has the copy (see pkv__copy_in). */
+    pkv__block_ref(c, src);
+    pkv__block_ref(c, dst);
+    pkv__copy_in *in = &c->copy_in[dst];
+    in->n++;
+    if (dst_slot + n_slots > in->end) in->end = dst_slot + n_slots;
     return;
   }
   const pkv_kv_layout *L = &c->layout;
   size_t bytes = n_slots * L->slot_stride;
   for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++) { /* K and V regions */
     uint8_t *base = c->kv + (size_t)r * c->kv_region_stride;
-    uint8_t *from = base + (size_t)src * L->block_stride;
-    uint8_t *to = base + (size_t)dst * L->block_stride;
+    uint8_t *from = base + (size_t)src * L->block_stride + src_slot * L->slot_stride;
+    uint8_t *to = base + (size_t)dst * L->block_stride + dst_slot * L->slot_stride;
     for (uint32_t h = 0; h < c->cfg.n_kv_heads; h++)
       memcpy(to + h * L->head_stride, from + h * L->head_stride, bytes);
   }
+}
+
+void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots) {
+  pkv__slots_copy(c, src, 0, dst, 0, n_slots);
+  c->st.cow_copies++;
+  c->st.cow_copied_slots += n_slots;
+}
+
+/* A copy left the queue: the caller has it, the holds go. */
+static void copy_release(pkv_cache *c, const pkv_copy *q) {
+  pkv__copy_in *in = &c->copy_in[q->dst_block];
+  PKV_ASSERT(in->n > 0);
+  if (--in->n == 0) in->end = 0;
+  pkv__block_unref(c, q->dst_block);
+  pkv__block_unref(c, q->src_block);
 }
 
 int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
@@ -143,16 +173,18 @@ int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
   if (!n_out) return pkv__err(PKV_EINVAL, "drain_copies: n_out is NULL");
   if (!out && cap > 0)
     return pkv__err(PKV_EINVAL, "drain_copies: out is NULL with cap %u", cap);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
   if (n) {
     memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);
+    for (uint32_t i = 0; i < n; i++) copy_release(cache, &out[i]);
     cache->copies_head += n;
     cache->copies_len -= n;
     if (cache->copies_len == 0) cache->copies_head = 0;
   }
   *n_out = n;
   if (pending) *pending = cache->copies_len;
+  PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return 0;
 }

@@ -93,26 +93,48 @@ static int ns_rehash(pkv_cache *c, uint32_t want) {
   return 0;
 }
 
-int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
-                   uint64_t adapter_id, uint32_t *out) {
+/* The digest of (ns, adapter) in *d and its live entry, or NS_NONE; -1
+ * (error set) when hashing needed memory that was not there. */
+static int ns_lookup(pkv_cache *c, const void *ns, size_t len,
+                     uint64_t adapter_id, pkv_hash128 *d, uint32_t *found) {
   if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
   uint8_t *scratch = NULL;
   if (len > 256 - 28) {
     scratch = pkv__malloc(len + 28);
     if (!scratch) return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
   }
-  pkv_hash128 d = ns_digest(ns, len, adapter_id, scratch);
+  *d = ns_digest(ns, len, adapter_id, scratch);
   pkv__free(scratch);
-  if (c->ns_heads) {
-    for (uint32_t i = c->ns_heads[ns_bucket(c, d)]; i != NS_NONE; i = c->ns[i].next) {
-      pkv__ns *e = &c->ns[i];
-      if (e->digest.lo == d.lo && e->digest.hi == d.hi && e->len == len &&
-          e->adapter_id == adapter_id && (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
-        e->refs++;
-        *out = i;
-        return 0;
-      }
+  *found = NS_NONE;
+  if (!c->ns_heads) return 0;
+  for (uint32_t i = c->ns_heads[ns_bucket(c, *d)]; i != NS_NONE; i = c->ns[i].next) {
+    pkv__ns *e = &c->ns[i];
+    if (e->digest.lo == d->lo && e->digest.hi == d->hi && e->len == len &&
+        e->adapter_id == adapter_id && (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
+      *found = i;
+      break;
     }
+  }
+  return 0;
+}
+
+bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
+                  uint64_t adapter_id, uint32_t *out, int *rc) {
+  pkv_hash128 d;
+  *rc = ns_lookup(c, ns, len, adapter_id, &d, out);
+  return *rc == 0 && *out != NS_NONE;
+}
+
+int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
+                   uint64_t adapter_id, uint32_t *out) {
+  pkv_hash128 d;
+  uint32_t found;
+  int rc = ns_lookup(c, ns, len, adapter_id, &d, &found);
+  if (rc) return rc;
+  if (found != NS_NONE) {
+    c->ns[found].refs++;
+    *out = found;
+    return 0;
   }
   uint8_t *copy = NULL;
   if (len) {
@@ -133,7 +155,7 @@ int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
       c->cap_ns = cap;
     }
     if (!c->ns_heads || c->n_ns + 1 > (c->ns_mask + 1) / 2) {
-      int rc = ns_rehash(c, c->n_ns + 1);
+      rc = ns_rehash(c, c->n_ns + 1);
       if (rc) {
         pkv__free(copy);
         return rc;
@@ -198,7 +220,7 @@ void pkv__prefix_destroy(pkv_cache *c) {
 }
 
 void pkv__test_weaken_keys(pkv_cache *cache, unsigned bits) {
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return;
   cache->key_mask_lo = bits >= 64 ? ~0ull : ((1ull << bits) - 1);
   /* Buckets depend on the mask: rebuild the chains. */
   for (uint32_t h = 0; h <= cache->hash_mask; h++) cache->heads[h] = -1;
@@ -309,15 +331,50 @@ static int32_t child_with_tokens(pkv_cache *c, int32_t parent_block,
 
 /* ------------------------------------------------ events */
 
+_Thread_local const pkv_cache *pkv__tls_emitting
+    __attribute__((tls_model("initial-exec")));
+
+int pkv__lock_busy(const pkv_cache *c) {
+  (void)c;
+  return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
+                  "callback (the cache is locked: queue the work, or pull "
+                  "events with pkv_events_drain)");
+}
+
+/* Appends ev to the pull queue, or counts it lost (see pkv_events_drain:
+ * once the queue has filled, everything is dropped until it is empty). */
+static void evq_push(pkv_cache *c, const pkv_event *ev) {
+  if (c->evq_lost || c->evq_len == c->evq_cap) {
+    if (c->evq_lost++ == 0) c->evq_lost_first = ev->seqno;
+    c->st.events_lost++;
+    return;
+  }
+  uint32_t at = c->evq_head + c->evq_len;
+  if (at >= c->evq_cap) at -= c->evq_cap;
+  c->evq[at] = *ev;
+  c->evq[at].ns = NULL; /* the bytes may be gone by the time it is pulled */
+  c->evq_len++;
+}
+
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
+  pkv__emit_seq(c, type, b, NULL, 0, -1);
+}
+
+void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
+                   const pkv__seq *s, uint32_t index, int32_t old_block) {
   c->event_seqno++;
   c->st.events++;
-  if (!c->cfg.on_event) return;
+  if (!c->cfg.on_event && !c->evq_cap) return;
   pkv_event ev;
   memset(&ev, 0, sizeof ev);
   ev.type = type;
   ev.seqno = c->event_seqno;
   ev.block = -1;
+  ev.old_block = old_block;
+  if (s) {
+    ev.seq = PKV_SEQ_HANDLE(s->index, s->gen);
+    ev.index = index;
+  }
   if (b >= 0) {
     const pkv__block *blk = &c->blk[b];
     const pkv__ns *ns = &c->ns[blk->ns_id];
@@ -329,7 +386,13 @@ void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b) {
     ev.ns_len = ns->len;
     ev.adapter_id = ns->adapter_id;
   }
-  c->cfg.on_event(&ev, c->cfg.event_user);
+  if (c->evq_cap) evq_push(c, &ev);
+  if (c->cfg.on_event) {
+    const pkv_cache *outer = pkv__tls_emitting;
+    pkv__tls_emitting = c;
+    c->cfg.on_event(&ev, c->cfg.event_user);
+    pkv__tls_emitting = outer;
+  }
 }
 
 /* ------------------------------------------------ family links */
@@ -407,7 +470,7 @@ static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
     pkv__block_meta(c, b, &m);
     c->policy->on_insert(c->policy_state, b, &m);
   }
-  pkv__emit(c, PKV_EVENT_STORED, b);
+  pkv__emit_seq(c, PKV_EVENT_STORED, b, s, bi, -1);
 }
 
 void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
@@ -441,10 +504,9 @@ void pkv__block_unhash(pkv_cache *c, int32_t b) {
   blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
 }
 
-/* A table takes a reference on cached block b found by a lookup (a match,
- * or a commit that dedups into it); the policy hears of the hit. */
-static void reuse_cached(pkv_cache *c, int32_t b) {
-  pkv__block_ref(c, b);
+/* The policy hears that a prefix lookup (a match, or an append_ex attach
+ * of a probed hit) reused cached block b: on_hit. */
+void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   if (c->policy) {
     pkv_block_meta m;
     pkv__block_meta(c, b, &m);
@@ -452,9 +514,29 @@ static void reuse_cached(pkv_cache *c, int32_t b) {
   }
 }
 
+/* A table takes a reference on cached block b found by a lookup: a prefix
+ * match (on_hit), or a commit that dedups into it (on_dedup, if the policy
+ * has one: a dedup is not a hit, see policy.h). */
+static void reuse_cached(pkv_cache *c, int32_t b, bool match) {
+  pkv__block_ref(c, b);
+  if (match) {
+    pkv__prefix_hit(c, b);
+    return;
+  }
+  void (*hook)(void *, int32_t, const pkv_block_meta *) =
+      c->policy ? PKV__POLICY_HOOK_V2(c->policy, on_dedup) : NULL;
+  if (hook) {
+    pkv_block_meta m;
+    pkv__block_meta(c, b, &m);
+    hook(c->policy_state, b, &m);
+  }
+}
+
 /* ------------------------------------------------ commit */
 
-void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
+void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
+                           bool release_now, pkv_remap *remaps,
+                           uint32_t *n_remaps) {
   uint32_t full = s->n_committed / c->block_size;
   uint64_t collided = 0;
   for (uint32_t i = s->n_hashed; i < full; i++) {
@@ -475,12 +557,25 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
       int32_t hit = index_find(c, blk->key, blk->parent, blk->ns_id,
                                c->block_tokens + (size_t)b * c->block_size,
                                &collided);
-      if (hit >= 0) {
-        /* Same prefix, same tokens already cached: use that copy. */
-        reuse_cached(c, hit);
+      if (hit >= 0 && !dedup) {
+        /* Stable table: keep our copy, private (hashed, not cached). */
+        c->st.commit_duplicates++;
+      } else if (hit >= 0) {
+        /* Same prefix, same tokens already cached: use that copy.  Our
+         * table reference on b becomes a deferred one unless released now
+         * (the device may still read b through the old table). */
+        reuse_cached(c, hit, false);
         s->blocks[i] = hit;
-        pkv__block_unref(c, b);
+        if (release_now) {
+          pkv__block_unref(c, b);
+        } else {
+          c->blk[b].deferred++;
+          c->n_deferred++;
+        }
         c->st.dedup_blocks++;
+        c->st.remaps++;
+        if (remaps) remaps[(*n_remaps)++] = (pkv_remap){i, b, hit};
+        pkv__emit_seq(c, PKV_EVENT_REMAPPED, hit, s, i, b);
       } else {
         index_insert(c, s, i, b);
       }
@@ -489,7 +584,95 @@ void pkv__prefix_commit(pkv_cache *c, pkv__seq *s) {
   }
 }
 
-/* ------------------------------------------------ match */
+/* ------------------------------------------------ match, probe */
+
+uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                          uint32_t want, int32_t *out, uint64_t *collided) {
+  size_t bs = c->block_size;
+  pkv_hash128 parent = {0, 0};
+  uint32_t k = 0;
+  int32_t prev = -1; /* block matched at k - 1 */
+  for (; k < want; k++) {
+    const int32_t *t = tokens + (size_t)k * bs;
+    /* Walk the cached chain first: hashing is most of a match's cost, and a
+     * hit's key is already stored with the block. */
+    int32_t b = prev >= 0 ? child_with_tokens(c, prev, ns_id, t) : -1;
+    pkv_hash128 key;
+    if (b >= 0) {
+      key = c->blk[b].key;
+    } else {
+      key = pkv__block_key(c, &parent, ns_id, t);
+      b = index_find(c, key, parent, ns_id, t, collided);
+      if (b < 0) break;
+    }
+    if (out) out[k] = b;
+    parent = key;
+    prev = b;
+  }
+  return k;
+}
+
+bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
+                        const int32_t *blocks, uint32_t n) {
+  size_t bs = c->block_size;
+  pkv_hash128 parent = {0, 0};
+  for (uint32_t i = 0; i < n; i++) {
+    int32_t b = blocks[i];
+    const char *why = NULL;
+    if (b < 0 || (uint32_t)b >= c->num_blocks)
+      why = "not a block id";
+    else if (!PKV_BLOCK_IS_CACHED(c, b))
+      why = "no longer cached (evicted since the probe?)";
+    else if (c->blk[b].ns_id != ns_id || c->blk[b].depth != i ||
+             !key_eq(c->blk[b].parent, parent) ||
+             memcmp(c->block_tokens + (size_t)b * bs, tokens + i * bs,
+                    bs * sizeof *tokens) != 0)
+      why = "cached for a different prefix, namespace or tokens";
+    if (why) {
+      pkv__err(PKV_ESTATE, "stale hit: entry %u, block %d: %s", i, b, why);
+      return false;
+    }
+    parent = c->blk[b].key;
+  }
+  return true;
+}
+
+int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
+                     const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t max_tokens, int32_t *blocks, uint32_t blocks_cap,
+                     uint32_t *hit_tokens) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "prefix_probe: cache is NULL");
+  if (!hit_tokens) return pkv__err(PKV_EINVAL, "prefix_probe: hit_tokens is NULL");
+  if (!tokens && n_tokens > 0)
+    return pkv__err(PKV_EINVAL, "prefix_probe: tokens is NULL");
+  if (!blocks && blocks_cap > 0)
+    return pkv__err(PKV_EINVAL, "prefix_probe: blocks is NULL with cap %u",
+                    blocks_cap);
+  if (opts && opts->ns_len > 0 && !opts->ns)
+    return pkv__err(PKV_EINVAL, "prefix_probe: ns is NULL with ns_len %zu",
+                    opts->ns_len);
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  uint32_t bs = cache->block_size;
+  uint32_t limit = n_tokens;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  uint32_t want = limit / bs;
+  if (blocks && want > blocks_cap) want = blocks_cap;
+  uint32_t ns_id = 0, k = 0;
+  if (want > 0 && !(cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) &&
+      (!opts || pkv__ns_find(cache, opts->ns, opts->ns_len, opts->adapter_id,
+                             &ns_id, &rc))) {
+    uint64_t collided = 0;
+    k = pkv__prefix_walk(cache, ns_id, tokens, want, blocks, &collided);
+  }
+  if (rc == 0) {
+    cache->st.prefix_probes++;
+    *hit_tokens = k * bs;
+  }
+  pkv__unlock(cache);
+  return rc;
+}
 
 int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                          const int32_t *tokens, uint32_t n_tokens,
@@ -499,7 +682,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   if (!matched) return pkv__err(PKV_EINVAL, "match_prefix: matched is NULL");
   if (!tokens && n_tokens > 0)
     return pkv__err(PKV_EINVAL, "match_prefix: tokens is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -511,8 +694,10 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                   "(must be empty)", s->index, s->n_tokens);
     goto out;
   }
-  *matched = 0;
-  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) goto out;
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
@@ -520,33 +705,20 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
   cache->st.prefix_queries++;
   cache->st.prefix_query_tokens += n_tokens;
-  if (want == 0) goto out;
-  pkv_hash128 parent = {0, 0};
-  uint64_t collided = 0;
-  uint32_t k = 0;
-  int32_t prev = -1; /* block matched at k - 1 */
-  for (; k < want; k++) {
-    const int32_t *t = tokens + (size_t)k * bs;
-    /* Walk the cached chain first: hashing is most of a match's cost, and a
-     * hit's key is already stored with the block. */
-    int32_t b = prev >= 0 ? child_with_tokens(cache, prev, s->ns_id, t) : -1;
-    pkv_hash128 key;
-    if (b >= 0) {
-      key = cache->blk[b].key;
-    } else {
-      key = pkv__block_key(cache, &parent, s->ns_id, t);
-      b = index_find(cache, key, parent, s->ns_id, t, &collided);
-      if (b < 0) break;
-    }
-    reuse_cached(cache, b);
-    s->blocks[k] = b;
-    parent = key;
-    prev = b;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
   }
+  uint64_t collided = 0;
+  uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
+                                &collided);
+  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i], true);
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
   s->tail_writable = false;
-  s->n_tokens = s->n_committed = k * bs;
+  s->n_tokens = s->n_known = s->n_committed = k * bs;
+  cache->sum_tokens += (uint64_t)k * bs;
+  cache->sum_blocks += k;
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;
 out:
@@ -560,7 +732,7 @@ out:
 int pkv_prefix_reset(pkv_cache *cache) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "prefix_reset: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   bool some_stay = cache->n_evictable < cache->n_cached;
   for (uint32_t b = 0; b < cache->num_blocks; b++) {
     if (!PKV_BLOCK_IS_EVICTABLE(cache, (int32_t)b)) continue;

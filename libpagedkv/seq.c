@@ -106,8 +106,15 @@ static pkv_seq_id seq_handle(const pkv_cache *c, const pkv__seq *s) {
 static void seq_destroy(pkv_cache *c, pkv__seq *s) {
   c->seqs[s->index] = NULL;
   uint32_t g = c->seq_gen[s->index] + 1;
-  c->seq_gen[s->index] = g ? g : 1;
-  c->seq_free[c->n_seq_free++] = s->index;
+  if (g != 0) {
+    c->seq_gen[s->index] = g;
+    c->seq_free[c->n_seq_free++] = s->index;
+  } else {
+    /* Every generation of this slot has been handed out: retire it, so no
+     * stale handle of it can ever match again. */
+    c->seq_gen[s->index] = 0;
+    c->n_seq_retired++;
+  }
   c->n_seqs--;
   pkv__free(s->blocks);
   pkv__free(s->ranges);
@@ -119,14 +126,18 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
-  pkv_seq_opts o = {0};
-  if (opts) o = *opts;
+  pkv_seq_opts o;
+  pkv_seq_opts_init(&o);
+  if (opts) {
+    int abi_rc = pkv__seq_opts_in(&o, opts);
+    if (abi_rc) return abi_rc;
+  }
   if (o.ns_len > 0 && o.ns == NULL)
     return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
                     o.ns_len);
   if (o.priority > 100)
     return pkv__err(PKV_EINVAL, "seq_create: priority %u > 100", o.priority);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   uint32_t ns_id;
   int rc = pkv__ns_intern(cache, o.ns, o.ns_len, o.adapter_id, &ns_id);
   if (rc == 0) {
@@ -144,31 +155,39 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
   return rc;
 }
 
+/* Releases s's blocks and namespace and retires its handle. */
+static void seq_release(pkv_cache *c, pkv__seq *s) {
+  /* Tail first: the deepest blocks become evictable first, so an LRU
+   * policy drops a chain from its end and keeps the shared root longest. */
+  for (uint32_t i = s->n_blocks; i-- > 0;) pkv__block_unref(c, s->blocks[i]);
+  pkv__ns_unref(c, s->ns_id);
+  c->sum_tokens -= s->n_tokens;
+  c->sum_blocks -= s->n_blocks;
+  seq_destroy(c, s);
+}
+
 int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_free: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
     pkv__unlock(cache);
     return PKV_ENOSEQ;
   }
-  /* Tail first: the deepest blocks become evictable first, so an LRU
-   * policy drops a chain from its end and keeps the shared root longest. */
-  for (uint32_t i = s->n_blocks; i-- > 0;) pkv__block_unref(cache, s->blocks[i]);
-  pkv__ns_unref(cache, s->ns_id);
-  seq_destroy(cache, s);
+  seq_release(cache, s);
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return 0;
 }
 
-/* Writes tokens into slots [n_tokens, n_tokens + n) of s, whose blocks are
- * all reserved and writable; fills slots[] if given. */
-static void seq_write_tokens(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                             uint32_t n, int64_t *slots) {
+/* Writes ids (tokens, or -1 for lookahead slots when tokens is NULL) into
+ * positions [pos, pos + n) of s, whose blocks are all reserved and
+ * writable; fills slots[] if given. */
+static void seq_write_tokens(pkv_cache *c, pkv__seq *s, uint32_t pos,
+                             const int32_t *tokens, uint32_t n,
+                             int64_t *slots) {
   uint32_t bs = c->block_size;
-  uint32_t pos = s->n_tokens;
   uint32_t bi = pos / bs, off = pos - bi * bs;
   uint32_t i = 0;
   while (i < n) {
@@ -176,7 +195,10 @@ static void seq_write_tokens(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
     uint32_t chunk = bs - off;
     if (chunk > n - i) chunk = n - i;
     int32_t *dst = c->block_tokens + (size_t)b * bs + off;
-    memcpy(dst, tokens + i, chunk * sizeof *dst);
+    if (tokens)
+      memcpy(dst, tokens + i, chunk * sizeof *dst);
+    else
+      for (uint32_t j = 0; j < chunk; j++) dst[j] = -1;
     if (slots) {
       int64_t base = (int64_t)b * bs + off;
       for (uint32_t j = 0; j < chunk; j++) slots[i + j] = base + j;
@@ -187,59 +209,133 @@ static void seq_write_tokens(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   }
 }
 
-/* The general append: new blocks and/or a copy of the tail. */
-static int seq_append_slow(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                           uint32_t n, int64_t *slots) {
+/* The general append: attaches a verified hit (empty sequence), writes
+ * n_new known ids from the known length on (filling lookahead slots first),
+ * reserves lookahead slots up to known + n_lookahead, taking new blocks
+ * and/or copying a shared or cached tail.  All or nothing: everything is
+ * counted and acquired before the sequence changes. */
+static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
+                    uint32_t n_hits, const int32_t *tokens, uint32_t n_new,
+                    uint32_t n_lookahead, int64_t *slots, int32_t *new_blocks,
+                    uint32_t new_cap, pkv_delta *d) {
   uint32_t bs = c->block_size;
-  uint64_t new_len = (uint64_t)s->n_tokens + n;
-  uint64_t room = (uint64_t)s->n_blocks * bs - s->n_tokens;
-  int32_t tail = s->n_blocks ? s->blocks[s->n_blocks - 1] : -1;
-  bool cow = room > 0 && !PKV_BLOCK_IS_WRITABLE(c, tail);
-  uint64_t new_blocks = n > room ? (n - room + bs - 1) / bs : 0;
-  uint64_t want = new_blocks + (cow ? 1 : 0);
-  if (want > pkv__pool_available(c))
+  uint32_t hit_tokens = n_hits * bs; /* caller checked: fits, s empty */
+  uint32_t known0 = s->n_known + hit_tokens, len0 = s->n_tokens + hit_tokens;
+  uint32_t nblk0 = s->n_blocks + n_hits;
+  uint64_t new_known = (uint64_t)known0 + n_new;
+  uint64_t want_len = new_known + n_lookahead;
+  uint64_t new_len = want_len > len0 ? want_len : len0;
+  if (new_len > INT32_MAX)
+    return pkv__err(PKV_ERANGE, "seq %u: length %u + %u known + %u lookahead "
+                    "exceeds %d", s->index, known0, n_new, n_lookahead,
+                    INT32_MAX);
+  uint64_t room = (uint64_t)nblk0 * bs - len0;
+  uint64_t ext = new_len - len0;
+  int32_t tail = n_hits ? hits[n_hits - 1] : nblk0 ? s->blocks[nblk0 - 1] : -1;
+  bool cow = ext > 0 && room > 0 &&
+             !pkv__block_writable_at(c, tail, bs - (uint32_t)room);
+  uint64_t n_fresh = ext > room ? (ext - room + bs - 1) / bs : 0;
+  if (new_blocks && n_fresh > new_cap)
+    return pkv__err(PKV_ENOSPC, "seq %u: append needs %llu new blocks, "
+                    "new_cap is %u", s->index, (unsigned long long)n_fresh,
+                    new_cap);
+  /* Hit blocks nobody holds are evictable now and stop being so. */
+  uint32_t hits_evictable = 0;
+  for (uint32_t i = 0; i < n_hits; i++) hits_evictable += c->refcount[hits[i]] == 0;
+  uint64_t want = n_fresh + (cow ? 1 : 0);
+  if (want > pkv__pool_available(c) - hits_evictable)
     return pkv__err(PKV_ENOMEM,
-                    "seq %u: append of %u tokens needs %llu blocks, %u "
-                    "available (%u free + %u evictable)",
-                    s->index, n, (unsigned long long)want,
-                    pkv__pool_available(c), c->n_free, c->n_evictable);
-  int rc = pkv__seq_table_reserve(s, s->n_blocks + new_blocks);
+                    "seq %u: append of %u tokens + %u lookahead needs %llu "
+                    "blocks, %u available (%u free + %u evictable, %u of "
+                    "them the hit)",
+                    s->index, n_new, n_lookahead, (unsigned long long)want,
+                    pkv__pool_available(c) - hits_evictable, c->n_free,
+                    c->n_evictable, hits_evictable);
+  int rc = pkv__seq_table_reserve(s, nblk0 + n_fresh);
   if (rc == 0 && cow) rc = pkv__copies_reserve(c, 1);
   if (rc) return rc;
 
-  /* Take every block before touching the sequence. */
+  /* Take every block before touching the sequence; the hit first, so no
+   * eviction can pick it. */
+  for (uint32_t i = 0; i < n_hits; i++) {
+    pkv__block_ref(c, hits[i]);
+    s->blocks[i] = hits[i];
+  }
   int32_t copy_to = -1;
   uint32_t taken = 0;
   if (cow && (copy_to = pkv__pool_take(c)) < 0) goto undo;
-  for (; taken < new_blocks; taken++) {
+  for (; taken < n_fresh; taken++) {
     int32_t b = pkv__pool_take(c);
     if (b < 0) goto undo;
-    s->blocks[s->n_blocks + taken] = b;
+    s->blocks[nblk0 + taken] = b;
   }
 
+  uint32_t len_before = s->n_tokens, nblk_before = s->n_blocks;
+  if (n_hits) {
+    for (uint32_t i = 0; i < n_hits; i++) pkv__prefix_hit(c, hits[i]);
+    s->n_hashed = n_hits;
+    s->n_committed = hit_tokens;
+    s->tail_writable = false;
+    c->st.prefix_hit_tokens += hit_tokens;
+  }
+  if (d) {
+    d->cow_index = d->cow_old = d->cow_new = -1;
+    d->first_new = nblk0;
+    d->n_new = (uint32_t)n_fresh;
+  }
   if (cow) {
-    uint32_t used = bs - (uint32_t)room;
-    pkv__block_copy(c, tail, copy_to, used);
+    pkv__block_copy(c, tail, copy_to, bs - (uint32_t)room);
     pkv__block_unref(c, tail);
-    s->blocks[s->n_blocks - 1] = copy_to;
-  } else if (room > 0 && (c->blk[tail].flags & PKV_BLK_HASHED)) {
+    s->blocks[nblk0 - 1] = copy_to;
+    if (d) {
+      d->cow_index = (int32_t)(nblk0 - 1);
+      d->cow_old = tail;
+      d->cow_new = copy_to;
+    }
+  } else if (ext > 0 && room > 0 && (c->blk[tail].flags & PKV_BLK_HASHED)) {
     /* Sole owner again of a block some other table saw full: forget its
      * key, we are about to rewrite it. */
     pkv__block_unhash(c, tail);
   }
-  s->n_blocks += (uint32_t)new_blocks;
-  seq_write_tokens(c, s, tokens, n, slots);
+  s->n_blocks = nblk0 + (uint32_t)n_fresh;
+  if (new_blocks && n_fresh)
+    memcpy(new_blocks, s->blocks + nblk0, n_fresh * sizeof *new_blocks);
+  /* Known ids from known0 (lookahead slots first), then -1 for new
+   * lookahead slots; slots for [known0, want_len). */
+  seq_write_tokens(c, s, known0, tokens, n_new, slots);
+  uint32_t la_from = new_known > len0 ? (uint32_t)new_known : len0;
+  if (new_len > la_from)
+    seq_write_tokens(c, s, la_from, NULL, (uint32_t)(new_len - la_from),
+                     NULL);
+  if (slots && want_len > new_known) {
+    /* lookahead slots asked for (some may have been reserved before) */
+    uint32_t bi, p = (uint32_t)new_known;
+    for (; p < want_len; p++) {
+      bi = p / bs;
+      slots[p - known0] = (int64_t)s->blocks[bi] * bs + (p - bi * bs);
+    }
+  }
+  s->n_known = (uint32_t)new_known;
   s->n_tokens = (uint32_t)new_len;
-  /* Whatever path we came by, the tail is now a fresh block, our copy, or
-   * a block already ours alone. */
-  s->tail = s->blocks[s->n_blocks - 1];
-  s->tail_writable = true;
+  c->sum_tokens += s->n_tokens - len_before;
+  c->sum_blocks += s->n_blocks - nblk_before;
+  if (ext > 0) {
+    /* Whatever path we came by, the tail is now a fresh block, our copy,
+     * or a block already ours alone. */
+    s->tail = s->blocks[s->n_blocks - 1];
+    s->tail_writable = true;
+  }
+  if (d) {
+    d->n_known = s->n_known;
+    d->n_tokens = s->n_tokens;
+  }
   return 0;
 
 undo:
   for (uint32_t i = 0; i < taken; i++)
-    pkv__block_unref(c, s->blocks[s->n_blocks + i]);
+    pkv__block_unref(c, s->blocks[nblk0 + i]);
   if (copy_to >= 0) pkv__block_unref(c, copy_to);
+  for (uint32_t i = n_hits; i-- > 0;) pkv__block_unref(c, hits[i]);
   return PKV_ECORRUPT; /* the eviction driver said why */
 }
 
@@ -250,7 +346,7 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
   if (!tokens) return pkv__err(PKV_EINVAL, "seq_append: tokens is NULL");
   if (n_tokens == 0)
     return pkv__err(PKV_EINVAL, "seq_append: n_tokens is 0");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -264,7 +360,7 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
   }
   uint32_t bs = cache->block_size;
   uint32_t room = s->n_blocks * bs - s->n_tokens;
-  if (s->tail_writable && n_tokens <= room) {
+  if (s->tail_writable && n_tokens <= room && s->n_known == s->n_tokens) {
     /* Decode fast path: the tail is ours and has room. */
     int32_t tail = s->tail;
     uint32_t off = bs - room;
@@ -278,8 +374,11 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
       for (uint32_t j = 0; j < n_tokens; j++) slots[j] = base + j;
     }
     s->n_tokens += n_tokens;
+    s->n_known = s->n_tokens;
+    cache->sum_tokens += n_tokens;
   } else {
-    rc = seq_append_slow(cache, s, tokens, n_tokens, slots);
+    rc = seq_grow(cache, s, NULL, 0, tokens, n_tokens, 0, slots, NULL, 0,
+                  NULL);
     if (rc) goto out;
   }
   cache->st.appends++;
@@ -290,15 +389,165 @@ out:
   return rc;
 }
 
+int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
+                      const pkv_append *req, pkv_delta *delta) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "seq_append_ex: cache is NULL");
+  if (!req) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  if (!req->tokens && req->n_tokens > 0)
+    return pkv__err(PKV_EINVAL, "seq_append_ex: tokens is NULL with "
+                    "n_tokens %u", req->n_tokens);
+  if (!req->hit_blocks && req->n_hit_blocks > 0)
+    return pkv__err(PKV_EINVAL, "seq_append_ex: hit_blocks is NULL with "
+                    "n_hit_blocks %u", req->n_hit_blocks);
+  if (!req->new_blocks && req->new_cap > 0)
+    return pkv__err(PKV_EINVAL, "seq_append_ex: new_blocks is NULL with "
+                    "new_cap %u", req->new_cap);
+  uint64_t hit_tokens = (uint64_t)req->n_hit_blocks * cache->block_size;
+  if (hit_tokens > req->n_tokens)
+    return pkv__err(PKV_EINVAL, "seq_append_ex: %u hit blocks cover %llu "
+                    "tokens, n_tokens is %u", req->n_hit_blocks,
+                    (unsigned long long)hit_tokens, req->n_tokens);
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  pkv__seq *s = pkv__seq_lookup(cache, seq);
+  if (!s) {
+    rc = PKV_ENOSEQ;
+    goto out;
+  }
+  if (req->n_hit_blocks) {
+    if (s->n_tokens != 0) {
+      rc = pkv__err(PKV_ESTATE, "seq %u: a hit attaches only to an empty "
+                    "sequence (this one has %u tokens)", s->index,
+                    s->n_tokens);
+      goto out;
+    }
+    if (!pkv__prefix_verify(cache, s->ns_id, req->tokens, req->hit_blocks,
+                            req->n_hit_blocks)) {
+      rc = PKV_ESTATE;
+      goto out;
+    }
+  }
+  uint32_t n_new = req->n_tokens - (uint32_t)hit_tokens;
+  rc = seq_grow(cache, s, req->hit_blocks, req->n_hit_blocks,
+                req->tokens ? req->tokens + hit_tokens : NULL, n_new,
+                req->n_lookahead, req->slots, req->new_blocks, req->new_cap,
+                delta);
+  if (rc == 0 && n_new) {
+    cache->st.appends++;
+    cache->st.appended_tokens += n_new;
+  }
+out:
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
+                     const int32_t *tokens, uint32_t n_seqs, int64_t *slots,
+                     pkv_step_result *results) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "batch_append: cache is NULL");
+  if (!seqs && n_seqs > 0)
+    return pkv__err(PKV_EINVAL, "batch_append: seqs is NULL");
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int first_rc = 0;
+  uint32_t bs = cache->block_size;
+  uint64_t appended = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv_step_result r = {0, PKV_STEP_NONE, 0, -1, -1};
+    int64_t slot = -1;
+    pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
+    if (!s) {
+      r.rc = PKV_ENOSEQ;
+    } else if (s->tail_writable && s->n_tokens < s->n_blocks * bs &&
+               (!tokens || s->n_known == s->n_tokens)) {
+      /* Decode fast path: our tail has room. */
+      int32_t tail = s->tail;
+      uint32_t off = s->n_tokens - (s->n_blocks - 1) * bs;
+      cache->block_tokens[(size_t)tail * bs + off] = tokens ? tokens[i] : -1;
+      slot = (int64_t)tail * bs + off;
+      s->n_tokens++;
+      if (tokens) s->n_known++;
+      cache->sum_tokens++;
+      r.index = s->n_blocks - 1;
+      r.block = tail;
+    } else {
+      pkv_delta d;
+      uint32_t pending = s->n_tokens - s->n_known;
+      /* One slot: a known token (filling a lookahead slot if any), or one
+       * more lookahead slot past the reserved length. */
+      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
+                               NULL, 0, &d)
+                    : seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
+                               NULL, NULL, 0, &d);
+      if (r.rc == 0) {
+        uint32_t pos = tokens ? s->n_known - 1 : s->n_tokens - 1;
+        r.index = pos / bs;
+        r.block = s->blocks[r.index];
+        slot = (int64_t)r.block * bs + (pos - r.index * bs);
+        if (d.n_new) {
+          r.change = PKV_STEP_APPENDED;
+        } else if (d.cow_index >= 0) {
+          r.change = PKV_STEP_COPIED;
+          r.replaced = d.cow_old;
+        }
+      }
+    }
+    if (r.rc == 0) {
+      appended += tokens != NULL;
+    } else if (first_rc == 0) {
+      first_rc = r.rc;
+    }
+    if (slots) slots[i] = slot;
+    if (results) results[i] = r;
+  }
+  if (appended) {
+    cache->st.appends += appended;
+    cache->st.appended_tokens += appended;
+  }
+  cache->st.batch_calls++;
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return first_rc;
+}
+
+int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
+                   int32_t *results) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "batch_free: cache is NULL");
+  if (!seqs && n_seqs > 0)
+    return pkv__err(PKV_EINVAL, "batch_free: seqs is NULL");
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int first_rc = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
+    int rc = s ? 0 : PKV_ENOSEQ;
+    if (s) seq_release(cache, s);
+    else if (first_rc == 0) first_rc = rc;
+    if (results) results[i] = rc;
+  }
+  cache->st.batch_calls++;
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return first_rc;
+}
+
 int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_fork: cache is NULL");
   if (!child) return pkv__err(PKV_EINVAL, "seq_fork: child is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *p = pkv__seq_lookup(cache, parent);
   if (!p) {
     rc = PKV_ENOSEQ;
+    goto out;
+  }
+  if (p->n_known < p->n_tokens) {
+    rc = pkv__err(PKV_ESTATE, "seq %u: fork with %u lookahead slots (fill "
+                  "or truncate them first)", p->index,
+                  p->n_tokens - p->n_known);
     goto out;
   }
   pkv__prio_range *ranges = NULL;
@@ -332,9 +581,11 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   }
   p->tail_writable = false; /* now shared */
   s->n_blocks = p->n_blocks;
-  s->n_tokens = p->n_tokens;
+  s->n_tokens = s->n_known = p->n_tokens;
   s->n_committed = p->n_committed;
   s->n_hashed = p->n_hashed;
+  cache->sum_tokens += s->n_tokens;
+  cache->sum_blocks += s->n_blocks;
   cache->st.forks++;
   *child = seq_handle(cache, s);
 out:
@@ -346,7 +597,7 @@ out:
 int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_truncate: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -362,8 +613,11 @@ int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
   uint32_t keep = (n_tokens + bs - 1) / bs;
   for (uint32_t i = s->n_blocks; i-- > keep;)
     pkv__block_unref(cache, s->blocks[i]);
+  cache->sum_tokens -= s->n_tokens - n_tokens;
+  cache->sum_blocks -= s->n_blocks - keep;
   s->n_blocks = keep;
   s->n_tokens = n_tokens;
+  if (s->n_known > n_tokens) s->n_known = n_tokens;
   s->tail_writable = false;
   if (s->n_committed > n_tokens) s->n_committed = n_tokens;
   if (s->n_hashed > n_tokens / bs) s->n_hashed = n_tokens / bs;
@@ -375,18 +629,38 @@ out:
 }
 
 int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
+  return pkv_seq_commit_ex(cache, seq, n_tokens, 0, NULL, 0, NULL);
+}
+
+#define PKV_COMMIT_KNOWN \
+  (PKV_COMMIT_DEDUP | PKV_COMMIT_NO_DEDUP | PKV_COMMIT_RELEASE_NOW)
+
+int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
+                      uint32_t flags, pkv_remap *remaps, uint32_t remaps_cap,
+                      uint32_t *n_remaps) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_commit: cache is NULL");
-  pkv__lock(cache);
+  if (flags & ~PKV_COMMIT_KNOWN)
+    return pkv__err(PKV_EINVAL, "seq_commit: unknown flags 0x%x",
+                    flags & ~PKV_COMMIT_KNOWN);
+  if ((flags & PKV_COMMIT_DEDUP) && (flags & PKV_COMMIT_NO_DEDUP))
+    return pkv__err(PKV_EINVAL, "seq_commit: both DEDUP and NO_DEDUP");
+  if ((remaps && !n_remaps) || (!remaps && remaps_cap > 0))
+    return pkv__err(PKV_EINVAL, "seq_commit: remaps %s with n_remaps %s, "
+                    "cap %u", remaps ? "given" : "NULL",
+                    n_remaps ? "given" : "NULL", remaps_cap);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
     rc = PKV_ENOSEQ;
     goto out;
   }
-  if (n_tokens > s->n_tokens) {
-    rc = pkv__err(PKV_ERANGE, "seq %u: commit of %u > length %u", s->index,
-                  n_tokens, s->n_tokens);
+  if (n_tokens > s->n_known) {
+    rc = pkv__err(PKV_ERANGE, "seq %u: commit of %u > known length %u%s",
+                  s->index, n_tokens, s->n_known,
+                  s->n_known < s->n_tokens ? " (lookahead slots are never "
+                  "committed)" : "");
     goto out;
   }
   if (n_tokens < s->n_committed) {
@@ -396,10 +670,21 @@ int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
                   s->index, n_tokens, s->n_committed);
     goto out;
   }
+  bool dedup = (flags & PKV_COMMIT_DEDUP) ||
+               (!(flags & PKV_COMMIT_NO_DEDUP) &&
+                (cache->cfg.flags & PKV_CACHE_COMMIT_DEDUP));
+  uint32_t bound = n_tokens / cache->block_size - s->n_hashed;
+  if (dedup && remaps && remaps_cap < bound) {
+    rc = pkv__err(PKV_ENOSPC, "seq %u: commit may remap %u blocks, "
+                  "remaps_cap is %u", s->index, bound, remaps_cap);
+    goto out;
+  }
+  if (n_remaps) *n_remaps = 0;
   s->n_committed = n_tokens;
   s->tail_writable = false; /* a full tail may enter the index */
   if (!(cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE))
-    pkv__prefix_commit(cache, s);
+    pkv__prefix_commit_ex(cache, s, dedup, flags & PKV_COMMIT_RELEASE_NOW,
+                          remaps, n_remaps);
   cache->st.commits++;
 out:
   PKV_ASSERT_VALID(cache);
@@ -411,12 +696,13 @@ int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_info_get: cache is NULL");
   if (!out) return pkv__err(PKV_EINVAL, "seq_info_get: out is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (s) {
     out->n_tokens = s->n_tokens;
     out->n_committed = s->n_committed;
     out->n_blocks = s->n_blocks;
+    out->n_known = s->n_known;
     uint32_t nc = 0;
     for (uint32_t i = 0; i < s->n_blocks; i++)
       nc += PKV_BLOCK_IS_CACHED(cache, s->blocks[i]);
@@ -433,7 +719,7 @@ int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
   if (!n_blocks) return pkv__err(PKV_EINVAL, "seq_blocks: n_blocks is NULL");
   if (!blocks && cap > 0)
     return pkv__err(PKV_EINVAL, "seq_blocks: blocks is NULL with cap %u", cap);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -461,7 +747,7 @@ int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   if (priority > 100)
     return pkv__err(PKV_EINVAL, "seq_set_priority: priority %u > 100",
                     priority);
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -486,12 +772,24 @@ out:
   return rc;
 }
 
+int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  if (slot >= cache->seq_cap || cache->seqs[slot] || gen == 0 ||
+      cache->seq_gen[slot] == 0)
+    rc = pkv__err(PKV_ESTATE, "test_set_seq_gen: slot %u not free", slot);
+  else
+    cache->seq_gen[slot] = gen;
+  pkv__unlock(cache);
+  return rc;
+}
+
 /* ------------------------------------------------ engine-facing */
 
 int pkv__seq_view_get(pkv_cache *cache, pkv_seq_id seq, pkv__seq_view *out) {
   pkv__err_clear();
   if (!cache || !out) return pkv__err(PKV_EINVAL, "seq_view_get: NULL argument");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (s) {
     out->blocks = s->blocks;
@@ -507,7 +805,7 @@ int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
                             uint32_t n) {
   pkv__err_clear();
   if (!cache) return pkv__err(PKV_EINVAL, "seq_check_writable: cache is NULL");
-  pkv__lock(cache);
+  if (pkv__lock(cache)) return PKV_EBUSY;
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {

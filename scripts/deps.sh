@@ -3,20 +3,25 @@
 # are installed.  As root it installs what is missing (apt-get); otherwise it
 # prints the exact command to run and exits 1.
 #
-# Groups: build (library, tests, tools), bench (OpenBLAS baseline),
-#         plot (gnuplot for --plot), fuzz (clang + libFuzzer runtime),
-#         valgrind, all.
+# Groups: lib (the library and examples), tools (+ jemalloc, which the pagedkv
+#         tool and the benchmarks link as their process allocator),
+#         build (+ Check and python3: everything `make test` needs),
+#         bench (OpenBLAS baseline), plot (gnuplot for --plot),
+#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), all.
 set -eu
 
 pkgs_for() {
   case "$1" in
-    build)    echo "build-essential pkg-config libjemalloc-dev check libxxhash-dev" ;;
+    lib)      echo "build-essential pkg-config libxxhash-dev" ;;
+    tools)    echo "$(pkgs_for lib) libjemalloc-dev" ;;
+    build)    echo "$(pkgs_for tools) check python3" ;;
     bench)    echo "libopenblas-dev" ;;
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
     valgrind) echo "valgrind" ;;
-    all)      for g in build bench plot fuzz valgrind; do pkgs_for "$g"; done ;;
-    *) echo "deps.sh: unknown group '$1' (build, bench, plot, fuzz, valgrind, all)" >&2; exit 2 ;;
+    python)   echo "python3 python3-numpy python3-pytest" ;;
+    all)      for g in build bench plot fuzz valgrind python; do pkgs_for "$g"; done ;;
+    *) echo "deps.sh: unknown group '$1' (lib, tools, build, bench, plot, fuzz, valgrind, python, all)" >&2; exit 2 ;;
   esac
 }
 

@@ -25,8 +25,8 @@ printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,-4,
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,44,7\n' > "$tmp/columns.csv"
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n' > "$tmp/noreqs.csv"
 printf 'TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,44\000\n' > "$tmp/nul.csv"
-good=../shared/traces/synthetic_trace.jsonl
-[ -f "$good" ] || good=/work/shared/traces/synthetic_trace.jsonl
+good=tests/data/traces/synthetic_trace.jsonl  # the repository's excerpt
+[ -f "$good" ] || { echo "tool-misuse: test data missing: $good (run from the project root)"; exit 1; }
 
 fail=0
 [ $md = 1 ] && { echo '| command | exit | stderr |'; echo '|---|---|---|'; }

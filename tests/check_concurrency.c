@@ -595,12 +595,71 @@ START_TEST(view_survives_pressure) {
 }
 END_TEST
 
+/* pkv_policy_names() walked by readers while another thread registers
+ * policies (issue 12 item 17): under ThreadSanitizer (make tsan) any
+ * unsynchronized access is a report; here each reader also checks that
+ * every list it gets is complete (built-ins first, NULL-terminated) and
+ * that lists only grow. */
+#define PN_REGISTER 24
+#define PN_READERS 3
+static atomic_int pn_done;
+static pkv_policy_ops pn_ops[PN_REGISTER];
+static char pn_name[PN_REGISTER][32];
+
+static void *pn_reader(void *arg) {
+  long *walks = arg;
+  size_t last = 0;
+  while (!atomic_load(&pn_done) || *walks < 100) {
+    const char *const *names = pkv_policy_names();
+    size_t n = 0;
+    while (names[n]) {
+      TU_ASSERT(names[n][0] != '\0', "empty policy name at %zu", n);
+      n++;
+    }
+    TU_ASSERT(n >= 6 && strcmp(names[0], "lru") == 0, "list of %zu", n);
+    TU_ASSERT(n >= last, "names went from %zu to %zu", last, n);
+    for (size_t i = 6; i < n; i++)
+      TU_ASSERT(pkv_policy_find(names[i]) != NULL, "%s not found", names[i]);
+    last = n;
+    (*walks)++;
+  }
+  return NULL;
+}
+
+START_TEST(policy_names_while_registering) {
+  atomic_store(&pn_done, 0);
+  size_t before = 0;
+  while (pkv_policy_names()[before]) before++;
+  pthread_t tid[PN_READERS];
+  long walks[PN_READERS] = {0};
+  for (int i = 0; i < PN_READERS; i++)
+    ck_assert_int_eq(pthread_create(&tid[i], NULL, pn_reader, &walks[i]), 0);
+  for (int k = 0; k < PN_REGISTER; k++) {
+    pn_ops[k] = tu_policy_lowest;
+    snprintf(pn_name[k], sizeof pn_name[k], "cc-names-%d", k);
+    pn_ops[k].name = pn_name[k];
+    ck_assert_int_eq(pkv_policy_register(&pn_ops[k]), 0);
+  }
+  atomic_store(&pn_done, 1);
+  for (int i = 0; i < PN_READERS; i++) {
+    ck_assert_int_eq(pthread_join(tid[i], NULL), 0);
+    ck_assert_int_ge(walks[i], 100);
+  }
+  size_t after = 0;
+  while (pkv_policy_names()[after]) after++;
+  ck_assert_uint_eq(after, before + PN_REGISTER);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("concurrency");
   TCase *tc = tcase_create("stress");
   tcase_set_timeout(tc, 600);
   tcase_add_loop_test(tc, stress, 0, 6);
   tcase_add_test(tc, view_survives_pressure);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("policy_names");
+  tcase_add_test(tc, policy_names_while_registering);
   suite_add_tcase(s, tc);
   return tu_main(s);
 }

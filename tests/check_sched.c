@@ -165,8 +165,11 @@ START_TEST(preempts_youngest_and_recomputes) {
   /* Prefill covers the prompts plus what the preempted had to rebuild,
    * minus the blocks the prefix cache gave back. */
   ck_assert_uint_eq(rec.prefill_tokens, st.prefill_tokens);
-  ck_assert_uint_eq(st.prefill_tokens + st.prefix_hit_tokens, st.prompt_tokens);
-  ck_assert_uint_gt(st.prompt_tokens, 24);
+  ck_assert_uint_eq(st.prefill_tokens + st.prefix_hit_tokens + st.readmit_hit_tokens,
+                    st.prompt_tokens + st.readmit_tokens);
+  ck_assert_uint_eq(st.prompt_tokens, 24); /* first admissions: the prompts once */
+  ck_assert_uint_eq(st.readmits, st.preemptions);
+  ck_assert_uint_gt(st.readmit_tokens, 0);
 
   /* Deterministic: the same run gives the same figures. */
   sched_stats st2;
@@ -176,6 +179,27 @@ START_TEST(preempts_youngest_and_recomputes) {
   ck_assert_uint_eq(st2.preemptions, st.preemptions);
   ck_assert_uint_eq(st2.prefill_tokens, st.prefill_tokens);
   ck_assert_uint_eq(st2.steps, st.steps);
+  pkv_cache_destroy(cache);
+}
+END_TEST
+
+START_TEST(admission_counts_prefill_debt) {
+  /* 4 prompts of 40 tokens (10 blocks of 4) + 4 generated: 11 blocks each,
+   * 24 blocks in the pool, prefilled 6 tokens per step.  Two fit.  A rule
+   * that looks only at the free blocks admits a third and a fourth while
+   * the first two hold a chunk or two, and then preempts in a loop; the
+   * blocks still owed to prefills in progress must be counted. */
+  pkv_cache *cache = small_cache(4, 24);
+  wl w = {.prompt_len = {40, 40, 40, 40}, .output_len = {4, 4, 4, 4}, .n_samples = {1, 1, 1, 1}};
+  recorder rec;
+  sched_stats st;
+  run_wl(cache, &w, 4, &rec, &st, 1);
+  ck_assert_uint_eq(st.requests_done, 4);
+  ck_assert_uint_eq(st.preemptions, 0);
+  ck_assert_uint_eq(rec.admits, 4); /* each admitted once: nothing recomputed */
+  ck_assert_uint_eq(st.readmits, 0);
+  ck_assert_uint_eq(st.prefill_tokens, 160);
+  ck_assert_uint_le(st.peak_running, 2);
   pkv_cache_destroy(cache);
 }
 END_TEST
@@ -266,6 +290,7 @@ int main(void) {
   TCase *tc = tcase_create("preemption");
   tcase_add_test(tc, preempts_youngest_and_recomputes);
   tcase_add_test(tc, rejects_what_never_fits);
+  tcase_add_test(tc, admission_counts_prefill_debt);
   suite_add_tcase(s, tc);
   tc = tcase_create("sharing");
   tcase_add_test(tc, samples_fork_and_copy);

@@ -377,12 +377,24 @@ START_TEST(fork_external_queues_copies) {
   ck_assert_int_eq(pkv_seq_blocks(c, ch, bc, 4, &nc), 0);
   pkv_copy q[4];
   uint32_t n, pending;
+  /* The parent copied the shared tail; the queued copy still holds the old
+   * tail, so the child copies it too instead of writing into it in place
+   * before the caller has run the parent's copy (issue 12 item 13). */
+  ck_assert_uint_eq(tu_stats(c).blocks_free, 16 - 5);
   ck_assert_int_eq(pkv_pool_drain_copies(c, q, 4, &n, &pending), 0);
-  ck_assert_uint_eq(n, 1); /* the parent copied; the child then owned the old tail */
+  ck_assert_uint_eq(n, 2);
   ck_assert_uint_eq(pending, 0);
   ck_assert_int_eq(q[0].dst_block, bp[1]);
-  ck_assert_int_eq(q[0].src_block, bc[1]);
+  ck_assert_int_eq(q[1].dst_block, bc[1]);
+  ck_assert_int_eq(q[0].src_block, q[1].src_block);
+  ck_assert_int_ne(q[0].src_block, bp[1]);
+  ck_assert_int_ne(q[0].src_block, bc[1]);
   ck_assert_uint_eq(q[0].n_slots, 3);
+  ck_assert_uint_eq(q[1].n_slots, 3);
+  ck_assert_uint_eq(q[0].src_slot + q[0].dst_slot + q[1].src_slot + q[1].dst_slot, 0);
+  /* Drained: the old tail is released. */
+  ck_assert_uint_eq(tu_stats(c).blocks_free, 16 - 4);
+  TU_CHECK(c);
   ck_assert_int_eq(pkv_pool_drain_copies(c, q, 4, &n, NULL), 0);
   ck_assert_uint_eq(n, 0);
   /* Partial drains keep order. */

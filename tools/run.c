@@ -23,29 +23,11 @@
 #include <string.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "pagedkv/engine.h"
 #include "scheduler.h"
 #include "sim.h"
 #include "trace.h"
-
-/* ================================================================ presets */
-
-typedef struct model_shape {
-  const char *name;
-  uint32_t n_layers, n_q_heads, n_kv_heads, head_dim;
-  pkv_dtype dtype;
-} model_shape;
-
-static const model_shape presets[] = {
-    {"tiny", 2, 4, 2, 64, PKV_DTYPE_F32},
-    {"small", 8, 16, 4, 64, PKV_DTYPE_F16},
-    {"llama3-8b", 32, 32, 8, 128, PKV_DTYPE_F16},
-    {"llama3-70b", 80, 64, 8, 128, PKV_DTYPE_BF16},
-};
-
-static const char *dtype_name(pkv_dtype d) {
-  return d == PKV_DTYPE_F32 ? "f32" : d == PKV_DTYPE_F16 ? "f16" : "bf16";
-}
 
 /* ================================================================ workload */
 
@@ -103,24 +85,7 @@ static void workload_free(workload *w) {
   trace_free(&w->tr);
 }
 
-typedef struct range {
-  uint64_t lo, hi;
-} range;
-
-static bool parse_range(const char *s, uint64_t min, range *out) {
-  char buf[64];
-  snprintf(buf, sizeof buf, "%s", s);
-  char *dash = strchr(buf, '-');
-  if (dash) *dash = '\0';
-  if (!cli_parse_u64(buf, min, UINT32_MAX / 4, &out->lo)) return false;
-  if (!dash) {
-    out->hi = out->lo;
-    return true;
-  }
-  return cli_parse_u64(dash + 1, out->lo, UINT32_MAX / 4, &out->hi);
-}
-
-static uint32_t uniform(uint64_t *rng, range r) {
+static uint32_t uniform(uint64_t *rng, run_range r) {
   return (uint32_t)(r.lo + splitmix(rng) % (r.hi - r.lo + 1));
 }
 
@@ -194,14 +159,17 @@ static int engine_decode(void *user, const pkv_seq_id *seqs, uint32_t n) {
 typedef struct progress_ctx {
   cli_progress bar;
   uint64_t t0;
+  bool dry; /* no compute: no rate to show */
 } progress_ctx;
 
 static void on_step(void *user, const sched_stats *st) {
   progress_ctx *p = user;
-  char tail[128];
+  char tail[128], rate[48] = "";
   double secs = (double)(cli_now_ns() - p->t0) / 1e9;
-  snprintf(tail, sizeof tail, "%.0f tok/s, mem %.0f%%, %llu preempted",
-           secs > 0 ? (double)(st->prefill_tokens + st->decode_tokens) / secs : 0.0,
+  if (!p->dry)
+    snprintf(rate, sizeof rate, "%.0f tok/s, ",
+             secs > 0 ? (double)(st->prefill_tokens + st->decode_tokens) / secs : 0.0);
+  snprintf(tail, sizeof tail, "%smem %.0f%%, %llu preempted", rate,
            st->num_blocks ? 100.0 * st->blocks_used_now / st->num_blocks : 0.0,
            (unsigned long long)st->preemptions);
   cli_progress_update(&p->bar, st->requests_done + st->requests_rejected, tail);
@@ -225,69 +193,119 @@ typedef struct run_report {
   const char *policy, *backend, *workload_desc;
   bool dry;
   bool baseline;
-  uint32_t max_len;
-  uint64_t contiguous_fit, too_long;
+  uint32_t max_len, max_seqs;
+  uint64_t contiguous_fit; /* min(slots / max_len, max_seqs) */
+  uint64_t too_long;       /* requests with prompt + output > max_len */
+  uint64_t longest;        /* longest prompt + output */
+  size_t n_reqs;
+  bool no_sharing;         /* Azure: lengths only, no prompt content */
 } run_report;
 
 static double per_s(uint64_t n, double s) { return s > 0 ? (double)n / s : 0; }
+static double frac(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0; }
 
-static void print_summary(const run_report *rp, const sched_stats *st) {
+/* The paged/contiguous ratio is a like-for-like figure only if every
+ * request fits --max-len and the contiguous side fits at least one. */
+static bool baseline_comparable(const run_report *rp) {
+  return rp->contiguous_fit > 0 && rp->too_long == 0;
+}
+
+static void print_baseline(FILE *f, const run_report *rp, const sched_stats *st) {
+  uint64_t slots = (uint64_t)rp->num_blocks * rp->block_size;
+  fprintf(f, "\ncontiguous baseline (every sequence reserves --max-len %u slots; both sides at most "
+             "--max-seqs %u running):\n", rp->max_len, rp->max_seqs);
+  fprintf(f, "%-24s %llu sequences at once (min(%llu slots / %u, %u))\n", "contiguous",
+          (unsigned long long)rp->contiguous_fit, (unsigned long long)slots, rp->max_len, rp->max_seqs);
+  fprintf(f, "%-24s %.1f mean, %u peak running sequences (measured)\n", "paged",
+          st->mean_running_busy, st->peak_running);
+  if (rp->too_long)
+    fprintf(f, "%-24s n/a: %llu of %zu requests need more than --max-len %u tokens (longest %llu), "
+               "so a contiguous server could not run them; use --max-len %llu to compare\n",
+            "paged / contiguous", (unsigned long long)rp->too_long, rp->n_reqs, rp->max_len,
+            (unsigned long long)rp->longest, (unsigned long long)rp->longest);
+  else if (!rp->contiguous_fit)
+    fprintf(f, "%-24s n/a: --max-len %u is more than the whole pool (%llu slots)\n",
+            "paged / contiguous", rp->max_len, (unsigned long long)slots);
+  else
+    fprintf(f, "%-24s %.2fx (mean), %.2fx (peak)%s\n", "paged / contiguous",
+            st->mean_running_busy / (double)rp->contiguous_fit,
+            (double)st->peak_running / (double)rp->contiguous_fit,
+            st->peak_running >= rp->max_seqs ? "  (paged hit the --max-seqs cap)" : "");
+}
+
+static void print_summary(FILE *f, const run_report *rp, const sched_stats *st) {
   char mem[32];
   human_bytes(rp->block_bytes * rp->num_blocks, mem, sizeof mem);
-  printf("model      %s: %u layers, %u q / %u kv heads, head_dim %u, %s K/V\n", rp->shape->name,
-         rp->shape->n_layers, rp->shape->n_q_heads, rp->shape->n_kv_heads, rp->shape->head_dim,
-         dtype_name(rp->dtype));
-  printf("cache      %u blocks x %u tokens (%s), policy %s, %s\n", rp->num_blocks, rp->block_size,
-         mem, rp->policy, rp->dry ? "dry run: no engine, external storage" : "owned storage");
-  if (!rp->dry) printf("engine     %s back end, %u threads\n", rp->backend, rp->threads);
-  printf("workload   %s\n\n", rp->workload_desc);
-  printf("%-24s %s\n", "metric", "value");
-  printf("%-24s %zu done, %zu rejected, of %zu (%llu sequences)\n", "requests",
-         st->requests_done, st->requests_rejected, st->requests,
-         (unsigned long long)st->sequences_done);
-  printf("%-24s %llu tokens, %.0f tok/s\n", "prefill", (unsigned long long)st->prefill_tokens,
-         per_s(st->prefill_tokens, st->prefill_s));
-  printf("%-24s %llu tokens, %.0f tok/s\n", "decode", (unsigned long long)st->decode_tokens,
-         per_s(st->decode_tokens, st->decode_s));
-  printf("%-24s mean %.3f ms, p99 %.3f ms (%llu steps)\n", "decode step",
-         st->decode_step_mean_ms, st->decode_step_p99_ms, (unsigned long long)st->decode_steps);
-  printf("%-24s peak %.1f%%, mean %.1f%% of %u blocks\n", "memory use",
-         100.0 * st->peak_blocks_used / st->num_blocks, 100.0 * st->mean_blocks_used / st->num_blocks,
-         st->num_blocks);
-  printf("%-24s %.2f%% of reserved slots unused\n", "waste", 100 * st->waste_fraction);
-  printf("%-24s %.1f%% of prompt tokens (%llu of %llu)\n", "prefix hits",
-         st->prompt_tokens ? 100.0 * st->prefix_hit_tokens / st->prompt_tokens : 0.0,
-         (unsigned long long)st->prefix_hit_tokens, (unsigned long long)st->prompt_tokens);
-  printf("%-24s peak %u, mean %.1f while requests waited\n", "running sequences",
-         st->peak_running, st->mean_running_busy);
-  printf("%-24s %llu\n", "forks", (unsigned long long)st->forks);
-  printf("%-24s %llu\n", "copy-on-write copies", (unsigned long long)st->cow_copies);
-  printf("%-24s %llu\n", "evictions", (unsigned long long)st->evictions);
-  printf("%-24s %llu\n", "preemptions", (unsigned long long)st->preemptions);
-  printf("%-24s %.2f s (%llu steps)\n", "wall time", st->wall_s, (unsigned long long)st->steps);
-  if (rp->baseline) {
-    double paged = st->mean_running_busy;
-    printf("\ncontiguous baseline (every sequence reserves --max-len %u slots):\n", rp->max_len);
-    printf("%-24s %llu sequences at once (%u slots / %u)\n", "contiguous", (unsigned long long)rp->contiguous_fit,
-           rp->num_blocks * rp->block_size, rp->max_len);
-    printf("%-24s %.1f mean, %u peak running sequences (measured)\n", "paged", paged, st->peak_running);
-    printf("%-24s %.2fx (mean), %.2fx (peak)\n", "paged / contiguous",
-           rp->contiguous_fit ? paged / (double)rp->contiguous_fit : INFINITY,
-           rp->contiguous_fit ? (double)st->peak_running / (double)rp->contiguous_fit : INFINITY);
-    if (rp->too_long)
-      printf("%-24s %llu requests are longer than --max-len (they could not run contiguously)\n",
-             "note", (unsigned long long)rp->too_long);
+  fprintf(f, "model      %s: %u layers, %u q / %u kv heads, head_dim %u, %s K/V\n", rp->shape->name,
+          rp->shape->n_layers, rp->shape->n_q_heads, rp->shape->n_kv_heads, rp->shape->head_dim,
+          opts_dtype_name(rp->dtype));
+  fprintf(f, "cache      %u blocks x %u tokens (%s), policy %s, %s\n", rp->num_blocks, rp->block_size,
+          mem, rp->policy, rp->dry ? "dry run: no engine, external storage" : "owned storage");
+  if (!rp->dry) fprintf(f, "engine     %s back end, %u threads\n", rp->backend, rp->threads);
+  fprintf(f, "workload   %s\n\n", rp->workload_desc);
+  fprintf(f, "%-24s %s\n", "metric", "value");
+  fprintf(f, "%-24s %zu done, %zu rejected, of %zu (%llu sequences)\n", "requests",
+          st->requests_done, st->requests_rejected, st->requests,
+          (unsigned long long)st->sequences_done);
+  /* A dry run computes nothing: token counts, no rates or step times. */
+  if (rp->dry) {
+    fprintf(f, "%-24s %llu tokens scheduled (dry run: no compute, no rate)\n", "prefill",
+            (unsigned long long)st->prefill_tokens);
+    fprintf(f, "%-24s %llu tokens scheduled (dry run: no compute, no rate)\n", "decode",
+            (unsigned long long)st->decode_tokens);
+  } else {
+    fprintf(f, "%-24s %llu tokens, %.0f tok/s\n", "prefill", (unsigned long long)st->prefill_tokens,
+            per_s(st->prefill_tokens, st->prefill_s));
+    fprintf(f, "%-24s %llu tokens, %.0f tok/s\n", "decode", (unsigned long long)st->decode_tokens,
+            per_s(st->decode_tokens, st->decode_s));
+    fprintf(f, "%-24s mean %.3f ms, p99 %.3f ms (%llu steps)\n", "decode step",
+            st->decode_step_mean_ms, st->decode_step_p99_ms, (unsigned long long)st->decode_steps);
   }
+  fprintf(f, "%-24s peak %.1f%%, mean %.1f%% of %u blocks\n", "memory use",
+          100 * frac(st->peak_blocks_used, st->num_blocks), 100.0 * st->mean_blocks_used / st->num_blocks,
+          st->num_blocks);
+  fprintf(f, "%-24s %.2f%% of reserved slots unused\n", "waste", 100 * st->waste_fraction);
+  if (rp->no_sharing)
+    fprintf(f, "%-24s none possible: the trace has lengths only (Azure), every prompt is its own\n",
+            "prefix hits");
+  else
+    fprintf(f, "%-24s %.1f%% of prompt tokens reused from the cache, not computed (%llu of %llu)\n",
+            "prefix hits", 100 * frac(st->prefix_hit_tokens, st->prompt_tokens),
+            (unsigned long long)st->prefix_hit_tokens, (unsigned long long)st->prompt_tokens);
+  if (st->readmits)
+    fprintf(f, "%-24s %llu readmissions rebuilt %llu tokens: %llu from the cache, %llu recomputed\n",
+            "after preemption", (unsigned long long)st->readmits,
+            (unsigned long long)st->readmit_tokens, (unsigned long long)st->readmit_hit_tokens,
+            (unsigned long long)(st->readmit_tokens - st->readmit_hit_tokens));
+  fprintf(f, "%-24s peak %u, mean %.1f while requests waited\n", "running sequences",
+          st->peak_running, st->mean_running_busy);
+  fprintf(f, "%-24s %llu\n", "forks", (unsigned long long)st->forks);
+  fprintf(f, "%-24s %llu\n", "copy-on-write copies", (unsigned long long)st->cow_copies);
+  fprintf(f, "%-24s %llu\n", "evictions", (unsigned long long)st->evictions);
+  fprintf(f, "%-24s %llu\n", "preemptions", (unsigned long long)st->preemptions);
+  fprintf(f, "%-24s %.2f s (%llu steps)\n", "wall time", st->wall_s, (unsigned long long)st->steps);
+  if (rp->too_long && !rp->baseline)
+    fprintf(f, "%-24s %llu of %zu requests need more than --max-len %u tokens (longest %llu)\n",
+            "note", (unsigned long long)rp->too_long, rp->n_reqs, rp->max_len,
+            (unsigned long long)rp->longest);
+  if (rp->baseline) print_baseline(f, rp, st);
+}
+
+/* A rate, or null when there is none (dry run). */
+static void json_rate(FILE *f, const char *key, bool have, double v) {
+  if (have) fprintf(f, ", \"%s\": %.1f", key, v);
+  else fprintf(f, ", \"%s\": null", key);
 }
 
 static int write_json(const char *path, const run_report *rp, const sched_stats *st,
                       const sched_step *steps, size_t n_steps) {
-  FILE *f = fopen(path, "w");
+  bool to_stdout = !strcmp(path, "-");
+  FILE *f = to_stdout ? stdout : fopen(path, "w");
   if (!f) return cli_error("run", "%s: cannot write: %m", path);
   fprintf(f, "{\n  \"model\": {\"name\": \"%s\", \"n_layers\": %u, \"n_q_heads\": %u, "
              "\"n_kv_heads\": %u, \"head_dim\": %u, \"dtype\": \"%s\"},\n",
           rp->shape->name, rp->shape->n_layers, rp->shape->n_q_heads, rp->shape->n_kv_heads,
-          rp->shape->head_dim, dtype_name(rp->dtype));
+          rp->shape->head_dim, opts_dtype_name(rp->dtype));
   fprintf(f, "  \"cache\": {\"num_blocks\": %u, \"block_size\": %u, \"block_bytes\": %llu, "
              "\"policy\": ",
           rp->num_blocks, rp->block_size, (unsigned long long)rp->block_bytes);
@@ -295,26 +313,35 @@ static int write_json(const char *path, const run_report *rp, const sched_stats 
   fprintf(f, ", \"dry\": %s},\n  \"workload\": ", rp->dry ? "true" : "false");
   cli_json_string(f, rp->workload_desc);
   fprintf(f, ",\n  \"summary\": {\"requests\": %zu, \"requests_done\": %zu, \"requests_rejected\": %zu, "
-             "\"sequences_done\": %llu, \"prefill_tokens\": %llu, \"prefill_tok_s\": %.1f, "
-             "\"decode_tokens\": %llu, \"decode_tok_s\": %.1f, \"decode_step_mean_ms\": %.4f, "
-             "\"decode_step_p99_ms\": %.4f, \"peak_memory_frac\": %.4f, \"mean_memory_frac\": %.4f, "
-             "\"waste_frac\": %.5f, \"prefix_hit_rate\": %.5f, \"peak_running\": %u, "
-             "\"mean_running_busy\": %.2f, \"forks\": %llu, \"cow_copies\": %llu, \"evictions\": %llu, "
-             "\"preemptions\": %llu, \"steps\": %llu, \"wall_s\": %.3f",
+             "\"sequences_done\": %llu, \"prefill_tokens\": %llu, \"decode_tokens\": %llu",
           st->requests, st->requests_done, st->requests_rejected,
           (unsigned long long)st->sequences_done, (unsigned long long)st->prefill_tokens,
-          per_s(st->prefill_tokens, st->prefill_s), (unsigned long long)st->decode_tokens,
-          per_s(st->decode_tokens, st->decode_s), st->decode_step_mean_ms, st->decode_step_p99_ms,
-          (double)st->peak_blocks_used / st->num_blocks, st->mean_blocks_used / st->num_blocks,
-          st->waste_fraction,
-          st->prompt_tokens ? (double)st->prefix_hit_tokens / (double)st->prompt_tokens : 0.0,
-          st->peak_running, st->mean_running_busy, (unsigned long long)st->forks,
-          (unsigned long long)st->cow_copies, (unsigned long long)st->evictions,
-          (unsigned long long)st->preemptions, (unsigned long long)st->steps, st->wall_s);
-  if (rp->baseline)
-    fprintf(f, ", \"max_len\": %u, \"contiguous_fit\": %llu, \"paged_over_contiguous\": %.3f",
-            rp->max_len, (unsigned long long)rp->contiguous_fit,
-            rp->contiguous_fit ? st->mean_running_busy / (double)rp->contiguous_fit : 0.0);
+          (unsigned long long)st->decode_tokens);
+  json_rate(f, "prefill_tok_s", !rp->dry, per_s(st->prefill_tokens, st->prefill_s));
+  json_rate(f, "decode_tok_s", !rp->dry, per_s(st->decode_tokens, st->decode_s));
+  json_rate(f, "decode_step_mean_ms", !rp->dry, st->decode_step_mean_ms);
+  json_rate(f, "decode_step_p99_ms", !rp->dry, st->decode_step_p99_ms);
+  fprintf(f, ", \"peak_memory_frac\": %.4f, \"mean_memory_frac\": %.4f, "
+             "\"waste_frac\": %.5f, \"prompt_tokens\": %llu, \"prefix_hit_tokens\": %llu, "
+             "\"prefix_hit_rate\": %.5f, \"readmits\": %llu, \"readmit_tokens\": %llu, "
+             "\"readmit_hit_tokens\": %llu, \"peak_running\": %u, "
+             "\"mean_running_busy\": %.2f, \"forks\": %llu, \"cow_copies\": %llu, \"evictions\": %llu, "
+             "\"preemptions\": %llu, \"steps\": %llu, \"wall_s\": %.3f, \"max_len\": %u, "
+             "\"requests_over_max_len\": %llu",
+          frac(st->peak_blocks_used, st->num_blocks), st->mean_blocks_used / st->num_blocks,
+          st->waste_fraction, (unsigned long long)st->prompt_tokens,
+          (unsigned long long)st->prefix_hit_tokens, frac(st->prefix_hit_tokens, st->prompt_tokens),
+          (unsigned long long)st->readmits, (unsigned long long)st->readmit_tokens,
+          (unsigned long long)st->readmit_hit_tokens, st->peak_running, st->mean_running_busy,
+          (unsigned long long)st->forks, (unsigned long long)st->cow_copies,
+          (unsigned long long)st->evictions, (unsigned long long)st->preemptions,
+          (unsigned long long)st->steps, st->wall_s, rp->max_len, (unsigned long long)rp->too_long);
+  if (rp->baseline) {
+    fprintf(f, ", \"max_seqs\": %u, \"contiguous_fit\": %llu", rp->max_seqs,
+            (unsigned long long)rp->contiguous_fit);
+    json_rate(f, "paged_over_contiguous", baseline_comparable(rp),
+              baseline_comparable(rp) ? st->mean_running_busy / (double)rp->contiguous_fit : 0);
+  }
   fprintf(f, "},\n  \"steps\": [\n");
   for (size_t i = 0; i < n_steps; i++) {
     const sched_step *s = &steps[i];
@@ -326,40 +353,49 @@ static int write_json(const char *path, const run_report *rp, const sched_stats 
             i + 1 < n_steps ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
-  if (fclose(f)) return cli_error("run", "%s: write failed: %m", path);
+  if (to_stdout ? fflush(f) != 0 || ferror(f) : fclose(f) != 0)
+    return cli_error("run", "%s: write failed: %m", to_stdout ? "standard output" : path);
   return 0;
 }
 
+/* At most PLOT_POINTS points: each stands for a bucket of consecutive steps
+ * and carries the bucket's maximum of every series, so thinning never
+ * hides a peak.  A dry run has no meaningful clock: plot against steps. */
+enum { PLOT_POINTS = 1500 };
+
 static int write_plot(const char *path, const run_report *rp, const sched_step *steps,
                       size_t n_steps) {
-  /* Thin the series to at most ~1500 points so the script and the image
-   * stay small.  A dry run has no meaningful clock: plot against steps. */
-  size_t stride = n_steps > 1500 ? n_steps / 1500 : 1;
-  size_t cap = 256 + (n_steps / stride + 1) * 48;
-  char *sc = malloc(cap);
-  if (!sc) return cli_error("run", "out of memory");
-  size_t len = (size_t)snprintf(
-      sc, cap,
-      "set terminal pngcairo size 900,520 noenhanced\nset output '%s'\n"
-      "set title 'pagedkv run: %s, %u blocks x %u tokens, policy %s'\n"
-      "set xlabel '%s'\nset ylabel 'memory use (%% of blocks)'\nset y2label 'sequences'\n"
-      "set yrange [0:105]\nset y2range [0:*]\nset ytics nomirror\nset y2tics\nset grid\n"
-      "set key left bottom\n$d << EOD\n",
-      path, rp->shape->name, rp->num_blocks, rp->block_size, rp->policy,
-      rp->dry ? "scheduler step" : "time (s)");
-  for (size_t i = 0; i < n_steps && len < cap; i += stride)
-    len += (size_t)snprintf(sc + len, cap - len, "%.4f %.2f %u %u\n",
-                            rp->dry ? (double)i : steps[i].t_s,
-                            100.0 * steps[i].blocks_used / rp->num_blocks, steps[i].running,
-                            steps[i].decode_batch);
-  if (len < cap)
-    snprintf(sc + len, cap - len,
-             "EOD\nplot $d using 1:2 with lines lw 2 title 'memory use (%%)', "
-             "$d using 1:3 axes x1y2 with lines lw 1 title 'running sequences', "
-             "$d using 1:4 axes x1y2 with lines lw 1 dt 3 title 'decode batch'\n");
-  int rc = cli_gnuplot("run", sc);
-  free(sc);
-  return rc ? 1 : 0;
+  cli_buf b = {0};
+  size_t per = n_steps > PLOT_POINTS ? (n_steps + PLOT_POINTS - 1) / PLOT_POINTS : 1;
+  cli_buf_printf(&b, "set terminal pngcairo size 900,520 noenhanced\nset output ");
+  cli_buf_gnuplot_string(&b, path);
+  char title[256];
+  snprintf(title, sizeof title, "pagedkv run: %s, %u blocks x %u tokens, policy %s%s",
+           rp->shape->name, rp->num_blocks, rp->block_size, rp->policy,
+           per > 1 ? " (each point: max of its steps)" : "");
+  cli_buf_printf(&b, "\nset title ");
+  cli_buf_gnuplot_string(&b, title);
+  cli_buf_printf(&b, "\nset xlabel '%s'\nset ylabel 'memory use (%% of blocks)'\n"
+                     "set y2label 'sequences'\nset yrange [0:105]\nset y2range [0:*]\n"
+                     "set ytics nomirror\nset y2tics\nset grid\nset key left bottom\n$d << EOD\n",
+                 rp->dry ? "scheduler step" : "time (s)");
+  for (size_t i = 0; i < n_steps; i += per) {
+    uint32_t used = 0, running = 0, batch = 0;
+    size_t end = i + per < n_steps ? i + per : n_steps;
+    for (size_t k = i; k < end; k++) {
+      if (steps[k].blocks_used > used) used = steps[k].blocks_used;
+      if (steps[k].running > running) running = steps[k].running;
+      if (steps[k].decode_batch > batch) batch = steps[k].decode_batch;
+    }
+    cli_buf_printf(&b, "%.4f %.2f %u %u\n", rp->dry ? (double)i : steps[i].t_s,
+                   100.0 * used / rp->num_blocks, running, batch);
+  }
+  cli_buf_printf(&b, "EOD\nplot $d using 1:2 with lines lw 2 title 'memory use (%%)', "
+                     "$d using 1:3 axes x1y2 with lines lw 1 title 'running sequences', "
+                     "$d using 1:4 axes x1y2 with lines lw 1 dt 3 title 'decode batch'\n");
+  int rc = b.oom ? cli_error("run", "out of memory (plot script)") : cli_gnuplot("run", b.s) ? 1 : 0;
+  free(b.s);
+  return rc;
 }
 
 /* ================================================================ command */
@@ -400,216 +436,105 @@ static void run_help(void) {
       "      --chunk N           prefill chunk per sequence per step (default 512)\n"
       "      --headroom N        admission keeps N free blocks per running sequence (default 2)\n"
       "Output:\n"
-      "      --json FILE         summary and per-step time series\n"
-      "      --plot FILE.png     memory use and batch size over time (gnuplot)\n"
-      "      --contiguous-baseline  compare with reserving --max-len slots per sequence\n"
-      "      --max-len N         the contiguous reservation (default 8192)\n"
+      "      --json FILE         summary and per-step time series ('-': standard output,\n"
+      "                          the summary then goes to stderr)\n"
+      "      --plot FILE.png     memory use and batch size over time (gnuplot, checked first)\n"
+      "      --contiguous-baseline  compare with reserving --max-len slots per sequence,\n"
+      "                          at the same --max-seqs\n"
+      "      --max-len N         the contiguous reservation (default 8192); requests\n"
+      "                          longer than this are counted and reported\n"
       "  -q, --quiet             no progress bar\n"
       "  -h, --help              this help\n");
 }
 
-enum {
-  O_MODEL = 256, O_LAYERS, O_QH, O_KVH, O_HD, O_DTYPE, O_BLOCKS, O_DRY, O_PLEN, O_OLEN,
-  O_GROUPS, O_SYSLEN, O_SAMPLES, O_SEED, O_TRACE, O_FORMAT, O_MAXOUT, O_MAXSEQS, O_MBT,
-  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN
-};
+/* Builds the workload (synthetic, or the trace's first --requests) into
+ * *wl and its description; returns 0 or an exit status (message printed). */
+static int build_workload(const run_opts *o, workload *wl, char *desc, size_t desc_cap,
+                          uint64_t *longest, uint64_t *too_long) {
+  *wl = (workload){.kind = WL_SYNTHETIC, .seed = o->seed, .system_len = (uint32_t)o->sys_len};
+  if (o->trace_path) {
+    char err[512];
+    if (trace_load(o->trace_path, o->format, &wl->tr, err, sizeof err)) return cli_error("run", "%s", err);
+    wl->kind = wl->tr.format == TRACE_MOONCAKE ? WL_MOONCAKE : WL_AZURE;
+    wl->n = o->n_given && o->n_req && o->n_req < wl->tr.n_reqs ? o->n_req : wl->tr.n_reqs;
+    wl->tr.n_reqs = wl->n; /* the first n requests */
+    if (wl->kind == WL_MOONCAKE) {
+      if (sim_stream_build(&wl->tr, TRACE_MOONCAKE_BLOCK, &wl->stream, err, sizeof err))
+        return cli_error("run", "%s", err);
+      wl->have_stream = true;
+    }
+  } else {
+    wl->n = o->n_req;
+  }
+  wl->prompt_len = malloc(wl->n * sizeof *wl->prompt_len);
+  wl->output_len = malloc(wl->n * sizeof *wl->output_len);
+  wl->n_samples = malloc(wl->n * sizeof *wl->n_samples);
+  wl->group = malloc(wl->n * sizeof *wl->group);
+  if (!wl->prompt_len || !wl->output_len || !wl->n_samples || !wl->group)
+    return cli_error("run", "out of memory");
+  uint64_t rng = o->seed * 7919 + 17, total_prompt = 0, total_out = 0;
+  *longest = *too_long = 0;
+  for (size_t r = 0; r < wl->n; r++) {
+    if (o->trace_path) {
+      wl->prompt_len[r] = wl->tr.reqs[r].input_len;
+      uint32_t out = wl->tr.reqs[r].output_len ? wl->tr.reqs[r].output_len : 1;
+      wl->output_len[r] = o->max_output && out > o->max_output ? (uint32_t)o->max_output : out;
+      wl->group[r] = 0;
+    } else {
+      wl->group[r] = o->groups ? (uint32_t)(splitmix(&rng) % o->groups) : 0;
+      uint32_t user = uniform(&rng, o->plen);
+      wl->prompt_len[r] = (o->groups ? (uint32_t)o->sys_len : 0) + user;
+      wl->output_len[r] = uniform(&rng, o->olen);
+    }
+    wl->n_samples[r] = (uint32_t)o->samples;
+    total_prompt += wl->prompt_len[r];
+    total_out += (uint64_t)wl->output_len[r] * o->samples;
+    uint64_t len = (uint64_t)wl->prompt_len[r] + wl->output_len[r];
+    if (len > *longest) *longest = len;
+    *too_long += len > o->max_len;
+  }
+  if (!o->trace_path && !o->groups) wl->system_len = 0;
+  if (o->trace_path)
+    snprintf(desc, desc_cap, "%s (%s), %zu requests, %llu prompt + %llu output tokens%s",
+             o->trace_path, trace_format_name(wl->tr.format), wl->n,
+             (unsigned long long)total_prompt, (unsigned long long)total_out,
+             o->samples > 1 ? ", with samples" : "");
+  else
+    snprintf(desc, desc_cap,
+             "synthetic seed %llu: %zu requests, prompts %llu-%llu (+%llu shared by %llu groups), "
+             "outputs %llu-%llu, %llu sample%s",
+             (unsigned long long)o->seed, wl->n, (unsigned long long)o->plen.lo,
+             (unsigned long long)o->plen.hi, o->groups ? (unsigned long long)o->sys_len : 0ull,
+             (unsigned long long)o->groups, (unsigned long long)o->olen.lo,
+             (unsigned long long)o->olen.hi, (unsigned long long)o->samples,
+             o->samples > 1 ? "s" : "");
+  return 0;
+}
 
 int cmd_run(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"model", required_argument, NULL, O_MODEL},
-      {"layers", required_argument, NULL, O_LAYERS},
-      {"q-heads", required_argument, NULL, O_QH},
-      {"kv-heads", required_argument, NULL, O_KVH},
-      {"head-dim", required_argument, NULL, O_HD},
-      {"dtype", required_argument, NULL, O_DTYPE},
-      {"block-size", required_argument, NULL, 'b'},
-      {"memory", required_argument, NULL, 'M'},
-      {"blocks", required_argument, NULL, O_BLOCKS},
-      {"policy", required_argument, NULL, 'p'},
-      {"threads", required_argument, NULL, 't'},
-      {"dry", no_argument, NULL, O_DRY},
-      {"requests", required_argument, NULL, 'r'},
-      {"prompt-len", required_argument, NULL, O_PLEN},
-      {"output-len", required_argument, NULL, O_OLEN},
-      {"groups", required_argument, NULL, O_GROUPS},
-      {"system-len", required_argument, NULL, O_SYSLEN},
-      {"samples", required_argument, NULL, O_SAMPLES},
-      {"n", required_argument, NULL, O_SAMPLES},
-      {"seed", required_argument, NULL, O_SEED},
-      {"trace", required_argument, NULL, O_TRACE},
-      {"format", required_argument, NULL, O_FORMAT},
-      {"max-output", required_argument, NULL, O_MAXOUT},
-      {"max-seqs", required_argument, NULL, O_MAXSEQS},
-      {"max-batch-tokens", required_argument, NULL, O_MBT},
-      {"chunk", required_argument, NULL, O_CHUNK},
-      {"headroom", required_argument, NULL, O_HEADROOM},
-      {"json", required_argument, NULL, O_JSON},
-      {"plot", required_argument, NULL, O_PLOT},
-      {"contiguous-baseline", no_argument, NULL, O_BASE},
-      {"max-len", required_argument, NULL, O_MAXLEN},
-      {"quiet", no_argument, NULL, 'q'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
-  model_shape shape = presets[0];
-  uint64_t layers = 0, qh = 0, kvh = 0, hd = 0, block_size = 16, memory = 0, blocks = 0;
-  uint64_t threads = cli_nproc(), n_req = 64, groups = 8, sys_len = 256, samples = 2, seed = 1;
-  uint64_t max_output = 0, max_seqs = 0, mbt = 2048, chunk = 512, max_len = 8192, headroom = 2;
-  int dtype = -1;
-  range plen = {64, 512}, olen = {16, 128};
-  const char *policy = "lru", *trace_path = NULL, *json = NULL, *plot = NULL;
-  trace_format fmt = TRACE_AUTO;
-  bool dry = false, baseline = false, quiet = false, n_given = false, samples_given = false;
-  int opt;
-  optind = 1;
-  opterr = 0;
-#define U64(var, lo, hi, flag)                                                         \
-  do {                                                                                 \
-    if (!cli_parse_u64(optarg, lo, hi, &var))                                          \
-      return cli_usage_error("run", "%s: '%s' is not an integer in %llu..%llu", flag,   \
-                             optarg, (unsigned long long)(lo), (unsigned long long)(hi)); \
-  } while (0)
-  while ((opt = getopt_long(argc, argv, ":b:M:p:t:r:n:qh", longopts, NULL)) != -1) {
-    switch (opt) {
-    case O_MODEL: {
-      size_t i = 0, np = sizeof presets / sizeof presets[0];
-      while (i < np && strcmp(presets[i].name, optarg)) i++;
-      if (i == np)
-        return cli_usage_error("run", "--model: unknown preset '%s' (tiny, small, llama3-8b, llama3-70b)", optarg);
-      shape = presets[i];
-      break;
-    }
-    case O_LAYERS: U64(layers, 1, 1024, "--layers"); break;
-    case O_QH: U64(qh, 1, 1024, "--q-heads"); break;
-    case O_KVH: U64(kvh, 1, 1024, "--kv-heads"); break;
-    case O_HD: U64(hd, 1, 4096, "--head-dim"); break;
-    case O_DTYPE:
-      if (!strcmp(optarg, "f32")) dtype = PKV_DTYPE_F32;
-      else if (!strcmp(optarg, "f16")) dtype = PKV_DTYPE_F16;
-      else if (!strcmp(optarg, "bf16")) dtype = PKV_DTYPE_BF16;
-      else return cli_usage_error("run", "--dtype: '%s' is not f32, f16 or bf16", optarg);
-      break;
-    case 'b': U64(block_size, 1, 65536, "--block-size"); break;
-    case 'M':
-      if (!cli_parse_bytes(optarg, &memory) || memory == 0)
-        return cli_usage_error("run", "--memory: '%s' is not a size in bytes (e.g. 512M, 4G)", optarg);
-      break;
-    case O_BLOCKS: U64(blocks, 1, INT32_MAX, "--blocks"); break;
-    case 'p': policy = optarg; break;
-    case 't': U64(threads, 1, 1024, "--threads"); break;
-    case O_DRY: dry = true; break;
-    case 'r': U64(n_req, 0, 100000000, "--requests"); n_given = true; break;
-    case O_PLEN:
-      if (!parse_range(optarg, 1, &plen))
-        return cli_usage_error("run", "--prompt-len: '%s' is not N or A-B with 1 <= A <= B", optarg);
-      break;
-    case O_OLEN:
-      if (!parse_range(optarg, 1, &olen))
-        return cli_usage_error("run", "--output-len: '%s' is not N or A-B with 1 <= A <= B", optarg);
-      break;
-    case O_GROUPS: U64(groups, 0, 1000000, "--groups"); break;
-    case O_SYSLEN: U64(sys_len, 0, 1000000, "--system-len"); break;
-    case 'n':
-    case O_SAMPLES: U64(samples, 1, 64, "--n"); samples_given = true; break;
-    case O_SEED: U64(seed, 0, UINT64_MAX, "--seed"); break;
-    case O_TRACE: trace_path = optarg; break;
-    case O_FORMAT:
-      if (trace_format_parse(optarg, &fmt))
-        return cli_usage_error("run", "--format: '%s' is not 'mooncake' or 'azure'", optarg);
-      break;
-    case O_MAXOUT: U64(max_output, 1, UINT32_MAX, "--max-output"); break;
-    case O_MAXSEQS: U64(max_seqs, 1, 1000000, "--max-seqs"); break;
-    case O_MBT: U64(mbt, 1, 1u << 24, "--max-batch-tokens"); break;
-    case O_CHUNK: U64(chunk, 1, 1u << 24, "--chunk"); break;
-    case O_HEADROOM: U64(headroom, 0, 1u << 20, "--headroom"); break;
-    case O_JSON: json = optarg; break;
-    case O_PLOT: plot = optarg; break;
-    case O_BASE: baseline = true; break;
-    case O_MAXLEN: U64(max_len, 1, UINT32_MAX, "--max-len"); break;
-    case 'q': quiet = true; break;
-    case 'h': run_help(); return 0;
-    case ':': return cli_usage_error("run", "option '%s' needs a value", argv[optind - 1]);
-    default: return cli_usage_error("run", "unknown option '%s'", argv[optind - 1]);
-    }
+  run_opts o;
+  char perr[512];
+  int prc = run_opts_parse(argc, argv, &o, perr, sizeof perr);
+  if (prc) return cli_usage_error("run", "%s", perr);
+  if (o.help) {
+    run_help();
+    return 0;
   }
-#undef U64
-  if (optind < argc) return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
-  if (memory && blocks) return cli_usage_error("run", "--memory and --blocks are exclusive");
-  if (layers) shape.n_layers = (uint32_t)layers;
-  if (qh) shape.n_q_heads = (uint32_t)qh;
-  if (kvh) shape.n_kv_heads = (uint32_t)kvh;
-  if (hd) shape.head_dim = (uint32_t)hd;
-  if (dtype >= 0) shape.dtype = (pkv_dtype)dtype;
-  if (shape.n_q_heads % shape.n_kv_heads)
-    return cli_usage_error("run", "--q-heads %u is not a multiple of --kv-heads %u", shape.n_q_heads,
-                           shape.n_kv_heads);
-  if (!pkv_policy_find(policy)) return cli_usage_error("run", "--policy: unknown policy '%s'", policy);
-  if (!max_seqs) max_seqs = baseline ? 100000 : 256;
+  if (!pkv_policy_find(o.policy)) return cli_usage_error("run", "--policy: unknown policy '%s'", o.policy);
+  if (o.plot && !cli_gnuplot_available("run")) return 1; /* before the run, not after */
+  const model_shape shape = o.shape;
 
   /* ---- workload */
-  workload wl = {.kind = WL_SYNTHETIC, .seed = seed, .system_len = (uint32_t)sys_len};
-  char desc[256];
+  workload wl;
+  char desc[512];
   int status = 1;
   pkv_cache *cache = NULL;
   engine_ctx ec = {0};
   sched_step *steps = NULL;
   size_t n_steps = 0;
-  if (trace_path && !samples_given) samples = 1; /* a trace's requests are what they are */
-  if (trace_path) {
-    char err[512];
-    if (trace_load(trace_path, fmt, &wl.tr, err, sizeof err)) return cli_error("run", "%s", err);
-    wl.kind = wl.tr.format == TRACE_MOONCAKE ? WL_MOONCAKE : WL_AZURE;
-    wl.n = n_given && n_req && n_req < wl.tr.n_reqs ? n_req : wl.tr.n_reqs;
-    wl.tr.n_reqs = wl.n; /* the first n requests */
-    if (wl.kind == WL_MOONCAKE) {
-      if (sim_stream_build(&wl.tr, TRACE_MOONCAKE_BLOCK, &wl.stream, err, sizeof err)) {
-        workload_free(&wl);
-        return cli_error("run", "%s", err);
-      }
-      wl.have_stream = true;
-    }
-  } else {
-    if (!n_req) return cli_usage_error("run", "--requests must be >= 1 for a synthetic workload");
-    wl.n = n_req;
-  }
-  wl.prompt_len = malloc(wl.n * sizeof *wl.prompt_len);
-  wl.output_len = malloc(wl.n * sizeof *wl.output_len);
-  wl.n_samples = malloc(wl.n * sizeof *wl.n_samples);
-  wl.group = malloc(wl.n * sizeof *wl.group);
-  if (!wl.prompt_len || !wl.output_len || !wl.n_samples || !wl.group) {
-    cli_error("run", "out of memory");
-    goto out;
-  }
-  uint64_t rng = seed * 7919 + 17, total_prompt = 0, total_out = 0, too_long = 0;
-  for (size_t r = 0; r < wl.n; r++) {
-    if (trace_path) {
-      wl.prompt_len[r] = wl.tr.reqs[r].input_len;
-      uint32_t o = wl.tr.reqs[r].output_len ? wl.tr.reqs[r].output_len : 1;
-      wl.output_len[r] = max_output && o > max_output ? (uint32_t)max_output : o;
-      wl.group[r] = 0;
-    } else {
-      wl.group[r] = groups ? (uint32_t)(splitmix(&rng) % groups) : 0;
-      uint32_t user = uniform(&rng, plen);
-      wl.prompt_len[r] = (groups ? (uint32_t)sys_len : 0) + user;
-      wl.output_len[r] = uniform(&rng, olen);
-    }
-    wl.n_samples[r] = (uint32_t)samples;
-    total_prompt += wl.prompt_len[r];
-    total_out += (uint64_t)wl.output_len[r] * samples;
-    too_long += (uint64_t)wl.prompt_len[r] + wl.output_len[r] > max_len;
-  }
-  if (!trace_path && !groups) wl.system_len = 0;
-  if (trace_path)
-    snprintf(desc, sizeof desc, "%s (%s), %zu requests, %llu prompt + %llu output tokens%s",
-             trace_path, trace_format_name(wl.tr.format), wl.n, (unsigned long long)total_prompt,
-             (unsigned long long)total_out, samples > 1 ? ", with samples" : "");
-  else
-    snprintf(desc, sizeof desc,
-             "synthetic seed %llu: %zu requests, prompts %llu-%llu (+%llu shared by %llu groups), "
-             "outputs %llu-%llu, %llu sample%s",
-             (unsigned long long)seed, wl.n, (unsigned long long)plen.lo, (unsigned long long)plen.hi,
-             groups ? (unsigned long long)sys_len : 0ull, (unsigned long long)groups,
-             (unsigned long long)olen.lo, (unsigned long long)olen.hi, (unsigned long long)samples,
-             samples > 1 ? "s" : "");
+  uint64_t longest = 0, too_long = 0;
+  if ((status = build_workload(&o, &wl, desc, sizeof desc, &longest, &too_long))) goto out;
+  status = 1;
 
   /* ---- cache */
   pkv_config cfg;
@@ -617,27 +542,28 @@ int cmd_run(int argc, char **argv) {
   cfg.n_layers = shape.n_layers;
   cfg.n_kv_heads = shape.n_kv_heads;
   cfg.head_dim = shape.head_dim;
-  cfg.block_size = (uint32_t)block_size;
+  cfg.block_size = (uint32_t)o.block_size;
   cfg.dtype = shape.dtype;
-  cfg.policy = policy;
-  cfg.storage = dry ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
+  cfg.policy = o.policy;
+  cfg.storage = o.dry ? PKV_STORAGE_EXTERNAL : PKV_STORAGE_OWNED;
   uint64_t block_bytes = pkv_config_block_bytes(&cfg);
   if (!block_bytes) {
-    cli_error("run", "model shape too large for one block");
+    status = cli_usage_error("run", "model shape too large for one block");
     goto out;
   }
-  if (memory) {
-    blocks = memory / block_bytes;
+  uint64_t blocks = o.blocks;
+  if (o.memory) {
+    blocks = o.memory / block_bytes;
     if (!blocks) {
-      cli_usage_error("run", "--memory %llu bytes holds no block of %llu bytes",
-                      (unsigned long long)memory, (unsigned long long)block_bytes);
-      status = CLI_EXIT_USAGE;
+      status = cli_usage_error("run", "--memory %llu bytes holds no block of %llu bytes",
+                               (unsigned long long)o.memory, (unsigned long long)block_bytes);
       goto out;
     }
   }
   if (!blocks) blocks = 512;
   if (blocks > INT32_MAX) {
-    cli_error("run", "%llu blocks is too many", (unsigned long long)blocks);
+    status = cli_usage_error("run", "--memory: %llu blocks of %llu bytes is more than a cache can have (%d)",
+                             (unsigned long long)blocks, (unsigned long long)block_bytes, INT32_MAX);
     goto out;
   }
   cfg.num_blocks = (uint32_t)blocks;
@@ -648,11 +574,11 @@ int cmd_run(int argc, char **argv) {
   }
   const char *backend = "-";
 
-  if (!dry) {
+  if (!o.dry) {
     pkv_engine_config ecfg;
     pkv_engine_config_init(&ecfg);
     ecfg.n_q_heads = shape.n_q_heads;
-    ecfg.n_threads = (uint32_t)threads;
+    ecfg.n_threads = (uint32_t)o.threads;
     if ((rc = pkv_engine_create(cache, &ecfg, &ec.eng))) {
       cli_error("run", "engine: %s (%s)", pkv_strerror(rc), pkv_last_error());
       goto out;
@@ -667,14 +593,15 @@ int cmd_run(int argc, char **argv) {
   /* ---- run */
   sched_config sc;
   sched_config_init(&sc);
-  sc.max_seqs = (uint32_t)max_seqs;
-  sc.max_batch_tokens = (uint32_t)mbt;
-  sc.prefill_chunk = (uint32_t)chunk;
-  sc.headroom_blocks = (uint32_t)headroom;
-  sc.record_steps = json || plot;
+  sc.max_seqs = (uint32_t)o.max_seqs;
+  sc.max_batch_tokens = (uint32_t)o.mbt;
+  sc.prefill_chunk = (uint32_t)o.chunk;
+  sc.headroom_blocks = (uint32_t)o.headroom;
+  sc.record_steps = o.json || o.plot;
   progress_ctx pc;
-  cli_progress_init(&pc.bar, "run", wl.n, quiet);
+  cli_progress_init(&pc.bar, "run", wl.n, o.quiet);
   pc.t0 = cli_now_ns();
+  pc.dry = o.dry;
   sc.on_step = on_step;
   sc.on_step_user = &pc;
   sched_workload sw = {.n_reqs = wl.n, .prompt_len = wl.prompt_len, .output_len = wl.output_len,
@@ -682,7 +609,7 @@ int cmd_run(int argc, char **argv) {
   sched_compute comp = {.prefill = engine_prefill, .decode = engine_decode, .user = &ec};
   sched_stats st;
   char err[512];
-  rc = sched_run(cache, &sw, &sc, dry ? NULL : &comp, &st, &steps, &n_steps, err, sizeof err);
+  rc = sched_run(cache, &sw, &sc, o.dry ? NULL : &comp, &st, &steps, &n_steps, err, sizeof err);
   cli_progress_finish(&pc.bar);
   if (rc) {
     cli_error("run", "%s", err);
@@ -693,16 +620,23 @@ int cmd_run(int argc, char **argv) {
     cli_error("run", "cache invariant violated after the run: %s", check);
     goto out;
   }
-  run_report rp = {.shape = &shape, .dtype = shape.dtype, .block_size = (uint32_t)block_size,
-                   .num_blocks = (uint32_t)blocks, .threads = (uint32_t)threads,
-                   .block_bytes = block_bytes, .policy = policy, .backend = backend,
-                   .workload_desc = desc, .dry = dry, .baseline = baseline,
-                   .max_len = (uint32_t)max_len,
-                   .contiguous_fit = blocks * block_size / max_len, .too_long = too_long};
-  print_summary(&rp, &st);
+  /* Contiguous reservation of --max-len slots per sequence, under the same
+   * --max-seqs limit as the paged run (like with like). */
+  uint64_t fit = blocks * o.block_size / o.max_len;
+  run_report rp = {.shape = &shape, .dtype = shape.dtype, .block_size = (uint32_t)o.block_size,
+                   .num_blocks = (uint32_t)blocks, .threads = (uint32_t)o.threads,
+                   .block_bytes = block_bytes, .policy = o.policy, .backend = backend,
+                   .workload_desc = desc, .dry = o.dry, .baseline = o.baseline,
+                   .max_len = (uint32_t)o.max_len, .max_seqs = (uint32_t)o.max_seqs,
+                   .contiguous_fit = fit < o.max_seqs ? fit : o.max_seqs,
+                   .too_long = too_long, .longest = longest, .n_reqs = wl.n,
+                   .no_sharing = wl.kind == WL_AZURE};
+  /* JSON on standard output: the summary goes to stderr so stdout parses. */
+  bool json_stdout = o.json && !strcmp(o.json, "-");
+  print_summary(json_stdout ? stderr : stdout, &rp, &st);
   status = 0;
-  if (json && write_json(json, &rp, &st, steps, n_steps)) status = 1;
-  if (plot && write_plot(plot, &rp, steps, n_steps)) status = 1;
+  if (o.json && write_json(o.json, &rp, &st, steps, n_steps)) status = 1;
+  if (o.plot && write_plot(o.plot, &rp, steps, n_steps)) status = 1;
 out:
   free(steps);
   if (ec.eng) pkv_engine_destroy(ec.eng);

@@ -54,6 +54,7 @@ int32_t sched_gen_token(size_t req, uint32_t sample, uint32_t pos) {
 typedef struct entry {
   uint32_t req, sample, generated;
   bool fork_pending; /* sample 0 still has to fork the others after prefill */
+  bool readmit;      /* preempted before: its admission recomputes */
 } entry;
 
 typedef struct deque {
@@ -181,7 +182,7 @@ static bool preempt_youngest(sched *s) {
     return false;
   }
   entry e = {.req = r->req, .sample = r->sample, .generated = r->generated,
-             .fork_pending = r->fork_pending};
+             .fork_pending = r->fork_pending, .readmit = true};
   emit(s, SCHED_PREEMPT, r);
   free_running(s, r);
   s->n_run--;
@@ -191,6 +192,22 @@ static bool preempt_youngest(sched *s) {
 }
 
 static uint32_t blocks_for(uint32_t tokens, uint32_t bs) { return (tokens + bs - 1) / bs; }
+
+/* Blocks the running sequences still need to finish their prefill: an
+ * admitted prompt is reserved chunk by chunk, so the pool's free count does
+ * not show them yet.  Forked samples add one block each for the
+ * copy-on-write of the shared tail. */
+static uint64_t prefill_debt(const sched *s) {
+  uint32_t bs = s->st->block_size;
+  uint64_t debt = 0;
+  for (size_t i = 0; i < s->n_run; i++) {
+    const running *r = &s->run[i];
+    if (r->ph != PH_PREFILL) continue;
+    debt += blocks_for(r->target, bs) - blocks_for(r->computed, bs);
+    if (r->fork_pending) debt += samples_of(s->w, r->req) - 1;
+  }
+  return debt;
+}
 
 /* Admits waiting entries while everything allows; *budget is the step's
  * remaining token budget. */
@@ -233,8 +250,11 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
     uint32_t need = blocks_for(total, bs) - matched / bs;
     /* Keep headroom_blocks per running sequence in reserve too: each of
      * them needs a new block every block_size steps, and admitting into
-     * that headroom only buys a preemption a few steps later. */
-    if (need + watermark + s->cfg->headroom_blocks * (uint64_t)s->n_run > avail && s->n_run > 0) {
+     * that headroom only buys a preemption a few steps later.  And count
+     * what is already promised: the blocks running sequences still need
+     * to finish their (chunked) prefill. */
+    if (need + watermark + s->cfg->headroom_blocks * (uint64_t)s->n_run + prefill_debt(s) > avail &&
+        s->n_run > 0) {
       pkv_seq_free(s->cache, seq); /* the matched blocks go back to the cache */
       free(tokens);
       break;
@@ -250,8 +270,17 @@ static int admit(sched *s, uint32_t budget, uint32_t watermark) {
                                    .generated = e.generated, .fork_pending = e.fork_pending,
                                    .tokens = tokens};
     emit(s, SCHED_ADMIT, &s->run[s->n_run - 1]);
-    s->st->prompt_tokens += total;
-    s->st->prefix_hit_tokens += matched;
+    /* Prefix hits are what the first admission of a request's sample
+     * reuses from other sequences; a preempted sequence matching its own
+     * earlier work is recovery, counted apart. */
+    if (e.readmit) {
+      s->st->readmits++;
+      s->st->readmit_tokens += total;
+      s->st->readmit_hit_tokens += matched;
+    } else {
+      s->st->prompt_tokens += total;
+      s->st->prefix_hit_tokens += matched;
+    }
     budget -= budget < total - matched ? budget : total - matched;
   }
   return 0;

@@ -59,7 +59,8 @@ typedef struct sched_config {
   uint32_t prefill_chunk;    /* prefill tokens per sequence per step (default 512) */
   /* Admission keeps this many blocks free beyond the prompt's (default:
    * 1% of the pool, at least 1), plus headroom_blocks per running sequence, so running
-   * sequences can grow a while before anything is preempted. */
+   * sequences can grow a while before anything is preempted, plus the blocks
+   * running sequences still need to finish a chunked prefill. */
   uint32_t watermark_blocks;
   uint32_t headroom_blocks;  /* reserve per running sequence (default 2) */
   bool record_steps;         /* keep a per-step time series */
@@ -87,8 +88,11 @@ typedef struct sched_stats {
   size_t requests, requests_done, requests_rejected;
   uint64_t sequences_done;
   uint64_t steps, decode_steps;
-  uint64_t prompt_tokens;      /* prompt tokens of admitted sequences (recompute included) */
-  uint64_t prefix_hit_tokens;  /* of those, matched from the prefix cache */
+  uint64_t prompt_tokens;      /* prompt tokens at the first admission of each sequence */
+  uint64_t prefix_hit_tokens;  /* of those, matched from the prefix cache (not computed) */
+  uint64_t readmits;           /* admissions of preempted sequences */
+  uint64_t readmit_tokens;     /* tokens they had to rebuild (prompt + generated) */
+  uint64_t readmit_hit_tokens; /* of those, matched from the cache (the rest recomputed) */
   uint64_t prefill_tokens, decode_tokens;
   double prefill_s, decode_s, wall_s;
   double decode_step_mean_ms, decode_step_p99_ms;

@@ -19,14 +19,19 @@
 #include "sim.h"
 
 #include <dlfcn.h>
-#include <getopt.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 
 /* ================================================================ stream */
 
@@ -89,6 +94,14 @@ int sim_stream_build(const trace *t, uint32_t block_size, sim_stream *s,
     if (len > s->max_input) s->max_input = len;
   }
   s->off512[t->n_reqs] = n512;
+  /* Block ids and positions are 32-bit in the replays' tables. */
+  if (n_pos >= UINT32_MAX) {
+    snprintf(err, err_cap, "%llu block lookups at block size %u: more than a replay can index "
+             "(%u); use a larger --block-size or a shorter trace",
+             (unsigned long long)n_pos, block_size, UINT32_MAX - 1);
+    sim_stream_free(s);
+    return -1;
+  }
   if (t->n_hash) {
     s->ids512 = t->hash_ids;
   } else {
@@ -389,9 +402,11 @@ int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
         }
         for (size_t i = 0; i < stash.n; i++)
           if (!heap_push(&heap, stash.v[i].key, stash.v[i].id)) { rc = PKV_ENOMEM; goto out; }
-        /* Everything held, or (nothing held beyond this request) the newcomer
-         * itself is needed last: do not cache it. */
-        if (!found || (!hold && v.key < nu)) {
+        /* Everything held, or the newcomer itself is needed last: do not
+         * cache it.  Under --hold the manager has no such choice (a held
+         * request keeps its blocks), so this is a relaxation: the bound can
+         * only rise, and stays above what the manager can reach. */
+        if (!found || v.key < nu) {
           if (found && !heap_push(&heap, v.key, v.id)) { rc = PKV_ENOMEM; goto out; }
           continue;
         }
@@ -427,7 +442,9 @@ out:
 
 typedef struct sim_job {
   const pkv_policy_ops *ops; /* NULL = Belady */
-  uint32_t capacity;
+  const char *args;          /* the policy's --policy-args, or NULL */
+  uint32_t capacity;         /* as asked (the table's) */
+  uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
   sim_result res;
 } sim_job;
 
@@ -435,7 +452,6 @@ typedef struct sim_plan {
   const sim_stream *stream;
   sim_model model;
   uint32_t hold;
-  const char *policy_args;
   sim_job *jobs;
   size_t n_jobs;
   _Atomic size_t next_job;
@@ -445,16 +461,15 @@ typedef struct sim_plan {
 
 static void run_job(sim_plan *pl, sim_job *j) {
   sim_result *r = &j->res;
-  r->capacity = j->capacity;
   snprintf(r->policy, sizeof r->policy, "%s", j->ops ? j->ops->name : "belady");
   if (!j->ops)
-    sim_run_belady(pl->stream, j->capacity, pl->model == SIM_MODEL_MANAGER,
+    sim_run_belady(pl->stream, j->run_capacity, pl->model == SIM_MODEL_MANAGER,
                    pl->model == SIM_MODEL_MANAGER ? pl->hold : 0, r, &pl->progress);
   else if (pl->model == SIM_MODEL_SIMPLE)
-    sim_run_simple(pl->stream, j->ops, pl->policy_args, j->capacity, r, &pl->progress);
+    sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, &pl->progress);
   else
-    sim_run_manager(pl->stream, j->ops, pl->policy_args, j->capacity, pl->hold, r,
-                    &pl->progress);
+    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, &pl->progress);
+  r->capacity = j->capacity;
 }
 
 static void *worker(void *arg) {
@@ -485,11 +500,11 @@ static const sim_result *find_result(const sim_plan *pl, const char *policy,
   return NULL;
 }
 
-static void print_table(const sim_plan *pl, const uint64_t *caps, size_t n_caps) {
+static void print_table(FILE *f, const sim_plan *pl, const uint64_t *caps, size_t n_caps) {
   bool mgr = pl->model == SIM_MODEL_MANAGER;
-  printf("%-10s %-12s %10s %10s %10s %9s %8s %8s\n", "capacity", "policy",
-         mgr ? "prefix_hit" : "hit_ratio", "block_hit", "gap_closed", "evictions",
-         "dropped", "time_s");
+  fprintf(f, "%-10s %-12s %10s %10s %10s %9s %8s %8s\n", "capacity", "policy",
+          mgr ? "prefix_hit" : "hit_ratio", "block_hit", "gap_closed", "evictions",
+          "dropped", "time_s");
   for (size_t c = 0; c < n_caps; c++) {
     const sim_result *lru = find_result(pl, "lru", (uint32_t)caps[c]);
     const sim_result *bel = find_result(pl, "belady", (uint32_t)caps[c]);
@@ -502,18 +517,88 @@ static void print_table(const sim_plan *pl, const uint64_t *caps, size_t n_caps)
         if (span > 1e-9)
           snprintf(gap, sizeof gap, "%.1f%%", 100 * (headline(pl, r) - headline(pl, lru)) / span);
       }
-      printf("%-10u %-12s %10.4f %10.4f %10s %9llu %8llu %8.3f\n", r->capacity, r->policy,
-             headline(pl, r), ratio(r->block_hits, r->lookups), gap,
-             (unsigned long long)r->evictions, (unsigned long long)r->dropped, r->seconds);
+      fprintf(f, "%-10u %-12s %10.4f %10.4f %10s %9llu %8llu %8.3f\n", r->capacity, r->policy,
+              headline(pl, r), ratio(r->block_hits, r->lookups), gap,
+              (unsigned long long)r->evictions, (unsigned long long)r->dropped, r->seconds);
     }
   }
 }
 
+/* What the table cannot show: notes on stdout after it, so a figure is
+ * never read without its caveat. */
+static void print_notes(FILE *f, const sim_plan *pl, const trace *t, const uint64_t *caps,
+                        size_t n_caps) {
+  const sim_stream *s = pl->stream;
+  if (t->format == TRACE_AZURE)
+    fprintf(f, "note: an Azure trace has lengths only (no block hashes): no two requests share "
+               "content, so hits cannot exist in this format and every ratio above is 0 by "
+               "construction\n");
+  for (size_t c = 0; c < n_caps; c++) {
+    const sim_job *j = NULL;
+    for (size_t i = 0; i < pl->n_jobs && !j; i++)
+      if (pl->jobs[i].capacity == caps[c]) j = &pl->jobs[i];
+    if (j && j->run_capacity < j->capacity)
+      fprintf(f, "note: capacity %llu is more than the trace's %llu block lookups: everything "
+                 "fits, so it was replayed at %u blocks (same result)\n",
+              (unsigned long long)caps[c], (unsigned long long)s->n_pos, j->run_capacity);
+    if (pl->model != SIM_MODEL_MANAGER) continue;
+    /* Requests whose prompt alone needs more blocks than the pool. */
+    size_t too_long = 0;
+    uint32_t longest = 0;
+    for (size_t q = 0; q < s->n_reqs; q++) {
+      uint64_t nb = s->req_pos[q + 1] - s->req_pos[q];
+      if (nb > caps[c]) {
+        too_long++;
+        if (t->reqs[q].input_len > longest) longest = t->reqs[q].input_len;
+      }
+    }
+    if (too_long)
+      fprintf(f, "note: at capacity %llu, %zu requests need more blocks than the cache has "
+                 "(longest %u tokens): they cannot run and are counted in 'dropped', not as "
+                 "misses of a truncated prompt\n",
+              (unsigned long long)caps[c], too_long, longest);
+    const sim_result *bel = find_result(pl, "belady", (uint32_t)caps[c]);
+    for (size_t i = 0; bel && i < pl->n_jobs; i++) {
+      const sim_result *r = &pl->jobs[i].res;
+      if (r->capacity == caps[c] && r != bel && headline(pl, r) > headline(pl, bel) + 1e-9)
+        fprintf(f, "note: at capacity %u, %s (%.4f) is above belady (%.4f): farthest-next-use "
+                   "with --hold %u pinning blocks is not proven optimal, and here it is not a "
+                   "bound (%llu requests dropped)\n",
+                r->capacity, r->policy, headline(pl, r), headline(pl, bel), pl->hold,
+                (unsigned long long)r->dropped);
+    }
+  }
+}
+
+/* Output to a file, or to standard output for "-". */
+static FILE *open_out(const char *path) {
+  return strcmp(path, "-") ? fopen(path, "w") : stdout;
+}
+
+static int close_out(FILE *f, const char *path) {
+  bool std = f == stdout;
+  if (std ? fflush(f) != 0 || ferror(f) : fclose(f) != 0)
+    return cli_error("sim", "%s: write failed: %m", std ? "standard output" : path);
+  return 0;
+}
+
+/* The columns whose meaning depends on the model are named by it:
+ * manager: prefix_hit_tokens (matched by prefix matching, a leading run);
+ * simple: block_hit_tokens (tokens of hit blocks, anywhere in the prompt). */
+static const char *hit_tokens_name(const sim_plan *pl) {
+  return pl->model == SIM_MODEL_MANAGER ? "prefix_hit_tokens" : "block_hit_tokens";
+}
+
+static const char *hit_ratio_name(const sim_plan *pl) {
+  return pl->model == SIM_MODEL_MANAGER ? "prefix_hit_ratio" : "block_hit_token_ratio";
+}
+
 static int write_csv(const sim_plan *pl, const char *path) {
-  FILE *f = fopen(path, "w");
+  FILE *f = open_out(path);
   if (!f) return cli_error("sim", "%s: cannot write: %m", path);
   fprintf(f, "model,policy,capacity,block_size,hold,requests,lookups,block_hits,block_hit_ratio,"
-             "prompt_tokens,hit_tokens,prefix_hit_ratio,evictions,dropped,seconds\n");
+             "prompt_tokens,%s,%s,evictions,dropped,seconds\n",
+          hit_tokens_name(pl), hit_ratio_name(pl));
   for (size_t i = 0; i < pl->n_jobs; i++) {
     const sim_result *r = &pl->jobs[i].res;
     fprintf(f, "%s,%s,%u,%u,%u,%zu,%llu,%llu,%.6f,%llu,%llu,%.6f,%llu,%llu,%.4f\n",
@@ -524,12 +609,11 @@ static int write_csv(const sim_plan *pl, const char *path) {
             (unsigned long long)r->hit_tokens, ratio(r->hit_tokens, r->prompt_tokens),
             (unsigned long long)r->evictions, (unsigned long long)r->dropped, r->seconds);
   }
-  if (fclose(f)) return cli_error("sim", "%s: write failed: %m", path);
-  return 0;
+  return close_out(f, path);
 }
 
 static int write_json(const sim_plan *pl, const char *trace_path, const char *path) {
-  FILE *f = fopen(path, "w");
+  FILE *f = open_out(path);
   if (!f) return cli_error("sim", "%s: cannot write: %m", path);
   fprintf(f, "{\n  \"trace\": ");
   cli_json_string(f, trace_path);
@@ -542,38 +626,25 @@ static int write_json(const sim_plan *pl, const char *trace_path, const char *pa
     fprintf(f, "    {\"policy\": ");
     cli_json_string(f, r->policy);
     fprintf(f, ", \"capacity\": %u, \"lookups\": %llu, \"block_hits\": %llu, "
-               "\"block_hit_ratio\": %.6f, \"prompt_tokens\": %llu, \"hit_tokens\": %llu, "
-               "\"prefix_hit_ratio\": %.6f, \"evictions\": %llu, \"dropped\": %llu, "
+               "\"block_hit_ratio\": %.6f, \"prompt_tokens\": %llu, \"%s\": %llu, "
+               "\"%s\": %.6f, \"evictions\": %llu, \"dropped\": %llu, "
                "\"seconds\": %.4f}%s\n",
             r->capacity, (unsigned long long)r->lookups, (unsigned long long)r->block_hits,
             ratio(r->block_hits, r->lookups), (unsigned long long)r->prompt_tokens,
-            (unsigned long long)r->hit_tokens, ratio(r->hit_tokens, r->prompt_tokens),
-            (unsigned long long)r->evictions, (unsigned long long)r->dropped, r->seconds,
-            i + 1 < pl->n_jobs ? "," : "");
+            hit_tokens_name(pl), (unsigned long long)r->hit_tokens, hit_ratio_name(pl),
+            ratio(r->hit_tokens, r->prompt_tokens), (unsigned long long)r->evictions,
+            (unsigned long long)r->dropped, r->seconds, i + 1 < pl->n_jobs ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
-  if (fclose(f)) return cli_error("sim", "%s: write failed: %m", path);
-  return 0;
+  return close_out(f, path);
 }
 
+/* Every string that reaches the script (the output path, the trace's name,
+ * policy names from a plug-in) goes through cli_buf_gnuplot_string. */
 static int write_plot(const sim_plan *pl, const char *trace_path, const char *path,
-                      const uint64_t *caps, size_t n_caps, char **names, size_t n_names) {
-  size_t cap = 4096, len = 0;
-  char *sc = malloc(cap);
-  if (!sc) return cli_error("sim", "out of memory");
-#define EMIT(...)                                                             \
-  do {                                                                        \
-    int k_ = snprintf(sc + len, cap - len, __VA_ARGS__);                      \
-    if (k_ < 0) break;                                                        \
-    if ((size_t)k_ >= cap - len) {                                            \
-      cap = 2 * (cap + (size_t)k_);                                           \
-      char *n_ = realloc(sc, cap);                                            \
-      if (!n_) { free(sc); return cli_error("sim", "out of memory"); }        \
-      sc = n_;                                                                \
-      snprintf(sc + len, cap - len, __VA_ARGS__);                             \
-    }                                                                         \
-    len += (size_t)k_;                                                        \
-  } while (0)
+                      const uint64_t *caps, size_t n_caps, const char *const *names,
+                      size_t n_names) {
+  cli_buf b = {0};
   uint64_t lo = caps[0], hi = caps[0];
   for (size_t c = 0; c < n_caps; c++) {
     if (caps[c] < lo) lo = caps[c];
@@ -581,31 +652,38 @@ static int write_plot(const sim_plan *pl, const char *trace_path, const char *pa
   }
   const char *base = strrchr(trace_path, '/');
   base = base ? base + 1 : trace_path;
-  EMIT("set terminal pngcairo size 900,560 noenhanced\nset output '%s'\n", path);
-  EMIT("set title '%s: %s hit ratio vs capacity (%s model, block %u, hold %u)'\n", base,
-       pl->model == SIM_MODEL_MANAGER ? "prefix" : "block",
-       pl->model == SIM_MODEL_MANAGER ? "manager" : "simple", pl->stream->block_size, pl->hold);
-  EMIT("set xlabel 'capacity (blocks)'\nset ylabel 'hit ratio'\nset key left top\nset grid\n"
-       "set yrange [0:*]\n");
-  if (hi >= 10 * lo) EMIT("set logscale x\n");
-  if (hi == lo) EMIT("set xrange [%llu:%llu]\n", (unsigned long long)(lo / 2), (unsigned long long)(hi * 3 / 2 + 1));
+  char title[512];
+  snprintf(title, sizeof title, "%s: %s hit ratio vs capacity (%s model, block %u, hold %u)", base,
+           pl->model == SIM_MODEL_MANAGER ? "prefix" : "block",
+           pl->model == SIM_MODEL_MANAGER ? "manager" : "simple", pl->stream->block_size, pl->hold);
+  cli_buf_printf(&b, "set terminal pngcairo size 900,560 noenhanced\nset output ");
+  cli_buf_gnuplot_string(&b, path);
+  cli_buf_printf(&b, "\nset title ");
+  cli_buf_gnuplot_string(&b, title);
+  cli_buf_printf(&b, "\nset xlabel 'capacity (blocks)'\nset ylabel 'hit ratio'\nset key left top\n"
+                     "set grid\nset yrange [0:*]\n");
+  if (hi >= 10 * lo) cli_buf_printf(&b, "set logscale x\n");
+  if (hi == lo)
+    cli_buf_printf(&b, "set xrange [%llu:%llu]\n", (unsigned long long)(lo / 2),
+                   (unsigned long long)(hi * 3 / 2 + 1));
   for (size_t k = 0; k < n_names; k++) {
-    EMIT("$d%zu << EOD\n", k);
+    cli_buf_printf(&b, "$d%zu << EOD\n", k);
     for (size_t c = 0; c < n_caps; c++) {
       const sim_result *r = find_result(pl, names[k], (uint32_t)caps[c]);
-      if (r) EMIT("%u %.6f\n", r->capacity, headline(pl, r));
+      if (r) cli_buf_printf(&b, "%u %.6f\n", r->capacity, headline(pl, r));
     }
-    EMIT("EOD\n");
+    cli_buf_printf(&b, "EOD\n");
   }
-  EMIT("plot ");
-  for (size_t k = 0; k < n_names; k++)
-    EMIT("%s$d%zu using 1:2 with linespoints %s title '%s'", k ? ", " : "", k,
-         strcmp(names[k], "belady") ? "lw 2" : "lw 2 dt 2 lc rgb 'black'", names[k]);
-  EMIT("\n");
-#undef EMIT
-  int rc = cli_gnuplot("sim", sc);
-  free(sc);
-  return rc ? 1 : 0;
+  cli_buf_printf(&b, "plot ");
+  for (size_t k = 0; k < n_names; k++) {
+    cli_buf_printf(&b, "%s$d%zu using 1:2 with linespoints %s title ", k ? ", " : "", k,
+                   strcmp(names[k], "belady") ? "lw 2" : "lw 2 dt 2 lc rgb 'black'");
+    cli_buf_gnuplot_string(&b, names[k]);
+  }
+  cli_buf_printf(&b, "\n");
+  int rc = b.oom ? cli_error("sim", "out of memory (plot script)") : cli_gnuplot("sim", b.s) ? 1 : 0;
+  free(b.s);
+  return rc;
 }
 
 static void sim_help(void) {
@@ -617,20 +695,27 @@ static void sim_help(void) {
       "optimum on the same access stream.\n"
       "\n"
       "Options:\n"
-      "  -p, --policy LIST      policies, comma-separated, or 'all' (default: all built-ins)\n"
-      "  -c, --capacity LIST    capacities in blocks, e.g. 1000,10000 or 1k,10k (default 1000,10000)\n"
+      "  -p, --policy LIST      policies, comma-separated, or 'all' (default: all built-ins);\n"
+      "                         a name given twice runs once\n"
+      "  -c, --capacity LIST    capacities in blocks, e.g. 1000,10000 or 1k,10k (default 1000,10000;\n"
+      "                         1 .. 2147483647)\n"
       "  -b, --block-size N     tokens per block (default: the trace's, 512 for Mooncake)\n"
-      "      --hold N           a request keeps its blocks for N following requests (default 0)\n"
+      "      --hold N           a request keeps its blocks for N following requests (default 0;\n"
+      "                         manager model only)\n"
       "  -m, --model M          manager: the real cache manager, external mode (default);\n"
       "                         simple: the model of ../shared/traces/README.md\n"
-      "      --policy-args S    argument string passed to every policy's create hook\n"
+      "      --policy-args P:S  argument string S for policy P's create hook, e.g.\n"
+      "                         fwlru:cold=1 (repeatable; plain S if one policy runs)\n"
       "      --policy-lib F.so  also run the policy a shared object exports as\n"
-      "                         'const pkv_policy_ops pkv_user_policy'\n"
+      "                         'const pkv_policy_ops pkv_user_policy' (tried in a child\n"
+      "                         process first)\n"
       "      --no-belady        skip Belady's bound\n"
       "      --format F         mooncake or azure (default: from the file name)\n"
-      "      --csv FILE         results as CSV\n"
-      "      --json FILE        results as JSON\n"
-      "      --plot FILE.png    hit ratio vs capacity, one line per policy (gnuplot)\n"
+      "      --csv FILE         results as CSV ('-': standard output)\n"
+      "      --json FILE        results as JSON ('-': standard output; the table then goes\n"
+      "                         to stderr)\n"
+      "      --plot FILE.png    hit ratio vs capacity, one line per policy (gnuplot,\n"
+      "                         checked before the run)\n"
       "  -j, --jobs N           parallel replays (default: number of CPUs)\n"
       "  -q, --quiet            no progress bar\n"
       "  -h, --help             this help\n"
@@ -641,226 +726,277 @@ static void sim_help(void) {
       "blocks / block lookups.  gap_closed = share of the LRU-to-Belady gap.\n");
 }
 
-int cmd_sim(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"policy", required_argument, NULL, 'p'},
-      {"capacity", required_argument, NULL, 'c'},
-      {"block-size", required_argument, NULL, 'b'},
-      {"hold", required_argument, NULL, 'H'},
-      {"model", required_argument, NULL, 'm'},
-      {"policy-args", required_argument, NULL, 'A'},
-      {"policy-lib", required_argument, NULL, 'L'},
-      {"no-belady", no_argument, NULL, 'N'},
-      {"format", required_argument, NULL, 'F'},
-      {"csv", required_argument, NULL, 'C'},
-      {"json", required_argument, NULL, 'J'},
-      {"plot", required_argument, NULL, 'P'},
-      {"jobs", required_argument, NULL, 'j'},
-      {"quiet", no_argument, NULL, 'q'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
-  const char *policy_list = "all", *cap_list = "1000,10000", *policy_args = NULL;
-  const char *policy_lib = NULL, *csv = NULL, *json = NULL, *plot = NULL;
-  uint64_t block_size = 0, hold = 0, jobs = cli_nproc();
-  sim_model model = SIM_MODEL_MANAGER;
-  trace_format fmt = TRACE_AUTO;
-  bool belady = true, quiet = false;
-  int opt;
-  optind = 1;
-  opterr = 0;
-  while ((opt = getopt_long(argc, argv, ":p:c:b:m:j:qh", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 'p': policy_list = optarg; break;
-    case 'c': cap_list = optarg; break;
-    case 'b':
-      if (!cli_parse_u64(optarg, 1, 65536, &block_size))
-        return cli_usage_error("sim", "--block-size: '%s' is not an integer in 1..65536", optarg);
-      break;
-    case 'H':
-      if (!cli_parse_u64(optarg, 0, 1000000, &hold))
-        return cli_usage_error("sim", "--hold: '%s' is not an integer in 0..1000000", optarg);
-      break;
-    case 'm':
-      if (!strcmp(optarg, "manager")) model = SIM_MODEL_MANAGER;
-      else if (!strcmp(optarg, "simple")) model = SIM_MODEL_SIMPLE;
-      else return cli_usage_error("sim", "--model: '%s' is not 'manager' or 'simple'", optarg);
-      break;
-    case 'A': policy_args = optarg; break;
-    case 'L': policy_lib = optarg; break;
-    case 'N': belady = false; break;
-    case 'F':
-      if (trace_format_parse(optarg, &fmt))
-        return cli_usage_error("sim", "--format: '%s' is not 'mooncake' or 'azure'", optarg);
-      break;
-    case 'C': csv = optarg; break;
-    case 'J': json = optarg; break;
-    case 'P': plot = optarg; break;
-    case 'j':
-      if (!cli_parse_u64(optarg, 1, 1024, &jobs))
-        return cli_usage_error("sim", "--jobs: '%s' is not an integer in 1..1024", optarg);
-      break;
-    case 'q': quiet = true; break;
-    case 'h': sim_help(); return 0;
-    case ':': return cli_usage_error("sim", "option '%s' needs a value", argv[optind - 1]);
-    default: return cli_usage_error("sim", "unknown option '%s'", argv[optind - 1]);
-    }
+/* ---------------------------------------------------------------- policies */
+
+enum { SIM_MAX_POLICIES = 64 };
+
+typedef struct policy_set {
+  const pkv_policy_ops *ops[SIM_MAX_POLICIES];
+  const char *args[SIM_MAX_POLICIES];
+  size_t n;
+} policy_set;
+
+/* Adds ops once: a policy named twice runs once. */
+static void policy_add(policy_set *ps, const pkv_policy_ops *ops) {
+  for (size_t i = 0; i < ps->n; i++)
+    if (ps->ops[i] == ops || !strcmp(ps->ops[i]->name, ops->name)) return;
+  if (ps->n < SIM_MAX_POLICIES) ps->ops[ps->n++] = ops;
+}
+
+/* Loads --policy-lib and registers its policy; *user is it, or NULL with
+ * the error printed. */
+static int load_plugin(const char *path, const pkv_policy_ops **user) {
+  *user = NULL;
+  void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  const pkv_policy_ops *u = lib ? dlsym(lib, "pkv_user_policy") : NULL;
+  if (!u)
+    return cli_error("sim", "--policy-lib %s: %s", path, lib ? "no symbol 'pkv_user_policy'" : dlerror());
+  int rc = pkv_policy_register(u);
+  if (rc && rc != PKV_ESTATE)
+    return cli_error("sim", "--policy-lib %s: %s (%s)", path, pkv_strerror(rc), pkv_last_error());
+  if (rc == PKV_ESTATE && pkv_policy_find(u->name) != u)
+    return cli_error("sim", "--policy-lib %s: policy name '%s' is taken by a built-in", path, u->name);
+  /* The library stays loaded until exit: the registry points into it. */
+  *user = u;
+  return 0;
+}
+
+/* Tries a plug-in in a child process: create at 8 blocks with its args,
+ * 8 blocks inserted and released, one choose_victim that must name one of
+ * them, destroy.  A crash or a garbage victim is reported naming the
+ * policy, and nothing is run.  The child's stderr is discarded (a
+ * sanitizer's report of the plug-in's crash belongs to the child). */
+static int probe_plugin(const char *path, const pkv_policy_ops *ops, const char *args) {
+  int fds[2];
+  if (pipe(fds)) return cli_error("sim", "pipe: %m");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return cli_error("sim", "fork: %m");
   }
-  if (optind >= argc) return cli_usage_error("sim", "missing TRACE (a .jsonl or .csv file)");
-  if (optind + 1 < argc) return cli_usage_error("sim", "unexpected argument '%s'", argv[optind + 1]);
-  const char *trace_path = argv[optind];
-
-  uint64_t *caps = NULL;
-  size_t n_caps = 0;
-  if (!cli_parse_u64_list(cap_list, 1, &caps, &n_caps))
-    return cli_usage_error("sim", "--capacity: '%s' is not a list of block counts >= 1", cap_list);
-  for (size_t i = 0; i < n_caps; i++)
-    if (caps[i] > UINT32_MAX / 2) {
-      free(caps);
-      return cli_usage_error("sim", "--capacity: %llu blocks is too many", (unsigned long long)caps[i]);
+  if (pid == 0) {
+    close(fds[0]);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    char msg[256] = "";
+    void *st = NULL;
+    enum { N = 8 };
+    int rc = ops->create(&st, N, args);
+    if (rc) {
+      snprintf(msg, sizeof msg, "create failed: %s (%s)", pkv_strerror(rc), pkv_last_error());
+    } else {
+      pkv_block_meta meta = {.priority = 35};
+      for (int32_t b = 0; b < N; b++) {
+        meta.now = (uint64_t)b + 1;
+        meta.key = (pkv_hash128){(uint64_t)b + 1, 0};
+        ops->on_insert(st, b, &meta);
+        ops->on_evictable(st, b, &meta);
+      }
+      int32_t v = ops->choose_victim(st, N + 1);
+      if (v < 0 || v >= N)
+        snprintf(msg, sizeof msg, "choose_victim returned block %d with blocks 0..%d evictable",
+                 (int)v, N - 1);
+      ops->destroy(st);
     }
+    size_t len = strlen(msg) + 1;
+    ssize_t w = write(fds[1], msg, len);
+    _exit(w == (ssize_t)len ? 0 : 1);
+  }
+  close(fds[1]);
+  char msg[256];
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof msg && (k = read(fds[0], msg + got, sizeof msg - got)) > 0) got += (size_t)k;
+  close(fds[0]);
+  int wst = 0;
+  while (waitpid(pid, &wst, 0) < 0 && errno == EINTR) {}
+  if (WIFSIGNALED(wst))
+    return cli_error("sim", "policy '%s' (--policy-lib %s) crashed when tried (signal %d, %s); "
+                            "nothing was run", ops->name, path, WTERMSIG(wst), strsignal(WTERMSIG(wst)));
+  if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0 || got == 0 || msg[got - 1] != '\0')
+    return cli_error("sim", "policy '%s' (--policy-lib %s) died when tried (exit status %d); "
+                            "nothing was run", ops->name, path, WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+  if (msg[0])
+    return cli_error("sim", "policy '%s' (--policy-lib %s): %s; nothing was run", ops->name, path, msg);
+  return 0;
+}
 
-  /* Policies: the built-ins by name, then the user's shared object. */
-  const pkv_policy_ops *ops[64];
-  size_t n_ops = 0;
-  int status = 0;
-  char **names = NULL;
-  size_t n_names = 0;
-  void *lib = NULL;
-  if (!strcmp(policy_list, "all")) {
-    for (const char *const *n = pkv_policy_names(); *n && n_ops < 63; n++) {
-      const pkv_policy_ops *o = pkv_policy_find(*n);
-      if (o) ops[n_ops++] = o;
+/* The policies to run, from --policy, --policy-lib and --policy-args. */
+static int resolve_policies(const sim_opts *o, policy_set *ps) {
+  memset(ps, 0, sizeof *ps);
+  const pkv_policy_ops *user = NULL;
+  if (o->policy_lib && load_plugin(o->policy_lib, &user)) return 1;
+  if (!strcmp(o->policy_list, "all")) {
+    for (const char *const *n = pkv_policy_names(); *n; n++) {
+      const pkv_policy_ops *p = pkv_policy_find(*n);
+      if (p && p != user) policy_add(ps, p);
     }
-  } else if (strcmp(policy_list, "none")) {
+  } else if (strcmp(o->policy_list, "none")) {
     char **want;
     size_t n_want;
-    if (!cli_split_names(policy_list, &want, &n_want)) {
-      free(caps);
-      return cli_usage_error("sim", "--policy: '%s' is not a comma-separated list", policy_list);
-    }
-    for (size_t i = 0; i < n_want && n_ops < 63; i++) {
-      const pkv_policy_ops *o = pkv_policy_find(want[i]);
+    if (!cli_split_names(o->policy_list, &want, &n_want))
+      return cli_usage_error("sim", "--policy: '%s' is not a comma-separated list", o->policy_list);
+    for (size_t i = 0; i < n_want; i++) {
       if (!strcmp(want[i], "belady")) continue; /* always computed unless --no-belady */
-      if (!o) {
+      const pkv_policy_ops *p = pkv_policy_find(want[i]);
+      if (!p) {
         fprintf(stderr, "pagedkv sim: --policy: unknown policy '%s' (known:", want[i]);
         for (const char *const *n = pkv_policy_names(); *n; n++) fprintf(stderr, " %s", *n);
         fprintf(stderr, ", belady)\n");
         cli_free_names(want);
-        free(caps);
         return CLI_EXIT_USAGE;
       }
-      ops[n_ops++] = o;
+      policy_add(ps, p);
     }
     cli_free_names(want);
   }
-  if (policy_lib) {
-    lib = dlopen(policy_lib, RTLD_NOW | RTLD_LOCAL);
-    const pkv_policy_ops *user = lib ? dlsym(lib, "pkv_user_policy") : NULL;
-    if (!user) {
-      status = cli_error("sim", "--policy-lib %s: %s", policy_lib,
-                         lib ? "no symbol 'pkv_user_policy'" : dlerror());
-      goto out;
+  if (user) policy_add(ps, user);
+  if (ps->n == SIM_MAX_POLICIES)
+    return cli_usage_error("sim", "--policy: at most %d policies", SIM_MAX_POLICIES - 1);
+  /* Each --policy-args goes to exactly one policy that runs. */
+  for (size_t a = 0; a < o->n_pargs; a++) {
+    const char *name = o->pargs[a].policy;
+    if (!name && ps->n != 1)
+      return cli_usage_error("sim", "--policy-args '%s': say which policy it is for, as NAME:ARGS "
+                                    "(e.g. fwlru:cold=1); %zu policies run", o->pargs[a].args, ps->n);
+    size_t k = 0;
+    while (k < ps->n && name && strcmp(ps->ops[k]->name, name)) k++;
+    if (k == ps->n)
+      return cli_usage_error("sim", "--policy-args: policy '%s' is not among those run", name);
+    ps->args[k] = o->pargs[a].args;
+  }
+  /* Arguments are checked by the policy itself before anything runs. */
+  for (size_t k = 0; k < ps->n; k++) {
+    if (ps->ops[k] == user) {
+      if (probe_plugin(o->policy_lib, user, ps->args[k])) return 1;
+      continue;
     }
-    int rc = pkv_policy_register(user);
-    if (rc && rc != PKV_ESTATE) {
-      status = cli_error("sim", "--policy-lib %s: %s (%s)", policy_lib, pkv_strerror(rc),
-                         pkv_last_error());
-      goto out;
-    }
-    if (rc == PKV_ESTATE && pkv_policy_find(user->name) != user) {
-      status = cli_error("sim", "--policy-lib %s: policy name '%s' is taken by a built-in",
-                         policy_lib, user->name);
-      goto out;
-    }
-    ops[n_ops++] = user;
+    if (!ps->args[k]) continue;
+    void *st = NULL;
+    int rc = ps->ops[k]->create(&st, 16, ps->args[k]);
+    if (rc)
+      return cli_usage_error("sim", "--policy-args %s:%s: %s", ps->ops[k]->name, ps->args[k],
+                             pkv_last_error());
+    ps->ops[k]->destroy(st);
   }
-  if (!n_ops && !belady) {
-    status = cli_usage_error("sim", "nothing to run (no policy and --no-belady)");
-    goto out;
-  }
+  return 0;
+}
 
-  trace t;
-  char err[512];
-  if (trace_load(trace_path, fmt, &t, err, sizeof err)) {
-    status = cli_error("sim", "%s", err);
-    goto out;
-  }
-  if (!block_size) block_size = t.block_size ? t.block_size : TRACE_MOONCAKE_BLOCK;
-  sim_stream stream;
-  if (sim_stream_build(&t, (uint32_t)block_size, &stream, err, sizeof err)) {
-    trace_free(&t);
-    status = cli_error("sim", "%s", err);
-    goto out;
-  }
+/* ---------------------------------------------------------------- command */
 
-  sim_plan pl = {.stream = &stream, .model = model, .hold = (uint32_t)hold,
-                 .policy_args = policy_args};
-  pl.n_jobs = n_caps * (n_ops + belady);
-  pl.jobs = calloc(pl.n_jobs, sizeof *pl.jobs);
-  names = calloc(n_ops + 2, sizeof *names);
-  if (!pl.jobs || !names) {
-    status = cli_error("sim", "out of memory");
-    goto done;
-  }
-  for (size_t k = 0; k < n_ops; k++) names[n_names++] = (char *)ops[k]->name;
-  if (belady) names[n_names++] = "belady";
-  size_t j = 0;
-  for (size_t c = 0; c < n_caps; c++) {
-    for (size_t k = 0; k < n_ops; k++) pl.jobs[j++] = (sim_job){.ops = ops[k], .capacity = (uint32_t)caps[c]};
-    if (belady) pl.jobs[j++] = (sim_job){.ops = NULL, .capacity = (uint32_t)caps[c]};
-  }
-
-  size_t n_threads = jobs < pl.n_jobs ? jobs : pl.n_jobs;
-  pthread_t *th = calloc(n_threads, sizeof *th);
-  if (!th) {
-    status = cli_error("sim", "out of memory");
-    goto done;
-  }
+/* Runs every job on the worker threads with a progress bar. */
+static int run_jobs(sim_plan *pl, size_t jobs, bool quiet) {
+  size_t n_threads = jobs < pl->n_jobs ? jobs : pl->n_jobs;
+  pthread_t *th = calloc(n_threads ? n_threads : 1, sizeof *th);
+  if (!th) return cli_error("sim", "out of memory");
   cli_progress prog;
-  cli_progress_init(&prog, "sim", (uint64_t)pl.n_jobs * stream.n_reqs, quiet);
+  cli_progress_init(&prog, "sim", (uint64_t)pl->n_jobs * pl->stream->n_reqs, quiet);
   uint64_t t0 = cli_now_ns();
   size_t started = 0;
   for (; started < n_threads; started++)
-    if (pthread_create(&th[started], NULL, worker, &pl)) break;
-  if (!started) worker(&pl); /* no thread could start: run here */
-  while (atomic_load(&pl.jobs_done) < pl.n_jobs) {
+    if (pthread_create(&th[started], NULL, worker, pl)) break;
+  if (!started) worker(pl); /* no thread could start: run here */
+  while (atomic_load(&pl->jobs_done) < pl->n_jobs) {
     char tail[96];
     double secs = (double)(cli_now_ns() - t0) / 1e9;
-    snprintf(tail, sizeof tail, "replays %zu/%zu, %.1f s", atomic_load(&pl.jobs_done), pl.n_jobs, secs);
-    cli_progress_update(&prog, atomic_load(&pl.progress), tail);
+    snprintf(tail, sizeof tail, "replays %zu/%zu, %.1f s", atomic_load(&pl->jobs_done), pl->n_jobs, secs);
+    cli_progress_update(&prog, atomic_load(&pl->progress), tail);
     nanosleep(&(struct timespec){0, 50000000}, NULL);
   }
   for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
   free(th);
-  cli_progress_update(&prog, atomic_load(&pl.progress), "done");
+  cli_progress_update(&prog, atomic_load(&pl->progress), "done");
   cli_progress_finish(&prog);
+  int status = 0;
+  for (size_t i = 0; i < pl->n_jobs; i++)
+    if (pl->jobs[i].res.rc)
+      status = cli_error("sim", "policy '%s' at capacity %u: %s", pl->jobs[i].res.policy,
+                         pl->jobs[i].capacity, pl->jobs[i].res.err);
+  return status; /* nothing partial is printed after a failure */
+}
 
-  for (size_t i = 0; i < pl.n_jobs; i++)
-    if (pl.jobs[i].res.rc) {
-      status = cli_error("sim", "%s at capacity %u: %s", pl.jobs[i].res.policy,
-                         pl.jobs[i].res.capacity, pl.jobs[i].res.err);
+int cmd_sim(int argc, char **argv) {
+  sim_opts o;
+  char perr[512];
+  if (sim_opts_parse(argc, argv, &o, perr, sizeof perr)) return cli_usage_error("sim", "%s", perr);
+  if (o.help) {
+    sim_opts_free(&o);
+    sim_help();
+    return 0;
+  }
+  int status = 0;
+  trace t = {0};
+  sim_stream stream = {0};
+  sim_plan pl = {0};
+  const char **names = NULL;
+  policy_set ps;
+  if ((status = resolve_policies(&o, &ps))) goto out;
+  if (!ps.n && !o.belady) {
+    status = cli_usage_error("sim", "nothing to run (no policy and --no-belady)");
+    goto out;
+  }
+  if (o.plot && !cli_gnuplot_available("sim")) { /* before the run, not after */
+    status = 1;
+    goto out;
+  }
+  char err[512];
+  if (trace_load(o.trace_path, o.format, &t, err, sizeof err)) {
+    status = cli_error("sim", "%s", err);
+    goto out;
+  }
+  uint32_t block_size = o.block_size ? (uint32_t)o.block_size
+                                     : t.block_size ? t.block_size : TRACE_MOONCAKE_BLOCK;
+  if (sim_stream_build(&t, block_size, &stream, err, sizeof err)) {
+    status = cli_error("sim", "%s", err);
+    goto out;
+  }
+
+  pl = (sim_plan){.stream = &stream, .model = o.model ? SIM_MODEL_SIMPLE : SIM_MODEL_MANAGER,
+                  .hold = (uint32_t)o.hold};
+  pl.n_jobs = o.n_caps * (ps.n + o.belady);
+  pl.jobs = calloc(pl.n_jobs, sizeof *pl.jobs);
+  names = calloc(ps.n + 2, sizeof *names);
+  if (!pl.jobs || !names) {
+    status = cli_error("sim", "out of memory");
+    goto out;
+  }
+  size_t n_names = 0;
+  for (size_t k = 0; k < ps.n; k++) names[n_names++] = ps.ops[k]->name;
+  if (o.belady) names[n_names++] = "belady";
+  size_t j = 0;
+  for (size_t c = 0; c < o.n_caps; c++) {
+    /* Beyond the trace's block lookups everything fits: the result is the
+     * same at any larger capacity, so replay at that size (no 2^31-block
+     * pools for a 5k-block trace). */
+    uint32_t cap = (uint32_t)o.caps[c];
+    uint32_t run_cap = stream.n_pos && cap > stream.n_pos ? (uint32_t)stream.n_pos : cap;
+    for (size_t k = 0; k <= ps.n; k++) {
+      if (k == ps.n && !o.belady) break;
+      pl.jobs[j++] = (sim_job){.ops = k < ps.n ? ps.ops[k] : NULL, .args = k < ps.n ? ps.args[k] : NULL,
+                               .capacity = cap, .run_capacity = run_cap};
     }
-  if (status) goto done; /* nothing partial */
+  }
+  if ((status = run_jobs(&pl, o.jobs, o.quiet))) goto out;
 
-  printf("trace %s: %zu requests, %llu prompt tokens, %llu block lookups (%llu full), "
-         "block size %u, %s model, hold %llu\n",
-         trace_path, stream.n_reqs, (unsigned long long)t.prompt_tokens,
-         (unsigned long long)stream.n_pos, (unsigned long long)stream.n_full,
-         stream.block_size, model == SIM_MODEL_MANAGER ? "manager" : "simple",
-         (unsigned long long)hold);
-  print_table(&pl, caps, n_caps);
-  if (csv && write_csv(&pl, csv)) status = 1;
-  if (json && write_json(&pl, trace_path, json)) status = 1;
-  if (plot && write_plot(&pl, trace_path, plot, caps, n_caps, names, n_names)) status = 1;
-done:
+  /* With the JSON or CSV on standard output, the table goes to stderr. */
+  FILE *tf = (o.json && !strcmp(o.json, "-")) || (o.csv && !strcmp(o.csv, "-")) ? stderr : stdout;
+  fprintf(tf, "trace %s: %zu requests, %llu prompt tokens, %llu block lookups (%llu full), "
+              "block size %u, %s model, hold %llu\n",
+          o.trace_path, stream.n_reqs, (unsigned long long)t.prompt_tokens,
+          (unsigned long long)stream.n_pos, (unsigned long long)stream.n_full, stream.block_size,
+          pl.model == SIM_MODEL_MANAGER ? "manager" : "simple", (unsigned long long)o.hold);
+  print_table(tf, &pl, o.caps, o.n_caps);
+  print_notes(tf, &pl, &t, o.caps, o.n_caps);
+  if (o.csv && write_csv(&pl, o.csv)) status = 1;
+  if (o.json && write_json(&pl, o.trace_path, o.json)) status = 1;
+  if (o.plot && write_plot(&pl, o.trace_path, o.plot, o.caps, o.n_caps, names, n_names)) status = 1;
+out:
   free(pl.jobs);
+  free(names);
   sim_stream_free(&stream);
   trace_free(&t);
-out:
-  free(names);
-  free(caps);
-  /* The user's policy stays registered until exit, so the library is not
-   * unloaded under the registry. */
-  (void)lib;
+  sim_opts_free(&o);
   return status;
 }

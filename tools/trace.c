@@ -1,10 +1,12 @@
 /*
  * trace.c — strict streaming parsers for Mooncake JSONL and Azure CSV traces.
  *
- * A trace is read one line at a time (getline), each line parsed in place by
+ * A trace is read one line at a time (at most TRACE_MAX_LINE bytes: a longer
+ * line is an error, not the end of the file), each line parsed in place by
  * a small recursive-descent scanner that knows exactly the fields the format
  * has.  Anything unexpected — a syntax error, a missing, duplicated or
- * unknown field, a negative or fractional count, hash_ids that do not cover
+ * unknown field, a negative or fractional count, any integer outside its
+ * field's range (trace.h), hash_ids that do not cover
  * the prompt, a timestamp that goes backwards — stops the load with
  *
  *     FILE:LINE: field 'X': what is wrong
@@ -163,9 +165,9 @@ static int parse_mooncake_line(line_ctx *c, growth *g, uint64_t *last_ts) {
     if (seen & bit) return line_fail(c, key, "appears twice");
     seen |= bit;
     int rc = 0;
-    if (bit == F_TS) rc = scan_uint(c, key, UINT64_MAX / 1000000u, &ts);
-    else if (bit == F_IN) rc = scan_uint(c, key, UINT32_MAX, &in);
-    else if (bit == F_OUT) rc = scan_uint(c, key, UINT32_MAX, &out);
+    if (bit == F_TS) rc = scan_uint(c, key, TRACE_MAX_TIMESTAMP_MS, &ts);
+    else if (bit == F_IN) rc = scan_uint(c, key, TRACE_MAX_TOKENS, &in);
+    else if (bit == F_OUT) rc = scan_uint(c, key, TRACE_MAX_TOKENS, &out);
     else {
       if (*c->p != '[') return line_fail(c, key, "expected an array of integers");
       c->p++;
@@ -174,7 +176,7 @@ static int parse_mooncake_line(line_ctx *c, growth *g, uint64_t *last_ts) {
         for (;;) {
           uint64_t id;
           skip_ws(c);
-          if (scan_uint(c, key, INT64_MAX, &id)) return -1;
+          if (scan_uint(c, key, TRACE_MAX_HASH_ID, &id)) return -1;
           if (push_hash(g, id)) return line_fail(c, key, "out of memory");
           skip_ws(c);
           if (*c->p == ',') { c->p++; continue; }
@@ -282,10 +284,10 @@ static int parse_azure_line(line_ctx *c, growth *g, uint64_t *first_ns,
   if (parse_azure_time(c, &ts)) return -1;
   if (*c->p != ',') return line_fail(c, "TIMESTAMP", "expected ',' after the timestamp");
   c->p++;
-  if (scan_uint(c, "ContextTokens", UINT32_MAX, &ctx)) return -1;
+  if (scan_uint(c, "ContextTokens", TRACE_MAX_TOKENS, &ctx)) return -1;
   if (*c->p != ',') return line_fail(c, "ContextTokens", "expected ',' after the value");
   c->p++;
-  if (scan_uint(c, "GeneratedTokens", UINT32_MAX, &gen)) return -1;
+  if (scan_uint(c, "GeneratedTokens", TRACE_MAX_TOKENS, &gen)) return -1;
   if (*c->p == ',') return line_fail(c, "GeneratedTokens", "unexpected extra column");
   if (!is_blank(c->p)) return line_fail(c, "GeneratedTokens", "unexpected text after the value");
   if (ctx == 0) return line_fail(c, "ContextTokens", "must be >= 1");
@@ -301,6 +303,37 @@ static int parse_azure_line(line_ctx *c, growth *g, uint64_t *first_ns,
 }
 
 /* ------------------------------------------------------------ load */
+
+/* Reads one line (with its '\n', if any) into *buf, NUL-terminated, at most
+ * TRACE_MAX_LINE bytes.  Returns the length, 0 at the end of the file, -1 on
+ * a read error or no memory (errno set), -2 for a longer line.  *nul is set
+ * if the line holds a NUL byte.  getline() would grow without bound and
+ * report running out of memory as the end of the file. */
+static ssize_t read_line(FILE *f, char **buf, size_t *cap, bool *nul) {
+  size_t n = 0;
+  *nul = false;
+  for (;;) {
+    int ch = getc_unlocked(f);
+    if (ch == EOF) {
+      if (ferror(f)) return -1;
+      break;
+    }
+    if (n + 2 > *cap) {
+      if (n + 1 > TRACE_MAX_LINE) return -2;
+      size_t ncap = *cap ? 2 * *cap : 4096;
+      char *p = realloc(*buf, ncap);
+      if (!p) return -1;
+      *buf = p;
+      *cap = ncap;
+    }
+    if (ch == 0) *nul = true;
+    (*buf)[n++] = (char)ch;
+    if (ch == '\n') break;
+  }
+  if (n > TRACE_MAX_LINE) return -2;
+  if (*cap) (*buf)[n] = '\0';
+  return (ssize_t)n;
+}
 
 static trace_format guess_format(const char *path) {
   const char *dot = strrchr(path, '.');
@@ -332,10 +365,22 @@ int trace_load(const char *path, trace_format format, trace *out, char *err,
   uint64_t first_ns = 0, last = 0;
   bool header = false;
   int rc = 0;
-  while ((len = getline(&buf, &cap, f)) >= 0) {
+  bool nul;
+  while ((len = read_line(f, &buf, &cap, &nul)) != 0) {
     c.line_no++;
+    if (len == -2) {
+      snprintf(err, err_cap, "%s:%zu: line longer than %zu bytes (not a trace line)", path,
+               c.line_no, TRACE_MAX_LINE);
+      rc = -1;
+      break;
+    }
+    if (len < 0) {
+      snprintf(err, err_cap, "%s:%zu: read error: %s", path, c.line_no, strerror(errno));
+      rc = -1;
+      break;
+    }
     c.begin = c.p = buf;
-    if ((size_t)len != strlen(buf)) {
+    if (nul) {
       rc = line_fail(&c, NULL, "NUL byte in the line");
       break;
     }
@@ -390,12 +435,21 @@ int trace_format_parse(const char *s, trace_format *out) {
   return 0;
 }
 
-const char *trace_samples_dir(void) {
-  static const char *const candidates[] = {"../shared/traces", "../../shared/traces"};
+static const char *first_dir(const char *env_name, const char *const *candidates, size_t n) {
   struct stat st;
-  const char *env = getenv("PKV_TRACES_DIR");
+  const char *env = getenv(env_name);
   if (env && *env) return stat(env, &st) == 0 && S_ISDIR(st.st_mode) ? env : NULL;
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+  for (size_t i = 0; i < n; i++)
     if (stat(candidates[i], &st) == 0 && S_ISDIR(st.st_mode)) return candidates[i];
   return NULL;
+}
+
+const char *trace_samples_dir(void) {
+  static const char *const candidates[] = {"tests/data/traces"};
+  return first_dir("PKV_TRACES_DIR", candidates, 1);
+}
+
+const char *trace_full_dir(void) {
+  static const char *const candidates[] = {"../shared/traces", "../../shared/traces"};
+  return first_dir("PKV_FULL_TRACES_DIR", candidates, 2);
 }

@@ -19,6 +19,21 @@
 /* Mooncake's hash_ids stand for 512-token blocks. */
 #define TRACE_MOONCAKE_BLOCK 512u
 
+/* Range of every integer field, in every format, checked as it is read (a
+ * value outside is an error naming file, line and field):
+ *   token counts (input_length, output_length, ContextTokens,
+ *   GeneratedTokens)   0 .. TRACE_MAX_TOKENS (16 Mi tokens: 16x the longest
+ *                      context served today; prompt + output fits uint32 and
+ *                      block arithmetic cannot wrap)
+ *   hash ids           0 .. TRACE_MAX_HASH_ID (2^53 - 1, the exact-integer
+ *                      range of JSON readers; id * 512 + offset fits 64 bits)
+ *   timestamp (ms)     0 .. TRACE_MAX_TIMESTAMP_MS (ns since start fit 64 bits)
+ * A line longer than TRACE_MAX_LINE bytes is an error too, never an end. */
+#define TRACE_MAX_TOKENS (UINT32_C(1) << 24)
+#define TRACE_MAX_HASH_ID ((UINT64_C(1) << 53) - 1)
+#define TRACE_MAX_TIMESTAMP_MS (UINT64_MAX / 1000000u)
+#define TRACE_MAX_LINE ((size_t)4 << 20)
+
 typedef enum trace_format {
   TRACE_AUTO = 0, /* by extension: .jsonl / .json -> Mooncake, .csv -> Azure */
   TRACE_MOONCAKE = 1,
@@ -53,8 +68,13 @@ void trace_free(trace *t);
 const char *trace_format_name(trace_format f);
 int trace_format_parse(const char *s, trace_format *out);
 
-/* The directory holding the shared sample traces: $PKV_TRACES_DIR, else
- * ../shared/traces relative to the working directory, else NULL. */
+/* The directory holding the repository's trace excerpts (what the tests
+ * read): $PKV_TRACES_DIR, else tests/data/traces relative to the working
+ * directory (the project root), else NULL. */
 const char *trace_samples_dir(void);
+/* The full public traces the excerpts come from, for benchmarks only
+ * (tests/data/traces/README.md): $PKV_FULL_TRACES_DIR, else
+ * ../shared/traces or ../../shared/traces, else NULL. */
+const char *trace_full_dir(void);
 
 #endif

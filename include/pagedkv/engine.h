@@ -47,13 +47,17 @@ typedef struct pkv_engine_config {
    * PKV_BF16_DOT=1 turns it on when this is 0.  Ignored (exact path) on back
    * ends without bf16 dot products and for other storage types. */
   uint32_t bf16_dot;
+  uint32_t version;      /* PKV_ENGINE_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
   /* Shared-prefix ("cascade") decode (docs/ENGINE.md, "Cascade decode"):
    * 0 = automatic (default): when sequences of a pkv_decode batch share
    * leading blocks (forks, prefix hits) and the shared part is long enough
    * to pay, its K/V is read once for all of them; results equal plain
    * decode within float rounding.  1 = never (always plain decode). */
   uint32_t cascade;
+  uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_engine_config;
+#define PKV_ENGINE_CONFIG_VERSION 2
 
 PKV_API void pkv_engine_config_init(pkv_engine_config *cfg);
 /* The cache must use owned storage.  The engine keeps a pointer to cache;

@@ -17,6 +17,16 @@
  *     internally.  A sequence must not be mutated by two threads at once, nor
  *     mutated while the engine computes on it (see docs/DESIGN.md).
  *   - Destroy functions accept NULL.
+ *
+ * ABI (docs/API.md, "Versions and ABI")
+ *   The structs a caller fills (pkv_config, pkv_seq_opts, pkv_engine_config)
+ *   end with a `version` field and zeroed `reserved` space; their size never
+ *   changes within a major version: new fields take reserved space.  The
+ *   *_init functions set version and zero the rest; a zero-initialized struct
+ *   ({0}, memset) counts as version 1.  The library accepts an older
+ *   caller's struct (its missing fields get their defaults) and a newer one
+ *   whose fields this library does not know are zero; otherwise
+ *   PKV_ENOTSUP.  Only the symbols declared in these headers are exported.
  */
 #ifndef PAGEDKV_H
 #define PAGEDKV_H
@@ -39,6 +49,15 @@ extern "C" {
 #define PKV_VERSION_MAJOR 0
 #define PKV_VERSION_MINOR 1
 #define PKV_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch, comparable with < and >. */
+#define PKV_VERSION_HEX                                                       \
+  ((PKV_VERSION_MAJOR << 16) | (PKV_VERSION_MINOR << 8) | PKV_VERSION_PATCH)
+
+/* The version of the library actually loaded (PKV_VERSION_HEX of its build),
+ * which may differ from the header's the caller was compiled with. */
+PKV_API unsigned pkv_version(void);
+/* The same as "MAJOR.MINOR.PATCH" (static storage). */
+PKV_API const char *pkv_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -52,7 +71,8 @@ extern "C" {
   XX(ESTATE, -6, "operation not valid in the object's current state")         \
   XX(ENOTSUP, -7, "not supported by this cache or build")                     \
   XX(ECORRUPT, -8, "internal invariant violated")                             \
-  XX(ENOENT, -9, "no such object (pin, policy or name)")
+  XX(ENOENT, -9, "no such object (pin, policy or name)")                     \
+  XX(EBUSY, -10, "called from inside this cache's event callback")
 
 typedef enum pkv_errno {
 #define PKV__ERR_ENUM(name, value, msg) PKV_##name = (value),
@@ -66,8 +86,12 @@ PKV_API const char *pkv_strerror(int err);
 /* Short name of a code ("PKV_EINVAL"). */
 PKV_API const char *pkv_err_name(int err);
 /* Thread-local detail of the last failed call on this thread
- * (e.g. "seq 7: truncate to 90 > length 64"); "" if none.  Valid until the
- * next pkv_ call on this thread. */
+ * (e.g. "seq 7: truncate to 90 > length 64").  Every pkv_ function clears it
+ * on entry, so it is "" after a success, except five that leave it as it
+ * is: pkv_strerror, pkv_err_name and pkv_last_error (so they can be used to
+ * report in any evaluation order) and pkv_cache_destroy /
+ * pkv_engine_destroy (which cannot fail: clean up, then report).  Valid
+ * until the next pkv_ call on this thread other than those five. */
 PKV_API const char *pkv_last_error(void);
 
 /* ---------------------------------------------------------------- config */
@@ -119,16 +143,26 @@ typedef struct pkv_config {
   const struct pkv_policy_ops *policy_ops;
   const char *policy_args;
   pkv_event_fn on_event; /* may be NULL; called with the cache lock held:
-                            it must not call back into this cache */
+                            a call into this cache from inside it is refused
+                            with PKV_EBUSY (never a deadlock) */
   void *event_user;
   pkv_clock_fn clock;    /* may be NULL */
   void *clock_user;
   uint32_t flags;        /* PKV_CACHE_* */
+  uint32_t version;      /* PKV_CONFIG_VERSION (init); 0 = 1 */
+  /* ---- version 2 (fields of a later version take the front of reserved) */
+  /* Capacity of the pull queue of events (pkv_events_drain), in events;
+   * 0 = no queue (push callback only). */
+  uint32_t event_queue_cap;
+  /* ---- version 3 */
   /* V head dim when it differs from K's (MLA: head_dim 576, v_head_dim
    * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
    * (slot_stride) and use their first v_head_dim elements. */
   uint32_t v_head_dim;
+  uint32_t pad_v3;       /* zero */
+  uint64_t reserved[6];  /* zero: room for new fields */
 } pkv_config;
+#define PKV_CONFIG_VERSION 3
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -137,9 +171,16 @@ typedef struct pkv_config {
 #define PKV_CACHE_EVICT_ORPHANS_FIRST 0x1u
 /* Disable the prefix index entirely (no commit registration, no matching). */
 #define PKV_CACHE_NO_PREFIX_CACHE 0x2u
+/* Commit deduplicates: a newly full block whose key is already cached is
+ * replaced in the table by the cached block (reported as a remap; see
+ * pkv_seq_commit_ex).  Without it (the default) block tables are stable: a
+ * block id, once in a table, stays at its position until truncate or free,
+ * and a duplicate block simply stays private (stats.commit_duplicates). */
+#define PKV_CACHE_COMMIT_DEDUP 0x4u
 
 /* Fills *cfg with defaults: f32, owned, LRU, no blocks (caller sets shape and
- * either num_blocks or memory_bytes). */
+ * either num_blocks or memory_bytes); version = PKV_CONFIG_VERSION, reserved
+ * zero. */
 PKV_API void pkv_config_init(pkv_config *cfg);
 
 /* Size in bytes of one element of dtype (4, 2, 2; 1 for the quantized
@@ -185,7 +226,8 @@ PKV_API int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v);
 /* ---------------------------------------------------------------- sequences */
 
 /* A sequence handle: index and generation; 0 is never a valid handle.  A
- * freed or stale handle is refused with PKV_ENOSEQ, never reused silently. */
+ * freed or stale handle is refused with PKV_ENOSEQ forever (a slot whose
+ * 32-bit generation would wrap is retired, never reused). */
 typedef uint64_t pkv_seq_id;
 #define PKV_SEQ_NONE ((pkv_seq_id)0)
 
@@ -197,7 +239,14 @@ typedef struct pkv_seq_opts {
   uint64_t adapter_id; /* LoRA adapter; 0 = none */
   uint8_t priority;    /* default retention priority 0..100 (35 if 0 given
                           and no range set; see pkv_seq_set_priority) */
+  uint32_t version;     /* PKV_SEQ_OPTS_VERSION (pkv_seq_opts_init); 0 = 1 */
+  uint64_t reserved[4]; /* zero: room for new fields */
 } pkv_seq_opts;
+#define PKV_SEQ_OPTS_VERSION 1
+
+/* Fills *opts with defaults: default namespace, no adapter, priority 0;
+ * version = PKV_SEQ_OPTS_VERSION.  (A zero-initialized struct is valid too.) */
+PKV_API void pkv_seq_opts_init(pkv_seq_opts *opts);
 
 /* Creates an empty sequence.  opts may be NULL (default namespace, no
  * adapter). */
@@ -211,13 +260,16 @@ PKV_API int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq);
  * Allocates blocks (evicting cached blocks if no block is free) and copies a
  * shared or cached tail block first (copy-on-write).  If slots is not NULL it
  * receives the slot of every appended token.  All or nothing: on PKV_ENOMEM
- * the sequence and the pool are unchanged.  n_tokens must be >= 1. */
+ * the sequence and the pool are unchanged.  n_tokens must be >= 1.  The
+ * tokens fill lookahead slots reserved by pkv_seq_append_ex first (their
+ * slots were handed out then); only the rest allocates. */
 PKV_API int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq,
                            const int32_t *tokens, uint32_t n_tokens,
                            int64_t *slots);
 /* Creates a child that shares every block of parent, the partial tail
  * included (refcount + 1 each).  The first write into a shared block on
- * either side copies it. */
+ * either side copies it.  PKV_ESTATE while parent has lookahead slots
+ * (their ids are unknown: fill or truncate them first). */
 PKV_API int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent,
                          pkv_seq_id *child);
 /* Drops the tokens past n_tokens (n_tokens <= length) and releases blocks
@@ -225,17 +277,19 @@ PKV_API int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent,
  * append copies it. */
 PKV_API int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq,
                              uint32_t n_tokens);
-/* Marks tokens [0, n_tokens) as computed in every layer (n_tokens <=
- * length; never moves backwards except through truncate).  Newly full
- * committed blocks are registered in the prefix index; a block whose key is
- * already cached is replaced in the page table by the cached one. */
+/* Marks tokens [0, n_tokens) as computed in every layer (n_tokens <= the
+ * known length, see pkv_seq_append_ex; never moves backwards except through
+ * truncate).  Newly full committed blocks are registered in the prefix
+ * index.  = pkv_seq_commit_ex(cache, seq, n_tokens, 0, NULL, 0, NULL): the
+ * table changes only with PKV_CACHE_COMMIT_DEDUP. */
 PKV_API int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq,
                            uint32_t n_tokens);
 /* On an empty sequence: attaches the longest run of cached full blocks whose
  * keys and stored token ids equal tokens[0..n_tokens), at most max_tokens
  * tokens (0 = no cap; pass n_tokens - 1 to keep one token to compute).
  * *matched = number of tokens attached (a multiple of block_size); they are
- * committed.  The caller then appends tokens[*matched ..]. */
+ * committed.  The caller then appends tokens[*matched ..].  On failure
+ * *matched is not written. */
 PKV_API int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
                                  const int32_t *tokens, uint32_t n_tokens,
                                  uint32_t max_tokens, uint32_t *matched);
@@ -245,6 +299,8 @@ typedef struct pkv_seq_info {
   uint32_t n_committed; /* computed in all layers */
   uint32_t n_blocks;
   uint32_t n_cached_blocks; /* blocks of this table in the prefix index */
+  uint32_t n_known;     /* leading slots whose token ids are known; the
+                           rest, up to n_tokens, are lookahead slots */
 } pkv_seq_info;
 PKV_API int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq,
                              pkv_seq_info *out);
@@ -299,25 +355,39 @@ PKV_API int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs,
 
 /* ---------------------------------------------------------------- copies */
 
+/* Copy slots [src_slot, src_slot + n_slots) of src_block to [dst_slot,
+ * dst_slot + n_slots) of dst_block, in every layer, K and V.  Copy-on-write
+ * copies have src_slot = dst_slot = 0; a context shift
+ * (pkv_seq_remove_range) moves tokens to other offsets.  The two ranges never
+ * overlap in one block. */
 typedef struct pkv_copy {
   int32_t src_block;
   int32_t dst_block;
-  uint32_t n_slots; /* slots [0, n_slots) of every layer, K and V */
+  uint32_t n_slots;
+  uint32_t src_slot;
+  uint32_t dst_slot;
 } pkv_copy;
 
 /* External mode: moves up to cap queued copies into out, oldest first;
- * *n_out = how many.  The caller must execute them, in order, before its
- * next kernel touches the destination blocks.  *pending (may be NULL) = how
- * many remain. */
+ * *n_out = how many; *pending (may be NULL) = how many remain.  Until it is
+ * drained a queued copy holds its source and destination blocks (refcount):
+ * the source is neither reused nor written in place, the destination not
+ * reused, however late the caller drains.  The caller executes drained
+ * copies in order, before any later kernel touches their destination
+ * slots; once drained, the blocks may be reused by the next call. */
 PKV_API int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                                   uint32_t *n_out, uint32_t *pending);
 
 /* ---------------------------------------------------------------- events */
 
 typedef enum pkv_event_type {
-  PKV_EVENT_STORED = 1,  /* a block entered the prefix index */
-  PKV_EVENT_REMOVED = 2, /* a block left it (evicted or reset) */
-  PKV_EVENT_CLEARED = 3  /* every cached block left it */
+  PKV_EVENT_STORED = 1,   /* a block entered the prefix index */
+  PKV_EVENT_REMOVED = 2,  /* a block left it (evicted or reset) */
+  PKV_EVENT_CLEARED = 3,  /* every cached block left it */
+  PKV_EVENT_REMAPPED = 4, /* commit dedup: table entry `index` of `seq` now
+                             holds `block` instead of `old_block` */
+  PKV_EVENT_LOST = 5      /* pull queue overflow: n_lost events, seqno ..
+                             seqno + n_lost - 1, were dropped (pull only) */
 } pkv_event_type;
 
 typedef struct pkv_event {
@@ -327,9 +397,15 @@ typedef struct pkv_event {
   pkv_hash128 parent;  /* zero for a first block */
   int32_t block;       /* -1 for CLEARED */
   uint32_t n_tokens;   /* tokens in the block (block_size) */
-  const void *ns;      /* namespace bytes of the block (valid in callback) */
+  const void *ns;      /* namespace bytes of the block (valid in callback;
+                          NULL in pulled events) */
   size_t ns_len;
   uint64_t adapter_id;
+  pkv_seq_id seq;      /* STORED: the committing sequence; REMAPPED: the
+                          sequence whose table changed; else 0 */
+  uint32_t index;      /* STORED / REMAPPED: table index = depth in chain */
+  int32_t old_block;   /* REMAPPED: the replaced block; else -1 */
+  uint64_t n_lost;     /* LOST: events dropped; else 0 */
 } pkv_event;
 
 /* ---------------------------------------------------------------- stats */
@@ -357,19 +433,226 @@ typedef struct pkv_stats {
   uint64_t events;
   uint64_t kv_bytes;          /* arena size (owned mode) */
   char policy[32];
+  /* Where the library's memory comes from (docs/DESIGN.md, "Memory"):
+   * "jemalloc" (the process has jemalloc: a private arena), "system" (the
+   * process's malloc + mmap for the KV arena), "libc" (sanitizer builds) or
+   * "user" (pkv_replace_allocator). */
+  char allocator[16];
+  /* Bytes live in the library's private jemalloc arena, for every cache and
+   * engine of the process (metadata + KV arenas); 0 for other allocators. */
+  uint64_t allocator_bytes;
+  uint64_t prefix_probes;     /* pkv_prefix_probe calls (read-only) */
+  uint64_t commit_duplicates; /* full blocks whose key was already cached,
+                                 kept private (stable tables) */
+  uint64_t remaps;            /* table entries replaced by commit dedup */
+  uint32_t blocks_deferred;   /* references held for pkv_blocks_release */
+  uint32_t events_queued;     /* in the pull queue now */
+  uint64_t events_lost;       /* dropped by a full pull queue */
+  uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
+  uint64_t reserved[8]; /* zero; room for fields without an ABI break */
 } pkv_stats;
 
+/* A snapshot of gauges and counters, O(1) (no walk over sequences). */
 PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
 
-/* Full invariant check.  Returns 0, or PKV_ECORRUPT with the first violation
+/* Full invariant check, the eviction policy's state included (its victim
+ * is a candidate; a version-2 policy's check hook compares its lists with
+ * the evictable set).  Returns 0, or PKV_ECORRUPT with the first violation
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
+
+/* ---------------------------------------------------------------- serving */
+/*
+ * What a serving scheduler calls every step (vLLM v1's KVCacheManager maps
+ * onto these one to one: get_computed_blocks -> pkv_prefix_probe,
+ * allocate_slots -> pkv_seq_append_ex, cache_blocks -> pkv_seq_commit_ex,
+ * free -> pkv_seq_free / pkv_batch_free, take_events -> pkv_events_drain,
+ * usage -> pkv_cache_capacity, get_num_common_prefix_blocks ->
+ * pkv_common_prefix_blocks).  See docs/API.md, "Serving".
+ */
+
+/* Read-only prefix probe: the longest run of cached full blocks equal to
+ * tokens[0..n_tokens) in the namespace/adapter of opts (NULL = default),
+ * capped at max_tokens tokens (0 = no cap; pass n_tokens - 1 to keep one
+ * token to compute) and, when blocks is not NULL, at blocks_cap blocks.
+ * *hit_tokens = tokens hit (a multiple of block_size); blocks[0..hit/bs) =
+ * the cached block ids (may be NULL with blocks_cap 0).
+ * Changes nothing: no refcount, no policy hook, no statistic but
+ * stats.prefix_probes.  The result is a hint: blocks may be evicted before
+ * they are attached (pkv_seq_append_ex then refuses them with PKV_ESTATE).
+ * O(hit blocks).  Returns 0 (also for a miss); PKV_EINVAL. */
+PKV_API int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
+                             const int32_t *tokens, uint32_t n_tokens,
+                             uint32_t max_tokens, int32_t *blocks,
+                             uint32_t blocks_cap, uint32_t *hit_tokens);
+
+/* One allocation step of a sequence (in), see pkv_seq_append_ex. */
+typedef struct pkv_append {
+  /* Token ids, starting at the sequence's known length (position 0 for an
+   * empty sequence).  The first n_hit_blocks * block_size of them are the
+   * probed hit; the rest are appended.  May be NULL when n_tokens is 0. */
+  const int32_t *tokens;
+  uint32_t n_tokens;
+  /* Slots to reserve past the known tokens without ids (draft tokens): the
+   * reserved length becomes max(current, known + n_lookahead). */
+  uint32_t n_lookahead;
+  /* Empty sequence only: the block ids pkv_prefix_probe returned for
+   * tokens[0 .. n_hit_blocks * block_size); attached after verification. */
+  const int32_t *hit_blocks;
+  uint32_t n_hit_blocks;
+  /* NULL, or receives the slot of every position from the first appended
+   * known token to known + n_lookahead (n_tokens - hit tokens + n_lookahead
+   * entries). */
+  int64_t *slots;
+  /* NULL (new_cap 0), or receives the ids of the blocks appended. */
+  int32_t *new_blocks;
+  uint32_t new_cap;
+} pkv_append;
+
+/* What one allocation changed in the table (out): ship this, not tables. */
+typedef struct pkv_delta {
+  uint32_t first_new; /* table index of the first appended block */
+  uint32_t n_new;     /* blocks appended at [first_new, first_new + n_new) */
+  int32_t cow_index;  /* table index whose block was replaced by a copy
+                         (copy-on-write of a shared/cached tail), or -1 */
+  int32_t cow_old, cow_new; /* that entry before and after, -1 if none */
+  uint32_t n_known;   /* after the call: slots with known ids */
+  uint32_t n_tokens;  /* after the call: reserved slots (known + lookahead) */
+} pkv_delta;
+
+/* The general append.  In one all-or-nothing step: attaches the probed hit
+ * (empty sequence only; each block is re-verified — still cached, same
+ * namespace, parent key and token ids — else PKV_ESTATE, "stale hit"),
+ * writes the known token ids (into lookahead slots reserved earlier first,
+ * then new slots), then reserves lookahead slots.  Lookahead slots have no
+ * ids; a later append fills them in order, pkv_seq_truncate drops them; they
+ * are never committed (commit stops at the known length) and never cached.
+ * req->new_blocks receives exactly the blocks appended (never the hit), and
+ * *delta (may be NULL) the whole change, including a copy-on-write
+ * replacement.  Block ids already in the table never change here except by
+ * that copy-on-write (only of a partial tail that is shared or cached).
+ * Returns 0; PKV_EINVAL (NULL cache/req, tokens NULL with n_tokens > 0, hit
+ * on a non-empty sequence, n_tokens < hit tokens, nothing to do),
+ * PKV_ENOSEQ, PKV_ESTATE (stale hit), PKV_ERANGE (length > INT32_MAX),
+ * PKV_ENOSPC (new_cap < blocks needed), PKV_ENOMEM (pool or memory).  On
+ * failure nothing changed (outputs untouched).
+ * Refcounts: +1 on each hit block (policy on_hit), 1 on each new block, −1
+ * old / 1 new for a copied tail. */
+PKV_API int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
+                              const pkv_append *req, pkv_delta *delta);
+
+/* pkv_seq_commit_ex flags (override PKV_CACHE_COMMIT_DEDUP per call). */
+#define PKV_COMMIT_DEDUP 0x1u       /* deduplicate this commit */
+#define PKV_COMMIT_NO_DEDUP 0x2u    /* never (stable table) */
+#define PKV_COMMIT_RELEASE_NOW 0x4u /* drop a replaced block's reference at
+                                       once instead of deferring it */
+
+typedef struct pkv_remap {
+  uint32_t index;    /* table index */
+  int32_t old_block; /* deferred: release with pkv_blocks_release */
+  int32_t new_block; /* the cached block now at index */
+} pkv_remap;
+
+/* Commit with an explicit dedup choice.  Without dedup the table never
+ * changes.  With dedup each newly full block whose key is already cached is
+ * replaced by the cached block; each replacement is emitted as
+ * PKV_EVENT_REMAPPED and, when remaps is not NULL, written to
+ * remaps[0..*n_remaps) (n_remaps may be NULL only with remaps NULL).  The
+ * replaced block keeps one deferred reference — the device may still read
+ * it — until pkv_blocks_release, unless PKV_COMMIT_RELEASE_NOW.
+ * Returns 0; PKV_EINVAL (NULL cache, unknown or contradictory flags, NULL
+ * remaps with cap > 0), PKV_ENOSEQ, PKV_ERANGE (n_tokens past the known
+ * length, or before the committed length), PKV_ENOSPC (remaps given and
+ * remaps_cap below the number of blocks this commit makes full, which bounds
+ * the remaps; nothing changed). */
+PKV_API int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq,
+                              uint32_t n_tokens, uint32_t flags,
+                              pkv_remap *remaps, uint32_t remaps_cap,
+                              uint32_t *n_remaps);
+
+/* Drops the deferred reference of each block (one per occurrence) that a
+ * dedup remap left behind: call once the device no longer reads them.  All
+ * or nothing: PKV_ENOENT if a block holds fewer deferred references than it
+ * occurs in the list (nothing released); PKV_EINVAL. */
+PKV_API int pkv_blocks_release(pkv_cache *cache, const int32_t *blocks,
+                               uint32_t n_blocks);
+
+/* Result of one sequence in a batch call. */
+typedef enum pkv_step_change {
+  PKV_STEP_NONE = 0,     /* the slot is in the existing tail block */
+  PKV_STEP_APPENDED = 1, /* `block` was appended at `index` */
+  PKV_STEP_COPIED = 2    /* `block` (a copy) replaced `replaced` at `index` */
+} pkv_step_change;
+
+typedef struct pkv_step_result {
+  int32_t rc;         /* 0 or this sequence's PKV_E* (it is unchanged) */
+  uint32_t change;    /* pkv_step_change */
+  uint32_t index;     /* table index of the block holding the new slot */
+  int32_t block;      /* that block (-1 on failure) */
+  int32_t replaced;   /* PKV_STEP_COPIED: the old block; else -1 */
+} pkv_step_result;
+
+/* One decode step: appends one slot to each of seqs[0..n_seqs) — with id
+ * tokens[i], or, when tokens is NULL, one lookahead slot — under one lock.
+ * Each sequence is all-or-nothing on its own: results[i] (may be NULL) says
+ * what happened to seqs[i], slots[i] (may be NULL) gets its slot (-1 on
+ * failure).  Returns 0 if every sequence succeeded; otherwise the code of
+ * the first failure — and, unlike every other call, the sequences that
+ * succeeded did change (each sequence is its own call).  PKV_EINVAL (NULL
+ * cache, NULL seqs with n_seqs > 0) changes nothing.  A sequence named twice
+ * gets two slots.  Refcounts as pkv_seq_append. */
+PKV_API int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
+                             const int32_t *tokens, uint32_t n_seqs,
+                             int64_t *slots, pkv_step_result *results);
+
+/* Frees each of seqs[0..n_seqs) as pkv_seq_free; results[i] (may be NULL)
+ * = 0 or PKV_ENOSEQ.  Returns 0 if all were freed, else the first error
+ * (the valid ones were freed).  PKV_EINVAL changes nothing. */
+PKV_API int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs,
+                           uint32_t n_seqs, int32_t *results);
+
+/* Moves up to cap queued events into out, oldest first (the pull queue,
+ * config.event_queue_cap); *n_out = how many, *pending (may be NULL) = how
+ * many remain.  Gap-free: seqnos are consecutive across drains.  When the
+ * queue is full, new events are dropped and counted until everything queued
+ * has been drained; that drain then ends with one PKV_EVENT_LOST whose
+ * seqno is the first lost one and n_lost the count.  Pulled events carry
+ * ns = NULL.  Returns 0; PKV_EINVAL (NULL cache/n_out, NULL out with
+ * cap > 0), PKV_ENOTSUP (no queue configured). */
+PKV_API int pkv_events_drain(pkv_cache *cache, pkv_event *out, uint32_t cap,
+                             uint32_t *n_out, uint32_t *pending);
+
+typedef struct pkv_capacity {
+  uint32_t num_blocks;
+  uint32_t free;      /* on the free list */
+  uint32_t evictable; /* cached, refcount 0: free on demand */
+  uint32_t in_use;    /* refcount > 0 (tables, pins, deferred) */
+  uint32_t cached;    /* in the prefix index (used or not) */
+  uint32_t deferred;  /* references awaiting pkv_blocks_release */
+  double usage;       /* in_use / num_blocks (cached-but-unused is free) */
+} pkv_capacity;
+
+/* Pool occupancy in O(1) (maintained counters).  Returns 0; PKV_EINVAL. */
+PKV_API int pkv_cache_capacity(pkv_cache *cache, pkv_capacity *out);
+
+/* Evicts n_blocks evictable blocks now (the policy chooses; REMOVED events;
+ * they become free).  Returns 0; PKV_EINVAL; PKV_ERANGE if fewer than
+ * n_blocks are evictable (nothing evicted). */
+PKV_API int pkv_evict(pkv_cache *cache, uint32_t n_blocks);
+
+/* *n_common = the number of leading table entries equal in every one of
+ * seqs[0..n_seqs) (the shared prefix a cascade attention kernel reads
+ * once).  0 for n_seqs 0.  O(n_seqs * n_common).  Returns 0; PKV_EINVAL,
+ * PKV_ENOSEQ.  Read-only. */
+PKV_API int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
+                                     uint32_t n_seqs, uint32_t *n_common);
 
 /* ---------------------------------------------------------------- allocator */
 
 /* Replaces the allocator the library uses for host metadata (not thread-safe;
  * call before any cache exists).  All four must be given, or all NULL to
- * restore the default (jemalloc). */
+ * restore the default (jemalloc's private arena when the process has
+ * jemalloc, else the process's malloc and mmap; docs/DESIGN.md "Memory"). */
 typedef void *(*pkv_malloc_fn)(size_t size);
 typedef void *(*pkv_realloc_fn)(void *p, size_t size);
 typedef void *(*pkv_calloc_fn)(size_t n, size_t size);

@@ -16,6 +16,9 @@
  *
  * on_remove is called for every block leaving the index, evicted or reset,
  * whatever state it is in.  A block is inserted at most once between removes.
+ * on_hit means exactly "a prefix match (pkv_seq_match_prefix) reused the
+ * block"; a commit that finds its block already cached and takes the cached
+ * copy instead (deduplication) calls on_dedup, never on_hit.
  */
 #ifndef PAGEDKV_POLICY_H
 #define PAGEDKV_POLICY_H
@@ -26,7 +29,10 @@
 extern "C" {
 #endif
 
-#define PKV_POLICY_VERSION 1
+/* Version 2 added the optional on_dedup and check hooks at the end of the
+ * vtable; ops of version 1 (which stop before them) are still accepted. */
+#define PKV_POLICY_VERSION 2
+#define PKV_POLICY_VERSION_MIN 1
 
 /* What the manager knows of a block when it calls a hook. */
 typedef struct pkv_block_meta {
@@ -64,18 +70,38 @@ typedef struct pkv_policy_ops {
   int32_t (*choose_victim)(void *state, uint64_t now);
   /* block left the index (evicted or reset); forget it. */
   void (*on_remove)(void *state, int32_t block);
+
+  /* ---- version 2: optional, may be NULL ---- */
+  /* A commit found block already cached with the same key and tokens and
+   * pointed the sequence's table at it instead of its own copy (commit
+   * deduplication).  Not a prefix hit: on_hit is not called.  If block was
+   * evictable, on_pinned came first.  NULL: the policy ignores dedups. */
+  void (*on_dedup)(void *state, int32_t block, const pkv_block_meta *meta);
+  /* Verifies the policy's private state against the manager's.
+   * evictable[b] (num_blocks entries) is 1 for exactly the blocks that are
+   * candidates now (cached, refcount 0), 0 otherwise.  Returns 0, or
+   * PKV_ECORRUPT with the first disagreement written to msg (NUL-terminated
+   * within msg_cap; msg may be NULL).  Must not change state.  pkv_check
+   * calls it (and PKV_DEBUG=2 builds after every mutation).  NULL: only the
+   * manager's own test applies (choose_victim returns a candidate, or -1
+   * exactly when there is none). */
+  int (*check)(const void *state, const uint8_t *evictable,
+               uint32_t num_blocks, char *msg, size_t msg_cap);
 } pkv_policy_ops;
 
 /* Built-in policies by name ("lru", "fifo", "lfu", "s3fifo", "priority",
- * "fwlru") or registered ones; NULL if unknown.  Thread-safe. */
+ * "fwlru", "adaptive") or registered ones; NULL if unknown.  Thread-safe. */
 PKV_API const pkv_policy_ops *pkv_policy_find(const char *name);
 /* Registers ops under ops->name for lookup by name (process-wide).  Refuses
- * a wrong version (PKV_ENOTSUP), missing hooks (PKV_EINVAL) or a taken name
+ * a version outside PKV_POLICY_VERSION_MIN .. PKV_POLICY_VERSION
+ * (PKV_ENOTSUP), missing required hooks (PKV_EINVAL) or a taken name
  * (PKV_ESTATE). */
 PKV_API int pkv_policy_register(const pkv_policy_ops *ops);
-/* Names of the built-ins and registered policies, NULL-terminated.  The
- * array lives for the whole process and only grows: one read while another
- * thread registers sees the list before or after that registration. */
+/* Names of the built-ins and the policies registered so far,
+ * NULL-terminated: a snapshot that never changes and lives for the whole
+ * process (registrations after the call publish a new snapshot; call again
+ * to see them).  Thread-safe without locking, also against a concurrent
+ * pkv_policy_register. */
 PKV_API const char *const *pkv_policy_names(void);
 
 #ifdef __cplusplus

@@ -1,0 +1,113 @@
+/*
+ * abi.c — the library's version, and how it reads the structs a caller fills.
+ *
+ * pkv_config, pkv_seq_opts and pkv_engine_config end with
+ *
+ *     uint32_t version;       the layout the caller was compiled with
+ *     uint64_t reserved[N];   zero
+ *
+ * and keep their size for a whole major version: a new field takes the
+ * front of `reserved` (which shrinks by as much) and the struct's version
+ * goes up.  So a caller built against any header of the major version passes
+ * a struct of the library's size, and the library knows from `version` which
+ * fields the caller knew:
+ *
+ *   caller version == library's   used as is.
+ *   caller version <  library's   an older caller: the fields it does not
+ *                                 know (from where its version's fields end)
+ *                                 get their defaults.
+ *   caller version >  library's   a newer caller: accepted if the fields this
+ *                                 library does not know are zero (they then
+ *                                 mean "default"), else PKV_ENOTSUP.
+ *
+ * In every case the caller's reserved bytes must be zero (PKV_EINVAL
+ * otherwise: the struct was not filled by *_init or zeroed).  Version 0 is
+ * read as 1, so `= {0}` and memset keep working.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+unsigned pkv_version(void) { return PKV_VERSION_HEX; }
+
+#define PKV__STR_(x) #x
+#define PKV__STR(x) PKV__STR_(x)
+const char *pkv_version_string(void) {
+  return PKV__STR(PKV_VERSION_MAJOR) "." PKV__STR(PKV_VERSION_MINOR) "." PKV__STR(
+      PKV_VERSION_PATCH);
+}
+
+/* First nonzero byte of p[from, to), or -1. */
+static long first_nonzero(const unsigned char *p, size_t from, size_t to) {
+  for (size_t i = from; i < to; i++)
+    if (p[i]) return (long)i;
+  return -1;
+}
+
+int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
+                const void *defaults) {
+  const unsigned char *s = src;
+  uint32_t v;
+  memcpy(&v, s + t->version_off, sizeof v);
+  if (v == 0) v = 1;
+  /* where the fields the caller knows end */
+  size_t caller_end = v < t->version ? t->ends[v - 1] : t->known_end;
+  if (v > t->version) {
+    long at = first_nonzero(s, t->known_end, t->size);
+    if (at >= 0)
+      return pkv__err(PKV_ENOTSUP,
+                      "%s: version %u sets a field at byte %ld that this library "
+                      "(pagedkv %s, %s version %u) does not know",
+                      t->name, v, at, pkv_version_string(), t->name, t->version);
+  } else {
+    long at = first_nonzero(s, caller_end, t->size);
+    if (at >= 0)
+      return pkv__err(PKV_EINVAL,
+                      "%s: reserved byte %ld is not zero (fill the struct with "
+                      "its _init function, or zero it)",
+                      t->name, at);
+  }
+  memcpy(dst, src, t->size);
+  if (caller_end < t->known_end)
+    memcpy((unsigned char *)dst + caller_end,
+           (const unsigned char *)defaults + caller_end, t->known_end - caller_end);
+  memcpy((unsigned char *)dst + t->version_off, &t->version, sizeof t->version);
+  return 0;
+}
+
+/* ---------------------------------------------- the manager's own structs */
+
+/* ends[v-1] = where the fields of version v end, for every version up to
+ * the current PKV_*_VERSION (append one when a version is added; the
+ * current version's entry is there for the release after it). */
+static const size_t config_ends[] = {PKV__V1_END(pkv_config),
+                                     PKV__END_AT(pkv_config, event_queue_cap),
+                                     PKV__END_AT(pkv_config, pad_v3)};
+static const size_t seq_opts_ends[] = {PKV__V1_END(pkv_seq_opts)};
+_Static_assert(sizeof config_ends / sizeof config_ends[0] >= PKV_CONFIG_VERSION - 1,
+               "config_ends: one entry per older version");
+_Static_assert(sizeof seq_opts_ends / sizeof seq_opts_ends[0] >= PKV_SEQ_OPTS_VERSION - 1,
+               "seq_opts_ends: one entry per older version");
+
+int pkv__config_in(pkv_config *dst, const pkv_config *src) {
+  static const pkv__abi_struct t =
+      PKV__ABI_STRUCT(pkv_config, "config", PKV_CONFIG_VERSION, config_ends);
+  pkv_config def;
+  pkv_config_init(&def);
+  return pkv__abi_in(&t, dst, src, &def);
+}
+
+void pkv_seq_opts_init(pkv_seq_opts *opts) {
+  pkv__err_clear();
+  if (!opts) return;
+  memset(opts, 0, sizeof *opts);
+  opts->version = PKV_SEQ_OPTS_VERSION;
+}
+
+int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src) {
+  static const pkv__abi_struct t = PKV__ABI_STRUCT(
+      pkv_seq_opts, "seq_opts", PKV_SEQ_OPTS_VERSION, seq_opts_ends);
+  pkv_seq_opts def;
+  pkv_seq_opts_init(&def);
+  return pkv__abi_in(&t, dst, src, &def);
+}

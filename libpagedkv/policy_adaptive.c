@@ -1,0 +1,340 @@
+/*
+ * policy_adaptive.c — frequency-weighted LRU that picks its own weights
+ * online (name "adaptive"; no arguments).
+ *
+ * Why.  fwlru (policy_fwlru.c) ranks blocks by age divided by a weight
+ * growing with use count.  With one fixed weighting it gains on some
+ * traces and capacities and loses on others: strong frequency weights help
+ * a trace whose reused prefixes come back late (Mooncake at 1,000 blocks),
+ * and hurt one whose newest blocks are the next ones needed (a chat turn,
+ * an agent step re-reading its last tool output), where plain LRU is right.
+ * Which one holds depends on the trace and on the capacity, so no fixed
+ * setting is safe.
+ *
+ * How.  The real cache is fwlru's machinery (classes by use count, use
+ * counts remembered across eviction in a ghost, parents' counts lifted to
+ * their children's, chains placed leaf first) with one of AD_EXPERTS weight
+ * settings, LRU among them.  Beside it, each setting runs on a *shadow*:
+ * a key-only simulation of a cache of the same size, fed with every access
+ * the real cache sees (an insert or a hit, with the block's use count) and
+ * every release (which, as in the real cache, makes a block the newest),
+ * so each shadow counts the hits its setting would have had on the very
+ * same stream.  At the end of every epoch (about one shadow's worth of
+ * accesses) the hit counts are folded into decayed scores and the real
+ * cache switches to the best setting if it leads the current one by more
+ * than a small margin.  Switching only changes the weights: the class lists
+ * are kept, so a switch costs nothing and the cache follows the new setting
+ * from its next eviction.  This is set dueling (adaptive cache insertion)
+ * or ARC's ghost lists taken to whole policies: the feedback is the hits a
+ * setting would have had, not a guess at them.  A shadow is still a model
+ * (it cannot hold blocks in use, and a sampled one sees a share of the
+ * keys), so the real cache's own hits are checked against the LRU
+ * shadow's: a setting that does worse than LRU in the real cache is
+ * dropped for LRU and barred for a while.
+ *
+ * Large pools sample: a shadow holds at most AD_SHADOW_MAX keys, so for a
+ * pool of n blocks it simulates n / 2^s blocks on the keys whose hash falls
+ * in one 2^s-th of the space (miniature simulation, Waldspurger et al.,
+ * FAST'17), which keeps memory and time per access bounded whatever n is.
+ *
+ * Costs.  Per sampled access, every shadow does one key-map probe and one
+ * list move (and, when full, one eviction among 8 class heads); per sampled
+ * release one probe and one move: O(AD_EXPERTS) per hook, no allocation.  choose_victim is fwlru's (8 heads, pure).  Memory:
+ * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
+ * a key map each.  docs/POLICIES.md has the measured figures.
+ */
+#include "policy_fw.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The settings the shadows compare, (p, cold) as in fwlru's arguments.
+ * Setting 0 is plain LRU (all weights 1), the one the cache starts with. */
+#define AD_EXPERTS 6
+static const struct {
+  double p, cold;
+} ad_experts[AD_EXPERTS] = {
+    {0, 1}, {1, 1}, {2, 1}, {0, 0.1}, {1, 0.1}, {2, 0.1},
+};
+/* Keys per shadow, at most (sampling above). */
+#define AD_SHADOW_MAX 2048u
+/* An epoch is max(shadow size, this) sampled accesses. */
+#define AD_EPOCH_MIN 512u
+/* Tallies decay by this factor per epoch: a memory of ~1/(1-d) epochs. */
+#define AD_DECAY 0.9
+/* A setting replaces the current one when it leads by this many standard
+ * deviations. */
+#define AD_Z 2.0
+/* Epochs after a switch before the real cache is judged against LRU: a
+ * setting that keeps frequently used blocks longer pays at once (recent
+ * blocks go sooner) and earns only when the kept blocks come back. */
+#define AD_WARMUP 4
+/* Ghost entries per block, as fwlru's default. */
+#define AD_HIST 8
+
+/* One key of a shadow: the key's hash, its last access, its class. */
+typedef struct ad_srec {
+  uint64_t fp;
+  uint64_t stamp;
+  int32_t prev, next; /* class list links (pkv__bnodes, shift 3) */
+  uint8_t cls;
+  uint8_t pad[7];
+} ad_srec;
+_Static_assert(sizeof(ad_srec) == 32, "ad_srec: 32 bytes (nodes.shift = 3, "
+               "pkv__fw_pick shift 2)");
+
+typedef struct ad_shadow {
+  double inv_weight[FW_CLASSES];
+  uint64_t clock; /* accesses so far */
+  uint32_t used;  /* records taken */
+  ad_srec *rec;
+  pkv__bnodes nodes;
+  pkv__blist q[FW_CLASSES];
+  pkv__kmap map; /* {fp, 0} -> record */
+} ad_shadow;
+
+typedef struct ad_state {
+  fw_state fw; /* first member: fwlru's hooks take an ad_state as is */
+  uint32_t shadow_cap;   /* keys per shadow */
+  uint32_t sample_shift; /* a key is sampled if 2^s divides its hash bits */
+  uint32_t epoch;        /* sampled accesses per epoch */
+  uint32_t in_epoch;     /* sampled accesses so far in this epoch */
+  int cur;               /* setting in use */
+  uint64_t switches;     /* times the setting changed */
+  /* won[e][f]: accesses (decayed) that shadow e hit and shadow f missed. */
+  double won[AD_EXPERTS][AD_EXPERTS];
+  /* The real cache against the LRU shadow, since the last switch: accesses
+   * the real cache hit and the shadow missed (real_won), and the reverse. */
+  double real_won, lru_won;
+  uint32_t since;        /* epochs since the last switch */
+  /* A setting that lost to LRU in the real cache is barred for bar[e]
+   * epochs; the next bar after a loss is twice as long. */
+  uint32_t bar[AD_EXPERTS], next_bar[AD_EXPERTS];
+  ad_shadow sh[AD_EXPERTS];
+} ad_state;
+
+static void ad_destroy(void *state) {
+  ad_state *st = state;
+  if (!st) return;
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    pkv__free(st->sh[e].rec);
+    pkv__kmap_free(&st->sh[e].map);
+  }
+  pkv__fw_fini(&st->fw);
+  pkv__free(st);
+}
+
+static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
+  pkv__fw_weights(sh->inv_weight, p, cold);
+  for (int k = 0; k < FW_CLASSES; k++) pkv__blist_init(&sh->q[k]);
+  sh->rec = pkv__calloc(cap, sizeof *sh->rec);
+  if (!sh->rec) return false;
+  for (uint32_t i = 0; i < cap; i++) sh->rec[i].prev = sh->rec[i].next = PKV__NIL;
+  sh->nodes.prev = &sh->rec[0].prev;
+  sh->nodes.next = &sh->rec[0].next;
+  sh->nodes.shift = 3; /* 32-byte records = 8 int32_t */
+  return pkv__kmap_alloc(&sh->map, cap);
+}
+
+static int ad_create(void **out, uint32_t num_blocks, const char *args) {
+  int rc = pkv__policy_check_create("adaptive", out, num_blocks);
+  if (!rc) rc = pkv__policy_args_parse("adaptive", args, NULL, 0);
+  if (rc) return rc;
+  ad_state *st = pkv__calloc(1, sizeof *st);
+  if (!st) return pkv__err(PKV_ENOMEM, "policy adaptive: state allocation");
+  uint32_t s = 0;
+  while ((num_blocks >> s) > AD_SHADOW_MAX) s++;
+  st->sample_shift = s;
+  /* The share of keys sampled is 2^-s, so the shadow is the pool scaled by
+   * the same factor (rounded up: at least one key). */
+  st->shadow_cap = (uint32_t)(((uint64_t)num_blocks + (1u << s) - 1) >> s);
+  st->epoch = st->shadow_cap > AD_EPOCH_MIN ? st->shadow_cap : AD_EPOCH_MIN;
+  bool ok = pkv__fw_init(&st->fw, num_blocks, ad_experts[0].p,
+                         ad_experts[0].cold, AD_HIST);
+  for (int e = 0; ok && e < AD_EXPERTS; e++)
+    ok = shadow_init(&st->sh[e], st->shadow_cap, ad_experts[e].p,
+                     ad_experts[e].cold);
+  if (!ok) {
+    ad_destroy(st);
+    return pkv__err(PKV_ENOMEM, "policy adaptive: %u-block arrays", num_blocks);
+  }
+  *out = st;
+  return 0;
+}
+
+/* One access of key fk (class k) in shadow sh. */
+static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk,
+                          uint8_t k) {
+  bool hit;
+  sh->clock++;
+  int32_t r = pkv__kmap_get(&sh->map, fk);
+  if ((hit = r >= 0)) {
+    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+  } else {
+    if (sh->used < cap) {
+      r = (int32_t)sh->used++;
+    } else {
+      r = pkv__fw_pick(sh->q, sh->inv_weight, sh->clock, &sh->rec[0].stamp, 2);
+      pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+      pkv__kmap_del(&sh->map, (pkv_hash128){sh->rec[r].fp, 0}, r);
+    }
+    sh->rec[r].fp = fk.lo;
+    pkv__kmap_put(&sh->map, fk, r);
+  }
+  sh->rec[r].cls = k;
+  sh->rec[r].stamp = sh->clock;
+  pkv__blist_push_tail(&sh->q[k], &sh->nodes, r);
+  return hit;
+}
+
+static void use_setting(ad_state *st, int e) {
+  st->cur = e;
+  st->switches++;
+  st->real_won = st->lru_won = 0;
+  st->since = 0;
+  memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
+}
+
+/* Ages the tallies and follows a setting that beats the current one
+ * significantly: a sign test on the accesses where the two disagree (one
+ * hit, the other missed), whose counts A (it won) and B (current won) are
+ * about Poisson when the two are equally good.
+ *
+ * A shadow is a model of the real cache, not the real cache (it sees
+ * accesses, not releases; sampled ones see a share of the keys), so a
+ * setting that wins in its shadow may still lose in the real cache.  The
+ * real cache's own hits are therefore tested the same way against the LRU
+ * shadow's, from AD_WARMUP epochs after the switch on: a setting that
+ * loses to LRU in the real cache goes back to LRU and is barred for a while
+ * (doubling each time). */
+static void epoch_end(ad_state *st) {
+  st->in_epoch = 0;
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    for (int f = 0; f < AD_EXPERTS; f++) st->won[e][f] *= AD_DECAY;
+    if (st->bar[e]) st->bar[e]--;
+  }
+  if (++st->since == AD_WARMUP) st->real_won = st->lru_won = 0;
+  if (st->cur != 0 && st->since > AD_WARMUP) {
+    double a = st->real_won, b = st->lru_won;
+    if ((b - a) / sqrt(a + b + 1.0) > AD_Z) {
+      int e = st->cur;
+      st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
+      st->next_bar[e] = 2 * st->bar[e];
+      use_setting(st, 0);
+      return;
+    }
+  }
+  int best = st->cur;
+  double best_z = 0;
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    if (st->bar[e]) continue;
+    double a = st->won[e][st->cur], b = st->won[st->cur][e];
+    double z = (a - b) / sqrt(a + b + 1.0);
+    if (z > best_z) {
+      best = e;
+      best_z = z;
+    }
+  }
+  if (best != st->cur && best_z > AD_Z) use_setting(st, best);
+}
+
+/* The real cache saw an access of key with the given use count: a hit
+ * (on_hit) or a miss (on_insert). */
+static void feed(ad_state *st, pkv_hash128 key, uint8_t uses, bool real_hit) {
+  uint64_t h = pkv__key_mix(key);
+  if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
+  uint8_t k = uses >= FW_CLASSES ? FW_CLASSES - 1 : (uint8_t)(uses - 1);
+  pkv_hash128 fk = {h, 0};
+  unsigned hit = 0;
+  for (int e = 0; e < AD_EXPERTS; e++)
+    hit |= (unsigned)shadow_access(&st->sh[e], st->shadow_cap, fk, k) << e;
+  if (hit && hit != (1u << AD_EXPERTS) - 1)
+    for (int e = 0; e < AD_EXPERTS; e++)
+      if (hit >> e & 1)
+        for (int f = 0; f < AD_EXPERTS; f++)
+          if (!(hit >> f & 1)) st->won[e][f] += 1;
+  st->real_won += real_hit && !(hit & 1);
+  st->lru_won += !real_hit && (hit & 1);
+  if (++st->in_epoch >= st->epoch) epoch_end(st);
+}
+
+static void ad_on_insert(void *state, int32_t block,
+                         const pkv_block_meta *meta) {
+  ad_state *st = state;
+  pkv__fw_on_insert(&st->fw, block, meta);
+  feed(st, meta->key, st->fw.rec[block].uses, false);
+}
+
+/* The real cache orders blocks by release, not by access (a block in use
+ * cannot go, and a request's blocks are released leaf first when it
+ * ends): a released key moves to the newest end of every shadow holding
+ * it, so that the shadows order keys as the real cache does. */
+static void ad_on_evictable(void *state, int32_t block,
+                            const pkv_block_meta *meta) {
+  ad_state *st = state;
+  pkv__fw_on_evictable(&st->fw, block, meta);
+  uint64_t h = pkv__key_mix(st->fw.rec[block].key);
+  if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
+  pkv_hash128 fk = {h, 0};
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    ad_shadow *sh = &st->sh[e];
+    int32_t r = pkv__kmap_get(&sh->map, fk);
+    if (r < 0) continue;
+    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+    sh->rec[r].stamp = ++sh->clock;
+    pkv__blist_push_tail(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+  }
+}
+
+static void ad_on_hit(void *state, int32_t block, const pkv_block_meta *meta) {
+  ad_state *st = state;
+  pkv__fw_on_hit(&st->fw, block, meta);
+  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+}
+
+/* A commit found the block's content cached and took it (the prefix match
+ * stopped short of it).  As for the other built-ins, recomputed content is
+ * not a use (the count stays); but the key was accessed and found, and the
+ * shadows count presence, so they see an access that the real cache hit. */
+static void ad_on_dedup(void *state, int32_t block,
+                        const pkv_block_meta *meta) {
+  (void)meta;
+  ad_state *st = state;
+  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+}
+
+/* fwlru's check of the real cache, and each shadow's lists against its
+ * own count of keys. */
+static int ad_check(const void *state, const uint8_t *evictable,
+                    uint32_t num_blocks, char *msg, size_t cap) {
+  const ad_state *st = state;
+  int rc = pkv__fw_check(&st->fw, evictable, num_blocks, msg, cap);
+  if (rc) return rc;
+  if (st->cur < 0 || st->cur >= AD_EXPERTS)
+    return pkv__policy_check_fail(msg, cap, "adaptive: setting %d", st->cur);
+  for (int e = 0; e < AD_EXPERTS; e++) {
+    uint64_t n = 0;
+    for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
+    if (n != st->sh[e].used || n > st->shadow_cap)
+      return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists "
+                                    "hold %llu keys, %u recorded (cap %u)", e,
+                                    (unsigned long long)n, st->sh[e].used,
+                                    st->shadow_cap);
+  }
+  return 0;
+}
+
+const pkv_policy_ops pkv__policy_adaptive = {
+    .version = PKV_POLICY_VERSION,
+    .name = "adaptive",
+    .create = ad_create,
+    .destroy = ad_destroy,
+    .on_insert = ad_on_insert,
+    .on_hit = ad_on_hit,
+    .on_evictable = ad_on_evictable,
+    .on_pinned = pkv__fw_on_pinned,
+    .choose_victim = pkv__fw_choose_victim,
+    .on_remove = pkv__fw_on_remove,
+    .on_dedup = ad_on_dedup,
+    .check = ad_check,
+};

@@ -1,0 +1,85 @@
+/*
+ * opts.h — the flags of `pagedkv run` and `pagedkv sim`, parsed into plain
+ * structs with every value range-checked, apart from running anything.
+ *
+ * A parser fills *o and returns 0, or returns CLI_EXIT_USAGE with the reason
+ * in err ("--flag: 'value' is not ...") and *o freed; it prints nothing, so
+ * the option fuzzer (tests/fuzz/fuzz_cli.c) can drive it.  The checks that
+ * need the library or the trace (policy names, capacities against the
+ * trace) happen in the commands.
+ */
+#ifndef PKV_TOOLS_OPTS_H
+#define PKV_TOOLS_OPTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pagedkv/pagedkv.h"
+#include "trace.h"
+
+/* ------------------------------------------------------------------ sim */
+
+/* Upper bounds of the sim flags (the documented ranges). */
+#define SIM_MAX_CAPACITY ((uint64_t)INT32_MAX) /* the library's num_blocks limit */
+#define SIM_MAX_CAPACITIES 64
+#define SIM_MAX_POLICY_ARGS 16
+#define SIM_MAX_HOLD 1000000u
+
+typedef struct sim_policy_args {
+  char *policy; /* NULL: the one policy run (plain --policy-args S) */
+  char *args;
+} sim_policy_args;
+
+typedef struct sim_opts {
+  const char *trace_path;
+  const char *policy_list;  /* "all" (default), "none" or a list */
+  uint64_t *caps;           /* [n_caps], each 1 .. SIM_MAX_CAPACITY */
+  size_t n_caps;
+  uint64_t block_size;      /* 0 = the trace's */
+  uint64_t hold, jobs;
+  int model;                /* sim_model */
+  trace_format format;
+  sim_policy_args pargs[SIM_MAX_POLICY_ARGS];
+  size_t n_pargs;
+  const char *policy_lib, *csv, *json, *plot; /* csv/json "-": stdout */
+  bool belady, quiet, help;
+} sim_opts;
+
+int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap);
+void sim_opts_free(sim_opts *o);
+
+/* ------------------------------------------------------------------ run */
+
+#define RUN_MAX_REQUESTS 10000000u
+
+typedef struct model_shape {
+  const char *name;
+  uint32_t n_layers, n_q_heads, n_kv_heads, head_dim;
+  pkv_dtype dtype;
+} model_shape;
+
+typedef struct run_range {
+  uint64_t lo, hi;
+} run_range;
+
+typedef struct run_opts {
+  model_shape shape;
+  uint64_t block_size, memory, blocks, threads, n_req, groups, sys_len, samples, seed;
+  uint64_t max_output, max_seqs, mbt, chunk, max_len, headroom;
+  run_range plen, olen;
+  const char *policy, *trace_path, *json, *plot; /* json "-": stdout */
+  trace_format format;
+  bool dry, baseline, quiet, n_given, samples_given, max_seqs_given, help;
+} run_opts;
+
+int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap);
+
+/* "f32" / "f16" / "bf16". */
+const char *opts_dtype_name(pkv_dtype d);
+
+/* A path that will be written by gnuplot must be printable: false (with the
+ * reason in err) if it holds a control character or is empty or "-". */
+bool opts_plot_path_ok(const char *flag, const char *path, char *err, size_t err_cap);
+
+#endif
