@@ -348,7 +348,7 @@ START_TEST(mla_576_512) {
           *v = malloc(sizeof(float) * (N + 1) * DV), *out = malloc(sizeof(float) * (N + 1) * NQ * DV);
     float *kr = malloc(sizeof(float) * (N + 1) * DK), *vr = malloc(sizeof(float) * (N + 1) * DK);
     float ref[DV];
-    uint16_t tmp[DK];
+    uint32_t tmp[DK]; /* a stored row: 4 bytes per element for f32 */
     tu_fill(q, (size_t)(N + 1) * NQ * DK, 2.0f, &rng);
     tu_fill(k, (size_t)(N + 1) * DK, 1.0f, &rng);
     tu_fill(v, (size_t)(N + 1) * DV, 1.0f, &rng);
