@@ -162,7 +162,7 @@ typedef struct pkv_config {
   uint32_t v_head_dim;
   uint64_t reserved[7];  /* zero: room for new fields */
 } pkv_config;
-#define PKV_CONFIG_VERSION 3
+#define PKV_CONFIG_VERSION 2
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
