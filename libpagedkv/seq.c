@@ -644,6 +644,10 @@ out:
   return rc;
 }
 
+static int seq_commit_locked(pkv_cache *cache, pkv__seq *s, uint32_t n_tokens,
+                             uint32_t flags, pkv_remap *remaps,
+                             uint32_t remaps_cap, uint32_t *n_remaps);
+
 int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
   return pkv_seq_commit_ex(cache, seq, n_tokens, 0, NULL, 0, NULL);
 }
@@ -666,12 +670,20 @@ int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
                     "cap %u", remaps ? "given" : "NULL",
                     n_remaps ? "given" : "NULL", remaps_cap);
   if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = seq_commit_locked(cache, pkv__seq_lookup(cache, seq), n_tokens,
+                             flags, remaps, remaps_cap, n_remaps);
+  PKV_ASSERT_VALID(cache);
+  pkv__unlock(cache);
+  return rc;
+}
+
+/* The body of pkv_seq_commit_ex for a looked-up sequence (NULL: unknown),
+ * under the lock; arguments already validated.  Changes nothing on failure. */
+static int seq_commit_locked(pkv_cache *cache, pkv__seq *s, uint32_t n_tokens,
+                             uint32_t flags, pkv_remap *remaps,
+                             uint32_t remaps_cap, uint32_t *n_remaps) {
+  if (!s) return PKV_ENOSEQ;
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (n_tokens > s->n_known) {
     rc = pkv__err(PKV_ERANGE, "seq %u: commit of %u > known length %u%s",
                   s->index, n_tokens, s->n_known,
@@ -703,9 +715,29 @@ int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
                           remaps, n_remaps);
   cache->st.commits++;
 out:
+  return rc;
+}
+
+int pkv_batch_commit(pkv_cache *cache, const pkv_seq_id *seqs,
+                     const uint32_t *n_tokens, uint32_t n_seqs,
+                     int32_t *results) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "batch_commit: cache is NULL");
+  if ((!seqs || !n_tokens) && n_seqs > 0)
+    return pkv__err(PKV_EINVAL, "batch_commit: %s is NULL",
+                    seqs ? "n_tokens" : "seqs");
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int first_rc = 0;
+  for (uint32_t i = 0; i < n_seqs; i++) {
+    int rc = seq_commit_locked(cache, pkv__seq_lookup(cache, seqs[i]),
+                               n_tokens[i], 0, NULL, 0, NULL);
+    if (rc && !first_rc) first_rc = rc;
+    if (results) results[i] = rc;
+  }
+  cache->st.batch_calls++;
   PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
-  return rc;
+  return first_rc;
 }
 
 int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {

@@ -168,6 +168,10 @@ OK(batch_append) {
   return pkv_batch_append(f->c, &f->fresh, f->toks, 1, &slot, NULL);
 }
 OK(batch_free) { return pkv_batch_free(f->c, &f->fresh, 1, NULL); }
+OK(batch_commit) {
+  uint32_t n = 0;
+  return pkv_batch_commit(f->c, &f->fresh, &n, 1, NULL);
+}
 OK(events_drain) {
   (void)f;
   pkv_config cfg;
@@ -284,6 +288,7 @@ static const ok_row ok_rows[] = {
     {"pkv_blocks_release", ok_blocks_release},
     {"pkv_batch_append", ok_batch_append},
     {"pkv_batch_free", ok_batch_free},
+    {"pkv_batch_commit", ok_batch_commit},
     {"pkv_events_drain", ok_events_drain},
     {"pkv_cache_capacity", ok_capacity},
     {"pkv_evict", ok_evict},

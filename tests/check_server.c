@@ -569,6 +569,30 @@ START_TEST(batch_decode_step) {
   ck_assert_int_eq(res[2], PKV_ENOSEQ);
   ck_assert_int_eq(res[3], PKV_ENOSEQ);
   ck_assert_int_eq(pkv_batch_free(c, NULL, 1, res), PKV_EINVAL);
+  /* batch commit: each as pkv_seq_commit; a bad one is reported and left
+   * unchanged, the others are committed */
+  {
+    pkv_seq_id cs[3] = {s[1], s[3], s[2]};
+    pkv_seq_info a1, a3;
+    ck_assert_int_eq(pkv_seq_info_get(c, s[1], &a1), 0);
+    ck_assert_int_eq(pkv_seq_info_get(c, s[3], &a3), 0);
+    uint32_t nt[3] = {a1.n_known, a3.n_known + 1, 1};
+    uint64_t commits0 = tu_stats(c).commits;
+    ck_assert_int_eq(pkv_batch_commit(c, cs, nt, 3, res), PKV_ERANGE);
+    ck_assert_int_eq(res[0], 0);
+    ck_assert_int_eq(res[1], PKV_ERANGE);
+    ck_assert_int_eq(res[2], PKV_ENOSEQ);
+    ck_assert_int_eq(pkv_seq_info_get(c, s[1], &i1), 0);
+    ck_assert_uint_eq(i1.n_committed, a1.n_known);
+    ck_assert_uint_eq(i1.n_cached_blocks, a1.n_known / BS);
+    ck_assert_int_eq(pkv_seq_info_get(c, s[3], &i1), 0);
+    ck_assert_uint_eq(i1.n_committed, a3.n_committed);
+    ck_assert_uint_eq(tu_stats(c).commits, commits0 + 1);
+    ck_assert_int_eq(pkv_batch_commit(c, NULL, nt, 1, res), PKV_EINVAL);
+    ck_assert_int_eq(pkv_batch_commit(c, cs, NULL, 1, res), PKV_EINVAL);
+    ck_assert_int_eq(pkv_batch_commit(NULL, cs, nt, 1, res), PKV_EINVAL);
+    ck_assert_int_eq(pkv_batch_commit(c, NULL, NULL, 0, NULL), 0);
+  }
   ck_assert_int_eq(pkv_batch_append(c, NULL, tok, 1, slots, r), PKV_EINVAL);
   TU_CHECK(c);
   pkv_cache_destroy(c);

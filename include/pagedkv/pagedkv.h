@@ -648,6 +648,16 @@ PKV_API int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
 PKV_API int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs,
                            uint32_t n_seqs, int32_t *results);
 
+/* Commits each seqs[i] to n_tokens[i] as pkv_seq_commit (the cache's dedup
+ * setting, no remap list), under one lock; results[i] (may be NULL) = 0 or
+ * that sequence's code (PKV_ENOSEQ, PKV_ERANGE; it is unchanged).  Returns
+ * 0 if all succeeded, else the first error — the others were committed, in
+ * order (a sequence named twice is committed twice).  PKV_EINVAL (NULL
+ * cache, NULL seqs or n_tokens with n_seqs > 0) changes nothing. */
+PKV_API int pkv_batch_commit(pkv_cache *cache, const pkv_seq_id *seqs,
+                             const uint32_t *n_tokens, uint32_t n_seqs,
+                             int32_t *results);
+
 /* Moves up to cap queued events into out, oldest first (the pull queue,
  * config.event_queue_cap); *n_out = how many, *pending (may be NULL) = how
  * many remain.  Gap-free: seqnos are consecutive across drains.  When the

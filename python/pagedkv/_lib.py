@@ -247,6 +247,7 @@ _SERVING = {
     "pkv_batch_append": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
                                  c_void_p, c_void_p]),
     "pkv_batch_free": (c_int, [c_void_p, c_void_p, c_uint32, c_void_p]),
+    "pkv_batch_commit": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32, c_void_p]),
     "pkv_events_drain": (c_int, [c_void_p, c_void_p, c_uint32, P(c_uint32),
                                  P(c_uint32)]),
     "pkv_cache_capacity": (c_int, [c_void_p, P(pkv_capacity)]),

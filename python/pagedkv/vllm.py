@@ -13,7 +13,8 @@ onto the library's serving API:
                           (verified ids only) unless delay_cache_blocks
     decode fast path      allocate_slots(req, 1) of a running request only
                           queues the token; the queue goes to the library in
-                          one pkv_batch_append when anything reads state
+                          one pkv_batch_append when anything reads state,
+                          and the blocks it filled in one pkv_batch_commit
     free                  pkv_seq_free (an unknown request is a no-op)
     usage                 pkv_cache_capacity (cached-but-unused is free)
     take_events           pkv_events_drain -> BlockStored / BlockRemoved /
@@ -49,7 +50,8 @@ _ENOMEM, _ESTATE = -2, -6
 
 class _Req:
     """What the manager mirrors of one request's sequence."""
-    __slots__ = ("seq", "known", "reserved", "n_blocks", "committed", "req")
+    __slots__ = ("seq", "known", "reserved", "n_blocks", "committed", "req",
+                 "fast", "cap")
 
     def __init__(self, seq, req):
         self.seq = seq
@@ -58,6 +60,8 @@ class _Req:
         self.n_blocks = 0
         self.committed = 0  # tokens committed (their full blocks cached)
         self.req = req
+        self.fast = 0       # known when known == reserved, else -1
+        self.cap = 0        # n_blocks * block_size
 
 
 class _PendingBlocks(KVCacheBlocks):
@@ -100,7 +104,8 @@ class KVCacheManager(PrefixStatsMixin):
         self.enable_kv_cache_events = enable_kv_cache_events
         self.log_stats = log_stats
         self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
-        for name in ("pkv_prefix_probe", "pkv_seq_append_ex", "pkv_batch_append"):
+        for name in ("pkv_prefix_probe", "pkv_seq_append_ex", "pkv_batch_append",
+                     "pkv_batch_commit"):
             _lib.serving(name)  # NotSupported from an older library
         qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
         self.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
@@ -126,6 +131,7 @@ class KVCacheManager(PrefixStatsMixin):
         self._f_probe = L.pkv_prefix_probe
         self._f_append = L.pkv_seq_append_ex
         self._f_commit = L.pkv_seq_commit
+        self._f_bcommit = L.pkv_batch_commit
         self._f_batch = L.pkv_batch_append
         self._f_cap = L.pkv_cache_capacity
         self._f_drain = L.pkv_events_drain
@@ -168,23 +174,41 @@ class KVCacheManager(PrefixStatsMixin):
         if self._pend_commit:
             todo = list(self._pend_commit)
             self._pend_commit.clear()
+            if len(todo) == 1:
+                self._commit(todo[0], todo[0].known)
+                return
+            if self.enable_kv_cache_events:
+                for r in todo:
+                    self._remember_stored(r, r.known)
+            seqs = array("Q", [r.seq for r in todo])
+            ns = array("I", [r.known for r in todo])
+            rc = self._f_bcommit(self._p, seqs.buffer_info()[0],
+                                 ns.buffer_info()[0], len(todo), None)
+            if rc < 0:  # each was checked against the mirror
+                raise Corrupt("batch commit of filled blocks failed: %s"
+                              % _lib.last_error())
             for r in todo:
-                self._commit(r, r.known)
+                r.committed = r.known
 
     def _commit(self, r, n_tokens):
         if n_tokens <= r.committed:
             return
         if self.enable_kv_cache_events:
-            bs = self.block_size
-            t = token_ids(r.req)
-            for i in range(r.committed // bs, n_tokens // bs):
-                self._stored[(r.seq, i)] = t[i * bs:(i + 1) * bs]
+            self._remember_stored(r, n_tokens)
         # pkv_seq_commit = commit_ex without dedup on this cache (no
         # PKV_CACHE_COMMIT_DEDUP): stable tables, and half the ctypes cost.
         rc = self._f_commit(self._p, r.seq, n_tokens)
         if rc < 0:
             raise self._err(rc)
         r.committed = n_tokens
+
+    def _remember_stored(self, r, n_tokens):
+        """The token ids of the blocks a commit to n_tokens makes full, for
+        the BlockStored events of take_events."""
+        bs = self.block_size
+        t = token_ids(r.req)
+        for i in range(r.committed // bs, n_tokens // bs):
+            self._stored[(r.seq, i)] = t[i * bs:(i + 1) * bs]
 
     def _get(self, request_id, what):
         r = self._reqs.get(request_id)
@@ -274,35 +298,40 @@ class KVCacheManager(PrefixStatsMixin):
                            new_computed_blocks=None, num_lookahead_tokens=0,
                            delay_cache_blocks=False):
             r = reqs_get(request.request_id)
-            if (r is not None and num_new_tokens == 1 and not num_lookahead_tokens
-                    and not num_new_computed_tokens and new_computed_blocks is None
-                    and r.known == r.reserved == request.num_computed_tokens):
-                try:
-                    tokens = request.all_token_ids
-                except AttributeError:
-                    tokens = None
-                known = r.known
-                if tokens is not None and len(tokens) == known + 1:
-                    grow = known % bs == 0
-                    if grow:
+            if (num_new_tokens == 1 and r is not None and new_computed_blocks is None
+                    and not num_lookahead_tokens and not num_new_computed_tokens):
+                known = r.fast  # r.known, or -1 while slots are reserved ahead
+                if known == request.num_computed_tokens:
+                    try:
+                        tokens = request.all_token_ids
+                    except AttributeError:
+                        tokens = ()
+                    if len(tokens) == known + 1:
+                        if known < r.cap:  # the slot is in the tail block
+                            seq_append(r.seq)
+                            tok_append(tokens[known])
+                            known += 1
+                            r.known = r.reserved = r.fast = known
+                            if known == r.cap and caching and not delay_cache_blocks:
+                                commit_append(r)
+                            return empty
                         if mgr._avail is None:
                             c = mgr._capacity()
                             mgr._avail = c.free + c.evictable
                         if mgr._avail <= 0:
                             return None
                         mgr._avail -= 1
-                    seq_append(r.seq)
-                    tok_append(tokens[known])
-                    known += 1
-                    r.known = r.reserved = known
-                    if known % bs == 0 and caching and not delay_cache_blocks:
-                        commit_append(r)
-                    if not grow:
-                        return empty
-                    r.n_blocks += 1
-                    pb = _PendingBlocks(mgr, len(pend_seq) - 1)
-                    blocks_append(pb)
-                    return pb
+                        seq_append(r.seq)
+                        tok_append(tokens[known])
+                        known += 1
+                        r.known = r.reserved = r.fast = known
+                        r.n_blocks += 1
+                        r.cap += bs
+                        if bs == 1 and caching and not delay_cache_blocks:
+                            commit_append(r)
+                        pb = _PendingBlocks(mgr, len(pend_seq) - 1)
+                        blocks_append(pb)
+                        return pb
             return slow(request, r, num_new_tokens, num_new_computed_tokens,
                         new_computed_blocks, num_lookahead_tokens,
                         delay_cache_blocks)
@@ -372,7 +401,9 @@ class KVCacheManager(PrefixStatsMixin):
                     r.committed = len(hit_ids) * bs
             r.req = request
             r.known, r.reserved = d.n_known, d.n_tokens
+            r.fast = d.n_known if d.n_known == d.n_tokens else -1
             r.n_blocks = cdiv(d.n_tokens, bs)
+            r.cap = r.n_blocks * bs
             new_ids = out[:d.n_new].tolist()
             if d.cow_index >= 0:  # not in vLLM's flow (tails are private)
                 new_ids.append(d.cow_new)

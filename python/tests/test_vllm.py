@@ -370,3 +370,31 @@ def test_stored_event_tokens_survive_the_request(make):
     m.free(r)                                            # gone before take_events
     blocks = stored_blocks(m.take_events())
     assert [t for _, _, t in blocks] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 100, 101, 102)]
+
+
+def test_blocks_filled_in_one_step_are_cached_together(make):
+    """A decode step where several requests fill their tail block at once
+    (the library commits them in one batch call): each block is cached and
+    reported with the tokens decoded into it, and a later request hits it."""
+    m = make(num_blocks=16)
+    reqs = [Req("r%d" % i, range(10 * i, 10 * i + (6 if i < 3 else 5)))
+            for i in range(4)]
+    for r in reqs:
+        admit(m, r)
+    m.take_events()
+    for step in range(2):
+        for r in reqs:
+            r.sample(90 + step)
+        assert all(m.allocate_slots(r, 1) is not None for r in reqs)
+        for r in reqs:
+            r.num_computed_tokens += 1
+    # r0..r2 filled block 1 in the second step; r3 (5 + 2 tokens) did not.
+    blocks = stored_blocks(m.take_events())
+    assert sorted(t for _, _, t in blocks) == sorted(
+        (10 * i + 4, 10 * i + 5, 90, 91) for i in range(3))
+    for i in range(3):
+        probe = Req("p%d" % i, list(range(10 * i, 10 * i + 6)) + [90, 91, 7])
+        assert m.get_computed_blocks(probe)[1] == 8
+    probe = Req("p3", list(range(30, 35)) + [90, 91, 7, 8])
+    assert m.get_computed_blocks(probe)[1] == 4
+    assert [len(m.get_block_ids(r.request_id)[0]) for r in reqs] == [2, 2, 2, 2]
