@@ -84,7 +84,10 @@ class _PendingBlocks(KVCacheBlocks):
         return self._ids
 
     def get_block_ids(self, allow_none=False):
-        return ([self._resolve()[0][0]],)
+        ids = self._ids
+        if ids is None:
+            ids = self._resolve()
+        return ([ids[0][0]],)
 
     def __len__(self):
         return 1
@@ -120,12 +123,16 @@ class KVCacheManager(PrefixStatsMixin):
         self._by_seq = {}      # seq id -> _Req
         self._stored = {}      # (seq, index) -> token ids, until take_events
         # The decode queue (see allocate_slots' fast path).
-        self._pend_seq = array("Q")
-        self._pend_tok = array("i")
+        # Lists (list.append is about half the cost of array.append, and
+        # this runs per request per step); arrays are made at the flush.
+        self._pend_seq = []
+        self._pend_tok = []
+        self._last_seqs = []       # the last flushed _pend_seq, and as an array
+        self._last_seq_arr = array("Q")
         self._pend_commit = []     # _Req whose tail block became full
         self._pend_blocks = []     # _PendingBlocks handed out for the queue
         self._avail = None         # free + evictable, net of the queue
-        self._results = (_lib.pkv_step_result * 0)()
+        self._slots = array("q")   # pkv_batch_append's slot per queued step
         self._evbuf = (_lib.pkv_event * 256)()
         L = _lib.LIB
         self._f_probe = L.pkv_prefix_probe
@@ -156,20 +163,27 @@ class KVCacheManager(PrefixStatsMixin):
         blocks they filled."""
         n = len(self._pend_seq)
         if n:
-            if len(self._results) < n:
-                self._results = (_lib.pkv_step_result * (2 * n))()
-            seqs = self._pend_seq.buffer_info()[0]
-            toks = self._pend_tok.buffer_info()[0]
-            rc = self._f_batch(self._p, seqs, toks, n, None, self._results)
+            slots = self._slots
+            if len(slots) < n:
+                slots.extend([0] * (2 * n - len(slots)))
+            pend = self._pend_seq
+            if pend != self._last_seqs:  # a decode step usually repeats the last
+                self._last_seqs = list(pend)
+                self._last_seq_arr = array("Q", pend)
+            seqs = self._last_seq_arr
+            toks = array("i", self._pend_tok)
+            # The slots say the blocks: slot = block * block_size + offset.
+            rc = self._f_batch(self._p, seqs.buffer_info()[0], toks.buffer_info()[0],
+                               n, slots.buffer_info()[0], None)
             del self._pend_seq[:]
             del self._pend_tok[:]
             if rc < 0:  # the budget said they fit: the mirror is wrong
                 self._avail = None
                 raise Corrupt("batch append of queued decode steps failed: %s"
                               % _lib.last_error())
-            res = self._results
+            bs = self.block_size
             for pb in self._pend_blocks:
-                pb._ids = ([res[pb._pos].block],)
+                pb._ids = ([slots[pb._pos] // bs],)
             self._pend_blocks.clear()
         if self._pend_commit:
             todo = list(self._pend_commit)
