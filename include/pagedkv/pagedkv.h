@@ -475,7 +475,7 @@ typedef struct pkv_stats {
   uint32_t blocks_deferred;   /* references held for pkv_blocks_release */
   uint32_t events_queued;     /* in the pull queue now */
   uint64_t events_lost;       /* dropped by a full pull queue */
-  uint64_t batch_calls;       /* pkv_batch_append / pkv_batch_free calls */
+  uint64_t batch_calls;       /* pkv_batch_append / _free / _commit calls */
   uint64_t range_removals;    /* pkv_seq_remove_range calls that removed */
   uint64_t shift_copied_slots; /* slots copied by those (0 when aligned) */
   uint64_t reserved[6]; /* zero; room for fields without an ABI break */
@@ -494,8 +494,9 @@ PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 /*
  * What a serving scheduler calls every step (vLLM v1's KVCacheManager maps
  * onto these one to one: get_computed_blocks -> pkv_prefix_probe,
- * allocate_slots -> pkv_seq_append_ex, cache_blocks -> pkv_seq_commit_ex,
- * free -> pkv_seq_free / pkv_batch_free, take_events -> pkv_events_drain,
+ * allocate_slots -> pkv_seq_append_ex, cache_blocks -> pkv_seq_commit_ex
+ * (the blocks a decode step filled: pkv_batch_commit), free -> pkv_seq_free
+ * / pkv_batch_free, take_events -> pkv_events_drain,
  * usage -> pkv_cache_capacity, get_num_common_prefix_blocks ->
  * pkv_common_prefix_blocks).  See docs/API.md, "Serving".
  */
