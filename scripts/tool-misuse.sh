@@ -102,6 +102,9 @@ t 1 sim /nonexistent.jsonl
 t 1 sim "$tmp/trace.txt"
 t 2 sim "$good" --capacity 0
 t 2 sim "$good" --policy lru,nope
+t 2 sim "$good" --policy ""
+t 2 sim "$good" --policy ", ,"
+t 2 run --policy ""
 t 2 sim "$good" --jobs 0
 t 2 sim "$good" --format xml
 t 1 sim "$good" --policy-lib /nonexistent.so

@@ -22,7 +22,6 @@
 #include "fuzz/fuzz_engine.c"
 
 #include <check.h>
-#include <dirent.h>
 
 #include "tu_core.h"
 
@@ -237,31 +236,11 @@ START_TEST(vmax_sum_finite) {
 }
 END_TEST
 
-static const char *srcdir(void) {
-  const char *s = getenv("PKV_SRCDIR");
-  return s ? s : ".";
-}
-
 START_TEST(seed_corpus) {
   char dir[512];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_engine", srcdir());
-  DIR *d = opendir(dir);
-  ck_assert_msg(d != NULL, "no seed corpus in %s (run from the repo root or set PKV_SRCDIR)", dir);
-  int n = 0;
-  struct dirent *e;
-  static uint8_t buf[1 << 14];
-  while ((e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.') continue;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    FILE *f = fopen(path, "rb");
-    if (!f) continue;
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    pkv_fuzz_engine_run(buf, len);
-    n++;
-  }
-  closedir(d);
+  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_engine", tu_srcdir());
+  int n = tu_replay_dir(dir, pkv_fuzz_engine_run);
+  ck_assert_msg(n >= 0, "no seed corpus in %s (run from the repo root or set PKV_SRCDIR)", dir);
   ck_assert_int_gt(n, 0);
 }
 END_TEST

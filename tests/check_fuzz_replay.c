@@ -12,39 +12,13 @@
 #include "fuzz/fuzz_ops.c"
 
 #include <check.h>
-#include <dirent.h>
+#include "tu_core.h"
 
-/* Runs every regular file of dir; returns how many ran (-1: no dir). */
-static int replay_dir(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  static uint8_t buf[1 << 16];
-  while ((e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.') continue;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    FILE *f = fopen(path, "rb");
-    if (!f) continue;
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    pkv_fuzz_ops_run(buf, len);
-    n++;
-  }
-  closedir(d);
-  return n;
-}
-
-static const char *srcdir(void) {
-  const char *s = getenv("PKV_SRCDIR");
-  return s ? s : ".";
-}
 
 START_TEST(seed_corpus) {
   char dir[512];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_ops", srcdir());
-  int n = replay_dir(dir);
+  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_ops", tu_srcdir());
+  int n = tu_replay_dir(dir, pkv_fuzz_ops_run);
   ck_assert_msg(n > 0, "no seed corpus found in %s (run from the repo root "
                 "or set PKV_SRCDIR)", dir);
 }
@@ -52,8 +26,8 @@ END_TEST
 
 START_TEST(regressions) {
   char dir[512];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/regress_ops", srcdir());
-  int n = replay_dir(dir);
+  snprintf(dir, sizeof dir, "%s/tests/fuzz/regress_ops", tu_srcdir());
+  int n = tu_replay_dir(dir, pkv_fuzz_ops_run);
   ck_assert_msg(n >= 0, "no %s", dir);
 }
 END_TEST

@@ -19,8 +19,8 @@
 #define PKV_FUZZ_NO_MAIN
 #include "fuzz/fuzz_cli.c"
 #include "fuzz/fuzz_trace.c"
+#include "tu_core.h"
 
-#include <dirent.h>
 
 /* A trace of single-block requests (ids given), in memory. */
 static void make_trace(trace *t, const uint64_t *ids, size_t n, uint32_t len) {
@@ -407,41 +407,19 @@ START_TEST(policy_args_target_one_policy) {
 }
 END_TEST
 
-/* Replays every file of dir through run; returns how many (-1: no dir). */
-static int replay_corpus(const char *dir, int (*run)(const uint8_t *, size_t)) {
-  DIR *d = opendir(dir);
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  static uint8_t buf[1 << 16];
-  while ((e = readdir(d)) != NULL) {
-    if (e->d_name[0] == '.') continue;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    FILE *f = fopen(path, "rb");
-    if (!f) continue;
-    size_t len = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    run(buf, len);
-    n++;
-  }
-  closedir(d);
-  return n;
-}
-
 START_TEST(fuzz_corpora_replay) {
   /* The seed corpora and the regressions of the trace and option fuzzers
    * (tests/fuzz/), through the same bodies libFuzzer drives. */
-  const char *src = getenv("PKV_SRCDIR") ? getenv("PKV_SRCDIR") : ".";
+  const char *src = tu_srcdir();
   char dir[512];
   snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_trace", src);
-  ck_assert_msg(replay_corpus(dir, pkv_fuzz_trace_run) > 0, "no seed corpus in %s", dir);
+  ck_assert_msg(tu_replay_dir(dir, pkv_fuzz_trace_run) > 0, "no seed corpus in %s", dir);
   snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_cli", src);
-  ck_assert_msg(replay_corpus(dir, pkv_fuzz_cli_run) > 0, "no seed corpus in %s", dir);
+  ck_assert_msg(tu_replay_dir(dir, pkv_fuzz_cli_run) > 0, "no seed corpus in %s", dir);
   snprintf(dir, sizeof dir, "%s/tests/fuzz/regress_trace", src);
-  replay_corpus(dir, pkv_fuzz_trace_run); /* optional: inputs that once failed */
+  tu_replay_dir(dir, pkv_fuzz_trace_run); /* optional: inputs that once failed */
   snprintf(dir, sizeof dir, "%s/tests/fuzz/regress_cli", src);
-  replay_corpus(dir, pkv_fuzz_cli_run);
+  tu_replay_dir(dir, pkv_fuzz_cli_run);
 }
 END_TEST
 

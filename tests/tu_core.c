@@ -1,7 +1,10 @@
 /* tu_core.c — see tu_core.h. */
 #include "tu_core.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
+
 
 void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
                uint32_t block_size) {
@@ -188,4 +191,30 @@ void tu_event_log(const pkv_event *ev, void *user) {
   tu_events *log = user;
   if (log->n < sizeof log->ev / sizeof log->ev[0]) log->ev[log->n] = *ev;
   log->n++;
+}
+
+const char *tu_srcdir(void) {
+  const char *s = getenv("PKV_SRCDIR");
+  return s && *s ? s : ".";
+}
+
+int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size)) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  static uint8_t buf[1 << 16];
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    FILE *f = fopen(path, "rb");
+    if (!f) continue;
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    run(buf, len);
+    n++;
+  }
+  closedir(d);
+  return n;
 }

@@ -72,4 +72,12 @@ typedef struct tu_events {
 } tu_events;
 void tu_event_log(const pkv_event *ev, void *user);
 
+/* The repository root the tests read their data from: $PKV_SRCDIR, else the
+ * working directory. */
+const char *tu_srcdir(void);
+/* Feeds every regular file of dir (its first 64 KiB) to run, the body a
+ * libFuzzer harness drives; returns how many files ran, -1 if dir cannot be
+ * opened. */
+int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size));
+
 #endif

@@ -124,7 +124,12 @@ int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap
   opterr = 0;
   while (!rc && (opt = getopt_long(argc, argv, ":p:c:b:m:j:qh", longopts, NULL)) != -1) {
     switch (opt) {
-    case 'p': o->policy_list = optarg; break;
+    case 'p':
+      if (!optarg[strspn(optarg, ", ")])
+        rc = bad(err, err_cap, "--policy: '%s' names no policy", optarg);
+      else
+        o->policy_list = optarg;
+      break;
     case 'c': cap_list = optarg; break;
     case 'b':
       if (!cli_parse_u64(optarg, 1, 65536, &o->block_size))
@@ -319,7 +324,12 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
         rc = bad(err, err_cap, "--memory: '%s' is not a size in bytes (e.g. 512M, 4G)", optarg);
       break;
     case O_BLOCKS: rc = u64_flag("--blocks", 1, INT32_MAX, &o->blocks, err, err_cap); break;
-    case 'p': o->policy = optarg; break;
+    case 'p':
+      if (!*optarg)
+        rc = bad(err, err_cap, "--policy: the name is empty");
+      else
+        o->policy = optarg;
+      break;
     case 't': rc = u64_flag("--threads", 1, 1024, &o->threads, err, err_cap); break;
     case O_DRY: o->dry = true; break;
     case 'r':
