@@ -128,3 +128,13 @@ int pkv__append_in(pkv_append *dst, const pkv_append *src) {
   pkv_append_init(&def);
   return pkv__abi_in(&t, dst, src, &def);
 }
+
+void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
+  if (!cfg) return;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->dtype = PKV_DTYPE_F32;
+  cfg->storage = PKV_STORAGE_OWNED;
+  cfg->policy = PKV__DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
+}

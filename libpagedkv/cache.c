@@ -25,36 +25,11 @@
 #include <time.h>
 
 #define PKV_MAX_BLOCK_SIZE 65536u
-#define PKV_DEFAULT_POLICY "lru"
 #define PKV_KNOWN_FLAGS \
   (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE | \
    PKV_CACHE_COMMIT_DEDUP)
 /* A pull queue holds at most this many events (~100 MB of pkv_event). */
 #define PKV_MAX_EVENT_QUEUE (1u << 20)
-
-uint64_t pkv__default_clock(void *user) {
-  (void)user;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void pkv__assert_fail(const char *expr, const char *file, int line,
-                      const char *detail) {
-  fprintf(stderr, "pagedkv: assertion failed: %s (%s:%d) %s\n", expr, file,
-          line, detail);
-  abort();
-}
-
-void pkv_config_init(pkv_config *cfg) {
-  pkv__err_clear();
-  if (!cfg) return;
-  memset(cfg, 0, sizeof *cfg);
-  cfg->dtype = PKV_DTYPE_F32;
-  cfg->storage = PKV_STORAGE_OWNED;
-  cfg->policy = PKV_DEFAULT_POLICY;
-  cfg->version = PKV_CONFIG_VERSION;
-}
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
   pkv__err_clear();
@@ -161,7 +136,7 @@ static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
                     (unsigned long long)nb, (unsigned long long)block_bytes);
   res->num_blocks = (uint32_t)nb;
   if (cfg->policy_ops == NULL) {
-    const char *name = cfg->policy ? cfg->policy : PKV_DEFAULT_POLICY;
+    const char *name = cfg->policy ? cfg->policy : PKV__DEFAULT_POLICY;
     if (strlen(name) >= sizeof(((pkv_stats *)0)->policy))
       return pkv__err(PKV_EINVAL, "config: policy name '%.40s' too long", name);
     res->policy = name;

@@ -60,41 +60,6 @@ void pkv__policy_close(pkv_cache *c) {
   c->policy_state = NULL;
 }
 
-void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
-  const pkv__block *blk = &c->blk[b];
-  m->now = pkv__now(c);
-  m->key = blk->key;
-  m->parent = blk->parent;
-  m->depth = blk->depth;
-  m->priority = blk->priority;
-  m->priority_until = blk->priority_until;
-  m->parent_block = c->fam[b].parent_block;
-}
-
-/* Drops stale entries (blocks freed since they were pushed lose their
- * ORPHAN_Q flag with all their flags) and duplicates (a block freed and
- * queued again), so the stack never holds more than num_blocks entries. */
-static void orphan_compact(pkv_cache *c) {
-  uint32_t k = 0;
-  for (uint32_t i = 0; i < c->n_orphans; i++) {
-    int32_t b = c->orphans[i];
-    if (!(c->blk[b].flags & PKV_BLK_ORPHAN_Q)) continue;
-    c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN_Q; /* keep the first only */
-    c->orphans[k++] = b;
-  }
-  for (uint32_t i = 0; i < k; i++) c->blk[c->orphans[i]].flags |= PKV_BLK_ORPHAN_Q;
-  c->n_orphans = k;
-}
-
-void pkv__orphan_push(pkv_cache *c, int32_t b) {
-  if (!(c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST)) return;
-  pkv__block *blk = &c->blk[b];
-  if (blk->flags & PKV_BLK_ORPHAN_Q) return;
-  if (c->n_orphans >= c->num_blocks) orphan_compact(c);
-  blk->flags |= PKV_BLK_ORPHAN_Q;
-  c->orphans[c->n_orphans++] = b;
-}
-
 /* An evictable orphan from the candidate stack, or -1. Entries are checked
  * lazily: they may have been referenced, evicted or re-adopted since. */
 static int32_t orphan_pop(pkv_cache *c) {
@@ -125,8 +90,16 @@ int32_t pkv__evict_one(pkv_cache *c) {
   if (pkv__block_is_orphan(c, v)) c->st.orphan_evictions++;
   pkv__prefix_remove(c, v, true);
   c->st.evictions++;
-  pkv__pool_release_evicted(c, v);
+  pkv__blocks_release_evicted(c, v);
   return v;
+}
+
+/* Takes one block, evicting one if none is free: the pool's free list
+ * (blocks.c) knows nothing of eviction, so every allocation that may evict
+ * comes through here. */
+int32_t pkv__block_take(pkv_cache *c) {
+  if (c->free_head < 0 && pkv__evict_one(c) < 0) return -1;
+  return pkv__blocks_take_free(c);
 }
 
 /* ------------------------------------------------ pins */

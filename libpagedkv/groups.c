@@ -160,10 +160,10 @@ int pkv_groups_append(pkv_groups *groups, const pkv_seq_id *ids,
     uint64_t room = (uint64_t)s[g]->n_blocks * bs - s[g]->n_tokens;
     need += (n_tokens > room ? (n_tokens - room + bs - 1) / bs : 0) + (room > 0);
   }
-  if (!rc && need > pkv__pool_available(c))
+  if (!rc && need > pkv__blocks_available(c))
     rc = pkv__err(PKV_ENOMEM, "groups_append: %u tokens in %u groups may need "
                   "%llu blocks, %u available", n_tokens, groups->n_groups,
-                  (unsigned long long)need, pkv__pool_available(c));
+                  (unsigned long long)need, pkv__blocks_available(c));
   uint32_t len0[PKV_GROUPS_MAX];
   for (uint32_t g = 0; g < groups->n_groups && !rc; g++) len0[g] = s[g]->n_tokens;
   pkv__unlock(c);

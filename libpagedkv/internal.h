@@ -57,6 +57,9 @@ void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes);
 
 /* ------------------------------------------------ caller-filled structs */
 
+/* The policy of a config that names none (pkv_config_init, cache.c). */
+#define PKV__DEFAULT_POLICY "lru"
+
 /* How a versioned struct with `uint32_t version; uint64_t reserved[]` is read
  * (abi.c has the rules). */
 typedef struct pkv__abi_struct {

@@ -38,13 +38,6 @@
 
 #define PKV_DEFAULT_PRIORITY 35
 
-pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id) {
-  (void)c;
-  pkv__err(PKV_ENOSEQ, "seq %#llx: unknown, freed or stale handle",
-           (unsigned long long)id);
-  return NULL;
-}
-
 /* Makes sure a free handle slot exists. */
 static int seq_slots_reserve(pkv_cache *c) {
   if (c->n_seq_free > 0) return 0;
@@ -252,13 +245,13 @@ static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   uint32_t hits_evictable = 0;
   for (uint32_t i = 0; i < n_hits; i++) hits_evictable += c->refcount[hits[i]] == 0;
   uint64_t want = n_fresh + (cow ? 1 : 0);
-  if (want > pkv__pool_available(c) - hits_evictable)
+  if (want > pkv__blocks_available(c) - hits_evictable)
     return pkv__err(PKV_ENOMEM,
                     "seq %u: append of %u tokens + %u lookahead needs %llu "
                     "blocks, %u available (%u free + %u evictable, %u of "
                     "them the hit)",
                     s->index, n_new, n_lookahead, (unsigned long long)want,
-                    pkv__pool_available(c) - hits_evictable, c->n_free,
+                    pkv__blocks_available(c) - hits_evictable, c->n_free,
                     c->n_evictable, hits_evictable);
   int rc = pkv__seq_table_reserve(s, nblk0 + n_fresh);
   if (rc == 0 && cow) rc = pkv__copies_reserve(c, 1);
@@ -272,9 +265,9 @@ static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   }
   int32_t copy_to = -1;
   uint32_t taken = 0;
-  if (cow && (copy_to = pkv__pool_take(c)) < 0) goto undo;
+  if (cow && (copy_to = pkv__block_take(c)) < 0) goto undo;
   for (; taken < n_fresh; taken++) {
-    int32_t b = pkv__pool_take(c);
+    int32_t b = pkv__block_take(c);
     if (b < 0) goto undo;
     s->blocks[nblk0 + taken] = b;
   }
@@ -877,6 +870,62 @@ int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
       }
     }
   }
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
+                         const int32_t *tokens, uint32_t n_tokens,
+                         uint32_t max_tokens, uint32_t *matched) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "match_prefix: cache is NULL");
+  if (!matched) return pkv__err(PKV_EINVAL, "match_prefix: matched is NULL");
+  if (!tokens && n_tokens > 0)
+    return pkv__err(PKV_EINVAL, "match_prefix: tokens is NULL");
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  pkv__seq *s = pkv__seq_lookup(cache, seq);
+  if (!s) {
+    rc = PKV_ENOSEQ;
+    goto out;
+  }
+  if (s->n_tokens != 0) {
+    rc = pkv__err(PKV_ESTATE, "seq %u: match_prefix on a sequence of %u tokens "
+                  "(must be empty)", s->index, s->n_tokens);
+    goto out;
+  }
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
+  uint32_t bs = cache->block_size;
+  uint32_t limit = n_tokens;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  uint32_t want = limit / bs;
+  if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
+  cache->st.prefix_queries++;
+  cache->st.prefix_query_tokens += n_tokens;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
+  }
+  uint64_t collided = 0;
+  uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
+                                &collided);
+  for (uint32_t i = 0; i < k; i++) {
+    pkv__block_ref(cache, s->blocks[i]);
+    pkv__prefix_hit(cache, s->blocks[i]);
+  }
+  cache->st.prefix_collisions += collided;
+  s->n_blocks = s->n_hashed = k;
+  s->tail_writable = false;
+  s->n_tokens = s->n_known = s->n_committed = k * bs;
+  cache->sum_tokens += (uint64_t)k * bs;
+  cache->sum_blocks += k;
+  cache->st.prefix_hit_tokens += (uint64_t)k * bs;
+  *matched = k * bs;
+out:
+  PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return rc;
 }

@@ -118,7 +118,7 @@ static uint32_t shift_copy(pkv_cache *c, pkv__seq *s, int32_t *old,
   const uint32_t new_len = s->n_tokens - d;
   uint32_t next_old = kb;
   for (uint32_t j = kb; j < new_nb; j++) {
-    int32_t nb = pkv__pool_take(c);
+    int32_t nb = pkv__block_take(c);
     if (nb < 0) {
       for (; next_old < old_nb; next_old++) pkv__block_unref(c, old[next_old - kb]);
       return j;
@@ -185,10 +185,10 @@ int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
             (old_nb - kb - gone) * sizeof *s->blocks);
   } else {
     uint64_t peak = shift_peak(cache, s, kb, new_nb, begin, d);
-    if (peak > pkv__pool_available(cache)) {
+    if (peak > pkv__blocks_available(cache)) {
       rc = pkv__err(PKV_ENOMEM, "seq %u: context shift of [%u, %u) needs %llu "
                     "blocks, %u available", s->index, begin, end,
-                    (unsigned long long)peak, pkv__pool_available(cache));
+                    (unsigned long long)peak, pkv__blocks_available(cache));
       goto out;
     }
     if ((rc = pkv__copies_reserve(cache, 2 * (new_nb - kb) + 1)) != 0) goto out;
