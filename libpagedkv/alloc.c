@@ -55,9 +55,8 @@ int pkv_replace_allocator(pkv_malloc_fn m, pkv_realloc_fn r, pkv_calloc_fn c,
                           pkv_free_fn f) {
   pkv__err_clear();
   int n_set = (m != NULL) + (r != NULL) + (c != NULL) + (f != NULL);
-  if (n_set != 0 && n_set != 4)
-    return pkv__err(PKV_EINVAL,
-                    "replace_allocator: give all four functions or none");
+  PKV_CHECK(n_set == 0 || n_set == 4, "replace_allocator: give all four "
+            "functions or none");
   user_malloc = m;
   user_realloc = r;
   user_calloc = c;

@@ -218,12 +218,10 @@ static void copy_release(pkv_cache *c, const pkv_copy *q) {
 
 int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "drain_copies: cache is NULL");
-  if (!n_out) return pkv__err(PKV_EINVAL, "drain_copies: n_out is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "drain_copies: out is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "drain_copies");
+  PKV_CHECK(n_out, "drain_copies: n_out is NULL");
+  PKV_CHECK(out || cap == 0, "drain_copies: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
   if (n) {
     memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);
@@ -234,7 +232,5 @@ int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
   }
   *n_out = n;
   if (pending) *pending = cache->copies_len;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }

@@ -338,8 +338,8 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
 int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
   pkv__err_clear();
   if (msg && msg_cap) msg[0] = '\0';
-  if (!cache) return pkv__err(PKV_EINVAL, "check: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(cache, "check: cache is NULL");
+  PKV_LOCK(cache);
   bool ok = pkv__cache_is_valid(cache, msg, msg_cap);
   pkv__unlock(cache);
   if (ok) return 0;
@@ -347,10 +347,9 @@ int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
 }
 
 int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "stats_get: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "stats_get: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "stats_get");
+  PKV_CHECK(out, "stats_get: out is NULL");
+  PKV_LOCK(cache);
   pkv_stats st = cache->st;
   const uint32_t bs = cache->block_size;
   st.num_blocks = cache->num_blocks;

@@ -345,15 +345,6 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
   return pkv__seq_lookup_fail(c, id);
 }
 
-#define PKV_ENTER(cache, name)                                        \
-  do {                                                                \
-    pkv__err_clear();                                                 \
-    if (!(cache)) return pkv__err(PKV_EINVAL, name ": cache is NULL"); \
-  } while (0)
-#define PKV_CHECK(cond, ...) \
-  do {                                                          \
-    if (!(cond)) return pkv__err(PKV_EINVAL, __VA_ARGS__);      \
-  } while (0)
 #define PKV_LOCK(cache)                         \
   do {                                          \
     if (pkv__lock(cache)) return PKV_EBUSY;     \

@@ -4,8 +4,9 @@
  *
  *   PKV_ENTER(cache, "name")       clear the last error; a NULL cache is
  *                                  PKV_EINVAL "name: cache is NULL"
- *   PKV_CHECK(cond, "fmt", ...)    an argument check: PKV_EINVAL with the
+ *   PKV_CHECK(cond, fmt, args)     an argument check: PKV_EINVAL with the
  *                                  message when cond is false
+ *                                  (both in internal.h)
  *   PKV_LOCK(cache)                the cache lock; PKV_EBUSY (lock not
  *                                  taken) from the cache's own event
  *                                  callback

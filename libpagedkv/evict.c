@@ -39,11 +39,11 @@ int pkv__policy_open(pkv_cache *c) {
     return pkv__err(PKV_ENOTSUP, "config: policy ops version %d, this library "
                     "speaks %d..%d", ops->version, PKV_POLICY_VERSION_MIN,
                     PKV_POLICY_VERSION);
-  if (!ops->name || !ops->create || !ops->destroy || !ops->on_insert ||
-      !ops->on_hit || !ops->on_evictable || !ops->on_pinned ||
-      !ops->choose_victim || !ops->on_remove)
-    return pkv__err(PKV_EINVAL, "config: policy '%s' lacks a name or a hook",
-                    ops->name ? ops->name : "?");
+  PKV_CHECK(ops->name && ops->create && ops->destroy && ops->on_insert &&
+                ops->on_hit && ops->on_evictable && ops->on_pinned &&
+                ops->choose_victim && ops->on_remove,
+            "config: policy '%s' lacks a name or a hook",
+            ops->name ? ops->name : "?");
   void *state = NULL;
   int rc = ops->create(&state, c->num_blocks, c->cfg.policy_args);
   if (rc)
@@ -107,7 +107,7 @@ int32_t pkv__block_take(pkv_cache *c) {
 #define PIN_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
 int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   int rc = 0;
   if (slot >= cache->n_pins || (cache->pins[slot].gen & 1) ||
       cache->pins[slot].retired || (gen & 1))
@@ -115,8 +115,7 @@ int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
                   "gen %u odd", slot, gen);
   else
     cache->pins[slot].gen = gen;
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 void pkv__pins_destroy(pkv_cache *c) {
@@ -128,17 +127,11 @@ void pkv__pins_destroy(pkv_cache *c) {
 
 int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
                    pkv_pin_id *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "pin_create: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "pin_create: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "pin_create");
+  PKV_CHECK(out, "pin_create: out is NULL");
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
   int32_t *blocks = NULL;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   uint32_t n = n_tokens / cache->block_size;
   if (n_tokens > s->n_committed || n == 0) {
     rc = pkv__err(PKV_ERANGE, "seq %u: pin of %u tokens needs 1..%u committed "
@@ -187,15 +180,12 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   p->gen++; /* even -> odd: live */
   *out = PIN_HANDLE(slot, p->gen);
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "pin_release: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "pin_release");
+  PKV_LOCK(cache);
   int rc = 0;
   uint64_t idx1 = pin & 0xffffffffu;
   uint32_t gen = (uint32_t)(pin >> 32);
@@ -219,7 +209,5 @@ int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
    * generation.  Retire the slot so stale handles stay refused forever. */
   if (p->gen == 0) p->retired = true;
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

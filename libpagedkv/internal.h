@@ -41,6 +41,21 @@ int pkv__err(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pkv__err_clear(void);
 
+/* The first steps of every public call (core.h, "entry", shows a whole
+ * call): PKV_ENTER clears the last error and refuses a NULL handle with
+ * PKV_EINVAL "name: cache is NULL"; PKV_CHECK(cond, fmt, ...) refuses the
+ * call with PKV_EINVAL and the message unless cond holds.  Both return from
+ * the calling function, before anything is locked or changed. */
+#define PKV_ENTER(cache, name)                                        \
+  do {                                                                \
+    pkv__err_clear();                                                 \
+    if (!(cache)) return pkv__err(PKV_EINVAL, name ": cache is NULL"); \
+  } while (0)
+#define PKV_CHECK(cond, ...) \
+  do {                                                          \
+    if (!(cond)) return pkv__err(PKV_EINVAL, __VA_ARGS__);      \
+  } while (0)
+
 /* Allocator shim: everything in the library allocates through these. */
 void *pkv__malloc(size_t size);
 void *pkv__calloc(size_t n, size_t size);

@@ -490,18 +490,14 @@ int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
                      const int32_t *tokens, uint32_t n_tokens,
                      uint32_t max_tokens, int32_t *blocks, uint32_t blocks_cap,
                      uint32_t *hit_tokens) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "prefix_probe: cache is NULL");
-  if (!hit_tokens) return pkv__err(PKV_EINVAL, "prefix_probe: hit_tokens is NULL");
-  if (!tokens && n_tokens > 0)
-    return pkv__err(PKV_EINVAL, "prefix_probe: tokens is NULL");
-  if (!blocks && blocks_cap > 0)
-    return pkv__err(PKV_EINVAL, "prefix_probe: blocks is NULL with cap %u",
-                    blocks_cap);
-  if (opts && opts->ns_len > 0 && !opts->ns)
-    return pkv__err(PKV_EINVAL, "prefix_probe: ns is NULL with ns_len %zu",
-                    opts->ns_len);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "prefix_probe");
+  PKV_CHECK(hit_tokens, "prefix_probe: hit_tokens is NULL");
+  PKV_CHECK(tokens || n_tokens == 0, "prefix_probe: tokens is NULL");
+  PKV_CHECK(blocks || blocks_cap == 0, "prefix_probe: blocks is NULL with cap "
+            "%u", blocks_cap);
+  PKV_CHECK(!opts || opts->ns || opts->ns_len == 0, "prefix_probe: ns is NULL "
+            "with ns_len %zu", opts->ns_len);
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
@@ -519,16 +515,14 @@ int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
     cache->st.prefix_probes++;
     *hit_tokens = k * bs;
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 /* ------------------------------------------------ reset */
 
 int pkv_prefix_reset(pkv_cache *cache) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "prefix_reset: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "prefix_reset");
+  PKV_LOCK(cache);
   bool some_stay = cache->n_evictable < cache->n_cached;
   for (uint32_t b = 0; b < cache->num_blocks; b++) {
     if (!PKV_BLOCK_IS_EVICTABLE(cache, (int32_t)b)) continue;
@@ -536,7 +530,5 @@ int pkv_prefix_reset(pkv_cache *cache) {
     pkv__blocks_release_evicted(cache, (int32_t)b);
   }
   if (!some_stay) pkv__emit(cache, PKV_EVENT_CLEARED, -1);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }

@@ -36,12 +36,10 @@
 
 int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
                  uint32_t *n_seqs) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_list: cache is NULL");
-  if (!n_seqs) return pkv__err(PKV_EINVAL, "seq_list: n_seqs is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "seq_list: out is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_list");
+  PKV_CHECK(n_seqs, "seq_list: n_seqs is NULL");
+  PKV_CHECK(out || cap == 0, "seq_list: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t n = cache->n_seqs;
   if (cap < n) {
@@ -53,14 +51,12 @@ int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
       if (cache->seqs[i]) out[k++] = PKV_SEQ_HANDLE(i, cache->seqs[i]->gen);
   }
   *n_seqs = n;
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_keep: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_keep");
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__seq *keep = pkv__seq_lookup(cache, seq);
   if (!keep) {
@@ -71,9 +67,7 @@ int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq) {
       if (s && s != keep) pkv__seq_release(cache, s);
     }
   }
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 /* The old position whose K/V new position p lands on. */
@@ -144,19 +138,13 @@ static uint32_t shift_copy(pkv_cache *c, pkv__seq *s, int32_t *old,
 
 int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
                          uint32_t end) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_remove_range: cache is NULL");
+  PKV_ENTER(cache, "seq_remove_range");
   if (begin > end)
     return pkv__err(PKV_ERANGE, "seq_remove_range: begin %u > end %u", begin,
                     end);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
   int32_t *old = NULL;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (end > s->n_tokens) {
     rc = pkv__err(PKV_ERANGE, "seq %u: remove [%u, %u) past length %u",
                   s->index, begin, end, s->n_tokens);
@@ -219,7 +207,5 @@ int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   cache->st.range_removals++;
 out:
   pkv__free(old);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

@@ -92,17 +92,14 @@ static const char *missing_hook(const pkv_policy_ops *ops) {
 
 int pkv_policy_register(const pkv_policy_ops *ops) {
   pkv__err_clear();
-  if (!ops) return pkv__err(PKV_EINVAL, "policy_register: ops is NULL");
+  PKV_CHECK(ops, "policy_register: ops is NULL");
   if (ops->version < PKV_POLICY_VERSION_MIN || ops->version > PKV_POLICY_VERSION)
     return pkv__err(PKV_ENOTSUP,
                     "policy_register: version %d, this library speaks %d..%d",
                     ops->version, PKV_POLICY_VERSION_MIN, PKV_POLICY_VERSION);
-  if (!ops->name || !ops->name[0])
-    return pkv__err(PKV_EINVAL, "policy_register: ops has no name");
+  PKV_CHECK(ops->name && ops->name[0], "policy_register: ops has no name");
   const char *hook = missing_hook(ops);
-  if (hook)
-    return pkv__err(PKV_EINVAL, "policy_register: '%s' has no %s hook",
-                    ops->name, hook);
+  PKV_CHECK(!hook, "policy_register: '%s' has no %s hook", ops->name, hook);
   int rc = 0;
   pthread_mutex_lock(&registry_lock);
   if (find_locked(ops->name))
