@@ -281,3 +281,19 @@ void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes) {
     if (be.mallctl(key, &v, &sz, NULL, 0) == 0) *bytes += v;
   }
 }
+
+bool pkv__grow(void **arr, size_t *cap, size_t need, size_t elem,
+               size_t first) {
+  if (need <= *cap) return true;
+  size_t n = *cap ? *cap : first;
+  while (n < need) {
+    if (n > SIZE_MAX / 2) return false;
+    n *= 2;
+  }
+  if (elem && n > SIZE_MAX / elem) return false;
+  void *p = pkv__realloc(*arr, n * elem);
+  if (!p) return false;
+  *arr = p;
+  *cap = n;
+  return true;
+}

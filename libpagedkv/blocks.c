@@ -161,12 +161,9 @@ int pkv__copies_reserve(pkv_cache *c, uint32_t extra) {
   if (need > UINT32_MAX / 2)
     return pkv__err(PKV_ENOMEM, "copy queue full (%u pending copies)",
                     c->copies_len);
-  uint32_t cap = c->copies_cap ? c->copies_cap : 16;
-  while (cap < need) cap *= 2;
-  pkv_copy *q = pkv__realloc(c->copies, (size_t)cap * sizeof *q);
-  if (!q) return pkv__err(PKV_ENOMEM, "no memory for the copy queue");
-  c->copies = q;
-  c->copies_cap = cap;
+  if (!pkv__grow_u32((void **)&c->copies, &c->copies_cap, need,
+                     sizeof *c->copies, 16))
+    return pkv__err(PKV_ENOMEM, "no memory for the copy queue");
   return 0;
 }
 

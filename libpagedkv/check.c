@@ -28,22 +28,16 @@
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
+#include "policy/util.h" /* pkv__policy_check_fail */
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static bool fail(char *msg, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool fail(char *msg, size_t cap, const char *fmt, ...) {
-  if (msg && cap) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, cap, fmt, ap);
-    va_end(ap);
-  }
-  return false;
-}
+/* Writes the reason into msg and returns false (the policies' check hooks
+ * format theirs the same way: policy/util.c). */
+#define fail(msg, cap, ...) \
+  (pkv__policy_check_fail(msg, cap, __VA_ARGS__), false)
 
 /* 7. the policy: its victim is a candidate (or -1 exactly when there is
  * none), and its own check, if it has one, agrees on the candidate set. */

@@ -146,14 +146,11 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
       break;
     }
   if (slot == cache->n_pins && cache->n_pins == cache->cap_pins) {
-    uint32_t cap = cache->cap_pins ? cache->cap_pins * 2 : 8;
-    pkv__pin *t = pkv__realloc(cache->pins, cap * sizeof *t);
-    if (!t) {
+    if (!pkv__grow_u32((void **)&cache->pins, &cache->cap_pins,
+                       cache->n_pins + 1ull, sizeof *cache->pins, 8)) {
       rc = pkv__err(PKV_ENOMEM, "pin_create: no memory for the pin table");
       goto out;
     }
-    cache->pins = t;
-    cache->cap_pins = cap;
   }
   blocks = pkv__malloc(n * sizeof *blocks);
   if (!blocks) {

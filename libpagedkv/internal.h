@@ -7,7 +7,9 @@
 #ifndef PKV_INTERNAL_H
 #define PKV_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pagedkv/pagedkv.h"
 #include "pagedkv/policy.h"
@@ -61,6 +63,21 @@ void *pkv__malloc(size_t size);
 void *pkv__calloc(size_t n, size_t size);
 void *pkv__realloc(void *p, size_t size);
 void pkv__free(void *p);
+/* The one growable-array helper: makes *arr (*cap elements of elem bytes)
+ * hold at least need elements, doubling from `first` (or from *cap).
+ * false, with *arr and *cap unchanged, when the size overflows or memory is
+ * short (the caller names what failed).  pkv__grow_u32 is the same for the
+ * manager's uint32_t capacities (false above UINT32_MAX elements). */
+bool pkv__grow(void **arr, size_t *cap, size_t need, size_t elem,
+               size_t first);
+static inline bool pkv__grow_u32(void **arr, uint32_t *cap, uint64_t need,
+                                 size_t elem, uint32_t first) {
+  size_t c = *cap;
+  if (need > UINT32_MAX || !pkv__grow(arr, &c, (size_t)need, elem, first))
+    return false;
+  *cap = c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
+  return true;
+}
 /* Large 64-byte-aligned arena allocation (KV storage; engine scratch),
  * zeroed, huge-page advised; from the private jemalloc arena when the
  * process has jemalloc, else from mmap (alloc.c says which, when). */

@@ -114,14 +114,11 @@ int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
   uint32_t id = c->ns_free;
   if (id == NS_NONE) {
     if (c->n_ns == c->cap_ns) {
-      uint32_t cap = c->cap_ns ? c->cap_ns * 2 : 8;
-      pkv__ns *t = pkv__realloc(c->ns, cap * sizeof *t);
-      if (!t) {
+      if (!pkv__grow_u32((void **)&c->ns, &c->cap_ns, c->n_ns + 1ull,
+                         sizeof *c->ns, 8)) {
         pkv__free(copy);
         return pkv__err(PKV_ENOMEM, "no memory for the namespace table");
       }
-      c->ns = t;
-      c->cap_ns = cap;
     }
     if (!c->ns_heads || c->n_ns + 1 > (c->ns_mask + 1) / 2) {
       rc = ns_rehash(c, c->n_ns + 1);

@@ -67,15 +67,10 @@ oom:
 
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks) {
   if (n_blocks <= s->cap_blocks) return 0;
-  uint64_t cap = s->cap_blocks ? s->cap_blocks : 4;
-  while (cap < n_blocks) cap *= 2;
-  if (cap > UINT32_MAX) cap = UINT32_MAX;
-  int32_t *b = pkv__realloc(s->blocks, (size_t)cap * sizeof *b);
-  if (!b)
+  if (!pkv__grow_u32((void **)&s->blocks, &s->cap_blocks, n_blocks,
+                     sizeof *s->blocks, 4))
     return pkv__err(PKV_ENOMEM, "no memory for a %llu-block page table",
-                    (unsigned long long)cap);
-  s->blocks = b;
-  s->cap_blocks = (uint32_t)cap;
+                    (unsigned long long)n_blocks);
   return 0;
 }
 
@@ -415,6 +410,17 @@ out:
   return pkv__leave(cache, rc);
 }
 
+/* The batch calls: entry i's result, and the first failure for the call. */
+static inline void batch_note(int rc, uint32_t i, int32_t *results,
+                              int *first_rc) {
+  if (rc && !*first_rc) *first_rc = rc;
+  if (results) results[i] = rc;
+}
+static inline int batch_leave(pkv_cache *cache, int first_rc) {
+  cache->st.batch_calls++;
+  return pkv__leave(cache, first_rc);
+}
+
 int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
                      const int32_t *tokens, uint32_t n_seqs, int64_t *slots,
                      pkv_step_result *results) {
@@ -476,8 +482,7 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
     cache->st.appends += appended;
     cache->st.appended_tokens += appended;
   }
-  cache->st.batch_calls++;
-  return pkv__leave(cache, first_rc);
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
@@ -488,13 +493,10 @@ int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   int first_rc = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
-    int rc = s ? 0 : PKV_ENOSEQ;
     if (s) pkv__seq_release(cache, s);
-    else if (first_rc == 0) first_rc = rc;
-    if (results) results[i] = rc;
+    batch_note(s ? 0 : PKV_ENOSEQ, i, results, &first_rc);
   }
-  cache->st.batch_calls++;
-  return pkv__leave(cache, first_rc);
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
@@ -659,11 +661,9 @@ int pkv_batch_commit(pkv_cache *cache, const pkv_seq_id *seqs,
   for (uint32_t i = 0; i < n_seqs; i++) {
     int rc = seq_commit_locked(cache, pkv__seq_lookup(cache, seqs[i]),
                                n_tokens[i], 0, NULL, 0, NULL);
-    if (rc && !first_rc) first_rc = rc;
-    if (results) results[i] = rc;
+    batch_note(rc, i, results, &first_rc);
   }
-  cache->st.batch_calls++;
-  return pkv__leave(cache, first_rc);
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {
@@ -716,15 +716,12 @@ int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
   if (s->n_ranges == s->cap_ranges) {
-    uint32_t cap = s->cap_ranges ? s->cap_ranges * 2 : 4;
-    pkv__prio_range *r = pkv__realloc(s->ranges, cap * sizeof *r);
-    if (!r) {
+    if (!pkv__grow_u32((void **)&s->ranges, &s->cap_ranges,
+                       s->n_ranges + 1ull, sizeof *s->ranges, 4)) {
       rc = pkv__err(PKV_ENOMEM, "seq %u: no memory for priority ranges",
                     s->index);
       goto out;
     }
-    s->ranges = r;
-    s->cap_ranges = cap;
   }
   s->ranges[s->n_ranges++] =
       (pkv__prio_range){begin, end, priority, duration_ns};

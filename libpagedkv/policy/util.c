@@ -110,6 +110,18 @@ int pkv__policy_check_create(const char *policy, void **out,
   return 0;
 }
 
+void *pkv__policy_state_new(const char *policy, void **out,
+                            uint32_t num_blocks, const char *args,
+                            const pkv__policy_arg *spec, size_t n_spec,
+                            size_t size, int *rc) {
+  *rc = pkv__policy_check_create(policy, out, num_blocks);
+  if (!*rc) *rc = pkv__policy_args_parse(policy, args, spec, n_spec);
+  if (*rc) return NULL;
+  void *st = pkv__calloc(1, size);
+  if (!st) *rc = pkv__err(PKV_ENOMEM, "policy %s: state allocation", policy);
+  return st;
+}
+
 bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
   h->len = 0;
   h->ent = pkv__malloc(sizeof(pkv__bheap_ent) * num_blocks);
