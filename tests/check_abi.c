@@ -199,17 +199,6 @@ START_TEST(older_callers_get_defaults) {
 }
 END_TEST
 
-static Suite *abi_suite(void) {
-  Suite *s = suite_create("abi");
-  TCase *tc = tcase_create("versions");
-  tcase_add_test(tc, version_numbers);
-  tcase_add_test(tc, sizes_frozen);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("structs");
-  tcase_add_test(tc, struct_versions);
-  tcase_add_test(tc, older_callers_get_defaults);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(abi_suite()); }
+TU_MAIN("abi",
+    {"versions", 0, {{version_numbers}, {sizes_frozen}}},
+    {"structs", 0, {{struct_versions}, {older_callers_get_defaults}}})

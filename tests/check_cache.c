@@ -208,23 +208,8 @@ START_TEST(error_names) {
 }
 END_TEST
 
-static Suite *cache_suite(void) {
-  Suite *s = suite_create("cache");
-  TCase *tc = tcase_create("config");
-  tcase_add_loop_test(tc, config_bad_fields, 0,
-                      (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
-  tcase_add_test(tc, config_null_args);
-  tcase_add_test(tc, config_defaults_and_sizes);
-  tcase_add_test(tc, config_memory_bytes);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("layout");
-  tcase_add_test(tc, layout_owned);
-  tcase_add_test(tc, layout_external);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("errors");
-  tcase_add_test(tc, error_names);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(cache_suite()); }
+TU_MAIN("cache",
+    {"config", 0, {{config_bad_fields, 0, (int)(sizeof bad_cfgs / sizeof bad_cfgs[0])},
+                  {config_null_args}, {config_defaults_and_sizes}, {config_memory_bytes}}},
+    {"layout", 0, {{layout_owned}, {layout_external}}},
+    {"errors", 0, {{error_names}}})

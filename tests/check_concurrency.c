@@ -651,15 +651,6 @@ START_TEST(policy_names_while_registering) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("concurrency");
-  TCase *tc = tcase_create("stress");
-  tcase_set_timeout(tc, 600);
-  tcase_add_loop_test(tc, stress, 0, 6);
-  tcase_add_test(tc, view_survives_pressure);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("policy_names");
-  tcase_add_test(tc, policy_names_while_registering);
-  suite_add_tcase(s, tc);
-  return tu_main(s);
-}
+TU_MAIN("concurrency",
+    {"stress", 600, {{stress, 0, 6}, {view_survives_pressure}}},
+    {"policy_names", 0, {{policy_names_while_registering}}})

@@ -654,28 +654,10 @@ START_TEST(pin_slot_retired_before_wrap) {
 }
 END_TEST
 
-static Suite *contract_suite(void) {
-  Suite *s = suite_create("contract");
-  TCase *tc = tcase_create("last_error");
-  tcase_add_loop_test(tc, cleared_on_success, 0, (int)N_OK);
-  tcase_add_test(tc, kept_by_reporters_and_destroy);
-  tcase_add_test(tc, every_function_listed);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("match_out");
-  tcase_add_test(tc, match_leaves_matched_on_failure);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("policy_check");
-  tcase_add_loop_test(tc, builtin_check_catches_missed_hook, 0, 6);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("dedup_hook");
-  tcase_add_loop_test(tc, dedup_is_not_a_hit, 0, 6);
-  tcase_add_test(tc, lfu_ignores_dedups);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("generations");
-  tcase_add_test(tc, seq_slot_retired_before_wrap);
-  tcase_add_test(tc, pin_slot_retired_before_wrap);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(contract_suite()); }
+TU_MAIN("contract",
+    {"last_error", 0, {{cleared_on_success, 0, (int)N_OK}, {kept_by_reporters_and_destroy},
+                      {every_function_listed}}},
+    {"match_out", 0, {{match_leaves_matched_on_failure}}},
+    {"policy_check", 0, {{builtin_check_catches_missed_hook, 0, 6}}},
+    {"dedup_hook", 0, {{dedup_is_not_a_hit, 0, 6}, {lfu_ignores_dedups}}},
+    {"generations", 0, {{seq_slot_retired_before_wrap}, {pin_slot_retired_before_wrap}}})

@@ -358,12 +358,9 @@ int main(void) {
   if (path && (table_out = fopen(path, "w")) != NULL)
     fprintf(table_out, "| function | bad input | code | pkv_last_error() |\n"
                        "|---|---|---|---|\n");
-  Suite *s = suite_create("misuse");
-  TCase *tc = tcase_create("table");
-  tcase_add_loop_test(tc, bad_input, 0, (int)N_ROWS);
-  suite_add_tcase(s, tc);
+  const tu_tcase tcases[] = {{"table", 0, {{bad_input, 0, (int)N_ROWS}}}, {NULL}};
   /* Rows print in order only without fork. */
-  int rc = tu_main(s);
+  int rc = tu_run("misuse", tcases);
   if (table_out) fclose(table_out);
   return rc;
 }

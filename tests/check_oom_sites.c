@@ -464,19 +464,9 @@ START_TEST(engine_every_site) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("oom_sites");
-  TCase *tc = tcase_create("allocator");
-  tcase_set_timeout(tc, 120);
-  /* _i / 2 walks the policies; _i >= 10 also sizes the pool by bytes */
-  tcase_add_loop_test(tc, create_every_site, 0, 2 * N_POLICIES);
-  tcase_add_loop_test(tc, seq_ops_every_site, 0, 2 * N_POLICIES);
-  tcase_add_test(tc, engine_every_site);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("pool");
-  tcase_add_test(tc, multi_block_append_all_or_nothing);
-  tcase_add_loop_test(tc, fork_cow_all_or_nothing, 0, 2);
-  tcase_add_test(tc, match_then_append_all_or_nothing);
-  suite_add_tcase(s, tc);
-  return tu_main(s);
-}
+TU_MAIN("oom_sites",
+    /* _i / 2 walks the policies; _i >= 10 also sizes the pool by bytes */
+    {"allocator", 120, {{create_every_site, 0, 2 * N_POLICIES},
+                        {seq_ops_every_site, 0, 2 * N_POLICIES}, {engine_every_site}}},
+    {"pool", 0, {{multi_block_append_all_or_nothing}, {fork_cow_all_or_nothing, 0, 2},
+                 {match_then_append_all_or_nothing}}})

@@ -813,42 +813,14 @@ START_TEST(keys_are_stable) {
 }
 END_TEST
 
-static Suite *prefix_suite(void) {
-  Suite *s = suite_create("prefix");
-  TCase *tc = tcase_create("sharing");
-  tcase_add_test(tc, sharing_same_blocks);
-  tcase_add_test(tc, match_finds_child_among_many);
-  tcase_add_test(tc, dedup_on_commit);
-  tcase_add_test(tc, no_prefix_cache_flag);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("verification");
-  tcase_add_test(tc, weak_keys_never_share_wrong_blocks);
-  tcase_add_test(tc, keys_are_stable);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("namespaces");
-  tcase_add_test(tc, namespaces_isolate);
-  tcase_add_test(tc, many_namespaces_churn);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("pins");
-  tcase_add_test(tc, pins_survive_pressure);
-  tcase_add_test(tc, pinned_block_is_copied_before_write);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("retention");
-  tcase_add_test(tc, retention_expires);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("orphans");
-  tcase_add_test(tc, orphans_kept_by_default);
-  tcase_add_test(tc, orphans_first);
-  tcase_add_test(tc, orphan_readopted_when_parent_returns);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("eviction");
-  tcase_add_test(tc, policy_victim_in_use_is_refused);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("events_reset");
-  tcase_add_loop_test(tc, events_replay_exact_key_set, 0, 2);
-  tcase_add_test(tc, prefix_reset_drops_unused);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(prefix_suite()); }
+TU_MAIN("prefix",
+    {"sharing", 0, {{sharing_same_blocks}, {match_finds_child_among_many}, {dedup_on_commit},
+                   {no_prefix_cache_flag}}},
+    {"verification", 0, {{weak_keys_never_share_wrong_blocks}, {keys_are_stable}}},
+    {"namespaces", 0, {{namespaces_isolate}, {many_namespaces_churn}}},
+    {"pins", 0, {{pins_survive_pressure}, {pinned_block_is_copied_before_write}}},
+    {"retention", 0, {{retention_expires}}},
+    {"orphans", 0,
+     {{orphans_kept_by_default}, {orphans_first}, {orphan_readopted_when_parent_returns}}},
+    {"eviction", 0, {{policy_victim_in_use_is_refused}}},
+    {"events_reset", 0, {{events_replay_exact_key_set, 0, 2}, {prefix_reset_drops_unused}}})

@@ -528,31 +528,12 @@ START_TEST(engine_view) {
 }
 END_TEST
 
-static Suite *seq_suite(void) {
-  Suite *s = suite_create("seq");
-  TCase *tc = tcase_create("bad_input");
-  tcase_add_loop_test(tc, bad_input, 0, (int)(sizeof bad_calls / sizeof bad_calls[0]));
-  suite_add_tcase(s, tc);
-  tc = tcase_create("handles");
-  tcase_add_test(tc, handles_generations);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("append");
-  tcase_add_test(tc, append_slots);
-  tcase_add_test(tc, append_exhausts_pool_exactly);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("fork_cow");
-  tcase_add_test(tc, fork_shares_everything);
-  tcase_add_test(tc, fork_external_queues_copies);
-  tcase_add_test(tc, fork_at_block_boundary_copies_nothing);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("truncate_commit");
-  tcase_add_test(tc, truncate_then_append_copies_cached_tail);
-  tcase_add_test(tc, truncate_exclusive_tail_is_rewritten_in_place);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("engine");
-  tcase_add_test(tc, engine_view);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(seq_suite()); }
+TU_MAIN("seq",
+    {"bad_input", 0, {{bad_input, 0, (int)(sizeof bad_calls / sizeof bad_calls[0])}}},
+    {"handles", 0, {{handles_generations}}},
+    {"append", 0, {{append_slots}, {append_exhausts_pool_exactly}}},
+    {"fork_cow", 0, {{fork_shares_everything}, {fork_external_queues_copies},
+                    {fork_at_block_boundary_copies_nothing}}},
+    {"truncate_commit", 0, {{truncate_then_append_copies_cached_tail},
+                           {truncate_exclusive_tail_is_rewritten_in_place}}},
+    {"engine", 0, {{engine_view}}})

@@ -428,21 +428,8 @@ START_TEST(bad_input) {
 }
 END_TEST
 
-static Suite *seqops_suite(void) {
-  Suite *s = suite_create("seqops");
-  TCase *tc = tcase_create("model");
-  tcase_set_timeout(tc, 120);
-  tcase_add_loop_test(tc, model, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("ops");
-  tcase_add_test(tc, list_and_keep);
-  tcase_add_loop_test(tc, aligned_shift_moves_nothing, 0, 2);
-  tcase_add_test(tc, unaligned_external_copies);
-  tcase_add_test(tc, shifted_blocks_never_cached);
-  tcase_add_test(tc, full_pool_shift);
-  tcase_add_test(tc, bad_input);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(seqops_suite()); }
+TU_MAIN("seqops",
+    {"model", 120, {{model, 0, 4}}},
+    {"ops", 0, {{list_and_keep}, {aligned_shift_moves_nothing, 0, 2},
+               {unaligned_external_copies}, {shifted_blocks_never_cached}, {full_pool_shift},
+               {bad_input}}})

@@ -794,32 +794,11 @@ START_TEST(capacity_evict_common_prefix) {
 }
 END_TEST
 
-static Suite *server_suite(void) {
-  Suite *s = suite_create("server");
-  TCase *tc = tcase_create("probe");
-  tcase_add_test(tc, probe_changes_nothing);
-  tcase_add_test(tc, attach_probed_hit);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("stable_tables");
-  tcase_add_test(tc, tables_stable_by_default);
-  tcase_add_test(tc, dedup_remaps_and_defers);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("lookahead_deltas");
-  tcase_add_test(tc, lookahead_slots);
-  tcase_add_test(tc, deltas_report_new_and_copied);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("batch");
-  tcase_add_test(tc, batch_decode_step);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("events");
-  tcase_add_test(tc, pulled_events_match_pushed);
-  tcase_add_test(tc, event_queue_overflow_is_marked);
-  tcase_add_test(tc, callback_reentry_is_refused);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("capacity");
-  tcase_add_test(tc, capacity_evict_common_prefix);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(server_suite()); }
+TU_MAIN("server",
+    {"probe", 0, {{probe_changes_nothing}, {attach_probed_hit}}},
+    {"stable_tables", 0, {{tables_stable_by_default}, {dedup_remaps_and_defers}}},
+    {"lookahead_deltas", 0, {{lookahead_slots}, {deltas_report_new_and_copied}}},
+    {"batch", 0, {{batch_decode_step}}},
+    {"events", 0, {{pulled_events_match_pushed}, {event_queue_overflow_is_marked},
+                  {callback_reentry_is_refused}}},
+    {"capacity", 0, {{capacity_evict_common_prefix}}})

@@ -132,6 +132,26 @@ int tu_main(Suite *suite) {
   return failed ? 1 : 0;
 }
 
+Suite *tu_suite(const char *name, const tu_tcase *tcases) {
+  Suite *s = suite_create(name);
+  for (const tu_tcase *t = tcases; t->name; t++) {
+    TCase *tc = tcase_create(t->name);
+    if (t->timeout > 0) tcase_set_timeout(tc, t->timeout);
+    for (const tu_test *x = t->tests; x < t->tests + TU_MAX_TESTS && x->fn; x++) {
+      if (x->hi > x->lo)
+        tcase_add_loop_test(tc, x->fn, x->lo, x->hi);
+      else
+        tcase_add_test(tc, x->fn);
+    }
+    suite_add_tcase(s, tc);
+  }
+  return s;
+}
+
+int tu_run(const char *name, const tu_tcase *tcases) {
+  return tu_main(tu_suite(name, tcases));
+}
+
 /* ------------------------------------------------ test policy */
 
 typedef struct lowest_state {
@@ -217,4 +237,10 @@ int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size))
   }
   closedir(d);
   return n;
+}
+
+int tu_replay_fuzz(const char *name, int (*run)(const uint8_t *data, size_t size)) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/tests/fuzz/%s", tu_srcdir(), name);
+  return tu_replay_dir(dir, run);
 }

@@ -62,6 +62,31 @@ int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos);
 /* Runs a suite; the process exit code. */
 int tu_main(Suite *suite);
 
+/* A suite written as data, so each file ends with the list of its tests
+ * rather than the calls that build it.  A test is {fn} (one run) or
+ * {fn, lo, hi} (a loop test: runs for _i = lo .. hi - 1); a tcase is its
+ * name, a timeout in seconds (0: Check's default) and up to TU_MAX_TESTS
+ * tests; the list of tcases ends with {NULL}. */
+#define TU_MAX_TESTS 24
+typedef struct tu_test {
+  const TTest *fn;
+  int lo, hi; /* hi > lo: a loop test */
+} tu_test;
+typedef struct tu_tcase {
+  const char *name;
+  double timeout;
+  tu_test tests[TU_MAX_TESTS];
+} tu_tcase;
+Suite *tu_suite(const char *name, const tu_tcase *tcases);
+/* tu_main(tu_suite(name, tcases)). */
+int tu_run(const char *name, const tu_tcase *tcases);
+/* A test file's main: TU_MAIN("name", {"tcase", timeout, {{fn}, ...}}, ...). */
+#define TU_MAIN(name, ...)                                   \
+  int main(void) {                                           \
+    const tu_tcase tu_tcases_[] = {__VA_ARGS__, {NULL}};     \
+    return tu_run((name), tu_tcases_);                       \
+  }
+
 /* A tiny test-only policy: evicts the lowest-numbered candidate. */
 extern const pkv_policy_ops tu_policy_lowest;
 
@@ -79,5 +104,8 @@ const char *tu_srcdir(void);
  * libFuzzer harness drives; returns how many files ran, -1 if dir cannot be
  * opened. */
 int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size));
+/* tu_replay_dir of tests/fuzz/<name> under tu_srcdir() (name: "corpus_ops",
+ * "regress_trace", ...). */
+int tu_replay_fuzz(const char *name, int (*run)(const uint8_t *data, size_t size));
 
 #endif
