@@ -36,6 +36,7 @@
  */
 #include "pagedkv/pagedkv.h"
 #include "internal.h"
+#include "fuzz_common.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1109,9 +1110,4 @@ int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_ops_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_ops_run)
