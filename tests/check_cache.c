@@ -126,8 +126,7 @@ START_TEST(config_memory_bytes) {
   ck_assert_uint_eq(st.blocks_free, 37);
   ck_assert_uint_eq(st.kv_bytes, 0);
   ck_assert_str_eq(st.policy, "lru");
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -165,15 +164,12 @@ START_TEST(layout_owned) {
   ck_assert_int_eq(pkv_cache_layout(NULL, &L), PKV_EINVAL);
   pkv_stats st = tu_stats(c);
   ck_assert_uint_ge(st.kv_bytes, 4 * L.layer_bytes);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(layout_external) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 5, 3);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 5, 3);
   void *k, *v;
   ck_assert_int_eq(pkv_cache_kv(c, 0, &k, &v), PKV_ENOTSUP);
   pkv_kv_layout L;

@@ -53,8 +53,7 @@ START_TEST(dense_table) {
   ck_assert_int_eq(pkv_block_table(b.c, b.s, 4, table, 4, NULL), 0);
   ck_assert_int_eq(pkv_block_table(b.c, b.s, 4, table, 3, NULL), PKV_ENOSPC);
   ck_assert_int_eq(pkv_block_table(b.c, NULL, 0, NULL, 0, NULL), 0);
-  TU_CHECK(b.c);
-  pkv_cache_destroy(b.c);
+  TU_DONE(b.c);
 }
 END_TEST
 

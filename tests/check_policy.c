@@ -1100,23 +1100,15 @@ static void probe_remove(void *s, int32_t b) {
   (void)s;
   probe.held[b] = false;
 }
-static const pkv_policy_ops probe_ops = {
-    .version = PKV_POLICY_VERSION, .name = "test-parent-probe",
-    .create = probe_create, .destroy = probe_destroy,
-    .on_insert = probe_insert, .on_hit = probe_hook,
-    .on_evictable = probe_hook, .on_pinned = probe_hook,
-    .choose_victim = probe_victim, .on_remove = probe_remove};
+static const pkv_policy_ops probe_ops =
+    TU_POLICY_OPS("test-parent-probe", probe_create, probe_destroy, probe_insert, probe_hook,
+                  probe_hook, probe_hook, probe_victim, probe_remove);
 
 /* A cache of num_blocks 4-token blocks in external mode (ids only) under
  * the named policy. */
 static pkv_cache *ext_cache(const char *policy, uint32_t num_blocks) {
   pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 8;
-  cfg.block_size = 4;
-  cfg.num_blocks = num_blocks;
+  tu_config_shape(&cfg, 1, 1, 8, 4, num_blocks);
   cfg.storage = PKV_STORAGE_EXTERNAL;
   cfg.policy = policy;
   pkv_cache *c;
@@ -1447,11 +1439,9 @@ static int32_t none_victim(void *s, uint64_t now) {
 }
 static void noop_remove(void *s, int32_t b) { (void)s, (void)b; }
 
-#define USER_OPS(nm)                                                        \
-  {.version = PKV_POLICY_VERSION, .name = nm, .create = ok_create,          \
-   .destroy = noop_state, .on_insert = noop_hook, .on_hit = noop_hook,      \
-   .on_evictable = noop_hook, .on_pinned = noop_hook,                       \
-   .choose_victim = none_victim, .on_remove = noop_remove}
+#define USER_OPS(nm)                                                                 \
+  TU_POLICY_OPS(nm, ok_create, noop_state, noop_hook, noop_hook, noop_hook, noop_hook, \
+                none_victim, noop_remove)
 
 static bool names_have(const char *name) {
   for (const char *const *n = pkv_policy_names(); *n; n++)

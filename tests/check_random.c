@@ -556,8 +556,7 @@ static void run_policy(int variant, const char *policy, bool lazy) {
   ck_assert_uint_gt(st.batch_calls, 0);
   if (w->n_deferred)
     ck_assert_int_eq(pkv_blocks_release(w->c, w->deferred, w->n_deferred), 0);
-  TU_CHECK(w->c);
-  pkv_cache_destroy(w->c);
+  TU_DONE(w->c);
   free(w->shadow);
   free(w);
 }
