@@ -38,16 +38,9 @@
 
 #define FE_MAX_INJECT 24
 
-typedef struct fe_in {
-  const uint8_t *p;
-  size_t n;
-} fe_in;
+typedef pkv_fuzz_in fe_in;
 
-static unsigned fe_byte(fe_in *in) {
-  if (!in->n) return 0;
-  in->n--;
-  return *in->p++;
-}
+static unsigned fe_byte(fe_in *in) { return pkv_fuzz_byte(in); }
 static unsigned fe_u16(fe_in *in) { return fe_byte(in) | fe_byte(in) << 8; }
 
 static const float fe_special[] = {

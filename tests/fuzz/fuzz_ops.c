@@ -50,16 +50,8 @@
 #define FZ_MAX_STALE 8
 #define FZ_MAX_PINS 6
 
-typedef struct fz_reader {
-  const uint8_t *p;
-  size_t n;
-} fz_reader;
-
-static uint8_t rd8(fz_reader *r) {
-  if (r->n == 0) return 0;
-  r->n--;
-  return *r->p++;
-}
+typedef pkv_fuzz_in fz_reader;
+static uint8_t rd8(fz_reader *r) { return pkv_fuzz_byte(r); }
 
 typedef struct fz_seq {
   pkv_seq_id id;
