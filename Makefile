@@ -251,6 +251,7 @@ FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
 
 fuzz: $(FUZZ_BIN)
+$(FUZZ_BIN): tests/fuzz/fuzz_common.h
 
 $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
