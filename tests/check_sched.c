@@ -12,8 +12,8 @@
 
 #include "pagedkv/policy.h"
 
-#include "../tools/cli.c"
-#include "../tools/scheduler.c"
+#include "../tools/cli.h"
+#include "../tools/scheduler.h"
 
 enum { MAX_SEQ_LOG = 4096 };
 

@@ -10,11 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../tools/cli.c"
-#include "../tools/opts.c"
-#include "../tools/sim.c"
-#include "../tools/sim_manager.c"
-#include "../tools/trace.c"
+#include "../tools/cli.h"
+#include "../tools/opts.h"
+#include "../tools/sim.h"
+#include "../tools/trace.h"
 
 #define PKV_FUZZ_NO_MAIN
 #include "fuzz/fuzz_cli.c"
@@ -370,7 +369,7 @@ static int resolve(policy_set *ps, int argc, const char **args) {
   char err[256];
   int rc = sim_opts_parse(argc + 1, argv, &o, err, sizeof err);
   if (rc) return rc;
-  rc = resolve_policies(&o, ps);
+  rc = sim_resolve_policies(&o, ps);
   /* ps->args point into o: compare before freeing. */
   static char kept[4][64];
   for (size_t k = 0; k < ps->n && k < 4; k++) {

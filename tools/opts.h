@@ -78,6 +78,26 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
 /* "f32" / "f16" / "bf16". */
 const char *opts_dtype_name(pkv_dtype d);
 
+/* Shared by the parsers (opts.c): the message into err, returning
+ * CLI_EXIT_USAGE; a flag's integer value in [lo, hi], or the message
+ * naming the flag and the range. */
+int opts_bad(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int opts_u64_flag(const char *flag, const char *value, uint64_t lo, uint64_t hi, uint64_t *out,
+                  char *err, size_t cap);
+
+/* The getopt loop both parsers run: resets getopt, calls flag(ctx, opt,
+ * optarg, err, cap) for each option (it returns 0, CLI_EXIT_USAGE with the
+ * reason in err, or -1 for an option it does not know), and names a
+ * missing value or an unknown option itself.  Returns 0 or CLI_EXIT_USAGE. */
+struct option;
+typedef int (*opts_flag_fn)(void *ctx, int opt, const char *arg, char *err, size_t cap);
+int opts_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                opts_flag_fn flag, void *ctx, char *err, size_t err_cap);
+/* Rows of a longopts table. */
+#define OPTS_ARG(name, code) {name, required_argument, NULL, code}
+#define OPTS_FLAG(name, code) {name, no_argument, NULL, code}
+#define OPTS_END {NULL, 0, NULL, 0}
+
 /* A path that will be written by gnuplot must be printable: false (with the
  * reason in err) if it holds a control character or is empty or "-". */
 bool opts_plot_path_ok(const char *flag, const char *path, char *err, size_t err_cap);

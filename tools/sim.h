@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pagedkv/policy.h"
 #include "trace.h"
@@ -85,5 +86,59 @@ int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress);
+
+/* ------------------------------------------------------------ the command
+ * `pagedkv sim` in phases: options (opts.h) -> policies (sim_policy.c) ->
+ * plan of jobs, run on threads (sim.c) -> report (sim_report.c). */
+
+struct sim_opts;
+
+enum { SIM_MAX_POLICIES = 64 };
+
+/* The policies to run, each with its --policy-args (or NULL). */
+typedef struct policy_set {
+  const pkv_policy_ops *ops[SIM_MAX_POLICIES];
+  const char *args[SIM_MAX_POLICIES];
+  size_t n;
+} policy_set;
+
+/* Fills *ps from --policy, --policy-lib and --policy-args: loads and tries
+ * the plug-in, checks each policy's arguments.  Returns 0 or an exit status
+ * (message printed). */
+int sim_resolve_policies(const struct sim_opts *o, policy_set *ps);
+
+typedef struct sim_job {
+  const pkv_policy_ops *ops; /* NULL = Belady */
+  const char *args;          /* the policy's --policy-args, or NULL */
+  uint32_t capacity;         /* as asked (the table's) */
+  uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
+  sim_result res;
+} sim_job;
+
+typedef struct sim_plan {
+  const sim_stream *stream;
+  sim_model model;
+  uint32_t hold;
+  sim_job *jobs;
+  size_t n_jobs;
+  _Atomic size_t next_job;
+  _Atomic size_t jobs_done;
+  _Atomic uint64_t progress;
+} sim_plan;
+
+/* Report (sim_report.c): the table, the notes under it, CSV, JSON, plot. */
+double sim_ratio(uint64_t a, uint64_t b);
+/* The figure plotted and compared: prefix hits through the manager, block
+ * hits in the simple model (the reference's measure). */
+double sim_headline(sim_model model, const sim_result *r);
+void sim_print_table(FILE *f, const sim_plan *pl, const uint64_t *caps, size_t n_caps);
+void sim_print_notes(FILE *f, const sim_plan *pl, const trace *t, const uint64_t *caps,
+                     size_t n_caps);
+int sim_write_csv(const sim_plan *pl, const char *path);
+int sim_write_json(const sim_plan *pl, const char *trace_path, const char *path);
+int sim_write_plot(const sim_plan *pl, const char *trace_path, const char *path,
+                   const uint64_t *caps, size_t n_caps, const char *const *names,
+                   size_t n_names);
+void sim_help(void);
 
 #endif

@@ -57,11 +57,80 @@ static void replay_tokens(const sim_stream *s, size_t r, int32_t *out) {
   }
 }
 
+/* A manager replay: the cache, the ring of held sequences, the clock. */
+typedef struct mgr_replay {
+  const sim_stream *s;
+  pkv_cache *cache;
+  logical_clock clk;
+  int32_t *tokens;  /* [max_input] */
+  pkv_seq_id *held; /* [hold + 1] */
+  uint32_t hold;
+} mgr_replay;
+
+/* Request q: create, match, append + commit the rest, hold or free. */
+static int manager_request(mgr_replay *m, size_t q, sim_result *r) {
+  const sim_stream *s = m->s;
+  const trace_req *tr = &s->t->reqs[q];
+  uint32_t len = tr->input_len;
+  if (tr->arrival_ns > m->clk.now) m->clk.now = tr->arrival_ns;
+  replay_tokens(s, q, m->tokens);
+  pkv_seq_id seq;
+  uint32_t matched = 0;
+  int rc;
+  if ((rc = pkv_seq_create(m->cache, NULL, &seq))) return rc;
+  if ((rc = pkv_seq_match_prefix(m->cache, seq, m->tokens, len, 0, &matched))) return rc;
+  r->hit_tokens += matched;
+  r->block_hits += matched / s->block_size;
+  r->prompt_tokens += len;
+  r->lookups += s->req_pos[q + 1] - s->req_pos[q];
+  if (matched < len) {
+    rc = pkv_seq_append(m->cache, seq, m->tokens + matched, len - matched, NULL);
+    if (rc == PKV_ENOMEM) { /* held sequences fill the pool: it cannot run */
+      r->dropped++;
+      pkv_seq_free(m->cache, seq);
+      seq = PKV_SEQ_NONE;
+    } else if (rc || (rc = pkv_seq_commit(m->cache, seq, len))) {
+      return rc;
+    }
+  }
+  /* Ring of the last hold+1 sequences: the oldest leaves now. */
+  size_t slot = q % ((size_t)m->hold + 1);
+  if (m->held[slot] && (rc = pkv_seq_free(m->cache, m->held[slot]))) return rc;
+  m->held[slot] = seq;
+  if (m->hold == 0 && seq) {
+    if ((rc = pkv_seq_free(m->cache, seq))) return rc;
+    m->held[slot] = PKV_SEQ_NONE;
+  }
+  /* Nothing is ever written into a shared block here, but drain anyway so
+   * a policy or core change cannot grow the queue without bound. */
+  pkv_copy copies[64];
+  uint32_t n_out = 0, pending = 0;
+  do {
+    if ((rc = pkv_pool_drain_copies(m->cache, copies, 64, &n_out, &pending))) return rc;
+    r->copies += n_out;
+  } while (pending);
+  return 0;
+}
+
+/* After the replay: the cache must still be sound; its evictions. */
+static int manager_finish(pkv_cache *cache, sim_result *r) {
+  char why[160];
+  pkv_stats st;
+  int rc;
+  if ((rc = pkv_check(cache, why, sizeof why)))
+    snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
+  else if ((rc = pkv_stats_get(cache, &st)) == 0)
+    r->evictions = st.evictions;
+  else
+    snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
+  return rc;
+}
+
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress) {
   uint64_t t0 = cli_now_ns();
-  logical_clock clk = {0};
+  mgr_replay m = {.s = s, .hold = hold};
   pkv_config cfg;
   pkv_config_init(&cfg);
   cfg.n_layers = 1;
@@ -73,79 +142,27 @@ int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
   cfg.policy_ops = ops;
   cfg.policy_args = args;
   cfg.clock = clock_tick;
-  cfg.clock_user = &clk;
-  pkv_cache *cache = NULL;
-  int32_t *tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *tokens);
-  pkv_seq_id *held = calloc((size_t)hold + 1, sizeof *held);
-  int rc = tokens && held ? pkv_cache_create(&cfg, &cache) : PKV_ENOMEM;
+  cfg.clock_user = &m.clk;
+  m.tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *m.tokens);
+  m.held = calloc((size_t)hold + 1, sizeof *m.held);
+  int rc = m.tokens && m.held ? pkv_cache_create(&cfg, &m.cache) : PKV_ENOMEM;
   if (rc) {
     snprintf(r->err, sizeof r->err, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
     goto out;
   }
-  pkv_copy copies[64];
-  for (size_t q = 0; q < s->n_reqs; q++) {
-    const trace_req *tr = &s->t->reqs[q];
-    uint32_t len = tr->input_len;
-    uint64_t arrival = tr->arrival_ns;
-    if (arrival > clk.now) clk.now = arrival;
-    replay_tokens(s, q, tokens);
-    pkv_seq_id seq;
-    uint32_t matched = 0;
-    if ((rc = pkv_seq_create(cache, NULL, &seq))) break;
-    if ((rc = pkv_seq_match_prefix(cache, seq, tokens, len, 0, &matched))) break;
-    r->hit_tokens += matched;
-    r->block_hits += matched / s->block_size;
-    r->prompt_tokens += len;
-    r->lookups += s->req_pos[q + 1] - s->req_pos[q];
-    if (matched < len) {
-      rc = pkv_seq_append(cache, seq, tokens + matched, len - matched, NULL);
-      if (rc == PKV_ENOMEM) { /* held sequences fill the pool: it cannot run */
-        r->dropped++;
-        pkv_seq_free(cache, seq);
-        seq = PKV_SEQ_NONE;
-        rc = 0;
-      } else if (rc) {
-        break;
-      } else if ((rc = pkv_seq_commit(cache, seq, len))) {
-        break;
-      }
-    }
-    /* Ring of the last hold+1 sequences: the oldest leaves now. */
-    size_t slot = q % ((size_t)hold + 1);
-    if (held[slot] && (rc = pkv_seq_free(cache, held[slot]))) break;
-    held[slot] = seq;
-    if (hold == 0 && seq) {
-      if ((rc = pkv_seq_free(cache, seq))) break;
-      held[slot] = PKV_SEQ_NONE;
-    }
-    /* Nothing is ever written into a shared block here, but drain anyway so
-     * a policy or core change cannot grow the queue without bound. */
-    uint32_t n_out = 0, pending = 0;
-    do {
-      if ((rc = pkv_pool_drain_copies(cache, copies, 64, &n_out, &pending))) break;
-      r->copies += n_out;
-    } while (pending);
-    if (rc) break;
-    if (progress && (q & 63) == 63) atomic_fetch_add_explicit(progress, 64, memory_order_relaxed);
+  for (size_t q = 0; !rc && q < s->n_reqs; q++) {
+    rc = manager_request(&m, q, r);
+    if (!rc && progress && (q & 63) == 63) atomic_fetch_add_explicit(progress, 64, memory_order_relaxed);
   }
   if (progress) atomic_fetch_add_explicit(progress, s->n_reqs & 63, memory_order_relaxed);
-  if (rc) {
+  if (rc)
     snprintf(r->err, sizeof r->err, "replay: %s (%s)", pkv_strerror(rc), pkv_last_error());
-  } else {
-    /* The replay is only worth reporting if the cache is still sound. */
-    char why[160];
-    pkv_stats st;
-    if ((rc = pkv_check(cache, why, sizeof why)))
-      snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
-    else if ((rc = pkv_stats_get(cache, &st)) == 0)
-      r->evictions = st.evictions;
-    else
-      snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
-  }
+  else
+    rc = manager_finish(m.cache, r);
 out:
-  pkv_cache_destroy(cache);
-  free(tokens);
-  free(held);
+  pkv_cache_destroy(m.cache);
+  free(m.tokens);
+  free(m.held);
   r->seconds = (double)(cli_now_ns() - t0) / 1e9;
   return r->rc = rc;
 }
