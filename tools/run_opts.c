@@ -28,6 +28,9 @@ static const struct {
     {"f32", PKV_DTYPE_F32},
     {"f16", PKV_DTYPE_F16},
     {"bf16", PKV_DTYPE_BF16},
+    {"i8", PKV_DTYPE_I8},             /* quantized: 1-byte codes + a scale per row */
+    {"fp8_e4m3", PKV_DTYPE_FP8_E4M3},
+    {"fp8_e5m2", PKV_DTYPE_FP8_E5M2},
 };
 #define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
 
@@ -122,7 +125,7 @@ static int parse_dtype(run_parse *rp, const char *arg, char *err, size_t cap) {
       rp->dtype = (int)dtypes[i].dtype;
       return 0;
     }
-  return opts_bad(err, cap, "--dtype: '%s' is not f32, f16 or bf16", arg);
+  return opts_bad(err, cap, "--dtype: '%s' is not f32, f16, bf16, i8, fp8_e4m3 or fp8_e5m2", arg);
 }
 
 static int parse_len_range(const char *flag, const char *arg, run_range *out, char *err,

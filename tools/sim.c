@@ -87,6 +87,120 @@ static int run_jobs(sim_plan *pl, size_t jobs, bool quiet) {
   return status; /* nothing partial is printed after a failure */
 }
 
+/* ---------------------------------------------------------------- cluster */
+
+/* The cluster view's configurations: every --nodes count x every route. */
+typedef struct cluster_job {
+  sim_cluster_cfg cfg;
+  uint64_t *caps; /* [nodes] */
+} cluster_job;
+
+typedef struct cluster_run {
+  const sim_stream *stream;
+  cluster_job *jobs;
+  sim_cluster_result *res;
+  size_t n;
+  _Atomic size_t next, done;
+  _Atomic uint64_t progress;
+} cluster_run;
+
+static void *cluster_worker(void *arg) {
+  cluster_run *cr = arg;
+  for (size_t i; (i = atomic_fetch_add(&cr->next, 1)) < cr->n; atomic_fetch_add(&cr->done, 1))
+    sim_run_cluster(cr->stream, &cr->jobs[i].cfg, &cr->res[i], &cr->progress);
+  return NULL;
+}
+
+/* One job per (nodes, route); each node gets its --capacity. */
+static int plan_cluster(const sim_opts *o, const policy_set *ps, uint64_t remote_blocks,
+                        cluster_run *cr) {
+  size_t n_routes = (size_t)o->route_rr + o->route_prefix;
+  cr->n = o->n_nodes * n_routes;
+  cr->jobs = calloc(cr->n, sizeof *cr->jobs);
+  cr->res = calloc(cr->n, sizeof *cr->res);
+  if (!cr->jobs || !cr->res) return cli_error("sim", "out of memory");
+  size_t j = 0;
+  for (size_t i = 0; i < o->n_nodes; i++)
+    for (int route = SIM_ROUTE_RR; route <= SIM_ROUTE_PREFIX; route++) {
+      if (route == SIM_ROUTE_RR ? !o->route_rr : !o->route_prefix) continue;
+      cluster_job *cj = &cr->jobs[j++];
+      uint32_t n = (uint32_t)o->nodes[i];
+      if (!(cj->caps = calloc(n, sizeof *cj->caps))) return cli_error("sim", "out of memory");
+      for (uint32_t k = 0; k < n; k++) cj->caps[k] = o->caps[o->n_caps == 1 ? 0 : k];
+      cj->cfg = (sim_cluster_cfg){.n_nodes = n, .caps = cj->caps, .ops = ps->ops[0],
+                                  .args = ps->args[0], .hold = (uint32_t)o->hold,
+                                  .route = (sim_route)route, .load_bound = o->load_bound,
+                                  .remote_blocks = remote_blocks};
+    }
+  return 0;
+}
+
+/* Runs the jobs on --jobs threads with a progress bar; 0 or 1. */
+static int run_cluster_jobs(cluster_run *cr, size_t jobs, bool quiet) {
+  size_t n_threads = jobs < cr->n ? jobs : cr->n, started = 0;
+  pthread_t th[64];
+  if (n_threads > 64) n_threads = 64;
+  cli_progress prog;
+  cli_progress_init(&prog, "sim", (uint64_t)cr->n * cr->stream->n_reqs, quiet);
+  for (; started < n_threads; started++)
+    if (pthread_create(&th[started], NULL, cluster_worker, cr)) break;
+  if (!started) cluster_worker(cr);
+  while (atomic_load(&cr->done) < cr->n) {
+    cli_progress_update(&prog, atomic_load(&cr->progress), "cluster replays");
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+  }
+  for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+  cli_progress_update(&prog, atomic_load(&cr->progress), "done");
+  cli_progress_finish(&prog);
+  int status = 0;
+  for (size_t i = 0; i < cr->n; i++)
+    if (cr->res[i].rc)
+      status = cli_error("sim", "%u nodes, route %s: %s", cr->jobs[i].cfg.n_nodes,
+                         sim_route_name(cr->jobs[i].cfg.route), cr->res[i].err);
+  return status;
+}
+
+/* `pagedkv sim --nodes`: plan, run, report. */
+static int cmd_cluster(const sim_opts *o, const policy_set *ps, const trace *t,
+                       const sim_stream *stream) {
+  if (ps->n != 1)
+    return cli_usage_error("sim", "--nodes: one policy per cluster (%zu given)", ps->n);
+  uint64_t remote_blocks = 0;
+  if (o->remote_bytes) {
+    uint64_t block_bytes = o->kv_token_bytes * stream->block_size;
+    if (!(remote_blocks = o->remote_bytes / block_bytes))
+      return cli_usage_error("sim", "--shared-remote: %llu bytes hold no block of %llu bytes "
+                                    "(%u tokens x --kv-bytes-per-token %llu)",
+                             (unsigned long long)o->remote_bytes, (unsigned long long)block_bytes,
+                             stream->block_size, (unsigned long long)o->kv_token_bytes);
+  }
+  cluster_run cr = {.stream = stream};
+  int status = plan_cluster(o, ps, remote_blocks, &cr);
+  if (!status) status = run_cluster_jobs(&cr, o->jobs, o->quiet);
+  if (!status) {
+    sim_cluster_plan cp = {.stream = stream, .policy = ps->ops[0]->name, .hold = (uint32_t)o->hold,
+                           .caps = o->caps, .n_caps = o->n_caps, .remote_blocks = remote_blocks,
+                           .res = cr.res, .n_res = cr.n};
+    FILE *tf = (o->json && !strcmp(o->json, "-")) || (o->csv && !strcmp(o->csv, "-")) ? stderr : stdout;
+    fprintf(tf, "trace %s: %zu requests, %llu prompt tokens, %llu block lookups, block size %u, "
+                "manager model, policy %s, hold %llu, load bound %.2f, shared remote %llu blocks\n",
+            o->trace_path, stream->n_reqs, (unsigned long long)t->prompt_tokens,
+            (unsigned long long)stream->n_pos, stream->block_size, cp.policy,
+            (unsigned long long)o->hold, o->load_bound, (unsigned long long)remote_blocks);
+    sim_cluster_print(tf, &cp);
+    if (o->csv && sim_cluster_write_csv(&cp, o->csv)) status = 1;
+    if (o->json && sim_cluster_write_json(&cp, o->trace_path, o->json)) status = 1;
+    if (o->plot && sim_cluster_write_plot(&cp, o->trace_path, o->plot)) status = 1;
+  }
+  for (size_t i = 0; cr.jobs && i < cr.n; i++) {
+    free(cr.jobs[i].caps);
+    if (cr.res) sim_cluster_result_free(&cr.res[i]);
+  }
+  free(cr.jobs);
+  free(cr.res);
+  return status;
+}
+
 /* One job per (capacity, policy), Belady last at each capacity; *names
  * gets the policies' names in that order (the plot's lines). */
 static int plan_jobs(sim_plan *pl, const sim_opts *o, const policy_set *ps,
@@ -164,6 +278,11 @@ int cmd_sim(int argc, char **argv) {
   size_t n_names = 0;
   policy_set ps;
   if ((status = sim_resolve_policies(&o, &ps))) goto out;
+  if (o.nodes) { /* the cluster view */
+    if (o.plot && !cli_gnuplot_available("sim")) status = 1;
+    else if (!(status = load_stream(&o, &t, &stream))) status = cmd_cluster(&o, &ps, &t, &stream);
+    goto out;
+  }
   if (!ps.n && !o.belady) {
     status = cli_usage_error("sim", "nothing to run (no policy and --no-belady)");
     goto out;

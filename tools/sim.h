@@ -82,10 +82,75 @@ int sim_run_simple(const sim_stream *s, const pkv_policy_ops *ops,
  * the current one cannot be evicted. */
 int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
                    uint32_t hold, sim_result *r, _Atomic uint64_t *progress);
+/* One server of the manager model: a pkv_cache in external mode of
+ * capacity blocks (sim_manager.c).  open: 0 or an error code with err set;
+ * probe: the tokens a prefix match would reuse now (read-only); request:
+ * request q (its tokens from sim_replay_tokens) matched, appended,
+ * committed, held for `hold` of this node's requests, counted into *r,
+ * *matched = tokens reused; close: checks the cache (r->err on a broken
+ * invariant), adds its evictions to r (r may be NULL: no check), frees it. */
+typedef struct sim_node sim_node;
+int sim_node_open(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
+                  const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap);
+uint32_t sim_node_probe(sim_node *n, const int32_t *tokens, uint32_t n_tokens);
+int sim_node_request(sim_node *n, size_t q, const int32_t *tokens, sim_result *r,
+                     uint32_t *matched);
+int sim_node_close(sim_node *n, sim_result *r);
+/* Request q's prompt tokens for the manager model (equal ids, equal token
+ * blocks; cheaper than sim_request_tokens): out[0 .. input_len). */
+void sim_replay_tokens(const sim_stream *s, size_t q, int32_t *out);
+
 /* The real manager in external mode. */
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress);
+
+/* ------------------------------------------------------------ the cluster
+ * `pagedkv sim --nodes N` (sim_cluster.c): the trace split over N manager
+ * nodes, each its own pkv_cache, with a router in front and optionally a
+ * shared remote tier every node reaches after a local miss. */
+
+typedef enum sim_route { SIM_ROUTE_RR = 0, SIM_ROUTE_PREFIX = 1 } sim_route;
+
+typedef struct sim_cluster_cfg {
+  uint32_t n_nodes;
+  const uint64_t *caps;       /* [n_nodes] blocks per node */
+  const pkv_policy_ops *ops;  /* every node's policy */
+  const char *args;           /* its --policy-args, or NULL */
+  uint32_t hold;              /* per node: its own last `hold` requests */
+  sim_route route;
+  /* prefix: a node may take a request only while its request count stays
+   * <= ceil(load_bound * (requests routed + 1) / n_nodes); >= 1. */
+  double load_bound;
+  uint64_t remote_blocks;     /* shared remote tier (LRU), 0 = none */
+} sim_cluster_cfg;
+
+typedef struct sim_node_load {
+  uint32_t capacity;
+  uint64_t requests, lookups, prompt_tokens, hit_tokens, remote_hit_tokens;
+  uint64_t evictions, dropped;
+} sim_node_load;
+
+typedef struct sim_cluster_result {
+  uint32_t n_nodes;
+  sim_route route;
+  double load_bound;
+  sim_node_load *node;        /* [n_nodes] (malloc'ed: sim_cluster_result_free) */
+  sim_node_load all;          /* sums over the nodes */
+  uint64_t remote_evictions;
+  double imbalance;           /* max requests of a node / mean (1 = even) */
+  double block_imbalance;     /* the same over block lookups */
+  double seconds;
+  int rc;
+  char err[256];
+} sim_cluster_result;
+
+/* Replays the stream over the cluster; progress (may be NULL) advances by
+ * one per request.  Returns 0 or an error code (r->err says why). */
+int sim_run_cluster(const sim_stream *s, const sim_cluster_cfg *cfg, sim_cluster_result *r,
+                    _Atomic uint64_t *progress);
+void sim_cluster_result_free(sim_cluster_result *r);
+const char *sim_route_name(sim_route route);
 
 /* ------------------------------------------------------------ the command
  * `pagedkv sim` in phases: options (opts.h) -> policies (sim_policy.c) ->
@@ -140,5 +205,22 @@ int sim_write_plot(const sim_plan *pl, const char *trace_path, const char *path,
                    const uint64_t *caps, size_t n_caps, const char *const *names,
                    size_t n_names);
 void sim_help(void);
+
+/* The cluster's report (sim_cluster_report.c): table, per-node table,
+ * CSV, JSON, plot of hit ratio vs nodes. */
+typedef struct sim_cluster_plan {
+  const sim_stream *stream;
+  const char *policy;
+  uint32_t hold;
+  const uint64_t *caps;       /* as given: one per node, or one for all */
+  size_t n_caps;
+  uint64_t remote_blocks;
+  sim_cluster_result *res;    /* [n_res], nodes-major, then route */
+  size_t n_res;
+} sim_cluster_plan;
+void sim_cluster_print(FILE *f, const sim_cluster_plan *cp);
+int sim_cluster_write_csv(const sim_cluster_plan *cp, const char *path);
+int sim_cluster_write_json(const sim_cluster_plan *cp, const char *trace_path, const char *path);
+int sim_cluster_write_plot(const sim_cluster_plan *cp, const char *trace_path, const char *path);
 
 #endif
