@@ -31,6 +31,7 @@
  */
 #include "engine_internal.h"
 #include "../tu_paged.h"
+#include "fuzz_common.h"
 
 #include <float.h>
 #include <math.h>
@@ -41,16 +42,9 @@
 
 #define FE_MAX_INJECT 24
 
-typedef struct fe_in {
-  const uint8_t *p;
-  size_t n;
-} fe_in;
+typedef pkv_fuzz_in fe_in;
 
-static unsigned fe_byte(fe_in *in) {
-  if (!in->n) return 0;
-  in->n--;
-  return *in->p++;
-}
+static unsigned fe_byte(fe_in *in) { return pkv_fuzz_byte(in); }
 static unsigned fe_u16(fe_in *in) { return fe_byte(in) | fe_byte(in) << 8; }
 
 static const float fe_special[] = {
@@ -76,14 +70,13 @@ typedef struct fe_case {
 
 static void fe_fail(const fe_case *c, const char *what, const char *be, uint32_t row,
                     uint32_t d, float got, float want) {
-  fprintf(stderr,
-          "fuzz_engine: %s on %s: row %u elem %u: got %a (%g), reference %a (%g)\n"
-          "  dtype %d Hkv %u G %u D %u Dv %u block %u total %u pos0 %u n %u chunk %u threads %u "
-          "scale %g\n",
-          what, be, row, d, (double)got, (double)got, (double)want, (double)want, (int)c->dt,
-          c->Hkv, c->G, c->D, c->Dv, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
-          (double)c->scale);
-  abort();
+  pkv_fuzz_fail("fuzz_engine",
+                "%s on %s: row %u elem %u: got %a (%g), reference %a (%g)\n"
+                "  dtype %d Hkv %u G %u D %u Dv %u block %u total %u pos0 %u n %u chunk %u threads %u "
+                "scale %g",
+                what, be, row, d, (double)got, (double)got, (double)want, (double)want, (int)c->dt,
+                c->Hkv, c->G, c->D, c->Dv, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
+                (double)c->scale);
 }
 
 /* Reference of one query row over keys [0, n_keys) of kv head h, and the
@@ -231,9 +224,4 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_engine_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_engine_run)

@@ -1,5 +1,5 @@
 /*
- * policy_s3fifo.c — S3-FIFO (Yang et al., SOSP'23) adapted to blocks that
+ * policy/s3fifo.c — S3-FIFO (Yang et al., SOSP'23) adapted to blocks that
  * may be in use.
  *
  * Three queues:
@@ -33,13 +33,13 @@
  * once per block and each rotation spends one use, so settle() is O(1)
  * amortized per hook.
  *
- * Ghost (policy_ghost.c): the last `ghost * num_blocks` keys evicted from
+ * Ghost (policy/ghost.c): the last `ghost * num_blocks` keys evicted from
  * S; a key found there at on_insert is taken out and the block starts in M.
  *
  * Args: small=0.1 (share of S, 0..1), ghost=0.9 (ghost entries per block,
  * 0..4), promote=1 (uses in S that earn M, 1..3).
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 enum { Q_SMALL = 0, Q_MAIN = 1 };
 enum { ST_ABSENT = 0, ST_IN_USE = 1, ST_EVICTABLE = 2 };
@@ -79,11 +79,10 @@ static int s3_create(void **out, uint32_t num_blocks, const char *args) {
       {"ghost", &ghost_ratio, 0, 4, false},
       {"promote", &promote, 1, S3_MAX_USES, true},
   };
-  int rc = pkv__policy_check_create("s3fifo", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("s3fifo", args, spec, 3);
-  if (rc) return rc;
-  s3_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy s3fifo: state allocation");
+  int rc;
+  s3_state *st = pkv__policy_state_new("s3fifo", out, num_blocks, args,
+                                       spec, 3, sizeof *st, &rc);
+  if (!st) return rc;
   st->small = small;
   st->promote = (uint8_t)promote;
   st->victim = PKV__NIL;
@@ -208,16 +207,4 @@ static int s3_check(const void *state, const uint8_t *evictable,
   return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_s3fifo = {
-    .version = PKV_POLICY_VERSION,
-    .name = "s3fifo",
-    .create = s3_create,
-    .destroy = s3_destroy,
-    .on_insert = s3_on_insert,
-    .on_hit = s3_on_hit,
-    .on_evictable = s3_on_evictable,
-    .on_pinned = s3_on_pinned,
-    .choose_victim = s3_choose_victim,
-    .on_remove = s3_on_remove,
-    .check = s3_check,
-};
+const pkv_policy_ops pkv__policy_s3fifo = PKV__POLICY_OPS("s3fifo", s3);
