@@ -74,7 +74,7 @@ LDLIBS  := $(LDLIBS_BASE) $(SAN_LIBS)
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
-LIB_SRC   := $(sort $(wildcard libpagedkv/*.c) $(wildcard engine/*.c))
+LIB_SRC   := $(sort $(wildcard libpagedkv/*.c) $(wildcard libpagedkv/tier/*.c) $(wildcard engine/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
@@ -108,7 +108,7 @@ lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
 
-$(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
+$(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/tier/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
 
@@ -242,7 +242,7 @@ FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address
                 -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
-FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c))
+FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c) $(wildcard libpagedkv/tier/*.c))
 
 fuzz: $(FUZZ_BIN)
 

@@ -173,6 +173,7 @@ typedef struct pkv__ns {
   pkv_hash128 digest;    /* XXH3-128 of the typed encoding */
   uint32_t refs;         /* sequences + hashed blocks using it; 0 = slot free */
   uint32_t next;         /* digest chain while live, free list while free */
+  uint32_t quota;        /* tier/quota.c: its quota's index, or UINT32_MAX */
 } pkv__ns;
 
 /* ------------------------------------------------ pins */
@@ -247,6 +248,9 @@ struct pkv_cache {
   uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
   uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
+  struct pkv__tiers *tiers;    /* tier/: stores below the pool, or NULL */
+  struct pkv__quotas *quota;   /* tier/quota.c: namespace quotas, or NULL */
+  uint32_t n_protected;        /* evictable blocks a reservation keeps */
 };
 
 /* ------------------------------------------------ helpers (lock held) */
@@ -313,7 +317,7 @@ int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
 /* pool.c */
 /* Blocks a caller may obtain right now (free + evictable). */
 static inline uint32_t pkv__pool_available(const pkv_cache *c) {
-  return c->n_free + c->n_evictable;
+  return c->n_free + c->n_evictable - c->n_protected;
 }
 /* Takes one block (evicting if none is free); refcount becomes 1. -1 when
  * nothing is available or the policy misbehaved (error set). */
@@ -398,6 +402,27 @@ int32_t pkv__evict_one(pkv_cache *c);
 void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
 void pkv__orphan_push(pkv_cache *c, int32_t b);
 void pkv__pins_destroy(pkv_cache *c);
+
+/* tier/ hooks (tier/tier.h has the rest): one call each from the core. */
+/* evict.c: keep victim b in the tiers below; tiers configured only. */
+void pkv__tier_demote(pkv_cache *c, int32_t b);
+/* prefix.c: extend s's match [0, k) from the tiers; returns the new k. */
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want);
+void pkv__tiers_close(pkv_cache *c);
+int pkv__tiers_open(pkv_cache *c);
+/* quota.c: counters of namespace ns_id (quotas set only) */
+void pkv__quota_cached(pkv_cache *c, int32_t b, int delta);
+void pkv__quota_evictable(pkv_cache *c, int32_t b, int delta);
+int32_t pkv__quota_victim(pkv_cache *c);
+void pkv__quota_bind(pkv_cache *c, uint32_t id);
+void pkv__quota_destroy(pkv_cache *c);
+/* prefix.c: enters pool block b (refcount > 0, token ids written) into the
+ * index as block `depth` of a chain under `parent` in namespace ns_id, with
+ * its key computed (promotion, load).  Returns its key. */
+pkv_hash128 pkv__prefix_insert_block(pkv_cache *c, int32_t b,
+                                     pkv_hash128 parent, uint32_t depth,
+                                     uint32_t ns_id, uint8_t priority);
 
 /* check.c */
 bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap);

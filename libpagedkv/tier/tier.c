@@ -1,0 +1,398 @@
+/*
+ * tier.c — the chain of stores below the block pool: demotion, promotion,
+ * per-tier statistics and the external-mode copy queue.
+ *
+ * Demotion.  The eviction driver (evict.c) calls pkv__tier_demote with the
+ * victim just before it leaves the index: the block's identity (key, parent,
+ * namespace fold, token ids) and its K/V — gathered from the arena's
+ * 2 * n_layers regions into one staging buffer — are put into the first
+ * tier configured.  A tier that is full passes its own victims one tier
+ * down (the host tier to the file tier, and so on); the last one drops
+ * them.  In external storage the library holds no K/V: the host tier keeps
+ * the metadata and a slot number, and a pkv_tier_copy (pool block -> host
+ * slot) is queued for the caller, who performs it before the freed block is
+ * written again (pkv_tier_drain_copies).
+ *
+ * Promotion.  pkv_seq_match_prefix walks the pool's index first; where the
+ * cached run ends at block k it calls pkv__tier_promote, which
+ *   1. computes the chained key of each following block from the request's
+ *      tokens and asks the tiers, top first, whether they hold it
+ *      (contains: no payload moved) — the run ends at the first block no
+ *      tier has;
+ *   2. takes one pool block per block of the run, all or none (the pool's
+ *      free + evictable count is checked first; a run that does not fit is
+ *      not promoted at all);
+ *   3. fetches each block's payload (get: key, parent, namespace, tokens and
+ *      checksum verified) into its pool block and enters it into the index
+ *      (STORED, then PROMOTED).  A block that fails verification now ends
+ *      the run there (a counted miss); the pool blocks taken for the rest go
+ *      back to the free list.
+ * The matched blocks [0, k) are referenced before step 2, so the evictions
+ * step 2 causes never touch them.
+ */
+#include "tier/tier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+struct pkv__tiers {
+  pkv__tier *t[PKV_TIER_MAX];
+  pkv__tier *below_host;       /* the first tier under the host tier */
+  size_t kv_bytes;             /* one block, all layers, K and V */
+  uint8_t *stage;              /* kv_bytes: one block in flight */
+  char host_policy[32];
+  pkv_tier_copy *q;            /* external mode queue [q_head, +q_len) */
+  uint32_t q_head, q_len, q_cap;
+};
+
+uint64_t pkv__tier_checksum(const int32_t *tokens, uint32_t ntok,
+                            const void *kv, size_t kv_bytes) {
+  XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  XXH3_64bits_update(&st, tokens, (size_t)ntok * sizeof *tokens);
+  if (kv && kv_bytes) XXH3_64bits_update(&st, kv, kv_bytes);
+  return XXH3_64bits_digest(&st);
+}
+
+/* ------------------------------------------------ payload */
+
+void pkv__tier_gather(const pkv_cache *c, int32_t b, void *kv) {
+  size_t chunk = c->layout.block_stride;
+  uint8_t *out = kv;
+  for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++)
+    memcpy(out + r * chunk,
+           c->kv + (size_t)r * c->kv_region_stride + (size_t)b * chunk, chunk);
+}
+
+void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv) {
+  size_t chunk = c->layout.block_stride;
+  const uint8_t *in = kv;
+  for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++)
+    memcpy(c->kv + (size_t)r * c->kv_region_stride + (size_t)b * chunk,
+           in + r * chunk, chunk);
+}
+
+/* ------------------------------------------------ open / close */
+
+typedef struct pkv__tiers tiers_t;
+
+/* The host tier's lower neighbour is the first tier configured under it. */
+static void relink(tiers_t *T) {
+  T->below_host = NULL;
+  for (unsigned i = PKV_TIER_HOST + 1; i < PKV_TIER_MAX; i++)
+    if (T->t[i]) {
+      T->below_host = T->t[i];
+      break;
+    }
+}
+
+static tiers_t *tiers_get(pkv_cache *c) {
+  if (c->tiers) return c->tiers;
+  tiers_t *T = pkv__calloc(1, sizeof *T);
+  if (!T) return NULL;
+  T->kv_bytes = (size_t)pkv_config_block_bytes(&c->cfg);
+  if (c->cfg.storage == PKV_STORAGE_OWNED) {
+    T->stage = pkv__malloc(T->kv_bytes);
+    if (!T->stage) {
+      pkv__free(T);
+      return NULL;
+    }
+  }
+  c->tiers = T;
+  return T;
+}
+
+int pkv__tiers_open(pkv_cache *c) {
+  if (c->cfg.host_tier_bytes == 0) {
+    c->cfg.host_tier_policy = NULL;
+    return 0;
+  }
+  const char *pol = c->cfg.host_tier_policy ? c->cfg.host_tier_policy : "lru";
+  if (!pkv_policy_find(pol) || strlen(pol) >= 32)
+    return pkv__err(PKV_ENOENT, "config: unknown host_tier_policy '%.40s'", pol);
+  uint64_t block = pkv_config_block_bytes(&c->cfg);
+  if (c->cfg.host_tier_bytes < block)
+    return pkv__err(PKV_EINVAL, "config: host_tier_bytes %llu below one block "
+                    "(%llu bytes)", (unsigned long long)c->cfg.host_tier_bytes,
+                    (unsigned long long)block);
+  tiers_t *T = tiers_get(c);
+  if (!T) return pkv__err(PKV_ENOMEM, "config: no memory for the host tier");
+  pkv__tier *h = NULL;
+  int rc = pkv__host_create(T->kv_bytes, c->block_size, c->cfg.host_tier_bytes,
+                            pol, c->cfg.storage == PKV_STORAGE_EXTERNAL, &h);
+  if (rc) {
+    pkv__tiers_close(c);
+    return rc;
+  }
+  T->t[PKV_TIER_HOST] = h;
+  pkv__host_set_below(h, &T->below_host);
+  snprintf(T->host_policy, sizeof T->host_policy, "%s", pol);
+  c->cfg.host_tier_policy = T->host_policy; /* the caller's string is gone */
+  return 0;
+}
+
+void pkv__tiers_close(pkv_cache *c) {
+  tiers_t *T = c->tiers;
+  if (!T) return;
+  for (unsigned i = 0; i < PKV_TIER_MAX; i++)
+    if (T->t[i]) T->t[i]->ops->destroy(T->t[i]);
+  pkv__free(T->stage);
+  pkv__free(T->q);
+  pkv__free(T);
+  c->tiers = NULL;
+}
+
+int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t) {
+  if (index >= PKV_TIER_MAX)
+    return pkv__err(PKV_EINVAL, "tier %u: no such tier", index);
+  tiers_t *T = tiers_get(c);
+  if (!T) return pkv__err(PKV_ENOMEM, "no memory for the tier chain");
+  if (T->t[index])
+    return pkv__err(PKV_ESTATE, "tier %u (%s) is already configured", index,
+                    T->t[index]->ops->name);
+  T->t[index] = t;
+  relink(T);
+  return 0;
+}
+
+/* ------------------------------------------------ external copy queue */
+
+static int queue_reserve(tiers_t *T, uint32_t extra) {
+  if (T->q_head > 0 && T->q_head + T->q_len + extra > T->q_cap) {
+    memmove(T->q, T->q + T->q_head, T->q_len * sizeof *T->q);
+    T->q_head = 0;
+  }
+  uint64_t need = (uint64_t)T->q_len + extra;
+  if (need <= T->q_cap) return 0;
+  if (need > UINT32_MAX / 2)
+    return pkv__err(PKV_ENOMEM, "tier copy queue full (%u pending)", T->q_len);
+  uint32_t cap = T->q_cap ? T->q_cap : 16;
+  while (cap < need) cap *= 2;
+  pkv_tier_copy *q = pkv__realloc(T->q, (size_t)cap * sizeof *q);
+  if (!q) return pkv__err(PKV_ENOMEM, "no memory for the tier copy queue");
+  T->q = q;
+  T->q_cap = cap;
+  return 0;
+}
+
+static void queue_push(tiers_t *T, uint32_t op, int32_t block, int32_t slot) {
+  T->q[T->q_head + T->q_len++] =
+      (pkv_tier_copy){.op = op, .block = block, .slot = (uint32_t)slot,
+                      .tier = PKV_TIER_HOST};
+}
+
+/* ------------------------------------------------ demote */
+
+static pkv__tier_block block_of(const pkv_cache *c, int32_t b, void *kv,
+                                size_t kv_bytes) {
+  const pkv__block *blk = &c->blk[b];
+  return (pkv__tier_block){.key = blk->key, .parent = blk->parent,
+                           .ns_id_hash = pkv__ns_fold(c->ns[blk->ns_id].digest),
+                           .ntok = c->block_size,
+                           .tokens = c->block_tokens + (size_t)b * c->block_size,
+                           .kv = kv, .kv_bytes = kv_bytes};
+}
+
+void pkv__tier_demote(pkv_cache *c, int32_t b) {
+  tiers_t *T = c->tiers;
+  unsigned i = 0;
+  while (i < PKV_TIER_MAX && !T->t[i]) i++;
+  if (i == PKV_TIER_MAX) return;
+  pkv__tier *t = T->t[i];
+  if (c->cfg.storage == PKV_STORAGE_EXTERNAL) {
+    if (i != PKV_TIER_HOST) return; /* lower tiers need the bytes */
+    pkv__tier_block tb = block_of(c, b, NULL, T->kv_bytes);
+    if (queue_reserve(T, 1)) {
+      pkv__err_clear(); /* eviction goes on; the block is simply dropped */
+      return;
+    }
+    int32_t slot = pkv__host_put_slot(t, &tb);
+    if (slot < 0) return;
+    queue_push(T, PKV_TIER_COPY_DEMOTE, b, slot);
+  } else {
+    pkv__tier_block tb = block_of(c, b, T->stage, T->kv_bytes);
+    pkv__tier_gather(c, b, T->stage);
+    pkv_tier_stats before, after;
+    t->ops->stats(t, &before);
+    if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
+    t->ops->stats(t, &after);
+    if (after.puts == before.puts) return; /* skipped (counted there) */
+  }
+  pkv__emit_seq(c, PKV_EVENT_DEMOTED, b, NULL, i, -1);
+}
+
+/* ------------------------------------------------ promote */
+
+/* The first tier (from the top) that says it holds tb, or -1. */
+static int tier_holding(tiers_t *T, const pkv__tier_block *tb) {
+  for (int i = 0; i < PKV_TIER_MAX; i++)
+    if (T->t[i] && T->t[i]->ops->contains(T->t[i], tb) == 1) return i;
+  return -1;
+}
+
+/* Fetches tb's payload from tier `from` or any below it (owned mode; the
+ * host tier gives its copy up: the block moves into the pool).  The tier
+ * that served, or -1 (a verified miss everywhere). */
+static int fetch(tiers_t *T, int from, pkv__tier_block *tb) {
+  for (int i = from; i < PKV_TIER_MAX; i++) {
+    pkv__tier *t = T->t[i];
+    if (!t) continue;
+    uint8_t found = 0;
+    if (i == PKV_TIER_HOST)
+      found = pkv__host_take(t, tb) == 1;
+    else if (t->ops->get(t, tb, 1, &found) != 0)
+      found = 0;
+    if (found) return i;
+  }
+  return -1;
+}
+
+static void count_promotion(tiers_t *T, int i) {
+  if (i == PKV_TIER_HOST) pkv__host_count_promotion(T->t[i], 1);
+  else if (i == PKV_TIER_FILE) pkv__file_count_promotion(T->t[i], 1);
+}
+
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want) {
+  tiers_t *T = c->tiers;
+  if (k >= want) return k;
+  bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
+  size_t bs = c->block_size;
+  uint32_t fold = pkv__ns_fold(c->ns[s->ns_id].digest);
+  uint32_t room = want - k;
+  int32_t *taken = pkv__malloc((size_t)room * sizeof *taken);
+  uint8_t *from = pkv__malloc(room);
+  if (!taken || !from) goto done_nomem;
+  /* 1. the run the tiers hold */
+  pkv_hash128 parent = k > 0 ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
+  uint32_t n = 0;
+  for (pkv_hash128 p = parent; n < room; n++) {
+    const int32_t *t = tokens + (size_t)(k + n) * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &p, s->ns_id, t),
+                          .parent = p, .ns_id_hash = fold,
+                          .ntok = (uint32_t)bs, .tokens = t};
+    int i = tier_holding(T, &tb);
+    if (i < 0 || (external && i != PKV_TIER_HOST)) break;
+    from[n] = (uint8_t)i;
+    p = tb.key;
+  }
+  /* 2. pool blocks for all of it, or none */
+  if (n == 0 || n > pkv__pool_available(c)) goto done;
+  if (external && queue_reserve(T, n)) goto done_nomem;
+  for (uint32_t j = 0; j < n; j++) {
+    taken[j] = pkv__pool_take(c);
+    if (taken[j] < 0) { /* the policy misbehaved: give back, no promotion */
+      while (j-- > 0) pkv__block_unref(c, taken[j]);
+      pkv__err_clear();
+      goto done;
+    }
+  }
+  /* 3. payload, verified, then into the index */
+  uint32_t got = 0;
+  for (; got < n; got++) {
+    int32_t b = taken[got];
+    const int32_t *t = tokens + (size_t)(k + got) * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &parent, s->ns_id, t),
+                          .parent = parent, .ns_id_hash = fold,
+                          .ntok = (uint32_t)bs, .tokens = t,
+                          .kv = T->stage, .kv_bytes = T->kv_bytes};
+    int i;
+    if (external) {
+      int32_t slot = pkv__host_take_slot(T->t[PKV_TIER_HOST], &tb);
+      if (slot < 0) break;
+      queue_push(T, PKV_TIER_COPY_PROMOTE, b, slot);
+      i = PKV_TIER_HOST;
+    } else {
+      if ((i = fetch(T, from[got], &tb)) < 0) break;
+      pkv__tier_scatter(c, b, T->stage);
+    }
+    memcpy(c->block_tokens + (size_t)b * bs, t, bs * sizeof *t);
+    parent = pkv__prefix_insert_block(c, b, parent, k + got, s->ns_id,
+                                      s->priority);
+    s->blocks[k + got] = b;
+    count_promotion(T, i);
+    pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, (uint32_t)i, -1);
+  }
+  for (uint32_t j = got; j < n; j++) pkv__block_unref(c, taken[j]);
+  k += got;
+  goto done;
+done_nomem:
+  pkv__err_clear(); /* the match stands on the pool's blocks */
+done:
+  pkv__free(taken);
+  pkv__free(from);
+  return k;
+}
+
+/* ------------------------------------------------ public calls */
+
+int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier, pkv_tier_stats *out) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "tier_stats_get: cache is NULL");
+  if (!out) return pkv__err(PKV_EINVAL, "tier_stats_get: out is NULL");
+  if (tier >= PKV_TIER_MAX)
+    return pkv__err(PKV_EINVAL, "tier_stats_get: tier %u >= %u", tier,
+                    PKV_TIER_MAX);
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  pkv__tier *t = cache->tiers ? cache->tiers->t[tier] : NULL;
+  if (!t) {
+    rc = pkv__err(PKV_ENOENT, "tier_stats_get: tier %u is not configured", tier);
+  } else {
+    memset(out, 0, sizeof *out);
+    t->ops->stats(t, out);
+  }
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
+                            uint64_t max_bytes) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "set_file_tier: cache is NULL");
+  if (!dir || !*dir) return pkv__err(PKV_EINVAL, "set_file_tier: dir is NULL or empty");
+  if (cache->cfg.storage != PKV_STORAGE_OWNED)
+    return pkv__err(PKV_ENOTSUP, "set_file_tier: external storage (the "
+                    "library holds no K/V to write)");
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  bool fresh = cache->tiers == NULL;
+  pkv__tier *t = NULL;
+  if (cache->tiers && cache->tiers->t[PKV_TIER_FILE]) {
+    rc = pkv__err(PKV_ESTATE, "set_file_tier: the cache has a file tier");
+  } else if ((rc = pkv__file_create(dir, (size_t)pkv_config_block_bytes(&cache->cfg),
+                                    cache->block_size, max_bytes, &t)) == 0 &&
+             (rc = pkv__tier_attach(cache, PKV_TIER_FILE, t)) != 0) {
+    t->ops->destroy(t);
+    if (fresh) pkv__tiers_close(cache);
+  }
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
+                          uint32_t *n_out, uint32_t *pending) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "tier_drain_copies: cache is NULL");
+  if (!n_out) return pkv__err(PKV_EINVAL, "tier_drain_copies: n_out is NULL");
+  if (!out && cap > 0)
+    return pkv__err(PKV_EINVAL, "tier_drain_copies: out is NULL with cap %u", cap);
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  tiers_t *T = cache->tiers;
+  uint32_t n = 0, left = 0;
+  if (T) {
+    n = T->q_len < cap ? T->q_len : cap;
+    if (n) memcpy(out, T->q + T->q_head, n * sizeof *out);
+    T->q_head += n;
+    T->q_len -= n;
+    if (T->q_len == 0) T->q_head = 0;
+    left = T->q_len;
+  }
+  *n_out = n;
+  if (pending) *pending = left;
+  pkv__unlock(cache);
+  return 0;
+}
