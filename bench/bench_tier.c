@@ -190,6 +190,14 @@ static void bench_save(void) {
     die(pkv_cache_save(c, dir), "save");
     t_save[r] = secs(t0, bu_now_ns());
     pkv_cache *d = make_cache(nb, 0);
+    /* a serving cache's arena is resident: fault it in before timing, so
+     * the figure is the load, not the kernel zeroing fresh pages */
+    for (uint32_t l = 0; l < LAYERS; l++) {
+      void *kp, *vp;
+      die(pkv_cache_kv(d, l, &kp, &vp), "cache_kv");
+      memset(kp, 0, (size_t)nb * block_bytes / (2 * LAYERS));
+      memset(vp, 0, (size_t)nb * block_bytes / (2 * LAYERS));
+    }
     t0 = bu_now_ns();
     die(pkv_cache_load(d, dir), "load");
     t_load[r] = secs(t0, bu_now_ns());

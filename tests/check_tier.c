@@ -635,6 +635,85 @@ START_TEST(quota_args) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ oom */
+
+/* Fails allocation k = 1, 2, ... of op until it succeeds: each failure is
+ * PKV_ENOMEM with a detail, pkv_check passes and the stats are unchanged. */
+typedef int (*oom_op)(pkv_cache *c);
+static void oom_sweep(pkv_cache *c, const char *what, oom_op op) {
+  for (long k = 1; k < 10000; k++) {
+    pkv_stats before = tu_stats(c);
+    tu_alloc_install(k);
+    int rc = op(c);
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", pkv_last_error());
+    tu_alloc_install(0);
+    if (rc == 0) return;
+    ck_assert_msg(rc == PKV_ENOMEM, "%s: failing allocation %ld gave %s (%s)",
+                  what, k, pkv_err_name(rc), detail);
+    ck_assert_msg(detail[0], "%s: ENOMEM without detail", what);
+    pkv_stats after = tu_stats(c);
+    ck_assert_msg(memcmp(&before, &after, sizeof before) == 0,
+                  "%s: failing allocation %ld changed the stats", what, k);
+    TU_CHECK(c);
+  }
+  ck_abort_msg("%s: never succeeded", what);
+}
+
+static int op_quota(pkv_cache *c) {
+  pkv_seq_opts a = ns_opts("tenant-a");
+  return pkv_ns_set_quota(c, &a, 4, 2);
+}
+static int op_file_tier(pkv_cache *c) {
+  return pkv_cache_set_file_tier(c, g_dir, 0);
+}
+static int op_save(pkv_cache *c) { return pkv_cache_save(c, g_dir); }
+static int op_load(pkv_cache *c) { return pkv_cache_load(c, g_dir); }
+
+START_TEST(oom_sites) {
+  tu_alloc_install(0);
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 8, BS);
+  cfg.host_tier_bytes = 4 * SLOT_BYTES;
+  /* create with a host tier: every site fails cleanly, nothing leaks */
+  for (long k = 1; k < 1000; k++) {
+    long live0 = tu_alloc_live();
+    tu_alloc_install(k);
+    pkv_cache *c = NULL;
+    int rc = pkv_cache_create(&cfg, &c);
+    tu_alloc_install(0);
+    if (rc == 0) {
+      pkv_cache_destroy(c);
+      ck_assert_int_eq(tu_alloc_live(), live0);
+      break;
+    }
+    ck_assert_int_eq(rc, PKV_ENOMEM);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(tu_alloc_live(), live0);
+  }
+  pkv_cache *c = tu_cache(&cfg);
+  pkv_seq_opts a = ns_opts("tenant-a");
+  cache_run(c, &a, 100, 16, 1);
+  oom_sweep(c, "ns_set_quota", op_quota);
+  tmpdir_make();
+  oom_sweep(c, "cache_save", op_save);
+  pkv_cache *d = tu_cache(&cfg);
+  oom_sweep(d, "cache_load", op_load);
+  ck_assert_uint_eq(match_run(d, &a, 100, 16, 1, NULL), 16);
+  pkv_cache_destroy(d);
+  char sub[200];
+  memcpy(sub, g_dir, sizeof sub - 1); /* "/tmp/pkv_tier_XXXXXX" */
+  sub[sizeof sub - 1] = 0;
+  snprintf(g_dir, sizeof g_dir, "%.200s/tier", sub);
+  oom_sweep(c, "set_file_tier", op_file_tier);
+  pkv_cache_destroy(c);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", sub);
+  ck_assert_int_eq(system(cmd), 0);
+  tu_alloc_restore();
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("tier");
   TCase *h = tcase_create("host");
@@ -657,6 +736,9 @@ static Suite *suite(void) {
   tcase_add_test(q, quota_reservation);
   tcase_add_test(q, quota_args);
   suite_add_tcase(s, q);
+  TCase *o = tcase_create("oom");
+  tcase_add_test(o, oom_sites);
+  suite_add_tcase(s, o);
   return s;
 }
 
