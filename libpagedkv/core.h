@@ -417,6 +417,8 @@ void pkv__quota_evictable(pkv_cache *c, int32_t b, int delta);
 int32_t pkv__quota_victim(pkv_cache *c);
 void pkv__quota_bind(pkv_cache *c, uint32_t id);
 void pkv__quota_destroy(pkv_cache *c);
+/* The quota counters and lists against a recount (check.c). */
+bool pkv__quota_is_valid(pkv_cache *c, char *msg, size_t cap);
 /* prefix.c: enters pool block b (refcount > 0, token ids written) into the
  * index as block `depth` of a chain under `parent` in namespace ns_id, with
  * its key computed (promotion, load).  Returns its key. */

@@ -31,6 +31,7 @@
  */
 #include "tier/tier.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define UNBOUND UINT32_MAX
@@ -134,6 +135,51 @@ void pkv__quota_bind(pkv_cache *c, uint32_t id) {
     reprotect(c, q);
     return;
   }
+}
+
+bool pkv__quota_is_valid(pkv_cache *c, char *msg, size_t cap) {
+  struct pkv__quotas *Q = c->quota;
+  uint32_t protected_sum = 0;
+  for (uint32_t i = 0; i < Q->n; i++) {
+    const quota *q = &Q->q[i];
+    uint32_t cached = 0, evictable = 0, listed = 0;
+    bool bound = q->ns_id != UNBOUND && q->ns_id < c->n_ns &&
+                 c->ns[q->ns_id].refs > 0 && c->ns[q->ns_id].quota == i;
+    if (bound) {
+      for (uint32_t b = 0; b < c->num_blocks; b++)
+        if (PKV_BLOCK_IS_CACHED(c, b) && c->blk[b].ns_id == q->ns_id) {
+          cached++;
+          evictable += c->refcount[b] == 0;
+        }
+      for (int32_t b = q->oldest; b >= 0 && listed <= evictable; b = Q->lnext[b]) {
+        if (!PKV_BLOCK_IS_EVICTABLE(c, b) || c->blk[b].ns_id != q->ns_id) {
+          snprintf(msg, cap, "quota %u: listed block %d is not an evictable "
+                   "block of its namespace", i, b);
+          return false;
+        }
+        listed++;
+      }
+    }
+    if ((bound || q->cached || q->evictable) &&
+        (q->cached != cached || q->evictable != evictable || listed != evictable)) {
+      snprintf(msg, cap, "quota %u: counts %u cached / %u evictable / %u "
+               "listed, the blocks say %u / %u", i, q->cached, q->evictable,
+               listed, cached, evictable);
+      return false;
+    }
+    if (q->protected_ != protected_of(q)) {
+      snprintf(msg, cap, "quota %u: %u protected, should be %u", i,
+               q->protected_, protected_of(q));
+      return false;
+    }
+    protected_sum += q->protected_;
+  }
+  if (protected_sum != c->n_protected) {
+    snprintf(msg, cap, "n_protected %u, the quotas protect %u", c->n_protected,
+             protected_sum);
+    return false;
+  }
+  return true;
 }
 
 void pkv__quota_destroy(pkv_cache *c) {
