@@ -249,6 +249,10 @@ OK(cache_load) {
   tmp_rm();
   return rc;
 }
+OK(prefix_promote) {
+  uint32_t n;
+  return pkv_prefix_promote(f->c, NULL, f->toks, 8, 0, &n);
+}
 OK(ns_set_quota) { return pkv_ns_set_quota(f->c, NULL, 4, 1); }
 OK(seq_list) { pkv_seq_id ids[8]; uint32_t n; return pkv_seq_list(f->c, ids, 8, &n); }
 OK(seq_keep) { return pkv_seq_keep(f->c, f->live); }
@@ -358,6 +362,7 @@ static const ok_row ok_rows[] = {
     {"pkv_seq_save", ok_seq_save},
     {"pkv_cache_load", ok_cache_load},
     {"pkv_ns_set_quota", ok_ns_set_quota},
+    {"pkv_prefix_promote", ok_prefix_promote},
     {"pkv_seq_list", ok_seq_list},
     {"pkv_seq_keep", ok_seq_keep},
     {"pkv_seq_remove_range", ok_seq_remove_range},

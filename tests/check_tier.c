@@ -161,6 +161,47 @@ START_TEST(host_all_or_nothing) {
 }
 END_TEST
 
+/* The serving path: pkv_prefix_promote, then probe and append_ex attach. */
+START_TEST(host_serving_path) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 6, BS);
+  cfg.host_tier_bytes = 16 * SLOT_BYTES;
+  pkv_cache *c = tu_cache(&cfg);
+  cache_run(c, NULL, 1000, 16, 1);
+  cache_run(c, NULL, 2000, 16, 2); /* A's first two blocks stay, two demoted */
+  int32_t t[16];
+  toks(t, 16, 1000);
+  uint32_t hit, promoted;
+  int32_t blocks[4];
+  ck_assert_int_eq(pkv_prefix_probe(c, NULL, t, 16, 0, blocks, 4, &hit), 0);
+  ck_assert_uint_lt(hit, 16);
+  ck_assert_int_eq(pkv_prefix_promote(c, NULL, t, 16, 0, &promoted), 0);
+  ck_assert_uint_eq(hit + promoted, 16);
+  ck_assert_int_eq(pkv_prefix_probe(c, NULL, t, 16, 0, blocks, 4, &hit), 0);
+  ck_assert_uint_eq(hit, 16);
+  pkv_seq_id s;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+  pkv_append req;
+  pkv_append_init(&req);
+  req.tokens = t;
+  req.n_tokens = 16;
+  req.hit_blocks = blocks;
+  req.n_hit_blocks = 4;
+  ck_assert_int_eq(pkv_seq_append_ex(c, s, &req, NULL), 0);
+  int64_t slots[16];
+  ck_assert_int_eq(pkv_slot_mapping(c, s, 0, 16, slots), 0);
+  for (uint32_t i = 0; i < 16; i++)
+    ck_assert_msg(tu_slot_matches(c, slots[i], 1, i), "token %u", i);
+  /* nothing more to promote; no tiers: 0; bad arguments */
+  ck_assert_int_eq(pkv_prefix_promote(c, NULL, t, 16, 0, &promoted), 0);
+  ck_assert_uint_eq(promoted, 0);
+  ck_assert_int_eq(pkv_prefix_promote(c, NULL, NULL, 16, 0, &promoted), PKV_EINVAL);
+  ck_assert_int_eq(pkv_prefix_promote(c, NULL, t, 16, 0, NULL), PKV_EINVAL);
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 START_TEST(host_own_policy) {
   pkv_config cfg;
   tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
@@ -719,6 +760,7 @@ static Suite *suite(void) {
   TCase *h = tcase_create("host");
   tcase_add_test(h, host_demote_promote);
   tcase_add_test(h, host_all_or_nothing);
+  tcase_add_test(h, host_serving_path);
   tcase_add_test(h, host_own_policy);
   tcase_add_test(h, host_config_errors);
   tcase_add_test(h, host_external_copies);

@@ -717,7 +717,8 @@ PKV_API int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
  * ends, looks the following blocks up in the tiers (key, parent, namespace,
  * token ids and checksum all verified) and promotes the run it finds back
  * into pool blocks — all of it or none — before reporting the hit.
- * pkv_prefix_probe reports pool hits only (it changes nothing).
+ * pkv_prefix_probe reports pool hits only (it changes nothing): the serving
+ * path calls pkv_prefix_promote first.
  */
 #define PKV_TIER_HOST 0  /* host memory (config.host_tier_bytes) */
 #define PKV_TIER_FILE 1  /* a directory (pkv_cache_set_file_tier) */
@@ -748,6 +749,21 @@ typedef struct pkv_tier_stats {
  * configured).  Read-only. */
 PKV_API int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier,
                                pkv_tier_stats *out);
+
+/* The serving path's promotion (pkv_prefix_probe reports pool hits only):
+ * where the pool's cached run for tokens (in the namespace of opts, NULL =
+ * default; capped at max_tokens, 0 = no cap) ends, promotes the run of
+ * blocks the tiers hold — all of it or none, each verified — into pool
+ * blocks left cached and evictable (STORED, PROMOTED), so a pkv_prefix_probe
+ * right after reports them and pkv_seq_append_ex attaches them.
+ * *promoted_tokens = tokens promoted (a multiple of block_size; 0 without
+ * tiers or when nothing fits).  Making room may evict (and demote) other
+ * blocks.  Returns 0; PKV_EINVAL (NULL cache or promoted_tokens, NULL tokens
+ * with n_tokens > 0, NULL ns bytes with a length), PKV_ENOMEM (nothing
+ * promoted). */
+PKV_API int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
+                               const int32_t *tokens, uint32_t n_tokens,
+                               uint32_t max_tokens, uint32_t *promoted_tokens);
 
 /* Adds a file tier: blocks below the host tier (or directly below the pool
  * without one) are kept as one file each in dir (created if absent; files

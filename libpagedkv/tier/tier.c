@@ -255,23 +255,24 @@ static void count_promotion(tiers_t *T, int i) {
   else if (i == PKV_TIER_FILE) pkv__file_count_promotion(T->t[i], 1);
 }
 
-uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                           uint32_t k, uint32_t want) {
+/* Promotes the run of blocks the tiers hold for tokens (block `depth0` of a
+ * chain under `parent` in namespace ns_id), at most room blocks, into pool
+ * blocks written to out[] (each cached, refcount 1).  Returns how many. */
+static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
+                            pkv_hash128 parent, const int32_t *tokens,
+                            uint32_t depth0, uint32_t room, int32_t *out) {
   tiers_t *T = c->tiers;
-  if (k >= want) return k;
   bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
   size_t bs = c->block_size;
-  uint32_t fold = pkv__ns_fold(c->ns[s->ns_id].digest);
-  uint32_t room = want - k;
+  uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest);
+  uint32_t got = 0, n = 0;
   int32_t *taken = pkv__malloc((size_t)room * sizeof *taken);
   uint8_t *from = pkv__malloc(room);
-  if (!taken || !from) goto done_nomem;
+  if (!taken || !from) goto done;
   /* 1. the run the tiers hold */
-  pkv_hash128 parent = k > 0 ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
-  uint32_t n = 0;
   for (pkv_hash128 p = parent; n < room; n++) {
-    const int32_t *t = tokens + (size_t)(k + n) * bs;
-    pkv__tier_block tb = {.key = pkv__block_key(c, &p, s->ns_id, t),
+    const int32_t *t = tokens + (size_t)n * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &p, ns_id, t),
                           .parent = p, .ns_id_hash = fold,
                           .ntok = (uint32_t)bs, .tokens = t};
     int i = tier_holding(T, &tb);
@@ -281,21 +282,19 @@ uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   }
   /* 2. pool blocks for all of it, or none */
   if (n == 0 || n > pkv__pool_available(c)) goto done;
-  if (external && queue_reserve(T, n)) goto done_nomem;
+  if (external && queue_reserve(T, n)) goto done;
   for (uint32_t j = 0; j < n; j++) {
     taken[j] = pkv__pool_take(c);
     if (taken[j] < 0) { /* the policy misbehaved: give back, no promotion */
       while (j-- > 0) pkv__block_unref(c, taken[j]);
-      pkv__err_clear();
       goto done;
     }
   }
   /* 3. payload, verified, then into the index */
-  uint32_t got = 0;
   for (; got < n; got++) {
     int32_t b = taken[got];
-    const int32_t *t = tokens + (size_t)(k + got) * bs;
-    pkv__tier_block tb = {.key = pkv__block_key(c, &parent, s->ns_id, t),
+    const int32_t *t = tokens + (size_t)got * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &parent, ns_id, t),
                           .parent = parent, .ns_id_hash = fold,
                           .ntok = (uint32_t)bs, .tokens = t,
                           .kv = T->stage, .kv_bytes = T->kv_bytes};
@@ -310,21 +309,26 @@ uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
       pkv__tier_scatter(c, b, T->stage);
     }
     memcpy(c->block_tokens + (size_t)b * bs, t, bs * sizeof *t);
-    parent = pkv__prefix_insert_block(c, b, parent, k + got, s->ns_id,
-                                      s->priority);
-    s->blocks[k + got] = b;
+    parent = pkv__prefix_insert_block(c, b, parent, depth0 + got, ns_id, priority);
+    out[got] = b;
     count_promotion(T, i);
     pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, (uint32_t)i, -1);
   }
   for (uint32_t j = got; j < n; j++) pkv__block_unref(c, taken[j]);
-  k += got;
-  goto done;
-done_nomem:
-  pkv__err_clear(); /* the match stands on the pool's blocks */
 done:
+  pkv__err_clear(); /* a promotion that cannot happen is no error */
   pkv__free(taken);
   pkv__free(from);
-  return k;
+  return got;
+}
+
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want) {
+  if (k >= want) return k;
+  pkv_hash128 parent = k > 0 ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
+  return k + promote_run(c, s->ns_id, s->priority, parent,
+                         tokens + (size_t)k * c->block_size, k, want - k,
+                         s->blocks + k);
 }
 
 /* ------------------------------------------------ public calls */
@@ -345,6 +349,52 @@ int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier, pkv_tier_stats *out) {
     memset(out, 0, sizeof *out);
     t->ops->stats(t, out);
   }
+  pkv__unlock(cache);
+  return rc;
+}
+
+int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
+                       const int32_t *tokens, uint32_t n_tokens,
+                       uint32_t max_tokens, uint32_t *promoted_tokens) {
+  pkv__err_clear();
+  if (!cache) return pkv__err(PKV_EINVAL, "prefix_promote: cache is NULL");
+  if (!promoted_tokens)
+    return pkv__err(PKV_EINVAL, "prefix_promote: promoted_tokens is NULL");
+  if (!tokens && n_tokens > 0)
+    return pkv__err(PKV_EINVAL, "prefix_promote: tokens is NULL");
+  if (opts && opts->ns_len > 0 && !opts->ns)
+    return pkv__err(PKV_EINVAL, "prefix_promote: ns is NULL with ns_len %zu",
+                    opts->ns_len);
+  if (pkv__lock(cache)) return PKV_EBUSY;
+  int rc = 0;
+  uint32_t bs = cache->block_size, promoted = 0;
+  uint32_t limit = max_tokens && max_tokens < n_tokens ? max_tokens : n_tokens;
+  uint32_t want = limit / bs, ns_id = 0;
+  int32_t *blocks = NULL;
+  bool interned = false;
+  if (!cache->tiers || want == 0 || (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE))
+    goto out;
+  if (opts && (rc = pkv__ns_intern(cache, opts->ns, opts->ns_len,
+                                   opts->adapter_id, &ns_id)) != 0)
+    goto out;
+  interned = opts != NULL;
+  if (!(blocks = pkv__malloc((size_t)want * sizeof *blocks))) {
+    rc = pkv__err(PKV_ENOMEM, "prefix_promote: no memory for %u block ids", want);
+    goto out;
+  }
+  uint64_t collided = 0;
+  uint32_t k = pkv__prefix_walk(cache, ns_id, tokens, want, blocks, &collided);
+  /* hold the pool's run while the promotion takes blocks */
+  for (uint32_t i = 0; i < k; i++) pkv__block_ref(cache, blocks[i]);
+  pkv_hash128 parent = k ? cache->blk[blocks[k - 1]].key : (pkv_hash128){0, 0};
+  promoted = promote_run(cache, ns_id, 0, parent, tokens + (size_t)k * bs, k,
+                         want - k, blocks + k);
+  for (uint32_t i = 0; i < k + promoted; i++) pkv__block_unref(cache, blocks[i]);
+out:
+  if (interned) pkv__ns_unref(cache, ns_id);
+  pkv__free(blocks);
+  if (rc == 0) *promoted_tokens = promoted * bs;
+  PKV_ASSERT_VALID(cache);
   pkv__unlock(cache);
   return rc;
 }
