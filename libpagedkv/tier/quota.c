@@ -6,14 +6,14 @@
  * entered / left) and the refcount (pool.c: a cached block went evictable /
  * in use).  Quotas live in their own table, keyed by the namespace's digest
  * and bytes, so they outlive the namespace's interned slot; a slot is bound
- * to its quota when it is interned (pkv__quota_bind).
+ * to its quota when it is interned (quota_bind, through c->quota_up).
  *
  *   over cap     usage > cap: eviction takes from these first.
  *   protected    an evictable block whose eviction would bring its namespace
  *                below its reservation (usage <= reserve).  Per namespace
  *                max(0, evictable - max(0, usage - reserve)) of its evictable
  *                blocks are protected; c->n_protected sums them, and the
- *                pool's availability (pkv__pool_available) leaves them out,
+ *                pool's availability (pkv__blocks_available) leaves them out,
  *                so an allocation that would need one fails with PKV_ENOMEM
  *                before it changes anything.
  *
@@ -70,7 +70,7 @@ static void reprotect(pkv_cache *c, quota *q) {
   q->protected_ = p;
 }
 
-void pkv__quota_cached(pkv_cache *c, int32_t b, int delta) {
+static void quota_cached(pkv_cache *c, int32_t b, int delta) {
   quota *q = quota_of(c, c->blk[b].ns_id);
   if (!q) return;
   q->cached = (uint32_t)((int64_t)q->cached + delta);
@@ -92,7 +92,7 @@ static void list_unlink(struct pkv__quotas *Q, quota *q, int32_t b) {
   else q->newest = Q->lprev[b];
 }
 
-void pkv__quota_evictable(pkv_cache *c, int32_t b, int delta) {
+static void quota_evictable(pkv_cache *c, int32_t b, int delta) {
   quota *q = quota_of(c, c->blk[b].ns_id);
   if (!q) return;
   if (delta > 0) list_push(c->quota, q, b);
@@ -121,7 +121,7 @@ static void recount(pkv_cache *c, quota *q, uint32_t ns_id) {
   }
 }
 
-void pkv__quota_bind(pkv_cache *c, uint32_t id) {
+static void quota_bind(pkv_cache *c, uint32_t id) {
   struct pkv__quotas *Q = c->quota;
   c->ns[id].quota = UNBOUND;
   for (uint32_t i = 0; i < Q->n; i++) {
@@ -192,6 +192,7 @@ void pkv__quota_destroy(pkv_cache *c) {
   pkv__free(Q->lnext);
   pkv__free(Q);
   c->quota = NULL;
+  c->quota_up = NULL;
   c->n_protected = 0;
 }
 
@@ -202,7 +203,7 @@ static bool may_evict(pkv_cache *c, int32_t v) {
   return !q || q->cached > q->reserve;
 }
 
-int32_t pkv__quota_victim(pkv_cache *c) {
+static int32_t quota_victim(pkv_cache *c) {
   struct pkv__quotas *Q = c->quota;
   quota *worst = NULL; /* the namespace furthest over its cap */
   for (uint32_t i = 0; i < Q->n; i++) {
@@ -241,17 +242,19 @@ int32_t pkv__quota_victim(pkv_cache *c) {
   return v;
 }
 
+static const pkv__quota_up quota_up = {.cached = quota_cached,
+                                        .evictable = quota_evictable,
+                                        .victim = quota_victim,
+                                        .bind = quota_bind};
+
 int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
                      uint32_t cap_blocks, uint32_t reserve_blocks) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "ns_set_quota: cache is NULL");
-  if (ns && ns->ns_len > 0 && !ns->ns)
-    return pkv__err(PKV_EINVAL, "ns_set_quota: ns is NULL with ns_len %zu",
-                    ns->ns_len);
-  if (cap_blocks && cap_blocks < reserve_blocks)
-    return pkv__err(PKV_EINVAL, "ns_set_quota: cap %u below reserve %u",
-                    cap_blocks, reserve_blocks);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "ns_set_quota");
+  PKV_CHECK(!ns || ns->ns_len == 0 || ns->ns,
+            "ns_set_quota: ns is NULL with ns_len %zu", ns ? ns->ns_len : 0);
+  PKV_CHECK(!cap_blocks || cap_blocks >= reserve_blocks,
+            "ns_set_quota: cap %u below reserve %u", cap_blocks, reserve_blocks);
+  PKV_LOCK(cache);
   int rc = 0;
   uint8_t *copy = NULL;
   const void *bytes = ns ? ns->ns : NULL;
@@ -322,6 +325,7 @@ int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
   }
   /* nothing can fail from here on */
   cache->quota = Q;
+  cache->quota_up = &quota_up;
   if (idx == UNBOUND) {
     idx = Q->n++;
     quota *q = &Q->q[idx];
@@ -354,7 +358,5 @@ fail:
     pkv__free(Q);
   }
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

@@ -84,7 +84,7 @@ static int by_depth(const void *a, const void *b, void *arg) {
 /* Writes blocks[0..n) (hashed pool blocks) to fd as blocks.bin. */
 static int write_blocks(pkv_cache *c, int fd, int32_t *blocks, uint32_t n) {
   qsort_r(blocks, n, sizeof *blocks, by_depth, c);
-  size_t kv_bytes = (size_t)pkv_config_block_bytes(&c->cfg);
+  size_t kv_bytes = pkv__tier_kv_bytes(c);
   /* namespaces used, numbered in order of first use */
   uint32_t *ns_index = pkv__malloc((size_t)c->n_ns * sizeof *ns_index);
   uint32_t *ns_list = pkv__malloc((size_t)c->n_ns * sizeof *ns_list);
@@ -273,20 +273,20 @@ fail:
   return rc;
 }
 
+/* The checks after PKV_ENTER common to save and load. */
 static int save_check(pkv_cache *cache, const char *dir, const char *what) {
-  if (!cache) return pkv__err(PKV_EINVAL, "%s: cache is NULL", what);
   if (!dir || !*dir) return pkv__err(PKV_EINVAL, "%s: dir is NULL or empty", what);
-  if (cache->cfg.storage != PKV_STORAGE_OWNED)
+  if (cache->cfg.storage != PKV_STORAGE_OWNED) /* immutable after create */
     return pkv__err(PKV_ENOTSUP, "%s: external storage (the library holds "
                     "no K/V)", what);
   return 0;
 }
 
 int pkv_cache_save(pkv_cache *cache, const char *dir) {
-  pkv__err_clear();
+  PKV_ENTER(cache, "cache_save");
   int rc = save_check(cache, dir, "cache_save");
   if (rc) return rc;
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   int32_t *blocks = pkv__malloc(((size_t)cache->n_cached + 1) * sizeof *blocks);
   if (!blocks) {
     rc = pkv__err(PKV_ENOMEM, "cache_save: no memory");
@@ -297,20 +297,16 @@ int pkv_cache_save(pkv_cache *cache, const char *dir) {
     rc = save_blocks(cache, dir, blocks, n);
   }
   pkv__free(blocks);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_seq_save(pkv_cache *cache, pkv_seq_id seq, const char *dir) {
-  pkv__err_clear();
+  PKV_ENTER(cache, "seq_save");
   int rc = save_check(cache, dir, "seq_save");
   if (rc) return rc;
-  if (pkv__lock(cache)) return PKV_EBUSY;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
+  PKV_LOCK_SEQ(cache, seq, s);
   int32_t *blocks = NULL;
-  if (!s) {
-    rc = PKV_ENOSEQ;
-  } else if (!(blocks = pkv__malloc(((size_t)s->n_hashed + 1) * sizeof *blocks))) {
+  if (!(blocks = pkv__malloc(((size_t)s->n_hashed + 1) * sizeof *blocks))) {
     rc = pkv__err(PKV_ENOMEM, "seq_save: no memory");
   } else {
     uint32_t n = 0;
@@ -319,8 +315,7 @@ int pkv_seq_save(pkv_cache *cache, pkv_seq_id seq, const char *dir) {
     rc = save_blocks(cache, dir, blocks, n);
   }
   pkv__free(blocks);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 /* ------------------------------------------------ loading */
@@ -350,7 +345,7 @@ static int shape_check(const pkv_cache *c, const uint8_t *h, size_t kv_bytes) {
 /* Checks the whole file; fills *p. */
 static int parse(const pkv_cache *c, const uint8_t *m, size_t size, parsed *p,
                  const char *path) {
-  size_t kv_bytes = (size_t)pkv_config_block_bytes(&c->cfg);
+  size_t kv_bytes = pkv__tier_kv_bytes(c);
   if (size < SAVE_HEADER + 8 || memcmp(m, SAVE_MAGIC, 8) != 0 ||
       pkv__get32(m + 8) != SAVE_VERSION)
     return pkv__err(PKV_ECORRUPT, "cache_load: %s is not a pagedkv save "
@@ -379,7 +374,7 @@ static int parse(const pkv_cache *c, const uint8_t *m, size_t size, parsed *p,
 }
 
 int pkv_cache_load(pkv_cache *cache, const char *dir) {
-  pkv__err_clear();
+  PKV_ENTER(cache, "cache_load");
   int rc = save_check(cache, dir, "cache_load");
   if (rc) return rc;
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -415,7 +410,7 @@ int pkv_cache_load(pkv_cache *cache, const char *dir) {
   parsed p = {0};
   uint32_t *ns_ids = NULL;
   uint64_t n_interned = 0;
-  size_t kv_bytes = (size_t)pkv_config_block_bytes(&cache->cfg);
+  size_t kv_bytes = pkv__tier_kv_bytes(cache);
   size_t tok_bytes = (size_t)cache->block_size * sizeof(int32_t);
   if ((rc = parse(cache, m, size, &p, path)) != 0) goto out;
   if (p.n_ns > cache->num_blocks + 1ull ||
@@ -470,7 +465,7 @@ int pkv_cache_load(pkv_cache *cache, const char *dir) {
     pkv__rec_parse(r, cache->block_size, kv_bytes, &tb, &depth, &sum, &why);
     uint32_t ns_id = ns_ids[pkv__get32(r + 72)];
     if (pkv__index_find_key(cache, tb.key, ns_id) >= 0) continue;
-    int32_t b = pkv__pool_take(cache);
+    int32_t b = pkv__block_take(cache);
     memcpy(cache->block_tokens + (size_t)b * cache->block_size,
            r + PKV__REC_HEADER, tok_bytes);
     pkv__tier_scatter(cache, b, r + PKV__REC_HEADER + tok_bytes);
@@ -481,8 +476,6 @@ int pkv_cache_load(pkv_cache *cache, const char *dir) {
 out:
   for (uint64_t i = 0; i < n_interned; i++) pkv__ns_unref(cache, ns_ids[i]);
   pkv__free(ns_ids);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
   munmap((void *)m, size);
-  return rc;
+  return pkv__leave(cache, rc);
 }

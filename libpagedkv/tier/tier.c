@@ -35,8 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
 
 struct pkv__tiers {
   pkv__tier *t[PKV_TIER_MAX];
@@ -47,15 +45,6 @@ struct pkv__tiers {
   pkv_tier_copy *q;            /* external mode queue [q_head, +q_len) */
   uint32_t q_head, q_len, q_cap;
 };
-
-uint64_t pkv__tier_checksum(const int32_t *tokens, uint32_t ntok,
-                            const void *kv, size_t kv_bytes) {
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, tokens, (size_t)ntok * sizeof *tokens);
-  if (kv && kv_bytes) XXH3_64bits_update(&st, kv, kv_bytes);
-  return XXH3_64bits_digest(&st);
-}
 
 /* ------------------------------------------------ payload */
 
@@ -78,6 +67,7 @@ void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv) {
 /* ------------------------------------------------ open / close */
 
 typedef struct pkv__tiers tiers_t;
+static void tier_demote(pkv_cache *c, int32_t b);
 
 /* The host tier's lower neighbour is the first tier configured under it. */
 static void relink(tiers_t *T) {
@@ -93,7 +83,7 @@ static tiers_t *tiers_get(pkv_cache *c) {
   if (c->tiers) return c->tiers;
   tiers_t *T = pkv__calloc(1, sizeof *T);
   if (!T) return NULL;
-  T->kv_bytes = (size_t)pkv_config_block_bytes(&c->cfg);
+  T->kv_bytes = pkv__tier_kv_bytes(c);
   if (c->cfg.storage == PKV_STORAGE_OWNED) {
     T->stage = pkv__malloc(T->kv_bytes);
     if (!T->stage) {
@@ -102,6 +92,7 @@ static tiers_t *tiers_get(pkv_cache *c) {
     }
   }
   c->tiers = T;
+  c->up_demote = tier_demote;
   return T;
 }
 
@@ -113,7 +104,7 @@ int pkv__tiers_open(pkv_cache *c) {
   const char *pol = c->cfg.host_tier_policy ? c->cfg.host_tier_policy : "lru";
   if (!pkv_policy_find(pol) || strlen(pol) >= 32)
     return pkv__err(PKV_ENOENT, "config: unknown host_tier_policy '%.40s'", pol);
-  uint64_t block = pkv_config_block_bytes(&c->cfg);
+  uint64_t block = pkv__tier_kv_bytes(c);
   if (c->cfg.host_tier_bytes < block)
     return pkv__err(PKV_EINVAL, "config: host_tier_bytes %llu below one block "
                     "(%llu bytes)", (unsigned long long)c->cfg.host_tier_bytes,
@@ -143,6 +134,7 @@ void pkv__tiers_close(pkv_cache *c) {
   pkv__free(T->q);
   pkv__free(T);
   c->tiers = NULL;
+  c->up_demote = NULL;
 }
 
 int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t) {
@@ -196,7 +188,10 @@ static pkv__tier_block block_of(const pkv_cache *c, int32_t b, void *kv,
                            .kv = kv, .kv_bytes = kv_bytes};
 }
 
-void pkv__tier_demote(pkv_cache *c, int32_t b) {
+/* c->up_demote: cached block b (refcount 0) is about to leave the index as
+ * a victim: keep it in the first tier.  Never fails (a tier that cannot
+ * take it counts a skip). */
+static void tier_demote(pkv_cache *c, int32_t b) {
   tiers_t *T = c->tiers;
   unsigned i = 0;
   while (i < PKV_TIER_MAX && !T->t[i]) i++;
@@ -281,10 +276,10 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
     p = tb.key;
   }
   /* 2. pool blocks for all of it, or none */
-  if (n == 0 || n > pkv__pool_available(c)) goto done;
+  if (n == 0 || n > pkv__blocks_available(c)) goto done;
   if (external && queue_reserve(T, n)) goto done;
   for (uint32_t j = 0; j < n; j++) {
-    taken[j] = pkv__pool_take(c);
+    taken[j] = pkv__block_take(c);
     if (taken[j] < 0) { /* the policy misbehaved: give back, no promotion */
       while (j-- > 0) pkv__block_unref(c, taken[j]);
       goto done;
@@ -334,13 +329,11 @@ uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
 /* ------------------------------------------------ public calls */
 
 int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier, pkv_tier_stats *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "tier_stats_get: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "tier_stats_get: out is NULL");
-  if (tier >= PKV_TIER_MAX)
-    return pkv__err(PKV_EINVAL, "tier_stats_get: tier %u >= %u", tier,
-                    PKV_TIER_MAX);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "tier_stats_get");
+  PKV_CHECK(out, "tier_stats_get: out is NULL");
+  PKV_CHECK(tier < PKV_TIER_MAX, "tier_stats_get: tier %u >= %u", tier,
+            PKV_TIER_MAX);
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__tier *t = cache->tiers ? cache->tiers->t[tier] : NULL;
   if (!t) {
@@ -349,23 +342,18 @@ int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier, pkv_tier_stats *out) {
     memset(out, 0, sizeof *out);
     t->ops->stats(t, out);
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
                        const int32_t *tokens, uint32_t n_tokens,
                        uint32_t max_tokens, uint32_t *promoted_tokens) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "prefix_promote: cache is NULL");
-  if (!promoted_tokens)
-    return pkv__err(PKV_EINVAL, "prefix_promote: promoted_tokens is NULL");
-  if (!tokens && n_tokens > 0)
-    return pkv__err(PKV_EINVAL, "prefix_promote: tokens is NULL");
-  if (opts && opts->ns_len > 0 && !opts->ns)
-    return pkv__err(PKV_EINVAL, "prefix_promote: ns is NULL with ns_len %zu",
-                    opts->ns_len);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "prefix_promote");
+  PKV_CHECK(promoted_tokens, "prefix_promote: promoted_tokens is NULL");
+  PKV_CHECK(tokens || n_tokens == 0, "prefix_promote: tokens is NULL");
+  PKV_CHECK(!opts || opts->ns_len == 0 || opts->ns,
+            "prefix_promote: ns is NULL with ns_len %zu", opts ? opts->ns_len : 0);
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t bs = cache->block_size, promoted = 0;
   uint32_t limit = max_tokens && max_tokens < n_tokens ? max_tokens : n_tokens;
@@ -394,43 +382,37 @@ out:
   if (interned) pkv__ns_unref(cache, ns_id);
   pkv__free(blocks);
   if (rc == 0) *promoted_tokens = promoted * bs;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
                             uint64_t max_bytes) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "set_file_tier: cache is NULL");
-  if (!dir || !*dir) return pkv__err(PKV_EINVAL, "set_file_tier: dir is NULL or empty");
-  if (cache->cfg.storage != PKV_STORAGE_OWNED)
+  PKV_ENTER(cache, "set_file_tier");
+  PKV_CHECK(dir && *dir, "set_file_tier: dir is NULL or empty");
+  if (cache->cfg.storage != PKV_STORAGE_OWNED) /* immutable after create */
     return pkv__err(PKV_ENOTSUP, "set_file_tier: external storage (the "
                     "library holds no K/V to write)");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   int rc = 0;
   bool fresh = cache->tiers == NULL;
   pkv__tier *t = NULL;
   if (cache->tiers && cache->tiers->t[PKV_TIER_FILE]) {
     rc = pkv__err(PKV_ESTATE, "set_file_tier: the cache has a file tier");
-  } else if ((rc = pkv__file_create(dir, (size_t)pkv_config_block_bytes(&cache->cfg),
+  } else if ((rc = pkv__file_create(dir, pkv__tier_kv_bytes(cache),
                                     cache->block_size, max_bytes, &t)) == 0 &&
              (rc = pkv__tier_attach(cache, PKV_TIER_FILE, t)) != 0) {
     t->ops->destroy(t);
     if (fresh) pkv__tiers_close(cache);
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "tier_drain_copies: cache is NULL");
-  if (!n_out) return pkv__err(PKV_EINVAL, "tier_drain_copies: n_out is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "tier_drain_copies: out is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "tier_drain_copies");
+  PKV_CHECK(n_out, "tier_drain_copies: n_out is NULL");
+  PKV_CHECK(out || cap == 0, "tier_drain_copies: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   tiers_t *T = cache->tiers;
   uint32_t n = 0, left = 0;
   if (T) {
@@ -443,6 +425,5 @@ int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
   }
   *n_out = n;
   if (pending) *pending = left;
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }

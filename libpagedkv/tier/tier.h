@@ -81,10 +81,6 @@ void pkv__tiers_close(pkv_cache *c);
 /* Installs t as tier `index` (PKV_TIER_*); the chain owns it from then on
  * (destroy).  PKV_ESTATE if that tier exists. */
 int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t);
-/* evict.c: cached block b (refcount 0) is about to leave the index as a
- * victim: keep it in the first tier.  Never fails (a tier that cannot take
- * it counts a skip). */
-void pkv__tier_demote(pkv_cache *c, int32_t b);
 /* prefix.c: s (empty) matched blocks [0, k) of tokens (already referenced
  * in its table); looks blocks k.. want-1 up in the tiers and promotes the
  * run found, all or none.  Returns the new k. */
@@ -93,6 +89,10 @@ uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
 /* Whether any tier is configured (inline check for the hooks). */
 static inline bool pkv__tiers_on(const pkv_cache *c) { return c->tiers != NULL; }
 
+/* Bytes of one block's K/V over all layers (= pkv_config_block_bytes). */
+static inline size_t pkv__tier_kv_bytes(const pkv_cache *c) {
+  return 2 * (size_t)c->cfg.n_layers * c->layout.block_stride;
+}
 /* Gathers pool block b's K/V (owned mode) into kv (kv_bytes), and back. */
 void pkv__tier_gather(const pkv_cache *c, int32_t b, void *kv);
 void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv);
@@ -141,15 +141,7 @@ int pkv__write_all(int fd, const void *buf, size_t n);
 int pkv__read_all(int fd, void *buf, size_t n);
 
 /* ------------------------------------------------ quotas (quota.c) */
-/* Hooks: a cached block of namespace ns_id entered / left the index, or
- * went evictable / in use. */
-void pkv__quota_cached(pkv_cache *c, int32_t b, int delta);
-void pkv__quota_evictable(pkv_cache *c, int32_t b, int delta);
-/* The quota-aware victim (evict.c, when quotas exist): -1 with the error
- * set if none. */
-int32_t pkv__quota_victim(pkv_cache *c);
-void pkv__quota_destroy(pkv_cache *c);
-/* ns.c hook: namespace slot id was (re)interned with digest d. */
-void pkv__quota_bind(pkv_cache *c, uint32_t id);
+/* Its hooks are c->quota_up (core.h); pkv__quota_destroy and
+ * pkv__quota_is_valid are declared in core.h. */
 
 #endif /* PKV_TIER_H */
