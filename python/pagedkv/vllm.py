@@ -30,12 +30,12 @@ has; each leaves the manager unchanged.  allocate_slots returns None (and
 changes nothing) when the blocks do not fit now.
 """
 from array import array
-from ctypes import byref, c_uint32
+from ctypes import byref, c_uint32, c_void_p, cast
 
 
-from . import _lib
+from . import _accel, _lib
 from .cache import Cache, _opts
-from .errors import Corrupt, InvalidArgument, error_for
+from .errors import Corrupt, InvalidArgument, NotSupported, error_for
 from .vllm_types import (EMPTY_BLOCKS, AllBlocksCleared, BlockRemoved,
                          BlockStored, EventsLost, KVCacheBlocks, NoSuchRequest,
                          PrefixCacheStats, PrefixStatsMixin, StaleHit, cache_salt, cdiv,
@@ -48,8 +48,9 @@ __all__ = ["KVCacheManager", "KVCacheBlocks", "BlockStored", "BlockRemoved",
 _ENOMEM, _ESTATE = -2, -6
 
 
-class _Req:
-    """What the manager mirrors of one request's sequence."""
+class _PyReq:
+    """What the manager mirrors of one request's sequence (the compiled
+    module's ReqState has the same fields in C)."""
     __slots__ = ("seq", "known", "reserved", "n_blocks", "committed", "req",
                  "fast", "cap")
 
@@ -97,7 +98,10 @@ class KVCacheManager(PrefixStatsMixin):
     """vLLM v1's KV cache manager protocol on libpagedkv (one KV cache
     group).  ``num_blocks`` allocatable blocks of ``block_size`` tokens;
     options: ``policy`` (eviction policy name or pagedkv.Policy),
-    ``event_queue_cap`` (default 4 * num_blocks + 1024)."""
+    ``event_queue_cap`` (default 4 * num_blocks + 1024), ``fastpath``
+    (default: True when the compiled module pagedkv._fastpath is built;
+    True without it raises NotSupported; False runs the Python decode path).
+    """
 
     def __init__(self, num_blocks, block_size, enable_caching=True,
                  enable_kv_cache_events=False, log_stats=False, **options):
@@ -111,6 +115,9 @@ class KVCacheManager(PrefixStatsMixin):
                      "pkv_batch_commit"):
             _lib.serving(name)  # NotSupported from an older library
         qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
+        fast = options.pop("fastpath", _accel.FAST is not None)
+        if fast and _accel.FAST is None:
+            raise NotSupported("KVCacheManager(fastpath=True): %s" % _accel.REASON)
         self.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
                            block_size=block_size, num_blocks=num_blocks,
                            storage="external", prefix_cache=enable_caching,
@@ -131,7 +138,7 @@ class KVCacheManager(PrefixStatsMixin):
         self._last_seq_arr = array("Q")
         self._pend_commit = []     # _Req whose tail block became full
         self._pend_blocks = []     # _PendingBlocks handed out for the queue
-        self._avail = None         # free + evictable, net of the queue
+        self._avail_py = None      # free + evictable, net of the queue
         self._slots = array("q")   # pkv_batch_append's slot per queued step
         self._evbuf = (_lib.pkv_event * 256)()
         L = _lib.LIB
@@ -144,7 +151,45 @@ class KVCacheManager(PrefixStatsMixin):
         self._f_drain = L.pkv_events_drain
         self._f_common = L.pkv_common_prefix_blocks
         self._u32 = c_uint32()
-        self.allocate_slots = self._make_allocate_slots()
+        if fast:
+            # The decode fast path and its queue in C (_fastpath.c); the
+            # same mirror, the same slow path.
+            self._Req = _accel.FAST.ReqState
+            self._fast = _accel.FAST.Allocator(
+                mgr=self, reqs=self._reqs, slow=self._allocate, empty=EMPTY_BLOCKS,
+                pending=_PendingBlocks, refresh=self._refresh_avail,
+                block_size=block_size, caching=enable_caching,
+                batch_append=cast(self._f_batch, c_void_p).value,
+                batch_commit=cast(self._f_bcommit, c_void_p).value)
+            self.allocate_slots = self._fast
+        else:
+            self._Req = _PyReq
+            self._fast = None
+            self.allocate_slots = self._make_allocate_slots()
+
+    @property
+    def _avail(self):
+        """Free + evictable blocks net of the decode queue (None: unknown,
+        ask the library when it matters)."""
+        f = self._fast
+        return self._avail_py if f is None else f.avail
+
+    @_avail.setter
+    def _avail(self, v):
+        f = self._fast
+        if f is None:
+            self._avail_py = v
+        else:
+            f.avail = v
+
+    def _refresh_avail(self):
+        c = self._capacity()
+        return c.free + c.evictable
+
+    @property
+    def fastpath(self):
+        """True when allocate_slots' decode path runs in the compiled module."""
+        return self._fast is not None
 
     # ---------------------------------------------------------- plumbing
 
@@ -161,6 +206,18 @@ class KVCacheManager(PrefixStatsMixin):
     def _flush(self):
         """Sends the queued decode steps in one batch call, then commits the
         blocks they filled."""
+        f = self._fast
+        if f is not None:
+            if f.n_pending or f.commits:
+                if self.enable_kv_cache_events:
+                    for r in f.commits:
+                        self._remember_stored(r, r.known)
+                rc = f.flush(self._p)  # one C call: batch append + commit
+                if rc < 0:  # the budget said they fit: the mirror is wrong
+                    self._avail = None
+                    raise Corrupt("queued decode steps failed in the library: %s"
+                                  % _lib.last_error())
+            return
         n = len(self._pend_seq)
         if n:
             slots = self._slots
@@ -251,8 +308,7 @@ class KVCacheManager(PrefixStatsMixin):
     def get_computed_blocks(self, request):
         """(blocks, num_computed_tokens): the longest cached prefix in full
         blocks, leaving at least the last token to compute.  Read-only."""
-        if self._pend_seq or self._pend_commit:
-            self._flush()
+        self._flush()
         if not self.enable_caching:
             return EMPTY_BLOCKS, 0
         n = request.num_tokens
@@ -385,7 +441,7 @@ class KVCacheManager(PrefixStatsMixin):
                                              byref(sid))
                 if rc < 0:
                     raise self._err(rc)
-                r = _Req(sid.value, request)
+                r = self._Req(sid.value, request)
             t = array("i", tokens[known0:new_known])
             hb = array("i", hit_ids)
             cap = cdiv(need, bs) - r.n_blocks + 2
