@@ -306,6 +306,13 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
 
 /* seq.c: frees s (its blocks, namespace, handle); the lock is held. */
 void pkv__seq_release(pkv_cache *c, pkv__seq *s);
+/* seq.c: the general append of pkv_seq_append_ex on s (lock held): attaches
+ * the verified hit hits[0..n_hits) (s empty), writes n_new known ids,
+ * reserves lookahead slots; all or nothing (groups.c runs it per group). */
+int pkv__seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
+                  uint32_t n_hits, const int32_t *tokens, uint32_t n_new,
+                  uint32_t n_lookahead, int64_t *slots, int32_t *new_blocks,
+                  uint32_t new_cap, pkv_delta *d);
 /* prefix.c: a cached block verifying as (key, parent, ns, tokens), or -1. */
 int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
                           uint32_t ns_id, const int32_t *tokens);
@@ -361,10 +368,11 @@ bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
  * namespace ns_id, written to out (may be NULL); read-only. */
 uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
                           uint32_t want, int32_t *out, uint64_t *collided);
-/* Whether blocks[0..n) are still the cached chain for tokens in ns_id (a
- * probed hit about to be attached); sets the error if not. */
+/* Whether blocks[from..n) are still the cached chain for tokens in ns_id
+ * (a probed hit about to be attached; entries before from are not read: a
+ * sliding window's hit starts later); sets the error if not. */
 bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
-                        const int32_t *blocks, uint32_t n);
+                        const int32_t *blocks, uint32_t from, uint32_t n);
 /* The policy hears that a table reused cached block b (already ref'd). */
 void pkv__prefix_hit(pkv_cache *c, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
