@@ -39,13 +39,13 @@ from .errors import Corrupt, InvalidArgument, NotSupported, error_for
 from .vllm_types import (EMPTY_BLOCKS, AllBlocksCleared, BlockRemoved,
                          BlockStored, EventsLost, KVCacheBlocks, NoSuchRequest,
                          PrefixCacheStats, PrefixStatsMixin, StaleHit, cache_salt, cdiv,
+                         refused_append,
                          check_fits_pool, check_new_tokens, lora_id, token_ids)
 
 __all__ = ["KVCacheManager", "KVCacheBlocks", "BlockStored", "BlockRemoved",
            "AllBlocksCleared", "EventsLost", "PrefixCacheStats",
            "NoSuchRequest", "StaleHit"]
 
-_ENOMEM, _ESTATE = -2, -6
 
 
 class _PyReq:
@@ -103,8 +103,15 @@ class KVCacheManager(PrefixStatsMixin):
     True without it raises NotSupported; False runs the Python decode path).
     """
 
+    def __new__(cls, *args, **options):
+        if options.get("kv_cache_groups") is not None and cls is KVCacheManager:
+            from .vllm_groups import HybridKVCacheManager
+            return HybridKVCacheManager(*args, **options)
+        return super().__new__(cls)
+
     def __init__(self, num_blocks, block_size, enable_caching=True,
                  enable_kv_cache_events=False, log_stats=False, **options):
+        options.pop("kv_cache_groups", None)  # None: one group
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
@@ -455,15 +462,8 @@ class KVCacheManager(PrefixStatsMixin):
             d = _lib.pkv_delta()
             rc = self._f_append(self._p, r.seq, byref(req), byref(d))
             if rc < 0:
-                err = _lib.last_error()
-                if created:
-                    _lib.LIB.pkv_seq_free(self._p, r.seq)
-                if rc == _ENOMEM:
-                    return None
-                if rc == _ESTATE and hit_ids:
-                    raise StaleHit("allocate_slots: request %s: hit block no "
-                                   "longer cached (%s)" % (rid, err))
-                raise error_for(rc, err)
+                return refused_append(rc, _lib.last_error(), rid, hit_ids, lambda: created
+                                      and _lib.LIB.pkv_seq_free(self._p, r.seq))
             if created:
                 self._reqs[rid] = r
                 self._by_seq[r.seq] = r
@@ -543,44 +543,53 @@ class KVCacheManager(PrefixStatsMixin):
         in order (consecutive blocks stored by one request are one
         BlockStored, as vLLM reports them)."""
         self._flush()
-        if not self.enable_kv_cache_events:
-            return []
-        out = []
-        buf = self._evbuf
-        n = self._u32
-        pending = c_uint32()
-        bs = self.block_size
-        last = None  # (seq, index) of the last stored block in out[-1]
-        while True:
-            rc = self._f_drain(self._p, buf, len(buf), byref(n), byref(pending))
-            if rc < 0:
-                raise self._err(rc)
-            for i in range(n.value):
-                e = buf[i]
-                if e.type == 1:
-                    key = e.key.lo | (e.key.hi << 64)
-                    toks = list(self._stored.get((e.seq, e.index), ()))
-                    if last == (e.seq, e.index - 1):
-                        ev = out[-1]
-                        ev.block_hashes.append(key)
-                        ev.token_ids += toks
-                    else:
-                        par = e.parent.lo | (e.parent.hi << 64)
-                        out.append(BlockStored(
-                            block_hashes=[key],
-                            parent_block_hash=par if e.index else None,
-                            token_ids=toks, block_size=bs,
-                            lora_id=e.adapter_id or None))
-                    last = (e.seq, e.index)
-                    continue
-                last = None
-                if e.type == 2:
-                    out.append(BlockRemoved(block_hashes=[e.key.lo | (e.key.hi << 64)]))
-                elif e.type == 3:
-                    out.append(AllBlocksCleared())
-                elif e.type == 5:
-                    out.append(EventsLost(e.n_lost))
-            if pending.value == 0 or n.value == 0:
-                break
-        self._stored.clear()
-        return out
+        return events_from_queue(self, lambda seq, index: (
+            self._stored.get((seq, index), ()), None))
+
+
+def events_from_queue(mgr, stored):
+    """Drains mgr's library event queue into vLLM's event objects, in order;
+    stored(seq, index) -> (token ids, group) of a block a commit stored
+    (remembered at the commit).  Clears mgr._stored."""
+    if not mgr.enable_kv_cache_events:
+        return []
+    out = []
+    buf = mgr._evbuf
+    n = mgr._u32
+    pending = c_uint32()
+    bs = mgr.block_size
+    drain = _lib.LIB.pkv_events_drain
+    last = None  # (seq, index) of the last stored block in out[-1]
+    while True:
+        rc = drain(mgr._p, buf, len(buf), byref(n), byref(pending))
+        if rc < 0:
+            raise error_for(rc, _lib.last_error())
+        for i in range(n.value):
+            e = buf[i]
+            if e.type == 1:
+                key = e.key.lo | (e.key.hi << 64)
+                toks, group = stored(e.seq, e.index)
+                if last == (e.seq, e.index - 1):
+                    ev = out[-1]
+                    ev.block_hashes.append(key)
+                    ev.token_ids += list(toks)
+                else:
+                    par = e.parent.lo | (e.parent.hi << 64)
+                    out.append(BlockStored(
+                        block_hashes=[key],
+                        parent_block_hash=par or None,  # 0: a chain's first
+                        token_ids=list(toks), block_size=bs,
+                        lora_id=e.adapter_id or None, group=group))
+                last = (e.seq, e.index)
+                continue
+            last = None
+            if e.type == 2:
+                out.append(BlockRemoved(block_hashes=[e.key.lo | (e.key.hi << 64)]))
+            elif e.type == 3:
+                out.append(AllBlocksCleared())
+            elif e.type == 5:
+                out.append(EventsLost(e.n_lost))
+        if pending.value == 0 or n.value == 0:
+            break
+    mgr._stored.clear()
+    return out
