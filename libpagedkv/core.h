@@ -188,6 +188,7 @@ typedef struct pkv__pin {
 
 struct pkv_cache {
   pthread_mutex_t lock;
+  const pkv_cache *held_prev;  /* pkv__tls_held before this lock was taken */
   pkv_config cfg;              /* validated; strings point into names below */
   char policy_name[32];
   pkv_kv_layout layout;
@@ -278,17 +279,32 @@ static inline uint64_t pkv__now(pkv_cache *c) {
  * into it from the callback is refused (it would deadlock on the lock). */
 extern _Thread_local const pkv_cache *pkv__tls_emitting
     __attribute__((tls_model("initial-exec")));
+/* The cache whose lock this thread holds (the innermost, when a callback
+ * of one cache calls into another; the chain is kept in held_prev), or
+ * NULL.  Whatever the library calls with the lock held — policy hooks,
+ * event callbacks, the clock, an allocator — that calls back into the same
+ * cache is refused instead of deadlocking on the lock. */
+extern _Thread_local const pkv_cache *pkv__tls_held
+    __attribute__((tls_model("initial-exec")));
 int pkv__lock_busy(const pkv_cache *c);
-/* Takes the cache lock; PKV_EBUSY (error set, lock not taken) when called
- * from this cache's event callback.  Every entry point:
+/* Takes the cache lock; PKV_EBUSY (error set, lock not taken, nothing
+ * changed) when this thread already holds it (a call from a policy hook or
+ * another callback the cache runs) or runs its event callback.  Every entry
+ * point:
  *   if (pkv__lock(cache)) return PKV_EBUSY; */
 __attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
-  if (__builtin_expect(pkv__tls_emitting == c, 0)) return pkv__lock_busy(c);
+  if (__builtin_expect(pkv__tls_held == c || pkv__tls_emitting == c, 0))
+    return pkv__lock_busy(c);
   pthread_mutex_lock(&c->lock);
+  c->held_prev = pkv__tls_held;
+  pkv__tls_held = c;
   c->now_valid = false;
   return 0;
 }
-static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
+static inline void pkv__unlock(pkv_cache *c) {
+  pkv__tls_held = c->held_prev;
+  pthread_mutex_unlock(&c->lock);
+}
 
 /* seq.c */
 /* The refusal path of pkv__seq_lookup: sets the error, returns NULL. */

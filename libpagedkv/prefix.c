@@ -349,12 +349,17 @@ static int32_t child_with_tokens(pkv_cache *c, int32_t parent_block,
 
 _Thread_local const pkv_cache *pkv__tls_emitting
     __attribute__((tls_model("initial-exec")));
+_Thread_local const pkv_cache *pkv__tls_held
+    __attribute__((tls_model("initial-exec")));
 
 int pkv__lock_busy(const pkv_cache *c) {
-  (void)c;
-  return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
-                  "callback (the cache is locked: queue the work, or pull "
-                  "events with pkv_events_drain)");
+  if (pkv__tls_emitting == c)
+    return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
+                    "callback (the cache is locked: queue the work, or pull "
+                    "events with pkv_events_drain)");
+  return pkv__err(PKV_EBUSY, "call into a cache from inside a callback it runs "
+                  "with its lock held (a policy hook, the clock, the "
+                  "allocator): refused, nothing changed; queue the work");
 }
 
 /* Appends ev to the pull queue, or counts it lost (see pkv_events_drain:
