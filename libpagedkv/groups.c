@@ -320,7 +320,8 @@ static uint32_t find_hit(pkv_groups *groups, const uint32_t *ns_ids, const bool 
   pkv_cache *c = groups->cache;
   const uint32_t ng = groups->n_groups;
   uint32_t hb = want;
-  for (uint32_t g = 0; g < ng && want > 0; g++) {
+  if (want == 0) return 0; /* found/keys may be NULL then */
+  for (uint32_t g = 0; g < ng; g++) {
     int32_t *f = found + (size_t)g * want;
     bool full = groups->spec[g].kind == PKV_ATTN_FULL;
     if (has_ns && !has_ns[g]) {
