@@ -442,18 +442,6 @@ START_TEST(append_ex_bad) {
 }
 END_TEST
 
-static Suite *groups_suite(void) {
-  Suite *s = suite_create("groups");
-  TCase *tc = tcase_create("groups");
-  tcase_add_test(tc, window);
-  tcase_add_test(tc, match);
-  tcase_add_test(tc, partial);
-  tcase_add_test(tc, bad_input);
-  tcase_add_test(tc, probe);
-  tcase_add_test(tc, append_ex);
-  tcase_add_test(tc, append_ex_bad);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(groups_suite()); }
+TU_MAIN("groups",
+    {"groups", 0, {{window}, {match}, {partial}, {bad_input}, {probe}, {append_ex},
+                   {append_ex_bad}}})
