@@ -107,7 +107,7 @@ PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 # Keep object files of tests and benchmarks between runs.
 .SECONDARY:
 
-all: lib tools examples
+all: lib tools examples pyext
 lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
@@ -188,11 +188,25 @@ test check: lib $(TEST_BIN) layer-check
 	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
 
+# The Python package's compiled fast path (python/pagedkv/_fastpath.c, the
+# vLLM manager's decode step), built for $(PYTHON) beside the .py files with
+# fixed flags (not MODE's: the interpreter loads no sanitizer runtime).
+PYTHON ?= /usr/bin/python3
+PYEXT_SUFFIX = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+PYEXT_INC    = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+PYEXT        = python/pagedkv/_fastpath$(PYEXT_SUFFIX)
+.PHONY: pyext deps-pyext
+pyext: $(PYEXT)
+deps-pyext:
+	@scripts/deps.sh pyext
+$(PYEXT): python/pagedkv/_fastpath.c Makefile | deps-pyext
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -fPIC -shared \
+	  -fvisibility=hidden -I$(PYEXT_INC) $< -o $@
+
 # The Python package (python/) under pytest, against this build's shared
 # library.  Not under asan/tsan: their .so needs the sanitizer runtime
 # preloaded into the interpreter.  A library that does not load fails.
-PYTHON ?= /usr/bin/python3
-test-python: lib
+test-python: lib pyext
 	@scripts/deps.sh python
 	@if [ "$(MODE)" = asan ] || [ "$(MODE)" = tsan ]; then \
 	  echo "python tests: not run in MODE=$(MODE) (run them in release)"; \
@@ -226,7 +240,7 @@ bench: lib $(BENCH_BIN)
 
 # One vLLM scheduler decode step for 256 requests: the Python protocol on the
 # library, the C batch call, and a pure-Python manager (bench/bench_vllm.py).
-bench-python: lib
+bench-python: lib pyext
 	@scripts/deps.sh python
 	@echo "== bench/bench_vllm.py"
 	@PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PYTHONDONTWRITEBYTECODE=1 $(PYTHON) bench/bench_vllm.py
@@ -324,6 +338,7 @@ install: lib
 	if [ -x $(TOOL) ]; then install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/; fi
 	install -d $(DESTDIR)$(PYDIR)/pagedkv
 	install -m 644 python/pagedkv/*.py $(DESTDIR)$(PYDIR)/pagedkv/
+	if [ -f $(PYEXT) ]; then install -m 644 $(PYEXT) $(DESTDIR)$(PYDIR)/pagedkv/; fi
 	printf 'LIBRARY = %s\n' "'$(PREFIX)/lib/libpagedkv.so.$(SOMAJOR)'" > $(DESTDIR)$(PYDIR)/pagedkv/_install.py
 
 uninstall:
@@ -334,4 +349,4 @@ deps:
 	scripts/deps.sh all
 
 clean:
-	rm -rf build
+	rm -rf build $(PYEXT)

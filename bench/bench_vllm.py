@@ -4,7 +4,11 @@
 Three ways, interleaved step by step in one process (same machine state):
   pyref   pagedkv.vllm_pyref.PyKVCacheManager: the pure-Python manager
           written the way vLLM's is (the baseline);
-  vllm    pagedkv.vllm.KVCacheManager: the same protocol on libpagedkv;
+  vllm    pagedkv.vllm.KVCacheManager: the same protocol on libpagedkv,
+          its decode step in the compiled module pagedkv._fastpath;
+  vllm-py the same manager with fastpath=False (its decode step in Python),
+          timed in a second phase after the others (interleaving a fifth
+          manager's memory would slow the other four through the caches);
   batch   the library's pkv_batch_append for the 256 sequences, one ctypes
           call (what the protocol's queued decode steps become).
 A step is what vLLM's scheduler asks of its manager for each running request
@@ -106,10 +110,15 @@ def main():
 
     py = PyKVCacheManager(num_blocks=num_blocks, block_size=bs)
     cm = KVCacheManager(num_blocks=num_blocks, block_size=bs)
+    if not cm.fastpath:
+        sys.exit("bench_vllm: the compiled fast path is missing (`make pyext`)")
+    cp = KVCacheManager(num_blocks=num_blocks, block_size=bs, fastpath=False)
     py_reqs = [Req("r%d" % i, p) for i, p in enumerate(prompts)]
     c_reqs = [Req("r%d" % i, p) for i, p in enumerate(prompts)]
+    cp_reqs = [Req("r%d" % i, p) for i, p in enumerate(prompts)]
     admit_all(py, py_reqs)
     admit_all(cm, c_reqs)
+    admit_all(cp, cp_reqs)
 
     # The raw batch call on its own cache, sequences shaped the same.
     raw = pagedkv.Cache(n_layers=1, n_kv_heads=1, head_dim=1, block_size=bs,
@@ -134,7 +143,7 @@ def main():
             return EMPTY_BLOCKS
     noop = NoOp()
 
-    t_py, t_c, t_raw, t_noop = [], [], [], []
+    t_py, t_c, t_raw, t_noop, t_cp = [], [], [], [], []
     clock = time.perf_counter_ns
     for k in range(a.steps):
         tok = rng.randrange(32000)
@@ -167,11 +176,22 @@ def main():
             r.num_computed_tokens += 1
         for r in c_reqs:
             r.num_computed_tokens += 1
+    for k in range(a.steps):  # the second phase: the Python decode path
+        tok = rng.randrange(32000)
+        for r in cp_reqs:
+            r.all_token_ids.append(tok)
+        t0 = clock()
+        step(cp, cp_reqs)
+        cp.flush()
+        t_cp.append(clock() - t0)
+        for r in cp_reqs:
+            r.num_computed_tokens += 1
 
     # Both managers hold the same tables, block for block in count.
     for rp, rc_ in zip(py_reqs[:8], c_reqs[:8]):
         assert len(py.get_block_ids(rp.request_id)[0]) == len(cm.get_block_ids(rc_.request_id)[0])
     cm.check()
+    cp.check()
 
     def med(v):
         return statistics.median(v) / 1000.0
@@ -185,6 +205,8 @@ def main():
     report("vllm protocol step, %d decodes (python)" % n, med(t_c), "us",
            med(t_py), "pure-python manager", "of baseline time")
     report("vllm protocol speed-up over pure-python", med(t_py) / med(t_c), "x")
+    report("vllm protocol step, decode path in Python (phase 2)", med(t_cp), "us",
+           med(t_py), "pure-python manager", "of baseline time")
     report("no-op manager step (the loop's floor)", med(t_noop), "us",
            med(t_c), "python protocol step", "of protocol time")
     report("C batch step, %d decodes (one ctypes call)" % n, med(t_raw), "us",

@@ -191,6 +191,7 @@ typedef struct pkv__pin {
 
 struct pkv_cache {
   pthread_mutex_t lock;
+  const pkv_cache *held_prev;  /* pkv__tls_held before this lock was taken */
   pkv_config cfg;              /* validated; strings point into names below */
   char policy_name[32];
   pkv_kv_layout layout;
@@ -341,16 +342,30 @@ static inline uint64_t pkv__now(pkv_cache *c) {
  * into it from the callback is refused (it would deadlock on the lock). */
 extern _Thread_local const pkv_cache *pkv__tls_emitting
     __attribute__((tls_model("initial-exec")));
+/* The cache whose lock this thread holds (the innermost, when a callback
+ * of one cache calls into another; the chain is kept in held_prev), or
+ * NULL.  Whatever the library calls with the lock held — policy hooks,
+ * event callbacks, the clock, an allocator — that calls back into the same
+ * cache is refused instead of deadlocking on the lock. */
+extern _Thread_local const pkv_cache *pkv__tls_held
+    __attribute__((tls_model("initial-exec")));
 int pkv__lock_busy(const pkv_cache *c);
-/* Takes the cache lock; PKV_EBUSY (error set, lock not taken) when called
- * from this cache's event callback. */
+/* Takes the cache lock; PKV_EBUSY (error set, lock not taken, nothing
+ * changed) when this thread already holds it (a call from a policy hook or
+ * another callback the cache runs) or runs its event callback (PKV_LOCK). */
 __attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
-  if (__builtin_expect(pkv__tls_emitting == c, 0)) return pkv__lock_busy(c);
+  if (__builtin_expect(pkv__tls_held == c || pkv__tls_emitting == c, 0))
+    return pkv__lock_busy(c);
   pthread_mutex_lock(&c->lock);
+  c->held_prev = pkv__tls_held;
+  pkv__tls_held = c;
   c->now_valid = false;
   return 0;
 }
-static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
+static inline void pkv__unlock(pkv_cache *c) {
+  pkv__tls_held = c->held_prev;
+  pthread_mutex_unlock(&c->lock);
+}
 
 /* The refusal path of pkv__seq_lookup: sets the error, returns NULL. */
 pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id);
@@ -449,10 +464,11 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
  * namespace ns_id, written to out (may be NULL); read-only. */
 uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
                           uint32_t want, int32_t *out, uint64_t *collided);
-/* Whether blocks[0..n) are still the cached chain for tokens in ns_id (a
- * probed hit about to be attached); sets the error if not. */
+/* Whether blocks[from..n) are still the cached chain for tokens in ns_id
+ * (a probed hit about to be attached; entries before from are not read: a
+ * sliding window's hit starts later); sets the error if not. */
 bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
-                        const int32_t *blocks, uint32_t n);
+                        const int32_t *blocks, uint32_t from, uint32_t n);
 /* The policy hears that a table reused cached block b (already ref'd). */
 void pkv__prefix_hit(pkv_cache *c, int32_t b);
 /* Key of a full block: XXH3-128 (seed PKV__KEY_SEED) over parent, the
@@ -494,6 +510,13 @@ void pkv__pins_destroy(pkv_cache *c);
 
 /* Frees s (its blocks, namespace, handle); the lock is held. */
 void pkv__seq_release(pkv_cache *c, pkv__seq *s);
+/* The general append of pkv_seq_append_ex on s (lock held): attaches the
+ * verified hit hits[0..n_hits) (s empty), writes n_new known ids, reserves
+ * lookahead slots; all or nothing (groups.c runs it per group). */
+int pkv__seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
+                  uint32_t n_hits, const int32_t *tokens, uint32_t n_new,
+                  uint32_t n_lookahead, int64_t *slots, int32_t *new_blocks,
+                  uint32_t new_cap, pkv_delta *d);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
 
 

@@ -8,8 +8,9 @@
  *                                  message when cond is false
  *                                  (both in internal.h)
  *   PKV_LOCK(cache)                the cache lock; PKV_EBUSY (lock not
- *                                  taken) from the cache's own event
- *                                  callback
+ *                                  taken, nothing changed) from inside a
+ *                                  callback the cache runs under it (its
+ *                                  event callback, a policy hook, ...)
  *   PKV_LOCK_SEQ(cache, id, s)     the lock, then the handle: s is the live
  *                                  sequence, or the call returns PKV_ENOSEQ
  *                                  (lock released, error set)
@@ -31,12 +32,17 @@
 
 _Thread_local const pkv_cache *pkv__tls_emitting
     __attribute__((tls_model("initial-exec")));
+_Thread_local const pkv_cache *pkv__tls_held
+    __attribute__((tls_model("initial-exec")));
 
 int pkv__lock_busy(const pkv_cache *c) {
-  (void)c;
-  return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
-                  "callback (the cache is locked: queue the work, or pull "
-                  "events with pkv_events_drain)");
+  if (pkv__tls_emitting == c)
+    return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
+                    "callback (the cache is locked: queue the work, or pull "
+                    "events with pkv_events_drain)");
+  return pkv__err(PKV_EBUSY, "call into a cache from inside a callback it runs "
+                  "with its lock held (a policy hook, the clock, the "
+                  "allocator): refused, nothing changed; queue the work");
 }
 
 pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id) {

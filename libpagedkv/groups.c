@@ -22,10 +22,16 @@
  * the chain.  The hit h is the largest multiple of block_size, within every
  * full group's run, such that every sliding group has all blocks covering
  * [h - W + 1, h).  Then each group attaches exactly what it needs.
+ * pkv_groups_probe runs the same search (find_hit) on the namespaces alone
+ * and changes nothing; pkv_groups_append_ex attaches a probed hit after
+ * re-verifying each needed block, then appends known ids and lookahead
+ * slots in every group with pkv__seq_grow (seq.c's general append), all
+ * groups counted and reserved first so that the step is all or nothing.
  */
 #include "core.h"
 #include "pagedkv/groups.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct pkv_groups {
@@ -249,14 +255,14 @@ int pkv_groups_first_pos(pkv_groups *groups, const pkv_seq_id *ids,
 /* Walks s's key chain over tokens[0 .. n_blocks * bs): found[i] = the
  * cached block verifying as block i (or -1), keys[i] its key.  A full group
  * stops at its first miss; returns the blocks walked. */
-static uint32_t chain_walk(pkv_cache *c, const pkv__seq *s, const int32_t *tokens,
+static uint32_t chain_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
                            uint32_t n_blocks, bool stop_at_miss, int32_t *found,
                            pkv_hash128 *keys) {
   pkv_hash128 parent = {0, 0};
   for (uint32_t i = 0; i < n_blocks; i++) {
     const int32_t *t = tokens + (size_t)i * c->block_size;
-    keys[i] = pkv__block_key(c, &parent, s->ns_id, t);
-    found[i] = pkv__index_lookup(c, keys[i], parent, s->ns_id, t);
+    keys[i] = pkv__block_key(c, &parent, ns_id, t);
+    found[i] = pkv__index_lookup(c, keys[i], parent, ns_id, t);
     if (found[i] < 0 && stop_at_miss) return i;
     parent = keys[i];
   }
@@ -280,6 +286,64 @@ static void attach(pkv_cache *c, pkv__seq *s, const int32_t *found,
   s->tail_writable = false;
   c->sum_tokens += (uint64_t)(to - from) * bs;
   c->sum_blocks += to - from;
+}
+
+/* The first block a sliding group g needs for a hit of hb blocks (a query
+ * at position h = hb * bs reads [h - W + 1, h]); 0 for a full group. */
+static uint32_t window_from(const pkv_groups *gr, uint32_t g, uint32_t hb) {
+  uint32_t bs = gr->cache->block_size, w = gr->spec[g].window;
+  if (gr->spec[g].kind != PKV_ATTN_SLIDING || (uint64_t)hb * bs + 1 <= w) return 0;
+  return (uint32_t)(((uint64_t)hb * bs + 1 - w) / bs);
+}
+
+/* The largest hit (in blocks, <= want) valid for every group (lock held):
+ * found/keys are ng x want, group-major; group g's blocks are looked up in
+ * namespace ns_ids[g], or missed everywhere when has_ns[g] is false (has_ns
+ * NULL: all exist).  Full groups bound the hit; sliding groups need their
+ * window. */
+static uint32_t find_hit(pkv_groups *groups, const uint32_t *ns_ids, const bool *has_ns,
+                         const int32_t *tokens, uint32_t want, int32_t *found,
+                         pkv_hash128 *keys) {
+  pkv_cache *c = groups->cache;
+  const uint32_t ng = groups->n_groups;
+  uint32_t hb = want;
+  if (want == 0) return 0; /* found/keys may be NULL then */
+  for (uint32_t g = 0; g < ng; g++) {
+    int32_t *f = found + (size_t)g * want;
+    bool full = groups->spec[g].kind == PKV_ATTN_FULL;
+    if (has_ns && !has_ns[g]) {
+      for (uint32_t i = 0; i < want; i++) f[i] = -1;
+      if (full) hb = 0;
+      continue;
+    }
+    if (!full) continue;
+    uint32_t run = chain_walk(c, ns_ids[g], tokens, hb, true, f, keys + (size_t)g * want);
+    if (run < hb) hb = run;
+  }
+  for (uint32_t g = 0; g < ng; g++)
+    if (groups->spec[g].kind == PKV_ATTN_SLIDING && (!has_ns || has_ns[g]))
+      (void)chain_walk(c, ns_ids[g], tokens, hb, false, found + (size_t)g * want,
+                       keys + (size_t)g * want);
+  /* The largest hb whose window blocks are cached in every sliding group:
+   * lowering hb for one group may break another's, so repeat until none
+   * lowers it (hb only falls). */
+  for (bool lowered = true; lowered && hb > 0;) {
+    lowered = false;
+    for (uint32_t g = 0; g < ng && hb > 0; g++) {
+      if (groups->spec[g].kind != PKV_ATTN_SLIDING) continue;
+      const int32_t *f = found + (size_t)g * want;
+      for (;;) {
+        uint32_t from = window_from(groups, g, hb);
+        uint32_t miss = hb;
+        for (uint32_t i = from; i < hb && miss == hb; i++)
+          if (f[i] < 0) miss = i;
+        if (miss == hb) break;
+        hb = miss; /* every window ending past a missing block contains it */
+        lowered = true;
+      }
+    }
+  }
+  return hb;
 }
 
 int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
@@ -314,44 +378,12 @@ int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
   } else {
     want = 0;
   }
-  /* Full groups bound the hit; sliding groups need their window. */
-  uint32_t hb = want;
-  for (uint32_t g = 0; g < ng; g++) {
-    if (groups->spec[g].kind != PKV_ATTN_FULL) continue;
-    uint32_t run = chain_walk(c, s[g], tokens, hb, true, found + (size_t)g * want,
-                              keys + (size_t)g * want);
-    if (run < hb) hb = run;
-  }
-  for (uint32_t g = 0; g < ng; g++)
-    if (groups->spec[g].kind == PKV_ATTN_SLIDING)
-      (void)chain_walk(c, s[g], tokens, hb, false, found + (size_t)g * want,
-                       keys + (size_t)g * want);
-  /* The largest hb whose window blocks are cached in every sliding group:
-   * lowering hb for one group may break another's, so repeat until none
-   * lowers it (hb only falls). */
-  for (bool lowered = true; lowered && hb > 0;) {
-    lowered = false;
-    for (uint32_t g = 0; g < ng && hb > 0; g++) {
-      if (groups->spec[g].kind != PKV_ATTN_SLIDING) continue;
-      const int32_t *f = found + (size_t)g * want;
-      uint32_t w = groups->spec[g].window;
-      for (;;) {
-        uint32_t h = hb * bs;
-        uint32_t from = h + 1 > w ? (h + 1 - w) / bs : 0;
-        uint32_t miss = hb;
-        for (uint32_t i = from; i < hb && miss == hb; i++)
-          if (f[i] < 0) miss = i;
-        if (miss == hb) break;
-        hb = miss; /* every window ending past a missing block contains it */
-        lowered = true;
-      }
-    }
-  }
+  uint32_t ns_ids[PKV_GROUPS_MAX] = {0};
+  for (uint32_t g = 0; g < ng; g++) ns_ids[g] = s[g]->ns_id;
+  uint32_t hb = find_hit(groups, ns_ids, NULL, tokens, want, found, keys);
   /* Every group agrees on hb: attach. */
   for (uint32_t g = 0; g < ng; g++) {
-    uint32_t from = 0, w = groups->spec[g].window;
-    if (groups->spec[g].kind == PKV_ATTN_SLIDING && hb * bs + 1 > w)
-      from = (hb * bs + 1 - w) / bs;
+    uint32_t from = window_from(groups, g, hb);
     if (hb > 0)
       attach(c, s[g], found + (size_t)g * want, keys + (size_t)g * want, from, hb);
     c->st.prefix_queries++;
@@ -362,5 +394,185 @@ int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
 out:
   pkv__free(found);
   pkv__free(keys);
+  return pkv__leave(c, rc);
+}
+
+/* ------------------------------------------------ serving: probe, append_ex */
+
+int pkv_groups_probe(pkv_groups *groups, const pkv_seq_opts *opts,
+                     const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t max_tokens, int32_t *blocks, uint32_t blocks_cap,
+                     uint32_t *hit_tokens) {
+  pkv__err_clear();
+  PKV_CHECK(groups && hit_tokens && (tokens || n_tokens == 0), "groups_probe: NULL argument");
+  PKV_CHECK(blocks || blocks_cap == 0, "groups_probe: blocks is NULL with cap %u", blocks_cap);
+  PKV_CHECK(!opts || opts->ns_len == 0 || opts->ns,
+            "groups_probe: ns is NULL with ns_len %zu", opts ? opts->ns_len : 0);
+  pkv_cache *c = groups->cache;
+  const uint32_t bs = c->block_size, ng = groups->n_groups;
+  uint32_t limit = n_tokens;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  uint32_t want = limit / bs;
+  if (blocks && want > blocks_cap) want = blocks_cap;
+  if (c->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) want = 0;
+  /* The group namespaces (request namespace ‖ group index), built before
+   * the lock; a namespace no sequence ever had has no blocks. */
+  uint8_t *nsb[PKV_GROUPS_MAX] = {0};
+  size_t nsl[PKV_GROUPS_MAX];
+  int rc = 0;
+  for (uint32_t g = 0; g < ng && want > 0 && !rc; g++)
+    if (!(nsb[g] = group_ns(opts ? opts->ns : NULL, opts ? opts->ns_len : 0, g, &nsl[g])))
+      rc = pkv__err(PKV_ENOMEM, "groups_probe: no memory");
+  int32_t *found = NULL;
+  pkv_hash128 *keys = NULL;
+  if (!rc && want > 0) {
+    found = pkv__malloc((size_t)ng * want * sizeof *found);
+    keys = pkv__malloc((size_t)ng * want * sizeof *keys);
+    if (!found || !keys) rc = pkv__err(PKV_ENOMEM, "groups_probe: no memory for %u blocks", want);
+  }
+  /* The lock by hand (not PKV_LOCK): a refusal must free the buffers. */
+  if (!rc && pkv__lock(c)) rc = PKV_EBUSY;
+  else if (!rc) {
+    uint32_t hb = 0, ns_ids[PKV_GROUPS_MAX] = {0};
+    bool has[PKV_GROUPS_MAX] = {0};
+    for (uint32_t g = 0; g < ng && want > 0 && !rc; g++) {
+      has[g] = pkv__ns_find(c, nsb[g], nsl[g], opts ? opts->adapter_id : 0, &ns_ids[g], &rc);
+    }
+    if (!rc && want > 0) hb = find_hit(groups, ns_ids, has, tokens, want, found, keys);
+    if (!rc) {
+      for (uint32_t g = 0; blocks && g < ng; g++) {
+        uint32_t from = window_from(groups, g, hb);
+        for (uint32_t i = 0; i < hb; i++)
+          blocks[(size_t)g * blocks_cap + i] = i < from ? -1 : found[(size_t)g * want + i];
+      }
+      c->st.prefix_probes++;
+      *hit_tokens = hb * bs;
+    }
+    rc = pkv__leave_ro(c, rc);
+  }
+  for (uint32_t g = 0; g < ng; g++) pkv__free(nsb[g]);
+  pkv__free(found);
+  pkv__free(keys);
+  return rc;
+}
+
+int pkv_groups_append_ex(pkv_groups *groups, const pkv_seq_id *ids,
+                         const pkv_append *req_in, pkv_delta *deltas) {
+  pkv__err_clear();
+  PKV_CHECK(groups && ids && req_in, "groups_append_ex: NULL argument");
+  pkv_append req;
+  int rc = pkv__append_in(&req, req_in);
+  if (rc) return rc;
+  PKV_CHECK(req.tokens || req.n_tokens == 0,
+            "groups_append_ex: tokens is NULL with n_tokens %u", req.n_tokens);
+  PKV_CHECK(req.hit_blocks || req.n_hit_blocks == 0,
+            "groups_append_ex: hit_blocks is NULL with n_hit_blocks %u", req.n_hit_blocks);
+  PKV_CHECK(req.new_blocks || req.new_cap == 0,
+            "groups_append_ex: new_blocks is NULL with new_cap %u", req.new_cap);
+  pkv_cache *c = groups->cache;
+  const uint32_t bs = c->block_size, ng = groups->n_groups, nh = req.n_hit_blocks;
+  uint64_t hit_tokens = (uint64_t)nh * bs;
+  PKV_CHECK(hit_tokens <= req.n_tokens, "groups_append_ex: %u hit blocks cover %llu "
+            "tokens, n_tokens is %u", nh, (unsigned long long)hit_tokens, req.n_tokens);
+  const uint32_t n_new = req.n_tokens - (uint32_t)hit_tokens;
+  const uint64_t per_group_slots = (uint64_t)n_new + req.n_lookahead;
+  PKV_LOCK(c);
+  pkv__seq *s[PKV_GROUPS_MAX];
+  uint32_t from[PKV_GROUPS_MAX];
+  uint64_t need = 0, cows = 0;
+  rc = lookup_all(groups, ids, s);
+  /* Every group at the same absolute lengths (they move together). */
+  uint64_t known_abs = 0, len_abs = 0;
+  for (uint32_t g = 0; g < ng && !rc; g++) {
+    uint64_t base = (uint64_t)s[g]->n_dropped * bs;
+    if (g == 0) {
+      known_abs = base + s[g]->n_known;
+      len_abs = base + s[g]->n_tokens;
+    } else if (base + s[g]->n_known != known_abs || base + s[g]->n_tokens != len_abs) {
+      rc = pkv__err(PKV_ESTATE, "groups_append_ex: group %u is at %llu/%llu tokens, "
+                    "group 0 at %llu/%llu", g, (unsigned long long)(base + s[g]->n_known),
+                    (unsigned long long)(base + s[g]->n_tokens),
+                    (unsigned long long)known_abs, (unsigned long long)len_abs);
+    }
+  }
+  if (!rc && nh && len_abs)
+    rc = pkv__err(PKV_ESTATE, "groups_append_ex: a hit attaches only to empty "
+                  "sequences (these hold %llu tokens)", (unsigned long long)len_abs);
+  uint64_t new_known = known_abs + hit_tokens + n_new;
+  uint64_t new_len = new_known + req.n_lookahead > len_abs ? new_known + req.n_lookahead : len_abs;
+  if (!rc && new_len > groups->max_tokens)
+    rc = pkv__err(PKV_ERANGE, "groups_append_ex: %llu tokens (lookahead included) "
+                  "exceed max_tokens %u", (unsigned long long)new_len, groups->max_tokens);
+  /* Verify each group's hit and count what every group takes, as
+   * pkv__seq_grow will: fresh blocks, a copy of a shared tail, and hit
+   * blocks nobody holds (they stop being evictable). */
+  for (uint32_t g = 0; g < ng && !rc; g++) {
+    const int32_t *gh = req.hit_blocks ? req.hit_blocks + (size_t)g * nh : NULL;
+    from[g] = window_from(groups, g, nh);
+    uint32_t n_hits = nh - from[g];
+    if (nh && !pkv__prefix_verify(c, s[g]->ns_id, req.tokens, gh, from[g], nh)) {
+      char why[200];
+      snprintf(why, sizeof why, "%s", pkv_last_error());
+      rc = pkv__err(PKV_ESTATE, "groups_append_ex: group %u: %s", g, why);
+      break;
+    }
+    uint64_t len0 = s[g]->n_tokens + (uint64_t)n_hits * bs;
+    uint64_t nblk0 = s[g]->n_blocks + (uint64_t)n_hits;
+    uint64_t room = nblk0 * bs - len0;
+    uint64_t ext = new_len - (uint64_t)s[g]->n_dropped * bs - (nh ? (uint64_t)from[g] * bs : 0) - len0;
+    int32_t tail = n_hits ? gh[nh - 1] : nblk0 ? s[g]->blocks[nblk0 - 1] : -1;
+    bool cow = ext > 0 && room > 0 && !pkv__block_writable_at(c, tail, bs - (uint32_t)room);
+    uint64_t fresh = ext > room ? (ext - room + bs - 1) / bs : 0;
+    if (req.new_blocks && fresh > req.new_cap) {
+      rc = pkv__err(PKV_ENOSPC, "groups_append_ex: group %u needs %llu new blocks, "
+                    "new_cap is %u", g, (unsigned long long)fresh, req.new_cap);
+      break;
+    }
+    for (uint32_t i = from[g]; i < nh; i++) need += c->refcount[gh[i]] == 0;
+    need += fresh + cow;
+    cows += cow;
+    if (!rc) rc = pkv__seq_table_reserve(s[g], nblk0 + fresh);
+  }
+  if (!rc && need > pkv__blocks_available(c))
+    rc = pkv__err(PKV_ENOMEM, "groups_append_ex: %u groups need %llu blocks, %u "
+                  "available", ng, (unsigned long long)need, pkv__blocks_available(c));
+  if (!rc && cows) rc = pkv__copies_reserve(c, (uint32_t)cows);
+  /* Counted and reserved: each group's grow succeeds. */
+  for (uint32_t g = 0; g < ng && !rc; g++) {
+    pkv__seq *sg = s[g];
+    const int32_t *gh = req.hit_blocks ? req.hit_blocks + (size_t)g * nh : NULL;
+    if (nh && from[g]) {
+      /* A sliding group resumes at the window: the chain key of the block
+       * before it, as a commit's drop would have left it. */
+      pkv_hash128 parent = {0, 0};
+      for (uint32_t i = 0; i < from[g]; i++)
+        parent = pkv__block_key(c, &parent, sg->ns_id, req.tokens + (size_t)i * bs);
+      sg->n_dropped = from[g];
+      sg->dropped_key = parent;
+    }
+    pkv_delta d;
+    rc = pkv__seq_grow(c, sg, gh ? gh + from[g] : NULL, nh - from[g],
+                       req.tokens ? req.tokens + hit_tokens : NULL, n_new, req.n_lookahead,
+                       req.slots ? req.slots + (size_t)g * per_group_slots : NULL,
+                       req.new_blocks ? req.new_blocks + (size_t)g * req.new_cap : NULL,
+                       req.new_cap, &d);
+    if (rc) { /* counted above: cannot happen */
+      rc = pkv__err(PKV_ECORRUPT, "groups_append_ex: group %u failed after the "
+                    "count (%s)", g, pkv_last_error());
+      break;
+    }
+    if (deltas) {
+      uint32_t first = sg->n_dropped;
+      deltas[g] = d;
+      deltas[g].first_new += first;
+      if (d.cow_index >= 0) deltas[g].cow_index += (int32_t)first;
+      deltas[g].n_known += first * bs;
+      deltas[g].n_tokens += first * bs;
+    }
+    if (n_new) {
+      c->st.appends++;
+      c->st.appended_tokens += n_new;
+    }
+  }
   return pkv__leave(c, rc);
 }

@@ -492,10 +492,12 @@ uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
 }
 
 bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
-                        const int32_t *blocks, uint32_t n) {
+                        const int32_t *blocks, uint32_t from, uint32_t n) {
   size_t bs = c->block_size;
   pkv_hash128 parent = {0, 0};
-  for (uint32_t i = 0; i < n; i++) {
+  for (uint32_t i = 0; i < from; i++) /* not attached: their keys only */
+    parent = pkv__block_key(c, &parent, ns_id, tokens + i * bs);
+  for (uint32_t i = from; i < n; i++) {
     int32_t b = blocks[i];
     const char *why = NULL;
     if (b < 0 || (uint32_t)b >= c->num_blocks)

@@ -198,10 +198,10 @@ static void seq_write_tokens(pkv_cache *c, pkv__seq *s, uint32_t pos,
  * reserves lookahead slots up to known + n_lookahead, taking new blocks
  * and/or copying a shared or cached tail.  All or nothing: everything is
  * counted and acquired before the sequence changes. */
-static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
-                    uint32_t n_hits, const int32_t *tokens, uint32_t n_new,
-                    uint32_t n_lookahead, int64_t *slots, int32_t *new_blocks,
-                    uint32_t new_cap, pkv_delta *d) {
+int pkv__seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
+                  uint32_t n_hits, const int32_t *tokens, uint32_t n_new,
+                  uint32_t n_lookahead, int64_t *slots, int32_t *new_blocks,
+                  uint32_t new_cap, pkv_delta *d) {
   uint32_t bs = c->block_size;
   uint32_t hit_tokens = n_hits * bs; /* caller checked: fits, s empty */
   uint32_t known0 = s->n_known + hit_tokens, len0 = s->n_tokens + hit_tokens;
@@ -354,7 +354,7 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
     s->n_known = s->n_tokens;
     cache->sum_tokens += n_tokens;
   } else {
-    rc = seq_grow(cache, s, NULL, 0, tokens, n_tokens, 0, slots, NULL, 0,
+    rc = pkv__seq_grow(cache, s, NULL, 0, tokens, n_tokens, 0, slots, NULL, 0,
                   NULL);
     if (rc) goto out;
   }
@@ -391,14 +391,14 @@ int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
                     s->n_tokens);
       goto out;
     }
-    if (!pkv__prefix_verify(cache, s->ns_id, req->tokens, req->hit_blocks,
+    if (!pkv__prefix_verify(cache, s->ns_id, req->tokens, req->hit_blocks, 0,
                             req->n_hit_blocks)) {
       rc = PKV_ESTATE;
       goto out;
     }
   }
   uint32_t n_new = req->n_tokens - (uint32_t)hit_tokens;
-  rc = seq_grow(cache, s, req->hit_blocks, req->n_hit_blocks,
+  rc = pkv__seq_grow(cache, s, req->hit_blocks, req->n_hit_blocks,
                 req->tokens ? req->tokens + hit_tokens : NULL, n_new,
                 req->n_lookahead, req->slots, req->new_blocks, req->new_cap,
                 delta);
@@ -453,9 +453,9 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
       uint32_t pending = s->n_tokens - s->n_known;
       /* One slot: a known token (filling a lookahead slot if any), or one
        * more lookahead slot past the reserved length. */
-      r.rc = tokens ? seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
+      r.rc = tokens ? pkv__seq_grow(cache, s, NULL, 0, tokens + i, 1, 0, NULL,
                                NULL, 0, &d)
-                    : seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
+                    : pkv__seq_grow(cache, s, NULL, 0, NULL, 0, pending + 1,
                                NULL, NULL, 0, &d);
       if (r.rc == 0) {
         uint32_t pos = tokens ? s->n_known - 1 : s->n_tokens - 1;

@@ -7,7 +7,8 @@
 #         tool and the benchmarks link as their process allocator),
 #         build (+ Check and python3: everything `make test` needs),
 #         bench (OpenBLAS baseline), plot (gnuplot for --plot),
-#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), all.
+#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), pyext (its compiled
+#         fast path: `make` builds it), all.
 set -eu
 
 pkgs_for() {
@@ -19,9 +20,10 @@ pkgs_for() {
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
     valgrind) echo "valgrind" ;;
-    python)   echo "python3 python3-numpy python3-pytest" ;;
+    python)   echo "python3 python3-numpy python3-pytest $(pkgs_for pyext)" ;;
+    pyext)    echo "python3 python3-dev" ;;
     all)      for g in build bench plot fuzz valgrind python; do pkgs_for "$g"; done ;;
-    *) echo "deps.sh: unknown group '$1' (lib, tools, build, bench, plot, fuzz, valgrind, python, all)" >&2; exit 2 ;;
+    *) echo "deps.sh: unknown group '$1' (lib, tools, build, bench, plot, fuzz, valgrind, python, pyext, all)" >&2; exit 2 ;;
   esac
 }
 

@@ -268,6 +268,23 @@ static int with_groups(fx *f, int op) {
   case 2: rc = pkv_groups_commit(g, ids, 8); break;
   case 3: rc = pkv_groups_first_pos(g, ids, 1, &x); break;
   case 4: rc = pkv_groups_seq_free(g, ids); break;
+  case 6: {
+    int32_t b[4];
+    (void)pkv_groups_commit(g, ids, 8);
+    (void)pkv_seq_free(f->c, f->freed);
+    rc = pkv_groups_probe(g, NULL, f->toks, 9, 0, b, 2, &x);
+    break;
+  }
+  case 7: {
+    pkv_append r;
+    pkv_delta d[2];
+    pkv_append_init(&r);
+    r.tokens = f->toks + 8;
+    r.n_tokens = 1;
+    r.n_lookahead = 2;
+    rc = pkv_groups_append_ex(g, ids, &r, d);
+    break;
+  }
   default: {
     pkv_seq_id m[2];
     rc = pkv_groups_seq_create(g, NULL, m);
@@ -284,6 +301,8 @@ OK(groups_commit) { return with_groups(f, 2); }
 OK(groups_first_pos) { return with_groups(f, 3); }
 OK(groups_seq_free) { return with_groups(f, 4); }
 OK(groups_match) { return with_groups(f, 5); }
+OK(groups_probe) { return with_groups(f, 6); }
+OK(groups_append_ex) { return with_groups(f, 7); }
 OK(engine_config_init) { (void)f; pkv_engine_config e; pkv_engine_config_init(&e); return 0; }
 OK(engine_create) {
   pkv_engine_config ec;
@@ -334,6 +353,8 @@ static const ok_row ok_rows[] = {
     {"pkv_policy_register", ok_policy_register},
     {"pkv_prefix_probe", ok_prefix_probe},
     {"pkv_seq_append_ex", ok_append_ex},
+    {"pkv_groups_probe", ok_groups_probe},
+    {"pkv_groups_append_ex", ok_groups_append_ex},
     {"pkv_seq_commit_ex", ok_commit_ex},
     {"pkv_blocks_release", ok_blocks_release},
     {"pkv_batch_append", ok_batch_append},

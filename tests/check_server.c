@@ -8,6 +8,7 @@
  * pkv_check exactly as they were.
  */
 #include "tu_core.h"
+#include "pagedkv/policy.h"
 
 #include <stdio.h>
 
@@ -716,6 +717,90 @@ START_TEST(callback_reentry_is_refused) {
 }
 END_TEST
 
+/* A FIFO policy whose eviction hooks call back into their cache (which a
+ * hook can only reach through a global: hooks get the policy's state). */
+static struct {
+  pkv_cache *cache;
+  pkv_seq_id seq;
+  int32_t q[16];
+  uint32_t n;
+  int victims, removes, rc_stats, rc_free, rc_remove_free;
+} g_re;
+
+static int re_create(void **st, uint32_t nb, const char *args) {
+  (void)nb, (void)args;
+  *st = &g_re;
+  return 0;
+}
+static void re_destroy(void *st) { (void)st; }
+static void re_none(void *st, int32_t b, const pkv_block_meta *m) { (void)st, (void)b, (void)m; }
+static void re_drop(int32_t b) {
+  for (uint32_t i = 0; i < g_re.n; i++)
+    if (g_re.q[i] == b) {
+      memmove(g_re.q + i, g_re.q + i + 1, (g_re.n - i - 1) * sizeof *g_re.q);
+      g_re.n--;
+      return;
+    }
+}
+static void re_evictable(void *st, int32_t b, const pkv_block_meta *m) {
+  (void)st, (void)m;
+  g_re.q[g_re.n++] = b;
+}
+static void re_pinned(void *st, int32_t b, const pkv_block_meta *m) { (void)st, (void)m; re_drop(b); }
+static int32_t re_victim(void *st, uint64_t now) {
+  (void)st, (void)now;
+  g_re.victims++;
+  pkv_stats x;
+  g_re.rc_stats = pkv_stats_get(g_re.cache, &x);
+  g_re.rc_free = pkv_seq_free(g_re.cache, g_re.seq);
+  return g_re.n ? g_re.q[0] : -1;
+}
+static void re_remove(void *st, int32_t b) {
+  (void)st;
+  g_re.removes++;
+  g_re.rc_remove_free = pkv_seq_free(g_re.cache, g_re.seq);
+  re_drop(b);
+}
+
+START_TEST(policy_hook_reentry_is_refused) {
+  static const pkv_policy_ops ops = {PKV_POLICY_VERSION, "reenter", re_create, re_destroy,
+                                     re_none, re_none, re_evictable, re_pinned,
+                                     re_victim, re_remove, NULL, NULL};
+  memset(&g_re, 0, sizeof g_re);
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 8, BS);
+  cfg.policy_ops = &ops;
+  g_re.cache = tu_cache(&cfg);
+  pkv_cache *c = g_re.cache;
+  fill_prompt(60);
+  pkv_seq_id a = computed(c, NULL, prompt, 4 * BS);  /* 4 cached blocks */
+  ck_assert_int_eq(pkv_seq_free(c, a), 0);            /* ... evictable */
+  g_re.seq = computed(c, NULL, prompt + 100, 2);      /* the hooks' target */
+  pkv_seq_id s;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+  /* 3 free blocks: a 4-block append evicts one; the hooks run inside it. */
+  ck_assert_int_eq(pkv_seq_append(c, s, prompt + 200, 4 * BS, NULL), 0);
+  ck_assert_int_ge(g_re.victims, 1);
+  ck_assert_int_ge(g_re.removes, 1);
+  ck_assert_int_eq(g_re.rc_stats, PKV_EBUSY);
+  ck_assert_int_eq(g_re.rc_free, PKV_EBUSY);
+  ck_assert_int_eq(g_re.rc_remove_free, PKV_EBUSY);
+  /* Nothing the refused calls asked for happened; the cache works after. */
+  pkv_seq_info info;
+  ck_assert_int_eq(pkv_seq_info_get(c, g_re.seq, &info), 0);
+  ck_assert_uint_eq(info.n_tokens, 2);
+  ck_assert_uint_eq(tu_stats(c).evictions, 1);
+  /* pkv_evict runs the same hooks from another entry point. */
+  g_re.rc_free = 0;
+  ck_assert_int_eq(pkv_evict(c, 1), 0);
+  ck_assert_int_eq(g_re.rc_free, PKV_EBUSY);
+  ck_assert_int_eq(pkv_seq_free(c, g_re.seq), 0);
+  ck_assert_int_eq(pkv_stats_get(c, &(pkv_stats){0}), 0);
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* ------------------------------------------------ capacity */
 
 START_TEST(capacity_evict_common_prefix) {
@@ -783,5 +868,5 @@ TU_MAIN("server",
     {"lookahead_deltas", 0, {{lookahead_slots}, {deltas_report_new_and_copied}}},
     {"batch", 0, {{batch_decode_step}}},
     {"events", 0, {{pulled_events_match_pushed}, {event_queue_overflow_is_marked},
-                  {callback_reentry_is_refused}}},
+                  {callback_reentry_is_refused}, {policy_hook_reentry_is_refused}}},
     {"capacity", 0, {{capacity_evict_common_prefix}}})

@@ -89,6 +89,59 @@ PKV_API int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
 PKV_API int pkv_groups_first_pos(pkv_groups *groups, const pkv_seq_id *ids,
                                  uint32_t group, uint32_t *first_pos);
 
+/* ---------------------------------------------------------------- serving
+ * The group forms of the serving calls (pkv_prefix_probe,
+ * pkv_seq_append_ex with lookahead and deltas): what a scheduler driving a
+ * hybrid model (vLLM's KV cache groups) calls every step.  Positions and
+ * table indexes here are absolute: entry i of a group is block i of the
+ * token stream, also in a sliding group whose table starts later. */
+
+/* Read-only: the longest hit h <= max_tokens (0 = no cap; n_tokens - 1
+ * keeps one token to compute) valid for every group, as pkv_groups_match
+ * would find it for a request in the namespace/adapter of opts (NULL =
+ * default), capped at blocks_cap blocks when blocks is not NULL.
+ * *hit_tokens = h (a multiple of block_size); blocks (may be NULL with
+ * blocks_cap 0) receives, group-major, blocks[g * blocks_cap + i] for
+ * i < h / block_size: the cached block group g needs at entry i, or -1
+ * where a sliding group needs none (before its window).  Changes nothing:
+ * no refcount, no policy hook, no statistic but stats.prefix_probes (+1).
+ * A hint: blocks may be evicted before pkv_groups_append_ex attaches them
+ * (then PKV_ESTATE).  O(n_groups x hit blocks).  Returns 0 (also for a
+ * miss); PKV_EINVAL (NULL groups/hit_tokens, tokens NULL with n_tokens > 0,
+ * blocks NULL with a cap, ns NULL with ns_len), PKV_ENOMEM. */
+PKV_API int pkv_groups_probe(pkv_groups *groups, const pkv_seq_opts *opts,
+                             const int32_t *tokens, uint32_t n_tokens,
+                             uint32_t max_tokens, int32_t *blocks,
+                             uint32_t blocks_cap, uint32_t *hit_tokens);
+
+/* pkv_seq_append_ex for every group of a request in one all-or-nothing
+ * step.  req is read as for pkv_seq_append_ex, per group:
+ *   tokens, n_tokens   from the groups' common known length (absolute);
+ *   n_lookahead        slots reserved past the known tokens without ids;
+ *   hit_blocks         empty sequences only: n_groups x n_hit_blocks,
+ *                      group-major, as pkv_groups_probe returned them with
+ *                      blocks_cap = n_hit_blocks (entries before a sliding
+ *                      group's window are ignored); every needed block is
+ *                      re-verified, a sliding group attaches its window
+ *                      only (pkv_groups_first_pos then says where);
+ *   slots              NULL, or n_groups x (n_tokens - hit tokens +
+ *                      n_lookahead), group-major;
+ *   new_blocks         NULL, or n_groups x new_cap, group-major: the
+ *                      blocks each group appended.
+ * deltas (may be NULL) receives n_groups pkv_delta, group-major, with
+ * absolute table indexes (first_new, cow_index) and lengths (n_known,
+ * n_tokens).  Lookahead slots are never committed or cached (commit stops
+ * at the known length); a later call fills them in order.
+ * Returns 0; PKV_EINVAL (NULL groups/ids/req, a NULL buffer with a count,
+ * n_tokens below the hit), PKV_ENOSEQ, PKV_ESTATE (groups at different
+ * lengths, a hit on non-empty sequences, a stale hit), PKV_ERANGE (past
+ * max_tokens, lookahead included), PKV_ENOSPC (new_cap below a group's new
+ * blocks), PKV_ENOMEM (the pool cannot hold every group's blocks, or
+ * memory).  On failure no group changed (outputs untouched).  Refcounts as
+ * pkv_seq_append_ex, in each group. */
+PKV_API int pkv_groups_append_ex(pkv_groups *groups, const pkv_seq_id *ids,
+                                 const pkv_append *req, pkv_delta *deltas);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,7 +4,12 @@
  * The manager tracks which blocks are in the prefix index and their
  * refcounts; a policy only orders the evictable ones.  The manager calls the
  * hooks below (always with the cache lock held, so a policy needs no locking
- * of its own) and never touches the policy's state.  Block ids are
+ * of its own) and never touches the policy's state.  Re-entry: a hook that
+ * calls any public function on the same cache (pkv_stats_get, pkv_seq_free,
+ * ...) gets PKV_EBUSY at once, with nothing changed — never a deadlock (the
+ * thread's held lock is recorded in a thread-local); calls into other
+ * caches work.  A policy that needs the cache's state must record what the
+ * hooks tell it, or queue the work for after the call.  Block ids are
  * 0 .. num_blocks-1, so a policy can keep per-block arrays for O(1) hooks.
  *
  * Life of a cached block, as the hooks see it:

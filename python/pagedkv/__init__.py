@@ -16,6 +16,7 @@ sliding-window KV cache groups), errors (one class per PKV_E* code), vllm (a
 KVCacheManager with vLLM v1's protocol).
 """
 from . import _lib
+from . import _accel  # the compiled fast path, or one warning on stderr
 from .errors import (PagedKVError, InvalidArgument, OutOfMemory, NoSuchSequence,
                      OutOfRange, BufferTooSmall, InvalidState, NotSupported,
                      Corrupt, NoSuchObject, Busy, CallbackError, strerror, err_name)

@@ -273,6 +273,10 @@ _SERVING = {
                                  c_uint32, P(c_uint32)]),
     "pkv_groups_first_pos": (c_int, [c_void_p, c_void_p, c_uint32,
                                      P(c_uint32)]),
+    "pkv_groups_probe": (c_int, [c_void_p, c_void_p, c_void_p, c_uint32,
+                                 c_uint32, c_void_p, c_uint32, P(c_uint32)]),
+    "pkv_groups_append_ex": (c_int, [c_void_p, c_void_p, P(pkv_append),
+                                     c_void_p]),
     # versioned ABI
     "pkv_version": (c_uint32, []),
     "pkv_version_string": (c_char_p, []),

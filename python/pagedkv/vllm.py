@@ -30,26 +30,27 @@ has; each leaves the manager unchanged.  allocate_slots returns None (and
 changes nothing) when the blocks do not fit now.
 """
 from array import array
-from ctypes import byref, c_uint32
+from ctypes import byref, c_uint32, c_void_p, cast
 
 
-from . import _lib
+from . import _accel, _lib
 from .cache import Cache, _opts
-from .errors import Corrupt, InvalidArgument, error_for
+from .errors import Corrupt, InvalidArgument, NotSupported, error_for
 from .vllm_types import (EMPTY_BLOCKS, AllBlocksCleared, BlockRemoved,
                          BlockStored, EventsLost, KVCacheBlocks, NoSuchRequest,
                          PrefixCacheStats, PrefixStatsMixin, StaleHit, cache_salt, cdiv,
+                         refused_append,
                          check_fits_pool, check_new_tokens, lora_id, token_ids)
 
 __all__ = ["KVCacheManager", "KVCacheBlocks", "BlockStored", "BlockRemoved",
            "AllBlocksCleared", "EventsLost", "PrefixCacheStats",
            "NoSuchRequest", "StaleHit"]
 
-_ENOMEM, _ESTATE = -2, -6
 
 
-class _Req:
-    """What the manager mirrors of one request's sequence."""
+class _PyReq:
+    """What the manager mirrors of one request's sequence (the compiled
+    module's ReqState has the same fields in C)."""
     __slots__ = ("seq", "known", "reserved", "n_blocks", "committed", "req",
                  "fast", "cap")
 
@@ -97,10 +98,20 @@ class KVCacheManager(PrefixStatsMixin):
     """vLLM v1's KV cache manager protocol on libpagedkv (one KV cache
     group).  ``num_blocks`` allocatable blocks of ``block_size`` tokens;
     options: ``policy`` (eviction policy name or pagedkv.Policy),
-    ``event_queue_cap`` (default 4 * num_blocks + 1024)."""
+    ``event_queue_cap`` (default 4 * num_blocks + 1024), ``fastpath``
+    (default: True when the compiled module pagedkv._fastpath is built;
+    True without it raises NotSupported; False runs the Python decode path).
+    """
+
+    def __new__(cls, *args, **options):
+        if options.get("kv_cache_groups") is not None and cls is KVCacheManager:
+            from .vllm_groups import HybridKVCacheManager
+            return HybridKVCacheManager(*args, **options)
+        return super().__new__(cls)
 
     def __init__(self, num_blocks, block_size, enable_caching=True,
                  enable_kv_cache_events=False, log_stats=False, **options):
+        options.pop("kv_cache_groups", None)  # None: one group
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
@@ -111,6 +122,9 @@ class KVCacheManager(PrefixStatsMixin):
                      "pkv_batch_commit"):
             _lib.serving(name)  # NotSupported from an older library
         qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
+        fast = options.pop("fastpath", _accel.FAST is not None)
+        if fast and _accel.FAST is None:
+            raise NotSupported("KVCacheManager(fastpath=True): %s" % _accel.REASON)
         self.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
                            block_size=block_size, num_blocks=num_blocks,
                            storage="external", prefix_cache=enable_caching,
@@ -131,7 +145,7 @@ class KVCacheManager(PrefixStatsMixin):
         self._last_seq_arr = array("Q")
         self._pend_commit = []     # _Req whose tail block became full
         self._pend_blocks = []     # _PendingBlocks handed out for the queue
-        self._avail = None         # free + evictable, net of the queue
+        self._avail_py = None      # free + evictable, net of the queue
         self._slots = array("q")   # pkv_batch_append's slot per queued step
         self._evbuf = (_lib.pkv_event * 256)()
         L = _lib.LIB
@@ -144,7 +158,45 @@ class KVCacheManager(PrefixStatsMixin):
         self._f_drain = L.pkv_events_drain
         self._f_common = L.pkv_common_prefix_blocks
         self._u32 = c_uint32()
-        self.allocate_slots = self._make_allocate_slots()
+        if fast:
+            # The decode fast path and its queue in C (_fastpath.c); the
+            # same mirror, the same slow path.
+            self._Req = _accel.FAST.ReqState
+            self._fast = _accel.FAST.Allocator(
+                mgr=self, reqs=self._reqs, slow=self._allocate, empty=EMPTY_BLOCKS,
+                pending=_PendingBlocks, refresh=self._refresh_avail,
+                block_size=block_size, caching=enable_caching,
+                batch_append=cast(self._f_batch, c_void_p).value,
+                batch_commit=cast(self._f_bcommit, c_void_p).value)
+            self.allocate_slots = self._fast
+        else:
+            self._Req = _PyReq
+            self._fast = None
+            self.allocate_slots = self._make_allocate_slots()
+
+    @property
+    def _avail(self):
+        """Free + evictable blocks net of the decode queue (None: unknown,
+        ask the library when it matters)."""
+        f = self._fast
+        return self._avail_py if f is None else f.avail
+
+    @_avail.setter
+    def _avail(self, v):
+        f = self._fast
+        if f is None:
+            self._avail_py = v
+        else:
+            f.avail = v
+
+    def _refresh_avail(self):
+        c = self._capacity()
+        return c.free + c.evictable
+
+    @property
+    def fastpath(self):
+        """True when allocate_slots' decode path runs in the compiled module."""
+        return self._fast is not None
 
     # ---------------------------------------------------------- plumbing
 
@@ -161,6 +213,18 @@ class KVCacheManager(PrefixStatsMixin):
     def _flush(self):
         """Sends the queued decode steps in one batch call, then commits the
         blocks they filled."""
+        f = self._fast
+        if f is not None:
+            if f.n_pending or f.commits:
+                if self.enable_kv_cache_events:
+                    for r in f.commits:
+                        self._remember_stored(r, r.known)
+                rc = f.flush(self._p)  # one C call: batch append + commit
+                if rc < 0:  # the budget said they fit: the mirror is wrong
+                    self._avail = None
+                    raise Corrupt("queued decode steps failed in the library: %s"
+                                  % _lib.last_error())
+            return
         n = len(self._pend_seq)
         if n:
             slots = self._slots
@@ -251,8 +315,7 @@ class KVCacheManager(PrefixStatsMixin):
     def get_computed_blocks(self, request):
         """(blocks, num_computed_tokens): the longest cached prefix in full
         blocks, leaving at least the last token to compute.  Read-only."""
-        if self._pend_seq or self._pend_commit:
-            self._flush()
+        self._flush()
         if not self.enable_caching:
             return EMPTY_BLOCKS, 0
         n = request.num_tokens
@@ -385,7 +448,7 @@ class KVCacheManager(PrefixStatsMixin):
                                              byref(sid))
                 if rc < 0:
                     raise self._err(rc)
-                r = _Req(sid.value, request)
+                r = self._Req(sid.value, request)
             t = array("i", tokens[known0:new_known])
             hb = array("i", hit_ids)
             cap = cdiv(need, bs) - r.n_blocks + 2
@@ -399,15 +462,8 @@ class KVCacheManager(PrefixStatsMixin):
             d = _lib.pkv_delta()
             rc = self._f_append(self._p, r.seq, byref(req), byref(d))
             if rc < 0:
-                err = _lib.last_error()
-                if created:
-                    _lib.LIB.pkv_seq_free(self._p, r.seq)
-                if rc == _ENOMEM:
-                    return None
-                if rc == _ESTATE and hit_ids:
-                    raise StaleHit("allocate_slots: request %s: hit block no "
-                                   "longer cached (%s)" % (rid, err))
-                raise error_for(rc, err)
+                return refused_append(rc, _lib.last_error(), rid, hit_ids, lambda: created
+                                      and _lib.LIB.pkv_seq_free(self._p, r.seq))
             if created:
                 self._reqs[rid] = r
                 self._by_seq[r.seq] = r
@@ -487,44 +543,53 @@ class KVCacheManager(PrefixStatsMixin):
         in order (consecutive blocks stored by one request are one
         BlockStored, as vLLM reports them)."""
         self._flush()
-        if not self.enable_kv_cache_events:
-            return []
-        out = []
-        buf = self._evbuf
-        n = self._u32
-        pending = c_uint32()
-        bs = self.block_size
-        last = None  # (seq, index) of the last stored block in out[-1]
-        while True:
-            rc = self._f_drain(self._p, buf, len(buf), byref(n), byref(pending))
-            if rc < 0:
-                raise self._err(rc)
-            for i in range(n.value):
-                e = buf[i]
-                if e.type == 1:
-                    key = e.key.lo | (e.key.hi << 64)
-                    toks = list(self._stored.get((e.seq, e.index), ()))
-                    if last == (e.seq, e.index - 1):
-                        ev = out[-1]
-                        ev.block_hashes.append(key)
-                        ev.token_ids += toks
-                    else:
-                        par = e.parent.lo | (e.parent.hi << 64)
-                        out.append(BlockStored(
-                            block_hashes=[key],
-                            parent_block_hash=par if e.index else None,
-                            token_ids=toks, block_size=bs,
-                            lora_id=e.adapter_id or None))
-                    last = (e.seq, e.index)
-                    continue
-                last = None
-                if e.type == 2:
-                    out.append(BlockRemoved(block_hashes=[e.key.lo | (e.key.hi << 64)]))
-                elif e.type == 3:
-                    out.append(AllBlocksCleared())
-                elif e.type == 5:
-                    out.append(EventsLost(e.n_lost))
-            if pending.value == 0 or n.value == 0:
-                break
-        self._stored.clear()
-        return out
+        return events_from_queue(self, lambda seq, index: (
+            self._stored.get((seq, index), ()), None))
+
+
+def events_from_queue(mgr, stored):
+    """Drains mgr's library event queue into vLLM's event objects, in order;
+    stored(seq, index) -> (token ids, group) of a block a commit stored
+    (remembered at the commit).  Clears mgr._stored."""
+    if not mgr.enable_kv_cache_events:
+        return []
+    out = []
+    buf = mgr._evbuf
+    n = mgr._u32
+    pending = c_uint32()
+    bs = mgr.block_size
+    drain = _lib.LIB.pkv_events_drain
+    last = None  # (seq, index) of the last stored block in out[-1]
+    while True:
+        rc = drain(mgr._p, buf, len(buf), byref(n), byref(pending))
+        if rc < 0:
+            raise error_for(rc, _lib.last_error())
+        for i in range(n.value):
+            e = buf[i]
+            if e.type == 1:
+                key = e.key.lo | (e.key.hi << 64)
+                toks, group = stored(e.seq, e.index)
+                if last == (e.seq, e.index - 1):
+                    ev = out[-1]
+                    ev.block_hashes.append(key)
+                    ev.token_ids += list(toks)
+                else:
+                    par = e.parent.lo | (e.parent.hi << 64)
+                    out.append(BlockStored(
+                        block_hashes=[key],
+                        parent_block_hash=par or None,  # 0: a chain's first
+                        token_ids=list(toks), block_size=bs,
+                        lora_id=e.adapter_id or None, group=group))
+                last = (e.seq, e.index)
+                continue
+            last = None
+            if e.type == 2:
+                out.append(BlockRemoved(block_hashes=[e.key.lo | (e.key.hi << 64)]))
+            elif e.type == 3:
+                out.append(AllBlocksCleared())
+            elif e.type == 5:
+                out.append(EventsLost(e.n_lost))
+        if pending.value == 0 or n.value == 0:
+            break
+    mgr._stored.clear()
+    return out

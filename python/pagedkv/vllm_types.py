@@ -33,6 +33,7 @@ class BlockStored:
     block_size: int
     lora_id: object = None
     medium: str = "GPU"
+    group: object = None  # the KV cache group (hybrid managers), else None
 
 
 @dataclasses.dataclass
@@ -173,3 +174,18 @@ def check_fits_pool(request, need_tokens, block_size, num_blocks):
             "allocate_slots: request %s needs %d slots = %d blocks (lookahead "
             "included), the pool has %d" % (request.request_id, need_tokens,
                                             need, num_blocks))
+
+
+def refused_append(rc, err, rid, has_hit, undo):
+    """After an allocation the library refused (rc < 0, detail err): undo()
+    drops what the call created; None when the blocks do not fit now
+    (PKV_ENOMEM), else the exception (StaleHit for a hit evicted since the
+    probe)."""
+    undo()
+    if rc == -2:  # PKV_ENOMEM
+        return None
+    if rc == -6 and has_hit:  # PKV_ESTATE
+        raise StaleHit("allocate_slots: request %s: hit block no longer "
+                       "cached (%s)" % (rid, err))
+    from .errors import error_for
+    raise error_for(rc, err)

@@ -29,12 +29,22 @@
  *     evict(n); capacity against the stats; the common prefix against the
  *     tables; and the pulled event queue (config bit c0 & 0x40), whose
  *     seqnos must stay gap-free through LOST markers.
+ *   - the sequence operations (op bytes a % 8 == 7 of the serving calls):
+ *     pkv_seq_remove_range (a context shift: tokens and K/V move down and
+ *     keep the pattern of the position they were written at; ENOMEM exactly
+ *     when the rebuilt blocks exceed free + evictable; the shifted blocks
+ *     never enter the prefix index), pkv_seq_keep (every other sequence
+ *     gone), and the KV cache groups of one request (pkv_groups_probe
+ *     read-only and equal to pkv_groups_match; pkv_groups_append_ex with a
+ *     probed hit and lookahead slots, all groups or none; commit releasing
+ *     the windows' blocks; first_pos; the pool back as it was after free).
  *
  * Any mismatch aborts with a message (libFuzzer records the input).  The
  * body is also linked into the Check suite (tests/check_fuzz_replay.c) to
  * replay the seed corpus and every input that once found a bug.
  */
 #include "pagedkv/pagedkv.h"
+#include "pagedkv/groups.h"
 #include "internal.h"
 #include "fuzz_common.h"
 
@@ -58,7 +68,10 @@ typedef struct fz_seq {
   bool live;
   uint8_t ns; /* index into fz_ns */
   uint32_t n, committed;
+  bool shifted;        /* remove_range ran: blocks from shifted_at on are */
+  uint32_t shifted_at; /* never indexed (a token count, block-aligned) */
   int32_t tok[FZ_MAX_TOK];
+  uint32_t dpos[FZ_MAX_TOK]; /* the K/V of tok[i] was written at i + dpos[i] */
 } fz_seq;
 
 typedef struct fz_world {
@@ -153,23 +166,25 @@ static void fz_drain(fz_world *w, uint32_t cap) {
     for (uint32_t i = 0; i < n; i++) {
       if (q[i].src_block < 0 || (uint32_t)q[i].src_block >= w->nb ||
           q[i].dst_block < 0 || (uint32_t)q[i].dst_block >= w->nb ||
-          q[i].n_slots == 0 || q[i].n_slots > w->bs)
-        fz_fail(w, "bad copy %d -> %d (%u slots)", q[i].src_block,
-                q[i].dst_block, q[i].n_slots);
+          q[i].n_slots == 0 || q[i].src_slot + q[i].n_slots > w->bs ||
+          q[i].dst_slot + q[i].n_slots > w->bs)
+        fz_fail(w, "bad copy %d:%u -> %d:%u (%u slots)", q[i].src_block,
+                q[i].src_slot, q[i].dst_block, q[i].dst_slot, q[i].n_slots);
       for (uint32_t r = 0; r < 2 * w->cfg.n_layers; r++)
         for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
-          memcpy(fz_elem(w, r, (int64_t)q[i].dst_block * w->bs, h, 0),
-                 fz_elem(w, r, (int64_t)q[i].src_block * w->bs, h, 0),
-                 q[i].n_slots * w->L.slot_stride);
+          memmove(fz_elem(w, r, (int64_t)q[i].dst_block * w->bs + q[i].dst_slot, h, 0),
+                  fz_elem(w, r, (int64_t)q[i].src_block * w->bs + q[i].src_slot, h, 0),
+                  q[i].n_slots * w->L.slot_stride);
     }
     if (n == 0 || pending == 0) break;
     if (n > cap) fz_fail(w, "drain returned %u > cap %u", n, cap);
   }
 }
 
-static void fz_write(fz_world *w, const fz_seq *s, uint32_t pos0, uint32_t n,
+static void fz_write(fz_world *w, fz_seq *s, uint32_t pos0, uint32_t n,
                      const int64_t *slots) {
   fz_drain(w, 4); /* a copy into these blocks must land before our writes */
+  for (uint32_t i = 0; i < n; i++) s->dpos[pos0 + i] = 0;
   for (uint32_t i = 0; i < n; i++)
     for (uint32_t r = 0; r < 2 * w->cfg.n_layers; r++)
       for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
@@ -206,7 +221,7 @@ static void fz_verify_seq(fz_world *w, const fz_seq *s) {
       for (uint32_t h = 0; h < w->cfg.n_kv_heads; h++)
         for (uint32_t d = 0; d < w->cfg.head_dim; d++) {
           uint32_t got = *fz_elem(w, r, slots[i], h, d);
-          uint32_t exp = fz_pattern(s->tok[i], i, r, h, d);
+          uint32_t exp = fz_pattern(s->tok[i], i + s->dpos[i], r, h, d);
           if (got != exp)
             fz_fail(w, "seq %#llx token %u (id %d) region %u head %u elem %u: "
                     "K/V %08x, want %08x (block %d)",
@@ -536,7 +551,8 @@ static void op_commit(fz_world *w, fz_reader *r) {
 /* Length of the common prefix of t's committed tokens and tok[0..n). */
 static uint32_t fz_common(const fz_seq *t, const int32_t *tok, uint32_t n) {
   uint32_t k = 0;
-  while (k < n && k < t->committed && t->tok[k] == tok[k]) k++;
+  uint32_t lim = t->shifted && t->shifted_at < t->committed ? t->shifted_at : t->committed;
+  while (k < n && k < lim && t->tok[k] == tok[k]) k++;
   return k;
 }
 
@@ -915,6 +931,172 @@ static void op_batch(fz_world *w, fz_reader *r) {
   }
 }
 
+/* Context shift: remove [begin, end) of a live sequence. */
+static void op_shift(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), b = rd8(r), c = rd8(r);
+  fz_seq *s = fz_live(w, a >> 2);
+  pkv_stats before;
+  fz_snapshot(w, &before);
+  if (!s || (a & 3) == 3) {
+    FZ_EXPECT(w, pkv_seq_remove_range(w->c, fz_bad_handle(w, a), 0, 0), PKV_ENOSEQ,
+              "remove_range bad handle");
+    fz_same_pool(w, &before, "remove_range");
+    return;
+  }
+  if ((a & 3) == 2) { /* past the end, or backwards */
+    uint32_t e = s->n + 1 + b % 4;
+    FZ_EXPECT(w, pkv_seq_remove_range(w->c, s->id, b % (s->n + 1), e), PKV_ERANGE,
+              "remove_range past the end");
+    if (s->n)
+      FZ_EXPECT(w, pkv_seq_remove_range(w->c, s->id, s->n, s->n - 1), PKV_ERANGE,
+                "remove_range backwards");
+    fz_same_pool(w, &before, "remove_range");
+    return;
+  }
+  uint32_t begin = b % (s->n + 1);
+  uint32_t end = begin + c % (s->n - begin + 1);
+  if ((a & 4) && s->n) { /* block-aligned: no copy */
+    begin -= begin % w->bs;
+    end = begin + (end - begin) - (end - begin) % w->bs;
+  }
+  uint32_t len = end - begin, n2 = s->n - len;
+  /* Moved and not block-aligned: the entries from begin's block on are
+   * rebuilt into fresh blocks.  External storage holds every old block
+   * until its copy is drained (need = the rebuilt entries); owned storage
+   * copies at once and returns an old block as soon as it is read, so it
+   * needs at least one and at most that many. */
+  uint32_t b0 = begin - begin % w->bs, avail = before.blocks_free + before.blocks_evictable;
+  bool copies = len && end < s->n && !(begin % w->bs == 0 && len % w->bs == 0);
+  uint32_t most = copies ? (n2 + w->bs - 1) / w->bs - b0 / w->bs : 0;
+  uint32_t least = copies ? (w->external ? most : 1) : 0;
+  int rc = pkv_seq_remove_range(w->c, s->id, begin, end);
+  if (rc == PKV_ENOMEM || least > avail) {
+    FZ_EXPECT(w, rc, PKV_ENOMEM, "remove_range beyond the pool");
+    if (most <= avail) fz_fail(w, "remove_range refused %u blocks of %u", most, avail);
+    fz_same_pool(w, &before, "remove_range");
+    return;
+  }
+  FZ_EXPECT(w, rc, 0, "remove_range");
+  if (len == 0) return;
+  memmove(s->tok + begin, s->tok + end, (s->n - end) * sizeof *s->tok);
+  memmove(s->dpos + begin, s->dpos + end, (s->n - end) * sizeof *s->dpos);
+  for (uint32_t i = begin; i < n2; i++) s->dpos[i] += len;
+  s->n = n2;
+  if (s->committed > begin) s->committed = begin;
+  if (!s->shifted || b0 < s->shifted_at) s->shifted_at = b0;
+  s->shifted = true;
+  fz_verify_seq(w, s); /* moved K/V, rebuilt or slid tables */
+}
+
+/* pkv_seq_keep: one live sequence stays, every other one is freed. */
+static void op_keep(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r);
+  fz_seq *s = fz_live(w, a >> 1);
+  if (!s || (a & 1)) {
+    pkv_stats before;
+    fz_snapshot(w, &before);
+    FZ_EXPECT(w, pkv_seq_keep(w->c, fz_bad_handle(w, a)), PKV_ENOSEQ, "keep bad handle");
+    fz_same_pool(w, &before, "keep");
+    return;
+  }
+  FZ_EXPECT(w, pkv_seq_keep(w->c, s->id), 0, "keep");
+  for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
+    if (w->s[i].live && &w->s[i] != s) fz_forget(w, &w->s[i]);
+  pkv_seq_id ids[FZ_MAX_SEQS];
+  uint32_t n = 0;
+  FZ_EXPECT(w, pkv_seq_list(w->c, ids, FZ_MAX_SEQS, &n), 0, "list");
+  if (n != 1 || ids[0] != s->id) fz_fail(w, "keep left %u sequences", n);
+  fz_verify_seq(w, s);
+}
+
+/* KV cache groups over the same pool: one request (full + sliding) probed,
+ * admitted with its hit and lookahead, committed, matched again, freed —
+ * within this op, so the model's sequences and tokens are unchanged after. */
+static void op_groups(fz_world *w, fz_reader *r) {
+  uint8_t a = rd8(r), len = rd8(r), c = rd8(r);
+  const pkv_group_spec specs[3] = {{PKV_ATTN_FULL, 0},
+                                   {PKV_ATTN_SLIDING, 1 + a % (3 * w->bs)},
+                                   {PKV_ATTN_SLIDING, 1 + c % (2 * w->bs)}};
+  uint32_t ng = 2 + (a >> 7), max_tokens = 64;
+  pkv_groups *g;
+  FZ_EXPECT(w, pkv_groups_create(w->c, specs, ng, max_tokens, &g), 0, "groups_create");
+  pkv_stats before, st;
+  fz_snapshot(w, &before);
+  uint32_t n = 1 + len % 40;
+  int32_t tok[64], hit[3 * 64], hit2[3 * 64];
+  fz_gen_tokens(w, r, tok, n, 0, NULL);
+  uint32_t ht = 999, ht2 = 999;
+  pkv_seq_opts o = {fz_ns[a & 3].bytes, fz_ns[a & 3].len, fz_ns[a & 3].adapter, 0};
+  FZ_EXPECT(w, pkv_groups_probe(g, &o, tok, n, n - 1, hit, 64, &ht), 0, "groups_probe");
+  fz_snapshot(w, &st);
+  if (st.prefix_probes != before.prefix_probes + 1) fz_fail(w, "groups_probe: probes");
+  fz_same_stats(w, &before, "groups_probe"); /* read-only */
+  if (ht % w->bs || (n > 1 && ht >= n) || (w->no_prefix && ht))
+    fz_fail(w, "groups_probe hit %u of %u", ht, n);
+  pkv_seq_id ids[3], ids2[3];
+  FZ_EXPECT(w, pkv_groups_seq_create(g, &o, ids), 0, "groups_seq_create");
+  uint32_t nh = ht / w->bs;
+  int32_t packed[3 * 64];
+  for (uint32_t k = 0; k < ng; k++)
+    memcpy(packed + k * nh, hit + k * 64, nh * sizeof *hit);
+  if ((c & 1) && nh && before.blocks_evictable)
+    FZ_EXPECT(w, pkv_evict(w->c, before.blocks_evictable), 0, "evict");
+  fz_snapshot(w, &before);
+  uint32_t la = (c >> 1) % (2 * w->bs);
+  int32_t fresh[3 * 64];
+  pkv_delta d[3];
+  pkv_append req = {.tokens = tok, .n_tokens = n, .n_lookahead = la,
+                    .hit_blocks = nh ? packed : NULL, .n_hit_blocks = nh,
+                    .new_blocks = fresh, .new_cap = 64};
+  int rc = pkv_groups_append_ex(g, ids, &req, d);
+  if (rc) {
+    if (rc != PKV_ENOMEM && !(rc == PKV_ESTATE && (c & 1) && nh))
+      fz_fail(w, "groups_append_ex: %s", pkv_err_name(rc));
+    fz_same_pool(w, &before, "groups_append_ex");
+  } else {
+    for (uint32_t k = 0; k < ng; k++) {
+      uint32_t nbk, first;
+      int32_t tbl[64];
+      FZ_EXPECT(w, pkv_seq_blocks(w->c, ids[k], tbl, 64, &nbk), 0, "group blocks");
+      FZ_EXPECT(w, pkv_groups_first_pos(g, ids, k, &first), 0, "first_pos");
+      if (d[k].n_known != n || d[k].n_tokens != n + la ||
+          first / w->bs + nbk != (n + la + w->bs - 1) / w->bs ||
+          d[k].first_new + d[k].n_new != first / w->bs + nbk)
+        fz_fail(w, "group %u: delta %u/%u new [%u,+%u), table %u from %u", k,
+                d[k].n_known, d[k].n_tokens, d[k].first_new, d[k].n_new, nbk, first);
+      for (uint32_t i = 0; i < d[k].n_new; i++)
+        if (fresh[k * 64 + i] != tbl[d[k].first_new - first / w->bs + i])
+          fz_fail(w, "group %u: new block %u not in the table", k, i);
+    }
+    FZ_EXPECT(w, pkv_groups_commit(g, ids, n + 1), PKV_ERANGE, "groups commit lookahead");
+    FZ_EXPECT(w, pkv_groups_commit(g, ids, n), 0, "groups_commit");
+    for (uint32_t k = 1; k < ng; k++) { /* the window's first block */
+      uint32_t first, wd = specs[k].window;
+      uint32_t want = n + 1 > wd ? (n + 1 - wd) / w->bs * w->bs : 0;
+      FZ_EXPECT(w, pkv_groups_first_pos(g, ids, k, &first), 0, "first_pos");
+      if (first != want) fz_fail(w, "group %u (W=%u) starts at %u, want %u", k, wd, first, want);
+    }
+    /* what a probe promises, a match attaches */
+    FZ_EXPECT(w, pkv_groups_probe(g, &o, tok, n, 0, hit2, 64, &ht2), 0, "probe");
+    pkv_seq_id m[3];
+    uint32_t mt = 0;
+    FZ_EXPECT(w, pkv_groups_seq_create(g, &o, m), 0, "groups_seq_create");
+    FZ_EXPECT(w, pkv_groups_match(g, m, tok, n, 0, &mt), 0, "groups_match");
+    if (mt != ht2) fz_fail(w, "groups: probe %u, match %u", ht2, mt);
+    if (!w->no_prefix && mt != n - n % w->bs) /* ids holds them all */
+      fz_fail(w, "groups: match %u of %u held tokens", mt, n);
+    FZ_EXPECT(w, pkv_groups_seq_free(g, m), 0, "groups_seq_free");
+    memcpy(ids2, ids, sizeof ids2);
+  }
+  FZ_EXPECT(w, pkv_groups_seq_free(g, ids), 0, "groups_seq_free");
+  FZ_EXPECT(w, pkv_groups_seq_free(g, ids), PKV_ENOSEQ, "groups_seq_free twice");
+  pkv_groups_destroy(g);
+  fz_snapshot(w, &st);
+  if (st.n_seqs != before.n_seqs - ng || st.tokens != before.tokens)
+    fz_fail(w, "groups left %u seqs / %llu tokens", st.n_seqs, (unsigned long long)st.tokens);
+  (void)ids2;
+}
+
 static void op_serving(fz_world *w, fz_reader *r) {
   uint8_t a = rd8(r), b = rd8(r);
   fz_seq *s = fz_live(w, b);
@@ -1000,8 +1182,13 @@ static void op_serving(fz_world *w, fz_reader *r) {
       fz_fail(w, "common prefix %u, tables say %u", common, want);
     break;
   }
-  default:
-    fz_events(w);
+  default: /* a % 8 == 7: events, or a sequence operation */
+    switch ((a >> 3) % 4) {
+    case 0: fz_events(w); break;
+    case 1: op_shift(w, r); break;
+    case 2: op_keep(w, r); break;
+    default: op_groups(w, r); break;
+    }
     break;
   }
 }
