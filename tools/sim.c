@@ -445,6 +445,7 @@ typedef struct sim_job {
   const char *args;          /* the policy's --policy-args, or NULL */
   uint32_t capacity;         /* as asked (the table's) */
   uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
+  bool isolate;              /* a --policy-lib plug-in: replay in a child */
   sim_result res;
 } sim_job;
 
@@ -459,16 +460,79 @@ typedef struct sim_plan {
   _Atomic uint64_t progress;
 } sim_plan;
 
+static void replay(sim_plan *pl, sim_job *j, sim_result *r, _Atomic uint64_t *progress) {
+  if (pl->model == SIM_MODEL_SIMPLE)
+    sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, progress);
+  else
+    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, progress);
+}
+
+/* A plug-in's replay runs in a child process, its result coming back
+ * through a pipe: the probe (probe_plugin) tries only a few calls, and a
+ * plug-in that crashes under real traffic must be reported naming it, not
+ * take the whole run down with it. */
+static void run_isolated(sim_plan *pl, sim_job *j) {
+  sim_result *r = &j->res;
+  int fds[2];
+  pid_t pid = -1;
+  if (pipe(fds) == 0 && (pid = fork()) < 0) {
+    close(fds[0]);
+    close(fds[1]);
+  }
+  if (pid < 0) {
+    r->rc = PKV_ENOMEM;
+    snprintf(r->err, sizeof r->err, "cannot start the plug-in's replay process: %s", strerror(errno));
+    return;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    sim_result cr = *r;
+    replay(pl, j, &cr, NULL);
+    const char *p = (const char *)&cr;
+    size_t left = sizeof cr;
+    while (left) {
+      ssize_t w = write(fds[1], p, left);
+      if (w <= 0 && errno != EINTR) _exit(1);
+      if (w > 0) p += w, left -= (size_t)w;
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  sim_result cr;
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof cr && ((k = read(fds[0], (char *)&cr + got, sizeof cr - got)) > 0 ||
+                             (k < 0 && errno == EINTR)))
+    if (k > 0) got += (size_t)k;
+  close(fds[0]);
+  int wst = 0;
+  while (waitpid(pid, &wst, 0) < 0 && errno == EINTR) {}
+  atomic_fetch_add_explicit(&pl->progress, pl->stream->n_reqs, memory_order_relaxed);
+  if (WIFSIGNALED(wst)) {
+    r->rc = PKV_ECORRUPT;
+    snprintf(r->err, sizeof r->err, "the plug-in crashed during the replay (signal %d, %s)",
+             WTERMSIG(wst), strsignal(WTERMSIG(wst)));
+  } else if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0 || got != sizeof cr) {
+    r->rc = PKV_ECORRUPT;
+    snprintf(r->err, sizeof r->err, "the plug-in's replay died (exit status %d)",
+             WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+  } else {
+    *r = cr;
+  }
+}
+
 static void run_job(sim_plan *pl, sim_job *j) {
   sim_result *r = &j->res;
   snprintf(r->policy, sizeof r->policy, "%s", j->ops ? j->ops->name : "belady");
-  if (!j->ops)
+  if (j->isolate)
+    run_isolated(pl, j);
+  else if (!j->ops)
     sim_run_belady(pl->stream, j->run_capacity, pl->model == SIM_MODEL_MANAGER,
                    pl->model == SIM_MODEL_MANAGER ? pl->hold : 0, r, &pl->progress);
-  else if (pl->model == SIM_MODEL_SIMPLE)
-    sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, &pl->progress);
   else
-    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, &pl->progress);
+    replay(pl, j, r, &pl->progress);
   r->capacity = j->capacity;
 }
 
@@ -734,6 +798,7 @@ typedef struct policy_set {
   const pkv_policy_ops *ops[SIM_MAX_POLICIES];
   const char *args[SIM_MAX_POLICIES];
   size_t n;
+  const pkv_policy_ops *user; /* the --policy-lib plug-in, or NULL */
 } policy_set;
 
 /* Adds ops once: a policy named twice runs once. */
@@ -853,6 +918,7 @@ static int resolve_policies(const sim_opts *o, policy_set *ps) {
     cli_free_names(want);
   }
   if (user) policy_add(ps, user);
+  ps->user = user;
   if (ps->n == SIM_MAX_POLICIES)
     return cli_usage_error("sim", "--policy: at most %d policies", SIM_MAX_POLICIES - 1);
   /* Each --policy-args goes to exactly one policy that runs. */
@@ -975,7 +1041,8 @@ int cmd_sim(int argc, char **argv) {
     for (size_t k = 0; k <= ps.n; k++) {
       if (k == ps.n && !o.belady) break;
       pl.jobs[j++] = (sim_job){.ops = k < ps.n ? ps.ops[k] : NULL, .args = k < ps.n ? ps.args[k] : NULL,
-                               .capacity = cap, .run_capacity = run_cap};
+                               .capacity = cap, .run_capacity = run_cap,
+                               .isolate = k < ps.n && ps.ops[k] == ps.user};
     }
   }
   if ((status = run_jobs(&pl, o.jobs, o.quiet))) goto out;
