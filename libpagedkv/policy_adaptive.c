@@ -69,6 +69,13 @@ static const struct {
  * setting that keeps frequently used blocks longer pays at once (recent
  * blocks go sooner) and earns only when the kept blocks come back. */
 #define AD_WARMUP 4
+/* The real cache may fall behind the LRU shadow by at most this share of
+ * the sampled accesses (plus AD_SLACK blocks, scaled by the sampling) over
+ * the whole run; past that it goes back to LRU at once, and leaves it only
+ * when the allowance, which grows with every access, covers the deficit
+ * again.  (The target is a hit ratio within 0.002 of LRU's.) */
+#define AD_BUDGET 0.001
+#define AD_SLACK 32.0
 /* Ghost entries per block, as fwlru's default. */
 #define AD_HIST 8
 
@@ -87,7 +94,10 @@ _Static_assert(sizeof(ad_srec) == 32, "ad_srec: 32 bytes (nodes.shift = 3, "
 typedef struct ad_shadow {
   double inv_weight[FW_CLASSES];
   uint64_t clock; /* accesses so far */
-  uint32_t used;  /* records taken */
+  uint32_t used;  /* records taken (high-water mark) */
+  uint32_t n;     /* keys held: used minus the free records */
+  uint32_t n_free;
+  int32_t *free_rec; /* records of evicted keys, for reuse */
   ad_srec *rec;
   pkv__bnodes nodes;
   pkv__blist q[FW_CLASSES];
@@ -96,7 +106,14 @@ typedef struct ad_shadow {
 
 typedef struct ad_state {
   fw_state fw; /* first member: fwlru's hooks take an ad_state as is */
-  uint32_t shadow_cap;   /* keys per shadow */
+  uint32_t shadow_cap;   /* records per shadow (the pool, scaled) */
+  /* The real cache's room for indexed blocks: the pool less the blocks it
+   * holds outside the index (a sequence's partial last block, blocks being
+   * computed).  Measured as the most blocks the index held when the real
+   * cache had to evict, over this epoch and the last; num_blocks until the
+   * first eviction.  The shadows hold that many keys (scaled). */
+  uint32_t held;         /* blocks in the index now */
+  uint32_t room_cur, room_last;
   uint32_t sample_shift; /* a key is sampled if 2^s divides its hash bits */
   uint32_t epoch;        /* sampled accesses per epoch */
   uint32_t in_epoch;     /* sampled accesses so far in this epoch */
@@ -114,6 +131,10 @@ typedef struct ad_state {
   /* The real cache against the LRU shadow, since the last switch: accesses
    * the real cache hit and the shadow missed (real_won), and the reverse. */
   double real_won, lru_won, real_var;
+  /* Since the start: real cache hits minus LRU shadow hits (never decays),
+   * and sampled accesses. */
+  double ledger;
+  uint64_t accesses;
   uint32_t since;        /* epochs since the last switch */
   /* A setting that lost to LRU in the real cache is barred for bar[e]
    * epochs; the next bar after a loss is twice as long. */
@@ -126,6 +147,7 @@ static void ad_destroy(void *state) {
   if (!st) return;
   for (int e = 0; e < AD_EXPERTS; e++) {
     pkv__free(st->sh[e].rec);
+    pkv__free(st->sh[e].free_rec);
     pkv__kmap_free(&st->sh[e].map);
   }
   pkv__fw_fini(&st->fw);
@@ -136,7 +158,8 @@ static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
   pkv__fw_weights(sh->inv_weight, p, cold);
   for (int k = 0; k < FW_CLASSES; k++) pkv__blist_init(&sh->q[k]);
   sh->rec = pkv__calloc(cap, sizeof *sh->rec);
-  if (!sh->rec) return false;
+  sh->free_rec = pkv__malloc((size_t)cap * sizeof *sh->free_rec);
+  if (!sh->rec || !sh->free_rec) return false;
   for (uint32_t i = 0; i < cap; i++) sh->rec[i].prev = sh->rec[i].next = PKV__NIL;
   sh->nodes.prev = &sh->rec[0].prev;
   sh->nodes.next = &sh->rec[0].next;
@@ -183,14 +206,17 @@ static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk) {
     sh->rec[r].pinned = 1;
     return true;
   }
-  if (sh->used < cap) {
-    r = (int32_t)sh->used++;
-  } else {
+  while (sh->n >= cap) { /* cap may have shrunk: evict until there is room */
     r = pkv__fw_pick(sh->q, sh->inv_weight, sh->clock, &sh->rec[0].stamp, 2);
     if (r < 0) return false;
     pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
     pkv__kmap_del(&sh->map, (pkv_hash128){sh->rec[r].fp, 0}, r);
+    sh->free_rec[sh->n_free++] = r;
+    sh->n--;
   }
+  /* n < cap <= the records allocated, so a record is free or never used */
+  r = sh->n_free ? sh->free_rec[--sh->n_free] : (int32_t)sh->used++;
+  sh->n++;
   sh->rec[r].fp = fk.lo;
   sh->rec[r].pinned = 1;
   pkv__kmap_put(&sh->map, fk, r);
@@ -230,8 +256,25 @@ static void use_setting(ad_state *st, int e) {
  * shadow's, from AD_WARMUP epochs after the switch on: a setting that
  * loses to LRU in the real cache goes back to LRU and is barred for a while
  * (doubling each time). */
+/* The current setting lost to LRU in the real cache: back to LRU, and the
+ * setting is barred for a while (twice as long at each further loss). */
+static void fall_back(ad_state *st) {
+  int e = st->cur;
+  st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
+  st->next_bar[e] = 2 * st->bar[e];
+  use_setting(st, 0);
+}
+
+/* Whether the real cache is further behind LRU than the run's allowance. */
+static bool over_budget(const ad_state *st) {
+  return -st->ledger > AD_BUDGET * (double)st->accesses +
+                           AD_SLACK / (double)(1u << st->sample_shift);
+}
+
 static void epoch_end(ad_state *st) {
   st->in_epoch = 0;
+  st->room_last = st->room_cur;
+  st->room_cur = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
     for (int f = 0; f < AD_EXPERTS; f++) {
       st->won[e][f] *= AD_DECAY;
@@ -243,13 +286,11 @@ static void epoch_end(ad_state *st) {
   if (st->cur != 0 && st->since > AD_WARMUP) {
     double a = st->real_won, b = st->lru_won;
     if ((b - a) / sqrt(st->real_var + 1.0) > AD_Z) {
-      int e = st->cur;
-      st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
-      st->next_bar[e] = 2 * st->bar[e];
-      use_setting(st, 0);
+      fall_back(st);
       return;
     }
   }
+  if (over_budget(st)) return; /* stay with LRU until the deficit is covered */
   int best = st->cur;
   double best_z = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
@@ -300,18 +341,26 @@ static void feed(ad_state *st, pkv_hash128 key, uint32_t depth, bool real_hit) {
   if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
   if (depth <= st->last_depth) {
     episode_end(st);
+    if (st->cur != 0 && over_budget(st)) fall_back(st);
     if (st->in_epoch >= st->epoch) epoch_end(st);
   }
   st->last_depth = depth;
   pkv_hash128 fk = {h, 0};
+  uint32_t room = st->room_cur > st->room_last ? st->room_cur : st->room_last;
+  if (!room) room = st->fw.num_blocks;
+  uint32_t cap = (uint32_t)(((uint64_t)room + (1u << st->sample_shift) - 1) >>
+                            st->sample_shift);
+  if (cap > st->shadow_cap) cap = st->shadow_cap;
   unsigned hit = 0;
   for (int e = 0; e < AD_EXPERTS; e++)
-    hit |= (unsigned)shadow_access(&st->sh[e], st->shadow_cap, fk) << e;
+    hit |= (unsigned)shadow_access(&st->sh[e], cap, fk) << e;
   if (hit && hit != (1u << AD_EXPERTS) - 1)
     for (int e = 0; e < AD_EXPERTS; e++)
       if (hit >> e & 1)
         for (int f = 0; f < AD_EXPERTS; f++)
           if (!(hit >> f & 1)) st->ep[e][f]++;
+  st->ledger += (double)real_hit - (double)(hit & 1);
+  st->accesses++;
   st->ep_real += real_hit && !(hit & 1);
   st->ep_lru += !real_hit && (hit & 1);
   st->in_epoch++;
@@ -321,6 +370,7 @@ static void ad_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_insert(&st->fw, block, meta);
+  st->held++;
   feed(st, meta->key, meta->depth, false);
 }
 
@@ -349,7 +399,11 @@ static void ad_on_evictable(void *state, int32_t block,
  * that they do not keep it pinned for ever. */
 static void ad_on_remove(void *state, int32_t block) {
   ad_state *st = state;
-  if (st->fw.rec[block].where == FW_IN_USE) release(st, block);
+  uint8_t where = st->fw.rec[block].where;
+  if (where == FW_IN_USE) release(st, block);
+  if (where == FW_EVICTABLE && st->held > st->room_cur)
+    st->room_cur = st->held; /* an eviction (or a reset): the index is full */
+  if (where != FW_ABSENT) st->held--;
   pkv__fw_on_remove(&st->fw, block);
 }
 
@@ -383,11 +437,12 @@ static int ad_check(const void *state, const uint8_t *evictable,
     uint64_t n = 0;
     for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
     for (uint32_t r = 0; r < st->sh[e].used; r++) n += st->sh[e].rec[r].pinned;
-    if (n != st->sh[e].used || n > st->shadow_cap)
+    if (n != st->sh[e].n || n + st->sh[e].n_free != st->sh[e].used ||
+        st->sh[e].used > st->shadow_cap)
       return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists and "
                                     "pinned keys make %llu, %u recorded (cap "
                                     "%u)", e, (unsigned long long)n,
-                                    st->sh[e].used, st->shadow_cap);
+                                    st->sh[e].n, st->shadow_cap);
   }
   return 0;
 }
