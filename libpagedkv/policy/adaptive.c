@@ -43,7 +43,7 @@
  * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
  * a key map each.  docs/POLICIES.md has the measured figures.
  */
-#include "policy_fw.h"
+#include "policy/fw.h"
 
 #include <math.h>
 #include <string.h>
