@@ -1,5 +1,5 @@
 /*
- * policy_adaptive.c — frequency-weighted LRU that picks its own weights
+ * policy/adaptive.c — frequency-weighted LRU that picks its own weights
  * online (name "adaptive"; no arguments).
  *
  * Why.  fwlru (policy_fwlru.c) ranks blocks by age divided by a weight
@@ -15,22 +15,34 @@
  * counts remembered across eviction in a ghost, parents' counts lifted to
  * their children's, chains placed leaf first) with one of AD_EXPERTS weight
  * settings, LRU among them.  Beside it, each setting runs on a *shadow*:
- * a key-only simulation of a cache of the same size, fed with every access
- * the real cache sees (an insert or a hit, with the block's use count) and
- * every release (which, as in the real cache, makes a block the newest),
- * so each shadow counts the hits its setting would have had on the very
- * same stream.  At the end of every epoch (about one shadow's worth of
- * accesses) the hit counts are folded into decayed scores and the real
- * cache switches to the best setting if it leads the current one by more
- * than a small margin.  Switching only changes the weights: the class lists
- * are kept, so a switch costs nothing and the cache follows the new setting
- * from its next eviction.  This is set dueling (adaptive cache insertion)
- * or ARC's ghost lists taken to whole policies: the feedback is the hits a
- * setting would have had, not a guess at them.  A shadow is still a model
- * (it cannot hold blocks in use, and a sampled one sees a share of the
- * keys), so the real cache's own hits are checked against the LRU
- * shadow's: a setting that does worse than LRU in the real cache is
- * dropped for LRU and barred for a while.
+ * a key-only simulation of the real cache under that setting, fed with
+ * every access the real cache sees (an insert, a hit, a dedup) and every
+ * release.  A shadow models what makes the real cache differ from a
+ * textbook one: an accessed key is in use (pinned, not a candidate) until
+ * the real cache releases it, a release makes it the newest of its class,
+ * and the shadow holds as many keys as the real index has room for (the
+ * pool less the blocks held outside the index, such as a sequence's
+ * partial last block: measured at the real cache's evictions).  In the
+ * LRU setting the LRU shadow then agrees with the real cache on every
+ * access of a 130,000-access trace.  Each shadow thus counts the hits its
+ * setting would have had on the very same stream — set dueling, or ARC's
+ * ghost lists taken to whole policies.
+ *
+ * Deciding.  Hits and misses come in runs: a request matches or misses a
+ * whole chain, so two settings that disagree do so on many blocks at once.
+ * The accesses are grouped into episodes (one walk down a chain: depth
+ * grows), and a setting replaces the current one, at the end of an epoch
+ * (about one shadow's worth of accesses), when it wins a sign test on the
+ * accesses where the two disagree whose variance is the sum of squared
+ * per-episode differences (z > AD_Z; tallies decay by AD_DECAY per
+ * epoch).  Switching only changes the weights: the class lists are kept.
+ * Two guards keep the real cache near LRU whatever the shadows say: its
+ * own hits are tested the same way against the LRU shadow's from AD_WARMUP
+ * epochs after a switch (a setting that loses goes back to LRU and is
+ * barred for a while, doubling at each loss), and a ledger of real hits
+ * minus LRU shadow hits over the whole run sends it back to LRU at once
+ * when it is more than AD_BUDGET of the accesses behind, and keeps it
+ * there until the growing allowance covers the deficit.
  *
  * Large pools sample: a shadow holds at most AD_SHADOW_MAX keys, so for a
  * pool of n blocks it simulates n / 2^s blocks on the keys whose hash falls
@@ -39,8 +51,10 @@
  *
  * Costs.  Per sampled access, every shadow does one key-map probe and one
  * list move (and, when full, one eviction among 8 class heads); per sampled
- * release one probe and one move: O(AD_EXPERTS) per hook, no allocation.  choose_victim is fwlru's (8 heads, pure).  Memory:
- * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
+ * release one probe and one move: O(AD_EXPERTS) per hook, no allocation;
+ * at an episode's end O(AD_EXPERTS^2) additions.  choose_victim is fwlru's
+ * (8 heads, pure).  Memory: fwlru's, plus AD_EXPERTS shadows of
+ * min(n, AD_SHADOW_MAX) 32-byte records, a 4-byte free-record slot each and
  * a key map each.  docs/POLICIES.md has the measured figures.
  */
 #include "policy/fw.h"
@@ -244,18 +258,6 @@ static void use_setting(ad_state *st, int e) {
   memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
 }
 
-/* Ages the tallies and follows a setting that beats the current one
- * significantly: a sign test on the accesses where the two disagree (one
- * hit, the other missed), whose counts A (it won) and B (current won) are
- * about Poisson when the two are equally good.
- *
- * A shadow is a model of the real cache, not the real cache (it sees
- * accesses, not releases; sampled ones see a share of the keys), so a
- * setting that wins in its shadow may still lose in the real cache.  The
- * real cache's own hits are therefore tested the same way against the LRU
- * shadow's, from AD_WARMUP epochs after the switch on: a setting that
- * loses to LRU in the real cache goes back to LRU and is barred for a while
- * (doubling each time). */
 /* The current setting lost to LRU in the real cache: back to LRU, and the
  * setting is barred for a while (twice as long at each further loss). */
 static void fall_back(ad_state *st) {
@@ -271,6 +273,16 @@ static bool over_budget(const ad_state *st) {
                            AD_SLACK / (double)(1u << st->sample_shift);
 }
 
+/* Ages the tallies and follows a setting that beats the current one
+ * significantly: a sign test on the accesses where the two disagree (one
+ * hit, the other missed), its variance from the episodes (see feed).
+ *
+ * A shadow is a model of the real cache, not the real cache (a sampled one
+ * sees a share of the keys, and the real cache's contents depend on the
+ * settings it ran before), so a setting that wins in its shadow may still
+ * lose in the real cache.  The real cache's own hits are therefore tested
+ * the same way against the LRU shadow's, from AD_WARMUP epochs after the
+ * switch on, and the ledger (over_budget) bounds the loss over the run. */
 static void epoch_end(ad_state *st) {
   st->in_epoch = 0;
   st->room_last = st->room_cur;
