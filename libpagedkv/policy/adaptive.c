@@ -93,7 +93,7 @@ static const struct {
 /* Ghost entries per block, as fwlru's default. */
 #define AD_HIST 8
 
-/* One key of a shadow: the key's hash, its last access, its class. */
+/* One key of a shadow: the key's hash, its last release, its class. */
 typedef struct ad_srec {
   uint64_t fp;
   uint64_t stamp;
@@ -107,7 +107,7 @@ _Static_assert(sizeof(ad_srec) == 32, "ad_srec: 32 bytes (nodes.shift = 3, "
 
 typedef struct ad_shadow {
   double inv_weight[FW_CLASSES];
-  uint64_t clock; /* accesses so far */
+  uint64_t clock; /* releases so far */
   uint32_t used;  /* records taken (high-water mark) */
   uint32_t n;     /* keys held: used minus the free records */
   uint32_t n_free;
