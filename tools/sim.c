@@ -446,6 +446,8 @@ typedef struct sim_job {
   uint32_t capacity;         /* as asked (the table's) */
   uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
   bool isolate;              /* a --policy-lib plug-in: replay in a child */
+  pid_t pid;                 /* that child, once started */
+  int fd;                    /* and the pipe its result comes through */
   sim_result res;
 } sim_job;
 
@@ -470,21 +472,25 @@ static void replay(sim_plan *pl, sim_job *j, sim_result *r, _Atomic uint64_t *pr
 /* A plug-in's replay runs in a child process, its result coming back
  * through a pipe: the probe (probe_plugin) tries only a few calls, and a
  * plug-in that crashes under real traffic must be reported naming it, not
- * take the whole run down with it. */
-static void run_isolated(sim_plan *pl, sim_job *j) {
+ * take the whole run down with it.  The children are forked by run_jobs
+ * before any worker thread exists (a fork beside running threads can
+ * inherit a lock one of them holds: it hung under ASan), so they run
+ * alongside the worker threads; a worker collects each one's result. */
+static void isolated_start(sim_plan *pl, sim_job *j) {
   sim_result *r = &j->res;
+  snprintf(r->policy, sizeof r->policy, "%s", j->ops->name);
   int fds[2];
-  pid_t pid = -1;
-  if (pipe(fds) == 0 && (pid = fork()) < 0) {
+  j->pid = -1;
+  if (pipe(fds) == 0 && (j->pid = fork()) < 0) {
     close(fds[0]);
     close(fds[1]);
   }
-  if (pid < 0) {
+  if (j->pid < 0) {
     r->rc = PKV_ENOMEM;
     snprintf(r->err, sizeof r->err, "cannot start the plug-in's replay process: %s", strerror(errno));
     return;
   }
-  if (pid == 0) {
+  if (j->pid == 0) {
     close(fds[0]);
     int devnull = open("/dev/null", O_WRONLY);
     if (devnull >= 0) dup2(devnull, STDERR_FILENO);
@@ -500,15 +506,21 @@ static void run_isolated(sim_plan *pl, sim_job *j) {
     _exit(0);
   }
   close(fds[1]);
+  j->fd = fds[0];
+}
+
+static void isolated_finish(sim_plan *pl, sim_job *j) {
+  sim_result *r = &j->res;
+  if (j->pid < 0) return; /* could not start: res says why */
   sim_result cr;
   size_t got = 0;
   ssize_t k;
-  while (got < sizeof cr && ((k = read(fds[0], (char *)&cr + got, sizeof cr - got)) > 0 ||
+  while (got < sizeof cr && ((k = read(j->fd, (char *)&cr + got, sizeof cr - got)) > 0 ||
                              (k < 0 && errno == EINTR)))
     if (k > 0) got += (size_t)k;
-  close(fds[0]);
+  close(j->fd);
   int wst = 0;
-  while (waitpid(pid, &wst, 0) < 0 && errno == EINTR) {}
+  while (waitpid(j->pid, &wst, 0) < 0 && errno == EINTR) {}
   atomic_fetch_add_explicit(&pl->progress, pl->stream->n_reqs, memory_order_relaxed);
   if (WIFSIGNALED(wst)) {
     r->rc = PKV_ECORRUPT;
@@ -527,7 +539,7 @@ static void run_job(sim_plan *pl, sim_job *j) {
   sim_result *r = &j->res;
   snprintf(r->policy, sizeof r->policy, "%s", j->ops ? j->ops->name : "belady");
   if (j->isolate)
-    run_isolated(pl, j);
+    isolated_finish(pl, j);
   else if (!j->ops)
     sim_run_belady(pl->stream, j->run_capacity, pl->model == SIM_MODEL_MANAGER,
                    pl->model == SIM_MODEL_MANAGER ? pl->hold : 0, r, &pl->progress);
@@ -960,6 +972,8 @@ static int run_jobs(sim_plan *pl, size_t jobs, bool quiet) {
   cli_progress prog;
   cli_progress_init(&prog, "sim", (uint64_t)pl->n_jobs * pl->stream->n_reqs, quiet);
   uint64_t t0 = cli_now_ns();
+  for (size_t i = 0; i < pl->n_jobs; i++) /* before any thread: see isolated_start */
+    if (pl->jobs[i].isolate) isolated_start(pl, &pl->jobs[i]);
   size_t started = 0;
   for (; started < n_threads; started++)
     if (pthread_create(&th[started], NULL, worker, pl)) break;
