@@ -84,13 +84,7 @@ PKV_API const pkv_policy_ops pkv_user_policy = {
 #else
     .version = PKV_POLICY_VERSION,
 #endif
-    .name = "badpolicy",
-    .create = bad_create,
-    .destroy = bad_destroy,
-    .on_insert = bad_nothing,
-    .on_hit = bad_nothing,
-    .on_evictable = bad_seen,
-    .on_pinned = bad_nothing,
-    .choose_victim = bad_victim,
-    .on_remove = bad_remove,
-};
+    .name = "badpolicy", .create = bad_create,
+    .destroy = bad_destroy, .on_insert = bad_nothing, .on_hit = bad_nothing,
+    .on_evictable = bad_seen, .on_pinned = bad_nothing, .choose_victim = bad_victim,
+    .on_remove = bad_remove};
