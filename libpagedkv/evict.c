@@ -85,7 +85,12 @@ int32_t pkv__evict_one(pkv_cache *c) {
   }
   if (v < 0) {
     v = c->policy->choose_victim(c->policy_state, pkv__now(c));
-    if (v < 0 || (uint32_t)v >= c->num_blocks || !PKV_BLOCK_IS_EVICTABLE(c, v)) {
+    if (v < 0) {
+      pkv__err(PKV_ECORRUPT, "policy '%s' named no victim (%d) with %u "
+               "blocks evictable", c->policy->name, v, c->n_evictable);
+      return -1;
+    }
+    if ((uint32_t)v >= c->num_blocks || !PKV_BLOCK_IS_EVICTABLE(c, v)) {
       pkv__err(PKV_ECORRUPT, "policy '%s' chose block %d, which is not "
                "evictable", c->policy->name, v);
       return -1;

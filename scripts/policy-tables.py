@@ -9,7 +9,11 @@ A cell more than 0.002 below LRU's is marked with a trailing "▼"; the
 capacity nearest 1,000 blocks.
 
     /usr/bin/python3 scripts/policy-tables.py [--bin build/release/pagedkv]
-        [--model manager|simple] [--caps 250,1000,...] TRACE...
+        [--model manager|simple] [--caps 250,1000,...] [--summary] TRACE...
+
+With --summary, prints instead one table with a row per trace and, per
+policy, its hit ratio minus LRU's, min / max over the capacities, then the
+worst cell of each policy over all the traces.
 
 Exit status 1 if a run fails.  Arguments are passed to pagedkv as a list
 (no shell).
@@ -88,19 +92,56 @@ def table(name, res, caps):
     return out.getvalue()
 
 
+def summary(rows):
+    """rows: (trace name, res, caps).  Markdown: min / max of policy - lru."""
+    pols = []
+    for _, res, _ in rows:
+        for p, _ in res:
+            if p not in pols and p not in ("lru", "belady"):
+                pols.append(p)
+    out = io.StringIO()
+    out.write("| trace | " + " | ".join(pols) + " |\n" + "|---" * (len(pols) + 1) + "|\n")
+    worst = {p: None for p in pols}
+    for name, res, caps in rows:
+        cells = []
+        for p in pols:
+            d = [(res[(p, c)] - res[("lru", c)], c) for c in caps
+                 if (p, c) in res and ("lru", c) in res]
+            if not d:
+                cells.append("—")
+                continue
+            lo, hi = min(d), max(d)
+            if worst[p] is None or lo[0] < worst[p][0]:
+                worst[p] = (lo[0], name, lo[1])
+            cells.append(f"{lo[0]:+.4f} / {hi[0]:+.4f}")
+        out.write(f"| {name} | " + " | ".join(cells) + " |\n")
+    out.write("\nWorst cell against LRU: " + "; ".join(
+        f"{p} {w[0]:+.4f} ({w[1]} at {w[2]:,} blocks)" for p, w in worst.items() if w) + "\n")
+    return out.getvalue()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default="build/release/pagedkv")
     ap.add_argument("--model", default="manager", choices=["manager", "simple"])
     ap.add_argument("--caps", help="comma-separated capacities (default: 250 .. footprint)")
+    ap.add_argument("--summary", action="store_true",
+                    help="one row per trace: each policy minus LRU, min / max")
     ap.add_argument("traces", nargs="+")
     a = ap.parse_args()
-    for path in a.traces:
+    rows = []
+    for k, path in enumerate(a.traces):
         fp = footprint(path)
         caps = [int(x) for x in a.caps.split(",")] if a.caps else capacities(fp)
         res = run(a.bin, path, caps, a.model)
+        if a.summary:
+            sys.stderr.write(f"policy-tables: {k + 1}/{len(a.traces)} {path}\n")
+            rows.append((os.path.basename(path), res, caps))
+            continue
         name = os.path.basename(path) + (f" (footprint {fp:,} blocks)" if fp else "")
         print(table(name, res, caps))
+    if a.summary:
+        print(summary(rows))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ good=tests/data/tools/mooncake_small.jsonl
 azure=tests/data/tools/azure_small.csv
 [ -f "$good" ] && [ -f "$azure" ] || { echo "tool-misuse: tests/data/tools/ is missing" >&2; exit 1; }
 # Broken policy plug-ins (tests/data/tools/bad_policy.c), built here.
-for v in CRASH VICTIM LATE; do
+for v in CRASH VICTIM LATE LATECRASH NONE BIGFAIL VERSION; do
   ${CC:-cc} -shared -fPIC -Iinclude -DBAD_$v -o "$tmp/bad_$v.so" tests/data/tools/bad_policy.c ||
     { echo "tool-misuse: cannot build the bad plug-ins" >&2; exit 1; }
 done
@@ -153,10 +153,16 @@ t 2 sim "$good" -p lru,fwlru --policy-args cold=1
 t 2 sim "$good" -p lru --policy-args fwlru:cold=1
 t 2 sim "$good" -p fwlru --policy-args fwlru:nope=1
 t 2 sim "$good" -p fwlru --policy-args fwlru:cold=1 --policy-args fwlru:cold=2
-# Broken plug-ins: crash in create, garbage victim, garbage under traffic.
+# Broken plug-ins: crash in create, garbage victim, garbage under traffic,
 t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_CRASH.so"
 t 1 sim "$good" -c 50 --policy-lib "$tmp/bad_VICTIM.so"
 t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_LATE.so"
+# ... a crash under real traffic (after the probe), no victim with blocks
+# evictable, create failing at the real size, an unknown vtable version.
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_LATECRASH.so"
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_NONE.so"
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_BIGFAIL.so"
+t 1 sim "$good" -q -c 50 -p lru --policy-lib "$tmp/bad_VERSION.so"
 # Paths that would reach gnuplot: control characters refused before running.
 nl='
 '

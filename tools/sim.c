@@ -23,25 +23,102 @@
  */
 #include "sim.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "opts.h"
 
+static void replay(sim_plan *pl, sim_job *j, sim_result *r, _Atomic uint64_t *progress) {
+  if (pl->model == SIM_MODEL_SIMPLE)
+    sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, progress);
+  else
+    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, progress);
+}
+
+/* A plug-in's replay runs in a child process, its result coming back
+ * through a pipe: the probe (sim_policy.c) tries only a few calls, and a
+ * plug-in that crashes under real traffic must be reported naming it, not
+ * take the whole run down with it.  The children are forked by run_jobs
+ * before any worker thread exists (a fork beside running threads can
+ * inherit a lock one of them holds: it hung under ASan), so they run
+ * alongside the worker threads; a worker collects each one's result. */
+static void isolated_start(sim_plan *pl, sim_job *j) {
+  sim_result *r = &j->res;
+  snprintf(r->policy, sizeof r->policy, "%s", j->ops->name);
+  int fds[2];
+  j->pid = -1;
+  if (pipe(fds) == 0 && (j->pid = fork()) < 0) {
+    close(fds[0]);
+    close(fds[1]);
+  }
+  if (j->pid < 0) {
+    r->rc = PKV_ENOMEM;
+    snprintf(r->err, sizeof r->err, "cannot start the plug-in's replay process: %s", strerror(errno));
+    return;
+  }
+  if (j->pid == 0) {
+    close(fds[0]);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    sim_result cr = *r;
+    replay(pl, j, &cr, NULL);
+    const char *p = (const char *)&cr;
+    size_t left = sizeof cr;
+    while (left) {
+      ssize_t w = write(fds[1], p, left);
+      if (w <= 0 && errno != EINTR) _exit(1);
+      if (w > 0) p += w, left -= (size_t)w;
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  j->fd = fds[0];
+}
+
+static void isolated_finish(sim_plan *pl, sim_job *j) {
+  sim_result *r = &j->res;
+  if (j->pid < 0) return; /* could not start: res says why */
+  sim_result cr;
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof cr && ((k = read(j->fd, (char *)&cr + got, sizeof cr - got)) > 0 ||
+                             (k < 0 && errno == EINTR)))
+    if (k > 0) got += (size_t)k;
+  close(j->fd);
+  int wst = 0;
+  while (waitpid(j->pid, &wst, 0) < 0 && errno == EINTR) {}
+  atomic_fetch_add_explicit(&pl->progress, pl->stream->n_reqs, memory_order_relaxed);
+  if (WIFSIGNALED(wst)) {
+    r->rc = PKV_ECORRUPT;
+    snprintf(r->err, sizeof r->err, "the plug-in crashed during the replay (signal %d, %s)",
+             WTERMSIG(wst), strsignal(WTERMSIG(wst)));
+  } else if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0 || got != sizeof cr) {
+    r->rc = PKV_ECORRUPT;
+    snprintf(r->err, sizeof r->err, "the plug-in's replay died (exit status %d)",
+             WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+  } else {
+    *r = cr;
+  }
+}
+
 static void run_job(sim_plan *pl, sim_job *j) {
   sim_result *r = &j->res;
   snprintf(r->policy, sizeof r->policy, "%s", j->ops ? j->ops->name : "belady");
-  if (!j->ops)
+  if (j->isolate)
+    isolated_finish(pl, j);
+  else if (!j->ops)
     sim_run_belady(pl->stream, j->run_capacity, pl->model == SIM_MODEL_MANAGER,
                    pl->model == SIM_MODEL_MANAGER ? pl->hold : 0, r, &pl->progress);
-  else if (pl->model == SIM_MODEL_SIMPLE)
-    sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, &pl->progress);
   else
-    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, &pl->progress);
+    replay(pl, j, r, &pl->progress);
   r->capacity = j->capacity;
 }
 
@@ -64,6 +141,8 @@ static int run_jobs(sim_plan *pl, size_t jobs, bool quiet) {
   cli_progress prog;
   cli_progress_init(&prog, "sim", (uint64_t)pl->n_jobs * pl->stream->n_reqs, quiet);
   uint64_t t0 = cli_now_ns();
+  for (size_t i = 0; i < pl->n_jobs; i++) /* before any thread: see isolated_start */
+    if (pl->jobs[i].isolate) isolated_start(pl, &pl->jobs[i]);
   size_t started = 0;
   for (; started < n_threads; started++)
     if (pthread_create(&th[started], NULL, worker, pl)) break;
@@ -224,7 +303,8 @@ static int plan_jobs(sim_plan *pl, const sim_opts *o, const policy_set *ps,
       if (k == ps->n && !o->belady) break;
       pl->jobs[j++] = (sim_job){.ops = k < ps->n ? ps->ops[k] : NULL,
                                 .args = k < ps->n ? ps->args[k] : NULL,
-                                .capacity = cap, .run_capacity = run_cap};
+                                .capacity = cap, .run_capacity = run_cap,
+                                .isolate = k < ps->n && ps->ops[k] == ps->user};
     }
   }
   return 0;

@@ -165,6 +165,7 @@ typedef struct policy_set {
   const pkv_policy_ops *ops[SIM_MAX_POLICIES];
   const char *args[SIM_MAX_POLICIES];
   size_t n;
+  const pkv_policy_ops *user; /* the --policy-lib plug-in, or NULL */
 } policy_set;
 
 /* Fills *ps from --policy, --policy-lib and --policy-args: loads and tries
@@ -177,6 +178,9 @@ typedef struct sim_job {
   const char *args;          /* the policy's --policy-args, or NULL */
   uint32_t capacity;         /* as asked (the table's) */
   uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
+  bool isolate;              /* a --policy-lib plug-in: replay in a child */
+  int pid;                   /* that child, once started */
+  int fd;                    /* and the pipe its result comes through */
   sim_result res;
 } sim_job;
 

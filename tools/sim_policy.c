@@ -136,6 +136,7 @@ int sim_resolve_policies(const sim_opts *o, policy_set *ps) {
     cli_free_names(want);
   }
   if (user) policy_add(ps, user);
+  ps->user = user;
   if (ps->n == SIM_MAX_POLICIES)
     return cli_usage_error("sim", "--policy: at most %d policies", SIM_MAX_POLICIES - 1);
   /* Each --policy-args goes to exactly one policy that runs. */

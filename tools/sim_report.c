@@ -210,7 +210,7 @@ void sim_help(void) {
       "                         fwlru:cold=1 (repeatable; plain S if one policy runs)\n"
       "      --policy-lib F.so  also run the policy a shared object exports as\n"
       "                         'const pkv_policy_ops pkv_user_policy' (tried in a child\n"
-      "                         process first)\n"
+      "                         process first; its replays run in child processes)\n"
       "      --no-belady        skip Belady's bound\n"
       "      --format F         mooncake or azure (default: from the file name)\n"
       "      --csv FILE         results as CSV ('-': standard output)\n"

@@ -1,5 +1,5 @@
 /*
- * policy_adaptive.c — frequency-weighted LRU that picks its own weights
+ * policy/adaptive.c — frequency-weighted LRU that picks its own weights
  * online (name "adaptive"; no arguments).
  *
  * Why.  fwlru (policy_fwlru.c) ranks blocks by age divided by a weight
@@ -15,22 +15,34 @@
  * counts remembered across eviction in a ghost, parents' counts lifted to
  * their children's, chains placed leaf first) with one of AD_EXPERTS weight
  * settings, LRU among them.  Beside it, each setting runs on a *shadow*:
- * a key-only simulation of a cache of the same size, fed with every access
- * the real cache sees (an insert or a hit, with the block's use count) and
- * every release (which, as in the real cache, makes a block the newest),
- * so each shadow counts the hits its setting would have had on the very
- * same stream.  At the end of every epoch (about one shadow's worth of
- * accesses) the hit counts are folded into decayed scores and the real
- * cache switches to the best setting if it leads the current one by more
- * than a small margin.  Switching only changes the weights: the class lists
- * are kept, so a switch costs nothing and the cache follows the new setting
- * from its next eviction.  This is set dueling (adaptive cache insertion)
- * or ARC's ghost lists taken to whole policies: the feedback is the hits a
- * setting would have had, not a guess at them.  A shadow is still a model
- * (it cannot hold blocks in use, and a sampled one sees a share of the
- * keys), so the real cache's own hits are checked against the LRU
- * shadow's: a setting that does worse than LRU in the real cache is
- * dropped for LRU and barred for a while.
+ * a key-only simulation of the real cache under that setting, fed with
+ * every access the real cache sees (an insert, a hit, a dedup) and every
+ * release.  A shadow models what makes the real cache differ from a
+ * textbook one: an accessed key is in use (pinned, not a candidate) until
+ * the real cache releases it, a release makes it the newest of its class,
+ * and the shadow holds as many keys as the real index has room for (the
+ * pool less the blocks held outside the index, such as a sequence's
+ * partial last block: measured at the real cache's evictions).  In the
+ * LRU setting the LRU shadow then agrees with the real cache on every
+ * access of a 130,000-access trace.  Each shadow thus counts the hits its
+ * setting would have had on the very same stream — set dueling, or ARC's
+ * ghost lists taken to whole policies.
+ *
+ * Deciding.  Hits and misses come in runs: a request matches or misses a
+ * whole chain, so two settings that disagree do so on many blocks at once.
+ * The accesses are grouped into episodes (one walk down a chain: depth
+ * grows), and a setting replaces the current one, at the end of an epoch
+ * (about one shadow's worth of accesses), when it wins a sign test on the
+ * accesses where the two disagree whose variance is the sum of squared
+ * per-episode differences (z > AD_Z; tallies decay by AD_DECAY per
+ * epoch).  Switching only changes the weights: the class lists are kept.
+ * Two guards keep the real cache near LRU whatever the shadows say: its
+ * own hits are tested the same way against the LRU shadow's from AD_WARMUP
+ * epochs after a switch (a setting that loses goes back to LRU and is
+ * barred for a while, doubling at each loss), and a ledger of real hits
+ * minus LRU shadow hits over the whole run sends it back to LRU at once
+ * when it is more than AD_BUDGET of the accesses behind, and keeps it
+ * there until the growing allowance covers the deficit.
  *
  * Large pools sample: a shadow holds at most AD_SHADOW_MAX keys, so for a
  * pool of n blocks it simulates n / 2^s blocks on the keys whose hash falls
@@ -39,8 +51,10 @@
  *
  * Costs.  Per sampled access, every shadow does one key-map probe and one
  * list move (and, when full, one eviction among 8 class heads); per sampled
- * release one probe and one move: O(AD_EXPERTS) per hook, no allocation.  choose_victim is fwlru's (8 heads, pure).  Memory:
- * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
+ * release one probe and one move: O(AD_EXPERTS) per hook, no allocation;
+ * at an episode's end O(AD_EXPERTS^2) additions.  choose_victim is fwlru's
+ * (8 heads, pure).  Memory: fwlru's, plus AD_EXPERTS shadows of
+ * min(n, AD_SHADOW_MAX) 32-byte records, a 4-byte free-record slot each and
  * a key map each.  docs/POLICIES.md has the measured figures.
  */
 #include "policy/fw.h"
@@ -69,10 +83,17 @@ static const struct {
  * setting that keeps frequently used blocks longer pays at once (recent
  * blocks go sooner) and earns only when the kept blocks come back. */
 #define AD_WARMUP 4
+/* The real cache may fall behind the LRU shadow by at most this share of
+ * the sampled accesses (plus AD_SLACK blocks, scaled by the sampling) over
+ * the whole run; past that it goes back to LRU at once, and leaves it only
+ * when the allowance, which grows with every access, covers the deficit
+ * again.  (The target is a hit ratio within 0.002 of LRU's.) */
+#define AD_BUDGET 0.001
+#define AD_SLACK 32.0
 /* Ghost entries per block, as fwlru's default. */
 #define AD_HIST 8
 
-/* One key of a shadow: the key's hash, its last access, its class. */
+/* One key of a shadow: the key's hash, its last release, its class. */
 typedef struct ad_srec {
   uint64_t fp;
   uint64_t stamp;
@@ -86,8 +107,11 @@ _Static_assert(sizeof(ad_srec) == 32, "ad_srec: 32 bytes (nodes.shift = 3, "
 
 typedef struct ad_shadow {
   double inv_weight[FW_CLASSES];
-  uint64_t clock; /* accesses so far */
-  uint32_t used;  /* records taken */
+  uint64_t clock; /* releases so far */
+  uint32_t used;  /* records taken (high-water mark) */
+  uint32_t n;     /* keys held: used minus the free records */
+  uint32_t n_free;
+  int32_t *free_rec; /* records of evicted keys, for reuse */
   ad_srec *rec;
   pkv__bnodes nodes;
   pkv__blist q[FW_CLASSES];
@@ -96,7 +120,14 @@ typedef struct ad_shadow {
 
 typedef struct ad_state {
   fw_state fw; /* first member: fwlru's hooks take an ad_state as is */
-  uint32_t shadow_cap;   /* keys per shadow */
+  uint32_t shadow_cap;   /* records per shadow (the pool, scaled) */
+  /* The real cache's room for indexed blocks: the pool less the blocks it
+   * holds outside the index (a sequence's partial last block, blocks being
+   * computed).  Measured as the most blocks the index held when the real
+   * cache had to evict, over this epoch and the last; num_blocks until the
+   * first eviction.  The shadows hold that many keys (scaled). */
+  uint32_t held;         /* blocks in the index now */
+  uint32_t room_cur, room_last;
   uint32_t sample_shift; /* a key is sampled if 2^s divides its hash bits */
   uint32_t epoch;        /* sampled accesses per epoch */
   uint32_t in_epoch;     /* sampled accesses so far in this epoch */
@@ -114,6 +145,10 @@ typedef struct ad_state {
   /* The real cache against the LRU shadow, since the last switch: accesses
    * the real cache hit and the shadow missed (real_won), and the reverse. */
   double real_won, lru_won, real_var;
+  /* Since the start: real cache hits minus LRU shadow hits (never decays),
+   * and sampled accesses. */
+  double ledger;
+  uint64_t accesses;
   uint32_t since;        /* epochs since the last switch */
   /* A setting that lost to LRU in the real cache is barred for bar[e]
    * epochs; the next bar after a loss is twice as long. */
@@ -126,6 +161,7 @@ static void ad_destroy(void *state) {
   if (!st) return;
   for (int e = 0; e < AD_EXPERTS; e++) {
     pkv__free(st->sh[e].rec);
+    pkv__free(st->sh[e].free_rec);
     pkv__kmap_free(&st->sh[e].map);
   }
   pkv__fw_fini(&st->fw);
@@ -136,7 +172,8 @@ static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
   pkv__fw_weights(sh->inv_weight, p, cold);
   for (int k = 0; k < FW_CLASSES; k++) pkv__blist_init(&sh->q[k]);
   sh->rec = pkv__calloc(cap, sizeof *sh->rec);
-  if (!sh->rec) return false;
+  sh->free_rec = pkv__malloc((size_t)cap * sizeof *sh->free_rec);
+  if (!sh->rec || !sh->free_rec) return false;
   for (uint32_t i = 0; i < cap; i++) sh->rec[i].prev = sh->rec[i].next = PKV__NIL;
   sh->nodes.prev = &sh->rec[0].prev;
   sh->nodes.next = &sh->rec[0].next;
@@ -182,14 +219,17 @@ static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk) {
     sh->rec[r].pinned = 1;
     return true;
   }
-  if (sh->used < cap) {
-    r = (int32_t)sh->used++;
-  } else {
+  while (sh->n >= cap) { /* cap may have shrunk: evict until there is room */
     r = pkv__fw_pick(sh->q, sh->inv_weight, sh->clock, &sh->rec[0].stamp, 2);
     if (r < 0) return false;
     pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
     pkv__kmap_del(&sh->map, (pkv_hash128){sh->rec[r].fp, 0}, r);
+    sh->free_rec[sh->n_free++] = r;
+    sh->n--;
   }
+  /* n < cap <= the records allocated, so a record is free or never used */
+  r = sh->n_free ? sh->free_rec[--sh->n_free] : (int32_t)sh->used++;
+  sh->n++;
   sh->rec[r].fp = fk.lo;
   sh->rec[r].pinned = 1;
   pkv__kmap_put(&sh->map, fk, r);
@@ -217,20 +257,35 @@ static void use_setting(ad_state *st, int e) {
   memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
 }
 
+/* The current setting lost to LRU in the real cache: back to LRU, and the
+ * setting is barred for a while (twice as long at each further loss). */
+static void fall_back(ad_state *st) {
+  int e = st->cur;
+  st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
+  st->next_bar[e] = 2 * st->bar[e];
+  use_setting(st, 0);
+}
+
+/* Whether the real cache is further behind LRU than the run's allowance. */
+static bool over_budget(const ad_state *st) {
+  return -st->ledger > AD_BUDGET * (double)st->accesses +
+                           AD_SLACK / (double)(1u << st->sample_shift);
+}
+
 /* Ages the tallies and follows a setting that beats the current one
  * significantly: a sign test on the accesses where the two disagree (one
- * hit, the other missed), whose counts A (it won) and B (current won) are
- * about Poisson when the two are equally good.
+ * hit, the other missed), its variance from the episodes (see feed).
  *
- * A shadow is a model of the real cache, not the real cache (it sees
- * accesses, not releases; sampled ones see a share of the keys), so a
- * setting that wins in its shadow may still lose in the real cache.  The
- * real cache's own hits are therefore tested the same way against the LRU
- * shadow's, from AD_WARMUP epochs after the switch on: a setting that
- * loses to LRU in the real cache goes back to LRU and is barred for a while
- * (doubling each time). */
+ * A shadow is a model of the real cache, not the real cache (a sampled one
+ * sees a share of the keys, and the real cache's contents depend on the
+ * settings it ran before), so a setting that wins in its shadow may still
+ * lose in the real cache.  The real cache's own hits are therefore tested
+ * the same way against the LRU shadow's, from AD_WARMUP epochs after the
+ * switch on, and the ledger (over_budget) bounds the loss over the run. */
 static void epoch_end(ad_state *st) {
   st->in_epoch = 0;
+  st->room_last = st->room_cur;
+  st->room_cur = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
     for (int f = 0; f < AD_EXPERTS; f++) {
       st->won[e][f] *= AD_DECAY;
@@ -242,13 +297,11 @@ static void epoch_end(ad_state *st) {
   if (st->cur != 0 && st->since > AD_WARMUP) {
     double a = st->real_won, b = st->lru_won;
     if ((b - a) / sqrt(st->real_var + 1.0) > AD_Z) {
-      int e = st->cur;
-      st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
-      st->next_bar[e] = 2 * st->bar[e];
-      use_setting(st, 0);
+      fall_back(st);
       return;
     }
   }
+  if (over_budget(st)) return; /* stay with LRU until the deficit is covered */
   int best = st->cur;
   double best_z = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
@@ -299,18 +352,26 @@ static void feed(ad_state *st, pkv_hash128 key, uint32_t depth, bool real_hit) {
   if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
   if (depth <= st->last_depth) {
     episode_end(st);
+    if (st->cur != 0 && over_budget(st)) fall_back(st);
     if (st->in_epoch >= st->epoch) epoch_end(st);
   }
   st->last_depth = depth;
   pkv_hash128 fk = {h, 0};
+  uint32_t room = st->room_cur > st->room_last ? st->room_cur : st->room_last;
+  if (!room) room = st->fw.num_blocks;
+  uint32_t cap = (uint32_t)(((uint64_t)room + (1u << st->sample_shift) - 1) >>
+                            st->sample_shift);
+  if (cap > st->shadow_cap) cap = st->shadow_cap;
   unsigned hit = 0;
   for (int e = 0; e < AD_EXPERTS; e++)
-    hit |= (unsigned)shadow_access(&st->sh[e], st->shadow_cap, fk) << e;
+    hit |= (unsigned)shadow_access(&st->sh[e], cap, fk) << e;
   if (hit && hit != (1u << AD_EXPERTS) - 1)
     for (int e = 0; e < AD_EXPERTS; e++)
       if (hit >> e & 1)
         for (int f = 0; f < AD_EXPERTS; f++)
           if (!(hit >> f & 1)) st->ep[e][f]++;
+  st->ledger += (double)real_hit - (double)(hit & 1);
+  st->accesses++;
   st->ep_real += real_hit && !(hit & 1);
   st->ep_lru += !real_hit && (hit & 1);
   st->in_epoch++;
@@ -320,6 +381,7 @@ static void ad_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_insert(&st->fw, block, meta);
+  st->held++;
   feed(st, meta->key, meta->depth, false);
 }
 
@@ -348,7 +410,11 @@ static void ad_on_evictable(void *state, int32_t block,
  * that they do not keep it pinned for ever. */
 static void ad_on_remove(void *state, int32_t block) {
   ad_state *st = state;
-  if (st->fw.rec[block].where == FW_IN_USE) release(st, block);
+  uint8_t where = st->fw.rec[block].where;
+  if (where == FW_IN_USE) release(st, block);
+  if (where == FW_EVICTABLE && st->held > st->room_cur)
+    st->room_cur = st->held; /* an eviction (or a reset): the index is full */
+  if (where != FW_ABSENT) st->held--;
   pkv__fw_on_remove(&st->fw, block);
 }
 
@@ -382,11 +448,12 @@ static int ad_check(const void *state, const uint8_t *evictable,
     uint64_t n = 0;
     for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
     for (uint32_t r = 0; r < st->sh[e].used; r++) n += st->sh[e].rec[r].pinned;
-    if (n != st->sh[e].used || n > st->shadow_cap)
+    if (n != st->sh[e].n || n + st->sh[e].n_free != st->sh[e].used ||
+        st->sh[e].used > st->shadow_cap)
       return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists and "
                                     "pinned keys make %llu, %u recorded (cap "
                                     "%u)", e, (unsigned long long)n,
-                                    st->sh[e].used, st->shadow_cap);
+                                    st->sh[e].n, st->shadow_cap);
   }
   return 0;
 }

@@ -6,6 +6,12 @@
  *   -DBAD_VICTIM   choose_victim() returns a block that does not exist
  *   -DBAD_LATE     choose_victim() names the last block it was told about,
  *                  which passes a first try and is wrong under real traffic
+ *   -DBAD_LATECRASH  on_evictable() crashes on its 21st call (passes the
+ *                  first try, dies under real traffic)
+ *   -DBAD_NONE     choose_victim() says "no candidate" (-1) once the first
+ *                  try is over, while blocks are evictable
+ *   -DBAD_BIGFAIL  create() fails for pools of more than 8 blocks
+ *   -DBAD_VERSION  a vtable version this library does not know
  *
  * The simulator must refuse each with a message naming the policy and exit
  * 1, and never print a table.
@@ -17,11 +23,15 @@
 
 typedef struct bad {
   int32_t last;
+  uint32_t seen, victims;
 } bad;
 
 static int bad_create(void **state, uint32_t num_blocks, const char *args) {
   (void)num_blocks;
   (void)args;
+#ifdef BAD_BIGFAIL
+  if (num_blocks > 8) return PKV_ENOMEM;
+#endif
 #ifdef BAD_CRASH
   volatile int *p = NULL;
   *p = 1;
@@ -36,7 +46,14 @@ static int bad_create(void **state, uint32_t num_blocks, const char *args) {
 static void bad_destroy(void *state) { free(state); }
 static void bad_seen(void *state, int32_t block, const pkv_block_meta *meta) {
   (void)meta;
-  ((bad *)state)->last = block;
+  bad *b = state;
+  b->last = block;
+#ifdef BAD_LATECRASH
+  if (++b->seen > 20) {
+    volatile int *p = NULL;
+    *p = 1;
+  }
+#endif
 }
 static void bad_nothing(void *state, int32_t block, const pkv_block_meta *meta) {
   (void)state;
@@ -53,13 +70,21 @@ static int32_t bad_victim(void *state, uint64_t now) {
 #ifdef BAD_VICTIM
   (void)state;
   return 1 << 30;
+#elif defined BAD_NONE
+  bad *b = state;
+  return b->victims++ < 1 ? b->last : -1;
 #else
   return ((bad *)state)->last;
 #endif
 }
 
 PKV_API const pkv_policy_ops pkv_user_policy = {
-    .version = PKV_POLICY_VERSION, .name = "badpolicy", .create = bad_create,
+#ifdef BAD_VERSION
+    .version = 99,
+#else
+    .version = PKV_POLICY_VERSION,
+#endif
+    .name = "badpolicy", .create = bad_create,
     .destroy = bad_destroy, .on_insert = bad_nothing, .on_hit = bad_nothing,
     .on_evictable = bad_seen, .on_pinned = bad_nothing, .choose_victim = bad_victim,
     .on_remove = bad_remove};
