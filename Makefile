@@ -100,7 +100,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
-.PHONY: test-python bench-python
+.PHONY: test-python bench-python layer-check
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
@@ -183,7 +183,7 @@ run: all
 
 # The Check suites, then (for the whole suite) the library as hosts load it:
 # dlopen, Python ctypes, programs built against an installed tree.
-test check: lib $(TEST_BIN)
+test check: lib $(TEST_BIN) layer-check
 	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
 	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
@@ -199,6 +199,12 @@ test-python: lib
 	else echo "== python tests (pytest, $(BUILD)/libpagedkv.so)"; \
 	  PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PAGEDKV_MODE=$(MODE) PYTHONDONTWRITEBYTECODE=1 \
 	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider python/tests; fi
+
+# No cycle between the files of libpagedkv/, engine/ and tools/: the graph
+# of who calls whom, read from the objects' symbols (docs/DESIGN.md, "Map").
+# scripts/layer-check.allow lists the known cycles still to untie.
+layer-check: lib $(TOOL_OBJ)
+	@$(PYTHON) scripts/layer-check.py --quiet --build $(BUILD) --allow scripts/layer-check.allow
 
 debug:
 	$(MAKE) MODE=debug test
@@ -252,6 +258,7 @@ FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
 
 fuzz: $(FUZZ_BIN)
+$(FUZZ_BIN): tests/fuzz/fuzz_common.h
 
 $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz

@@ -40,23 +40,11 @@ typedef struct fx {
 
 static void fx_up(fx *f) {
   memset(f, 0, sizeof *f);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
-  cfg.head_dim = HD;
-  f->c = tu_cache(&cfg);
-  for (int i = 0; i < 64; i++) f->toks[i] = 10 + i;
   for (int i = 0; i < 4 * 2 * HD; i++) f->q[i] = f->k[i] = f->v[i] = 0.01f * (float)i;
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->live), 0);
-  ck_assert_int_eq(pkv_seq_append(f->c, f->live, f->toks, 10, NULL), 0);
-  ck_assert_int_eq(pkv_seq_commit(f->c, f->live, 8), 0);
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->freed), 0);
-  ck_assert_int_eq(pkv_seq_free(f->c, f->freed), 0);
+  f->c = tu_fixture_cache(f->toks, &f->live, &f->freed);
   ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->fresh), 0);
   ck_assert_int_eq(pkv_seq_append(f->c, f->fresh, f->toks + 20, 4, NULL), 0);
-  pkv_engine_config ec;
-  pkv_engine_config_init(&ec);
-  ec.n_q_heads = 2;
-  ck_assert_int_eq(pkv_engine_create(f->c, &ec, &f->e), 0);
+  f->e = tu_fixture_engine(f->c);
 }
 
 static void fx_down(fx *f) {
@@ -192,6 +180,68 @@ OK(common_prefix) {
   uint32_t n;
   return pkv_common_prefix_blocks(f->c, seqs, 2, &n);
 }
+/* tiers, save, quotas (issue 14) */
+OK(tier_stats_get) {
+  (void)f;
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
+  cfg.host_tier_bytes = 1 << 16;
+  pkv_cache *c = tu_cache(&cfg);
+  pkv_tier_stats st;
+  (void)pkv_seq_free(c, PKV_SEQ_NONE); /* sets the detail again */
+  int rc = pkv_tier_stats_get(c, PKV_TIER_HOST, &st);
+  pkv_cache_destroy(c);
+  return rc;
+}
+static char g_tmp[64];
+static const char *tmp_dir(void) {
+  if (!g_tmp[0]) {
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/pkv_contract_XXXXXX");
+    if (!mkdtemp(g_tmp)) return "/nonexistent";
+  }
+  return g_tmp;
+}
+static void tmp_rm(void) {
+  char cmd[128];
+  if (!g_tmp[0]) return;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+  if (system(cmd) != 0) ck_abort_msg("cannot remove %s", g_tmp);
+  g_tmp[0] = 0;
+}
+OK(set_file_tier) {
+  char d[128];
+  snprintf(d, sizeof d, "%s/tier", tmp_dir());
+  int rc = pkv_cache_set_file_tier(f->c, d, 0);
+  tmp_rm();
+  return rc;
+}
+OK(tier_drain_copies) {
+  pkv_tier_copy q[2];
+  uint32_t n;
+  return pkv_tier_drain_copies(f->c, q, 2, &n, NULL);
+}
+OK(cache_save) {
+  int rc = pkv_cache_save(f->c, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(seq_save) {
+  int rc = pkv_seq_save(f->c, f->live, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(cache_load) {
+  int rc = pkv_cache_save(f->c, tmp_dir());
+  (void)pkv_seq_free(f->c, PKV_SEQ_NONE);
+  if (rc == 0) rc = pkv_cache_load(f->c, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(prefix_promote) {
+  uint32_t n;
+  return pkv_prefix_promote(f->c, NULL, f->toks, 8, 0, &n);
+}
+OK(ns_set_quota) { return pkv_ns_set_quota(f->c, NULL, 4, 1); }
 OK(seq_list) { pkv_seq_id ids[8]; uint32_t n; return pkv_seq_list(f->c, ids, 8, &n); }
 OK(seq_keep) { return pkv_seq_keep(f->c, f->live); }
 OK(seq_remove_range) { return pkv_seq_remove_range(f->c, f->live, 1, 3); }
@@ -293,6 +343,14 @@ static const ok_row ok_rows[] = {
     {"pkv_cache_capacity", ok_capacity},
     {"pkv_evict", ok_evict},
     {"pkv_common_prefix_blocks", ok_common_prefix},
+    {"pkv_tier_stats_get", ok_tier_stats_get},
+    {"pkv_cache_set_file_tier", ok_set_file_tier},
+    {"pkv_tier_drain_copies", ok_tier_drain_copies},
+    {"pkv_cache_save", ok_cache_save},
+    {"pkv_seq_save", ok_seq_save},
+    {"pkv_cache_load", ok_cache_load},
+    {"pkv_ns_set_quota", ok_ns_set_quota},
+    {"pkv_prefix_promote", ok_prefix_promote},
     {"pkv_seq_list", ok_seq_list},
     {"pkv_seq_keep", ok_seq_keep},
     {"pkv_seq_remove_range", ok_seq_remove_range},
@@ -396,14 +454,11 @@ END_TEST
 /* ------------------------------------------------------------ match_out */
 
 START_TEST(match_leaves_matched_on_failure) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
   int32_t t[16];
   for (int i = 0; i < 16; i++) t[i] = i;
   pkv_seq_id a, b;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &a), 0);
-  ck_assert_int_eq(pkv_seq_append(c, a, t, 16, NULL), 0);
+  a = tu_seq_new(c, t, 16);
   ck_assert_int_eq(pkv_seq_commit(c, a, 16), 0);
   ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
   uint32_t matched = 777;
@@ -427,8 +482,7 @@ START_TEST(match_leaves_matched_on_failure) {
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, b, t, 16, 15, &matched), PKV_ENOSEQ);
   ck_assert_uint_eq(matched, 777);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -456,9 +510,7 @@ static int cached_rounds(const pkv_config *cfg, const char *want) {
   int bad = 0;
   for (int round = 0; round < 4; round++) {
     for (int i = 0; i < 8; i++) t[i] = 100 * round + i;
-    pkv_seq_id s;
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(c, s, t, 8, NULL), 0);
+    pkv_seq_id s = tu_seq_new(c, t, 8);
     ck_assert_int_eq(pkv_seq_commit(c, s, 8), 0);
     ck_assert_int_eq(pkv_seq_free(c, s), 0);
     if (pkv_check(c, msg, sizeof msg) != 0) {
@@ -521,11 +573,9 @@ START_TEST(dedup_is_not_a_hit) {
   pkv_cache *c = tu_cache(&cfg);
   int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   pkv_seq_id a, b, m;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &a), 0);
-  ck_assert_int_eq(pkv_seq_append(c, a, t, 8, NULL), 0);
+  a = tu_seq_new(c, t, 8);
   ck_assert_int_eq(pkv_seq_commit(c, a, 8), 0);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
-  ck_assert_int_eq(pkv_seq_append(c, b, t, 8, NULL), 0);
+  b = tu_seq_new(c, t, 8);
   ck_assert_int_eq(pkv_seq_commit_ex(c, b, 8, DEDUP, NULL, 0, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).dedup_blocks, 2);
   ck_assert_uint_eq(dedups, 2);
@@ -536,8 +586,7 @@ START_TEST(dedup_is_not_a_hit) {
   ck_assert_uint_eq(matched, 8);
   ck_assert_uint_eq(hits, 2);
   ck_assert_uint_eq(dedups, 2);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -555,8 +604,7 @@ START_TEST(lfu_ignores_dedups) {
   ck_assert_int_eq(pkv_seq_append(c, sx, x, 4, NULL), 0);
   ck_assert_int_eq(pkv_seq_commit(c, sx, 4), 0);
   for (int i = 0; i < 5; i++) { /* X recomputed and deduplicated 5 times */
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(c, s, x, 4, NULL), 0);
+    s = tu_seq_new(c, x, 4);
     ck_assert_int_eq(pkv_seq_commit_ex(c, s, 4, DEDUP, NULL, 0, NULL), 0);
     ck_assert_int_eq(pkv_seq_free(c, s), 0);
   }
@@ -583,17 +631,14 @@ START_TEST(lfu_ignores_dedups) {
   ck_assert_int_eq(pkv_seq_create(c, NULL, &probe), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, probe, x, 4, 0, &matched), 0);
   ck_assert_uint_eq(matched, 0); /* X (1 use, 5 dedups) went */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 /* ------------------------------------------------------------ generations */
 
 START_TEST(seq_slot_retired_before_wrap) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   pkv_seq_id first, h1, h2, next;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &first), 0);
   ck_assert_uint_eq(first & 0xffffffffu, 1); /* slot 0 */
@@ -619,19 +664,14 @@ START_TEST(seq_slot_retired_before_wrap) {
     ck_assert_int_eq(pkv_seq_free(c, stale[i]), PKV_ENOSEQ);
   }
   ck_assert_int_eq(pkv__test_set_seq_gen(c, 0, 5), PKV_ESTATE); /* retired */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(pin_slot_retired_before_wrap) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   int32_t t[4] = {1, 2, 3, 4};
-  pkv_seq_id s;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, t, 4, NULL), 0);
+  pkv_seq_id s = tu_seq_new(c, t, 4);
   ck_assert_int_eq(pkv_seq_commit(c, s, 4), 0);
   pkv_pin_id first, last, next;
   ck_assert_int_eq(pkv_pin_create(c, s, 4, &first), 0);
@@ -649,33 +689,14 @@ START_TEST(pin_slot_retired_before_wrap) {
   ck_assert_int_eq(pkv_pin_release(c, first), PKV_ENOENT);
   ck_assert_int_eq(pkv_pin_release(c, last), PKV_ENOENT);
   ck_assert_int_eq(pkv__test_set_pin_gen(c, 0, 2), PKV_ESTATE);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
-static Suite *contract_suite(void) {
-  Suite *s = suite_create("contract");
-  TCase *tc = tcase_create("last_error");
-  tcase_add_loop_test(tc, cleared_on_success, 0, (int)N_OK);
-  tcase_add_test(tc, kept_by_reporters_and_destroy);
-  tcase_add_test(tc, every_function_listed);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("match_out");
-  tcase_add_test(tc, match_leaves_matched_on_failure);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("policy_check");
-  tcase_add_loop_test(tc, builtin_check_catches_missed_hook, 0, 6);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("dedup_hook");
-  tcase_add_loop_test(tc, dedup_is_not_a_hit, 0, 6);
-  tcase_add_test(tc, lfu_ignores_dedups);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("generations");
-  tcase_add_test(tc, seq_slot_retired_before_wrap);
-  tcase_add_test(tc, pin_slot_retired_before_wrap);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(contract_suite()); }
+TU_MAIN("contract",
+    {"last_error", 0, {{cleared_on_success, 0, (int)N_OK}, {kept_by_reporters_and_destroy},
+                      {every_function_listed}}},
+    {"match_out", 0, {{match_leaves_matched_on_failure}}},
+    {"policy_check", 0, {{builtin_check_catches_missed_hook, 0, 6}}},
+    {"dedup_hook", 0, {{dedup_is_not_a_hit, 0, 6}, {lfu_ignores_dedups}}},
+    {"generations", 0, {{seq_slot_retired_before_wrap}, {pin_slot_retired_before_wrap}}})

@@ -17,10 +17,10 @@
 
 #include "../../tools/cli.h"
 #include "../../tools/opts.h"
+#include "fuzz_common.h"
 
 __attribute__((noreturn)) static void fc_fail(const char *what, const char *detail) {
-  fprintf(stderr, "fuzz_cli: %s (%s)\n", what, detail ? detail : "");
-  abort();
+  pkv_fuzz_fail("fuzz_cli", "%s (%s)", what, detail ? detail : "");
 }
 
 static void fc_range(uint64_t v, uint64_t lo, uint64_t hi, const char *what) {
@@ -158,9 +158,4 @@ int pkv_fuzz_cli_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_cli_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_cli_run)
