@@ -63,3 +63,13 @@ bool opts_plot_path_ok(const char *flag, const char *path, char *err, size_t err
     }
   return true;
 }
+
+int opts_format_flag(const char *arg, trace_format *out, char *err, size_t cap) {
+  if (trace_format_parse(arg, out) == 0) return 0;
+  return opts_bad(err, cap, "--format: '%s' is not 'mooncake' or 'azure'", arg);
+}
+
+int opts_plot_flag(const char *arg, const char **out, char *err, size_t cap) {
+  *out = arg;
+  return opts_plot_path_ok("--plot", arg, err, cap) ? 0 : CLI_EXIT_USAGE;
+}

@@ -98,6 +98,11 @@ int opts_bad(char *err, size_t cap, const char *fmt, ...) __attribute__((format(
 int opts_u64_flag(const char *flag, const char *value, uint64_t lo, uint64_t hi, uint64_t *out,
                   char *err, size_t cap);
 
+/* --format (mooncake, azure) and --plot (a printable file name), for both
+ * parsers: 0 with *out set, or CLI_EXIT_USAGE with the reason. */
+int opts_format_flag(const char *arg, trace_format *out, char *err, size_t cap);
+int opts_plot_flag(const char *arg, const char **out, char *err, size_t cap);
+
 /* The getopt loop both parsers run: resets getopt, calls flag(ctx, opt,
  * optarg, err, cap) for each option (it returns 0, CLI_EXIT_USAGE with the
  * reason in err, or -1 for an option it does not know), and names a

@@ -154,14 +154,9 @@ static int run_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
   case O_PLEN: return parse_len_range("--prompt-len", arg, &o->plen, err, cap);
   case O_OLEN: return parse_len_range("--output-len", arg, &o->olen, err, cap);
   case O_TRACE: o->trace_path = arg; return 0;
-  case O_FORMAT:
-    if (trace_format_parse(arg, &o->format))
-      return opts_bad(err, cap, "--format: '%s' is not 'mooncake' or 'azure'", arg);
-    return 0;
+  case O_FORMAT: return opts_format_flag(arg, &o->format, err, cap);
   case O_JSON: o->json = arg; return 0;
-  case O_PLOT:
-    o->plot = arg;
-    return opts_plot_path_ok("--plot", arg, err, cap) ? 0 : CLI_EXIT_USAGE;
+  case O_PLOT: return opts_plot_flag(arg, &o->plot, err, cap);
   case O_BASE: o->baseline = true; return 0;
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;

@@ -267,6 +267,7 @@ static int cmd_cluster(const sim_opts *o, const policy_set *ps, const trace *t,
             (unsigned long long)stream->n_pos, stream->block_size, cp.policy,
             (unsigned long long)o->hold, o->load_bound, (unsigned long long)remote_blocks);
     sim_cluster_print(tf, &cp);
+    sim_note_azure(tf, t);
     if (o->csv && sim_cluster_write_csv(&cp, o->csv)) status = 1;
     if (o->json && sim_cluster_write_json(&cp, o->trace_path, o->json)) status = 1;
     if (o->plot && sim_cluster_write_plot(&cp, o->trace_path, o->plot)) status = 1;

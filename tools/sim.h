@@ -201,6 +201,8 @@ double sim_ratio(uint64_t a, uint64_t b);
  * hits in the simple model (the reference's measure). */
 double sim_headline(sim_model model, const sim_result *r);
 void sim_print_table(FILE *f, const sim_plan *pl, const uint64_t *caps, size_t n_caps);
+/* The note under any table of an Azure trace: no hit can exist. */
+void sim_note_azure(FILE *f, const trace *t);
 void sim_print_notes(FILE *f, const sim_plan *pl, const trace *t, const uint64_t *caps,
                      size_t n_caps);
 int sim_write_csv(const sim_plan *pl, const char *path);

@@ -121,15 +121,10 @@ static int sim_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
   case S_PARGS: return add_policy_args(o, arg, err, cap);
   case S_PLIB: o->policy_lib = arg; return 0;
   case S_NOBEL: o->belady = false; return 0;
-  case S_FORMAT:
-    if (trace_format_parse(arg, &o->format))
-      return opts_bad(err, cap, "--format: '%s' is not 'mooncake' or 'azure'", arg);
-    return 0;
+  case S_FORMAT: return opts_format_flag(arg, &o->format, err, cap);
   case S_CSV: o->csv = arg; return 0;
   case S_JSON: o->json = arg; return 0;
-  case S_PLOT:
-    o->plot = arg;
-    return opts_plot_path_ok("--plot", arg, err, cap) ? 0 : CLI_EXIT_USAGE;
+  case S_PLOT: return opts_plot_flag(arg, &o->plot, err, cap);
   case 'j': return opts_u64_flag("--jobs", arg, 1, 1024, &o->jobs, err, cap);
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;

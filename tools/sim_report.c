@@ -51,15 +51,19 @@ void sim_print_table(FILE *f, const sim_plan *pl, const uint64_t *caps, size_t n
   }
 }
 
+void sim_note_azure(FILE *f, const trace *t) {
+  if (t->format == TRACE_AZURE)
+    fprintf(f, "note: an Azure trace has lengths only (no block hashes): no two requests share "
+               "content, so hits cannot exist in this format and every ratio above is 0 by "
+               "construction\n");
+}
+
 /* What the table cannot show: notes on stdout after it, so a figure is
  * never read without its caveat. */
 void sim_print_notes(FILE *f, const sim_plan *pl, const trace *t, const uint64_t *caps,
                      size_t n_caps) {
   const sim_stream *s = pl->stream;
-  if (t->format == TRACE_AZURE)
-    fprintf(f, "note: an Azure trace has lengths only (no block hashes): no two requests share "
-               "content, so hits cannot exist in this format and every ratio above is 0 by "
-               "construction\n");
+  sim_note_azure(f, t);
   for (size_t c = 0; c < n_caps; c++) {
     const sim_job *j = NULL;
     for (size_t i = 0; i < pl->n_jobs && !j; i++)

@@ -105,6 +105,27 @@ static void fz_replays(const sim_stream *s, uint32_t capacity) {
   fz_check_result(s, &r, rc);
   memset(&b, 0, sizeof b);
   fz_check_result(s, &b, sim_run_belady(s, capacity, true, capacity & 3, &b, NULL));
+  /* The cluster view: every request lands on exactly one node, node sums
+   * agree, the load bound holds, one node is the plain replay. */
+  uint64_t caps[3] = {capacity, capacity, capacity};
+  for (uint32_t nodes = 1; nodes <= 3; nodes += 2) {
+    sim_cluster_cfg cfg = {.n_nodes = nodes, .caps = caps, .ops = lru, .hold = capacity & 3,
+                           .route = (sim_route)(capacity & 1), .load_bound = 1.25,
+                           .remote_blocks = capacity & 4 ? capacity : 0};
+    sim_cluster_result c;
+    if (sim_run_cluster(s, &cfg, &c, NULL)) fz_fail("cluster replay failed", 0);
+    uint64_t reqs = 0, limit = (uint64_t)(1.25 * (double)s->n_reqs / nodes) + 1;
+    for (uint32_t k = 0; k < nodes; k++) {
+      reqs += c.node[k].requests;
+      if (cfg.route == SIM_ROUTE_PREFIX && c.node[k].requests > limit) fz_fail("load bound broken", k);
+      if (c.node[k].hit_tokens + c.node[k].remote_hit_tokens > c.node[k].prompt_tokens)
+        fz_fail("node hits more than its prompts", k);
+    }
+    if (reqs != s->n_reqs || c.all.prompt_tokens != s->t->prompt_tokens) fz_fail("cluster lost requests", 0);
+    if (nodes == 1 && (c.all.hit_tokens != r.hit_tokens || c.all.evictions != r.evictions))
+      fz_fail("one node differs from the manager replay", 0);
+    sim_cluster_result_free(&c);
+  }
 }
 
 int pkv_fuzz_trace_run(const uint8_t *data, size_t size);
