@@ -37,11 +37,7 @@ static uint64_t rng(void) {
 }
 
 START_TEST(random_inputs) {
-#if PKV_SANITIZE
-  const int runs = 150;
-#else
-  const int runs = 600;
-#endif
+  const int runs = TU_SAN_OR(150, 600);
   static uint8_t buf[2048];
   rng_state = 0x9e3779b97f4a7c15ull + (uint64_t)_i;
   for (int k = 0; k < runs; k++) {

@@ -121,23 +121,30 @@ static void do_insert(rig *r, int32_t b, uint64_t key, uint32_t depth,
   r->state[b] = IN_USE;
 }
 
-static void do_hit(rig *r, int32_t b) {
-  ck_assert_int_ne(r->state[b], ABSENT);
+/* The clock moves and block b is seen at the new time. */
+static void touch(rig *r, int32_t b) {
   tick(r);
   r->meta[b].now = r->now;
+}
+
+/* Policy and model both hear that evictable block b is in use again. */
+static void to_in_use(rig *r, int32_t b) {
+  r->ops->on_pinned(r->st, b, &r->meta[b]);
+  r->m->pinned(r->m, b, &r->meta[b]);
+  r->state[b] = IN_USE;
+}
+
+static void do_hit(rig *r, int32_t b) {
+  ck_assert_int_ne(r->state[b], ABSENT);
+  touch(r, b);
   r->ops->on_hit(r->st, b, &r->meta[b]);
   r->m->hit(r->m, b, &r->meta[b]);
-  if (r->state[b] == EVICTABLE) {
-    r->ops->on_pinned(r->st, b, &r->meta[b]);
-    r->m->pinned(r->m, b, &r->meta[b]);
-    r->state[b] = IN_USE;
-  }
+  if (r->state[b] == EVICTABLE) to_in_use(r, b);
 }
 
 static void do_release(rig *r, int32_t b) {
   ck_assert_int_eq(r->state[b], IN_USE);
-  tick(r);
-  r->meta[b].now = r->now;
+  touch(r, b);
   r->ops->on_evictable(r->st, b, &r->meta[b]);
   r->m->evictable(r->m, b, &r->meta[b]);
   r->state[b] = EVICTABLE;
@@ -146,11 +153,8 @@ static void do_release(rig *r, int32_t b) {
 /* Reference again without a prefix hit (e.g. a pin). */
 static void do_pin(rig *r, int32_t b) {
   ck_assert_int_eq(r->state[b], EVICTABLE);
-  tick(r);
-  r->meta[b].now = r->now;
-  r->ops->on_pinned(r->st, b, &r->meta[b]);
-  r->m->pinned(r->m, b, &r->meta[b]);
-  r->state[b] = IN_USE;
+  touch(r, b);
+  to_in_use(r, b);
 }
 
 static void do_remove(rig *r, int32_t b) {

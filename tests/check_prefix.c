@@ -710,11 +710,7 @@ END_TEST
 
 START_TEST(prefix_reset_drops_unused) {
   replay *r = calloc(1, sizeof *r);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 32, BS);
-  cfg.on_event = on_event;
-  cfg.event_user = r;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_events(PKV_STORAGE_EXTERNAL, 32, BS, on_event, r);
   fill_prompt(8);
   uint32_t m;
   pkv_seq_id a = run_prompt(c, NULL, prompt, 8, 0, &m);
@@ -755,11 +751,7 @@ START_TEST(keys_are_stable) {
    * value of one first block so an accidental change of encoding or seed
    * fails here. */
   replay *r = calloc(1, sizeof *r);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 8, BS);
-  cfg.on_event = on_event;
-  cfg.event_user = r;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_events(PKV_STORAGE_EXTERNAL, 8, BS, on_event, r);
   int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   uint32_t m;
   pkv_seq_id s = run_prompt(c, NULL, t, 8, 0, &m);

@@ -350,13 +350,21 @@ START_TEST(fork_shares_everything) {
 }
 END_TEST
 
-START_TEST(fork_external_queues_copies) {
+/* An external cache of 16 blocks of 4 where parent *p (n_parent tokens) was
+ * forked into *ch, then both grew: p by 1 token, ch by n_child. */
+static pkv_cache *forked_then_grown(uint32_t n_parent, uint32_t n_child, pkv_seq_id *p,
+                                    pkv_seq_id *ch) {
   pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 16, 4);
+  *p = tu_seq_new(c, toks, n_parent);
+  ck_assert_int_eq(pkv_seq_fork(c, *p, ch), 0);
+  ck_assert_int_eq(pkv_seq_append(c, *p, toks, 1, NULL), 0);
+  ck_assert_int_eq(pkv_seq_append(c, *ch, toks, n_child, NULL), 0);
+  return c;
+}
+
+START_TEST(fork_external_queues_copies) {
   pkv_seq_id p, ch;
-  p = tu_seq_new(c, toks, 7);
-  ck_assert_int_eq(pkv_seq_fork(c, p, &ch), 0);
-  ck_assert_int_eq(pkv_seq_append(c, p, toks, 1, NULL), 0);
-  ck_assert_int_eq(pkv_seq_append(c, ch, toks, 3, NULL), 0);
+  pkv_cache *c = forked_then_grown(7, 3, &p, &ch);
   int32_t bp[4], bc[4];
   uint32_t np, nc;
   ck_assert_int_eq(pkv_seq_blocks(c, p, bp, 4, &np), 0);
@@ -407,12 +415,8 @@ START_TEST(fork_external_queues_copies) {
 END_TEST
 
 START_TEST(fork_at_block_boundary_copies_nothing) {
-  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 16, 4);
   pkv_seq_id p, ch;
-  p = tu_seq_new(c, toks, 8);
-  ck_assert_int_eq(pkv_seq_fork(c, p, &ch), 0);
-  ck_assert_int_eq(pkv_seq_append(c, p, toks, 1, NULL), 0);
-  ck_assert_int_eq(pkv_seq_append(c, ch, toks, 1, NULL), 0);
+  pkv_cache *c = forked_then_grown(8, 1, &p, &ch);
   ck_assert_uint_eq(tu_stats(c).cow_copies, 0);
   ck_assert_uint_eq(tu_stats(c).blocks_used, 4);
   TU_DONE(c);

@@ -36,6 +36,15 @@ pkv_cache *tu_cache_new(pkv_storage storage, uint32_t num_blocks, uint32_t block
   return tu_cache(&cfg);
 }
 
+pkv_cache *tu_cache_events(pkv_storage storage, uint32_t num_blocks, uint32_t block_size,
+                           void (*on_event)(const pkv_event *ev, void *user), void *user) {
+  pkv_config cfg;
+  tu_config(&cfg, storage, num_blocks, block_size);
+  cfg.on_event = on_event;
+  cfg.event_user = user;
+  return tu_cache(&cfg);
+}
+
 pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n) {
   pkv_seq_id s = PKV_SEQ_NONE;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);

@@ -17,8 +17,10 @@
 
 #ifdef PKV_SANITIZE
 #define TU_SCALE(n) ((n) / 8 > 0 ? (n) / 8 : 1)
+#define TU_SAN_OR(sanitized, full) (sanitized)
 #else
 #define TU_SCALE(n) (n)
+#define TU_SAN_OR(sanitized, full) (full)
 #endif
 
 /* Shape: 2 layers, 2 KV heads, head_dim 4, f32; the given pool. */
@@ -31,6 +33,9 @@ void tu_config_shape(pkv_config *cfg, uint32_t n_layers, uint32_t n_kv_heads,
 pkv_cache *tu_cache(const pkv_config *cfg);
 /* tu_config then tu_cache: a cache of that shape with the given pool. */
 pkv_cache *tu_cache_new(pkv_storage storage, uint32_t num_blocks, uint32_t block_size);
+/* tu_cache_new with every event passed to on_event(ev, user). */
+pkv_cache *tu_cache_events(pkv_storage storage, uint32_t num_blocks, uint32_t block_size,
+                           void (*on_event)(const pkv_event *ev, void *user), void *user);
 /* A new sequence (default options) holding tokens[0..n): pkv_seq_create
  * and, when n > 0, pkv_seq_append, each asserted to succeed. */
 pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n);

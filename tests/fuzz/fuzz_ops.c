@@ -122,13 +122,10 @@ fz_fail(const fz_world *w, const char *fmt, ...) {
 
 /* ------------------------------------------------ data pattern */
 
-static uint32_t fz_mix(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
+static uint32_t fz_mix(uint32_t x) { /* lowbias32 */
+  x = (x ^ (x >> 16)) * 0x7feb352du;
+  x = (x ^ (x >> 15)) * 0x846ca68bu;
+  return x ^ (x >> 16);
 }
 
 /* The 32 bits stored at element d of head h of (layer, kv) for the token id
