@@ -181,10 +181,8 @@ static void lfu_on_remove(void *state, int32_t block) {
 static int lfu_check(const void *state, const uint8_t *evictable,
                      uint32_t num_blocks, char *msg, size_t cap) {
   const lfu_state *st = state;
-  int rc = 0;
-  for (uint32_t b = 0; b < num_blocks && !rc; b++)
-    rc = pkv__policy_check_block((int32_t)b, st->where[b] != LFU_OUT, evictable,
-                                 msg, cap);
+  int rc = pkv__policy_check_where(st->where, LFU_OUT, false, num_blocks,
+                                   evictable, msg, cap);
   uint64_t total = 0;
   for (uint32_t i = 0; i <= st->ring_mask && !rc; i++) {
     const pkv__blist *l = &st->ring[i];

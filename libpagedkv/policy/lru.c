@@ -95,10 +95,8 @@ static void lru_on_remove(void *state, int32_t block) {
 static int lru_check(const void *state, const uint8_t *evictable,
                      uint32_t num_blocks, char *msg, size_t cap) {
   const lru_state *st = state;
-  int rc = 0;
-  for (uint32_t b = 0; b < num_blocks && !rc; b++)
-    rc = pkv__policy_check_block((int32_t)b, st->where[b] == LRU_EVICTABLE,
-                                 evictable, msg, cap);
+  int rc = pkv__policy_check_where(st->where, LRU_EVICTABLE, true, num_blocks,
+                                   evictable, msg, cap);
   uint64_t total = 0;
   if (!rc) rc = pkv__blist_check(&st->evictable, &st->nodes, evictable,
                                  num_blocks, "lru list", &total, msg, cap);

@@ -233,10 +233,8 @@ static int32_t prio_choose_victim(void *state, uint64_t now) {
 static int prio_check(const void *state, const uint8_t *evictable,
                       uint32_t num_blocks, char *msg, size_t cap) {
   const prio_state *st = state;
-  int rc = 0;
-  for (uint32_t b = 0; b < num_blocks && !rc; b++)
-    rc = pkv__policy_check_block((int32_t)b, st->where[b] != PRIO_OUT, evictable,
-                                 msg, cap);
+  int rc = pkv__policy_check_where(st->where, PRIO_OUT, false, num_blocks,
+                                   evictable, msg, cap);
   uint64_t total = 0, deadlines = 0;
   for (uint32_t p = 0; p < PRIO_LEVELS && !rc; p++) {
     const pkv__blist *l = &st->level[p];

@@ -190,10 +190,8 @@ static void s3_on_remove(void *state, int32_t block) {
 static int s3_check(const void *state, const uint8_t *evictable,
                     uint32_t num_blocks, char *msg, size_t cap) {
   const s3_state *st = state;
-  int rc = 0;
-  for (uint32_t b = 0; b < num_blocks && !rc; b++)
-    rc = pkv__policy_check_block((int32_t)b, st->where[b] == ST_EVICTABLE,
-                                 evictable, msg, cap);
+  int rc = pkv__policy_check_where(st->where, ST_EVICTABLE, true, num_blocks,
+                                   evictable, msg, cap);
   uint64_t total = 0;
   for (int q = Q_SMALL; q <= Q_MAIN && !rc; q++) {
     rc = pkv__blist_check(&st->q[q], &st->nodes, evictable, num_blocks,

@@ -354,6 +354,20 @@ static inline int pkv__policy_check_block(int32_t b, bool mine,
                                 "manager says %s", b, mine ? "candidate" : "not a candidate",
                                 evictable[b] ? "evictable" : "not evictable");
 }
+
+/* pkv__policy_check_block for every block, from a per-block state byte:
+ * the policy holds block b as evictable when (where[b] == value) == equal
+ * (equal: "is in the evictable state"; !equal: "is not in the out state"). */
+static inline int pkv__policy_check_where(const uint8_t *where, uint8_t value,
+                                          bool equal, uint32_t num_blocks,
+                                          const uint8_t *evictable, char *msg,
+                                          size_t cap) {
+  int rc = 0;
+  for (uint32_t b = 0; b < num_blocks && !rc; b++)
+    rc = pkv__policy_check_block((int32_t)b, (where[b] == value) == equal,
+                                 evictable, msg, cap);
+  return rc;
+}
 /* The structures hold total entries; the manager has that many candidates. */
 int pkv__policy_check_total(uint64_t total, const uint8_t *evictable,
                             uint32_t num_blocks, char *msg, size_t cap);
