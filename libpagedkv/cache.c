@@ -189,6 +189,7 @@ static void cache_free(pkv_cache *c) {
   pkv__free(c->seq_gen);
   pkv__free(c->seq_free);
   pkv__pins_destroy(c);
+  pkv__remote_destroy(c);
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);

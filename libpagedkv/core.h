@@ -247,6 +247,7 @@ struct pkv_cache {
   uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
   uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
+  struct pkv__remote *remote;  /* tier/remote.c: the Redis tier, or NULL */
 };
 
 /* ------------------------------------------------ helpers (lock held) */
@@ -398,6 +399,16 @@ int32_t pkv__evict_one(pkv_cache *c);
 void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
 void pkv__orphan_push(pkv_cache *c, int32_t b);
 void pkv__pins_destroy(pkv_cache *c);
+
+/* tier/remote.c (the Redis tier's hooks; no-ops without one) */
+/* Cached block b is about to be evicted: store it in the remote tier. */
+void pkv__remote_demote(pkv_cache *c, int32_t b);
+/* s holds its locally matched blocks; fetch the next ones (up to want in
+ * all) from the remote tier, install them as cached blocks of s and return
+ * how many were added. */
+uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t want);
+void pkv__remote_destroy(pkv_cache *c);
 
 /* check.c */
 bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap);

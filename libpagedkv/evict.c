@@ -123,6 +123,7 @@ int32_t pkv__evict_one(pkv_cache *c) {
     }
   }
   if (pkv__block_is_orphan(c, v)) c->st.orphan_evictions++;
+  if (c->remote) pkv__remote_demote(c, v);
   pkv__prefix_remove(c, v, true);
   c->st.evictions++;
   pkv__pool_release_evicted(c, v);

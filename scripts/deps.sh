@@ -3,18 +3,21 @@
 # are installed.  As root it installs what is missing (apt-get); otherwise it
 # prints the exact command to run and exits 1.
 #
-# Groups: lib (the library and examples), tools (+ jemalloc, which the pagedkv
+# Groups: lib (the library and examples; libhiredis-dev for the Redis tier's
+#         header — the library loads libhiredis only when a tier is attached),
+#         tools (+ jemalloc, which the pagedkv
 #         tool and the benchmarks link as their process allocator),
-#         build (+ Check and python3: everything `make test` needs),
+#         build (+ Check, python3, and redis-server + redis-tools for the
+#         Redis tier's tests and benchmark: everything `make test` needs),
 #         bench (OpenBLAS baseline), plot (gnuplot for --plot),
 #         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), all.
 set -eu
 
 pkgs_for() {
   case "$1" in
-    lib)      echo "build-essential pkg-config libxxhash-dev" ;;
+    lib)      echo "build-essential pkg-config libxxhash-dev libhiredis-dev" ;;
     tools)    echo "$(pkgs_for lib) libjemalloc-dev" ;;
-    build)    echo "$(pkgs_for tools) check python3" ;;
+    build)    echo "$(pkgs_for tools) check python3 redis-server redis-tools" ;;
     bench)    echo "libopenblas-dev" ;;
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
