@@ -10,6 +10,7 @@
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
 #   make bench-build  the benchmarks built, not run (CI: in asan mode)
+#   make bench-redis  the Redis tier beside redis-benchmark (own redis-server)
 #   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
@@ -97,7 +98,7 @@ TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
 .PHONY: test-python bench-python
-.PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
+.PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager bench-redis \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
@@ -212,7 +213,8 @@ bench: lib $(BENCH_BIN)
 	@# OpenBLAS is bench_engine's baseline: let it pick its own kernels there
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
-	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; \
+	    *bench_redis) scripts/with-redis.sh $$b ;; *) $$b ;; esac || exit 1; done
 	@$(MAKE) --no-print-directory bench-python
 
 # One vLLM scheduler decode step for 256 requests: the Python protocol on the
@@ -226,6 +228,9 @@ bench-python: lib
 bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
+bench-redis: $(BUILD)/bench/bench_redis
+	@scripts/deps.sh build
+	scripts/with-redis.sh $<
 bench-engine: $(BUILD)/bench/bench_engine
 	@scripts/deps.sh bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<

@@ -9,7 +9,7 @@
 #         tool and the benchmarks link as their process allocator),
 #         build (+ Check, python3, and redis-server + redis-tools for the
 #         Redis tier's tests and benchmark: everything `make test` needs),
-#         bench (OpenBLAS baseline), plot (gnuplot for --plot),
+#         bench (OpenBLAS and redis-benchmark baselines), plot (gnuplot for --plot),
 #         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), all.
 set -eu
 
@@ -18,7 +18,7 @@ pkgs_for() {
     lib)      echo "build-essential pkg-config libxxhash-dev libhiredis-dev" ;;
     tools)    echo "$(pkgs_for lib) libjemalloc-dev" ;;
     build)    echo "$(pkgs_for tools) check python3 redis-server redis-tools" ;;
-    bench)    echo "libopenblas-dev" ;;
+    bench)    echo "libopenblas-dev redis-server redis-tools" ;;
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
     valgrind) echo "valgrind" ;;
