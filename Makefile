@@ -75,7 +75,7 @@ LDLIBS  := $(LDLIBS_BASE) $(SAN_LIBS)
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
-LIB_SRC   := $(sort $(wildcard libpagedkv/*.c) $(wildcard libpagedkv/tier/*.c) $(wildcard engine/*.c))
+LIB_SRC   := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c) $(wildcard engine/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
@@ -109,7 +109,7 @@ lib: $(STATIC) $(SHARED) $(PC_FILES)
 tools: $(TOOL)
 examples: $(EX_BIN) $(EX_SO)
 
-$(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/tier/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
+$(BUILD)/%.o: %.c $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h engine/*.h tests/*.h bench/*.h tools/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(filter tests/%,$<),$(CHECK_CFLAGS)) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(KOPT),$(if $(findstring _avx2,$<),$(AVX2_FLAGS) $(KOPT),$(if $(findstring engine/,$<),$(KOPT)))) -c $< -o $@
 
@@ -251,11 +251,11 @@ FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address
                 -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
-FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c))
+FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
 
 fuzz: $(FUZZ_BIN)
 
-$(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h)
+$(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
@@ -263,7 +263,7 @@ $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pa
 # Engine kernels: every back end (each kern_*.c with its ISA flags, as in
 # the library build) against the scalar reference.
 FUZZ_ENGSRC := $(filter-out %_avx512.c %_avx2.c,$(sort $(wildcard engine/*.c)))
-$(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC) $(wildcard engine/*.c engine/*.h include/pagedkv/*.h libpagedkv/*.h)
+$(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC) $(wildcard engine/*.c engine/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX512_FLAGS) -c engine/kern_avx512.c -o $@-kern_avx512.o
@@ -273,7 +273,7 @@ $(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC
 
 # Trace readers and the simulator's stream and replays built on them.
 FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c
-$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h)
+$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl

@@ -388,7 +388,7 @@ int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
 #define PKV__POLICY_HOOK_V2(ops, hook) \
   ((ops)->version >= 2 ? (ops)->hook : NULL)
 
-/* policy.c: whether ops is one of the library's own policies. */
+/* policy/registry.c: whether ops is one of the library's own policies. */
 bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
 
 /* evict.c */

@@ -72,7 +72,7 @@ else report host_abi build "$o"; fi
 if o=$(/usr/bin/python3 tests/host/abi_append.py include "$tmp/abi/include" 2>&1) && appended_version=$o &&
    o=$($cc -std=c11 -D_GNU_SOURCE -O0 -DPKV_DEBUG=1 -fvisibility=hidden -pthread \
          -I"$tmp/abi/include" -Ilibpagedkv -o "$tmp/host_abi_appended" "$tmp/host_abi.o" \
-         libpagedkv/*.c libpagedkv/tier/*.c -lxxhash -lm -pthread 2>&1); then
+         libpagedkv/*.c libpagedkv/*/*.c -lxxhash -lm -pthread 2>&1); then
   run host_abi_appended "$tmp/host_abi_appended" "$appended_version"
 else report host_abi_appended build "$o"; fi
 

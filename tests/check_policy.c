@@ -10,7 +10,7 @@
  * policy's victim with the model's.
  */
 #include "pagedkv/policy.h"
-#include "policy_util.h" /* pkv__ghost, tested here too */
+#include "policy/util.h" /* pkv__ghost, tested here too */
 
 #include <check.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /*
- * policy_fifo.c — first in, first out: the block that entered the prefix
+ * policy/fifo.c — first in, first out: the block that entered the prefix
  * index earliest goes first, however often it was used since.
  *
  * Blocks in use cannot be evicted, so the victim is the evictable block
@@ -20,7 +20,7 @@
  * pool of 2^17 blocks) and choose_victim is three count-trailing-zeros.
  * The order is exactly that of a min-heap on insertion stamps.
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /*
- * policy_lru.c — least recently released first (the default policy).
+ * policy/lru.c — least recently released first (the default policy).
  *
  * One intrusive list holds the evictable blocks in the order they became
  * evictable: on_evictable pushes at the tail, choose_victim reads the head,
@@ -12,7 +12,7 @@
  *
  * Every hook is O(1); state is three per-block arrays.
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 enum { LRU_ABSENT = 0, LRU_IN_USE = 1, LRU_EVICTABLE = 2 };
 

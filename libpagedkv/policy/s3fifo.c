@@ -1,5 +1,5 @@
 /*
- * policy_s3fifo.c — S3-FIFO (Yang et al., SOSP'23) adapted to blocks that
+ * policy/s3fifo.c — S3-FIFO (Yang et al., SOSP'23) adapted to blocks that
  * may be in use.
  *
  * Three queues:
@@ -33,13 +33,13 @@
  * once per block and each rotation spends one use, so settle() is O(1)
  * amortized per hook.
  *
- * Ghost (policy_ghost.c): the last `ghost * num_blocks` keys evicted from
+ * Ghost (policy/ghost.c): the last `ghost * num_blocks` keys evicted from
  * S; a key found there at on_insert is taken out and the block starts in M.
  *
  * Args: small=0.1 (share of S, 0..1), ghost=0.9 (ghost entries per block,
  * 0..4), promote=1 (uses in S that earn M, 1..3).
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 enum { Q_SMALL = 0, Q_MAIN = 1 };
 enum { ST_ABSENT = 0, ST_IN_USE = 1, ST_EVICTABLE = 2 };

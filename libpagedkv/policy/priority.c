@@ -1,5 +1,5 @@
 /*
- * policy_priority.c — retention priorities, TensorRT-LLM style.
+ * policy/priority.c — retention priorities, TensorRT-LLM style.
  *
  * Each block carries a priority 0..100 (meta.priority, 35 = default) and an
  * optional deadline (meta.priority_until, a clock value; 0 = never) after
@@ -39,7 +39,7 @@
  * but for the heaps, which hold only blocks with deadlines: O(log d) for d
  * such blocks.  A pool without deadlines never touches a heap.
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 #include <string.h>
 

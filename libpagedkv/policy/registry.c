@@ -1,5 +1,5 @@
 /*
- * policy.c — the policy registry, and the helpers the built-ins share.
+ * policy/registry.c — the policy registry, and the helpers the built-ins share.
  *
  * Lookup by name sees two tables: the built-ins (const, compiled in) and the
  * policies users registered at run time (process-wide, at most
@@ -13,7 +13,7 @@
  * for the life of the process (the caller keeps the ops themselves alive —
  * typically a static const).
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /*
- * policy_lfu.c — least frequently used, with dynamic aging (LFU-DA).
+ * policy/lfu.c — least frequently used, with dynamic aging (LFU-DA).
  *
  * Each cached block counts its uses: 1 when it enters the index, +1 per
  * prefix hit.  Plain LFU would keep a block that was hot an hour ago forever,
@@ -37,7 +37,7 @@
  * block cannot outlive every aging step; "ring=N" (default 1024, rounded up
  * to a power of two, never more than needed for max_uses) sets W.
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 enum { LFU_OUT = 0, LFU_RING = 1, LFU_HEAP = 2 };
 

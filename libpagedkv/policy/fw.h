@@ -1,12 +1,12 @@
 /*
- * policy_fw.h — the frequency-weighted LRU machinery (policy_fwlru.c),
- * shared by "fwlru" (fixed weights) and "adaptive" (policy_adaptive.c,
+ * policy/fw.h — the frequency-weighted LRU machinery (policy/fwlru.c),
+ * shared by "fwlru" (fixed weights) and "adaptive" (policy/adaptive.c,
  * which switches the weights online).  Internal to the library.
  */
 #ifndef PKV_POLICY_FW_H
 #define PKV_POLICY_FW_H
 
-#include "policy_util.h"
+#include "policy/util.h"
 
 #define FW_CLASSES 8
 #define FW_MAX_USES 255

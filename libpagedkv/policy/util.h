@@ -1,5 +1,5 @@
 /*
- * policy_util.h — pieces shared by the built-in eviction policies.
+ * policy/util.h — pieces shared by the built-in eviction policies.
  *
  * Intrusive block lists.  A policy keeps one pair of arrays prev[] / next[]
  * indexed by block id (sized num_blocks, allocated in create) and any number
@@ -208,7 +208,7 @@ static inline uint64_t pkv__key_mix(pkv_hash128 k) {
   return x;
 }
 
-/* Ghost queue (policy_ghost.c): about the last `cap` keys added, with a
+/* Ghost queue (policy/ghost.c): about the last `cap` keys added, with a
  * byte of memory each; add and take cost one cache line. */
 #define PKV__GHOST_WAYS 4 /* slots per 64-byte bucket */
 typedef struct pkv__ghost_slot {
@@ -245,7 +245,7 @@ static inline void pkv__ghost_prefetch(const pkv__ghost *g, pkv_hash128 k) {
 /* The bucket k falls in (for tests that model the overflow rule). */
 uint32_t pkv__ghost_bucket(const pkv__ghost *g, pkv_hash128 k);
 
-/* Map from block key to block id (policy_ghost.c) for the blocks a policy
+/* Map from block key to block id (policy/ghost.c) for the blocks a policy
  * holds: open addressing with linear probing over >= 2 * num_blocks slots,
  * deletion by backward shift, so lookups stay short without tombstones. */
 typedef struct pkv__kmap_slot {

@@ -1,5 +1,5 @@
 /*
- * policy_ghost.c — ghost queues: the keys of blocks that recently left the
+ * policy/ghost.c — ghost queues: the keys of blocks that recently left the
  * cache, with one byte of memory each, and no data.
  *
  * Keyed by the block key (pkv_hash128), never by block id: ids are reused
@@ -29,7 +29,7 @@
  * a policy holds to their ids (a policy that links a block to its parent
  * needs it: meta carries the parent's key, not its id).
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 #include <string.h>
 

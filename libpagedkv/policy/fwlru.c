@@ -1,5 +1,5 @@
 /*
- * policy_fwlru.c — frequency-weighted LRU, the policy tuned for prefix
+ * policy/fwlru.c — frequency-weighted LRU, the policy tuned for prefix
  * caches (name "fwlru").
  *
  * Why.  On real prefix-sharing traces (Mooncake, see docs/POLICIES.md) a
@@ -39,12 +39,12 @@
  * (weight of blocks used once, 0.01..1), hist=8 (ghost entries per block,
  * 0..64).  The ghost costs about 40 bytes per entry.
  */
-#include "policy_util.h"
+#include "policy/util.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "policy_fw.h"
+#include "policy/fw.h"
 
 void pkv__fw_fini(fw_state *st) {
   pkv__ghost_free(&st->hist);

@@ -43,7 +43,7 @@
  * fwlru's, plus AD_EXPERTS shadows of min(n, n / 2^s) 32-byte records and
  * a key map each.  docs/POLICIES.md has the measured figures.
  */
-#include "policy_fw.h"
+#include "policy/fw.h"
 
 #include <math.h>
 #include <string.h>
@@ -78,7 +78,8 @@ typedef struct ad_srec {
   uint64_t stamp;
   int32_t prev, next; /* class list links (pkv__bnodes, shift 3) */
   uint8_t cls;
-  uint8_t pad[7];
+  uint8_t pinned; /* accessed and not yet released: on no list */
+  uint8_t pad[6];
 } ad_srec;
 _Static_assert(sizeof(ad_srec) == 32, "ad_srec: 32 bytes (nodes.shift = 3, "
                "pkv__fw_pick shift 2)");
@@ -101,11 +102,18 @@ typedef struct ad_state {
   uint32_t in_epoch;     /* sampled accesses so far in this epoch */
   int cur;               /* setting in use */
   uint64_t switches;     /* times the setting changed */
-  /* won[e][f]: accesses (decayed) that shadow e hit and shadow f missed. */
-  double won[AD_EXPERTS][AD_EXPERTS];
+  /* won[e][f]: accesses (decayed) that shadow e hit and shadow f missed;
+   * var[e][f] = var[f][e]: the sum over episodes of the squared difference
+   * of the two within the episode (the variance of won[e][f] - won[f][e]
+   * when e and f are equally good). */
+  double won[AD_EXPERTS][AD_EXPERTS], var[AD_EXPERTS][AD_EXPERTS];
+  /* The current episode's counts, folded into won / var at its end. */
+  uint32_t ep[AD_EXPERTS][AD_EXPERTS];
+  uint32_t ep_real, ep_lru;
+  uint32_t last_depth; /* depth of the last sampled access */
   /* The real cache against the LRU shadow, since the last switch: accesses
    * the real cache hit and the shadow missed (real_won), and the reverse. */
-  double real_won, lru_won;
+  double real_won, lru_won, real_var;
   uint32_t since;        /* epochs since the last switch */
   /* A setting that lost to LRU in the real cache is barred for bar[e]
    * epochs; the next bar after a loss is twice as long. */
@@ -162,35 +170,50 @@ static int ad_create(void **out, uint32_t num_blocks, const char *args) {
   return 0;
 }
 
-/* One access of key fk (class k) in shadow sh. */
-static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk,
-                          uint8_t k) {
-  bool hit;
-  sh->clock++;
+/* One access of key fk in shadow sh.  As in the real cache, an accessed
+ * key is in use (pinned: on no list, not a candidate) until the real
+ * cache releases it (shadow_release), and a miss evicts among the released
+ * keys only; if every key is pinned the key is not cached (the real cache
+ * would have had to refuse the request). */
+static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk) {
   int32_t r = pkv__kmap_get(&sh->map, fk);
-  if ((hit = r >= 0)) {
-    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-  } else {
-    if (sh->used < cap) {
-      r = (int32_t)sh->used++;
-    } else {
-      r = pkv__fw_pick(sh->q, sh->inv_weight, sh->clock, &sh->rec[0].stamp, 2);
+  if (r >= 0) {
+    if (!sh->rec[r].pinned)
       pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-      pkv__kmap_del(&sh->map, (pkv_hash128){sh->rec[r].fp, 0}, r);
-    }
-    sh->rec[r].fp = fk.lo;
-    pkv__kmap_put(&sh->map, fk, r);
+    sh->rec[r].pinned = 1;
+    return true;
   }
+  if (sh->used < cap) {
+    r = (int32_t)sh->used++;
+  } else {
+    r = pkv__fw_pick(sh->q, sh->inv_weight, sh->clock, &sh->rec[0].stamp, 2);
+    if (r < 0) return false;
+    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+    pkv__kmap_del(&sh->map, (pkv_hash128){sh->rec[r].fp, 0}, r);
+  }
+  sh->rec[r].fp = fk.lo;
+  sh->rec[r].pinned = 1;
+  pkv__kmap_put(&sh->map, fk, r);
+  return false;
+}
+
+/* The real cache released key fk in class k: it becomes the newest
+ * candidate of its class in every shadow holding it. */
+static void shadow_release(ad_shadow *sh, pkv_hash128 fk, uint8_t k) {
+  int32_t r = pkv__kmap_get(&sh->map, fk);
+  if (r < 0) return;
+  if (!sh->rec[r].pinned)
+    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
+  sh->rec[r].pinned = 0;
   sh->rec[r].cls = k;
-  sh->rec[r].stamp = sh->clock;
+  sh->rec[r].stamp = ++sh->clock;
   pkv__blist_push_tail(&sh->q[k], &sh->nodes, r);
-  return hit;
 }
 
 static void use_setting(ad_state *st, int e) {
   st->cur = e;
   st->switches++;
-  st->real_won = st->lru_won = 0;
+  st->real_won = st->lru_won = st->real_var = 0;
   st->since = 0;
   memcpy(st->fw.inv_weight, st->sh[e].inv_weight, sizeof st->fw.inv_weight);
 }
@@ -210,13 +233,16 @@ static void use_setting(ad_state *st, int e) {
 static void epoch_end(ad_state *st) {
   st->in_epoch = 0;
   for (int e = 0; e < AD_EXPERTS; e++) {
-    for (int f = 0; f < AD_EXPERTS; f++) st->won[e][f] *= AD_DECAY;
+    for (int f = 0; f < AD_EXPERTS; f++) {
+      st->won[e][f] *= AD_DECAY;
+      st->var[e][f] *= AD_DECAY;
+    }
     if (st->bar[e]) st->bar[e]--;
   }
-  if (++st->since == AD_WARMUP) st->real_won = st->lru_won = 0;
+  if (++st->since == AD_WARMUP) st->real_won = st->lru_won = st->real_var = 0;
   if (st->cur != 0 && st->since > AD_WARMUP) {
     double a = st->real_won, b = st->lru_won;
-    if ((b - a) / sqrt(a + b + 1.0) > AD_Z) {
+    if ((b - a) / sqrt(st->real_var + 1.0) > AD_Z) {
       int e = st->cur;
       st->bar[e] = st->next_bar[e] ? st->next_bar[e] : 8;
       st->next_bar[e] = 2 * st->bar[e];
@@ -229,7 +255,7 @@ static void epoch_end(ad_state *st) {
   for (int e = 0; e < AD_EXPERTS; e++) {
     if (st->bar[e]) continue;
     double a = st->won[e][st->cur], b = st->won[st->cur][e];
-    double z = (a - b) / sqrt(a + b + 1.0);
+    double z = (a - b) / sqrt(st->var[e][st->cur] + 1.0);
     if (z > best_z) {
       best = e;
       best_z = z;
@@ -238,58 +264,99 @@ static void epoch_end(ad_state *st) {
   if (best != st->cur && best_z > AD_Z) use_setting(st, best);
 }
 
-/* The real cache saw an access of key with the given use count: a hit
- * (on_hit) or a miss (on_insert). */
-static void feed(ad_state *st, pkv_hash128 key, uint8_t uses, bool real_hit) {
+/* Folds the episode's counts into the tallies: the difference between two
+ * settings within one episode is one draw, whatever its size. */
+static void episode_end(ad_state *st) {
+  for (int e = 0; e < AD_EXPERTS; e++)
+    for (int f = e + 1; f < AD_EXPERTS; f++) {
+      double d = (double)st->ep[e][f] - (double)st->ep[f][e];
+      st->won[e][f] += st->ep[e][f];
+      st->won[f][e] += st->ep[f][e];
+      st->var[e][f] += d * d;
+      st->var[f][e] = st->var[e][f];
+      st->ep[e][f] = st->ep[f][e] = 0;
+    }
+  double d = (double)st->ep_real - (double)st->ep_lru;
+  st->real_won += st->ep_real;
+  st->lru_won += st->ep_lru;
+  st->real_var += d * d;
+  st->ep_real = st->ep_lru = 0;
+}
+
+/* The real cache saw an access of key at depth in its chain: a hit
+ * (on_hit, on_dedup) or a miss (on_insert).
+ *
+ * Hits and misses come in runs: a request matches or misses a whole chain
+ * of blocks, so two settings that disagree on a request disagree on all of
+ * its blocks at once.  Counting blocks as independent draws overstates the
+ * evidence by the length of those runs (and a test on a trace of few long
+ * requests would follow noise).  The accesses are therefore grouped into
+ * episodes — a run of accesses of growing depth, i.e. one walk down a
+ * chain — and the sign test's variance is the sum of the squared
+ * per-episode differences.  With episodes of one access it is the plain
+ * test on counts. */
+static void feed(ad_state *st, pkv_hash128 key, uint32_t depth, bool real_hit) {
   uint64_t h = pkv__key_mix(key);
   if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
-  uint8_t k = uses >= FW_CLASSES ? FW_CLASSES - 1 : (uint8_t)(uses - 1);
+  if (depth <= st->last_depth) {
+    episode_end(st);
+    if (st->in_epoch >= st->epoch) epoch_end(st);
+  }
+  st->last_depth = depth;
   pkv_hash128 fk = {h, 0};
   unsigned hit = 0;
   for (int e = 0; e < AD_EXPERTS; e++)
-    hit |= (unsigned)shadow_access(&st->sh[e], st->shadow_cap, fk, k) << e;
+    hit |= (unsigned)shadow_access(&st->sh[e], st->shadow_cap, fk) << e;
   if (hit && hit != (1u << AD_EXPERTS) - 1)
     for (int e = 0; e < AD_EXPERTS; e++)
       if (hit >> e & 1)
         for (int f = 0; f < AD_EXPERTS; f++)
-          if (!(hit >> f & 1)) st->won[e][f] += 1;
-  st->real_won += real_hit && !(hit & 1);
-  st->lru_won += !real_hit && (hit & 1);
-  if (++st->in_epoch >= st->epoch) epoch_end(st);
+          if (!(hit >> f & 1)) st->ep[e][f]++;
+  st->ep_real += real_hit && !(hit & 1);
+  st->ep_lru += !real_hit && (hit & 1);
+  st->in_epoch++;
 }
 
 static void ad_on_insert(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_insert(&st->fw, block, meta);
-  feed(st, meta->key, st->fw.rec[block].uses, false);
+  feed(st, meta->key, meta->depth, false);
 }
 
 /* The real cache orders blocks by release, not by access (a block in use
  * cannot go, and a request's blocks are released leaf first when it
- * ends): a released key moves to the newest end of every shadow holding
- * it, so that the shadows order keys as the real cache does. */
+ * ends): a released key becomes a candidate, the newest of its class, in
+ * every shadow holding it. */
+static void release(ad_state *st, int32_t block) {
+  uint64_t h = pkv__key_mix(st->fw.rec[block].key);
+  if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
+  uint8_t k = st->fw.rec[block].uses >= FW_CLASSES
+                  ? FW_CLASSES - 1
+                  : (uint8_t)(st->fw.rec[block].uses - 1);
+  for (int e = 0; e < AD_EXPERTS; e++)
+    shadow_release(&st->sh[e], (pkv_hash128){h, 0}, k);
+}
+
 static void ad_on_evictable(void *state, int32_t block,
                             const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_evictable(&st->fw, block, meta);
-  uint64_t h = pkv__key_mix(st->fw.rec[block].key);
-  if ((h >> 40) & ((1ull << st->sample_shift) - 1)) return;
-  pkv_hash128 fk = {h, 0};
-  for (int e = 0; e < AD_EXPERTS; e++) {
-    ad_shadow *sh = &st->sh[e];
-    int32_t r = pkv__kmap_get(&sh->map, fk);
-    if (r < 0) continue;
-    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-    sh->rec[r].stamp = ++sh->clock;
-    pkv__blist_push_tail(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-  }
+  release(st, block);
+}
+
+/* A block removed while in use (a reset) is released in the shadows, so
+ * that they do not keep it pinned for ever. */
+static void ad_on_remove(void *state, int32_t block) {
+  ad_state *st = state;
+  if (st->fw.rec[block].where == FW_IN_USE) release(st, block);
+  pkv__fw_on_remove(&st->fw, block);
 }
 
 static void ad_on_hit(void *state, int32_t block, const pkv_block_meta *meta) {
   ad_state *st = state;
   pkv__fw_on_hit(&st->fw, block, meta);
-  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+  feed(st, st->fw.rec[block].key, meta->depth, true);
 }
 
 /* A commit found the block's content cached and took it (the prefix match
@@ -300,7 +367,7 @@ static void ad_on_dedup(void *state, int32_t block,
                         const pkv_block_meta *meta) {
   (void)meta;
   ad_state *st = state;
-  feed(st, st->fw.rec[block].key, st->fw.rec[block].uses, true);
+  feed(st, st->fw.rec[block].key, meta->depth, true);
 }
 
 /* fwlru's check of the real cache, and each shadow's lists against its
@@ -315,11 +382,12 @@ static int ad_check(const void *state, const uint8_t *evictable,
   for (int e = 0; e < AD_EXPERTS; e++) {
     uint64_t n = 0;
     for (int k = 0; k < FW_CLASSES; k++) n += st->sh[e].q[k].len;
+    for (uint32_t r = 0; r < st->sh[e].used; r++) n += st->sh[e].rec[r].pinned;
     if (n != st->sh[e].used || n > st->shadow_cap)
-      return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists "
-                                    "hold %llu keys, %u recorded (cap %u)", e,
-                                    (unsigned long long)n, st->sh[e].used,
-                                    st->shadow_cap);
+      return pkv__policy_check_fail(msg, cap, "adaptive: shadow %d lists and "
+                                    "pinned keys make %llu, %u recorded (cap "
+                                    "%u)", e, (unsigned long long)n,
+                                    st->sh[e].used, st->shadow_cap);
   }
   return 0;
 }
@@ -334,7 +402,7 @@ const pkv_policy_ops pkv__policy_adaptive = {
     .on_evictable = ad_on_evictable,
     .on_pinned = pkv__fw_on_pinned,
     .choose_victim = pkv__fw_choose_victim,
-    .on_remove = pkv__fw_on_remove,
+    .on_remove = ad_on_remove,
     .on_dedup = ad_on_dedup,
     .check = ad_check,
 };
