@@ -295,6 +295,10 @@ fuzz-long: $(FUZZ_BIN)
 # The release suite under memcheck (no fork: valgrind follows one process).
 valgrind: lib $(TEST_BIN)
 	@scripts/deps.sh valgrind
+	@scripts/with-redis.sh $(MAKE) --no-print-directory valgrind-run
+# (with-redis.sh: check_redis needs a redis-server, as in `make test`)
+.PHONY: valgrind-run
+valgrind-run:
 	@fail=0; for t in $(TEST_BIN); do \
 	  printf '%-32s ' $$(basename $$t); \
 	  if CK_FORK=no valgrind -q --error-exitcode=1 --leak-check=full \
