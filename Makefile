@@ -79,6 +79,10 @@ LIB_SRC   := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c) $(wildcard engin
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
+# The tools' pieces as an internal archive (not installed): the pagedkv
+# command links it with main.o; tests and benchmarks link what they use.
+TOOL_LIB  := $(BUILD)/libpkvtools.a
+TOOL_LOBJ := $(filter-out $(BUILD)/tools/main.o,$(TOOL_OBJ))
 TEST_SRC  := $(sort $(wildcard tests/check_*.c))
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL := $(sort $(wildcard tests/tu_*.c))
@@ -97,7 +101,7 @@ SHARED  := $(BUILD)/libpagedkv.so.$(VERSION)
 TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
-.PHONY: test-python bench-python
+.PHONY: test-python bench-python layer-check
 .PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager bench-redis \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
@@ -138,8 +142,11 @@ $(PC_FILES): $(BUILD)/%.pc: FORCE
 .PHONY: FORCE
 FORCE:
 
-$(TOOL): $(TOOL_OBJ) $(STATIC)
-	$(if $(TOOL_OBJ),$(CC) $(CFLAGS) -o $@ $(TOOL_OBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl,@echo "no tools yet")
+$(TOOL_LIB): $(TOOL_LOBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(TOOL): $(BUILD)/tools/main.o $(TOOL_LIB) $(STATIC)
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/tools/main.o $(TOOL_LIB) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -149,11 +156,11 @@ $(BUILD)/examples/%.so: examples/%.c $(wildcard include/pagedkv/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared -DPKV_POLICY_PLUGIN -o $@ $<
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(TEST_UOBJ) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(TOOL_LIB) $(STATIC)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(TEST_UOBJ) $(TOOL_LIB) $(STATIC) $(CHECK_LIBS) $(LDLIBS) -ldl
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(STATIC)
-	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(STATIC) $(LDLIBS) $(HOST_ALLOC) $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(TOOL_LIB) $(STATIC)
+	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(TOOL_LIB) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
 # The Redis suite plants bad values with a plain hiredis client (the library
 # itself loads libhiredis at run time and links nothing).
@@ -167,7 +174,7 @@ $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>
 deps-lib deps-tools deps-build: deps-%:
 	@scripts/deps.sh $*
 $(LIB_OBJ) $(STATIC) $(SHARED) $(EX_BIN) $(EX_SO): | deps-lib
-$(TOOL_OBJ) $(TOOL) $(BENCH_BIN): | deps-tools
+$(TOOL_OBJ) $(TOOL_LIB) $(TOOL) $(BENCH_BIN): | deps-tools
 $(TEST_BIN) $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o) $(TEST_UOBJ): | deps-build
 
 # ---------------------------------------------------------------- running
@@ -181,7 +188,7 @@ run: all
 
 # The Check suites, then (for the whole suite) the library as hosts load it:
 # dlopen, Python ctypes, programs built against an installed tree.
-test check: lib $(TEST_BIN)
+test check: lib $(TEST_BIN) layer-check
 	@rc=0; scripts/with-redis.sh scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
 	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
@@ -197,6 +204,12 @@ test-python: lib
 	else echo "== python tests (pytest, $(BUILD)/libpagedkv.so)"; \
 	  PAGEDKV_LIB=$(CURDIR)/$(BUILD)/libpagedkv.so PAGEDKV_MODE=$(MODE) PYTHONDONTWRITEBYTECODE=1 \
 	  $(PYTHON) -m pytest -q -rs -p no:cacheprovider python/tests; fi
+
+# No cycle between the files of libpagedkv/, engine/ and tools/: the graph
+# of who calls whom, read from the objects' symbols (docs/DESIGN.md, "Map").
+# scripts/layer-check.allow lists the known cycles still to untie.
+layer-check: lib $(TOOL_OBJ)
+	@$(PYTHON) scripts/layer-check.py --quiet --build $(BUILD) --allow scripts/layer-check.allow
 
 debug:
 	$(MAKE) MODE=debug test
@@ -254,6 +267,7 @@ FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
 
 fuzz: $(FUZZ_BIN)
+$(FUZZ_BIN): tests/fuzz/fuzz_common.h
 
 $(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
@@ -272,17 +286,18 @@ $(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC
 	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
 
 # Trace readers and the simulator's stream and replays built on them.
-FUZZ_SIMSRC  := tools/trace.c tools/sim.c tools/sim_manager.c tools/cli.c tools/opts.c
+FUZZ_SIMSRC  := tools/trace.c tools/sim_stream.c tools/sim_replay.c tools/sim_manager.c tools/cli.c
 $(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl
 
 # Option parsers of run and sim (no library needed).
-$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c tools/opts.c tools/cli.c tools/trace.c $(wildcard tools/*.h)
+FUZZ_CLISRC  := tools/opts.c tools/run_opts.c tools/sim_opts.c tools/cli.c tools/trace.c
+$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c $(FUZZ_CLISRC) $(wildcard tools/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tools/opts.c tools/cli.c tools/trace.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_CLISRC) -lm
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \
@@ -333,6 +348,3 @@ deps:
 
 clean:
 	rm -rf build
-
-# Tool tests compile the tool sources they exercise (#include "../tools/x.c").
-$(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o): $(wildcard tools/*.c)

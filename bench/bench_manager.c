@@ -26,41 +26,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 #include <time.h>
 
 #define REPS 7
-
-/* CPU time of this thread in ns (see the note above). */
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-#define BS 16
+#define BS BU_BLOCK_SIZE
 #define N_SEQS 256
-
-static void die(int rc, const char *what) {
-  if (rc == 0) return;
-  fprintf(stderr, "bench_manager: %s: %s (%s)\n", what, pkv_err_name(rc),
-          pkv_last_error());
-  exit(1);
-}
-
-static pkv_cache *make_cache(uint32_t num_blocks) {
-  pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 32;
-  cfg.n_kv_heads = 8;
-  cfg.head_dim = 128;
-  cfg.block_size = BS;
-  cfg.dtype = PKV_DTYPE_F16;
-  cfg.num_blocks = num_blocks;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
-  pkv_cache *c;
-  die(pkv_cache_create(&cfg, &c), "cache_create");
-  return c;
-}
 
 /* ------------------------------------------------ decode append */
 
@@ -68,20 +38,16 @@ static pkv_cache *make_cache(uint32_t num_blocks) {
 #define DECODE_STEPS 1024
 
 static double decode_append_ns(void) {
-  pkv_cache *c = make_cache(N_SEQS * ((DECODE_PROMPT + DECODE_STEPS) / BS + 2));
+  pkv_cache *c = bu_cache_8b(N_SEQS * ((DECODE_PROMPT + DECODE_STEPS) / BS + 2), NULL, 0);
   pkv_seq_id s[N_SEQS];
-  static int32_t prompt[DECODE_PROMPT];
-  for (int i = 0; i < N_SEQS; i++) {
-    die(pkv_seq_create(c, NULL, &s[i]), "seq_create");
-    die(pkv_seq_append(c, s[i], prompt, DECODE_PROMPT, NULL), "prefill");
-  }
+  bu_seqs_prefilled(c, s, N_SEQS, DECODE_PROMPT);
   int64_t slot;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int step = 0; step < DECODE_STEPS; step++) {
     int32_t tok = step;
     for (int i = 0; i < N_SEQS; i++) pkv_seq_append(c, s[i], &tok, 1, &slot);
   }
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   bu_sink(&slot);
   pkv_cache_destroy(c);
   return (double)(t1 - t0) / ((double)N_SEQS * DECODE_STEPS);
@@ -95,7 +61,7 @@ static double decode_baseline_ns(void) {
     v[i].n = DECODE_PROMPT;
     v[i].p = calloc(v[i].cap, sizeof(int32_t));
   }
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int step = 0; step < DECODE_STEPS; step++) {
     for (int i = 0; i < N_SEQS; i++) {
       vec *x = &v[i];
@@ -106,7 +72,7 @@ static double decode_baseline_ns(void) {
       x->p[x->n++] = step;
     }
   }
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   for (int i = 0; i < N_SEQS; i++) {
     bu_sink(v[i].p);
     free(v[i].p);
@@ -119,28 +85,28 @@ static double decode_baseline_ns(void) {
 #define ALLOC_ROUNDS 200000
 
 static double alloc_free_ns(void) {
-  pkv_cache *c = make_cache(1024);
+  pkv_cache *c = bu_cache_8b(1024, NULL, 0);
   pkv_seq_id s;
-  die(pkv_seq_create(c, NULL, &s), "seq_create");
+  bu_check(pkv_seq_create(c, NULL, &s), "seq_create");
   static int32_t toks[BS];
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < ALLOC_ROUNDS; i++) {
     pkv_seq_append(c, s, toks, BS, NULL);
     pkv_seq_truncate(c, s, 0);
   }
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   pkv_cache_destroy(c);
   return (double)(t1 - t0) / ALLOC_ROUNDS;
 }
 
 static double malloc_free_ns(void) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < ALLOC_ROUNDS; i++) {
     void *p = malloc(64);
     bu_sink(p);
     free(p);
   }
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   return (double)(t1 - t0) / ALLOC_ROUNDS;
 }
 
@@ -151,29 +117,29 @@ static double malloc_free_ns(void) {
 #define FORK_CHILDREN 32
 
 static double fork_ns_per_block(double *baseline) {
-  pkv_cache *c = make_cache(FORK_BLOCKS + 64);
+  pkv_cache *c = bu_cache_8b(FORK_BLOCKS + 64, NULL, 0);
   pkv_seq_id p, kids[FORK_CHILDREN];
-  die(pkv_seq_create(c, NULL, &p), "seq_create");
+  bu_check(pkv_seq_create(c, NULL, &p), "seq_create");
   int32_t *toks = calloc(FORK_TOKENS, sizeof *toks);
-  die(pkv_seq_append(c, p, toks, FORK_TOKENS, NULL), "prefill");
+  bu_check(pkv_seq_append(c, p, toks, FORK_TOKENS, NULL), "prefill");
   /* Warm the handle table so its growth is not timed. */
-  for (int i = 0; i < FORK_CHILDREN; i++) die(pkv_seq_create(c, NULL, &kids[i]), "warm");
+  for (int i = 0; i < FORK_CHILDREN; i++) bu_check(pkv_seq_create(c, NULL, &kids[i]), "warm");
   for (int i = 0; i < FORK_CHILDREN; i++) pkv_seq_free(c, kids[i]);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < FORK_CHILDREN; i++) pkv_seq_fork(c, p, &kids[i]);
-  uint64_t t1 = now_ns();
-  for (int i = 0; i < FORK_CHILDREN; i++) die(pkv_seq_free(c, kids[i]), "free child");
+  uint64_t t1 = bu_cpu_ns();
+  for (int i = 0; i < FORK_CHILDREN; i++) bu_check(pkv_seq_free(c, kids[i]), "free child");
   /* Baseline: copying the table alone, into fresh memory like the fork. */
   int32_t *table = calloc(FORK_BLOCKS, sizeof *table);
   uint32_t nb;
-  die(pkv_seq_blocks(c, p, table, FORK_BLOCKS, &nb), "blocks");
+  bu_check(pkv_seq_blocks(c, p, table, FORK_BLOCKS, &nb), "blocks");
   int32_t *copies[FORK_CHILDREN];
-  uint64_t t2 = now_ns();
+  uint64_t t2 = bu_cpu_ns();
   for (int i = 0; i < FORK_CHILDREN; i++) {
     copies[i] = malloc(FORK_BLOCKS * sizeof *table);
     memcpy(copies[i], table, FORK_BLOCKS * sizeof *table);
   }
-  uint64_t t3 = now_ns();
+  uint64_t t3 = bu_cpu_ns();
   for (int i = 0; i < FORK_CHILDREN; i++) {
     bu_sink(copies[i]);
     free(copies[i]);
@@ -191,27 +157,27 @@ static double fork_ns_per_block(double *baseline) {
 #define EXPORT_BLOCKS (EXPORT_TOKENS / BS)
 
 static double export_us(double *baseline) {
-  pkv_cache *c = make_cache(N_SEQS * EXPORT_BLOCKS);
+  pkv_cache *c = bu_cache_8b(N_SEQS * EXPORT_BLOCKS, NULL, 0);
   pkv_seq_id s[N_SEQS];
   int32_t *toks = calloc(EXPORT_TOKENS, sizeof *toks);
   for (int i = 0; i < N_SEQS; i++) {
-    die(pkv_seq_create(c, NULL, &s[i]), "seq_create");
-    die(pkv_seq_append(c, s[i], toks, EXPORT_TOKENS, NULL), "prefill");
+    bu_check(pkv_seq_create(c, NULL, &s[i]), "seq_create");
+    bu_check(pkv_seq_append(c, s[i], toks, EXPORT_TOKENS, NULL), "prefill");
   }
   size_t bytes = (size_t)N_SEQS * EXPORT_BLOCKS * sizeof(int32_t);
   int32_t *table = malloc(bytes), *copy = malloc(bytes);
   int32_t lens[N_SEQS];
-  die(pkv_block_table(c, s, N_SEQS, table, EXPORT_BLOCKS, lens), "warm");
+  bu_check(pkv_block_table(c, s, N_SEQS, table, EXPORT_BLOCKS, lens), "warm");
   memcpy(copy, table, bytes);
   const int iters = 20;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < iters; i++) pkv_block_table(c, s, N_SEQS, table, EXPORT_BLOCKS, lens);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   for (int i = 0; i < iters; i++) {
     memcpy(copy, table, bytes);
     bu_sink(copy);
   }
-  uint64_t t2 = now_ns();
+  uint64_t t2 = bu_cpu_ns();
   free(table);
   free(copy);
   free(toks);

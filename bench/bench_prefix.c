@@ -25,36 +25,7 @@
 #include <xxhash.h>
 
 #define REPS 7
-#define BS 16
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(int rc, const char *what) {
-  if (rc == 0) return;
-  fprintf(stderr, "bench_prefix: %s: %s (%s)\n", what, pkv_err_name(rc),
-          pkv_last_error());
-  exit(1);
-}
-
-static pkv_cache *make_cache(uint32_t num_blocks, const char *policy) {
-  pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 32;
-  cfg.n_kv_heads = 8;
-  cfg.head_dim = 128;
-  cfg.block_size = BS;
-  cfg.dtype = PKV_DTYPE_F16;
-  cfg.num_blocks = num_blocks;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
-  cfg.policy = policy;
-  pkv_cache *c;
-  die(pkv_cache_create(&cfg, &c), "cache_create");
-  return c;
-}
+#define BS BU_BLOCK_SIZE
 
 /* ------------------------------------------------ match */
 
@@ -62,20 +33,20 @@ static pkv_cache *make_cache(uint32_t num_blocks, const char *policy) {
 #define MATCH_BATCH 64
 
 static double match_us(double *baseline) {
-  pkv_cache *c = make_cache(MATCH_TOKENS / BS + 16, "lru");
+  pkv_cache *c = bu_cache_8b(MATCH_TOKENS / BS + 16, "lru", 0);
   int32_t *toks = malloc(MATCH_TOKENS * sizeof *toks);
   for (int i = 0; i < MATCH_TOKENS; i++) toks[i] = (i * 7919) % 50000;
   pkv_seq_id owner;
-  die(pkv_seq_create(c, NULL, &owner), "seq_create");
-  die(pkv_seq_append(c, owner, toks, MATCH_TOKENS, NULL), "prefill");
-  die(pkv_seq_commit(c, owner, MATCH_TOKENS), "commit");
+  bu_check(pkv_seq_create(c, NULL, &owner), "seq_create");
+  bu_check(pkv_seq_append(c, owner, toks, MATCH_TOKENS, NULL), "prefill");
+  bu_check(pkv_seq_commit(c, owner, MATCH_TOKENS), "commit");
   pkv_seq_id s[MATCH_BATCH];
   uint32_t matched = 0;
-  for (int i = 0; i < MATCH_BATCH; i++) die(pkv_seq_create(c, NULL, &s[i]), "seq_create");
-  uint64_t t0 = now_ns();
+  for (int i = 0; i < MATCH_BATCH; i++) bu_check(pkv_seq_create(c, NULL, &s[i]), "seq_create");
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < MATCH_BATCH; i++)
     pkv_seq_match_prefix(c, s[i], toks, MATCH_TOKENS, MATCH_TOKENS - 1, &matched);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   if (matched != MATCH_TOKENS - BS) {
     fprintf(stderr, "bench_prefix: matched %u, want %u\n", matched, MATCH_TOKENS - BS);
     exit(1);
@@ -84,7 +55,7 @@ static double match_us(double *baseline) {
   uint8_t buf[32 + BS * 4];
   memset(buf, 0, sizeof buf);
   XXH128_hash_t h = {0, 0};
-  uint64_t t2 = now_ns();
+  uint64_t t2 = bu_cpu_ns();
   for (int i = 0; i < MATCH_BATCH; i++) {
     memset(buf, 0, 16);
     for (int b = 0; b < MATCH_TOKENS / BS; b++) {
@@ -93,7 +64,7 @@ static double match_us(double *baseline) {
       h = XXH3_128bits_withSeed(buf, sizeof buf, 1);
     }
   }
-  uint64_t t3 = now_ns();
+  uint64_t t3 = bu_cpu_ns();
   bu_sink(&h);
   free(toks);
   pkv_cache_destroy(c);
@@ -109,24 +80,24 @@ static double match_us(double *baseline) {
  * every block comes from evicting a cached, unreferenced one (the fill
  * leaves no free block), without pressure from the free list. */
 static double take_ns(const char *policy, int pressure, const int32_t *toks) {
-  pkv_cache *c = make_cache(EV_POOL, policy);
+  pkv_cache *c = bu_cache_8b(EV_POOL, policy, 0);
   if (pressure) {
     for (int i = 0; i < EV_POOL; i++) {
       pkv_seq_id s;
-      die(pkv_seq_create(c, NULL, &s), "seq_create");
-      die(pkv_seq_append(c, s, toks + (size_t)i * BS, BS, NULL), "fill");
-      die(pkv_seq_commit(c, s, BS), "fill commit");
-      die(pkv_seq_free(c, s), "fill free");
+      bu_check(pkv_seq_create(c, NULL, &s), "seq_create");
+      bu_check(pkv_seq_append(c, s, toks + (size_t)i * BS, BS, NULL), "fill");
+      bu_check(pkv_seq_commit(c, s, BS), "fill commit");
+      bu_check(pkv_seq_free(c, s), "fill free");
     }
   }
   pkv_seq_id s;
-  die(pkv_seq_create(c, NULL, &s), "seq_create");
+  bu_check(pkv_seq_create(c, NULL, &s), "seq_create");
   const int32_t *other = toks + (size_t)EV_POOL * BS; /* never cached */
-  uint64_t t0 = now_ns();
-  die(pkv_seq_append(c, s, other, EV_POOL * BS, NULL), "append");
-  uint64_t t1 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
+  bu_check(pkv_seq_append(c, s, other, EV_POOL * BS, NULL), "append");
+  uint64_t t1 = bu_cpu_ns();
   pkv_stats st;
-  die(pkv_stats_get(c, &st), "stats");
+  bu_check(pkv_stats_get(c, &st), "stats");
   if (st.evictions != (pressure ? EV_POOL : 0)) {
     fprintf(stderr, "bench_prefix: %s: %llu evictions\n", policy,
             (unsigned long long)st.evictions);

@@ -9,11 +9,10 @@
 
 #include "bu_bench.h"
 
-#include "../tools/cli.c"
-#include "../tools/opts.c"
-#include "../tools/sim.c"
-#include "../tools/sim_manager.c"
-#include "../tools/trace.c"
+#include "../tools/cli.h"
+#include "../tools/opts.h"
+#include "../tools/sim.h"
+#include "../tools/trace.h"
 
 int main(void) {
   const char *dir = trace_full_dir();

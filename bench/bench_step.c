@@ -28,48 +28,14 @@
 #include <time.h>
 
 #define REPS 9
-#define BS 16
+#define BS BU_BLOCK_SIZE
 #define N_SEQS 256
 #define DECODE_PROMPT 100
 #define DECODE_STEPS 512
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(int rc, const char *what) {
-  if (rc == 0) return;
-  fprintf(stderr, "bench_step: %s: %s (%s)\n", what, pkv_err_name(rc),
-          pkv_last_error());
-  exit(1);
-}
-
-static pkv_cache *make_cache(uint32_t num_blocks, uint32_t evq) {
-  pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 32;
-  cfg.n_kv_heads = 8;
-  cfg.head_dim = 128;
-  cfg.block_size = BS;
-  cfg.dtype = PKV_DTYPE_F16;
-  cfg.num_blocks = num_blocks;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
-  cfg.event_queue_cap = evq;
-  pkv_cache *c;
-  die(pkv_cache_create(&cfg, &c), "cache_create");
-  return c;
-}
-
 static pkv_cache *decode_batch(pkv_seq_id *s) {
-  pkv_cache *c =
-      make_cache(N_SEQS * ((DECODE_PROMPT + DECODE_STEPS) / BS + 2), 1024);
-  static int32_t prompt[DECODE_PROMPT];
-  for (int i = 0; i < N_SEQS; i++) {
-    die(pkv_seq_create(c, NULL, &s[i]), "seq_create");
-    die(pkv_seq_append(c, s[i], prompt, DECODE_PROMPT, NULL), "prefill");
-  }
+  pkv_cache *c = bu_cache_8b(N_SEQS * ((DECODE_PROMPT + DECODE_STEPS) / BS + 2), NULL, 1024);
+  bu_seqs_prefilled(c, s, N_SEQS, DECODE_PROMPT);
   return c;
 }
 
@@ -85,25 +51,25 @@ static double step_ns(enum mode mode) {
   pkv_capacity cap;
   pkv_event ev[64];
   uint32_t n_ev;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int step = 0; step < DECODE_STEPS; step++) {
     for (int i = 0; i < N_SEQS; i++) tok[i] = step;
     switch (mode) {
     case MODE_SINGLE:
       for (int i = 0; i < N_SEQS; i++)
-        die(pkv_seq_append(c, s[i], &tok[i], 1, &slots[i]), "append");
+        bu_check(pkv_seq_append(c, s[i], &tok[i], 1, &slots[i]), "append");
       break;
     case MODE_BATCH_CAPACITY:
-      die(pkv_cache_capacity(c, &cap), "capacity");
-      die(pkv_events_drain(c, ev, 64, &n_ev, NULL), "drain");
+      bu_check(pkv_cache_capacity(c, &cap), "capacity");
+      bu_check(pkv_events_drain(c, ev, 64, &n_ev, NULL), "drain");
       /* fall through */
     case MODE_BATCH:
-      die(pkv_batch_append(c, s, tok, N_SEQS, slots, res), "batch_append");
+      bu_check(pkv_batch_append(c, s, tok, N_SEQS, slots, res), "batch_append");
       break;
     }
     bu_sink(slots);
   }
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bu_cpu_ns();
   pkv_cache_destroy(c);
   return (double)(t1 - t0) / DECODE_STEPS;
 }
@@ -114,30 +80,30 @@ static double step_ns(enum mode mode) {
 #define PROBE_ITERS 2000
 
 static void probe_ns(double *probe, double *match) {
-  pkv_cache *c = make_cache(1024, 0);
+  pkv_cache *c = bu_cache_8b(1024, NULL, 0);
   static int32_t prompt[PROBE_TOKENS + 1];
   for (int i = 0; i <= PROBE_TOKENS; i++) prompt[i] = i * 7 + 1;
   pkv_seq_id s;
-  die(pkv_seq_create(c, NULL, &s), "seq_create");
-  die(pkv_seq_append(c, s, prompt, PROBE_TOKENS + 1, NULL), "prefill");
-  die(pkv_seq_commit(c, s, PROBE_TOKENS + 1), "commit");
+  bu_check(pkv_seq_create(c, NULL, &s), "seq_create");
+  bu_check(pkv_seq_append(c, s, prompt, PROBE_TOKENS + 1, NULL), "prefill");
+  bu_check(pkv_seq_commit(c, s, PROBE_TOKENS + 1), "commit");
   static int32_t hit[PROBE_TOKENS / BS];
   uint32_t ht = 0;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bu_cpu_ns();
   for (int i = 0; i < PROBE_ITERS; i++)
-    die(pkv_prefix_probe(c, NULL, prompt, PROBE_TOKENS + 1, PROBE_TOKENS, hit,
+    bu_check(pkv_prefix_probe(c, NULL, prompt, PROBE_TOKENS + 1, PROBE_TOKENS, hit,
                          PROBE_TOKENS / BS, &ht), "probe");
-  uint64_t t1 = now_ns();
-  if (ht != PROBE_TOKENS) die(PKV_ECORRUPT, "probe missed");
+  uint64_t t1 = bu_cpu_ns();
+  if (ht != PROBE_TOKENS) bu_check(PKV_ECORRUPT, "probe missed");
   pkv_seq_id m;
-  die(pkv_seq_create(c, NULL, &m), "seq_create");
+  bu_check(pkv_seq_create(c, NULL, &m), "seq_create");
   uint64_t in_match = 0;
   for (int i = 0; i < PROBE_ITERS; i++) {
-    uint64_t a = now_ns();
-    die(pkv_seq_match_prefix(c, m, prompt, PROBE_TOKENS + 1, PROBE_TOKENS, &ht),
+    uint64_t a = bu_cpu_ns();
+    bu_check(pkv_seq_match_prefix(c, m, prompt, PROBE_TOKENS + 1, PROBE_TOKENS, &ht),
         "match");
-    in_match += now_ns() - a;
-    die(pkv_seq_truncate(c, m, 0), "truncate");
+    in_match += bu_cpu_ns() - a;
+    bu_check(pkv_seq_truncate(c, m, 0), "truncate");
   }
   *probe = (double)(t1 - t0) / PROBE_ITERS;
   *match = (double)in_match / PROBE_ITERS;

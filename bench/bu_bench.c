@@ -1,6 +1,7 @@
 /* bu_bench.c — see bu_bench.h. */
 #include "bu_bench.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,4 +62,44 @@ void bu_report_vs(const char *name, double value, const char *unit,
 
 void bu_sink(const void *p) {
   __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+uint64_t bu_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bu_check(int rc, const char *what) {
+  if (rc == 0) return;
+  fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name, what, pkv_err_name(rc),
+          pkv_last_error());
+  exit(1);
+}
+
+pkv_cache *bu_cache_8b(uint32_t num_blocks, const char *policy, uint32_t event_queue_cap) {
+  pkv_config cfg;
+  pkv_config_init(&cfg);
+  cfg.n_layers = 32;
+  cfg.n_kv_heads = 8;
+  cfg.head_dim = 128;
+  cfg.block_size = BU_BLOCK_SIZE;
+  cfg.dtype = PKV_DTYPE_F16;
+  cfg.num_blocks = num_blocks;
+  cfg.storage = PKV_STORAGE_EXTERNAL;
+  if (policy) cfg.policy = policy;
+  cfg.event_queue_cap = event_queue_cap;
+  pkv_cache *c;
+  bu_check(pkv_cache_create(&cfg, &c), "cache_create");
+  return c;
+}
+
+void bu_seqs_prefilled(pkv_cache *c, pkv_seq_id *seqs, uint32_t n, uint32_t prompt_len) {
+  int32_t *prompt = calloc(prompt_len ? prompt_len : 1, sizeof *prompt);
+  if (!prompt) bu_check(PKV_ENOMEM, "prompt");
+  for (uint32_t i = 0; i < n; i++) {
+    bu_check(pkv_seq_create(c, NULL, &seqs[i]), "seq_create");
+    bu_check(pkv_seq_append(c, seqs[i], prompt, prompt_len, NULL), "prefill");
+  }
+  free(prompt);
 }

@@ -57,17 +57,16 @@ int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
   a->scale = scale;
   uint32_t tok = a->G >= PKV__PREFILL_ROWS ? 1 : PKV__PREFILL_ROWS / a->G;
   a->rows_max = tok * a->G;
-  size_t dec = pkv__decode_scratch_floats(a->G) + (size_t)n_q_heads * head_dim * 2 +
-               round_up(3 * (size_t)n_q_heads, 16);
+  size_t dec = pkv__decode_thread_floats(a->G, n_q_heads, head_dim);
   size_t pre = pkv__prefill_scratch_floats(head_dim, a->rows_max);
   a->thread_floats = round_up(dec > pre ? dec : pre, 16); /* 64-byte lines */
-  int rc = pkv__pool_create(n_threads, &a->pool);
+  int rc = pkv__threads_create(n_threads, &a->threads);
   if (rc) return rc;
-  a->scratch_bytes = a->thread_floats * sizeof(float) * pkv__pool_size(a->pool);
+  a->scratch_bytes = a->thread_floats * sizeof(float) * pkv__threads_size(a->threads);
   a->scratch = pkv__arena_alloc(a->scratch_bytes);
   if (!a->scratch) {
-    pkv__pool_destroy(a->pool);
-    a->pool = NULL;
+    pkv__threads_destroy(a->threads);
+    a->threads = NULL;
     return pkv__err(PKV_ENOMEM, "engine: cannot allocate %zu bytes of scratch", a->scratch_bytes);
   }
   return 0;
@@ -79,23 +78,12 @@ void pkv__attn_set_v_dim(pkv__attn *a, uint32_t v_dim) {
 }
 
 void pkv__attn_fini(pkv__attn *a) {
-  pkv__pool_destroy(a->pool);
+  pkv__threads_destroy(a->threads);
   if (a->scratch) pkv__arena_free(a->scratch, a->scratch_bytes);
   pkv__free(a->work);
   pkv__free(a->partials);
   pkv__cascade_free(a);
   memset(a, 0, sizeof *a);
-}
-
-int pkv__engine_grow(void **p, size_t *cap, size_t need) {
-  if (need <= *cap) return 0;
-  size_t n = *cap ? *cap : 4096;
-  while (n < need) n *= 2;
-  void *q = pkv__realloc(*p, n);
-  if (!q) return pkv__err(PKV_ENOMEM, "engine: cannot grow work buffers to %zu bytes", n);
-  *p = q;
-  *cap = n;
-  return 0;
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -115,40 +103,27 @@ static size_t partial_floats(const pkv__attn *a) {
 static void decode_task(void *ctx, uint32_t thread) {
   decode_job *job = ctx;
   pkv__attn *a = job->a;
-  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, HQ = a->n_q_heads;
-  const size_t rows = (size_t)HQ * D, vrows = (size_t)HQ * Dv;
-  float *base = a->scratch + (size_t)thread * a->thread_floats;
-  float *kscratch = base;
-  float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rows;                               /* [HQ][Dv] */
-  float *M = acc + rows, *S = M + HQ, *C = S + HQ;
-  const float qscale = a->scale * PKV__LOG2E;
-  void (*decode)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t, const float *,
-                 const float *, uint32_t, float *, float *, float *, float *) =
-      a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
+  const uint32_t Dv = a->v_dim, HQ = a->n_q_heads;
+  const pkv__decode_rows w = pkv__decode_rows_of(a, thread);
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= job->n_items) return;
     const decode_item *it = &job->items[i];
     const pkv__decode_seq *sq = &job->seqs[it->seq];
-    for (uint32_t r = 0; r < HQ; r++) {
-      C[r] = pkv__q_prescale(sq->q + (size_t)r * D, D, qscale, qs + (size_t)r * D);
-      M[r] = -INFINITY;
-      S[r] = 0.0f;
-    }
-    memset(acc, 0, vrows * sizeof *acc);
-    decode(&sq->kv, 0, a->n_kv_heads, it->t0, it->t1, qs, C, G, M, S, acc, kscratch);
+    pkv__decode_rows_prescale(a, sq->q, HQ, w.qs, w.C);
+    pkv__decode_rows_reset(w.M, w.S, w.acc, HQ, Dv);
+    const pkv__decode_args args = {.kv = &sq->kv, .h0 = 0, .nh = a->n_kv_heads, .t0 = it->t0,
+                                   .t1 = it->t1, .G = a->G, .q = w.qs, .qc = w.C, .M = w.M,
+                                   .S = w.S, .acc = w.acc, .scratch = w.kscratch};
+    pkv__decode_call(a, &args);
     if (it->part < 0) {
-      for (uint32_t r = 0; r < HQ; r++) {
-        float inv = 1.0f / S[r];
-        for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
-      }
+      pkv__decode_rows_finish(w.S, w.acc, HQ, Dv, sq->out);
     } else {
       float *p = a->partials + (size_t)it->part * partial_floats(a);
-      memcpy(p, M, HQ * sizeof *p);
-      memcpy(p + HQ, S, HQ * sizeof *p);
-      memcpy(p + 2 * HQ, C, HQ * sizeof *p);
-      memcpy(p + 3 * HQ, acc, vrows * sizeof *p);
+      memcpy(p, w.M, HQ * sizeof *p);
+      memcpy(p + HQ, w.S, HQ * sizeof *p);
+      memcpy(p + 2 * HQ, w.C, HQ * sizeof *p);
+      memcpy(p + 3 * HQ, w.acc, (size_t)HQ * Dv * sizeof *p);
     }
   }
 }
@@ -186,7 +161,7 @@ static void merge_parts(const pkv__attn *a, uint32_t first, uint32_t n, float *o
 int pkv__attn_decode_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs) {
   int crc = pkv__cascade_plan(a, seqs, n_seqs); /* shared prefixes: cascade.c */
   if (crc) return crc < 0 ? crc : 0;
-  const uint32_t T = pkv__pool_size(a->pool);
+  const uint32_t T = pkv__threads_size(a->threads);
   uint64_t total = 0;
   for (uint32_t s = 0; s < n_seqs; s++) total += seqs[s].n_tokens;
   /* split only when sequences are too few to feed the threads */
@@ -258,7 +233,7 @@ void pkv__attn_decode_run(pkv__attn *a, const pkv__decode_seq *seqs) {
   const size_t k = a->n_items;
   decode_job job = {.a = a, .seqs = seqs, .items = items, .n_items = a->n_items};
   atomic_init(&job.next, 0);
-  pkv__pool_run(a->pool, decode_task, &job);
+  pkv__threads_run(a->threads, decode_task, &job);
   if (a->n_split == 0) return;
   /* merge split parts in item order: each sequence owns a run of parts */
   for (size_t i = 0; i < k;) {
@@ -325,6 +300,6 @@ int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,
   job.tile_tok = a->rows_max / a->G;
   job.n_tiles = (n + job.tile_tok - 1) / job.tile_tok;
   atomic_init(&job.next, 0);
-  pkv__pool_run(a->pool, prefill_task, &job);
+  pkv__threads_run(a->threads, prefill_task, &job);
   return 0;
 }

@@ -184,14 +184,6 @@ int pkv__cascade_plan(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n_seqs
   return 1;
 }
 
-typedef void (*decode_fn)(const pkv__kv_view *, uint32_t, uint32_t, uint32_t, uint32_t,
-                          const float *, const float *, uint32_t, float *, float *, float *,
-                          float *);
-
-static decode_fn pick_decode(const pkv__attn *a) {
-  return a->bf16_dot && a->kern->decode_bf16dot ? a->kern->decode_bf16dot : a->kern->decode;
-}
-
 typedef struct cascade_job {
   pkv__attn *a;
   const pkv__decode_seq *seqs;
@@ -204,9 +196,7 @@ static void shared_task(void *ctx, uint32_t thread) {
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
   const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads;
-  const float qscale = a->scale * PKV__LOG2E;
   float *scratch = a->scratch + (size_t)thread * a->thread_floats;
-  const decode_fn decode = pick_decode(a);
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= c->n_items) return;
@@ -219,19 +209,14 @@ static void shared_task(void *ctx, uint32_t thread) {
     float *S = M + (size_t)H * rows;
     float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * Dv;
     PKV_ENGINE_ASSERT(pkv__decode_scratch_floats((uint32_t)nr) <= a->thread_floats);
-    for (uint32_t m = 0; m < it->nm; m++) {
-      const float *src = job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D;
-      for (uint32_t r = 0; r < G; r++) /* as the plain path scales each row */
-        C[(size_t)m * G + r] = pkv__q_prescale(src + (size_t)r * D, D, qscale,
-                                               q + ((size_t)m * G + r) * D);
-    }
-    for (size_t r = 0; r < nr; r++) {
-      M[r] = -INFINITY;
-      S[r] = 0.0f;
-    }
-    memset(O, 0, nr * Dv * sizeof *O);
-    decode(&job->seqs[c->order[g->first]].kv, it->head, 1, 0, g->n_shared, q, C, (uint32_t)nr, M,
-           S, O, scratch);
+    for (uint32_t m = 0; m < it->nm; m++) /* as the plain path scales each row */
+      pkv__decode_rows_prescale(a, job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D,
+                                G, q + (size_t)m * G * D, C + (size_t)m * G);
+    pkv__decode_rows_reset(M, S, O, nr, Dv);
+    const pkv__decode_args args = {.kv = &job->seqs[c->order[g->first]].kv, .h0 = it->head,
+                                   .nh = 1, .t0 = 0, .t1 = g->n_shared, .G = (uint32_t)nr,
+                                   .q = q, .qc = C, .M = M, .S = S, .acc = O, .scratch = scratch};
+    pkv__decode_call(a, &args);
   }
 }
 
@@ -240,13 +225,8 @@ static void suffix_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
   pkv__cascade *c = a->cascade;
-  const uint32_t G = a->G, D = a->head_dim, Dv = a->v_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
-  const size_t rowsf = (size_t)HQ * D; /* q rows; acc has HQ rows of Dv <= D */
-  float *kscratch = a->scratch + (size_t)thread * a->thread_floats;
-  float *qs = kscratch + pkv__decode_scratch_floats(G); /* [HQ][D] */
-  float *acc = qs + rowsf, *M = acc + rowsf, *S = M + HQ, *C = S + HQ;
-  const float qscale = a->scale * PKV__LOG2E;
-  const decode_fn decode = pick_decode(a);
+  const uint32_t G = a->G, Dv = a->v_dim, H = a->n_kv_heads, HQ = a->n_q_heads;
+  const pkv__decode_rows w = pkv__decode_rows_of(a, thread);
   for (;;) {
     uint32_t i = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
     if (i >= c->n_seqs) return;
@@ -259,36 +239,31 @@ static void suffix_task(void *ctx, uint32_t thread) {
       const float *pO = pS + (size_t)H * rows;
       for (uint32_t h = 0; h < H; h++) {
         size_t src = (size_t)h * rows + r0;
-        memcpy(M + (size_t)h * G, pM + src, G * sizeof *M);
-        memcpy(S + (size_t)h * G, pS + src, G * sizeof *S);
-        memcpy(acc + (size_t)h * G * Dv, pO + src * Dv, (size_t)G * Dv * sizeof *acc);
+        memcpy(w.M + (size_t)h * G, pM + src, G * sizeof *w.M);
+        memcpy(w.S + (size_t)h * G, pS + src, G * sizeof *w.S);
+        memcpy(w.acc + (size_t)h * G * Dv, pO + src * Dv, (size_t)G * Dv * sizeof *w.acc);
       }
       t0 = g->n_shared;
     } else {
-      for (uint32_t r = 0; r < HQ; r++) {
-        M[r] = -INFINITY;
-        S[r] = 0.0f;
-      }
-      memset(acc, 0, (size_t)HQ * Dv * sizeof *acc);
+      pkv__decode_rows_reset(w.M, w.S, w.acc, HQ, Dv);
     }
     if (t0 < sq->n_tokens) { /* the same factors C as the shared part's: same rows */
-      for (uint32_t r = 0; r < HQ; r++)
-        C[r] = pkv__q_prescale(sq->q + (size_t)r * D, D, qscale, qs + (size_t)r * D);
-      decode(&sq->kv, 0, H, t0, sq->n_tokens, qs, C, G, M, S, acc, kscratch);
+      pkv__decode_rows_prescale(a, sq->q, HQ, w.qs, w.C);
+      const pkv__decode_args args = {.kv = &sq->kv, .h0 = 0, .nh = H, .t0 = t0,
+                                     .t1 = sq->n_tokens, .G = G, .q = w.qs, .qc = w.C,
+                                     .M = w.M, .S = w.S, .acc = w.acc, .scratch = w.kscratch};
+      pkv__decode_call(a, &args);
     }
-    for (uint32_t r = 0; r < HQ; r++) {
-      float inv = 1.0f / S[r];
-      for (uint32_t d = 0; d < Dv; d++) sq->out[(size_t)r * Dv + d] = acc[(size_t)r * Dv + d] * inv;
-    }
+    pkv__decode_rows_finish(w.S, w.acc, HQ, Dv, sq->out);
   }
 }
 
 void pkv__cascade_run(pkv__attn *a, const pkv__decode_seq *seqs) {
   cascade_job job = {.a = a, .seqs = seqs};
   atomic_init(&job.next, 0);
-  pkv__pool_run(a->pool, shared_task, &job);
+  pkv__threads_run(a->threads, shared_task, &job);
   atomic_init(&job.next, 0);
-  pkv__pool_run(a->pool, suffix_task, &job);
+  pkv__threads_run(a->threads, suffix_task, &job);
 }
 
 uint32_t pkv__cascade_groups(const pkv__attn *a, uint32_t *shared_tokens) {

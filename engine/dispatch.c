@@ -61,18 +61,3 @@ const pkv__kernels *pkv__kernels_select(const char *name) {
   pkv__err(PKV_EINVAL, "backend \"%s\": unknown (avx512, avx2 or scalar)", name);
   return NULL;
 }
-
-static size_t round16(size_t n) { return (n + 15u) / 16u * 16u; }
-
-size_t pkv__decode_scratch_floats(uint32_t G) {
-  /* scores [G][CH + widest VL], alpha [G] (rounded to 16), then two
-   * tiles of row offsets [2][CH] size_t */
-  return round16((size_t)G * (PKV__DECODE_CH + 16u)) + round16(G) +
-         2 * PKV__DECODE_CH * (sizeof(size_t) / sizeof(float));
-}
-
-size_t pkv__prefill_scratch_floats(uint32_t head_dim, uint32_t rows_max) {
-  size_t ldq = round16(rows_max);
-  return (size_t)head_dim * ldq + (size_t)PKV__PREFILL_BC * ldq + ldq * head_dim +
-         4 * ldq + 2 * (size_t)PKV__PREFILL_BC * head_dim;
-}

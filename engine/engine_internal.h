@@ -92,24 +92,32 @@ typedef struct pkv__prefill_tile {
   float scale;
 } pkv__prefill_tile;
 
+/* One call of the decode kernel: online-softmax attention over tokens
+ * [t0, t1) of the nh KV heads h0 .. h0+nh-1 of kv, each with its G query
+ * heads.  q[nh][G][head_dim] as pkv__q_prescale made it (scale*log2e/qc),
+ * qc[nh*G] its factors.  Updates, per query row r (nh*G rows): M[r] the
+ * running maximum score (in q's scaled units; -INFINITY initially), S[r]
+ * the running sum of the weights w = 2^((score - M[r]) * qc[r] -
+ * PKV__W_OFF) (0 initially) and acc[r][:] (rows of the V head dim) the
+ * running sum of w * v (0 initially).  scratch: at least
+ * pkv__decode_scratch_floats(G) floats. */
+typedef struct pkv__decode_args {
+  const pkv__kv_view *kv;
+  uint32_t h0, nh;       /* KV heads */
+  uint32_t t0, t1;       /* tokens */
+  uint32_t G;            /* query rows per KV head */
+  const float *q, *qc;
+  float *M, *S, *acc;    /* the online-softmax state, updated */
+  float *scratch;
+} pkv__decode_args;
+
 typedef struct pkv__kernels {
   const char *name;
-  /* Online-softmax attention over tokens [t0, t1) of the nh KV heads
-   * h0 .. h0+nh-1, each with its G query heads: q[nh][G][head_dim] as
-   * pkv__q_prescale made it (scale*log2e/qc), qc[nh*G] its factors.
-   * Updates, per query row r (nh*G rows): M[r] the running maximum score
-   * (in q's scaled units; -INFINITY initially), S[r] the running sum of
-   * the weights w = 2^((score - M[r]) * qc[r] - PKV__W_OFF) (0 initially)
-   * and acc[r][:] the running sum of w * v (0 initially).  scratch: at
-   * least pkv__decode_scratch_floats(G) floats. */
-  void (*decode)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                 uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
-                 float *S, float *acc, float *scratch);
+  /* Decode (see pkv__decode_args). */
+  void (*decode)(const pkv__decode_args *args);
   /* decode with bf16 dot products (q rounded to bf16) for bf16 K/V, other
    * types as decode; NULL when the back end has no bf16 dot product. */
-  void (*decode_bf16dot)(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                         uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
-                         float *S, float *acc, float *scratch);
+  void (*decode_bf16dot)(const pkv__decode_args *args);
   /* Causal attention of one query tile (see pkv__prefill_tile); writes the
    * normalised output.  tile->n_tok * tile->G <= rows_max; scratch: at least
    * pkv__prefill_scratch_floats(head_dim, rows_max) floats. */
@@ -191,20 +199,20 @@ void pkv__attn_row_paged_ref(const pkv__kv_view *kv, uint32_t kv_head,
 
 /* ------------------------------------------------------------ threads */
 
-typedef struct pkv__pool pkv__pool;
+typedef struct pkv__threads pkv__threads; /* the engine's workers (threads.c) */
 typedef void (*pkv__task_fn)(void *ctx, uint32_t thread);
 /* n_threads >= 1; the caller's thread is worker 0, n_threads-1 are spawned. */
-int pkv__pool_create(uint32_t n_threads, pkv__pool **out);
-void pkv__pool_destroy(pkv__pool *pool);
-uint32_t pkv__pool_size(const pkv__pool *pool);
+int pkv__threads_create(uint32_t n_threads, pkv__threads **out);
+void pkv__threads_destroy(pkv__threads *threads);
+uint32_t pkv__threads_size(const pkv__threads *threads);
 /* Runs fn(ctx, t) on every worker t in [0, n_threads) and returns when all
  * have finished.  Work division is fn's business (typically an atomic
  * counter in ctx). */
-void pkv__pool_run(pkv__pool *pool, pkv__task_fn fn, void *ctx);
+void pkv__threads_run(pkv__threads *threads, pkv__task_fn fn, void *ctx);
 
 /* ------------------------------------------------------------ drivers */
 
-/* The engine's compute state, independent of the manager: kernels, pool,
+/* The engine's compute state, independent of the manager: kernels, threads,
  * shape, and per-thread scratch.  attn.c; engine.c wraps it. */
 typedef struct pkv__cascade pkv__cascade; /* cascade.c */
 /* pkv__attn.cascade_mode: shared-prefix decode when it pays (default), never,
@@ -213,7 +221,7 @@ enum { PKV__CASCADE_AUTO = 0, PKV__CASCADE_OFF = 1, PKV__CASCADE_ALWAYS = 2 };
 
 typedef struct pkv__attn {
   const pkv__kernels *kern;
-  pkv__pool *pool;
+  pkv__threads *threads;
   uint32_t n_q_heads, n_kv_heads, head_dim, G;
   uint32_t v_dim;         /* V head dim (<= head_dim; = head_dim after init) */
   float scale;
@@ -245,9 +253,6 @@ typedef struct pkv__decode_seq {
   float *out;
 } pkv__decode_seq;
 
-/* Grows *p (capacity *cap bytes) to hold need bytes, doubling from 4 KiB;
- * PKV_ENOMEM leaves *p and *cap as they were. */
-int pkv__engine_grow(void **p, size_t *cap, size_t need);
 
 int pkv__attn_init(pkv__attn *a, const pkv__kernels *kern, uint32_t n_threads,
                    uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_dim,
@@ -273,6 +278,31 @@ bool pkv__attn_plan_is_valid(const pkv__attn *a, const pkv__decode_seq *seqs,
  * q, out [n][n_q_heads][head_dim]. */
 int pkv__attn_prefill(pkv__attn *a, const pkv__kv_view *kv, uint32_t pos0,
                       uint32_t n, const float *q, float *out);
+
+/* ------------------------------------------------------------ work.c */
+
+/* Grows *p (capacity *cap bytes) to hold need bytes, doubling from 4 KiB;
+ * PKV_ENOMEM leaves *p and *cap as they were. */
+int pkv__engine_grow(void **p, size_t *cap, size_t need);
+/* Floats of one thread's decode scratch (kernel scratch + the rows below). */
+size_t pkv__decode_thread_floats(uint32_t G, uint32_t n_q_heads, uint32_t head_dim);
+/* A decode thread's scratch, carved (work.c's essay): the kernel's scratch,
+ * the prescaled queries, and the online-softmax state of n_q_heads rows. */
+typedef struct pkv__decode_rows {
+  float *kscratch, *qs, *acc, *M, *S, *C;
+} pkv__decode_rows;
+pkv__decode_rows pkv__decode_rows_of(const pkv__attn *a, uint32_t thread);
+/* M = -inf, S = 0, acc = 0 for n_rows rows (acc rows of v_dim floats). */
+void pkv__decode_rows_reset(float *M, float *S, float *acc, size_t n_rows, uint32_t v_dim);
+/* qs[r], C[r] = pkv__q_prescale of query row r (head_dim floats at q). */
+void pkv__decode_rows_prescale(const pkv__attn *a, const float *q, size_t n_rows, float *qs,
+                               float *C);
+/* out[r] = acc[r] / S[r] (rows of v_dim floats). */
+void pkv__decode_rows_finish(const float *S, const float *acc, size_t n_rows, uint32_t v_dim,
+                             float *out);
+/* The engine's decode kernel on args: the bf16-dot one when a->bf16_dot
+ * and the back end has it. */
+void pkv__decode_call(const pkv__attn *a, const pkv__decode_args *args);
 
 /* ------------------------------------------------------------ cascade */
 

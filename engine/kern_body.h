@@ -124,16 +124,29 @@ AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
  * Without software prefetch decode runs at about half the speed. */
 #define HEAD_AHEAD(dt) ((dt) == PKV_DTYPE_F32)
 
-/* The prefetches that go with consuming K rows [j, j+T) (see HEAD_AHEAD):
- * V rows [j, j+T) of this tile when vcur, and rows [j, j+T) of the
- * prefetch target (pkbase + pre[], the first n_pre rows). */
-AI void dec_prefetch(const uint8_t *vbase, const size_t *off, const uint8_t *pkbase,
-                     const size_t *pre, uint32_t n_pre, uint32_t j, const uint32_t T,
-                     size_t row_bytes, const int vcur) {
-  for (uint32_t t = 0; t < T; t++) {
-    if (vcur) for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(vbase + off[j + t] + o);
-    if (j + t < n_pre)
-      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(pkbase + pre[j + t] + o);
+/* One head's view of a tile while the kernel consumes it: where its rows
+ * are, and what to prefetch meanwhile (see HEAD_AHEAD). */
+typedef struct dec_tile {
+  const uint8_t *kb, *vb;   /* this head's K and V bases; row j at + off[j] */
+  const size_t *off;        /* the tile's row offsets */
+  uint32_t n;               /* rows in the tile */
+  const uint8_t *pkb, *pvb; /* prefetch target: K and V bases ... */
+  const size_t *pre;        /* ... and its row offsets */
+  uint32_t npre;            /* ... the first npre rows */
+  uint32_t D, Dv;           /* K row and V row elements */
+  int vcur;                 /* the QK loop also prefetches this tile's V */
+} dec_tile;
+
+#define DEC_LD ((size_t)PKV__DECODE_CH + PKV_VL) /* row stride of the scores */
+
+/* The prefetches that go with consuming K rows [j, j+T): V rows [j, j+T)
+ * of this tile when vcur, and rows [j, j+T) of the target's K. */
+AI void dec_prefetch(const dec_tile *t, uint32_t j, const uint32_t T, size_t row_bytes) {
+  for (uint32_t i = 0; i < T; i++) {
+    if (t->vcur)
+      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(t->vb + t->off[j + i] + o);
+    if (j + i < t->npre)
+      for (size_t o = 0; o < row_bytes; o += 64) PKV_PREFETCH(t->pkb + t->pre[j + i] + o);
   }
 }
 
@@ -141,31 +154,29 @@ AI void dec_prefetch(const uint8_t *vbase, const size_t *off, const uint8_t *pkb
 /* Scores of PKV_VL / HG tokens from j: a[t*HG + g] holds the partial sums of
  * token j+t, head g; sc[g][j+t] = the sum of its lanes. */
 AI void dec_put_scores(const pkv_vf *a, float *sc, uint32_t j, const uint32_t HG) {
-  const size_t ld = PKV__DECODE_CH + PKV_VL;
   const uint32_t T = PKV_VL / HG;
   float r[PKV_VL];
   PKV_F32_STORE(r, PKV_F32_SUM_LANES(a));
 #pragma GCC unroll 16
   for (uint32_t t = 0; t < T; t++)
 #pragma GCC unroll 8
-    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j + t] = r[t * HG + g];
+    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * DEC_LD + j + t] = r[t * HG + g];
 }
 #endif
 
-/* sc[g][j] = q_g . k_j for j < n, HG heads; prefetches as above. */
-AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
-               uint32_t n, const uint8_t *pkbase, const size_t *pre, uint32_t n_pre, uint32_t D,
-               const float *q, float *sc, const int prefetch, const int vcur,
+/* sc[g][j] = q_g . k_j for the tile's rows, HG heads; prefetches as above
+ * when prefetch. */
+AI void dec_qk(const dec_tile *tl, const float *q, float *sc, const int prefetch,
                const uint32_t HG, const int dt) {
+  const uint32_t D = tl->D, n = tl->n;
   const size_t row_bytes = pkv__row_bytes(D, dt);
-  const size_t ld = PKV__DECODE_CH + PKV_VL;
   uint32_t j = 0;
 #if PKV_VL > 1
   /* T tokens x HG heads = PKV_VL dot products at a time, their partial
    * vectors summed together by one transpose-and-add tree */
   const uint32_t T = PKV_VL / HG;
   for (; j + T <= n; j += T) {
-    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, T, row_bytes, vcur);
+    if (prefetch) dec_prefetch(tl, j, T, row_bytes);
     pkv_vf a[PKV_VL];
 #pragma GCC unroll 16
     for (uint32_t i = 0; i < PKV_VL; i++) a[i] = PKV_F32_ZERO();
@@ -175,7 +186,7 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
       for (uint32_t g = 0; g < HG; g++) qv[g] = PKV_F32_LOAD(q + (size_t)g * D + d);
 #pragma GCC unroll 16
       for (uint32_t t = 0; t < T; t++) {
-        pkv_vf kv = kv_load(kbase + off[j + t], d, dt);
+        pkv_vf kv = kv_load(tl->kb + tl->off[j + t], d, dt);
 #pragma GCC unroll 8
         for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_F32_FMA(kv, qv[g], a[t * HG + g]);
       }
@@ -184,8 +195,8 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
   }
 #endif
   for (; j < n; j++) {
-    const void *row = kbase + off[j];
-    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, 1, row_bytes, vcur);
+    const void *row = tl->kb + tl->off[j];
+    if (prefetch) dec_prefetch(tl, j, 1, row_bytes);
     pkv_vf a[DEC_HG];
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < HG; g++) a[g] = PKV_F32_ZERO();
@@ -196,116 +207,124 @@ AI void dec_qk(const uint8_t *kbase, const uint8_t *vbase, const size_t *off,
         a[g] = PKV_F32_FMA(kv, PKV_F32_LOAD(q + (size_t)g * D + d), a[g]);
     }
 #pragma GCC unroll 8
-    for (uint32_t g = 0; g < HG; g++)
-      sc[(size_t)g * ld + j] = PKV_F32_REDUCE(a[g]);
+    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * DEC_LD + j] = PKV_F32_REDUCE(a[g]);
   }
 }
 
-#if defined(PKV_SIMD_AVX512)
-/* The bf16 fast path (AVX512_BF16, selected by the engine's bf16_dot
- * option): the same scores as dec_qk for bf16 K, but with q rounded to bf16
- * (nearest even, once per tile) and vdpbf16ps, which multiplies 32 bf16
- * pairs exactly and accumulates them in f32 — 16 instructions per token for
- * 4 heads x 128 dims instead of 32 FMAs, and no widening of K.  Not exact
- * against f32 q: see docs/ENGINE.md, "bf16 dot products". */
+#if defined(PKV_HAS_BF16_DOT)
+/* The bf16 fast path (selected by the engine's bf16_dot option): the same
+ * scores as dec_qk for bf16 K, but with q rounded to bf16 (nearest even,
+ * once per tile) and bf16 dot products (PKV_BH_DOT), which multiply lane
+ * pairs exactly and accumulate them in f32 — on AVX-512 16 instructions per
+ * token for 4 heads x 128 dims instead of 32 FMAs, and no widening of K.
+ * Not exact against f32 q: see docs/ENGINE.md, "bf16 dot products". */
 #define BF_DMAX 576 /* the engine's largest head_dim */
+#define BH_VL (2 * PKV_VL)
 
-/* Lanes d .. d+31 of a bf16 row as one vector; the last 16 lanes zero when
- * only 16 remain (head_dim is a multiple of 16). */
-AI __m512bh bf_row32(const uint16_t *r, uint32_t d, uint32_t D) {
-  if (d + 32 <= D) return (__m512bh)_mm512_loadu_si512(r + d);
-  return (__m512bh)_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(r + d)));
-}
-
-/* qb[g][0 .. Dp) = bf16(q[g][0 .. D)), zero padded to Dp = D rounded up to 32. */
+/* qb[g][0 .. Dp) = bf16(q[g][0 .. D)), zero padded to Dp = D rounded up to
+ * BH_VL (D is a multiple of PKV_VL). */
 AI void bf_pack_q(const float *q, uint32_t D, uint32_t HG, uint16_t *qb) {
-  const uint32_t Dp = (D + 31u) & ~31u;
-  for (uint32_t g = 0; g < HG; g++) {
-    const float *qg = q + (size_t)g * D;
-    uint16_t *o = qb + (size_t)g * Dp;
-    uint32_t d = 0;
-    for (; d + 32 <= D; d += 32)
-      _mm512_storeu_si512(o + d, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(qg + d + 16),
-                                                              _mm512_loadu_ps(qg + d)));
-    if (d < D) {
-      _mm256_storeu_si256((__m256i *)(o + d), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(qg + d)));
-      _mm256_storeu_si256((__m256i *)(o + d + 16), _mm256_setzero_si256());
-    }
-  }
+  const uint32_t Dp = (D + BH_VL - 1) / BH_VL * BH_VL;
+  for (uint32_t g = 0; g < HG; g++)
+    for (uint32_t d = 0; d < D; d += BH_VL)
+      PKV_BH_PACK(qb + (size_t)g * Dp + d, q + (size_t)g * D + d, d + BH_VL <= D ? 2 : 1);
 }
 
-AI void dec_qk_bf16dot(const uint8_t *kbase, const uint8_t *vbase, const size_t *off, uint32_t n,
-                       const uint8_t *pkbase, const size_t *pre, uint32_t n_pre, uint32_t D, const float *q,
-                       float *sc, const int prefetch, const int vcur, const uint32_t HG) {
-  const size_t row_bytes = (size_t)D * 2, ld = PKV__DECODE_CH + PKV_VL;
-  const uint32_t Dp = (D + 31u) & ~31u, T = PKV_VL / HG;
+AI void dec_qk_bf16dot(const dec_tile *tl, const float *q, float *sc, const int prefetch,
+                       const uint32_t HG) {
+  const uint32_t D = tl->D, n = tl->n;
+  const size_t row_bytes = (size_t)D * 2;
+  const uint32_t Dp = (D + BH_VL - 1) / BH_VL * BH_VL, T = PKV_VL / HG;
   uint16_t qb[DEC_HG * BF_DMAX] __attribute__((aligned(64)));
   PKV_ENGINE_ASSERT(D <= BF_DMAX);
   bf_pack_q(q, D, HG, qb);
   uint32_t j = 0;
   for (; j + T <= n; j += T) {
-    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, T, row_bytes, vcur);
-    __m512 a[PKV_VL];
+    if (prefetch) dec_prefetch(tl, j, T, row_bytes);
+    pkv_vf a[PKV_VL];
 #pragma GCC unroll 16
-    for (uint32_t i = 0; i < PKV_VL; i++) a[i] = _mm512_setzero_ps();
-    for (uint32_t d = 0; d < Dp; d += 32) {
-      __m512bh qv[DEC_HG];
+    for (uint32_t i = 0; i < PKV_VL; i++) a[i] = PKV_F32_ZERO();
+    for (uint32_t d = 0; d < Dp; d += BH_VL) {
+      pkv_vbh qv[DEC_HG];
 #pragma GCC unroll 8
-      for (uint32_t g = 0; g < HG; g++) qv[g] = (__m512bh)_mm512_load_si512(qb + (size_t)g * Dp + d);
+      for (uint32_t g = 0; g < HG; g++) qv[g] = PKV_BH_LOAD(qb + (size_t)g * Dp + d);
 #pragma GCC unroll 16
       for (uint32_t t = 0; t < T; t++) {
-        __m512bh kv = bf_row32((const uint16_t *)(kbase + off[j + t]), d, D);
+        pkv_vbh kv = PKV_BH_ROW((const uint16_t *)(tl->kb + tl->off[j + t]), d, D);
 #pragma GCC unroll 8
-        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = _mm512_dpbf16_ps(a[t * HG + g], kv, qv[g]);
+        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_BH_DOT(a[t * HG + g], kv, qv[g]);
       }
     }
     dec_put_scores(a, sc, j, HG);
   }
   for (; j < n; j++) {
-    if (prefetch) dec_prefetch(vbase, off, pkbase, pre, n_pre, j, 1, row_bytes, vcur);
-    __m512 a[DEC_HG];
+    if (prefetch) dec_prefetch(tl, j, 1, row_bytes);
+    pkv_vf a[DEC_HG];
 #pragma GCC unroll 8
-    for (uint32_t g = 0; g < HG; g++) a[g] = _mm512_setzero_ps();
-    for (uint32_t d = 0; d < Dp; d += 32) {
-      __m512bh kv = bf_row32((const uint16_t *)(kbase + off[j]), d, D);
+    for (uint32_t g = 0; g < HG; g++) a[g] = PKV_F32_ZERO();
+    for (uint32_t d = 0; d < Dp; d += BH_VL) {
+      pkv_vbh kv = PKV_BH_ROW((const uint16_t *)(tl->kb + tl->off[j]), d, D);
 #pragma GCC unroll 8
       for (uint32_t g = 0; g < HG; g++)
-        a[g] = _mm512_dpbf16_ps(a[g], kv, (__m512bh)_mm512_load_si512(qb + (size_t)g * Dp + d));
+        a[g] = PKV_BH_DOT(a[g], kv, PKV_BH_LOAD(qb + (size_t)g * Dp + d));
     }
 #pragma GCC unroll 8
-    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * ld + j] = PKV_F32_REDUCE(a[g]);
+    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * DEC_LD + j] = PKV_F32_REDUCE(a[g]);
   }
 }
-#define DEC_QK_BF16DOT(kb, vb, cur, n, pkb, nxt, nn, D, q, sc, pf, vc, HG)    \
-  dec_qk_bf16dot((kb), (vb), (cur), (n), (pkb), (nxt), (nn), (D), (q), (sc), (pf), (vc), (HG))
+#define DEC_QK_BF16DOT(tl, q, sc, pf, HG) dec_qk_bf16dot((tl), (q), (sc), (pf), (HG))
 #else
-#define DEC_QK_BF16DOT(kb, vb, cur, n, pkb, nxt, nn, D, q, sc, pf, vc, HG) ((void)0)
+#define DEC_QK_BF16DOT(tl, q, sc, pf, HG) ((void)0)
 #endif
 
-/* acc[g][d0 .. d0+NV*VL) = alpha[g]*acc + sum_j p[g][j] * v_j, HG heads. */
-AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
-               uint32_t d0, const float *p, const float *alpha, float *acc,
-               const uint8_t *pvbase, const size_t *pre, uint32_t n_pre,
-               const uint32_t HG, const uint32_t NV, const int dt) {
+/* GROUP(HG) over the G heads in groups of DEC_HG, then 2, then 1 (g: the
+ * group's first head): each K/V vector loaded feeds HG heads. */
+#define DEC_FOR_GROUPS(G, GROUP)                                              \
+  do {                                                                        \
+    uint32_t g = 0;                                                           \
+    for (; g + DEC_HG <= (G); g += DEC_HG) GROUP(DEC_HG);                     \
+    for (; g + 2 <= (G); g += 2) GROUP(2);                                    \
+    for (; g < (G); g++) GROUP(1);                                            \
+  } while (0)
+
+/* Scores of all G heads (q[G][D]), K read once per DEC_HG heads,
+ * prefetching in the first group only. */
+AI void dec_qk_heads(const dec_tile *tl, const float *q, float *sc, uint32_t G, const int dt,
+                     const int bfdot) {
+  const size_t D = tl->D;
+#define DEC_QK_GROUP(HG)                                                      \
+  do {                                                                        \
+    if (bfdot) DEC_QK_BF16DOT(tl, q + g * D, sc + g * DEC_LD, g == 0, (HG));  \
+    else dec_qk(tl, q + g * D, sc + g * DEC_LD, g == 0, (HG), dt);            \
+  } while (0)
+  DEC_FOR_GROUPS(G, DEC_QK_GROUP);
+#undef DEC_QK_GROUP
+}
+
+/* acc[g][d0 .. d0+NV*VL) = alpha[g]*acc + sum_j p[g][j] * v_j, HG heads;
+ * prefetches the target's V rows [0, n_pre). */
+AI void dec_pv(const dec_tile *tl, uint32_t d0, const float *p, const float *alpha, float *acc,
+               uint32_t n_pre, const uint32_t HG, const uint32_t NV, const int dt) {
+  const uint32_t Dv = tl->Dv;
   pkv_vf o[DEC_HG][DEC_NV];
 #pragma GCC unroll 8
   for (uint32_t g = 0; g < HG; g++) {
     pkv_vf al = PKV_F32_BROADCAST(alpha[g]);
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++)
-      o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * D + d0 + v * PKV_VL));
+      o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * Dv + d0 + v * PKV_VL));
   }
-  const size_t row_bytes = pkv__row_bytes(D, dt);
-  for (uint32_t j = 0; j < n; j++) {
-    const void *row = vbase + off[j];
+  const size_t row_bytes = pkv__row_bytes(Dv, dt);
+  for (uint32_t j = 0; j < tl->n; j++) {
+    const void *row = tl->vb + tl->off[j];
     if (j < n_pre)
-      for (size_t b = 0; b < row_bytes; b += 64) PKV_PREFETCH(pvbase + pre[j] + b);
+      for (size_t b = 0; b < row_bytes; b += 64) PKV_PREFETCH(tl->pvb + tl->pre[j] + b);
     pkv_vf vv[DEC_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) vv[v] = kv_load(row, d0 + v * PKV_VL, dt);
 #pragma GCC unroll 8
     for (uint32_t g = 0; g < HG; g++) {
-      pkv_vf pg = PKV_F32_BROADCAST(p[(size_t)g * (PKV__DECODE_CH + PKV_VL) + j]);
+      pkv_vf pg = PKV_F32_BROADCAST(p[(size_t)g * DEC_LD + j]);
 #pragma GCC unroll 8
       for (uint32_t v = 0; v < NV; v++) o[g][v] = PKV_F32_FMA(pg, vv[v], o[g][v]);
     }
@@ -314,114 +333,98 @@ AI void dec_pv(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
   for (uint32_t g = 0; g < HG; g++)
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++)
-      PKV_F32_STORE(acc + (size_t)g * D + d0 + v * PKV_VL, o[g][v]);
+      PKV_F32_STORE(acc + (size_t)g * Dv + d0 + v * PKV_VL, o[g][v]);
 }
 
-AI void dec_pv_heads(const uint8_t *vbase, const size_t *off, uint32_t n, uint32_t D,
-                     const float *p, const float *alpha, float *acc, const uint8_t *pvbase,
-                     const size_t *pre,
-                     uint32_t n_pre, const uint32_t HG, const int dt) {
-  uint32_t d0 = 0;
-  for (; d0 + DEC_NV * PKV_VL <= D; d0 += DEC_NV * PKV_VL, n_pre = 0)
-    dec_pv(vbase, off, n, D, d0, p, alpha, acc, pvbase, pre, n_pre, HG, DEC_NV, dt);
-  for (; d0 < D; d0 += PKV_VL, n_pre = 0)
-    dec_pv(vbase, off, n, D, d0, p, alpha, acc, pvbase, pre, n_pre, HG, 1, dt);
+/* P.V of all G heads (p[G][DEC_LD], acc[G][Dv]): V read once per DEC_HG
+ * heads and DEC_NV vectors of the row; the first pass prefetches. */
+AI void dec_pv_heads(const dec_tile *tl, const float *p, const float *alpha, float *acc,
+                     uint32_t G, uint32_t n_pre, const int dt) {
+  const uint32_t Dv = tl->Dv;
+#define DEC_PV_GROUP(HG)                                                      \
+  do {                                                                        \
+    uint32_t d0 = 0;                                                          \
+    for (; d0 + DEC_NV * PKV_VL <= Dv; d0 += DEC_NV * PKV_VL, n_pre = 0)      \
+      dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), DEC_NV, dt); \
+    for (; d0 < Dv; d0 += PKV_VL, n_pre = 0)                                  \
+      dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), 1, dt); \
+  } while (0)
+  DEC_FOR_GROUPS(G, DEC_PV_GROUP);
+#undef DEC_PV_GROUP
 }
 
-AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                    uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
-                    float *S, float *acc, float *scratch, const int dt, const int bfdot) {
-  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv);
-  const size_t ld = PKV__DECODE_CH + PKV_VL; /* row stride of the scores */
+/* Online-softmax update of G heads over the tile's n scores (sc[G][DEC_LD],
+ * replaced by the weights): M, S per head, alpha[g] the rescale factor of
+ * the head's old S and O (weights as in the essay). */
+AI void dec_softmax(float *sc, uint32_t n, uint32_t G, const float *qc, float *M, float *S,
+                    float *alpha) {
+  for (uint32_t g = 0; g < G; g++) {
+    float *s = sc + g * DEC_LD;
+    const float c = qc[g];
+    pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
+    uint32_t j = 0;
+    for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
+    float mx = PKV_F32_REDUCE_MAX(vmx);
+    for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    float m_new = M[g] > mx ? M[g] : mx;
+    const float mu = PKV_SCALAR_MAX(m_new, -FLT_MAX);
+    alpha[g] = pkv__exp2_clamped((M[g] - mu) * c);
+    pkv_vf vm = PKV_F32_BROADCAST(mu), vc = PKV_F32_BROADCAST(c),
+           voff = PKV_F32_BROADCAST(-PKV__W_OFF), vsum = PKV_F32_ZERO();
+    for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
+      pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm), vc, voff));
+      PKV_F32_STORE(s + j, e);
+      vsum = PKV_F32_ADD(vsum, e);
+    }
+    float sum = PKV_F32_REDUCE(vsum);
+    for (; j < n; j++) {
+      s[j] = pkv__exp2_clamped((s[j] - mu) * c - PKV__W_OFF);
+      sum += s[j];
+    }
+    S[g] = S[g] * alpha[g] + sum;
+    M[g] = m_new;
+  }
+}
+
+AI void decode_body(const pkv__decode_args *x, const int dt, const int bfdot) {
+  const pkv__kv_view *kv = x->kv;
+  const uint32_t D = kv->head_dim, Dv = PKV__VDIM(kv), G = x->G, t1 = x->t1;
   PKV_ENGINE_ASSERT(D % PKV_VL == 0 && Dv % PKV_VL == 0); /* whole vectors per row */
-  PKV_ENGINE_ASSERT(t0 <= t1);
-  float *sc = scratch;                       /* [G][ld] scores, then p */
-  float *alpha = scratch + ((size_t)G * ld + 15u) / 16u * 16u; /* [G] */
+  PKV_ENGINE_ASSERT(x->t0 <= t1);
+  float *sc = x->scratch;                       /* [G][DEC_LD] scores, then p */
+  float *alpha = sc + ((size_t)G * DEC_LD + 15u) / 16u * 16u; /* [G] */
   size_t *off = (size_t *)(alpha + (G + 15u) / 16u * 16u); /* [2][CH] */
   size_t *cur = off, *nxt = off + PKV__DECODE_CH;
-  uint32_t n = MIN_U32(t1 - t0, PKV__DECODE_CH);
-  if (t0 < t1) dec_offsets(kv, h0, t0, n, cur, dt);
-  for (uint32_t t = t0; t < t1; t += n) {
+  uint32_t n = MIN_U32(t1 - x->t0, PKV__DECODE_CH);
+  if (x->t0 < t1) dec_offsets(kv, x->h0, x->t0, n, cur, dt);
+  for (uint32_t t = x->t0; t < t1; t += n) {
     n = MIN_U32(t1 - t, PKV__DECODE_CH);
     uint32_t tn = t + n, nn = tn < t1 ? MIN_U32(t1 - tn, PKV__DECODE_CH) : 0;
-    if (nn) dec_offsets(kv, h0, tn, nn, nxt, dt);
+    if (nn) dec_offsets(kv, x->h0, tn, nn, nxt, dt);
     /* Head by head over the same tile: in a block the heads' tiles are
      * adjacent, so the tile's K/V is read as few long runs rather than one
      * short run per head and block. */
-    for (uint32_t hh = 0; hh < nh; hh++) {
-      const uint8_t *kb = kv->k + (size_t)hh * kv->head_stride;
-      const uint8_t *vb = kv->v + (size_t)hh * kv->head_stride;
-      const float *qh = q + (size_t)hh * G * D;
-      float *Mh = M + (size_t)hh * G, *Sh = S + (size_t)hh * G, *acch = acc + (size_t)hh * G * Dv;
+    for (uint32_t hh = 0; hh < x->nh; hh++) {
+      const size_t hs = (size_t)hh * kv->head_stride, r0 = (size_t)hh * G;
       /* what to prefetch while this head is processed (see HEAD_AHEAD) */
       const int ahead = HEAD_AHEAD(dt);
-      const uint8_t *pkb = kb, *pvb = vb;
-      const size_t *pre = nxt;
-      uint32_t npre = nn;
-      if (ahead && hh + 1 < nh) {
-        pkb = kb + kv->head_stride;
-        pvb = vb + kv->head_stride;
-        pre = cur;
-        npre = n;
+      dec_tile tl = {.kb = kv->k + hs, .vb = kv->v + hs, .off = cur, .n = n,
+                     .pkb = kv->k + hs, .pvb = kv->v + hs, .pre = nxt, .npre = nn,
+                     .D = D, .Dv = Dv, .vcur = !ahead && !bfdot};
+      if (ahead && hh + 1 < x->nh) {
+        tl.pkb += kv->head_stride;
+        tl.pvb += kv->head_stride;
+        tl.pre = cur;
+        tl.npre = n;
       } else if (ahead) {
-        pkb = kv->k;
-        pvb = kv->v;
+        tl.pkb = kv->k;
+        tl.pvb = kv->v;
       }
-      const int vcur = !ahead && !bfdot;
-      /* scores of the head's G queries; K read once per DEC_HG heads
-       * (prefetching in the first group only) */
-      uint32_t g = 0;
-      if (bfdot) {
-        for (; g + DEC_HG <= G; g += DEC_HG)
-          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, DEC_HG);
-        for (; g + 2 <= G; g += 2)
-          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 2);
-        for (; g < G; g++)
-          DEC_QK_BF16DOT(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1);
-      }
-      for (; g + DEC_HG <= G; g += DEC_HG)
-        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, DEC_HG, dt);
-      for (; g + 2 <= G; g += 2)
-        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 2, dt);
-      for (; g < G; g++)
-        dec_qk(kb, vb, cur, n, pkb, pre, npre, D, qh + (size_t)g * D, sc + g * ld, g == 0, vcur, 1, dt);
-      if (pkv__dtype_is_quant(dt)) q_scale_rows(kb, cur, n, D, sc, ld, G, dt); /* K scales */
-      /* online softmax update per query head (weights as in the essay) */
-      for (g = 0; g < G; g++) {
-        float *s = sc + g * ld;
-        const float c = qc[(size_t)hh * G + g];
-        pkv_vf vmx = PKV_F32_BROADCAST(-INFINITY);
-        uint32_t j = 0;
-        for (; j + PKV_VL <= n; j += PKV_VL) vmx = PKV_F32_MAX(vmx, PKV_F32_LOAD(s + j));
-        float mx = PKV_F32_REDUCE_MAX(vmx);
-        for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-        float m_new = Mh[g] > mx ? Mh[g] : mx;
-        const float mu = PKV_SCALAR_MAX(m_new, -FLT_MAX);
-        alpha[g] = pkv__exp2_clamped((Mh[g] - mu) * c);
-        pkv_vf vm = PKV_F32_BROADCAST(mu), vc = PKV_F32_BROADCAST(c),
-               voff = PKV_F32_BROADCAST(-PKV__W_OFF), vsum = PKV_F32_ZERO();
-        for (j = 0; j + PKV_VL <= n; j += PKV_VL) {
-          pkv_vf e = PKV_F32_EXP2(PKV_F32_FMA(PKV_F32_SUB(PKV_F32_LOAD(s + j), vm), vc, voff));
-          PKV_F32_STORE(s + j, e);
-          vsum = PKV_F32_ADD(vsum, e);
-        }
-        float sum = PKV_F32_REDUCE(vsum);
-        for (; j < n; j++) {
-          s[j] = pkv__exp2_clamped((s[j] - mu) * c - PKV__W_OFF);
-          sum += s[j];
-        }
-        Sh[g] = Sh[g] * alpha[g] + sum;
-        Mh[g] = m_new;
-      }
-      if (pkv__dtype_is_quant(dt)) q_scale_rows(vb, cur, n, D, sc, ld, G, dt); /* V scales */
-      /* V read once per DEC_HG heads */
-      uint32_t vpre = ahead || bfdot ? npre : 0; /* first head group only */
-      for (g = 0; g + DEC_HG <= G; g += DEC_HG, vpre = 0)
-        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, DEC_HG, dt);
-      for (; g + 2 <= G; g += 2, vpre = 0)
-        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 2, dt);
-      for (; g < G; g++, vpre = 0)
-        dec_pv_heads(vb, cur, n, Dv, sc + g * ld, alpha + g, acch + (size_t)g * Dv, pvb, pre, vpre, 1, dt);
+      dec_qk_heads(&tl, x->q + r0 * D, sc, G, dt, bfdot);
+      if (pkv__dtype_is_quant(dt)) q_scale_rows(tl.kb, cur, n, D, sc, DEC_LD, G, dt); /* K scales */
+      dec_softmax(sc, n, G, x->qc + r0, x->M + r0, x->S + r0, alpha);
+      if (pkv__dtype_is_quant(dt)) q_scale_rows(tl.vb, cur, n, D, sc, DEC_LD, G, dt); /* V scales */
+      dec_pv_heads(&tl, sc, alpha, x->acc + r0 * Dv, G, ahead || bfdot ? tl.npre : 0, dt);
     }
     size_t *sw = cur;
     cur = nxt;
@@ -429,29 +432,29 @@ AI void decode_body(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t
   }
 }
 
-static void kern_decode(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                        uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
-                        float *S, float *acc, float *scratch) {
-  switch (kv->dtype) {
-  case PKV_DTYPE_F32: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F32, 0); break;
-  case PKV_DTYPE_F16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_F16, 0); break;
-  case PKV_DTYPE_BF16: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 0); break;
-  case PKV_DTYPE_I8: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_I8, 0); break;
-  case PKV_DTYPE_FP8_E4M3: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E4M3, 0); break;
-  case PKV_DTYPE_FP8_E5M2: decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_FP8_E5M2, 0); break;
+/* The body's switch over the storage types: BODY(dt) for dt. */
+#define KERN_BY_DTYPE(dt, BODY)                                               \
+  switch (dt) {                                                               \
+  case PKV_DTYPE_F32: BODY(PKV_DTYPE_F32); break;                             \
+  case PKV_DTYPE_F16: BODY(PKV_DTYPE_F16); break;                             \
+  case PKV_DTYPE_BF16: BODY(PKV_DTYPE_BF16); break;                           \
+  case PKV_DTYPE_I8: BODY(PKV_DTYPE_I8); break;                               \
+  case PKV_DTYPE_FP8_E4M3: BODY(PKV_DTYPE_FP8_E4M3); break;                   \
+  case PKV_DTYPE_FP8_E5M2: BODY(PKV_DTYPE_FP8_E5M2); break;                   \
   }
+
+static void kern_decode(const pkv__decode_args *x) {
+#define DECODE_AS(dt) decode_body(x, dt, 0)
+  KERN_BY_DTYPE(x->kv->dtype, DECODE_AS)
+#undef DECODE_AS
 }
 
-#if defined(PKV_SIMD_AVX512)
+#if defined(PKV_HAS_BF16_DOT)
 /* The bf16-dot decode: bf16 K/V through dec_qk_bf16dot, other types as
  * kern_decode. */
-static void kern_decode_bf16dot(const pkv__kv_view *kv, uint32_t h0, uint32_t nh, uint32_t t0,
-                                uint32_t t1, const float *q, const float *qc, uint32_t G, float *M,
-                                float *S, float *acc, float *scratch) {
-  if (kv->dtype == PKV_DTYPE_BF16)
-    decode_body(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch, PKV_DTYPE_BF16, 1);
-  else
-    kern_decode(kv, h0, nh, t0, t1, q, qc, G, M, S, acc, scratch);
+static void kern_decode_bf16dot(const pkv__decode_args *x) {
+  if (x->kv->dtype == PKV_DTYPE_BF16) decode_body(x, PKV_DTYPE_BF16, 1);
+  else kern_decode(x);
 }
 #define KERN_DECODE_BF16DOT kern_decode_bf16dot
 #else
@@ -724,14 +727,9 @@ static void kern_store(void *dst, const float *src, size_t n, pkv_dtype dt) {
 
 static void kern_prefill(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
                          uint32_t rows_max, float *scratch) {
-  switch (kv->dtype) {
-  case PKV_DTYPE_F32: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F32); break;
-  case PKV_DTYPE_F16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_F16); break;
-  case PKV_DTYPE_BF16: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_BF16); break;
-  case PKV_DTYPE_I8: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_I8); break;
-  case PKV_DTYPE_FP8_E4M3: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_FP8_E4M3); break;
-  case PKV_DTYPE_FP8_E5M2: prefill_body(kv, tl, rows_max, scratch, PKV_DTYPE_FP8_E5M2); break;
-  }
+#define PREFILL_AS(dt) prefill_body(kv, tl, rows_max, scratch, dt)
+  KERN_BY_DTYPE(kv->dtype, PREFILL_AS)
+#undef PREFILL_AS
 }
 
 const pkv__kernels KERN_TABLE_NAME = {

@@ -16,6 +16,13 @@
  *   PKV_F32_LOAD(p)/STORE(p,v)  unaligned load/store of PKV_VL floats
  *   PKV_F16_LOAD(p)             PKV_VL halves (uint16_t*) converted to f32
  *   PKV_BF16_LOAD(p)            PKV_VL bfloat16 (uint16_t*) converted to f32
+ *   PKV_I8_LOAD(p)              PKV_VL int8 codes as floats (exact)
+ *   PKV_E5M2_LOAD(p)            PKV_VL fp8 E5M2 codes as floats (exact: the
+ *                               code is the top byte of an f16)
+ *   PKV_E4M3_LOAD(p)            PKV_VL fp8 E4M3 codes as floats times 2^-8
+ *                               (exact: the code's bits placed in an f16;
+ *                               the kernels fold the 2^8 into the row scale,
+ *                               pkv__quant_unit)
  *   PKV_F16_STORE(p,v)          v rounded to nearest even, stored as halves
  *   PKV_BF16_STORE(p,v)         v rounded to nearest even, stored as bf16
  *   PKV_F32_FMA(a,b,c)          a*b + c
@@ -30,6 +37,21 @@
  *                               never 0, never a subnormal (-inf gives
  *                               2^-126); NaN gives NaN on every back end
  *   PKV_PREFETCH(p)             read prefetch into all cache levels
+ *
+ * Optional: bf16 dot products (a back end that has them defines
+ * PKV_HAS_BF16_DOT; the bodies then offer the bf16_dot decode):
+ *   pkv_vbh                     a vector of 2*PKV_VL bfloat16 (pairs)
+ *   PKV_BH_LOAD(p)              2*PKV_VL bf16 from p (64-byte aligned)
+ *   PKV_BH_ROW(r,d,D)           bf16 row r from element d: 2*PKV_VL lanes,
+ *                               those at or past D zero (D - d >= PKV_VL)
+ *   PKV_BH_PACK(o,q,m)          q[0 .. 2*PKV_VL) (m = 2) or q[0 .. PKV_VL)
+ *                               then zeros (m = 1) rounded to bf16 (nearest
+ *                               even) into o
+ *   PKV_BH_DOT(acc,a,b)         acc + sum of the products of each lane pair
+ *                               (f32 accumulate, products exact)
+ *
+ * The bodies (kern_body.h, kern_quant.h) use nothing else of the ISA: a new
+ * back end is a new section here (docs/ENGINE.md, "Adding a back end").
  */
 #ifndef PKV_SIMD_H
 #define PKV_SIMD_H
@@ -137,6 +159,37 @@ static inline pkv_vf pkv__sum_lanes_avx512(const pkv_vf *v) {
 }
 #define PKV_F32_SUM_LANES(v) pkv__sum_lanes_avx512(v)
 
+#define PKV_I8_LOAD(p)                                                        \
+  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
+#define PKV_E5M2_LOAD(p)                                                      \
+  _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p))), 8))
+/* Sign-extending the code to 16 bits and shifting left by 7 puts its
+ * exponent and mantissa in f16 position and its sign in bits 15 and 14;
+ * clearing bit 14 leaves the f16 of value * 2^-8. */
+static inline __m512 pkv__e4m3_load(const void *p) {
+  __m256i x = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(x, _mm256_set1_epi16((short)0xbfff)));
+}
+#define PKV_E4M3_LOAD(p) pkv__e4m3_load(p)
+
+/* bf16 dot products (AVX512_BF16 vdpbf16ps) */
+#define PKV_HAS_BF16_DOT 1
+typedef __m512bh pkv_vbh;
+#define PKV_BH_LOAD(p) ((__m512bh)_mm512_load_si512(p))
+static inline __m512bh pkv__bh_row_avx512(const uint16_t *r, uint32_t d, uint32_t D) {
+  if (d + 32 <= D) return (__m512bh)_mm512_loadu_si512(r + d);
+  return (__m512bh)_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(r + d)));
+}
+#define PKV_BH_ROW(r, d, D) pkv__bh_row_avx512((r), (d), (D))
+static inline void pkv__bh_pack_avx512(uint16_t *o, const float *q, int m) {
+  if (m == 2)
+    _mm512_storeu_si512(o, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q)));
+  else
+    _mm512_storeu_si512(o, _mm512_zextsi256_si512((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(q))));
+}
+#define PKV_BH_PACK(o, q, m) pkv__bh_pack_avx512((o), (q), (m))
+#define PKV_BH_DOT(acc, a, b) _mm512_dpbf16_ps((acc), (a), (b))
+
 /* --------------------------------------------------------------- AVX2 */
 #elif defined(PKV_SIMD_AVX2)
 #include <immintrin.h>
@@ -216,6 +269,16 @@ static inline pkv_vf pkv__sum_lanes_avx2(const pkv_vf *v) {
 }
 #define PKV_F32_SUM_LANES(v) pkv__sum_lanes_avx2(v)
 
+#define PKV_I8_LOAD(p)                                                        \
+  _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
+#define PKV_E5M2_LOAD(p)                                                      \
+  _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(p))), 8))
+static inline __m256 pkv__e4m3_load(const void *p) { /* as the AVX-512 one */
+  __m128i x = _mm_slli_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p)), 7);
+  return _mm256_cvtph_ps(_mm_and_si128(x, _mm_set1_epi16((short)0xbfff)));
+}
+#define PKV_E4M3_LOAD(p) pkv__e4m3_load(p)
+
 /* ------------------------------------------------------------- scalar */
 #else
 
@@ -266,6 +329,13 @@ static inline float pkv__bf16_to_f32(uint16_t h) {
 #define PKV_F32_REDUCE_MAX(v) (v)
 #define PKV_F32_EXP2(v) pkv__exp2_clamped(v)
 #define PKV_F32_SUM_LANES(v) ((v)[0])
+#define PKV_I8_LOAD(p) ((float)*(const int8_t *)(p))
+#define PKV_E5M2_LOAD(p) pkv__f16_to_f32((uint16_t)(*(const uint8_t *)(p) << 8))
+static inline float pkv__e4m3_load(const void *p) { /* as the vector ones: value * 2^-8 */
+  uint8_t b = *(const uint8_t *)p;
+  return pkv__f16_to_f32((uint16_t)(((b & 0x7fu) << 7) | ((b & 0x80u) << 8)));
+}
+#define PKV_E4M3_LOAD(p) pkv__e4m3_load(p)
 
 #endif
 

@@ -1,5 +1,5 @@
 /*
- * threads.c — the engine's persistent thread pool.
+ * threads.c — the engine's persistent worker threads (pkv__threads_*).
  *
  * n_threads - 1 workers are started once at engine creation and sleep on a
  * condition variable between calls; the calling thread is worker 0, so a
@@ -9,7 +9,7 @@
  * decode steps arrive back to back and a futex wake costs tens of
  * microseconds.
  *
- * Invariant: between pkv__pool_run calls, pending == 0 and every worker
+ * Invariant: between pkv__threads_run calls, pending == 0 and every worker
  * waits for generation to change.
  */
 #include "engine_internal.h"
@@ -18,9 +18,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-struct pkv__pool {
+struct pkv__threads {
   uint32_t n_threads;
-  pthread_t *threads;
+  pthread_t *tid;
   pthread_mutex_t lock;
   pthread_cond_t start; /* generation changed */
   pthread_cond_t done;  /* pending reached 0 */
@@ -32,7 +32,7 @@ struct pkv__pool {
 };
 
 typedef struct worker_arg {
-  pkv__pool *pool;
+  pkv__threads *tp;
   uint32_t index;
 } worker_arg;
 
@@ -41,94 +41,94 @@ typedef struct worker_arg {
 static void *worker_main(void *p) {
   worker_arg wa = *(worker_arg *)p;
   pkv__free(p);
-  pkv__pool *pool = wa.pool;
+  pkv__threads *tp = wa.tp;
   uint64_t seen = 0;
   for (;;) {
-    for (int i = 0; i < SPIN_ITERS && atomic_load(&pool->generation) == seen; i++)
+    for (int i = 0; i < SPIN_ITERS && atomic_load(&tp->generation) == seen; i++)
       __builtin_ia32_pause();
-    pthread_mutex_lock(&pool->lock);
-    while (atomic_load(&pool->generation) == seen && !pool->stop)
-      pthread_cond_wait(&pool->start, &pool->lock);
-    if (pool->stop) {
-      pthread_mutex_unlock(&pool->lock);
+    pthread_mutex_lock(&tp->lock);
+    while (atomic_load(&tp->generation) == seen && !tp->stop)
+      pthread_cond_wait(&tp->start, &tp->lock);
+    if (tp->stop) {
+      pthread_mutex_unlock(&tp->lock);
       return NULL;
     }
-    seen = atomic_load(&pool->generation);
-    pkv__task_fn fn = pool->fn;
-    void *ctx = pool->ctx;
-    pthread_mutex_unlock(&pool->lock);
+    seen = atomic_load(&tp->generation);
+    pkv__task_fn fn = tp->fn;
+    void *ctx = tp->ctx;
+    pthread_mutex_unlock(&tp->lock);
     fn(ctx, wa.index);
-    if (atomic_fetch_sub(&pool->pending, 1) == 1) {
-      pthread_mutex_lock(&pool->lock);
-      pthread_cond_signal(&pool->done);
-      pthread_mutex_unlock(&pool->lock);
+    if (atomic_fetch_sub(&tp->pending, 1) == 1) {
+      pthread_mutex_lock(&tp->lock);
+      pthread_cond_signal(&tp->done);
+      pthread_mutex_unlock(&tp->lock);
     }
   }
 }
 
-int pkv__pool_create(uint32_t n_threads, pkv__pool **out) {
+int pkv__threads_create(uint32_t n_threads, pkv__threads **out) {
   *out = NULL;
   if (n_threads == 0) n_threads = 1;
-  pkv__pool *pool = pkv__calloc(1, sizeof *pool);
-  if (!pool) return pkv__err(PKV_ENOMEM, "engine: thread pool allocation failed");
-  pool->n_threads = n_threads;
-  pthread_mutex_init(&pool->lock, NULL);
-  pthread_cond_init(&pool->start, NULL);
-  pthread_cond_init(&pool->done, NULL);
+  pkv__threads *tp = pkv__calloc(1, sizeof *tp);
+  if (!tp) return pkv__err(PKV_ENOMEM, "engine: worker allocation failed");
+  tp->n_threads = n_threads;
+  pthread_mutex_init(&tp->lock, NULL);
+  pthread_cond_init(&tp->start, NULL);
+  pthread_cond_init(&tp->done, NULL);
   if (n_threads > 1) {
-    pool->threads = pkv__calloc(n_threads - 1, sizeof *pool->threads);
-    if (!pool->threads) {
-      pool->n_threads = 1; /* no worker to join */
-      pkv__pool_destroy(pool);
-      return pkv__err(PKV_ENOMEM, "engine: thread pool allocation failed");
+    tp->tid = pkv__calloc(n_threads - 1, sizeof *tp->tid);
+    if (!tp->tid) {
+      tp->n_threads = 1; /* no worker to join */
+      pkv__threads_destroy(tp);
+      return pkv__err(PKV_ENOMEM, "engine: worker allocation failed");
     }
   }
   for (uint32_t i = 1; i < n_threads; i++) {
     worker_arg *wa = pkv__malloc(sizeof *wa);
-    if (wa) *wa = (worker_arg){pool, i};
-    if (!wa || pthread_create(&pool->threads[i - 1], NULL, worker_main, wa) != 0) {
+    if (wa) *wa = (worker_arg){tp, i};
+    if (!wa || pthread_create(&tp->tid[i - 1], NULL, worker_main, wa) != 0) {
       pkv__free(wa);
-      pool->n_threads = i; /* destroy joins the i - 1 started */
-      pkv__pool_destroy(pool);
+      tp->n_threads = i; /* destroy joins the i - 1 started */
+      pkv__threads_destroy(tp);
       return pkv__err(PKV_ENOMEM, "engine: cannot start worker thread %u", i);
     }
   }
-  *out = pool;
+  *out = tp;
   return 0;
 }
 
-void pkv__pool_destroy(pkv__pool *pool) {
-  if (!pool) return;
-  pthread_mutex_lock(&pool->lock);
-  pool->stop = 1;
-  pthread_cond_broadcast(&pool->start);
-  pthread_mutex_unlock(&pool->lock);
-  for (uint32_t i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i - 1], NULL);
-  pthread_mutex_destroy(&pool->lock);
-  pthread_cond_destroy(&pool->start);
-  pthread_cond_destroy(&pool->done);
-  pkv__free(pool->threads);
-  pkv__free(pool);
+void pkv__threads_destroy(pkv__threads *tp) {
+  if (!tp) return;
+  pthread_mutex_lock(&tp->lock);
+  tp->stop = 1;
+  pthread_cond_broadcast(&tp->start);
+  pthread_mutex_unlock(&tp->lock);
+  for (uint32_t i = 1; i < tp->n_threads; i++) pthread_join(tp->tid[i - 1], NULL);
+  pthread_mutex_destroy(&tp->lock);
+  pthread_cond_destroy(&tp->start);
+  pthread_cond_destroy(&tp->done);
+  pkv__free(tp->tid);
+  pkv__free(tp);
 }
 
-uint32_t pkv__pool_size(const pkv__pool *pool) { return pool->n_threads; }
+uint32_t pkv__threads_size(const pkv__threads *tp) { return tp->n_threads; }
 
-void pkv__pool_run(pkv__pool *pool, pkv__task_fn fn, void *ctx) {
-  if (pool->n_threads == 1) {
+void pkv__threads_run(pkv__threads *tp, pkv__task_fn fn, void *ctx) {
+  if (tp->n_threads == 1) {
     fn(ctx, 0);
     return;
   }
-  pthread_mutex_lock(&pool->lock);
-  pool->fn = fn;
-  pool->ctx = ctx;
-  atomic_store(&pool->pending, pool->n_threads - 1);
-  atomic_fetch_add(&pool->generation, 1);
-  pthread_cond_broadcast(&pool->start);
-  pthread_mutex_unlock(&pool->lock);
+  pthread_mutex_lock(&tp->lock);
+  tp->fn = fn;
+  tp->ctx = ctx;
+  atomic_store(&tp->pending, tp->n_threads - 1);
+  atomic_fetch_add(&tp->generation, 1);
+  pthread_cond_broadcast(&tp->start);
+  pthread_mutex_unlock(&tp->lock);
   fn(ctx, 0);
-  for (int i = 0; i < SPIN_ITERS && atomic_load(&pool->pending) != 0; i++)
+  for (int i = 0; i < SPIN_ITERS && atomic_load(&tp->pending) != 0; i++)
     __builtin_ia32_pause();
-  pthread_mutex_lock(&pool->lock);
-  while (atomic_load(&pool->pending) != 0) pthread_cond_wait(&pool->done, &pool->lock);
-  pthread_mutex_unlock(&pool->lock);
+  pthread_mutex_lock(&tp->lock);
+  while (atomic_load(&tp->pending) != 0) pthread_cond_wait(&tp->done, &tp->lock);
+  pthread_mutex_unlock(&tp->lock);
 }

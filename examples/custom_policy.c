@@ -146,17 +146,11 @@ static int32_t lru2_choose_victim(void *state, uint64_t now) {
 static void lru2_on_remove(void *state, int32_t b) { heap_drop(state, b); }
 
 PKV_API const pkv_policy_ops pkv_user_policy = {
-    .version = PKV_POLICY_VERSION,
-    .name = "lru2",
-    .create = lru2_create,
-    .destroy = lru2_destroy,
-    .on_insert = lru2_on_insert,
-    .on_hit = lru2_on_hit,
-    .on_evictable = lru2_on_evictable,
-    .on_pinned = lru2_on_pinned,
-    .choose_victim = lru2_choose_victim,
-    .on_remove = lru2_on_remove,
-};
+    .version = PKV_POLICY_VERSION, .name = "lru2",
+    .create = lru2_create, .destroy = lru2_destroy,
+    .on_insert = lru2_on_insert, .on_hit = lru2_on_hit,
+    .on_evictable = lru2_on_evictable, .on_pinned = lru2_on_pinned,
+    .choose_victim = lru2_choose_victim, .on_remove = lru2_on_remove};
 
 #ifndef PKV_POLICY_PLUGIN
 /* ------------------------------------------------------------ demo */
@@ -189,11 +183,8 @@ static uint32_t request(pkv_cache *c, int doc, uint32_t n_blocks) {
 static double run(const char *policy) {
   pkv_config cfg;
   pkv_config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 8;
-  cfg.block_size = BLOCK;
-  cfg.num_blocks = 12;
+  cfg.n_layers = 1; cfg.n_kv_heads = 1; cfg.head_dim = 8;
+  cfg.block_size = BLOCK; cfg.num_blocks = 12;
   cfg.storage = PKV_STORAGE_EXTERNAL; /* ids only: no K/V memory */
   cfg.policy = policy;
   pkv_cache *c;

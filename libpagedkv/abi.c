@@ -61,11 +61,8 @@ int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
                       t->name, v, at, pkv_version_string(), t->name, t->version);
   } else {
     long at = first_nonzero(s, caller_end, t->size);
-    if (at >= 0)
-      return pkv__err(PKV_EINVAL,
-                      "%s: reserved byte %ld is not zero (fill the struct with "
-                      "its _init function, or zero it)",
-                      t->name, at);
+    PKV_CHECK(at < 0, "%s: reserved byte %ld is not zero (fill the struct with "
+            "its _init function, or zero it)", t->name, at);
   }
   memcpy(dst, src, t->size);
   if (caller_end < t->known_end)
@@ -127,4 +124,14 @@ int pkv__append_in(pkv_append *dst, const pkv_append *src) {
   pkv_append def;
   pkv_append_init(&def);
   return pkv__abi_in(&t, dst, src, &def);
+}
+
+void pkv_config_init(pkv_config *cfg) {
+  pkv__err_clear();
+  if (!cfg) return;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->dtype = PKV_DTYPE_F32;
+  cfg->storage = PKV_STORAGE_OWNED;
+  cfg->policy = PKV__DEFAULT_POLICY;
+  cfg->version = PKV_CONFIG_VERSION;
 }

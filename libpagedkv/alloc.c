@@ -55,9 +55,8 @@ int pkv_replace_allocator(pkv_malloc_fn m, pkv_realloc_fn r, pkv_calloc_fn c,
                           pkv_free_fn f) {
   pkv__err_clear();
   int n_set = (m != NULL) + (r != NULL) + (c != NULL) + (f != NULL);
-  if (n_set != 0 && n_set != 4)
-    return pkv__err(PKV_EINVAL,
-                    "replace_allocator: give all four functions or none");
+  PKV_CHECK(n_set == 0 || n_set == 4, "replace_allocator: give all four "
+            "functions or none");
   user_malloc = m;
   user_realloc = r;
   user_calloc = c;
@@ -281,4 +280,20 @@ void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes) {
     sz = sizeof v;
     if (be.mallctl(key, &v, &sz, NULL, 0) == 0) *bytes += v;
   }
+}
+
+bool pkv__grow(void **arr, size_t *cap, size_t need, size_t elem,
+               size_t first) {
+  if (need <= *cap) return true;
+  size_t n = *cap ? *cap : first;
+  while (n < need) {
+    if (n > SIZE_MAX / 2) return false;
+    n *= 2;
+  }
+  if (elem && n > SIZE_MAX / elem) return false;
+  void *p = pkv__realloc(*arr, n * elem);
+  if (!p) return false;
+  *arr = p;
+  *cap = n;
+  return true;
 }

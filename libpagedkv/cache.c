@@ -25,36 +25,11 @@
 #include <time.h>
 
 #define PKV_MAX_BLOCK_SIZE 65536u
-#define PKV_DEFAULT_POLICY "lru"
 #define PKV_KNOWN_FLAGS \
   (PKV_CACHE_EVICT_ORPHANS_FIRST | PKV_CACHE_NO_PREFIX_CACHE | \
    PKV_CACHE_COMMIT_DEDUP)
 /* A pull queue holds at most this many events (~100 MB of pkv_event). */
 #define PKV_MAX_EVENT_QUEUE (1u << 20)
-
-uint64_t pkv__default_clock(void *user) {
-  (void)user;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void pkv__assert_fail(const char *expr, const char *file, int line,
-                      const char *detail) {
-  fprintf(stderr, "pagedkv: assertion failed: %s (%s:%d) %s\n", expr, file,
-          line, detail);
-  abort();
-}
-
-void pkv_config_init(pkv_config *cfg) {
-  pkv__err_clear();
-  if (!cfg) return;
-  memset(cfg, 0, sizeof *cfg);
-  cfg->dtype = PKV_DTYPE_F32;
-  cfg->storage = PKV_STORAGE_OWNED;
-  cfg->policy = PKV_DEFAULT_POLICY;
-  cfg->version = PKV_CONFIG_VERSION;
-}
 
 size_t pkv_dtype_size(pkv_dtype dtype) {
   pkv__err_clear();
@@ -102,66 +77,57 @@ uint64_t pkv_config_block_bytes(const pkv_config *cfg) {
 
 /* Validates cfg and fills *res (a resolved copy).  Returns 0 or PKV_E*. */
 static int config_validate(const pkv_config *cfg_in, pkv_config *res) {
-  if (!cfg_in) return pkv__err(PKV_EINVAL, "config: cfg is NULL");
+  PKV_CHECK(cfg_in, "config: cfg is NULL");
   int abi_rc = pkv__config_in(res, cfg_in);
   if (abi_rc) return abi_rc;
   const pkv_config *cfg = res; /* the caller's fields in this version's layout */
-  if (cfg->n_layers == 0) return pkv__err(PKV_EINVAL, "config: n_layers is 0");
-  if (cfg->n_kv_heads == 0)
-    return pkv__err(PKV_EINVAL, "config: n_kv_heads is 0");
-  if (cfg->head_dim == 0) return pkv__err(PKV_EINVAL, "config: head_dim is 0");
-  if (cfg->v_head_dim > cfg->head_dim)
-    return pkv__err(PKV_EINVAL, "config: v_head_dim %u > head_dim %u (V slots are head_dim wide)",
-                    cfg->v_head_dim, cfg->head_dim);
-  if (cfg->block_size == 0 || cfg->block_size > PKV_MAX_BLOCK_SIZE)
-    return pkv__err(PKV_EINVAL, "config: block_size %u not in 1..%u",
-                    cfg->block_size, PKV_MAX_BLOCK_SIZE);
-  if (pkv_dtype_size(cfg->dtype) == 0)
-    return pkv__err(PKV_EINVAL, "config: unknown dtype %d", (int)cfg->dtype);
-  if (cfg->storage != PKV_STORAGE_OWNED && cfg->storage != PKV_STORAGE_EXTERNAL)
-    return pkv__err(PKV_EINVAL, "config: unknown storage mode %d",
-                    (int)cfg->storage);
-  if (cfg->flags & ~PKV_KNOWN_FLAGS)
-    return pkv__err(PKV_EINVAL, "config: unknown flags 0x%x",
-                    cfg->flags & ~PKV_KNOWN_FLAGS);
-  if (cfg->event_queue_cap > PKV_MAX_EVENT_QUEUE)
-    return pkv__err(PKV_EINVAL, "config: event_queue_cap %u > %u",
-                    cfg->event_queue_cap, PKV_MAX_EVENT_QUEUE);
+  PKV_CHECK(cfg->n_layers > 0, "config: n_layers is 0");
+  PKV_CHECK(cfg->n_kv_heads > 0, "config: n_kv_heads is 0");
+  PKV_CHECK(cfg->head_dim > 0, "config: head_dim is 0");
+  PKV_CHECK(cfg->v_head_dim <= cfg->head_dim, "config: v_head_dim %u > "
+            "head_dim %u (V slots are head_dim wide)", cfg->v_head_dim,
+            cfg->head_dim);
+  PKV_CHECK(cfg->block_size >= 1 && cfg->block_size <= PKV_MAX_BLOCK_SIZE,
+            "config: block_size %u not in 1..%u", cfg->block_size,
+            PKV_MAX_BLOCK_SIZE);
+  PKV_CHECK(pkv_dtype_size(cfg->dtype) > 0, "config: unknown dtype %d",
+            (int)cfg->dtype);
+  PKV_CHECK(cfg->storage == PKV_STORAGE_OWNED ||
+                cfg->storage == PKV_STORAGE_EXTERNAL,
+            "config: unknown storage mode %d", (int)cfg->storage);
+  PKV_CHECK((cfg->flags & ~PKV_KNOWN_FLAGS) == 0, "config: unknown flags 0x%x",
+            cfg->flags & ~PKV_KNOWN_FLAGS);
+  PKV_CHECK(cfg->event_queue_cap <= PKV_MAX_EVENT_QUEUE, "config: "
+            "event_queue_cap %u > %u", cfg->event_queue_cap,
+            PKV_MAX_EVENT_QUEUE);
   uint64_t block_bytes = pkv_config_block_bytes(cfg);
-  if (block_bytes == 0)
-    return pkv__err(PKV_EINVAL,
-                    "config: block size in bytes overflows (%u layers x %u "
-                    "heads x %u head_dim x %u slots)",
-                    cfg->n_layers, cfg->n_kv_heads, cfg->head_dim,
-                    cfg->block_size);
+  PKV_CHECK(block_bytes > 0, "config: block size in bytes overflows (%u layers "
+            "x %u heads x %u head_dim x %u slots)", cfg->n_layers,
+            cfg->n_kv_heads, cfg->head_dim, cfg->block_size);
   uint64_t nb = cfg->num_blocks;
   if (nb == 0) {
-    if (cfg->memory_bytes == 0)
-      return pkv__err(PKV_EINVAL,
-                      "config: set num_blocks or memory_bytes (both are 0)");
-    if (cfg->memory_bytes < block_bytes)
-      return pkv__err(PKV_EINVAL,
-                      "config: memory_bytes %llu too small for one block of "
-                      "%llu bytes",
-                      (unsigned long long)cfg->memory_bytes,
-                      (unsigned long long)block_bytes);
+    PKV_CHECK(cfg->memory_bytes > 0, "config: set num_blocks or memory_bytes "
+            "(both are 0)");
+    PKV_CHECK(cfg->memory_bytes >= block_bytes, "config: memory_bytes %llu too "
+            "small for one block of %llu bytes",
+            (unsigned long long)cfg->memory_bytes,
+            (unsigned long long)block_bytes);
     nb = cfg->memory_bytes / block_bytes;
     if (nb > INT32_MAX) nb = INT32_MAX;
   }
-  if (nb > INT32_MAX)
-    return pkv__err(PKV_EINVAL, "config: num_blocks %llu > %d",
-                    (unsigned long long)nb, INT32_MAX);
+  PKV_CHECK(nb <= INT32_MAX, "config: num_blocks %llu > %d",
+            (unsigned long long)nb, INT32_MAX);
   uint64_t total, slots;
-  if (!mul_ok(nb, block_bytes, &total) || total > (uint64_t)(SIZE_MAX / 2) ||
-      !mul_ok(nb, cfg->block_size, &slots) ||
-      !mul_ok(slots, sizeof(int32_t), &slots) || slots > (uint64_t)(SIZE_MAX / 2))
-    return pkv__err(PKV_EINVAL,
-                    "config: %llu blocks of %llu bytes overflow the address "
-                    "space",
-                    (unsigned long long)nb, (unsigned long long)block_bytes);
+  PKV_CHECK(mul_ok(nb, block_bytes, &total) &&
+                total <= (uint64_t)(SIZE_MAX / 2) &&
+                mul_ok(nb, cfg->block_size, &slots) &&
+                mul_ok(slots, sizeof(int32_t), &slots) &&
+                slots <= (uint64_t)(SIZE_MAX / 2),
+            "config: %llu blocks of %llu bytes overflow the address space",
+            (unsigned long long)nb, (unsigned long long)block_bytes);
   res->num_blocks = (uint32_t)nb;
   if (cfg->policy_ops == NULL) {
-    const char *name = cfg->policy ? cfg->policy : PKV_DEFAULT_POLICY;
+    const char *name = cfg->policy ? cfg->policy : PKV__DEFAULT_POLICY;
     if (strlen(name) >= sizeof(((pkv_stats *)0)->policy))
       return pkv__err(PKV_EINVAL, "config: policy name '%.40s' too long", name);
     res->policy = name;
@@ -189,7 +155,7 @@ static void cache_free(pkv_cache *c) {
   pkv__free(c->seq_gen);
   pkv__free(c->seq_free);
   pkv__pins_destroy(c);
-  pkv__remote_destroy(c);
+  if (c->remote) c->remote_ops->destroy(c);
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);
@@ -208,7 +174,7 @@ static void cache_free(pkv_cache *c) {
 
 int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   pkv__err_clear();
-  if (!out) return pkv__err(PKV_EINVAL, "cache_create: out is NULL");
+  PKV_CHECK(out, "cache_create: out is NULL");
   *out = NULL;
   pkv_config res;
   int rc = config_validate(cfg, &res);
@@ -292,17 +258,15 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
 void pkv_cache_destroy(pkv_cache *cache) { cache_free(cache); }
 
 int pkv_cache_layout(const pkv_cache *cache, pkv_kv_layout *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "cache_layout: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "cache_layout: out is NULL");
+  PKV_ENTER(cache, "cache_layout");
+  PKV_CHECK(out, "cache_layout: out is NULL");
   *out = cache->layout; /* immutable after create: no lock needed */
   return 0;
 }
 
 int pkv_cache_kv(pkv_cache *cache, uint32_t layer, void **k, void **v) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "cache_kv: cache is NULL");
-  if (!k || !v) return pkv__err(PKV_EINVAL, "cache_kv: k or v is NULL");
+  PKV_ENTER(cache, "cache_kv");
+  PKV_CHECK(k && v, "cache_kv: k or v is NULL");
   if (cache->cfg.storage != PKV_STORAGE_OWNED)
     return pkv__err(PKV_ENOTSUP, "cache_kv: external storage has no arena");
   if (layer >= cache->cfg.n_layers)

@@ -28,22 +28,16 @@
  * O(num_blocks * block_size + total table length).
  */
 #include "core.h"
+#include "policy/util.h" /* pkv__policy_check_fail */
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static bool fail(char *msg, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool fail(char *msg, size_t cap, const char *fmt, ...) {
-  if (msg && cap) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, cap, fmt, ap);
-    va_end(ap);
-  }
-  return false;
-}
+/* Writes the reason into msg and returns false (the policies' check hooks
+ * format theirs the same way: policy/util.c). */
+#define fail(msg, cap, ...) \
+  (pkv__policy_check_fail(msg, cap, __VA_ARGS__), false)
 
 /* 7. the policy: its victim is a candidate (or -1 exactly when there is
  * none), and its own check, if it has one, agrees on the candidate set. */
@@ -338,8 +332,8 @@ void pkv__assert_valid(pkv_cache *c, const char *file, int line) {
 int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
   pkv__err_clear();
   if (msg && msg_cap) msg[0] = '\0';
-  if (!cache) return pkv__err(PKV_EINVAL, "check: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(cache, "check: cache is NULL");
+  PKV_LOCK(cache);
   bool ok = pkv__cache_is_valid(cache, msg, msg_cap);
   pkv__unlock(cache);
   if (ok) return 0;
@@ -347,10 +341,9 @@ int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap) {
 }
 
 int pkv_stats_get(pkv_cache *cache, pkv_stats *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "stats_get: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "stats_get: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "stats_get");
+  PKV_CHECK(out, "stats_get: out is NULL");
+  PKV_LOCK(cache);
   pkv_stats st = cache->st;
   const uint32_t bs = cache->block_size;
   st.num_blocks = cache->num_blocks;

@@ -1,7 +1,8 @@
 /*
- * core.h — the manager's private data structures, shared by cache.c, pool.c,
- * seq.c, export.c, check.c, prefix.c and evict.c.  Nothing outside
- * libpagedkv/ includes it (the engine goes through internal.h).
+ * core.h — the manager's private data structures and the helpers of every
+ * floor of its stack (listed below, "the stack"), and the entry macros every
+ * public call uses.  Nothing outside libpagedkv/ includes it (the engine
+ * goes through internal.h).
  *
  *   pkv_cache
  *    ├─ refcount[num_blocks]      hot: table entries + pins per block
@@ -17,10 +18,11 @@
  *    └─ prefix index              heads[] chained through blk[].hash_next
  *
  * Locking rule: one mutex per cache (cache->lock) guards everything above.
- * Every public entry point takes it exactly once and calls only pkv__*
- * helpers that assume it is held (suffix-free names; no helper locks).
- * From inside the cache's own event callback the lock is not taken: the
- * entry point returns PKV_EBUSY (pkv__lock).  The
+ * Every public entry point takes it exactly once (PKV_LOCK / PKV_LOCK_SEQ,
+ * released by pkv__leave) and calls only pkv__* helpers that assume it is
+ * held (suffix-free names; no helper locks).  From inside the cache's own
+ * event callback the lock is not taken: the entry point returns PKV_EBUSY
+ * (pkv__lock).  The
  * engine reads a sequence's blocks[] without the lock; that is safe because
  * a sequence's array is only reallocated or rewritten by operations on that
  * sequence, which the caller promises not to run concurrently with the
@@ -247,8 +249,43 @@ struct pkv_cache {
   uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
   uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
-  struct pkv__remote *remote;  /* tier/remote.c: the Redis tier, or NULL */
+  /* A store below the pool (tier/remote.c: Redis), reached only through
+   * its vtable, like the policy: the tier files sit above the stack. */
+  struct pkv__remote *remote;  /* NULL = none */
+  const struct pkv__remote_ops *remote_ops; /* valid while remote != NULL */
 };
+
+typedef struct pkv__remote_ops {
+  /* Cached block b is about to be evicted: store it below. */
+  void (*demote)(pkv_cache *c, int32_t b);
+  /* s holds its locally matched blocks; fetch the next ones (up to want in
+   * all) from below, install them as cached blocks of s, return how many
+   * were added. */
+  uint32_t (*fetch)(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                    uint32_t want);
+  void (*destroy)(pkv_cache *c); /* frees c->remote */
+} pkv__remote_ops;
+
+/* ------------------------------------------------ the stack
+ *
+ * The manager's files form a stack; a file calls only files on its own
+ * floor's left or below it (scripts/layer-check.py fails `make test` on any
+ * cycle between files):
+ *
+ *   5  cache.c seqops.c serve.c groups.c export.c check.c   public face
+ *   4  seq.c                  sequences, page tables, match, batch calls
+ *   3  evict.c                eviction driver, policy instance, pins,
+ *                             pkv__block_take (allocation that may evict)
+ *   2  prefix.c               keys, index, commit registration, events
+ *   1  blocks.c               free list, refcounts, CoW copies, the policy's
+ *                             block-state hooks, orphan candidates
+ *   0  ns.c  entry.c  abi.c  alloc.c  error.c      namespaces, entry
+ *                             machinery, versioned structs, memory, errors
+ *   policy/ (registry.c over the built-ins over util.c) is reached only
+ *   through the vtable in pkv_cache (c->policy) and pkv_policy_find.
+ *   tier/ (remote.c over redis.c) sits above floor 5: it calls down, and
+ *   the stack reaches it only through c->remote_ops.
+ */
 
 /* ------------------------------------------------ helpers (lock held) */
 
@@ -263,10 +300,32 @@ static inline bool pkv__block_writable_at(const pkv_cache *c, int32_t b,
          (!c->copy_in || c->copy_in[b].n == 0 || slot >= c->copy_in[b].end);
 }
 
+/* Little-endian u64 into p (key and namespace encodings). */
+static inline void pkv__put_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+/* Seed of every key and namespace digest ("pkv key1"; prefix.c). */
+#define PKV__KEY_SEED 0x706b76206b657931ull
+
+/* ------------------------------------------------ 0: entry.c
+ *
+ * The way into the library.  Every public call of the manager reads
+ *
+ *   int pkv_x(pkv_cache *cache, pkv_seq_id seq, T *out) {
+ *     PKV_ENTER(cache, "x");                     clear error, cache != NULL
+ *     PKV_CHECK(out, "x: out is NULL");          argument checks (EINVAL)
+ *     PKV_LOCK_SEQ(cache, seq, s);               lock (EBUSY), handle (ENOSEQ)
+ *     int rc = ...;                              the call's own work
+ *     return pkv__leave(cache, rc);              validate, unlock, rc
+ *   }
+ *
+ * (PKV_LOCK for calls without a sequence; pkv__leave_ro after a read-only
+ * call.)  Checks come before the lock, so a refused call changes nothing. */
+
 /* The clock, read at most once per API call: one call is one instant for
  * every hook it makes (and a clock read costs more than most hooks). */
+uint64_t pkv__default_clock(void *user);
 static inline uint64_t pkv__now(pkv_cache *c) {
-  extern uint64_t pkv__default_clock(void *);
   if (!c->now_valid) {
     c->now = c->cfg.clock ? c->cfg.clock(c->cfg.clock_user)
                           : pkv__default_clock(NULL);
@@ -281,8 +340,7 @@ extern _Thread_local const pkv_cache *pkv__tls_emitting
     __attribute__((tls_model("initial-exec")));
 int pkv__lock_busy(const pkv_cache *c);
 /* Takes the cache lock; PKV_EBUSY (error set, lock not taken) when called
- * from this cache's event callback.  Every entry point:
- *   if (pkv__lock(cache)) return PKV_EBUSY; */
+ * from this cache's event callback. */
 __attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
   if (__builtin_expect(pkv__tls_emitting == c, 0)) return pkv__lock_busy(c);
   pthread_mutex_lock(&c->lock);
@@ -291,7 +349,6 @@ __attribute__((warn_unused_result)) static inline int pkv__lock(pkv_cache *c) {
 }
 static inline void pkv__unlock(pkv_cache *c) { pthread_mutex_unlock(&c->lock); }
 
-/* seq.c */
 /* The refusal path of pkv__seq_lookup: sets the error, returns NULL. */
 pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id);
 /* The live sequence a handle names, or NULL with PKV_ENOSEQ's detail set.
@@ -305,20 +362,48 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
   return pkv__seq_lookup_fail(c, id);
 }
 
-/* seq.c: frees s (its blocks, namespace, handle); the lock is held. */
-void pkv__seq_release(pkv_cache *c, pkv__seq *s);
-/* prefix.c: a cached block verifying as (key, parent, ns, tokens), or -1. */
-int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
-                          uint32_t ns_id, const int32_t *tokens);
+#define PKV_LOCK(cache)                         \
+  do {                                          \
+    if (pkv__lock(cache)) return PKV_EBUSY;     \
+  } while (0)
+#define PKV_LOCK_SEQ(cache, id, s)                   \
+  PKV_LOCK(cache);                                   \
+  pkv__seq *s = pkv__seq_lookup(cache, id);          \
+  if (!s) return pkv__leave_ro(cache, PKV_ENOSEQ)
+/* The epilogue after a mutation: the full validator (PKV_DEBUG=2), the
+ * unlock, rc. */
+static inline int pkv__leave(pkv_cache *c, int rc) {
+  PKV_ASSERT_VALID(c);
+  pkv__unlock(c);
+  return rc;
+}
+/* The epilogue of a read-only call. */
+static inline int pkv__leave_ro(pkv_cache *c, int rc) {
+  pkv__unlock(c);
+  return rc;
+}
 
-/* pool.c */
+/* ------------------------------------------------ 0: ns.c */
+
+int pkv__ns_init(pkv_cache *c);
+void pkv__ns_destroy(pkv_cache *c);
+int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
+                   uint64_t adapter_id, uint32_t *out);
+void pkv__ns_unref(pkv_cache *c, uint32_t id);
+/* The interned id of (ns, adapter) if it exists; false otherwise (or on
+ * allocation failure, with the error set and *rc = PKV_ENOMEM). */
+bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
+                  uint64_t adapter_id, uint32_t *out, int *rc);
+
+/* ------------------------------------------------ 1: blocks.c */
+
 /* Blocks a caller may obtain right now (free + evictable). */
-static inline uint32_t pkv__pool_available(const pkv_cache *c) {
+static inline uint32_t pkv__blocks_available(const pkv_cache *c) {
   return c->n_free + c->n_evictable;
 }
-/* Takes one block (evicting if none is free); refcount becomes 1. -1 when
- * nothing is available or the policy misbehaved (error set). */
-int32_t pkv__pool_take(pkv_cache *c);
+/* Takes the first free block; refcount becomes 1.  -1 when the free list
+ * is empty (pkv__block_take, evict.c, evicts first). */
+int32_t pkv__blocks_take_free(pkv_cache *c);
 /* One more reference to b (a table entry or a pin). */
 void pkv__block_ref(pkv_cache *c, int32_t b);
 /* One reference fewer; at 0 the block becomes free or evictable. */
@@ -332,19 +417,22 @@ void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
 void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
                      uint32_t dst_slot, uint32_t n_slots);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
-/* The eviction driver hands back a block that left the index (refcount 0). */
-void pkv__pool_release_evicted(pkv_cache *c, int32_t b);
-
-/* prefix.c */
-int pkv__prefix_init(pkv_cache *c);
-void pkv__prefix_destroy(pkv_cache *c);
-int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
-                   uint64_t adapter_id, uint32_t *out);
-void pkv__ns_unref(pkv_cache *c, uint32_t id);
-/* Removes b from the index (eviction or reset); emits REMOVED if asked. */
-void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit);
+/* A block that left the index (eviction, reset) goes back on the free list
+ * (refcount 0). */
+void pkv__blocks_release_evicted(pkv_cache *c, int32_t b);
+/* What the policy hears about block b. */
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
+/* ORPHANS_FIRST: b is an evictable orphan, a candidate for eviction. */
+void pkv__orphan_push(pkv_cache *c, int32_t b);
 /* A block left the HASHED state (rewritten or freed): drop its ns ref. */
 void pkv__block_unhash(pkv_cache *c, int32_t b);
+
+/* ------------------------------------------------ 2: prefix.c */
+
+int pkv__prefix_init(pkv_cache *c);
+void pkv__prefix_destroy(pkv_cache *c);
+/* Removes b from the index (eviction or reset); emits REMOVED if asked. */
+void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit);
 void pkv__emit(pkv_cache *c, pkv_event_type type, int32_t b);
 /* An event about sequence s's table entry `index` (STORED, REMAPPED). */
 void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
@@ -354,10 +442,6 @@ void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
 void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
                            bool release_now, pkv_remap *remaps,
                            uint32_t *n_remaps);
-/* The interned id of (ns, adapter) if it exists; false otherwise (or on
- * allocation failure, with the error set and *rc = PKV_ENOMEM). */
-bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
-                  uint64_t adapter_id, uint32_t *out, int *rc);
 /* The longest run of cached blocks equal to tokens[0 .. want*bs) in
  * namespace ns_id, written to out (may be NULL); read-only. */
 uint32_t pkv__prefix_walk(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
@@ -368,7 +452,7 @@ bool pkv__prefix_verify(pkv_cache *c, uint32_t ns_id, const int32_t *tokens,
                         const int32_t *blocks, uint32_t n);
 /* The policy hears that a table reused cached block b (already ref'd). */
 void pkv__prefix_hit(pkv_cache *c, int32_t b);
-/* Key of a full block: XXH3-128 (seed PKV_KEY_SEED) over parent, the
+/* Key of a full block: XXH3-128 (seed PKV__KEY_SEED) over parent, the
  * namespace digest and the block's token ids (see prefix.c). */
 pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
                            uint32_t ns_id, const int32_t *tokens);
@@ -376,41 +460,41 @@ pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
 static inline uint32_t pkv__bucket(const pkv_cache *c, pkv_hash128 k) {
   return (uint32_t)(k.lo & c->key_mask_lo) & c->hash_mask;
 }
-/* A cached block with key `key` whose namespace is ns_id, or -1. */
 /* Whether cached block b's parent is absent from the index (re-adopts it
  * under a parent registered since it was orphaned). */
 bool pkv__block_is_orphan(pkv_cache *c, int32_t b);
+/* A cached block with key `key` whose namespace is ns_id, or -1. */
 int32_t pkv__index_find_key(pkv_cache *c, pkv_hash128 key, uint32_t ns_id);
-int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
+/* A cached block verifying as (key, parent, ns, tokens), or -1. */
+int32_t pkv__index_lookup(pkv_cache *c, pkv_hash128 key, pkv_hash128 parent,
+                          uint32_t ns_id, const int32_t *tokens);
+
+/* ------------------------------------------------ 3: evict.c */
 
 /* The optional hooks of a version-2 policy; NULL for a version-1 vtable
  * (which ends before them: never read past it). */
 #define PKV__POLICY_HOOK_V2(ops, hook) \
   ((ops)->version >= 2 ? (ops)->hook : NULL)
-
 /* policy/registry.c: whether ops is one of the library's own policies. */
 bool pkv__policy_is_builtin(const pkv_policy_ops *ops);
 
-/* evict.c */
 int pkv__policy_open(pkv_cache *c);
 void pkv__policy_close(pkv_cache *c);
 /* Evicts one cached block with refcount 0; returns it (now free) or -1. */
 int32_t pkv__evict_one(pkv_cache *c);
-void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m);
-void pkv__orphan_push(pkv_cache *c, int32_t b);
+/* Takes one block (evicting if none is free); refcount becomes 1. -1 when
+ * nothing is available or the policy misbehaved (error set). */
+int32_t pkv__block_take(pkv_cache *c);
 void pkv__pins_destroy(pkv_cache *c);
 
-/* tier/remote.c (the Redis tier's hooks; no-ops without one) */
-/* Cached block b is about to be evicted: store it in the remote tier. */
-void pkv__remote_demote(pkv_cache *c, int32_t b);
-/* s holds its locally matched blocks; fetch the next ones (up to want in
- * all) from the remote tier, install them as cached blocks of s and return
- * how many were added. */
-uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                           uint32_t want);
-void pkv__remote_destroy(pkv_cache *c);
+/* ------------------------------------------------ 4: seq.c */
 
-/* check.c */
+/* Frees s (its blocks, namespace, handle); the lock is held. */
+void pkv__seq_release(pkv_cache *c, pkv__seq *s);
+int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
+
+/* ------------------------------------------------ 5: check.c */
+
 bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap);
 void pkv__assert_valid(pkv_cache *c, const char *file, int line);
 

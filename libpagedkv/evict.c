@@ -39,11 +39,11 @@ int pkv__policy_open(pkv_cache *c) {
     return pkv__err(PKV_ENOTSUP, "config: policy ops version %d, this library "
                     "speaks %d..%d", ops->version, PKV_POLICY_VERSION_MIN,
                     PKV_POLICY_VERSION);
-  if (!ops->name || !ops->create || !ops->destroy || !ops->on_insert ||
-      !ops->on_hit || !ops->on_evictable || !ops->on_pinned ||
-      !ops->choose_victim || !ops->on_remove)
-    return pkv__err(PKV_EINVAL, "config: policy '%s' lacks a name or a hook",
-                    ops->name ? ops->name : "?");
+  PKV_CHECK(ops->name && ops->create && ops->destroy && ops->on_insert &&
+                ops->on_hit && ops->on_evictable && ops->on_pinned &&
+                ops->choose_victim && ops->on_remove,
+            "config: policy '%s' lacks a name or a hook",
+            ops->name ? ops->name : "?");
   void *state = NULL;
   int rc = ops->create(&state, c->num_blocks, c->cfg.policy_args);
   if (rc)
@@ -58,41 +58,6 @@ void pkv__policy_close(pkv_cache *c) {
   if (c->policy) c->policy->destroy(c->policy_state);
   c->policy = NULL;
   c->policy_state = NULL;
-}
-
-void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
-  const pkv__block *blk = &c->blk[b];
-  m->now = pkv__now(c);
-  m->key = blk->key;
-  m->parent = blk->parent;
-  m->depth = blk->depth;
-  m->priority = blk->priority;
-  m->priority_until = blk->priority_until;
-  m->parent_block = c->fam[b].parent_block;
-}
-
-/* Drops stale entries (blocks freed since they were pushed lose their
- * ORPHAN_Q flag with all their flags) and duplicates (a block freed and
- * queued again), so the stack never holds more than num_blocks entries. */
-static void orphan_compact(pkv_cache *c) {
-  uint32_t k = 0;
-  for (uint32_t i = 0; i < c->n_orphans; i++) {
-    int32_t b = c->orphans[i];
-    if (!(c->blk[b].flags & PKV_BLK_ORPHAN_Q)) continue;
-    c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN_Q; /* keep the first only */
-    c->orphans[k++] = b;
-  }
-  for (uint32_t i = 0; i < k; i++) c->blk[c->orphans[i]].flags |= PKV_BLK_ORPHAN_Q;
-  c->n_orphans = k;
-}
-
-void pkv__orphan_push(pkv_cache *c, int32_t b) {
-  if (!(c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST)) return;
-  pkv__block *blk = &c->blk[b];
-  if (blk->flags & PKV_BLK_ORPHAN_Q) return;
-  if (c->n_orphans >= c->num_blocks) orphan_compact(c);
-  blk->flags |= PKV_BLK_ORPHAN_Q;
-  c->orphans[c->n_orphans++] = b;
 }
 
 /* An evictable orphan from the candidate stack, or -1. Entries are checked
@@ -123,11 +88,19 @@ int32_t pkv__evict_one(pkv_cache *c) {
     }
   }
   if (pkv__block_is_orphan(c, v)) c->st.orphan_evictions++;
-  if (c->remote) pkv__remote_demote(c, v);
+  if (c->remote) c->remote_ops->demote(c, v);
   pkv__prefix_remove(c, v, true);
   c->st.evictions++;
-  pkv__pool_release_evicted(c, v);
+  pkv__blocks_release_evicted(c, v);
   return v;
+}
+
+/* Takes one block, evicting one if none is free: the pool's free list
+ * (blocks.c) knows nothing of eviction, so every allocation that may evict
+ * comes through here. */
+int32_t pkv__block_take(pkv_cache *c) {
+  if (c->free_head < 0 && pkv__evict_one(c) < 0) return -1;
+  return pkv__blocks_take_free(c);
 }
 
 /* ------------------------------------------------ pins */
@@ -135,7 +108,7 @@ int32_t pkv__evict_one(pkv_cache *c) {
 #define PIN_HANDLE(idx, gen) (((uint64_t)(gen) << 32) | ((uint64_t)(idx) + 1))
 
 int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   int rc = 0;
   if (slot >= cache->n_pins || (cache->pins[slot].gen & 1) ||
       cache->pins[slot].retired || (gen & 1))
@@ -143,8 +116,7 @@ int pkv__test_set_pin_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
                   "gen %u odd", slot, gen);
   else
     cache->pins[slot].gen = gen;
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 void pkv__pins_destroy(pkv_cache *c) {
@@ -156,17 +128,11 @@ void pkv__pins_destroy(pkv_cache *c) {
 
 int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
                    pkv_pin_id *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "pin_create: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "pin_create: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "pin_create");
+  PKV_CHECK(out, "pin_create: out is NULL");
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
   int32_t *blocks = NULL;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   uint32_t n = n_tokens / cache->block_size;
   if (n_tokens > s->n_committed || n == 0) {
     rc = pkv__err(PKV_ERANGE, "seq %u: pin of %u tokens needs 1..%u committed "
@@ -181,14 +147,11 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
       break;
     }
   if (slot == cache->n_pins && cache->n_pins == cache->cap_pins) {
-    uint32_t cap = cache->cap_pins ? cache->cap_pins * 2 : 8;
-    pkv__pin *t = pkv__realloc(cache->pins, cap * sizeof *t);
-    if (!t) {
+    if (!pkv__grow_u32((void **)&cache->pins, &cache->cap_pins,
+                       cache->n_pins + 1ull, sizeof *cache->pins, 8)) {
       rc = pkv__err(PKV_ENOMEM, "pin_create: no memory for the pin table");
       goto out;
     }
-    cache->pins = t;
-    cache->cap_pins = cap;
   }
   blocks = pkv__malloc(n * sizeof *blocks);
   if (!blocks) {
@@ -215,15 +178,12 @@ int pkv_pin_create(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
   p->gen++; /* even -> odd: live */
   *out = PIN_HANDLE(slot, p->gen);
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "pin_release: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "pin_release");
+  PKV_LOCK(cache);
   int rc = 0;
   uint64_t idx1 = pin & 0xffffffffu;
   uint32_t gen = (uint32_t)(pin >> 32);
@@ -247,7 +207,5 @@ int pkv_pin_release(pkv_cache *cache, pkv_pin_id pin) {
    * generation.  Retire the slot so stale handles stay refused forever. */
   if (p->gen == 0) p->retired = true;
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

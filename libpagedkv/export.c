@@ -19,11 +19,10 @@
  * allocation; lookups are O(1). */
 int pkv_block_table(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
                     int32_t *table, uint32_t max_blocks, int32_t *lens) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "block_table: cache is NULL");
-  if (n_seqs > 0 && (!seqs || !table))
-    return pkv__err(PKV_EINVAL, "block_table: seqs or table is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "block_table");
+  PKV_CHECK(n_seqs == 0 || (seqs && table), "block_table: seqs or table is "
+            "NULL");
+  PKV_LOCK(cache);
   int rc = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
@@ -47,17 +46,14 @@ int pkv_block_table(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
     if (lens) lens[i] = (int32_t)s->n_tokens;
   }
 out:
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_slot_mapping(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
                      uint32_t end, int64_t *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "slot_mapping: cache is NULL");
-  if (!out && end > begin)
-    return pkv__err(PKV_EINVAL, "slot_mapping: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "slot_mapping");
+  PKV_CHECK(out || end <= begin, "slot_mapping: out is NULL");
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -77,22 +73,18 @@ int pkv_slot_mapping(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
       t += chunk;
     }
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
                int32_t *indptr, int32_t *indices, uint32_t indices_cap,
                int32_t *last_page_len, uint32_t *n_indices) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "kv_csr: cache is NULL");
-  if (!indptr || !n_indices || (n_seqs > 0 && (!seqs || !last_page_len)))
-    return pkv__err(PKV_EINVAL,
-                    "kv_csr: indptr, n_indices, seqs or last_page_len is NULL");
-  if (!indices && indices_cap > 0)
-    return pkv__err(PKV_EINVAL, "kv_csr: indices is NULL with cap %u",
-                    indices_cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "kv_csr");
+  PKV_CHECK(indptr && n_indices && (n_seqs == 0 || (seqs && last_page_len)),
+            "kv_csr: indptr, n_indices, seqs or last_page_len is NULL");
+  PKV_CHECK(indices || indices_cap == 0, "kv_csr: indices is NULL with cap %u",
+            indices_cap);
+  PKV_LOCK(cache);
   int rc = 0;
   uint64_t total = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
@@ -127,6 +119,5 @@ int pkv_kv_csr(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
   }
   *n_indices = (uint32_t)total;
 out:
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }

@@ -39,25 +39,20 @@ int pkv_groups_create(pkv_cache *cache, const pkv_group_spec *specs,
                       uint32_t n_groups, uint32_t max_tokens,
                       pkv_groups **out) {
   pkv__err_clear();
-  if (!out) return pkv__err(PKV_EINVAL, "groups_create: out is NULL");
+  PKV_CHECK(out, "groups_create: out is NULL");
   *out = NULL;
-  if (!cache || !specs)
-    return pkv__err(PKV_EINVAL, "groups_create: cache or specs is NULL");
-  if (n_groups == 0 || n_groups > PKV_GROUPS_MAX)
-    return pkv__err(PKV_EINVAL, "groups_create: %u groups (1..%d)", n_groups,
-                    PKV_GROUPS_MAX);
-  if (max_tokens == 0)
-    return pkv__err(PKV_EINVAL, "groups_create: max_tokens is 0");
+  PKV_CHECK(cache && specs, "groups_create: cache or specs is NULL");
+  PKV_CHECK(n_groups >= 1 && n_groups <= PKV_GROUPS_MAX, "groups_create: %u "
+            "groups (1..%d)", n_groups, PKV_GROUPS_MAX);
+  PKV_CHECK(max_tokens > 0, "groups_create: max_tokens is 0");
   for (uint32_t g = 0; g < n_groups; g++) {
     const pkv_group_spec *sp = &specs[g];
-    if (sp->kind == PKV_ATTN_FULL && sp->window != 0)
-      return pkv__err(PKV_EINVAL, "groups_create: group %u: full attention "
-                      "with window %u", g, sp->window);
-    if (sp->kind != PKV_ATTN_FULL && sp->kind != PKV_ATTN_SLIDING)
-      return pkv__err(PKV_EINVAL, "groups_create: group %u: unknown kind %d",
-                      g, (int)sp->kind);
-    if (sp->kind == PKV_ATTN_SLIDING && sp->window == 0)
-      return pkv__err(PKV_EINVAL, "groups_create: group %u: window 0", g);
+    PKV_CHECK(sp->kind != PKV_ATTN_FULL || sp->window == 0, "groups_create: "
+            "group %u: full attention with window %u", g, sp->window);
+    PKV_CHECK(sp->kind == PKV_ATTN_FULL || sp->kind == PKV_ATTN_SLIDING,
+            "groups_create: group %u: unknown kind %d", g, (int)sp->kind);
+    PKV_CHECK(sp->kind != PKV_ATTN_SLIDING || sp->window > 0, "groups_create: "
+            "group %u: window 0", g);
     if (sp->window > max_tokens)
       return pkv__err(PKV_ERANGE, "groups_create: group %u: window %u larger "
                       "than the context (max_tokens %u)", g, sp->window,
@@ -89,29 +84,25 @@ static uint8_t *group_ns(const void *ns, size_t len, uint32_t g, size_t *out_len
 
 int pkv_groups_seq_free(pkv_groups *groups, const pkv_seq_id *ids) {
   pkv__err_clear();
-  if (!groups || !ids) return pkv__err(PKV_EINVAL, "groups_seq_free: NULL argument");
+  PKV_CHECK(groups && ids, "groups_seq_free: NULL argument");
   pkv_cache *c = groups->cache;
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   int rc = 0;
   for (uint32_t g = 0; g < groups->n_groups && !rc; g++)
     if (!pkv__seq_lookup(c, ids[g])) rc = PKV_ENOSEQ;
   for (uint32_t g = 0; g < groups->n_groups && !rc; g++)
     pkv__seq_release(c, pkv__seq_lookup(c, ids[g]));
-  PKV_ASSERT_VALID(c);
-  pkv__unlock(c);
-  return rc;
+  return pkv__leave(c, rc);
 }
 
 int pkv_groups_seq_create(pkv_groups *groups, const pkv_seq_opts *opts,
                           pkv_seq_id *ids) {
   pkv__err_clear();
-  if (!groups || !ids)
-    return pkv__err(PKV_EINVAL, "groups_seq_create: NULL argument");
+  PKV_CHECK(groups && ids, "groups_seq_create: NULL argument");
   pkv_seq_opts o = {0};
   if (opts) o = *opts;
-  if (o.ns_len > 0 && !o.ns)
-    return pkv__err(PKV_EINVAL, "groups_seq_create: ns is NULL with ns_len %zu",
-                    o.ns_len);
+  PKV_CHECK(o.ns || o.ns_len == 0, "groups_seq_create: ns is NULL with ns_len "
+            "%zu", o.ns_len);
   for (uint32_t g = 0; g < groups->n_groups; g++) {
     pkv_seq_opts og = o;
     uint8_t *ns = group_ns(o.ns, o.ns_len, g, &og.ns_len);
@@ -141,11 +132,11 @@ int pkv_groups_append(pkv_groups *groups, const pkv_seq_id *ids,
                       const int32_t *tokens, uint32_t n_tokens,
                       int64_t *slots) {
   pkv__err_clear();
-  if (!groups || !ids || !tokens || n_tokens == 0)
-    return pkv__err(PKV_EINVAL, "groups_append: NULL argument or 0 tokens");
+  PKV_CHECK(groups && ids && tokens && n_tokens > 0, "groups_append: NULL "
+            "argument or 0 tokens");
   pkv_cache *c = groups->cache;
   const uint32_t bs = c->block_size;
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   pkv__seq *s[PKV_GROUPS_MAX];
   int rc = lookup_all(groups, ids, s);
   uint64_t need = 0;
@@ -160,10 +151,10 @@ int pkv_groups_append(pkv_groups *groups, const pkv_seq_id *ids,
     uint64_t room = (uint64_t)s[g]->n_blocks * bs - s[g]->n_tokens;
     need += (n_tokens > room ? (n_tokens - room + bs - 1) / bs : 0) + (room > 0);
   }
-  if (!rc && need > pkv__pool_available(c))
+  if (!rc && need > pkv__blocks_available(c))
     rc = pkv__err(PKV_ENOMEM, "groups_append: %u tokens in %u groups may need "
                   "%llu blocks, %u available", n_tokens, groups->n_groups,
-                  (unsigned long long)need, pkv__pool_available(c));
+                  (unsigned long long)need, pkv__blocks_available(c));
   uint32_t len0[PKV_GROUPS_MAX];
   for (uint32_t g = 0; g < groups->n_groups && !rc; g++) len0[g] = s[g]->n_tokens;
   pkv__unlock(c);
@@ -207,10 +198,10 @@ static void drop_front(pkv_cache *c, pkv__seq *s, uint32_t k) {
 int pkv_groups_commit(pkv_groups *groups, const pkv_seq_id *ids,
                       uint32_t n_tokens) {
   pkv__err_clear();
-  if (!groups || !ids) return pkv__err(PKV_EINVAL, "groups_commit: NULL argument");
+  PKV_CHECK(groups && ids, "groups_commit: NULL argument");
   pkv_cache *c = groups->cache;
   const uint32_t bs = c->block_size;
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   pkv__seq *s[PKV_GROUPS_MAX];
   int rc = lookup_all(groups, ids, s);
   uint32_t rel[PKV_GROUPS_MAX];
@@ -228,7 +219,7 @@ int pkv_groups_commit(pkv_groups *groups, const pkv_seq_id *ids,
   if (rc) return rc;
   for (uint32_t g = 0; g < groups->n_groups; g++)
     if ((rc = pkv_seq_commit(c, ids[g], rel[g])) != 0) return rc; /* cannot */
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   rc = lookup_all(groups, ids, s);
   for (uint32_t g = 0; g < groups->n_groups && !rc; g++) {
     uint32_t w = groups->spec[g].window;
@@ -236,25 +227,21 @@ int pkv_groups_commit(pkv_groups *groups, const pkv_seq_id *ids,
     uint32_t keep_from = (n_tokens + 1 - w) / bs; /* first block a query reads */
     if (keep_from > s[g]->n_dropped) drop_front(c, s[g], keep_from - s[g]->n_dropped);
   }
-  PKV_ASSERT_VALID(c);
-  pkv__unlock(c);
-  return rc;
+  return pkv__leave(c, rc);
 }
 
 int pkv_groups_first_pos(pkv_groups *groups, const pkv_seq_id *ids,
                          uint32_t group, uint32_t *first_pos) {
   pkv__err_clear();
-  if (!groups || !ids || !first_pos)
-    return pkv__err(PKV_EINVAL, "groups_first_pos: NULL argument");
+  PKV_CHECK(groups && ids && first_pos, "groups_first_pos: NULL argument");
   if (group >= groups->n_groups)
     return pkv__err(PKV_ERANGE, "groups_first_pos: group %u of %u", group,
                     groups->n_groups);
   pkv_cache *c = groups->cache;
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   pkv__seq *s = pkv__seq_lookup(c, ids[group]);
   if (s) *first_pos = s->n_dropped * c->block_size;
-  pkv__unlock(c);
-  return s ? 0 : PKV_ENOSEQ;
+  return pkv__leave_ro(c, s ? 0 : PKV_ENOSEQ);
 }
 
 /* ------------------------------------------------ matching */
@@ -299,14 +286,14 @@ int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
                      const int32_t *tokens, uint32_t n_tokens,
                      uint32_t max_tokens, uint32_t *matched) {
   pkv__err_clear();
-  if (!groups || !ids || !matched || (!tokens && n_tokens > 0))
-    return pkv__err(PKV_EINVAL, "groups_match: NULL argument");
+  PKV_CHECK(groups && ids && matched && (tokens || n_tokens == 0),
+            "groups_match: NULL argument");
   pkv_cache *c = groups->cache;
   const uint32_t bs = c->block_size, ng = groups->n_groups;
   uint32_t limit = n_tokens;
   if (max_tokens && max_tokens < limit) limit = max_tokens;
   uint32_t want = limit / bs;
-  if (pkv__lock(c)) return PKV_EBUSY;
+  PKV_LOCK(c);
   pkv__seq *s[PKV_GROUPS_MAX];
   int32_t *found = NULL;
   pkv_hash128 *keys = NULL;
@@ -375,7 +362,5 @@ int pkv_groups_match(pkv_groups *groups, const pkv_seq_id *ids,
 out:
   pkv__free(found);
   pkv__free(keys);
-  PKV_ASSERT_VALID(c);
-  pkv__unlock(c);
-  return rc;
+  return pkv__leave(c, rc);
 }

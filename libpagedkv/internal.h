@@ -7,7 +7,9 @@
 #ifndef PKV_INTERNAL_H
 #define PKV_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pagedkv/pagedkv.h"
 #include "pagedkv/policy.h"
@@ -41,11 +43,41 @@ int pkv__err(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pkv__err_clear(void);
 
+/* The first steps of every public call (core.h, "entry", shows a whole
+ * call): PKV_ENTER clears the last error and refuses a NULL handle with
+ * PKV_EINVAL "name: cache is NULL"; PKV_CHECK(cond, fmt, ...) refuses the
+ * call with PKV_EINVAL and the message unless cond holds.  Both return from
+ * the calling function, before anything is locked or changed. */
+#define PKV_ENTER(cache, name)                                        \
+  do {                                                                \
+    pkv__err_clear();                                                 \
+    if (!(cache)) return pkv__err(PKV_EINVAL, name ": cache is NULL"); \
+  } while (0)
+#define PKV_CHECK(cond, ...) \
+  do {                                                          \
+    if (!(cond)) return pkv__err(PKV_EINVAL, __VA_ARGS__);      \
+  } while (0)
+
 /* Allocator shim: everything in the library allocates through these. */
 void *pkv__malloc(size_t size);
 void *pkv__calloc(size_t n, size_t size);
 void *pkv__realloc(void *p, size_t size);
 void pkv__free(void *p);
+/* The one growable-array helper: makes *arr (*cap elements of elem bytes)
+ * hold at least need elements, doubling from `first` (or from *cap).
+ * false, with *arr and *cap unchanged, when the size overflows or memory is
+ * short (the caller names what failed).  pkv__grow_u32 is the same for the
+ * manager's uint32_t capacities (false above UINT32_MAX elements). */
+bool pkv__grow(void **arr, size_t *cap, size_t need, size_t elem,
+               size_t first);
+static inline bool pkv__grow_u32(void **arr, uint32_t *cap, uint64_t need,
+                                 size_t elem, uint32_t first) {
+  size_t c = *cap;
+  if (need > UINT32_MAX || !pkv__grow(arr, &c, (size_t)need, elem, first))
+    return false;
+  *cap = c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
+  return true;
+}
 /* Large 64-byte-aligned arena allocation (KV storage; engine scratch),
  * zeroed, huge-page advised; from the private jemalloc arena when the
  * process has jemalloc, else from mmap (alloc.c says which, when). */
@@ -56,6 +88,9 @@ void pkv__arena_free(void *p, size_t size);
 void pkv__alloc_stats(char *name, size_t name_cap, uint64_t *bytes);
 
 /* ------------------------------------------------ caller-filled structs */
+
+/* The policy of a config that names none (pkv_config_init, cache.c). */
+#define PKV__DEFAULT_POLICY "lru"
 
 /* How a versioned struct with `uint32_t version; uint64_t reserved[]` is read
  * (abi.c has the rules). */

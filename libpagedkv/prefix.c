@@ -1,17 +1,18 @@
 /*
- * prefix.c — the prefix index: block keys, registration on commit,
- * deduplication, verified matching, namespaces, reset and events.
+ * prefix.c — the prefix index (floor 2, core.h): block keys, registration
+ * on commit, deduplication, the verified walk (probe; seq.c matches with
+ * it), reset and events.  Namespaces are interned in ns.c.
  *
  * Key of a full block (documented, stable across processes and machines):
  *
- *   key(block i) = XXH3_128bits_withSeed(bytes, len, PKV_KEY_SEED) over
+ *   key(block i) = XXH3_128bits_withSeed(bytes, len, PKV__KEY_SEED) over
  *       parent.lo, parent.hi        (u64 LE; zero for block 0)
  *       extra.lo,  extra.hi         (u64 LE; the namespace digest below)
  *       tokens[0 .. block_size)     (i32 LE)
  *   extra = XXH3_128bits_withSeed over the typed encoding
  *       0x01 'N' u64-LE ns_len  ns bytes
  *       0x02 'A' u64-LE 8       adapter_id (u64 LE)
- *   PKV_KEY_SEED = 0x706b76206b657931 ("pkv key1")
+ *   PKV__KEY_SEED = 0x706b76206b657931 ("pkv key1"; core.h)
  *
  * Every element is tagged with its type and length, so no two different
  * (namespace, adapter) pairs encode to the same bytes, and the parent key
@@ -47,166 +48,11 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define PKV_KEY_SEED 0x706b76206b657931ull
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* ------------------------------------------------ namespaces */
-
-static pkv_hash128 ns_digest(const void *ns, size_t len, uint64_t adapter,
-                             uint8_t *buf_or_null) {
-  size_t n = 10 + len + 10 + 8;
-  uint8_t small[256];
-  uint8_t *buf = buf_or_null ? buf_or_null : small;
-  buf[0] = 0x01;
-  buf[1] = 'N';
-  put_u64(buf + 2, len);
-  if (len) memcpy(buf + 10, ns, len);
-  uint8_t *a = buf + 10 + len;
-  a[0] = 0x02;
-  a[1] = 'A';
-  put_u64(a + 2, 8);
-  put_u64(a + 10, adapter);
-  XXH128_hash_t h = XXH3_128bits_withSeed(buf, n, PKV_KEY_SEED);
-  return (pkv_hash128){h.low64, h.high64};
-}
-
-/* Namespaces are interned in a table chained by digest (ns_heads), with
- * a free list of released slots, so creating a sequence costs one hash and
- * a short chain walk however many tenants a server has. */
-#define NS_NONE UINT32_MAX
-
-static uint32_t ns_bucket(const pkv_cache *c, pkv_hash128 d) {
-  return (uint32_t)d.lo & c->ns_mask;
-}
-
-/* Rebuilds the buckets for at least `want` entries. */
-static int ns_rehash(pkv_cache *c, uint32_t want) {
-  uint32_t n = 16;
-  while (n < 2 * want) n *= 2;
-  uint32_t *heads = pkv__malloc(n * sizeof *heads);
-  if (!heads) return pkv__err(PKV_ENOMEM, "no memory for the namespace index");
-  for (uint32_t i = 0; i < n; i++) heads[i] = NS_NONE;
-  pkv__free(c->ns_heads);
-  c->ns_heads = heads;
-  c->ns_mask = n - 1;
-  for (uint32_t i = 0; i < c->n_ns; i++) {
-    if (c->ns[i].refs == 0) continue;
-    uint32_t h = ns_bucket(c, c->ns[i].digest);
-    c->ns[i].next = heads[h];
-    heads[h] = i;
-  }
-  return 0;
-}
-
-/* The digest of (ns, adapter) in *d and its live entry, or NS_NONE; -1
- * (error set) when hashing needed memory that was not there. */
-static int ns_lookup(pkv_cache *c, const void *ns, size_t len,
-                     uint64_t adapter_id, pkv_hash128 *d, uint32_t *found) {
-  if (len > SIZE_MAX / 2) return pkv__err(PKV_EINVAL, "namespace too long");
-  uint8_t *scratch = NULL;
-  if (len > 256 - 28) {
-    scratch = pkv__malloc(len + 28);
-    if (!scratch) return pkv__err(PKV_ENOMEM, "no memory to hash a namespace");
-  }
-  *d = ns_digest(ns, len, adapter_id, scratch);
-  pkv__free(scratch);
-  *found = NS_NONE;
-  if (!c->ns_heads) return 0;
-  for (uint32_t i = c->ns_heads[ns_bucket(c, *d)]; i != NS_NONE; i = c->ns[i].next) {
-    pkv__ns *e = &c->ns[i];
-    if (e->digest.lo == d->lo && e->digest.hi == d->hi && e->len == len &&
-        e->adapter_id == adapter_id && (len == 0 || memcmp(e->bytes, ns, len) == 0)) {
-      *found = i;
-      break;
-    }
-  }
-  return 0;
-}
-
-bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
-                  uint64_t adapter_id, uint32_t *out, int *rc) {
-  pkv_hash128 d;
-  *rc = ns_lookup(c, ns, len, adapter_id, &d, out);
-  return *rc == 0 && *out != NS_NONE;
-}
-
-int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
-                   uint64_t adapter_id, uint32_t *out) {
-  pkv_hash128 d;
-  uint32_t found;
-  int rc = ns_lookup(c, ns, len, adapter_id, &d, &found);
-  if (rc) return rc;
-  if (found != NS_NONE) {
-    c->ns[found].refs++;
-    *out = found;
-    return 0;
-  }
-  uint8_t *copy = NULL;
-  if (len) {
-    copy = pkv__malloc(len);
-    if (!copy) return pkv__err(PKV_ENOMEM, "no memory for a namespace");
-    memcpy(copy, ns, len);
-  }
-  uint32_t id = c->ns_free;
-  if (id == NS_NONE) {
-    if (c->n_ns == c->cap_ns) {
-      uint32_t cap = c->cap_ns ? c->cap_ns * 2 : 8;
-      pkv__ns *t = pkv__realloc(c->ns, cap * sizeof *t);
-      if (!t) {
-        pkv__free(copy);
-        return pkv__err(PKV_ENOMEM, "no memory for the namespace table");
-      }
-      c->ns = t;
-      c->cap_ns = cap;
-    }
-    if (!c->ns_heads || c->n_ns + 1 > (c->ns_mask + 1) / 2) {
-      rc = ns_rehash(c, c->n_ns + 1);
-      if (rc) {
-        pkv__free(copy);
-        return rc;
-      }
-    }
-    id = c->n_ns++;
-  } else {
-    c->ns_free = c->ns[id].next;
-  }
-  pkv__ns *e = &c->ns[id];
-  e->bytes = copy;
-  e->len = len;
-  e->adapter_id = adapter_id;
-  e->digest = d;
-  e->refs = 1;
-  uint32_t h = ns_bucket(c, d);
-  e->next = c->ns_heads[h];
-  c->ns_heads[h] = id;
-  *out = id;
-  return 0;
-}
-
-void pkv__ns_unref(pkv_cache *c, uint32_t id) {
-  pkv__ns *e = &c->ns[id];
-  PKV_ASSERT(e->refs > 0);
-  if (--e->refs != 0) return;
-  uint32_t *pp = &c->ns_heads[ns_bucket(c, e->digest)];
-  while (*pp != id) pp = &c->ns[*pp].next;
-  *pp = e->next;
-  pkv__free(e->bytes);
-  e->bytes = NULL;
-  e->len = 0;
-  e->next = c->ns_free;
-  c->ns_free = id;
-}
-
 /* ------------------------------------------------ init */
 
 int pkv__prefix_init(pkv_cache *c) {
   c->key_mask_lo = ~0ull;
-  c->ns_free = NS_NONE;
-  uint32_t id;
-  int rc = pkv__ns_intern(c, NULL, 0, 0, &id); /* ns 0: default, permanent */
+  int rc = pkv__ns_init(c);
   if (rc) return rc;
   uint32_t buckets = 16;
   while (buckets < c->num_blocks && buckets < (1u << 31)) buckets *= 2;
@@ -220,9 +66,7 @@ int pkv__prefix_init(pkv_cache *c) {
 }
 
 void pkv__prefix_destroy(pkv_cache *c) {
-  for (uint32_t i = 0; i < c->n_ns; i++) pkv__free(c->ns[i].bytes);
-  pkv__free(c->ns);
-  pkv__free(c->ns_heads);
+  pkv__ns_destroy(c);
   pkv__free(c->heads);
   pkv__free(c->hash_buf);
 }
@@ -249,10 +93,10 @@ pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
   uint8_t *buf = c->hash_buf;
   size_t n = c->block_size;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  put_u64(buf, parent->lo);
-  put_u64(buf + 8, parent->hi);
-  put_u64(buf + 16, c->ns[ns_id].digest.lo);
-  put_u64(buf + 24, c->ns[ns_id].digest.hi);
+  pkv__put_u64(buf, parent->lo);
+  pkv__put_u64(buf + 8, parent->hi);
+  pkv__put_u64(buf + 16, c->ns[ns_id].digest.lo);
+  pkv__put_u64(buf + 24, c->ns[ns_id].digest.hi);
   for (size_t i = 0; i < n; i++) {
     uint32_t t = (uint32_t)tokens[i];
     buf[32 + 4 * i] = (uint8_t)t;
@@ -273,7 +117,7 @@ pkv_hash128 pkv__block_key(pkv_cache *c, const pkv_hash128 *parent,
   memcpy(buf + 16, &c->ns[ns_id].digest, 16);
   memcpy(buf + 32, tokens, n * 4);
 #endif
-  XXH128_hash_t h = XXH3_128bits_withSeed(buf, 32 + n * 4, PKV_KEY_SEED);
+  XXH128_hash_t h = XXH3_128bits_withSeed(buf, 32 + n * 4, PKV__KEY_SEED);
   return (pkv_hash128){h.low64, h.high64};
 }
 
@@ -346,16 +190,6 @@ static int32_t child_with_tokens(pkv_cache *c, int32_t parent_block,
 }
 
 /* ------------------------------------------------ events */
-
-_Thread_local const pkv_cache *pkv__tls_emitting
-    __attribute__((tls_model("initial-exec")));
-
-int pkv__lock_busy(const pkv_cache *c) {
-  (void)c;
-  return pkv__err(PKV_EBUSY, "call into a cache from inside its own event "
-                  "callback (the cache is locked: queue the work, or pull "
-                  "events with pkv_events_drain)");
-}
 
 /* Appends ev to the pull queue, or counts it lost (see pkv_events_drain:
  * once the queue has filled, everything is dropped until it is empty). */
@@ -516,14 +350,6 @@ void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
   c->fam[b].first_child = -1;
 }
 
-void pkv__block_unhash(pkv_cache *c, int32_t b) {
-  pkv__block *blk = &c->blk[b];
-  PKV_ASSERT(!PKV_BLOCK_IS_CACHED(c, b));
-  PKV_ASSERT(blk->flags & PKV_BLK_HASHED);
-  pkv__ns_unref(c, blk->ns_id);
-  blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
-}
-
 /* The policy hears that a prefix lookup (a match, or an append_ex attach
  * of a probed hit) reused cached block b: on_hit. */
 void pkv__prefix_hit(pkv_cache *c, int32_t b) {
@@ -534,15 +360,11 @@ void pkv__prefix_hit(pkv_cache *c, int32_t b) {
   }
 }
 
-/* A table takes a reference on cached block b found by a lookup: a prefix
- * match (on_hit), or a commit that dedups into it (on_dedup, if the policy
- * has one: a dedup is not a hit, see policy.h). */
-static void reuse_cached(pkv_cache *c, int32_t b, bool match) {
+/* A commit that dedups into cached block b takes a reference on it and
+ * tells the policy (on_dedup, if it has one: a dedup is not a hit, see
+ * policy.h).  A prefix match is a hit instead (pkv__prefix_hit). */
+static void reuse_cached(pkv_cache *c, int32_t b) {
   pkv__block_ref(c, b);
-  if (match) {
-    pkv__prefix_hit(c, b);
-    return;
-  }
   void (*hook)(void *, int32_t, const pkv_block_meta *) =
       c->policy ? PKV__POLICY_HOOK_V2(c->policy, on_dedup) : NULL;
   if (hook) {
@@ -591,7 +413,7 @@ void pkv__prefix_commit_ex(pkv_cache *c, pkv__seq *s, bool dedup,
         /* Same prefix, same tokens already cached: use that copy.  Our
          * table reference on b becomes a deferred one unless released now
          * (the device may still read b through the old table). */
-        reuse_cached(c, hit, false);
+        reuse_cached(c, hit);
         s->blocks[i] = hit;
         if (release_now) {
           pkv__block_unref(c, b);
@@ -668,18 +490,14 @@ int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
                      const int32_t *tokens, uint32_t n_tokens,
                      uint32_t max_tokens, int32_t *blocks, uint32_t blocks_cap,
                      uint32_t *hit_tokens) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "prefix_probe: cache is NULL");
-  if (!hit_tokens) return pkv__err(PKV_EINVAL, "prefix_probe: hit_tokens is NULL");
-  if (!tokens && n_tokens > 0)
-    return pkv__err(PKV_EINVAL, "prefix_probe: tokens is NULL");
-  if (!blocks && blocks_cap > 0)
-    return pkv__err(PKV_EINVAL, "prefix_probe: blocks is NULL with cap %u",
-                    blocks_cap);
-  if (opts && opts->ns_len > 0 && !opts->ns)
-    return pkv__err(PKV_EINVAL, "prefix_probe: ns is NULL with ns_len %zu",
-                    opts->ns_len);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "prefix_probe");
+  PKV_CHECK(hit_tokens, "prefix_probe: hit_tokens is NULL");
+  PKV_CHECK(tokens || n_tokens == 0, "prefix_probe: tokens is NULL");
+  PKV_CHECK(blocks || blocks_cap == 0, "prefix_probe: blocks is NULL with cap "
+            "%u", blocks_cap);
+  PKV_CHECK(!opts || opts->ns || opts->ns_len == 0, "prefix_probe: ns is NULL "
+            "with ns_len %zu", opts->ns_len);
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t bs = cache->block_size;
   uint32_t limit = n_tokens;
@@ -697,78 +515,20 @@ int pkv_prefix_probe(pkv_cache *cache, const pkv_seq_opts *opts,
     cache->st.prefix_probes++;
     *hit_tokens = k * bs;
   }
-  pkv__unlock(cache);
-  return rc;
-}
-
-int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
-                         const int32_t *tokens, uint32_t n_tokens,
-                         uint32_t max_tokens, uint32_t *matched) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "match_prefix: cache is NULL");
-  if (!matched) return pkv__err(PKV_EINVAL, "match_prefix: matched is NULL");
-  if (!tokens && n_tokens > 0)
-    return pkv__err(PKV_EINVAL, "match_prefix: tokens is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
-  int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
-  if (s->n_tokens != 0) {
-    rc = pkv__err(PKV_ESTATE, "seq %u: match_prefix on a sequence of %u tokens "
-                  "(must be empty)", s->index, s->n_tokens);
-    goto out;
-  }
-  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
-    *matched = 0;
-    goto out;
-  }
-  uint32_t bs = cache->block_size;
-  uint32_t limit = n_tokens;
-  if (max_tokens && max_tokens < limit) limit = max_tokens;
-  uint32_t want = limit / bs;
-  if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
-  cache->st.prefix_queries++;
-  cache->st.prefix_query_tokens += n_tokens;
-  if (want == 0) {
-    *matched = 0;
-    goto out;
-  }
-  uint64_t collided = 0;
-  uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
-                                &collided);
-  for (uint32_t i = 0; i < k; i++) reuse_cached(cache, s->blocks[i], true);
-  cache->st.prefix_collisions += collided;
-  s->n_blocks = s->n_hashed = k;
-  s->tail_writable = false;
-  s->n_tokens = s->n_known = s->n_committed = k * bs;
-  cache->sum_tokens += (uint64_t)k * bs;
-  cache->sum_blocks += k;
-  if (cache->remote && k < want) k += pkv__remote_fetch(cache, s, tokens, want);
-  cache->st.prefix_hit_tokens += (uint64_t)k * bs;
-  *matched = k * bs;
-out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 /* ------------------------------------------------ reset */
 
 int pkv_prefix_reset(pkv_cache *cache) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "prefix_reset: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "prefix_reset");
+  PKV_LOCK(cache);
   bool some_stay = cache->n_evictable < cache->n_cached;
   for (uint32_t b = 0; b < cache->num_blocks; b++) {
     if (!PKV_BLOCK_IS_EVICTABLE(cache, (int32_t)b)) continue;
     pkv__prefix_remove(cache, (int32_t)b, some_stay);
-    pkv__pool_release_evicted(cache, (int32_t)b);
+    pkv__blocks_release_evicted(cache, (int32_t)b);
   }
   if (!some_stay) pkv__emit(cache, PKV_EVENT_CLEARED, -1);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }

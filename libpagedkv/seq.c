@@ -38,13 +38,6 @@
 
 #define PKV_DEFAULT_PRIORITY 35
 
-pkv__seq *pkv__seq_lookup_fail(pkv_cache *c, pkv_seq_id id) {
-  (void)c;
-  pkv__err(PKV_ENOSEQ, "seq %#llx: unknown, freed or stale handle",
-           (unsigned long long)id);
-  return NULL;
-}
-
 /* Makes sure a free handle slot exists. */
 static int seq_slots_reserve(pkv_cache *c) {
   if (c->n_seq_free > 0) return 0;
@@ -74,15 +67,10 @@ oom:
 
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks) {
   if (n_blocks <= s->cap_blocks) return 0;
-  uint64_t cap = s->cap_blocks ? s->cap_blocks : 4;
-  while (cap < n_blocks) cap *= 2;
-  if (cap > UINT32_MAX) cap = UINT32_MAX;
-  int32_t *b = pkv__realloc(s->blocks, (size_t)cap * sizeof *b);
-  if (!b)
+  if (!pkv__grow_u32((void **)&s->blocks, &s->cap_blocks, n_blocks,
+                     sizeof *s->blocks, 4))
     return pkv__err(PKV_ENOMEM, "no memory for a %llu-block page table",
-                    (unsigned long long)cap);
-  s->blocks = b;
-  s->cap_blocks = (uint32_t)cap;
+                    (unsigned long long)n_blocks);
   return 0;
 }
 
@@ -132,21 +120,18 @@ static void seq_destroy(pkv_cache *c, pkv__seq *s) {
 
 int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
                    pkv_seq_id *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_create: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "seq_create: out is NULL");
+  PKV_ENTER(cache, "seq_create");
+  PKV_CHECK(out, "seq_create: out is NULL");
   pkv_seq_opts o;
   pkv_seq_opts_init(&o);
   if (opts) {
     int abi_rc = pkv__seq_opts_in(&o, opts);
     if (abi_rc) return abi_rc;
   }
-  if (o.ns_len > 0 && o.ns == NULL)
-    return pkv__err(PKV_EINVAL, "seq_create: ns is NULL with ns_len %zu",
-                    o.ns_len);
-  if (o.priority > 100)
-    return pkv__err(PKV_EINVAL, "seq_create: priority %u > 100", o.priority);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(o.ns || o.ns_len == 0, "seq_create: ns is NULL with ns_len %zu",
+            o.ns_len);
+  PKV_CHECK(o.priority <= 100, "seq_create: priority %u > 100", o.priority);
+  PKV_LOCK(cache);
   uint32_t ns_id;
   int rc = pkv__ns_intern(cache, o.ns, o.ns_len, o.adapter_id, &ns_id);
   if (rc == 0) {
@@ -159,9 +144,7 @@ int pkv_seq_create(pkv_cache *cache, const pkv_seq_opts *opts,
       *out = seq_handle(cache, s);
     }
   }
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 /* Releases s's blocks and namespace and retires its handle. */
@@ -176,18 +159,10 @@ void pkv__seq_release(pkv_cache *c, pkv__seq *s) {
 }
 
 int pkv_seq_free(pkv_cache *cache, pkv_seq_id seq) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_free: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    pkv__unlock(cache);
-    return PKV_ENOSEQ;
-  }
+  PKV_ENTER(cache, "seq_free");
+  PKV_LOCK_SEQ(cache, seq, s);
   pkv__seq_release(cache, s);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }
 
 /* Writes ids (tokens, or -1 for lookahead slots when tokens is NULL) into
@@ -252,13 +227,13 @@ static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   uint32_t hits_evictable = 0;
   for (uint32_t i = 0; i < n_hits; i++) hits_evictable += c->refcount[hits[i]] == 0;
   uint64_t want = n_fresh + (cow ? 1 : 0);
-  if (want > pkv__pool_available(c) - hits_evictable)
+  if (want > pkv__blocks_available(c) - hits_evictable)
     return pkv__err(PKV_ENOMEM,
                     "seq %u: append of %u tokens + %u lookahead needs %llu "
                     "blocks, %u available (%u free + %u evictable, %u of "
                     "them the hit)",
                     s->index, n_new, n_lookahead, (unsigned long long)want,
-                    pkv__pool_available(c) - hits_evictable, c->n_free,
+                    pkv__blocks_available(c) - hits_evictable, c->n_free,
                     c->n_evictable, hits_evictable);
   int rc = pkv__seq_table_reserve(s, nblk0 + n_fresh);
   if (rc == 0 && cow) rc = pkv__copies_reserve(c, 1);
@@ -272,9 +247,9 @@ static int seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   }
   int32_t copy_to = -1;
   uint32_t taken = 0;
-  if (cow && (copy_to = pkv__pool_take(c)) < 0) goto undo;
+  if (cow && (copy_to = pkv__block_take(c)) < 0) goto undo;
   for (; taken < n_fresh; taken++) {
-    int32_t b = pkv__pool_take(c);
+    int32_t b = pkv__block_take(c);
     if (b < 0) goto undo;
     s->blocks[nblk0 + taken] = b;
   }
@@ -350,18 +325,11 @@ undo:
 
 int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
                    uint32_t n_tokens, int64_t *slots) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_append: cache is NULL");
-  if (!tokens) return pkv__err(PKV_EINVAL, "seq_append: tokens is NULL");
-  if (n_tokens == 0)
-    return pkv__err(PKV_EINVAL, "seq_append: n_tokens is 0");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_append");
+  PKV_CHECK(tokens, "seq_append: tokens is NULL");
+  PKV_CHECK(n_tokens > 0, "seq_append: n_tokens is 0");
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if ((uint64_t)s->n_tokens + n_tokens > INT32_MAX) {
     rc = pkv__err(PKV_ERANGE, "seq %u: length %u + %u exceeds %d", s->index,
                   s->n_tokens, n_tokens, INT32_MAX);
@@ -393,41 +361,29 @@ int pkv_seq_append(pkv_cache *cache, pkv_seq_id seq, const int32_t *tokens,
   cache->st.appends++;
   cache->st.appended_tokens += n_tokens;
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
                       const pkv_append *req_in, pkv_delta *delta) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_append_ex: cache is NULL");
-  if (!req_in) return pkv__err(PKV_EINVAL, "seq_append_ex: req is NULL");
+  PKV_ENTER(cache, "seq_append_ex");
+  PKV_CHECK(req_in, "seq_append_ex: req is NULL");
   pkv_append req_res;
   int abi_rc = pkv__append_in(&req_res, req_in);
   if (abi_rc) return abi_rc;
   const pkv_append *req = &req_res; /* in this version's layout */
-  if (!req->tokens && req->n_tokens > 0)
-    return pkv__err(PKV_EINVAL, "seq_append_ex: tokens is NULL with "
-                    "n_tokens %u", req->n_tokens);
-  if (!req->hit_blocks && req->n_hit_blocks > 0)
-    return pkv__err(PKV_EINVAL, "seq_append_ex: hit_blocks is NULL with "
-                    "n_hit_blocks %u", req->n_hit_blocks);
-  if (!req->new_blocks && req->new_cap > 0)
-    return pkv__err(PKV_EINVAL, "seq_append_ex: new_blocks is NULL with "
-                    "new_cap %u", req->new_cap);
+  PKV_CHECK(req->tokens || req->n_tokens == 0, "seq_append_ex: tokens is NULL "
+            "with n_tokens %u", req->n_tokens);
+  PKV_CHECK(req->hit_blocks || req->n_hit_blocks == 0, "seq_append_ex: "
+            "hit_blocks is NULL with n_hit_blocks %u", req->n_hit_blocks);
+  PKV_CHECK(req->new_blocks || req->new_cap == 0, "seq_append_ex: new_blocks "
+            "is NULL with new_cap %u", req->new_cap);
   uint64_t hit_tokens = (uint64_t)req->n_hit_blocks * cache->block_size;
-  if (hit_tokens > req->n_tokens)
-    return pkv__err(PKV_EINVAL, "seq_append_ex: %u hit blocks cover %llu "
-                    "tokens, n_tokens is %u", req->n_hit_blocks,
-                    (unsigned long long)hit_tokens, req->n_tokens);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(hit_tokens <= req->n_tokens, "seq_append_ex: %u hit blocks cover "
+            "%llu tokens, n_tokens is %u", req->n_hit_blocks,
+            (unsigned long long)hit_tokens, req->n_tokens);
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (req->n_hit_blocks) {
     if (s->n_tokens != 0) {
       rc = pkv__err(PKV_ESTATE, "seq %u: a hit attaches only to an empty "
@@ -451,19 +407,26 @@ int pkv_seq_append_ex(pkv_cache *cache, pkv_seq_id seq,
     cache->st.appended_tokens += n_new;
   }
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
+}
+
+/* The batch calls: entry i's result, and the first failure for the call. */
+static inline void batch_note(int rc, uint32_t i, int32_t *results,
+                              int *first_rc) {
+  if (rc && !*first_rc) *first_rc = rc;
+  if (results) results[i] = rc;
+}
+static inline int batch_leave(pkv_cache *cache, int first_rc) {
+  cache->st.batch_calls++;
+  return pkv__leave(cache, first_rc);
 }
 
 int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
                      const int32_t *tokens, uint32_t n_seqs, int64_t *slots,
                      pkv_step_result *results) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "batch_append: cache is NULL");
-  if (!seqs && n_seqs > 0)
-    return pkv__err(PKV_EINVAL, "batch_append: seqs is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "batch_append");
+  PKV_CHECK(seqs || n_seqs == 0, "batch_append: seqs is NULL");
+  PKV_LOCK(cache);
   int first_rc = 0;
   uint32_t bs = cache->block_size;
   uint64_t appended = 0;
@@ -519,44 +482,28 @@ int pkv_batch_append(pkv_cache *cache, const pkv_seq_id *seqs,
     cache->st.appends += appended;
     cache->st.appended_tokens += appended;
   }
-  cache->st.batch_calls++;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return first_rc;
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_batch_free(pkv_cache *cache, const pkv_seq_id *seqs, uint32_t n_seqs,
                    int32_t *results) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "batch_free: cache is NULL");
-  if (!seqs && n_seqs > 0)
-    return pkv__err(PKV_EINVAL, "batch_free: seqs is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "batch_free");
+  PKV_CHECK(seqs || n_seqs == 0, "batch_free: seqs is NULL");
+  PKV_LOCK(cache);
   int first_rc = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
     pkv__seq *s = pkv__seq_lookup(cache, seqs[i]);
-    int rc = s ? 0 : PKV_ENOSEQ;
     if (s) pkv__seq_release(cache, s);
-    else if (first_rc == 0) first_rc = rc;
-    if (results) results[i] = rc;
+    batch_note(s ? 0 : PKV_ENOSEQ, i, results, &first_rc);
   }
-  cache->st.batch_calls++;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return first_rc;
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_fork: cache is NULL");
-  if (!child) return pkv__err(PKV_EINVAL, "seq_fork: child is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_fork");
+  PKV_CHECK(child, "seq_fork: child is NULL");
+  PKV_LOCK_SEQ(cache, parent, p);
   int rc = 0;
-  pkv__seq *p = pkv__seq_lookup(cache, parent);
-  if (!p) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (p->n_known < p->n_tokens) {
     rc = pkv__err(PKV_ESTATE, "seq %u: fork with %u lookahead slots (fill "
                   "or truncate them first)", p->index,
@@ -605,21 +552,13 @@ int pkv_seq_fork(pkv_cache *cache, pkv_seq_id parent, pkv_seq_id *child) {
   cache->st.forks++;
   *child = seq_handle(cache, s);
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_truncate: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_truncate");
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (n_tokens > s->n_tokens) {
     rc = pkv__err(PKV_ERANGE, "seq %u: truncate to %u > length %u", s->index,
                   n_tokens, s->n_tokens);
@@ -639,9 +578,7 @@ int pkv_seq_truncate(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
   if (s->n_hashed > n_tokens / bs) s->n_hashed = n_tokens / bs;
   cache->st.truncates++;
 out:
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 static int seq_commit_locked(pkv_cache *cache, pkv__seq *s, uint32_t n_tokens,
@@ -658,23 +595,18 @@ int pkv_seq_commit(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens) {
 int pkv_seq_commit_ex(pkv_cache *cache, pkv_seq_id seq, uint32_t n_tokens,
                       uint32_t flags, pkv_remap *remaps, uint32_t remaps_cap,
                       uint32_t *n_remaps) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_commit: cache is NULL");
-  if (flags & ~PKV_COMMIT_KNOWN)
-    return pkv__err(PKV_EINVAL, "seq_commit: unknown flags 0x%x",
-                    flags & ~PKV_COMMIT_KNOWN);
-  if ((flags & PKV_COMMIT_DEDUP) && (flags & PKV_COMMIT_NO_DEDUP))
-    return pkv__err(PKV_EINVAL, "seq_commit: both DEDUP and NO_DEDUP");
-  if ((remaps && !n_remaps) || (!remaps && remaps_cap > 0))
-    return pkv__err(PKV_EINVAL, "seq_commit: remaps %s with n_remaps %s, "
-                    "cap %u", remaps ? "given" : "NULL",
-                    n_remaps ? "given" : "NULL", remaps_cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_commit");
+  PKV_CHECK((flags & ~PKV_COMMIT_KNOWN) == 0, "seq_commit: unknown flags 0x%x",
+            flags & ~PKV_COMMIT_KNOWN);
+  PKV_CHECK(!(flags & PKV_COMMIT_DEDUP) || !(flags & PKV_COMMIT_NO_DEDUP),
+            "seq_commit: both DEDUP and NO_DEDUP");
+  PKV_CHECK(remaps ? n_remaps != NULL : remaps_cap == 0, "seq_commit: remaps "
+            "%s with n_remaps %s, cap %u", remaps ? "given" : "NULL",
+            n_remaps ? "given" : "NULL", remaps_cap);
+  PKV_LOCK(cache);
   int rc = seq_commit_locked(cache, pkv__seq_lookup(cache, seq), n_tokens,
                              flags, remaps, remaps_cap, n_remaps);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 /* The body of pkv_seq_commit_ex for a looked-up sequence (NULL: unknown),
@@ -721,30 +653,23 @@ out:
 int pkv_batch_commit(pkv_cache *cache, const pkv_seq_id *seqs,
                      const uint32_t *n_tokens, uint32_t n_seqs,
                      int32_t *results) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "batch_commit: cache is NULL");
-  if ((!seqs || !n_tokens) && n_seqs > 0)
-    return pkv__err(PKV_EINVAL, "batch_commit: %s is NULL",
-                    seqs ? "n_tokens" : "seqs");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "batch_commit");
+  PKV_CHECK((seqs && n_tokens) || n_seqs == 0, "batch_commit: %s is NULL",
+            seqs ? "n_tokens" : "seqs");
+  PKV_LOCK(cache);
   int first_rc = 0;
   for (uint32_t i = 0; i < n_seqs; i++) {
     int rc = seq_commit_locked(cache, pkv__seq_lookup(cache, seqs[i]),
                                n_tokens[i], 0, NULL, 0, NULL);
-    if (rc && !first_rc) first_rc = rc;
-    if (results) results[i] = rc;
+    batch_note(rc, i, results, &first_rc);
   }
-  cache->st.batch_calls++;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return first_rc;
+  return batch_leave(cache, first_rc);
 }
 
 int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_info_get: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "seq_info_get: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_info_get");
+  PKV_CHECK(out, "seq_info_get: out is NULL");
+  PKV_LOCK(cache);
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (s) {
     out->n_tokens = s->n_tokens;
@@ -756,18 +681,15 @@ int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {
       nc += PKV_BLOCK_IS_CACHED(cache, s->blocks[i]);
     out->n_cached_blocks = nc;
   }
-  pkv__unlock(cache);
-  return s ? 0 : PKV_ENOSEQ;
+  return pkv__leave_ro(cache, s ? 0 : PKV_ENOSEQ);
 }
 
 int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
                    uint32_t cap, uint32_t *n_blocks) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_blocks: cache is NULL");
-  if (!n_blocks) return pkv__err(PKV_EINVAL, "seq_blocks: n_blocks is NULL");
-  if (!blocks && cap > 0)
-    return pkv__err(PKV_EINVAL, "seq_blocks: blocks is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_blocks");
+  PKV_CHECK(n_blocks, "seq_blocks: n_blocks is NULL");
+  PKV_CHECK(blocks || cap == 0, "seq_blocks: blocks is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -780,64 +702,50 @@ int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
     if (s->n_blocks) memcpy(blocks, s->blocks, s->n_blocks * sizeof *blocks);
     *n_blocks = s->n_blocks;
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_seq_set_priority(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
                          uint32_t end, uint8_t priority,
                          uint64_t duration_ns) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_set_priority: cache is NULL");
+  PKV_ENTER(cache, "seq_set_priority");
   if (begin >= end)
     return pkv__err(PKV_ERANGE, "seq_set_priority: empty range [%u, %u)",
                     begin, end);
-  if (priority > 100)
-    return pkv__err(PKV_EINVAL, "seq_set_priority: priority %u > 100",
-                    priority);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(priority <= 100, "seq_set_priority: priority %u > 100", priority);
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (s->n_ranges == s->cap_ranges) {
-    uint32_t cap = s->cap_ranges ? s->cap_ranges * 2 : 4;
-    pkv__prio_range *r = pkv__realloc(s->ranges, cap * sizeof *r);
-    if (!r) {
+    if (!pkv__grow_u32((void **)&s->ranges, &s->cap_ranges,
+                       s->n_ranges + 1ull, sizeof *s->ranges, 4)) {
       rc = pkv__err(PKV_ENOMEM, "seq %u: no memory for priority ranges",
                     s->index);
       goto out;
     }
-    s->ranges = r;
-    s->cap_ranges = cap;
   }
   s->ranges[s->n_ranges++] =
       (pkv__prio_range){begin, end, priority, duration_ns};
 out:
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   int rc = 0;
   if (slot >= cache->seq_cap || cache->seqs[slot] || gen == 0 ||
       cache->seq_gen[slot] == 0)
     rc = pkv__err(PKV_ESTATE, "test_set_seq_gen: slot %u not free", slot);
   else
     cache->seq_gen[slot] = gen;
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 /* ------------------------------------------------ engine-facing */
 
 int pkv__seq_view_get(pkv_cache *cache, pkv_seq_id seq, pkv__seq_view *out) {
   pkv__err_clear();
-  if (!cache || !out) return pkv__err(PKV_EINVAL, "seq_view_get: NULL argument");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_CHECK(cache && out, "seq_view_get: NULL argument");
+  PKV_LOCK(cache);
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (s) {
     out->blocks = s->blocks;
@@ -845,15 +753,13 @@ int pkv__seq_view_get(pkv_cache *cache, pkv_seq_id seq, pkv__seq_view *out) {
     out->n_tokens = s->n_tokens;
     out->n_committed = s->n_committed;
   }
-  pkv__unlock(cache);
-  return s ? 0 : PKV_ENOSEQ;
+  return pkv__leave_ro(cache, s ? 0 : PKV_ENOSEQ);
 }
 
 int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
                             uint32_t n) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_check_writable: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_check_writable");
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__seq *s = pkv__seq_lookup(cache, seq);
   if (!s) {
@@ -877,6 +783,53 @@ int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
       }
     }
   }
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
+}
+
+int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
+                         const int32_t *tokens, uint32_t n_tokens,
+                         uint32_t max_tokens, uint32_t *matched) {
+  PKV_ENTER(cache, "match_prefix");
+  PKV_CHECK(matched, "match_prefix: matched is NULL");
+  PKV_CHECK(tokens || n_tokens == 0, "match_prefix: tokens is NULL");
+  PKV_LOCK_SEQ(cache, seq, s);
+  int rc = 0;
+  if (s->n_tokens != 0) {
+    rc = pkv__err(PKV_ESTATE, "seq %u: match_prefix on a sequence of %u tokens "
+                  "(must be empty)", s->index, s->n_tokens);
+    goto out;
+  }
+  if (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE) {
+    *matched = 0;
+    goto out;
+  }
+  uint32_t bs = cache->block_size;
+  uint32_t limit = n_tokens;
+  if (max_tokens && max_tokens < limit) limit = max_tokens;
+  uint32_t want = limit / bs;
+  if (want > 0 && (rc = pkv__seq_table_reserve(s, want)) != 0) goto out;
+  cache->st.prefix_queries++;
+  cache->st.prefix_query_tokens += n_tokens;
+  if (want == 0) {
+    *matched = 0;
+    goto out;
+  }
+  uint64_t collided = 0;
+  uint32_t k = pkv__prefix_walk(cache, s->ns_id, tokens, want, s->blocks,
+                                &collided);
+  for (uint32_t i = 0; i < k; i++) {
+    pkv__block_ref(cache, s->blocks[i]);
+    pkv__prefix_hit(cache, s->blocks[i]);
+  }
+  cache->st.prefix_collisions += collided;
+  s->n_blocks = s->n_hashed = k;
+  s->tail_writable = false;
+  s->n_tokens = s->n_known = s->n_committed = k * bs;
+  cache->sum_tokens += (uint64_t)k * bs;
+  cache->sum_blocks += k;
+  if (cache->remote && k < want) k += cache->remote_ops->fetch(cache, s, tokens, want);
+  cache->st.prefix_hit_tokens += (uint64_t)k * bs;
+  *matched = k * bs;
+out:
+  return pkv__leave(cache, rc);
 }

@@ -36,12 +36,10 @@
 
 int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
                  uint32_t *n_seqs) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_list: cache is NULL");
-  if (!n_seqs) return pkv__err(PKV_EINVAL, "seq_list: n_seqs is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "seq_list: out is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_list");
+  PKV_CHECK(n_seqs, "seq_list: n_seqs is NULL");
+  PKV_CHECK(out || cap == 0, "seq_list: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t n = cache->n_seqs;
   if (cap < n) {
@@ -53,14 +51,12 @@ int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
       if (cache->seqs[i]) out[k++] = PKV_SEQ_HANDLE(i, cache->seqs[i]->gen);
   }
   *n_seqs = n;
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_keep: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "seq_keep");
+  PKV_LOCK(cache);
   int rc = 0;
   pkv__seq *keep = pkv__seq_lookup(cache, seq);
   if (!keep) {
@@ -71,9 +67,7 @@ int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq) {
       if (s && s != keep) pkv__seq_release(cache, s);
     }
   }
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 /* The old position whose K/V new position p lands on. */
@@ -118,7 +112,7 @@ static uint32_t shift_copy(pkv_cache *c, pkv__seq *s, int32_t *old,
   const uint32_t new_len = s->n_tokens - d;
   uint32_t next_old = kb;
   for (uint32_t j = kb; j < new_nb; j++) {
-    int32_t nb = pkv__pool_take(c);
+    int32_t nb = pkv__block_take(c);
     if (nb < 0) {
       for (; next_old < old_nb; next_old++) pkv__block_unref(c, old[next_old - kb]);
       return j;
@@ -144,19 +138,13 @@ static uint32_t shift_copy(pkv_cache *c, pkv__seq *s, int32_t *old,
 
 int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
                          uint32_t end) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "seq_remove_range: cache is NULL");
+  PKV_ENTER(cache, "seq_remove_range");
   if (begin > end)
     return pkv__err(PKV_ERANGE, "seq_remove_range: begin %u > end %u", begin,
                     end);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
   int32_t *old = NULL;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-    goto out;
-  }
   if (end > s->n_tokens) {
     rc = pkv__err(PKV_ERANGE, "seq %u: remove [%u, %u) past length %u",
                   s->index, begin, end, s->n_tokens);
@@ -185,10 +173,10 @@ int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
             (old_nb - kb - gone) * sizeof *s->blocks);
   } else {
     uint64_t peak = shift_peak(cache, s, kb, new_nb, begin, d);
-    if (peak > pkv__pool_available(cache)) {
+    if (peak > pkv__blocks_available(cache)) {
       rc = pkv__err(PKV_ENOMEM, "seq %u: context shift of [%u, %u) needs %llu "
                     "blocks, %u available", s->index, begin, end,
-                    (unsigned long long)peak, pkv__pool_available(cache));
+                    (unsigned long long)peak, pkv__blocks_available(cache));
       goto out;
     }
     if ((rc = pkv__copies_reserve(cache, 2 * (new_nb - kb) + 1)) != 0) goto out;
@@ -219,7 +207,5 @@ int pkv_seq_remove_range(pkv_cache *cache, pkv_seq_id seq, uint32_t begin,
   cache->st.range_removals++;
 out:
   pkv__free(old);
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

@@ -29,15 +29,13 @@
 
 int pkv_events_drain(pkv_cache *cache, pkv_event *out, uint32_t cap,
                      uint32_t *n_out, uint32_t *pending) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "events_drain: cache is NULL");
-  if (!n_out) return pkv__err(PKV_EINVAL, "events_drain: n_out is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "events_drain: out is NULL with cap %u", cap);
+  PKV_ENTER(cache, "events_drain");
+  PKV_CHECK(n_out, "events_drain: n_out is NULL");
+  PKV_CHECK(out || cap == 0, "events_drain: out is NULL with cap %u", cap);
   if (cache->cfg.event_queue_cap == 0) /* immutable after create */
     return pkv__err(PKV_ENOTSUP, "events_drain: no pull queue "
                     "(config.event_queue_cap is 0)");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_LOCK(cache);
   uint32_t n = 0;
   while (n < cap && cache->evq_len > 0) {
     out[n++] = cache->evq[cache->evq_head];
@@ -56,15 +54,13 @@ int pkv_events_drain(pkv_cache *cache, pkv_event *out, uint32_t cap,
   if (cache->evq_len == 0) cache->evq_head = 0;
   *n_out = n;
   if (pending) *pending = cache->evq_len + (cache->evq_lost > 0);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave_ro(cache, 0);
 }
 
 int pkv_cache_capacity(pkv_cache *cache, pkv_capacity *out) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "cache_capacity: cache is NULL");
-  if (!out) return pkv__err(PKV_EINVAL, "cache_capacity: out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "cache_capacity");
+  PKV_CHECK(out, "cache_capacity: out is NULL");
+  PKV_LOCK(cache);
   out->num_blocks = cache->num_blocks;
   out->free = cache->n_free;
   out->evictable = cache->n_evictable;
@@ -72,14 +68,12 @@ int pkv_cache_capacity(pkv_cache *cache, pkv_capacity *out) {
   out->cached = cache->n_cached;
   out->deferred = cache->n_deferred;
   out->usage = (double)out->in_use / cache->num_blocks;
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave_ro(cache, 0);
 }
 
 int pkv_evict(pkv_cache *cache, uint32_t n_blocks) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "evict: cache is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "evict");
+  PKV_LOCK(cache);
   int rc = 0;
   if (n_blocks > cache->n_evictable) {
     rc = pkv__err(PKV_ERANGE, "evict: %u blocks asked, %u evictable",
@@ -88,19 +82,15 @@ int pkv_evict(pkv_cache *cache, uint32_t n_blocks) {
     for (uint32_t i = 0; i < n_blocks && rc == 0; i++)
       if (pkv__evict_one(cache) < 0) rc = PKV_ECORRUPT; /* policy said why */
   }
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }
 
 int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
                              uint32_t n_seqs, uint32_t *n_common) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "common_prefix_blocks: cache is NULL");
-  if (!n_common || (!seqs && n_seqs > 0))
-    return pkv__err(PKV_EINVAL, "common_prefix_blocks: seqs or n_common is "
-                    "NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "common_prefix_blocks");
+  PKV_CHECK(n_common && (seqs || n_seqs == 0), "common_prefix_blocks: seqs or "
+            "n_common is NULL");
+  PKV_LOCK(cache);
   int rc = 0;
   uint32_t common = 0;
   const pkv__seq *first = NULL;
@@ -121,17 +111,14 @@ int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
   }
   *n_common = common;
 out:
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }
 
 int pkv_blocks_release(pkv_cache *cache, const int32_t *blocks,
                        uint32_t n_blocks) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "blocks_release: cache is NULL");
-  if (!blocks && n_blocks > 0)
-    return pkv__err(PKV_EINVAL, "blocks_release: blocks is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "blocks_release");
+  PKV_CHECK(blocks || n_blocks == 0, "blocks_release: blocks is NULL");
+  PKV_LOCK(cache);
   int rc = 0;
   /* Validate everything before changing anything: ids in range, then
    * occurrences (counted in scratch, which is not kept zeroed between
@@ -159,7 +146,5 @@ int pkv_blocks_release(pkv_cache *cache, const int32_t *blocks,
       pkv__block_unref(cache, blocks[j]);
     }
   }
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave(cache, rc);
 }

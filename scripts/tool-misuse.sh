@@ -127,6 +127,27 @@ t 2 run --max-len 0
 t 2 run --requests 10000001
 t 2 run --memory 100T --dry
 t 2 run --chunk 0
+t 2 run --dtype fp8
+t 2 run --dtype I8
+# The cluster view (--nodes): counts, routes, bound, remote tier, capacities.
+t 2 sim "$good" --nodes 0
+t 2 sim "$good" --nodes 1025
+t 2 sim "$good" --nodes 2,,4
+t 2 sim "$good" --nodes 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
+t 2 sim "$good" --nodes 2 --route roundrobin
+t 2 sim "$good" --nodes 2 --route ""
+t 2 sim "$good" --route rr
+t 2 sim "$good" --shared-remote 1G
+t 2 sim "$good" --nodes 2 --route-load-bound 0.99
+t 2 sim "$good" --nodes 2 --route-load-bound 1001
+t 2 sim "$good" --nodes 2 --route-load-bound nan
+t 2 sim "$good" --nodes 2 --shared-remote 0
+t 2 sim "$good" --nodes 2 --shared-remote 1K
+t 2 sim "$good" --nodes 2 --kv-bytes-per-token 0
+t 2 sim "$good" --nodes 2 -c 10,20,30
+t 2 sim "$good" --nodes 2,4 -c 10,20
+t 2 sim "$good" --nodes 2 -p lru,fifo
+t 2 sim "$good" --nodes 2 -m simple
 # --policy-args names one policy; arguments it refuses are refused first.
 t 2 sim "$good" -p lru,fwlru --policy-args cold=1
 t 2 sim "$good" -p lru --policy-args fwlru:cold=1
@@ -163,6 +184,11 @@ ok ',prefix_hit_tokens,prefix_hit_ratio,' 'block_hit_tokens|^trace ' sim "$good"
 ok ',block_hit_tokens,block_hit_token_ratio,' 'prefix_hit|^trace ' sim "$good" -q -m simple -c 50 -p lru --csv -
 ok '^\{' '^trace ' sim "$good" -q -c 50 -p lru --json -
 ok '^\{' '^model ' run --dry -q --requests 4 --json -
+ok 'i8 K/V' '' run -q --dtype i8 --requests 4 --blocks 64
+ok 'fp8_e5m2 K/V' '' run -q --dtype fp8_e5m2 --requests 4 --blocks 64
+ok '^2 +prefix ' '' sim "$good" -q --nodes 2 -c 50,60
+ok '^4 +rr .*^4 +prefix|per node' '' sim "$good" -q --nodes 4 -c 50 --shared-remote 1G --kv-bytes-per-token 1024
+ok '^policy,nodes,route,' '^trace ' sim "$good" -q --nodes 2 -c 50 --csv -
 [ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }
 if command -v gnuplot > /dev/null 2>&1; then
   # A quote in a --plot path: the file is written under that name, nothing runs.

@@ -158,8 +158,7 @@ START_TEST(struct_versions) {
   x.ecfg.n_q_heads = 2;
   expect_version_rules(attempt_engine, &x, &x.ecfg.version, x.ecfg.reserved, N_RESERVED(x.ecfg),
                        PKV_ENGINE_CONFIG_VERSION);
-  TU_CHECK(x.cache);
-  pkv_cache_destroy(x.cache);
+  TU_DONE(x.cache);
 }
 END_TEST
 
@@ -199,17 +198,6 @@ START_TEST(older_callers_get_defaults) {
 }
 END_TEST
 
-static Suite *abi_suite(void) {
-  Suite *s = suite_create("abi");
-  TCase *tc = tcase_create("versions");
-  tcase_add_test(tc, version_numbers);
-  tcase_add_test(tc, sizes_frozen);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("structs");
-  tcase_add_test(tc, struct_versions);
-  tcase_add_test(tc, older_callers_get_defaults);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(abi_suite()); }
+TU_MAIN("abi",
+    {"versions", 0, {{version_numbers}, {sizes_frozen}}},
+    {"structs", 0, {{struct_versions}, {older_callers_get_defaults}}})

@@ -126,8 +126,7 @@ START_TEST(config_memory_bytes) {
   ck_assert_uint_eq(st.blocks_free, 37);
   ck_assert_uint_eq(st.kv_bytes, 0);
   ck_assert_str_eq(st.policy, "lru");
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -165,15 +164,12 @@ START_TEST(layout_owned) {
   ck_assert_int_eq(pkv_cache_layout(NULL, &L), PKV_EINVAL);
   pkv_stats st = tu_stats(c);
   ck_assert_uint_ge(st.kv_bytes, 4 * L.layer_bytes);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(layout_external) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 5, 3);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 5, 3);
   void *k, *v;
   ck_assert_int_eq(pkv_cache_kv(c, 0, &k, &v), PKV_ENOTSUP);
   pkv_kv_layout L;
@@ -208,23 +204,8 @@ START_TEST(error_names) {
 }
 END_TEST
 
-static Suite *cache_suite(void) {
-  Suite *s = suite_create("cache");
-  TCase *tc = tcase_create("config");
-  tcase_add_loop_test(tc, config_bad_fields, 0,
-                      (int)(sizeof bad_cfgs / sizeof bad_cfgs[0]));
-  tcase_add_test(tc, config_null_args);
-  tcase_add_test(tc, config_defaults_and_sizes);
-  tcase_add_test(tc, config_memory_bytes);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("layout");
-  tcase_add_test(tc, layout_owned);
-  tcase_add_test(tc, layout_external);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("errors");
-  tcase_add_test(tc, error_names);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(cache_suite()); }
+TU_MAIN("cache",
+    {"config", 0, {{config_bad_fields, 0, (int)(sizeof bad_cfgs / sizeof bad_cfgs[0])},
+                  {config_null_args}, {config_defaults_and_sizes}, {config_memory_bytes}}},
+    {"layout", 0, {{layout_owned}, {layout_external}}},
+    {"errors", 0, {{error_names}}})

@@ -309,22 +309,14 @@ START_TEST(cascade_through_the_cache) {
    * tokens; the default engine (cascade automatic) against cascade = 1 */
   enum { HKV = 2, G = 4, HQ = HKV * G, D = 64, PROMPT = 300, FORKS = 6 };
   for (int t = 0; t < 3; t++) {
-    pkv_config cfg;
-    pkv_config_init(&cfg);
-    cfg.policy_ops = pkv_policy_find("lru");
-    cfg.n_layers = 1;
-    cfg.n_kv_heads = HKV;
-    cfg.head_dim = D;
-    cfg.block_size = 16;
-    cfg.dtype = dtypes[t];
-    cfg.num_blocks = 256;
+    const tu_engine_shape shape = {.dtype = dtypes[t], .n_layers = 1, .n_kv_heads = HKV,
+                                   .head_dim = D, .block_size = 16, .num_blocks = 256,
+                                   .n_q_heads = HQ};
     pkv_cache *cache;
-    ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
-    pkv_engine_config ec;
-    pkv_engine_config_init(&ec);
-    ec.n_q_heads = HQ;
     pkv_engine *casc, *plain;
-    ck_assert_int_eq(pkv_engine_create(cache, &ec, &casc), 0);
+    ck_assert_int_eq(tu_engine_open(&shape, &cache, &casc), 0);
+    pkv_engine_config ec;
+    tu_engine_config(&shape, NULL, &ec);
     ec.cascade = 2;
     ck_assert_int_eq(pkv_engine_create(cache, &ec, &plain), PKV_EINVAL);
     ec.cascade = 1;
@@ -408,9 +400,8 @@ START_TEST(cascade_through_the_cache) {
     free(k);
     free(v);
     free(o);
-    pkv_engine_destroy(casc);
     pkv_engine_destroy(plain);
-    pkv_cache_destroy(cache);
+    tu_engine_close(cache, casc);
   }
 }
 END_TEST

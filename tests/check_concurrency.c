@@ -560,14 +560,11 @@ END_TEST
 /* The engine-facing view of a sequence stays valid while other threads
  * churn: its blocks are neither evicted nor reused. */
 START_TEST(view_survives_pressure) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
   pkv_seq_id s;
   int32_t toks[12];
   for (int i = 0; i < 12; i++) toks[i] = 300 + i;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, toks, 12, NULL), 0);
+  s = tu_seq_new(c, toks, 12);
   ck_assert_int_eq(pkv_seq_commit(c, s, 12), 0);
   pkv__seq_view before;
   ck_assert_int_eq(pkv__seq_view_get(c, s, &before), 0);
@@ -590,8 +587,7 @@ START_TEST(view_survives_pressure) {
   ck_assert_int_eq(memcmp(after.blocks, saved, sizeof saved), 0);
   pkv_stats st = tu_stats(c);
   ck_assert_uint_gt(st.evictions, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -651,15 +647,6 @@ START_TEST(policy_names_while_registering) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("concurrency");
-  TCase *tc = tcase_create("stress");
-  tcase_set_timeout(tc, 600);
-  tcase_add_loop_test(tc, stress, 0, 6);
-  tcase_add_test(tc, view_survives_pressure);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("policy_names");
-  tcase_add_test(tc, policy_names_while_registering);
-  suite_add_tcase(s, tc);
-  return tu_main(s);
-}
+TU_MAIN("concurrency",
+    {"stress", 600, {{stress, 0, 6}, {view_survives_pressure}}},
+    {"policy_names", 0, {{policy_names_while_registering}}})

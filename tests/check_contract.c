@@ -40,23 +40,11 @@ typedef struct fx {
 
 static void fx_up(fx *f) {
   memset(f, 0, sizeof *f);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
-  cfg.head_dim = HD;
-  f->c = tu_cache(&cfg);
-  for (int i = 0; i < 64; i++) f->toks[i] = 10 + i;
   for (int i = 0; i < 4 * 2 * HD; i++) f->q[i] = f->k[i] = f->v[i] = 0.01f * (float)i;
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->live), 0);
-  ck_assert_int_eq(pkv_seq_append(f->c, f->live, f->toks, 10, NULL), 0);
-  ck_assert_int_eq(pkv_seq_commit(f->c, f->live, 8), 0);
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->freed), 0);
-  ck_assert_int_eq(pkv_seq_free(f->c, f->freed), 0);
+  f->c = tu_fixture_cache(f->toks, &f->live, &f->freed);
   ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->fresh), 0);
   ck_assert_int_eq(pkv_seq_append(f->c, f->fresh, f->toks + 20, 4, NULL), 0);
-  pkv_engine_config ec;
-  pkv_engine_config_init(&ec);
-  ec.n_q_heads = 2;
-  ck_assert_int_eq(pkv_engine_create(f->c, &ec, &f->e), 0);
+  f->e = tu_fixture_engine(f->c);
 }
 
 static void fx_down(fx *f) {
@@ -418,14 +406,11 @@ END_TEST
 /* ------------------------------------------------------------ match_out */
 
 START_TEST(match_leaves_matched_on_failure) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
   int32_t t[16];
   for (int i = 0; i < 16; i++) t[i] = i;
   pkv_seq_id a, b;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &a), 0);
-  ck_assert_int_eq(pkv_seq_append(c, a, t, 16, NULL), 0);
+  a = tu_seq_new(c, t, 16);
   ck_assert_int_eq(pkv_seq_commit(c, a, 16), 0);
   ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
   uint32_t matched = 777;
@@ -449,8 +434,7 @@ START_TEST(match_leaves_matched_on_failure) {
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, b, t, 16, 15, &matched), PKV_ENOSEQ);
   ck_assert_uint_eq(matched, 777);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -478,9 +462,7 @@ static int cached_rounds(const pkv_config *cfg, const char *want) {
   int bad = 0;
   for (int round = 0; round < 4; round++) {
     for (int i = 0; i < 8; i++) t[i] = 100 * round + i;
-    pkv_seq_id s;
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(c, s, t, 8, NULL), 0);
+    pkv_seq_id s = tu_seq_new(c, t, 8);
     ck_assert_int_eq(pkv_seq_commit(c, s, 8), 0);
     ck_assert_int_eq(pkv_seq_free(c, s), 0);
     if (pkv_check(c, msg, sizeof msg) != 0) {
@@ -543,11 +525,9 @@ START_TEST(dedup_is_not_a_hit) {
   pkv_cache *c = tu_cache(&cfg);
   int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   pkv_seq_id a, b, m;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &a), 0);
-  ck_assert_int_eq(pkv_seq_append(c, a, t, 8, NULL), 0);
+  a = tu_seq_new(c, t, 8);
   ck_assert_int_eq(pkv_seq_commit(c, a, 8), 0);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
-  ck_assert_int_eq(pkv_seq_append(c, b, t, 8, NULL), 0);
+  b = tu_seq_new(c, t, 8);
   ck_assert_int_eq(pkv_seq_commit_ex(c, b, 8, DEDUP, NULL, 0, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).dedup_blocks, 2);
   ck_assert_uint_eq(dedups, 2);
@@ -558,8 +538,7 @@ START_TEST(dedup_is_not_a_hit) {
   ck_assert_uint_eq(matched, 8);
   ck_assert_uint_eq(hits, 2);
   ck_assert_uint_eq(dedups, 2);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -577,8 +556,7 @@ START_TEST(lfu_ignores_dedups) {
   ck_assert_int_eq(pkv_seq_append(c, sx, x, 4, NULL), 0);
   ck_assert_int_eq(pkv_seq_commit(c, sx, 4), 0);
   for (int i = 0; i < 5; i++) { /* X recomputed and deduplicated 5 times */
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(c, s, x, 4, NULL), 0);
+    s = tu_seq_new(c, x, 4);
     ck_assert_int_eq(pkv_seq_commit_ex(c, s, 4, DEDUP, NULL, 0, NULL), 0);
     ck_assert_int_eq(pkv_seq_free(c, s), 0);
   }
@@ -605,17 +583,14 @@ START_TEST(lfu_ignores_dedups) {
   ck_assert_int_eq(pkv_seq_create(c, NULL, &probe), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, probe, x, 4, 0, &matched), 0);
   ck_assert_uint_eq(matched, 0); /* X (1 use, 5 dedups) went */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 /* ------------------------------------------------------------ generations */
 
 START_TEST(seq_slot_retired_before_wrap) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   pkv_seq_id first, h1, h2, next;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &first), 0);
   ck_assert_uint_eq(first & 0xffffffffu, 1); /* slot 0 */
@@ -641,19 +616,14 @@ START_TEST(seq_slot_retired_before_wrap) {
     ck_assert_int_eq(pkv_seq_free(c, stale[i]), PKV_ENOSEQ);
   }
   ck_assert_int_eq(pkv__test_set_seq_gen(c, 0, 5), PKV_ESTATE); /* retired */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(pin_slot_retired_before_wrap) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   int32_t t[4] = {1, 2, 3, 4};
-  pkv_seq_id s;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, t, 4, NULL), 0);
+  pkv_seq_id s = tu_seq_new(c, t, 4);
   ck_assert_int_eq(pkv_seq_commit(c, s, 4), 0);
   pkv_pin_id first, last, next;
   ck_assert_int_eq(pkv_pin_create(c, s, 4, &first), 0);
@@ -671,33 +641,14 @@ START_TEST(pin_slot_retired_before_wrap) {
   ck_assert_int_eq(pkv_pin_release(c, first), PKV_ENOENT);
   ck_assert_int_eq(pkv_pin_release(c, last), PKV_ENOENT);
   ck_assert_int_eq(pkv__test_set_pin_gen(c, 0, 2), PKV_ESTATE);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
-static Suite *contract_suite(void) {
-  Suite *s = suite_create("contract");
-  TCase *tc = tcase_create("last_error");
-  tcase_add_loop_test(tc, cleared_on_success, 0, (int)N_OK);
-  tcase_add_test(tc, kept_by_reporters_and_destroy);
-  tcase_add_test(tc, every_function_listed);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("match_out");
-  tcase_add_test(tc, match_leaves_matched_on_failure);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("policy_check");
-  tcase_add_loop_test(tc, builtin_check_catches_missed_hook, 0, 6);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("dedup_hook");
-  tcase_add_loop_test(tc, dedup_is_not_a_hit, 0, 6);
-  tcase_add_test(tc, lfu_ignores_dedups);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("generations");
-  tcase_add_test(tc, seq_slot_retired_before_wrap);
-  tcase_add_test(tc, pin_slot_retired_before_wrap);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(contract_suite()); }
+TU_MAIN("contract",
+    {"last_error", 0, {{cleared_on_success, 0, (int)N_OK}, {kept_by_reporters_and_destroy},
+                      {every_function_listed}}},
+    {"match_out", 0, {{match_leaves_matched_on_failure}}},
+    {"policy_check", 0, {{builtin_check_catches_missed_hook, 0, 6}}},
+    {"dedup_hook", 0, {{dedup_is_not_a_hit, 0, 6}, {lfu_ignores_dedups}}},
+    {"generations", 0, {{seq_slot_retired_before_wrap}, {pin_slot_retired_before_wrap}}})

@@ -42,27 +42,14 @@ static uint64_t rng = 1;
 static double decode_tol = TOL_OUT; /* of decode_checked */
 static uint32_t engine_bf16_dot;    /* of setup_with */
 
-/* The core resolves policy names through a weak reference to the registry;
- * naming the function here makes sure a static link pulls the registry in. */
-static void config_init(pkv_config *cfg) {
-  pkv_config_init(cfg);
-  cfg->policy_ops = pkv_policy_find("lru");
-}
-
 static void setup_with(pkv_dtype dt, uint32_t block_size, uint32_t threads) {
+  const tu_engine_shape shape = {.dtype = dt, .n_layers = 2, .n_kv_heads = HKV, .head_dim = D,
+                                 .block_size = block_size, .num_blocks = 4096 / block_size + 64,
+                                 .n_q_heads = HQ, .n_threads = threads};
   pkv_config cfg;
-  config_init(&cfg);
-  cfg.n_layers = 2;
-  cfg.n_kv_heads = HKV;
-  cfg.head_dim = D;
-  cfg.block_size = block_size;
-  cfg.dtype = dt;
-  cfg.num_blocks = 4096 / block_size + 64;
-  ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
   pkv_engine_config ec;
-  pkv_engine_config_init(&ec);
-  ec.n_q_heads = HQ;
-  ec.n_threads = threads;
+  tu_engine_config(&shape, &cfg, &ec);
+  ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
   ec.bf16_dot = engine_bf16_dot;
   ck_assert_int_eq(pkv_engine_create(cache, &ec, &engine), 0);
   cur_dtype = dt;
@@ -325,22 +312,12 @@ START_TEST(mla_576_512) {
   enum { DK = 576, DV = 512, NQ = 16, N = 37 };
   for (int di = 0; di < 3; di++) {
     const pkv_dtype dt = (pkv_dtype)di;
-    pkv_config cfg;
-    config_init(&cfg);
-    cfg.n_layers = 1;
-    cfg.n_kv_heads = 1;
-    cfg.head_dim = DK;
-    cfg.v_head_dim = DV;
-    cfg.block_size = 16;
-    cfg.dtype = dt;
-    cfg.num_blocks = 8;
+    const tu_engine_shape shape = {.dtype = dt, .n_layers = 1, .n_kv_heads = 1, .head_dim = DK,
+                                   .v_head_dim = DV, .block_size = 16, .num_blocks = 8,
+                                   .n_q_heads = NQ};
     pkv_cache *c;
-    ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
-    pkv_engine_config ec;
-    pkv_engine_config_init(&ec);
-    ec.n_q_heads = NQ;
     pkv_engine *e;
-    ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+    ck_assert_int_eq(tu_engine_open(&shape, &c, &e), 0);
     pkv_seq_id s;
     ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
     ck_assert_int_eq(pkv_seq_append(c, s, tokens_of(1, N), N, NULL), 0);
@@ -378,24 +355,19 @@ START_TEST(mla_576_512) {
     free(out);
     free(kr);
     free(vr);
-    pkv_engine_destroy(e);
-    pkv_cache_destroy(c);
+    tu_engine_close(c, e);
   }
 }
 END_TEST
 
 START_TEST(create_validation) {
+  const tu_engine_shape shape = {.dtype = PKV_DTYPE_F32, .n_layers = 1, .n_kv_heads = 2,
+                                 .head_dim = 64, .block_size = 16, .num_blocks = 8};
   pkv_config cfg;
-  config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 2;
-  cfg.head_dim = 64;
-  cfg.block_size = 16;
-  cfg.num_blocks = 8;
+  pkv_engine_config ec;
+  tu_engine_config(&shape, &cfg, &ec);
   pkv_cache *c;
   ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
-  pkv_engine_config ec;
-  pkv_engine_config_init(&ec);
   pkv_engine *e = (pkv_engine *)1;
   ec.n_q_heads = 6; /* 2 kv heads: fine */
   ck_assert_int_eq(pkv_engine_create(NULL, &ec, &e), PKV_EINVAL);

@@ -53,8 +53,7 @@ START_TEST(dense_table) {
   ck_assert_int_eq(pkv_block_table(b.c, b.s, 4, table, 4, NULL), 0);
   ck_assert_int_eq(pkv_block_table(b.c, b.s, 4, table, 3, NULL), PKV_ENOSPC);
   ck_assert_int_eq(pkv_block_table(b.c, NULL, 0, NULL, 0, NULL), 0);
-  TU_CHECK(b.c);
-  pkv_cache_destroy(b.c);
+  TU_DONE(b.c);
 }
 END_TEST
 
@@ -111,16 +110,6 @@ START_TEST(csr) {
 }
 END_TEST
 
-static Suite *export_suite(void) {
-  Suite *s = suite_create("export");
-  TCase *tc = tcase_create("dense");
-  tcase_add_loop_test(tc, dense_table, 0, 2);
-  tcase_add_test(tc, slot_mapping_ranges);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("csr");
-  tcase_add_test(tc, csr);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(export_suite()); }
+TU_MAIN("export",
+    {"dense", 0, {{dense_table, 0, 2}, {slot_mapping_ranges}}},
+    {"csr", 0, {{csr}}})

@@ -16,19 +16,14 @@
 
 
 START_TEST(seed_corpus) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_ops", tu_srcdir());
-  int n = tu_replay_dir(dir, pkv_fuzz_ops_run);
-  ck_assert_msg(n > 0, "no seed corpus found in %s (run from the repo root "
-                "or set PKV_SRCDIR)", dir);
+  ck_assert_msg(tu_replay_fuzz("corpus_ops", pkv_fuzz_ops_run) > 0,
+                "no seed corpus in tests/fuzz/corpus_ops (run from the repo root or set "
+                "PKV_SRCDIR)");
 }
 END_TEST
 
 START_TEST(regressions) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/regress_ops", tu_srcdir());
-  int n = tu_replay_dir(dir, pkv_fuzz_ops_run);
-  ck_assert_msg(n >= 0, "no %s", dir);
+  ck_assert_msg(tu_replay_fuzz("regress_ops", pkv_fuzz_ops_run) >= 0, "no tests/fuzz/regress_ops");
 }
 END_TEST
 
@@ -63,17 +58,4 @@ START_TEST(random_inputs) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("fuzz_replay");
-  TCase *tc = tcase_create("replay");
-  tcase_set_timeout(tc, 300);
-  tcase_add_test(tc, seed_corpus);
-  tcase_add_test(tc, regressions);
-  tcase_add_loop_test(tc, random_inputs, 0, 4);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+TU_MAIN("fuzz_replay", {"replay", 300, {{seed_corpus}, {regressions}, {random_inputs, 0, 4}}})

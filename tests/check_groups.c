@@ -208,15 +208,5 @@ START_TEST(bad_input) {
 }
 END_TEST
 
-static Suite *groups_suite(void) {
-  Suite *s = suite_create("groups");
-  TCase *tc = tcase_create("groups");
-  tcase_add_test(tc, window);
-  tcase_add_test(tc, match);
-  tcase_add_test(tc, partial);
-  tcase_add_test(tc, bad_input);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(groups_suite()); }
+TU_MAIN("groups",
+    {"groups", 0, {{window}, {match}, {partial}, {bad_input}}})

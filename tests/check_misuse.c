@@ -28,24 +28,12 @@ typedef struct fx {
 
 static void fx_up(fx *f) {
   memset(f, 0, sizeof *f);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
-  cfg.head_dim = HD;
-  f->c = tu_cache(&cfg);
-  for (int i = 0; i < 64; i++) f->toks[i] = 10 + i;
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->live), 0);
-  ck_assert_int_eq(pkv_seq_append(f->c, f->live, f->toks, 10, NULL), 0);
-  ck_assert_int_eq(pkv_seq_commit(f->c, f->live, 8), 0);
-  ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->freed), 0);
-  ck_assert_int_eq(pkv_seq_free(f->c, f->freed), 0);
+  f->c = tu_fixture_cache(f->toks, &f->live, &f->freed);
   ck_assert_int_eq(pkv_seq_create(f->c, NULL, &f->empty), 0);
   ck_assert_int_eq(pkv_pin_create(f->c, f->live, 4, &f->pin), 0);
   ck_assert_int_eq(pkv_pin_create(f->c, f->live, 4, &f->released_pin), 0);
   ck_assert_int_eq(pkv_pin_release(f->c, f->released_pin), 0);
-  pkv_engine_config ec;
-  pkv_engine_config_init(&ec);
-  ec.n_q_heads = 2;
-  ck_assert_int_eq(pkv_engine_create(f->c, &ec, &f->e), 0);
+  f->e = tu_fixture_engine(f->c);
 }
 
 static void fx_down(fx *f) {
@@ -358,12 +346,9 @@ int main(void) {
   if (path && (table_out = fopen(path, "w")) != NULL)
     fprintf(table_out, "| function | bad input | code | pkv_last_error() |\n"
                        "|---|---|---|---|\n");
-  Suite *s = suite_create("misuse");
-  TCase *tc = tcase_create("table");
-  tcase_add_loop_test(tc, bad_input, 0, (int)N_ROWS);
-  suite_add_tcase(s, tc);
+  const tu_tcase tcases[] = {{"table", 0, {{bad_input, 0, (int)N_ROWS}}}, {NULL}};
   /* Rows print in order only without fork. */
-  int rc = tu_main(s);
+  int rc = tu_run("misuse", tcases);
   if (table_out) fclose(table_out);
   return rc;
 }

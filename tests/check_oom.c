@@ -144,13 +144,5 @@ START_TEST(fail_kth_allocation) {
 }
 END_TEST
 
-static Suite *oom_suite(void) {
-  Suite *s = suite_create("oom");
-  TCase *tc = tcase_create("inject");
-  tcase_set_timeout(tc, 120);
-  tcase_add_loop_test(tc, fail_kth_allocation, 0, 2);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(oom_suite()); }
+TU_MAIN("oom",
+    {"inject", 120, {{fail_kth_allocation, 0, 2}}})

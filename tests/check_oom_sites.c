@@ -105,8 +105,7 @@ START_TEST(create_every_site) {
     tu_alloc_install(0);
     if (rc == 0) {
       ck_assert_msg(attempts < k, "create succeeded past a failure");
-      TU_CHECK(c);
-      pkv_cache_destroy(c);
+      TU_DONE(c);
       ck_assert_int_eq(tu_alloc_live(), live0);
       sites = k - 1;
       break;
@@ -325,8 +324,7 @@ START_TEST(multi_block_append_all_or_nothing) {
   ck_assert_uint_eq(after.blocks_free + after.blocks_evictable, 0);
   ck_assert_uint_eq(after.evictions, before.evictions + 1);
   verify_all(d.c, d.p, 1, 10);
-  TU_CHECK(d.c);
-  pkv_cache_destroy(d.c);
+  TU_DONE(d.c);
 }
 END_TEST
 
@@ -336,9 +334,7 @@ START_TEST(fork_cow_all_or_nothing) {
   pkv_seq_id child;
   ck_assert_int_eq(pkv_seq_fork(d.c, d.p, &child), 0);
   /* Use up every available block but leave the shared tail in place. */
-  pkv_seq_id hog;
-  ck_assert_int_eq(pkv_seq_create(d.c, NULL, &hog), 0);
-  ck_assert_int_eq(pkv_seq_append(d.c, hog, d.toks + 50, 12, NULL), 0);
+  pkv_seq_id hog = tu_seq_new(d.c, d.toks + 50, 12);
   pkv_stats before = tu_stats(d.c);
   ck_assert_uint_eq(before.blocks_free + before.blocks_evictable, 0);
   uint32_t pending0 = 0, n_out = 0;
@@ -367,17 +363,15 @@ START_TEST(fork_cow_all_or_nothing) {
   after = tu_stats(d.c);
   ck_assert_uint_eq(after.cow_copies, before.cow_copies + 1);
   if (!_i) verify_all(d.c, d.p, 1, 10);
-  TU_CHECK(d.c);
-  pkv_cache_destroy(d.c);
+  TU_DONE(d.c);
 }
 END_TEST
 
 START_TEST(match_then_append_all_or_nothing) {
   dry d;
   dry_setup(&d, PKV_STORAGE_OWNED);
-  pkv_seq_id hog, s;
-  ck_assert_int_eq(pkv_seq_create(d.c, NULL, &hog), 0);
-  ck_assert_int_eq(pkv_seq_append(d.c, hog, d.toks + 50, 8, NULL), 0);
+  pkv_seq_id s;
+  (void)tu_seq_new(d.c, d.toks + 50, 8); /* the hog */
   /* 3 blocks were available, the hog took 2 (the free ones): only the
    * evictable block is left. */
   ck_assert_int_eq(pkv_seq_create(d.c, NULL, &s), 0);
@@ -398,8 +392,7 @@ START_TEST(match_then_append_all_or_nothing) {
   after = tu_stats(d.c);
   ck_assert_uint_eq(after.blocks_evictable, before.blocks_evictable);
   ck_assert_int_eq(pkv_seq_append(d.c, s, d.toks + 8, 4, NULL), 0);
-  TU_CHECK(d.c);
-  pkv_cache_destroy(d.c);
+  TU_DONE(d.c);
 }
 END_TEST
 
@@ -464,19 +457,9 @@ START_TEST(engine_every_site) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("oom_sites");
-  TCase *tc = tcase_create("allocator");
-  tcase_set_timeout(tc, 120);
-  /* _i / 2 walks the policies; _i >= 10 also sizes the pool by bytes */
-  tcase_add_loop_test(tc, create_every_site, 0, 2 * N_POLICIES);
-  tcase_add_loop_test(tc, seq_ops_every_site, 0, 2 * N_POLICIES);
-  tcase_add_test(tc, engine_every_site);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("pool");
-  tcase_add_test(tc, multi_block_append_all_or_nothing);
-  tcase_add_loop_test(tc, fork_cow_all_or_nothing, 0, 2);
-  tcase_add_test(tc, match_then_append_all_or_nothing);
-  suite_add_tcase(s, tc);
-  return tu_main(s);
-}
+TU_MAIN("oom_sites",
+    /* _i / 2 walks the policies; _i >= 10 also sizes the pool by bytes */
+    {"allocator", 120, {{create_every_site, 0, 2 * N_POLICIES},
+                        {seq_ops_every_site, 0, 2 * N_POLICIES}, {engine_every_site}}},
+    {"pool", 0, {{multi_block_append_all_or_nothing}, {fork_cow_all_or_nothing, 0, 2},
+                 {match_then_append_all_or_nothing}}})

@@ -11,6 +11,7 @@
  */
 #include "pagedkv/policy.h"
 #include "policy/util.h" /* pkv__ghost, tested here too */
+#include "tu_core.h"
 
 #include <check.h>
 #include <math.h>
@@ -1099,23 +1100,15 @@ static void probe_remove(void *s, int32_t b) {
   (void)s;
   probe.held[b] = false;
 }
-static const pkv_policy_ops probe_ops = {
-    .version = PKV_POLICY_VERSION, .name = "test-parent-probe",
-    .create = probe_create, .destroy = probe_destroy,
-    .on_insert = probe_insert, .on_hit = probe_hook,
-    .on_evictable = probe_hook, .on_pinned = probe_hook,
-    .choose_victim = probe_victim, .on_remove = probe_remove};
+static const pkv_policy_ops probe_ops =
+    TU_POLICY_OPS("test-parent-probe", probe_create, probe_destroy, probe_insert, probe_hook,
+                  probe_hook, probe_hook, probe_victim, probe_remove);
 
 /* A cache of num_blocks 4-token blocks in external mode (ids only) under
  * the named policy. */
 static pkv_cache *ext_cache(const char *policy, uint32_t num_blocks) {
   pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 8;
-  cfg.block_size = 4;
-  cfg.num_blocks = num_blocks;
+  tu_config_shape(&cfg, 1, 1, 8, 4, num_blocks);
   cfg.storage = PKV_STORAGE_EXTERNAL;
   cfg.policy = policy;
   pkv_cache *c;
@@ -1446,11 +1439,9 @@ static int32_t none_victim(void *s, uint64_t now) {
 }
 static void noop_remove(void *s, int32_t b) { (void)s, (void)b; }
 
-#define USER_OPS(nm)                                                        \
-  {.version = PKV_POLICY_VERSION, .name = nm, .create = ok_create,          \
-   .destroy = noop_state, .on_insert = noop_hook, .on_hit = noop_hook,      \
-   .on_evictable = noop_hook, .on_pinned = noop_hook,                       \
-   .choose_victim = none_victim, .on_remove = noop_remove}
+#define USER_OPS(nm)                                                                 \
+  TU_POLICY_OPS(nm, ok_create, noop_state, noop_hook, noop_hook, noop_hook, noop_hook, \
+                none_victim, noop_remove)
 
 static bool names_have(const char *name) {
   for (const char *const *n = pkv_policy_names(); *n; n++)
@@ -1580,65 +1571,18 @@ START_TEST(create_out_of_memory) {
 }
 END_TEST
 
-Suite *policy_suite(void) {
-  Suite *s = suite_create("policy");
-  TCase *tc = tcase_create("registry");
-  tcase_add_test(tc, registry_builtins);
-  tcase_add_test(tc, registry_register);
-  tcase_add_test(tc, registry_refuses);
-  tcase_add_test(tc, create_refuses);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("lru");
-  tcase_add_test(tc, lru_scripted);
-  tcase_add_loop_test(tc, lru_random, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("fifo");
-  tcase_add_test(tc, fifo_scripted);
-  tcase_add_loop_test(tc, fifo_random, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("lfu");
-  tcase_add_test(tc, lfu_scripted);
-  tcase_add_loop_test(tc, lfu_random, 0, 4);
-  tcase_add_loop_test(tc, lfu_random_small_ring, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("priority");
-  tcase_add_test(tc, priority_scripted);
-  tcase_add_loop_test(tc, priority_random, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("s3fifo");
-  tcase_add_test(tc, s3fifo_scripted);
-  tcase_add_loop_test(tc, s3fifo_random, 0, 8);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("fwlru");
-  tcase_add_test(tc, fwlru_scripted);
-  tcase_add_loop_test(tc, fwlru_random, 0, 8);
-  tcase_add_loop_test(tc, fwlru_parent_hints, 0, 6);
-  tcase_add_test(tc, meta_parent_block_from_manager);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("adaptive");
-  tcase_add_loop_test(tc, adaptive_contract, 0, 4);
-  tcase_add_loop_test(tc, adaptive_beats_lru_on_scans, 0, 2);
-  tcase_add_loop_test(tc, adaptive_matches_lru_on_recency, 0, 2);
-  tcase_add_loop_test(tc, adaptive_chat_through_manager, 0, 3);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("ghost");
-  tcase_add_loop_test(tc, ghost_vs_exact, 0, 4);
-  tcase_add_loop_test(tc, kmap_vs_array, 0, 2);
-  tcase_add_loop_test(tc, bset_vs_array, 0, 6);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("args");
-  tcase_add_test(tc, bad_args);
-  tcase_add_test(tc, create_out_of_memory);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(policy_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("policy",
+    {"registry", 0, {{registry_builtins}, {registry_register}, {registry_refuses},
+                    {create_refuses}}},
+    {"lru", 0, {{lru_scripted}, {lru_random, 0, 4}}},
+    {"fifo", 0, {{fifo_scripted}, {fifo_random, 0, 4}}},
+    {"lfu", 0, {{lfu_scripted}, {lfu_random, 0, 4}, {lfu_random_small_ring, 0, 4}}},
+    {"priority", 0, {{priority_scripted}, {priority_random, 0, 4}}},
+    {"s3fifo", 60, {{s3fifo_scripted}, {s3fifo_random, 0, 8}}},
+    {"fwlru", 60, {{fwlru_scripted}, {fwlru_random, 0, 8}, {fwlru_parent_hints, 0, 6},
+                  {meta_parent_block_from_manager}}},
+    {"adaptive", 0, {{adaptive_contract, 0, 4}, {adaptive_beats_lru_on_scans, 0, 2},
+                    {adaptive_matches_lru_on_recency, 0, 2},
+                    {adaptive_chat_through_manager, 0, 3}}},
+    {"ghost", 0, {{ghost_vs_exact, 0, 4}, {kmap_vs_array, 0, 2}, {bset_vs_array, 0, 6}}},
+    {"args", 0, {{bad_args}, {create_out_of_memory}}})

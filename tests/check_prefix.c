@@ -157,8 +157,7 @@ START_TEST(sharing_same_blocks) {
   ck_assert_int_eq(pkv_seq_create(c, NULL, &g), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, g, prompt, 22, 3, &m), 0);
   ck_assert_uint_eq(m, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -191,8 +190,7 @@ START_TEST(dedup_on_commit) {
   pkv_seq_info info;
   ck_assert_int_eq(pkv_seq_info_get(c, b, &info), 0);
   ck_assert_uint_eq(info.n_cached_blocks, 2);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -274,8 +272,7 @@ START_TEST(weak_keys_never_share_wrong_blocks) {
     first[k] = bq[0];
     for (uint32_t j = 0; j < k; j++) ck_assert_int_ne(first[j], first[k]);
   }
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -309,8 +306,7 @@ START_TEST(namespaces_isolate) {
     for (int j = i + 1; j < 5; j++) ck_assert_int_ne(blk[i][0], blk[j][0]);
   ck_assert_int_eq(blk[5][0], blk[0][0]);
   ck_assert_uint_eq(tu_stats(c).dedup_blocks, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -385,10 +381,8 @@ START_TEST(pins_survive_pressure) {
   st = tu_stats(c);
   ck_assert_uint_eq(st.blocks_pinned, 0);
   ck_assert_uint_eq(st.blocks_used, 0);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &big), 0);
-  ck_assert_int_eq(pkv_seq_append(c, big, prompt, 32, NULL), 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  big = tu_seq_new(c, prompt, 32);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -407,8 +401,7 @@ START_TEST(pinned_block_is_copied_before_write) {
   ck_assert_int_eq(pkv_seq_append(c, s, prompt, 1, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).cow_copies, 1);
   ck_assert_int_eq(pkv_pin_release(c, pin), 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -435,8 +428,7 @@ static int retention_run(uint64_t at) {
   ck_assert_int_eq(pkv_seq_set_priority(c, a, 0, 4, 90, 1000), 0);
   ck_assert_int_eq(pkv_seq_append(c, a, ta, 4, NULL), 0);
   ck_assert_int_eq(pkv_seq_commit(c, a, 4), 0);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
-  ck_assert_int_eq(pkv_seq_append(c, b, tb, 4, NULL), 0);
+  b = tu_seq_new(c, tb, 4);
   ck_assert_int_eq(pkv_seq_commit(c, b, 4), 0);
   ck_assert_int_eq(pkv_seq_free(c, a), 0);
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
@@ -450,8 +442,7 @@ static int retention_run(uint64_t at) {
   uint32_t m;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &probe), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, probe, ta, 4, 0, &m), 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
   return m == 4;
 }
 
@@ -491,8 +482,7 @@ static int32_t orphan_run(uint32_t flags, pkv_cache **keep) {
   pkv_seq_id z;
   int32_t tz[8] = {0};
   int32_t bz[2];
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &z), 0);
-  ck_assert_int_eq(pkv_seq_append(c, z, tz, 4, NULL), 0);
+  z = tu_seq_new(c, tz, 4);
   ck_assert_int_eq(pkv_seq_append(c, z, tz, 4, NULL), 0);
   ck_assert_int_eq(pkv_seq_blocks(c, z, bz, 2, &n), 0);
   ck_assert_int_eq(bz[0], 0);
@@ -539,8 +529,7 @@ START_TEST(orphan_readopted_when_parent_returns) {
   /* Evict exactly y0 (lowest id) with a 5-block request. */
   pkv_seq_id z;
   int32_t tz[20] = {0};
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &z), 0);
-  ck_assert_int_eq(pkv_seq_append(c, z, tz, 20, NULL), 0);
+  z = tu_seq_new(c, tz, 20);
   ck_assert_uint_eq(tu_stats(c).evictions, 1);
   ck_assert_int_eq(pkv_seq_free(c, z), 0);
   /* Recompute y0: the match finds no block, the commit re-registers y0
@@ -556,8 +545,7 @@ START_TEST(orphan_readopted_when_parent_returns) {
   uint32_t n;
   ck_assert_int_eq(pkv_seq_blocks(c, y3, b, 2, &n), 0);
   ck_assert_int_eq(b[1], 1);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -586,8 +574,7 @@ START_TEST(policy_victim_in_use_is_refused) {
   ck_assert_int_eq(pkv_seq_append(c, keep, t, 4, slots), 0); /* block 0 */
   for (int i = 0; i < 4; i++) tu_write_slot(c, slots[i], 7, (uint32_t)i);
   ck_assert_int_eq(pkv_seq_commit(c, keep, 4), 0);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &gone), 0);
-  ck_assert_int_eq(pkv_seq_append(c, gone, t + 4, 12, NULL), 0);
+  gone = tu_seq_new(c, t + 4, 12);
   ck_assert_int_eq(pkv_seq_commit(c, gone, 12), 0);
   ck_assert_int_eq(pkv_seq_free(c, gone), 0); /* 3 evictable blocks */
   pkv_seq_id x;
@@ -754,8 +741,7 @@ START_TEST(prefix_reset_drops_unused) {
   st = tu_stats(c);
   ck_assert_uint_eq(st.blocks_cached, 0);
   ck_assert_uint_eq(st.blocks_free, 32);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
   free(r);
 }
 END_TEST
@@ -813,42 +799,14 @@ START_TEST(keys_are_stable) {
 }
 END_TEST
 
-static Suite *prefix_suite(void) {
-  Suite *s = suite_create("prefix");
-  TCase *tc = tcase_create("sharing");
-  tcase_add_test(tc, sharing_same_blocks);
-  tcase_add_test(tc, match_finds_child_among_many);
-  tcase_add_test(tc, dedup_on_commit);
-  tcase_add_test(tc, no_prefix_cache_flag);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("verification");
-  tcase_add_test(tc, weak_keys_never_share_wrong_blocks);
-  tcase_add_test(tc, keys_are_stable);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("namespaces");
-  tcase_add_test(tc, namespaces_isolate);
-  tcase_add_test(tc, many_namespaces_churn);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("pins");
-  tcase_add_test(tc, pins_survive_pressure);
-  tcase_add_test(tc, pinned_block_is_copied_before_write);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("retention");
-  tcase_add_test(tc, retention_expires);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("orphans");
-  tcase_add_test(tc, orphans_kept_by_default);
-  tcase_add_test(tc, orphans_first);
-  tcase_add_test(tc, orphan_readopted_when_parent_returns);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("eviction");
-  tcase_add_test(tc, policy_victim_in_use_is_refused);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("events_reset");
-  tcase_add_loop_test(tc, events_replay_exact_key_set, 0, 2);
-  tcase_add_test(tc, prefix_reset_drops_unused);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(prefix_suite()); }
+TU_MAIN("prefix",
+    {"sharing", 0, {{sharing_same_blocks}, {match_finds_child_among_many}, {dedup_on_commit},
+                   {no_prefix_cache_flag}}},
+    {"verification", 0, {{weak_keys_never_share_wrong_blocks}, {keys_are_stable}}},
+    {"namespaces", 0, {{namespaces_isolate}, {many_namespaces_churn}}},
+    {"pins", 0, {{pins_survive_pressure}, {pinned_block_is_copied_before_write}}},
+    {"retention", 0, {{retention_expires}}},
+    {"orphans", 0,
+     {{orphans_kept_by_default}, {orphans_first}, {orphan_readopted_when_parent_returns}}},
+    {"eviction", 0, {{policy_victim_in_use_is_refused}}},
+    {"events_reset", 0, {{events_replay_exact_key_set, 0, 2}, {prefix_reset_drops_unused}}})

@@ -282,15 +282,12 @@ END_TEST
 START_TEST(through_the_cache) {
   enum { HKV = 2, G = 4, HQ = HKV * G, D = 64, N = 40 };
   for (int t = 0; t < 3; t++) {
+    const tu_engine_shape shape = {.dtype = qtypes[t], .n_layers = 2, .n_kv_heads = HKV,
+                                   .head_dim = D, .block_size = 16, .num_blocks = 32,
+                                   .n_q_heads = HQ};
     pkv_config cfg;
-    pkv_config_init(&cfg);
-    cfg.policy_ops = pkv_policy_find("lru");
-    cfg.n_layers = 2;
-    cfg.n_kv_heads = HKV;
-    cfg.head_dim = D;
-    cfg.block_size = 16;
-    cfg.dtype = qtypes[t];
-    cfg.num_blocks = 32;
+    pkv_engine_config ec;
+    tu_engine_config(&shape, &cfg, &ec);
     ck_assert_uint_eq(pkv_dtype_size(qtypes[t]), 1);
     ck_assert_uint_eq(pkv_config_block_bytes(&cfg), (uint64_t)(D + 4) * 16 * HKV * 2 * 2);
     pkv_cache *cache;
@@ -300,9 +297,6 @@ START_TEST(through_the_cache) {
     ck_assert_uint_eq(L.elem_size, 1);
     ck_assert_uint_eq(L.slot_stride, D + 4);
     ck_assert_uint_eq(L.head_stride, (D + 4) * 16);
-    pkv_engine_config ec;
-    pkv_engine_config_init(&ec);
-    ec.n_q_heads = HQ;
     pkv_engine *e;
     ck_assert_int_eq(pkv_engine_create(cache, &ec, &e), 0);
     /* history as stored: [token][head][D], dequantized */
@@ -390,23 +384,12 @@ START_TEST(v_head_dim_narrower) {
    * scale after head_dim codes): prefill and decode against the reference */
   enum { HKV = 1, G = 4, HQ = HKV * G, D = 80, DV = 48, N = 37 };
   for (int t = 0; t < 3; t++) {
-    pkv_config cfg;
-    pkv_config_init(&cfg);
-    cfg.policy_ops = pkv_policy_find("lru");
-    cfg.n_layers = 1;
-    cfg.n_kv_heads = HKV;
-    cfg.head_dim = D;
-    cfg.v_head_dim = DV;
-    cfg.block_size = 16;
-    cfg.dtype = qtypes[t];
-    cfg.num_blocks = 8;
+    const tu_engine_shape shape = {.dtype = qtypes[t], .n_layers = 1, .n_kv_heads = HKV,
+                                   .head_dim = D, .v_head_dim = DV, .block_size = 16,
+                                   .num_blocks = 8, .n_q_heads = HQ};
     pkv_cache *cache;
-    ck_assert_int_eq(pkv_cache_create(&cfg, &cache), 0);
-    pkv_engine_config ec;
-    pkv_engine_config_init(&ec);
-    ec.n_q_heads = HQ;
     pkv_engine *e;
-    ck_assert_int_eq(pkv_engine_create(cache, &ec, &e), 0);
+    ck_assert_int_eq(tu_engine_open(&shape, &cache, &e), 0);
     static float q[N * HQ * D], k[N * D], v[N * DV], out[N * HQ * DV], kh[N * D], vh[N * D];
     float ref[DV];
     uint8_t tmp[D + 4];

@@ -556,8 +556,7 @@ static void run_policy(int variant, const char *policy, bool lazy) {
   ck_assert_uint_gt(st.batch_calls, 0);
   if (w->n_deferred)
     ck_assert_int_eq(pkv_blocks_release(w->c, w->deferred, w->n_deferred), 0);
-  TU_CHECK(w->c);
-  pkv_cache_destroy(w->c);
+  TU_DONE(w->c);
   free(w->shadow);
   free(w);
 }
@@ -579,18 +578,10 @@ START_TEST(lazy_drain) {
 }
 END_TEST
 
-static Suite *random_suite(void) {
-  Suite *s = suite_create("random");
-  TCase *tc = tcase_create("random_ops");
-  tcase_set_timeout(tc, 120);
-  /* bit 0: storage; (i >> 1) % N_POLICIES: policy; i >= 2 * N_POLICIES:
-   * orphans first (lru, fifo and adaptive; fwlru's owned-storage run at
-   * the sanitizers' reduced scale sees no prefix hit with that seed). */
-  tcase_add_loop_test(tc, random_ops, 0, 2 * N_POLICIES + 4);
-  tcase_add_loop_test(tc, random_ops, 2 * N_POLICIES + 12, 2 * N_POLICIES + 14);
-  tcase_add_loop_test(tc, lazy_drain, 0, 8);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(random_suite()); }
+TU_MAIN("random",
+    /* bit 0: storage; (i >> 1) % N_POLICIES: policy; i >= 2 * N_POLICIES:
+     * orphans first (lru, fifo and adaptive; fwlru's owned-storage run at
+     * the sanitizers' reduced scale sees no prefix hit with that seed). */
+    {"random_ops", 120, {{random_ops, 0, 2 * N_POLICIES + 4},
+                        {random_ops, 2 * N_POLICIES + 12, 2 * N_POLICIES + 14},
+                        {lazy_drain, 0, 8}}})

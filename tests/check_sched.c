@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pagedkv/policy.h"
 
-#include "../tools/cli.c"
-#include "../tools/scheduler.c"
+#include "../tools/cli.h"
+#include "../tools/opts.h"
+#include "../tools/scheduler.h"
 
 enum { MAX_SEQ_LOG = 4096 };
 
@@ -285,6 +287,53 @@ START_TEST(bad_workload) {
 }
 END_TEST
 
+/* `pagedkv run --dtype`: every K/V type the engine supports, the quantized
+ * ones included, is accepted by name and runs the engine end to end (the
+ * JSON says the dtype and the block size it gives); an unknown one is a
+ * usage error naming the flag. */
+START_TEST(run_dtypes) {
+  static const struct { const char *name; pkv_dtype dtype; } want[] = {
+      {"f32", PKV_DTYPE_F32}, {"f16", PKV_DTYPE_F16}, {"bf16", PKV_DTYPE_BF16},
+      {"i8", PKV_DTYPE_I8}, {"fp8_e4m3", PKV_DTYPE_FP8_E4M3}, {"fp8_e5m2", PKV_DTYPE_FP8_E5M2}};
+  char err[256], json[64], expect[96];
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    run_opts o;
+    char *argv[] = {"run", "--dtype", (char *)want[i].name, NULL};
+    ck_assert_int_eq(run_opts_parse(3, argv, &o, err, sizeof err), 0);
+    ck_assert_int_eq(o.shape.dtype, want[i].dtype);
+    ck_assert_str_eq(opts_dtype_name(want[i].dtype), want[i].name);
+    if (want[i].dtype < PKV_DTYPE_I8) continue;
+    /* The quantized ones through the engine: 4 requests on the tiny model. */
+    snprintf(json, sizeof json, "/tmp/pkv_run_dtype_%d.json", (int)getpid());
+    char *run[] = {"run", "-q", "--dtype", (char *)want[i].name, "--requests", "4", "--blocks", "64",
+                   "-t", "1", "--prompt-len", "32-64", "--system-len", "32", "--output-len", "4",
+                   "--json", json, NULL};
+    ck_assert_int_eq(cmd_run(18, run), 0);
+    FILE *f = fopen(json, "r");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 20];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(json);
+    snprintf(expect, sizeof expect, "\"dtype\": \"%s\"", want[i].name);
+    ck_assert_msg(strstr(text, expect), "%s: no %s in the JSON", want[i].name, expect);
+    pkv_config cfg;
+    pkv_config_init(&cfg);
+    cfg.n_layers = 2, cfg.n_kv_heads = 2, cfg.head_dim = 64, cfg.block_size = 16;
+    cfg.dtype = want[i].dtype;
+    snprintf(expect, sizeof expect, "\"block_bytes\": %llu",
+             (unsigned long long)pkv_config_block_bytes(&cfg));
+    ck_assert_msg(strstr(text, expect), "%s: no %s in the JSON", want[i].name, expect);
+    ck_assert_msg(strstr(text, "\"requests_done\": 4"), "%s: not every request done", want[i].name);
+  }
+  run_opts o;
+  char *bad[] = {"run", "--dtype", "fp8", NULL};
+  ck_assert_int_eq(run_opts_parse(3, bad, &o, err, sizeof err), 2);
+  ck_assert_msg(strstr(err, "--dtype: 'fp8' is not"), "%s", err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sched");
   TCase *tc = tcase_create("preemption");
@@ -296,6 +345,10 @@ int main(void) {
   tcase_add_test(tc, samples_fork_and_copy);
   tcase_add_test(tc, prefix_hits_between_requests);
   tcase_add_test(tc, bad_workload);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("run");
+  tcase_add_test(tc, run_dtypes);
+  tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -220,9 +220,7 @@ END_TEST
 /* ------------------------------------------------ handles */
 
 START_TEST(handles_generations) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 8, 4);
   pkv_seq_id ids[40];
   for (int i = 0; i < 40; i++) {
     ck_assert_int_eq(pkv_seq_create(c, NULL, &ids[i]), 0);
@@ -245,9 +243,7 @@ END_TEST
 /* ------------------------------------------------ append */
 
 START_TEST(append_slots) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   pkv_seq_id s;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
   int64_t slots[16];
@@ -271,15 +267,12 @@ START_TEST(append_slots) {
   ck_assert_uint_eq(st.appends, 3);
   ck_assert_uint_eq(st.appended_tokens, 10);
   ck_assert_uint_eq(st.slots_reserved, 12);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(append_exhausts_pool_exactly) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 4, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 4, 4);
   pkv_seq_id s;
   ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
   ck_assert_int_eq(pkv_seq_append(c, s, toks, 17, NULL), PKV_ENOMEM);
@@ -290,17 +283,14 @@ START_TEST(append_exhausts_pool_exactly) {
   ck_assert_uint_eq(tu_stats(c).blocks_free, 2);
   ck_assert_int_eq(pkv_seq_truncate(c, s, 0), 0);
   ck_assert_uint_eq(tu_stats(c).blocks_free, 4);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 /* ------------------------------------------------ fork / copy-on-write */
 
 START_TEST(fork_shares_everything) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
   pkv_seq_id p, ch;
   int64_t slots[16];
   ck_assert_int_eq(pkv_seq_create(c, NULL, &p), 0);
@@ -356,18 +346,14 @@ START_TEST(fork_shares_everything) {
     ck_assert(tu_slot_matches(c, (int64_t)bc[i / 4] * 4 + i % 4, 1, (uint32_t)i));
   ck_assert_int_eq(pkv_seq_free(c, ch), 0);
   ck_assert_uint_eq(tu_stats(c).blocks_free, 16);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(fork_external_queues_copies) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 16, 4);
   pkv_seq_id p, ch;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &p), 0);
-  ck_assert_int_eq(pkv_seq_append(c, p, toks, 7, NULL), 0);
+  p = tu_seq_new(c, toks, 7);
   ck_assert_int_eq(pkv_seq_fork(c, p, &ch), 0);
   ck_assert_int_eq(pkv_seq_append(c, p, toks, 1, NULL), 0);
   ck_assert_int_eq(pkv_seq_append(c, ch, toks, 3, NULL), 0);
@@ -416,34 +402,27 @@ START_TEST(fork_external_queues_copies) {
   ck_assert_int_eq(q[0].dst_block, bk[2]);
   ck_assert_uint_eq(q[0].n_slots, 1);
   ck_assert_uint_eq(pending, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(fork_at_block_boundary_copies_nothing) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_EXTERNAL, 16, 4);
   pkv_seq_id p, ch;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &p), 0);
-  ck_assert_int_eq(pkv_seq_append(c, p, toks, 8, NULL), 0);
+  p = tu_seq_new(c, toks, 8);
   ck_assert_int_eq(pkv_seq_fork(c, p, &ch), 0);
   ck_assert_int_eq(pkv_seq_append(c, p, toks, 1, NULL), 0);
   ck_assert_int_eq(pkv_seq_append(c, ch, toks, 1, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).cow_copies, 0);
   ck_assert_uint_eq(tu_stats(c).blocks_used, 4);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 /* ------------------------------------------------ truncate / commit */
 
 START_TEST(truncate_then_append_copies_cached_tail) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
   pkv_seq_id s;
   int64_t slots[12];
   ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
@@ -468,8 +447,7 @@ START_TEST(truncate_then_append_copies_cached_tail) {
   ck_assert(tu_slot_matches(c, ns - 1, 3, 5));   /* filled slots copied */
   ck_assert_uint_eq(tu_stats(c).cow_copies, 1);
   ck_assert_uint_eq(tu_stats(c).truncates, 1);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -489,18 +467,13 @@ START_TEST(truncate_exclusive_tail_is_rewritten_in_place) {
   ck_assert_int_eq(pkv_seq_append(c, s, toks, 1, &again), 0);
   ck_assert_int_eq(again, slots[6]);
   ck_assert_uint_eq(tu_stats(c).cow_copies, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(engine_view) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 16, 4);
-  pkv_cache *c = tu_cache(&cfg);
-  pkv_seq_id s;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, toks, 9, NULL), 0);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 16, 4);
+  pkv_seq_id s = tu_seq_new(c, toks, 9);
   ck_assert_int_eq(pkv_seq_commit(c, s, 5), 0);
   pkv__seq_view v;
   ck_assert_int_eq(pkv__seq_view_get(c, s, &v), 0);
@@ -513,11 +486,7 @@ START_TEST(engine_view) {
   ck_assert_mem_eq(v.blocks, b, sizeof b);
   /* Other sequences' growth never moves this table. */
   const int32_t *before = v.blocks;
-  for (int i = 0; i < 8; i++) {
-    pkv_seq_id o;
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &o), 0);
-    ck_assert_int_eq(pkv_seq_append(c, o, toks, 1, NULL), 0);
-  }
+  for (int i = 0; i < 8; i++) (void)tu_seq_new(c, toks, 1);
   ck_assert_int_eq(pkv__seq_view_get(c, s, &v), 0);
   ck_assert_ptr_eq(v.blocks, before);
   /* Block 0 is full and committed: cached, so immutable. */
@@ -528,31 +497,12 @@ START_TEST(engine_view) {
 }
 END_TEST
 
-static Suite *seq_suite(void) {
-  Suite *s = suite_create("seq");
-  TCase *tc = tcase_create("bad_input");
-  tcase_add_loop_test(tc, bad_input, 0, (int)(sizeof bad_calls / sizeof bad_calls[0]));
-  suite_add_tcase(s, tc);
-  tc = tcase_create("handles");
-  tcase_add_test(tc, handles_generations);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("append");
-  tcase_add_test(tc, append_slots);
-  tcase_add_test(tc, append_exhausts_pool_exactly);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("fork_cow");
-  tcase_add_test(tc, fork_shares_everything);
-  tcase_add_test(tc, fork_external_queues_copies);
-  tcase_add_test(tc, fork_at_block_boundary_copies_nothing);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("truncate_commit");
-  tcase_add_test(tc, truncate_then_append_copies_cached_tail);
-  tcase_add_test(tc, truncate_exclusive_tail_is_rewritten_in_place);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("engine");
-  tcase_add_test(tc, engine_view);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(seq_suite()); }
+TU_MAIN("seq",
+    {"bad_input", 0, {{bad_input, 0, (int)(sizeof bad_calls / sizeof bad_calls[0])}}},
+    {"handles", 0, {{handles_generations}}},
+    {"append", 0, {{append_slots}, {append_exhausts_pool_exactly}}},
+    {"fork_cow", 0, {{fork_shares_everything}, {fork_external_queues_copies},
+                    {fork_at_block_boundary_copies_nothing}}},
+    {"truncate_commit", 0, {{truncate_then_append_copies_cached_tail},
+                           {truncate_exclusive_tail_is_rewritten_in_place}}},
+    {"engine", 0, {{engine_view}}})

@@ -224,9 +224,7 @@ static pkv_seq_id filled(pkv_cache *c, uint32_t n, int32_t base) {
   int32_t t[256];
   ck_assert_uint_le(n, 256);
   for (uint32_t i = 0; i < n; i++) t[i] = base + (int32_t)i;
-  pkv_seq_id s;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, t, n, NULL), 0);
+  pkv_seq_id s = tu_seq_new(c, t, n);
   return s;
 }
 
@@ -260,8 +258,7 @@ START_TEST(list_and_keep) {
   ck_assert_uint_eq(tu_stats(c).blocks_free, 32 - 3);
   ck_assert_int_eq(pkv_seq_free(c, a), PKV_ENOSEQ);
   ck_assert_int_eq(pkv_seq_keep(c, b), 0); /* alone already: nothing */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -291,8 +288,7 @@ START_TEST(aligned_shift_moves_nothing) {
   pkv_seq_info info;
   ck_assert_int_eq(pkv_seq_info_get(c, s, &info), 0);
   ck_assert_uint_eq(info.n_tokens, 14);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -327,8 +323,7 @@ START_TEST(unaligned_external_copies) {
   ck_assert_uint_eq(tu_stats(c).blocks_free, 32 - 3);
   int64_t slots[9];
   ck_assert_int_eq(pkv_slot_mapping(c, s, 0, 9, slots), 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -336,9 +331,7 @@ START_TEST(shifted_blocks_never_cached) {
   pkv_cache *c = small_cache(PKV_STORAGE_OWNED, 32);
   int32_t t[24];
   for (int i = 0; i < 24; i++) t[i] = 500 + i;
-  pkv_seq_id s;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_append(c, s, t, 24, NULL), 0);
+  pkv_seq_id s = tu_seq_new(c, t, 24);
   ck_assert_int_eq(pkv_seq_commit(c, s, 8), 0); /* blocks 0, 1 cached */
   ck_assert_uint_eq(tu_stats(c).blocks_cached, 2);
   ck_assert_int_eq(pkv_seq_remove_range(c, s, 9, 11), 0);
@@ -357,8 +350,7 @@ START_TEST(shifted_blocks_never_cached) {
   ck_assert_int_eq(pkv_seq_create(c, NULL, &m), 0);
   ck_assert_int_eq(pkv_seq_match_prefix(c, m, now, 22, 0, &matched), 0);
   ck_assert_uint_eq(matched, 8);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -379,8 +371,7 @@ START_TEST(full_pool_shift) {
   for (uint32_t p = 0; p < 34; p++)
     ck_assert(tu_slot_matches(c, slots[p], 1000 + (p < 5 ? p : p + 30), 0));
   ck_assert_uint_eq(tu_stats(c).blocks_free, 17 - 9);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -423,26 +414,12 @@ START_TEST(bad_input) {
   ck_assert_int_eq(pkv_seq_list(c, NULL, 1, &(uint32_t){0}), PKV_EINVAL);
   ck_assert_int_eq(pkv_seq_list(c, NULL, 0, NULL), PKV_EINVAL);
   ck_assert_int_eq(pkv_seq_keep(NULL, s), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
-static Suite *seqops_suite(void) {
-  Suite *s = suite_create("seqops");
-  TCase *tc = tcase_create("model");
-  tcase_set_timeout(tc, 120);
-  tcase_add_loop_test(tc, model, 0, 4);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("ops");
-  tcase_add_test(tc, list_and_keep);
-  tcase_add_loop_test(tc, aligned_shift_moves_nothing, 0, 2);
-  tcase_add_test(tc, unaligned_external_copies);
-  tcase_add_test(tc, shifted_blocks_never_cached);
-  tcase_add_test(tc, full_pool_shift);
-  tcase_add_test(tc, bad_input);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(seqops_suite()); }
+TU_MAIN("seqops",
+    {"model", 120, {{model, 0, 4}}},
+    {"ops", 0, {{list_and_keep}, {aligned_shift_moves_nothing, 0, 2},
+               {unaligned_external_copies}, {shifted_blocks_never_cached}, {full_pool_shift},
+               {bad_input}}})

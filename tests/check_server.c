@@ -84,11 +84,9 @@ static void cnt_evictable(void *s, int32_t b, const pkv_block_meta *m) { hooks++
 static void cnt_pinned(void *s, int32_t b, const pkv_block_meta *m) { hooks++; lru->on_pinned(s, b, m); }
 static int32_t cnt_victim(void *s, uint64_t now) { hooks++; return lru->choose_victim(s, now); }
 static void cnt_remove(void *s, int32_t b) { hooks++; lru->on_remove(s, b); }
-static const pkv_policy_ops counting = {
-    .version = PKV_POLICY_VERSION, .name = "counting-lru",
-    .create = cnt_create, .destroy = cnt_destroy, .on_insert = cnt_insert,
-    .on_hit = cnt_hit, .on_evictable = cnt_evictable, .on_pinned = cnt_pinned,
-    .choose_victim = cnt_victim, .on_remove = cnt_remove};
+static const pkv_policy_ops counting =
+    TU_POLICY_OPS("counting-lru", cnt_create, cnt_destroy, cnt_insert, cnt_hit, cnt_evictable,
+                  cnt_pinned, cnt_victim, cnt_remove);
 
 /* ------------------------------------------------ probe + attach */
 
@@ -138,8 +136,7 @@ START_TEST(probe_changes_nothing) {
   ck_assert_int_eq(pkv_prefix_probe(c, NULL, NULL, 4, 0, NULL, 0, &ht), PKV_EINVAL);
   ck_assert_int_eq(pkv_prefix_probe(c, NULL, prompt, 4, 0, NULL, 3, &ht), PKV_EINVAL);
   ck_assert_int_eq(pkv_prefix_probe(c, NULL, prompt, 4, 0, NULL, 0, NULL), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -258,8 +255,7 @@ START_TEST(tables_stable_by_default) {
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
   ck_assert_uint_eq(tu_stats(c).blocks_free, 62);
   ck_assert_uint_eq(tu_stats(c).blocks_evictable, 2);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -327,16 +323,14 @@ START_TEST(dedup_remaps_and_defers) {
   ck_assert_uint_eq(k.deferred, 0);
   ck_assert_uint_eq(k.in_use, 4);
   ck_assert_uint_eq(k.free, 60);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 
   /* Cache-wide dedup through plain pkv_seq_commit: reported by event. */
   log.n = 0;
   cfg.flags = PKV_CACHE_COMMIT_DEDUP;
   c = tu_cache(&cfg);
   a = computed(c, NULL, prompt, 8);
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &b), 0);
-  ck_assert_int_eq(pkv_seq_append(c, b, prompt, 8, NULL), 0);
+  b = tu_seq_new(c, prompt, 8);
   ck_assert_int_eq(pkv_seq_commit(c, b, 8), 0);
   uint32_t remapped = 0;
   int32_t old[2];
@@ -345,17 +339,14 @@ START_TEST(dedup_remaps_and_defers) {
   ck_assert_uint_eq(remapped, 2);
   ck_assert_uint_eq(tu_stats(c).blocks_deferred, 2);
   /* NO_DEDUP overrides the cache flag per call */
-  pkv_seq_id d2;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &d2), 0);
-  ck_assert_int_eq(pkv_seq_append(c, d2, prompt, 8, NULL), 0);
+  pkv_seq_id d2 = tu_seq_new(c, prompt, 8);
   ck_assert_int_eq(pkv_seq_commit_ex(c, d2, 8, PKV_COMMIT_NO_DEDUP, NULL, 0, NULL), 0);
   ck_assert_uint_eq(tu_stats(c).remaps, 2);
   /* Freeing the sequence does not drop a deferred reference. */
   ck_assert_int_eq(pkv_seq_free(c, b), 0);
   ck_assert_uint_eq(tu_stats(c).blocks_deferred, 2);
   ck_assert_int_eq(pkv_blocks_release(c, old, 2), 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -420,8 +411,7 @@ START_TEST(lookahead_slots) {
   ck_assert_uint_eq(info.n_tokens, 10);
   ck_assert_int_eq(pkv_slot_mapping(c, s, 7, 10, map), 0);
   for (int i = 0; i < 3; i++) ck_assert_int_eq(map[i], slots[i]);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -464,8 +454,7 @@ START_TEST(deltas_report_new_and_copied) {
   /* nothing asked: a no-op */
   ck_assert_int_eq(pkv_seq_append_ex(c, ch, &(pkv_append){0}, &d), 0);
   ck_assert_uint_eq(d.n_new, 0);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -477,8 +466,7 @@ START_TEST(batch_decode_step) {
   fill_prompt(8);
   pkv_seq_id s[N];
   for (int i = 0; i < N; i++) {
-    ck_assert_int_eq(pkv_seq_create(c, NULL, &s[i]), 0);
-    ck_assert_int_eq(pkv_seq_append(c, s[i], prompt, 2 + (uint32_t)i % 3, NULL), 0);
+    s[i] = tu_seq_new(c, prompt, 2 + (uint32_t)i % 3);
   }
   int32_t tok[N];
   int64_t slots[N];
@@ -594,8 +582,7 @@ START_TEST(batch_decode_step) {
     ck_assert_int_eq(pkv_batch_commit(c, NULL, NULL, 0, NULL), 0);
   }
   ck_assert_int_eq(pkv_batch_append(c, NULL, tok, 1, slots, r), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -643,8 +630,7 @@ START_TEST(pulled_events_match_pushed) {
   ck_assert_uint_eq(out[0].seqno, log.n);
   ck_assert_uint_eq(out[0].seq, s);
   ck_assert_int_eq(pkv_events_drain(c, NULL, 1, &n, NULL), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
   /* no queue configured */
   c = open_cache(8, 0, 0);
   ck_assert_int_eq(pkv_events_drain(c, out, 4, &n, NULL), PKV_ENOTSUP);
@@ -678,8 +664,7 @@ START_TEST(event_queue_overflow_is_marked) {
   ck_assert_int_eq(pkv_events_drain(c, out, 8, &n, &pending), 0);
   ck_assert_uint_eq(n, 1);
   ck_assert_uint_eq(out[0].seqno, 12);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
   pkv_config cfg;
   tu_config(&cfg, PKV_STORAGE_EXTERNAL, 8, BS);
   cfg.event_queue_cap = 0xffffffffu;
@@ -726,8 +711,7 @@ START_TEST(callback_reentry_is_refused) {
   /* after the callback the cache works from the same thread */
   ck_assert_int_eq(pkv_seq_free(r.self, s), 0);
   ck_assert_str_eq(pkv_err_name(PKV_EBUSY), "PKV_EBUSY");
-  TU_CHECK(r.self);
-  pkv_cache_destroy(r.self);
+  TU_DONE(r.self);
   pkv_cache_destroy(r.other);
 }
 END_TEST
@@ -789,37 +773,15 @@ START_TEST(capacity_evict_common_prefix) {
   ck_assert_int_eq(pkv_evict(c, 0), 0);
   ck_assert_int_eq(pkv_evict(NULL, 1), PKV_EINVAL);
   ck_assert_int_eq(pkv_cache_capacity(c, NULL), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
-static Suite *server_suite(void) {
-  Suite *s = suite_create("server");
-  TCase *tc = tcase_create("probe");
-  tcase_add_test(tc, probe_changes_nothing);
-  tcase_add_test(tc, attach_probed_hit);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("stable_tables");
-  tcase_add_test(tc, tables_stable_by_default);
-  tcase_add_test(tc, dedup_remaps_and_defers);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("lookahead_deltas");
-  tcase_add_test(tc, lookahead_slots);
-  tcase_add_test(tc, deltas_report_new_and_copied);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("batch");
-  tcase_add_test(tc, batch_decode_step);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("events");
-  tcase_add_test(tc, pulled_events_match_pushed);
-  tcase_add_test(tc, event_queue_overflow_is_marked);
-  tcase_add_test(tc, callback_reentry_is_refused);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("capacity");
-  tcase_add_test(tc, capacity_evict_common_prefix);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) { return tu_main(server_suite()); }
+TU_MAIN("server",
+    {"probe", 0, {{probe_changes_nothing}, {attach_probed_hit}}},
+    {"stable_tables", 0, {{tables_stable_by_default}, {dedup_remaps_and_defers}}},
+    {"lookahead_deltas", 0, {{lookahead_slots}, {deltas_report_new_and_copied}}},
+    {"batch", 0, {{batch_decode_step}}},
+    {"events", 0, {{pulled_events_match_pushed}, {event_queue_overflow_is_marked},
+                  {callback_reentry_is_refused}}},
+    {"capacity", 0, {{capacity_evict_common_prefix}}})

@@ -5,16 +5,16 @@
  * (tests/data/traces, computed by its reference.py).
  */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../tools/cli.c"
-#include "../tools/opts.c"
-#include "../tools/sim.c"
-#include "../tools/sim_manager.c"
-#include "../tools/trace.c"
+#include "../tools/cli.h"
+#include "../tools/opts.h"
+#include "../tools/sim.h"
+#include "../tools/trace.h"
 
 #define PKV_FUZZ_NO_MAIN
 #include "fuzz/fuzz_cli.c"
@@ -370,7 +370,7 @@ static int resolve(policy_set *ps, int argc, const char **args) {
   char err[256];
   int rc = sim_opts_parse(argc + 1, argv, &o, err, sizeof err);
   if (rc) return rc;
-  rc = resolve_policies(&o, ps);
+  rc = sim_resolve_policies(&o, ps);
   /* ps->args point into o: compare before freeing. */
   static char kept[4][64];
   for (size_t k = 0; k < ps->n && k < 4; k++) {
@@ -423,6 +423,187 @@ START_TEST(fuzz_corpora_replay) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- cluster */
+
+/* n requests, each `prefix` blocks shared by its group (one of `groups`,
+ * picked by a fixed mix of the request) and one block of its own. */
+static void make_group_trace(trace *t, size_t n, uint32_t groups, uint32_t prefix) {
+  memset(t, 0, sizeof *t);
+  t->format = TRACE_MOONCAKE;
+  t->block_size = 512;
+  t->n_reqs = n;
+  t->reqs = calloc(n, sizeof *t->reqs);
+  t->n_hash = n * (prefix + 1);
+  t->hash_ids = malloc(t->n_hash * sizeof *t->hash_ids);
+  uint64_t x = 12345;
+  for (size_t i = 0; i < n; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    uint32_t g = (uint32_t)((x >> 33) % groups);
+    uint32_t len = (prefix + 1) * 512;
+    t->reqs[i] = (trace_req){.arrival_ns = i, .input_len = len, .n_hash = prefix + 1,
+                             .hash_off = i * (prefix + 1)};
+    for (uint32_t j = 0; j < prefix; j++) t->hash_ids[i * (prefix + 1) + j] = (uint64_t)g * 1000 + j;
+    t->hash_ids[i * (prefix + 1) + prefix] = 1000000 + i;
+    t->prompt_tokens += len;
+  }
+}
+
+/* The stream of *t at 512 tokens per block (the trace's own). */
+static void build(trace *t, sim_stream *s) {
+  char err[256];
+  ck_assert_msg(sim_stream_build(t, 512, s, err, sizeof err) == 0, "%s", err);
+}
+
+static void done(trace *t, sim_stream *s, sim_cluster_result *a, sim_cluster_result *b) {
+  if (a) sim_cluster_result_free(a);
+  if (b) sim_cluster_result_free(b);
+  sim_stream_free(s);
+  trace_free(t);
+}
+
+static sim_cluster_result run_cluster(const sim_stream *s, uint32_t nodes, uint64_t cap,
+                                      sim_route route, double bound, uint64_t remote) {
+  uint64_t caps[64];
+  for (uint32_t k = 0; k < nodes; k++) caps[k] = cap;
+  sim_cluster_cfg cfg = {.n_nodes = nodes, .caps = caps, .ops = pkv_policy_find("lru"),
+                         .route = route, .load_bound = bound, .remote_blocks = remote};
+  sim_cluster_result r;
+  ck_assert_int_eq(sim_run_cluster(s, &cfg, &r, NULL), 0);
+  return r;
+}
+
+/* One node is the plain manager replay, whichever the route. */
+START_TEST(cluster_one_node_is_plain_sim) {
+  trace t;
+  load_test_trace(&t);
+  sim_stream s;
+  build(&t, &s);
+  sim_result plain = {0};
+  ck_assert_int_eq(sim_run_manager(&s, pkv_policy_find("lru"), NULL, 500, 0, &plain, NULL), 0);
+  ck_assert_uint_gt(plain.hit_tokens, 0);
+  for (int route = SIM_ROUTE_RR; route <= SIM_ROUTE_PREFIX; route++) {
+    sim_cluster_result r = run_cluster(&s, 1, 500, (sim_route)route, 1.25, 0);
+    ck_assert_uint_eq(r.all.hit_tokens, plain.hit_tokens);
+    ck_assert_uint_eq(r.all.prompt_tokens, plain.prompt_tokens);
+    ck_assert_uint_eq(r.all.evictions, plain.evictions);
+    ck_assert_uint_eq(r.all.requests, s.n_reqs);
+    ck_assert_uint_eq(r.all.remote_hit_tokens, 0);
+    sim_cluster_result_free(&r);
+  }
+  done(&t, &s, NULL, NULL);
+}
+END_TEST
+
+/* The same flags give the same routing; rr deals requests out in turn. */
+START_TEST(cluster_routing_is_deterministic) {
+  trace t;
+  make_group_trace(&t, 400, 12, 4);
+  sim_stream s;
+  build(&t, &s);
+  sim_cluster_result a = run_cluster(&s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
+  sim_cluster_result b = run_cluster(&s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
+  for (uint32_t k = 0; k < 4; k++) {
+    ck_assert_uint_eq(a.node[k].requests, b.node[k].requests);
+    ck_assert_uint_eq(a.node[k].hit_tokens, b.node[k].hit_tokens);
+    ck_assert_uint_eq(a.node[k].evictions, b.node[k].evictions);
+  }
+  sim_cluster_result rr = run_cluster(&s, 3, 20, SIM_ROUTE_RR, 1.25, 0);
+  ck_assert_uint_eq(rr.node[0].requests, 134);
+  ck_assert_uint_eq(rr.node[1].requests, 133);
+  ck_assert_uint_eq(rr.node[2].requests, 133);
+  sim_cluster_result_free(&rr);
+  done(&t, &s, &a, &b);
+}
+END_TEST
+
+/* Prefix hit ratios of rr and prefix routing over nodes x cap on *t
+ * (which it frees). */
+static void prefix_vs_rr(trace *t, uint32_t nodes, uint64_t cap, double *h_rr, double *h_px) {
+  sim_stream s;
+  build(t, &s);
+  sim_cluster_result rr = run_cluster(&s, nodes, cap, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result px = run_cluster(&s, nodes, cap, SIM_ROUTE_PREFIX, 1.25, 0);
+  *h_rr = sim_ratio(rr.all.hit_tokens, rr.all.prompt_tokens);
+  *h_px = sim_ratio(px.all.hit_tokens, px.all.prompt_tokens);
+  done(t, &s, &rr, &px);
+}
+
+/* Shared prefixes: sending a request where its prefix is cached beats
+ * dealing requests out, on a made-up trace (12 groups, nodes that hold
+ * about 4 groups each) and on the Mooncake excerpt. */
+START_TEST(cluster_prefix_routing_beats_rr) {
+  trace t;
+  double h_rr, h_px;
+  make_group_trace(&t, 600, 12, 4);
+  prefix_vs_rr(&t, 4, 20, &h_rr, &h_px);
+  ck_assert_msg(h_px > h_rr + 0.2, "prefix %.4f vs rr %.4f", h_px, h_rr);
+  load_test_trace(&t);
+  prefix_vs_rr(&t, 8, 500, &h_rr, &h_px);
+  ck_assert_msg(h_px > 2 * h_rr, "excerpt: prefix %.4f vs rr %.4f", h_px, h_rr);
+}
+END_TEST
+
+/* Every request shares one prefix, so prefix routing would send all of
+ * them to one node: the bound caps each node at ceil(bound x mean), and
+ * only the bound does (an unbounded router piles everything on node 0;
+ * bounded, the prefix spreads to the other nodes and ties go to the least
+ * loaded one). */
+START_TEST(cluster_load_bound_holds) {
+  trace t;
+  make_group_trace(&t, 401, 1, 4);
+  sim_stream s;
+  build(&t, &s);
+  static const double bounds[] = {1.0, 1.25, 2.0};
+  for (size_t i = 0; i < 3; i++) {
+    sim_cluster_result r = run_cluster(&s, 4, 50, SIM_ROUTE_PREFIX, bounds[i], 0);
+    uint64_t cap = (uint64_t)ceil(bounds[i] * 401.0 / 4 - 1e-9), total = 0, max = 0;
+    for (uint32_t k = 0; k < 4; k++) {
+      ck_assert_msg(r.node[k].requests <= cap, "bound %.2f: node %u has %llu > %llu", bounds[i], k,
+                    (unsigned long long)r.node[k].requests, (unsigned long long)cap);
+      total += r.node[k].requests;
+      if (r.node[k].requests > max) max = r.node[k].requests;
+    }
+    ck_assert_uint_eq(total, 401);
+    ck_assert_uint_ge(max, (401 + 3) / 4);
+    ck_assert(r.imbalance <= bounds[i] + 0.01);
+    sim_cluster_result_free(&r);
+  }
+  sim_cluster_result r = run_cluster(&s, 4, 50, SIM_ROUTE_PREFIX, SIM_MAX_LOAD_BOUND, 0);
+  ck_assert_uint_eq(r.node[0].requests, 401);
+  done(&t, &s, &r, NULL);
+}
+END_TEST
+
+/* The shared remote tier adds hits after local misses and leaves the local
+ * replay as it was; a remote holding everything gives every node the
+ * whole trace's reuse. */
+START_TEST(cluster_shared_remote_tier) {
+  trace t;
+  make_group_trace(&t, 600, 12, 4);
+  sim_stream s;
+  build(&t, &s);
+  sim_cluster_result local = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result shared = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 100000);
+  ck_assert_uint_eq(shared.all.hit_tokens, local.all.hit_tokens);
+  ck_assert_uint_eq(shared.all.evictions, local.all.evictions);
+  ck_assert_uint_gt(shared.all.remote_hit_tokens, 0);
+  ck_assert_uint_eq(shared.remote_evictions, 0);
+  /* Everything but each group's first request and the private blocks. */
+  uint64_t reusable = 0;
+  bool seen[12] = {false};
+  for (size_t i = 0; i < t.n_reqs; i++) {
+    uint32_t g = (uint32_t)(t.hash_ids[t.reqs[i].hash_off] / 1000);
+    if (seen[g]) reusable += 4 * 512;
+    seen[g] = true;
+  }
+  ck_assert_uint_eq(shared.all.hit_tokens + shared.all.remote_hit_tokens, reusable);
+  sim_cluster_result small = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 8);
+  ck_assert_uint_gt(small.remote_evictions, 0);
+  sim_cluster_result_free(&small);
+  done(&t, &s, &local, &shared);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sim");
   TCase *tc = tcase_create("belady");
@@ -441,6 +622,14 @@ int main(void) {
   tcase_add_test(tc, reference_figures);
   tcase_add_test(tc, manager_model);
   tcase_set_timeout(tc, 120);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("cluster");
+  tcase_add_test(tc, cluster_one_node_is_plain_sim);
+  tcase_add_test(tc, cluster_routing_is_deterministic);
+  tcase_add_test(tc, cluster_prefix_routing_beats_rr);
+  tcase_add_test(tc, cluster_load_bound_holds);
+  tcase_add_test(tc, cluster_shared_remote_tier);
+  tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../tools/trace.c"
+#include "../tools/trace.h"
 
 static char tmp_path[64];
 

@@ -6,14 +6,19 @@
 #include <stdlib.h>
 
 
-void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
-               uint32_t block_size) {
+void tu_config_shape(pkv_config *cfg, uint32_t n_layers, uint32_t n_kv_heads,
+                     uint32_t head_dim, uint32_t block_size, uint32_t num_blocks) {
   pkv_config_init(cfg);
-  cfg->n_layers = 2;
-  cfg->n_kv_heads = 2;
-  cfg->head_dim = 4;
+  cfg->n_layers = n_layers;
+  cfg->n_kv_heads = n_kv_heads;
+  cfg->head_dim = head_dim;
   cfg->block_size = block_size;
   cfg->num_blocks = num_blocks;
+}
+
+void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
+               uint32_t block_size) {
+  tu_config_shape(cfg, 2, 2, 4, block_size, num_blocks);
   cfg->storage = storage;
 }
 
@@ -23,6 +28,42 @@ pkv_cache *tu_cache(const pkv_config *cfg) {
   ck_assert_msg(rc == 0, "cache_create: %s (%s)", pkv_err_name(rc),
                 pkv_last_error());
   return c;
+}
+
+pkv_cache *tu_cache_new(pkv_storage storage, uint32_t num_blocks, uint32_t block_size) {
+  pkv_config cfg;
+  tu_config(&cfg, storage, num_blocks, block_size);
+  return tu_cache(&cfg);
+}
+
+pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n) {
+  pkv_seq_id s = PKV_SEQ_NONE;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+  if (n > 0) ck_assert_int_eq(pkv_seq_append(c, s, tokens, n, NULL), 0);
+  return s;
+}
+
+pkv_cache *tu_fixture_cache(int32_t toks[64], pkv_seq_id *live, pkv_seq_id *freed) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
+  cfg.head_dim = 16;
+  pkv_cache *c = tu_cache(&cfg);
+  for (int i = 0; i < 64; i++) toks[i] = 10 + i;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, live), 0);
+  ck_assert_int_eq(pkv_seq_append(c, *live, toks, 10, NULL), 0);
+  ck_assert_int_eq(pkv_seq_commit(c, *live, 8), 0);
+  ck_assert_int_eq(pkv_seq_create(c, NULL, freed), 0);
+  ck_assert_int_eq(pkv_seq_free(c, *freed), 0);
+  return c;
+}
+
+pkv_engine *tu_fixture_engine(pkv_cache *c) {
+  pkv_engine_config ec;
+  pkv_engine_config_init(&ec);
+  ec.n_q_heads = 2;
+  pkv_engine *e = NULL;
+  ck_assert_int_eq(pkv_engine_create(c, &ec, &e), 0);
+  return e;
 }
 
 pkv_stats tu_stats(pkv_cache *cache) {
@@ -132,6 +173,26 @@ int tu_main(Suite *suite) {
   return failed ? 1 : 0;
 }
 
+Suite *tu_suite(const char *name, const tu_tcase *tcases) {
+  Suite *s = suite_create(name);
+  for (const tu_tcase *t = tcases; t->name; t++) {
+    TCase *tc = tcase_create(t->name);
+    if (t->timeout > 0) tcase_set_timeout(tc, t->timeout);
+    for (const tu_test *x = t->tests; x < t->tests + TU_MAX_TESTS && x->fn; x++) {
+      if (x->hi > x->lo)
+        tcase_add_loop_test(tc, x->fn, x->lo, x->hi);
+      else
+        tcase_add_test(tc, x->fn);
+    }
+    suite_add_tcase(s, tc);
+  }
+  return s;
+}
+
+int tu_run(const char *name, const tu_tcase *tcases) {
+  return tu_main(tu_suite(name, tcases));
+}
+
 /* ------------------------------------------------ test policy */
 
 typedef struct lowest_state {
@@ -174,18 +235,11 @@ static int32_t low_victim(void *st, uint64_t now) {
 }
 static void low_remove(void *st, int32_t b) { ((lowest_state *)st)->cand[b] = 0; }
 
-const pkv_policy_ops tu_policy_lowest = {
-    .version = PKV_POLICY_VERSION,
-    .name = "test-lowest",
-    .create = low_create,
-    .destroy = low_destroy,
-    .on_insert = low_nop,
-    .on_hit = low_nop,
-    .on_evictable = low_evictable,
-    .on_pinned = low_pinned,
-    .choose_victim = low_victim,
-    .on_remove = low_remove,
-};
+/* Insert and hit change nothing: only evictable/pinned/remove move a
+ * block in or out of the candidates. */
+const pkv_policy_ops tu_policy_lowest =
+    TU_POLICY_OPS("test-lowest", low_create, low_destroy, low_nop, low_nop, low_evictable,
+                  low_pinned, low_victim, low_remove);
 
 void tu_event_log(const pkv_event *ev, void *user) {
   tu_events *log = user;
@@ -217,4 +271,10 @@ int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size))
   }
   closedir(d);
   return n;
+}
+
+int tu_replay_fuzz(const char *name, int (*run)(const uint8_t *data, size_t size)) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/tests/fuzz/%s", tu_srcdir(), name);
+  return tu_replay_dir(dir, run);
 }

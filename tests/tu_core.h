@@ -6,6 +6,7 @@
 #ifndef TU_CORE_H
 #define TU_CORE_H
 
+#include "pagedkv/engine.h"
 #include "pagedkv/pagedkv.h"
 #include "pagedkv/policy.h"
 
@@ -23,13 +24,36 @@
 /* Shape: 2 layers, 2 KV heads, head_dim 4, f32; the given pool. */
 void tu_config(pkv_config *cfg, pkv_storage storage, uint32_t num_blocks,
                uint32_t block_size);
+/* pkv_config_init, then any shape and pool (f32, owned, lru unless the
+ * caller changes them after). */
+void tu_config_shape(pkv_config *cfg, uint32_t n_layers, uint32_t n_kv_heads,
+                     uint32_t head_dim, uint32_t block_size, uint32_t num_blocks);
 pkv_cache *tu_cache(const pkv_config *cfg);
+/* tu_config then tu_cache: a cache of that shape with the given pool. */
+pkv_cache *tu_cache_new(pkv_storage storage, uint32_t num_blocks, uint32_t block_size);
+/* A new sequence (default options) holding tokens[0..n): pkv_seq_create
+ * and, when n > 0, pkv_seq_append, each asserted to succeed. */
+pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n);
+
+/* The fixture the contract and misuse tables share, in two steps so each
+ * file adds its own objects in between: an owned cache (tu_config with
+ * head_dim 16, 32 blocks of 4), toks[i] = 10 + i (64 of them), *live with
+ * 10 tokens of which 8 committed, *freed a handle already freed; then an
+ * engine over it with 2 query heads. */
+pkv_cache *tu_fixture_cache(int32_t toks[64], pkv_seq_id *live, pkv_seq_id *freed);
+pkv_engine *tu_fixture_engine(pkv_cache *c);
 
 #define TU_CHECK(cache)                                                  \
   do {                                                                   \
     char tu_msg_[256];                                                   \
     if (pkv_check((cache), tu_msg_, sizeof tu_msg_) != 0)                \
       ck_abort_msg("pkv_check: %s", tu_msg_);                            \
+  } while (0)
+/* The end of most tests: the invariants hold, then the cache goes. */
+#define TU_DONE(cache)              \
+  do {                              \
+    TU_CHECK(cache);                \
+    pkv_cache_destroy(cache);       \
   } while (0)
 /* An assertion for hot loops: ck_assert_* writes to a pipe per call when
  * Check forks, which dominates a stress test's run time. */
@@ -62,6 +86,39 @@ int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos);
 /* Runs a suite; the process exit code. */
 int tu_main(Suite *suite);
 
+/* A suite written as data, so each file ends with the list of its tests
+ * rather than the calls that build it.  A test is {fn} (one run) or
+ * {fn, lo, hi} (a loop test: runs for _i = lo .. hi - 1); a tcase is its
+ * name, a timeout in seconds (0: Check's default) and up to TU_MAX_TESTS
+ * tests; the list of tcases ends with {NULL}. */
+#define TU_MAX_TESTS 24
+typedef struct tu_test {
+  const TTest *fn;
+  int lo, hi; /* hi > lo: a loop test */
+} tu_test;
+typedef struct tu_tcase {
+  const char *name;
+  double timeout;
+  tu_test tests[TU_MAX_TESTS];
+} tu_tcase;
+Suite *tu_suite(const char *name, const tu_tcase *tcases);
+/* tu_main(tu_suite(name, tcases)). */
+int tu_run(const char *name, const tu_tcase *tcases);
+/* A test file's main: TU_MAIN("name", {"tcase", timeout, {{fn}, ...}}, ...). */
+#define TU_MAIN(name, ...)                                   \
+  int main(void) {                                           \
+    const tu_tcase tu_tcases_[] = {__VA_ARGS__, {NULL}};     \
+    return tu_run((name), tu_tcases_);                       \
+  }
+
+/* A test policy's vtable from its name and hooks, in pkv_policy_ops order. */
+#define TU_POLICY_OPS(nm, create_, destroy_, insert_, hit_, evictable_, pinned_, victim_, \
+                      remove_)                                                         \
+  {.version = PKV_POLICY_VERSION, .name = (nm), .create = (create_),                   \
+   .destroy = (destroy_), .on_insert = (insert_), .on_hit = (hit_),                    \
+   .on_evictable = (evictable_), .on_pinned = (pinned_), .choose_victim = (victim_),   \
+   .on_remove = (remove_)}
+
 /* A tiny test-only policy: evicts the lowest-numbered candidate. */
 extern const pkv_policy_ops tu_policy_lowest;
 
@@ -79,5 +136,8 @@ const char *tu_srcdir(void);
  * libFuzzer harness drives; returns how many files ran, -1 if dir cannot be
  * opened. */
 int tu_replay_dir(const char *dir, int (*run)(const uint8_t *data, size_t size));
+/* tu_replay_dir of tests/fuzz/<name> under tu_srcdir() (name: "corpus_ops",
+ * "regress_trace", ...). */
+int tu_replay_fuzz(const char *name, int (*run)(const uint8_t *data, size_t size));
 
 #endif

@@ -1,5 +1,6 @@
 /* tu_paged.c — see tu_paged.h. */
 #include "tu_paged.h"
+#include "pagedkv/policy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -92,4 +93,46 @@ void tu_paged_free(tu_paged *p) {
   free(p->kc);
   free(p->vc);
   memset(p, 0, sizeof *p);
+}
+
+void tu_engine_config(const tu_engine_shape *s, pkv_config *cfg, pkv_engine_config *ec) {
+  if (cfg) {
+    pkv_config_init(cfg);
+    /* the core resolves policy names through a weak reference to the
+     * registry; naming it here makes a static link pull the registry in */
+    cfg->policy_ops = pkv_policy_find("lru");
+    cfg->dtype = s->dtype;
+#define TU_SET(field, value) if (value) cfg->field = (value)
+    TU_SET(n_layers, s->n_layers);
+    TU_SET(n_kv_heads, s->n_kv_heads);
+    TU_SET(head_dim, s->head_dim);
+    TU_SET(v_head_dim, s->v_head_dim);
+    TU_SET(block_size, s->block_size);
+    TU_SET(num_blocks, s->num_blocks);
+#undef TU_SET
+  }
+  if (ec) {
+    pkv_engine_config_init(ec);
+    ec->n_q_heads = s->n_q_heads;
+    if (s->n_threads) ec->n_threads = s->n_threads;
+  }
+}
+
+int tu_engine_open(const tu_engine_shape *s, pkv_cache **cache, pkv_engine **engine) {
+  pkv_config cfg;
+  pkv_engine_config ec;
+  tu_engine_config(s, &cfg, &ec);
+  int rc = pkv_cache_create(&cfg, cache);
+  if (rc) return rc;
+  rc = pkv_engine_create(*cache, &ec, engine);
+  if (rc) {
+    pkv_cache_destroy(*cache);
+    *cache = NULL;
+  }
+  return rc;
+}
+
+void tu_engine_close(pkv_cache *cache, pkv_engine *engine) {
+  if (engine) pkv_engine_destroy(engine);
+  if (cache) pkv_cache_destroy(cache);
 }

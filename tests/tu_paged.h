@@ -8,6 +8,7 @@
 #define TU_PAGED_H
 
 #include "engine_internal.h"
+#include "pagedkv/engine.h"
 
 typedef struct tu_paged {
   pkv__kv_view view;
@@ -30,5 +31,21 @@ void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v);
 /* Deterministic (xorshift, seeded by *state) uniform floats in
  * [-amplitude, amplitude). */
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state);
+
+/* The shape of a one-cache engine test: an owned-storage cache (LRU
+ * policy) and an engine of n_q_heads query heads over it.  Zero fields keep
+ * the defaults of pkv_config_init / pkv_engine_config_init. */
+typedef struct tu_engine_shape {
+  pkv_dtype dtype;
+  uint32_t n_layers, n_kv_heads, head_dim, v_head_dim, block_size, num_blocks;
+  uint32_t n_q_heads, n_threads;
+} tu_engine_shape;
+/* Fills cfg and ec (either may be NULL) with the shape. */
+void tu_engine_config(const tu_engine_shape *s, pkv_config *cfg, pkv_engine_config *ec);
+/* Creates the cache and the engine: 0, or the failing call's code with
+ * nothing left behind. */
+int tu_engine_open(const tu_engine_shape *s, pkv_cache **cache, pkv_engine **engine);
+/* Destroys both (NULL-safe). */
+void tu_engine_close(pkv_cache *cache, pkv_engine *engine);
 
 #endif

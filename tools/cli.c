@@ -1,6 +1,7 @@
 /*
  * cli.c — the helpers every pagedkv subcommand uses: strict flag value
- * parsing, error printing, the stderr progress bar and the gnuplot runner.
+ * parsing, error printing and the stderr progress bar (results are written
+ * by report.c).
  *
  * Flag values are parsed strictly (no trailing junk, no silent wrap) so a
  * typo fails with the flag's name instead of running the wrong experiment.
@@ -198,71 +199,4 @@ void cli_progress_update(cli_progress *p, uint64_t done, const char *tail) {
 
 void cli_progress_finish(cli_progress *p) {
   if (!p->quiet && p->tty && p->drawn) fputc('\n', stderr);
-}
-
-bool cli_gnuplot_available(const char *cmd) {
-  /* A fixed command line: nothing from the user reaches the shell. */
-  if (system("command -v gnuplot >/dev/null 2>&1") == 0) return true;
-  cli_error(cmd, "--plot needs gnuplot, which is not installed (scripts/deps.sh plot); "
-                 "nothing was run");
-  return false;
-}
-
-void cli_buf_printf(cli_buf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) {
-      b->oom = true;
-      return;
-    }
-    if (b->s && (size_t)k < b->cap - b->len) {
-      b->len += (size_t)k;
-      return;
-    }
-    if (!cli_grow((void **)&b->s, &b->cap, b->len + (size_t)k + 1, 1, 4096)) {
-      b->oom = true;
-      return;
-    }
-  }
-}
-
-void cli_buf_gnuplot_string(cli_buf *b, const char *s) {
-  cli_buf_printf(b, "'");
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '\'') cli_buf_printf(b, "''");
-    else if (*p < 0x20 || *p == 0x7f) cli_buf_printf(b, "?");
-    else cli_buf_printf(b, "%c", *p);
-  }
-  cli_buf_printf(b, "'");
-}
-
-int cli_gnuplot(const char *cmd, const char *script) {
-  if (!cli_gnuplot_available(cmd)) return -1;
-  FILE *g = popen("gnuplot", "w");
-  if (!g) {
-    cli_error(cmd, "cannot start gnuplot: %s", strerror(errno));
-    return -1;
-  }
-  fputs(script, g);
-  int st = pclose(g);
-  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    cli_error(cmd, "gnuplot failed (exit status %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-    return -1;
-  }
-  return 0;
-}
-
-void cli_json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-    else fputc(ch, f);
-  }
-  fputc('"', f);
 }

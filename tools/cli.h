@@ -59,28 +59,6 @@ void cli_progress_init(cli_progress *p, const char *label, uint64_t total,
 void cli_progress_update(cli_progress *p, uint64_t done, const char *tail);
 void cli_progress_finish(cli_progress *p);
 
-/* Runs gnuplot on script (a complete script; it sets its own output).
- * Returns 0, or prints why not (gnuplot missing: scripts/deps.sh plot) and
- * returns -1. */
-int cli_gnuplot(const char *cmd, const char *script);
-/* true if gnuplot can be run; else prints how to install it (commands check
- * this before a run, so a missing gnuplot is not found after it). */
-bool cli_gnuplot_available(const char *cmd);
-
-/* A growing text buffer (gnuplot scripts).  A failed append sets oom and
- * keeps what was there; the caller checks oom once at the end. */
-typedef struct cli_buf {
-  char *s;
-  size_t len, cap;
-  bool oom;
-} cli_buf;
-void cli_buf_printf(cli_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as a gnuplot single-quoted string: quotes doubled (the only
- * escape inside '...'; backslashes are literal), control characters shown
- * as '?', so no text from a file or flag can end the string or the line. */
-void cli_buf_gnuplot_string(cli_buf *b, const char *s);
-
-/* Writes s to f as a JSON string literal (quotes and escapes). */
-void cli_json_string(FILE *f, const char *s);
+#include "report.h"
 
 #endif

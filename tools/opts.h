@@ -25,6 +25,10 @@
 #define SIM_MAX_CAPACITIES 64
 #define SIM_MAX_POLICY_ARGS 16
 #define SIM_MAX_HOLD 1000000u
+#define SIM_MAX_NODES 1024
+#define SIM_MAX_NODE_COUNTS 16
+#define SIM_MAX_LOAD_BOUND 1000.0
+#define SIM_DEFAULT_KV_TOKEN_BYTES 131072u /* llama3-8b, f16: 2 x 32 x 8 x 128 x 2 */
 
 typedef struct sim_policy_args {
   char *policy; /* NULL: the one policy run (plain --policy-args S) */
@@ -44,6 +48,15 @@ typedef struct sim_opts {
   size_t n_pargs;
   const char *policy_lib, *csv, *json, *plot; /* csv/json "-": stdout */
   bool belady, quiet, help;
+  /* The cluster view (--nodes): node counts to run (each 1 ..
+   * SIM_MAX_NODES, NULL = no cluster), the routes (--route), the load
+   * bound (1 .. SIM_MAX_LOAD_BOUND), the shared remote tier in bytes (0 =
+   * none) and the K/V bytes per token that turn it into blocks. */
+  uint64_t *nodes;
+  size_t n_nodes;
+  bool route_rr, route_prefix;
+  double load_bound;
+  uint64_t remote_bytes, kv_token_bytes;
 } sim_opts;
 
 int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap);
@@ -75,8 +88,28 @@ typedef struct run_opts {
 
 int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap);
 
-/* "f32" / "f16" / "bf16". */
+/* "f32" / "f16" / "bf16" / "i8" / "fp8_e4m3" / "fp8_e5m2". */
 const char *opts_dtype_name(pkv_dtype d);
+
+/* Shared by the parsers (opts.c): the message into err, returning
+ * CLI_EXIT_USAGE; a flag's integer value in [lo, hi], or the message
+ * naming the flag and the range. */
+int opts_bad(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int opts_u64_flag(const char *flag, const char *value, uint64_t lo, uint64_t hi, uint64_t *out,
+                  char *err, size_t cap);
+
+/* The getopt loop both parsers run: resets getopt, calls flag(ctx, opt,
+ * optarg, err, cap) for each option (it returns 0, CLI_EXIT_USAGE with the
+ * reason in err, or -1 for an option it does not know), and names a
+ * missing value or an unknown option itself.  Returns 0 or CLI_EXIT_USAGE. */
+struct option;
+typedef int (*opts_flag_fn)(void *ctx, int opt, const char *arg, char *err, size_t cap);
+int opts_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+                opts_flag_fn flag, void *ctx, char *err, size_t err_cap);
+/* Rows of a longopts table. */
+#define OPTS_ARG(name, code) {name, required_argument, NULL, code}
+#define OPTS_FLAG(name, code) {name, no_argument, NULL, code}
+#define OPTS_END {NULL, 0, NULL, 0}
 
 /* A path that will be written by gnuplot must be printable: false (with the
  * reason in err) if it holds a control character or is empty or "-". */

@@ -420,6 +420,123 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Per-run accumulators of the step loop (means over steps at the end). */
+typedef struct step_acc {
+  sched_step *steps;
+  size_t n_steps, cap_steps;
+  double sum_used, sum_waste, sum_busy;
+  uint64_t n_busy, reserved_steps, preempt_mark, t_start;
+  uint32_t watermark;
+} step_acc;
+
+/* Every request's first sample queued, in order. */
+static int queue_requests(sched *s) {
+  const sched_workload *w = s->w;
+  s->samples_left = malloc((w->n_reqs ? w->n_reqs : 1) * sizeof *s->samples_left);
+  s->rejected = calloc(w->n_reqs ? w->n_reqs : 1, sizeof *s->rejected);
+  if (!s->samples_left || !s->rejected) return fail_msg(s, "out of memory");
+  for (size_t r = 0; r < w->n_reqs; r++) {
+    if (w->prompt_len[r] == 0 || w->output_len[r] == 0) {
+      snprintf(s->err, s->err_cap, "request %zu: prompt and output lengths must be >= 1", r);
+      return -1;
+    }
+    s->samples_left[r] = samples_of(w, r);
+    entry e = {.req = (uint32_t)r, .fork_pending = samples_of(w, r) > 1};
+    if (!dq_push_back(&s->wait, e)) return fail_msg(s, "out of memory");
+  }
+  return 0;
+}
+
+/* After a step: peaks, sums for the means, the cache's counters, and the
+ * step's record (if asked). */
+static int account_step(sched *s, step_acc *a, uint32_t running_now, bool queue_before,
+                        int64_t pf, int64_t db, uint64_t t0, uint64_t t2) {
+  sched_stats *st = s->st;
+  pkv_stats ps;
+  int rc = pkv_stats_get(s->cache, &ps);
+  if (rc) return fail_pkv(s, "stats", rc);
+  if (ps.blocks_used > st->peak_blocks_used) st->peak_blocks_used = ps.blocks_used;
+  st->blocks_used_now = ps.blocks_used;
+  if (running_now > st->peak_running) st->peak_running = running_now;
+  a->sum_used += ps.blocks_used;
+  if (ps.slots_reserved) {
+    a->sum_waste += (double)ps.waste_slots / (double)ps.slots_reserved;
+    a->reserved_steps++;
+  }
+  if (queue_before) {
+    a->sum_busy += running_now;
+    a->n_busy++;
+  }
+  st->cow_copies = ps.cow_copies;
+  st->evictions = ps.evictions;
+  if (!s->cfg->record_steps) return 0;
+  if (!cli_grow((void **)&a->steps, &a->cap_steps, a->n_steps + 1, sizeof *a->steps, 1024))
+    return fail_msg(s, "out of memory");
+  a->steps[a->n_steps++] = (sched_step){
+      .t_s = (double)(t2 - a->t_start) / 1e9, .dt_ms = (double)(t2 - t0) / 1e6,
+      .running = running_now, .decode_batch = (uint32_t)db,
+      .prefill_tokens = (uint32_t)pf, .waiting = (uint32_t)s->wait.n,
+      .blocks_used = ps.blocks_used, .slots_reserved = ps.slots_reserved,
+      .waste_slots = ps.waste_slots, .tokens = ps.tokens};
+  return 0;
+}
+
+/* One step: admit, prefill, decode, drain; then the step's accounting. */
+static int run_step(sched *s, step_acc *a) {
+  const sched_config *cfg = s->cfg;
+  sched_stats *st = s->st;
+  uint64_t t0 = cli_now_ns();
+  uint32_t n_decoding = 0;
+  for (size_t i = 0; i < s->n_run; i++) n_decoding += s->run[i].ph == PH_DECODE;
+  uint32_t budget = cfg->max_batch_tokens > n_decoding ? cfg->max_batch_tokens - n_decoding : 0;
+  bool queue_before = s->wait.n > 0;
+  /* After a preemption memory is short: let the running sequences drain
+   * a step before admitting more (vLLM does the same). */
+  bool preempted_last = st->preemptions != a->preempt_mark;
+  a->preempt_mark = st->preemptions;
+  if ((!preempted_last || s->n_run == 0) && admit(s, budget, a->watermark)) return -1;
+  uint32_t running_now = (uint32_t)s->n_run;
+  int64_t pf = prefill(s, budget);
+  if (pf < 0) return -1;
+  uint64_t t1 = cli_now_ns();
+  /* The batch buffer holds every running sequence (forks grow it). */
+  if (!cli_grow((void **)&s->batch, &s->cap_batch, s->n_run, sizeof *s->batch, 64))
+    return fail_msg(s, "out of memory");
+  int64_t db = decode(s);
+  if (db < 0 || drain_copies(s)) return -1;
+  uint64_t t2 = cli_now_ns();
+  st->steps++;
+  st->prefill_tokens += (uint64_t)pf;
+  st->decode_tokens += (uint64_t)db;
+  st->prefill_s += (double)(t1 - t0) / 1e9;
+  if (db) {
+    st->decode_steps++;
+    st->decode_s += (double)(t2 - t1) / 1e9;
+    if (!cli_grow((void **)&s->decode_ms, &s->cap_decode_ms, s->n_decode_ms + 1,
+                  sizeof *s->decode_ms, 1024))
+      return fail_msg(s, "out of memory");
+    s->decode_ms[s->n_decode_ms++] = (double)(t2 - t1) / 1e6;
+  }
+  return account_step(s, a, running_now, queue_before, pf, db, t0, t2);
+}
+
+/* The means and the decode-step percentiles, after the last step. */
+static void finish_stats(sched *s, const step_acc *a) {
+  sched_stats *st = s->st;
+  st->wall_s = (double)(cli_now_ns() - a->t_start) / 1e9;
+  if (st->steps) st->mean_blocks_used = a->sum_used / (double)st->steps;
+  st->waste_fraction = a->reserved_steps ? a->sum_waste / (double)a->reserved_steps : 0;
+  st->mean_running_busy = a->n_busy ? a->sum_busy / (double)a->n_busy : 0;
+  if (s->n_decode_ms) {
+    double sum = 0;
+    for (size_t i = 0; i < s->n_decode_ms; i++) sum += s->decode_ms[i];
+    st->decode_step_mean_ms = sum / (double)s->n_decode_ms;
+    qsort(s->decode_ms, s->n_decode_ms, sizeof *s->decode_ms, cmp_double);
+    size_t k = (size_t)(0.99 * (double)(s->n_decode_ms - 1) + 0.5);
+    st->decode_step_p99_ms = s->decode_ms[k];
+  }
+}
+
 int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg,
               const sched_compute *compute, sched_stats *st, sched_step **steps_out,
               size_t *n_steps_out, char *err, size_t err_cap) {
@@ -433,126 +550,18 @@ int sched_run(pkv_cache *cache, const sched_workload *w, const sched_config *cfg
   st->num_blocks = cc->num_blocks;
   st->block_size = cc->block_size;
   st->requests = w->n_reqs;
-  uint32_t watermark = cfg->watermark_blocks ? cfg->watermark_blocks : cc->num_blocks / 100;
-  if (!watermark) watermark = 1;
+  step_acc a = {.watermark = cfg->watermark_blocks ? cfg->watermark_blocks : cc->num_blocks / 100};
+  if (!a.watermark) a.watermark = 1;
   if (cfg->max_seqs == 0 || cfg->max_batch_tokens == 0 || cfg->prefill_chunk == 0)
     return fail_msg(&s, "max_seqs, max_batch_tokens and prefill_chunk must be >= 1");
-
-  int rc = -1;
-  sched_step *steps = NULL;
-  size_t n_steps = 0, cap_steps = 0;
-  double sum_used = 0, sum_waste = 0, sum_busy = 0;
-  uint64_t n_busy = 0, reserved_steps = 0, preempt_mark = 0;
-  s.samples_left = malloc((w->n_reqs ? w->n_reqs : 1) * sizeof *s.samples_left);
-  s.rejected = calloc(w->n_reqs ? w->n_reqs : 1, sizeof *s.rejected);
-  if (!s.samples_left || !s.rejected) {
-    fail_msg(&s, "out of memory");
-    goto out;
+  int rc = queue_requests(&s);
+  a.t_start = cli_now_ns();
+  while (!rc && st->requests_done + st->requests_rejected < w->n_reqs) {
+    rc = run_step(&s, &a);
+    st->wall_s = (double)(cli_now_ns() - a.t_start) / 1e9;
+    if (!rc && cfg->on_step) cfg->on_step(cfg->on_step_user, st);
   }
-  for (size_t r = 0; r < w->n_reqs; r++) {
-    if (w->prompt_len[r] == 0 || w->output_len[r] == 0) {
-      snprintf(err, err_cap, "request %zu: prompt and output lengths must be >= 1", r);
-      goto out;
-    }
-    s.samples_left[r] = samples_of(w, r);
-    entry e = {.req = (uint32_t)r, .fork_pending = samples_of(w, r) > 1};
-    if (!dq_push_back(&s.wait, e)) {
-      fail_msg(&s, "out of memory");
-      goto out;
-    }
-  }
-
-  uint64_t t_start = cli_now_ns();
-  while (st->requests_done + st->requests_rejected < w->n_reqs) {
-    uint64_t t0 = cli_now_ns();
-    uint32_t n_decoding = 0;
-    for (size_t i = 0; i < s.n_run; i++) n_decoding += s.run[i].ph == PH_DECODE;
-    uint32_t budget = cfg->max_batch_tokens > n_decoding ? cfg->max_batch_tokens - n_decoding : 0;
-    bool queue_before = s.wait.n > 0;
-    /* After a preemption memory is short: let the running sequences drain
-     * a step before admitting more (vLLM does the same). */
-    bool preempted_last = st->preemptions != preempt_mark;
-    preempt_mark = st->preemptions;
-    if ((!preempted_last || s.n_run == 0) && admit(&s, budget, watermark)) goto out;
-    uint32_t running_now = (uint32_t)s.n_run;
-    int64_t pf = prefill(&s, budget);
-    if (pf < 0) goto out;
-    uint64_t t1 = cli_now_ns();
-    /* The batch buffer holds every running sequence (forks grow it). */
-    if (!cli_grow((void **)&s.batch, &s.cap_batch, s.n_run, sizeof *s.batch, 64)) {
-      fail_msg(&s, "out of memory");
-      goto out;
-    }
-    int64_t db = decode(&s);
-    if (db < 0) goto out;
-    if (drain_copies(&s)) goto out;
-    uint64_t t2 = cli_now_ns();
-    st->steps++;
-    st->prefill_tokens += (uint64_t)pf;
-    st->decode_tokens += (uint64_t)db;
-    st->prefill_s += (double)(t1 - t0) / 1e9;
-    if (db) {
-      st->decode_steps++;
-      st->decode_s += (double)(t2 - t1) / 1e9;
-      if (!cli_grow((void **)&s.decode_ms, &s.cap_decode_ms, s.n_decode_ms + 1,
-                    sizeof *s.decode_ms, 1024)) {
-        fail_msg(&s, "out of memory");
-        goto out;
-      }
-      s.decode_ms[s.n_decode_ms++] = (double)(t2 - t1) / 1e6;
-    }
-    pkv_stats ps;
-    if ((rc = pkv_stats_get(cache, &ps))) {
-      fail_pkv(&s, "stats", rc);
-      rc = -1;
-      goto out;
-    }
-    rc = -1;
-    if (ps.blocks_used > st->peak_blocks_used) st->peak_blocks_used = ps.blocks_used;
-    st->blocks_used_now = ps.blocks_used;
-    if (running_now > st->peak_running) st->peak_running = running_now;
-    sum_used += ps.blocks_used;
-    if (ps.slots_reserved) {
-      sum_waste += (double)ps.waste_slots / (double)ps.slots_reserved;
-      reserved_steps++;
-    }
-    if (queue_before) {
-      sum_busy += running_now;
-      n_busy++;
-    }
-    st->cow_copies = ps.cow_copies;
-    st->evictions = ps.evictions;
-    if (cfg->record_steps) {
-      if (!cli_grow((void **)&steps, &cap_steps, n_steps + 1, sizeof *steps, 1024)) {
-        fail_msg(&s, "out of memory");
-        goto out;
-      }
-      steps[n_steps++] = (sched_step){
-          .t_s = (double)(t2 - t_start) / 1e9, .dt_ms = (double)(t2 - t0) / 1e6,
-          .running = running_now, .decode_batch = (uint32_t)db,
-          .prefill_tokens = (uint32_t)pf, .waiting = (uint32_t)s.wait.n,
-          .blocks_used = ps.blocks_used, .slots_reserved = ps.slots_reserved,
-          .waste_slots = ps.waste_slots, .tokens = ps.tokens};
-    }
-    st->wall_s = (double)(cli_now_ns() - t_start) / 1e9;
-    if (cfg->on_step) cfg->on_step(cfg->on_step_user, st);
-  }
-  st->wall_s = (double)(cli_now_ns() - t_start) / 1e9;
-  if (st->steps) {
-    st->mean_blocks_used = sum_used / (double)st->steps;
-  }
-  st->waste_fraction = reserved_steps ? sum_waste / (double)reserved_steps : 0;
-  st->mean_running_busy = n_busy ? sum_busy / (double)n_busy : 0;
-  if (s.n_decode_ms) {
-    double sum = 0;
-    for (size_t i = 0; i < s.n_decode_ms; i++) sum += s.decode_ms[i];
-    st->decode_step_mean_ms = sum / (double)s.n_decode_ms;
-    qsort(s.decode_ms, s.n_decode_ms, sizeof *s.decode_ms, cmp_double);
-    size_t k = (size_t)(0.99 * (double)(s.n_decode_ms - 1) + 0.5);
-    st->decode_step_p99_ms = s.decode_ms[k];
-  }
-  rc = 0;
-out:
+  if (!rc) finish_stats(&s, &a);
   for (size_t i = 0; i < s.n_run; i++) free_running(&s, &s.run[i]);
   free(s.run);
   free(s.wait.v);
@@ -561,10 +570,10 @@ out:
   free(s.batch);
   free(s.decode_ms);
   if (rc == 0 && steps_out) {
-    *steps_out = steps;
-    *n_steps_out = n_steps;
+    *steps_out = a.steps;
+    *n_steps_out = a.n_steps;
   } else {
-    free(steps);
+    free(a.steps);
   }
   return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pagedkv/policy.h"
 #include "trace.h"
@@ -81,9 +82,145 @@ int sim_run_simple(const sim_stream *s, const pkv_policy_ops *ops,
  * the current one cannot be evicted. */
 int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
                    uint32_t hold, sim_result *r, _Atomic uint64_t *progress);
+/* One server of the manager model: a pkv_cache in external mode of
+ * capacity blocks (sim_manager.c).  open: 0 or an error code with err set;
+ * probe: the tokens a prefix match would reuse now (read-only); request:
+ * request q (its tokens from sim_replay_tokens) matched, appended,
+ * committed, held for `hold` of this node's requests, counted into *r,
+ * *matched = tokens reused; close: checks the cache (r->err on a broken
+ * invariant), adds its evictions to r (r may be NULL: no check), frees it. */
+typedef struct sim_node sim_node;
+int sim_node_open(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
+                  const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap);
+uint32_t sim_node_probe(sim_node *n, const int32_t *tokens, uint32_t n_tokens);
+int sim_node_request(sim_node *n, size_t q, const int32_t *tokens, sim_result *r,
+                     uint32_t *matched);
+int sim_node_close(sim_node *n, sim_result *r);
+/* Request q's prompt tokens for the manager model (equal ids, equal token
+ * blocks; cheaper than sim_request_tokens): out[0 .. input_len). */
+void sim_replay_tokens(const sim_stream *s, size_t q, int32_t *out);
+
 /* The real manager in external mode. */
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress);
+
+/* ------------------------------------------------------------ the cluster
+ * `pagedkv sim --nodes N` (sim_cluster.c): the trace split over N manager
+ * nodes, each its own pkv_cache, with a router in front and optionally a
+ * shared remote tier every node reaches after a local miss. */
+
+typedef enum sim_route { SIM_ROUTE_RR = 0, SIM_ROUTE_PREFIX = 1 } sim_route;
+
+typedef struct sim_cluster_cfg {
+  uint32_t n_nodes;
+  const uint64_t *caps;       /* [n_nodes] blocks per node */
+  const pkv_policy_ops *ops;  /* every node's policy */
+  const char *args;           /* its --policy-args, or NULL */
+  uint32_t hold;              /* per node: its own last `hold` requests */
+  sim_route route;
+  /* prefix: a node may take a request only while its request count stays
+   * <= ceil(load_bound * (requests routed + 1) / n_nodes); >= 1. */
+  double load_bound;
+  uint64_t remote_blocks;     /* shared remote tier (LRU), 0 = none */
+} sim_cluster_cfg;
+
+typedef struct sim_node_load {
+  uint32_t capacity;
+  uint64_t requests, lookups, prompt_tokens, hit_tokens, remote_hit_tokens;
+  uint64_t evictions, dropped;
+} sim_node_load;
+
+typedef struct sim_cluster_result {
+  uint32_t n_nodes;
+  sim_route route;
+  double load_bound;
+  sim_node_load *node;        /* [n_nodes] (malloc'ed: sim_cluster_result_free) */
+  sim_node_load all;          /* sums over the nodes */
+  uint64_t remote_evictions;
+  double imbalance;           /* max requests of a node / mean (1 = even) */
+  double block_imbalance;     /* the same over block lookups */
+  double seconds;
+  int rc;
+  char err[256];
+} sim_cluster_result;
+
+/* Replays the stream over the cluster; progress (may be NULL) advances by
+ * one per request.  Returns 0 or an error code (r->err says why). */
+int sim_run_cluster(const sim_stream *s, const sim_cluster_cfg *cfg, sim_cluster_result *r,
+                    _Atomic uint64_t *progress);
+void sim_cluster_result_free(sim_cluster_result *r);
+const char *sim_route_name(sim_route route);
+
+/* ------------------------------------------------------------ the command
+ * `pagedkv sim` in phases: options (opts.h) -> policies (sim_policy.c) ->
+ * plan of jobs, run on threads (sim.c) -> report (sim_report.c). */
+
+struct sim_opts;
+
+enum { SIM_MAX_POLICIES = 64 };
+
+/* The policies to run, each with its --policy-args (or NULL). */
+typedef struct policy_set {
+  const pkv_policy_ops *ops[SIM_MAX_POLICIES];
+  const char *args[SIM_MAX_POLICIES];
+  size_t n;
+} policy_set;
+
+/* Fills *ps from --policy, --policy-lib and --policy-args: loads and tries
+ * the plug-in, checks each policy's arguments.  Returns 0 or an exit status
+ * (message printed). */
+int sim_resolve_policies(const struct sim_opts *o, policy_set *ps);
+
+typedef struct sim_job {
+  const pkv_policy_ops *ops; /* NULL = Belady */
+  const char *args;          /* the policy's --policy-args, or NULL */
+  uint32_t capacity;         /* as asked (the table's) */
+  uint32_t run_capacity;     /* as replayed: at most the trace's lookups */
+  sim_result res;
+} sim_job;
+
+typedef struct sim_plan {
+  const sim_stream *stream;
+  sim_model model;
+  uint32_t hold;
+  sim_job *jobs;
+  size_t n_jobs;
+  _Atomic size_t next_job;
+  _Atomic size_t jobs_done;
+  _Atomic uint64_t progress;
+} sim_plan;
+
+/* Report (sim_report.c): the table, the notes under it, CSV, JSON, plot. */
+double sim_ratio(uint64_t a, uint64_t b);
+/* The figure plotted and compared: prefix hits through the manager, block
+ * hits in the simple model (the reference's measure). */
+double sim_headline(sim_model model, const sim_result *r);
+void sim_print_table(FILE *f, const sim_plan *pl, const uint64_t *caps, size_t n_caps);
+void sim_print_notes(FILE *f, const sim_plan *pl, const trace *t, const uint64_t *caps,
+                     size_t n_caps);
+int sim_write_csv(const sim_plan *pl, const char *path);
+int sim_write_json(const sim_plan *pl, const char *trace_path, const char *path);
+int sim_write_plot(const sim_plan *pl, const char *trace_path, const char *path,
+                   const uint64_t *caps, size_t n_caps, const char *const *names,
+                   size_t n_names);
+void sim_help(void);
+
+/* The cluster's report (sim_cluster_report.c): table, per-node table,
+ * CSV, JSON, plot of hit ratio vs nodes. */
+typedef struct sim_cluster_plan {
+  const sim_stream *stream;
+  const char *policy;
+  uint32_t hold;
+  const uint64_t *caps;       /* as given: one per node, or one for all */
+  size_t n_caps;
+  uint64_t remote_blocks;
+  sim_cluster_result *res;    /* [n_res], nodes-major, then route */
+  size_t n_res;
+} sim_cluster_plan;
+void sim_cluster_print(FILE *f, const sim_cluster_plan *cp);
+int sim_cluster_write_csv(const sim_cluster_plan *cp, const char *path);
+int sim_cluster_write_json(const sim_cluster_plan *cp, const char *trace_path, const char *path);
+int sim_cluster_write_plot(const sim_cluster_plan *cp, const char *trace_path, const char *path);
 
 #endif

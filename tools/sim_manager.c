@@ -11,6 +11,9 @@
  * equal ids give equal token blocks and prefix matching finds exactly the
  * sharing the trace has.  The clock is logical: the request's arrival time,
  * nudged forward by 1 ns per call so it is strictly increasing.
+ *
+ * A replay is one sim_node; the cluster view (sim_cluster.c) drives several
+ * nodes over one trace, probing each before it routes a request.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +47,7 @@ static uint64_t clock_tick(void *user) {
  * neighbouring tokens tell 62 bits of the id apart, at any --block-size.
  * Mixing every token (sim_request_tokens) cost a third of a replay; this
  * loop vectorizes. */
-static void replay_tokens(const sim_stream *s, size_t r, int32_t *out) {
+void sim_replay_tokens(const sim_stream *s, size_t r, int32_t *out) {
   const uint64_t *ids = s->ids512 + s->off512[r];
   uint32_t len = s->t->reqs[r].input_len;
   for (uint32_t i = 0; i < len; i += TRACE_MOONCAKE_BLOCK) {
@@ -57,11 +60,29 @@ static void replay_tokens(const sim_stream *s, size_t r, int32_t *out) {
   }
 }
 
-int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
-                    const char *args, uint32_t capacity, uint32_t hold,
-                    sim_result *r, _Atomic uint64_t *progress) {
-  uint64_t t0 = cli_now_ns();
-  logical_clock clk = {0};
+/* One server of a replay: the cache, the ring of held sequences, the clock,
+ * and how many requests it has seen (the ring's position). */
+struct sim_node {
+  const sim_stream *s;
+  pkv_cache *cache;
+  logical_clock clk;
+  pkv_seq_id *held; /* [hold + 1] */
+  uint32_t hold;
+  uint64_t n_seen;
+};
+
+int sim_node_open(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops,
+                  const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap) {
+  *out = NULL;
+  sim_node *m = calloc(1, sizeof *m);
+  if (m) m->held = calloc((size_t)hold + 1, sizeof *m->held);
+  if (!m || !m->held) {
+    if (m) free(m);
+    snprintf(err, err_cap, "cache_create: %s (out of memory)", pkv_strerror(PKV_ENOMEM));
+    return PKV_ENOMEM;
+  }
+  m->s = s;
+  m->hold = hold;
   pkv_config cfg;
   pkv_config_init(&cfg);
   cfg.n_layers = 1;
@@ -73,79 +94,113 @@ int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
   cfg.policy_ops = ops;
   cfg.policy_args = args;
   cfg.clock = clock_tick;
-  cfg.clock_user = &clk;
-  pkv_cache *cache = NULL;
-  int32_t *tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *tokens);
-  pkv_seq_id *held = calloc((size_t)hold + 1, sizeof *held);
-  int rc = tokens && held ? pkv_cache_create(&cfg, &cache) : PKV_ENOMEM;
+  cfg.clock_user = &m->clk;
+  int rc = pkv_cache_create(&cfg, &m->cache);
   if (rc) {
-    snprintf(r->err, sizeof r->err, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
-    goto out;
+    snprintf(err, err_cap, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
+    free(m->held);
+    free(m);
+    return rc;
   }
+  *out = m;
+  return 0;
+}
+
+uint32_t sim_node_probe(sim_node *m, const int32_t *tokens, uint32_t n_tokens) {
+  uint32_t hit = 0;
+  if (pkv_prefix_probe(m->cache, NULL, tokens, n_tokens, 0, NULL, 0, &hit)) return 0;
+  return hit;
+}
+
+int sim_node_request(sim_node *m, size_t q, const int32_t *tokens, sim_result *r,
+                     uint32_t *matched_out) {
+  const sim_stream *s = m->s;
+  const trace_req *tr = &s->t->reqs[q];
+  uint32_t len = tr->input_len;
+  if (tr->arrival_ns > m->clk.now) m->clk.now = tr->arrival_ns;
+  pkv_seq_id seq;
+  uint32_t matched = 0;
+  int rc;
+  *matched_out = 0;
+  if ((rc = pkv_seq_create(m->cache, NULL, &seq))) return rc;
+  if ((rc = pkv_seq_match_prefix(m->cache, seq, tokens, len, 0, &matched))) return rc;
+  *matched_out = matched;
+  r->hit_tokens += matched;
+  r->block_hits += matched / s->block_size;
+  r->prompt_tokens += len;
+  r->lookups += s->req_pos[q + 1] - s->req_pos[q];
+  if (matched < len) {
+    rc = pkv_seq_append(m->cache, seq, tokens + matched, len - matched, NULL);
+    if (rc == PKV_ENOMEM) { /* held sequences fill the pool: it cannot run */
+      r->dropped++;
+      pkv_seq_free(m->cache, seq);
+      seq = PKV_SEQ_NONE;
+    } else if (rc || (rc = pkv_seq_commit(m->cache, seq, len))) {
+      return rc;
+    }
+  }
+  /* Ring of the last hold+1 sequences: the oldest leaves now. */
+  size_t slot = m->n_seen++ % ((size_t)m->hold + 1);
+  if (m->held[slot] && (rc = pkv_seq_free(m->cache, m->held[slot]))) return rc;
+  m->held[slot] = seq;
+  if (m->hold == 0 && seq) {
+    if ((rc = pkv_seq_free(m->cache, seq))) return rc;
+    m->held[slot] = PKV_SEQ_NONE;
+  }
+  /* Nothing is ever written into a shared block here, but drain anyway so
+   * a policy or core change cannot grow the queue without bound. */
   pkv_copy copies[64];
-  for (size_t q = 0; q < s->n_reqs; q++) {
-    const trace_req *tr = &s->t->reqs[q];
-    uint32_t len = tr->input_len;
-    uint64_t arrival = tr->arrival_ns;
-    if (arrival > clk.now) clk.now = arrival;
-    replay_tokens(s, q, tokens);
-    pkv_seq_id seq;
-    uint32_t matched = 0;
-    if ((rc = pkv_seq_create(cache, NULL, &seq))) break;
-    if ((rc = pkv_seq_match_prefix(cache, seq, tokens, len, 0, &matched))) break;
-    r->hit_tokens += matched;
-    r->block_hits += matched / s->block_size;
-    r->prompt_tokens += len;
-    r->lookups += s->req_pos[q + 1] - s->req_pos[q];
-    if (matched < len) {
-      rc = pkv_seq_append(cache, seq, tokens + matched, len - matched, NULL);
-      if (rc == PKV_ENOMEM) { /* held sequences fill the pool: it cannot run */
-        r->dropped++;
-        pkv_seq_free(cache, seq);
-        seq = PKV_SEQ_NONE;
-        rc = 0;
-      } else if (rc) {
-        break;
-      } else if ((rc = pkv_seq_commit(cache, seq, len))) {
-        break;
-      }
-    }
-    /* Ring of the last hold+1 sequences: the oldest leaves now. */
-    size_t slot = q % ((size_t)hold + 1);
-    if (held[slot] && (rc = pkv_seq_free(cache, held[slot]))) break;
-    held[slot] = seq;
-    if (hold == 0 && seq) {
-      if ((rc = pkv_seq_free(cache, seq))) break;
-      held[slot] = PKV_SEQ_NONE;
-    }
-    /* Nothing is ever written into a shared block here, but drain anyway so
-     * a policy or core change cannot grow the queue without bound. */
-    uint32_t n_out = 0, pending = 0;
-    do {
-      if ((rc = pkv_pool_drain_copies(cache, copies, 64, &n_out, &pending))) break;
-      r->copies += n_out;
-    } while (pending);
-    if (rc) break;
-    if (progress && (q & 63) == 63) atomic_fetch_add_explicit(progress, 64, memory_order_relaxed);
-  }
-  if (progress) atomic_fetch_add_explicit(progress, s->n_reqs & 63, memory_order_relaxed);
-  if (rc) {
-    snprintf(r->err, sizeof r->err, "replay: %s (%s)", pkv_strerror(rc), pkv_last_error());
-  } else {
-    /* The replay is only worth reporting if the cache is still sound. */
-    char why[160];
-    pkv_stats st;
-    if ((rc = pkv_check(cache, why, sizeof why)))
+  uint32_t n_out = 0, pending = 0;
+  do {
+    if ((rc = pkv_pool_drain_copies(m->cache, copies, 64, &n_out, &pending))) return rc;
+    r->copies += n_out;
+  } while (pending);
+  return 0;
+}
+
+int sim_node_close(sim_node *m, sim_result *r) {
+  if (!m) return 0;
+  char why[160];
+  pkv_stats st;
+  int rc = 0;
+  if (r) {
+    if ((rc = pkv_check(m->cache, why, sizeof why)))
       snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
-    else if ((rc = pkv_stats_get(cache, &st)) == 0)
+    else if ((rc = pkv_stats_get(m->cache, &st)) == 0)
       r->evictions = st.evictions;
     else
       snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
   }
-out:
-  pkv_cache_destroy(cache);
+  pkv_cache_destroy(m->cache);
+  free(m->held);
+  free(m);
+  return rc;
+}
+
+int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
+                    const char *args, uint32_t capacity, uint32_t hold,
+                    sim_result *r, _Atomic uint64_t *progress) {
+  uint64_t t0 = cli_now_ns();
+  sim_node *m = NULL;
+  int32_t *tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *tokens);
+  int rc = tokens ? sim_node_open(&m, s, ops, args, capacity, hold, r->err, sizeof r->err)
+                  : PKV_ENOMEM;
+  if (!tokens)
+    snprintf(r->err, sizeof r->err, "cache_create: %s (out of memory)", pkv_strerror(rc));
+  for (size_t q = 0; !rc && q < s->n_reqs; q++) {
+    uint32_t matched;
+    sim_replay_tokens(s, q, tokens);
+    rc = sim_node_request(m, q, tokens, r, &matched);
+    if (!rc && progress && (q & 63) == 63) atomic_fetch_add_explicit(progress, 64, memory_order_relaxed);
+  }
+  if (progress) atomic_fetch_add_explicit(progress, s->n_reqs & 63, memory_order_relaxed);
+  if (rc && m) {
+    snprintf(r->err, sizeof r->err, "replay: %s (%s)", pkv_strerror(rc), pkv_last_error());
+    sim_node_close(m, NULL);
+  } else if (m) {
+    rc = sim_node_close(m, r);
+  }
   free(tokens);
-  free(held);
   r->seconds = (double)(cli_now_ns() - t0) / 1e9;
   return r->rc = rc;
 }

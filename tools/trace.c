@@ -136,12 +136,34 @@ static int scan_key(line_ctx *c, char *key, size_t cap) {
 
 enum { F_TS = 1, F_IN = 2, F_OUT = 4, F_IDS = 8 };
 
+/* hash_ids: an array of integers, each pushed as it is read. */
+static int scan_ids(line_ctx *c, growth *g, const char *key) {
+  if (*c->p != '[') return line_fail(c, key, "expected an array of integers");
+  c->p++;
+  skip_ws(c);
+  if (*c->p != ']') {
+    for (;;) {
+      uint64_t id;
+      skip_ws(c);
+      if (scan_uint(c, key, TRACE_MAX_HASH_ID, &id)) return -1;
+      if (push_hash(g, id)) return line_fail(c, key, "out of memory");
+      skip_ws(c);
+      if (*c->p == ',') { c->p++; continue; }
+      if (*c->p == ']') break;
+      return line_fail(c, key, "expected ',' or ']' in the array");
+    }
+  }
+  c->p++;
+  return 0;
+}
+
+static int mooncake_add(line_ctx *c, growth *g, unsigned seen, uint64_t ts, uint64_t in,
+                        uint64_t out, size_t ids0, uint64_t *last_ts);
+
 static int parse_mooncake_line(line_ctx *c, growth *g, uint64_t *last_ts) {
-  trace_req r = {0};
   uint64_t ts = 0, in = 0, out = 0;
   unsigned seen = 0;
   size_t ids0 = g->t->n_hash;
-  r.hash_off = ids0;
 
   skip_ws(c);
   if (*c->p != '{') return line_fail(c, NULL, "expected '{' (one JSON object per line)");
@@ -168,24 +190,7 @@ static int parse_mooncake_line(line_ctx *c, growth *g, uint64_t *last_ts) {
     if (bit == F_TS) rc = scan_uint(c, key, TRACE_MAX_TIMESTAMP_MS, &ts);
     else if (bit == F_IN) rc = scan_uint(c, key, TRACE_MAX_TOKENS, &in);
     else if (bit == F_OUT) rc = scan_uint(c, key, TRACE_MAX_TOKENS, &out);
-    else {
-      if (*c->p != '[') return line_fail(c, key, "expected an array of integers");
-      c->p++;
-      skip_ws(c);
-      if (*c->p != ']') {
-        for (;;) {
-          uint64_t id;
-          skip_ws(c);
-          if (scan_uint(c, key, TRACE_MAX_HASH_ID, &id)) return -1;
-          if (push_hash(g, id)) return line_fail(c, key, "out of memory");
-          skip_ws(c);
-          if (*c->p == ',') { c->p++; continue; }
-          if (*c->p == ']') break;
-          return line_fail(c, key, "expected ',' or ']' in the array");
-        }
-      }
-      c->p++;
-    }
+    else rc = scan_ids(c, g, key);
     if (rc) return -1;
     skip_ws(c);
     if (*c->p == ',') { c->p++; continue; }
@@ -194,7 +199,13 @@ static int parse_mooncake_line(line_ctx *c, growth *g, uint64_t *last_ts) {
   }
   skip_ws(c);
   if (*c->p) return line_fail(c, NULL, "unexpected text after the object");
+  return mooncake_add(c, g, seen, ts, in, out, ids0, last_ts);
+}
 
+/* The fields of one object, checked together and added as a request. */
+static int mooncake_add(line_ctx *c, growth *g, unsigned seen, uint64_t ts, uint64_t in,
+                        uint64_t out, size_t ids0, uint64_t *last_ts) {
+  trace_req r = {.hash_off = ids0};
   static const struct { unsigned bit; const char *name; } req[] = {
       {F_TS, "timestamp"}, {F_IN, "input_length"}, {F_OUT, "output_length"},
       {F_IDS, "hash_ids"}};

@@ -145,11 +145,10 @@ static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
 }
 
 static int ad_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc = pkv__policy_check_create("adaptive", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("adaptive", args, NULL, 0);
-  if (rc) return rc;
-  ad_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy adaptive: state allocation");
+  int rc;
+  ad_state *st = pkv__policy_state_new("adaptive", out, num_blocks, args,
+                                       NULL, 0, sizeof *st, &rc);
+  if (!st) return rc;
   uint32_t s = 0;
   while ((num_blocks >> s) > AD_SHADOW_MAX) s++;
   st->sample_shift = s;

@@ -44,11 +44,10 @@ static void fifo_destroy(void *state) {
 }
 
 static int fifo_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc = pkv__policy_check_create("fifo", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("fifo", args, NULL, 0);
-  if (rc) return rc;
-  fifo_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy fifo: state allocation");
+  int rc;
+  fifo_state *st = pkv__policy_state_new("fifo", out, num_blocks, args,
+                                         NULL, 0, sizeof *st, &rc);
+  if (!st) return rc;
   uint64_t range = 64;
   while (range < 2ull * num_blocks) range <<= 1;
   st->range = (uint32_t)(range > UINT32_MAX ? UINT32_MAX : range);
@@ -152,16 +151,4 @@ static int fifo_check(const void *state, const uint8_t *evictable,
   return pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_fifo = {
-    .version = PKV_POLICY_VERSION,
-    .name = "fifo",
-    .create = fifo_create,
-    .destroy = fifo_destroy,
-    .on_insert = fifo_on_insert,
-    .on_hit = fifo_on_hit,
-    .on_evictable = fifo_on_evictable,
-    .on_pinned = fifo_on_pinned,
-    .choose_victim = fifo_choose_victim,
-    .on_remove = fifo_on_remove,
-    .check = fifo_check,
-};
+const pkv_policy_ops pkv__policy_fifo = PKV__POLICY_OPS("fifo", fifo);

@@ -94,11 +94,10 @@ static int fw_create(void **out, uint32_t num_blocks, const char *args) {
       {"cold", &cold, 0.01, 1, false},
       {"hist", &hist, 0, 64, false},
   };
-  int rc = pkv__policy_check_create("fwlru", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("fwlru", args, spec, 3);
-  if (rc) return rc;
-  fw_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy fwlru: state allocation");
+  int rc;
+  fw_state *st = pkv__policy_state_new("fwlru", out, num_blocks, args,
+                                       spec, 3, sizeof *st, &rc);
+  if (!st) return rc;
   if (!pkv__fw_init(st, num_blocks, p, cold, hist)) {
     fw_destroy(st);
     return pkv__err(PKV_ENOMEM, "policy fwlru: %u-block arrays", num_blocks);

@@ -76,11 +76,10 @@ static int lfu_create(void **out, uint32_t num_blocks, const char *args) {
       {"max_uses", &max_uses, 1, 1u << 30, true},
       {"ring", &ring, 1, 1u << 20, true},
   };
-  int rc = pkv__policy_check_create("lfu", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("lfu", args, spec, 2);
-  if (rc) return rc;
-  lfu_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy lfu: state allocation");
+  int rc;
+  lfu_state *st = pkv__policy_state_new("lfu", out, num_blocks, args,
+                                        spec, 2, sizeof *st, &rc);
+  if (!st) return rc;
   st->max_uses = (uint32_t)max_uses;
   /* W: a power of two >= ring, but no more than max_uses + 1 needs. */
   uint32_t w = 1;
@@ -209,16 +208,4 @@ static int lfu_check(const void *state, const uint8_t *evictable,
   return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_lfu = {
-    .version = PKV_POLICY_VERSION,
-    .name = "lfu",
-    .create = lfu_create,
-    .destroy = lfu_destroy,
-    .on_insert = lfu_on_insert,
-    .on_hit = lfu_on_hit,
-    .on_evictable = lfu_on_evictable,
-    .on_pinned = lfu_on_pinned,
-    .choose_victim = lfu_choose_victim,
-    .on_remove = lfu_on_remove,
-    .check = lfu_check,
-};
+const pkv_policy_ops pkv__policy_lfu = PKV__POLICY_OPS("lfu", lfu);

@@ -24,11 +24,10 @@ typedef struct lru_state {
 } lru_state;
 
 static int lru_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc = pkv__policy_check_create("lru", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("lru", args, NULL, 0);
-  if (rc) return rc;
-  lru_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy lru: state allocation");
+  int rc;
+  lru_state *st = pkv__policy_state_new("lru", out, num_blocks, args,
+                                        NULL, 0, sizeof *st, &rc);
+  if (!st) return rc;
   st->num_blocks = num_blocks;
   st->where = pkv__calloc(num_blocks, 1);
   if (!st->where || !pkv__bnodes_alloc(&st->nodes, num_blocks)) {
@@ -106,16 +105,4 @@ static int lru_check(const void *state, const uint8_t *evictable,
   return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_lru = {
-    .version = PKV_POLICY_VERSION,
-    .name = "lru",
-    .create = lru_create,
-    .destroy = lru_destroy,
-    .on_insert = lru_on_insert,
-    .on_hit = lru_on_hit,
-    .on_evictable = lru_on_evictable,
-    .on_pinned = lru_on_pinned,
-    .choose_victim = lru_choose_victim,
-    .on_remove = lru_on_remove,
-    .check = lru_check,
-};
+const pkv_policy_ops pkv__policy_lru = PKV__POLICY_OPS("lru", lru);

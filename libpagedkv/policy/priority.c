@@ -77,11 +77,10 @@ static void prio_destroy(void *state) {
 }
 
 static int prio_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc = pkv__policy_check_create("priority", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("priority", args, NULL, 0);
-  if (rc) return rc;
-  prio_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy priority: state allocation");
+  int rc;
+  prio_state *st = pkv__policy_state_new("priority", out, num_blocks, args,
+                                         NULL, 0, sizeof *st, &rc);
+  if (!st) return rc;
   for (uint32_t p = 0; p < PRIO_LEVELS; p++) pkv__blist_init(&st->level[p]);
   st->prio = pkv__calloc(num_blocks, 1);
   st->where = pkv__malloc(num_blocks);
@@ -262,16 +261,4 @@ static int prio_check(const void *state, const uint8_t *evictable,
   return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_priority = {
-    .version = PKV_POLICY_VERSION,
-    .name = "priority",
-    .create = prio_create,
-    .destroy = prio_destroy,
-    .on_insert = prio_on_insert,
-    .on_hit = prio_on_hit,
-    .on_evictable = prio_on_evictable,
-    .on_pinned = prio_on_pinned,
-    .choose_victim = prio_choose_victim,
-    .on_remove = prio_on_remove,
-    .check = prio_check,
-};
+const pkv_policy_ops pkv__policy_priority = PKV__POLICY_OPS("priority", prio);

@@ -79,11 +79,10 @@ static int s3_create(void **out, uint32_t num_blocks, const char *args) {
       {"ghost", &ghost_ratio, 0, 4, false},
       {"promote", &promote, 1, S3_MAX_USES, true},
   };
-  int rc = pkv__policy_check_create("s3fifo", out, num_blocks);
-  if (!rc) rc = pkv__policy_args_parse("s3fifo", args, spec, 3);
-  if (rc) return rc;
-  s3_state *st = pkv__calloc(1, sizeof *st);
-  if (!st) return pkv__err(PKV_ENOMEM, "policy s3fifo: state allocation");
+  int rc;
+  s3_state *st = pkv__policy_state_new("s3fifo", out, num_blocks, args,
+                                       spec, 3, sizeof *st, &rc);
+  if (!st) return rc;
   st->small = small;
   st->promote = (uint8_t)promote;
   st->victim = PKV__NIL;
@@ -208,16 +207,4 @@ static int s3_check(const void *state, const uint8_t *evictable,
   return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_s3fifo = {
-    .version = PKV_POLICY_VERSION,
-    .name = "s3fifo",
-    .create = s3_create,
-    .destroy = s3_destroy,
-    .on_insert = s3_on_insert,
-    .on_hit = s3_on_hit,
-    .on_evictable = s3_on_evictable,
-    .on_pinned = s3_on_pinned,
-    .choose_victim = s3_choose_victim,
-    .on_remove = s3_on_remove,
-    .check = s3_check,
-};
+const pkv_policy_ops pkv__policy_s3fifo = PKV__POLICY_OPS("s3fifo", s3);

@@ -54,28 +54,28 @@ static inline void pkv__blist_init(pkv__blist *l) {
   l->len = 0;
 }
 
-static inline void pkv__blist_push_tail(pkv__blist *l, pkv__bnodes *n,
-                                        int32_t b) {
-  *pkv__bn_prev(n, b) = l->tail;
-  *pkv__bn_next(n, b) = PKV__NIL;
-  if (l->tail != PKV__NIL)
-    *pkv__bn_next(n, l->tail) = b;
+/* Links b at the tail (newest end) of l, or at its head. */
+static inline void pkv__blist_push_end(pkv__blist *l, pkv__bnodes *n,
+                                       int32_t b, bool at_tail) {
+  int32_t *end = at_tail ? &l->tail : &l->head;
+  int32_t *inward = at_tail ? pkv__bn_prev(n, b) : pkv__bn_next(n, b);
+  int32_t *outward = at_tail ? pkv__bn_next(n, b) : pkv__bn_prev(n, b);
+  *inward = *end;
+  *outward = PKV__NIL;
+  if (*end != PKV__NIL)
+    *(at_tail ? pkv__bn_next(n, *end) : pkv__bn_prev(n, *end)) = b;
   else
-    l->head = b;
-  l->tail = b;
+    *(at_tail ? &l->head : &l->tail) = b;
+  *end = b;
   l->len++;
 }
-
+static inline void pkv__blist_push_tail(pkv__blist *l, pkv__bnodes *n,
+                                        int32_t b) {
+  pkv__blist_push_end(l, n, b, true);
+}
 static inline void pkv__blist_push_head(pkv__blist *l, pkv__bnodes *n,
                                         int32_t b) {
-  *pkv__bn_next(n, b) = l->head;
-  *pkv__bn_prev(n, b) = PKV__NIL;
-  if (l->head != PKV__NIL)
-    *pkv__bn_prev(n, l->head) = b;
-  else
-    l->tail = b;
-  l->head = b;
-  l->len++;
+  pkv__blist_push_end(l, n, b, false);
 }
 
 static inline void pkv__blist_unlink(pkv__blist *l, pkv__bnodes *n,
@@ -290,6 +290,28 @@ typedef struct pkv__policy_arg {
  * already parsed may have changed, so callers parse into locals. */
 int pkv__policy_args_parse(const char *policy, const char *args,
                            const pkv__policy_arg *spec, size_t n_spec);
+
+/* The first steps of every built-in's create hook: checks out and
+ * num_blocks (pkv__policy_check_create), parses args against spec
+ * (pkv__policy_args_parse, NULL/0 for none) and allocates a zeroed state of
+ * `size` bytes.  NULL with *rc set (PKV_EINVAL, PKV_ENOMEM) on failure. */
+void *pkv__policy_state_new(const char *policy, void **out,
+                            uint32_t num_blocks, const char *args,
+                            const pkv__policy_arg *spec, size_t n_spec,
+                            size_t size, int *rc);
+
+/* The vtable of a built-in whose hooks are all named p_<hook> (create,
+ * destroy, on_insert, on_hit, on_evictable, on_pinned, choose_victim,
+ * on_remove, check). */
+#define PKV__POLICY_OPS(policy_name, p)                                   \
+  {                                                                       \
+    .version = PKV_POLICY_VERSION, .name = policy_name,                   \
+    .create = p##_create, .destroy = p##_destroy,                         \
+    .on_insert = p##_on_insert, .on_hit = p##_on_hit,                     \
+    .on_evictable = p##_on_evictable, .on_pinned = p##_on_pinned,         \
+    .choose_victim = p##_choose_victim, .on_remove = p##_on_remove,       \
+    .check = p##_check,                                                   \
+  }
 
 /* Priority of a block at time now: its own while priority_until is 0 or in
  * the future, the default (35) afterwards. */

@@ -43,7 +43,7 @@ static void remote_free(pkv__remote *r) {
   pkv__free(r);
 }
 
-void pkv__remote_destroy(pkv_cache *c) {
+static void remote_destroy(pkv_cache *c) {
   remote_free(c->remote);
   c->remote = NULL;
 }
@@ -56,11 +56,11 @@ static uint32_t ns_fold(const pkv_cache *c, uint32_t ns_id) {
   return (uint32_t)(x ^ (x >> 32));
 }
 
-static uint8_t *region(pkv_cache *c, uint32_t r, int32_t b) {
+static uint8_t *region(const pkv_cache *c, uint32_t r, int32_t b) {
   return c->kv + (size_t)r * c->kv_region_stride + (size_t)b * c->layout.block_stride;
 }
 
-void pkv__remote_demote(pkv_cache *c, int32_t b) {
+static void remote_demote(pkv_cache *c, int32_t b) {
   pkv__remote *r = c->remote;
   const pkv__block *blk = &c->blk[b];
   if (!(blk->flags & PKV_BLK_HASHED)) return;
@@ -75,8 +75,8 @@ void pkv__remote_demote(pkv_cache *c, int32_t b) {
   (void)r->tier->ops->put(r->tier, &tb, 1);
 }
 
-uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                           uint32_t want) {
+static uint32_t remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                             uint32_t want) {
   pkv__remote *r = c->remote;
   const uint32_t bs = c->block_size, n_regions = 2 * c->cfg.n_layers;
   const uint32_t ns = ns_fold(c, s->ns_id);
@@ -87,7 +87,7 @@ uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   while (more && s->n_blocks < want) {
     uint32_t n = want - s->n_blocks;
     if (n > r->max_batch) n = r->max_batch;
-    uint32_t avail = pkv__pool_available(c);
+    uint32_t avail = pkv__blocks_available(c);
     if (n > avail) n = avail;
     if (n == 0) break;
     for (uint32_t i = 0; i < n; i++) {
@@ -104,7 +104,7 @@ uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
         more = false;
         break;
       }
-      int32_t b = pkv__pool_take(c); /* may evict (and demote) another block */
+      int32_t b = pkv__block_take(c); /* may evict (and demote) another block */
       if (b < 0) {
         more = false;
         break;
@@ -128,16 +128,20 @@ uint32_t pkv__remote_fetch(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   return added;
 }
 
+static const pkv__remote_ops remote_ops = {
+    .demote = remote_demote, .fetch = remote_fetch, .destroy = remote_destroy};
+
 /* ------------------------------------------------ public */
 
 int pkv_cache_set_remote_tier(pkv_cache *cache, const pkv_redis_opts *opts) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "set_remote_tier: cache is NULL");
+  PKV_ENTER(cache, "set_remote_tier");
   pkv__remote *r = NULL;
   if (opts) {
-    if (cache->cfg.storage != PKV_STORAGE_OWNED)
+    if (cache->cfg.storage != PKV_STORAGE_OWNED) /* immutable after create */
       return pkv__err(PKV_ENOTSUP, "set_remote_tier: external storage (the "
                       "library holds no K/V to store)");
+    PKV_CHECK(opts->max_batch <= 1024, "set_remote_tier: max_batch %u > 1024",
+              opts->max_batch);
     r = pkv__calloc(1, sizeof *r);
     if (!r) return pkv__err(PKV_ENOMEM, "set_remote_tier: out of memory");
     int rc = pkv__redis_tier_create(opts, &r->tier);
@@ -145,23 +149,17 @@ int pkv_cache_set_remote_tier(pkv_cache *cache, const pkv_redis_opts *opts) {
       pkv__free(r);
       return rc;
     }
-    /* the tier read opts through the ABI rules; max_batch is ours */
-    uint32_t mb = opts->max_batch ? opts->max_batch : 16;
-    if (mb > 1024) {
-      remote_free(r);
-      return pkv__err(PKV_EINVAL, "set_remote_tier: max_batch %u > 1024", mb);
-    }
-    r->max_batch = mb;
+    r->max_batch = opts->max_batch ? opts->max_batch : 16;
     r->region_bytes = cache->layout.block_stride;
     r->block_bytes = r->region_bytes * 2 * cache->cfg.n_layers;
-    r->stage = pkv__malloc((size_t)mb * r->block_bytes);
+    r->stage = pkv__malloc((size_t)r->max_batch * r->block_bytes);
     r->put_stage = pkv__malloc(r->block_bytes);
-    r->tb = pkv__calloc(mb, sizeof *r->tb);
-    r->found = pkv__calloc(mb, 1);
+    r->tb = pkv__calloc(r->max_batch, sizeof *r->tb);
+    r->found = pkv__calloc(r->max_batch, 1);
     if (!r->stage || !r->put_stage || !r->tb || !r->found) {
       remote_free(r);
       return pkv__err(PKV_ENOMEM, "set_remote_tier: out of memory for %u "
-                      "blocks of staging", mb);
+                      "blocks of staging", r->max_batch);
     }
   }
   if (pkv__lock(cache)) {
@@ -170,21 +168,20 @@ int pkv_cache_set_remote_tier(pkv_cache *cache, const pkv_redis_opts *opts) {
   }
   pkv__remote *old = cache->remote;
   cache->remote = r;
+  cache->remote_ops = &remote_ops;
   pkv__unlock(cache);
   remote_free(old);
   return 0;
 }
 
 int pkv_cache_remote_stats(pkv_cache *cache, pkv_tier_stats *out) {
-  pkv__err_clear();
-  if (!cache || !out)
-    return pkv__err(PKV_EINVAL, "remote_stats: cache or out is NULL");
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "remote_stats");
+  PKV_CHECK(out, "remote_stats: out is NULL");
+  PKV_LOCK(cache);
   int rc = 0;
   if (cache->remote)
     cache->remote->tier->ops->stats(cache->remote->tier, out);
   else
     rc = pkv__err(PKV_ENOENT, "remote_stats: no remote tier attached");
-  pkv__unlock(cache);
-  return rc;
+  return pkv__leave_ro(cache, rc);
 }

@@ -25,44 +25,30 @@ class PagedKVError(Exception):
         return self.args[0]
 
 
-class InvalidArgument(PagedKVError, ValueError):
-    code, name = -1, "PKV_EINVAL"
+# The class of each PKV_E* code, in the library's order (PKV_EINVAL = -1,
+# PKV_ENOMEM = -2, ...), with the built-in it also derives from; code and
+# name come from the library's own table (pkv_err_name).
+_CLASSES = (
+    ("InvalidArgument", ValueError), ("OutOfMemory", None), ("NoSuchSequence", LookupError),
+    ("OutOfRange", IndexError), ("BufferTooSmall", ValueError), ("InvalidState", RuntimeError),
+    ("NotSupported", NotImplementedError), ("Corrupt", RuntimeError),
+    ("NoSuchObject", LookupError), ("Busy", RuntimeError))
 
 
-class OutOfMemory(PagedKVError):
-    code, name = -2, "PKV_ENOMEM"
+def _make_class(index, cls_name, builtin):
+    code = -1 - index
+    name = _lib.LIB.pkv_err_name(code).decode()
+    bases = (PagedKVError,) + ((builtin,) if builtin else ())
+    return type(cls_name, bases, {
+        "code": code, "name": name, "__module__": __name__,
+        "__doc__": "%s (%d): %s." % (name, code, _lib.LIB.pkv_strerror(code).decode())})
 
 
-class NoSuchSequence(PagedKVError, LookupError):
-    code, name = -3, "PKV_ENOSEQ"
-
-
-class OutOfRange(PagedKVError, IndexError):
-    code, name = -4, "PKV_ERANGE"
-
-
-class BufferTooSmall(PagedKVError, ValueError):
-    code, name = -5, "PKV_ENOSPC"
-
-
-class InvalidState(PagedKVError, RuntimeError):
-    code, name = -6, "PKV_ESTATE"
-
-
-class NotSupported(PagedKVError, NotImplementedError):
-    code, name = -7, "PKV_ENOTSUP"
-
-
-class Corrupt(PagedKVError, RuntimeError):
-    code, name = -8, "PKV_ECORRUPT"
-
-
-class NoSuchObject(PagedKVError, LookupError):
-    code, name = -9, "PKV_ENOENT"
-
-
-class Busy(PagedKVError, RuntimeError):
-    code, name = -10, "PKV_EBUSY"
+(InvalidArgument, OutOfMemory, NoSuchSequence, OutOfRange, BufferTooSmall, InvalidState,
+ NotSupported, Corrupt, NoSuchObject, Busy) = _ALL = tuple(
+    _make_class(i, *row) for i, row in enumerate(_CLASSES))
+_BY_CODE = {cls.code: cls for cls in _ALL}
+assert [cls.__name__ for cls in _ALL] == [row[0] for row in _CLASSES]
 
 
 class CallbackError(PagedKVError, RuntimeError):
@@ -78,11 +64,6 @@ class CallbackError(PagedKVError, RuntimeError):
         PagedKVError.__init__(
             self, "%s raised %s: %s (the library call completed; the cache is "
             "consistent)" % (where, type(exc).__name__, exc))
-
-
-_BY_CODE = {cls.code: cls for cls in (
-    InvalidArgument, OutOfMemory, NoSuchSequence, OutOfRange, BufferTooSmall,
-    InvalidState, NotSupported, Corrupt, NoSuchObject, Busy)}
 
 
 def error_for(code, detail=None):

@@ -23,3 +23,23 @@ def cache():
 
 def toks(n, start=0):
     return np.arange(start, start + n, dtype=np.int32)
+
+
+def run_threads(work, args, join_timeout=None):
+    """Runs work(arg) in a thread per arg and joins them (each for at most
+    join_timeout seconds); returns the exceptions the threads raised and
+    the threads (a test asserts both: no error, none still alive)."""
+    import threading
+    errors = []
+
+    def guarded(arg):
+        try:
+            work(arg)
+        except Exception as e:  # pragma: no cover — reported by the caller
+            errors.append(e)
+    threads = [threading.Thread(target=guarded, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_timeout)
+    return errors, threads

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pagedkv
-from conftest import toks
+from conftest import run_threads, toks
 
 
 def small(**kw):
@@ -312,24 +312,14 @@ def test_bf16_views_are_bit_patterns():
 # ---------------------------------------------------------------- threads
 
 def test_caches_from_two_threads():
-    import threading
-    errors = []
-
     def work(seed):
-        try:
-            for i in range(20):
-                with small(num_blocks=16) as c:
-                    with c.sequence() as s:
-                        s.append(toks(17, seed))
-                        s.commit()
-                        with pytest.raises(pagedkv.OutOfRange):
-                            s.truncate(100)
-                    c.check()
-        except Exception as e:  # pragma: no cover — reported below
-            errors.append(e)
-    ts = [threading.Thread(target=work, args=(k * 1000,)) for k in range(2)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+        for i in range(20):
+            with small(num_blocks=16) as c:
+                with c.sequence() as s:
+                    s.append(toks(17, seed))
+                    s.commit()
+                    with pytest.raises(pagedkv.OutOfRange):
+                        s.truncate(100)
+                c.check()
+    errors, _ = run_threads(work, [k * 1000 for k in range(2)])
     assert not errors, errors

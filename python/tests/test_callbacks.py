@@ -2,7 +2,7 @@
 import pytest
 
 import pagedkv
-from conftest import toks
+from conftest import run_threads, toks
 
 
 def fill(c, n_seqs, start=0, n_tokens=8):
@@ -307,26 +307,16 @@ def test_two_threads_one_cache_with_python_callbacks():
     """Python event callback and policy on one cache driven from two
     threads: the library's lock and the GIL never deadlock (ctypes drops the
     GIL around each call), every event arrives once, the cache checks."""
-    import threading
     seen = []
     with pagedkv.Cache(n_layers=1, n_kv_heads=1, head_dim=4, block_size=4,
                        num_blocks=32, on_event=seen.append,
                        policy=pagedkv.LRUPolicy()) as c:
-        errors = []
-
         def work(base):
-            try:
-                for i in range(60):
-                    with c.sequence() as s:
-                        s.append(toks(9, base + (i % 7) * 10))
-                        s.commit()
-            except Exception as e:  # pragma: no cover — reported below
-                errors.append(e)
-        ts = [threading.Thread(target=work, args=(k * 100000,)) for k in range(2)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
+            for i in range(60):
+                with c.sequence() as s:
+                    s.append(toks(9, base + (i % 7) * 10))
+                    s.commit()
+        errors, ts = run_threads(work, [k * 100000 for k in range(2)], join_timeout=60)
         assert not errors and not any(t.is_alive() for t in ts)
         assert len(seen) == c.stats().events > 0
         assert [e.seqno for e in seen] == list(range(1, len(seen) + 1))

@@ -17,10 +17,10 @@
 
 #include "../../tools/cli.h"
 #include "../../tools/opts.h"
+#include "fuzz_common.h"
 
 __attribute__((noreturn)) static void fc_fail(const char *what, const char *detail) {
-  fprintf(stderr, "fuzz_cli: %s (%s)\n", what, detail ? detail : "");
-  abort();
+  pkv_fuzz_fail("fuzz_cli", "%s (%s)", what, detail ? detail : "");
 }
 
 static void fc_range(uint64_t v, uint64_t lo, uint64_t hi, const char *what) {
@@ -38,7 +38,7 @@ static void fc_check_sim(const sim_opts *o) {
   if (o->n_caps < 1 || o->n_caps > SIM_MAX_CAPACITIES) fc_fail("capacity count", NULL);
   for (size_t i = 0; i < o->n_caps; i++) {
     fc_range(o->caps[i], 1, SIM_MAX_CAPACITY, "--capacity");
-    for (size_t k = 0; k < i; k++)
+    for (size_t k = 0; k < i && !o->nodes; k++) /* with --nodes the list is per node */
       if (o->caps[k] == o->caps[i]) fc_fail("a capacity listed twice", NULL);
   }
   if (o->block_size) fc_range(o->block_size, 1, 65536, "--block-size");
@@ -57,6 +57,14 @@ static void fc_check_sim(const sim_opts *o) {
   }
   if (o->csv && o->json && !strcmp(o->csv, "-") && !strcmp(o->json, "-"))
     fc_fail("--csv - and --json - both on stdout", NULL);
+  if (o->nodes) { /* the cluster view */
+    if (o->n_nodes < 1 || o->n_nodes > SIM_MAX_NODE_COUNTS) fc_fail("node count list", NULL);
+    for (size_t i = 0; i < o->n_nodes; i++) fc_range(o->nodes[i], 1, SIM_MAX_NODES, "--nodes");
+    if (o->n_caps > 1 && (o->n_nodes != 1 || o->nodes[0] != o->n_caps)) fc_fail("capacity per node", NULL);
+    if (!o->route_rr && !o->route_prefix) fc_fail("no route", NULL);
+    if (!(o->load_bound >= 1 && o->load_bound <= SIM_MAX_LOAD_BOUND)) fc_fail("--route-load-bound", NULL);
+    if (o->model != 0) fc_fail("--nodes with the simple model", NULL);
+  }
   fc_check_plot(o->plot);
 }
 
@@ -150,9 +158,4 @@ int pkv_fuzz_cli_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_cli_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_cli_run)

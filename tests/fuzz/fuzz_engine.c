@@ -1,6 +1,7 @@
 /*
  * fuzz_engine.c — libFuzzer harness for the attention kernels: a byte
- * string becomes a shape (dtype, KV heads, group size, head_dim — any
+ * string becomes a shape (dtype — f32, f16, bf16, int8, fp8 E4M3/E5M2 —
+ * KV heads, group size, head_dim — any
  * multiple of 8 — and a V head dim that may be smaller, block size, context
  * length, prefill chunking, threads, softmax scale) and a list
  * of values planted into Q, K and V — NaN, +-inf, huge (1e30, up to the bf16
@@ -18,6 +19,9 @@
  *     error bound, head_dim * 2^-24 * sum_d |q_d k_d| in base-2 units, at
  *     most 2^-10); with huge scores f32 rounding legitimately moves the
  *     weights, and only classes are compared.
+ * Quantized K/V: the reference sees the rows as stored (codes x scale; a
+ * row with a non-finite element reads back all NaN, docs/ENGINE.md), so the
+ * same rules hold.
  * Queries are kept to |q| <= 1e30 so scores stay inside the range the
  * engine guarantees (pkv__q_prescale); K and V take any value.
  *
@@ -27,6 +31,7 @@
  */
 #include "engine_internal.h"
 #include "../tu_paged.h"
+#include "fuzz_common.h"
 
 #include <float.h>
 #include <math.h>
@@ -37,16 +42,9 @@
 
 #define FE_MAX_INJECT 24
 
-typedef struct fe_in {
-  const uint8_t *p;
-  size_t n;
-} fe_in;
+typedef pkv_fuzz_in fe_in;
 
-static unsigned fe_byte(fe_in *in) {
-  if (!in->n) return 0;
-  in->n--;
-  return *in->p++;
-}
+static unsigned fe_byte(fe_in *in) { return pkv_fuzz_byte(in); }
 static unsigned fe_u16(fe_in *in) { return fe_byte(in) | fe_byte(in) << 8; }
 
 static const float fe_special[] = {
@@ -72,14 +70,13 @@ typedef struct fe_case {
 
 static void fe_fail(const fe_case *c, const char *what, const char *be, uint32_t row,
                     uint32_t d, float got, float want) {
-  fprintf(stderr,
-          "fuzz_engine: %s on %s: row %u elem %u: got %a (%g), reference %a (%g)\n"
-          "  dtype %d Hkv %u G %u D %u Dv %u block %u total %u pos0 %u n %u chunk %u threads %u "
-          "scale %g\n",
-          what, be, row, d, (double)got, (double)got, (double)want, (double)want, (int)c->dt,
-          c->Hkv, c->G, c->D, c->Dv, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
-          (double)c->scale);
-  abort();
+  pkv_fuzz_fail("fuzz_engine",
+                "%s on %s: row %u elem %u: got %a (%g), reference %a (%g)\n"
+                "  dtype %d Hkv %u G %u D %u Dv %u block %u total %u pos0 %u n %u chunk %u threads %u "
+                "scale %g",
+                what, be, row, d, (double)got, (double)got, (double)want, (double)want, (int)c->dt,
+                c->Hkv, c->G, c->D, c->Dv, c->bs, c->total, c->pos0, c->n, c->chunk, c->threads,
+                (double)c->scale);
 }
 
 /* Reference of one query row over keys [0, n_keys) of kv head h, and the
@@ -124,8 +121,10 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   fe_in in = {data, size};
   static const uint32_t dims[] = {16, 32, 48, 64, 128, 80, 96, 256, 8, 40, 72, 24};
   static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
+  static const pkv_dtype qdts[] = {PKV_DTYPE_I8, PKV_DTYPE_FP8_E4M3, PKV_DTYPE_FP8_E5M2};
   fe_case c;
-  c.dt = dts[fe_byte(&in) % 3];
+  unsigned dtb = fe_byte(&in); /* a quarter of the inputs quantized (corpus bytes < 192 kept) */
+  c.dt = dtb < 192 ? dts[dtb % 3] : qdts[dtb % 3];
   c.Hkv = 1 + fe_byte(&in) % 3;
   c.G = 1 + fe_byte(&in) % 5;
   c.D = dims[fe_byte(&in) % (sizeof dims / sizeof dims[0])];
@@ -225,9 +224,4 @@ int pkv_fuzz_engine_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_engine_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_engine_run)

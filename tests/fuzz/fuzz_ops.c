@@ -36,6 +36,7 @@
  */
 #include "pagedkv/pagedkv.h"
 #include "internal.h"
+#include "fuzz_common.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,16 +50,8 @@
 #define FZ_MAX_STALE 8
 #define FZ_MAX_PINS 6
 
-typedef struct fz_reader {
-  const uint8_t *p;
-  size_t n;
-} fz_reader;
-
-static uint8_t rd8(fz_reader *r) {
-  if (r->n == 0) return 0;
-  r->n--;
-  return *r->p++;
-}
+typedef pkv_fuzz_in fz_reader;
+static uint8_t rd8(fz_reader *r) { return pkv_fuzz_byte(r); }
 
 typedef struct fz_seq {
   pkv_seq_id id;
@@ -1109,9 +1102,4 @@ int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_ops_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_ops_run)

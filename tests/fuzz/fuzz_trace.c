@@ -28,10 +28,10 @@
 
 #include "../../tools/sim.h"
 #include "../../tools/trace.h"
+#include "fuzz_common.h"
 
 __attribute__((noreturn)) static void fz_fail(const char *what, size_t i) {
-  fprintf(stderr, "fuzz_trace: %s (request %zu)\n", what, i);
-  abort();
+  pkv_fuzz_fail("fuzz_trace", "%s (request %zu)", what, i);
 }
 
 static void fz_check_trace(const trace *t, trace_format fmt) {
@@ -156,9 +156,4 @@ int pkv_fuzz_trace_run(const uint8_t *data, size_t size) {
   return 0;
 }
 
-#ifndef PKV_FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  return pkv_fuzz_trace_run(data, size);
-}
-#endif
+PKV_FUZZ_ENTRY(pkv_fuzz_trace_run)

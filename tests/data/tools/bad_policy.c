@@ -59,14 +59,7 @@ static int32_t bad_victim(void *state, uint64_t now) {
 }
 
 PKV_API const pkv_policy_ops pkv_user_policy = {
-    .version = PKV_POLICY_VERSION,
-    .name = "badpolicy",
-    .create = bad_create,
-    .destroy = bad_destroy,
-    .on_insert = bad_nothing,
-    .on_hit = bad_nothing,
-    .on_evictable = bad_seen,
-    .on_pinned = bad_nothing,
-    .choose_victim = bad_victim,
-    .on_remove = bad_remove,
-};
+    .version = PKV_POLICY_VERSION, .name = "badpolicy", .create = bad_create,
+    .destroy = bad_destroy, .on_insert = bad_nothing, .on_hit = bad_nothing,
+    .on_evictable = bad_seen, .on_pinned = bad_nothing, .choose_victim = bad_victim,
+    .on_remove = bad_remove};

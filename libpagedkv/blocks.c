@@ -1,9 +1,11 @@
 /*
- * pool.c — the block pool: free list, refcounts, copy-on-write copies.
+ * blocks.c — the block pool (floor 1 of the manager's stack, core.h): free
+ * list, refcounts, copy-on-write copies, and what the policy hears when a
+ * block changes state.
  *
  * Every block is in exactly one of three states (named in core.h):
  *
- *             pool_take                      unref to 0, cached
+ *          blocks_take_free                  unref to 0, cached
  *   FREE ─────────────────► USED ─────────────────────────► EVICTABLE
  *    ▲  (refcount 0,        (refcount > 0:     ◄───────────  (refcount 0,
  *    │   not cached,         table entries      block_ref    in the index)
@@ -22,7 +24,12 @@
  *
  * The free list is an intrusive LIFO stack through blk[].next_free: a just
  * freed block is the warmest one to hand out again.  Allocation and release
- * are O(1); eviction costs one policy call.
+ * are O(1); eviction costs one policy call.  This file never evicts: an
+ * allocation that may evict is pkv__block_take (evict.c, a floor up), which
+ * runs the driver when the free list is empty and then takes from it.  The
+ * policy is told of state changes here through its vtable (on_evictable,
+ * on_pinned), and evictable orphans are pushed on the ORPHANS_FIRST
+ * candidate stack that the driver pops.
  *
  * Copy-on-write: a sequence never writes into a block that is shared
  * (refcount > 1) or cached.  Before its first write it takes a fresh block
@@ -43,9 +50,52 @@
 
 #include <string.h>
 
-int32_t pkv__pool_take(pkv_cache *c) {
-  if (c->free_head < 0 && pkv__evict_one(c) < 0) return -1;
+void pkv__block_meta(pkv_cache *c, int32_t b, pkv_block_meta *m) {
+  const pkv__block *blk = &c->blk[b];
+  m->now = pkv__now(c);
+  m->key = blk->key;
+  m->parent = blk->parent;
+  m->depth = blk->depth;
+  m->priority = blk->priority;
+  m->priority_until = blk->priority_until;
+  m->parent_block = c->fam[b].parent_block;
+}
+
+/* Drops stale entries (blocks freed since they were pushed lose their
+ * ORPHAN_Q flag with all their flags) and duplicates (a block freed and
+ * queued again), so the stack never holds more than num_blocks entries. */
+static void orphan_compact(pkv_cache *c) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < c->n_orphans; i++) {
+    int32_t b = c->orphans[i];
+    if (!(c->blk[b].flags & PKV_BLK_ORPHAN_Q)) continue;
+    c->blk[b].flags &= (uint16_t)~PKV_BLK_ORPHAN_Q; /* keep the first only */
+    c->orphans[k++] = b;
+  }
+  for (uint32_t i = 0; i < k; i++) c->blk[c->orphans[i]].flags |= PKV_BLK_ORPHAN_Q;
+  c->n_orphans = k;
+}
+
+void pkv__orphan_push(pkv_cache *c, int32_t b) {
+  if (!(c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST)) return;
+  pkv__block *blk = &c->blk[b];
+  if (blk->flags & PKV_BLK_ORPHAN_Q) return;
+  if (c->n_orphans >= c->num_blocks) orphan_compact(c);
+  blk->flags |= PKV_BLK_ORPHAN_Q;
+  c->orphans[c->n_orphans++] = b;
+}
+
+void pkv__block_unhash(pkv_cache *c, int32_t b) {
+  pkv__block *blk = &c->blk[b];
+  PKV_ASSERT(!PKV_BLOCK_IS_CACHED(c, b));
+  PKV_ASSERT(blk->flags & PKV_BLK_HASHED);
+  pkv__ns_unref(c, blk->ns_id);
+  blk->flags &= (uint16_t)~(PKV_BLK_HASHED | PKV_BLK_ORPHAN);
+}
+
+int32_t pkv__blocks_take_free(pkv_cache *c) {
   int32_t b = c->free_head;
+  if (b < 0) return -1;
   pkv__block *blk = &c->blk[b];
   PKV_ASSERT(PKV_BLOCK_IS_FREE(c, b));
   c->free_head = blk->next_free;
@@ -94,7 +144,7 @@ void pkv__block_unref(pkv_cache *c, int32_t b) {
   }
 }
 
-void pkv__pool_release_evicted(pkv_cache *c, int32_t b) {
+void pkv__blocks_release_evicted(pkv_cache *c, int32_t b) {
   PKV_ASSERT(PKV_BLOCK_IS_FREE(c, b));
   pool_push_free(c, b);
 }
@@ -111,12 +161,9 @@ int pkv__copies_reserve(pkv_cache *c, uint32_t extra) {
   if (need > UINT32_MAX / 2)
     return pkv__err(PKV_ENOMEM, "copy queue full (%u pending copies)",
                     c->copies_len);
-  uint32_t cap = c->copies_cap ? c->copies_cap : 16;
-  while (cap < need) cap *= 2;
-  pkv_copy *q = pkv__realloc(c->copies, (size_t)cap * sizeof *q);
-  if (!q) return pkv__err(PKV_ENOMEM, "no memory for the copy queue");
-  c->copies = q;
-  c->copies_cap = cap;
+  if (!pkv__grow_u32((void **)&c->copies, &c->copies_cap, need,
+                     sizeof *c->copies, 16))
+    return pkv__err(PKV_ENOMEM, "no memory for the copy queue");
   return 0;
 }
 
@@ -168,12 +215,10 @@ static void copy_release(pkv_cache *c, const pkv_copy *q) {
 
 int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
-  pkv__err_clear();
-  if (!cache) return pkv__err(PKV_EINVAL, "drain_copies: cache is NULL");
-  if (!n_out) return pkv__err(PKV_EINVAL, "drain_copies: n_out is NULL");
-  if (!out && cap > 0)
-    return pkv__err(PKV_EINVAL, "drain_copies: out is NULL with cap %u", cap);
-  if (pkv__lock(cache)) return PKV_EBUSY;
+  PKV_ENTER(cache, "drain_copies");
+  PKV_CHECK(n_out, "drain_copies: n_out is NULL");
+  PKV_CHECK(out || cap == 0, "drain_copies: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
   uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
   if (n) {
     memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);
@@ -184,7 +229,5 @@ int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
   }
   *n_out = n;
   if (pending) *pending = cache->copies_len;
-  PKV_ASSERT_VALID(cache);
-  pkv__unlock(cache);
-  return 0;
+  return pkv__leave(cache, 0);
 }
