@@ -78,7 +78,8 @@ int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
  * the current PKV_*_VERSION (append one when a version is added; the
  * current version's entry is there for the release after it). */
 static const size_t config_ends[] = {PKV__V1_END(pkv_config),
-                                     PKV__END_AT(pkv_config, v_head_dim)};
+                                     PKV__END_AT(pkv_config, v_head_dim),
+                                     PKV__END_AT(pkv_config, host_tier_policy)};
 static const size_t seq_opts_ends[] = {PKV__V1_END(pkv_seq_opts)};
 static const size_t append_ends[] = {PKV__V1_END(pkv_append)};
 _Static_assert(sizeof config_ends / sizeof config_ends[0] >= PKV_CONFIG_VERSION - 1,

@@ -119,6 +119,7 @@ void pkv__block_ref(pkv_cache *c, int32_t b) {
   if (c->refcount[b] == 0) {
     PKV_ASSERT(PKV_BLOCK_IS_CACHED(c, b));
     c->n_evictable--;
+    if (c->quota) c->quota_up->evictable(c, b, -1);
     if (c->policy) {
       pkv_block_meta m;
       pkv__block_meta(c, b, &m);
@@ -133,6 +134,7 @@ void pkv__block_unref(pkv_cache *c, int32_t b) {
   if (--c->refcount[b] != 0) return;
   if (PKV_BLOCK_IS_CACHED(c, b)) {
     c->n_evictable++;
+    if (c->quota) c->quota_up->evictable(c, b, +1);
     if (c->policy) {
       pkv_block_meta m;
       pkv__block_meta(c, b, &m);

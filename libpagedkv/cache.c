@@ -155,6 +155,8 @@ static void cache_free(pkv_cache *c) {
   pkv__free(c->seq_gen);
   pkv__free(c->seq_free);
   pkv__pins_destroy(c);
+  pkv__tiers_close(c);
+  pkv__quota_destroy(c);
   if (c->remote) c->remote_ops->destroy(c);
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
@@ -239,6 +241,7 @@ int pkv_cache_create(const pkv_config *cfg, pkv_cache **out) {
   }
   rc = pkv__prefix_init(c);
   if (rc == 0) rc = pkv__policy_open(c);
+  if (rc == 0) rc = pkv__tiers_open(c);
   if (rc) {
     cache_free(c);
     return rc;

@@ -311,7 +311,8 @@ static bool core_is_valid(pkv_cache *c, char *msg, size_t cap) {
 }
 
 bool pkv__cache_is_valid(pkv_cache *c, char *msg, size_t cap) {
-  return core_is_valid(c, msg, cap) && policy_is_valid(c, msg, cap);
+  return core_is_valid(c, msg, cap) && policy_is_valid(c, msg, cap) &&
+         (!c->quota || pkv__quota_is_valid(c, msg, cap));
 }
 
 /* PKV_DEBUG=2 validates after every mutation of caches up to 2^16 slots;

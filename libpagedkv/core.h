@@ -175,6 +175,7 @@ typedef struct pkv__ns {
   pkv_hash128 digest;    /* XXH3-128 of the typed encoding */
   uint32_t refs;         /* sequences + hashed blocks using it; 0 = slot free */
   uint32_t next;         /* digest chain while live, free list while free */
+  uint32_t quota;        /* tier/quota.c: its quota's index, or UINT32_MAX */
 } pkv__ns;
 
 /* ------------------------------------------------ pins */
@@ -249,11 +250,30 @@ struct pkv_cache {
   uint64_t sum_blocks;         /* sum of live sequences' n_blocks */
   uint32_t n_deferred;         /* sum of blk[].deferred */
   pkv_stats st;                /* counters only; gauges computed on read */
+  /* tier/ (above seq.c in the stack): the lower floors call it only
+   * through these pointers, set while a tier / a quota exists. */
+  struct pkv__tiers *tiers;    /* stores below the pool, or NULL */
+  void (*up_demote)(pkv_cache *c, int32_t b); /* evict.c: keep the victim */
+  struct pkv__quotas *quota;   /* namespace quotas, or NULL */
+  const struct pkv__quota_up *quota_up; /* set with quota */
+  uint32_t n_protected;        /* evictable blocks a reservation keeps */
   /* A store below the pool (tier/remote.c: Redis), reached only through
    * its vtable, like the policy: the tier files sit above the stack. */
   struct pkv__remote *remote;  /* NULL = none */
   const struct pkv__remote_ops *remote_ops; /* valid while remote != NULL */
 };
+
+/* The quota hooks of the lower floors (tier/quota.c fills them). */
+typedef struct pkv__quota_up {
+  /* a cached block entered (+1) / left (-1) the index (prefix.c) */
+  void (*cached)(pkv_cache *c, int32_t b, int delta);
+  /* a cached block's refcount reached (+1) / left (-1) 0 (blocks.c) */
+  void (*evictable)(pkv_cache *c, int32_t b, int delta);
+  /* the victim, quota-aware (evict.c); -1 with the error set */
+  int32_t (*victim)(pkv_cache *c);
+  /* namespace slot id was (re)interned (ns.c) */
+  void (*bind)(pkv_cache *c, uint32_t id);
+} pkv__quota_up;
 
 typedef struct pkv__remote_ops {
   /* Cached block b is about to be evicted: store it below. */
@@ -399,7 +419,7 @@ bool pkv__ns_find(pkv_cache *c, const void *ns, size_t len,
 
 /* Blocks a caller may obtain right now (free + evictable). */
 static inline uint32_t pkv__blocks_available(const pkv_cache *c) {
-  return c->n_free + c->n_evictable;
+  return c->n_free + c->n_evictable - c->n_protected; /* minus reserved */
 }
 /* Takes the first free block; refcount becomes 1.  -1 when the free list
  * is empty (pkv__block_take, evict.c, evicts first). */
@@ -492,6 +512,29 @@ void pkv__pins_destroy(pkv_cache *c);
 /* Frees s (its blocks, namespace, handle); the lock is held. */
 void pkv__seq_release(pkv_cache *c, pkv__seq *s);
 int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
+
+
+
+/* ------------------------------------------------ 4½: tier/
+ *
+ * Called by seq.c and the floor-5 files; tier/tier.h has the rest.  The
+ * lower floors reach tier/ only through c->up_demote and c->quota_up. */
+/* seq.c: extend s's match [0, k) from the tiers; returns the new k. */
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want);
+void pkv__tiers_close(pkv_cache *c);
+int pkv__tiers_open(pkv_cache *c);
+void pkv__quota_destroy(pkv_cache *c);
+/* The quota counters and lists against a recount (check.c). */
+bool pkv__quota_is_valid(pkv_cache *c, char *msg, size_t cap);
+
+/* ------------------------------------------------ 2: prefix.c (for tier/) */
+/* Enters pool block b (refcount > 0, token ids written) into the
+ * index as block `depth` of a chain under `parent` in namespace ns_id, with
+ * its key computed (promotion, load).  Returns its key. */
+pkv_hash128 pkv__prefix_insert_block(pkv_cache *c, int32_t b,
+                                     pkv_hash128 parent, uint32_t depth,
+                                     uint32_t ns_id, uint8_t priority);
 
 /* ------------------------------------------------ 5: check.c */
 

@@ -73,12 +73,16 @@ static int32_t orphan_pop(pkv_cache *c) {
 }
 
 int32_t pkv__evict_one(pkv_cache *c) {
-  if (c->n_evictable == 0) {
+  if (c->n_evictable <= c->n_protected) {
     pkv__err(PKV_ECORRUPT, "eviction: no evictable block");
     return -1;
   }
   int32_t v = -1;
-  if (c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST) v = orphan_pop(c);
+  if (c->quota) {
+    if ((v = c->quota_up->victim(c)) < 0) return -1;
+  } else if (c->cfg.flags & PKV_CACHE_EVICT_ORPHANS_FIRST) {
+    v = orphan_pop(c);
+  }
   if (v < 0) {
     v = c->policy->choose_victim(c->policy_state, pkv__now(c));
     if (v < 0 || (uint32_t)v >= c->num_blocks || !PKV_BLOCK_IS_EVICTABLE(c, v)) {
@@ -88,6 +92,7 @@ int32_t pkv__evict_one(pkv_cache *c) {
     }
   }
   if (pkv__block_is_orphan(c, v)) c->st.orphan_evictions++;
+  if (c->up_demote) c->up_demote(c, v);
   if (c->remote) c->remote_ops->demote(c, v);
   pkv__prefix_remove(c, v, true);
   c->st.evictions++;

@@ -140,6 +140,8 @@ int pkv__ns_intern(pkv_cache *c, const void *ns, size_t len,
   uint32_t h = ns_bucket(c, d);
   e->next = c->ns_heads[h];
   c->ns_heads[h] = id;
+  e->quota = UINT32_MAX;
+  if (c->quota) c->quota_up->bind(c, id);
   *out = id;
   return 0;
 }

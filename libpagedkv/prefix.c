@@ -221,10 +221,8 @@ void pkv__emit_seq(pkv_cache *c, pkv_event_type type, int32_t b,
   ev.seqno = c->event_seqno;
   ev.block = -1;
   ev.old_block = old_block;
-  if (s) {
-    ev.seq = PKV_SEQ_HANDLE(s->index, s->gen);
-    ev.index = index;
-  }
+  ev.index = index; /* table index, or the tier of DEMOTED / PROMOTED */
+  if (s) ev.seq = PKV_SEQ_HANDLE(s->index, s->gen);
   if (b >= 0) {
     const pkv__block *blk = &c->blk[b];
     const pkv__ns *ns = &c->ns[blk->ns_id];
@@ -308,16 +306,22 @@ static uint8_t range_priority(pkv_cache *c, const pkv__seq *s, uint32_t bi,
 /* Enters b (block bi of s) into the index: at the head of its bucket, or
  * right after `twin` (a cached block with the same key), so lookups keep
  * finding the block cached first and its twin serves only once it is gone. */
-static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
-                         int32_t b, int32_t twin) {
+static void index_link(pkv_cache *c, const pkv__seq *s, uint32_t bi,
+                       int32_t b, int32_t twin, uint8_t priority) {
   pkv__block *blk = &c->blk[b];
   int32_t *link = twin >= 0 ? &c->blk[twin].hash_next
                             : &c->heads[pkv__bucket(c, blk->key)];
   blk->hash_next = *link;
   *link = b;
   blk->flags |= PKV_BLK_CACHED;
-  blk->priority = range_priority(c, s, bi, &blk->priority_until);
+  if (s) {
+    blk->priority = range_priority(c, s, bi, &blk->priority_until);
+  } else {
+    blk->priority = priority;
+    blk->priority_until = 0;
+  }
   c->n_cached++;
+  if (c->quota) c->quota_up->cached(c, b, +1);
   adopt(c, b);
   if (c->policy) {
     pkv_block_meta m;
@@ -325,6 +329,28 @@ static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
     c->policy->on_insert(c->policy_state, b, &m);
   }
   pkv__emit_seq(c, PKV_EVENT_STORED, b, s, bi, -1);
+}
+
+static void index_insert(pkv_cache *c, const pkv__seq *s, uint32_t bi,
+                         int32_t b, int32_t twin) {
+  index_link(c, s, bi, b, twin, 0);
+}
+
+pkv_hash128 pkv__prefix_insert_block(pkv_cache *c, int32_t b,
+                                     pkv_hash128 parent, uint32_t depth,
+                                     uint32_t ns_id, uint8_t priority) {
+  pkv__block *blk = &c->blk[b];
+  PKV_ASSERT(c->refcount[b] > 0 && !(blk->flags & PKV_BLK_HASHED));
+  blk->key = pkv__block_key(c, &parent, ns_id,
+                            c->block_tokens + (size_t)b * c->block_size);
+  blk->parent = parent;
+  blk->depth = depth;
+  blk->ns_id = ns_id;
+  c->ns[ns_id].refs++;
+  blk->flags |= PKV_BLK_HASHED;
+  index_link(c, NULL, depth, b, pkv__index_find_key(c, blk->key, ns_id),
+             priority);
+  return blk->key;
 }
 
 void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
@@ -338,6 +364,10 @@ void pkv__prefix_remove(pkv_cache *c, int32_t b, bool emit) {
   blk->flags &= (uint16_t)~(PKV_BLK_CACHED | PKV_BLK_ORPHAN);
   c->n_cached--;
   if (c->refcount[b] == 0) c->n_evictable--;
+  if (c->quota) {
+    if (c->refcount[b] == 0) c->quota_up->evictable(c, b, -1);
+    c->quota_up->cached(c, b, -1);
+  }
   if (c->policy) c->policy->on_remove(c->policy_state, b);
   unlink_from_parent(c, b);
   for (int32_t ch = c->fam[b].first_child; ch >= 0;) {

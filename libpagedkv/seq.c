@@ -821,6 +821,7 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
     pkv__block_ref(cache, s->blocks[i]);
     pkv__prefix_hit(cache, s->blocks[i]);
   }
+  if (cache->tiers) k = pkv__tier_promote(cache, s, tokens, k, want);
   cache->st.prefix_collisions += collided;
   s->n_blocks = s->n_hashed = k;
   s->tail_writable = false;

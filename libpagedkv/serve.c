@@ -75,9 +75,10 @@ int pkv_evict(pkv_cache *cache, uint32_t n_blocks) {
   PKV_ENTER(cache, "evict");
   PKV_LOCK(cache);
   int rc = 0;
-  if (n_blocks > cache->n_evictable) {
-    rc = pkv__err(PKV_ERANGE, "evict: %u blocks asked, %u evictable",
-                  n_blocks, cache->n_evictable);
+  if (n_blocks > cache->n_evictable - cache->n_protected) {
+    rc = pkv__err(PKV_ERANGE, "evict: %u blocks asked, %u evictable (%u kept "
+                  "by namespace reservations)", n_blocks,
+                  cache->n_evictable - cache->n_protected, cache->n_protected);
   } else {
     for (uint32_t i = 0; i < n_blocks && rc == 0; i++)
       if (pkv__evict_one(cache) < 0) rc = PKV_ECORRUPT; /* policy said why */

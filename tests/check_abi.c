@@ -32,6 +32,8 @@ START_TEST(sizes_frozen) {
   ck_assert_uint_eq(sizeof(pkv_append), 88);
   ck_assert_uint_eq(sizeof(pkv_engine_config), 96);
   ck_assert_uint_eq(offsetof(pkv_config, version), 100);
+  ck_assert_uint_eq(offsetof(pkv_config, host_tier_bytes), 112);
+  ck_assert_uint_eq(offsetof(pkv_config, reserved), 128);
   ck_assert_uint_eq(offsetof(pkv_seq_opts, version), 28);
   ck_assert_uint_eq(offsetof(pkv_append, version), 52);
   ck_assert_uint_eq(offsetof(pkv_engine_config, version), 28);

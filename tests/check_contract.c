@@ -199,6 +199,68 @@ OK(common_prefix) {
   uint32_t n;
   return pkv_common_prefix_blocks(f->c, seqs, 2, &n);
 }
+/* tiers, save, quotas (issue 14) */
+OK(tier_stats_get) {
+  (void)f;
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
+  cfg.host_tier_bytes = 1 << 16;
+  pkv_cache *c = tu_cache(&cfg);
+  pkv_tier_stats st;
+  (void)pkv_seq_free(c, PKV_SEQ_NONE); /* sets the detail again */
+  int rc = pkv_tier_stats_get(c, PKV_TIER_HOST, &st);
+  pkv_cache_destroy(c);
+  return rc;
+}
+static char g_tmp[64];
+static const char *tmp_dir(void) {
+  if (!g_tmp[0]) {
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/pkv_contract_XXXXXX");
+    if (!mkdtemp(g_tmp)) return "/nonexistent";
+  }
+  return g_tmp;
+}
+static void tmp_rm(void) {
+  char cmd[128];
+  if (!g_tmp[0]) return;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+  if (system(cmd) != 0) ck_abort_msg("cannot remove %s", g_tmp);
+  g_tmp[0] = 0;
+}
+OK(set_file_tier) {
+  char d[128];
+  snprintf(d, sizeof d, "%s/tier", tmp_dir());
+  int rc = pkv_cache_set_file_tier(f->c, d, 0);
+  tmp_rm();
+  return rc;
+}
+OK(tier_drain_copies) {
+  pkv_tier_copy q[2];
+  uint32_t n;
+  return pkv_tier_drain_copies(f->c, q, 2, &n, NULL);
+}
+OK(cache_save) {
+  int rc = pkv_cache_save(f->c, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(seq_save) {
+  int rc = pkv_seq_save(f->c, f->live, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(cache_load) {
+  int rc = pkv_cache_save(f->c, tmp_dir());
+  (void)pkv_seq_free(f->c, PKV_SEQ_NONE);
+  if (rc == 0) rc = pkv_cache_load(f->c, tmp_dir());
+  tmp_rm();
+  return rc;
+}
+OK(prefix_promote) {
+  uint32_t n;
+  return pkv_prefix_promote(f->c, NULL, f->toks, 8, 0, &n);
+}
+OK(ns_set_quota) { return pkv_ns_set_quota(f->c, NULL, 4, 1); }
 OK(seq_list) { pkv_seq_id ids[8]; uint32_t n; return pkv_seq_list(f->c, ids, 8, &n); }
 OK(seq_keep) { return pkv_seq_keep(f->c, f->live); }
 OK(seq_remove_range) { return pkv_seq_remove_range(f->c, f->live, 1, 3); }
@@ -303,6 +365,14 @@ static const ok_row ok_rows[] = {
     {"pkv_cache_set_remote_tier", ok_set_remote_tier},
     {"pkv_cache_remote_stats", ok_remote_stats},
     {"pkv_common_prefix_blocks", ok_common_prefix},
+    {"pkv_tier_stats_get", ok_tier_stats_get},
+    {"pkv_cache_set_file_tier", ok_set_file_tier},
+    {"pkv_tier_drain_copies", ok_tier_drain_copies},
+    {"pkv_cache_save", ok_cache_save},
+    {"pkv_seq_save", ok_seq_save},
+    {"pkv_cache_load", ok_cache_load},
+    {"pkv_ns_set_quota", ok_ns_set_quota},
+    {"pkv_prefix_promote", ok_prefix_promote},
     {"pkv_seq_list", ok_seq_list},
     {"pkv_seq_keep", ok_seq_keep},
     {"pkv_seq_remove_range", ok_seq_remove_range},

@@ -639,6 +639,8 @@ static void on_event(const pkv_event *ev, void *user) {
     break;
   case PKV_EVENT_REMAPPED: /* no dedup in these caches */
   case PKV_EVENT_LOST:     /* push events are never lost */
+  case PKV_EVENT_DEMOTED:  /* no tiers in these caches */
+  case PKV_EVENT_PROMOTED:
     ck_abort_msg("unexpected event type %d", (int)ev->type);
   }
 }

@@ -160,9 +160,17 @@ typedef struct pkv_config {
    * 512); 0 = head_dim.  At most head_dim: V slots keep K's width
    * (slot_stride) and use their first v_head_dim elements. */
   uint32_t v_head_dim;
-  uint64_t reserved[7];  /* zero: room for new fields */
+  /* ---- version 3 */
+  /* Host tier (docs/MANAGER.md, "Tiers"): bytes of host memory that keep
+   * the cached blocks the policy evicts (demoted instead of dropped; a
+   * prefix match promotes them back).  0 = no host tier. */
+  uint64_t host_tier_bytes;
+  /* The host tier's own eviction policy, by name (any built-in; NULL =
+   * "lru"). */
+  const char *host_tier_policy;
+  uint64_t reserved[5];  /* zero: room for new fields */
 } pkv_config;
-#define PKV_CONFIG_VERSION 2
+#define PKV_CONFIG_VERSION 3
 
 /* Keep a cached block whose parent was evicted (default: the policy decides
  * normally).  With this flag a block whose parent leaves the index is evicted
@@ -413,8 +421,12 @@ typedef enum pkv_event_type {
   PKV_EVENT_CLEARED = 3,  /* every cached block left it */
   PKV_EVENT_REMAPPED = 4, /* commit dedup: table entry `index` of `seq` now
                              holds `block` instead of `old_block` */
-  PKV_EVENT_LOST = 5      /* pull queue overflow: n_lost events, seqno ..
+  PKV_EVENT_LOST = 5,     /* pull queue overflow: n_lost events, seqno ..
                              seqno + n_lost - 1, were dropped (pull only) */
+  PKV_EVENT_DEMOTED = 6,  /* an evicted block was kept in tier `index`
+                             (PKV_TIER_*); REMOVED came just before */
+  PKV_EVENT_PROMOTED = 7  /* a match brought `block` back from tier `index`
+                             (STORED follows for the new block) */
 } pkv_event_type;
 
 typedef struct pkv_event {
@@ -430,7 +442,8 @@ typedef struct pkv_event {
   uint64_t adapter_id;
   pkv_seq_id seq;      /* STORED: the committing sequence; REMAPPED: the
                           sequence whose table changed; else 0 */
-  uint32_t index;      /* STORED / REMAPPED: table index = depth in chain */
+  uint32_t index;      /* STORED / REMAPPED: table index = depth in chain;
+                          DEMOTED / PROMOTED: the tier (PKV_TIER_*) */
   int32_t old_block;   /* REMAPPED: the replaced block; else -1 */
   uint64_t n_lost;     /* LOST: events dropped; else 0 */
 } pkv_event;
@@ -490,22 +503,9 @@ PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
-/* ---------------------------------------------------------------- tiers */
+/* ---------------------------------------------------------------- remote tier */
 
-/* Counters of one tier below the block pool (host, file, redis).  Every
- * block a get() asked for is a hit or a miss; errors counts the blocks that
- * failed for a reason other than absence (a corrupt, short or foreign
- * value, or — for a remote tier — an I/O failure or an unreachable store). */
-typedef struct pkv_tier_stats {
-  uint64_t puts;        /* blocks stored */
-  uint64_t put_bytes;   /* bytes stored (payload + header) */
-  uint64_t gets;        /* blocks asked for */
-  uint64_t hits;        /* blocks returned, verified */
-  uint64_t misses;      /* blocks not returned (absent or failed) */
-  uint64_t errors;      /* corrupt / short / foreign / I/O failures */
-  uint64_t evictions;   /* blocks the tier dropped for room */
-  uint64_t bytes_used;  /* bytes held now (0 if the store does not say) */
-} pkv_tier_stats;
+typedef struct pkv_tier_stats pkv_tier_stats; /* defined with the tiers below */
 
 /* The Redis tier (docs/API.md, "Remote tier"): evicted cached blocks are
  * stored in a Redis server, and a prefix match that runs past the cached
@@ -757,6 +757,148 @@ PKV_API int pkv_evict(pkv_cache *cache, uint32_t n_blocks);
  * PKV_ENOSEQ.  Read-only. */
 PKV_API int pkv_common_prefix_blocks(pkv_cache *cache, const pkv_seq_id *seqs,
                                      uint32_t n_seqs, uint32_t *n_common);
+
+/* ---------------------------------------------------------------- tiers */
+/*
+ * Stores below the block pool (docs/MANAGER.md, "Tiers").  A cached block
+ * the policy evicts is demoted to the first tier configured (host memory,
+ * then a file directory, then a remote store); a tier that fills passes its
+ * own victims one tier down.  pkv_seq_match_prefix, where the cached run
+ * ends, looks the following blocks up in the tiers (key, parent, namespace,
+ * token ids and checksum all verified) and promotes the run it finds back
+ * into pool blocks — all of it or none — before reporting the hit.
+ * pkv_prefix_probe reports pool hits only (it changes nothing): the serving
+ * path calls pkv_prefix_promote first.
+ */
+#define PKV_TIER_HOST 0  /* host memory (config.host_tier_bytes) */
+#define PKV_TIER_FILE 1  /* a directory (pkv_cache_set_file_tier) */
+#define PKV_TIER_REDIS 2 /* a remote store shared by servers */
+#define PKV_TIER_MAX 3
+
+typedef struct pkv_tier_stats {
+  char name[16];        /* "host", "file", "redis" */
+  uint64_t puts;        /* blocks stored */
+  uint64_t put_bytes;   /* bytes stored (K/V + token ids) */
+  uint64_t gets;        /* blocks looked up with payload */
+  uint64_t hits;        /* ... found and verified */
+  uint64_t misses;      /* ... absent (errors included) */
+  uint64_t errors;      /* corrupt, short or foreign data, failed I/O: each a
+                           miss, never data */
+  uint64_t evictions;   /* blocks the tier dropped (or passed down) to
+                           make room */
+  uint64_t bytes_used;  /* bytes held now */
+  uint64_t capacity_bytes;
+  uint64_t blocks;      /* blocks held now */
+  uint64_t promotions;  /* blocks promoted from this tier into the pool */
+  uint64_t skipped;     /* puts refused (too large, write failed) */
+  uint64_t reserved[4];
+} pkv_tier_stats;
+
+/* Statistics of tier `tier` (PKV_TIER_*).  Returns 0; PKV_EINVAL (NULL
+ * cache or out, tier >= PKV_TIER_MAX), PKV_ENOENT (that tier is not
+ * configured).  Read-only. */
+PKV_API int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier,
+                               pkv_tier_stats *out);
+
+/* The serving path's promotion (pkv_prefix_probe reports pool hits only):
+ * where the pool's cached run for tokens (in the namespace of opts, NULL =
+ * default; capped at max_tokens, 0 = no cap) ends, promotes the run of
+ * blocks the tiers hold — all of it or none, each verified — into pool
+ * blocks left cached and evictable (STORED, PROMOTED), so a pkv_prefix_probe
+ * right after reports them and pkv_seq_append_ex attaches them.
+ * *promoted_tokens = tokens promoted (a multiple of block_size; 0 without
+ * tiers or when nothing fits).  Making room may evict (and demote) other
+ * blocks.  Returns 0; PKV_EINVAL (NULL cache or promoted_tokens, NULL tokens
+ * with n_tokens > 0, NULL ns bytes with a length), PKV_ENOMEM (nothing
+ * promoted). */
+PKV_API int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
+                               const int32_t *tokens, uint32_t n_tokens,
+                               uint32_t max_tokens, uint32_t *promoted_tokens);
+
+/* Adds a file tier: blocks below the host tier (or directly below the pool
+ * without one) are kept as one file each in dir (created if absent; files
+ * already there from an earlier run of the same shape serve hits), at most
+ * max_bytes of them (0 = no limit), oldest dropped first.  Each file carries
+ * the block's chained key, parent key, namespace digest, token ids and an
+ * XXH3-64 checksum; a read verifies all of them and a short, corrupt or
+ * foreign file is a miss and a counted error, never data.  Files are written
+ * to a temporary name and renamed.  Owned storage only (PKV_ENOTSUP in
+ * external mode).  Once per cache: PKV_ESTATE if a file tier exists.
+ * Returns 0; PKV_EINVAL (NULL cache or dir, empty dir), PKV_ENOENT (dir
+ * cannot be created or opened: pkv_last_error says why), PKV_ENOMEM.
+ * Nothing changes on failure. */
+PKV_API int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
+                                    uint64_t max_bytes);
+
+/* External storage: a copy between a pool block (caller memory) and a
+ * host-tier slot (caller memory too) that the caller performs. */
+typedef enum pkv_tier_copy_op {
+  PKV_TIER_COPY_DEMOTE = 1,  /* pool `block` -> host slot `slot` */
+  PKV_TIER_COPY_PROMOTE = 2  /* host slot `slot` -> pool `block` */
+} pkv_tier_copy_op;
+typedef struct pkv_tier_copy {
+  uint32_t op;    /* pkv_tier_copy_op */
+  int32_t block;  /* pool block (all layers, K and V, every slot) */
+  uint32_t slot;  /* host slot: slot * block bytes into the caller's host
+                     buffer of config.host_tier_bytes */
+  uint32_t tier;  /* PKV_TIER_HOST */
+} pkv_tier_copy;
+
+/* External mode: moves up to cap queued tier copies into out, oldest first;
+ * *n_out = how many, *pending (may be NULL) = how many remain.  The caller
+ * performs them in order, before any kernel writes a block handed out by
+ * the call that queued them (a demoted block is free again at once: the
+ * copy must read it before its new owner writes it).  Returns 0;
+ * PKV_EINVAL (NULL cache or n_out, NULL out with cap > 0). */
+PKV_API int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out,
+                                  uint32_t cap, uint32_t *n_out,
+                                  uint32_t *pending);
+
+/* ---------------------------------------------------------------- save */
+/*
+ * Save / restore (docs/MANAGER.md, "Save and restore").  A save writes a new
+ * generation directory under dir (every file and the directory fsynced),
+ * then atomically renames a manifest naming it, then removes the old
+ * generation: a process killed at any point leaves the previous or the new
+ * state loadable, never a mix.  Owned storage only (PKV_ENOTSUP otherwise).
+ */
+
+/* Saves every cached block (key chain, namespace, token ids, K/V) to dir
+ * (created if absent).  Returns 0; PKV_EINVAL (NULL cache or dir),
+ * PKV_ENOTSUP (external storage), PKV_ENOENT (dir unusable), PKV_ENOSPC
+ * (a write failed: disk full, quota), PKV_ENOMEM.  The cache is unchanged
+ * either way; a failed save leaves the previous save loadable. */
+PKV_API int pkv_cache_save(pkv_cache *cache, const char *dir);
+/* The same for the committed full blocks of one sequence (PKV_ENOSEQ for a
+ * bad handle). */
+PKV_API int pkv_seq_save(pkv_cache *cache, pkv_seq_id seq, const char *dir);
+/* Loads a save into cache as cached, evictable blocks (parents first; it
+ * stops when no free or evictable pool block remains; blocks already cached
+ * are skipped).  The shape must match: a different block_size, n_layers,
+ * n_kv_heads, head_dim, v_head_dim or dtype is PKV_EINVAL naming the field,
+ * nothing loaded.  Every block is verified (checksum, key recomputed from
+ * parent, namespace and tokens) before any is loaded: a corrupt or truncated
+ * save is PKV_ECORRUPT, nothing loaded.  Returns 0; PKV_EINVAL, PKV_ENOTSUP
+ * (external storage), PKV_ENOENT (no save in dir), PKV_ECORRUPT,
+ * PKV_ENOMEM. */
+PKV_API int pkv_cache_load(pkv_cache *cache, const char *dir);
+
+/* ---------------------------------------------------------------- quotas */
+
+/* Namespace quota (docs/MANAGER.md, "Namespace quotas").  ns names the
+ * namespace as pkv_seq_create does (its ns bytes and adapter_id; NULL = the
+ * default namespace).  A namespace's usage is its blocks in the prefix
+ * index (in use or evictable).  Eviction takes from namespaces over their
+ * cap first, and never evicts a namespace's block when that would bring it
+ * below reserve_blocks: an allocation that could only be served by doing so
+ * fails with PKV_ENOMEM, nothing changed.  cap_blocks 0 = no cap; cap 0
+ * and reserve 0 removes the quota.  Returns 0; PKV_EINVAL (NULL cache, cap
+ * below reserve, reserve above num_blocks, ns bytes NULL with a length),
+ * PKV_ENOMEM (table), PKV_ERANGE (the reservations together would exceed
+ * num_blocks).  Takes effect at once: a namespace already over its cap is
+ * evicted from first. */
+PKV_API int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
+                             uint32_t cap_blocks, uint32_t reserve_blocks);
 
 /* ---------------------------------------------------------------- allocator */
 

@@ -628,6 +628,7 @@ static int redis_put(pkv__tier *tier, const pkv__tier_block *b, size_t n) {
     } else { /* e.g. OOM under maxmemory: skipped and counted */
       t->c.error_replies++;
       t->st.errors++;
+      t->st.skipped++;
     }
   }
 out:
@@ -775,6 +776,7 @@ int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
   t->ttl_ms = o.ttl_ms;
   t->timeout_ms = o.timeout_ms ? (int)o.timeout_ms : 250;
   t->fd = -1;
+  snprintf(t->st.name, sizeof t->st.name, "redis");
   t->fns = (redisReplyObjectFunctions){rx_string, rx_array, rx_integer, rx_nil, rx_free};
   *out = &t->base;
   return 0;

@@ -1,21 +1,26 @@
 /*
- * tier.h — the interface of a store below the block pool (internal, not
- * installed).  The host tier, the file tier and the Redis tier implement it;
- * the cache talks to every tier through these ops only.
+ * tier.h — stores below the block pool (internal, not installed).
  *
- * A block travels with its identity (chained key, parent key, namespace
- * digest, token ids) so that a store can prove on the way back that what it
- * returns is the block that was asked for: get() sets found[i] only when
- * every part of the identity and the XXH3-64 checksum over tokens + kv
- * verify; anything else is a miss and a counted error, never data.
+ *   pool (device / arena) ──evict──► host ──full──► file ──► redis
+ *        ▲                             │              │         │
+ *        └──────── promote on a prefix match (verified) ─────────┘
+ *
+ * A tier holds blocks by chained key: payload = all layers' K and V of one
+ * block (the arena's 2 * n_layers region chunks of block_stride bytes, in
+ * region order) plus its token ids.  Every implementation verifies what it
+ * returns (key, parent, namespace, tokens, XXH3-64 of tokens + kv): a wrong
+ * or damaged block costs a miss, counted, never data.
+ *
+ * tier.c owns the chain (cache->tiers): demotion from evict.c, promotion
+ * from prefix.c, per-tier stats, the external-mode copy queue.  host.c,
+ * file.c (and redis.c) implement pkv__tier_ops.  save.c writes and loads
+ * whole caches; quota.c keeps namespace quotas.  The cache lock is held in
+ * every function here.
  */
 #ifndef PKV_TIER_H
 #define PKV_TIER_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-#include "pagedkv/pagedkv.h"
+#include "core.h"
 
 typedef struct pkv__tier pkv__tier;      /* a store below the block pool */
 typedef struct pkv__tier_block {         /* one block's identity + payload */
@@ -40,5 +45,103 @@ typedef struct pkv__tier_ops {
   void (*destroy)(pkv__tier *t);
 } pkv__tier_ops;
 struct pkv__tier { const pkv__tier_ops *ops; };  /* implementations embed it first */
+
+/* The checksum every tier stores: XXH3-64 over tokens then kv. */
+uint64_t pkv__tier_checksum(const int32_t *tokens, uint32_t ntok,
+                            const void *kv, size_t kv_bytes);
+/* The 32-bit fold of a namespace digest (ns_id_hash). */
+static inline uint32_t pkv__ns_fold(pkv_hash128 d) {
+  uint64_t x = d.lo ^ d.hi;
+  return (uint32_t)(x ^ (x >> 32));
+}
+
+/* Little-endian fields of the on-disk formats (file.c, save.c). */
+static inline void pkv__put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void pkv__put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t pkv__get32(const uint8_t *p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+static inline uint64_t pkv__get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+/* ------------------------------------------------ the chain (tier.c) */
+
+/* Opens the tiers the config asks for (host).  PKV_E* with the error set. */
+int pkv__tiers_open(pkv_cache *c);
+void pkv__tiers_close(pkv_cache *c);
+/* Installs t as tier `index` (PKV_TIER_*); the chain owns it from then on
+ * (destroy).  PKV_ESTATE if that tier exists. */
+int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t);
+/* prefix.c: s (empty) matched blocks [0, k) of tokens (already referenced
+ * in its table); looks blocks k.. want-1 up in the tiers and promotes the
+ * run found, all or none.  Returns the new k. */
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want);
+/* Whether any tier is configured (inline check for the hooks). */
+static inline bool pkv__tiers_on(const pkv_cache *c) { return c->tiers != NULL; }
+
+/* Bytes of one block's K/V over all layers (= pkv_config_block_bytes). */
+static inline size_t pkv__tier_kv_bytes(const pkv_cache *c) {
+  return 2 * (size_t)c->cfg.n_layers * c->layout.block_stride;
+}
+/* Gathers pool block b's K/V (owned mode) into kv (kv_bytes), and back. */
+void pkv__tier_gather(const pkv_cache *c, int32_t b, void *kv);
+void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv);
+
+/* ------------------------------------------------ implementations */
+
+/* host.c: a host tier of max_bytes for blocks of kv_bytes, ordered by the
+ * built-in policy `policy` (NULL = lru); payload stored unless external
+ * (metadata only: the caller keeps the bytes, see pkv_tier_copy).  Blocks it
+ * evicts go to *below (may be NULL) when it is set. */
+int pkv__host_create(size_t kv_bytes, uint32_t block_size, uint64_t max_bytes,
+                     const char *policy, bool external, pkv__tier **out);
+void pkv__host_set_below(pkv__tier *host, pkv__tier **below);
+/* External mode: store b's metadata, returning its slot (or -1: too small);
+ * find a verified block and take it out, returning its slot (or -1). */
+int32_t pkv__host_put_slot(pkv__tier *host, const pkv__tier_block *b);
+int32_t pkv__host_take_slot(pkv__tier *host, const pkv__tier_block *b);
+/* Owned mode: the same as get + removal (promotion moves a block up). */
+int pkv__host_take(pkv__tier *host, pkv__tier_block *b);
+void pkv__host_count_promotion(pkv__tier *t, uint64_t n);
+
+/* file.c */
+int pkv__file_create(const char *dir, size_t kv_bytes, uint32_t block_size,
+                     uint64_t max_bytes, pkv__tier **out);
+void pkv__file_count_promotion(pkv__tier *t, uint64_t n);
+
+/* ------------------------------------------------ block records (file.c)
+ * One block as a byte record, shared by the file tier and save files:
+ *   magic "PKVB" u32 version u32 ntok u64 kv_bytes
+ *   key.lo key.hi parent.lo parent.hi u32 ns_id_hash u32 depth
+ *   u64 checksum (XXH3-64 of tokens then kv)
+ *   tokens[ntok] (i32) kv[kv_bytes]
+ * all little-endian; 80-byte header (checksum at 64). */
+#define PKV__REC_HEADER 80u
+size_t pkv__rec_size(uint32_t ntok, size_t kv_bytes);
+void pkv__rec_header(uint8_t *h, const pkv__tier_block *b, uint32_t depth,
+                     uint64_t checksum);
+/* Parses and checks a header against the expected shape; 0 or a static
+ * reason ("bad magic", ...) in *why. */
+int pkv__rec_parse(const uint8_t *h, uint32_t ntok, size_t kv_bytes,
+                   pkv__tier_block *b, uint32_t *depth, uint64_t *checksum,
+                   const char **why);
+/* Writes all of buf to fd (retrying short writes); 0 or errno. */
+int pkv__write_all(int fd, const void *buf, size_t n);
+/* Reads exactly n bytes; 0, or -1 for a short read, or errno. */
+int pkv__read_all(int fd, void *buf, size_t n);
+
+/* ------------------------------------------------ quotas (quota.c) */
+/* Its hooks are c->quota_up (core.h); pkv__quota_destroy and
+ * pkv__quota_is_valid are declared in core.h. */
 
 #endif /* PKV_TIER_H */

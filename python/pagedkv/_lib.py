@@ -128,7 +128,9 @@ class pkv_config(Structure):
                 # take reserved space
                 ("version", c_uint32), ("event_queue_cap", c_uint32),
                 ("v_head_dim", c_uint32),
-                ("reserved", c_uint64 * 7), _PAD]
+                # version 3: the host tier
+                ("host_tier_bytes", c_uint64), ("host_tier_policy", c_char_p),
+                ("reserved", c_uint64 * 5), _PAD]
 
 
 class pkv_kv_layout(Structure):

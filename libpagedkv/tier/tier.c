@@ -1,0 +1,429 @@
+/*
+ * tier.c — the chain of stores below the block pool: demotion, promotion,
+ * per-tier statistics and the external-mode copy queue.
+ *
+ * Demotion.  The eviction driver (evict.c) calls pkv__tier_demote with the
+ * victim just before it leaves the index: the block's identity (key, parent,
+ * namespace fold, token ids) and its K/V — gathered from the arena's
+ * 2 * n_layers regions into one staging buffer — are put into the first
+ * tier configured.  A tier that is full passes its own victims one tier
+ * down (the host tier to the file tier, and so on); the last one drops
+ * them.  In external storage the library holds no K/V: the host tier keeps
+ * the metadata and a slot number, and a pkv_tier_copy (pool block -> host
+ * slot) is queued for the caller, who performs it before the freed block is
+ * written again (pkv_tier_drain_copies).
+ *
+ * Promotion.  pkv_seq_match_prefix walks the pool's index first; where the
+ * cached run ends at block k it calls pkv__tier_promote, which
+ *   1. computes the chained key of each following block from the request's
+ *      tokens and asks the tiers, top first, whether they hold it
+ *      (contains: no payload moved) — the run ends at the first block no
+ *      tier has;
+ *   2. takes one pool block per block of the run, all or none (the pool's
+ *      free + evictable count is checked first; a run that does not fit is
+ *      not promoted at all);
+ *   3. fetches each block's payload (get: key, parent, namespace, tokens and
+ *      checksum verified) into its pool block and enters it into the index
+ *      (STORED, then PROMOTED).  A block that fails verification now ends
+ *      the run there (a counted miss); the pool blocks taken for the rest go
+ *      back to the free list.
+ * The matched blocks [0, k) are referenced before step 2, so the evictions
+ * step 2 causes never touch them.
+ */
+#include "tier/tier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pkv__tiers {
+  pkv__tier *t[PKV_TIER_MAX];
+  pkv__tier *below_host;       /* the first tier under the host tier */
+  size_t kv_bytes;             /* one block, all layers, K and V */
+  uint8_t *stage;              /* kv_bytes: one block in flight */
+  char host_policy[32];
+  pkv_tier_copy *q;            /* external mode queue [q_head, +q_len) */
+  uint32_t q_head, q_len, q_cap;
+};
+
+/* ------------------------------------------------ payload */
+
+void pkv__tier_gather(const pkv_cache *c, int32_t b, void *kv) {
+  size_t chunk = c->layout.block_stride;
+  uint8_t *out = kv;
+  for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++)
+    memcpy(out + r * chunk,
+           c->kv + (size_t)r * c->kv_region_stride + (size_t)b * chunk, chunk);
+}
+
+void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv) {
+  size_t chunk = c->layout.block_stride;
+  const uint8_t *in = kv;
+  for (uint32_t r = 0; r < 2 * c->cfg.n_layers; r++)
+    memcpy(c->kv + (size_t)r * c->kv_region_stride + (size_t)b * chunk,
+           in + r * chunk, chunk);
+}
+
+/* ------------------------------------------------ open / close */
+
+typedef struct pkv__tiers tiers_t;
+static void tier_demote(pkv_cache *c, int32_t b);
+
+/* The host tier's lower neighbour is the first tier configured under it. */
+static void relink(tiers_t *T) {
+  T->below_host = NULL;
+  for (unsigned i = PKV_TIER_HOST + 1; i < PKV_TIER_MAX; i++)
+    if (T->t[i]) {
+      T->below_host = T->t[i];
+      break;
+    }
+}
+
+static tiers_t *tiers_get(pkv_cache *c) {
+  if (c->tiers) return c->tiers;
+  tiers_t *T = pkv__calloc(1, sizeof *T);
+  if (!T) return NULL;
+  T->kv_bytes = pkv__tier_kv_bytes(c);
+  if (c->cfg.storage == PKV_STORAGE_OWNED) {
+    T->stage = pkv__malloc(T->kv_bytes);
+    if (!T->stage) {
+      pkv__free(T);
+      return NULL;
+    }
+  }
+  c->tiers = T;
+  c->up_demote = tier_demote;
+  return T;
+}
+
+int pkv__tiers_open(pkv_cache *c) {
+  if (c->cfg.host_tier_bytes == 0) {
+    c->cfg.host_tier_policy = NULL;
+    return 0;
+  }
+  const char *pol = c->cfg.host_tier_policy ? c->cfg.host_tier_policy : "lru";
+  if (!pkv_policy_find(pol) || strlen(pol) >= 32)
+    return pkv__err(PKV_ENOENT, "config: unknown host_tier_policy '%.40s'", pol);
+  uint64_t block = pkv__tier_kv_bytes(c);
+  if (c->cfg.host_tier_bytes < block)
+    return pkv__err(PKV_EINVAL, "config: host_tier_bytes %llu below one block "
+                    "(%llu bytes)", (unsigned long long)c->cfg.host_tier_bytes,
+                    (unsigned long long)block);
+  tiers_t *T = tiers_get(c);
+  if (!T) return pkv__err(PKV_ENOMEM, "config: no memory for the host tier");
+  pkv__tier *h = NULL;
+  int rc = pkv__host_create(T->kv_bytes, c->block_size, c->cfg.host_tier_bytes,
+                            pol, c->cfg.storage == PKV_STORAGE_EXTERNAL, &h);
+  if (rc) {
+    pkv__tiers_close(c);
+    return rc;
+  }
+  T->t[PKV_TIER_HOST] = h;
+  pkv__host_set_below(h, &T->below_host);
+  snprintf(T->host_policy, sizeof T->host_policy, "%s", pol);
+  c->cfg.host_tier_policy = T->host_policy; /* the caller's string is gone */
+  return 0;
+}
+
+void pkv__tiers_close(pkv_cache *c) {
+  tiers_t *T = c->tiers;
+  if (!T) return;
+  for (unsigned i = 0; i < PKV_TIER_MAX; i++)
+    if (T->t[i]) T->t[i]->ops->destroy(T->t[i]);
+  pkv__free(T->stage);
+  pkv__free(T->q);
+  pkv__free(T);
+  c->tiers = NULL;
+  c->up_demote = NULL;
+}
+
+int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t) {
+  if (index >= PKV_TIER_MAX)
+    return pkv__err(PKV_EINVAL, "tier %u: no such tier", index);
+  tiers_t *T = tiers_get(c);
+  if (!T) return pkv__err(PKV_ENOMEM, "no memory for the tier chain");
+  if (T->t[index])
+    return pkv__err(PKV_ESTATE, "tier %u (%s) is already configured", index,
+                    T->t[index]->ops->name);
+  T->t[index] = t;
+  relink(T);
+  return 0;
+}
+
+/* ------------------------------------------------ external copy queue */
+
+static int queue_reserve(tiers_t *T, uint32_t extra) {
+  if (T->q_head > 0 && T->q_head + T->q_len + extra > T->q_cap) {
+    memmove(T->q, T->q + T->q_head, T->q_len * sizeof *T->q);
+    T->q_head = 0;
+  }
+  uint64_t need = (uint64_t)T->q_len + extra;
+  if (need <= T->q_cap) return 0;
+  if (need > UINT32_MAX / 2)
+    return pkv__err(PKV_ENOMEM, "tier copy queue full (%u pending)", T->q_len);
+  uint32_t cap = T->q_cap ? T->q_cap : 16;
+  while (cap < need) cap *= 2;
+  pkv_tier_copy *q = pkv__realloc(T->q, (size_t)cap * sizeof *q);
+  if (!q) return pkv__err(PKV_ENOMEM, "no memory for the tier copy queue");
+  T->q = q;
+  T->q_cap = cap;
+  return 0;
+}
+
+static void queue_push(tiers_t *T, uint32_t op, int32_t block, int32_t slot) {
+  T->q[T->q_head + T->q_len++] =
+      (pkv_tier_copy){.op = op, .block = block, .slot = (uint32_t)slot,
+                      .tier = PKV_TIER_HOST};
+}
+
+/* ------------------------------------------------ demote */
+
+static pkv__tier_block block_of(const pkv_cache *c, int32_t b, void *kv,
+                                size_t kv_bytes) {
+  const pkv__block *blk = &c->blk[b];
+  return (pkv__tier_block){.key = blk->key, .parent = blk->parent,
+                           .ns_id_hash = pkv__ns_fold(c->ns[blk->ns_id].digest),
+                           .ntok = c->block_size,
+                           .tokens = c->block_tokens + (size_t)b * c->block_size,
+                           .kv = kv, .kv_bytes = kv_bytes};
+}
+
+/* c->up_demote: cached block b (refcount 0) is about to leave the index as
+ * a victim: keep it in the first tier.  Never fails (a tier that cannot
+ * take it counts a skip). */
+static void tier_demote(pkv_cache *c, int32_t b) {
+  tiers_t *T = c->tiers;
+  unsigned i = 0;
+  while (i < PKV_TIER_MAX && !T->t[i]) i++;
+  if (i == PKV_TIER_MAX) return;
+  pkv__tier *t = T->t[i];
+  if (c->cfg.storage == PKV_STORAGE_EXTERNAL) {
+    if (i != PKV_TIER_HOST) return; /* lower tiers need the bytes */
+    pkv__tier_block tb = block_of(c, b, NULL, T->kv_bytes);
+    if (queue_reserve(T, 1)) {
+      pkv__err_clear(); /* eviction goes on; the block is simply dropped */
+      return;
+    }
+    int32_t slot = pkv__host_put_slot(t, &tb);
+    if (slot < 0) return;
+    queue_push(T, PKV_TIER_COPY_DEMOTE, b, slot);
+  } else {
+    pkv__tier_block tb = block_of(c, b, T->stage, T->kv_bytes);
+    pkv__tier_gather(c, b, T->stage);
+    pkv_tier_stats before, after;
+    t->ops->stats(t, &before);
+    if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
+    t->ops->stats(t, &after);
+    if (after.puts == before.puts) return; /* skipped (counted there) */
+  }
+  pkv__emit_seq(c, PKV_EVENT_DEMOTED, b, NULL, i, -1);
+}
+
+/* ------------------------------------------------ promote */
+
+/* The first tier (from the top) that says it holds tb, or -1. */
+static int tier_holding(tiers_t *T, const pkv__tier_block *tb) {
+  for (int i = 0; i < PKV_TIER_MAX; i++)
+    if (T->t[i] && T->t[i]->ops->contains(T->t[i], tb) == 1) return i;
+  return -1;
+}
+
+/* Fetches tb's payload from tier `from` or any below it (owned mode; the
+ * host tier gives its copy up: the block moves into the pool).  The tier
+ * that served, or -1 (a verified miss everywhere). */
+static int fetch(tiers_t *T, int from, pkv__tier_block *tb) {
+  for (int i = from; i < PKV_TIER_MAX; i++) {
+    pkv__tier *t = T->t[i];
+    if (!t) continue;
+    uint8_t found = 0;
+    if (i == PKV_TIER_HOST)
+      found = pkv__host_take(t, tb) == 1;
+    else if (t->ops->get(t, tb, 1, &found) != 0)
+      found = 0;
+    if (found) return i;
+  }
+  return -1;
+}
+
+static void count_promotion(tiers_t *T, int i) {
+  if (i == PKV_TIER_HOST) pkv__host_count_promotion(T->t[i], 1);
+  else if (i == PKV_TIER_FILE) pkv__file_count_promotion(T->t[i], 1);
+}
+
+/* Promotes the run of blocks the tiers hold for tokens (block `depth0` of a
+ * chain under `parent` in namespace ns_id), at most room blocks, into pool
+ * blocks written to out[] (each cached, refcount 1).  Returns how many. */
+static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
+                            pkv_hash128 parent, const int32_t *tokens,
+                            uint32_t depth0, uint32_t room, int32_t *out) {
+  tiers_t *T = c->tiers;
+  bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
+  size_t bs = c->block_size;
+  uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest);
+  uint32_t got = 0, n = 0;
+  int32_t *taken = pkv__malloc((size_t)room * sizeof *taken);
+  uint8_t *from = pkv__malloc(room);
+  if (!taken || !from) goto done;
+  /* 1. the run the tiers hold */
+  for (pkv_hash128 p = parent; n < room; n++) {
+    const int32_t *t = tokens + (size_t)n * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &p, ns_id, t),
+                          .parent = p, .ns_id_hash = fold,
+                          .ntok = (uint32_t)bs, .tokens = t};
+    int i = tier_holding(T, &tb);
+    if (i < 0 || (external && i != PKV_TIER_HOST)) break;
+    from[n] = (uint8_t)i;
+    p = tb.key;
+  }
+  /* 2. pool blocks for all of it, or none */
+  if (n == 0 || n > pkv__blocks_available(c)) goto done;
+  if (external && queue_reserve(T, n)) goto done;
+  for (uint32_t j = 0; j < n; j++) {
+    taken[j] = pkv__block_take(c);
+    if (taken[j] < 0) { /* the policy misbehaved: give back, no promotion */
+      while (j-- > 0) pkv__block_unref(c, taken[j]);
+      goto done;
+    }
+  }
+  /* 3. payload, verified, then into the index */
+  for (; got < n; got++) {
+    int32_t b = taken[got];
+    const int32_t *t = tokens + (size_t)got * bs;
+    pkv__tier_block tb = {.key = pkv__block_key(c, &parent, ns_id, t),
+                          .parent = parent, .ns_id_hash = fold,
+                          .ntok = (uint32_t)bs, .tokens = t,
+                          .kv = T->stage, .kv_bytes = T->kv_bytes};
+    int i;
+    if (external) {
+      int32_t slot = pkv__host_take_slot(T->t[PKV_TIER_HOST], &tb);
+      if (slot < 0) break;
+      queue_push(T, PKV_TIER_COPY_PROMOTE, b, slot);
+      i = PKV_TIER_HOST;
+    } else {
+      if ((i = fetch(T, from[got], &tb)) < 0) break;
+      pkv__tier_scatter(c, b, T->stage);
+    }
+    memcpy(c->block_tokens + (size_t)b * bs, t, bs * sizeof *t);
+    parent = pkv__prefix_insert_block(c, b, parent, depth0 + got, ns_id, priority);
+    out[got] = b;
+    count_promotion(T, i);
+    pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, (uint32_t)i, -1);
+  }
+  for (uint32_t j = got; j < n; j++) pkv__block_unref(c, taken[j]);
+done:
+  pkv__err_clear(); /* a promotion that cannot happen is no error */
+  pkv__free(taken);
+  pkv__free(from);
+  return got;
+}
+
+uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                           uint32_t k, uint32_t want) {
+  if (k >= want) return k;
+  pkv_hash128 parent = k > 0 ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
+  return k + promote_run(c, s->ns_id, s->priority, parent,
+                         tokens + (size_t)k * c->block_size, k, want - k,
+                         s->blocks + k);
+}
+
+/* ------------------------------------------------ public calls */
+
+int pkv_tier_stats_get(pkv_cache *cache, uint32_t tier, pkv_tier_stats *out) {
+  PKV_ENTER(cache, "tier_stats_get");
+  PKV_CHECK(out, "tier_stats_get: out is NULL");
+  PKV_CHECK(tier < PKV_TIER_MAX, "tier_stats_get: tier %u >= %u", tier,
+            PKV_TIER_MAX);
+  PKV_LOCK(cache);
+  int rc = 0;
+  pkv__tier *t = cache->tiers ? cache->tiers->t[tier] : NULL;
+  if (!t) {
+    rc = pkv__err(PKV_ENOENT, "tier_stats_get: tier %u is not configured", tier);
+  } else {
+    memset(out, 0, sizeof *out);
+    t->ops->stats(t, out);
+  }
+  return pkv__leave_ro(cache, rc);
+}
+
+int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
+                       const int32_t *tokens, uint32_t n_tokens,
+                       uint32_t max_tokens, uint32_t *promoted_tokens) {
+  PKV_ENTER(cache, "prefix_promote");
+  PKV_CHECK(promoted_tokens, "prefix_promote: promoted_tokens is NULL");
+  PKV_CHECK(tokens || n_tokens == 0, "prefix_promote: tokens is NULL");
+  PKV_CHECK(!opts || opts->ns_len == 0 || opts->ns,
+            "prefix_promote: ns is NULL with ns_len %zu", opts ? opts->ns_len : 0);
+  PKV_LOCK(cache);
+  int rc = 0;
+  uint32_t bs = cache->block_size, promoted = 0;
+  uint32_t limit = max_tokens && max_tokens < n_tokens ? max_tokens : n_tokens;
+  uint32_t want = limit / bs, ns_id = 0;
+  int32_t *blocks = NULL;
+  bool interned = false;
+  if (!cache->tiers || want == 0 || (cache->cfg.flags & PKV_CACHE_NO_PREFIX_CACHE))
+    goto out;
+  if (opts && (rc = pkv__ns_intern(cache, opts->ns, opts->ns_len,
+                                   opts->adapter_id, &ns_id)) != 0)
+    goto out;
+  interned = opts != NULL;
+  if (!(blocks = pkv__malloc((size_t)want * sizeof *blocks))) {
+    rc = pkv__err(PKV_ENOMEM, "prefix_promote: no memory for %u block ids", want);
+    goto out;
+  }
+  uint64_t collided = 0;
+  uint32_t k = pkv__prefix_walk(cache, ns_id, tokens, want, blocks, &collided);
+  /* hold the pool's run while the promotion takes blocks */
+  for (uint32_t i = 0; i < k; i++) pkv__block_ref(cache, blocks[i]);
+  pkv_hash128 parent = k ? cache->blk[blocks[k - 1]].key : (pkv_hash128){0, 0};
+  promoted = promote_run(cache, ns_id, 0, parent, tokens + (size_t)k * bs, k,
+                         want - k, blocks + k);
+  for (uint32_t i = 0; i < k + promoted; i++) pkv__block_unref(cache, blocks[i]);
+out:
+  if (interned) pkv__ns_unref(cache, ns_id);
+  pkv__free(blocks);
+  if (rc == 0) *promoted_tokens = promoted * bs;
+  return pkv__leave(cache, rc);
+}
+
+int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
+                            uint64_t max_bytes) {
+  PKV_ENTER(cache, "set_file_tier");
+  PKV_CHECK(dir && *dir, "set_file_tier: dir is NULL or empty");
+  if (cache->cfg.storage != PKV_STORAGE_OWNED) /* immutable after create */
+    return pkv__err(PKV_ENOTSUP, "set_file_tier: external storage (the "
+                    "library holds no K/V to write)");
+  PKV_LOCK(cache);
+  int rc = 0;
+  bool fresh = cache->tiers == NULL;
+  pkv__tier *t = NULL;
+  if (cache->tiers && cache->tiers->t[PKV_TIER_FILE]) {
+    rc = pkv__err(PKV_ESTATE, "set_file_tier: the cache has a file tier");
+  } else if ((rc = pkv__file_create(dir, pkv__tier_kv_bytes(cache),
+                                    cache->block_size, max_bytes, &t)) == 0 &&
+             (rc = pkv__tier_attach(cache, PKV_TIER_FILE, t)) != 0) {
+    t->ops->destroy(t);
+    if (fresh) pkv__tiers_close(cache);
+  }
+  return pkv__leave(cache, rc);
+}
+
+int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
+                          uint32_t *n_out, uint32_t *pending) {
+  PKV_ENTER(cache, "tier_drain_copies");
+  PKV_CHECK(n_out, "tier_drain_copies: n_out is NULL");
+  PKV_CHECK(out || cap == 0, "tier_drain_copies: out is NULL with cap %u", cap);
+  PKV_LOCK(cache);
+  tiers_t *T = cache->tiers;
+  uint32_t n = 0, left = 0;
+  if (T) {
+    n = T->q_len < cap ? T->q_len : cap;
+    if (n) memcpy(out, T->q + T->q_head, n * sizeof *out);
+    T->q_head += n;
+    T->q_len -= n;
+    if (T->q_len == 0) T->q_head = 0;
+    left = T->q_len;
+  }
+  *n_out = n;
+  if (pending) *pending = left;
+  return pkv__leave(cache, 0);
+}

@@ -1,0 +1,83 @@
+/*
+ * tiers.c — the tier flags of run and sim (tiers.h).
+ */
+#include "tiers.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+void tool_tiers_config(const tool_tiers *t, pkv_config *cfg) {
+  uint64_t bytes = t->host_bytes;
+  if (t->host_blocks)
+    bytes = t->host_blocks *
+            (pkv_config_block_bytes(cfg) + (uint64_t)cfg->block_size * sizeof(int32_t));
+  cfg->host_tier_bytes = bytes;
+  cfg->host_tier_policy = bytes ? t->host_policy : NULL;
+}
+
+static void dir_of(const tool_tiers *t, const char *sub, char *out, size_t cap) {
+  if (sub) snprintf(out, cap, "%s/%s", t->file_dir, sub);
+  else snprintf(out, cap, "%s", t->file_dir);
+}
+
+int tool_tiers_attach(const tool_tiers *t, pkv_cache *c, const char *sub,
+                      char *err, size_t err_cap) {
+  if (!t->file_dir) return 0;
+  char dir[4096];
+  dir_of(t, sub, dir, sizeof dir);
+  int rc = pkv_cache_set_file_tier(c, dir, t->file_bytes);
+  if (rc) snprintf(err, err_cap, "--file-dir %s: %s", dir, pkv_last_error());
+  return rc;
+}
+
+int tool_tiers_drain(pkv_cache *c, uint64_t *n_copies) {
+  pkv_tier_copy q[64];
+  uint32_t n = 0, pending = 0;
+  do {
+    int rc = pkv_tier_drain_copies(c, q, 64, &n, &pending);
+    if (rc) return rc;
+    if (n_copies) *n_copies += n;
+  } while (pending);
+  return 0;
+}
+
+void tool_tiers_hits(pkv_cache *c, uint64_t tokens[PKV_TIER_MAX]) {
+  uint32_t bs = pkv_cache_config(c)->block_size;
+  for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
+    pkv_tier_stats st;
+    tokens[i] = pkv_tier_stats_get(c, i, &st) == 0 ? st.promotions * bs : 0;
+  }
+}
+
+void tool_tiers_print(FILE *f, pkv_cache *c) {
+  for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
+    pkv_tier_stats st;
+    if (pkv_tier_stats_get(c, i, &st) != 0) continue;
+    fprintf(f, "  tier %-5s  %llu blocks held (%.1f MiB of %.1f MiB), %llu stored, "
+            "%llu promoted, %llu evicted, %llu errors\n", st.name,
+            (unsigned long long)st.blocks, (double)st.bytes_used / 1048576.0,
+            (double)st.capacity_bytes / 1048576.0, (unsigned long long)st.puts,
+            (unsigned long long)st.promotions, (unsigned long long)st.evictions,
+            (unsigned long long)st.errors);
+  }
+}
+
+void tool_tiers_cleanup(const tool_tiers *t, const char *sub) {
+  if (!t->file_dir || !sub) return;
+  char dir[4096], path[4400];
+  dir_of(t, sub, dir, sizeof dir);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t n = strlen(de->d_name);
+    if (n == 36 && strcmp(de->d_name + 32, ".blk") == 0) {
+      snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+      unlink(path);
+    }
+  }
+  closedir(d);
+  rmdir(dir);
+}

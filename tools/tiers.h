@@ -1,0 +1,46 @@
+/*
+ * tiers.h — the tier flags `pagedkv run` and `pagedkv sim` share
+ * (--host-bytes / --host-blocks, --host-policy, --file-dir, --file-bytes):
+ * what they put into a pkv_config, the file tier they attach, the tier
+ * copies they drain in external storage, and hits per tier for the report.
+ */
+#ifndef PKV_TOOLS_TIERS_H
+#define PKV_TOOLS_TIERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pagedkv/pagedkv.h"
+
+typedef struct tool_tiers {
+  uint64_t host_bytes;     /* --host-bytes (run) */
+  uint64_t host_blocks;    /* --host-blocks (sim): the host tier in blocks */
+  const char *host_policy; /* --host-policy, NULL = lru */
+  const char *file_dir;    /* --file-dir, NULL = none */
+  uint64_t file_bytes;     /* --file-bytes, 0 = no limit */
+} tool_tiers;
+
+static inline bool tool_tiers_any(const tool_tiers *t) {
+  return t->host_bytes || t->host_blocks || t->file_dir;
+}
+
+/* Sets cfg's host tier (cfg's shape and block size already set). */
+void tool_tiers_config(const tool_tiers *t, pkv_config *cfg);
+/* Attaches the file tier to c in dir (t->file_dir, or a directory below it
+ * when sub is not NULL: one per replay).  0, or the library's code with the
+ * message in err. */
+int tool_tiers_attach(const tool_tiers *t, pkv_cache *c, const char *sub,
+                      char *err, size_t err_cap);
+/* External storage: empties the tier copy queue (a replay has no bytes to
+ * move).  Returns the library's code. */
+int tool_tiers_drain(pkv_cache *c, uint64_t *n_copies);
+/* Tokens each tier served (its promotions x block_size); 0 where absent. */
+void tool_tiers_hits(pkv_cache *c, uint64_t tokens[PKV_TIER_MAX]);
+/* One line per configured tier: name, blocks held, puts, hits, errors. */
+void tool_tiers_print(FILE *f, pkv_cache *c);
+/* Removes the block files of a replay's own file-tier directory and the
+ * directory (nothing else in it is touched). */
+void tool_tiers_cleanup(const tool_tiers *t, const char *sub);
+
+#endif
