@@ -10,6 +10,7 @@
 #   make valgrind   release suite under valgrind memcheck
 #   make bench      performance suite (BENCH_JSON=FILE appends JSON lines)
 #   make bench-build  the benchmarks built, not run (CI: in asan mode)
+#   make bench-redis  the Redis tier beside redis-benchmark (own redis-server)
 #   make test-python / bench-python   the Python package's tests / benchmark
 #   make install PREFIX=/usr/local
 #
@@ -101,7 +102,7 @@ TOOL    := $(BUILD)/pagedkv
 PC_FILES:= $(BUILD)/pagedkv.pc $(BUILD)/pagedkv-static.pc
 
 .PHONY: test-python bench-python layer-check
-.PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager \
+.PHONY: all lib run test check debug asan tsan bench bench-engine bench-manager bench-redis \
         install uninstall clean deps examples tools fuzz fuzz-long valgrind bench-build
 .DEFAULT_GOAL := all
 # Keep object files of tests and benchmarks between runs.
@@ -161,6 +162,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UOBJ) $(TOOL_LIB) $(STATIC)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_UOBJ) $(TOOL_LIB) $(STATIC)
 	$(CC) $(CFLAGS) -o $@ $< $(BENCH_UOBJ) $(TOOL_LIB) $(STATIC) $(LDLIBS) $(HOST_ALLOC) -ldl $(if $(findstring engine,$@),$(shell pkg-config --libs openblas 2>/dev/null))
 
+# The Redis suite plants bad values with a plain hiredis client (the library
+# itself loads libhiredis at run time and links nothing).
+$(BUILD)/tests/check_redis: LDLIBS += -lhiredis
+
 # OpenBLAS headers only for the engine benchmark (its baseline).
 $(BUILD)/bench/bench_engine.o: CFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
 
@@ -184,7 +189,7 @@ run: all
 # The Check suites, then (for the whole suite) the library as hosts load it:
 # dlopen, Python ctypes, programs built against an installed tree.
 test check: lib $(TEST_BIN) layer-check
-	@rc=0; scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
+	@rc=0; scripts/with-redis.sh scripts/run-tests.sh $(BUILD)/tests $(TESTS) || rc=1; \
 	  if [ -z "$(TESTS)" ]; then scripts/host-tests.sh $(BUILD) || rc=1; fi; exit $$rc
 	@$(if $(TESTS),,$(MAKE) --no-print-directory test-python)
 
@@ -235,7 +240,8 @@ bench: lib $(BENCH_BIN)
 	@# OpenBLAS is bench_engine's baseline: let it pick its own kernels there
 	@# (the environment may force AVX2 ones); tests and CI keep the variables.
 	@for b in $(BENCH_BIN); do echo "== $$b"; \
-	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; *) $$b ;; esac || exit 1; done
+	  case $$b in *bench_engine) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b ;; \
+	    *bench_redis) scripts/with-redis.sh $$b ;; *) $$b ;; esac || exit 1; done
 	@$(MAKE) --no-print-directory bench-python
 
 # One vLLM scheduler decode step for 256 requests: the Python protocol on the
@@ -249,6 +255,9 @@ bench-python: lib pyext
 bench-build: lib $(BENCH_BIN)
 bench-manager: $(BUILD)/bench/bench_manager
 	$<
+bench-redis: $(BUILD)/bench/bench_redis
+	@scripts/deps.sh build
+	scripts/with-redis.sh $<
 bench-engine: $(BUILD)/bench/bench_engine
 	@scripts/deps.sh bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $<
@@ -315,6 +324,10 @@ fuzz-long: $(FUZZ_BIN)
 # The release suite under memcheck (no fork: valgrind follows one process).
 valgrind: lib $(TEST_BIN)
 	@scripts/deps.sh valgrind
+	@scripts/with-redis.sh $(MAKE) --no-print-directory valgrind-run
+# (with-redis.sh: check_redis needs a redis-server, as in `make test`)
+.PHONY: valgrind-run
+valgrind-run:
 	@fail=0; for t in $(TEST_BIN); do \
 	  printf '%-32s ' $$(basename $$t); \
 	  if CK_FORK=no valgrind -q --error-exitcode=1 --leak-check=full \

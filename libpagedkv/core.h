@@ -258,6 +258,10 @@ struct pkv_cache {
   struct pkv__quotas *quota;   /* namespace quotas, or NULL */
   const struct pkv__quota_up *quota_up; /* set with quota */
   uint32_t n_protected;        /* evictable blocks a reservation keeps */
+  /* A store below the pool (tier/remote.c: Redis), reached only through
+   * its vtable, like the policy: the tier files sit above the stack. */
+  struct pkv__remote *remote;  /* NULL = none */
+  const struct pkv__remote_ops *remote_ops; /* valid while remote != NULL */
 };
 
 /* The quota hooks of the lower floors (tier/quota.c fills them). */
@@ -271,6 +275,17 @@ typedef struct pkv__quota_up {
   /* namespace slot id was (re)interned (ns.c) */
   void (*bind)(pkv_cache *c, uint32_t id);
 } pkv__quota_up;
+
+typedef struct pkv__remote_ops {
+  /* Cached block b is about to be evicted: store it below. */
+  void (*demote)(pkv_cache *c, int32_t b);
+  /* s holds its locally matched blocks; fetch the next ones (up to want in
+   * all) from below, install them as cached blocks of s, return how many
+   * were added. */
+  uint32_t (*fetch)(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
+                    uint32_t want);
+  void (*destroy)(pkv_cache *c); /* frees c->remote */
+} pkv__remote_ops;
 
 /* ------------------------------------------------ the stack
  *
@@ -289,6 +304,8 @@ typedef struct pkv__quota_up {
  *                             machinery, versioned structs, memory, errors
  *   policy/ (registry.c over the built-ins over util.c) is reached only
  *   through the vtable in pkv_cache (c->policy) and pkv_policy_find.
+ *   tier/ (remote.c over redis.c) sits above floor 5: it calls down, and
+ *   the stack reaches it only through c->remote_ops.
  */
 
 /* ------------------------------------------------ helpers (lock held) */

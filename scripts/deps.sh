@@ -3,20 +3,23 @@
 # are installed.  As root it installs what is missing (apt-get); otherwise it
 # prints the exact command to run and exits 1.
 #
-# Groups: lib (the library and examples), tools (+ jemalloc, which the pagedkv
+# Groups: lib (the library and examples; libhiredis-dev for the Redis tier's
+#         header — the library loads libhiredis only when a tier is attached),
+#         tools (+ jemalloc, which the pagedkv
 #         tool and the benchmarks link as their process allocator),
-#         build (+ Check and python3: everything `make test` needs),
-#         bench (OpenBLAS baseline), plot (gnuplot for --plot),
-#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests), pyext (its compiled
-#         fast path: `make` builds it), all.
+#         build (+ Check, python3, and redis-server + redis-tools for the
+#         Redis tier's tests and benchmark: everything `make test` needs),
+#         bench (OpenBLAS and redis-benchmark baselines), plot (gnuplot for --plot),
+#         fuzz (clang + libFuzzer runtime), valgrind, python (the Python package's tests),
+#         pyext (its compiled fast path: `make` builds it), all.
 set -eu
 
 pkgs_for() {
   case "$1" in
-    lib)      echo "build-essential pkg-config libxxhash-dev" ;;
+    lib)      echo "build-essential pkg-config libxxhash-dev libhiredis-dev" ;;
     tools)    echo "$(pkgs_for lib) libjemalloc-dev" ;;
-    build)    echo "$(pkgs_for tools) check python3" ;;
-    bench)    echo "libopenblas-dev" ;;
+    build)    echo "$(pkgs_for tools) check python3 redis-server redis-tools" ;;
+    bench)    echo "libopenblas-dev redis-server redis-tools" ;;
     plot)     echo "gnuplot-nox" ;;
     fuzz)     echo "clang libclang-rt-14-dev" ;;
     valgrind) echo "valgrind" ;;

@@ -11,6 +11,8 @@
 #   host_abi          a caller compiled against 0.1's structs (frozen copy)
 #                     works with this library, and with one built from
 #                     headers that append a field to each struct
+#   no_hiredis_needed the .so does not depend on libhiredis (the Redis tier
+#                     loads it at run time): it loads where hiredis is absent
 # Sanitizer builds are not loadable into an uninstrumented host, so for them
 # it says so and counts them skipped.  Closes with
 # "host: N passed, N failed, N skipped".
@@ -19,7 +21,7 @@ build=${1:?usage: host-tests.sh BUILD_DIR}
 cd "$(dirname "$0")/.."
 mode=$(basename "$build")
 case $mode in asan|tsan)
-  echo "host: 0 passed, 0 failed, 7 skipped: host_dlopen host_jemalloc ctypes_load install-check abi_symbols host_abi host_abi_appended: skipping for $mode (an uninstrumented host cannot load a sanitizer build; make test runs them)"; exit 0 ;;
+  echo "host: 0 passed, 0 failed, 8 skipped: host_dlopen host_jemalloc ctypes_load install-check abi_symbols host_abi host_abi_appended no_hiredis_needed: skipping for $mode (an uninstrumented host cannot load a sanitizer build; make test runs them)"; exit 0 ;;
 esac
 cc=${CC:-cc}
 lib=$build/libpagedkv.so
@@ -73,6 +75,14 @@ if o=$(/usr/bin/python3 tests/host/abi_append.py include "$tmp/abi/include" 2>&1
          libpagedkv/*.c libpagedkv/*/*.c -lxxhash -lm -pthread 2>&1); then
   run host_abi_appended "$tmp/host_abi_appended" "$appended_version"
 else report host_abi_appended build "$o"; fi
+
+# 6. The Redis tier is optional at run time: no DT_NEEDED on libhiredis.
+needed=$(readelf -d "$lib" 2>&1 | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+case $needed in
+  *hiredis*) report no_hiredis_needed 1 "NEEDED: $needed" ;;
+  "") report no_hiredis_needed 1 "readelf -d $lib listed nothing" ;;
+  *) report no_hiredis_needed 0 "NEEDED: $needed" ;;
+esac
 
 echo "host: $passed passed, $failed failed, 0 skipped"
 [ $failed = 0 ]

@@ -175,6 +175,25 @@ OK(events_drain) {
 }
 OK(capacity) { pkv_capacity cap; return pkv_cache_capacity(f->c, &cap); }
 OK(evict) { return pkv_evict(f->c, 0); }
+OK(redis_opts_init) { (void)f; pkv_redis_opts o; pkv_redis_opts_init(&o); return 0; }
+OK(set_remote_tier) {
+  pkv_redis_opts o;
+  pkv_redis_opts_init(&o);
+  o.address = "127.0.0.1:1"; /* attaching connects to nothing yet */
+  int rc = pkv_cache_set_remote_tier(f->c, &o);
+  return rc ? rc : pkv_cache_set_remote_tier(f->c, NULL);
+}
+OK(remote_stats) {
+  pkv_redis_opts o;
+  pkv_redis_opts_init(&o);
+  o.address = "127.0.0.1:1";
+  int rc = pkv_cache_set_remote_tier(f->c, &o);
+  pkv_tier_stats st;
+  (void)pkv_seq_free(f->c, PKV_SEQ_NONE); /* sets the detail again */
+  if (!rc) rc = pkv_cache_remote_stats(f->c, &st);
+  (void)pkv_cache_set_remote_tier(f->c, NULL);
+  return rc;
+}
 OK(common_prefix) {
   pkv_seq_id seqs[2] = {f->live, f->fresh};
   uint32_t n;
@@ -363,6 +382,9 @@ static const ok_row ok_rows[] = {
     {"pkv_events_drain", ok_events_drain},
     {"pkv_cache_capacity", ok_capacity},
     {"pkv_evict", ok_evict},
+    {"pkv_redis_opts_init", ok_redis_opts_init},
+    {"pkv_cache_set_remote_tier", ok_set_remote_tier},
+    {"pkv_cache_remote_stats", ok_remote_stats},
     {"pkv_common_prefix_blocks", ok_common_prefix},
     {"pkv_tier_stats_get", ok_tier_stats_get},
     {"pkv_cache_set_file_tier", ok_set_file_tier},

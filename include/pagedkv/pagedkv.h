@@ -503,6 +503,56 @@ PKV_API int pkv_stats_get(pkv_cache *cache, pkv_stats *out);
  * written to msg (NUL-terminated, truncated to msg_cap; msg may be NULL). */
 PKV_API int pkv_check(pkv_cache *cache, char *msg, size_t msg_cap);
 
+/* ---------------------------------------------------------------- remote tier */
+
+typedef struct pkv_tier_stats pkv_tier_stats; /* defined with the tiers below */
+
+/* The Redis tier (docs/API.md, "Remote tier"): evicted cached blocks are
+ * stored in a Redis server, and a prefix match that runs past the cached
+ * blocks fetches the next ones from it, so caches in several processes or
+ * machines share prefixes.  Needs libhiredis at run time (loaded when a
+ * tier is attached; the library itself does not depend on it). */
+typedef struct pkv_redis_opts {
+  /* "host:port", "[v6addr]:port", "unix:/path" or "/path" (a Unix socket).
+   * Copied; required. */
+  const char *address;
+  /* Prepended to every key (e.g. "pkv:llama3-8b:" — one per model and
+   * K/V layout, since a key names tokens, not a model).  Copied; NULL =
+   * "pkv:"; at most 128 bytes. */
+  const char *key_prefix;
+  uint64_t ttl_ms;      /* expiry of stored blocks; 0 = none */
+  uint32_t timeout_ms;  /* connect, and each wait for progress on a command;
+                           0 = 250 */
+  uint32_t max_batch;   /* blocks per pipelined round trip; 0 = 32 */
+  uint32_t version;     /* PKV_REDIS_OPTS_VERSION (pkv_redis_opts_init) */
+  uint64_t reserved[8]; /* zero: room for new fields */
+} pkv_redis_opts;
+#define PKV_REDIS_OPTS_VERSION 1
+
+/* Fills *opts with defaults (no address: the caller must set one). */
+PKV_API void pkv_redis_opts_init(pkv_redis_opts *opts);
+
+/* Attaches a Redis tier below the cache (replacing one attached before), or
+ * detaches it when opts is NULL.  From then on a cached block that the
+ * policy evicts is stored in Redis (SET with PX ttl_ms), and
+ * pkv_seq_match_prefix, after the cached blocks, fetches the following
+ * blocks from Redis in pipelined batches and installs those that verify
+ * (key, parent, namespace, tokens, size, checksum) as cached blocks of the
+ * sequence.  Owned storage only (PKV_ENOTSUP in external mode: the library
+ * holds no K/V to store).  PKV_EINVAL for a NULL cache, an unparseable
+ * address or prefix, or bad reserved bytes; PKV_ENOTSUP when libhiredis
+ * cannot be loaded; on failure the cache is unchanged.  An unreachable
+ * server is NOT a failure: the tier counts errors, the cache serves from its
+ * own blocks, and the tier reconnects (with backoff) on later calls.  Calls
+ * on the cache then block for at most about timeout_ms per round trip.
+ * Thread-safe (takes the cache lock). */
+PKV_API int pkv_cache_set_remote_tier(pkv_cache *cache,
+                                      const pkv_redis_opts *opts);
+
+/* The attached remote tier's counters.  PKV_EINVAL (NULL argument),
+ * PKV_ENOENT (no remote tier attached). */
+PKV_API int pkv_cache_remote_stats(pkv_cache *cache, pkv_tier_stats *out);
+
 /* ---------------------------------------------------------------- serving */
 /*
  * What a serving scheduler calls every step (vLLM v1's KVCacheManager maps
