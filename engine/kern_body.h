@@ -22,7 +22,7 @@
  * Decode (one query token, G grouped heads): per tile of up to
  * PKV__DECODE_CH tokens (spanning blocks as needed), the K rows are streamed once with
  * all G heads' dot products taken from each loaded vector, then the V rows
- * once with a register block of (<= DEC_HG heads) x (DEC_NV vectors of
+ * once with a register block of (<= DEC_HG heads) x (DEC_PV_NV vectors of
  * head_dim) accumulators.
  *
  * Prefill (a tile of query rows = tokens x grouped heads): Q is packed
@@ -54,9 +54,13 @@
 #define PKV_SCALAR_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Register blocking per back end. */
+/* Decode: up to DEC_HG query heads share one pass over a tile's K and V
+ * (a group of G > DEC_HG heads takes several passes); the P.V register block
+ * is HG heads x DEC_PV_NV(HG) vectors, at most DEC_PV_ACC accumulators. */
 #if PKV_NREG >= 32
-#define DEC_HG 4
+#define DEC_HG 4 /* 8 (one pass for G = 5..8) measured no gain at G = 8 and 6 % less at G = 4 */
 #define DEC_NV 4
+#define DEC_PV_ACC 16
 #define QK_NJ 6
 #define QK_NV 4
 #define PV_NR 6
@@ -64,6 +68,7 @@
 #elif PKV_VL > 1
 #define DEC_HG 4
 #define DEC_NV 2
+#define DEC_PV_ACC 8
 #define QK_NJ 4
 #define QK_NV 3
 #define PV_NR 4
@@ -71,11 +76,13 @@
 #else
 #define DEC_HG 4
 #define DEC_NV 4
+#define DEC_PV_ACC 16
 #define QK_NJ 4
 #define QK_NV 4
 #define PV_NR 4
 #define PV_NV 4
 #endif
+#define DEC_PV_NV(HG) ((HG) * DEC_NV <= DEC_PV_ACC ? DEC_NV : DEC_PV_ACC / (HG))
 
 AI pkv_vf kv_load(const void *base, size_t idx, const int dt) {
   if (dt == PKV_DTYPE_F32) return PKV_F32_LOAD((const float *)base + idx);
@@ -151,8 +158,9 @@ AI void dec_prefetch(const dec_tile *t, uint32_t j, const uint32_t T, size_t row
 }
 
 #if PKV_VL > 1
-/* Scores of PKV_VL / HG tokens from j: a[t*HG + g] holds the partial sums of
- * token j+t, head g; sc[g][j+t] = the sum of its lanes. */
+/* Scores of T = PKV_VL / HG tokens from j (rounded down: a[T*HG ..] are
+ * zero): a[t*HG + g] holds the partial sums of token j+t, head g;
+ * sc[g][j+t] = the sum of its lanes. */
 AI void dec_put_scores(const pkv_vf *a, float *sc, uint32_t j, const uint32_t HG) {
   const uint32_t T = PKV_VL / HG;
   float r[PKV_VL];
@@ -172,10 +180,10 @@ AI void dec_qk(const dec_tile *tl, const float *q, float *sc, const int prefetch
   const size_t row_bytes = pkv__row_bytes(D, dt);
   uint32_t j = 0;
 #if PKV_VL > 1
-  /* T tokens x HG heads = PKV_VL dot products at a time, their partial
+  /* T tokens x HG heads <= PKV_VL dot products at a time, their partial
    * vectors summed together by one transpose-and-add tree */
   const uint32_t T = PKV_VL / HG;
-  for (; j + T <= n; j += T) {
+  for (; T >= 1 && j + T <= n; j += T) {
     if (prefetch) dec_prefetch(tl, j, T, row_bytes);
     pkv_vf a[PKV_VL];
 #pragma GCC unroll 16
@@ -234,7 +242,7 @@ AI void dec_qk_bf16dot(const dec_tile *tl, const float *q, float *sc, const int 
                        const uint32_t HG) {
   const uint32_t D = tl->D, n = tl->n;
   const size_t row_bytes = (size_t)D * 2;
-  const uint32_t Dp = (D + BH_VL - 1) / BH_VL * BH_VL, T = PKV_VL / HG;
+  const uint32_t Dp = (D + BH_VL - 1) / BH_VL * BH_VL, T = PKV_VL / HG; /* HG <= PKV_VL */
   uint16_t qb[DEC_HG * BF_DMAX] __attribute__((aligned(64)));
   PKV_ENGINE_ASSERT(D <= BF_DMAX);
   bf_pack_q(q, D, HG, qb);
@@ -277,14 +285,30 @@ AI void dec_qk_bf16dot(const dec_tile *tl, const float *q, float *sc, const int 
 #define DEC_QK_BF16DOT(tl, q, sc, pf, HG) ((void)0)
 #endif
 
-/* GROUP(HG) over the G heads in groups of DEC_HG, then 2, then 1 (g: the
- * group's first head): each K/V vector loaded feeds HG heads. */
+/* GROUP(HG) over the G heads in groups of DEC_HG, the rest as one group of
+ * its own size (g: the group's first head; HG a constant in each call, so
+ * the register blocks unroll): each K/V vector loaded feeds HG heads. */
+#if DEC_HG >= 8
+#define DEC_GROUP_WIDE(n, GROUP)                                              \
+  case 5: GROUP(5); break;                                                    \
+  case 6: GROUP(6); break;                                                    \
+  case 7: GROUP(7); break;                                                    \
+  case 8: GROUP(8); break;
+#else
+#define DEC_GROUP_WIDE(n, GROUP)
+#endif
 #define DEC_FOR_GROUPS(G, GROUP)                                              \
   do {                                                                        \
     uint32_t g = 0;                                                           \
     for (; g + DEC_HG <= (G); g += DEC_HG) GROUP(DEC_HG);                     \
-    for (; g + 2 <= (G); g += 2) GROUP(2);                                    \
-    for (; g < (G); g++) GROUP(1);                                            \
+    switch ((G) - g) {                                                        \
+    case 1: GROUP(1); break;                                                  \
+    case 2: GROUP(2); break;                                                  \
+    case 3: GROUP(3); break;                                                  \
+    case 4: GROUP(4); break;                                                  \
+    DEC_GROUP_WIDE((G) - g, GROUP)                                            \
+    default: break;                                                           \
+    }                                                                         \
   } while (0)
 
 /* Scores of all G heads (q[G][D]), K read once per DEC_HG heads,
@@ -306,7 +330,7 @@ AI void dec_qk_heads(const dec_tile *tl, const float *q, float *sc, uint32_t G, 
 AI void dec_pv(const dec_tile *tl, uint32_t d0, const float *p, const float *alpha, float *acc,
                uint32_t n_pre, const uint32_t HG, const uint32_t NV, const int dt) {
   const uint32_t Dv = tl->Dv;
-  pkv_vf o[DEC_HG][DEC_NV];
+  pkv_vf o[DEC_HG][DEC_NV]; /* HG x NV <= DEC_PV_ACC used */
 #pragma GCC unroll 8
   for (uint32_t g = 0; g < HG; g++) {
     pkv_vf al = PKV_F32_BROADCAST(alpha[g]);
@@ -344,8 +368,8 @@ AI void dec_pv_heads(const dec_tile *tl, const float *p, const float *alpha, flo
 #define DEC_PV_GROUP(HG)                                                      \
   do {                                                                        \
     uint32_t d0 = 0;                                                          \
-    for (; d0 + DEC_NV * PKV_VL <= Dv; d0 += DEC_NV * PKV_VL, n_pre = 0)      \
-      dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), DEC_NV, dt); \
+    for (; d0 + DEC_PV_NV(HG) * PKV_VL <= Dv; d0 += DEC_PV_NV(HG) * PKV_VL, n_pre = 0) \
+      dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), DEC_PV_NV(HG), dt); \
     for (; d0 < Dv; d0 += PKV_VL, n_pre = 0)                                  \
       dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), 1, dt); \
   } while (0)

@@ -41,14 +41,9 @@ size_t pkv__decode_thread_floats(uint32_t G, uint32_t n_q_heads, uint32_t head_d
 }
 
 int pkv__engine_grow(void **p, size_t *cap, size_t need) {
-  if (need <= *cap) return 0;
-  size_t n = *cap ? *cap : 4096;
-  while (n < need) n *= 2;
-  void *q = pkv__realloc(*p, n);
-  if (!q) return pkv__err(PKV_ENOMEM, "engine: cannot grow work buffers to %zu bytes", n);
-  *p = q;
-  *cap = n;
-  return 0;
+  if (pkv__grow(p, cap, need, 1, 4096)) return 0;
+  return pkv__err(PKV_ENOMEM, "engine: cannot grow work buffers to %zu bytes",
+                  need);
 }
 
 pkv__decode_rows pkv__decode_rows_of(const pkv__attn *a, uint32_t thread) {
