@@ -308,6 +308,31 @@ START_TEST(host_external_copies) {
 }
 END_TEST
 
+/* External storage, many blocks per call: a promotion whose own evictions
+ * queue demotion copies first must still have room for its copies (a heap
+ * overflow once; ASan watches this). */
+START_TEST(host_external_many) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 32, BS);
+  cfg.host_tier_bytes = 64 * BLOCK_BYTES;
+  pkv_cache *c = tu_cache(&cfg);
+  for (int round = 0; round < 3; round++) {
+    cache_run(c, NULL, 1000, 128, 1);
+    cache_run(c, NULL, 5000, 128, 2);
+    ck_assert_uint_eq(match_run(c, NULL, 1000, 128, 1, NULL), 128);
+    pkv_tier_copy q[256];
+    uint32_t n, pending;
+    ck_assert_int_eq(pkv_tier_drain_copies(c, q, 256, &n, &pending), 0);
+    ck_assert_uint_eq(pending, 0);
+    uint32_t promotes = 0;
+    for (uint32_t i = 0; i < n; i++) promotes += q[i].op == PKV_TIER_COPY_PROMOTE;
+    ck_assert_uint_eq(promotes, 32);
+  }
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* ------------------------------------------------------------ file */
 
 static char g_dir[256];
@@ -764,6 +789,7 @@ static Suite *suite(void) {
   tcase_add_test(h, host_own_policy);
   tcase_add_test(h, host_config_errors);
   tcase_add_test(h, host_external_copies);
+  tcase_add_test(h, host_external_many);
   suite_add_tcase(s, h);
   TCase *f = tcase_create("file");
   tcase_add_test(f, file_roundtrip);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "pagedkv/pagedkv.h"
+#include "tiers.h"
 #include "trace.h"
 
 /* ------------------------------------------------------------------ sim */
@@ -57,6 +58,7 @@ typedef struct sim_opts {
   bool route_rr, route_prefix;
   double load_bound;
   uint64_t remote_bytes, kv_token_bytes;
+  tool_tiers tiers;         /* --host-blocks, --host-policy (manager model) */
 } sim_opts;
 
 int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap);
@@ -84,6 +86,7 @@ typedef struct run_opts {
   const char *policy, *trace_path, *json, *plot; /* json "-": stdout */
   trace_format format;
   bool dry, baseline, quiet, n_given, samples_given, max_seqs_given, help;
+  tool_tiers tiers;         /* --host-bytes, --host-policy, --file-dir, --file-bytes */
 } run_opts;
 
 int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap);

@@ -73,8 +73,15 @@ static int make_cache(const run_opts *o, pkv_cache **cache, uint64_t *blocks_out
     return cli_usage_error("run", "--memory: %llu blocks of %llu bytes is more than a cache can have (%d)",
                            (unsigned long long)blocks, (unsigned long long)block_bytes, INT32_MAX);
   cfg.num_blocks = (uint32_t)blocks;
+  tool_tiers_config(&o->tiers, &cfg);
   int rc = pkv_cache_create(&cfg, cache);
   if (rc) return cli_error("run", "cache: %s (%s)", pkv_strerror(rc), pkv_last_error());
+  char err[4200];
+  if (o->tiers.file_dir && (rc = tool_tiers_attach(&o->tiers, *cache, NULL, err, sizeof err))) {
+    pkv_cache_destroy(*cache);
+    *cache = NULL;
+    return cli_error("run", "%s", err);
+  }
   *blocks_out = blocks;
   *block_bytes_out = block_bytes;
   return 0;
@@ -165,6 +172,14 @@ int cmd_run(int argc, char **argv) {
   /* JSON on standard output: the summary goes to stderr so stdout parses. */
   bool json_stdout = o.json && !strcmp(o.json, "-");
   run_print_summary(json_stdout ? stderr : stdout, &rp, &st);
+  if (tool_tiers_any(&o.tiers)) { /* hits per tier */
+    uint64_t tier_tok[PKV_TIER_MAX];
+    tool_tiers_hits(cache, tier_tok);
+    FILE *tf = json_stdout ? stderr : stdout;
+    fprintf(tf, "tiers: prompt tokens promoted from host %llu, from file %llu\n",
+            (unsigned long long)tier_tok[PKV_TIER_HOST], (unsigned long long)tier_tok[PKV_TIER_FILE]);
+    tool_tiers_print(tf, cache);
+  }
   if (o.json && run_write_json(o.json, &rp, &st, steps, n_steps)) status = 1;
   if (o.plot && run_write_plot(o.plot, &rp, steps, n_steps)) status = 1;
 out:

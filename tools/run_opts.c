@@ -58,7 +58,7 @@ static bool parse_range(const char *s, uint64_t min, run_range *out) {
 enum {
   O_MODEL = 256, O_LAYERS, O_QH, O_KVH, O_HD, O_DTYPE, O_BLOCKS, O_DRY, O_PLEN, O_OLEN,
   O_GROUPS, O_SYSLEN, O_SAMPLES, O_SEED, O_TRACE, O_FORMAT, O_MAXOUT, O_MAXSEQS, O_MBT,
-  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN
+  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN, O_HOSTB, O_HOSTP, O_FDIR, O_FBYTES
 };
 
 /* The options being parsed, with the shape overrides applied at the end
@@ -157,6 +157,15 @@ static int run_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
   case O_FORMAT: return opts_format_flag(arg, &o->format, err, cap);
   case O_JSON: o->json = arg; return 0;
   case O_PLOT: return opts_plot_flag(arg, &o->plot, err, cap);
+  case O_HOSTB:
+    return opts_u64_flag("--host-bytes", arg, 1, UINT64_C(1) << 50, &o->tiers.host_bytes, err, cap);
+  case O_HOSTP: o->tiers.host_policy = arg; return 0;
+  case O_FDIR:
+    if (!*arg) return opts_bad(err, cap, "--file-dir: empty path");
+    o->tiers.file_dir = arg;
+    return 0;
+  case O_FBYTES:
+    return opts_u64_flag("--file-bytes", arg, 1, UINT64_C(1) << 60, &o->tiers.file_bytes, err, cap);
   case O_BASE: o->baseline = true; return 0;
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;
@@ -235,6 +244,10 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
       OPTS_ARG("headroom", O_HEADROOM),
       OPTS_ARG("json", O_JSON),
       OPTS_ARG("plot", O_PLOT),
+      OPTS_ARG("host-bytes", O_HOSTB),
+      OPTS_ARG("host-policy", O_HOSTP),
+      OPTS_ARG("file-dir", O_FDIR),
+      OPTS_ARG("file-bytes", O_FBYTES),
       OPTS_FLAG("contiguous-baseline", O_BASE),
       OPTS_ARG("max-len", O_MAXLEN),
       OPTS_FLAG("quiet", 'q'),

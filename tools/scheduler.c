@@ -412,6 +412,12 @@ static int drain_copies(sched *s) {
     if (rc == PKV_ENOTSUP) return 0;
     if (rc) return fail_pkv(s, "drain_copies", rc);
   } while (pending);
+  /* the host tier's demote / promote copies likewise */
+  pkv_tier_copy tq[64];
+  do {
+    int rc = pkv_tier_drain_copies(s->cache, tq, 64, &n, &pending);
+    if (rc) return fail_pkv(s, "tier_drain_copies", rc);
+  } while (pending);
   return 0;
 }
 

@@ -40,7 +40,8 @@ static void replay(sim_plan *pl, sim_job *j, sim_result *r, _Atomic uint64_t *pr
   if (pl->model == SIM_MODEL_SIMPLE)
     sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, progress);
   else
-    sim_run_manager(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, r, progress);
+    sim_run_manager_tiers(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, pl->tiers, r,
+                          progress);
 }
 
 /* A plug-in's replay runs in a child process, its result coming back
@@ -324,6 +325,7 @@ static int report(const sim_opts *o, const sim_plan *pl, const trace *t,
           pl->model == SIM_MODEL_MANAGER ? "manager" : "simple", (unsigned long long)o->hold);
   sim_print_table(tf, pl, o->caps, o->n_caps);
   sim_print_notes(tf, pl, t, o->caps, o->n_caps);
+  if (pl->tiers) sim_print_tiers(tf, pl);
   int status = 0;
   if (o->csv && sim_write_csv(pl, o->csv)) status = 1;
   if (o->json && sim_write_json(pl, o->trace_path, o->json)) status = 1;
@@ -374,7 +376,8 @@ int cmd_sim(int argc, char **argv) {
   }
   if ((status = load_stream(&o, &t, &stream))) goto out;
   pl = (sim_plan){.stream = &stream, .model = o.model ? SIM_MODEL_SIMPLE : SIM_MODEL_MANAGER,
-                  .hold = (uint32_t)o.hold};
+                  .hold = (uint32_t)o.hold,
+                  .tiers = tool_tiers_any(&o.tiers) ? &o.tiers : NULL};
   if ((status = plan_jobs(&pl, &o, &ps, &names, &n_names))) goto out;
   if ((status = run_jobs(&pl, o.jobs, o.quiet))) goto out;
   status = report(&o, &pl, &t, names, n_names);

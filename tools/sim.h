@@ -14,6 +14,8 @@
 #include "pagedkv/policy.h"
 #include "trace.h"
 
+struct tool_tiers; /* tiers.h */
+
 /* The trace as a stream of block lookups at one block size.
  *
  * Every request's prompt is cut into blocks of block_size tokens; position
@@ -68,6 +70,8 @@ typedef struct sim_result {
   uint64_t dropped;      /* requests that did not fit (held blocks) */
   uint64_t copies;       /* copy-on-write copies queued (manager model) */
   double seconds;
+  uint64_t tier_hit_tokens[PKV_TIER_MAX]; /* of hit_tokens, promoted from
+                                            each tier (--host-blocks) */
   int rc;                /* 0, or failed: err says why */
   char err[256];
 } sim_result;
@@ -92,6 +96,10 @@ int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
 typedef struct sim_node sim_node;
 int sim_node_open(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
                   const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap);
+/* The same with the tiers of tools/tiers.h below the pool (NULL = none). */
+int sim_node_open_tiers(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
+                        const char *args, uint32_t capacity, uint32_t hold,
+                        const struct tool_tiers *tiers, char *err, size_t err_cap);
 uint32_t sim_node_probe(sim_node *n, const int32_t *tokens, uint32_t n_tokens);
 int sim_node_request(sim_node *n, size_t q, const int32_t *tokens, sim_result *r,
                      uint32_t *matched);
@@ -104,6 +112,12 @@ void sim_replay_tokens(const sim_stream *s, size_t q, int32_t *out);
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress);
+/* The same with a host tier below the pool (tiers may be NULL): the
+ * replay's tier hits land in r->tier_hit_tokens. */
+int sim_run_manager_tiers(const sim_stream *s, const pkv_policy_ops *ops,
+                          const char *args, uint32_t capacity, uint32_t hold,
+                          const struct tool_tiers *tiers, sim_result *r,
+                          _Atomic uint64_t *progress);
 
 /* ------------------------------------------------------------ the cluster
  * `pagedkv sim --nodes N` (sim_cluster.c): the trace split over N manager
@@ -188,6 +202,7 @@ typedef struct sim_plan {
   const sim_stream *stream;
   sim_model model;
   uint32_t hold;
+  const struct tool_tiers *tiers; /* --host-blocks (manager model), or NULL */
   sim_job *jobs;
   size_t n_jobs;
   _Atomic size_t next_job;
@@ -196,6 +211,8 @@ typedef struct sim_plan {
 } sim_plan;
 
 /* Report (sim_report.c): the table, the notes under it, CSV, JSON, plot. */
+/* Hits per tier of every job (--host-blocks). */
+void sim_print_tiers(FILE *f, const sim_plan *pl);
 double sim_ratio(uint64_t a, uint64_t b);
 /* The figure plotted and compared: prefix hits through the manager, block
  * hits in the simple model (the reference's measure). */

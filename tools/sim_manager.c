@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "sim.h"
+#include "tiers.h"
 
 /* A replay's pool is large and short-lived (at 40,000 blocks it keeps
  * 80 MB of token ids, each page written once): jemalloc is asked to back
@@ -73,6 +74,12 @@ struct sim_node {
 
 int sim_node_open(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops,
                   const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap) {
+  return sim_node_open_tiers(out, s, ops, args, capacity, hold, NULL, err, err_cap);
+}
+
+int sim_node_open_tiers(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops,
+                        const char *args, uint32_t capacity, uint32_t hold,
+                        const tool_tiers *tiers, char *err, size_t err_cap) {
   *out = NULL;
   sim_node *m = calloc(1, sizeof *m);
   if (m) m->held = calloc((size_t)hold + 1, sizeof *m->held);
@@ -95,6 +102,7 @@ int sim_node_open(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops
   cfg.policy_args = args;
   cfg.clock = clock_tick;
   cfg.clock_user = &m->clk;
+  if (tiers) tool_tiers_config(tiers, &cfg); /* the host tier: metadata only */
   int rc = pkv_cache_create(&cfg, &m->cache);
   if (rc) {
     snprintf(err, err_cap, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
@@ -155,7 +163,8 @@ int sim_node_request(sim_node *m, size_t q, const int32_t *tokens, sim_result *r
     if ((rc = pkv_pool_drain_copies(m->cache, copies, 64, &n_out, &pending))) return rc;
     r->copies += n_out;
   } while (pending);
-  return 0;
+  /* and the host tier's demote / promote copies (no bytes to move here) */
+  return tool_tiers_drain(m->cache, NULL);
 }
 
 int sim_node_close(sim_node *m, sim_result *r) {
@@ -166,8 +175,10 @@ int sim_node_close(sim_node *m, sim_result *r) {
   if (r) {
     if ((rc = pkv_check(m->cache, why, sizeof why)))
       snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
-    else if ((rc = pkv_stats_get(m->cache, &st)) == 0)
+    else if ((rc = pkv_stats_get(m->cache, &st)) == 0) {
       r->evictions = st.evictions;
+      tool_tiers_hits(m->cache, r->tier_hit_tokens);
+    }
     else
       snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
   }
@@ -180,10 +191,18 @@ int sim_node_close(sim_node *m, sim_result *r) {
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress) {
+  return sim_run_manager_tiers(s, ops, args, capacity, hold, NULL, r, progress);
+}
+
+int sim_run_manager_tiers(const sim_stream *s, const pkv_policy_ops *ops,
+                          const char *args, uint32_t capacity, uint32_t hold,
+                          const tool_tiers *tiers, sim_result *r,
+                          _Atomic uint64_t *progress) {
   uint64_t t0 = cli_now_ns();
   sim_node *m = NULL;
   int32_t *tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *tokens);
-  int rc = tokens ? sim_node_open(&m, s, ops, args, capacity, hold, r->err, sizeof r->err)
+  int rc = tokens ? sim_node_open_tiers(&m, s, ops, args, capacity, hold, tiers, r->err,
+                                       sizeof r->err)
                   : PKV_ENOMEM;
   if (!tokens)
     snprintf(r->err, sizeof r->err, "cache_create: %s (out of memory)", pkv_strerror(rc));

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "report.h"
 #include "sim.h"
+#include "tiers.h"
 
 double sim_ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0; }
 
@@ -222,6 +223,10 @@ void sim_help(void) {
       "                         to stderr)\n"
       "      --plot FILE.png    hit ratio vs capacity, one line per policy (gnuplot,\n"
       "                         checked before the run)\n"
+      "      --host-blocks N    a host tier of N blocks below the pool (manager model):\n"
+      "                         evicted blocks are demoted there and promoted back on a\n"
+      "                         match; the report splits prefix hits by tier\n"
+      "      --host-policy P    the host tier's eviction policy (default lru)\n"
       "      --nodes LIST       the cluster view: the trace split over N servers, each with\n"
       "                         the --capacity (one for all, or one per node), e.g. 1,2,4,8\n"
       "      --route LIST       rr (round-robin) and/or prefix (the node holding the longest\n"
@@ -240,4 +245,20 @@ void sim_help(void) {
       "prefix (prefix_hit = matched tokens / prompt tokens), appends and commits\n"
       "the rest, holds it for --hold requests, then frees it.  block_hit = hit\n"
       "blocks / block lookups.  gap_closed = share of the LRU-to-Belady gap.\n");
+}
+
+void sim_print_tiers(FILE *f, const sim_plan *pl) {
+  fprintf(f, "tiers: host tier of %llu blocks (policy %s) below the pool; prefix hits by "
+          "where they came from (share of prompt tokens):\n",
+          (unsigned long long)pl->tiers->host_blocks,
+          pl->tiers->host_policy ? pl->tiers->host_policy : "lru");
+  fprintf(f, "%-10s %-12s %10s %10s %10s\n", "capacity", "policy", "prefix_hit", "pool", "host");
+  for (size_t i = 0; i < pl->n_jobs; i++) {
+    const sim_result *r = &pl->jobs[i].res;
+    if (!pl->jobs[i].ops) continue; /* Belady has no tiers */
+    uint64_t host = r->tier_hit_tokens[PKV_TIER_HOST];
+    fprintf(f, "%-10u %-12s %10.4f %10.4f %10.4f\n", r->capacity, r->policy,
+            sim_ratio(r->hit_tokens, r->prompt_tokens),
+            sim_ratio(r->hit_tokens - host, r->prompt_tokens), sim_ratio(host, r->prompt_tokens));
+  }
 }

@@ -55,10 +55,13 @@ void tool_tiers_print(FILE *f, pkv_cache *c) {
   for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
     pkv_tier_stats st;
     if (pkv_tier_stats_get(c, i, &st) != 0) continue;
-    fprintf(f, "  tier %-5s  %llu blocks held (%.1f MiB of %.1f MiB), %llu stored, "
+    char capacity[32] = "no limit";
+    if (st.capacity_bytes)
+      snprintf(capacity, sizeof capacity, "%.1f MiB", (double)st.capacity_bytes / 1048576.0);
+    fprintf(f, "  tier %-5s  %llu blocks held (%.1f MiB of %s), %llu stored, "
             "%llu promoted, %llu evicted, %llu errors\n", st.name,
             (unsigned long long)st.blocks, (double)st.bytes_used / 1048576.0,
-            (double)st.capacity_bytes / 1048576.0, (unsigned long long)st.puts,
+            capacity, (unsigned long long)st.puts,
             (unsigned long long)st.promotions, (unsigned long long)st.evictions,
             (unsigned long long)st.errors);
   }

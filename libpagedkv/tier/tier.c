@@ -277,13 +277,18 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
   }
   /* 2. pool blocks for all of it, or none */
   if (n == 0 || n > pkv__blocks_available(c)) goto done;
-  if (external && queue_reserve(T, n)) goto done;
   for (uint32_t j = 0; j < n; j++) {
     taken[j] = pkv__block_take(c);
     if (taken[j] < 0) { /* the policy misbehaved: give back, no promotion */
       while (j-- > 0) pkv__block_unref(c, taken[j]);
       goto done;
     }
+  }
+  /* room for the promotion copies, reserved after the takes: the
+   * evictions they caused queued demotion copies of their own */
+  if (external && queue_reserve(T, n)) {
+    for (uint32_t j = 0; j < n; j++) pkv__block_unref(c, taken[j]);
+    goto done;
   }
   /* 3. payload, verified, then into the index */
   for (; got < n; got++) {
