@@ -300,7 +300,7 @@ $(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC
 	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
 
 # Trace readers and the simulator's stream and replays built on them.
-FUZZ_SIMSRC  := tools/trace.c tools/sim_stream.c tools/sim_replay.c tools/sim_manager.c tools/sim_cluster.c tools/cli.c
+FUZZ_SIMSRC  := tools/trace.c tools/sim_stream.c tools/sim_replay.c tools/sim_manager.c tools/sim_cluster.c tools/tiers.c tools/cli.c
 $(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
 	@scripts/deps.sh fuzz
 	@mkdir -p $(dir $@)
