@@ -67,8 +67,8 @@
 #define PV_NV 4
 #elif PKV_VL > 1
 #define DEC_HG 4
-#define DEC_NV 2
-#define DEC_PV_ACC 8
+#define DEC_NV 3     /* 12 accumulators: 6 passes over V per head group, not 8 (NV 2): */
+#define DEC_PV_ACC 12 /* +3 % decode from DRAM, median of 9 in-process A/B rows */
 #define QK_NJ 4
 #define QK_NV 3
 #define PV_NR 4
