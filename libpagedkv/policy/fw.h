@@ -60,7 +60,7 @@ void pkv__fw_weights(double inv_weight[FW_CLASSES], double p, double cold);
 int32_t pkv__fw_pick(const pkv__blist q[FW_CLASSES],
                      const double inv_weight[FW_CLASSES], uint64_t clock,
                      const uint64_t *stamp0, uint32_t shift);
-/* The hooks, on a fw_state. */
+/* The hooks, on a fw_state (create and destroy stay in policy/fwlru.c). */
 void pkv__fw_on_insert(void *state, int32_t block, const pkv_block_meta *meta);
 void pkv__fw_on_hit(void *state, int32_t block, const pkv_block_meta *meta);
 void pkv__fw_on_evictable(void *state, int32_t block,
@@ -72,13 +72,5 @@ void pkv__fw_on_remove(void *state, int32_t block);
  * holding exactly the evictable blocks. */
 int pkv__fw_check(const void *state, const uint8_t *evictable,
                   uint32_t num_blocks, char *msg, size_t cap);
-
-/* The vtable fields a policy built on fw_state (fwlru, adaptive) takes from
- * fwlru unchanged: version, name, and the two hooks that only read or
- * unlink the class lists.  Its own create / destroy and the hooks it
- * wraps follow in its initializer. */
-#define PKV__FW_OPS_COMMON(policy_name)                             \
-  .version = PKV_POLICY_VERSION, .name = (policy_name),             \
-  .on_pinned = pkv__fw_on_pinned, .choose_victim = pkv__fw_choose_victim
 
 #endif /* PKV_POLICY_FW_H */
