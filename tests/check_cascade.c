@@ -406,26 +406,7 @@ START_TEST(cascade_through_the_cache) {
 }
 END_TEST
 
-static Suite *cascade_suite(void) {
-  Suite *s = suite_create("cascade");
-  TCase *tc = tcase_create("kernel");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, cascade_equals_plain);
-  tcase_add_test(tc, cascade_wide_groups);
-  tcase_add_test(tc, cascade_auto_threshold);
-  tcase_add_test(tc, cascade_head_shapes);
-  tcase_add_test(tc, cascade_non_finite_like_plain);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("api");
-  tcase_add_test(tc, cascade_through_the_cache);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(cascade_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("cascade",
+    {"kernel", 120, {{cascade_equals_plain}, {cascade_wide_groups}, {cascade_auto_threshold},
+                     {cascade_head_shapes}, {cascade_non_finite_like_plain}}},
+    {"api", 0, {{cascade_through_the_cache}}})

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #ifndef TOL_OUT
@@ -562,37 +563,11 @@ START_TEST(backend_selection) {
 }
 END_TEST
 
-static Suite *engine_suite(void) {
-  Suite *s = suite_create("engine");
-  TCase *tc = tcase_create("decode");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, decode_matrix);
-  tcase_add_test(tc, head_shapes);
-  tcase_add_test(tc, decode_block_sizes_and_lengths);
-  tcase_add_test(tc, decode_split_k_threads);
-  tcase_add_test(tc, decode_mixed_batch);
-  tcase_add_test(tc, decode_bf16_dot);
-  tcase_add_test(tc, paged_equals_contiguous);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("prefill");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, prefill_matrix);
-  tcase_add_test(tc, prefill_block_sizes_long);
-  tcase_add_test(tc, prefill_after_prefix_and_chunked);
-  tcase_add_test(tc, chunked_equals_one_shot);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("misc");
-  tcase_add_test(tc, conversions_round_to_nearest_even);
-  tcase_add_test(tc, backend_selection);
-  tcase_add_test(tc, simd_store_equals_scalar);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(engine_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("engine",
+    {"decode", 120, {{decode_matrix}, {head_shapes}, {decode_block_sizes_and_lengths},
+                     {decode_split_k_threads}, {decode_mixed_batch}, {decode_bf16_dot},
+                     {paged_equals_contiguous}}},
+    {"prefill", 120, {{prefill_matrix}, {prefill_block_sizes_long},
+                      {prefill_after_prefix_and_chunked}, {chunked_equals_one_shot}}},
+    {"misc", 0, {{conversions_round_to_nearest_even}, {backend_selection},
+                 {simd_store_equals_scalar}}})

@@ -19,6 +19,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #define TOL_OUT 2e-6
@@ -565,30 +566,10 @@ START_TEST(out_of_memory_loop) {
 }
 END_TEST
 
-static Suite *api_suite(void) {
-  Suite *s = suite_create("engine_api");
-  TCase *tc = tcase_create("compute");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, prefill_then_decode_each_dtype);
-  tcase_add_test(tc, prefill_after_cached_prefix);
-  tcase_add_test(tc, decode_after_fork_both_branches);
-  tcase_add_test(tc, decode_mixed_lengths_batch);
-  tcase_add_test(tc, mla_576_512);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("validation");
-  tcase_set_timeout(tc, 120); /* the bf16-dot and OOM loops compute; a loaded CI machine */
-  tcase_add_test(tc, create_validation);
-  tcase_add_test(tc, decode_bf16_dot_option);
-  tcase_add_test(tc, call_validation_writes_nothing);
-  tcase_add_test(tc, out_of_memory_loop);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(api_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("engine_api",
+    {"compute", 120, {{prefill_then_decode_each_dtype}, {prefill_after_cached_prefix},
+                      {decode_after_fork_both_branches}, {decode_mixed_lengths_batch},
+                      {mla_576_512}}},
+    /* the bf16-dot and OOM loops compute; a loaded CI machine */
+    {"validation", 120, {{create_validation}, {decode_bf16_dot_option},
+                         {call_validation_writes_nothing}, {out_of_memory_loop}}})

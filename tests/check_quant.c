@@ -38,6 +38,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #define TOL_OUT 2e-6
@@ -425,26 +426,7 @@ START_TEST(v_head_dim_narrower) {
 }
 END_TEST
 
-static Suite *quant_suite(void) {
-  Suite *s = suite_create("quant");
-  TCase *tc = tcase_create("format");
-  tcase_add_test(tc, fp8_codes_round_trip);
-  tcase_add_test(tc, row_format_and_edges);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("kernels");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, kernels_exact_and_accurate);
-  tcase_add_test(tc, non_finite_rows_same_on_every_back_end);
-  tcase_add_test(tc, through_the_cache);
-  tcase_add_test(tc, v_head_dim_narrower);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(quant_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("quant",
+    {"format", 0, {{fp8_codes_round_trip}, {row_format_and_edges}}},
+    {"kernels", 120, {{kernels_exact_and_accurate}, {non_finite_rows_same_on_every_back_end},
+                      {through_the_cache}, {v_head_dim_narrower}}})

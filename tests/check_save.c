@@ -349,17 +349,5 @@ START_TEST(crash) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("save");
-  TCase *t = tcase_create("save");
-  tcase_set_timeout(t, 120);
-  tcase_add_test(t, roundtrip);
-  tcase_add_test(t, mismatch);
-  tcase_add_test(t, damaged);
-  tcase_add_test(t, bad_dir);
-  tcase_add_test(t, crash);
-  suite_add_tcase(s, t);
-  return s;
-}
-
-int main(void) { return tu_main(suite()); }
+TU_MAIN("save",
+    {"save", 120, {{roundtrip}, {mismatch}, {damaged}, {bad_dir}, {crash}}})

@@ -16,6 +16,7 @@
 #include "../tools/cli.h"
 #include "../tools/opts.h"
 #include "../tools/scheduler.h"
+#include "tu_core.h"
 
 enum { MAX_SEQ_LOG = 4096 };
 
@@ -334,25 +335,8 @@ START_TEST(run_dtypes) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("sched");
-  TCase *tc = tcase_create("preemption");
-  tcase_add_test(tc, preempts_youngest_and_recomputes);
-  tcase_add_test(tc, rejects_what_never_fits);
-  tcase_add_test(tc, admission_counts_prefill_debt);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("sharing");
-  tcase_add_test(tc, samples_fork_and_copy);
-  tcase_add_test(tc, prefix_hits_between_requests);
-  tcase_add_test(tc, bad_workload);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("run");
-  tcase_add_test(tc, run_dtypes);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("sched",
+    {"preemption", 0, {{preempts_youngest_and_recomputes}, {rejects_what_never_fits},
+                       {admission_counts_prefill_debt}}},
+    {"sharing", 0, {{samples_fork_and_copy}, {prefix_hits_between_requests}, {bad_workload}}},
+    {"run", 60, {{run_dtypes}}})

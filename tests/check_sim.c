@@ -604,36 +604,12 @@ START_TEST(cluster_shared_remote_tier) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("sim");
-  TCase *tc = tcase_create("belady");
-  tcase_add_test(tc, belady_is_optimal);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("stream");
-  tcase_add_test(tc, simple_model_by_hand);
-  tcase_add_test(tc, stream_other_block_size);
-  tcase_add_test(tc, stream_refuses_what_it_cannot_index);
-  tcase_add_test(tc, belady_bounds_manager_under_hold);
-  tcase_add_test(tc, policy_args_target_one_policy);
-  tcase_add_test(tc, fuzz_corpora_replay);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("reference");
-  tcase_add_test(tc, reference_figures);
-  tcase_add_test(tc, manager_model);
-  tcase_set_timeout(tc, 120);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("cluster");
-  tcase_add_test(tc, cluster_one_node_is_plain_sim);
-  tcase_add_test(tc, cluster_routing_is_deterministic);
-  tcase_add_test(tc, cluster_prefix_routing_beats_rr);
-  tcase_add_test(tc, cluster_load_bound_holds);
-  tcase_add_test(tc, cluster_shared_remote_tier);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("sim",
+    {"belady", 0, {{belady_is_optimal}}},
+    {"stream", 60, {{simple_model_by_hand}, {stream_other_block_size},
+                    {stream_refuses_what_it_cannot_index}, {belady_bounds_manager_under_hold},
+                    {policy_args_target_one_policy}, {fuzz_corpora_replay}}},
+    {"reference", 120, {{reference_figures}, {manager_model}}},
+    {"cluster", 60, {{cluster_one_node_is_plain_sim}, {cluster_routing_is_deterministic},
+                     {cluster_prefix_routing_beats_rr}, {cluster_load_bound_holds},
+                     {cluster_shared_remote_tier}}})

@@ -780,34 +780,11 @@ START_TEST(oom_sites) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("tier");
-  TCase *h = tcase_create("host");
-  tcase_add_test(h, host_demote_promote);
-  tcase_add_test(h, host_all_or_nothing);
-  tcase_add_test(h, host_serving_path);
-  tcase_add_test(h, host_own_policy);
-  tcase_add_test(h, host_config_errors);
-  tcase_add_test(h, host_external_copies);
-  tcase_add_test(h, host_external_many);
-  suite_add_tcase(s, h);
-  TCase *f = tcase_create("file");
-  tcase_add_test(f, file_roundtrip);
-  tcase_add_test(f, file_below_host);
-  tcase_add_test(f, file_bad_files);
-  tcase_add_test(f, file_bad_dir);
-  tcase_add_test(f, file_disk_full);
-  tcase_add_test(f, file_capacity);
-  suite_add_tcase(s, f);
-  TCase *q = tcase_create("quota");
-  tcase_add_test(q, quota_over_cap_first);
-  tcase_add_test(q, quota_reservation);
-  tcase_add_test(q, quota_args);
-  suite_add_tcase(s, q);
-  TCase *o = tcase_create("oom");
-  tcase_add_test(o, oom_sites);
-  suite_add_tcase(s, o);
-  return s;
-}
-
-int main(void) { return tu_main(suite()); }
+TU_MAIN("tier",
+    {"host", 0, {{host_demote_promote}, {host_all_or_nothing}, {host_serving_path},
+                 {host_own_policy}, {host_config_errors}, {host_external_copies},
+                 {host_external_many}}},
+    {"file", 0, {{file_roundtrip}, {file_below_host}, {file_bad_files}, {file_bad_dir},
+                 {file_disk_full}, {file_capacity}}},
+    {"quota", 0, {{quota_over_cap_first}, {quota_reservation}, {quota_args}}},
+    {"oom", 0, {{oom_sites}}})
