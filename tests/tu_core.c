@@ -174,6 +174,13 @@ int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos) {
   return slot_visit(c, slot, tag, pos, 0);
 }
 
+void tu_expect_figs(const char *file, int line, const tu_fig *figs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(figs[i].got == figs[i].want, "%s:%d: %s is %llu, expected %llu", file, line,
+                  figs[i].expr, (unsigned long long)figs[i].got,
+                  (unsigned long long)figs[i].want);
+}
+
 int tu_main(Suite *suite) {
   SRunner *sr = srunner_create(suite);
   srunner_run_all(sr, CK_NORMAL);
