@@ -459,16 +459,9 @@ static int ad_check(const void *state, const uint8_t *evictable,
 }
 
 const pkv_policy_ops pkv__policy_adaptive = {
-    .version = PKV_POLICY_VERSION,
-    .name = "adaptive",
-    .create = ad_create,
-    .destroy = ad_destroy,
-    .on_insert = ad_on_insert,
-    .on_hit = ad_on_hit,
-    .on_evictable = ad_on_evictable,
-    .on_pinned = pkv__fw_on_pinned,
-    .choose_victim = pkv__fw_choose_victim,
-    .on_remove = ad_on_remove,
-    .on_dedup = ad_on_dedup,
-    .check = ad_check,
+    PKV__FW_OPS_COMMON("adaptive"),
+    .create = ad_create, .destroy = ad_destroy,
+    .on_insert = ad_on_insert, .on_hit = ad_on_hit,
+    .on_evictable = ad_on_evictable, .on_remove = ad_on_remove,
+    .on_dedup = ad_on_dedup, .check = ad_check,
 };

@@ -73,4 +73,12 @@ void pkv__fw_on_remove(void *state, int32_t block);
 int pkv__fw_check(const void *state, const uint8_t *evictable,
                   uint32_t num_blocks, char *msg, size_t cap);
 
+/* The vtable fields a policy built on fw_state (fwlru, adaptive) takes from
+ * fwlru unchanged: version, name, and the two hooks that only read or
+ * unlink the class lists.  Its own create / destroy and the hooks it
+ * wraps follow in its initializer. */
+#define PKV__FW_OPS_COMMON(policy_name)                             \
+  .version = PKV_POLICY_VERSION, .name = (policy_name),             \
+  .on_pinned = pkv__fw_on_pinned, .choose_victim = pkv__fw_choose_victim
+
 #endif /* PKV_POLICY_FW_H */

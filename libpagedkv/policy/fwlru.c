@@ -285,15 +285,9 @@ int pkv__fw_check(const void *state, const uint8_t *evictable,
 }
 
 const pkv_policy_ops pkv__policy_fwlru = {
-    .version = PKV_POLICY_VERSION,
-    .name = "fwlru",
-    .create = fw_create,
-    .destroy = fw_destroy,
-    .on_insert = pkv__fw_on_insert,
-    .on_hit = pkv__fw_on_hit,
-    .on_evictable = pkv__fw_on_evictable,
-    .on_pinned = pkv__fw_on_pinned,
-    .choose_victim = pkv__fw_choose_victim,
-    .on_remove = pkv__fw_on_remove,
+    PKV__FW_OPS_COMMON("fwlru"),
+    .create = fw_create, .destroy = fw_destroy,
+    .on_insert = pkv__fw_on_insert, .on_hit = pkv__fw_on_hit,
+    .on_evictable = pkv__fw_on_evictable, .on_remove = pkv__fw_on_remove,
     .check = pkv__fw_check,
 };
