@@ -52,6 +52,16 @@ pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n) {
   return s;
 }
 
+uint32_t tu_match_new(pkv_cache *c, const int32_t *tokens, uint32_t n, uint32_t max_tokens,
+                      pkv_seq_id *seq) {
+  pkv_seq_id s;
+  uint32_t matched = 0;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+  ck_assert_int_eq(pkv_seq_match_prefix(c, s, tokens, n, max_tokens, &matched), 0);
+  if (seq) *seq = s;
+  return matched;
+}
+
 pkv_cache *tu_fixture_cache(int32_t toks[64], pkv_seq_id *live, pkv_seq_id *freed) {
   pkv_config cfg;
   tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);

@@ -39,6 +39,12 @@ pkv_cache *tu_cache_events(pkv_storage storage, uint32_t num_blocks, uint32_t bl
 /* A new sequence (default options) holding tokens[0..n): pkv_seq_create
  * and, when n > 0, pkv_seq_append, each asserted to succeed. */
 pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n);
+/* A new sequence (default options) matched against the prefix index:
+ * pkv_seq_create and pkv_seq_match_prefix(tokens, n, max_tokens), each
+ * asserted to succeed; returns the tokens matched, the sequence in *seq
+ * (NULL: not wanted; it stays in the cache either way). */
+uint32_t tu_match_new(pkv_cache *c, const int32_t *tokens, uint32_t n, uint32_t max_tokens,
+                      pkv_seq_id *seq);
 
 /* The fixture the contract and misuse tables share, in two steps so each
  * file adds its own objects in between: an owned cache (tu_config with
