@@ -412,9 +412,7 @@ START_TEST(bad_address) {
                               "h:12a", "h:-1", "a b:80", "h;rm:80", "::1:80",
                               "[::1]6379", "unix:", "unix:relative/x",
                               "h:123456"};
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     pkv_redis_opts o;
     pkv_redis_opts_init(&o);
