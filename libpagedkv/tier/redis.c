@@ -750,14 +750,8 @@ static void redis_destroy(pkv__tier *tier) {
 }
 
 static const pkv__tier_ops redis_ops = {
-    .name = "redis",
-    .put = redis_put,
-    .get = redis_get,
-    .contains = redis_contains,
-    .stats = redis_stats,
-    .destroy = redis_destroy,
-    .contains_n = redis_contains_n,
-};
+    .name = "redis", .put = redis_put, .get = redis_get, .contains = redis_contains,
+    .stats = redis_stats, .destroy = redis_destroy, .contains_n = redis_contains_n};
 
 /* ------------------------------------------------ options, create */
 
