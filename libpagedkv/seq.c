@@ -816,7 +816,6 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   s->n_tokens = s->n_known = s->n_committed = k * bs;
   cache->sum_tokens += (uint64_t)k * bs;
   cache->sum_blocks += k;
-  if (cache->remote && k < want) k += cache->remote_ops->fetch(cache, s, tokens, want);
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;
 out:

@@ -58,7 +58,7 @@ static bool parse_range(const char *s, uint64_t min, run_range *out) {
 enum {
   O_MODEL = 256, O_LAYERS, O_QH, O_KVH, O_HD, O_DTYPE, O_BLOCKS, O_DRY, O_PLEN, O_OLEN,
   O_GROUPS, O_SYSLEN, O_SAMPLES, O_SEED, O_TRACE, O_FORMAT, O_MAXOUT, O_MAXSEQS, O_MBT,
-  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN, O_HOSTB, O_HOSTP, O_FDIR, O_FBYTES
+  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN, O_HOSTB, O_HOSTP, O_FDIR, O_FBYTES, O_REDIS
 };
 
 /* The options being parsed, with the shape overrides applied at the end
@@ -171,6 +171,7 @@ static int run_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
     return 0;
   case O_FBYTES:
     return opts_u64_flag("--file-bytes", arg, 1, UINT64_C(1) << 60, &o->tiers.file_bytes, err, cap);
+  case O_REDIS: return tool_tiers_redis_flag(arg, &o->tiers, err, cap);
   case O_BASE: o->baseline = true; return 0;
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;
@@ -204,6 +205,8 @@ static int run_opts_finish(int argc, char **argv, run_parse *rp, char *err, size
   run_opts *o = &rp->o;
   if (optind < argc) return opts_bad(err, cap, "unexpected argument '%s'", argv[optind]);
   if (o->memory && o->blocks) return opts_bad(err, cap, "--memory and --blocks are exclusive");
+  if (o->dry && o->tiers.redis)
+    return opts_bad(err, cap, "--redis stores K/V bytes, which a --dry cache does not hold");
   if (rp->layers) o->shape.n_layers = (uint32_t)rp->layers;
   if (rp->q_heads) o->shape.n_q_heads = (uint32_t)rp->q_heads;
   if (rp->kv_heads) o->shape.n_kv_heads = (uint32_t)rp->kv_heads;
@@ -252,6 +255,7 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
       OPTS_ARG("host-bytes", O_HOSTB),
       OPTS_ARG("host-policy", O_HOSTP),
       OPTS_ARG("file-dir", O_FDIR),
+      OPTS_ARG("redis", O_REDIS),
       OPTS_ARG("file-bytes", O_FBYTES),
       OPTS_FLAG("contiguous-baseline", O_BASE),
       OPTS_ARG("max-len", O_MAXLEN),
