@@ -41,19 +41,7 @@ from pagedkv import _lib  # noqa: E402
 from pagedkv.vllm import KVCacheManager  # noqa: E402
 from pagedkv.vllm_pyref import PyKVCacheManager  # noqa: E402
 from pagedkv.vllm_types import EMPTY_BLOCKS  # noqa: E402
-
-
-class Req:
-    def __init__(self, rid, prompt):
-        self.request_id = rid
-        self.all_token_ids = list(prompt)
-        self.num_computed_tokens = 0
-        self.cache_salt = None
-        self.lora_request = None
-
-    @property
-    def num_tokens(self):
-        return len(self.all_token_ids)
+from pagedkv.vllm_types import Request as Req  # noqa: E402
 
 
 def report(name, value, unit, baseline=None, base_name=None, ratio_label=None):

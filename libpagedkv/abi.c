@@ -82,50 +82,14 @@ static const size_t config_ends[] = {PKV__V1_END(pkv_config),
                                      PKV__END_AT(pkv_config, host_tier_policy)};
 static const size_t seq_opts_ends[] = {PKV__V1_END(pkv_seq_opts)};
 static const size_t append_ends[] = {PKV__V1_END(pkv_append)};
-_Static_assert(sizeof config_ends / sizeof config_ends[0] >= PKV_CONFIG_VERSION - 1,
-               "config_ends: one entry per older version");
-_Static_assert(sizeof seq_opts_ends / sizeof seq_opts_ends[0] >= PKV_SEQ_OPTS_VERSION - 1,
-               "seq_opts_ends: one entry per older version");
-_Static_assert(sizeof append_ends / sizeof append_ends[0] >= PKV_APPEND_VERSION - 1,
-               "append_ends: one entry per older version");
 
-int pkv__config_in(pkv_config *dst, const pkv_config *src) {
-  static const pkv__abi_struct t =
-      PKV__ABI_STRUCT(pkv_config, "config", PKV_CONFIG_VERSION, config_ends);
-  pkv_config def;
-  pkv_config_init(&def);
-  return pkv__abi_in(&t, dst, src, &def);
-}
+PKV__DEFINE_ABI_IN(, config, PKV_CONFIG_VERSION)
+PKV__DEFINE_ABI_IN(, seq_opts, PKV_SEQ_OPTS_VERSION)
+PKV__DEFINE_ABI_IN(, append, PKV_APPEND_VERSION)
 
-void pkv_seq_opts_init(pkv_seq_opts *opts) {
-  pkv__err_clear();
-  if (!opts) return;
-  memset(opts, 0, sizeof *opts);
-  opts->version = PKV_SEQ_OPTS_VERSION;
-}
-
-int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src) {
-  static const pkv__abi_struct t = PKV__ABI_STRUCT(
-      pkv_seq_opts, "seq_opts", PKV_SEQ_OPTS_VERSION, seq_opts_ends);
-  pkv_seq_opts def;
-  pkv_seq_opts_init(&def);
-  return pkv__abi_in(&t, dst, src, &def);
-}
-
-void pkv_append_init(pkv_append *req) {
-  pkv__err_clear();
-  if (!req) return;
-  memset(req, 0, sizeof *req);
-  req->version = PKV_APPEND_VERSION;
-}
-
-int pkv__append_in(pkv_append *dst, const pkv_append *src) {
-  static const pkv__abi_struct t =
-      PKV__ABI_STRUCT(pkv_append, "append", PKV_APPEND_VERSION, append_ends);
-  pkv_append def;
-  pkv_append_init(&def);
-  return pkv__abi_in(&t, dst, src, &def);
-}
+/* pkv_seq_opts and pkv_append default to all zero. */
+PKV__DEFINE_ZERO_INIT(seq_opts, PKV_SEQ_OPTS_VERSION)
+PKV__DEFINE_ZERO_INIT(append, PKV_APPEND_VERSION)
 
 void pkv_config_init(pkv_config *cfg) {
   pkv__err_clear();

@@ -231,7 +231,7 @@ int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
   PKV_ENTER(cache, "drain_copies");
   PKV_CHECK(n_out, "drain_copies: n_out is NULL");
-  PKV_CHECK(out || cap == 0, "drain_copies: out is NULL with cap %u", cap);
+  PKV_CHECK_OUT(out, cap, "drain_copies");
   PKV_LOCK(cache);
   uint32_t n = pkv__ring_take(cache->copies, sizeof *out, &cache->copies_head,
                               &cache->copies_len, out, cap);

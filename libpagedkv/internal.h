@@ -57,6 +57,11 @@ void pkv__err_clear(void);
   do {                                                          \
     if (!(cond)) return pkv__err(PKV_EINVAL, __VA_ARGS__);      \
   } while (0)
+/* An output array and its capacity: ptr may be NULL only when cap is 0
+ * ("<call>: <ptr> is NULL with <cap> N"). */
+#define PKV_CHECK_OUT(ptr, cap, call)                                    \
+  PKV_CHECK((ptr) || (cap) == 0,                                        \
+            call ": " #ptr " is NULL with " #cap " %u", (unsigned)(cap))
 
 /* Allocator shim: everything in the library allocates through these. */
 void *pkv__malloc(size_t size);
@@ -113,6 +118,30 @@ typedef struct pkv__abi_struct {
  * caller's field this library does not know is set), dst untouched. */
 int pkv__abi_in(const pkv__abi_struct *t, void *dst, const void *src,
                 const void *defaults);
+/* Defines `linkage int pkv__<name>_in(pkv_<name> *dst, const pkv_<name>
+ * *src)`: pkv__abi_in for the struct pkv_<name> of version ver, whose older
+ * versions end at <name>_ends[] (in scope), with the defaults of
+ * pkv_<name>_init.  linkage: static, or empty for a library-wide one. */
+#define PKV__DEFINE_ABI_IN(linkage, name, ver)                                 \
+  linkage int pkv__##name##_in(pkv_##name *dst, const pkv_##name *src) {      \
+    _Static_assert(sizeof name##_ends / sizeof name##_ends[0] >= (ver) - 1,   \
+                   #name "_ends: one entry per older version");               \
+    static const pkv__abi_struct t =                                          \
+        PKV__ABI_STRUCT(pkv_##name, #name, ver, name##_ends);                 \
+    pkv_##name def;                                                           \
+    pkv_##name##_init(&def);                                                  \
+    return pkv__abi_in(&t, dst, src, &def);                                   \
+  }
+/* Defines the public `void pkv_<name>_init(pkv_<name> *p)` of a struct whose
+ * defaults are all zero: clears the last error, zeroes *p, sets its version
+ * to ver; NULL is a no-op. */
+#define PKV__DEFINE_ZERO_INIT(name, ver)                                       \
+  void pkv_##name##_init(pkv_##name *p) {                                     \
+    pkv__err_clear();                                                         \
+    if (!p) return;                                                           \
+    memset(p, 0, sizeof *p);                                                  \
+    p->version = ver;                                                         \
+  }
 int pkv__config_in(pkv_config *dst, const pkv_config *src);
 int pkv__seq_opts_in(pkv_seq_opts *dst, const pkv_seq_opts *src);
 int pkv__append_in(pkv_append *dst, const pkv_append *src);

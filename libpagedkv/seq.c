@@ -670,32 +670,26 @@ int pkv_batch_commit(pkv_cache *cache, const pkv_seq_id *seqs,
 int pkv_seq_info_get(pkv_cache *cache, pkv_seq_id seq, pkv_seq_info *out) {
   PKV_ENTER(cache, "seq_info_get");
   PKV_CHECK(out, "seq_info_get: out is NULL");
-  PKV_LOCK(cache);
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (s) {
-    out->n_tokens = s->n_tokens;
-    out->n_committed = s->n_committed;
-    out->n_blocks = s->n_blocks;
-    out->n_known = s->n_known;
-    uint32_t nc = 0;
-    for (uint32_t i = 0; i < s->n_blocks; i++)
-      nc += PKV_BLOCK_IS_CACHED(cache, s->blocks[i]);
-    out->n_cached_blocks = nc;
-  }
-  return pkv__leave_ro(cache, s ? 0 : PKV_ENOSEQ);
+  PKV_LOCK_SEQ(cache, seq, s);
+  out->n_tokens = s->n_tokens;
+  out->n_committed = s->n_committed;
+  out->n_blocks = s->n_blocks;
+  out->n_known = s->n_known;
+  uint32_t nc = 0;
+  for (uint32_t i = 0; i < s->n_blocks; i++)
+    nc += PKV_BLOCK_IS_CACHED(cache, s->blocks[i]);
+  out->n_cached_blocks = nc;
+  return pkv__leave_ro(cache, 0);
 }
 
 int pkv_seq_blocks(pkv_cache *cache, pkv_seq_id seq, int32_t *blocks,
                    uint32_t cap, uint32_t *n_blocks) {
   PKV_ENTER(cache, "seq_blocks");
   PKV_CHECK(n_blocks, "seq_blocks: n_blocks is NULL");
-  PKV_CHECK(blocks || cap == 0, "seq_blocks: blocks is NULL with cap %u", cap);
-  PKV_LOCK(cache);
+  PKV_CHECK_OUT(blocks, cap, "seq_blocks");
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-  } else if (cap < s->n_blocks) {
+  if (cap < s->n_blocks) {
     *n_blocks = s->n_blocks;
     rc = pkv__err(PKV_ENOSPC, "seq %u: %u blocks do not fit in cap %u",
                   s->index, s->n_blocks, cap);
@@ -746,26 +740,20 @@ int pkv__test_set_seq_gen(pkv_cache *cache, uint32_t slot, uint32_t gen) {
 int pkv__seq_view_get(pkv_cache *cache, pkv_seq_id seq, pkv__seq_view *out) {
   pkv__err_clear();
   PKV_CHECK(cache && out, "seq_view_get: NULL argument");
-  PKV_LOCK(cache);
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (s) {
-    out->blocks = s->blocks;
-    out->n_blocks = s->n_blocks;
-    out->n_tokens = s->n_tokens;
-    out->n_committed = s->n_committed;
-  }
-  return pkv__leave_ro(cache, s ? 0 : PKV_ENOSEQ);
+  PKV_LOCK_SEQ(cache, seq, s);
+  out->blocks = s->blocks;
+  out->n_blocks = s->n_blocks;
+  out->n_tokens = s->n_tokens;
+  out->n_committed = s->n_committed;
+  return pkv__leave_ro(cache, 0);
 }
 
 int pkv__seq_check_writable(pkv_cache *cache, pkv_seq_id seq, uint32_t pos0,
                             uint32_t n) {
   PKV_ENTER(cache, "seq_check_writable");
-  PKV_LOCK(cache);
+  PKV_LOCK_SEQ(cache, seq, s);
   int rc = 0;
-  pkv__seq *s = pkv__seq_lookup(cache, seq);
-  if (!s) {
-    rc = PKV_ENOSEQ;
-  } else if ((uint64_t)pos0 + n > s->n_tokens) {
+  if ((uint64_t)pos0 + n > s->n_tokens) {
     rc = pkv__err(PKV_ERANGE, "seq %u: write [%u, %llu) past length %u",
                   s->index, pos0, (unsigned long long)pos0 + n, s->n_tokens);
   } else if (n > 0) {

@@ -38,7 +38,7 @@ int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
                  uint32_t *n_seqs) {
   PKV_ENTER(cache, "seq_list");
   PKV_CHECK(n_seqs, "seq_list: n_seqs is NULL");
-  PKV_CHECK(out || cap == 0, "seq_list: out is NULL with cap %u", cap);
+  PKV_CHECK_OUT(out, cap, "seq_list");
   PKV_LOCK(cache);
   int rc = 0;
   uint32_t n = cache->n_seqs;
@@ -56,18 +56,12 @@ int pkv_seq_list(pkv_cache *cache, pkv_seq_id *out, uint32_t cap,
 
 int pkv_seq_keep(pkv_cache *cache, pkv_seq_id seq) {
   PKV_ENTER(cache, "seq_keep");
-  PKV_LOCK(cache);
-  int rc = 0;
-  pkv__seq *keep = pkv__seq_lookup(cache, seq);
-  if (!keep) {
-    rc = PKV_ENOSEQ;
-  } else {
-    for (uint32_t i = 0; i < cache->seq_cap; i++) {
-      pkv__seq *s = cache->seqs[i];
-      if (s && s != keep) pkv__seq_release(cache, s);
-    }
+  PKV_LOCK_SEQ(cache, seq, keep);
+  for (uint32_t i = 0; i < cache->seq_cap; i++) {
+    pkv__seq *s = cache->seqs[i];
+    if (s && s != keep) pkv__seq_release(cache, s);
   }
-  return pkv__leave(cache, rc);
+  return pkv__leave(cache, 0);
 }
 
 /* The old position whose K/V new position p lands on. */

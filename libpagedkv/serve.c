@@ -31,7 +31,7 @@ int pkv_events_drain(pkv_cache *cache, pkv_event *out, uint32_t cap,
                      uint32_t *n_out, uint32_t *pending) {
   PKV_ENTER(cache, "events_drain");
   PKV_CHECK(n_out, "events_drain: n_out is NULL");
-  PKV_CHECK(out || cap == 0, "events_drain: out is NULL with cap %u", cap);
+  PKV_CHECK_OUT(out, cap, "events_drain");
   if (cache->cfg.event_queue_cap == 0) /* immutable after create */
     return pkv__err(PKV_ENOTSUP, "events_drain: no pull queue "
                     "(config.event_queue_cap is 0)");

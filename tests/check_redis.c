@@ -412,9 +412,7 @@ START_TEST(bad_address) {
                               "h:12a", "h:-1", "a b:80", "h;rm:80", "::1:80",
                               "[::1]6379", "unix:", "unix:relative/x",
                               "h:123456"};
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     pkv_redis_opts o;
     pkv_redis_opts_init(&o);
@@ -818,29 +816,8 @@ START_TEST(chain_order) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("redis");
-  TCase *tier = tcase_create("tier");
-  tcase_add_test(tier, round_trip);
-  tcase_add_test(tier, batch_64);
-  tcase_add_test(tier, ttl_expiry);
-  tcase_add_test(tier, bad_values);
-  suite_add_tcase(s, tier);
-  TCase *input = tcase_create("bad input");
-  tcase_add_test(input, bad_address);
-  tcase_add_test(input, unreachable);
-  suite_add_tcase(s, input);
-  TCase *cache = tcase_create("cache");
-  tcase_add_test(cache, evict_then_fetch);
-  tcase_add_test(cache, two_processes);
-  suite_add_tcase(s, cache);
-  TCase *fail = tcase_create("failures");
-  tcase_set_timeout(fail, 30);
-  tcase_add_test(fail, killed_and_restarted);
-  tcase_add_test(fail, sigpipe_on_dead_socket);
-  tcase_add_test(fail, chain_order);
-  suite_add_tcase(s, fail);
-  return s;
-}
-
-int main(void) { return tu_main(suite()); }
+TU_MAIN("redis",
+    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}}},
+    {"bad input", 0, {{bad_address}, {unreachable}}},
+    {"cache", 0, {{evict_then_fetch}, {two_processes}}},
+    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})

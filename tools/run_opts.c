@@ -110,12 +110,17 @@ static int run_int_flag(run_parse *rp, int opt, const char *arg, char *err, size
   return -1;
 }
 
+const model_shape *opts_model_preset(const char *name) {
+  for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+    if (!strcmp(presets[i].name, name)) return &presets[i];
+  return NULL;
+}
+
 static int parse_model(run_opts *o, const char *arg, char *err, size_t cap) {
-  size_t i = 0, np = sizeof presets / sizeof presets[0];
-  while (i < np && strcmp(presets[i].name, arg)) i++;
-  if (i == np)
+  const model_shape *preset = opts_model_preset(arg);
+  if (!preset)
     return opts_bad(err, cap, "--model: unknown preset '%s' (tiny, small, llama3-8b, llama3-70b)", arg);
-  o->shape = presets[i];
+  o->shape = *preset;
   return 0;
 }
 
@@ -263,4 +268,16 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
   if (!rc && !rp.o.help) rc = run_opts_finish(argc, argv, &rp, err, err_cap);
   *o = rp.o;
   return rc;
+}
+
+void opts_cache_config(pkv_config *cfg, const model_shape *shape, uint32_t block_size,
+                       uint32_t num_blocks, pkv_storage storage) {
+  pkv_config_init(cfg);
+  cfg->n_layers = shape->n_layers;
+  cfg->n_kv_heads = shape->n_kv_heads;
+  cfg->head_dim = shape->head_dim;
+  cfg->dtype = shape->dtype;
+  cfg->block_size = block_size;
+  cfg->num_blocks = num_blocks;
+  cfg->storage = storage;
 }

@@ -29,14 +29,16 @@ typedef struct sim_stream {
   const trace *t;
   uint32_t block_size;
   size_t n_reqs;
-  uint64_t *req_pos;   /* [n_reqs + 1]: first position of each request */
+  uint64_t *req_pos;   /* [n_reqs + 1]: first position of each request
+                        * (in off512's allocation) */
   uint32_t *id;        /* [n_pos] */
   uint8_t *partial;    /* [n_pos]: 1 if the block is the prompt's partial tail */
   uint64_t n_pos;      /* block lookups (full and partial) */
   uint64_t n_full;     /* full-block lookups */
   uint32_t n_ids;
   /* Next position with the same id, or SIM_NEVER + p: over every position
-   * (simple model) and over full blocks only (manager stream). */
+   * (simple model) and over full blocks only (manager stream).  next_all's
+   * allocation holds next_full, id and partial too. */
   uint64_t *next_all, *next_full;
   /* 512-token content ids per request, from which tokens are derived:
    * ids512[off512[r] .. off512[r+1]) (the trace's or synthesized). */

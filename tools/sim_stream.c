@@ -139,9 +139,10 @@ int sim_stream_build(const trace *t, uint32_t block_size, sim_stream *s,
   s->t = t;
   s->block_size = block_size;
   s->n_reqs = t->n_reqs;
-  s->off512 = malloc((t->n_reqs + 1) * sizeof *s->off512);
-  s->req_pos = malloc((t->n_reqs + 1) * sizeof *s->req_pos);
-  if (!s->off512 || !s->req_pos) goto oom;
+  /* The per-request columns in one allocation: off512, then req_pos. */
+  s->off512 = malloc(2 * (t->n_reqs + 1) * sizeof(uint64_t));
+  if (!s->off512) goto oom;
+  s->req_pos = s->off512 + t->n_reqs + 1;
   /* 512-token content ids: the trace's, or fresh ones per request block. */
   uint64_t n512 = 0, n_pos = stream_count(t, s, &n512);
   /* Block ids and positions are 32-bit in the replays' tables. */
@@ -161,11 +162,14 @@ int sim_stream_build(const trace *t, uint32_t block_size, sim_stream *s,
     s->ids512 = s->own_ids512;
   }
   s->n_pos = n_pos;
-  s->id = malloc((n_pos ? n_pos : 1) * sizeof *s->id);
-  s->partial = malloc(n_pos ? n_pos : 1);
-  s->next_all = malloc((n_pos ? n_pos : 1) * sizeof *s->next_all);
-  s->next_full = malloc((n_pos ? n_pos : 1) * sizeof *s->next_full);
-  if (!s->id || !s->partial || !s->next_all || !s->next_full) goto oom;
+  /* The per-position columns in one allocation, widest first: next_all,
+   * next_full, id, partial. */
+  uint64_t rows = n_pos ? n_pos : 1;
+  s->next_all = malloc(rows * (2 * sizeof(uint64_t) + sizeof(uint32_t) + 1));
+  if (!s->next_all) goto oom;
+  s->next_full = s->next_all + rows;
+  s->id = (uint32_t *)(s->next_full + rows);
+  s->partial = (uint8_t *)(s->id + rows);
   if (stream_identify(t, s) && stream_next_use(s)) return 0;
 oom:
   snprintf(err, err_cap, "out of memory building the access stream");
@@ -174,12 +178,8 @@ oom:
 }
 
 void sim_stream_free(sim_stream *s) {
-  free(s->req_pos);
-  free(s->id);
-  free(s->partial);
-  free(s->next_all);
-  free(s->next_full);
-  free(s->off512);
+  free(s->off512);   /* and req_pos */
+  free(s->next_all); /* and next_full, id, partial */
   free(s->own_ids512);
   memset(s, 0, sizeof *s);
 }

@@ -156,16 +156,14 @@ typedef struct ad_state {
   ad_shadow sh[AD_EXPERTS];
 } ad_state;
 
-static void ad_destroy(void *state) {
+static void ad_fini(void *state) {
   ad_state *st = state;
-  if (!st) return;
   for (int e = 0; e < AD_EXPERTS; e++) {
     pkv__free(st->sh[e].rec);
     pkv__free(st->sh[e].free_rec);
     pkv__kmap_free(&st->sh[e].map);
   }
   pkv__fw_fini(&st->fw);
-  pkv__free(st);
 }
 
 static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
@@ -181,11 +179,9 @@ static bool shadow_init(ad_shadow *sh, uint32_t cap, double p, double cold) {
   return pkv__kmap_alloc(&sh->map, cap);
 }
 
-static int ad_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc;
-  ad_state *st = pkv__policy_state_new("adaptive", out, num_blocks, args,
-                                       NULL, 0, sizeof *st, &rc);
-  if (!st) return rc;
+static bool ad_setup(void *state, uint32_t num_blocks, const double *arg) {
+  (void)arg;
+  ad_state *st = state;
   uint32_t s = 0;
   while ((num_blocks >> s) > AD_SHADOW_MAX) s++;
   st->sample_shift = s;
@@ -198,12 +194,20 @@ static int ad_create(void **out, uint32_t num_blocks, const char *args) {
   for (int e = 0; ok && e < AD_EXPERTS; e++)
     ok = shadow_init(&st->sh[e], st->shadow_cap, ad_experts[e].p,
                      ad_experts[e].cold);
-  if (!ok) {
-    ad_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy adaptive: %u-block arrays", num_blocks);
-  }
-  *out = st;
-  return 0;
+  return ok;
+}
+
+static const pkv__policy_desc ad_desc = {
+    .name = "adaptive", .size = sizeof(ad_state), .setup = ad_setup,
+    .fini = ad_fini,
+};
+PKV__POLICY_LIFECYCLE(ad, ad_desc)
+
+/* Takes record r off its class list if it is a candidate there (not
+ * pinned), and records it pinned or not. */
+static void shadow_leave(ad_shadow *sh, int32_t r, uint8_t pinned) {
+  pkv__blist_leave(&sh->q[sh->rec[r].cls], &sh->nodes, r, &sh->rec[r].pinned,
+                   0, pinned);
 }
 
 /* One access of key fk in shadow sh.  As in the real cache, an accessed
@@ -214,9 +218,7 @@ static int ad_create(void **out, uint32_t num_blocks, const char *args) {
 static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk) {
   int32_t r = pkv__kmap_get(&sh->map, fk);
   if (r >= 0) {
-    if (!sh->rec[r].pinned)
-      pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-    sh->rec[r].pinned = 1;
+    shadow_leave(sh, r, 1);
     return true;
   }
   while (sh->n >= cap) { /* cap may have shrunk: evict until there is room */
@@ -241,9 +243,7 @@ static bool shadow_access(ad_shadow *sh, uint32_t cap, pkv_hash128 fk) {
 static void shadow_release(ad_shadow *sh, pkv_hash128 fk, uint8_t k) {
   int32_t r = pkv__kmap_get(&sh->map, fk);
   if (r < 0) return;
-  if (!sh->rec[r].pinned)
-    pkv__blist_unlink(&sh->q[sh->rec[r].cls], &sh->nodes, r);
-  sh->rec[r].pinned = 0;
+  shadow_leave(sh, r, 0);
   sh->rec[r].cls = k;
   sh->rec[r].stamp = ++sh->clock;
   pkv__blist_push_tail(&sh->q[k], &sh->nodes, r);
@@ -458,17 +458,10 @@ static int ad_check(const void *state, const uint8_t *evictable,
   return 0;
 }
 
-const pkv_policy_ops pkv__policy_adaptive = {
-    .version = PKV_POLICY_VERSION,
-    .name = "adaptive",
-    .create = ad_create,
-    .destroy = ad_destroy,
-    .on_insert = ad_on_insert,
-    .on_hit = ad_on_hit,
-    .on_evictable = ad_on_evictable,
-    .on_pinned = pkv__fw_on_pinned,
-    .choose_victim = pkv__fw_choose_victim,
-    .on_remove = ad_on_remove,
-    .on_dedup = ad_on_dedup,
-    .check = ad_check,
-};
+/* Pinning and the choice of victim concern the real cache alone: fwlru's
+ * hooks, which take an ad_state as is (fw is its first member). */
+#define ad_on_pinned pkv__fw_on_pinned
+#define ad_choose_victim pkv__fw_choose_victim
+
+const pkv_policy_ops pkv__policy_adaptive =
+    PKV__POLICY_OPS("adaptive", ad, .on_dedup = ad_on_dedup);

@@ -22,7 +22,6 @@
  */
 #include "policy/util.h"
 
-#include <string.h>
 
 #define FIFO_NOWHERE UINT32_MAX
 
@@ -34,34 +33,25 @@ typedef struct fifo_state {
   pkv__bset evictable; /* positions of the evictable blocks */
 } fifo_state;
 
-static void fifo_destroy(void *state) {
+static bool fifo_setup(void *state, uint32_t num_blocks, const double *arg) {
+  (void)arg;
   fifo_state *st = state;
-  if (!st) return;
-  pkv__bset_free(&st->evictable);
-  pkv__free(st->pos);
-  pkv__free(st->at);
-  pkv__free(st);
-}
-
-static int fifo_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc;
-  fifo_state *st = pkv__policy_state_new("fifo", out, num_blocks, args,
-                                         NULL, 0, sizeof *st, &rc);
-  if (!st) return rc;
   uint64_t range = 64;
   while (range < 2ull * num_blocks) range <<= 1;
   st->range = (uint32_t)(range > UINT32_MAX ? UINT32_MAX : range);
-  st->pos = pkv__malloc(sizeof(uint32_t) * num_blocks);
-  st->at = pkv__malloc(sizeof(int32_t) * st->range);
-  if (!st->pos || !st->at || !pkv__bset_alloc(&st->evictable, st->range)) {
-    fifo_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy fifo: %u-block arrays", num_blocks);
-  }
-  memset(st->pos, 0xff, sizeof(uint32_t) * num_blocks);
-  memset(st->at, 0xff, sizeof(int32_t) * st->range);
-  *out = st;
-  return 0;
+  return true;
 }
+
+static const pkv__policy_part fifo_parts[] = {
+    PKV__PART_ARRAY_OF(fifo_state, pos, 0xff),          /* FIFO_NOWHERE */
+    PKV__PART_ARRAY_N(fifo_state, at, 0xff, range),     /* PKV__NIL */
+    PKV__PART_N(PKV__PART_BSET, fifo_state, evictable, range),
+};
+static const pkv__policy_desc fifo_desc = {
+    .name = "fifo", .size = sizeof(fifo_state), .setup = fifo_setup,
+    .parts = fifo_parts, .n_parts = PKV__NELEMS(fifo_parts),
+};
+PKV__POLICY_LIFECYCLE(fifo, fifo_desc)
 
 /* Renumbers the cached blocks 0, 1, ... keeping their order. */
 static void compact(fifo_state *st) {
@@ -94,20 +84,26 @@ static void fifo_on_hit(void *state, int32_t block,
   (void)state, (void)block, (void)meta; /* use does not matter to FIFO */
 }
 
+/* Marks block's position evictable or not (a block not cached has none). */
+static void mark(fifo_state *st, int32_t block, bool evictable) {
+  uint32_t p = st->pos[block];
+  if (p == FIFO_NOWHERE) return;
+  if (evictable)
+    pkv__bset_set(&st->evictable, p);
+  else
+    pkv__bset_clear(&st->evictable, p);
+}
+
 static void fifo_on_evictable(void *state, int32_t block,
                               const pkv_block_meta *meta) {
   (void)meta;
-  fifo_state *st = state;
-  if (st->pos[block] != FIFO_NOWHERE)
-    pkv__bset_set(&st->evictable, st->pos[block]);
+  mark(state, block, true);
 }
 
 static void fifo_on_pinned(void *state, int32_t block,
                            const pkv_block_meta *meta) {
   (void)meta;
-  fifo_state *st = state;
-  if (st->pos[block] != FIFO_NOWHERE)
-    pkv__bset_clear(&st->evictable, st->pos[block]);
+  mark(state, block, false);
 }
 
 static int32_t fifo_choose_victim(void *state, uint64_t now) {

@@ -60,7 +60,7 @@ void pkv__fw_weights(double inv_weight[FW_CLASSES], double p, double cold);
 int32_t pkv__fw_pick(const pkv__blist q[FW_CLASSES],
                      const double inv_weight[FW_CLASSES], uint64_t clock,
                      const uint64_t *stamp0, uint32_t shift);
-/* The hooks, on a fw_state. */
+/* The hooks, on a fw_state (create and destroy stay in policy/fwlru.c). */
 void pkv__fw_on_insert(void *state, int32_t block, const pkv_block_meta *meta);
 void pkv__fw_on_hit(void *state, int32_t block, const pkv_block_meta *meta);
 void pkv__fw_on_evictable(void *state, int32_t block,

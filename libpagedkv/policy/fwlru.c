@@ -54,13 +54,6 @@ void pkv__fw_fini(fw_state *st) {
   st->rec = NULL;
 }
 
-static void fw_destroy(void *state) {
-  fw_state *st = state;
-  if (!st) return;
-  pkv__fw_fini(st);
-  pkv__free(st);
-}
-
 void pkv__fw_weights(double inv_weight[FW_CLASSES], double p, double cold) {
   for (int k = 0; k < FW_CLASSES; k++)
     inv_weight[k] = 1.0 / (pow(k + 1, p) * (k == 0 ? cold : 1.0));
@@ -87,24 +80,25 @@ bool pkv__fw_init(fw_state *st, uint32_t num_blocks, double p, double cold,
          pkv__kmap_alloc(&st->blocks, num_blocks);
 }
 
-static int fw_create(void **out, uint32_t num_blocks, const char *args) {
-  double p = 2, cold = 0.1, hist = 8;
-  const pkv__policy_arg spec[] = {
-      {"p", &p, 0, 4, false},
-      {"cold", &cold, 0.01, 1, false},
-      {"hist", &hist, 0, 64, false},
-  };
-  int rc;
-  fw_state *st = pkv__policy_state_new("fwlru", out, num_blocks, args,
-                                       spec, 3, sizeof *st, &rc);
-  if (!st) return rc;
-  if (!pkv__fw_init(st, num_blocks, p, cold, hist)) {
-    fw_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy fwlru: %u-block arrays", num_blocks);
-  }
-  *out = st;
-  return 0;
+enum { FW_ARG_P, FW_ARG_COLD, FW_ARG_HIST };
+static const pkv__policy_arg fw_args[] = {
+    [FW_ARG_P] = {"p", 2, 0, 4, false},
+    [FW_ARG_COLD] = {"cold", 0.1, 0.01, 1, false},
+    [FW_ARG_HIST] = {"hist", 8, 0, 64, false},
+};
+
+static bool fw_setup(void *state, uint32_t num_blocks, const double *arg) {
+  return pkv__fw_init(state, num_blocks, arg[FW_ARG_P], arg[FW_ARG_COLD],
+                      arg[FW_ARG_HIST]);
 }
+
+static void fw_fini(void *state) { pkv__fw_fini(state); }
+
+static const pkv__policy_desc fw_desc = {
+    .name = "fwlru", .size = sizeof(fw_state), .setup = fw_setup,
+    .fini = fw_fini, .args = fw_args, .n_args = PKV__NELEMS(fw_args),
+};
+PKV__POLICY_LIFECYCLE(pkv__fw, fw_desc)
 
 static bool same_key(pkv_hash128 a, pkv_hash128 b) {
   return a.lo == b.lo && a.hi == b.hi;
@@ -150,8 +144,7 @@ static void lift_parents(fw_state *st, int32_t block) {
     st->rec[p].uses = st->rec[c].uses;
     uint8_t k = class_of(st, p);
     if (st->rec[p].where == FW_EVICTABLE && k != st->rec[p].cls) {
-      pkv__blist_unlink(&st->q[st->rec[p].cls], &st->nodes, p);
-      pkv__blist_push_tail(&st->q[k], &st->nodes, p);
+      pkv__blist_move(&st->q[st->rec[p].cls], &st->q[k], &st->nodes, p);
       st->rec[p].cls = k;
     }
     c = p;
@@ -215,17 +208,17 @@ void pkv__fw_on_evictable(void *state, int32_t block,
   lift_parents(st, block);
 }
 
-static void unlink_block(fw_state *st, int32_t block) {
-  if (st->rec[block].where == FW_EVICTABLE)
-    pkv__blist_unlink(&st->q[st->rec[block].cls], &st->nodes, block);
+/* Takes block off its class list if it is there and records where it
+ * goes. */
+static void leave(fw_state *st, int32_t block, uint8_t to) {
+  pkv__blist_leave(&st->q[st->rec[block].cls], &st->nodes, block,
+                   &st->rec[block].where, FW_EVICTABLE, to);
 }
 
 void pkv__fw_on_pinned(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   (void)meta;
-  fw_state *st = state;
-  unlink_block(st, block);
-  st->rec[block].where = FW_IN_USE;
+  leave(state, block, FW_IN_USE);
 }
 
 int32_t pkv__fw_pick(const pkv__blist q[FW_CLASSES],
@@ -253,16 +246,21 @@ int32_t pkv__fw_choose_victim(void *state, uint64_t now) {
 
 void pkv__fw_on_remove(void *state, int32_t block) {
   fw_state *st = state;
-  if (st->rec[block].where != FW_ABSENT) {
+  bool held = st->rec[block].where != FW_ABSENT;
+  if (held) {
     pkv__ghost_prefetch(&st->hist, st->rec[block].key);
     pkv__kmap_prefetch(&st->blocks, st->rec[block].key);
   }
-  unlink_block(st, block);
-  if (st->rec[block].where != FW_ABSENT) {
+  leave(st, block, FW_ABSENT);
+  if (held) {
     pkv__ghost_add(&st->hist, st->rec[block].key, st->rec[block].uses);
     pkv__kmap_del(&st->blocks, st->rec[block].key, block);
   }
-  st->rec[block].where = FW_ABSENT;
+}
+
+/* The class pkv__fw_check expects block b in. */
+static int64_t class_recorded(const void *state, int32_t b) {
+  return ((const fw_state *)state)->rec[b].cls;
 }
 
 int pkv__fw_check(const void *state, const uint8_t *evictable,
@@ -272,28 +270,10 @@ int pkv__fw_check(const void *state, const uint8_t *evictable,
   for (uint32_t b = 0; b < num_blocks && !rc; b++)
     rc = pkv__policy_check_block((int32_t)b, st->rec[b].where == FW_EVICTABLE,
                                  evictable, msg, cap);
-  uint64_t total = 0;
-  for (int k = 0; k < FW_CLASSES && !rc; k++) {
-    rc = pkv__blist_check(&st->q[k], &st->nodes, evictable, num_blocks,
-                          "fwlru class", &total, msg, cap);
-    for (int32_t b = st->q[k].head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
-      if (st->rec[b].cls != k)
-        rc = pkv__policy_check_fail(msg, cap, "block %d in class %d, recorded "
-                                    "in %u", b, k, st->rec[b].cls);
-  }
-  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+  const pkv__check_lists c = {
+      .lists = st->q, .n_lists = FW_CLASSES, .nodes = &st->nodes,
+      .what = "fwlru class", .recorded = class_recorded, .state = st};
+  return rc ? rc : pkv__policy_check_lists(&c, evictable, num_blocks, msg, cap);
 }
 
-const pkv_policy_ops pkv__policy_fwlru = {
-    .version = PKV_POLICY_VERSION,
-    .name = "fwlru",
-    .create = fw_create,
-    .destroy = fw_destroy,
-    .on_insert = pkv__fw_on_insert,
-    .on_hit = pkv__fw_on_hit,
-    .on_evictable = pkv__fw_on_evictable,
-    .on_pinned = pkv__fw_on_pinned,
-    .choose_victim = pkv__fw_choose_victim,
-    .on_remove = pkv__fw_on_remove,
-    .check = pkv__fw_check,
-};
+const pkv_policy_ops pkv__policy_fwlru = PKV__POLICY_OPS("fwlru", pkv__fw);

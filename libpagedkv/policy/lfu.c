@@ -46,6 +46,7 @@ typedef struct lfu_state {
   uint64_t clock;    /* releases so far */
   uint32_t max_uses;
   uint32_t ring_mask; /* W - 1 */
+  uint32_t ring_size; /* W */
   uint32_t *uses;
   uint8_t *where;    /* LFU_*: which structure holds the evictable block */
   uint64_t *key;     /* age at release + uses */
@@ -56,52 +57,38 @@ typedef struct lfu_state {
   pkv__bheap hot;    /* released with >= W uses: k1 = key, k2 = stamp */
 } lfu_state;
 
-static void lfu_destroy(void *state) {
-  lfu_state *st = state;
-  if (!st) return;
-  pkv__bheap_free(&st->hot);
-  pkv__bset_free(&st->busy);
-  pkv__bnodes_free(&st->nodes);
-  pkv__free(st->ring);
-  pkv__free(st->uses);
-  pkv__free(st->where);
-  pkv__free(st->key);
-  pkv__free(st->stamp);
-  pkv__free(st);
-}
+enum { LFU_ARG_MAX_USES, LFU_ARG_RING };
+static const pkv__policy_arg lfu_args[] = {
+    [LFU_ARG_MAX_USES] = {"max_uses", 65536, 1, 1u << 30, true},
+    [LFU_ARG_RING] = {"ring", 1024, 1, 1u << 20, true},
+};
 
-static int lfu_create(void **out, uint32_t num_blocks, const char *args) {
-  double max_uses = 65536, ring = 1024;
-  const pkv__policy_arg spec[] = {
-      {"max_uses", &max_uses, 1, 1u << 30, true},
-      {"ring", &ring, 1, 1u << 20, true},
-  };
-  int rc;
-  lfu_state *st = pkv__policy_state_new("lfu", out, num_blocks, args,
-                                        spec, 2, sizeof *st, &rc);
-  if (!st) return rc;
-  st->max_uses = (uint32_t)max_uses;
+static bool lfu_setup(void *state, uint32_t num_blocks, const double *arg) {
+  (void)num_blocks;
+  lfu_state *st = state;
+  st->max_uses = (uint32_t)arg[LFU_ARG_MAX_USES];
   /* W: a power of two >= ring, but no more than max_uses + 1 needs. */
   uint32_t w = 1;
-  while (w < (uint32_t)ring && w < st->max_uses + 1u) w <<= 1;
+  while (w < (uint32_t)arg[LFU_ARG_RING] && w < st->max_uses + 1u) w <<= 1;
   st->ring_mask = w - 1;
-  st->uses = pkv__calloc(num_blocks, sizeof(uint32_t));
-  st->where = pkv__calloc(num_blocks, 1);
-  st->key = pkv__calloc(num_blocks, sizeof(uint64_t));
-  st->stamp = pkv__calloc(num_blocks, sizeof(uint64_t));
-  st->ring = pkv__malloc(sizeof(pkv__blist) * w);
-  if (st->ring)
-    for (uint32_t i = 0; i < w; i++) pkv__blist_init(&st->ring[i]);
-  if (!st->uses || !st->where || !st->key || !st->stamp || !st->ring ||
-      !pkv__bnodes_alloc(&st->nodes, num_blocks) ||
-      !pkv__bset_alloc(&st->busy, w) ||
-      !pkv__bheap_alloc(&st->hot, num_blocks)) {
-    lfu_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy lfu: %u-block arrays", num_blocks);
-  }
-  *out = st;
-  return 0;
+  st->ring_size = w;
+  return true;
 }
+
+static const pkv__policy_part lfu_parts[] = {
+    PKV__PART_ARRAYS_OF(lfu_state, 0, uses, where, key, stamp),
+    PKV__PART_SPEC(PKV__PART_LISTS, lfu_state, ring, 0, 0,
+                   offsetof(lfu_state, ring_size)),
+    PKV__PART_OF(PKV__PART_BNODES, lfu_state, nodes),
+    PKV__PART_N(PKV__PART_BSET, lfu_state, busy, ring_size),
+    PKV__PART_OF(PKV__PART_BHEAP, lfu_state, hot),
+};
+static const pkv__policy_desc lfu_desc = {
+    .name = "lfu", .size = sizeof(lfu_state), .setup = lfu_setup,
+    .args = lfu_args, .n_args = PKV__NELEMS(lfu_args),
+    .parts = lfu_parts, .n_parts = PKV__NELEMS(lfu_parts),
+};
+PKV__POLICY_LIFECYCLE(lfu, lfu_desc)
 
 static void lfu_on_insert(void *state, int32_t block,
                           const pkv_block_meta *meta) {
@@ -120,9 +107,8 @@ static void lfu_on_hit(void *state, int32_t block,
 /* Takes block out of whichever structure holds it. */
 static void unlink_block(lfu_state *st, int32_t block) {
   if (st->where[block] == LFU_RING) {
-    uint32_t i = (uint32_t)(st->key[block] & st->ring_mask);
-    pkv__blist_unlink(&st->ring[i], &st->nodes, block);
-    if (!st->ring[i].len) pkv__bset_clear(&st->busy, i);
+    pkv__blists_unlink(st->ring, &st->busy, &st->nodes,
+                       (uint32_t)(st->key[block] & st->ring_mask), block);
   } else if (st->where[block] == LFU_HEAP) {
     pkv__bheap_remove(&st->hot, block);
   }
@@ -138,9 +124,8 @@ static void lfu_on_evictable(void *state, int32_t block,
   st->key[block] = key;
   st->stamp[block] = stamp;
   if (st->uses[block] <= st->ring_mask) {
-    uint32_t i = (uint32_t)(key & st->ring_mask);
-    if (!st->ring[i].len) pkv__bset_set(&st->busy, i);
-    pkv__blist_push_tail(&st->ring[i], &st->nodes, block);
+    pkv__blists_push(st->ring, &st->busy, &st->nodes,
+                     (uint32_t)(key & st->ring_mask), block);
     st->where[block] = LFU_RING;
   } else {
     pkv__bheap_set(&st->hot, block, key, stamp);
@@ -178,32 +163,24 @@ static void lfu_on_remove(void *state, int32_t block) {
   unlink_block(st, block);
 }
 
+/* The bucket lfu_check expects block b on, -1 if b is not on the ring. */
+static int64_t ring_bucket(const void *state, int32_t b) {
+  const lfu_state *st = state;
+  return st->where[b] == LFU_RING ? (int64_t)(st->key[b] & st->ring_mask) : -1;
+}
+
 static int lfu_check(const void *state, const uint8_t *evictable,
                      uint32_t num_blocks, char *msg, size_t cap) {
   const lfu_state *st = state;
-  int rc = pkv__policy_check_where(st->where, LFU_OUT, false, num_blocks,
-                                   evictable, msg, cap);
-  uint64_t total = 0;
-  for (uint32_t i = 0; i <= st->ring_mask && !rc; i++) {
-    const pkv__blist *l = &st->ring[i];
-    if ((l->len != 0) != pkv__bset_test(&st->busy, i))
-      return pkv__policy_check_fail(msg, cap, "bucket %u: %u blocks, busy bit "
-                                    "%d", i, l->len, pkv__bset_test(&st->busy, i));
-    rc = pkv__blist_check(l, &st->nodes, evictable, num_blocks, "lfu bucket",
-                          &total, msg, cap);
-    for (int32_t b = l->head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
-      if (st->where[b] != LFU_RING || (st->key[b] & st->ring_mask) != i)
-        rc = pkv__policy_check_fail(msg, cap, "block %d in bucket %u, keyed "
-                                    "for %llu", b, i,
-                                    (unsigned long long)(st->key[b] & st->ring_mask));
-  }
-  if (!rc) rc = pkv__bheap_check(&st->hot, evictable, num_blocks, "lfu heap",
-                                 &total, msg, cap);
-  for (uint32_t i = 0; !rc && i < st->hot.len; i++)
-    if (st->where[st->hot.ent[i].block] != LFU_HEAP)
-      rc = pkv__policy_check_fail(msg, cap, "heap holds block %d, recorded "
-                                  "elsewhere", st->hot.ent[i].block);
-  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+  uint64_t in_heap = 0;
+  int rc = pkv__bheap_check(&st->hot, st->where, LFU_HEAP, evictable,
+                            num_blocks, "lfu heap", &in_heap, msg, cap);
+  const pkv__check_lists c = {
+      .where = st->where, .value = LFU_OUT, .equal = false, .lists = st->ring,
+      .n_lists = st->ring_size, .busy = &st->busy, .nodes = &st->nodes,
+      .what = "lfu bucket", .recorded = ring_bucket, .state = st,
+      .others = in_heap};
+  return rc ? rc : pkv__policy_check_lists(&c, evictable, num_blocks, msg, cap);
 }
 
 const pkv_policy_ops pkv__policy_lfu = PKV__POLICY_OPS("lfu", lfu);

@@ -17,36 +17,21 @@
 enum { LRU_ABSENT = 0, LRU_IN_USE = 1, LRU_EVICTABLE = 2 };
 
 typedef struct lru_state {
-  uint32_t num_blocks;
   uint8_t *where; /* LRU_* per block */
   pkv__bnodes nodes;
   pkv__blist evictable;
 } lru_state;
 
-static int lru_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc;
-  lru_state *st = pkv__policy_state_new("lru", out, num_blocks, args,
-                                        NULL, 0, sizeof *st, &rc);
-  if (!st) return rc;
-  st->num_blocks = num_blocks;
-  st->where = pkv__calloc(num_blocks, 1);
-  if (!st->where || !pkv__bnodes_alloc(&st->nodes, num_blocks)) {
-    pkv__free(st->where);
-    pkv__free(st);
-    return pkv__err(PKV_ENOMEM, "policy lru: %u-block arrays", num_blocks);
-  }
-  pkv__blist_init(&st->evictable);
-  *out = st;
-  return 0;
-}
-
-static void lru_destroy(void *state) {
-  lru_state *st = state;
-  if (!st) return;
-  pkv__bnodes_free(&st->nodes);
-  pkv__free(st->where);
-  pkv__free(st);
-}
+static const pkv__policy_part lru_parts[] = {
+    PKV__PART_ARRAY_OF(lru_state, where, 0),
+    PKV__PART_OF(PKV__PART_BNODES, lru_state, nodes),
+    PKV__PART_INLINE_LISTS_OF(lru_state, evictable),
+};
+static const pkv__policy_desc lru_desc = {
+    .name = "lru", .size = sizeof(lru_state),
+    .parts = lru_parts, .n_parts = PKV__NELEMS(lru_parts),
+};
+PKV__POLICY_LIFECYCLE(lru, lru_desc)
 
 static void lru_on_insert(void *state, int32_t block,
                           const pkv_block_meta *meta) {
@@ -60,23 +45,24 @@ static void lru_on_hit(void *state, int32_t block,
   (void)state, (void)block, (void)meta; /* recency counts from release */
 }
 
+/* Takes block off the list if it is there and records where it goes. */
+static void leave(lru_state *st, int32_t block, uint8_t to) {
+  pkv__blist_leave(&st->evictable, &st->nodes, block, &st->where[block],
+                   LRU_EVICTABLE, to);
+}
+
 static void lru_on_evictable(void *state, int32_t block,
                              const pkv_block_meta *meta) {
   (void)meta;
   lru_state *st = state;
-  if (st->where[block] == LRU_EVICTABLE)
-    pkv__blist_unlink(&st->evictable, &st->nodes, block);
+  leave(st, block, LRU_EVICTABLE);
   pkv__blist_push_tail(&st->evictable, &st->nodes, block);
-  st->where[block] = LRU_EVICTABLE;
 }
 
 static void lru_on_pinned(void *state, int32_t block,
                           const pkv_block_meta *meta) {
   (void)meta;
-  lru_state *st = state;
-  if (st->where[block] == LRU_EVICTABLE)
-    pkv__blist_unlink(&st->evictable, &st->nodes, block);
-  st->where[block] = LRU_IN_USE;
+  leave(state, block, LRU_IN_USE);
 }
 
 static int32_t lru_choose_victim(void *state, uint64_t now) {
@@ -86,21 +72,17 @@ static int32_t lru_choose_victim(void *state, uint64_t now) {
 }
 
 static void lru_on_remove(void *state, int32_t block) {
-  lru_state *st = state;
-  if (st->where[block] == LRU_EVICTABLE)
-    pkv__blist_unlink(&st->evictable, &st->nodes, block);
-  st->where[block] = LRU_ABSENT;
+  leave(state, block, LRU_ABSENT);
 }
 
 static int lru_check(const void *state, const uint8_t *evictable,
                      uint32_t num_blocks, char *msg, size_t cap) {
   const lru_state *st = state;
-  int rc = pkv__policy_check_where(st->where, LRU_EVICTABLE, true, num_blocks,
-                                   evictable, msg, cap);
-  uint64_t total = 0;
-  if (!rc) rc = pkv__blist_check(&st->evictable, &st->nodes, evictable,
-                                 num_blocks, "lru list", &total, msg, cap);
-  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+  const pkv__check_lists c = {
+      .where = st->where, .value = LRU_EVICTABLE, .equal = true,
+      .lists = &st->evictable, .n_lists = 1, .nodes = &st->nodes,
+      .what = "lru list"};
+  return pkv__policy_check_lists(&c, evictable, num_blocks, msg, cap);
 }
 
 const pkv_policy_ops pkv__policy_lru = PKV__POLICY_OPS("lru", lru);

@@ -41,7 +41,6 @@
  */
 #include "policy/util.h"
 
-#include <string.h>
 
 #define PRIO_LEVELS (PKV__PRIORITY_MAX + 1)
 #define PRIO_LATE PRIO_LEVELS /* where[]: in late */
@@ -49,6 +48,7 @@
 
 typedef struct prio_state {
   uint64_t clock;   /* releases so far */
+  uint32_t n_levels; /* PRIO_LEVELS (the busy set's size) */
   uint8_t *prio;    /* own priority, 0..100 */
   uint8_t *where;   /* level 0..100, PRIO_LATE or PRIO_OUT */
   uint64_t *until;  /* own deadline, 0 = never */
@@ -61,52 +61,32 @@ typedef struct prio_state {
   pkv__bheap expiry; /* k1 = deadline */
 } prio_state;
 
-static void prio_destroy(void *state) {
-  prio_state *st = state;
-  if (!st) return;
-  pkv__bnodes_free(&st->nodes);
-  pkv__bset_free(&st->busy);
-  pkv__bheap_free(&st->late);
-  pkv__bheap_free(&st->expiry);
-  pkv__free(st->prio);
-  pkv__free(st->where);
-  pkv__free(st->until);
-  pkv__free(st->stamp);
-  pkv__free(st->stack);
-  pkv__free(st);
+static bool prio_setup(void *state, uint32_t num_blocks, const double *arg) {
+  (void)num_blocks, (void)arg;
+  ((prio_state *)state)->n_levels = PRIO_LEVELS;
+  return true;
 }
 
-static int prio_create(void **out, uint32_t num_blocks, const char *args) {
-  int rc;
-  prio_state *st = pkv__policy_state_new("priority", out, num_blocks, args,
-                                         NULL, 0, sizeof *st, &rc);
-  if (!st) return rc;
-  for (uint32_t p = 0; p < PRIO_LEVELS; p++) pkv__blist_init(&st->level[p]);
-  st->prio = pkv__calloc(num_blocks, 1);
-  st->where = pkv__malloc(num_blocks);
-  st->until = pkv__calloc(num_blocks, sizeof(uint64_t));
-  st->stamp = pkv__calloc(num_blocks, sizeof(uint64_t));
-  st->stack = pkv__malloc(sizeof(int32_t) * num_blocks);
-  if (!st->prio || !st->where || !st->until || !st->stamp || !st->stack ||
-      !pkv__bnodes_alloc(&st->nodes, num_blocks) ||
-      !pkv__bset_alloc(&st->busy, PRIO_LEVELS) ||
-      !pkv__bheap_alloc(&st->late, num_blocks) ||
-      !pkv__bheap_alloc(&st->expiry, num_blocks)) {
-    prio_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy priority: %u-block arrays",
-                    num_blocks);
-  }
-  memset(st->where, PRIO_OUT, num_blocks);
-  *out = st;
-  return 0;
-}
+static const pkv__policy_part prio_parts[] = {
+    PKV__PART_ARRAYS_OF(prio_state, 0, prio, until, stamp, stack),
+    PKV__PART_ARRAY_OF(prio_state, where, PRIO_OUT),
+    PKV__PART_INLINE_LISTS_OF(prio_state, level),
+    PKV__PART_OF(PKV__PART_BNODES, prio_state, nodes),
+    PKV__PART_N(PKV__PART_BSET, prio_state, busy, n_levels),
+    PKV__PART_OF(PKV__PART_BHEAP, prio_state, late),
+    PKV__PART_OF(PKV__PART_BHEAP, prio_state, expiry),
+};
+static const pkv__policy_desc prio_desc = {
+    .name = "priority", .size = sizeof(prio_state), .setup = prio_setup,
+    .parts = prio_parts, .n_parts = PKV__NELEMS(prio_parts),
+};
+PKV__POLICY_LIFECYCLE(prio, prio_desc)
 
 /* Takes block off its level or out of late. */
 static void unlink_block(prio_state *st, int32_t block) {
   uint8_t w = st->where[block];
   if (w < PRIO_LEVELS) {
-    pkv__blist_unlink(&st->level[w], &st->nodes, block);
-    if (!st->level[w].len) pkv__bset_clear(&st->busy, w);
+    pkv__blists_unlink(st->level, &st->busy, &st->nodes, w, block);
   } else if (w == PRIO_LATE) {
     pkv__bheap_remove(&st->late, block);
   }
@@ -153,8 +133,7 @@ static void prio_on_evictable(void *state, int32_t block,
   remember(st, block, meta);
   unlink_block(st, block);
   st->stamp[block] = ++st->clock;
-  if (!st->level[p].len) pkv__bset_set(&st->busy, p);
-  pkv__blist_push_tail(&st->level[p], &st->nodes, block);
+  pkv__blists_push(st->level, &st->busy, &st->nodes, p, block);
   st->where[block] = (uint8_t)p;
   if (p != PKV__PRIORITY_DEFAULT && st->until[block] != 0)
     pkv__bheap_set(&st->expiry, block, st->until[block], 0);
@@ -230,33 +209,26 @@ static int32_t prio_choose_victim(void *state, uint64_t now) {
   return p < 0 ? PKV__NIL : st->level[p].head;
 }
 
+/* The level prio_check expects block b on, -1 if b is on none. */
+static int64_t level_of(const void *state, int32_t b) {
+  const prio_state *st = state;
+  return st->where[b] < PRIO_LEVELS ? st->where[b] : -1;
+}
+
 static int prio_check(const void *state, const uint8_t *evictable,
                       uint32_t num_blocks, char *msg, size_t cap) {
   const prio_state *st = state;
-  int rc = pkv__policy_check_where(st->where, PRIO_OUT, false, num_blocks,
-                                   evictable, msg, cap);
-  uint64_t total = 0, deadlines = 0;
-  for (uint32_t p = 0; p < PRIO_LEVELS && !rc; p++) {
-    const pkv__blist *l = &st->level[p];
-    if ((l->len != 0) != pkv__bset_test(&st->busy, p))
-      return pkv__policy_check_fail(msg, cap, "level %u: %u blocks, busy bit "
-                                    "%d", p, l->len, pkv__bset_test(&st->busy, p));
-    rc = pkv__blist_check(l, &st->nodes, evictable, num_blocks, "priority level",
-                          &total, msg, cap);
-    for (int32_t b = l->head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
-      if (st->where[b] != p)
-        rc = pkv__policy_check_fail(msg, cap, "block %d on level %u, recorded "
-                                    "at %u", b, p, st->where[b]);
-  }
-  if (!rc) rc = pkv__bheap_check(&st->late, evictable, num_blocks, "late heap",
-                                 &total, msg, cap);
-  for (uint32_t i = 0; !rc && i < st->late.len; i++)
-    if (st->where[st->late.ent[i].block] != PRIO_LATE)
-      rc = pkv__policy_check_fail(msg, cap, "late heap holds block %d, "
-                                  "recorded elsewhere", st->late.ent[i].block);
-  if (!rc) rc = pkv__bheap_check(&st->expiry, evictable, num_blocks,
+  uint64_t in_late = 0, deadlines = 0;
+  int rc = pkv__bheap_check(&st->late, st->where, PRIO_LATE, evictable,
+                            num_blocks, "late heap", &in_late, msg, cap);
+  if (!rc) rc = pkv__bheap_check(&st->expiry, NULL, 0, evictable, num_blocks,
                                  "deadline heap", &deadlines, msg, cap);
-  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+  const pkv__check_lists c = {
+      .where = st->where, .value = PRIO_OUT, .equal = false,
+      .lists = st->level, .n_lists = PRIO_LEVELS, .busy = &st->busy,
+      .nodes = &st->nodes, .what = "priority level", .recorded = level_of,
+      .state = st, .others = in_late};
+  return rc ? rc : pkv__policy_check_lists(&c, evictable, num_blocks, msg, cap);
 }
 
 const pkv_policy_ops pkv__policy_priority = PKV__POLICY_OPS("priority", prio);

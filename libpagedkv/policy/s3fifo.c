@@ -57,51 +57,38 @@ typedef struct s3_state {
   pkv__bnodes nodes;
   pkv__blist q[2];
   int32_t victim;  /* what settle() found */
+  uint32_t ghost_cap; /* keys the ghost remembers */
   pkv__ghost g;
 } s3_state;
 
-static void s3_destroy(void *state) {
+enum { S3_ARG_SMALL, S3_ARG_GHOST, S3_ARG_PROMOTE };
+static const pkv__policy_arg s3_args[] = {
+    [S3_ARG_SMALL] = {"small", 0.1, 0, 1, false},
+    [S3_ARG_GHOST] = {"ghost", 0.9, 0, 4, false},
+    [S3_ARG_PROMOTE] = {"promote", 1, 1, S3_MAX_USES, true},
+};
+
+static bool s3_setup(void *state, uint32_t num_blocks, const double *arg) {
   s3_state *st = state;
-  if (!st) return;
-  pkv__bnodes_free(&st->nodes);
-  pkv__ghost_free(&st->g);
-  pkv__free(st->where);
-  pkv__free(st->queue);
-  pkv__free(st->uses);
-  pkv__free(st->key);
-  pkv__free(st);
+  st->small = arg[S3_ARG_SMALL];
+  st->promote = (uint8_t)arg[S3_ARG_PROMOTE];
+  st->victim = PKV__NIL;
+  st->ghost_cap = pkv__ghost_cap(arg[S3_ARG_GHOST], num_blocks);
+  return true;
 }
 
-static int s3_create(void **out, uint32_t num_blocks, const char *args) {
-  double small = 0.1, ghost_ratio = 0.9, promote = 1;
-  const pkv__policy_arg spec[] = {
-      {"small", &small, 0, 1, false},
-      {"ghost", &ghost_ratio, 0, 4, false},
-      {"promote", &promote, 1, S3_MAX_USES, true},
-  };
-  int rc;
-  s3_state *st = pkv__policy_state_new("s3fifo", out, num_blocks, args,
-                                       spec, 3, sizeof *st, &rc);
-  if (!st) return rc;
-  st->small = small;
-  st->promote = (uint8_t)promote;
-  st->victim = PKV__NIL;
-  pkv__blist_init(&st->q[Q_SMALL]);
-  pkv__blist_init(&st->q[Q_MAIN]);
-  st->where = pkv__calloc(num_blocks, 1);
-  st->queue = pkv__calloc(num_blocks, 1);
-  st->uses = pkv__calloc(num_blocks, 1);
-  st->key = pkv__calloc(num_blocks, sizeof(pkv_hash128));
-  bool ok = st->where && st->queue && st->uses && st->key &&
-            pkv__bnodes_alloc(&st->nodes, num_blocks) &&
-            pkv__ghost_alloc(&st->g, pkv__ghost_cap(ghost_ratio, num_blocks));
-  if (!ok) {
-    s3_destroy(st);
-    return pkv__err(PKV_ENOMEM, "policy s3fifo: %u-block arrays", num_blocks);
-  }
-  *out = st;
-  return 0;
-}
+static const pkv__policy_part s3_parts[] = {
+    PKV__PART_ARRAYS_OF(s3_state, 0, where, queue, uses, key),
+    PKV__PART_INLINE_LISTS_OF(s3_state, q),
+    PKV__PART_OF(PKV__PART_BNODES, s3_state, nodes),
+    PKV__PART_N(PKV__PART_GHOST, s3_state, g, ghost_cap),
+};
+static const pkv__policy_desc s3_desc = {
+    .name = "s3fifo", .size = sizeof(s3_state), .setup = s3_setup,
+    .args = s3_args, .n_args = PKV__NELEMS(s3_args),
+    .parts = s3_parts, .n_parts = PKV__NELEMS(s3_parts),
+};
+PKV__POLICY_LIFECYCLE(s3, s3_desc)
 
 /* Runs the eviction step's moves until the block it would evict is at the
  * old end of its queue; records it in st->victim. */
@@ -115,8 +102,7 @@ static void settle(s3_state *st) {
         st->victim = t;
         return;
       }
-      pkv__blist_unlink(S, &st->nodes, t);
-      pkv__blist_push_tail(M, &st->nodes, t);
+      pkv__blist_move(S, M, &st->nodes, t);
       st->queue[t] = Q_MAIN;
     } else if (M->len) {
       int32_t t = M->head;
@@ -125,8 +111,7 @@ static void settle(s3_state *st) {
         return;
       }
       st->uses[t]--;
-      pkv__blist_unlink(M, &st->nodes, t);
-      pkv__blist_push_tail(M, &st->nodes, t);
+      pkv__blist_move(M, M, &st->nodes, t);
     } else {
       st->victim = PKV__NIL;
       return;
@@ -161,14 +146,18 @@ static void s3_on_evictable(void *state, int32_t block,
   settle(st);
 }
 
+/* Takes block off its queue if it is there and records where it goes;
+ * whether it was there. */
+static bool leave(s3_state *st, int32_t block, uint8_t to) {
+  return pkv__blist_leave(&st->q[st->queue[block]], &st->nodes, block,
+                          &st->where[block], ST_EVICTABLE, to);
+}
+
 static void s3_on_pinned(void *state, int32_t block,
                          const pkv_block_meta *meta) {
   (void)meta;
   s3_state *st = state;
-  if (st->where[block] != ST_EVICTABLE) return;
-  pkv__blist_unlink(&st->q[st->queue[block]], &st->nodes, block);
-  st->where[block] = ST_IN_USE;
-  settle(st);
+  if (leave(st, block, ST_IN_USE)) settle(st);
 }
 
 static int32_t s3_choose_victim(void *state, uint64_t now) {
@@ -179,30 +168,24 @@ static int32_t s3_choose_victim(void *state, uint64_t now) {
 
 static void s3_on_remove(void *state, int32_t block) {
   s3_state *st = state;
-  if (st->where[block] == ST_EVICTABLE) {
-    pkv__blist_unlink(&st->q[st->queue[block]], &st->nodes, block);
-    if (st->queue[block] == Q_SMALL) pkv__ghost_add(&st->g, st->key[block], 0);
-  }
-  st->where[block] = ST_ABSENT;
+  if (leave(st, block, ST_ABSENT) && st->queue[block] == Q_SMALL)
+    pkv__ghost_add(&st->g, st->key[block], 0);
   settle(st);
+}
+
+/* The queue s3_check expects block b on. */
+static int64_t queue_of(const void *state, int32_t b) {
+  return ((const s3_state *)state)->queue[b];
 }
 
 static int s3_check(const void *state, const uint8_t *evictable,
                     uint32_t num_blocks, char *msg, size_t cap) {
   const s3_state *st = state;
-  int rc = pkv__policy_check_where(st->where, ST_EVICTABLE, true, num_blocks,
-                                   evictable, msg, cap);
-  uint64_t total = 0;
-  for (int q = Q_SMALL; q <= Q_MAIN && !rc; q++) {
-    rc = pkv__blist_check(&st->q[q], &st->nodes, evictable, num_blocks,
-                          q == Q_SMALL ? "small queue" : "main queue", &total,
-                          msg, cap);
-    for (int32_t b = st->q[q].head; !rc && b != PKV__NIL; b = *pkv__bn_next(&st->nodes, b))
-      if (st->queue[b] != q)
-        rc = pkv__policy_check_fail(msg, cap, "block %d on queue %d, recorded "
-                                    "on %d", b, q, st->queue[b]);
-  }
-  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+  const pkv__check_lists c = {
+      .where = st->where, .value = ST_EVICTABLE, .equal = true, .lists = st->q,
+      .n_lists = 2, .nodes = &st->nodes, .what = "queue (0 small, 1 main)",
+      .recorded = queue_of, .state = st};
+  return pkv__policy_check_lists(&c, evictable, num_blocks, msg, cap);
 }
 
 const pkv_policy_ops pkv__policy_s3fifo = PKV__POLICY_OPS("s3fifo", s3);

@@ -48,9 +48,9 @@ int pkv__blist_check(const pkv__blist *l, const pkv__bnodes *n,
   return 0;
 }
 
-int pkv__bheap_check(const pkv__bheap *h, const uint8_t *evictable,
-                     uint32_t num_blocks, const char *what, uint64_t *total,
-                     char *msg, size_t cap) {
+int pkv__bheap_check(const pkv__bheap *h, const uint8_t *where, uint8_t value,
+                     const uint8_t *evictable, uint32_t num_blocks,
+                     const char *what, uint64_t *total, char *msg, size_t cap) {
   if (h->len > num_blocks)
     return pkv__policy_check_fail(msg, cap, "%s: %u entries", what, h->len);
   for (uint32_t i = 0; i < h->len; i++) {
@@ -61,6 +61,9 @@ int pkv__bheap_check(const pkv__bheap *h, const uint8_t *evictable,
     if (!evictable[b])
       return pkv__policy_check_fail(msg, cap, "%s: holds block %d, which is "
                                     "not evictable", what, b);
+    if (where && where[b] != value)
+      return pkv__policy_check_fail(msg, cap, "%s: holds block %d, recorded "
+                                    "elsewhere", what, b);
     const pkv__bheap_ent *up = &h->ent[i ? (i - 1) / PKV__HEAP_ARITY : 0];
     if (i && (h->ent[i].k1 < up->k1 ||
               (h->ent[i].k1 == up->k1 && h->ent[i].k2 < up->k2)))
@@ -81,22 +84,43 @@ int pkv__policy_check_total(uint64_t total, const uint8_t *evictable,
                                 (unsigned long long)n);
 }
 
-bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks) {
-  n->shift = 0;
-  n->prev = pkv__malloc(sizeof(int32_t) * num_blocks);
-  n->next = pkv__malloc(sizeof(int32_t) * num_blocks);
-  if (!n->prev || !n->next) {
-    pkv__bnodes_free(n);
-    return false;
+int pkv__policy_check_lists(const pkv__check_lists *c,
+                            const uint8_t *evictable, uint32_t num_blocks,
+                            char *msg, size_t cap) {
+  int rc = c->where ? pkv__policy_check_where(c->where, c->value, c->equal,
+                                              num_blocks, evictable, msg, cap)
+                    : 0;
+  uint64_t total = c->others;
+  for (uint32_t i = 0; i < c->n_lists && !rc; i++) {
+    const pkv__blist *l = &c->lists[i];
+    if (c->busy && (l->len != 0) != pkv__bset_test(c->busy, i))
+      return pkv__policy_check_fail(msg, cap, "%s %u: %u blocks, busy bit %d",
+                                    c->what, i, l->len,
+                                    pkv__bset_test(c->busy, i));
+    rc = pkv__blist_check(l, c->nodes, evictable, num_blocks, c->what, &total,
+                          msg, cap);
+    for (int32_t b = l->head; !rc && c->recorded && b != PKV__NIL;
+         b = *pkv__bn_next(c->nodes, b))
+      if (c->recorded(c->state, b) != (int64_t)i)
+        rc = pkv__policy_check_fail(msg, cap, "block %d on %s %u, recorded "
+                                    "on %lld", b, c->what, i,
+                                    (long long)c->recorded(c->state, b));
   }
-  memset(n->prev, 0xff, sizeof(int32_t) * num_blocks); /* all PKV__NIL */
-  memset(n->next, 0xff, sizeof(int32_t) * num_blocks);
-  return true;
+  return rc ? rc : pkv__policy_check_total(total, evictable, num_blocks, msg, cap);
+}
+
+bool pkv__bnodes_alloc(pkv__bnodes *n, uint32_t num_blocks) {
+  /* prev and next in one allocation: next = prev + num_blocks */
+  size_t half = sizeof(int32_t) * num_blocks;
+  n->shift = 0;
+  n->prev = pkv__malloc(2 * half);
+  n->next = n->prev ? n->prev + num_blocks : NULL;
+  if (n->prev) memset(n->prev, 0xff, 2 * half); /* all PKV__NIL */
+  return n->prev != NULL;
 }
 
 void pkv__bnodes_free(pkv__bnodes *n) {
   pkv__free(n->prev);
-  pkv__free(n->next);
   n->prev = n->next = NULL;
 }
 
@@ -110,33 +134,95 @@ int pkv__policy_check_create(const char *policy, void **out,
   return 0;
 }
 
-void *pkv__policy_state_new(const char *policy, void **out,
-                            uint32_t num_blocks, const char *args,
-                            const pkv__policy_arg *spec, size_t n_spec,
-                            size_t size, int *rc) {
-  *rc = pkv__policy_check_create(policy, out, num_blocks);
-  if (!*rc) *rc = pkv__policy_args_parse(policy, args, spec, n_spec);
-  if (*rc) return NULL;
-  void *st = pkv__calloc(1, size);
-  if (!st) *rc = pkv__err(PKV_ENOMEM, "policy %s: state allocation", policy);
-  return st;
+static uint32_t part_count(const void *st, const pkv__policy_part *p,
+                           uint32_t num_blocks) {
+  uint32_t n = num_blocks;
+  if (p->count_at != PKV__PER_BLOCK)
+    memcpy(&n, (const char *)st + p->count_at, sizeof n);
+  return n;
+}
+
+static bool part_alloc(void *st, const pkv__policy_part *p,
+                       uint32_t num_blocks) {
+  void *field = (char *)st + p->offset;
+  uint32_t n = part_count(st, p, num_blocks);
+  void *mem = NULL;
+  switch (p->kind) {
+  case PKV__PART_ARRAY: {
+    size_t bytes = (size_t)(n ? n : 1) * p->elem;
+    mem = p->fill ? pkv__malloc(bytes) : pkv__calloc(1, bytes);
+    if (mem && p->fill) memset(mem, p->fill, bytes);
+    break;
+  }
+  case PKV__PART_LISTS:
+    mem = pkv__malloc(sizeof(pkv__blist) * (n ? n : 1));
+    if (mem) pkv__blists_init(mem, n);
+    break;
+  case PKV__PART_BNODES: return pkv__bnodes_alloc(field, n);
+  case PKV__PART_BSET: return pkv__bset_alloc(field, n);
+  case PKV__PART_BHEAP: return pkv__bheap_alloc(field, n);
+  case PKV__PART_GHOST: return pkv__ghost_alloc(field, n);
+  case PKV__PART_INLINE_LISTS: pkv__blists_init(field, p->elem); return true;
+  }
+  memcpy(field, &mem, sizeof mem);
+  return mem != NULL;
+}
+
+static void part_free(void *st, const pkv__policy_part *p) {
+  void *field = (char *)st + p->offset, *mem;
+  switch (p->kind) {
+  case PKV__PART_ARRAY:
+  case PKV__PART_LISTS:
+    memcpy(&mem, field, sizeof mem);
+    pkv__free(mem);
+    break;
+  case PKV__PART_BNODES: pkv__bnodes_free(field); break;
+  case PKV__PART_BSET: pkv__bset_free(field); break;
+  case PKV__PART_BHEAP: pkv__bheap_free(field); break;
+  case PKV__PART_GHOST: pkv__ghost_free(field); break;
+  case PKV__PART_INLINE_LISTS: break; /* nothing allocated */
+  }
+}
+
+void pkv__policy_destroy(const pkv__policy_desc *d, void *state) {
+  if (!state) return;
+  if (d->fini) d->fini(state);
+  for (size_t i = 0; i < d->n_parts; i++) part_free(state, &d->parts[i]);
+  pkv__free(state);
+}
+
+int pkv__policy_create(const pkv__policy_desc *d, void **out,
+                       uint32_t num_blocks, const char *args) {
+  double arg[PKV__POLICY_MAX_ARGS];
+  for (size_t i = 0; i < d->n_args; i++) arg[i] = d->args[i].def;
+  int rc = pkv__policy_check_create(d->name, out, num_blocks);
+  if (!rc) rc = pkv__policy_args_parse(d->name, args, d->args, d->n_args, arg);
+  if (rc) return rc;
+  void *st = pkv__calloc(1, d->size);
+  if (!st) return pkv__err(PKV_ENOMEM, "policy %s: state allocation", d->name);
+  bool ok = !d->setup || d->setup(st, num_blocks, arg);
+  for (size_t i = 0; ok && i < d->n_parts; i++)
+    ok = part_alloc(st, &d->parts[i], num_blocks);
+  if (!ok) {
+    pkv__policy_destroy(d, st);
+    return pkv__err(PKV_ENOMEM, "policy %s: %u-block arrays", d->name,
+                    num_blocks);
+  }
+  *out = st;
+  return 0;
 }
 
 bool pkv__bheap_alloc(pkv__bheap *h, uint32_t num_blocks) {
+  /* ent and pos in one allocation: pos follows the num_blocks entries */
   h->len = 0;
-  h->ent = pkv__malloc(sizeof(pkv__bheap_ent) * num_blocks);
-  h->pos = pkv__malloc(sizeof(int32_t) * num_blocks);
-  if (!h->ent || !h->pos) {
-    pkv__bheap_free(h);
-    return false;
-  }
-  memset(h->pos, 0xff, sizeof(int32_t) * num_blocks);
-  return true;
+  h->ent = pkv__malloc((sizeof(pkv__bheap_ent) + sizeof(int32_t)) * num_blocks);
+  h->pos = h->ent ? (int32_t *)(h->ent + num_blocks) : NULL;
+  if (h->pos) memset(h->pos, 0xff, sizeof(int32_t) * num_blocks);
+  return h->ent != NULL;
 }
 
 void pkv__bheap_free(pkv__bheap *h) {
   pkv__free(h->ent);
-  pkv__free(h->pos);
   memset(h, 0, sizeof *h);
 }
 
@@ -225,7 +311,8 @@ static const char *skip_space(const char *s) {
 }
 
 int pkv__policy_args_parse(const char *policy, const char *args,
-                           const pkv__policy_arg *spec, size_t n_spec) {
+                           const pkv__policy_arg *spec, size_t n_spec,
+                           double *value) {
   if (!args) return 0;
   const char *s = skip_space(args);
   while (*s) {
@@ -237,10 +324,13 @@ int pkv__policy_args_parse(const char *policy, const char *args,
       return pkv__err(PKV_EINVAL, "policy %s: bad argument list '%s' "
                       "(want name=value,...)", policy, args);
     const pkv__policy_arg *a = NULL;
+    size_t slot = 0;
     for (size_t i = 0; i < n_spec; i++)
       if (strlen(spec[i].name) == key_len &&
-          memcmp(spec[i].name, key, key_len) == 0)
+          memcmp(spec[i].name, key, key_len) == 0) {
         a = &spec[i];
+        slot = i;
+      }
     if (!a)
       return pkv__err(PKV_EINVAL, "policy %s: unknown argument '%.*s'",
                       policy, (int)key_len, key);
@@ -255,7 +345,7 @@ int pkv__policy_args_parse(const char *policy, const char *args,
       return pkv__err(PKV_EINVAL, "policy %s: argument %s=%g outside "
                       "[%g, %g]%s", policy, a->name, v, a->min, a->max,
                       a->integral ? " or not whole" : "");
-    *a->value = v;
+    value[slot] = v;
     s = skip_space(end);
     if (*s == ',')
       s = skip_space(s + 1);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #define PKV__NIL ((int32_t)-1)
+#define PKV__NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef struct pkv__blist {
   int32_t head; /* oldest end: victims are taken here */
@@ -106,6 +107,26 @@ static inline void pkv__blist_insert_after(pkv__blist *l, pkv__bnodes *n,
   *pkv__bn_next(n, at) = b;
   if (x != PKV__NIL) *pkv__bn_prev(n, x) = b; else l->tail = b;
   l->len++;
+}
+
+/* Moves b (on from) to the tail of to (which may be from: b becomes its
+ * newest). */
+static inline void pkv__blist_move(pkv__blist *from, pkv__blist *to,
+                                   pkv__bnodes *n, int32_t b) {
+  pkv__blist_unlink(from, n, b);
+  pkv__blist_push_tail(to, n, b);
+}
+
+/* The per-block step every list-keeping built-in takes when a block leaves
+ * its candidacy (pinned, removed) or re-enters it: *where is the policy's
+ * record of b; b is on l exactly when *where == on.  Takes b off l if it
+ * is there, records to, and says whether b was there. */
+static inline bool pkv__blist_leave(pkv__blist *l, pkv__bnodes *n, int32_t b,
+                                    uint8_t *where, uint8_t on, uint8_t to) {
+  bool was_on = *where == on;
+  if (was_on) pkv__blist_unlink(l, n, b);
+  *where = to;
+  return was_on;
 }
 
 /* Allocates prev/next for num_blocks blocks, all unlinked.  false on
@@ -195,6 +216,25 @@ static inline int64_t pkv__bset_first(const pkv__bset *s) {
 /* Smallest set bit >= i (i may be >= n), or -1. */
 int64_t pkv__bset_next(const pkv__bset *s, uint64_t i);
 
+/* A family of lists indexed by a small key (a priority level, a ring
+ * bucket) with a bit set of the non-empty keys, so that the least
+ * non-empty one is a few count-trailing-zeros away (policy/lfu.c,
+ * policy/priority.c).  Push at list i's tail / unlink from list i, keeping
+ * bit i equal to "list i is not empty". */
+static inline void pkv__blists_push(pkv__blist *lists, pkv__bset *busy,
+                                    pkv__bnodes *n, uint32_t i, int32_t b) {
+  if (!lists[i].len) pkv__bset_set(busy, i);
+  pkv__blist_push_tail(&lists[i], n, b);
+}
+static inline void pkv__blists_unlink(pkv__blist *lists, pkv__bset *busy,
+                                      pkv__bnodes *n, uint32_t i, int32_t b) {
+  pkv__blist_unlink(&lists[i], n, b);
+  if (!lists[i].len) pkv__bset_clear(busy, i);
+}
+static inline void pkv__blists_init(pkv__blist *lists, uint32_t n_lists) {
+  for (uint32_t i = 0; i < n_lists; i++) pkv__blist_init(&lists[i]);
+}
+
 /* Keys are XXH3 output in production but may be anything (tests, traces
  * with small integer ids), so ghost and kmap mix them (murmur3's
  * finalizer) before taking a bucket. */
@@ -276,41 +316,136 @@ static inline void pkv__kmap_prefetch(const pkv__kmap *m, pkv_hash128 key) {
 int pkv__policy_check_create(const char *policy, void **out,
                              uint32_t num_blocks);
 
-/* One tunable of a policy: value receives the parsed number, which must lie
- * in [min, max]; integral requires a whole number. */
+/* One tunable of a policy: its number is def unless args name it; a given
+ * number must lie in [min, max], and be whole when integral. */
 typedef struct pkv__policy_arg {
   const char *name;
-  double *value;
+  double def;
   double min, max;
   bool integral;
 } pkv__policy_arg;
+#define PKV__POLICY_MAX_ARGS 8
 
-/* Parses args (NULL or "" = keep every default) against spec.  0 or
+/* Parses args (NULL or "" = keep every default) against spec into
+ * value[i] for spec[i] (which the caller filled with the defaults).  0 or
  * PKV_EINVAL (pkv__err detail "policy <policy>: ..."); on failure the values
  * already parsed may have changed, so callers parse into locals. */
 int pkv__policy_args_parse(const char *policy, const char *args,
-                           const pkv__policy_arg *spec, size_t n_spec);
+                           const pkv__policy_arg *spec, size_t n_spec,
+                           double *value);
 
-/* The first steps of every built-in's create hook: checks out and
- * num_blocks (pkv__policy_check_create), parses args against spec
- * (pkv__policy_args_parse, NULL/0 for none) and allocates a zeroed state of
- * `size` bytes.  NULL with *rc set (PKV_EINVAL, PKV_ENOMEM) on failure. */
-void *pkv__policy_state_new(const char *policy, void **out,
-                            uint32_t num_blocks, const char *args,
-                            const pkv__policy_arg *spec, size_t n_spec,
-                            size_t size, int *rc);
+/* ---- a built-in's state, described once ----
+ * Each built-in's state is a struct of scalars, inline lists, and parts it
+ * allocates: per-block arrays and the structures above (nodes, heaps, bit
+ * sets, a ghost).  The built-in lists them in a table of pkv__policy_part;
+ * pkv__policy_create allocates them all (or none) and pkv__policy_destroy
+ * frees them, so no create or destroy hook repeats the allocation, the
+ * unwinding on failure or the freeing by hand. */
+enum {
+  PKV__PART_ARRAY,  /* T *field: count elements of elem bytes, each byte fill */
+  PKV__PART_LISTS,  /* pkv__blist *field: count empty lists */
+  PKV__PART_BNODES, /* pkv__bnodes field: links for count blocks */
+  PKV__PART_BSET,   /* pkv__bset field: count bits */
+  PKV__PART_BHEAP,  /* pkv__bheap field: room for count blocks */
+  PKV__PART_GHOST,  /* pkv__ghost field: count keys (0 = no ghost) */
+  PKV__PART_INLINE_LISTS, /* pkv__blist field[elem] in the state: emptied */
+};
+#define PKV__PER_BLOCK UINT32_MAX
+
+typedef struct pkv__policy_part {
+  uint8_t kind;      /* PKV__PART_* */
+  uint8_t fill;      /* ARRAY: 0 (calloc), or 0xff for all -1 / UINT*_MAX */
+  uint16_t elem;     /* ARRAY: bytes per element */
+  uint32_t offset;   /* of the field in the state */
+  /* Elements: num_blocks (PKV__PER_BLOCK), or the uint32_t of the state at
+   * this offset, which the policy's setup sets before the parts are made. */
+  uint32_t count_at;
+} pkv__policy_part;
+
+#define PKV__PART_SPEC(kind, type, field, elem, fill, count_at)            \
+  { (kind), (fill), (uint16_t)(elem), (uint32_t)offsetof(type, field),     \
+    (uint32_t)(count_at) }
+/* A per-block array of the state's element type, every byte fill. */
+#define PKV__PART_ARRAY_OF(type, field, fill)                               \
+  PKV__PART_SPEC(PKV__PART_ARRAY, type, field,                              \
+                 sizeof *((type *)0)->field, fill, PKV__PER_BLOCK)
+/* Several per-block arrays of the state, every byte fill (up to 6 fields:
+ * PKV__PART_ARRAYS_OF(lfu_state, 0, uses, where, key, stamp)). */
+#define PKV__PART_ARRAYS_OF(type, fill, ...)                                \
+  PKV__PART_EACH(__VA_ARGS__, PKV__PART_EACH6, PKV__PART_EACH5,             \
+                 PKV__PART_EACH4, PKV__PART_EACH3, PKV__PART_EACH2,         \
+                 PKV__PART_EACH1)(type, fill, __VA_ARGS__)
+#define PKV__PART_EACH(_1, _2, _3, _4, _5, _6, each, ...) each
+#define PKV__PART_EACH1(t, f, a) PKV__PART_ARRAY_OF(t, a, f)
+#define PKV__PART_EACH2(t, f, a, ...)                                       \
+  PKV__PART_ARRAY_OF(t, a, f), PKV__PART_EACH1(t, f, __VA_ARGS__)
+#define PKV__PART_EACH3(t, f, a, ...)                                       \
+  PKV__PART_ARRAY_OF(t, a, f), PKV__PART_EACH2(t, f, __VA_ARGS__)
+#define PKV__PART_EACH4(t, f, a, ...)                                       \
+  PKV__PART_ARRAY_OF(t, a, f), PKV__PART_EACH3(t, f, __VA_ARGS__)
+#define PKV__PART_EACH5(t, f, a, ...)                                       \
+  PKV__PART_ARRAY_OF(t, a, f), PKV__PART_EACH4(t, f, __VA_ARGS__)
+#define PKV__PART_EACH6(t, f, a, ...)                                       \
+  PKV__PART_ARRAY_OF(t, a, f), PKV__PART_EACH5(t, f, __VA_ARGS__)
+/* Lists kept in the state itself (one pkv__blist or an array of them). */
+#define PKV__PART_INLINE_LISTS_OF(type, field)                              \
+  PKV__PART_SPEC(PKV__PART_INLINE_LISTS, type, field,                       \
+                 sizeof ((type *)0)->field / sizeof(pkv__blist), 0,         \
+                 PKV__PER_BLOCK)
+/* A structure sized for num_blocks, or for the state's count field. */
+#define PKV__PART_OF(kind, type, field)                                     \
+  PKV__PART_SPEC(kind, type, field, 0, 0, PKV__PER_BLOCK)
+#define PKV__PART_N(kind, type, field, count_field)                         \
+  PKV__PART_SPEC(kind, type, field, 0, 0, offsetof(type, count_field))
+#define PKV__PART_ARRAY_N(type, field, fill, count_field)                   \
+  PKV__PART_SPEC(PKV__PART_ARRAY, type, field, sizeof *((type *)0)->field,  \
+                 fill, offsetof(type, count_field))
+
+typedef struct pkv__policy_desc {
+  const char *name;
+  size_t size;                /* bytes of the state */
+  const pkv__policy_arg *args; /* tunables, in the order setup reads them */
+  size_t n_args;
+  /* Sets the fields that follow from the parsed arguments (arg[i] for
+   * args[i]) and the parts' count fields; may allocate what no part
+   * describes.  false = allocation failure.  NULL: nothing to set. */
+  bool (*setup)(void *state, uint32_t num_blocks, const double *arg);
+  /* Frees what setup allocated (on a state setup may have left half
+   * done); NULL: nothing. */
+  void (*fini)(void *state);
+  const pkv__policy_part *parts;
+  size_t n_parts;
+} pkv__policy_desc;
+
+/* A built-in's create hook: checks out and num_blocks
+ * (pkv__policy_check_create), parses args, allocates the zeroed state, runs
+ * setup and makes every part.  0 with *out set, or PKV_EINVAL / PKV_ENOMEM
+ * with nothing left allocated. */
+int pkv__policy_create(const pkv__policy_desc *d, void **out,
+                       uint32_t num_blocks, const char *args);
+/* A built-in's destroy hook: fini, the parts, the state.  NULL is a no-op. */
+void pkv__policy_destroy(const pkv__policy_desc *d, void *state);
+
+/* The create and destroy hooks p_create / p_destroy of the built-in that
+ * desc describes. */
+#define PKV__POLICY_LIFECYCLE(p, desc)                                      \
+  static int p##_create(void **out, uint32_t num_blocks, const char *args) { \
+    return pkv__policy_create(&(desc), out, num_blocks, args);              \
+  }                                                                         \
+  static void p##_destroy(void *state) { pkv__policy_destroy(&(desc), state); }
 
 /* The vtable of a built-in whose hooks are all named p_<hook> (create,
  * destroy, on_insert, on_hit, on_evictable, on_pinned, choose_victim,
- * on_remove, check). */
-#define PKV__POLICY_OPS(policy_name, p)                                   \
+ * on_remove, check); the optional hooks (on_dedup) follow as designated
+ * initializers. */
+#define PKV__POLICY_OPS(policy_name, p, ...)                              \
   {                                                                       \
     .version = PKV_POLICY_VERSION, .name = policy_name,                   \
     .create = p##_create, .destroy = p##_destroy,                         \
     .on_insert = p##_on_insert, .on_hit = p##_on_hit,                     \
     .on_evictable = p##_on_evictable, .on_pinned = p##_on_pinned,         \
     .choose_victim = p##_choose_victim, .on_remove = p##_on_remove,       \
-    .check = p##_check,                                                   \
+    .check = p##_check, __VA_ARGS__                                       \
   }
 
 /* Priority of a block at time now: its own while priority_until is 0 or in
@@ -339,11 +474,12 @@ int pkv__policy_check_fail(char *msg, size_t cap, const char *fmt, ...)
 int pkv__blist_check(const pkv__blist *l, const pkv__bnodes *n,
                      const uint8_t *evictable, uint32_t num_blocks,
                      const char *what, uint64_t *total, char *msg, size_t cap);
-/* Every entry of h a candidate, pos[] consistent, heap order holds; adds
- * len to *total. */
-int pkv__bheap_check(const pkv__bheap *h, const uint8_t *evictable,
-                     uint32_t num_blocks, const char *what, uint64_t *total,
-                     char *msg, size_t cap);
+/* Every entry of h a candidate, pos[] consistent, heap order holds, and
+ * (where not NULL) every entry recorded in h: where[b] == value; adds len
+ * to *total. */
+int pkv__bheap_check(const pkv__bheap *h, const uint8_t *where, uint8_t value,
+                     const uint8_t *evictable, uint32_t num_blocks,
+                     const char *what, uint64_t *total, char *msg, size_t cap);
 /* Block b's candidacy as the policy records it (mine) against the
  * manager's. */
 static inline int pkv__policy_check_block(int32_t b, bool mine,
@@ -371,6 +507,34 @@ static inline int pkv__policy_check_where(const uint8_t *where, uint8_t value,
 /* The structures hold total entries; the manager has that many candidates. */
 int pkv__policy_check_total(uint64_t total, const uint8_t *evictable,
                             uint32_t num_blocks, char *msg, size_t cap);
+
+/* A check hook's common steps, for a built-in that keeps its candidates
+ * on a family of lists (classes, levels, buckets, queues) and perhaps in
+ * other structures it checked itself:
+ *   - each block's record, (where[b] == value) == equal, against the
+ *     manager's (pkv__policy_check_where; where NULL: the caller did it);
+ *   - each list well formed and holding candidates (pkv__blist_check);
+ *     bit i of busy (when not NULL) set exactly when list i is not empty;
+ *     every block on list i recorded there: recorded(state, b) == i (when
+ *     recorded is not NULL);
+ *   - the lists' entries plus `others` (what the caller counted in its
+ *     other structures) equal to the manager's candidates. */
+typedef struct pkv__check_lists {
+  const uint8_t *where;
+  uint8_t value;
+  bool equal;
+  const pkv__blist *lists;
+  uint32_t n_lists;
+  const pkv__bset *busy;
+  const pkv__bnodes *nodes;
+  const char *what; /* a list's name in messages: "lfu bucket" */
+  int64_t (*recorded)(const void *state, int32_t b);
+  const void *state;
+  uint64_t others;
+} pkv__check_lists;
+int pkv__policy_check_lists(const pkv__check_lists *c,
+                            const uint8_t *evictable, uint32_t num_blocks,
+                            char *msg, size_t cap);
 
 /* The built-ins, in the order pkv_policy_names() lists them. */
 extern const pkv_policy_ops pkv__policy_lru;

@@ -93,18 +93,22 @@ static PyMemberDef req_members[] = {
   {NULL, 0, 0, 0, NULL},
 };
 
+/* The slots of the module's garbage-collected types: struct T, its
+ * functions p_init, p_dealloc, p_traverse, p_clear and members p_members,
+ * created by PyType_GenericNew; extra_flags beside DEFAULT | HAVE_GC. */
+#define GC_TYPE_SLOTS(T, p, doc, extra_flags)                                 \
+  .tp_basicsize = sizeof(T),                                                  \
+  .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | (extra_flags),        \
+  .tp_doc = doc, .tp_new = PyType_GenericNew,                                 \
+  .tp_init = (initproc)p##_init, .tp_dealloc = (destructor)p##_dealloc,       \
+  .tp_traverse = (traverseproc)p##_traverse, .tp_clear = (inquiry)p##_clear,  \
+  .tp_members = p##_members
+
 static PyTypeObject ReqStateType = {
   PyVarObject_HEAD_INIT(NULL, 0)
   .tp_name = "pagedkv._fastpath.ReqState",
-  .tp_basicsize = sizeof(ReqState),
-  .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-  .tp_doc = "ReqState(seq, req): the manager's mirror of one request",
-  .tp_new = PyType_GenericNew,
-  .tp_init = (initproc)req_init,
-  .tp_dealloc = (destructor)req_dealloc,
-  .tp_traverse = (traverseproc)req_traverse,
-  .tp_clear = (inquiry)req_clear,
-  .tp_members = req_members,
+  GC_TYPE_SLOTS(ReqState, req,
+                "ReqState(seq, req): the manager's mirror of one request", 0),
 };
 
 /* ------------------------------------------------------------ Allocator */
@@ -481,17 +485,11 @@ static PyMethodDef alloc_methods[] = {
 static PyTypeObject AllocatorType = {
   PyVarObject_HEAD_INIT(NULL, 0)
   .tp_name = "pagedkv._fastpath.Allocator",
-  .tp_basicsize = sizeof(Allocator),
-  .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-  .tp_doc = "The decode fast path of KVCacheManager.allocate_slots (see vllm.py)",
-  .tp_new = PyType_GenericNew,
-  .tp_init = (initproc)alloc_init,
-  .tp_dealloc = (destructor)alloc_dealloc,
-  .tp_traverse = (traverseproc)alloc_traverse,
-  .tp_clear = (inquiry)alloc_clear,
+  GC_TYPE_SLOTS(Allocator, alloc, "The decode fast path of "
+                "KVCacheManager.allocate_slots (see vllm.py)",
+                Py_TPFLAGS_HAVE_VECTORCALL),
   .tp_call = PyVectorcall_Call,
   .tp_vectorcall_offset = offsetof(Allocator, vectorcall),
-  .tp_members = alloc_members,
   .tp_getset = alloc_getset,
   .tp_methods = alloc_methods,
 };

@@ -634,24 +634,33 @@ class Cache:
             raise err
 
 
-class Sequence:
-    """A sequence handle (pkv_seq_id) of a cache.  ``with`` frees it."""
+class _CacheHandle:
+    """A handle of a cache (a sequence, a pin): ``with`` ends it (_end),
+    unless it was ended already or the cache is closed."""
     __slots__ = ("_cache", "id", "_live")
 
-    def __init__(self, cache, sid):
+    def __init__(self, cache, hid):
         self._cache = cache
-        self.id = sid
+        self.id = hid
         self._live = True
-
-    def __repr__(self):
-        return "<pagedkv.Sequence %#x%s>" % (self.id, "" if self._live else " freed")
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         if self._live and not self._cache.closed:
-            self.free()
+            self._end()
+
+
+class Sequence(_CacheHandle):
+    """A sequence handle (pkv_seq_id) of a cache.  ``with`` frees it."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<pagedkv.Sequence %#x%s>" % (self.id, "" if self._live else " freed")
+
+    def _end(self):
+        self.free()
 
     def __int__(self):
         return self.id
@@ -803,23 +812,14 @@ class Sequence:
         return Pin(c, pid.value)
 
 
-class Pin:
+class Pin(_CacheHandle):
     """A pin (pkv_pin_id).  ``with`` releases it."""
-    __slots__ = ("_cache", "id", "_live")
-
-    def __init__(self, cache, pid):
-        self._cache = cache
-        self.id = pid
-        self._live = True
+    __slots__ = ()
 
     def release(self):
         c = self._cache
         c._call(LIB.pkv_pin_release, c._p(), self.id)
         self._live = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._live and not self._cache.closed:
-            self.release()
+    def _end(self):
+        self.release()

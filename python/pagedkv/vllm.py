@@ -94,6 +94,30 @@ class _PendingBlocks(KVCacheBlocks):
         return 1
 
 
+def manager_setup(mgr, num_blocks, block_size, enable_caching,
+                  enable_kv_cache_events, log_stats, options):
+    """What KVCacheManager and vllm_groups.HybridKVCacheManager set up
+    alike: the protocol's attributes and the cache (external storage: the
+    manager hands out block ids), from the options ``event_queue_cap`` and
+    ``policy``; any option left over is refused (InvalidArgument)."""
+    qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
+    policy = options.pop("policy", "lru")
+    if options:
+        raise InvalidArgument("KVCacheManager: unknown options %s" % sorted(options))
+    mgr.block_size = block_size
+    mgr.num_blocks = num_blocks
+    mgr.enable_caching = enable_caching
+    mgr.enable_kv_cache_events = enable_kv_cache_events
+    mgr.log_stats = log_stats
+    mgr.prefix_cache_stats = PrefixCacheStats() if log_stats else None
+    mgr.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
+                      block_size=block_size, num_blocks=num_blocks,
+                      storage="external", prefix_cache=enable_caching,
+                      policy=policy,
+                      event_queue_cap=qcap if enable_kv_cache_events else 0)
+    mgr._p = mgr.cache._ptr
+
+
 class KVCacheManager(PrefixStatsMixin):
     """vLLM v1's KV cache manager protocol on libpagedkv (one KV cache
     group).  ``num_blocks`` allocatable blocks of ``block_size`` tokens;
@@ -112,27 +136,14 @@ class KVCacheManager(PrefixStatsMixin):
     def __init__(self, num_blocks, block_size, enable_caching=True,
                  enable_kv_cache_events=False, log_stats=False, **options):
         options.pop("kv_cache_groups", None)  # None: one group
-        self.block_size = block_size
-        self.num_blocks = num_blocks
-        self.enable_caching = enable_caching
-        self.enable_kv_cache_events = enable_kv_cache_events
-        self.log_stats = log_stats
-        self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
         for name in ("pkv_prefix_probe", "pkv_seq_append_ex", "pkv_batch_append",
                      "pkv_batch_commit"):
             _lib.serving(name)  # NotSupported from an older library
-        qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
         fast = options.pop("fastpath", _accel.FAST is not None)
         if fast and _accel.FAST is None:
             raise NotSupported("KVCacheManager(fastpath=True): %s" % _accel.REASON)
-        self.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
-                           block_size=block_size, num_blocks=num_blocks,
-                           storage="external", prefix_cache=enable_caching,
-                           policy=options.pop("policy", "lru"),
-                           event_queue_cap=qcap if enable_kv_cache_events else 0)
-        if options:
-            raise InvalidArgument("KVCacheManager: unknown options %s" % sorted(options))
-        self._p = self.cache._ptr
+        manager_setup(self, num_blocks, block_size, enable_caching,
+                      enable_kv_cache_events, log_stats, options)
         self._reqs = {}        # request_id -> _Req
         self._by_seq = {}      # seq id -> _Req
         self._stored = {}      # (seq, index) -> token ids, until take_events

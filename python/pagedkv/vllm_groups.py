@@ -37,9 +37,10 @@ from array import array
 from ctypes import Structure, byref, c_uint32
 
 from . import _lib
-from .cache import Cache, _opts
+from .cache import _opts
 from .errors import InvalidArgument, error_for
-from .vllm_types import (EMPTY_BLOCKS, KVCacheBlocks, NoSuchRequest, PrefixCacheStats,
+from .vllm import manager_setup
+from .vllm_types import (EMPTY_BLOCKS, KVCacheBlocks, NoSuchRequest, PrefixStatsMixin,
                          cache_salt, cdiv, check_new_tokens, refused_append,
                          lora_id, token_ids)
 
@@ -63,7 +64,7 @@ class _GReq:
         self.req = req
 
 
-class HybridKVCacheManager:
+class HybridKVCacheManager(PrefixStatsMixin):
     """vLLM v1's KV cache manager protocol with several KV cache groups
     (see the module text).  ``kv_cache_groups``: [(kind, window)] with kind
     "full" (window 0) or "sliding" (window W >= 1 tokens);
@@ -78,25 +79,11 @@ class HybridKVCacheManager:
         if max_len is None:
             raise InvalidArgument("kv_cache_groups needs max_model_len")
         options.pop("fastpath", None)  # single-group only; nothing to choose
-        qcap = options.pop("event_queue_cap", 4 * num_blocks + 1024)
-        policy = options.pop("policy", "lru")
-        if options:
-            raise InvalidArgument("KVCacheManager: unknown options %s" % sorted(options))
-        self.block_size = block_size
-        self.num_blocks = num_blocks
+        manager_setup(self, num_blocks, block_size, enable_caching,
+                      enable_kv_cache_events, log_stats, options)
         self.max_model_len = max_len
-        self.enable_caching = enable_caching
-        self.enable_kv_cache_events = enable_kv_cache_events
-        self.log_stats = log_stats
-        self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
         self.specs = [(k, int(w)) for k, w in specs]
         self.n_groups = ng = len(self.specs)
-        self.cache = Cache(n_layers=1, n_kv_heads=1, head_dim=1,
-                           block_size=block_size, num_blocks=num_blocks,
-                           storage="external", prefix_cache=enable_caching,
-                           policy=policy,
-                           event_queue_cap=qcap if enable_kv_cache_events else 0)
-        self._p = self.cache._ptr
         arr = (_lib.pkv_group_spec * ng)()
         for i, (kind, w) in enumerate(self.specs):
             if kind not in KINDS:
@@ -336,12 +323,6 @@ class HybridKVCacheManager:
         oldest first.  Until taken, a queued copy holds both blocks (they
         count as in use)."""
         return self.cache.drain_copies()
-
-    def make_prefix_cache_stats(self):
-        if not self.log_stats:
-            return None
-        s, self.prefix_cache_stats = self.prefix_cache_stats, PrefixCacheStats()
-        return s
 
     def take_events(self):
         from .vllm import events_from_queue

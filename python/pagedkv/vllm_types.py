@@ -130,6 +130,29 @@ EMPTY_BLOCKS = _EmptyBlocks(((),))
 
 # ---------------------------------------------------------------- requests
 
+class Request:
+    """The request fields the manager reads, for callers without vLLM's own
+    Request (tests, benchmarks, a scheduler of one's own)."""
+
+    def __init__(self, rid, prompt, salt=None, lora=None):
+        self.request_id = rid
+        self.prompt_token_ids = list(prompt)
+        self.output_token_ids = []
+        self.all_token_ids = list(prompt)
+        self.num_computed_tokens = 0
+        self.cache_salt = salt
+        self.lora_request = lora
+
+    @property
+    def num_tokens(self):
+        return len(self.all_token_ids)
+
+    def sample(self, *toks):
+        """Appends generated tokens (what the model sampled)."""
+        self.output_token_ids += toks
+        self.all_token_ids += toks
+
+
 def token_ids(request):
     t = getattr(request, "all_token_ids", None)
     if t is None:

@@ -11,31 +11,10 @@ import pagedkv
 from pagedkv.vllm_pyref import PyKVCacheManager
 from pagedkv.vllm_types import (AllBlocksCleared, BlockRemoved, BlockStored,
                                 KVCacheBlocks, NoSuchRequest, StaleHit)
+from pagedkv.vllm_types import Request as Req  # the other test files import it from here
 from pagedkv import vllm as cvllm
 
 BS = 4
-
-
-class Req:
-    """The request fields vLLM's manager reads."""
-
-    def __init__(self, rid, prompt, salt=None, lora=None):
-        self.request_id = rid
-        self.prompt_token_ids = list(prompt)
-        self.output_token_ids = []
-        self.all_token_ids = list(prompt)
-        self.num_computed_tokens = 0
-        self.cache_salt = salt
-        self.lora_request = lora
-
-    @property
-    def num_tokens(self):
-        return len(self.all_token_ids)
-
-    def sample(self, *toks):
-        self.output_token_ids += toks
-        self.all_token_ids += toks
-
 
 IMPLS = {"c": cvllm.KVCacheManager, "py": PyKVCacheManager}
 
