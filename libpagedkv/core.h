@@ -258,6 +258,7 @@ struct pkv_cache {
   struct pkv__quotas *quota;   /* namespace quotas, or NULL */
   const struct pkv__quota_up *quota_up; /* set with quota */
   uint32_t n_protected;        /* evictable blocks a reservation keeps */
+  uint32_t take_ns;            /* namespace the next taken block is for */
   /* tier/remote.c: sends the Redis puts a call queued, after the call
    * releases the lock (pkv__leave); NULL without a Redis tier. */
   void (*up_flush)(void *arg);
@@ -274,6 +275,9 @@ typedef struct pkv__quota_up {
   int32_t (*victim)(pkv_cache *c);
   /* namespace slot id was (re)interned (ns.c) */
   void (*bind)(pkv_cache *c, uint32_t id);
+  /* block b left the free list (+1, for namespace c->take_ns) / went back
+   * to it (-1) (blocks.c): a namespace's usage counts blocks in use too */
+  void (*live)(pkv_cache *c, int32_t b, int delta);
 } pkv__quota_up;
 
 /* ------------------------------------------------ the stack
@@ -443,6 +447,11 @@ void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
 /* The same from slot src_slot of src to slot dst_slot of dst (src != dst). */
 void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
                      uint32_t dst_slot, uint32_t n_slots);
+/* Moves up to cap entries of elem bytes from the front of the ring
+ * [*head, *head + *len) at base into out (*head resets once it is empty);
+ * how many moved.  The copy queues' drain (pool copies, tier copies). */
+uint32_t pkv__ring_take(const void *base, size_t elem, uint32_t *head,
+                        uint32_t *len, void *out, uint32_t cap);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
 /* A block that left the index (eviction, reset) goes back on the free list
  * (refcount 0). */

@@ -247,6 +247,7 @@ int pkv__seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   }
   int32_t copy_to = -1;
   uint32_t taken = 0;
+  c->take_ns = s->ns_id; /* quotas count the blocks it holds */
   if (cow && (copy_to = pkv__block_take(c)) < 0) goto undo;
   for (; taken < n_fresh; taken++) {
     int32_t b = pkv__block_take(c);

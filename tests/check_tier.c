@@ -626,6 +626,78 @@ START_TEST(quota_over_cap_first) {
 }
 END_TEST
 
+/* Usage counts the blocks a namespace's sequences hold, not only its
+ * cached ones: a (cap 4) caches 2 blocks and holds 3 more in a live
+ * sequence, so it is over its cap and b's demand takes a's cached block
+ * first, though a's cached count (2) is under the cap and b's are older. */
+static pkv_cache *owned_cache(uint32_t num_blocks) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, num_blocks, BS);
+  return tu_cache(&cfg);
+}
+
+START_TEST(quota_counts_in_use) {
+  pkv_cache *c = owned_cache(10);
+  pkv_seq_opts a = ns_opts("tenant-a"), b = ns_opts("tenant-b");
+  for (int i = 0; i < 4; i++) cache_run(c, &b, 100 * i, 4, 2); /* oldest */
+  for (int i = 0; i < 2; i++) cache_run(c, &a, 100 * i, 4, 1);
+  int32_t t[12];
+  toks(t, 12, 7000);
+  pkv_seq_id sa, sb;
+  ck_assert_int_eq(pkv_seq_create(c, &a, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sa, t, 12, NULL), 0); /* 3 held, uncommitted */
+  ck_assert_int_eq(pkv_ns_set_quota(c, &a, 4, 0), 0);      /* set while held */
+  TU_CHECK(c);
+  toks(t, 8, 9000);
+  ck_assert_int_eq(pkv_seq_create(c, &b, &sb), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sb, t, 8, NULL), 0); /* 1 free + 1 evicted */
+  uint32_t left[2][4]; /* blocks of a's and b's one-block chains still cached */
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < 4; i++) {
+      left[0][i] = i < 2 ? probe(c, &a, 100 * i, 4) / BS : 0;
+      left[1][i] = probe(c, &b, 100 * i, 4) / BS;
+    }
+    /* pass 0: a lost one (over its cap), b none; pass 1: a at its cap
+     * (1 cached + 3 held), so plain LRU took b's oldest */
+    ck_assert_uint_eq(left[0][0] + left[0][1], 1);
+    ck_assert_uint_eq(left[1][0] + left[1][1] + left[1][2] + left[1][3], 4 - pass);
+    ck_assert_uint_eq(left[1][0], pass ? 0 : 1);
+    TU_CHECK(c);
+    if (pass == 0) ck_assert_int_eq(pkv_seq_append(c, sb, t, 4, NULL), 0);
+  }
+  /* freeing a's sequence releases its held blocks from the count */
+  ck_assert_int_eq(pkv_seq_free(c, sa), 0);
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
+/* A reservation is met by held blocks too: a reserves 3 and holds 2 in a
+ * live sequence plus 2 cached, so one cached block may go for another's
+ * demand, the second may not. */
+START_TEST(quota_reserve_counts_in_use) {
+  pkv_cache *c = owned_cache(8);
+  pkv_seq_opts a = ns_opts("tenant-a");
+  ck_assert_int_eq(pkv_ns_set_quota(c, &a, 0, 3), 0);
+  cache_run(c, &a, 0, 8, 1); /* 2 cached */
+  int32_t t[8];
+  toks(t, 8, 5000);
+  pkv_seq_id sa;
+  ck_assert_int_eq(pkv_seq_create(c, &a, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sa, t, 8, NULL), 0); /* 2 held */
+  TU_CHECK(c);
+  ck_assert_int_eq(pkv_evict(c, 2), PKV_ERANGE);
+  ck_assert_int_eq(pkv_evict(c, 1), 0);
+  ck_assert_int_eq(pkv_evict(c, 1), PKV_ERANGE);
+  /* the sequence ends: its blocks no longer count, the last cached one is
+   * protected again (usage 1 < 3) */
+  ck_assert_int_eq(pkv_seq_free(c, sa), 0);
+  ck_assert_int_eq(pkv_evict(c, 1), PKV_ERANGE);
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
 /* a reserves 4: another namespace's demand never evicts a below 4, and an
  * append that could only be served that way is PKV_ENOMEM, nothing changed. */
 START_TEST(quota_reservation) {
@@ -765,5 +837,6 @@ TU_MAIN("tier",
                  {host_external_many}}},
     {"file", 0, {{file_roundtrip}, {file_below_host}, {file_bad_files}, {file_bad_dir},
                  {file_disk_full}, {file_capacity}}},
-    {"quota", 0, {{quota_over_cap_first}, {quota_reservation}, {quota_args}}},
+    {"quota", 0, {{quota_over_cap_first}, {quota_reservation}, {quota_counts_in_use},
+                  {quota_reserve_counts_in_use}, {quota_args}}},
     {"oom", 0, {{oom_sites}}})

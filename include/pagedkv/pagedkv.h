@@ -890,7 +890,8 @@ PKV_API int pkv_cache_load(pkv_cache *cache, const char *dir);
 /* Namespace quota (docs/MANAGER.md, "Namespace quotas").  ns names the
  * namespace as pkv_seq_create does (its ns bytes and adapter_id; NULL = the
  * default namespace).  A namespace's usage is its blocks in the prefix
- * index (in use or evictable).  Eviction takes from namespaces over their
+ * index (in use or evictable) plus the blocks its live sequences hold
+ * outside it (uncommitted tails).  Eviction takes from namespaces over their
  * cap first, and never evicts a namespace's block when that would bring it
  * below reserve_blocks: an allocation that could only be served by doing so
  * fails with PKV_ENOMEM, nothing changed.  cap_blocks 0 = no cap; cap 0

@@ -323,20 +323,8 @@ static int f_scan(ftier *f) {
 
 int pkv__file_create(const char *dir, size_t kv_bytes, uint32_t block_size,
                      uint64_t max_bytes, pkv__tier **out) {
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return pkv__err(PKV_ENOENT, "file tier: cannot create '%s': %s", dir,
-                    strerror(errno));
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0)
-    return pkv__err(PKV_ENOENT, "file tier: cannot open '%s': %s", dir,
-                    strerror(errno));
-  /* writable?  (root passes permission bits; a read-only mount does not) */
-  if (faccessat(dfd, ".", W_OK, AT_EACCESS) != 0) {
-    int e = errno;
-    close(dfd);
-    return pkv__err(PKV_ENOENT, "file tier: '%s' is not writable: %s", dir,
-                    strerror(e));
-  }
+  int dfd = pkv__dir_open(dir, "file tier", true);
+  if (dfd < 0) return PKV_ENOENT;
   ftier *f = pkv__calloc(1, sizeof *f);
   if (!f) {
     close(dfd);

@@ -764,13 +764,19 @@ void pkv_redis_opts_init(pkv_redis_opts *opts) {
   opts->version = PKV_REDIS_OPTS_VERSION;
 }
 
-int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
-  if (!user || !out) return pkv__err(PKV_EINVAL, "redis: opts or out is NULL");
+/* The caller's opts read in this version's layout (zeros = defaults). */
+static int opts_in(const pkv_redis_opts *user, pkv_redis_opts *o) {
   static const pkv__abi_struct abi = PKV__ABI_STRUCT(
       pkv_redis_opts, "redis_opts", PKV_REDIS_OPTS_VERSION, redis_opts_ends);
-  pkv_redis_opts o, def;
+  pkv_redis_opts def;
   pkv_redis_opts_init(&def);
-  int rc = pkv__abi_in(&abi, &o, user, &def);
+  return pkv__abi_in(&abi, o, user, &def);
+}
+
+int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
+  pkv_redis_opts o;
+  int rc = !user || !out ? pkv__err(PKV_EINVAL, "redis: opts or out is NULL")
+                         : opts_in(user, &o);
   if (rc) return rc;
   const char *prefix = o.key_prefix ? o.key_prefix : "pkv:";
   if (strlen(prefix) > PREFIX_MAX)

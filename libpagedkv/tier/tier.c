@@ -526,17 +526,13 @@ int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
 int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
   PKV_ENTER(cache, "tier_drain_copies");
-  PKV_CHECK(n_out, "tier_drain_copies: n_out is NULL");
-  PKV_CHECK(out || cap == 0, "tier_drain_copies: out is NULL with cap %u", cap);
+  PKV_CHECK(n_out && (out || cap == 0), "tier_drain_copies: %s",
+            n_out ? "out is NULL with cap > 0" : "n_out is NULL");
   PKV_LOCK(cache);
   tiers_t *T = cache->tiers;
   uint32_t n = 0, left = 0;
   if (T) {
-    n = T->q_len < cap ? T->q_len : cap;
-    if (n) memcpy(out, T->q + T->q_head, n * sizeof *out);
-    T->q_head += n;
-    T->q_len -= n;
-    if (T->q_len == 0) T->q_head = 0;
+    n = pkv__ring_take(T->q, sizeof *out, &T->q_head, &T->q_len, out, cap);
     left = T->q_len;
   }
   *n_out = n;

@@ -153,6 +153,10 @@ void pkv__rec_header(uint8_t *h, const pkv__tier_block *b, uint32_t depth,
 int pkv__rec_parse(const uint8_t *h, uint32_t ntok, size_t kv_bytes,
                    pkv__tier_block *b, uint32_t *depth, uint64_t *checksum,
                    const char **why);
+/* Creates dir (mode 0755) if absent and opens it (O_DIRECTORY), checking
+ * that it is writable when asked; `who` starts the messages ("save").
+ * The fd, or -1 with PKV_ENOENT and the system's reason set. */
+int pkv__dir_open(const char *dir, const char *who, bool writable);
 /* Writes all of buf to fd (retrying short writes); 0 or errno. */
 int pkv__write_all(int fd, const void *buf, size_t n);
 /* Reads exactly n bytes; 0, or -1 for a short read, or errno. */
