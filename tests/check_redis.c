@@ -405,6 +405,56 @@ START_TEST(bad_values) {
 }
 END_TEST
 
+/* One pipelined get of 6 big blocks (1.5 MiB values, more than the tier's
+ * 1 MiB receive buffer) mixing good values with an absent key, an error
+ * reply, a bigger value (read and dropped), a corrupt one: each reply is
+ * framed right, the good ones hit, the bad ones leave their block alone. */
+START_TEST(mixed_big_batch) {
+  tfx f;
+  fx_open(&f, "mixbig", 60000, 6, 16, 3u << 19);
+  pkv__tier *t = f.t;
+  ck_assert_int_eq(t->ops->put(t, f.tb.b, 6), 0);
+  redisContext *rc = raw_client();
+  char k[6][256];
+  for (int i = 0; i < 6; i++) pkv__redis_key(t, &f.tb.b[i], k[i], sizeof k[i]);
+  redisReply *w = redisCommand(rc, "DEL %s", k[1]); /* 1: absent */
+  freeReplyObject(w);
+  w = redisCommand(rc, "DEL %s", k[2]); /* 2: a list (error reply) */
+  freeReplyObject(w);
+  w = redisCommand(rc, "LPUSH %s x", k[2]);
+  freeReplyObject(w);
+  size_t vlen = PKV__REDIS_HDR + 16 * 4 + f.tb.kvb;
+  w = redisCommand(rc, "SETRANGE %s %d %b", k[3], (int)(vlen + 5000), "!", (size_t)1);
+  freeReplyObject(w); /* 3: longer than a block */
+  w = redisCommand(rc, "SETRANGE %s %d %b", k[4], (int)(vlen - 7), "\x01", (size_t)1);
+  freeReplyObject(w); /* 4: one K/V byte changed */
+  redisFree(rc);
+  uint8_t found[6];
+  ck_assert_int_eq(t->ops->get(t, f.d, 6, found), 0);
+  static const uint8_t want[6] = {1, 0, 0, 0, 0, 1};
+  for (int i = 0; i < 6; i++) {
+    ck_assert_msg(found[i] == want[i], "block %d: found %d", i, found[i]);
+    const uint8_t *got = f.buf + (size_t)i * f.tb.kvb;
+    if (want[i]) {
+      ck_assert_int_eq(memcmp(got, f.tb.kv + (size_t)i * f.tb.kvb, f.tb.kvb), 0);
+    } else {
+      size_t j = 0;
+      while (j < f.tb.kvb && got[j] == 0xAB) j++;
+      ck_assert_msg(j == f.tb.kvb, "block %d: K/V written at byte %zu", i, j);
+    }
+  }
+  pkv__redis_counters c;
+  pkv__redis_counters_get(t, &c);
+  ck_assert_uint_eq(c.error_replies, 1);
+  ck_assert_uint_eq(c.wrong_size, 1);
+  ck_assert_uint_eq(c.corrupt, 1);
+  ck_assert_uint_eq(c.io_failures, 0);
+  ck_assert_uint_eq(c.connects, 1);
+  expect_stats(t, 6, 6, 2, 4, 3);
+  fx_close(&f);
+}
+END_TEST
+
 /* ------------------------------------------------ bad input */
 
 START_TEST(bad_address) {
@@ -817,7 +867,7 @@ START_TEST(chain_order) {
 END_TEST
 
 TU_MAIN("redis",
-    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}}},
+    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
     {"bad input", 0, {{bad_address}, {unreachable}}},
     {"cache", 0, {{evict_then_fetch}, {two_processes}}},
     {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})
