@@ -302,9 +302,11 @@ static void explain_threads(const char *what, double r1, double r2, double bw1, 
   else if (bw1 > 0 && bwg < 1.3)
     printf("  why: bandwidth is saturated (the read loop gains only %.2fx on 2 threads: "
            "%.1f -> %.1f GB/s)\n", bwg, bw1, bw2);
-  else
+  else if (bw1 > 0)
     printf("  why: not bandwidth (read loop %.2fx) nor a busy core (FMA loop %.2fx): the "
            "engine's own scaling\n", bwg, fma_gain);
+  else /* compute-bound rows (prefill) carry no bandwidth sample */
+    printf("  why: not a busy core (FMA loop %.2fx): the engine's own scaling\n", fma_gain);
 }
 
 /* ------------------------------------------------------------ decode */
