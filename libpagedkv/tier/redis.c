@@ -18,9 +18,14 @@
  * WINDOW_BYTES of values are in flight, so a batch of small blocks costs
  * one round trip and a batch of big ones streams without stalls.  SET values are sent straight from the
  * caller's token and K/V buffers with sendmsg(2) iovecs (no copy into an
- * output buffer); replies are parsed by hiredis's protocol reader with our
- * own reply-object functions, which verify a GET value where it lies in the
- * reader's buffer and copy it once, into the caller's block.
+ * output buffer), each header's checksum computed just before its command
+ * goes out (and one block ahead, overlapping the server's read).  A GET
+ * value is framed by take_bulk: received from the socket straight into a
+ * scratch buffer, hashed a chunk at a time while the chunk is in cache,
+ * and copied into the caller's block only once it verified (the block is
+ * never written otherwise).  Every other reply (status, error, integer,
+ * nil, anything unexpected) is parsed by hiredis's protocol reader with our
+ * own reply-object functions.
  *
  * Why not hiredis's blocking redisContext: its write path (0.14) memmoves the
  * unsent rest of its output buffer after every partial write (quadratic for
@@ -74,19 +79,16 @@
 #define IOV_BATCH 1024 /* IOV_MAX on Linux */
 /* Values in flight per connection: a pipeline keeps sending until this many
  * value bytes await their replies.  Small blocks still go many per round
- * trip (8 x 128 KiB); multi-megabyte ones go one at a time, which costs a
- * loopback round trip (~50 us) per 2 ms of transfer, because Redis serves a
- * deep pipeline of big values slower (bench_redis: 16 x 2 MiB SET
+ * trip (8 x 128 KiB); multi-megabyte SETs go one at a time, because Redis
+ * serves a deep pipeline of big values slower (bench_redis: 16 x 2 MiB SET
  * pipelined ran at a tenth of the rate of one at a time in
- * redis-benchmark, and our put gained 0.44 -> 0.60 GB/s going from a 4 MiB
- * window to this one). */
+ * redis-benchmark; our put gained 0.44 -> 0.60 GB/s going from a 4 MiB
+ * window to this one, and two SETs in flight measured no better than one
+ * in the 17:05 run).  GETs keep at least GET_AHEAD in flight, so the
+ * server sends the next value while we verify and copy this one. */
 #define WINDOW_BYTES (1u << 20)
-#ifndef GET_AHEAD
 #define GET_AHEAD 2
-#endif
-#ifndef SET_AHEAD
 #define SET_AHEAD 1
-#endif
 /* Text of one command around its value: "*5 $3 SET $klen key $vlen" +
  * header + "\r\n $2 PX $n ttl" (key <= prefix + 41). */
 #define CMD_TEXT_MAX (PREFIX_MAX + 256 + PKV__REDIS_HDR)
