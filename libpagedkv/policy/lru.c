@@ -34,7 +34,7 @@ static const pkv__policy_desc lru_desc = {
 PKV__POLICY_LIFECYCLE(lru, lru_desc)
 
 /* Takes block off the list if it is there and records where it goes. */
-static void leave(lru_state *st, int32_t block, uint8_t to) {
+PKV__HOT void leave(lru_state *st, int32_t block, uint8_t to) {
   pkv__blist_leave(&st->evictable, &st->nodes, block, &st->where[block],
                    LRU_EVICTABLE, to);
 }
