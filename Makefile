@@ -267,51 +267,53 @@ $(BUILD)/tests/check_fuzz_replay.o $(BUILD)/tests/check_sim.o: $(wildcard tests/
 $(BUILD)/tests/check_engine_fuzz.o: tests/fuzz/fuzz_engine.c
 
 # ---------------------------------------------------------------- fuzzing
-# libFuzzer harnesses: clang compiles the library sources directly with the
-# fuzzer and sanitizer flags (libc malloc, PKV_SANITIZE).  fuzz-long runs each
-# harness FUZZ_SECONDS on a scratch copy of its seed corpus.
+# libFuzzer harnesses: clang compiles each source once into build/fuzz/obj
+# with the fuzzer and sanitizer flags (libc malloc, PKV_SANITIZE), and the
+# harnesses link the objects they need, so `make -j` builds them in parallel
+# and the library is compiled once for all four.  The engine's ISA kernels
+# (kern_avx2.c, kern_avx512.c) get AddressSanitizer without UBSan: UBSan's
+# checks on their always-inline intrinsic bodies cost clang-14 about ten
+# CPU-minutes per file; UBSan covers those kernels in `make asan`, where
+# check_engine_fuzz replays the fuzz_engine harness through every back end.
+# fuzz-long runs each harness FUZZ_SECONDS on a scratch copy of its corpus.
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 600
 FUZZ_DIR     := build/fuzz
-FUZZ_FLAGS   := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=all -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
-                -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := $(CSTD) -g -O1 -fno-omit-frame-pointer -DPKV_SANITIZE=1 -DPKV_DEBUG=1 \
+                -Iinclude -Ilibpagedkv -Iengine $(PKGS_CFLAGS) -MMD -MP
+FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN)
 FUZZ_HARN    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_HARN:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_OBJ      = $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(1))
 FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
-
-fuzz: $(FUZZ_BIN)
-$(FUZZ_BIN): tests/fuzz/fuzz_common.h
-
-$(FUZZ_DIR)/fuzz_ops: tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC) $(wildcard include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
-	@scripts/deps.sh fuzz
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBSRC) -lxxhash -lm -pthread
-
-# Engine kernels: every back end (each kern_*.c with its ISA flags, as in
-# the library build) against the scalar reference.
-FUZZ_ENGSRC := $(filter-out %_avx512.c %_avx2.c,$(sort $(wildcard engine/*.c)))
-$(FUZZ_DIR)/fuzz_engine: tests/fuzz/fuzz_engine.c tests/tu_paged.c $(FUZZ_LIBSRC) $(wildcard engine/*.c engine/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
-	@scripts/deps.sh fuzz
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX512_FLAGS) -c engine/kern_avx512.c -o $@-kern_avx512.o
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(AVX2_FLAGS) -c engine/kern_avx2.c -o $@-kern_avx2.o
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< tests/tu_paged.c $(FUZZ_ENGSRC) $(FUZZ_LIBSRC) \
-	  $@-kern_avx512.o $@-kern_avx2.o -lxxhash -lm -pthread
-
+FUZZ_ENGSRC  := $(sort $(wildcard engine/*.c)) tests/tu_paged.c
 # Trace readers and the simulator's stream and replays built on them.
 FUZZ_SIMSRC  := tools/trace.c tools/sim_stream.c tools/sim_replay.c tools/sim_manager.c tools/sim_cluster.c tools/tiers.c tools/cli.c
-$(FUZZ_DIR)/fuzz_trace: tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) $(wildcard tools/*.h include/pagedkv/*.h libpagedkv/*.h libpagedkv/*/*.h)
-	@scripts/deps.sh fuzz
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SIMSRC) $(FUZZ_LIBSRC) -lxxhash -lm -pthread -ldl
-
 # Option parsers of run and sim (no library needed).
 FUZZ_CLISRC  := tools/opts.c tools/run_opts.c tools/sim_opts.c tools/cli.c tools/trace.c
-$(FUZZ_DIR)/fuzz_cli: tests/fuzz/fuzz_cli.c $(FUZZ_CLISRC) $(wildcard tools/*.h)
+
+fuzz: $(FUZZ_BIN)
+fuzz-deps:
 	@scripts/deps.sh fuzz
+.PHONY: fuzz-deps
+
+$(FUZZ_DIR)/obj/%.o: %.c | fuzz-deps
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_CLISRC) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link \
+	  $(if $(findstring /kern_avx,$<),-fsanitize=address,$(FUZZ_SAN)) \
+	  $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -c $< -o $@
+-include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)
+
+$(FUZZ_DIR)/fuzz_ops: $(call FUZZ_OBJ,tests/fuzz/fuzz_ops.c $(FUZZ_LIBSRC))
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread
+# Engine kernels: every back end against the scalar reference.
+$(FUZZ_DIR)/fuzz_engine: $(call FUZZ_OBJ,tests/fuzz/fuzz_engine.c $(FUZZ_ENGSRC) $(FUZZ_LIBSRC))
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread
+$(FUZZ_DIR)/fuzz_trace: $(call FUZZ_OBJ,tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC))
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread -ldl
+$(FUZZ_DIR)/fuzz_cli: $(call FUZZ_OBJ,tests/fuzz/fuzz_cli.c $(FUZZ_CLISRC))
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lm
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \

@@ -215,29 +215,20 @@ static void ref_pick(const float *buf, size_t n, int reps) {
 
 #define PEAK_ITERS 4000000L
 
-__attribute__((target("avx512f,fma"))) static double fma_avx512(void) {
-  __m512 a[12], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
-  for (long it = 0; it < PEAK_ITERS; it++)
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
-  __m512 s = a[0];
-  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
-  bu_sink(&s);
-  return (double)PEAK_ITERS * 12 * 16 * 2;
-}
-
-__attribute__((target("avx2,fma"))) static double fma_avx2(void) {
-  __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-  for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
-  for (long it = 0; it < PEAK_ITERS; it++)
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
-  __m256 s = a[0];
-  for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
-  bu_sink(&s);
-  return (double)PEAK_ITERS * 12 * 8 * 2;
-}
+/* 12 independent FMA chains in registers: the FLOPs it executed. */
+#define FMA_LOOP(NAME, TARGET, VT, SET1, FMADD, ADD, VL)                        \
+  __attribute__((target(TARGET))) static double NAME(void) {                  \
+    VT a[12], b = SET1(0.999999f), c = SET1(1e-7f);                           \
+    for (int i = 0; i < 12; i++) a[i] = SET1((float)i);                       \
+    for (long it = 0; it < PEAK_ITERS; it++)                                  \
+      _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) a[i] = FMADD(a[i], b, c); \
+    VT s = a[0];                                                              \
+    for (int i = 1; i < 12; i++) s = ADD(s, a[i]);                            \
+    bu_sink(&s);                                                              \
+    return (double)PEAK_ITERS * 12 * VL * 2;                                  \
+  }
+FMA_LOOP(fma_avx512, "avx512f,fma", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16)
+FMA_LOOP(fma_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8)
 
 typedef struct peak_ctx {
   int avx512;
@@ -268,6 +259,28 @@ static double measure_peak(int threads, int reps) {
   return top;
 }
 
+/* The reference ISA's FMA loop on this thread, GFLOP/s of on-CPU time (the
+ * roof beside an on-CPU figure of the same repetitions). */
+static double fma_cpu_gflops(void) {
+  double c0 = thread_cpu_s();
+  double fl = peak_avx512 && __builtin_cpu_supports("avx512f") ? fma_avx512() : fma_avx2();
+  return fl / (thread_cpu_s() - c0) * 1e-9;
+}
+
+/* The roofline of a figure that reads `bytes` and executes `flops`: the
+ * shortest time the machine allows is max(bytes / read bandwidth, flops /
+ * FMA peak), both measured in the same repetitions on the same ISA.
+ * Reports value (GB/s of K/V) against the roof's GB/s and says which roof
+ * binds. */
+static void report_roof(const char *name, double gbps, double bytes, double flops, double bw,
+                        double peak) {
+  double t_bw = bytes / (bw * 1e9), t_fma = flops / (peak * 1e9);
+  char label[128];
+  snprintf(label, sizeof label, "of the roofline (%s binds: %.0f GFLOP/s, %.1f GB/s)",
+           t_fma > t_bw ? "FMA" : "bandwidth", peak, bw);
+  bu_report_vs(name, gbps, "GB/s", "roof", bytes / (t_fma > t_bw ? t_fma : t_bw) * 1e-9, label);
+}
+
 /* ------------------------------------------------------------ threads */
 
 /* The FMA loop's 2-thread / 1-thread gain, measured at start: ~2 when the
@@ -296,6 +309,18 @@ static void explain_threads(const char *what, double r1, double r2, double bw1, 
 
 /* ------------------------------------------------------------ decode */
 
+/* n random floats in [-1, 1) (seeded), malloc'd. */
+static float *rand_floats(size_t n, uint64_t seed) {
+  float *x = malloc(sizeof(float) * (n ? n : 1));
+  if (!x) abort();
+  tu_fill(x, n, 1.0f, &seed);
+  return x;
+}
+
+/* Decode FLOPs per (token, KV head): G query heads x (2*D for Q.K + 2*D for
+ * P.V); the softmax is not counted. */
+#define DEC_FLOPS(G) (4.0 * (G) * HD)
+
 enum { HQ = 32, HKV = 8, HD = 128, DEC_TOTAL = 32768 };
 
 static double time_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n, double *cpu) {
@@ -319,9 +344,7 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
       uint32_t ctx = ctxs[ci], batch = DEC_TOTAL / ctx;
       tu_paged paged[8], contig[8];
       pkv__decode_seq sp[8], sc[8];
-      float *q = malloc(sizeof(float) * batch * HQ * HD), *out = malloc(sizeof(float) * batch * HQ * HD);
-      uint64_t rs = 1;
-      tu_fill(q, (size_t)batch * HQ * HD, 1.0f, &rs);
+      float *q = rand_floats((size_t)batch * HQ * HD, 1), *out = malloc(sizeof(float) * batch * HQ * HD);
       for (uint32_t b = 0; b < batch; b++) {
         tu_paged_init(&paged[b], dts[di], HKV, HD, 16, ctx, b + 1);
         tu_paged_init(&contig[b], dts[di], HKV, HD, ctx, ctx, b + 1);
@@ -329,11 +352,12 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         sc[b] = (pkv__decode_seq){contig[b].view, ctx, q + (size_t)b * HQ * HD, out + (size_t)b * HQ * HD};
       }
       double bytes = (double)DEC_TOTAL * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2;
+      const double flops = (double)DEC_TOTAL * HKV * DEC_FLOPS(HQ / HKV);
       double rate[3] = {0}, bwt[3] = {0};
       for (uint32_t threads = 1; threads <= 2; threads++) {
         pkv__attn a;
         if (pkv__attn_init(&a, k, threads, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
-        double vb[32], vp[32], vc[32], cb[32], cp[32], vd[32], cd[32];
+        double vb[32], vp[32], vc[32], cb[32], cp[32], vd[32], cd[32], pc[32];
         /* bf16 also runs the bf16-dot fast path, alternating with the exact
          * one in the same repetitions */
         const int fast = dts[di] == PKV_DTYPE_BF16 && k->decode_bf16dot != NULL;
@@ -341,6 +365,7 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
         time_decode(&a, sc, batch, NULL);
         for (int r = 0; r < reps; r++) {
           vb[r] = measure_bw_cpu(bwbuf, bwn, (int)threads, 1, &cb[r]);
+          if (threads == 1) pc[r] = fma_cpu_gflops();
           vp[r] = time_decode(&a, sp, batch, &cp[r]);
           vc[r] = time_decode(&a, sc, batch, NULL);
           if (fast) {
@@ -369,10 +394,16 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
           snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t1_cpu_gbps", dtn[di], ctx, batch);
           bu_report_vs(name, bytes / bu_median(cp, (size_t)reps) * 1e-9, "GB/s", "read_bw_cpu",
                        best(cb, reps), "of bandwidth (cpu time)");
+          snprintf(name, sizeof name, "decode_%s_ctx%u_batch%u_t1_cpu_roof", dtn[di], ctx, batch);
+          report_roof(name, bytes / bu_median(cp, (size_t)reps) * 1e-9, bytes, flops, best(cb, reps),
+                      best(pc, reps));
           if (fast) {
             snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t1_cpu_gbps", ctx, batch);
             bu_report_vs(name, bytes / bu_median(cd, (size_t)reps) * 1e-9, "GB/s", "read_bw_cpu",
                          best(cb, reps), "of bandwidth (cpu time)");
+            snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t1_cpu_roof", ctx, batch);
+            report_roof(name, bytes / bu_median(cd, (size_t)reps) * 1e-9, bytes, flops,
+                        best(cb, reps), best(pc, reps));
             snprintf(name, sizeof name, "decode_bf16dot_ctx%u_batch%u_t1_cpu_ms", ctx, batch);
             bu_report_vs(name, bu_median(cd, (size_t)reps) * 1e3, "ms", "exact_cpu_ms",
                          bu_median(cp, (size_t)reps) * 1e3, "bf16dot/exact time");
@@ -397,26 +428,27 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
 /* GB/s (median of reps, 1 thread, on-CPU time: another process on the
  * core does not count) of a decode step over 8 sequences of 4k tokens, 8
  * KV heads x G query heads, head_dim 128, block size bs; *bw the best
- * on-CPU read-loop bandwidth of the same repetitions. */
+ * on-CPU read-loop bandwidth and *pk the best on-CPU FMA rate of the same
+ * repetitions, *bytes and *flops the step's. */
 static double shape_rate(const pkv__kernels *k, pkv_dtype dt, uint32_t G, uint32_t bs,
-                         const float *bwbuf, size_t bwn, int reps, double *bw) {
+                         const float *bwbuf, size_t bwn, int reps, double *bw, double *pk,
+                         double *bytes, double *flops) {
   enum { B = 8, CTX = 4096 };
   tu_paged p[B];
   pkv__decode_seq sq[B];
   const uint32_t hq = HKV * G;
-  float *q = malloc(sizeof(float) * B * hq * HD), *out = malloc(sizeof(float) * B * hq * HD);
-  uint64_t rs = 5;
-  tu_fill(q, (size_t)B * hq * HD, 1.0f, &rs);
+  float *q = rand_floats((size_t)B * hq * HD, 5), *out = malloc(sizeof(float) * B * hq * HD);
   for (uint32_t b = 0; b < B; b++) {
     tu_paged_init(&p[b], dt, HKV, HD, bs, CTX, b + 1);
     sq[b] = (pkv__decode_seq){p[b].view, CTX, q + (size_t)b * hq * HD, out + (size_t)b * hq * HD};
   }
   pkv__attn a;
   if (pkv__attn_init(&a, k, 1, hq, HKV, HD, 1.0f / sqrtf(HD))) abort();
-  double v[32], w[32];
+  double v[32], w[32], f[32];
   time_decode(&a, sq, B, NULL);
   for (int r = 0; r < reps; r++) {
     measure_bw_cpu(bwbuf, bwn, 1, 1, &w[r]);
+    f[r] = fma_cpu_gflops();
     time_decode(&a, sq, B, &v[r]);
   }
   pkv__attn_fini(&a);
@@ -424,7 +456,10 @@ static double shape_rate(const pkv__kernels *k, pkv_dtype dt, uint32_t G, uint32
   free(q);
   free(out);
   *bw = best(w, reps);
-  return (double)B * CTX * HKV * HD * (dt == PKV_DTYPE_F32 ? 4 : 2) * 2 / bu_median(v, (size_t)reps) * 1e-9;
+  *pk = best(f, reps);
+  *bytes = (double)B * CTX * HKV * HD * (dt == PKV_DTYPE_F32 ? 4 : 2) * 2;
+  *flops = (double)B * CTX * HKV * DEC_FLOPS(G);
+  return *bytes / bu_median(v, (size_t)reps) * 1e-9;
 }
 
 /* Issue 13's shape targets (PKV_BENCH_ONLY=shapes): every GQA ratio 1-8 and
@@ -435,28 +470,26 @@ static void bench_shapes(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
   static const uint32_t bss[] = {1, 2, 3, 4, 5, 8, 16, 32, 64, 128, 256};
   const int reps = quick ? 2 : 5;
   for (int di = 0; di < 2; di++) {
-    double g[9], bw[9], top = 0;
-    for (uint32_t G = 1; G <= 8; G++) {
-      g[G] = shape_rate(k, dts[di], G, 16, bwbuf, bwn, reps, &bw[G]);
-      top = g[G] > top ? g[G] : top;
+    /* rows 0-7: GQA 1-8 at block size 16; rows 8-18: block sizes at GQA 4 */
+    double g[19], bw[19], pk[19], by[19], fl[19], top[2] = {0, 0};
+    for (int i = 0; i < 19; i++) {
+      uint32_t G = i < 8 ? (uint32_t)i + 1 : 4, bs = i < 8 ? 16 : bss[i - 8];
+      fprintf(stderr, "bench_engine: shapes %s %d/19\r", dtn[di], i + 1);
+      g[i] = shape_rate(k, dts[di], G, bs, bwbuf, bwn, reps, &bw[i], &pk[i], &by[i], &fl[i]);
+      top[i >= 8] = g[i] > top[i >= 8] ? g[i] : top[i >= 8];
     }
-    for (uint32_t G = 1; G <= 8; G++) {
+    for (int i = 0; i < 19; i++) {
       char name[96];
-      snprintf(name, sizeof name, "shape_%s_gqa%u_gbps", dtn[di], G);
-      bu_report_vs(name, g[G], "GB/s", "best_gqa", top, "of the best ratio");
-      snprintf(name, sizeof name, "shape_%s_gqa%u_bw", dtn[di], G);
-      bu_report_vs(name, g[G], "GB/s", "read_bw", bw[G], "of bandwidth");
-    }
-    double gb[11], bwb[11];
-    top = 0;
-    for (int i = 0; i < 11; i++) {
-      gb[i] = shape_rate(k, dts[di], 4, bss[i], bwbuf, bwn, reps, &bwb[i]);
-      top = gb[i] > top ? gb[i] : top;
-    }
-    for (int i = 0; i < 11; i++) {
-      char name[96];
-      snprintf(name, sizeof name, "shape_%s_bs%u_gbps", dtn[di], bss[i]);
-      bu_report_vs(name, gb[i], "GB/s", "best_block", top, "of the best block size");
+      if (i < 8) snprintf(name, sizeof name, "shape_%s_gqa%d", dtn[di], i + 1);
+      else snprintf(name, sizeof name, "shape_%s_bs%u", dtn[di], bss[i - 8]);
+      size_t l = strlen(name);
+      snprintf(name + l, sizeof name - l, "_gbps");
+      bu_report_vs(name, g[i], "GB/s", i < 8 ? "best_gqa" : "best_block", top[i >= 8],
+                   i < 8 ? "of the best ratio" : "of the best block size");
+      snprintf(name + l, sizeof name - l, "_bw");
+      bu_report_vs(name, g[i], "GB/s", "read_bw", bw[i], "of bandwidth");
+      snprintf(name + l, sizeof name - l, "_roof");
+      report_roof(name, g[i], by[i], fl[i], bw[i], pk[i]);
     }
   }
 }
@@ -496,10 +529,8 @@ static void bench_prefill(const pkv__kernels *k) {
     tu_paged p;
     tu_paged_init(&p, PKV_DTYPE_F32, PF_HKV, HD, 16, n, 42);
     size_t row = (size_t)PF_HQ * HD;
-    float *q = malloc(sizeof(float) * n * row), *out = malloc(sizeof(float) * n * row),
+    float *q = rand_floats(n * row, 2), *out = malloc(sizeof(float) * n * row),
           *ob = malloc(sizeof(float) * n * row), *S = malloc(sizeof(float) * n * n);
-    uint64_t rs = 2;
-    tu_fill(q, n * row, 1.0f, &rs);
     float scale = 1.0f / sqrtf(HD);
     double flops = 2.0 * n * (double)n * HD * PF_HQ;
     for (int threads = 1; threads <= 2; threads++) {
@@ -509,11 +540,7 @@ static void bench_prefill(const pkv__kernels *k) {
       openblas_set_num_threads(threads);
       for (int r = 0; r < reps; r++) {
         pk[r] = measure_peak(threads, 1);
-        if (threads == 1) { /* on-CPU: the FMA loop on this thread */
-          double c0 = thread_cpu_s();
-          double fl = peak_avx512 && __builtin_cpu_supports("avx512f") ? fma_avx512() : fma_avx2();
-          pc[r] = fl / (thread_cpu_s() - c0) * 1e-9;
-        }
+        if (threads == 1) pc[r] = fma_cpu_gflops(); /* on-CPU: the FMA loop on this thread */
         double c0 = thread_cpu_s();
         uint64_t t0 = bu_now_ns();
         pkv__attn_prefill(&a, &p.view, 0, n, q, out);

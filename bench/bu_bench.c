@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../tools/opts.h"
+
 uint64_t bu_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -79,14 +81,8 @@ void bu_check(int rc, const char *what) {
 
 pkv_cache *bu_cache_8b(uint32_t num_blocks, const char *policy, uint32_t event_queue_cap) {
   pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 32;
-  cfg.n_kv_heads = 8;
-  cfg.head_dim = 128;
-  cfg.block_size = BU_BLOCK_SIZE;
-  cfg.dtype = PKV_DTYPE_F16;
-  cfg.num_blocks = num_blocks;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
+  opts_cache_config(&cfg, opts_model_preset("llama3-8b"), BU_BLOCK_SIZE, num_blocks,
+                    PKV_STORAGE_EXTERNAL);
   if (policy) cfg.policy = policy;
   cfg.event_queue_cap = event_queue_cap;
   pkv_cache *c;

@@ -67,8 +67,8 @@
 #define PV_NV 4
 #elif PKV_VL > 1
 #define DEC_HG 4
-#define DEC_NV 2
-#define DEC_PV_ACC 8
+#define DEC_NV 3     /* 12 accumulators: 6 passes over V per head group, not 8 (NV 2): */
+#define DEC_PV_ACC 12 /* +3 % decode from DRAM, median of 9 in-process A/B rows */
 #define QK_NJ 4
 #define QK_NV 3
 #define PV_NR 4
@@ -113,7 +113,7 @@ AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
   }
 }
 
-/* Prefetch schedule (into L2; the hardware prefetcher cannot follow a jump
+/* Prefetch schedule (into L1 and L2; the hardware prefetcher cannot follow a jump
  * to another block, and with eight heads' K and V streams interleaved it
  * barely helps even within one).  Tiles are walked head by head; while
  * head h of a tile is consumed, the kernel requests
@@ -487,36 +487,46 @@ static void kern_decode_bf16dot(const pkv__decode_args *x) {
 
 /* =============================================================== prefill */
 
+/* The prefill microkernel, a register block of NI rows x NV vectors:
+ *   C_i[v*VL ..] = (load ? C_i : 0) + sum_{k < nk} ap[i][k * as] * B_k[v*VL ..]
+ * with B_k = bt[k] + boff when bt, else bb + k * bs, and C_i = c + i * cs:
+ * per k, NV vectors of B_k are loaded and each row's scalar broadcast
+ * into them. */
+#define PF_NI (QK_NJ > PV_NR ? QK_NJ : PV_NR)
+#define PF_NV (QK_NV > PV_NV ? QK_NV : PV_NV)
+AI void pf_mk(const float *const *ap, size_t as, const float *const *bt, size_t boff,
+              const float *bb, size_t bs, uint32_t nk, float *c, size_t cs, const int load,
+              const uint32_t NI, const uint32_t NV) {
+  pkv_vf o[PF_NI][PF_NV];
+#pragma GCC unroll 8
+  for (uint32_t i = 0; i < NI; i++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++)
+      o[i][v] = load ? PKV_F32_LOAD(c + i * cs + v * PKV_VL) : PKV_F32_ZERO();
+  for (uint32_t k = 0; k < nk; k++) {
+    const float *bk = bt ? bt[k] + boff : bb + k * bs;
+    pkv_vf bv[PF_NV];
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) bv[v] = PKV_F32_LOAD(bk + v * PKV_VL);
+#pragma GCC unroll 8
+    for (uint32_t i = 0; i < NI; i++) {
+      pkv_vf ab = PKV_F32_BROADCAST(ap[i][k * as]);
+#pragma GCC unroll 8
+      for (uint32_t v = 0; v < NV; v++) o[i][v] = PKV_F32_FMA(ab, bv[v], o[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (uint32_t i = 0; i < NI; i++)
+#pragma GCC unroll 8
+    for (uint32_t v = 0; v < NV; v++) PKV_F32_STORE(c + i * cs + v * PKV_VL, o[i][v]);
+}
+
 /* St[j][r0 .. r0+NV*VL) = sum_d K[j][d] * Qt[d][r], for NJ keys from j0.
  * K rows: kr[j] (f32, head_dim). */
 AI void pf_qk(const float *const *kr, uint32_t j0, const float *Qt, size_t ldq,
               uint32_t D, uint32_t r0, float *St, size_t lds, const uint32_t NJ,
               const uint32_t NV) {
-  pkv_vf a[QK_NJ][QK_NV];
-#pragma GCC unroll 8
-  for (uint32_t j = 0; j < NJ; j++)
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++) a[j][v] = PKV_F32_ZERO();
-  const float *kj[QK_NJ];
-#pragma GCC unroll 8
-  for (uint32_t j = 0; j < NJ; j++) kj[j] = kr[j0 + j];
-  for (uint32_t d = 0; d < D; d++) {
-    const float *qd = Qt + (size_t)d * ldq + r0;
-    pkv_vf qv[QK_NV];
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++) qv[v] = PKV_F32_LOAD(qd + v * PKV_VL);
-#pragma GCC unroll 8
-    for (uint32_t j = 0; j < NJ; j++) {
-      pkv_vf kb = PKV_F32_BROADCAST(kj[j][d]);
-#pragma GCC unroll 8
-      for (uint32_t v = 0; v < NV; v++) a[j][v] = PKV_F32_FMA(kb, qv[v], a[j][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (uint32_t j = 0; j < NJ; j++)
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++)
-      PKV_F32_STORE(St + (size_t)(j0 + j) * lds + r0 + v * PKV_VL, a[j][v]);
+  pf_mk(kr + j0, 1, NULL, 0, Qt + r0, ldq, D, St + (size_t)j0 * lds + r0, lds, 0, NJ, NV);
 }
 
 AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
@@ -533,29 +543,10 @@ AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
 AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
               uint32_t r0, uint32_t d0, float *O, uint32_t D, const uint32_t NR,
               const uint32_t NV) {
-  pkv_vf o[PV_NR][PV_NV];
+  const float *pc[PV_NR]; /* row i's weights: column r0 + i of P^T */
 #pragma GCC unroll 8
-  for (uint32_t i = 0; i < NR; i++)
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++)
-      o[i][v] = PKV_F32_LOAD(O + (size_t)(r0 + i) * D + d0 + v * PKV_VL);
-  for (uint32_t j = 0; j < nk; j++) {
-    const float *vj = vr[j] + d0, *pj = Pt + (size_t)j * ldp + r0;
-    pkv_vf vv[PV_NV];
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++) vv[v] = PKV_F32_LOAD(vj + v * PKV_VL);
-#pragma GCC unroll 8
-    for (uint32_t i = 0; i < NR; i++) {
-      pkv_vf pb = PKV_F32_BROADCAST(pj[i]);
-#pragma GCC unroll 8
-      for (uint32_t v = 0; v < NV; v++) o[i][v] = PKV_F32_FMA(pb, vv[v], o[i][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (uint32_t i = 0; i < NR; i++)
-#pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++)
-      PKV_F32_STORE(O + (size_t)(r0 + i) * D + d0 + v * PKV_VL, o[i][v]);
+  for (uint32_t i = 0; i < NR; i++) pc[i] = Pt + r0 + i;
+  pf_mk(pc, ldp, vr, d0, NULL, 0, nk, O + (size_t)r0 * D + d0, D, 1, NR, NV);
 }
 
 AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,

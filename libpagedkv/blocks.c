@@ -102,12 +102,14 @@ int32_t pkv__blocks_take_free(pkv_cache *c) {
   blk->next_free = -1;
   c->n_free--;
   c->refcount[b] = 1;
+  if (c->quota) c->quota_up->live(c, b, +1);
   return b;
 }
 
 /* Puts a FREE block (refcount 0, not cached) on the free list. */
 static void pool_push_free(pkv_cache *c, int32_t b) {
   pkv__block *blk = &c->blk[b];
+  if (c->quota) c->quota_up->live(c, b, -1);
   if (blk->flags & PKV_BLK_HASHED) pkv__block_unhash(c, b);
   blk->flags = 0;
   blk->next_free = c->free_head;
@@ -215,20 +217,25 @@ static void copy_release(pkv_cache *c, const pkv_copy *q) {
   pkv__block_unref(c, q->src_block);
 }
 
+uint32_t pkv__ring_take(const void *base, size_t elem, uint32_t *head,
+                        uint32_t *len, void *out, uint32_t cap) {
+  uint32_t n = *len < cap ? *len : cap;
+  if (n) memcpy(out, (const uint8_t *)base + (size_t)*head * elem, (size_t)n * elem);
+  *head += n;
+  *len -= n;
+  if (*len == 0) *head = 0;
+  return n;
+}
+
 int pkv_pool_drain_copies(pkv_cache *cache, pkv_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
   PKV_ENTER(cache, "drain_copies");
   PKV_CHECK(n_out, "drain_copies: n_out is NULL");
   PKV_CHECK_OUT(out, cap, "drain_copies");
   PKV_LOCK(cache);
-  uint32_t n = cache->copies_len < cap ? cache->copies_len : cap;
-  if (n) {
-    memcpy(out, cache->copies + cache->copies_head, n * sizeof *out);
-    for (uint32_t i = 0; i < n; i++) copy_release(cache, &out[i]);
-    cache->copies_head += n;
-    cache->copies_len -= n;
-    if (cache->copies_len == 0) cache->copies_head = 0;
-  }
+  uint32_t n = pkv__ring_take(cache->copies, sizeof *out, &cache->copies_head,
+                              &cache->copies_len, out, cap);
+  for (uint32_t i = 0; i < n; i++) copy_release(cache, &out[i]);
   *n_out = n;
   if (pending) *pending = cache->copies_len;
   return pkv__leave(cache, 0);

@@ -157,7 +157,6 @@ static void cache_free(pkv_cache *c) {
   pkv__pins_destroy(c);
   pkv__tiers_close(c);
   pkv__quota_destroy(c);
-  if (c->remote) c->remote_ops->destroy(c);
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
   pkv__free(c->copies);

@@ -258,10 +258,11 @@ struct pkv_cache {
   struct pkv__quotas *quota;   /* namespace quotas, or NULL */
   const struct pkv__quota_up *quota_up; /* set with quota */
   uint32_t n_protected;        /* evictable blocks a reservation keeps */
-  /* A store below the pool (tier/remote.c: Redis), reached only through
-   * its vtable, like the policy: the tier files sit above the stack. */
-  struct pkv__remote *remote;  /* NULL = none */
-  const struct pkv__remote_ops *remote_ops; /* valid while remote != NULL */
+  uint32_t take_ns;            /* namespace the next taken block is for */
+  /* tier/remote.c: sends the Redis puts a call queued, after the call
+   * releases the lock (pkv__leave); NULL without a Redis tier. */
+  void (*up_flush)(void *arg);
+  void *up_flush_arg;
 };
 
 /* The quota hooks of the lower floors (tier/quota.c fills them). */
@@ -274,18 +275,10 @@ typedef struct pkv__quota_up {
   int32_t (*victim)(pkv_cache *c);
   /* namespace slot id was (re)interned (ns.c) */
   void (*bind)(pkv_cache *c, uint32_t id);
+  /* block b left the free list (+1, for namespace c->take_ns) / went back
+   * to it (-1) (blocks.c): a namespace's usage counts blocks in use too */
+  void (*live)(pkv_cache *c, int32_t b, int delta);
 } pkv__quota_up;
-
-typedef struct pkv__remote_ops {
-  /* Cached block b is about to be evicted: store it below. */
-  void (*demote)(pkv_cache *c, int32_t b);
-  /* s holds its locally matched blocks; fetch the next ones (up to want in
-   * all) from below, install them as cached blocks of s, return how many
-   * were added. */
-  uint32_t (*fetch)(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
-                    uint32_t want);
-  void (*destroy)(pkv_cache *c); /* frees c->remote */
-} pkv__remote_ops;
 
 /* ------------------------------------------------ the stack
  *
@@ -304,8 +297,8 @@ typedef struct pkv__remote_ops {
  *                             machinery, versioned structs, memory, errors
  *   policy/ (registry.c over the built-ins over util.c) is reached only
  *   through the vtable in pkv_cache (c->policy) and pkv_policy_find.
- *   tier/ (remote.c over redis.c) sits above floor 5: it calls down, and
- *   the stack reaches it only through c->remote_ops.
+ *   tier/ sits above floor 5: it calls down, and the stack reaches it only
+ *   through c->up_demote, c->quota_up and c->up_flush.
  */
 
 /* ------------------------------------------------ helpers (lock held) */
@@ -409,7 +402,10 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
  * unlock, rc. */
 static inline int pkv__leave(pkv_cache *c, int rc) {
   PKV_ASSERT_VALID(c);
+  void (*flush)(void *) = c->up_flush;
+  void *arg = c->up_flush_arg;
   pkv__unlock(c);
+  if (__builtin_expect(flush != NULL, 0)) flush(arg); /* no lock held */
   return rc;
 }
 /* The epilogue of a read-only call. */
@@ -451,6 +447,11 @@ void pkv__block_copy(pkv_cache *c, int32_t src, int32_t dst, uint32_t n_slots);
 /* The same from slot src_slot of src to slot dst_slot of dst (src != dst). */
 void pkv__slots_copy(pkv_cache *c, int32_t src, uint32_t src_slot, int32_t dst,
                      uint32_t dst_slot, uint32_t n_slots);
+/* Moves up to cap entries of elem bytes from the front of the ring
+ * [*head, *head + *len) at base into out (*head resets once it is empty);
+ * how many moved.  The copy queues' drain (pool copies, tier copies). */
+uint32_t pkv__ring_take(const void *base, size_t elem, uint32_t *head,
+                        uint32_t *len, void *out, uint32_t cap);
 int pkv__copies_reserve(pkv_cache *c, uint32_t extra);
 /* A block that left the index (eviction, reset) goes back on the free list
  * (refcount 0). */

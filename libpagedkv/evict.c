@@ -98,7 +98,6 @@ int32_t pkv__evict_one(pkv_cache *c) {
   }
   if (pkv__block_is_orphan(c, v)) c->st.orphan_evictions++;
   if (c->up_demote) c->up_demote(c, v);
-  if (c->remote) c->remote_ops->demote(c, v);
   pkv__prefix_remove(c, v, true);
   c->st.evictions++;
   pkv__blocks_release_evicted(c, v);

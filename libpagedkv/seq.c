@@ -247,6 +247,7 @@ int pkv__seq_grow(pkv_cache *c, pkv__seq *s, const int32_t *hits,
   }
   int32_t copy_to = -1;
   uint32_t taken = 0;
+  c->take_ns = s->ns_id; /* quotas count the blocks it holds */
   if (cow && (copy_to = pkv__block_take(c)) < 0) goto undo;
   for (; taken < n_fresh; taken++) {
     int32_t b = pkv__block_take(c);
@@ -816,7 +817,6 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
   s->n_tokens = s->n_known = s->n_committed = k * bs;
   cache->sum_tokens += (uint64_t)k * bs;
   cache->sum_blocks += k;
-  if (cache->remote && k < want) k += cache->remote_ops->fetch(cache, s, tokens, want);
   cache->st.prefix_hit_tokens += (uint64_t)k * bs;
   *matched = k * bs;
 out:

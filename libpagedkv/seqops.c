@@ -105,6 +105,7 @@ static uint32_t shift_copy(pkv_cache *c, pkv__seq *s, int32_t *old,
   const uint32_t bs = c->block_size, old_nb = s->n_blocks;
   const uint32_t new_len = s->n_tokens - d;
   uint32_t next_old = kb;
+  c->take_ns = s->ns_id; /* quotas count the blocks it holds */
   for (uint32_t j = kb; j < new_nb; j++) {
     int32_t nb = pkv__block_take(c);
     if (nb < 0) {

@@ -1,18 +1,22 @@
 #!/bin/sh
 # fuzz-smoke.sh [SECONDS] — builds the libFuzzer harnesses (make fuzz) and
-# runs each one for a bounded time (default 60 s in all: 30 for the manager
-# operations, 12 for the trace readers and the simulator on their traces, 6
-# for the option parsers, 12 for the engine kernels) from a scratch copy of
-# its seed corpus.  Fails on the first crash, sanitizer report, leak or timeout; the
-# input that did it is left in build/fuzz/smoke-<harness>-crash-*.
+# runs each one for a bounded time from a scratch copy of its seed corpus:
+# of SECONDS (default 60) half for the manager operations, a fifth each for
+# the trace readers and simulator and for the engine kernels, a tenth for the
+# option parsers.  Two lanes run side by side (ops | trace, cli, engine), so
+# the wall time is about SECONDS / 2 on two cores.  Fails on the first crash,
+# sanitizer report, leak or timeout; the input that did it is left in
+# build/fuzz/smoke-<harness>-crash-*.
 set -eu
 cd "$(dirname "$0")/.."
 total=${1:-60}
 scripts/deps.sh fuzz
 make -s fuzz
-for h in ops trace cli engine; do
+
+one() { # one HARNESS: run it, print its summary, fail loudly
+  h=$1
   bin=build/fuzz/fuzz_$h
-  [ -x "$bin" ] || { echo "fuzz-smoke: $bin missing" >&2; exit 1; }
+  [ -x "$bin" ] || { echo "fuzz-smoke: $bin missing" >&2; return 1; }
   case $h in ops) secs=$((total / 2)) ;; trace|engine) secs=$((total / 5)) ;; *) secs=$((total / 10)) ;; esac
   work=build/fuzz/smoke_$h
   rm -rf "$work" && mkdir -p "$work"
@@ -24,9 +28,14 @@ for h in ops trace cli engine; do
         > build/fuzz/smoke_$h.log 2>&1; then
     tail -40 build/fuzz/smoke_$h.log >&2
     echo "fuzz-smoke: fuzz_$h FAILED (log: build/fuzz/smoke_$h.log)" >&2
-    exit 1
+    return 1
   fi
-  grep -E '^stat::number_of_executed_units|^Done' build/fuzz/smoke_$h.log | tr '\n' ' '
-  echo
-done
+  echo "fuzz-smoke: $h: $(grep -E '^stat::number_of_executed_units|^Done' build/fuzz/smoke_$h.log | tr '\n' ' ')"
+}
+
+one ops & lane1=$!
+lane2=0
+{ one trace && one cli && one engine; } || lane2=1
+rc1=0; wait "$lane1" || rc1=1
+[ "$rc1" = 0 ] && [ "$lane2" = 0 ] || { echo "fuzz-smoke: FAILED" >&2; exit 1; }
 echo "fuzz-smoke: clean"

@@ -138,6 +138,17 @@ t 2 sim "$good" --nodes 2 --route roundrobin
 t 2 sim "$good" --nodes 2 --route ""
 t 2 sim "$good" --route rr
 t 2 sim "$good" --shared-remote 1G
+# The Redis tier flag: address and prefix checked before the run.
+t 2 run --redis ""
+t 2 run --redis :6379/pfx
+t 2 run --redis 127.0.0.1:6379/
+t 2 run --redis localhost
+t 2 run --redis "h;rm:80"
+t 2 run --redis 127.0.0.1:0
+t 2 run --redis "127.0.0.1:6379/a b"
+t 2 run --redis unix:relative.sock
+t 2 run --dry --redis 127.0.0.1:6379
+t 2 sim "$good" --redis 127.0.0.1:6379
 t 2 sim "$good" --nodes 2 --route-load-bound 0.99
 t 2 sim "$good" --nodes 2 --route-load-bound 1001
 t 2 sim "$good" --nodes 2 --route-load-bound nan
@@ -195,6 +206,8 @@ ok 'fp8_e5m2 K/V' '' run -q --dtype fp8_e5m2 --requests 4 --blocks 64
 ok '^2 +prefix ' '' sim "$good" -q --nodes 2 -c 50,60
 ok '^4 +rr .*^4 +prefix|per node' '' sim "$good" -q --nodes 4 -c 50 --shared-remote 1G --kv-bytes-per-token 1024
 ok '^policy,nodes,route,' '^trace ' sim "$good" -q --nodes 2 -c 50 --csv -
+# Redis unreachable (nobody listens on port 1): the run goes on, failures counted.
+ok 'tier redis +0 stored, 0 promoted, [1-9][0-9]* errors' '' run -q --requests 16 --memory 1000000 --redis 127.0.0.1:1
 [ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }
 if command -v gnuplot > /dev/null 2>&1; then
   # A quote in a --plot path: the file is written under that name, nothing runs.

@@ -74,15 +74,6 @@ static void add_seq(batch *b, int from, uint32_t share_blocks, uint32_t n) {
   b->n_tokens[s] = n;
 }
 
-static double max_diff(const float *a, const float *b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
 static int fclass(float x) { return isnan(x) ? 0 : isinf(x) ? (x > 0 ? 1 : 2) : 3; }
 
 /* V head dim of the views (0: head_dim), for the shape cases. */
@@ -126,11 +117,11 @@ static void compare(const batch *b, const pkv__kernels *k, uint32_t G, int expec
     int on = run(b, k, threads, G, PKV__CASCADE_ALWAYS, bf16_dot, q, casc);
     ck_assert_msg(on == expect_cascade, "%s %s: cascade %d, expected %d", what, k->name, on,
                   expect_cascade);
-    double d = max_diff(casc, plain, n);
+    double d = tu_max_diff(casc, plain, n);
     ck_assert_msg(d < TOL_CASCADE, "%s %s dtype %d G %u threads %u: diff %g", what, k->name,
                   (int)b->layer.view.dtype, G, threads, d);
     (void)run(b, k, threads, G, PKV__CASCADE_AUTO, bf16_dot, q, casc);
-    d = max_diff(casc, plain, n);
+    d = tu_max_diff(casc, plain, n);
     ck_assert_msg(d < TOL_CASCADE, "%s %s auto threads %u: diff %g", what, k->name, threads, d);
   }
   free(q);
@@ -393,7 +384,7 @@ START_TEST(cascade_through_the_cache) {
       free(k2);
     }
     ck_assert_int_eq(pkv_decode(casc, seqs, FORKS, 0, q, k, v, o2), 0);
-    double d = max_diff(o, o2, (size_t)FORKS * HQ * D);
+    double d = tu_max_diff(o, o2, (size_t)FORKS * HQ * D);
     ck_assert_msg(d < TOL_CASCADE, "dtype %d: cascade vs plain through the cache %g", t, d);
     free(o2);
     free(q);
@@ -406,26 +397,7 @@ START_TEST(cascade_through_the_cache) {
 }
 END_TEST
 
-static Suite *cascade_suite(void) {
-  Suite *s = suite_create("cascade");
-  TCase *tc = tcase_create("kernel");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, cascade_equals_plain);
-  tcase_add_test(tc, cascade_wide_groups);
-  tcase_add_test(tc, cascade_auto_threshold);
-  tcase_add_test(tc, cascade_head_shapes);
-  tcase_add_test(tc, cascade_non_finite_like_plain);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("api");
-  tcase_add_test(tc, cascade_through_the_cache);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(cascade_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("cascade",
+    {"kernel", 120, {{cascade_equals_plain}, {cascade_wide_groups}, {cascade_auto_threshold},
+                     {cascade_head_shapes}, {cascade_non_finite_like_plain}}},
+    {"api", 0, {{cascade_through_the_cache}}})

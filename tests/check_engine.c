@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #ifndef TOL_OUT
@@ -65,16 +66,6 @@ static const pkv__kernels *backend(int i) {
   return pkv__kernels_select(backend_names[i]);
 }
 
-/* max |a - b| */
-static double max_diff(const float *a, const float *b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= m)) m = d; /* NaN propagates as a failure */
-  }
-  return m;
-}
-
 /* Reference decode output of one sequence over tokens [0, n). */
 static void ref_decode(const tu_paged *p, uint32_t Hq, uint32_t n, const float *q,
                        float scale, float *out) {
@@ -103,7 +94,7 @@ static double decode_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uin
   pkv__decode_seq s = {.kv = p.view, .n_tokens = n, .q = q, .out = out};
   ck_assert_int_eq(pkv__attn_decode(&a, &s, 1), 0);
   ref_decode(&p, Hq, n, q, scale, ref);
-  double diff = max_diff(out, ref, (size_t)Hq * D);
+  double diff = tu_max_diff(out, ref, (size_t)Hq * D);
   pkv__attn_fini(&a);
   free(q);
   free(out);
@@ -140,7 +131,7 @@ static double prefill_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, ui
       pkv__attn_row_ref(q + i * row + (size_t)hq * D, p.kc + cc, p.vc + cc, D, pos0 + i + 1, D,
                         scale, ref + (size_t)hq * D);
     }
-    double d = max_diff(out + i * row, ref, row);
+    double d = tu_max_diff(out + i * row, ref, row);
     if (!(d <= worst)) worst = d;
   }
   pkv__attn_fini(&a);
@@ -153,22 +144,35 @@ static double prefill_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, ui
 
 /* ------------------------------------------------------------ decode */
 
-START_TEST(decode_matrix) {
-  /* every back end x dtype x GQA ratio x head_dim, block size 16 */
+/* The decode and prefill matrices: every back end x dtype x GQA ratio x
+ * head_dim, block size 16, each case's diff to the reference under TOL_OUT.
+ * phase(k, dtype, G, D, gi, di, &n) runs one case of n tokens. */
+typedef double (*matrix_phase)(const pkv__kernels *k, pkv_dtype dtype, uint32_t G, uint32_t D,
+                               uint32_t gi, uint32_t di, uint32_t *n);
+static void run_matrix(const char *what, matrix_phase phase) {
   static const uint32_t gs[] = {1, 4, 8}, ds[] = {64, 80, 96, 128, 256};
   for (int b = 0; b < 3; b++) {
     const pkv__kernels *k = backend(b);
     if (!k) continue;
     for (int t = 0; t < 3; t++)
-      for (int gi = 0; gi < 3; gi++)
-        for (int di = 0; di < 5; di++) {
-          uint32_t n = 37 + 50 * (uint32_t)di;
-          double d = decode_case(k, dtypes[t], 2, gs[gi], ds[di], 16, n, 1);
-          ck_assert_msg(d < TOL_OUT, "%s %s G=%u D=%u n=%u: diff %g > %g", backend_names[b],
-                        dtype_names[t], gs[gi], ds[di], n, d, TOL_OUT);
+      for (uint32_t gi = 0; gi < 3; gi++)
+        for (uint32_t di = 0; di < 5; di++) {
+          uint32_t n;
+          double d = phase(k, dtypes[t], gs[gi], ds[di], gi, di, &n);
+          ck_assert_msg(d < TOL_OUT, "%s %s %s G=%u D=%u n=%u: diff %g > %g", what,
+                        backend_names[b], dtype_names[t], gs[gi], ds[di], n, d, TOL_OUT);
         }
   }
 }
+
+static double decode_matrix_case(const pkv__kernels *k, pkv_dtype dtype, uint32_t G, uint32_t D,
+                                 uint32_t gi, uint32_t di, uint32_t *n) {
+  (void)gi;
+  *n = 37 + 50 * di;
+  return decode_case(k, dtype, 2, G, D, 16, *n, 1);
+}
+
+START_TEST(decode_matrix) { run_matrix("decode", decode_matrix_case); }
 END_TEST
 
 /* Decode (1 and 2 threads, split) and prefill (chunks of 29, the last 40 positions) of one sequence
@@ -195,7 +199,7 @@ static double shape_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uint
     for (uint32_t hq = 0; hq < Hq; hq++) {
       size_t c = (size_t)(hq / G) * p.cap_tokens * D;
       pkv__attn_row_ref_dv(sq.q + (size_t)hq * D, p.kc + c, p.vc + c, D, n, D, Dv, scale, ref);
-      double d = max_diff(out + (size_t)hq * Dv, ref, Dv);
+      double d = tu_max_diff(out + (size_t)hq * Dv, ref, Dv);
       worst = d > worst ? d : worst;
     }
     for (uint32_t c0 = 0; c0 < np; c0 += 29) {
@@ -208,7 +212,7 @@ static double shape_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uint
         size_t c = (size_t)(hq / G) * p.cap_tokens * D;
         pkv__attn_row_ref_dv(q + ((size_t)i * Hq + hq) * D, p.kc + c, p.vc + c, D, n - np + i + 1,
                              D, Dv, scale, ref);
-        double d = max_diff(out + ((size_t)i * Hq + hq) * Dv, ref, Dv);
+        double d = tu_max_diff(out + ((size_t)i * Hq + hq) * Dv, ref, Dv);
         worst = d > worst ? d : worst;
       }
     pkv__attn_fini(&a);
@@ -274,9 +278,9 @@ static void bf16dot_case(const pkv__kernels *k, uint32_t Hkv, uint32_t G, uint32
   pkv__decode_seq s = {.kv = p.view, .n_tokens = n, .q = q, .out = out};
   ck_assert_int_eq(pkv__attn_decode(&a, &s, 1), 0);
   ref_decode(&p, Hq, n, qr, scale, ref);
-  *exact_diff = max_diff(out, ref, rows);
+  *exact_diff = tu_max_diff(out, ref, rows);
   ref_decode(&p, Hq, n, q, scale, ref);
-  *loose_diff = max_diff(out, ref, rows);
+  *loose_diff = tu_max_diff(out, ref, rows);
   pkv__attn_fini(&a);
   free(q);
   free(qr);
@@ -376,7 +380,7 @@ START_TEST(decode_mixed_batch) {
     if (threads == 2) ck_assert_uint_gt(a.n_split, 0); /* 5 sequences < 4 x 2: split */
     for (int i = 0; i < NS; i++) {
       ref_decode(&p[i], Hq, lens[i], seqs[i].q, 0.1f, ref);
-      double d = max_diff(seqs[i].out, ref, (size_t)Hq * D);
+      double d = tu_max_diff(seqs[i].out, ref, (size_t)Hq * D);
       ck_assert_msg(d < TOL_OUT, "batch seq %d len %u threads %u: diff %g", i, lens[i], threads, d);
     }
     pkv__attn_fini(&a);
@@ -415,14 +419,14 @@ START_TEST(paged_equals_contiguous) {
   pkv__decode_seq s2 = {.kv = ct.view, .n_tokens = n, .q = q, .out = o2};
   ck_assert_int_eq(pkv__attn_decode(&a, &s1, 1), 0);
   ck_assert_int_eq(pkv__attn_decode(&a, &s2, 1), 0);
-  double d = max_diff(o1, o2, (size_t)Hq * D);
+  double d = tu_max_diff(o1, o2, (size_t)Hq * D);
   ck_assert_msg(d < TOL_SPLIT, "paged vs contiguous decode: diff %g", d);
   float *pq = malloc(sizeof(float) * 64 * Hq * D), *p1 = malloc(sizeof(float) * 64 * Hq * D),
         *p2 = malloc(sizeof(float) * 64 * Hq * D);
   tu_fill(pq, (size_t)64 * Hq * D, 2.0f, &rs);
   ck_assert_int_eq(pkv__attn_prefill(&a, &pg.view, n - 64, 64, pq, p1), 0);
   ck_assert_int_eq(pkv__attn_prefill(&a, &ct.view, n - 64, 64, pq, p2), 0);
-  d = max_diff(p1, p2, (size_t)64 * Hq * D);
+  d = tu_max_diff(p1, p2, (size_t)64 * Hq * D);
   ck_assert_msg(d < TOL_SPLIT, "paged vs contiguous prefill: diff %g", d);
   pkv__attn_fini(&a);
   free(kr); free(vr); free(q); free(o1); free(o2); free(pq); free(p1); free(p2);
@@ -433,21 +437,13 @@ END_TEST
 
 /* ------------------------------------------------------------ prefill */
 
-START_TEST(prefill_matrix) {
-  static const uint32_t gs[] = {1, 4, 8}, ds[] = {64, 80, 96, 128, 256};
-  for (int b = 0; b < 3; b++) {
-    const pkv__kernels *k = backend(b);
-    if (!k) continue;
-    for (int t = 0; t < 3; t++)
-      for (int gi = 0; gi < 3; gi++)
-        for (int di = 0; di < 5; di++) {
-          uint32_t n = 21 + 30 * (uint32_t)gi + 7 * (uint32_t)di;
-          double d = prefill_case(k, dtypes[t], 1, gs[gi], ds[di], 16, 0, n, n, 1);
-          ck_assert_msg(d < TOL_OUT, "%s %s G=%u D=%u n=%u: diff %g", backend_names[b],
-                        dtype_names[t], gs[gi], ds[di], n, d);
-        }
-  }
+static double prefill_matrix_case(const pkv__kernels *k, pkv_dtype dtype, uint32_t G, uint32_t D,
+                                  uint32_t gi, uint32_t di, uint32_t *n) {
+  *n = 21 + 30 * gi + 7 * di;
+  return prefill_case(k, dtype, 1, G, D, 16, 0, *n, *n, 1);
 }
+
+START_TEST(prefill_matrix) { run_matrix("prefill", prefill_matrix_case); }
 END_TEST
 
 START_TEST(prefill_block_sizes_long) {
@@ -495,7 +491,7 @@ START_TEST(chunked_equals_one_shot) {
   for (int c = 0; c + 1 < 6; c++)
     ck_assert_int_eq(pkv__attn_prefill(&a, &p.view, cuts[c], cuts[c + 1] - cuts[c],
                                        q + cuts[c] * row, o2 + cuts[c] * row), 0);
-  double d = max_diff(o1, o2, n * row);
+  double d = tu_max_diff(o1, o2, n * row);
   ck_assert_msg(d < TOL_SPLIT, "chunked vs one-shot: diff %g", d);
   pkv__attn_fini(&a);
   free(q); free(o1); free(o2);
@@ -562,37 +558,11 @@ START_TEST(backend_selection) {
 }
 END_TEST
 
-static Suite *engine_suite(void) {
-  Suite *s = suite_create("engine");
-  TCase *tc = tcase_create("decode");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, decode_matrix);
-  tcase_add_test(tc, head_shapes);
-  tcase_add_test(tc, decode_block_sizes_and_lengths);
-  tcase_add_test(tc, decode_split_k_threads);
-  tcase_add_test(tc, decode_mixed_batch);
-  tcase_add_test(tc, decode_bf16_dot);
-  tcase_add_test(tc, paged_equals_contiguous);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("prefill");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, prefill_matrix);
-  tcase_add_test(tc, prefill_block_sizes_long);
-  tcase_add_test(tc, prefill_after_prefix_and_chunked);
-  tcase_add_test(tc, chunked_equals_one_shot);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("misc");
-  tcase_add_test(tc, conversions_round_to_nearest_even);
-  tcase_add_test(tc, backend_selection);
-  tcase_add_test(tc, simd_store_equals_scalar);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(engine_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("engine",
+    {"decode", 120, {{decode_matrix}, {head_shapes}, {decode_block_sizes_and_lengths},
+                     {decode_split_k_threads}, {decode_mixed_batch}, {decode_bf16_dot},
+                     {paged_equals_contiguous}}},
+    {"prefill", 120, {{prefill_matrix}, {prefill_block_sizes_long},
+                      {prefill_after_prefix_and_chunked}, {chunked_equals_one_shot}}},
+    {"misc", 0, {{conversions_round_to_nearest_even}, {backend_selection},
+                 {simd_store_equals_scalar}}})

@@ -19,6 +19,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #define TOL_OUT 2e-6
@@ -123,6 +124,26 @@ static void prefill_checked(pkv_seq_id s, model *m, uint32_t pos0, uint32_t n) {
   free(q); free(k); free(v); free(out);
 }
 
+/* A new sequence holding tok[0..n), prefilled in chunks of `chunk` tokens
+ * (each checked against m, which starts empty) and committed. */
+static pkv_seq_id prefilled_seq(model *m, const int32_t *tok, uint32_t n, uint32_t chunk) {
+  pkv_seq_id s;
+  m->n = 0;
+  ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
+  ck_assert_int_eq(pkv_seq_append(cache, s, tok, n, NULL), 0);
+  for (uint32_t pos = 0; pos < n; pos += chunk)
+    prefill_checked(s, m, pos, n - pos < chunk ? n - pos : chunk);
+  ck_assert_int_eq(pkv_seq_commit(cache, s, n), 0);
+  return s;
+}
+
+/* The end of a compute test: the cache's invariants hold, then both go. */
+static void checked_teardown(void) {
+  char msg[256];
+  ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
+  teardown();
+}
+
 /* One decode step for a batch: append, decode, check each against its model. */
 static void decode_checked(const pkv_seq_id *seqs, model **ms, uint32_t n) {
   float q[8 * QROW], k[8 * KVROW], v[8 * KVROW], out[8 * QROW];
@@ -154,18 +175,10 @@ START_TEST(prefill_then_decode_each_dtype) {
   for (int i = 0; i < 3; i++) {
     setup_with(dts[i], bss[i], (uint32_t)i + 1);
     static model m;
-    m.n = 0;
-    pkv_seq_id s;
-    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(cache, s, tokens_of(0, 100), 100, NULL), 0);
-    prefill_checked(s, &m, 0, 60);  /* two chunks: [0,60) then [60,100) */
-    prefill_checked(s, &m, 60, 40);
-    ck_assert_int_eq(pkv_seq_commit(cache, s, 100), 0);
+    pkv_seq_id s = prefilled_seq(&m, tokens_of(0, 100), 100, 60); /* [0,60) then [60,100) */
     model *ms[1] = {&m};
     for (int step = 0; step < 5; step++) decode_checked(&s, ms, 1);
-    char msg[256];
-    ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
-    teardown();
+    checked_teardown();
   }
 }
 END_TEST
@@ -173,14 +186,11 @@ END_TEST
 START_TEST(prefill_after_cached_prefix) {
   setup_with(PKV_DTYPE_BF16, 16, 2);
   static model a, b;
-  a.n = b.n = 0;
-  pkv_seq_id sa, sb;
+  b.n = 0;
+  pkv_seq_id sb;
   const uint32_t n = 70;
   int32_t *tok = tokens_of(1000, n);
-  ck_assert_int_eq(pkv_seq_create(cache, NULL, &sa), 0);
-  ck_assert_int_eq(pkv_seq_append(cache, sa, tok, n, NULL), 0);
-  prefill_checked(sa, &a, 0, n);
-  ck_assert_int_eq(pkv_seq_commit(cache, sa, n), 0);
+  prefilled_seq(&a, tok, n, n);
   /* b shares the prompt: the full committed blocks are matched */
   ck_assert_int_eq(pkv_seq_create(cache, NULL, &sb), 0);
   uint32_t matched = 0;
@@ -193,21 +203,15 @@ START_TEST(prefill_after_cached_prefix) {
   ck_assert_int_eq(pkv_seq_append(cache, sb, tok + matched, n - matched, NULL), 0);
   prefill_checked(sb, &b, matched, n - matched); /* attends over the cached prefix */
   ck_assert_int_eq(pkv_seq_commit(cache, sb, n), 0);
-  char msg[256];
-  ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
-  teardown();
+  checked_teardown();
 }
 END_TEST
 
 START_TEST(decode_after_fork_both_branches) {
   setup_with(PKV_DTYPE_F16, 16, 2);
   static model a, b;
-  a.n = 0;
-  pkv_seq_id sa, sb;
-  ck_assert_int_eq(pkv_seq_create(cache, NULL, &sa), 0);
-  ck_assert_int_eq(pkv_seq_append(cache, sa, tokens_of(0, 40), 40, NULL), 0);
-  prefill_checked(sa, &a, 0, 40); /* 40 = 2 full blocks + a shared partial tail */
-  ck_assert_int_eq(pkv_seq_commit(cache, sa, 40), 0);
+  /* 40 = 2 full blocks + a shared partial tail */
+  pkv_seq_id sa = prefilled_seq(&a, tokens_of(0, 40), 40, 40), sb;
   ck_assert_int_eq(pkv_seq_fork(cache, sa, &sb), 0);
   b = a;
   /* before its own append, the parent's tail is shared: not writable */
@@ -222,9 +226,7 @@ START_TEST(decode_after_fork_both_branches) {
   /* each branch still sees its own history only */
   ck_assert_uint_eq(a.n, 60);
   ck_assert_uint_eq(b.n, 60);
-  char msg[256];
-  ck_assert_msg(pkv_check(cache, msg, sizeof msg) == 0, "%s", msg);
-  teardown();
+  checked_teardown();
 }
 END_TEST
 
@@ -235,12 +237,8 @@ START_TEST(decode_mixed_lengths_batch) {
   pkv_seq_id s[5];
   model *ms[5];
   for (int i = 0; i < 5; i++) {
-    m[i].n = 0;
     ms[i] = &m[i];
-    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s[i]), 0);
-    ck_assert_int_eq(pkv_seq_append(cache, s[i], tokens_of(10000u * (uint32_t)i, lens[i]), lens[i], NULL), 0);
-    prefill_checked(s[i], &m[i], 0, lens[i]);
-    ck_assert_int_eq(pkv_seq_commit(cache, s[i], lens[i]), 0);
+    s[i] = prefilled_seq(&m[i], tokens_of(10000u * (uint32_t)i, lens[i]), lens[i], lens[i]);
   }
   for (int step = 0; step < 3; step++) decode_checked(s, ms, 5);
   teardown();
@@ -279,12 +277,7 @@ START_TEST(decode_bf16_dot_option) {
     ck_assert_int_eq(pkv_engine_uses_bf16_dot(engine), avail);
     decode_tol = TOL_BF16DOT;
     static model m;
-    m.n = 0;
-    pkv_seq_id s;
-    ck_assert_int_eq(pkv_seq_create(cache, NULL, &s), 0);
-    ck_assert_int_eq(pkv_seq_append(cache, s, tokens_of(7000, 700), 700, NULL), 0);
-    prefill_checked(s, &m, 0, 700);
-    ck_assert_int_eq(pkv_seq_commit(cache, s, 700), 0);
+    pkv_seq_id s = prefilled_seq(&m, tokens_of(7000, 700), 700, 700);
     model *ms[1] = {&m};
     for (int step = 0; step < 3; step++) decode_checked(&s, ms, 1);
     decode_tol = TOL_OUT;
@@ -565,30 +558,10 @@ START_TEST(out_of_memory_loop) {
 }
 END_TEST
 
-static Suite *api_suite(void) {
-  Suite *s = suite_create("engine_api");
-  TCase *tc = tcase_create("compute");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, prefill_then_decode_each_dtype);
-  tcase_add_test(tc, prefill_after_cached_prefix);
-  tcase_add_test(tc, decode_after_fork_both_branches);
-  tcase_add_test(tc, decode_mixed_lengths_batch);
-  tcase_add_test(tc, mla_576_512);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("validation");
-  tcase_set_timeout(tc, 120); /* the bf16-dot and OOM loops compute; a loaded CI machine */
-  tcase_add_test(tc, create_validation);
-  tcase_add_test(tc, decode_bf16_dot_option);
-  tcase_add_test(tc, call_validation_writes_nothing);
-  tcase_add_test(tc, out_of_memory_loop);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(api_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("engine_api",
+    {"compute", 120, {{prefill_then_decode_each_dtype}, {prefill_after_cached_prefix},
+                      {decode_after_fork_both_branches}, {decode_mixed_lengths_batch},
+                      {mla_576_512}}},
+    /* the bf16-dot and OOM loops compute; a loaded CI machine */
+    {"validation", 120, {{create_validation}, {decode_bf16_dot_option},
+                         {call_validation_writes_nothing}, {out_of_memory_loop}}})

@@ -261,16 +261,6 @@ START_TEST(random_inputs) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("engine_fuzz");
-  TCase *tc = tcase_create("nonfinite");
-  tcase_set_timeout(tc, 300);
-  tcase_add_test(tc, causal_mask_no_leak);
-  tcase_add_test(tc, nan_k_poisons_rows);
-  tcase_add_test(tc, huge_scores_finite);
-  tcase_add_test(tc, vmax_sum_finite);
-  tcase_add_test(tc, seed_corpus);
-  tcase_add_loop_test(tc, random_inputs, 0, 4);
-  suite_add_tcase(s, tc);
-  return tu_main(s);
-}
+TU_MAIN("engine_fuzz",
+    {"nonfinite", 300, {{causal_mask_no_leak}, {nan_k_poisons_rows}, {huge_scores_finite},
+                        {vmax_sum_finite}, {seed_corpus}, {random_inputs, 0, 4}}})

@@ -38,6 +38,7 @@
 #include "engine_internal.h"
 #include "pagedkv/engine.h"
 #include "pagedkv/policy.h"
+#include "tu_core.h"
 #include "tu_paged.h"
 
 #define TOL_OUT 2e-6
@@ -49,15 +50,6 @@ static const char *const backend_names[] = {"avx512", "avx2", "scalar"};
 static const pkv_dtype qtypes[] = {PKV_DTYPE_I8, PKV_DTYPE_FP8_E4M3, PKV_DTYPE_FP8_E5M2};
 static const char *const qnames[] = {"i8", "e4m3", "e5m2"};
 static const double qtol[] = {TOL_I8, TOL_E4M3, TOL_E5M2};
-
-static double max_diff(const float *a, const float *b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 /* ------------------------------------------------------------ codes */
 
@@ -196,10 +188,10 @@ static void kernel_case(const pkv__kernels *k, pkv_dtype dt, uint32_t G, uint32_
         const float *qr = q + ((size_t)i * Hq + hq) * D, *o = out + ((size_t)i * Hq + hq) * D;
         size_t c = (size_t)(hq / G) * n * D;
         pkv__attn_row_ref(qr, p.kc + c, p.vc + c, D, len, D, scale, ref);
-        double d = max_diff(o, ref, D);
+        double d = tu_max_diff(o, ref, D);
         if (!(d <= *exact)) *exact = d;
         pkv__attn_row_ref(qr, f.kc + c, f.vc + c, D, len, D, scale, ref);
-        d = max_diff(o, ref, D);
+        d = tu_max_diff(o, ref, D);
         if (!(d <= *acc)) *acc = d;
       }
     }
@@ -327,7 +319,7 @@ START_TEST(through_the_cache) {
           memcpy(vt + tt * D, vh[tt] + (hq / G) * D, sizeof(float) * D);
         }
         pkv__attn_row_ref(q + (i * HQ + hq) * D, kt, vt, D, (uint32_t)i + 1, D, 1.0f / 8.0f, ref);
-        ck_assert_msg(max_diff(out + (i * HQ + hq) * D, ref, D) < TOL_OUT, "%s prefill row %d", qnames[t], i);
+        ck_assert_msg(tu_max_diff(out + (i * HQ + hq) * D, ref, D) < TOL_OUT, "%s prefill row %d", qnames[t], i);
       }
     /* fork in the middle of block 2: each branch's append copies the
      * partial block (codes and scales) before writing */
@@ -360,7 +352,7 @@ START_TEST(through_the_cache) {
             memcpy(vt + tt * D, vb[b][tt] + (hq / G) * D, sizeof(float) * D);
           }
           pkv__attn_row_ref(q + (b * HQ + hq) * D, kt, vt, D, len, D, 1.0f / 8.0f, ref);
-          ck_assert_msg(max_diff(out + (b * HQ + hq) * D, ref, D) < TOL_OUT, "%s branch %d step %d",
+          ck_assert_msg(tu_max_diff(out + (b * HQ + hq) * D, ref, D) < TOL_OUT, "%s branch %d step %d",
                         qnames[t], b, step);
         }
       }
@@ -416,8 +408,8 @@ START_TEST(v_head_dim_narrower) {
       for (int hq = 0; hq < HQ; hq++) {
         pkv__attn_row_ref_dv(q + (i * HQ + hq) * D, kh, vh, D, (uint32_t)i + 1, D, DV,
                              1.0f / sqrtf((float)D), ref);
-        ck_assert_msg(max_diff(out + (i * HQ + hq) * DV, ref, DV) < TOL_OUT, "%s row %d head %d: %g",
-                      qnames[t], i, hq, max_diff(out + (i * HQ + hq) * DV, ref, DV));
+        ck_assert_msg(tu_max_diff(out + (i * HQ + hq) * DV, ref, DV) < TOL_OUT, "%s row %d head %d: %g",
+                      qnames[t], i, hq, tu_max_diff(out + (i * HQ + hq) * DV, ref, DV));
       }
     pkv_engine_destroy(e);
     pkv_cache_destroy(cache);
@@ -425,26 +417,7 @@ START_TEST(v_head_dim_narrower) {
 }
 END_TEST
 
-static Suite *quant_suite(void) {
-  Suite *s = suite_create("quant");
-  TCase *tc = tcase_create("format");
-  tcase_add_test(tc, fp8_codes_round_trip);
-  tcase_add_test(tc, row_format_and_edges);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("kernels");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, kernels_exact_and_accurate);
-  tcase_add_test(tc, non_finite_rows_same_on_every_back_end);
-  tcase_add_test(tc, through_the_cache);
-  tcase_add_test(tc, v_head_dim_narrower);
-  suite_add_tcase(s, tc);
-  return s;
-}
-
-int main(void) {
-  SRunner *sr = srunner_create(quant_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("quant",
+    {"format", 0, {{fp8_codes_round_trip}, {row_format_and_edges}}},
+    {"kernels", 120, {{kernels_exact_and_accurate}, {non_finite_rows_same_on_every_back_end},
+                      {through_the_cache}, {v_head_dim_narrower}}})

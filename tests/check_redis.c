@@ -412,9 +412,7 @@ START_TEST(bad_address) {
                               "h:12a", "h:-1", "a b:80", "h;rm:80", "::1:80",
                               "[::1]6379", "unix:", "unix:relative/x",
                               "h:123456"};
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, 4);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, 4);
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     pkv_redis_opts o;
     pkv_redis_opts_init(&o);
@@ -743,28 +741,83 @@ START_TEST(two_processes) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("redis");
-  TCase *tier = tcase_create("tier");
-  tcase_add_test(tier, round_trip);
-  tcase_add_test(tier, batch_64);
-  tcase_add_test(tier, ttl_expiry);
-  tcase_add_test(tier, bad_values);
-  suite_add_tcase(s, tier);
-  TCase *input = tcase_create("bad input");
-  tcase_add_test(input, bad_address);
-  tcase_add_test(input, unreachable);
-  suite_add_tcase(s, input);
-  TCase *cache = tcase_create("cache");
-  tcase_add_test(cache, evict_then_fetch);
-  tcase_add_test(cache, two_processes);
-  suite_add_tcase(s, cache);
-  TCase *fail = tcase_create("failures");
-  tcase_set_timeout(fail, 30);
-  tcase_add_test(fail, killed_and_restarted);
-  tcase_add_test(fail, sigpipe_on_dead_socket);
-  suite_add_tcase(s, fail);
-  return s;
+
+static void chain_stats(pkv_cache *c, pkv_tier_stats *h, pkv_tier_stats *f,
+                        pkv_tier_stats *r) {
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_HOST, h), 0);
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_FILE, f), 0);
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_REDIS, r), 0);
 }
 
-int main(void) { return tu_main(suite()); }
+/* The chain: pool -> host (2 blocks) -> file (2 blocks) -> redis.  Evicting
+ * 8 blocks fills host and file in turn, the rest reaches redis; a match
+ * promotes the whole prefix back through the chain, byte-identical; with
+ * redis killed, the local tiers keep serving and the losses are counted. */
+START_TEST(chain_order) {
+  priv_server srv = {0};
+  priv_start(&srv);
+  char addr[128], dir[] = "/tmp/pkv-chain-XXXXXX";
+  snprintf(addr, sizeof addr, "unix:%s", srv.sock);
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, 8, BS);
+  cfg.head_dim = 64;
+  uint64_t kvb = pkv_config_block_bytes(&cfg);
+  cfg.host_tier_bytes = 2 * (kvb + BS * 4);
+  pkv_cache *c = tu_cache(&cfg);
+  ck_assert_int_eq(pkv_cache_set_file_tier(c, dir, 2 * (80 + BS * 4 + kvb)), 0);
+  pkv_redis_opts o;
+  pkv_redis_opts_init(&o);
+  o.address = addr;
+  o.key_prefix = "chain:";
+  o.timeout_ms = 300;
+  ck_assert_int_eq(pkv_cache_set_remote_tier(c, &o), 0);
+  int32_t a[8 * BS], d[4 * BS];
+  tokens_for(a, 8 * BS, 1000);
+  tokens_for(d, 4 * BS, 9000);
+  prefill(c, a, 8 * BS, 21);
+  ck_assert_int_eq(pkv_evict(c, 8), 0);
+  pkv_tier_stats h, f, r;
+  chain_stats(c, &h, &f, &r);
+  ck_assert_str_eq(r.name, "redis");
+  /* host took all 8 and passed 6 down; file took 6 and passed 4 down;
+   * redis got 4, sent in one batch when pkv_evict returned */
+  uint64_t want[] = {8, 6, 2, 6, 4, 2, 4, 0};
+  uint64_t have[] = {h.puts, h.evictions, h.blocks, f.puts, f.evictions,
+                     f.blocks, r.puts, r.errors};
+  ck_assert_mem_eq(have, want, sizeof want);
+  /* the whole prefix comes back up, from all three tiers */
+  ck_assert_uint_eq(match_check(c, a, 8 * BS, 21), 8 * BS);
+  chain_stats(c, &h, &f, &r);
+  ck_assert_uint_eq(h.promotions, 2);
+  ck_assert_uint_eq(f.promotions, 2);
+  ck_assert_uint_eq(r.promotions, 4);
+  ck_assert_uint_eq(r.hits, 4);
+  ck_assert_uint_le(r.gets, 4); /* one batch: only the run redis holds */
+  /* redis down mid-run: local tiers serve, losses counted, calls fast */
+  priv_kill(&srv);
+  double t0 = now_ms();
+  evict_all(c);             /* a's 8 blocks: 4 of them toward a dead redis */
+  prefill(c, d, 4 * BS, 22);
+  ck_assert_int_eq(pkv_evict(c, 4), 0); /* d: host 2, file 2 */
+  ck_assert_uint_eq(match_check(c, d, 4 * BS, 22), 4 * BS);
+  ck_assert_uint_eq(match_check(c, a, 8 * BS, 21), 0); /* its head was in redis */
+  double dt = now_ms() - t0;
+  ck_assert_msg(dt < 1500, "calls took %.0f ms with redis dead", dt);
+  pkv_tier_stats r2;
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_REDIS, &r2), 0);
+  ck_assert_uint_gt(r2.errors, r.errors);
+  ck_assert_uint_eq(r2.puts, r.puts);
+  pkv_cache_destroy(c);
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  priv_cleanup(&srv);
+}
+END_TEST
+
+TU_MAIN("redis",
+    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}}},
+    {"bad input", 0, {{bad_address}, {unreachable}}},
+    {"cache", 0, {{evict_then_fetch}, {two_processes}}},
+    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})

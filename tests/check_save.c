@@ -116,8 +116,7 @@ START_TEST(roundtrip) {
   ck_assert_int_eq(pkv_cache_save(c, g_dir), 0);
   ck_assert_int_eq(pkv_cache_load(small, g_dir), 0);
   ck_assert_uint_eq(tu_stats(small).blocks_cached, 3);
-  TU_CHECK(small);
-  pkv_cache_destroy(small);
+  TU_DONE(small);
   pkv_cache_destroy(d);
   pkv_cache_destroy(c);
   dir_rm();
@@ -151,9 +150,7 @@ START_TEST(mismatch) {
     pkv_cache_destroy(d);
   }
   /* external storage: not supported */
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 8, BS);
-  pkv_cache *e = tu_cache(&cfg);
+  pkv_cache *e = tu_cache_new(PKV_STORAGE_EXTERNAL, 8, BS);
   ck_assert_int_eq(pkv_cache_load(e, g_dir), PKV_ENOTSUP);
   ck_assert_int_eq(pkv_cache_save(e, g_dir), PKV_ENOTSUP);
   pkv_cache_destroy(e);
@@ -349,17 +346,5 @@ START_TEST(crash) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("save");
-  TCase *t = tcase_create("save");
-  tcase_set_timeout(t, 120);
-  tcase_add_test(t, roundtrip);
-  tcase_add_test(t, mismatch);
-  tcase_add_test(t, damaged);
-  tcase_add_test(t, bad_dir);
-  tcase_add_test(t, crash);
-  suite_add_tcase(s, t);
-  return s;
-}
-
-int main(void) { return tu_main(suite()); }
+TU_MAIN("save",
+    {"save", 120, {{roundtrip}, {mismatch}, {damaged}, {bad_dir}, {crash}}})

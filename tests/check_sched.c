@@ -16,6 +16,7 @@
 #include "../tools/cli.h"
 #include "../tools/opts.h"
 #include "../tools/scheduler.h"
+#include "tu_core.h"
 
 enum { MAX_SEQ_LOG = 4096 };
 
@@ -106,12 +107,7 @@ static void wl_prompt(const void *ctx, size_t r, int32_t *out) {
 
 static pkv_cache *small_cache(uint32_t block_size, uint32_t blocks) {
   pkv_config cfg;
-  pkv_config_init(&cfg);
-  cfg.n_layers = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 1;
-  cfg.block_size = block_size;
-  cfg.num_blocks = blocks;
+  tu_config_shape(&cfg, 1, 1, 1, block_size, blocks);
   cfg.storage = PKV_STORAGE_EXTERNAL;
   /* By ops: a strong reference to the registry (the core binds it weakly). */
   cfg.policy_ops = pkv_policy_find("lru");
@@ -146,42 +142,52 @@ static void run_wl(pkv_cache *cache, const wl *w, size_t n, recorder *rec, sched
   ck_assert_uint_eq(rec->n_run, 0);
 }
 
+/* What a run gave: the callbacks' record and the scheduler's figures. */
+typedef struct outcome {
+  recorder rec;
+  sched_stats st;
+} outcome;
+
+/* run_wl of the first n requests of w on a fresh cache of `blocks` blocks of
+ * 4 (watermark 1), destroyed after. */
+static outcome run_fresh(uint32_t blocks, const wl *w, size_t n) {
+  outcome o;
+  pkv_cache *cache = small_cache(4, blocks);
+  run_wl(cache, w, n, &o.rec, &o.st, 1);
+  pkv_cache_destroy(cache);
+  o.rec.cache = NULL;
+  return o;
+}
+
 START_TEST(preempts_youngest_and_recomputes) {
   /* 3 requests of 8 + 12 tokens = 5 blocks of 4 each; 10 blocks: all three
    * get admitted (2 blocks each + headroom) but cannot all finish. */
-  pkv_cache *cache = small_cache(4, 10);
   wl w = {.prompt_len = {8, 8, 8}, .output_len = {12, 12, 12}, .n_samples = {1, 1, 1}};
-  recorder rec;
-  sched_stats st;
-  run_wl(cache, &w, 3, &rec, &st, 1);
-  ck_assert_uint_eq(st.requests_done, 3);
-  ck_assert_uint_eq(st.requests_rejected, 0);
-  ck_assert_uint_ge(st.preemptions, 1);
-  ck_assert_uint_eq(rec.preempts, st.preemptions);
-  ck_assert_uint_eq(rec.preempts_youngest, rec.preempts); /* always the youngest */
-  ck_assert_uint_eq(rec.finishes, 3);
-  ck_assert_uint_eq(rec.admits, 3 + st.preemptions); /* each preemption re-admits */
+  const outcome o = run_fresh(10, &w, 3);
+  ck_assert_uint_eq(o.st.requests_done, 3);
+  ck_assert_uint_eq(o.st.requests_rejected, 0);
+  ck_assert_uint_ge(o.st.preemptions, 1);
+  TU_EXPECT(TU_FIG(o.rec.preempts, o.st.preemptions),
+            TU_FIG(o.rec.preempts_youngest, o.rec.preempts), /* always the youngest */
+            TU_FIG(o.rec.finishes, 3),
+            TU_FIG(o.rec.admits, 3 + o.st.preemptions)); /* each preemption re-admits */
   /* Every output token is decoded exactly once, recompute or not. */
-  ck_assert_uint_eq(st.decode_tokens, 36);
-  ck_assert_uint_eq(rec.decode_tokens, 36);
+  ck_assert_uint_eq(o.st.decode_tokens, 36);
+  ck_assert_uint_eq(o.rec.decode_tokens, 36);
   /* Prefill covers the prompts plus what the preempted had to rebuild,
    * minus the blocks the prefix cache gave back. */
-  ck_assert_uint_eq(rec.prefill_tokens, st.prefill_tokens);
-  ck_assert_uint_eq(st.prefill_tokens + st.prefix_hit_tokens + st.readmit_hit_tokens,
-                    st.prompt_tokens + st.readmit_tokens);
-  ck_assert_uint_eq(st.prompt_tokens, 24); /* first admissions: the prompts once */
-  ck_assert_uint_eq(st.readmits, st.preemptions);
-  ck_assert_uint_gt(st.readmit_tokens, 0);
+  ck_assert_uint_eq(o.rec.prefill_tokens, o.st.prefill_tokens);
+  ck_assert_uint_eq(o.st.prefill_tokens + o.st.prefix_hit_tokens + o.st.readmit_hit_tokens,
+                    o.st.prompt_tokens + o.st.readmit_tokens);
+  ck_assert_uint_eq(o.st.prompt_tokens, 24); /* first admissions: the prompts once */
+  ck_assert_uint_eq(o.st.readmits, o.st.preemptions);
+  ck_assert_uint_gt(o.st.readmit_tokens, 0);
 
   /* Deterministic: the same run gives the same figures. */
-  sched_stats st2;
-  pkv_cache_destroy(cache);
-  cache = small_cache(4, 10);
-  run_wl(cache, &w, 3, &rec, &st2, 1);
-  ck_assert_uint_eq(st2.preemptions, st.preemptions);
-  ck_assert_uint_eq(st2.prefill_tokens, st.prefill_tokens);
-  ck_assert_uint_eq(st2.steps, st.steps);
-  pkv_cache_destroy(cache);
+  const outcome again = run_fresh(10, &w, 3);
+  ck_assert_uint_eq(again.st.preemptions, o.st.preemptions);
+  ck_assert_uint_eq(again.st.prefill_tokens, o.st.prefill_tokens);
+  ck_assert_uint_eq(again.st.steps, o.st.steps);
 }
 END_TEST
 
@@ -191,53 +197,36 @@ START_TEST(admission_counts_prefill_debt) {
    * that looks only at the free blocks admits a third and a fourth while
    * the first two hold a chunk or two, and then preempts in a loop; the
    * blocks still owed to prefills in progress must be counted. */
-  pkv_cache *cache = small_cache(4, 24);
   wl w = {.prompt_len = {40, 40, 40, 40}, .output_len = {4, 4, 4, 4}, .n_samples = {1, 1, 1, 1}};
-  recorder rec;
-  sched_stats st;
-  run_wl(cache, &w, 4, &rec, &st, 1);
-  ck_assert_uint_eq(st.requests_done, 4);
-  ck_assert_uint_eq(st.preemptions, 0);
-  ck_assert_uint_eq(rec.admits, 4); /* each admitted once: nothing recomputed */
-  ck_assert_uint_eq(st.readmits, 0);
-  ck_assert_uint_eq(st.prefill_tokens, 160);
-  ck_assert_uint_le(st.peak_running, 2);
-  pkv_cache_destroy(cache);
+  const outcome o = run_fresh(24, &w, 4);
+  TU_EXPECT(TU_FIG(o.st.requests_done, 4), TU_FIG(o.st.preemptions, 0),
+            TU_FIG(o.rec.admits, 4), /* each admitted once: nothing recomputed */
+            TU_FIG(o.st.readmits, 0), TU_FIG(o.st.prefill_tokens, 160));
+  ck_assert_uint_le(o.st.peak_running, 2);
 }
 END_TEST
 
 START_TEST(rejects_what_never_fits) {
   /* Request 1 needs 12 blocks of 4 (48 tokens) in an 8-block pool; request
    * 2 fits its prompt but grows past the pool while alone. */
-  pkv_cache *cache = small_cache(4, 8);
   wl w = {.prompt_len = {5, 48, 20, 6}, .output_len = {3, 3, 20, 2}, .n_samples = {1, 1, 1, 1}};
-  recorder rec;
-  sched_stats st;
-  run_wl(cache, &w, 4, &rec, &st, 1);
-  ck_assert_uint_eq(st.requests_rejected, 2);
-  ck_assert_uint_eq(st.requests_done, 2);
-  ck_assert_uint_eq(st.sequences_done, 2);
-  pkv_cache_destroy(cache);
+  const outcome o = run_fresh(8, &w, 4);
+  ck_assert_uint_eq(o.st.requests_rejected, 2);
+  ck_assert_uint_eq(o.st.requests_done, 2);
+  ck_assert_uint_eq(o.st.sequences_done, 2);
 }
 END_TEST
 
 START_TEST(samples_fork_and_copy) {
   /* 2 requests x 3 samples; prompts of 10 tokens (a partial tail block of
    * 4-token blocks), so every sample's first token copies the shared tail. */
-  pkv_cache *cache = small_cache(4, 64);
   wl w = {.prompt_len = {10, 10}, .output_len = {5, 5}, .n_samples = {3, 3}};
-  recorder rec;
-  sched_stats st;
-  run_wl(cache, &w, 2, &rec, &st, 1);
-  ck_assert_uint_eq(st.requests_done, 2);
-  ck_assert_uint_eq(st.sequences_done, 6);
-  ck_assert_uint_eq(st.forks, 4);
-  ck_assert_uint_eq(rec.forks, 4);
-  ck_assert_uint_eq(st.decode_tokens, 30);
-  ck_assert_uint_eq(st.prefill_tokens, 20); /* the prompt once per request */
-  ck_assert_uint_ge(st.cow_copies, 4);
-  ck_assert_uint_eq(st.preemptions, 0);
-  pkv_cache_destroy(cache);
+  const outcome o = run_fresh(64, &w, 2);
+  TU_EXPECT(TU_FIG(o.st.requests_done, 2), TU_FIG(o.st.sequences_done, 6), TU_FIG(o.st.forks, 4),
+            TU_FIG(o.rec.forks, 4), TU_FIG(o.st.decode_tokens, 30),
+            TU_FIG(o.st.prefill_tokens, 20)); /* the prompt once per request */
+  ck_assert_uint_ge(o.st.cow_copies, 4);
+  ck_assert_uint_eq(o.st.preemptions, 0);
 }
 END_TEST
 
@@ -262,10 +251,8 @@ START_TEST(prefix_hits_between_requests) {
   cfg.record_steps = true;
   char err[256];
   ck_assert_msg(sched_run(cache, &sw, &cfg, &cc, &st, &steps, &n_steps, err, sizeof err) == 0, "%s", err);
-  ck_assert_uint_eq(st.prefix_hit_tokens, 3 * 16);
-  ck_assert_uint_eq(st.prefill_tokens, 4 * 19 - 3 * 16);
-  ck_assert_uint_eq(n_steps, st.steps);
-  ck_assert_uint_eq(st.peak_running, 1);
+  TU_EXPECT(TU_FIG(st.prefix_hit_tokens, 3 * 16), TU_FIG(st.prefill_tokens, 4 * 19 - 3 * 16),
+            TU_FIG(n_steps, st.steps), TU_FIG(st.peak_running, 1));
   for (size_t i = 0; i < n_steps; i++) ck_assert_uint_le(steps[i].running, 1);
   free(steps);
   pkv_cache_destroy(cache);
@@ -334,25 +321,8 @@ START_TEST(run_dtypes) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("sched");
-  TCase *tc = tcase_create("preemption");
-  tcase_add_test(tc, preempts_youngest_and_recomputes);
-  tcase_add_test(tc, rejects_what_never_fits);
-  tcase_add_test(tc, admission_counts_prefill_debt);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("sharing");
-  tcase_add_test(tc, samples_fork_and_copy);
-  tcase_add_test(tc, prefix_hits_between_requests);
-  tcase_add_test(tc, bad_workload);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("run");
-  tcase_add_test(tc, run_dtypes);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("sched",
+    {"preemption", 0, {{preempts_youngest_and_recomputes}, {rejects_what_never_fits},
+                       {admission_counts_prefill_debt}}},
+    {"sharing", 0, {{samples_fork_and_copy}, {prefix_hits_between_requests}, {bad_workload}}},
+    {"run", 60, {{run_dtypes}}})

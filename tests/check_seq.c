@@ -99,24 +99,17 @@ static int b_table_null(fixture *f) {
 static int b_slots_range(fixture *f) { return pkv_slot_mapping(f->c, f->a, 2, 7, out_slots); }
 static int b_slots_rev(fixture *f) { return pkv_slot_mapping(f->c, f->a, 3, 2, out_slots); }
 static int b_slots_null(fixture *f) { return pkv_slot_mapping(f->c, f->a, 0, 2, NULL); }
-static int b_csr_small(fixture *f) {
-  pkv_seq_id s[2] = {f->a, f->b};
+/* pkv_kv_csr of {a, second} into out_blocks[cap], with or without the
+ * last-block lengths. */
+static int csr_of(fixture *f, pkv_seq_id second, uint32_t cap, bool with_last) {
+  pkv_seq_id s[2] = {f->a, second};
   int32_t indptr[3], last[2];
   uint32_t n;
-  return pkv_kv_csr(f->c, s, 2, indptr, out_blocks, 3, last, &n);
+  return pkv_kv_csr(f->c, s, 2, indptr, out_blocks, cap, with_last ? last : NULL, &n);
 }
-static int b_csr_null(fixture *f) {
-  pkv_seq_id s[2] = {f->a, f->b};
-  int32_t indptr[3];
-  uint32_t n;
-  return pkv_kv_csr(f->c, s, 2, indptr, out_blocks, 8, NULL, &n);
-}
-static int b_csr_freed(fixture *f) {
-  pkv_seq_id s[2] = {f->a, f->freed};
-  int32_t indptr[3], last[2];
-  uint32_t n;
-  return pkv_kv_csr(f->c, s, 2, indptr, out_blocks, 8, last, &n);
-}
+static int b_csr_small(fixture *f) { return csr_of(f, f->b, 3, true); }
+static int b_csr_null(fixture *f) { return csr_of(f, f->b, 8, false); }
+static int b_csr_freed(fixture *f) { return csr_of(f, f->freed, 8, true); }
 static int b_match_nonempty(fixture *f) {
   uint32_t m;
   return pkv_seq_match_prefix(f->c, f->a, toks, 8, 0, &m);
@@ -260,13 +253,9 @@ START_TEST(append_slots) {
   ck_assert_int_eq(pkv_slot_mapping(c, s, 0, 10, map), 0);
   ck_assert_mem_eq(map, slots, sizeof map);
   pkv_stats st = tu_stats(c);
-  ck_assert_uint_eq(st.blocks_used, 3);
-  ck_assert_uint_eq(st.blocks_free, 5);
-  ck_assert_uint_eq(st.tokens, 10);
-  ck_assert_uint_eq(st.waste_slots, 2);
-  ck_assert_uint_eq(st.appends, 3);
-  ck_assert_uint_eq(st.appended_tokens, 10);
-  ck_assert_uint_eq(st.slots_reserved, 12);
+  TU_EXPECT(TU_FIG(st.blocks_used, 3), TU_FIG(st.blocks_free, 5), TU_FIG(st.tokens, 10),
+            TU_FIG(st.waste_slots, 2), TU_FIG(st.appends, 3), TU_FIG(st.appended_tokens, 10),
+            TU_FIG(st.slots_reserved, 12));
   TU_DONE(c);
 }
 END_TEST

@@ -454,6 +454,17 @@ static void build(trace *t, sim_stream *s) {
   ck_assert_msg(sim_stream_build(t, 512, s, err, sizeof err) == 0, "%s", err);
 }
 
+/* A cluster test's input: a group trace (make_group_trace, 4 shared
+ * blocks a request) and its stream. */
+typedef struct cluster_fx {
+  trace t;
+  sim_stream s;
+} cluster_fx;
+static void group_fx(cluster_fx *f, size_t n, uint32_t groups) {
+  make_group_trace(&f->t, n, groups, 4);
+  build(&f->t, &f->s);
+}
+
 static void done(trace *t, sim_stream *s, sim_cluster_result *a, sim_cluster_result *b) {
   if (a) sim_cluster_result_free(a);
   if (b) sim_cluster_result_free(b);
@@ -496,23 +507,21 @@ END_TEST
 
 /* The same flags give the same routing; rr deals requests out in turn. */
 START_TEST(cluster_routing_is_deterministic) {
-  trace t;
-  make_group_trace(&t, 400, 12, 4);
-  sim_stream s;
-  build(&t, &s);
-  sim_cluster_result a = run_cluster(&s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
-  sim_cluster_result b = run_cluster(&s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
+  cluster_fx f;
+  group_fx(&f, 400, 12);
+  sim_cluster_result a = run_cluster(&f.s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
+  sim_cluster_result b = run_cluster(&f.s, 4, 20, SIM_ROUTE_PREFIX, 1.25, 0);
   for (uint32_t k = 0; k < 4; k++) {
     ck_assert_uint_eq(a.node[k].requests, b.node[k].requests);
     ck_assert_uint_eq(a.node[k].hit_tokens, b.node[k].hit_tokens);
     ck_assert_uint_eq(a.node[k].evictions, b.node[k].evictions);
   }
-  sim_cluster_result rr = run_cluster(&s, 3, 20, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result rr = run_cluster(&f.s, 3, 20, SIM_ROUTE_RR, 1.25, 0);
   ck_assert_uint_eq(rr.node[0].requests, 134);
   ck_assert_uint_eq(rr.node[1].requests, 133);
   ck_assert_uint_eq(rr.node[2].requests, 133);
   sim_cluster_result_free(&rr);
-  done(&t, &s, &a, &b);
+  done(&f.t, &f.s, &a, &b);
 }
 END_TEST
 
@@ -549,13 +558,11 @@ END_TEST
  * bounded, the prefix spreads to the other nodes and ties go to the least
  * loaded one). */
 START_TEST(cluster_load_bound_holds) {
-  trace t;
-  make_group_trace(&t, 401, 1, 4);
-  sim_stream s;
-  build(&t, &s);
+  cluster_fx f;
+  group_fx(&f, 401, 1);
   static const double bounds[] = {1.0, 1.25, 2.0};
   for (size_t i = 0; i < 3; i++) {
-    sim_cluster_result r = run_cluster(&s, 4, 50, SIM_ROUTE_PREFIX, bounds[i], 0);
+    sim_cluster_result r = run_cluster(&f.s, 4, 50, SIM_ROUTE_PREFIX, bounds[i], 0);
     uint64_t cap = (uint64_t)ceil(bounds[i] * 401.0 / 4 - 1e-9), total = 0, max = 0;
     for (uint32_t k = 0; k < 4; k++) {
       ck_assert_msg(r.node[k].requests <= cap, "bound %.2f: node %u has %llu > %llu", bounds[i], k,
@@ -568,9 +575,9 @@ START_TEST(cluster_load_bound_holds) {
     ck_assert(r.imbalance <= bounds[i] + 0.01);
     sim_cluster_result_free(&r);
   }
-  sim_cluster_result r = run_cluster(&s, 4, 50, SIM_ROUTE_PREFIX, SIM_MAX_LOAD_BOUND, 0);
+  sim_cluster_result r = run_cluster(&f.s, 4, 50, SIM_ROUTE_PREFIX, SIM_MAX_LOAD_BOUND, 0);
   ck_assert_uint_eq(r.node[0].requests, 401);
-  done(&t, &s, &r, NULL);
+  done(&f.t, &f.s, &r, NULL);
 }
 END_TEST
 
@@ -578,12 +585,10 @@ END_TEST
  * replay as it was; a remote holding everything gives every node the
  * whole trace's reuse. */
 START_TEST(cluster_shared_remote_tier) {
-  trace t;
-  make_group_trace(&t, 600, 12, 4);
-  sim_stream s;
-  build(&t, &s);
-  sim_cluster_result local = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 0);
-  sim_cluster_result shared = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 100000);
+  cluster_fx f;
+  group_fx(&f, 600, 12);
+  sim_cluster_result local = run_cluster(&f.s, 4, 20, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result shared = run_cluster(&f.s, 4, 20, SIM_ROUTE_RR, 1.25, 100000);
   ck_assert_uint_eq(shared.all.hit_tokens, local.all.hit_tokens);
   ck_assert_uint_eq(shared.all.evictions, local.all.evictions);
   ck_assert_uint_gt(shared.all.remote_hit_tokens, 0);
@@ -591,49 +596,25 @@ START_TEST(cluster_shared_remote_tier) {
   /* Everything but each group's first request and the private blocks. */
   uint64_t reusable = 0;
   bool seen[12] = {false};
-  for (size_t i = 0; i < t.n_reqs; i++) {
-    uint32_t g = (uint32_t)(t.hash_ids[t.reqs[i].hash_off] / 1000);
+  for (size_t i = 0; i < f.t.n_reqs; i++) {
+    uint32_t g = (uint32_t)(f.t.hash_ids[f.t.reqs[i].hash_off] / 1000);
     if (seen[g]) reusable += 4 * 512;
     seen[g] = true;
   }
   ck_assert_uint_eq(shared.all.hit_tokens + shared.all.remote_hit_tokens, reusable);
-  sim_cluster_result small = run_cluster(&s, 4, 20, SIM_ROUTE_RR, 1.25, 8);
+  sim_cluster_result small = run_cluster(&f.s, 4, 20, SIM_ROUTE_RR, 1.25, 8);
   ck_assert_uint_gt(small.remote_evictions, 0);
   sim_cluster_result_free(&small);
-  done(&t, &s, &local, &shared);
+  done(&f.t, &f.s, &local, &shared);
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("sim");
-  TCase *tc = tcase_create("belady");
-  tcase_add_test(tc, belady_is_optimal);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("stream");
-  tcase_add_test(tc, simple_model_by_hand);
-  tcase_add_test(tc, stream_other_block_size);
-  tcase_add_test(tc, stream_refuses_what_it_cannot_index);
-  tcase_add_test(tc, belady_bounds_manager_under_hold);
-  tcase_add_test(tc, policy_args_target_one_policy);
-  tcase_add_test(tc, fuzz_corpora_replay);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("reference");
-  tcase_add_test(tc, reference_figures);
-  tcase_add_test(tc, manager_model);
-  tcase_set_timeout(tc, 120);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("cluster");
-  tcase_add_test(tc, cluster_one_node_is_plain_sim);
-  tcase_add_test(tc, cluster_routing_is_deterministic);
-  tcase_add_test(tc, cluster_prefix_routing_beats_rr);
-  tcase_add_test(tc, cluster_load_bound_holds);
-  tcase_add_test(tc, cluster_shared_remote_tier);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("sim",
+    {"belady", 0, {{belady_is_optimal}}},
+    {"stream", 60, {{simple_model_by_hand}, {stream_other_block_size},
+                    {stream_refuses_what_it_cannot_index}, {belady_bounds_manager_under_hold},
+                    {policy_args_target_one_policy}, {fuzz_corpora_replay}}},
+    {"reference", 120, {{reference_figures}, {manager_model}}},
+    {"cluster", 60, {{cluster_one_node_is_plain_sim}, {cluster_routing_is_deterministic},
+                     {cluster_prefix_routing_beats_rr}, {cluster_load_bound_holds},
+                     {cluster_shared_remote_tier}}})

@@ -127,13 +127,8 @@ START_TEST(host_demote_promote) {
   int32_t t[16];
   toks(t, 16, 1000);
   t[9] = 7;
-  pkv_seq_id s;
-  uint32_t m;
-  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
-  ck_assert_int_eq(pkv_seq_match_prefix(c, s, t, 16, 0, &m), 0);
-  ck_assert_uint_eq(m, 8);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  ck_assert_uint_eq(tu_match_new(c, t, 16, 0, NULL), 8);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -197,8 +192,7 @@ START_TEST(host_serving_path) {
   ck_assert_uint_eq(promoted, 0);
   ck_assert_int_eq(pkv_prefix_promote(c, NULL, NULL, 16, 0, &promoted), PKV_EINVAL);
   ck_assert_int_eq(pkv_prefix_promote(c, NULL, t, 16, 0, NULL), PKV_EINVAL);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -303,8 +297,7 @@ START_TEST(host_external_copies) {
   ck_assert_int_eq(pkv_tier_drain_copies(c, NULL, 1, &n, NULL), PKV_EINVAL);
   /* no file tier in external mode */
   ck_assert_int_eq(pkv_cache_set_file_tier(c, "/tmp", 0), PKV_ENOTSUP);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -328,8 +321,7 @@ START_TEST(host_external_many) {
     for (uint32_t i = 0; i < n; i++) promotes += q[i].op == PKV_TIER_COPY_PROMOTE;
     ck_assert_uint_eq(promotes, 32);
   }
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -418,9 +410,7 @@ START_TEST(file_roundtrip) {
   ck_assert_uint_eq(f.promotions, 4);
   ck_assert_uint_eq(f.errors, 0);
   /* a second cache on the same directory finds them (restart) */
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, BS);
-  pkv_cache *c2 = tu_cache(&cfg);
+  pkv_cache *c2 = tu_cache_new(PKV_STORAGE_OWNED, 8, BS);
   ck_assert_int_eq(pkv_cache_set_file_tier(c2, g_dir, 0), 0);
   ck_assert_int_eq(pkv_cache_set_file_tier(c2, g_dir, 0), PKV_ESTATE);
   ck_assert_uint_ge(tstats(c2, PKV_TIER_FILE).blocks, 4);
@@ -511,9 +501,7 @@ START_TEST(file_bad_files) {
 END_TEST
 
 START_TEST(file_bad_dir) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 4, BS);
   tmpdir_make();
   /* a directory under a regular file: ENOTDIR, whoever we are */
   char file[512], sub[600];
@@ -610,9 +598,7 @@ static uint32_t probe(pkv_cache *c, const pkv_seq_opts *o, int32_t base,
 /* Namespace a (cap 2) holds 4 cached blocks, b 4 older ones: the next
  * evictions take a's down to its cap before touching b's. */
 START_TEST(quota_over_cap_first) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 10, BS);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 10, BS);
   pkv_seq_opts a = ns_opts("tenant-a"), b = ns_opts("tenant-b");
   ck_assert_int_eq(pkv_ns_set_quota(c, &a, 2, 0), 0);
   /* b's blocks as 4 one-block chains, a's too (so each eviction shows) */
@@ -636,6 +622,77 @@ START_TEST(quota_over_cap_first) {
   ck_assert_int_eq(pkv_seq_append(c, s, t, 4, NULL), 0);
   ck_assert_uint_eq(probe(c, &b, 0, 4), 0);
   ck_assert_uint_eq(probe(c, &b, 100, 4), 4);
+  TU_DONE(c);
+}
+END_TEST
+
+/* Usage counts the blocks a namespace's sequences hold, not only its
+ * cached ones: a (cap 4) caches 2 blocks and holds 3 more in a live
+ * sequence, so it is over its cap and b's demand takes a's cached block
+ * first, though a's cached count (2) is under the cap and b's are older. */
+static pkv_cache *owned_cache(uint32_t num_blocks) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, num_blocks, BS);
+  return tu_cache(&cfg);
+}
+
+START_TEST(quota_counts_in_use) {
+  pkv_cache *c = owned_cache(10);
+  pkv_seq_opts a = ns_opts("tenant-a"), b = ns_opts("tenant-b");
+  for (int i = 0; i < 4; i++) cache_run(c, &b, 100 * i, 4, 2); /* oldest */
+  for (int i = 0; i < 2; i++) cache_run(c, &a, 100 * i, 4, 1);
+  int32_t t[12];
+  toks(t, 12, 7000);
+  pkv_seq_id sa, sb;
+  ck_assert_int_eq(pkv_seq_create(c, &a, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sa, t, 12, NULL), 0); /* 3 held, uncommitted */
+  ck_assert_int_eq(pkv_ns_set_quota(c, &a, 4, 0), 0);      /* set while held */
+  TU_CHECK(c);
+  toks(t, 8, 9000);
+  ck_assert_int_eq(pkv_seq_create(c, &b, &sb), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sb, t, 8, NULL), 0); /* 1 free + 1 evicted */
+  uint32_t left[2][4]; /* blocks of a's and b's one-block chains still cached */
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < 4; i++) {
+      left[0][i] = i < 2 ? probe(c, &a, 100 * i, 4) / BS : 0;
+      left[1][i] = probe(c, &b, 100 * i, 4) / BS;
+    }
+    /* pass 0: a lost one (over its cap), b none; pass 1: a at its cap
+     * (1 cached + 3 held), so plain LRU took b's oldest */
+    ck_assert_uint_eq(left[0][0] + left[0][1], 1);
+    ck_assert_uint_eq(left[1][0] + left[1][1] + left[1][2] + left[1][3], 4 - pass);
+    ck_assert_uint_eq(left[1][0], pass ? 0 : 1);
+    TU_CHECK(c);
+    if (pass == 0) ck_assert_int_eq(pkv_seq_append(c, sb, t, 4, NULL), 0);
+  }
+  /* freeing a's sequence releases its held blocks from the count */
+  ck_assert_int_eq(pkv_seq_free(c, sa), 0);
+  TU_CHECK(c);
+  pkv_cache_destroy(c);
+}
+END_TEST
+
+/* A reservation is met by held blocks too: a reserves 3 and holds 2 in a
+ * live sequence plus 2 cached, so one cached block may go for another's
+ * demand, the second may not. */
+START_TEST(quota_reserve_counts_in_use) {
+  pkv_cache *c = owned_cache(8);
+  pkv_seq_opts a = ns_opts("tenant-a");
+  ck_assert_int_eq(pkv_ns_set_quota(c, &a, 0, 3), 0);
+  cache_run(c, &a, 0, 8, 1); /* 2 cached */
+  int32_t t[8];
+  toks(t, 8, 5000);
+  pkv_seq_id sa;
+  ck_assert_int_eq(pkv_seq_create(c, &a, &sa), 0);
+  ck_assert_int_eq(pkv_seq_append(c, sa, t, 8, NULL), 0); /* 2 held */
+  TU_CHECK(c);
+  ck_assert_int_eq(pkv_evict(c, 2), PKV_ERANGE);
+  ck_assert_int_eq(pkv_evict(c, 1), 0);
+  ck_assert_int_eq(pkv_evict(c, 1), PKV_ERANGE);
+  /* the sequence ends: its blocks no longer count, the last cached one is
+   * protected again (usage 1 < 3) */
+  ck_assert_int_eq(pkv_seq_free(c, sa), 0);
+  ck_assert_int_eq(pkv_evict(c, 1), PKV_ERANGE);
   TU_CHECK(c);
   pkv_cache_destroy(c);
 }
@@ -644,9 +701,7 @@ END_TEST
 /* a reserves 4: another namespace's demand never evicts a below 4, and an
  * append that could only be served that way is PKV_ENOMEM, nothing changed. */
 START_TEST(quota_reservation) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, BS);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, BS);
   pkv_seq_opts a = ns_opts("tenant-a"), b = ns_opts("tenant-b");
   /* set before the namespace exists: bound when it is created */
   ck_assert_int_eq(pkv_ns_set_quota(c, &a, 0, 4), 0);
@@ -675,15 +730,12 @@ START_TEST(quota_reservation) {
   ck_assert_int_eq(pkv_ns_set_quota(c, &a, 0, 2), 0);
   ck_assert_int_eq(pkv_evict(c, 2), 0);
   ck_assert_int_eq(pkv_evict(c, 1), PKV_ERANGE);
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
 START_TEST(quota_args) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 8, BS);
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tu_cache_new(PKV_STORAGE_OWNED, 8, BS);
   pkv_seq_opts a = ns_opts("a"), b = ns_opts("b");
   ck_assert_int_eq(pkv_ns_set_quota(NULL, &a, 2, 1), PKV_EINVAL);
   ck_assert_int_eq(pkv_ns_set_quota(c, &a, 2, 3), PKV_EINVAL);
@@ -696,8 +748,7 @@ START_TEST(quota_args) {
   ck_assert_int_eq(pkv_ns_set_quota(c, &a, 0, 4), 0); /* replaces a's */
   ck_assert_int_eq(pkv_ns_set_quota(c, &b, 0, 4), 0);
   ck_assert_int_eq(pkv_ns_set_quota(c, NULL, 3, 0), 0); /* default ns */
-  TU_CHECK(c);
-  pkv_cache_destroy(c);
+  TU_DONE(c);
 }
 END_TEST
 
@@ -780,34 +831,12 @@ START_TEST(oom_sites) {
 }
 END_TEST
 
-static Suite *suite(void) {
-  Suite *s = suite_create("tier");
-  TCase *h = tcase_create("host");
-  tcase_add_test(h, host_demote_promote);
-  tcase_add_test(h, host_all_or_nothing);
-  tcase_add_test(h, host_serving_path);
-  tcase_add_test(h, host_own_policy);
-  tcase_add_test(h, host_config_errors);
-  tcase_add_test(h, host_external_copies);
-  tcase_add_test(h, host_external_many);
-  suite_add_tcase(s, h);
-  TCase *f = tcase_create("file");
-  tcase_add_test(f, file_roundtrip);
-  tcase_add_test(f, file_below_host);
-  tcase_add_test(f, file_bad_files);
-  tcase_add_test(f, file_bad_dir);
-  tcase_add_test(f, file_disk_full);
-  tcase_add_test(f, file_capacity);
-  suite_add_tcase(s, f);
-  TCase *q = tcase_create("quota");
-  tcase_add_test(q, quota_over_cap_first);
-  tcase_add_test(q, quota_reservation);
-  tcase_add_test(q, quota_args);
-  suite_add_tcase(s, q);
-  TCase *o = tcase_create("oom");
-  tcase_add_test(o, oom_sites);
-  suite_add_tcase(s, o);
-  return s;
-}
-
-int main(void) { return tu_main(suite()); }
+TU_MAIN("tier",
+    {"host", 0, {{host_demote_promote}, {host_all_or_nothing}, {host_serving_path},
+                 {host_own_policy}, {host_config_errors}, {host_external_copies},
+                 {host_external_many}}},
+    {"file", 0, {{file_roundtrip}, {file_below_host}, {file_bad_files}, {file_bad_dir},
+                 {file_disk_full}, {file_capacity}}},
+    {"quota", 0, {{quota_over_cap_first}, {quota_reservation}, {quota_counts_in_use},
+                  {quota_reserve_counts_in_use}, {quota_args}}},
+    {"oom", 0, {{oom_sites}}})

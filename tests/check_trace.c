@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../tools/trace.h"
+#include "tu_core.h"
 
 static char tmp_path[64];
 
@@ -305,26 +306,8 @@ START_TEST(fuzz_parsers) {
 }
 END_TEST
 
-int main(void) {
-  Suite *s = suite_create("trace");
-  TCase *tc = tcase_create("mooncake");
-  tcase_add_test(tc, mooncake_valid);
-  tcase_add_test(tc, mooncake_malformed);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("azure");
-  tcase_add_test(tc, azure_valid);
-  tcase_add_test(tc, azure_malformed);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("files");
-  tcase_add_test(tc, load_errors);
-  tcase_add_test(tc, field_ranges_and_long_lines);
-  tcase_add_test(tc, shared_samples);
-  tcase_add_test(tc, fuzz_parsers);
-  tcase_set_timeout(tc, 60);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN("trace",
+    {"mooncake", 0, {{mooncake_valid}, {mooncake_malformed}}},
+    {"azure", 0, {{azure_valid}, {azure_malformed}}},
+    {"files", 60, {{load_errors}, {field_ranges_and_long_lines}, {shared_samples},
+                   {fuzz_parsers}}})

@@ -52,6 +52,16 @@ pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n) {
   return s;
 }
 
+uint32_t tu_match_new(pkv_cache *c, const int32_t *tokens, uint32_t n, uint32_t max_tokens,
+                      pkv_seq_id *seq) {
+  pkv_seq_id s;
+  uint32_t matched = 0;
+  ck_assert_int_eq(pkv_seq_create(c, NULL, &s), 0);
+  ck_assert_int_eq(pkv_seq_match_prefix(c, s, tokens, n, max_tokens, &matched), 0);
+  if (seq) *seq = s;
+  return matched;
+}
+
 pkv_cache *tu_fixture_cache(int32_t toks[64], pkv_seq_id *live, pkv_seq_id *freed) {
   pkv_config cfg;
   tu_config(&cfg, PKV_STORAGE_OWNED, 32, 4);
@@ -172,6 +182,13 @@ void tu_write_slot(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos) {
 
 int tu_slot_matches(pkv_cache *c, int64_t slot, uint32_t tag, uint32_t pos) {
   return slot_visit(c, slot, tag, pos, 0);
+}
+
+void tu_expect_figs(const char *file, int line, const tu_fig *figs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(figs[i].got == figs[i].want, "%s:%d: %s is %llu, expected %llu", file, line,
+                  figs[i].expr, (unsigned long long)figs[i].got,
+                  (unsigned long long)figs[i].want);
 }
 
 int tu_main(Suite *suite) {

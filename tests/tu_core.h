@@ -39,6 +39,12 @@ pkv_cache *tu_cache_events(pkv_storage storage, uint32_t num_blocks, uint32_t bl
 /* A new sequence (default options) holding tokens[0..n): pkv_seq_create
  * and, when n > 0, pkv_seq_append, each asserted to succeed. */
 pkv_seq_id tu_seq_new(pkv_cache *c, const int32_t *tokens, uint32_t n);
+/* A new sequence (default options) matched against the prefix index:
+ * pkv_seq_create and pkv_seq_match_prefix(tokens, n, max_tokens), each
+ * asserted to succeed; returns the tokens matched, the sequence in *seq
+ * (NULL: not wanted; it stays in the cache either way). */
+uint32_t tu_match_new(pkv_cache *c, const int32_t *tokens, uint32_t n, uint32_t max_tokens,
+                      pkv_seq_id *seq);
 
 /* The fixture the contract and misuse tables share, in two steps so each
  * file adds its own objects in between: an owned cache (tu_config with
@@ -72,6 +78,23 @@ pkv_engine *tu_fixture_engine(pkv_cache *c);
 pkv_stats tu_stats(pkv_cache *cache);
 #define TU_STATS_SAME(a, b) \
   ck_assert_msg(memcmp(&(a), &(b), sizeof(a)) == 0, "stats changed")
+
+/* Expected figures as data: TU_EXPECT(TU_FIG(st.blocks_used, 3),
+ * TU_FIG(st.tokens, 10), ...) checks each in order; the first that differs
+ * fails naming its expression, the value and the expected one.  Every figure
+ * is one assertion, as if written with ck_assert_uint_eq. */
+typedef struct tu_fig {
+  const char *expr;
+  uint64_t got, want;
+} tu_fig;
+#define TU_FIG(expr, want) {#expr, (uint64_t)(expr), (uint64_t)(want)}
+void tu_expect_figs(const char *file, int line, const tu_fig *figs, size_t n);
+#define TU_EXPECT(...)                                    \
+  do {                                                    \
+    const tu_fig tu_figs_[] = {__VA_ARGS__};              \
+    size_t tu_n_ = sizeof tu_figs_ / sizeof tu_figs_[0];  \
+    tu_expect_figs(__FILE__, __LINE__, tu_figs_, tu_n_);  \
+  } while (0)
 
 /* Failing allocator: after tu_alloc_install(k), the k-th allocation from
  * now on (k >= 1) and every later one fail; k = 0 never fails. */

@@ -2,6 +2,7 @@
 #include "tu_paged.h"
 #include "pagedkv/policy.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -84,6 +85,15 @@ void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v) {
     pkv__load_row(p->kc + c, p->k + off, w->head_dim, w->dtype);
     pkv__load_row(p->vc + c, p->v + off, w->head_dim, w->dtype);
   }
+}
+
+double tu_max_diff(const float *a, const float *b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (!(d <= m)) m = d; /* NaN propagates as a failure */
+  }
+  return m;
 }
 
 void tu_paged_free(tu_paged *p) {

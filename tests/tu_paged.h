@@ -31,6 +31,8 @@ void tu_paged_store(tu_paged *p, uint32_t t, const float *k, const float *v);
 /* Deterministic (xorshift, seeded by *state) uniform floats in
  * [-amplitude, amplitude). */
 void tu_fill(float *x, size_t n, float amplitude, uint64_t *state);
+/* max |a[i] - b[i]| over i < n: the engine tests' accuracy measure. */
+double tu_max_diff(const float *a, const float *b, size_t n);
 
 /* The shape of a one-cache engine test: an owned-storage cache (LRU
  * policy) and an engine of n_q_heads query heads over it.  Zero fields keep

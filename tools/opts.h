@@ -94,6 +94,16 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
 /* "f32" / "f16" / "bf16" / "i8" / "fp8_e4m3" / "fp8_e5m2". */
 const char *opts_dtype_name(pkv_dtype d);
 
+/* The --model preset of that name ("tiny", "small", "llama3-8b",
+ * "llama3-70b"), NULL if none. */
+const model_shape *opts_model_preset(const char *name);
+/* pkv_config_init, then a cache of the model's shape (layers, KV heads,
+ * head_dim, dtype) with num_blocks blocks of block_size tokens in the given
+ * storage; the policy and the rest keep their defaults.  The one place the
+ * tools' benchmarks and tests turn a model into a cache configuration. */
+void opts_cache_config(pkv_config *cfg, const model_shape *shape, uint32_t block_size,
+                       uint32_t num_blocks, pkv_storage storage);
+
 /* Shared by the parsers (opts.c): the message into err, returning
  * CLI_EXIT_USAGE; a flag's integer value in [lo, hi], or the message
  * naming the flag and the range. */

@@ -77,9 +77,10 @@ static int make_cache(const run_opts *o, pkv_cache **cache, uint64_t *blocks_out
   int rc = pkv_cache_create(&cfg, cache);
   if (rc) return cli_error("run", "cache: %s (%s)", pkv_strerror(rc), pkv_last_error());
   char err[4200];
-  if (o->tiers.file_dir && (rc = tool_tiers_attach(&o->tiers, *cache, NULL, err, sizeof err))) {
+  if ((rc = tool_tiers_attach(&o->tiers, *cache, NULL, err, sizeof err)) != 0) {
     pkv_cache_destroy(*cache);
     *cache = NULL;
+    if (rc == PKV_EINVAL && o->tiers.redis) return cli_usage_error("run", "%s", err);
     return cli_error("run", "%s", err);
   }
   *blocks_out = blocks;
@@ -176,8 +177,9 @@ int cmd_run(int argc, char **argv) {
     uint64_t tier_tok[PKV_TIER_MAX];
     tool_tiers_hits(cache, tier_tok);
     FILE *tf = json_stdout ? stderr : stdout;
-    fprintf(tf, "tiers: prompt tokens promoted from host %llu, from file %llu\n",
-            (unsigned long long)tier_tok[PKV_TIER_HOST], (unsigned long long)tier_tok[PKV_TIER_FILE]);
+    fprintf(tf, "tiers: prompt tokens promoted from host %llu, from file %llu, from redis %llu\n",
+            (unsigned long long)tier_tok[PKV_TIER_HOST], (unsigned long long)tier_tok[PKV_TIER_FILE],
+            (unsigned long long)tier_tok[PKV_TIER_REDIS]);
     tool_tiers_print(tf, cache);
   }
   if (o.json && run_write_json(o.json, &rp, &st, steps, n_steps)) status = 1;

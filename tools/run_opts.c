@@ -58,7 +58,7 @@ static bool parse_range(const char *s, uint64_t min, run_range *out) {
 enum {
   O_MODEL = 256, O_LAYERS, O_QH, O_KVH, O_HD, O_DTYPE, O_BLOCKS, O_DRY, O_PLEN, O_OLEN,
   O_GROUPS, O_SYSLEN, O_SAMPLES, O_SEED, O_TRACE, O_FORMAT, O_MAXOUT, O_MAXSEQS, O_MBT,
-  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN, O_HOSTB, O_HOSTP, O_FDIR, O_FBYTES
+  O_CHUNK, O_HEADROOM, O_JSON, O_PLOT, O_BASE, O_MAXLEN, O_HOSTB, O_HOSTP, O_FDIR, O_FBYTES, O_REDIS
 };
 
 /* The options being parsed, with the shape overrides applied at the end
@@ -110,12 +110,17 @@ static int run_int_flag(run_parse *rp, int opt, const char *arg, char *err, size
   return -1;
 }
 
+const model_shape *opts_model_preset(const char *name) {
+  for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+    if (!strcmp(presets[i].name, name)) return &presets[i];
+  return NULL;
+}
+
 static int parse_model(run_opts *o, const char *arg, char *err, size_t cap) {
-  size_t i = 0, np = sizeof presets / sizeof presets[0];
-  while (i < np && strcmp(presets[i].name, arg)) i++;
-  if (i == np)
+  const model_shape *preset = opts_model_preset(arg);
+  if (!preset)
     return opts_bad(err, cap, "--model: unknown preset '%s' (tiny, small, llama3-8b, llama3-70b)", arg);
-  o->shape = presets[i];
+  o->shape = *preset;
   return 0;
 }
 
@@ -166,6 +171,7 @@ static int run_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
     return 0;
   case O_FBYTES:
     return opts_u64_flag("--file-bytes", arg, 1, UINT64_C(1) << 60, &o->tiers.file_bytes, err, cap);
+  case O_REDIS: return tool_tiers_redis_flag(arg, &o->tiers, err, cap);
   case O_BASE: o->baseline = true; return 0;
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;
@@ -199,6 +205,8 @@ static int run_opts_finish(int argc, char **argv, run_parse *rp, char *err, size
   run_opts *o = &rp->o;
   if (optind < argc) return opts_bad(err, cap, "unexpected argument '%s'", argv[optind]);
   if (o->memory && o->blocks) return opts_bad(err, cap, "--memory and --blocks are exclusive");
+  if (o->dry && o->tiers.redis)
+    return opts_bad(err, cap, "--redis stores K/V bytes, which a --dry cache does not hold");
   if (rp->layers) o->shape.n_layers = (uint32_t)rp->layers;
   if (rp->q_heads) o->shape.n_q_heads = (uint32_t)rp->q_heads;
   if (rp->kv_heads) o->shape.n_kv_heads = (uint32_t)rp->kv_heads;
@@ -247,6 +255,7 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
       OPTS_ARG("host-bytes", O_HOSTB),
       OPTS_ARG("host-policy", O_HOSTP),
       OPTS_ARG("file-dir", O_FDIR),
+      OPTS_ARG("redis", O_REDIS),
       OPTS_ARG("file-bytes", O_FBYTES),
       OPTS_FLAG("contiguous-baseline", O_BASE),
       OPTS_ARG("max-len", O_MAXLEN),
@@ -259,4 +268,16 @@ int run_opts_parse(int argc, char **argv, run_opts *o, char *err, size_t err_cap
   if (!rc && !rp.o.help) rc = run_opts_finish(argc, argv, &rp, err, err_cap);
   *o = rp.o;
   return rc;
+}
+
+void opts_cache_config(pkv_config *cfg, const model_shape *shape, uint32_t block_size,
+                       uint32_t num_blocks, pkv_storage storage) {
+  pkv_config_init(cfg);
+  cfg->n_layers = shape->n_layers;
+  cfg->n_kv_heads = shape->n_kv_heads;
+  cfg->head_dim = shape->head_dim;
+  cfg->dtype = shape->dtype;
+  cfg->block_size = block_size;
+  cfg->num_blocks = num_blocks;
+  cfg->storage = storage;
 }

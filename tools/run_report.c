@@ -257,6 +257,8 @@ void run_help(void) {
       "                          promote on a prefix match); --host-policy P its policy\n"
       "      --file-dir DIR      a file tier in DIR below it (--file-bytes N caps it; not with\n"
       "                          --dry); the summary reports tokens promoted per tier\n"
+      "      --redis HOST:PORT[/PREFIX]  a Redis tier below those (or unix:/PATH; key\n"
+      "                          prefix default pkv:; not with --dry)\n"
       "      --contiguous-baseline  compare with reserving --max-len slots per sequence,\n"
       "                          at the same --max-seqs\n"
       "      --max-len N         the contiguous reservation (default 8192); requests\n"

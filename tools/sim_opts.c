@@ -60,7 +60,7 @@ static int add_policy_args(sim_opts *o, const char *s, char *err, size_t cap) {
 
 enum {
   S_HOLD = 256, S_PARGS, S_PLIB, S_NOBEL, S_FORMAT, S_CSV, S_JSON, S_PLOT, S_NODES, S_ROUTE,
-  S_BOUND, S_REMOTE, S_KVTOK, S_HOSTB, S_HOSTP
+  S_BOUND, S_REMOTE, S_KVTOK, S_HOSTB, S_HOSTP, S_REDIS
 };
 
 typedef struct sim_parse {
@@ -128,6 +128,10 @@ static int sim_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
   case S_HOSTB:
     return opts_u64_flag("--host-blocks", arg, 1, SIM_MAX_CAPACITY, &o->tiers.host_blocks, err, cap);
   case S_HOSTP: o->tiers.host_policy = arg; return 0;
+  case S_REDIS: /* the replay holds no K/V: a server would get nothing */
+    return opts_bad(err, cap, "--redis: sim replays keep no K/V bytes to store; model a Redis "
+                    "tier shared by the nodes with --shared-remote BYTES (e.g. --nodes 1 "
+                    "--shared-remote 64G), or run it for real with 'pagedkv run --redis'");
   case 'j': return opts_u64_flag("--jobs", arg, 1, 1024, &o->jobs, err, cap);
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;
@@ -234,6 +238,7 @@ int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap
       OPTS_ARG("kv-bytes-per-token", S_KVTOK),
       OPTS_ARG("host-blocks", S_HOSTB),
       OPTS_ARG("host-policy", S_HOSTP),
+      OPTS_ARG("redis", S_REDIS),
       OPTS_FLAG("quiet", 'q'),
       OPTS_FLAG("help", 'h'),
       OPTS_END};

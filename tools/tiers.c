@@ -3,6 +3,8 @@
  */
 #include "tiers.h"
 
+#include "cli.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,13 +24,60 @@ static void dir_of(const tool_tiers *t, const char *sub, char *out, size_t cap) 
   else snprintf(out, cap, "%s", t->file_dir);
 }
 
+int tool_tiers_redis_flag(const char *arg, tool_tiers *t, char *err, size_t err_cap) {
+  const char *slash = NULL;
+  bool unix_path = !strncmp(arg, "unix:", 5) || arg[0] == '/';
+  if (!unix_path) slash = strchr(arg, '/');
+  size_t alen = slash ? (size_t)(slash - arg) : strlen(arg);
+  if (alen == 0) {
+    snprintf(err, err_cap, "--redis '%.80s': no address (HOST:PORT[/PREFIX] or unix:/PATH)", arg);
+    return CLI_EXIT_USAGE;
+  }
+  if (alen >= sizeof t->redis_addr) {
+    snprintf(err, err_cap, "--redis: address longer than %zu bytes", sizeof t->redis_addr - 1);
+    return CLI_EXIT_USAGE;
+  }
+  const char *pfx = slash ? slash + 1 : "";
+  if (slash && !*pfx) {
+    snprintf(err, err_cap, "--redis '%.80s': empty key prefix after '/'", arg);
+    return CLI_EXIT_USAGE;
+  }
+  if (strlen(pfx) > 128) {
+    snprintf(err, err_cap, "--redis: key prefix longer than 128 bytes");
+    return CLI_EXIT_USAGE;
+  }
+  for (const char *p = pfx; *p; p++)
+    if (*p <= ' ' || *p == 0x7f) {
+      snprintf(err, err_cap, "--redis '%.80s': the key prefix has a space or control "
+               "character at byte %zu", arg, (size_t)(p - pfx));
+      return CLI_EXIT_USAGE;
+    }
+  memcpy(t->redis_addr, arg, alen);
+  t->redis_addr[alen] = '\0';
+  snprintf(t->redis_prefix, sizeof t->redis_prefix, "%s", pfx);
+  t->redis = arg;
+  return 0;
+}
+
 int tool_tiers_attach(const tool_tiers *t, pkv_cache *c, const char *sub,
                       char *err, size_t err_cap) {
-  if (!t->file_dir) return 0;
-  char dir[4096];
-  dir_of(t, sub, dir, sizeof dir);
-  int rc = pkv_cache_set_file_tier(c, dir, t->file_bytes);
-  if (rc) snprintf(err, err_cap, "--file-dir %s: %s", dir, pkv_last_error());
+  int rc = 0;
+  if (t->file_dir) {
+    char dir[4096];
+    dir_of(t, sub, dir, sizeof dir);
+    if ((rc = pkv_cache_set_file_tier(c, dir, t->file_bytes)) != 0) {
+      snprintf(err, err_cap, "--file-dir %s: %s", dir, pkv_last_error());
+      return rc;
+    }
+  }
+  if (t->redis) {
+    pkv_redis_opts o;
+    pkv_redis_opts_init(&o);
+    o.address = t->redis_addr;
+    o.key_prefix = t->redis_prefix[0] ? t->redis_prefix : NULL;
+    if ((rc = pkv_cache_set_remote_tier(c, &o)) != 0)
+      snprintf(err, err_cap, "--redis %s: %s", t->redis, pkv_last_error());
+  }
   return rc;
 }
 
@@ -55,6 +104,12 @@ void tool_tiers_print(FILE *f, pkv_cache *c) {
   for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
     pkv_tier_stats st;
     if (pkv_tier_stats_get(c, i, &st) != 0) continue;
+    if (i == PKV_TIER_REDIS) { /* a shared server: what it holds is not ours to count */
+      fprintf(f, "  tier %-5s  %llu stored, %llu promoted, %llu errors (blocks held: not "
+              "observable)\n", st.name, (unsigned long long)st.puts,
+              (unsigned long long)st.promotions, (unsigned long long)st.errors);
+      continue;
+    }
     char capacity[32] = "no limit";
     if (st.capacity_bytes)
       snprintf(capacity, sizeof capacity, "%.1f MiB", (double)st.capacity_bytes / 1048576.0);

@@ -19,17 +19,26 @@ typedef struct tool_tiers {
   const char *host_policy; /* --host-policy, NULL = lru */
   const char *file_dir;    /* --file-dir, NULL = none */
   uint64_t file_bytes;     /* --file-bytes, 0 = no limit */
+  const char *redis;       /* --redis as given, NULL = none */
+  char redis_addr[300];    /* its address part */
+  char redis_prefix[136];  /* its key prefix ("" = the library's "pkv:") */
 } tool_tiers;
 
 static inline bool tool_tiers_any(const tool_tiers *t) {
-  return t->host_bytes || t->host_blocks || t->file_dir;
+  return t->host_bytes || t->host_blocks || t->file_dir || t->redis;
 }
+
+/* --redis HOST:PORT[/PREFIX], [V6]:PORT[/PREFIX] or unix:/PATH (no prefix):
+ * splits arg into t's address and prefix.  0, or 2 (usage) with the reason in err
+ * (the address itself is checked by the library when attached). */
+int tool_tiers_redis_flag(const char *arg, tool_tiers *t, char *err, size_t err_cap);
 
 /* Sets cfg's host tier (cfg's shape and block size already set). */
 void tool_tiers_config(const tool_tiers *t, pkv_config *cfg);
 /* Attaches the file tier to c in dir (t->file_dir, or a directory below it
- * when sub is not NULL: one per replay).  0, or the library's code with the
- * message in err. */
+ * when sub is not NULL: one per replay), then the Redis tier (t->redis).
+ * 0, or the library's code with the message in err (PKV_EINVAL from the
+ * Redis tier: a bad --redis address, a usage error). */
 int tool_tiers_attach(const tool_tiers *t, pkv_cache *c, const char *sub,
                       char *err, size_t err_cap);
 /* External storage: empties the tier copy queue (a replay has no bytes to

@@ -523,7 +523,7 @@ typedef struct pkv_redis_opts {
   uint64_t ttl_ms;      /* expiry of stored blocks; 0 = none */
   uint32_t timeout_ms;  /* connect, and each wait for progress on a command;
                            0 = 250 */
-  uint32_t max_batch;   /* blocks per pipelined round trip; 0 = 32 */
+  uint32_t max_batch;   /* blocks per pipelined round trip; 0 = 16 */
   uint32_t version;     /* PKV_REDIS_OPTS_VERSION (pkv_redis_opts_init) */
   uint64_t reserved[8]; /* zero: room for new fields */
 } pkv_redis_opts;
@@ -532,13 +532,14 @@ typedef struct pkv_redis_opts {
 /* Fills *opts with defaults (no address: the caller must set one). */
 PKV_API void pkv_redis_opts_init(pkv_redis_opts *opts);
 
-/* Attaches a Redis tier below the cache (replacing one attached before), or
- * detaches it when opts is NULL.  From then on a cached block that the
- * policy evicts is stored in Redis (SET with PX ttl_ms), and
- * pkv_seq_match_prefix, after the cached blocks, fetches the following
- * blocks from Redis in pipelined batches and installs those that verify
- * (key, parent, namespace, tokens, size, checksum) as cached blocks of the
- * sequence.  Owned storage only (PKV_ENOTSUP in external mode: the library
+/* Attaches a Redis tier as the last link of the tier chain (PKV_TIER_REDIS;
+ * replacing one attached before), or detaches it when opts is NULL.  From
+ * then on a block leaving the tier above it (or the pool, when no host or
+ * file tier exists) is stored in Redis (SET with PX ttl_ms, pipelined once
+ * per call after the cache lock is released), and a prefix match
+ * (pkv_seq_match_prefix, pkv_prefix_promote) promotes the following blocks
+ * from Redis like from any tier, installing those that verify (key, parent,
+ * namespace, tokens, size, checksum).  Owned storage only (PKV_ENOTSUP in external mode: the library
  * holds no K/V to store).  PKV_EINVAL for a NULL cache, an unparseable
  * address or prefix, or bad reserved bytes; PKV_ENOTSUP when libhiredis
  * cannot be loaded; on failure the cache is unchanged.  An unreachable
@@ -549,8 +550,9 @@ PKV_API void pkv_redis_opts_init(pkv_redis_opts *opts);
 PKV_API int pkv_cache_set_remote_tier(pkv_cache *cache,
                                       const pkv_redis_opts *opts);
 
-/* The attached remote tier's counters.  PKV_EINVAL (NULL argument),
- * PKV_ENOENT (no remote tier attached). */
+/* The attached remote tier's counters: pkv_tier_stats_get(cache,
+ * PKV_TIER_REDIS, out).  PKV_EINVAL (NULL argument), PKV_ENOENT (no remote
+ * tier attached). */
 PKV_API int pkv_cache_remote_stats(pkv_cache *cache, pkv_tier_stats *out);
 
 /* ---------------------------------------------------------------- serving */
@@ -888,7 +890,8 @@ PKV_API int pkv_cache_load(pkv_cache *cache, const char *dir);
 /* Namespace quota (docs/MANAGER.md, "Namespace quotas").  ns names the
  * namespace as pkv_seq_create does (its ns bytes and adapter_id; NULL = the
  * default namespace).  A namespace's usage is its blocks in the prefix
- * index (in use or evictable).  Eviction takes from namespaces over their
+ * index (in use or evictable) plus the blocks its live sequences hold
+ * outside it (uncommitted tails).  Eviction takes from namespaces over their
  * cap first, and never evicts a namespace's block when that would bring it
  * below reserve_blocks: an allocation that could only be served by doing so
  * fails with PKV_ENOMEM, nothing changed.  cap_blocks 0 = no cap; cap 0

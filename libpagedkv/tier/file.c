@@ -52,6 +52,7 @@ typedef struct ftier {
   uint32_t mask;
   int32_t free_e, oldest, newest;
   uint64_t tmp_seq;
+  pkv__tier **below;    /* where dropped blocks go (redis), or NULL */
   pkv_tier_stats st;
 } ftier;
 
@@ -133,6 +134,8 @@ static void f_drop(ftier *f, int32_t i, bool unlink_file) {
   f->n_live--;
 }
 
+static int f_read(ftier *f, pkv_hash128 key, pkv__tier_block *got);
+
 static int f_put_one(ftier *f, const pkv__tier_block *b) {
   if (b->ntok != f->block_size || b->kv_bytes != f->kv_bytes ||
       (f->max_bytes && f->rec_bytes > f->max_bytes)) {
@@ -142,6 +145,11 @@ static int f_put_one(ftier *f, const pkv__tier_block *b) {
   if (f_find(f, b->key) != NONE) return 0; /* already kept */
   while (f->max_bytes && (uint64_t)(f->n_live + 1) * f->rec_bytes > f->max_bytes &&
          f->oldest != NONE) {
+    pkv__tier *down = f->below ? *f->below : NULL;
+    pkv__tier_block vb;
+    if (down && f_read(f, f->e[f->oldest].key, &vb) == 1 &&
+        down->ops->put(down, &vb, 1) != 0)
+      pkv__err_clear(); /* passed down best effort */
     f_drop(f, f->oldest, true);
     f->st.evictions++;
   }
@@ -183,6 +191,32 @@ static int f_put(pkv__tier *t, const pkv__tier_block *b, size_t n) {
   return rc;
 }
 
+/* Reads key's file into f->buf and checks it by itself: size, header,
+ * checksum.  On success *got describes it (tokens and kv point into f->buf).
+ * -1: no such file; 0: bad; 1: good. */
+static int f_read(ftier *f, pkv_hash128 key, pkv__tier_block *got) {
+  char name[40];
+  key_name(name, key);
+  int fd = openat(f->dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat sb;
+  uint32_t depth;
+  uint64_t sum;
+  const char *why;
+  size_t tok = (size_t)f->block_size * sizeof(int32_t);
+  bool ok = fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == f->rec_bytes &&
+            pkv__read_all(fd, f->buf, f->rec_bytes) == 0 &&
+            pkv__rec_parse(f->buf, f->block_size, f->kv_bytes, got, &depth, &sum,
+                           &why) == 0 &&
+            got->key.lo == key.lo && got->key.hi == key.hi;
+  close(fd);
+  if (!ok) return 0;
+  got->tokens = (const int32_t *)(f->buf + PKV__REC_HEADER);
+  got->kv = f->buf + PKV__REC_HEADER + tok;
+  got->kv_bytes = f->kv_bytes;
+  return pkv__tier_checksum(got->tokens, f->block_size, got->kv, f->kv_bytes) == sum;
+}
+
 /* Reads and verifies b's file into b->kv: 1 hit, 0 miss (error counted if
  * the file was there but wrong). */
 static int f_get_one(ftier *f, pkv__tier_block *b) {
@@ -192,38 +226,18 @@ static int f_get_one(ftier *f, pkv__tier_block *b) {
     f->st.misses++;
     return 0;
   }
-  char name[40];
-  key_name(name, b->key);
-  int fd = openat(f->dirfd, name, O_RDONLY | O_CLOEXEC);
-  bool ok = false;
-  if (fd >= 0) {
-    struct stat sb;
-    if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == f->rec_bytes &&
-        pkv__read_all(fd, f->buf, f->rec_bytes) == 0) {
-      pkv__tier_block got;
-      uint32_t depth;
-      uint64_t sum;
-      const char *why;
-      size_t tok = (size_t)b->ntok * sizeof(int32_t);
-      const uint8_t *kv = f->buf + PKV__REC_HEADER + tok;
-      ok = pkv__rec_parse(f->buf, f->block_size, f->kv_bytes, &got, &depth,
-                          &sum, &why) == 0 &&
-           got.key.lo == b->key.lo && got.key.hi == b->key.hi &&
-           got.parent.lo == b->parent.lo && got.parent.hi == b->parent.hi &&
-           got.ns_id_hash == b->ns_id_hash &&
-           memcmp(f->buf + PKV__REC_HEADER, b->tokens, tok) == 0 &&
-           pkv__tier_checksum((const int32_t *)(f->buf + PKV__REC_HEADER),
-                              b->ntok, kv, f->kv_bytes) == sum;
-      if (ok) memcpy(b->kv, kv, f->kv_bytes);
-    }
-    close(fd);
-  }
+  pkv__tier_block got;
+  int r = f_read(f, b->key, &got);
+  bool ok = r == 1 && got.parent.lo == b->parent.lo &&
+            got.parent.hi == b->parent.hi && got.ns_id_hash == b->ns_id_hash &&
+            memcmp(got.tokens, b->tokens, (size_t)b->ntok * sizeof(int32_t)) == 0;
   if (!ok) {
     f->st.misses++;
     f->st.errors++;
-    f_drop(f, i, fd >= 0); /* a bad file is removed; a vanished one forgotten */
+    f_drop(f, i, r >= 0); /* a bad file is removed; a vanished one forgotten */
     return 0;
   }
+  memcpy(b->kv, got.kv, f->kv_bytes);
   f->st.hits++;
   return 1;
 }
@@ -309,20 +323,8 @@ static int f_scan(ftier *f) {
 
 int pkv__file_create(const char *dir, size_t kv_bytes, uint32_t block_size,
                      uint64_t max_bytes, pkv__tier **out) {
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return pkv__err(PKV_ENOENT, "file tier: cannot create '%s': %s", dir,
-                    strerror(errno));
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0)
-    return pkv__err(PKV_ENOENT, "file tier: cannot open '%s': %s", dir,
-                    strerror(errno));
-  /* writable?  (root passes permission bits; a read-only mount does not) */
-  if (faccessat(dfd, ".", W_OK, AT_EACCESS) != 0) {
-    int e = errno;
-    close(dfd);
-    return pkv__err(PKV_ENOENT, "file tier: '%s' is not writable: %s", dir,
-                    strerror(e));
-  }
+  int dfd = pkv__dir_open(dir, "file tier", true);
+  if (dfd < 0) return PKV_ENOENT;
   ftier *f = pkv__calloc(1, sizeof *f);
   if (!f) {
     close(dfd);
@@ -347,6 +349,10 @@ int pkv__file_create(const char *dir, size_t kv_bytes, uint32_t block_size,
   }
   *out = &f->base;
   return 0;
+}
+
+void pkv__file_set_below(pkv__tier *t, pkv__tier **below) {
+  ((ftier *)t)->below = below;
 }
 
 void pkv__file_count_promotion(pkv__tier *t, uint64_t n) {

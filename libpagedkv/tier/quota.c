@@ -1,17 +1,23 @@
 /*
  * quota.c — namespace quotas: a cap and a reservation per namespace.
  *
- * A namespace's usage is its blocks in the prefix index (in use or
- * evictable); the counters follow the index (hooks in prefix.c: a block
- * entered / left) and the refcount (pool.c: a cached block went evictable /
- * in use).  Quotas live in their own table, keyed by the namespace's digest
+ * A namespace's usage is every pool block it holds: its blocks in the
+ * prefix index (in use or evictable) plus the blocks its sequences hold
+ * that are not cached (tails being written, uncommitted blocks).  `live`
+ * counts them: a block is charged to a quota when it leaves the free list
+ * (blocks.c, for the namespace in c->take_ns that seq.c / seqops.c set
+ * before taking blocks for a sequence), moved when it enters the index
+ * under another namespace, and uncharged when it goes back to the free
+ * list (tag[] remembers where each block is charged).  `cached` and
+ * `evictable` follow the index (hooks in prefix.c: a block entered / left)
+ * and the refcount (blocks.c: a cached block went evictable / in use).  Quotas live in their own table, keyed by the namespace's digest
  * and bytes, so they outlive the namespace's interned slot; a slot is bound
  * to its quota when it is interned (quota_bind, through c->quota_up).
  *
- *   over cap     usage > cap: eviction takes from these first.
+ *   over cap     live > cap: eviction takes from these first.
  *   protected    an evictable block whose eviction would bring its namespace
- *                below its reservation (usage <= reserve).  Per namespace
- *                max(0, evictable - max(0, usage - reserve)) of its evictable
+ *                below its reservation (live <= reserve).  Per namespace
+ *                max(0, evictable - max(0, live - reserve)) of its evictable
  *                blocks are protected; c->n_protected sums them, and the
  *                pool's availability (pkv__blocks_available) leaves them out,
  *                so an allocation that would need one fails with PKV_ENOMEM
@@ -43,6 +49,7 @@ typedef struct quota {
   uint32_t cap, reserve;      /* cap 0 = none */
   uint32_t ns_id;             /* bound slot, or UNBOUND */
   uint32_t cached, evictable; /* counters of the bound namespace */
+  uint32_t live;              /* blocks charged to it: cached + held */
   uint32_t protected_;        /* its share of c->n_protected */
   int32_t oldest, newest;     /* its evictable blocks, oldest first */
 } quota;
@@ -52,6 +59,8 @@ struct pkv__quotas {
   uint32_t n, cap;
   int32_t *aside;             /* num_blocks: set-aside candidates */
   int32_t *lprev, *lnext;     /* num_blocks: the quotas' evictable lists */
+  uint32_t *tag;              /* num_blocks: the quota a block is charged
+                                 to, or UNBOUND */
 };
 
 static quota *quota_of(pkv_cache *c, uint32_t ns_id) {
@@ -60,7 +69,7 @@ static quota *quota_of(pkv_cache *c, uint32_t ns_id) {
 }
 
 static uint32_t protected_of(const quota *q) {
-  uint32_t spare = q->cached > q->reserve ? q->cached - q->reserve : 0;
+  uint32_t spare = q->live > q->reserve ? q->live - q->reserve : 0;
   return q->evictable > spare ? q->evictable - spare : 0;
 }
 
@@ -70,7 +79,33 @@ static void reprotect(pkv_cache *c, quota *q) {
   q->protected_ = p;
 }
 
+/* The quota index of namespace slot ns_id if it is live, else UNBOUND. */
+static uint32_t quota_index(const pkv_cache *c, uint32_t ns_id) {
+  return ns_id < c->n_ns && c->ns[ns_id].refs > 0 ? c->ns[ns_id].quota : UNBOUND;
+}
+
+/* Charges block b to quota index i (UNBOUND: to none). */
+static void charge(pkv_cache *c, int32_t b, uint32_t i) {
+  struct pkv__quotas *Q = c->quota;
+  uint32_t was = Q->tag[b];
+  if (was == i) return;
+  if (was != UNBOUND) {
+    Q->q[was].live--;
+    reprotect(c, &Q->q[was]);
+  }
+  Q->tag[b] = i;
+  if (i != UNBOUND) {
+    Q->q[i].live++;
+    reprotect(c, &Q->q[i]);
+  }
+}
+
+static void quota_live(pkv_cache *c, int32_t b, int delta) {
+  charge(c, b, delta > 0 ? quota_index(c, c->take_ns) : UNBOUND);
+}
+
 static void quota_cached(pkv_cache *c, int32_t b, int delta) {
+  if (delta > 0) charge(c, b, quota_index(c, c->blk[b].ns_id));
   quota *q = quota_of(c, c->blk[b].ns_id);
   if (!q) return;
   q->cached = (uint32_t)((int64_t)q->cached + delta);
@@ -121,6 +156,29 @@ static void recount(pkv_cache *c, quota *q, uint32_t ns_id) {
   }
 }
 
+/* Charges every block out of the free list to its namespace's quota:
+ * cached blocks by their namespace, the blocks a sequence holds outside
+ * the index by the sequence's (on set and bind: rare). */
+static void retag_all(pkv_cache *c) {
+  struct pkv__quotas *Q = c->quota;
+  for (uint32_t b = 0; b < c->num_blocks; b++)
+    Q->tag[b] = PKV_BLOCK_IS_CACHED(c, b) ? quota_index(c, c->blk[b].ns_id) : UNBOUND;
+  for (uint32_t i = 0; i < c->seq_cap; i++) {
+    const pkv__seq *s = c->seqs[i];
+    if (!s) continue;
+    uint32_t qi = quota_index(c, s->ns_id);
+    for (uint32_t k = 0; k < s->n_blocks; k++) {
+      int32_t b = s->blocks[k];
+      if (b >= 0 && (uint32_t)b < c->num_blocks && !PKV_BLOCK_IS_CACHED(c, b))
+        Q->tag[b] = qi;
+    }
+  }
+  for (uint32_t i = 0; i < Q->n; i++) Q->q[i].live = 0;
+  for (uint32_t b = 0; b < c->num_blocks; b++)
+    if (Q->tag[b] != UNBOUND) Q->q[Q->tag[b]].live++;
+  for (uint32_t i = 0; i < Q->n; i++) reprotect(c, &Q->q[i]);
+}
+
 static void quota_bind(pkv_cache *c, uint32_t id) {
   struct pkv__quotas *Q = c->quota;
   c->ns[id].quota = UNBOUND;
@@ -132,7 +190,7 @@ static void quota_bind(pkv_cache *c, uint32_t id) {
     q->ns_id = id;
     c->ns[id].quota = i;
     recount(c, q, id);
-    reprotect(c, q);
+    retag_all(c);
     return;
   }
 }
@@ -142,7 +200,14 @@ bool pkv__quota_is_valid(pkv_cache *c, char *msg, size_t cap) {
   uint32_t protected_sum = 0;
   for (uint32_t i = 0; i < Q->n; i++) {
     const quota *q = &Q->q[i];
-    uint32_t cached = 0, evictable = 0, listed = 0;
+    uint32_t cached = 0, evictable = 0, listed = 0, live = 0;
+    for (uint32_t b = 0; b < c->num_blocks; b++)
+      live += Q->tag[b] == i;
+    if (q->live != live) {
+      snprintf(msg, cap, "quota %u: live %u, %u blocks charged to it", i,
+               q->live, live);
+      return false;
+    }
     bool bound = q->ns_id != UNBOUND && q->ns_id < c->n_ns &&
                  c->ns[q->ns_id].refs > 0 && c->ns[q->ns_id].quota == i;
     if (bound) {
@@ -174,6 +239,16 @@ bool pkv__quota_is_valid(pkv_cache *c, char *msg, size_t cap) {
     }
     protected_sum += q->protected_;
   }
+  for (uint32_t b = 0; b < c->num_blocks; b++) {
+    uint32_t want = PKV_BLOCK_IS_FREE(c, b) ? UNBOUND
+                    : PKV_BLOCK_IS_CACHED(c, b) ? quota_index(c, c->blk[b].ns_id)
+                                                : Q->tag[b];
+    if (Q->tag[b] != want) {
+      snprintf(msg, cap, "block %u: charged to quota %d, its state says %d", b,
+               (int)Q->tag[b], (int)want);
+      return false;
+    }
+  }
   if (protected_sum != c->n_protected) {
     snprintf(msg, cap, "n_protected %u, the quotas protect %u", c->n_protected,
              protected_sum);
@@ -190,6 +265,7 @@ void pkv__quota_destroy(pkv_cache *c) {
   pkv__free(Q->aside);
   pkv__free(Q->lprev);
   pkv__free(Q->lnext);
+  pkv__free(Q->tag);
   pkv__free(Q);
   c->quota = NULL;
   c->quota_up = NULL;
@@ -200,7 +276,7 @@ void pkv__quota_destroy(pkv_cache *c) {
  * its reservation. */
 static bool may_evict(pkv_cache *c, int32_t v) {
   quota *q = quota_of(c, c->blk[v].ns_id);
-  return !q || q->cached > q->reserve;
+  return !q || q->live > q->reserve;
 }
 
 static int32_t quota_victim(pkv_cache *c) {
@@ -208,9 +284,9 @@ static int32_t quota_victim(pkv_cache *c) {
   quota *worst = NULL; /* the namespace furthest over its cap */
   for (uint32_t i = 0; i < Q->n; i++) {
     quota *q = &Q->q[i];
-    if (q->ns_id == UNBOUND || !q->cap || q->cached <= q->cap || q->oldest < 0)
+    if (q->ns_id == UNBOUND || !q->cap || q->live <= q->cap || q->oldest < 0)
       continue;
-    if (!worst || q->cached - q->cap > worst->cached - worst->cap) worst = q;
+    if (!worst || q->live - q->cap > worst->live - worst->cap) worst = q;
   }
   if (worst) return worst->oldest;
   uint32_t n_aside = 0;
@@ -245,7 +321,8 @@ static int32_t quota_victim(pkv_cache *c) {
 static const pkv__quota_up quota_up = {.cached = quota_cached,
                                         .evictable = quota_evictable,
                                         .victim = quota_victim,
-                                        .bind = quota_bind};
+                                        .bind = quota_bind,
+                                        .live = quota_live};
 
 int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
                      uint32_t cap_blocks, uint32_t reserve_blocks) {
@@ -279,12 +356,14 @@ int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
       Q->aside = pkv__malloc((size_t)cache->num_blocks * sizeof *Q->aside);
       Q->lprev = pkv__malloc((size_t)cache->num_blocks * sizeof *Q->lprev);
       Q->lnext = pkv__malloc((size_t)cache->num_blocks * sizeof *Q->lnext);
+      Q->tag = pkv__malloc((size_t)cache->num_blocks * sizeof *Q->tag);
     }
-    if (!Q || !Q->aside || !Q->lprev || !Q->lnext) {
+    if (!Q || !Q->aside || !Q->lprev || !Q->lnext || !Q->tag) {
       if (Q) {
         pkv__free(Q->aside);
         pkv__free(Q->lprev);
         pkv__free(Q->lnext);
+        pkv__free(Q->tag);
       }
       pkv__free(Q);
       rc = pkv__err(PKV_ENOMEM, "ns_set_quota: no memory");
@@ -346,7 +425,7 @@ int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
     q->ns_id = live;
     recount(cache, q, live);
   }
-  reprotect(cache, q);
+  retag_all(cache);
   goto out;
 fail:
   pkv__free(copy);
@@ -355,6 +434,7 @@ fail:
     pkv__free(Q->lprev);
     pkv__free(Q->lnext);
     pkv__free(Q->aside);
+    pkv__free(Q->tag);
     pkv__free(Q);
   }
 out:

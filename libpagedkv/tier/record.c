@@ -6,6 +6,8 @@
 #include "tier/tier.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -62,6 +64,26 @@ int pkv__rec_parse(const uint8_t *h, uint32_t ntok, size_t kv_bytes,
   b->ns_id_hash = pkv__get32(h + 56);
   *checksum = pkv__get64(h + 64);
   return 0;
+}
+
+int pkv__dir_open(const char *dir, const char *who, bool writable) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    pkv__err(PKV_ENOENT, "%s: cannot create '%s': %s", who, dir, strerror(errno));
+    return -1;
+  }
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    pkv__err(PKV_ENOENT, "%s: cannot open '%s': %s", who, dir, strerror(errno));
+    return -1;
+  }
+  /* writable?  (root passes permission bits; a read-only mount does not) */
+  if (writable && faccessat(dfd, ".", W_OK, AT_EACCESS) != 0) {
+    int e = errno;
+    close(dfd);
+    pkv__err(PKV_ENOENT, "%s: '%s' is not writable: %s", who, dir, strerror(e));
+    return -1;
+  }
+  return dfd;
 }
 
 int pkv__write_all(int fd, const void *buf, size_t n) {

@@ -694,6 +694,35 @@ out:
   return yes;
 }
 
+/* contains for n blocks in one round trip: n pipelined STRLENs (replies
+ * are a few bytes each, so all are written before any is read). */
+static void redis_contains_n(pkv__tier *tier, const pkv__tier_block *b, size_t n,
+                             uint8_t *yes) {
+  redis_tier *t = (redis_tier *)tier;
+  memset(yes, 0, n);
+  if (n == 0) return;
+  pthread_mutex_lock(&t->mu);
+  if (!reserve(t, n, 1) || !ready(t)) { /* the lookup failed: counted */
+    t->st.errors += n;
+    goto out;
+  }
+  t->mode = RX_STRLEN;
+  build_key_cmds(t, "STRLEN", b, n);
+  bool sent = send_all(t, t->iov, n);
+  for (size_t i = 0; i < n; i++) {
+    if (!sent || !next_reply(t)) {
+      drop(t);
+      t->st.errors += n;
+      memset(yes, 0, n);
+      goto out;
+    }
+    yes[i] = t->rx.type == REDIS_REPLY_INTEGER &&
+             (unsigned long long)t->rx.integer == (unsigned long long)value_bytes(&b[i]);
+  }
+out:
+  pthread_mutex_unlock(&t->mu);
+}
+
 static void redis_stats(pkv__tier *tier, pkv_tier_stats *out) {
   redis_tier *t = (redis_tier *)tier;
   pthread_mutex_lock(&t->mu);
@@ -721,13 +750,8 @@ static void redis_destroy(pkv__tier *tier) {
 }
 
 static const pkv__tier_ops redis_ops = {
-    .name = "redis",
-    .put = redis_put,
-    .get = redis_get,
-    .contains = redis_contains,
-    .stats = redis_stats,
-    .destroy = redis_destroy,
-};
+    .name = "redis", .put = redis_put, .get = redis_get, .contains = redis_contains,
+    .stats = redis_stats, .destroy = redis_destroy, .contains_n = redis_contains_n};
 
 /* ------------------------------------------------ options, create */
 
@@ -740,13 +764,19 @@ void pkv_redis_opts_init(pkv_redis_opts *opts) {
   opts->version = PKV_REDIS_OPTS_VERSION;
 }
 
-int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
-  if (!user || !out) return pkv__err(PKV_EINVAL, "redis: opts or out is NULL");
+/* The caller's opts read in this version's layout (zeros = defaults). */
+static int opts_in(const pkv_redis_opts *user, pkv_redis_opts *o) {
   static const pkv__abi_struct abi = PKV__ABI_STRUCT(
       pkv_redis_opts, "redis_opts", PKV_REDIS_OPTS_VERSION, redis_opts_ends);
-  pkv_redis_opts o, def;
+  pkv_redis_opts def;
   pkv_redis_opts_init(&def);
-  int rc = pkv__abi_in(&abi, &o, user, &def);
+  return pkv__abi_in(&abi, o, user, &def);
+}
+
+int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
+  pkv_redis_opts o;
+  int rc = !user || !out ? pkv__err(PKV_EINVAL, "redis: opts or out is NULL")
+                         : opts_in(user, &o);
   if (rc) return rc;
   const char *prefix = o.key_prefix ? o.key_prefix : "pkv:";
   if (strlen(prefix) > PREFIX_MAX)

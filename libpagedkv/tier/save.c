@@ -22,9 +22,11 @@
  * the rename, the new one after it.  Leftovers of a killed save (a
  * generation MANIFEST does not name, MANIFEST.tmp) are removed by the next
  * save.  A load reads MANIFEST, maps the file, and checks everything before
- * it changes anything: the trailer checksum, the shape (a mismatch is
- * PKV_EINVAL naming the field), every record's checksum and its key
- * recomputed from parent, namespace and tokens.
+ * it changes anything: the trailer checksum (XXH3-64 of every byte before
+ * it: the records' own checksums, written for the file tier's format, are
+ * not hashed a second time), the shape (a mismatch is PKV_EINVAL naming the
+ * field), every record's header and its key recomputed from parent,
+ * namespace and tokens.
  */
 #include "tier/tier.h"
 
@@ -108,16 +110,13 @@ static int write_blocks(pkv_cache *c, int fd, int32_t *blocks, uint32_t n) {
   XXH3_64bits_reset(&w.sum);
   uint8_t h[SAVE_HEADER] = {0};
   memcpy(h, SAVE_MAGIC, 8);
-  pkv__put32(h + 8, SAVE_VERSION);
-  pkv__put32(h + 12, c->block_size);
-  pkv__put32(h + 16, c->cfg.n_layers);
-  pkv__put32(h + 20, c->cfg.n_kv_heads);
-  pkv__put32(h + 24, c->cfg.head_dim);
-  pkv__put32(h + 28, c->cfg.v_head_dim);
-  pkv__put32(h + 32, (uint32_t)c->cfg.dtype);
-  pkv__put64(h + 40, kv_bytes);
-  pkv__put64(h + 48, n_ns);
-  pkv__put64(h + 56, n);
+  /* version and shape at 8.. 32 (shape_check reads 12..), sizes at 40.. */
+  const uint32_t head32[] = {SAVE_VERSION, c->block_size, c->cfg.n_layers,
+                             c->cfg.n_kv_heads, c->cfg.head_dim,
+                             c->cfg.v_head_dim, (uint32_t)c->cfg.dtype};
+  const uint64_t head64[] = {kv_bytes, n_ns, n};
+  for (int i = 0; i < 7; i++) pkv__put32(h + 8 + 4 * i, head32[i]);
+  for (int i = 0; i < 3; i++) pkv__put64(h + 40 + 8 * i, head64[i]);
   w_put(&w, h, sizeof h);
   for (uint32_t i = 0; i < n_ns; i++) {
     const pkv__ns *e = &c->ns[ns_list[i]];
@@ -194,13 +193,8 @@ static int fsync_fd(int fd) { return fsync(fd) == 0 ? 0 : errno; }
 /* Saves blocks[0..n) to dir as a new generation. */
 static int save_blocks(pkv_cache *c, const char *dir, int32_t *blocks,
                        uint32_t n) {
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return pkv__err(PKV_ENOENT, "save: cannot create '%s': %s", dir,
-                    strerror(errno));
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0)
-    return pkv__err(PKV_ENOENT, "save: cannot open '%s': %s", dir,
-                    strerror(errno));
+  int dfd = pkv__dir_open(dir, "save", false);
+  if (dfd < 0) return PKV_ENOENT;
   char cur[64];
   manifest_read(dfd, cur, sizeof cur);
   /* the next generation number; leftovers of killed saves go */
@@ -399,7 +393,9 @@ int pkv_cache_load(pkv_cache *cache, const char *dir) {
                     "be read: %s", path, strerror(e));
   }
   size_t size = (size_t)sb.st_size;
-  const uint8_t *m = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+  /* populated: one read-ahead pass instead of a fault per page */
+  const uint8_t *m = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+                                 fd, 0) : NULL;
   close(fd);
   if (m == MAP_FAILED || !m)
     return pkv__err(PKV_ECORRUPT, "cache_load: %s is empty or unreadable", path);
@@ -440,11 +436,8 @@ int pkv_cache_load(pkv_cache *cache, const char *dir) {
       ;
     else if (nsi >= p.n_ns)
       why = "namespace index out of range";
-    else if (pkv__tier_checksum((const int32_t *)(r + PKV__REC_HEADER),
-                                cache->block_size, r + PKV__REC_HEADER + tok_bytes,
-                                kv_bytes) != sum)
-      why = "checksum mismatch";
-    else {
+    else { /* the bytes were verified by the file's checksum (parse): a
+            * record's own checksum would hash them a second time */
       pkv_hash128 k = pkv__block_key(cache, &tb.parent, ns_ids[nsi],
                                      (const int32_t *)(r + PKV__REC_HEADER));
       if (k.lo != tb.key.lo || k.hi != tb.key.hi) why = "key does not match parent, namespace and tokens";

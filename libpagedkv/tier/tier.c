@@ -39,8 +39,14 @@
 struct pkv__tiers {
   pkv__tier *t[PKV_TIER_MAX];
   pkv__tier *below_host;       /* the first tier under the host tier */
+  pkv__tier *below_file;       /* ... under the file tier (redis) */
+  pkv__tier **grave;           /* detached redis links (remote.c) */
+  uint32_t n_grave;
   size_t kv_bytes;             /* one block, all layers, K and V */
   uint8_t *stage;              /* kv_bytes: one block in flight */
+  uint8_t *rstage;             /* redis max_batch blocks fetched at once */
+  pkv__tier_block *rtb;        /* their identities */
+  uint8_t *rfound;
   char host_policy[32];
   pkv_tier_copy *q;            /* external mode queue [q_head, +q_len) */
   uint32_t q_head, q_len, q_cap;
@@ -69,14 +75,15 @@ void pkv__tier_scatter(pkv_cache *c, int32_t b, const void *kv) {
 typedef struct pkv__tiers tiers_t;
 static void tier_demote(pkv_cache *c, int32_t b);
 
-/* The host tier's lower neighbour is the first tier configured under it. */
+/* A tier's lower neighbour is the first tier configured under it. */
+static pkv__tier *first_below(tiers_t *T, unsigned index) {
+  for (unsigned i = index + 1; i < PKV_TIER_MAX; i++)
+    if (T->t[i]) return T->t[i];
+  return NULL;
+}
 static void relink(tiers_t *T) {
-  T->below_host = NULL;
-  for (unsigned i = PKV_TIER_HOST + 1; i < PKV_TIER_MAX; i++)
-    if (T->t[i]) {
-      T->below_host = T->t[i];
-      break;
-    }
+  T->below_host = first_below(T, PKV_TIER_HOST);
+  T->below_file = first_below(T, PKV_TIER_FILE);
 }
 
 static tiers_t *tiers_get(pkv_cache *c) {
@@ -130,6 +137,11 @@ void pkv__tiers_close(pkv_cache *c) {
   if (!T) return;
   for (unsigned i = 0; i < PKV_TIER_MAX; i++)
     if (T->t[i]) T->t[i]->ops->destroy(T->t[i]);
+  for (uint32_t i = 0; i < T->n_grave; i++) T->grave[i]->ops->destroy(T->grave[i]);
+  pkv__free(T->grave);
+  pkv__free(T->rstage);
+  pkv__free(T->rtb);
+  pkv__free(T->rfound);
   pkv__free(T->stage);
   pkv__free(T->q);
   pkv__free(T);
@@ -145,6 +157,47 @@ int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t) {
   if (T->t[index])
     return pkv__err(PKV_ESTATE, "tier %u (%s) is already configured", index,
                     T->t[index]->ops->name);
+  T->t[index] = t;
+  relink(T);
+  if (index == PKV_TIER_FILE) pkv__file_set_below(t, &T->below_file);
+  return 0;
+}
+
+int pkv__tier_replace(pkv_cache *c, unsigned index, pkv__tier *t) {
+  tiers_t *T = c->tiers;
+  if (!T && !t) return 0;
+  if (!T && !(T = tiers_get(c)))
+    return pkv__err(PKV_ENOMEM, "no memory for the tier chain");
+  pkv__tier *old = T->t[index];
+  if (t && index == PKV_TIER_REDIS) { /* the fetch batch's room */
+    uint32_t mb = pkv__remote_max_batch(t);
+    uint8_t *st = pkv__malloc((size_t)mb * T->kv_bytes);
+    pkv__tier_block *tb = pkv__calloc(mb, sizeof *tb);
+    uint8_t *f = pkv__malloc(mb);
+    pkv__tier **g = old ? pkv__realloc(T->grave, (T->n_grave + 1) * sizeof *g) : T->grave;
+    if (g) T->grave = g;
+    if (!st || !tb || !f || (old && !g)) {
+      pkv__free(st);
+      pkv__free(tb);
+      pkv__free(f);
+      return pkv__err(PKV_ENOMEM, "no memory for %u blocks of redis fetch "
+                      "batch", mb);
+    }
+    pkv__free(T->rstage);
+    pkv__free(T->rtb);
+    pkv__free(T->rfound);
+    T->rstage = st;
+    T->rtb = tb;
+    T->rfound = f;
+  } else if (old) {
+    pkv__tier **g = pkv__realloc(T->grave, (T->n_grave + 1) * sizeof *g);
+    if (!g) return pkv__err(PKV_ENOMEM, "no memory to detach a tier");
+    T->grave = g;
+  }
+  if (old) { /* closed now, freed with the chain (see remote.c) */
+    pkv__remote_detach(old);
+    T->grave[T->n_grave++] = old;
+  }
   T->t[index] = t;
   relink(T);
   return 0;
@@ -214,19 +267,15 @@ static void tier_demote(pkv_cache *c, int32_t b) {
     t->ops->stats(t, &before);
     if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
     t->ops->stats(t, &after);
-    if (after.puts == before.puts) return; /* skipped (counted there) */
+    /* skipped (counted there); redis queues the put for the call's end */
+    if (after.puts == before.puts &&
+        (i != PKV_TIER_REDIS || after.skipped != before.skipped))
+      return;
   }
   pkv__emit_seq(c, PKV_EVENT_DEMOTED, b, NULL, i, -1);
 }
 
 /* ------------------------------------------------ promote */
-
-/* The first tier (from the top) that says it holds tb, or -1. */
-static int tier_holding(tiers_t *T, const pkv__tier_block *tb) {
-  for (int i = 0; i < PKV_TIER_MAX; i++)
-    if (T->t[i] && T->t[i]->ops->contains(T->t[i], tb) == 1) return i;
-  return -1;
-}
 
 /* Fetches tb's payload from tier `from` or any below it (owned mode; the
  * host tier gives its copy up: the block moves into the pool).  The tier
@@ -248,6 +297,73 @@ static int fetch(tiers_t *T, int from, pkv__tier_block *tb) {
 static void count_promotion(tiers_t *T, int i) {
   if (i == PKV_TIER_HOST) pkv__host_count_promotion(T->t[i], 1);
   else if (i == PKV_TIER_FILE) pkv__file_count_promotion(T->t[i], 1);
+  else pkv__remote_count_promotion(T->t[i], 1);
+}
+
+/* Step 1 of a promotion: from[k] = the first tier (top down) holding
+ * block k of tbs[0, room) — local tiers one block at a time, redis for the
+ * whole rest of the run in one round trip — until a block no tier holds.
+ * tbs[k] gets its key chained from parent.  Returns the run's length. */
+static uint32_t find_run(pkv_cache *c, uint32_t ns_id, pkv_hash128 parent,
+                         const int32_t *tokens, uint32_t room, bool external,
+                         pkv__tier_block *tbs, uint8_t *from, uint8_t *yes) {
+  tiers_t *T = c->tiers;
+  size_t bs = c->block_size;
+  uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest), keyed = 0, asked = 0;
+  pkv__tier *r = external ? NULL : T->t[PKV_TIER_REDIS];
+  for (uint32_t n = 0; n < room; n++) {
+    if (n == keyed) {
+      tbs[n] = (pkv__tier_block){.key = pkv__block_key(c, &parent, ns_id,
+                                                        tokens + n * bs),
+                                 .parent = parent, .ns_id_hash = fold,
+                                 .ntok = (uint32_t)bs, .tokens = tokens + n * bs,
+                                 .kv_bytes = T->kv_bytes};
+      parent = tbs[n].key;
+      keyed++;
+    }
+    int i = -1;
+    for (int j = 0; j < PKV_TIER_REDIS && i < 0; j++)
+      if (T->t[j] && T->t[j]->ops->contains(T->t[j], &tbs[n]) == 1) i = j;
+    if (i < 0 && r) {
+      if (n >= asked) { /* key the rest, ask redis about all of it at once */
+        for (; keyed < room; keyed++) {
+          tbs[keyed] = (pkv__tier_block){
+              .key = pkv__block_key(c, &parent, ns_id, tokens + keyed * bs),
+              .parent = parent, .ns_id_hash = fold, .ntok = (uint32_t)bs,
+              .tokens = tokens + keyed * bs, .kv_bytes = T->kv_bytes};
+          parent = tbs[keyed].key;
+        }
+        r->ops->contains_n(r, tbs + n, room - n, yes + n);
+        asked = room;
+      }
+      if (yes[n]) i = PKV_TIER_REDIS;
+    }
+    if (i < 0 || (external && i != PKV_TIER_HOST)) return n;
+    from[n] = (uint8_t)i;
+  }
+  return room;
+}
+
+/* Step 3 for a redis block k: its payload, fetched with the blocks after it
+ * that come from redis too (max_batch per round trip).  *base, *cnt is the
+ * batch in T->rstage.  The block's K/V, or NULL (not verified). */
+static const uint8_t *redis_payload(tiers_t *T, pkv__tier_block *tbs,
+                                    const uint8_t *from, uint32_t n, uint32_t k,
+                                    uint32_t *base, uint32_t *cnt) {
+  if (k < *base || k >= *base + *cnt) {
+    pkv__tier *r = T->t[PKV_TIER_REDIS];
+    uint32_t mb = pkv__remote_max_batch(r), m = 0;
+    while (k + m < n && m < mb && from[k + m] == PKV_TIER_REDIS) {
+      T->rtb[m] = tbs[k + m];
+      T->rtb[m].kv = T->rstage + (size_t)m * T->kv_bytes;
+      T->rtb[m].kv_bytes = T->kv_bytes;
+      m++;
+    }
+    if (r->ops->get(r, T->rtb, m, T->rfound) != 0) memset(T->rfound, 0, m);
+    *base = k;
+    *cnt = m;
+  }
+  return T->rfound[k - *base] ? T->rstage + (size_t)(k - *base) * T->kv_bytes : NULL;
 }
 
 /* Promotes the run of blocks the tiers hold for tokens (block `depth0` of a
@@ -259,22 +375,13 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
   tiers_t *T = c->tiers;
   bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
   size_t bs = c->block_size;
-  uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest);
-  uint32_t got = 0, n = 0;
+  uint32_t got = 0, n = 0, rbase = 0, rcnt = 0;
   int32_t *taken = pkv__malloc((size_t)room * sizeof *taken);
-  uint8_t *from = pkv__malloc(room);
-  if (!taken || !from) goto done;
+  uint8_t *from = pkv__malloc(2 * (size_t)room);
+  pkv__tier_block *tbs = pkv__malloc((size_t)room * sizeof *tbs);
+  if (!taken || !from || !tbs) goto done;
   /* 1. the run the tiers hold */
-  for (pkv_hash128 p = parent; n < room; n++) {
-    const int32_t *t = tokens + (size_t)n * bs;
-    pkv__tier_block tb = {.key = pkv__block_key(c, &p, ns_id, t),
-                          .parent = p, .ns_id_hash = fold,
-                          .ntok = (uint32_t)bs, .tokens = t};
-    int i = tier_holding(T, &tb);
-    if (i < 0 || (external && i != PKV_TIER_HOST)) break;
-    from[n] = (uint8_t)i;
-    p = tb.key;
-  }
+  n = find_run(c, ns_id, parent, tokens, room, external, tbs, from, from + room);
   /* 2. pool blocks for all of it, or none */
   if (n == 0 || n > pkv__blocks_available(c)) goto done;
   for (uint32_t j = 0; j < n; j++) {
@@ -293,22 +400,25 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
   /* 3. payload, verified, then into the index */
   for (; got < n; got++) {
     int32_t b = taken[got];
-    const int32_t *t = tokens + (size_t)got * bs;
-    pkv__tier_block tb = {.key = pkv__block_key(c, &parent, ns_id, t),
-                          .parent = parent, .ns_id_hash = fold,
-                          .ntok = (uint32_t)bs, .tokens = t,
-                          .kv = T->stage, .kv_bytes = T->kv_bytes};
+    pkv__tier_block tb = tbs[got];
+    tb.kv = T->stage;
+    tb.kv_bytes = T->kv_bytes;
     int i;
     if (external) {
       int32_t slot = pkv__host_take_slot(T->t[PKV_TIER_HOST], &tb);
       if (slot < 0) break;
       queue_push(T, PKV_TIER_COPY_PROMOTE, b, slot);
       i = PKV_TIER_HOST;
+    } else if (from[got] == PKV_TIER_REDIS) {
+      const uint8_t *kv = redis_payload(T, tbs, from, n, got, &rbase, &rcnt);
+      if (!kv) break;
+      pkv__tier_scatter(c, b, kv);
+      i = PKV_TIER_REDIS;
     } else {
       if ((i = fetch(T, from[got], &tb)) < 0) break;
       pkv__tier_scatter(c, b, T->stage);
     }
-    memcpy(c->block_tokens + (size_t)b * bs, t, bs * sizeof *t);
+    memcpy(c->block_tokens + (size_t)b * bs, tb.tokens, bs * sizeof *tb.tokens);
     parent = pkv__prefix_insert_block(c, b, parent, depth0 + got, ns_id, priority);
     out[got] = b;
     count_promotion(T, i);
@@ -319,6 +429,7 @@ done:
   pkv__err_clear(); /* a promotion that cannot happen is no error */
   pkv__free(taken);
   pkv__free(from);
+  pkv__free(tbs);
   return got;
 }
 
@@ -415,20 +526,47 @@ int pkv_cache_set_file_tier(pkv_cache *cache, const char *dir,
 int pkv_tier_drain_copies(pkv_cache *cache, pkv_tier_copy *out, uint32_t cap,
                           uint32_t *n_out, uint32_t *pending) {
   PKV_ENTER(cache, "tier_drain_copies");
-  PKV_CHECK(n_out, "tier_drain_copies: n_out is NULL");
-  PKV_CHECK(out || cap == 0, "tier_drain_copies: out is NULL with cap %u", cap);
+  PKV_CHECK(n_out && (out || cap == 0), "tier_drain_copies: %s",
+            n_out ? "out is NULL with cap > 0" : "n_out is NULL");
   PKV_LOCK(cache);
   tiers_t *T = cache->tiers;
   uint32_t n = 0, left = 0;
   if (T) {
-    n = T->q_len < cap ? T->q_len : cap;
-    if (n) memcpy(out, T->q + T->q_head, n * sizeof *out);
-    T->q_head += n;
-    T->q_len -= n;
-    if (T->q_len == 0) T->q_head = 0;
+    n = pkv__ring_take(T->q, sizeof *out, &T->q_head, &T->q_len, out, cap);
     left = T->q_len;
   }
   *n_out = n;
   if (pending) *pending = left;
   return pkv__leave(cache, 0);
+}
+
+int pkv_cache_set_remote_tier(pkv_cache *cache, const pkv_redis_opts *opts) {
+  PKV_ENTER(cache, "set_remote_tier");
+  pkv__tier *t = NULL;
+  if (opts) {
+    if (cache->cfg.storage != PKV_STORAGE_OWNED) /* immutable after create */
+      return pkv__err(PKV_ENOTSUP, "set_remote_tier: external storage (the "
+                      "library holds no K/V to store)");
+    PKV_CHECK(opts->max_batch <= 1024, "set_remote_tier: max_batch %u > 1024",
+              opts->max_batch);
+    int rc = pkv__remote_create(opts, cache->block_size,
+                                pkv__tier_kv_bytes(cache), &t);
+    if (rc) return rc;
+  }
+  if (pkv__lock(cache)) {
+    if (t) t->ops->destroy(t);
+    return PKV_EBUSY;
+  }
+  int rc = pkv__tier_replace(cache, PKV_TIER_REDIS, t);
+  if (rc == 0) {
+    cache->up_flush = t ? pkv__remote_flush : NULL;
+    cache->up_flush_arg = t;
+  }
+  pkv__unlock(cache);
+  if (rc && t) t->ops->destroy(t);
+  return rc;
+}
+
+int pkv_cache_remote_stats(pkv_cache *cache, pkv_tier_stats *out) {
+  return pkv_tier_stats_get(cache, PKV_TIER_REDIS, out);
 }

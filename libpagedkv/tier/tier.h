@@ -43,6 +43,10 @@ typedef struct pkv__tier_ops {
   int (*contains)(pkv__tier *t, const pkv__tier_block *b); /* 1/0, no payload */
   void (*stats)(pkv__tier *t, pkv_tier_stats *out);       /* public struct */
   void (*destroy)(pkv__tier *t);
+  /* Optional (NULL: ask contains one block at a time): yes[i] = contains
+   * of b[i], all n in one round trip (redis: pipelined STRLEN). */
+  void (*contains_n)(pkv__tier *t, const pkv__tier_block *b, size_t n,
+                     uint8_t *yes);
 } pkv__tier_ops;
 struct pkv__tier { const pkv__tier_ops *ops; };  /* implementations embed it first */
 
@@ -81,6 +85,9 @@ void pkv__tiers_close(pkv_cache *c);
 /* Installs t as tier `index` (PKV_TIER_*); the chain owns it from then on
  * (destroy).  PKV_ESTATE if that tier exists. */
 int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t);
+/* The Redis link's attach: replaces tier `index` with t (NULL = none); the
+ * old one is closed (pkv__remote_detach) and kept until the chain closes. */
+int pkv__tier_replace(pkv_cache *c, unsigned index, pkv__tier *t);
 /* prefix.c: s (empty) matched blocks [0, k) of tokens (already referenced
  * in its table); looks blocks k.. want-1 up in the tiers and promotes the
  * run found, all or none.  Returns the new k. */
@@ -114,10 +121,21 @@ int32_t pkv__host_take_slot(pkv__tier *host, const pkv__tier_block *b);
 int pkv__host_take(pkv__tier *host, pkv__tier_block *b);
 void pkv__host_count_promotion(pkv__tier *t, uint64_t n);
 
-/* file.c */
+/* file.c: blocks it drops to keep max_bytes go to *below (may be NULL). */
 int pkv__file_create(const char *dir, size_t kv_bytes, uint32_t block_size,
                      uint64_t max_bytes, pkv__tier **out);
+void pkv__file_set_below(pkv__tier *file, pkv__tier **below);
 void pkv__file_count_promotion(pkv__tier *t, uint64_t n);
+
+/* remote.c: the Redis link (pkv_cache_set_remote_tier) around a redis.c
+ * store made from opts; pkv__remote_flush(link) sends the queued puts
+ * (c->up_flush, called with no lock held). */
+int pkv__remote_create(const pkv_redis_opts *opts, uint32_t block_size,
+                       size_t kv_bytes, pkv__tier **out);
+void pkv__remote_flush(void *link);
+uint32_t pkv__remote_max_batch(pkv__tier *t);
+void pkv__remote_count_promotion(pkv__tier *t, uint64_t n);
+void pkv__remote_detach(pkv__tier *t); /* flush, close the store */
 
 /* ------------------------------------------------ block records (file.c)
  * One block as a byte record, shared by the file tier and save files:
@@ -135,6 +153,10 @@ void pkv__rec_header(uint8_t *h, const pkv__tier_block *b, uint32_t depth,
 int pkv__rec_parse(const uint8_t *h, uint32_t ntok, size_t kv_bytes,
                    pkv__tier_block *b, uint32_t *depth, uint64_t *checksum,
                    const char **why);
+/* Creates dir (mode 0755) if absent and opens it (O_DIRECTORY), checking
+ * that it is writable when asked; `who` starts the messages ("save").
+ * The fd, or -1 with PKV_ENOENT and the system's reason set. */
+int pkv__dir_open(const char *dir, const char *who, bool writable);
 /* Writes all of buf to fd (retrying short writes); 0 or errno. */
 int pkv__write_all(int fd, const void *buf, size_t n);
 /* Reads exactly n bytes; 0, or -1 for a short read, or errno. */

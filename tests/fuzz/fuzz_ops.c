@@ -649,6 +649,45 @@ static void op_pin(fz_world *w, fz_reader *r) {
   w->pins[w->n_pins++] = pin;
 }
 
+/* Tiers and quotas: a namespace cap set, changed or removed (reserve 0:
+ * a reservation would refuse appends the model expects to succeed); a
+ * promotion of a live sequence's tokens (the K/V it brings back is checked
+ * by the next verify or match); the tier counters. */
+static void op_tiers(fz_world *w, fz_reader *r, uint8_t b) {
+  uint8_t c = rd8(r);
+  uint8_t ns = (b >> 2) & 3;
+  pkv_seq_opts o = {fz_ns[ns].bytes, fz_ns[ns].len, fz_ns[ns].adapter, 0};
+  switch (b % 3) {
+  case 0: {
+    uint32_t cap = (c & 3) == 0 ? 0 : 1 + c % (w->nb ? w->nb : 1);
+    FZ_EXPECT(w, pkv_ns_set_quota(w->c, &o, cap, 0), 0, "quota cap");
+    break;
+  }
+  case 1: {
+    const fz_seq *src = fz_live(w, c);
+    if (!src) break;
+    o = (pkv_seq_opts){fz_ns[src->ns].bytes, fz_ns[src->ns].len, fz_ns[src->ns].adapter, 0};
+    uint32_t promoted = 999999;
+    FZ_EXPECT(w, pkv_prefix_promote(w->c, &o, src->tok, src->n, 0, &promoted), 0, "promote");
+    if (promoted % w->bs || promoted > src->n)
+      fz_fail(w, "promoted %u tokens of %u (bs %u)", promoted, src->n, w->bs);
+    break;
+  }
+  default:
+    for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
+      pkv_tier_stats st;
+      int rc = pkv_tier_stats_get(w->c, i, &st);
+      bool on = i == PKV_TIER_HOST && w->cfg.host_tier_bytes;
+      FZ_EXPECT(w, rc, on ? 0 : PKV_ENOENT, "tier stats");
+      if (on && (st.hits > st.gets || st.errors))
+        fz_fail(w, "host tier: %llu hits of %llu gets, %llu errors",
+                (unsigned long long)st.hits, (unsigned long long)st.gets,
+                (unsigned long long)st.errors);
+    }
+    break;
+  }
+}
+
 static void op_misc(fz_world *w, fz_reader *r) {
   uint8_t a = rd8(r), b = rd8(r);
   pkv_stats before;
@@ -738,6 +777,10 @@ static void op_misc(fz_world *w, fz_reader *r) {
     fz_drain(w, 1 + b % 4);
     break;
   default:
+    if (a >= 192) { /* 197, 203, ... 251 */
+      op_tiers(w, r, b);
+      break;
+    }
     for (uint32_t i = 0; i < FZ_MAX_SEQS; i++)
       if (w->s[i].live) fz_verify_seq(w, &w->s[i]);
     break;
@@ -1213,6 +1256,9 @@ int pkv_fuzz_ops_run(const uint8_t *data, size_t size) {
   w->cfg.policy = fz_policies[(c2 >> 1) & 7];
   w->cfg.flags = (c2 >> 4) & 3;
   if (c0 & 0x40) w->cfg.event_queue_cap = 8;
+  if ((c0 & 0x80) && w->cfg.storage == PKV_STORAGE_OWNED && w->cfg.block_size)
+    w->cfg.host_tier_bytes = (1 + c1 % 8) * (pkv_config_block_bytes(&w->cfg) +
+                                             w->cfg.block_size * sizeof(int32_t));
   w->next_seqno = 1;
   if (c2 & 0x40) { /* size the pool by bytes instead */
     w->cfg.memory_bytes = (uint64_t)w->cfg.num_blocks *
