@@ -164,6 +164,10 @@ void pkv__free(void *p) {
     free(p);
 }
 
+void pkv__free_n(void *const *p, size_t n) {
+  for (size_t i = 0; i < n; i++) pkv__free(p[i]);
+}
+
 /* ---------------------------------------------------------------- arena */
 
 #define PKV_ARENA_ALIGN 64

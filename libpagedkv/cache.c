@@ -159,15 +159,8 @@ static void cache_free(pkv_cache *c) {
   pkv__quota_destroy(c);
   pkv__policy_close(c);
   pkv__prefix_destroy(c);
-  pkv__free(c->copies);
-  pkv__free(c->evq);
-  pkv__free(c->copy_in);
-  pkv__free(c->orphans);
-  pkv__free(c->scratch);
-  pkv__free(c->block_tokens);
-  pkv__free(c->blk_raw);
-  pkv__free(c->fam);
-  pkv__free(c->refcount);
+  PKV__FREE_ALL(c->copies, c->evq, c->copy_in, c->orphans, c->scratch,
+                c->block_tokens, c->blk_raw, c->fam, c->refcount);
   if (c->kv) pkv__arena_free(c->kv, c->kv_bytes);
   pthread_mutex_destroy(&c->lock);
   pkv__free(c);

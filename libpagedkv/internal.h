@@ -68,6 +68,12 @@ void *pkv__malloc(size_t size);
 void *pkv__calloc(size_t n, size_t size);
 void *pkv__realloc(void *p, size_t size);
 void pkv__free(void *p);
+/* Frees each of n pointers (NULL ones skipped); PKV__FREE_ALL(a, b, ...)
+ * is the spelling for a fixed list, as in every destroy path. */
+void pkv__free_n(void *const *p, size_t n);
+#define PKV__FREE_ALL(...)                                               \
+  pkv__free_n((void *const[]){__VA_ARGS__},                             \
+              sizeof((void *const[]){__VA_ARGS__}) / sizeof(void *))
 /* The one growable-array helper: makes *arr (*cap elements of elem bytes)
  * hold at least need elements, doubling from `first` (or from *cap).
  * false, with *arr and *cap unchanged, when the size overflows or memory is

@@ -77,6 +77,16 @@ static void ref_decode(const tu_paged *p, uint32_t Hq, uint32_t n, const float *
   }
 }
 
+/* The end of a case: its query, output and reference rows and its paged
+ * layer go; returns diff, the case's result. */
+static double case_done(double diff, tu_paged *p, float *q, float *out, float *ref) {
+  free(q);
+  free(out);
+  free(ref);
+  tu_paged_free(p);
+  return diff;
+}
+
 /* Runs decode of one sequence of n tokens through pkv__attn with threads;
  * returns the max difference to the reference. */
 static double decode_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uint32_t G,
@@ -96,11 +106,7 @@ static double decode_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uin
   ref_decode(&p, Hq, n, q, scale, ref);
   double diff = tu_max_diff(out, ref, (size_t)Hq * D);
   pkv__attn_fini(&a);
-  free(q);
-  free(out);
-  free(ref);
-  tu_paged_free(&p);
-  return diff;
+  return case_done(diff, &p, q, out, ref);
 }
 
 /* Prefill of tokens [pos0, pos0+n) in chunks of `chunk` over a layer that
@@ -135,11 +141,7 @@ static double prefill_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, ui
     if (!(d <= worst)) worst = d;
   }
   pkv__attn_fini(&a);
-  free(q);
-  free(out);
-  free(ref);
-  tu_paged_free(&p);
-  return worst;
+  return case_done(worst, &p, q, out, ref);
 }
 
 /* ------------------------------------------------------------ decode */
@@ -217,11 +219,7 @@ static double shape_case(const pkv__kernels *k, pkv_dtype dt, uint32_t Hkv, uint
       }
     pkv__attn_fini(&a);
   }
-  free(q);
-  free(out);
-  free(ref);
-  tu_paged_free(&p);
-  return worst;
+  return case_done(worst, &p, q, out, ref);
 }
 
 START_TEST(head_shapes) {

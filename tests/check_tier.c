@@ -91,17 +91,25 @@ static uint32_t count_events(const tu_events *log, pkv_event_type type) {
   return n;
 }
 
+/* An owned cache of num_blocks blocks with a host tier of host_slots
+ * slots, every event into *log when log is not NULL. */
+static pkv_cache *host_cache(uint32_t num_blocks, uint32_t host_slots, tu_events *log) {
+  pkv_config cfg;
+  tu_config(&cfg, PKV_STORAGE_OWNED, num_blocks, BS);
+  cfg.host_tier_bytes = (uint64_t)host_slots * SLOT_BYTES;
+  if (log) {
+    cfg.on_event = tu_event_log;
+    cfg.event_user = log;
+  }
+  return tu_cache(&cfg);
+}
+
 /* ------------------------------------------------------------ host */
 
 START_TEST(host_demote_promote) {
   static tu_events log;
   memset(&log, 0, sizeof log);
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
-  cfg.host_tier_bytes = 16 * SLOT_BYTES;
-  cfg.on_event = tu_event_log;
-  cfg.event_user = &log;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = host_cache(4, 16, &log);
   cache_run(c, NULL, 1000, 16, 1);   /* A: 4 blocks, the whole pool */
   cache_run(c, NULL, 2000, 16, 2);   /* B evicts A: demoted */
   pkv_tier_stats h = tstats(c, PKV_TIER_HOST);
@@ -133,10 +141,7 @@ START_TEST(host_demote_promote) {
 END_TEST
 
 START_TEST(host_all_or_nothing) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
-  cfg.host_tier_bytes = 16 * SLOT_BYTES;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = host_cache(4, 16, NULL);
   cache_run(c, NULL, 1000, 16, 1);
   cache_run(c, NULL, 2000, 16, 2); /* A in the host tier */
   /* two blocks held by a live sequence: only 2 of A's 4 would fit */
@@ -158,10 +163,7 @@ END_TEST
 
 /* The serving path: pkv_prefix_promote, then probe and append_ex attach. */
 START_TEST(host_serving_path) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 6, BS);
-  cfg.host_tier_bytes = 16 * SLOT_BYTES;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = host_cache(6, 16, NULL);
   cache_run(c, NULL, 1000, 16, 1);
   cache_run(c, NULL, 2000, 16, 2); /* A's first two blocks stay, two demoted */
   int32_t t[16];
@@ -352,14 +354,7 @@ static void tmpdir_rm(void) {
  * in a new temporary directory. */
 static pkv_cache *file_cache(uint32_t host_slots, uint64_t max_bytes,
                              tu_events *log) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, 4, BS);
-  cfg.host_tier_bytes = (uint64_t)host_slots * SLOT_BYTES;
-  if (log) {
-    cfg.on_event = tu_event_log;
-    cfg.event_user = log;
-  }
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = host_cache(4, host_slots, log);
   tmpdir_make();
   ck_assert_int_eq(pkv_cache_set_file_tier(c, g_dir, max_bytes), 0);
   return c;

@@ -25,6 +25,15 @@ static const char *write_tmp(const char *ext, const char *text) {
   return tmp_path;
 }
 
+/* Writes text to a temp file and loads it into *t, which must succeed (the
+ * reader's message otherwise); returns the file's path. */
+static const char *load_ok(const char *ext, const char *text, trace *t) {
+  const char *path = write_tmp(ext, text);
+  char err[512];
+  ck_assert_msg(trace_load(path, TRACE_AUTO, t, err, sizeof err) == 0, "%s", err);
+  return path;
+}
+
 /* Loads text, expects failure, and checks the message ends with want after
  * "PATH:LINE: ". */
 static void expect_bad(const char *ext, const char *text, int line, const char *want) {
@@ -42,14 +51,12 @@ static void expect_bad(const char *ext, const char *text, int line, const char *
 }
 
 START_TEST(mooncake_valid) {
-  const char *path = write_tmp(".jsonl",
+  trace t;
+  const char *path = load_ok(".jsonl",
       "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 6, \"hash_ids\": [0, 1]}\n"
       "\n"
       "{\"hash_ids\":[0,2,3],\"output_length\":0,\"input_length\":1025,\"timestamp\":7}\r\n"
-      "  {\"timestamp\": 7, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [9]}  \n");
-  trace t;
-  char err[256];
-  ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+      "  {\"timestamp\": 7, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [9]}  \n", &t);
   ck_assert_int_eq(t.format, TRACE_MOONCAKE);
   ck_assert_uint_eq(t.block_size, 512);
   ck_assert_uint_eq(t.n_reqs, 3);
@@ -100,14 +107,12 @@ START_TEST(mooncake_malformed) {
 END_TEST
 
 START_TEST(azure_valid) {
-  const char *path = write_tmp(".csv",
+  trace t;
+  const char *path = load_ok(".csv",
       "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
       "2023-11-16 18:15:46.6805900,374,44\r\n"
       "2023-11-16 18:15:50.9951690,396,109\r\n"
-      "2023-11-17 00:00:00,1,0\r\n");
-  trace t;
-  char err[256];
-  ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+      "2023-11-17 00:00:00,1,0\r\n", &t);
   ck_assert_int_eq(t.format, TRACE_AZURE);
   ck_assert_uint_eq(t.n_reqs, 3);
   ck_assert_uint_eq(t.n_hash, 0);
@@ -180,11 +185,9 @@ START_TEST(field_ranges_and_long_lines) {
   expect_bad(".jsonl", "{\"timestamp\": 18446744073709552, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n",
              1, "field 'timestamp': value too large");
   /* The largest values in range are accepted. */
-  const char *path = write_tmp(".csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                                       "2023-11-16 18:15:46.6805900,16777216,16777216\n");
   trace t;
-  char err[512];
-  ck_assert_msg(trace_load(path, TRACE_AUTO, &t, err, sizeof err) == 0, "%s", err);
+  const char *path = load_ok(".csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                     "2023-11-16 18:15:46.6805900,16777216,16777216\n", &t);
   ck_assert_uint_eq(t.reqs[0].input_len, TRACE_MAX_TOKENS);
   trace_free(&t);
   unlink(path);

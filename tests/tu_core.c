@@ -203,7 +203,10 @@ Suite *tu_suite(const char *name, const tu_tcase *tcases) {
   Suite *s = suite_create(name);
   for (const tu_tcase *t = tcases; t->name; t++) {
     TCase *tc = tcase_create(t->name);
-    if (t->timeout > 0) tcase_set_timeout(tc, t->timeout);
+    if (t->timeout > 0)
+      tcase_set_timeout(tc, t->timeout);
+    else if (!getenv("CK_DEFAULT_TIMEOUT"))
+      tcase_set_timeout(tc, TU_DEFAULT_TIMEOUT);
     for (const tu_test *x = t->tests; x < t->tests + TU_MAX_TESTS && x->fn; x++) {
       if (x->hi > x->lo)
         tcase_add_loop_test(tc, x->fn, x->lo, x->hi);

@@ -117,8 +117,12 @@ int tu_main(Suite *suite);
 /* A suite written as data, so each file ends with the list of its tests
  * rather than the calls that build it.  A test is {fn} (one run) or
  * {fn, lo, hi} (a loop test: runs for _i = lo .. hi - 1); a tcase is its
- * name, a timeout in seconds (0: Check's default) and up to TU_MAX_TESTS
- * tests; the list of tcases ends with {NULL}. */
+ * name, a timeout in seconds (0: TU_DEFAULT_TIMEOUT, or CK_DEFAULT_TIMEOUT
+ * when that is set) and up to TU_MAX_TESTS tests; the list of tcases ends
+ * with {NULL}.  Check's own default, 4 s per test, is too tight for the
+ * sanitizer builds on a shared two-core machine (ASan runs of the policy
+ * suite's random tests timed out at load 11); a hang is still caught. */
+#define TU_DEFAULT_TIMEOUT 30
 #define TU_MAX_TESTS 24
 typedef struct tu_test {
   const TTest *fn;

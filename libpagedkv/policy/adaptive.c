@@ -205,7 +205,7 @@ PKV__POLICY_LIFECYCLE(ad, ad_desc)
 
 /* Takes record r off its class list if it is a candidate there (not
  * pinned), and records it pinned or not. */
-static void shadow_leave(ad_shadow *sh, int32_t r, uint8_t pinned) {
+PKV__HOT void shadow_leave(ad_shadow *sh, int32_t r, uint8_t pinned) {
   pkv__blist_leave(&sh->q[sh->rec[r].cls], &sh->nodes, r, &sh->rec[r].pinned,
                    0, pinned);
 }

@@ -85,7 +85,7 @@ static void fifo_on_hit(void *state, int32_t block,
 }
 
 /* Marks block's position evictable or not (a block not cached has none). */
-static void mark(fifo_state *st, int32_t block, bool evictable) {
+PKV__HOT void mark(fifo_state *st, int32_t block, bool evictable) {
   uint32_t p = st->pos[block];
   if (p == FIFO_NOWHERE) return;
   if (evictable)

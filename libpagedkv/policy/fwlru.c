@@ -210,7 +210,7 @@ void pkv__fw_on_evictable(void *state, int32_t block,
 
 /* Takes block off its class list if it is there and records where it
  * goes. */
-static void leave(fw_state *st, int32_t block, uint8_t to) {
+PKV__HOT void leave(fw_state *st, int32_t block, uint8_t to) {
   pkv__blist_leave(&st->q[st->rec[block].cls], &st->nodes, block,
                    &st->rec[block].where, FW_EVICTABLE, to);
 }

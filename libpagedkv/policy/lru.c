@@ -33,20 +33,8 @@ static const pkv__policy_desc lru_desc = {
 };
 PKV__POLICY_LIFECYCLE(lru, lru_desc)
 
-static void lru_on_insert(void *state, int32_t block,
-                          const pkv_block_meta *meta) {
-  (void)meta;
-  lru_state *st = state;
-  st->where[block] = LRU_IN_USE;
-}
-
-static void lru_on_hit(void *state, int32_t block,
-                       const pkv_block_meta *meta) {
-  (void)state, (void)block, (void)meta; /* recency counts from release */
-}
-
 /* Takes block off the list if it is there and records where it goes. */
-static void leave(lru_state *st, int32_t block, uint8_t to) {
+PKV__HOT void leave(lru_state *st, int32_t block, uint8_t to) {
   pkv__blist_leave(&st->evictable, &st->nodes, block, &st->where[block],
                    LRU_EVICTABLE, to);
 }
@@ -65,14 +53,25 @@ static void lru_on_pinned(void *state, int32_t block,
   leave(state, block, LRU_IN_USE);
 }
 
+static void lru_on_remove(void *state, int32_t block) {
+  leave(state, block, LRU_ABSENT);
+}
+
+/* A new block is in use, on no list: what on_pinned records. */
+static void lru_on_insert(void *state, int32_t block,
+                          const pkv_block_meta *meta) {
+  lru_on_pinned(state, block, meta);
+}
+
+static void lru_on_hit(void *state, int32_t block,
+                       const pkv_block_meta *meta) {
+  (void)state, (void)block, (void)meta; /* recency counts from release */
+}
+
 static int32_t lru_choose_victim(void *state, uint64_t now) {
   (void)now;
   const lru_state *st = state;
   return st->evictable.head;
-}
-
-static void lru_on_remove(void *state, int32_t block) {
-  leave(state, block, LRU_ABSENT);
 }
 
 static int lru_check(const void *state, const uint8_t *evictable,

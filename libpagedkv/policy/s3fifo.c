@@ -148,7 +148,7 @@ static void s3_on_evictable(void *state, int32_t block,
 
 /* Takes block off its queue if it is there and records where it goes;
  * whether it was there. */
-static bool leave(s3_state *st, int32_t block, uint8_t to) {
+PKV__HOT bool leave(s3_state *st, int32_t block, uint8_t to) {
   return pkv__blist_leave(&st->q[st->queue[block]], &st->nodes, block,
                           &st->where[block], ST_EVICTABLE, to);
 }

@@ -25,6 +25,9 @@
 
 #define PKV__NIL ((int32_t)-1)
 #define PKV__NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+/* The per-block helpers the hooks share: inlined whatever the compiler's
+ * size heuristics say, so a hook costs what it did written out by hand. */
+#define PKV__HOT static inline __attribute__((always_inline))
 
 typedef struct pkv__blist {
   int32_t head; /* oldest end: victims are taken here */
@@ -111,7 +114,7 @@ static inline void pkv__blist_insert_after(pkv__blist *l, pkv__bnodes *n,
 
 /* Moves b (on from) to the tail of to (which may be from: b becomes its
  * newest). */
-static inline void pkv__blist_move(pkv__blist *from, pkv__blist *to,
+PKV__HOT void pkv__blist_move(pkv__blist *from, pkv__blist *to,
                                    pkv__bnodes *n, int32_t b) {
   pkv__blist_unlink(from, n, b);
   pkv__blist_push_tail(to, n, b);
@@ -121,7 +124,7 @@ static inline void pkv__blist_move(pkv__blist *from, pkv__blist *to,
  * its candidacy (pinned, removed) or re-enters it: *where is the policy's
  * record of b; b is on l exactly when *where == on.  Takes b off l if it
  * is there, records to, and says whether b was there. */
-static inline bool pkv__blist_leave(pkv__blist *l, pkv__bnodes *n, int32_t b,
+PKV__HOT bool pkv__blist_leave(pkv__blist *l, pkv__bnodes *n, int32_t b,
                                     uint8_t *where, uint8_t on, uint8_t to) {
   bool was_on = *where == on;
   if (was_on) pkv__blist_unlink(l, n, b);
@@ -221,12 +224,12 @@ int64_t pkv__bset_next(const pkv__bset *s, uint64_t i);
  * non-empty one is a few count-trailing-zeros away (policy/lfu.c,
  * policy/priority.c).  Push at list i's tail / unlink from list i, keeping
  * bit i equal to "list i is not empty". */
-static inline void pkv__blists_push(pkv__blist *lists, pkv__bset *busy,
+PKV__HOT void pkv__blists_push(pkv__blist *lists, pkv__bset *busy,
                                     pkv__bnodes *n, uint32_t i, int32_t b) {
   if (!lists[i].len) pkv__bset_set(busy, i);
   pkv__blist_push_tail(&lists[i], n, b);
 }
-static inline void pkv__blists_unlink(pkv__blist *lists, pkv__bset *busy,
+PKV__HOT void pkv__blists_unlink(pkv__blist *lists, pkv__bset *busy,
                                       pkv__bnodes *n, uint32_t i, int32_t b) {
   pkv__blist_unlink(&lists[i], n, b);
   if (!lists[i].len) pkv__bset_clear(busy, i);

@@ -264,10 +264,7 @@ static void f_destroy(pkv__tier *t) {
   ftier *f = (ftier *)t;
   if (!f) return;
   if (f->dirfd >= 0) close(f->dirfd);
-  pkv__free(f->buf);
-  pkv__free(f->e);
-  pkv__free(f->heads);
-  pkv__free(f);
+  PKV__FREE_ALL(f->buf, f->e, f->heads, f);
 }
 
 static const pkv__tier_ops file_ops = {

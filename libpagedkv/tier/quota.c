@@ -261,12 +261,7 @@ void pkv__quota_destroy(pkv_cache *c) {
   struct pkv__quotas *Q = c->quota;
   if (!Q) return;
   for (uint32_t i = 0; i < Q->n; i++) pkv__free(Q->q[i].bytes);
-  pkv__free(Q->q);
-  pkv__free(Q->aside);
-  pkv__free(Q->lprev);
-  pkv__free(Q->lnext);
-  pkv__free(Q->tag);
-  pkv__free(Q);
+  PKV__FREE_ALL(Q->q, Q->aside, Q->lprev, Q->lnext, Q->tag, Q);
   c->quota = NULL;
   c->quota_up = NULL;
   c->n_protected = 0;
@@ -430,12 +425,7 @@ int pkv_ns_set_quota(pkv_cache *cache, const pkv_seq_opts *ns,
 fail:
   pkv__free(copy);
   if (fresh) {
-    pkv__free(Q->q);
-    pkv__free(Q->lprev);
-    pkv__free(Q->lnext);
-    pkv__free(Q->aside);
-    pkv__free(Q->tag);
-    pkv__free(Q);
+    PKV__FREE_ALL(Q->q, Q->lprev, Q->lnext, Q->aside, Q->tag, Q);
   }
 out:
   return pkv__leave(cache, rc);

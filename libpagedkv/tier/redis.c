@@ -913,11 +913,7 @@ static void redis_destroy(pkv__tier *tier) {
   if (t->fd >= 0) close(t->fd);
   if (t->reader) hi.destroy(t->reader);
   pthread_mutex_destroy(&t->mu);
-  pkv__free(t->rbuf);
-  pkv__free(t->scratch);
-  pkv__free(t->text);
-  pkv__free(t->iov);
-  pkv__free(t);
+  PKV__FREE_ALL(t->rbuf, t->scratch, t->text, t->iov, t);
 }
 
 static const pkv__tier_ops redis_ops = {

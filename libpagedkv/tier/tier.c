@@ -138,13 +138,7 @@ void pkv__tiers_close(pkv_cache *c) {
   for (unsigned i = 0; i < PKV_TIER_MAX; i++)
     if (T->t[i]) T->t[i]->ops->destroy(T->t[i]);
   for (uint32_t i = 0; i < T->n_grave; i++) T->grave[i]->ops->destroy(T->grave[i]);
-  pkv__free(T->grave);
-  pkv__free(T->rstage);
-  pkv__free(T->rtb);
-  pkv__free(T->rfound);
-  pkv__free(T->stage);
-  pkv__free(T->q);
-  pkv__free(T);
+  PKV__FREE_ALL(T->grave, T->rstage, T->rtb, T->rfound, T->stage, T->q, T);
   c->tiers = NULL;
   c->up_demote = NULL;
 }
