@@ -290,8 +290,9 @@ FUZZ_LIBSRC  := $(sort $(wildcard libpagedkv/*.c libpagedkv/*/*.c))
 FUZZ_ENGSRC  := $(sort $(wildcard engine/*.c)) tests/tu_paged.c
 # Trace readers and the simulator's stream and replays built on them.
 FUZZ_SIMSRC  := tools/trace.c tools/sim_stream.c tools/sim_replay.c tools/sim_manager.c tools/sim_cluster.c tools/tiers.c tools/cli.c
-# Option parsers of run and sim (no library needed).
-FUZZ_CLISRC  := tools/opts.c tools/run_opts.c tools/sim_opts.c tools/cli.c tools/trace.c
+# Option parsers of run and sim (the tier flags' helpers and the config
+# preset reach into the library).
+FUZZ_CLISRC  := tools/opts.c tools/run_opts.c tools/sim_opts.c tools/cli.c tools/trace.c tools/tiers.c
 
 fuzz: $(FUZZ_BIN)
 fuzz-deps:
@@ -312,8 +313,8 @@ $(FUZZ_DIR)/fuzz_engine: $(call FUZZ_OBJ,tests/fuzz/fuzz_engine.c $(FUZZ_ENGSRC)
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread
 $(FUZZ_DIR)/fuzz_trace: $(call FUZZ_OBJ,tests/fuzz/fuzz_trace.c $(FUZZ_SIMSRC) $(FUZZ_LIBSRC))
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread -ldl
-$(FUZZ_DIR)/fuzz_cli: $(call FUZZ_OBJ,tests/fuzz/fuzz_cli.c $(FUZZ_CLISRC))
-	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lm
+$(FUZZ_DIR)/fuzz_cli: $(call FUZZ_OBJ,tests/fuzz/fuzz_cli.c $(FUZZ_CLISRC) $(FUZZ_LIBSRC))
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ -lxxhash -lm -pthread -ldl
 
 fuzz-long: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); c=tests/fuzz/corpus_$${n#fuzz_}; \
