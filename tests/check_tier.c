@@ -93,15 +93,23 @@ static uint32_t count_events(const tu_events *log, pkv_event_type type) {
 
 /* An owned cache of num_blocks blocks with a host tier of host_slots
  * slots, every event into *log when log is not NULL. */
-static pkv_cache *host_cache(uint32_t num_blocks, uint32_t host_slots, tu_events *log) {
+/* A cache in the given storage mode with a host tier of host_bytes (events
+ * to log when given). */
+static pkv_cache *tiered_cache(pkv_storage storage, uint32_t num_blocks,
+                               uint64_t host_bytes, tu_events *log) {
   pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_OWNED, num_blocks, BS);
-  cfg.host_tier_bytes = (uint64_t)host_slots * SLOT_BYTES;
+  tu_config(&cfg, storage, num_blocks, BS);
+  cfg.host_tier_bytes = host_bytes;
   if (log) {
     cfg.on_event = tu_event_log;
     cfg.event_user = log;
   }
   return tu_cache(&cfg);
+}
+
+/* An owned cache whose host tier holds host_slots blocks. */
+static pkv_cache *host_cache(uint32_t num_blocks, uint32_t host_slots, tu_events *log) {
+  return tiered_cache(PKV_STORAGE_OWNED, num_blocks, (uint64_t)host_slots * SLOT_BYTES, log);
 }
 
 /* ------------------------------------------------------------ host */
@@ -247,10 +255,7 @@ START_TEST(host_config_errors) {
 END_TEST
 
 START_TEST(host_external_copies) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 4, BS);
-  cfg.host_tier_bytes = 8 * BLOCK_BYTES;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tiered_cache(PKV_STORAGE_EXTERNAL, 4, 8 * BLOCK_BYTES, NULL);
   ck_assert_uint_eq(tstats(c, PKV_TIER_HOST).capacity_bytes, 8 * BLOCK_BYTES);
   cache_run(c, NULL, 1000, 16, 1);
   /* A's blocks, in table order */
@@ -307,10 +312,7 @@ END_TEST
  * queue demotion copies first must still have room for its copies (a heap
  * overflow once; ASan watches this). */
 START_TEST(host_external_many) {
-  pkv_config cfg;
-  tu_config(&cfg, PKV_STORAGE_EXTERNAL, 32, BS);
-  cfg.host_tier_bytes = 64 * BLOCK_BYTES;
-  pkv_cache *c = tu_cache(&cfg);
+  pkv_cache *c = tiered_cache(PKV_STORAGE_EXTERNAL, 32, 64 * BLOCK_BYTES, NULL);
   for (int round = 0; round < 3; round++) {
     cache_run(c, NULL, 1000, 128, 1);
     cache_run(c, NULL, 5000, 128, 2);
