@@ -11,6 +11,7 @@
 #include "tu_core.h"
 
 #include "tier/redis.h"
+#include "tier/xsum.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 /* ------------------------------------------------ servers */
 
@@ -212,6 +214,46 @@ static void expect_stats(pkv__tier *t, uint64_t puts, uint64_t gets, uint64_t hi
     ck_assert_msg(want[i] == ANY || want[i] == got[i], "%s = %llu, expected %llu",
                   name[i], (unsigned long long)got[i], (unsigned long long)want[i]);
 }
+
+/* The checksum's vector paths (tier/xsum.c): the AVX2 build and the
+ * baseline one give libxxhash's XXH3-64 for every length and every way of
+ * splitting the input into updates, so a value either writes verifies under
+ * the other (a Zen 3 and a Zen 5 server share one Redis). */
+START_TEST(xsum_paths) {
+  size_t cap = 3 * 4096 + 333;
+  uint8_t *buf = malloc(cap);
+  uint64_t rng = 99;
+  for (size_t i = 0; i < cap; i++) buf[i] = (uint8_t)tu_rand(&rng);
+  bool avx2 = pkv__xsum_avx2();
+  ck_assert_int_eq(avx2, __builtin_cpu_supports("avx2") != 0);
+  static const size_t lens[] = {0, 1, 3, 16, 17, 128, 129, 240, 241, 1024, 1025,
+                                4096, 8191, 3 * 4096 + 333};
+  for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+    size_t n = lens[li];
+    uint64_t want = XXH3_64bits(buf, n);
+    for (int split = 0; split < 4; split++) {
+      pkv__xsum a, b, d;
+      pkv__xsum_reset(&d);
+      pkv__xsum_reset_base(&b);
+      if (avx2) pkv__xsum_reset_avx2(&a);
+      size_t at = 0;
+      while (at < n) { /* pieces of 1.., 7.., 64.., or all at once */
+        size_t k = split == 0 ? n : (size_t)(tu_rand(&rng) % (split == 1 ? 8 : split == 2 ? 300 : 5000)) + 1;
+        if (k > n - at) k = n - at;
+        pkv__xsum_update(&d, buf + at, k);
+        pkv__xsum_update_base(&b, buf + at, k);
+        if (avx2) pkv__xsum_update_avx2(&a, buf + at, k);
+        at += k;
+      }
+      ck_assert_msg(pkv__xsum_digest(&d) == want, "dispatch, %zu bytes split %d", n, split);
+      ck_assert_msg(pkv__xsum_digest_base(&b) == want, "base, %zu bytes split %d", n, split);
+      if (avx2)
+        ck_assert_msg(pkv__xsum_digest_avx2(&a) == want, "avx2, %zu bytes split %d", n, split);
+    }
+  }
+  free(buf);
+}
+END_TEST
 
 /* ------------------------------------------------ round trips */
 
@@ -867,7 +909,7 @@ START_TEST(chain_order) {
 END_TEST
 
 TU_MAIN("redis",
-    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
+    {"tier", 0, {{xsum_paths}, {round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
     {"bad input", 0, {{bad_address}, {unreachable}}},
     {"cache", 0, {{evict_then_fetch}, {two_processes}}},
     {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})

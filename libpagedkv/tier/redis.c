@@ -48,10 +48,10 @@
  * shim: hiredis 0.14 has no per-reader allocator, and its global one is
  * process state the library must not change).
  */
-#define XXH_STATIC_LINKING_ONLY
 #include "tier/redis.h"
 
 #include "internal.h"
+#include "tier/xsum.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -69,7 +69,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define PREFIX_MAX 128
 #define HOST_MAX 255
@@ -207,11 +206,11 @@ static uint64_t get_u64(const uint8_t *p) {
 
 static uint64_t payload_sum(const void *tokens, size_t tok_bytes, const void *kv,
                             size_t kv_bytes) {
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, tokens, tok_bytes);
-  XXH3_64bits_update(&st, kv, kv_bytes);
-  return XXH3_64bits_digest(&st);
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, tokens, tok_bytes);
+  pkv__xsum_update(&st, kv, kv_bytes);
+  return pkv__xsum_digest(&st);
 }
 
 /* Header layout (offsets): 0 magic u32, 4 format u16, 6 header size u16,
@@ -270,10 +269,10 @@ static verdict accept_value(const pkv__tier_block *b, const uint8_t *v, size_t l
 /* accept_value of a value whose checksum is still to be computed. */
 static verdict verify_value(const pkv__tier_block *b, const uint8_t *v, size_t len) {
   if (len < PKV__REDIS_HDR) return V_SIZE;
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, v + PKV__REDIS_HDR, len - PKV__REDIS_HDR);
-  return accept_value(b, v, len, XXH3_64bits_digest(&st));
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, v + PKV__REDIS_HDR, len - PKV__REDIS_HDR);
+  return accept_value(b, v, len, pkv__xsum_digest(&st));
 }
 
 /* ------------------------------------------------ reader objects */
@@ -567,8 +566,8 @@ static int take_bulk(redis_tier *t) {
     t->scratch = s;
     t->scratch_cap = len;
   }
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
   size_t got = 0; /* value bytes read */
   while (got < len) {
     size_t avail = t->rlen - t->rpos, k;
@@ -587,7 +586,7 @@ static int take_bulk(redis_tier *t) {
     }
     if (keep && got + k > PKV__REDIS_HDR) { /* the checksum covers v[HDR..) */
       size_t from = got > PKV__REDIS_HDR ? got : PKV__REDIS_HDR;
-      XXH3_64bits_update(&st, t->scratch + from, got + k - from);
+      pkv__xsum_update(&st, t->scratch + from, got + k - from);
     }
     got += k;
   }
@@ -596,7 +595,7 @@ static int take_bulk(redis_tier *t) {
   if (memcmp(t->rbuf + t->rpos, "\r\n", 2) != 0) return -1;
   t->rpos += 2;
   t->rx.type = REDIS_REPLY_STRING;
-  t->rx.v = keep ? accept_value(b, t->scratch, len, XXH3_64bits_digest(&st)) : V_SIZE;
+  t->rx.v = keep ? accept_value(b, t->scratch, len, pkv__xsum_digest(&st)) : V_SIZE;
   return 1;
 }
 
