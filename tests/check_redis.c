@@ -14,6 +14,9 @@
 #include "tier/xsum.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <arpa/inet.h>
@@ -908,8 +911,134 @@ START_TEST(chain_order) {
 }
 END_TEST
 
+/* ------------------------------------------------ threads */
+
+/* Several threads on two caches that share one Redis key prefix, at the
+ * same time: each matches one of a few prompts (promoting what Redis
+ * holds), checks every matched slot's K/V, appends and writes the rest,
+ * commits, frees, and now and then evicts (demoting to Redis).  K/V is a
+ * function of (prompt, position), so a block promoted from the other
+ * cache's puts is checked as strictly as a local one.  Workers record the
+ * first failure (Check's asserts are not for other threads); the main
+ * thread asserts.  `make tsan` runs this case under ThreadSanitizer. */
+#define MT_THREADS 4
+#define MT_PROMPTS 3
+#define MT_BLOCKS 6
+#define MT_ITERS 40
+
+typedef struct mt_world {
+  pkv_cache *c[2];
+  int32_t tok[MT_PROMPTS][MT_BLOCKS * BS];
+  atomic_int failed;
+  pthread_mutex_t why_lock;
+  char why[256];
+} mt_world;
+
+typedef struct mt_arg {
+  mt_world *w;
+  unsigned index;
+  uint64_t matched;
+} mt_arg;
+
+__attribute__((format(printf, 2, 3))) static void mt_fail(mt_world *w, const char *fmt, ...) {
+  pthread_mutex_lock(&w->why_lock);
+  if (!atomic_load(&w->failed)) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->why, sizeof w->why, fmt, ap);
+    va_end(ap);
+    atomic_store(&w->failed, 1);
+  }
+  pthread_mutex_unlock(&w->why_lock);
+}
+
+/* One request: match, check, fill the rest, commit, free.  False on a
+ * failure (recorded). */
+static bool mt_request(mt_world *w, pkv_cache *c, unsigned p, uint64_t *matched) {
+  const uint32_t n = MT_BLOCKS * BS;
+  int64_t slots[MT_BLOCKS * BS];
+  pkv_seq_id s;
+  uint32_t m = 0;
+  int rc = pkv_seq_create(c, NULL, &s);
+  if (rc == 0) rc = pkv_seq_match_prefix(c, s, w->tok[p], n, 0, &m);
+  if (rc == 0 && m > 0) rc = pkv_slot_mapping(c, s, 0, m, slots);
+  if (rc != 0) {
+    mt_fail(w, "match: %s", pkv_last_error());
+    return false;
+  }
+  for (uint32_t i = 0; i < m; i++)
+    if (!tu_slot_matches(c, slots[i], 100 + p, i)) {
+      mt_fail(w, "prompt %u token %u: wrong K/V after a match of %u", p, i, m);
+      return false;
+    }
+  *matched += m;
+  if (m < n) {
+    rc = pkv_seq_append(c, s, w->tok[p] + m, n - m, slots);
+    if (rc != 0) {
+      mt_fail(w, "append: %s", pkv_last_error());
+      return false;
+    }
+    for (uint32_t i = 0; i < n - m; i++) tu_write_slot(c, slots[i], 100 + p, m + i);
+  }
+  if ((rc = pkv_seq_commit(c, s, n)) != 0 || (rc = pkv_seq_free(c, s)) != 0) {
+    mt_fail(w, "commit/free: %s", pkv_last_error());
+    return false;
+  }
+  return true;
+}
+
+static void *mt_worker(void *arg) {
+  mt_arg *a = arg;
+  mt_world *w = a->w;
+  pkv_cache *c = w->c[a->index % 2];
+  for (unsigned it = 0; it < MT_ITERS && !atomic_load(&w->failed); it++) {
+    if (!mt_request(w, c, (a->index + it) % MT_PROMPTS, &a->matched)) break;
+    if (it % 3 == a->index % 3 && pkv_evict(c, 4) != 0) { /* demote to redis */
+      mt_fail(w, "evict: %s", pkv_last_error());
+      break;
+    }
+  }
+  return NULL;
+}
+
+START_TEST(threads_share_redis) {
+  char pfx[96];
+  prefix_for(pfx, sizeof pfx, "mt");
+  mt_world w = {.why_lock = PTHREAD_MUTEX_INITIALIZER};
+  /* 16 blocks a cache: two requests of 6-7 blocks fit, the rest evicts */
+  for (int i = 0; i < 2; i++) w.c[i] = remote_cache(16, shared_addr(), pfx, 2000);
+  for (unsigned p = 0; p < MT_PROMPTS; p++) tokens_for(w.tok[p], MT_BLOCKS * BS, 20000 + 1000 * (int32_t)p);
+  pthread_t th[MT_THREADS];
+  mt_arg args[MT_THREADS];
+  for (unsigned i = 0; i < MT_THREADS; i++) {
+    args[i] = (mt_arg){.w = &w, .index = i};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, mt_worker, &args[i]), 0);
+  }
+  for (unsigned i = 0; i < MT_THREADS; i++) pthread_join(th[i], NULL);
+  ck_assert_msg(!atomic_load(&w.failed), "%s", w.why);
+  /* Every prompt was committed whole on both caches: with all of it
+   * evicted to Redis, each cache fetches every prompt back in full. */
+  for (int i = 0; i < 2; i++) {
+    TU_CHECK(w.c[i]);
+    evict_all(w.c[i]);
+  }
+  for (int i = 0; i < 2; i++)
+    for (unsigned p = 0; p < MT_PROMPTS; p++)
+      ck_assert_uint_eq(match_check(w.c[i], w.tok[p], MT_BLOCKS * BS, 100 + p), MT_BLOCKS * BS);
+  for (int i = 0; i < 2; i++) {
+    pkv_tier_stats st;
+    ck_assert_int_eq(pkv_cache_remote_stats(w.c[i], &st), 0);
+    ck_assert_uint_eq(st.errors, 0);
+    ck_assert_uint_ge(st.hits, MT_PROMPTS * MT_BLOCKS);
+    ck_assert_uint_ge(st.promotions, MT_PROMPTS * MT_BLOCKS);
+    pkv_cache_destroy(w.c[i]);
+  }
+}
+END_TEST
+
 TU_MAIN("redis",
     {"tier", 0, {{xsum_paths}, {round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
     {"bad input", 0, {{bad_address}, {unreachable}}},
     {"cache", 0, {{evict_then_fetch}, {two_processes}}},
+    {"threads", 60, {{threads_share_redis}}},
     {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})
