@@ -693,6 +693,69 @@ START_TEST(unreachable) {
 }
 END_TEST
 
+/* A prefix match that waits on Redis does not hold the cache lock.  The
+ * server is stopped (SIGSTOP: connections queue, nothing answers), so a
+ * thread's match blocks in its STRLEN round trip for timeout_ms (3 s);
+ * meanwhile this thread's calls on the same cache (create, append, commit,
+ * free, stats, the Redis tier's stats) finish at once — while the match is
+ * still waiting.  (Calls that store blocks in Redis would wait for the
+ * connection, though not holding the cache lock: none here.) */
+typedef struct hang_arg {
+  pkv_cache *c;
+  const int32_t *tok;
+  uint32_t n, matched;
+  int rc;
+  atomic_int done;
+} hang_arg;
+
+static void *hang_match(void *p) {
+  hang_arg *a = p;
+  pkv_seq_id s;
+  a->rc = pkv_seq_create(a->c, NULL, &s);
+  if (a->rc == 0) a->rc = pkv_seq_match_prefix(a->c, s, a->tok, a->n, 0, &a->matched);
+  if (a->rc == 0) a->rc = pkv_seq_free(a->c, s);
+  atomic_store(&a->done, 1);
+  return NULL;
+}
+
+START_TEST(promotion_unlocked) {
+  priv_server srv = {0};
+  priv_start(&srv);
+  char addr[128];
+  snprintf(addr, sizeof addr, "unix:%s", srv.sock);
+  pkv_cache *c = remote_cache(64, addr, "hang:", 3000); /* room: no evictions */
+  int32_t a[6 * BS], b[5][4 * BS];
+  tokens_for(a, 6 * BS, 1000);
+  for (int i = 0; i < 5; i++) tokens_for(b[i], 4 * BS, 3000 + 100 * i);
+  ck_assert_int_eq(kill(srv.pid, SIGSTOP), 0);
+  hang_arg h = {.c = c, .tok = a, .n = 6 * BS};
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, hang_match, &h), 0);
+  usleep(200 * 1000); /* the match is in its round trip by now (or soon) */
+  double t0 = now_ms();
+  for (int i = 0; i < 5; i++) prefill(c, b[i], 4 * BS, 30 + i);
+  pkv_stats ps;
+  ck_assert_int_eq(pkv_stats_get(c, &ps), 0);
+  pkv_tier_stats st;
+  ck_assert_int_eq(pkv_cache_remote_stats(c, &st), 0); /* no round trip wait */
+  double dt = now_ms() - t0;
+  int match_done = atomic_load(&h.done);
+  kill(srv.pid, SIGCONT);
+  pthread_join(th, NULL);
+  ck_assert_msg(!match_done && dt < 1500, "calls took %.0f ms beside a match "
+                "waiting on Redis (match %s)", dt, match_done ? "done" : "waiting");
+  ck_assert_int_eq(h.rc, 0);
+  ck_assert_uint_eq(h.matched, 0);
+  /* SIGCONT let the server answer the match's STRLEN: a's blocks are not
+   * there, so it matched nothing, in one round trip */
+  ck_assert_int_eq(pkv_cache_remote_stats(c, &st), 0);
+  ck_assert_uint_eq(st.gets, 0);
+  ck_assert_uint_eq(match_check(c, b[4], 4 * BS, 34), 4 * BS);
+  pkv_cache_destroy(c);
+  priv_cleanup(&srv);
+}
+END_TEST
+
 static bool same_sigpipe(const struct sigaction *a, const struct sigaction *b) {
   return a->sa_handler == b->sa_handler && a->sa_flags == b->sa_flags;
 }
@@ -941,15 +1004,10 @@ typedef struct mt_arg {
 } mt_arg;
 
 __attribute__((format(printf, 2, 3))) static void mt_fail(mt_world *w, const char *fmt, ...) {
-  pthread_mutex_lock(&w->why_lock);
-  if (!atomic_load(&w->failed)) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->why, sizeof w->why, fmt, ap);
-    va_end(ap);
-    atomic_store(&w->failed, 1);
-  }
-  pthread_mutex_unlock(&w->why_lock);
+  va_list ap;
+  va_start(ap, fmt);
+  tu_fail_first(&w->failed, &w->why_lock, w->why, sizeof w->why, fmt, ap);
+  va_end(ap);
 }
 
 /* One request: match, check, fill the rest, commit, free.  False on a
@@ -1041,4 +1099,5 @@ TU_MAIN("redis",
     {"bad input", 0, {{bad_address}, {unreachable}}},
     {"cache", 0, {{evict_then_fetch}, {two_processes}}},
     {"threads", 60, {{threads_share_redis}}},
-    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})
+    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order},
+                      {promotion_unlocked}}})

@@ -173,10 +173,23 @@ typedef struct redis_tier {
   pkv__tier_block *rx_blocks;
   size_t rx_i;
   rx_obj rx;
-  /* counters */
+  /* counters (under mu), and the copy stats() reads (under pub_mu), taken
+   * at the end of every call: reading them never waits for a round trip */
   pkv_tier_stats st;
   pkv__redis_counters c;
+  pthread_mutex_t pub_mu;
+  pkv_tier_stats st_pub;
+  pkv__redis_counters c_pub;
 } redis_tier;
+
+/* The end of a call: publish the counters, release the connection. */
+static void call_end(redis_tier *t) {
+  pthread_mutex_lock(&t->pub_mu);
+  t->st_pub = t->st;
+  t->c_pub = t->c;
+  pthread_mutex_unlock(&t->pub_mu);
+  pthread_mutex_unlock(&t->mu);
+}
 
 static uint64_t mono_ns(void) {
   struct timespec ts;
@@ -255,14 +268,22 @@ static verdict verify_head(const pkv__tier_block *b, const uint8_t *v, size_t le
 }
 
 /* verify_head plus the checksum (sum = XXH3 of v[HDR..len)); on V_OK the
- * K/V is copied into b->kv (nothing is written otherwise). */
+ * K/V is copied into b->kv, or its kv_chunks pieces kv_stride apart
+ * (nothing is written otherwise). */
 static verdict accept_value(const pkv__tier_block *b, const uint8_t *v, size_t len,
                             uint64_t sum) {
   uint64_t want = 0;
   verdict r = verify_head(b, v, len, &want);
   if (r != V_OK) return r;
   if (sum != want) return V_CORRUPT;
-  memcpy(b->kv, v + PKV__REDIS_HDR + (size_t)b->ntok * 4, b->kv_bytes);
+  const uint8_t *kv = v + PKV__REDIS_HDR + (size_t)b->ntok * 4;
+  if (b->kv_chunks > 1) { /* straight into a pool block's regions */
+    size_t piece = b->kv_bytes / b->kv_chunks;
+    for (uint32_t i = 0; i < b->kv_chunks; i++)
+      memcpy((uint8_t *)b->kv + i * b->kv_stride, kv + i * piece, piece);
+  } else {
+    memcpy(b->kv, kv, b->kv_bytes);
+  }
   return V_OK;
 }
 
@@ -801,7 +822,7 @@ static int redis_put(pkv__tier *tier, const pkv__tier_block *b, size_t n) {
     }
   }
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return rc;
 }
 
@@ -840,7 +861,7 @@ out:
   t->st.hits += hits;
   t->st.misses += n - hits;
   t->rx_blocks = NULL;
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return rc;
 }
 
@@ -859,7 +880,7 @@ static int redis_contains(pkv__tier *tier, const pkv__tier_block *b) {
   yes = t->rx.type == REDIS_REPLY_INTEGER &&
         (unsigned long long)t->rx.integer == (unsigned long long)value_bytes(b);
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return yes;
 }
 
@@ -889,21 +910,21 @@ static void redis_contains_n(pkv__tier *tier, const pkv__tier_block *b, size_t n
              (unsigned long long)t->rx.integer == (unsigned long long)value_bytes(&b[i]);
   }
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
 }
 
 static void redis_stats(pkv__tier *tier, pkv_tier_stats *out) {
   redis_tier *t = (redis_tier *)tier;
-  pthread_mutex_lock(&t->mu);
-  *out = t->st;
-  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_lock(&t->pub_mu);
+  *out = t->st_pub;
+  pthread_mutex_unlock(&t->pub_mu);
 }
 
 void pkv__redis_counters_get(pkv__tier *tier, pkv__redis_counters *out) {
   redis_tier *t = (redis_tier *)tier;
-  pthread_mutex_lock(&t->mu);
-  *out = t->c;
-  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_lock(&t->pub_mu);
+  *out = t->c_pub;
+  pthread_mutex_unlock(&t->pub_mu);
 }
 
 static void redis_destroy(pkv__tier *tier) {
@@ -912,6 +933,7 @@ static void redis_destroy(pkv__tier *tier) {
   if (t->fd >= 0) close(t->fd);
   if (t->reader) hi.destroy(t->reader);
   pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->pub_mu);
   PKV__FREE_ALL(t->rbuf, t->scratch, t->text, t->iov, t);
 }
 
@@ -967,12 +989,14 @@ int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
   }
   t->base.ops = &redis_ops;
   pthread_mutex_init(&t->mu, NULL);
+  pthread_mutex_init(&t->pub_mu, NULL);
   strcpy(t->prefix, prefix);
   t->prefix_len = strlen(prefix);
   t->ttl_ms = o.ttl_ms;
   t->timeout_ms = o.timeout_ms ? (int)o.timeout_ms : 250;
   t->fd = -1;
   snprintf(t->st.name, sizeof t->st.name, "redis");
+  t->st_pub = t->st;
   t->fns = (redisReplyObjectFunctions){rx_string, rx_array, rx_integer, rx_nil, rx_free};
   *out = &t->base;
   return 0;
