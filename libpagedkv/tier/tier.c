@@ -538,6 +538,7 @@ int pkv__tier_promote_remote(pkv_cache *c, pkv_seq_id id, pkv__seq **sp,
   if (!(s = relock(c, id, k, n_tokens, k, -1, &rc))) goto gone;
   /* 3. pool blocks for all of it or none, reserved in s */
   if (n == 0 || n > pkv__blocks_available(c)) goto out;
+  c->take_ns = s->ns_id; /* quotas count the blocks it holds */
   for (uint32_t j = 0; j < n; j++) {
     int32_t b = pkv__block_take(c);
     if (b < 0) { /* the policy misbehaved: give back, no promotion */
