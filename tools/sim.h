@@ -75,6 +75,8 @@ typedef struct sim_result {
   uint64_t tier_hit_tokens[PKV_TIER_MAX]; /* of hit_tokens, promoted from
                                             each tier (PKV_TIER_*) */
   uint64_t tier_errors[PKV_TIER_MAX];     /* errors each tier counted */
+  uint64_t tier_blocks[PKV_TIER_MAX];     /* blocks each held at the end
+                                            (redis: stored, not observable) */
   int rc;                /* 0, or failed: err says why */
   char err[256];
 } sim_result;

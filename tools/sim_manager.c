@@ -193,6 +193,10 @@ int sim_node_close(sim_node *m, sim_result *r) {
     else if ((rc = pkv_stats_get(m->cache, &st)) == 0) {
       r->evictions = st.evictions;
       tool_tiers_hits(m->cache, r->tier_hit_tokens, r->tier_errors);
+      for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
+        pkv_tier_stats ts;
+        r->tier_blocks[i] = pkv_tier_stats_get(m->cache, i, &ts) == 0 ? ts.blocks : 0;
+      }
     }
     else
       snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
