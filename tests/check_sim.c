@@ -475,15 +475,24 @@ static void done(trace *t, sim_stream *s, sim_cluster_result *a, sim_cluster_res
   trace_free(t);
 }
 
-static sim_cluster_result run_cluster(const sim_stream *s, uint32_t nodes, uint64_t cap,
-                                      sim_route route, double bound, uint64_t remote) {
+/* The cluster of `nodes` LRU nodes of cap blocks, with the real tiers of
+ * tt (NULL = none). */
+static sim_cluster_result run_cluster_tiers(const sim_stream *s, uint32_t nodes, uint64_t cap,
+                                            sim_route route, double bound, uint64_t remote,
+                                            const tool_tiers *tt) {
   uint64_t caps[64];
   for (uint32_t k = 0; k < nodes; k++) caps[k] = cap;
   sim_cluster_cfg cfg = {.n_nodes = nodes, .caps = caps, .ops = pkv_policy_find("lru"),
-                         .route = route, .load_bound = bound, .remote_blocks = remote};
+                         .route = route, .load_bound = bound, .remote_blocks = remote,
+                         .tiers = tt};
   sim_cluster_result r;
-  ck_assert_int_eq(sim_run_cluster(s, &cfg, &r, NULL), 0);
+  ck_assert_msg(sim_run_cluster(s, &cfg, &r, NULL) == 0, "%s", r.err);
   return r;
+}
+
+static sim_cluster_result run_cluster(const sim_stream *s, uint32_t nodes, uint64_t cap,
+                                      sim_route route, double bound, uint64_t remote) {
+  return run_cluster_tiers(s, nodes, cap, route, bound, remote, NULL);
 }
 
 /* One node is the plain manager replay, whichever the route. */
@@ -648,6 +657,22 @@ static void rm_blocks(const char *dir) {
   ck_assert_int_eq(rmdir(dir), 0);
 }
 
+/* The excerpt's stream and a fresh file-tier directory. */
+typedef struct tier_fx {
+  trace t;
+  sim_stream s;
+  char dir[512];
+} tier_fx;
+static void tier_fx_open(tier_fx *f) {
+  load_test_trace(&f->t);
+  build(&f->t, &f->s);
+  tier_dir(f->dir, sizeof f->dir);
+}
+static void tier_fx_close(tier_fx *f) {
+  rm_blocks(f->dir);
+  done(&f->t, &f->s, NULL, NULL);
+}
+
 static sim_result tier_replay(const sim_stream *s, uint32_t cap, const tool_tiers *t,
                               const char *sub) {
   sim_result r = {0};
@@ -661,34 +686,29 @@ static sim_result tier_replay(const sim_stream *s, uint32_t cap, const tool_tier
  * exactly what a pool holding the whole trace reuses; the pool's own part
  * is what the pool alone gets; and the tiers' share adds up. */
 START_TEST(sim_file_tier_keeps_every_block) {
-  trace t;
-  load_test_trace(&t);
-  sim_stream s;
-  build(&t, &s);
+  tier_fx f;
+  tier_fx_open(&f);
   sim_result all = {0}, alone = {0};
-  ck_assert_int_eq(sim_run_manager(&s, pkv_policy_find("lru"), NULL, 16000, 0, &all, NULL), 0);
-  ck_assert_int_eq(sim_run_manager(&s, pkv_policy_find("lru"), NULL, 500, 0, &alone, NULL), 0);
-  char dir[512];
-  tier_dir(dir, sizeof dir);
-  tool_tiers tt = {.file_dir = dir};
-  sim_result r = tier_replay(&s, 500, &tt, "a");
+  ck_assert_int_eq(sim_run_manager(&f.s, pkv_policy_find("lru"), NULL, 16000, 0, &all, NULL), 0);
+  ck_assert_int_eq(sim_run_manager(&f.s, pkv_policy_find("lru"), NULL, 500, 0, &alone, NULL), 0);
+  tool_tiers tt = {.file_dir = f.dir};
+  sim_result r = tier_replay(&f.s, 500, &tt, "a");
   ck_assert_uint_eq(r.dropped, 0);
   ck_assert_uint_eq(r.hit_tokens, all.hit_tokens);
   ck_assert_uint_eq(r.hit_tokens - r.tier_hit_tokens[PKV_TIER_FILE], alone.hit_tokens);
   ck_assert_uint_gt(r.tier_hit_tokens[PKV_TIER_FILE], alone.hit_tokens);
   ck_assert_uint_eq(r.tier_hit_tokens[PKV_TIER_HOST] + r.tier_hit_tokens[PKV_TIER_REDIS], 0);
   ck_assert_uint_eq(r.tier_errors[PKV_TIER_FILE], 0);
-  ck_assert_uint_eq(count_blocks(dir, "a"), r.tier_blocks[PKV_TIER_FILE]);
+  ck_assert_uint_eq(count_blocks(f.dir, "a"), r.tier_blocks[PKV_TIER_FILE]);
   ck_assert_uint_eq(r.evictions, alone.evictions);
   /* host + file: the host tier takes the pool's victims first */
-  tool_tiers ht = {.file_dir = dir, .host_blocks = 300};
-  sim_result h = tier_replay(&s, 500, &ht, "b");
+  tool_tiers ht = {.file_dir = f.dir, .host_blocks = 300};
+  sim_result h = tier_replay(&f.s, 500, &ht, "b");
   ck_assert_uint_eq(h.hit_tokens, all.hit_tokens);
   ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_HOST], 0);
   ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_FILE], 0);
   ck_assert_uint_le(h.tier_blocks[PKV_TIER_HOST], 300);
-  rm_blocks(dir);
-  done(&t, &s, NULL, NULL);
+  tier_fx_close(&f);
 }
 END_TEST
 
@@ -696,16 +716,12 @@ END_TEST
  * shape are indexed and serve hits): a second sim over the same directory
  * starts warm, and one over a fresh directory repeats the first exactly. */
 START_TEST(sim_file_tier_starts_warm) {
-  trace t;
-  load_test_trace(&t);
-  sim_stream s;
-  build(&t, &s);
-  char dir[512];
-  tier_dir(dir, sizeof dir);
-  tool_tiers tt = {.file_dir = dir};
-  sim_result first = tier_replay(&s, 300, &tt, "lru-c300");
-  sim_result again = tier_replay(&s, 300, &tt, "lru-c300");
-  sim_result fresh = tier_replay(&s, 300, &tt, "other");
+  tier_fx f;
+  tier_fx_open(&f);
+  tool_tiers tt = {.file_dir = f.dir};
+  sim_result first = tier_replay(&f.s, 300, &tt, "lru-c300");
+  sim_result again = tier_replay(&f.s, 300, &tt, "lru-c300");
+  sim_result fresh = tier_replay(&f.s, 300, &tt, "other");
   ck_assert_uint_eq(fresh.hit_tokens, first.hit_tokens);
   ck_assert_uint_eq(fresh.tier_hit_tokens[PKV_TIER_FILE], first.tier_hit_tokens[PKV_TIER_FILE]);
   ck_assert_msg(again.tier_hit_tokens[PKV_TIER_FILE] > first.tier_hit_tokens[PKV_TIER_FILE] +
@@ -714,8 +730,7 @@ START_TEST(sim_file_tier_starts_warm) {
                 (unsigned long long)again.tier_hit_tokens[PKV_TIER_FILE],
                 (unsigned long long)first.tier_hit_tokens[PKV_TIER_FILE]);
   ck_assert_uint_gt(again.hit_tokens, first.hit_tokens);
-  rm_blocks(dir);
-  done(&t, &s, NULL, NULL);
+  tier_fx_close(&f);
 }
 END_TEST
 
@@ -723,22 +738,18 @@ END_TEST
  * from tool_tiers_file_record) ends holding exactly F files on a trace that
  * evicts far more; a host tier of H blocks, external or owned, holds H. */
 START_TEST(sim_tier_capacity_in_blocks) {
-  trace t;
-  load_test_trace(&t);
-  sim_stream s;
-  build(&t, &s);
-  char dir[512];
-  tier_dir(dir, sizeof dir);
-  tool_tiers ft = {.file_dir = dir, .file_blocks = 700};
-  sim_result r = tier_replay(&s, 400, &ft, "f");
+  tier_fx f;
+  tier_fx_open(&f);
+  tool_tiers ft = {.file_dir = f.dir, .file_blocks = 700};
+  sim_result r = tier_replay(&f.s, 400, &ft, "f");
   ck_assert_uint_gt(r.evictions, 5000);
   ck_assert_uint_eq(r.tier_blocks[PKV_TIER_FILE], 700);
-  ck_assert_uint_eq(count_blocks(dir, "f"), 700);
+  ck_assert_uint_eq(count_blocks(f.dir, "f"), 700);
   tool_tiers ht = {.host_blocks = 900};
-  sim_result h = tier_replay(&s, 400, &ht, NULL); /* external storage */
+  sim_result h = tier_replay(&f.s, 400, &ht, NULL); /* external storage */
   ck_assert_uint_eq(h.tier_blocks[PKV_TIER_HOST], 900);
-  tool_tiers hf = {.host_blocks = 900, .file_dir = dir, .file_blocks = 50};
-  sim_result o = tier_replay(&s, 400, &hf, "hf"); /* owned: the file tier needs bytes */
+  tool_tiers hf = {.host_blocks = 900, .file_dir = f.dir, .file_blocks = 50};
+  sim_result o = tier_replay(&f.s, 400, &hf, "hf"); /* owned: the file tier needs bytes */
   ck_assert_uint_eq(o.tier_blocks[PKV_TIER_HOST], 900);
   ck_assert_uint_eq(o.tier_blocks[PKV_TIER_FILE], 50);
   /* the same host tier gives the same host hits in either storage (the
@@ -746,8 +757,7 @@ START_TEST(sim_tier_capacity_in_blocks) {
   ck_assert_uint_eq(o.hit_tokens - o.tier_hit_tokens[PKV_TIER_FILE] -
                         o.tier_hit_tokens[PKV_TIER_HOST],
                     h.hit_tokens - h.tier_hit_tokens[PKV_TIER_HOST]);
-  rm_blocks(dir);
-  done(&t, &s, NULL, NULL);
+  tier_fx_close(&f);
 }
 END_TEST
 
@@ -776,13 +786,8 @@ START_TEST(sim_redis_tier) {
   ck_assert_uint_eq(r.tier_errors[PKV_TIER_REDIS], 0);
   ck_assert_uint_gt(r.tier_hit_tokens[PKV_TIER_REDIS], 0);
   ck_assert_uint_eq(r.hit_tokens, all.hit_tokens);
-  uint64_t caps[4] = {250, 250, 250, 250};
-  sim_cluster_cfg cfg = {.n_nodes = 4, .caps = caps, .ops = pkv_policy_find("lru"),
-                         .route = SIM_ROUTE_RR, .load_bound = 1.25};
-  sim_cluster_result local, shared;
-  ck_assert_int_eq(sim_run_cluster(&s, &cfg, &local, NULL), 0);
-  cfg.tiers = &rt;
-  ck_assert_msg(sim_run_cluster(&s, &cfg, &shared, NULL) == 0, "%s", shared.err);
+  sim_cluster_result local = run_cluster(&s, 4, 250, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result shared = run_cluster_tiers(&s, 4, 250, SIM_ROUTE_RR, 1.25, 0, &rt);
   ck_assert_uint_eq(shared.all.tier_errors[PKV_TIER_REDIS], 0);
   ck_assert_uint_eq(shared.all.hit_tokens - shared.all.tier_hit_tokens[PKV_TIER_REDIS],
                     local.all.hit_tokens);
