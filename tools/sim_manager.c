@@ -14,6 +14,15 @@
  *
  * A replay is one sim_node; the cluster view (sim_cluster.c) drives several
  * nodes over one trace, probing each before it routes a request.
+ *
+ * Tiers (tools/tiers.h): a host tier alone keeps external storage (the
+ * library keeps its metadata, the copies it queues are drained unread).
+ * The file and Redis tiers store each block's bytes, so with either the
+ * node's cache owns a K/V arena of the smallest shape (1 layer, 1 head,
+ * head_dim 1, f16) whose contents (zeros, never written) are the payload the tiers
+ * store and verify; their capacities come in the model's blocks, so the
+ * hits per tier are a real server's.  sim_tiers_check tries them once
+ * before any replay.
  */
 #include <stdio.h>
 #include <stdlib.h>
