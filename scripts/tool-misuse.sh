@@ -163,6 +163,7 @@ t 2 sim "$good" --host-bytes lots
 t 2 sim "$good" --host-bytes 1K
 t 2 sim "$good" -m simple --file-dir "$tmp/fd"
 t 2 sim "$good" --host-policy lru
+t 2 sim "$good" --nodes 2 --shared-remote 1G --redis 127.0.0.1:1
 t 2 sim "$good" --nodes 2 --route-load-bound 0.99
 t 2 sim "$good" --nodes 2 --route-load-bound 1001
 t 2 sim "$good" --nodes 2 --route-load-bound nan

@@ -211,6 +211,9 @@ static int parse_cluster(sim_opts *o, const sim_parse *sp, char *err, size_t cap
 static int check_tiers(const sim_opts *o, char *err, size_t cap) {
   if (o->host_bytes && o->tiers.host_blocks)
     return opts_bad(err, cap, "--host-bytes and --host-blocks are exclusive (one host tier size)");
+  if (o->remote_bytes && o->tiers.redis)
+    return opts_bad(err, cap, "--shared-remote and --redis are exclusive (a model of the shared "
+                              "tier and the real one)");
   if (o->file_bytes && !o->tiers.file_dir)
     return opts_bad(err, cap, "--file-bytes: only with --file-dir");
   if (o->tiers.host_policy && !o->host_bytes && !o->tiers.host_blocks)
