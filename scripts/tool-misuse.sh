@@ -223,6 +223,8 @@ ok '^4 +rr .*^4 +prefix|per node' '' sim "$good" -q --nodes 4 -c 50 --shared-rem
 ok '^policy,nodes,route,' '^trace ' sim "$good" -q --nodes 2 -c 50 --csv -
 ok '^50 +lru +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +- +0$' '' sim "$good" -q -c 50 -p lru --no-belady --host-blocks 20 --file-dir "$tmp/fd"
 ok ',seconds,device_hit_tokens,host_hit_tokens,file_hit_tokens,redis_hit_tokens,tier_errors' '' sim "$good" -q -c 50 -p lru --host-bytes 2G --csv -
+ok '"device_hit_tokens": [0-9]+, "host_hit_tokens": [0-9]+, "file_hit_tokens": [0-9]+, "redis_hit_tokens": 0, "tier_errors": 0' '^trace ' sim "$good" -q -c 200 -p lru --host-blocks 5 --file-dir "$tmp/fd" --json -
+ok '^2 +rr +all +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +- +0$' '' sim "$good" -q --nodes 2 -c 200 --host-bytes 1G --file-dir "$tmp/fdn"
 # Redis unreachable (nobody listens on port 1): the run goes on, failures counted.
 ok 'tier redis +0 stored, 0 promoted, [1-9][0-9]* errors' '' run -q --requests 16 --memory 1000000 --redis 127.0.0.1:1
 [ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }
