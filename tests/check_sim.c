@@ -750,9 +750,49 @@ START_TEST(sim_file_tier_starts_warm) {
 }
 END_TEST
 
+/* The replay written directly against the public API: a cache of the
+ * shape sim documents (sim.h), a file tier in f->dir/direct holding
+ * `blocks` records (80-byte header, tokens, K/V: MANAGER.md, "File tier"),
+ * each request matched, appended, committed and freed.  Its prefix-matched
+ * tokens, and the file tier's counters in *st. */
+static uint64_t library_replay(const tier_fx *f, uint32_t cap, uint64_t blocks,
+                               pkv_tier_stats *st) {
+  pkv_config cfg;
+  pkv_config_init(&cfg);
+  cfg.n_layers = cfg.n_kv_heads = cfg.head_dim = 1;
+  cfg.dtype = PKV_DTYPE_F16;
+  cfg.block_size = 512;
+  cfg.num_blocks = cap;
+  pkv_cache *c;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/direct", f->dir);
+  uint64_t rec = 80 + 512 * 4 + pkv_config_block_bytes(&cfg);
+  ck_assert_int_eq(pkv_cache_set_file_tier(c, dir, blocks * rec), 0);
+  int32_t *tok = malloc(f->s.max_input * sizeof *tok);
+  uint64_t hit = 0;
+  for (size_t q = 0; q < f->s.n_reqs; q++) {
+    uint32_t len = f->t.reqs[q].input_len, matched = 0;
+    pkv_seq_id seq;
+    sim_replay_tokens(&f->s, q, tok);
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &seq), 0);
+    ck_assert_int_eq(pkv_seq_match_prefix(c, seq, tok, len, 0, &matched), 0);
+    if (matched < len) ck_assert_int_eq(pkv_seq_append(c, seq, tok + matched, len - matched, NULL), 0);
+    ck_assert_int_eq(pkv_seq_commit(c, seq, len), 0);
+    ck_assert_int_eq(pkv_seq_free(c, seq), 0);
+    hit += matched;
+  }
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_FILE, st), 0);
+  free(tok);
+  pkv_cache_destroy(c);
+  return hit;
+}
+
 /* Sizes in the model's blocks: a file tier of F blocks (its record bytes
  * from tool_tiers_file_record) ends holding exactly F files on a trace that
- * evicts far more; a host tier of H blocks, external or owned, holds H. */
+ * evicts far more, and the same replay written against the public API
+ * (library_replay) matches and promotes exactly what sim reports; a host
+ * tier of H blocks, external or owned, holds H. */
 START_TEST(sim_tier_capacity_in_blocks) {
   tier_fx f;
   tier_fx_open(&f);
@@ -761,6 +801,11 @@ START_TEST(sim_tier_capacity_in_blocks) {
   ck_assert_uint_gt(r.evictions, 2000);
   ck_assert_uint_eq(r.tier_blocks[PKV_TIER_FILE], 700);
   ck_assert_uint_eq(count_blocks(f.dir, "f"), 700);
+  pkv_tier_stats st;
+  ck_assert_uint_eq(library_replay(&f, 400, 700, &st), r.hit_tokens);
+  ck_assert_uint_gt(st.promotions, 0);
+  ck_assert_uint_eq(st.promotions * 512, r.tier_hit_tokens[PKV_TIER_FILE]);
+  ck_assert_uint_eq(st.blocks, 700);
   tool_tiers ht = {.host_blocks = 900};
   sim_result h = tier_replay(&f.s, 400, &ht, NULL); /* external storage */
   ck_assert_uint_eq(h.tier_blocks[PKV_TIER_HOST], 900);
