@@ -15,7 +15,8 @@
  * from prefix.c, per-tier stats, the external-mode copy queue.  host.c,
  * file.c (and redis.c) implement pkv__tier_ops.  save.c writes and loads
  * whole caches; quota.c keeps namespace quotas.  The cache lock is held in
- * every function here.
+ * every function here, except across the Redis round trips of
+ * pkv__tier_promote_remote (tier.c), which releases and retakes it.
  */
 #ifndef PKV_TIER_H
 #define PKV_TIER_H
