@@ -58,7 +58,11 @@
  * (a group of G > DEC_HG heads takes several passes); the P.V register block
  * is HG heads x DEC_PV_NV(HG) vectors, at most DEC_PV_ACC accumulators. */
 #if PKV_NREG >= 32
-#define DEC_HG 4 /* 8 (one pass for G = 5..8) measured no gain at G = 8 and 6 % less at G = 4 */
+/* 8: G = 5..8 in one pass over K and V rather than 4 + the rest (two);
+ * measured +10-32 % (f32) and +14-21 % (bf16) at G = 5..8, in one process
+ * from DRAM (2026-12-03 19:20, after the prefetch change; with the older
+ * per-row prefetch loops it had measured no gain) */
+#define DEC_HG 8
 #define DEC_NV 4
 #define DEC_PV_ACC 16
 #define QK_NJ 6
