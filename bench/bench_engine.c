@@ -17,6 +17,8 @@
  *      tiles, head order and software prefetches, no arithmetic) beside
  *      the read loop and the kernel, and the kernel with its K/V in L2
  *      (its compute ceiling) — where decode's gap to the read loop is;
+ *   3c. PKV_BENCH_ONLY=paged: paged / contiguous decode time in one process
+ *      (1 thread, on-CPU time, the two alternated in every repetition);
  *   4. prefill, n = 2048 and 4096, causal, 8 query heads / 2 KV heads (the
  *      Llama GQA ratio 4; fewer heads than the model to keep the run short;
  *      the per-head work is identical), head_dim 128, f32 storage.
@@ -337,6 +339,38 @@ static double time_decode(pkv__attn *a, const pkv__decode_seq *seqs, uint32_t n,
   return (double)(bu_now_ns() - t0) * 1e-9;
 }
 
+/* A decode step's sequences twice over the same K/V contents: paged (16-token
+ * blocks, shuffled) and contiguous (one block per sequence), batch x ctx
+ * tokens, the same queries and outputs. */
+typedef struct dec_pair {
+  tu_paged paged[8], contig[8];
+  pkv__decode_seq sp[8], sc[8];
+  float *q, *out;
+  uint32_t batch;
+} dec_pair;
+
+static void dec_pair_init(dec_pair *d, pkv_dtype dt, uint32_t ctx, uint32_t batch) {
+  d->batch = batch;
+  d->q = rand_floats((size_t)batch * HQ * HD, 1);
+  d->out = malloc(sizeof(float) * batch * HQ * HD);
+  for (uint32_t b = 0; b < batch; b++) {
+    float *qb = d->q + (size_t)b * HQ * HD, *ob = d->out + (size_t)b * HQ * HD;
+    tu_paged_init(&d->paged[b], dt, HKV, HD, 16, ctx, b + 1);
+    tu_paged_init(&d->contig[b], dt, HKV, HD, ctx, ctx, b + 1);
+    d->sp[b] = (pkv__decode_seq){d->paged[b].view, ctx, qb, ob};
+    d->sc[b] = (pkv__decode_seq){d->contig[b].view, ctx, qb, ob};
+  }
+}
+
+static void dec_pair_fini(dec_pair *d) {
+  for (uint32_t b = 0; b < d->batch; b++) {
+    tu_paged_free(&d->paged[b]);
+    tu_paged_free(&d->contig[b]);
+  }
+  free(d->q);
+  free(d->out);
+}
+
 /* The machine is shared: each repetition measures the bandwidth, the paged
  * step and the contiguous step back to back, and each figure is the median
  * of its own series, so a figure and its baseline see the same load. */
@@ -348,15 +382,9 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
   for (int di = 0; di < 3; di++)
     for (int ci = 0; ci < 3; ci++) {
       uint32_t ctx = ctxs[ci], batch = DEC_TOTAL / ctx;
-      tu_paged paged[8], contig[8];
-      pkv__decode_seq sp[8], sc[8];
-      float *q = rand_floats((size_t)batch * HQ * HD, 1), *out = malloc(sizeof(float) * batch * HQ * HD);
-      for (uint32_t b = 0; b < batch; b++) {
-        tu_paged_init(&paged[b], dts[di], HKV, HD, 16, ctx, b + 1);
-        tu_paged_init(&contig[b], dts[di], HKV, HD, ctx, ctx, b + 1);
-        sp[b] = (pkv__decode_seq){paged[b].view, ctx, q + (size_t)b * HQ * HD, out + (size_t)b * HQ * HD};
-        sc[b] = (pkv__decode_seq){contig[b].view, ctx, q + (size_t)b * HQ * HD, out + (size_t)b * HQ * HD};
-      }
+      dec_pair d;
+      dec_pair_init(&d, dts[di], ctx, batch);
+      const pkv__decode_seq *sp = d.sp, *sc = d.sc;
       double bytes = (double)DEC_TOTAL * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2;
       const double flops = (double)DEC_TOTAL * HKV * DEC_FLOPS(HQ / HKV);
       double rate[3] = {0}, bwt[3] = {0};
@@ -420,12 +448,69 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
       char what[96];
       snprintf(what, sizeof what, "decode_%s_ctx%u_batch%u", dtn[di], ctx, batch);
       explain_threads(what, rate[1], rate[2], bwt[1], bwt[2]);
-      for (uint32_t b = 0; b < batch; b++) {
-        tu_paged_free(&paged[b]);
-        tu_paged_free(&contig[b]);
+      dec_pair_fini(&d);
+    }
+}
+
+static double time_pattern(const pkv__decode_seq *seqs, uint32_t n, int wide, int pf);
+/* ------------------------------------------------------------ paged vs contiguous */
+/* Paged / contiguous decode time in one process (PKV_BENCH_ONLY=paged): 1
+ * thread, the same kernel on 16-token shuffled blocks and on one block per
+ * sequence, alternated in every repetition (the order flips each time so
+ * neither side always follows the other), on-CPU time; the median of the
+ * per-repetition ratios and of each side's times.  Beside it the same ratio
+ * of the kernel's memory walk alone (the pattern walk, no arithmetic): when
+ * the two agree, the layout's walk (block jumps), not the kernel's work,
+ * makes the difference. */
+static void bench_paged(const pkv__kernels *k, int wide) {
+  static const uint32_t ctxs[] = {4096, 32768};
+  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
+  static const char *dtn[] = {"f32", "f16", "bf16"};
+  const int reps = quick ? 3 : 9;
+  for (int di = 0; di < 3; di++)
+    for (int ci = 0; ci < 2; ci++) {
+      uint32_t ctx = ctxs[ci], batch = DEC_TOTAL / ctx;
+      dec_pair d;
+      dec_pair_init(&d, dts[di], ctx, batch);
+      const pkv__decode_seq *sp = d.sp, *sc = d.sc;
+      pkv__attn a;
+      if (pkv__attn_init(&a, k, 1, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
+      double cp[32], cc[32], rr[32], wr[32];
+      time_decode(&a, sp, batch, NULL); /* warm-up */
+      time_decode(&a, sc, batch, NULL);
+      for (int r = 0; r < reps; r++) {
+        if (r & 1) {
+          time_decode(&a, sc, batch, &cc[r]);
+          time_decode(&a, sp, batch, &cp[r]);
+        } else {
+          time_decode(&a, sp, batch, &cp[r]);
+          time_decode(&a, sc, batch, &cc[r]);
+        }
+        rr[r] = cp[r] / cc[r];
+        double wp, wc;
+        if (r & 1) {
+          wc = time_pattern(sc, batch, wide, 1);
+          wp = time_pattern(sp, batch, wide, 1);
+        } else {
+          wp = time_pattern(sp, batch, wide, 1);
+          wc = time_pattern(sc, batch, wide, 1);
+        }
+        wr[r] = wp / wc;
       }
-      free(q);
-      free(out);
+      const double bytes = (double)DEC_TOTAL * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2;
+      const double tp = bu_median(cp, (size_t)reps), tc = bu_median(cc, (size_t)reps);
+      char name[128];
+      snprintf(name, sizeof name, "paged_%s_ctx%u_batch%u_cpu_ms", dtn[di], ctx, batch);
+      bu_report_vs(name, tp * 1e3, "ms", "contiguous_cpu_ms", tc * 1e3, "paged/contiguous (medians)");
+      double lo = rr[0];
+      for (int r = 1; r < reps; r++) lo = rr[r] < lo ? rr[r] : lo;
+      printf("  median of per-repetition ratios %.3f (min %.3f, max %.3f); paged %.1f GB/s, "
+             "contiguous %.1f GB/s (on-CPU)\n",
+             bu_median(rr, (size_t)reps), lo, best(rr, reps), bytes / tp * 1e-9, bytes / tc * 1e-9);
+      printf("  the walk alone (no arithmetic), paged/contiguous: %.3f (median)\n",
+             bu_median(wr, (size_t)reps));
+      pkv__attn_fini(&a);
+      dec_pair_fini(&d);
     }
 }
 
@@ -787,6 +872,7 @@ int main(void) {
   if (!only || strcmp(only, "decode") == 0) bench_decode(k, buf, n);
   if (only && strcmp(only, "shapes") == 0) bench_shapes(k, buf, n);
   if (only && strcmp(only, "pattern") == 0) bench_pattern(k, buf, n, wide);
+  if (only && strcmp(only, "paged") == 0) bench_paged(k, wide);
   free(buf);
   if (!only || strcmp(only, "prefill") == 0) bench_prefill(k);
   if (getloadavg(load, 3) > 0) printf("bench_engine: load average %.2f at end\n", load[0]);
