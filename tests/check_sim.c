@@ -847,6 +847,19 @@ START_TEST(sim_redis_tier) {
   ck_assert_uint_eq(r.tier_errors[PKV_TIER_REDIS], 0);
   ck_assert_uint_gt(r.tier_hit_tokens[PKV_TIER_REDIS], 0);
   ck_assert_uint_eq(r.hit_tokens, all.hit_tokens);
+  /* host + Redis: a promotion from the host tier evicts pool blocks whose
+   * demotion pushes blocks of the same run from the host tier into Redis's
+   * write-behind batch; the Redis fetch that follows must see them (reads
+   * flush the link's own writes first), so nothing is lost either */
+  snprintf(arg, sizeof arg, "%s/pkvtest:simh:%ld:%llu:", addr, (long)getpid(),
+           (unsigned long long)cli_now_ns());
+  tool_tiers hr = {.host_blocks = 600};
+  ck_assert_msg(tool_tiers_redis_flag(arg, &hr, err, sizeof err) == 0, "%s", err);
+  sim_result h = tier_replay(&s, 1000, &hr, "hr");
+  ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_HOST], 0);
+  ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_REDIS], 0);
+  ck_assert_uint_eq(h.tier_errors[PKV_TIER_REDIS], 0);
+  ck_assert_uint_eq(h.hit_tokens, all.hit_tokens);
   sim_cluster_result local = run_cluster(&s, 4, 400, SIM_ROUTE_RR, 1.25, 0);
   sim_cluster_result shared = run_cluster_tiers(&s, 4, 400, SIM_ROUTE_RR, 1.25, 0, &rt);
   ck_assert_uint_eq(shared.all.tier_errors[PKV_TIER_REDIS], 0);

@@ -15,10 +15,14 @@
  * makes its promotion round trips without the lock too (tier.c).  What the
  * lock is still held across: pkv_prefix_promote's round trips, and a batch
  * that fills up within one call (max_batch blocks: it is sent at once,
- * under the lock, to bound the memory).  A block demoted but not yet
- * flushed is invisible to promotion (a concurrent match misses it; it is
- * never wrong).  The store has one connection: a flush waits for a fetch
- * in flight and the reverse (without the cache lock).
+ * under the lock, to bound the memory).  Reads see the link's own writes:
+ * every contains/get first flushes what is queued, so a block demoted
+ * earlier in the same call (a promotion whose pool blocks evict others,
+ * whose demotion pushes a block of the same run out of the host tier) is
+ * found in Redis, as a file tier below would find it.  Only a block queued
+ * by another thread after that flush can be missed (a miss, never wrong).
+ * The store has one connection: a flush waits for a fetch in flight and
+ * the reverse (without the cache lock).
  *
  * Detach (pkv_cache_set_remote_tier NULL or a replacement) flushes and
  * closes the store, but keeps the link's shell until the cache is destroyed
@@ -113,6 +117,7 @@ static int link_put(pkv__tier *tier, const pkv__tier_block *b, size_t n) {
  * the store under them — it waits for the round trip instead. */
 static int link_get(pkv__tier *tier, pkv__tier_block *b, size_t n, uint8_t *found) {
   link_t *l = (link_t *)tier;
+  pkv__remote_flush(l); /* read our own writes (see the top) */
   pthread_mutex_lock(&l->flush_mu);
   int rc = 0;
   if (l->store)
@@ -125,6 +130,7 @@ static int link_get(pkv__tier *tier, pkv__tier_block *b, size_t n, uint8_t *foun
 
 static int link_contains(pkv__tier *tier, const pkv__tier_block *b) {
   link_t *l = (link_t *)tier;
+  pkv__remote_flush(l); /* read our own writes (see the top) */
   pthread_mutex_lock(&l->flush_mu);
   int yes = l->store ? l->store->ops->contains(l->store, b) : 0;
   pthread_mutex_unlock(&l->flush_mu);
@@ -134,6 +140,7 @@ static int link_contains(pkv__tier *tier, const pkv__tier_block *b) {
 static void link_contains_n(pkv__tier *tier, const pkv__tier_block *b, size_t n,
                             uint8_t *yes) {
   link_t *l = (link_t *)tier;
+  pkv__remote_flush(l); /* read our own writes (see the top) */
   pthread_mutex_lock(&l->flush_mu);
   if (l->store)
     l->store->ops->contains_n(l->store, b, n, yes);
