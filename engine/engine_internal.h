@@ -54,6 +54,10 @@ void pkv__assert_fail(const char *expr, const char *file, int line, const char *
  * most FLT_MAX / 4 in magnitude.  Returns c; the kernels multiply score
  * differences by it.  For ordinary inputs the scaling is exact. */
 float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out);
+/* The exponent e of pkv__q_prescale for a row whose largest finite |q| is
+ * amax (c = 2^e), and its multiplier *f = qscale * 2^-e: out = (float)(q *
+ * *f), rounded once (the product is exact in double). */
+int pkv__q_prescale_exp(double amax, uint32_t n, float qscale, double *f);
 
 /* The scalar 2^x of PKV_F32_EXP2 (every back end uses it for its scalar
  * tails, the rescale factors and the split-K merge): x clamped to [-126,

@@ -492,8 +492,8 @@ static void kern_decode_bf16dot(const pkv__decode_args *x) {
  * with B_k = bt[k] + boff when bt, else bb + k * bs, and C_i = c + i * cs:
  * per k, NV vectors of B_k are loaded and each row's scalar broadcast
  * into them. */
-#define PF_NI (QK_NJ > PV_NR ? QK_NJ : PV_NR)
-#define PF_NV (QK_NV > PV_NV ? QK_NV : PV_NV)
+#define PF_NI 8 /* room for any register block (and tail block) up to 8 x 8: */
+#define PF_NV 8 /* the unrolled loops touch only NI x NV of them */
 AI void pf_mk(const float *const *ap, size_t as, const float *const *bt, size_t boff,
               const float *bb, size_t bs, uint32_t nk, float *c, size_t cs, const int load,
               const uint32_t NI, const uint32_t NV) {
@@ -521,6 +521,22 @@ AI void pf_mk(const float *const *ap, size_t as, const float *const *bt, size_t 
     for (uint32_t v = 0; v < NV; v++) PKV_F32_STORE(c + i * cs + v * PKV_VL, o[i][v]);
 }
 
+/* CALL(m) for the tail m = n (1 .. 7) of a loop stepping by a register
+ * block: the tail runs as one narrower block (m a constant in each case, so
+ * it unrolls), not as m blocks of one, which would leave the FMA pipes
+ * waiting on a handful of dependent accumulators. */
+#define PF_TAIL(n, CALL)                                                      \
+  switch (n) {                                                                \
+  case 1: CALL(1); break;                                                     \
+  case 2: CALL(2); break;                                                     \
+  case 3: CALL(3); break;                                                     \
+  case 4: CALL(4); break;                                                     \
+  case 5: CALL(5); break;                                                     \
+  case 6: CALL(6); break;                                                     \
+  case 7: CALL(7); break;                                                     \
+  default: break;                                                             \
+  }
+
 /* St[j][r0 .. r0+NV*VL) = sum_d K[j][d] * Qt[d][r], for NJ keys from j0.
  * K rows: kr[j] (f32, head_dim). */
 AI void pf_qk(const float *const *kr, uint32_t j0, const float *Qt, size_t ldq,
@@ -536,14 +552,16 @@ AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
   uint32_t r = 0;
   for (; r + QK_NV <= rv; r += QK_NV)
     pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, QK_NV);
-  for (; r < rv; r++) pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, 1);
+#define PF_QK_TAIL(m) pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, (m))
+  PF_TAIL(rv - r, PF_QK_TAIL);
+#undef PF_QK_TAIL
 }
 
 /* O[r0+i][d0 .. d0+NV*VL) += sum_j P^T[j][r0+i] * V[j][d0 ..], NR rows. */
 AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
               uint32_t r0, uint32_t d0, float *O, uint32_t D, const uint32_t NR,
               const uint32_t NV) {
-  const float *pc[PV_NR]; /* row i's weights: column r0 + i of P^T */
+  const float *pc[PF_NI]; /* row i's weights: column r0 + i of P^T */
 #pragma GCC unroll 8
   for (uint32_t i = 0; i < NR; i++) pc[i] = Pt + r0 + i;
   pf_mk(pc, ldp, vr, d0, NULL, 0, nk, O + (size_t)r0 * D + d0, D, 1, NR, NV);
@@ -583,6 +601,28 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
   }
 }
 
+/* pkv__q_prescale of one query row (D elements), vectorised, the same bits:
+ * q * f is exact in double, so when f is a float one f32 multiply rounds it
+ * as the double path does.  A row with a non-finite element (found by
+ * sum(q * 0) != 0), or whose f is not a float, takes pkv__q_prescale. */
+AI float pf_prescale(const float *q, uint32_t D, float qscale, float *out) {
+  const pkv_vf zero = PKV_F32_ZERO();
+  pkv_vf mx = zero, nf = zero;
+  for (uint32_t d = 0; d < D; d += PKV_VL) {
+    pkv_vf x = PKV_F32_LOAD(q + d);
+    mx = PKV_F32_MAX(mx, PKV_F32_MAX(x, PKV_F32_SUB(zero, x)));
+    nf = PKV_F32_ADD(nf, PKV_F32_MUL(x, zero));
+  }
+  double f;
+  if (PKV_F32_REDUCE(nf) != 0.0f) return pkv__q_prescale(q, D, qscale, out);
+  const int e = pkv__q_prescale_exp(PKV_F32_REDUCE_MAX(mx), D, qscale, &f);
+  const float ff = (float)f;
+  if ((double)ff != f) return pkv__q_prescale(q, D, qscale, out);
+  const pkv_vf vf = PKV_F32_BROADCAST(ff);
+  for (uint32_t d = 0; d < D; d += PKV_VL) PKV_F32_STORE(out + d, PKV_F32_MUL(PKV_F32_LOAD(q + d), vf));
+  return ldexpf(1.0f, e);
+}
+
 /* Scratch of the prefill kernel (floats), each piece a multiple of 16. */
 #define PF_RV(rows_max) (((rows_max) + 15u) / 16u * 16u)
 
@@ -613,7 +653,7 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   for (uint32_t r = 0; r < R; r++) {
     const float *qr = tl->q + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
     float *qp = kpack; /* free until the first key tile */
-    Cv[r] = pkv__q_prescale(qr, D, qs, qp);
+    Cv[r] = pf_prescale(qr, D, qs, qp);
     for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qp[d];
   }
   for (uint32_t r = 0; r < Rp; r++) {
@@ -632,7 +672,9 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     /* S^T = K Qt */
     uint32_t j = 0;
     for (; j + QK_NJ <= nk; j += QK_NJ) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
-    for (; j < nk; j++) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, 1);
+#define PF_QK_KEYS(m) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, (m))
+    PF_TAIL(nk - j, PF_QK_KEYS);
+#undef PF_QK_KEYS
 
     /* causal mask, only where the tile crosses the diagonal: row r (token
      * position pos + r/G) sees keys <= its position.  Masked scores are
@@ -705,7 +747,9 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
 #undef PF_VIS
     }
     for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, PV_NR);
-    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, 1);
+#define PF_PV_ROWS(m) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, (m))
+    PF_TAIL(R - r, PF_PV_ROWS);
+#undef PF_PV_ROWS
   }
 
   for (uint32_t r = 0; r < R; r++) {
