@@ -22,13 +22,15 @@
  * same non-finite semantics, only a different tile boundary (and so a
  * rounding difference of a few ulps).
  *
- * The shared part runs the ordinary decode kernel with the members' rows
- * stacked as if they were one KV head's grouped heads: rows (member m, head
- * g) of KV head h are packed as q[m * G + g], and the kernel is called with
- * G' = members * G for that one head.  A tile of K/V is loaded into L1 once
- * and used by all G' rows, so the shared bytes come from memory once per
- * item instead of once per sequence.  Items are (group, KV head, a tile of
- * at most ROWS_PER_ITEM rows), claimed from an atomic counter; a second
+ * The shared part stacks the members' rows as one query tile: rows (member
+ * m, head g) of KV head h are packed as q[m * G + g].  An item of at least
+ * CASCADE_GEMM_ROWS rows runs the prefill kernel in its non-causal form
+ * (kern_body.h: a register-blocked product of the rows by each key tile,
+ * leaving M, S and unnormalised O); a smaller item runs the decode kernel
+ * with G' = rows grouped heads.  Either way a tile of K/V is loaded once and
+ * used by all the item's rows, so the shared bytes come from memory once
+ * per item instead of once per sequence.  Items are (group, KV head, a tile
+ * of at most ROWS_PER_ITEM rows), claimed from an atomic counter; a second
  * pass runs one item per sequence for the private parts.
  *
  * Detection is cheap: sequences are sorted by their first block id; each

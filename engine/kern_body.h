@@ -30,10 +30,13 @@
  * PKV__PREFILL_BC tokens: S^T[key][row] = K · Qt by a microkernel of
  * QK_NJ keys x QK_NV row-vectors (broadcast K scalar, FMA over rows); the
  * causal mask only on tiles that cross the diagonal; the softmax update is
- * vectorised over rows; then O[row][:] += P · V by a microkernel of PV_NR
- * rows x PV_NV head_dim vectors (broadcast P, FMA over head_dim).  K/V rows
- * are used in place when f32 and inside one block, else converted into a
- * packed tile first.  n x n is never materialised.
+ * vectorised over rows; then O[row][:] = alpha O[row][:] + P · V by a
+ * microkernel of PV_NR rows x PV_NV head_dim vectors (broadcast P, FMA over
+ * head_dim; the rescale by alpha as it loads O).  The tail of a block loop
+ * runs as one narrower block (PF_TAIL).  K/V rows are used in place when f32
+ * and inside one block, else converted into a packed tile first.  n x n is
+ * never materialised.  A non-causal form (n_keys, for the cascade's shared
+ * part) attends keys [0, n_keys) and can leave the online-softmax state.
  */
 #ifndef KERN_TABLE_NAME
 #error "define KERN_TABLE_NAME before including kern_body.h"
