@@ -586,19 +586,31 @@ AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,
   for (; d0 < D; d0 += PKV_VL) pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, al, NR, 1);
 }
 
+/* The stored rows of tokens [c0, c0+nk) of head h (the block walked, not
+ * divided per row). */
+AI void pf_srcs(const pkv__kv_view *kv, const uint8_t *base, uint32_t h, uint32_t c0,
+                uint32_t nk, const uint8_t **src, const int dt) {
+  const uint32_t bs = kv->block_size;
+  const size_t row_bytes = pkv__row_bytes(kv->head_dim, dt);
+  uint32_t b = c0 / bs, s = c0 % bs;
+  for (uint32_t j = 0; j < nk; j++) {
+    src[j] = base + (size_t)kv->blocks[b] * kv->block_stride + (size_t)h * kv->head_stride +
+             (size_t)s * row_bytes;
+    if (++s == bs) s = 0, b++;
+  }
+}
+
 /* Pointers to nk f32 rows of K (or V) for tokens [c0, c0+nk) of head h:
  * straight into the cache when f32, else converted into pack. */
 AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
                 uint32_t c0, uint32_t nk, uint32_t W, float *pack, const float **rows,
                 const int dt) {
   /* W elements used of each row (head_dim for K, the V head dim for V) */
-  const uint32_t D = kv->head_dim, bs = kv->block_size;
-  const size_t row_bytes = pkv__row_bytes(D, dt);
-  uint32_t b = c0 / bs, s = c0 % bs; /* walked, not divided per row */
+  const uint32_t D = kv->head_dim;
+  const uint8_t *srcs[PKV__PREFILL_BC];
+  pf_srcs(kv, base, h, c0, nk, srcs, dt);
   for (uint32_t j = 0; j < nk; j++) {
-    const uint8_t *src = base + (size_t)kv->blocks[b] * kv->block_stride +
-                         (size_t)h * kv->head_stride + (size_t)s * row_bytes;
-    if (++s == bs) s = 0, b++;
+    const uint8_t *src = srcs[j];
     if (dt == PKV_DTYPE_F32) {
       rows[j] = (const float *)src;
     } else {
@@ -681,9 +693,31 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
     pf_rows(kv, kv->k, tl->kv_head, c0, nk, D, kpack, krow, dt);
     pf_rows(kv, kv->v, tl->kv_head, c0, nk, Dv, vpack, vrow, dt);
 
+    /* Non-causal tiles (the cascade's shared part) stream K/V that no
+     * other item has brought into cache lately: the next key tile's rows are
+     * requested, a block of keys at a time, while this one's scores are
+     * computed. */
+    const uint32_t nn = !causal && c0 + nk < last ? MIN_U32(PKV__PREFILL_BC, last - c0 - nk) : 0;
+    const uint8_t *pk[PKV__PREFILL_BC], *pv[PKV__PREFILL_BC];
+    const size_t krb = pkv__row_bytes(D, dt), vrb = pkv__row_bytes(Dv, dt);
+    if (nn) {
+      pf_srcs(kv, kv->k, tl->kv_head, c0 + nk, nn, pk, dt);
+      pf_srcs(kv, kv->v, tl->kv_head, c0 + nk, nn, pv, dt);
+    }
+#define PF_AHEAD(j0, m)                                                       \
+    for (uint32_t jp = (j0); jp < (j0) + (m) && jp < nn; jp++) {              \
+      for (size_t o = 0; o < krb; o += 64) PKV_PREFETCH(pk[jp] + o);          \
+      for (size_t o = 0; o < vrb; o += 64) PKV_PREFETCH(pv[jp] + o);          \
+    }
+
     /* S^T = K Qt */
     uint32_t j = 0;
-    for (; j + QK_NJ <= nk; j += QK_NJ) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
+    for (; j + QK_NJ <= nk; j += QK_NJ) {
+      PF_AHEAD(j, QK_NJ);
+      pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
+    }
+    PF_AHEAD(j, PKV__PREFILL_BC);
+#undef PF_AHEAD
 #define PF_QK_KEYS(m) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, (m))
     PF_TAIL(nk - j, PF_QK_KEYS);
 #undef PF_QK_KEYS
