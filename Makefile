@@ -229,11 +229,15 @@ debug:
 	$(MAKE) MODE=debug test
 asan:
 	$(MAKE) MODE=asan test
+# check_redis runs only its "threads" case here (threads on two caches
+# sharing a redis-server, which scripts/with-redis.sh starts).
 tsan:
-	$(MAKE) MODE=tsan lib $(patsubst build/release/%,build/tsan/%,$(filter %check_concurrency,$(TEST_BIN)))
+	$(MAKE) MODE=tsan lib $(patsubst build/release/%,build/tsan/%,$(filter %check_concurrency %check_redis,$(TEST_BIN)))
 	@if ls build/tsan/tests/check_concurrency >/dev/null 2>&1; then \
 	  CK_FORK=no TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" scripts/run-tests.sh build/tsan/tests check_concurrency; \
 	else echo "tsan: no concurrency tests yet"; fi
+	@CK_FORK=no CK_RUN_CASE=threads TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  scripts/with-redis.sh scripts/run-tests.sh build/tsan/tests check_redis
 
 bench: lib $(BENCH_BIN)
 	@scripts/deps.sh bench

@@ -13,6 +13,10 @@
  *      cache-resident.  Reported: GB/s of K/V read vs the measured
  *      bandwidth, and paged time (16-token blocks, shuffled) / contiguous
  *      time (the same kernel on one block per sequence);
+ *   3b. PKV_BENCH_ONLY=pattern: the decode kernel's memory walk alone (its
+ *      tiles, head order and software prefetches, no arithmetic) beside
+ *      the read loop and the kernel, and the kernel with its K/V in L2
+ *      (its compute ceiling) — where decode's gap to the read loop is;
  *   4. prefill, n = 2048 and 4096, causal, 8 query heads / 2 KV heads (the
  *      Llama GQA ratio 4; fewer heads than the model to keep the run short;
  *      the per-head work is identical), head_dim 128, f32 storage.
@@ -427,6 +431,168 @@ static void bench_decode(const pkv__kernels *k, const float *bwbuf, size_t bwn) 
     }
 }
 
+/* ------------------------------------------------------------ pattern */
+
+/* The decode kernel's memory walk without its arithmetic (PKV_BENCH_ONLY=
+ * pattern): the same tiles of PKV__DECODE_CH tokens, heads in the same
+ * order, K rows whole, V rows in the kernel's passes of pv_w elements, and
+ * the same software prefetches issued the same way (kern_body.h,
+ * HEAD_AHEAD: one per 64-byte line, spread through the loads) — each loaded
+ * vector only added into an integer accumulator.  Its GB/s beside the
+ * linear read loop and the kernel splits the kernel's gap into "the access
+ * pattern" (pattern / read loop) and "the kernel's compute" (kernel /
+ * pattern).  pf = 0 drops the prefetches. */
+#define PAT_WALK(NAME, TARGET, VI, ZERO, LOADI, ADDI, VB)                       \
+  __attribute__((target(TARGET))) static uint64_t NAME(const pkv__kv_view *kv, uint32_t ntok, \
+                                                       uint32_t pv_w, int pf) {  \
+    const int dt = kv->dtype, ahead = dt == PKV_DTYPE_F32;                     \
+    const size_t row = pkv__row_bytes(kv->head_dim, dt), esz = dt == PKV_DTYPE_F32 ? 4 : 2; \
+    const size_t pvb = pv_w * esz, hs = kv->head_stride;                       \
+    const uint32_t bs = kv->block_size, nh = kv->block_stride / hs;            \
+    size_t offa[PKV__DECODE_CH], offb[PKV__DECODE_CH], *cur = offa, *nxt = offb; \
+    VI a0 = ZERO(), a1 = ZERO();                                               \
+    for (uint32_t j = 0; j < PKV__DECODE_CH && j < ntok; j++)                  \
+      cur[j] = (size_t)kv->blocks[j / bs] * kv->block_stride + (size_t)(j % bs) * row; \
+    for (uint32_t t = 0; t < ntok; t += PKV__DECODE_CH) {                      \
+      uint32_t n = ntok - t < PKV__DECODE_CH ? ntok - t : PKV__DECODE_CH;      \
+      uint32_t tn = t + n, nn = tn < ntok ? (ntok - tn < PKV__DECODE_CH ? ntok - tn : PKV__DECODE_CH) : 0; \
+      for (uint32_t j = 0; j < nn; j++)                                        \
+        nxt[j] = (size_t)kv->blocks[(tn + j) / bs] * kv->block_stride + (size_t)((tn + j) % bs) * row; \
+      for (uint32_t h = 0; h < nh; h++) {                                      \
+        const uint8_t *kb = kv->k + h * hs, *vb = kv->v + h * hs;              \
+        const uint8_t *pk = kb, *pv = vb;                                      \
+        const size_t *pre = nxt;                                               \
+        uint32_t npre = nn;                                                    \
+        if (ahead && h + 1 < nh) pk += hs, pv += hs, pre = cur, npre = n;      \
+        else if (ahead) pk = kv->k, pv = kv->v;                                \
+        for (uint32_t j = 0; j < n; j++)                                       \
+          for (size_t o = 0; o < row; o += 64) {                               \
+            if (pf && !ahead) __builtin_prefetch(vb + cur[j] + o, 0, 3);       \
+            if (pf && j < npre) __builtin_prefetch(pk + pre[j] + o, 0, 3);     \
+            a0 = ADDI(a0, LOADI(kb + cur[j] + o));                             \
+            if (VB < 64) a1 = ADDI(a1, LOADI(kb + cur[j] + o + VB));           \
+          }                                                                    \
+        for (size_t d0 = 0; d0 < row; d0 += pvb) {                             \
+          const size_t w = row - d0 < pvb ? row - d0 : pvb;                    \
+          for (uint32_t j = 0; j < n; j++) {                                   \
+            if (pf && ahead && j < npre)                                       \
+              for (size_t o = d0; o < d0 + w; o += 64) __builtin_prefetch(pv + pre[j] + o, 0, 3); \
+            for (size_t o = 0; o < w; o += VB) a0 = ADDI(a0, LOADI(vb + cur[j] + d0 + o)); \
+          }                                                                    \
+        }                                                                      \
+      }                                                                        \
+      size_t *sw = cur;                                                        \
+      cur = nxt;                                                               \
+      nxt = sw;                                                                \
+    }                                                                          \
+    uint64_t r[VB / 8];                                                        \
+    memcpy(r, &a0, VB);                                                        \
+    uint64_t s = r[0];                                                         \
+    memcpy(r, &a1, VB);                                                        \
+    return s + r[0];                                                           \
+  }
+#define PAT_LD512(p) _mm512_loadu_si512((const void *)(p))
+#define PAT_LD256(p) _mm256_loadu_si256((const __m256i *)(p))
+PAT_WALK(pat_avx512, "avx512f", __m512i, _mm512_setzero_si512, PAT_LD512, _mm512_add_epi32, 64)
+PAT_WALK(pat_avx2, "avx2", __m256i, _mm256_setzero_si256, PAT_LD256, _mm256_add_epi32, 32)
+
+/* On-CPU seconds of the pattern walk over every sequence. */
+static double time_pattern(const pkv__decode_seq *seqs, uint32_t n, int wide, int pf) {
+  /* the V pass width of the decode kernel at GQA 4 (kern_body.h DEC_PV_NV) */
+  const uint32_t pv_w = wide ? 4 * 16 : 3 * 8;
+  uint64_t s = 0;
+  double c0 = thread_cpu_s();
+  for (uint32_t b = 0; b < n; b++)
+    s += wide ? pat_avx512(&seqs[b].kv, seqs[b].n_tokens, pv_w, pf)
+              : pat_avx2(&seqs[b].kv, seqs[b].n_tokens, pv_w, pf);
+  double c = thread_cpu_s() - c0;
+  bu_sink(&s);
+  return c;
+}
+
+/* Read loop vs pattern walk vs decode kernel, 1 thread, on-CPU time, the
+ * three alternated in every repetition (PKV_BENCH_ONLY=pattern). */
+static void bench_pattern(const pkv__kernels *k, const float *bwbuf, size_t bwn, int wide) {
+  static const uint32_t ctxs[] = {4096, 32768};
+  static const pkv_dtype dts[] = {PKV_DTYPE_F32, PKV_DTYPE_F16, PKV_DTYPE_BF16};
+  static const char *dtn[] = {"f32", "f16", "bf16"};
+  const int reps = quick ? 3 : 7;
+  for (int di = 0; di < 3; di++)
+    for (int ci = 0; ci < 2; ci++) {
+      uint32_t ctx = ctxs[ci], batch = DEC_TOTAL / ctx;
+      tu_paged paged[8];
+      pkv__decode_seq sp[8];
+      float *q = rand_floats((size_t)batch * HQ * HD, 1), *out = malloc(sizeof(float) * batch * HQ * HD);
+      for (uint32_t b = 0; b < batch; b++) {
+        tu_paged_init(&paged[b], dts[di], HKV, HD, 16, ctx, b + 1);
+        sp[b] = (pkv__decode_seq){paged[b].view, ctx, q + (size_t)b * HQ * HD, out + (size_t)b * HQ * HD};
+      }
+      const double bytes = (double)DEC_TOTAL * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2;
+      pkv__attn a;
+      if (pkv__attn_init(&a, k, 1, HQ, HKV, HD, 1.0f / sqrtf(HD))) abort();
+      double cb[32], cpat[32], cnp[32], cdec[32];
+      time_decode(&a, sp, batch, NULL);
+      time_pattern(sp, batch, wide, 1);
+      for (int r = 0; r < reps; r++) {
+        measure_bw_cpu(bwbuf, bwn, 1, 1, &cb[r]);
+        cpat[r] = bytes / time_pattern(sp, batch, wide, 1) * 1e-9;
+        cnp[r] = bytes / time_pattern(sp, batch, wide, 0) * 1e-9;
+        double c;
+        time_decode(&a, sp, batch, &c);
+        cdec[r] = bytes / c * 1e-9;
+      }
+      const double bw = best(cb, reps), pat = bu_median(cpat, (size_t)reps),
+                   np = bu_median(cnp, (size_t)reps), dec = bu_median(cdec, (size_t)reps);
+      char name[128];
+      snprintf(name, sizeof name, "pattern_%s_ctx%u_batch%u_gbps", dtn[di], ctx, batch);
+      bu_report_vs(name, pat, "GB/s", "read_bw_cpu", bw, "of the read loop (decode's walk, no compute)");
+      snprintf(name, sizeof name, "pattern_nopf_%s_ctx%u_batch%u_gbps", dtn[di], ctx, batch);
+      bu_report_vs(name, np, "GB/s", "read_bw_cpu", bw, "of the read loop (the walk, no prefetch)");
+      snprintf(name, sizeof name, "pattern_decode_%s_ctx%u_batch%u_gbps", dtn[di], ctx, batch);
+      bu_report_vs(name, dec, "GB/s", "pattern", pat, "of the walk (the kernel's compute)");
+      snprintf(name, sizeof name, "pattern_decode_%s_ctx%u_batch%u_bw", dtn[di], ctx, batch);
+      bu_report_vs(name, dec, "GB/s", "read_bw_cpu", bw, "of the read loop");
+      pkv__attn_fini(&a);
+      for (uint32_t b = 0; b < batch; b++) tu_paged_free(&paged[b]);
+      free(q);
+      free(out);
+    }
+  /* the kernel's compute ceiling: K/V in L2 (128 tokens, 8 heads: 256-512
+   * KiB), the kernel called directly (no plan, no prescale), repeated */
+  for (int di = 0; di < 3; di++) {
+    enum { HOT = 128, REP = 400 };
+    tu_paged p;
+    tu_paged_init(&p, dts[di], HKV, HD, 16, HOT, 9);
+    float *q = rand_floats((size_t)HQ * HD, 1), *out = malloc(sizeof(float) * HQ * HD);
+    /* the kernel alone (no plan, no prescale): args as attn.c makes them */
+    const uint32_t G = HQ / HKV;
+    float *scr = malloc(sizeof(float) * pkv__decode_scratch_floats(G)), *qc = malloc(sizeof(float) * HQ),
+          *M = malloc(sizeof(float) * HQ), *S = malloc(sizeof(float) * HQ),
+          *acc = calloc((size_t)HQ * HD, sizeof(float));
+    for (int i = 0; i < HQ; i++) qc[i] = 1.0f, M[i] = -INFINITY, S[i] = 0;
+    for (size_t i = 0; i < (size_t)HQ * HD; i++) q[i] *= 0.1f;
+    const pkv__decode_args da = {.kv = &p.view, .h0 = 0, .nh = HKV, .t0 = 0, .t1 = HOT, .G = G,
+                                 .q = q, .qc = qc, .M = M, .S = S, .acc = acc, .scratch = scr};
+    double v[16], cb[16];
+    for (int r = 0; r < reps; r++) {
+      measure_bw_cpu(bwbuf, bwn, 1, 1, &cb[r]);
+      double c0 = thread_cpu_s();
+      for (int i = 0; i < REP; i++) k->decode(&da);
+      v[r] = (double)HOT * HKV * HD * (dts[di] == PKV_DTYPE_F32 ? 4 : 2) * 2 * REP /
+             (thread_cpu_s() - c0) * 1e-9;
+    }
+    bu_sink(acc);
+    free(scr), free(qc), free(M), free(S), free(acc);
+    char name[96];
+    snprintf(name, sizeof name, "pattern_l2_decode_%s_gbps", dtn[di]);
+    bu_report_vs(name, bu_median(v, (size_t)reps), "GB/s", "read_bw_cpu", best(cb, reps),
+                 "x the DRAM read loop (kernel alone, K/V in L2: its compute ceiling)");
+    tu_paged_free(&p);
+    free(q);
+    free(out);
+  }
+}
+
 /* ------------------------------------------------------------ shapes */
 
 /* GB/s (median of reps, 1 thread, on-CPU time: another process on the
@@ -633,6 +799,7 @@ int main(void) {
   const char *only = getenv("PKV_BENCH_ONLY");
   if (!only || strcmp(only, "decode") == 0) bench_decode(k, buf, n);
   if (only && strcmp(only, "shapes") == 0) bench_shapes(k, buf, n);
+  if (only && strcmp(only, "pattern") == 0) bench_pattern(k, buf, n, wide);
   free(buf);
   if (!only || strcmp(only, "prefill") == 0) bench_prefill(k);
   if (getloadavg(load, 3) > 0) printf("bench_engine: load average %.2f at end\n", load[0]);

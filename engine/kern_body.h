@@ -61,7 +61,11 @@
  * (a group of G > DEC_HG heads takes several passes); the P.V register block
  * is HG heads x DEC_PV_NV(HG) vectors, at most DEC_PV_ACC accumulators. */
 #if PKV_NREG >= 32
-#define DEC_HG 4 /* 8 (one pass for G = 5..8) measured no gain at G = 8 and 6 % less at G = 4 */
+/* 8: G = 5..8 in one pass over K and V rather than 4 + the rest (two);
+ * measured +10-32 % (f32) and +14-21 % (bf16) at G = 5..8, in one process
+ * from DRAM (2026-12-03 19:20, after the prefetch change; with the older
+ * per-row prefetch loops it had measured no gain) */
+#define DEC_HG 8
 #define DEC_NV 4
 #define DEC_PV_ACC 16
 #define QK_NJ 6
@@ -130,8 +134,19 @@ AI void dec_offsets(const pkv__kv_view *kv, uint32_t h, uint32_t t, uint32_t n,
  * read — all of a 1 MiB L2 — so f32 goes one head (64 KiB) ahead; 2-byte
  * rows fit a tile ahead.  Measured in one process on on-CPU time (4k x 8
  * and 32k x 1, one thread, medians of 7): f32 head-ahead 9-14 % faster than
- * tile-ahead; bf16 head-ahead 5-9 % slower (bf16-dot 2-5 % slower).
- * Without software prefetch decode runs at about half the speed. */
+ * tile-ahead; bf16 head-ahead 5-9 % slower (bf16-dot 2-5 % slower; again
+ * 4 % slower on both back ends after the change below, 2026-12-03 19:00).
+ * Without software prefetch decode runs at about half the speed.
+ *
+ * How they are issued matters as much as what: one prefetch per 64-byte
+ * line, spread through the loads that consume the current rows (the Q.K
+ * loop prefetches the same byte offset of its target rows as it reads; each
+ * P.V pass prefetches the bytes of the target's V rows that the pass itself
+ * reads), never a loop of prefetches per row.  Per-row prefetch loops cost a
+ * loop's overhead per line and issued a whole row's misses at once;
+ * spreading them measured f32 +26-29 % (AVX-512) and +47-54 % (AVX2), f16 and
+ * bf16 0-15 %, from DRAM in one process (bench_engine PKV_BENCH_ONLY=pattern,
+ * docs/PERFORMANCE.md). */
 #define HEAD_AHEAD(dt) ((dt) == PKV_DTYPE_F32)
 
 /* One head's view of a tile while the kernel consumes it: where its rows
@@ -161,22 +176,33 @@ AI void dec_prefetch(const dec_tile *t, uint32_t j, const uint32_t T, size_t row
 }
 
 #if PKV_VL > 1
-/* Scores of T = PKV_VL / HG tokens from j (rounded down: a[T*HG ..] are
- * zero): a[t*HG + g] holds the partial sums of token j+t, head g;
- * sc[g][j+t] = the sum of its lanes. */
+/* Scores of T = PKV_VL / HG tokens from j (rounded down: a[HG*T ..] are
+ * zero): a[g*T + t] holds the partial sums of token j+t, head g (head-major,
+ * so each head's T scores are adjacent lanes of the sums: T-float copies,
+ * no scatter); sc[g][j+t] = the sum of its lanes. */
 AI void dec_put_scores(const pkv_vf *a, float *sc, uint32_t j, const uint32_t HG) {
   const uint32_t T = PKV_VL / HG;
   float r[PKV_VL];
   PKV_F32_STORE(r, PKV_F32_SUM_LANES(a));
-#pragma GCC unroll 16
-  for (uint32_t t = 0; t < T; t++)
 #pragma GCC unroll 8
-    for (uint32_t g = 0; g < HG; g++) sc[(size_t)g * DEC_LD + j + t] = r[t * HG + g];
+  for (uint32_t g = 0; g < HG; g++) memcpy(sc + (size_t)g * DEC_LD + j, r + g * T, T * sizeof(float));
 }
 #endif
 
+/* Prefetches of the K rows [j, j+T) consumed at byte offset bo of their
+ * rows: the same offset of the target's rows (and of this tile's V when
+ * vcur). */
+AI void dec_prefetch_at(const dec_tile *t, uint32_t j, const uint32_t T, size_t bo) {
+#pragma GCC unroll 16
+  for (uint32_t i = 0; i < T; i++) {
+    if (t->vcur) PKV_PREFETCH(t->vb + t->off[j + i] + bo);
+    if (j + i < t->npre) PKV_PREFETCH(t->pkb + t->pre[j + i] + bo);
+  }
+}
+
 /* sc[g][j] = q_g . k_j for the tile's rows, HG heads; prefetches as above
- * when prefetch. */
+ * when prefetch, issued inside the d loop: one per 64 bytes of row consumed,
+ * at the same offset of the target's rows (no loops of their own). */
 AI void dec_qk(const dec_tile *tl, const float *q, float *sc, const int prefetch,
                const uint32_t HG, const int dt) {
   const uint32_t D = tl->D, n = tl->n;
@@ -185,23 +211,31 @@ AI void dec_qk(const dec_tile *tl, const float *q, float *sc, const int prefetch
 #if PKV_VL > 1
   /* T tokens x HG heads <= PKV_VL dot products at a time, their partial
    * vectors summed together by one transpose-and-add tree */
+  const size_t esz = dt == PKV_DTYPE_F32 ? 4 : dt <= PKV_DTYPE_BF16 ? 2 : 1;
+  /* d steps per 64-byte line */
+  const uint32_t PS = PKV_VL * esz >= 64 ? 1 : (uint32_t)(64 / (PKV_VL * esz));
   const uint32_t T = PKV_VL / HG;
   for (; T >= 1 && j + T <= n; j += T) {
-    if (prefetch) dec_prefetch(tl, j, T, row_bytes);
     pkv_vf a[PKV_VL];
 #pragma GCC unroll 16
     for (uint32_t i = 0; i < PKV_VL; i++) a[i] = PKV_F32_ZERO();
-    for (uint32_t d = 0; d < D; d += PKV_VL) {
-      pkv_vf qv[DEC_HG];
+    for (uint32_t d0 = 0; d0 < D; d0 += PS * PKV_VL) {
+      if (prefetch) dec_prefetch_at(tl, j, T, d0 * esz);
 #pragma GCC unroll 8
-      for (uint32_t g = 0; g < HG; g++) qv[g] = PKV_F32_LOAD(q + (size_t)g * D + d);
+      for (uint32_t d = d0; d < d0 + PS * PKV_VL; d += PKV_VL) {
+        if (PS > 1 && d >= D) break;
+        pkv_vf qv[DEC_HG];
+#pragma GCC unroll 8
+        for (uint32_t g = 0; g < HG; g++) qv[g] = PKV_F32_LOAD(q + (size_t)g * D + d);
 #pragma GCC unroll 16
-      for (uint32_t t = 0; t < T; t++) {
-        pkv_vf kv = kv_load(tl->kb + tl->off[j + t], d, dt);
+        for (uint32_t t = 0; t < T; t++) {
+          pkv_vf kv = kv_load(tl->kb + tl->off[j + t], d, dt);
 #pragma GCC unroll 8
-        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_F32_FMA(kv, qv[g], a[t * HG + g]);
+          for (uint32_t g = 0; g < HG; g++) a[g * T + t] = PKV_F32_FMA(kv, qv[g], a[g * T + t]);
+        }
       }
     }
+    if (prefetch && esz == 1) dec_prefetch_at(tl, j, T, row_bytes - 1);
     dec_put_scores(a, sc, j, HG);
   }
 #endif
@@ -263,7 +297,7 @@ AI void dec_qk_bf16dot(const dec_tile *tl, const float *q, float *sc, const int 
       for (uint32_t t = 0; t < T; t++) {
         pkv_vbh kv = PKV_BH_ROW((const uint16_t *)(tl->kb + tl->off[j + t]), d, D);
 #pragma GCC unroll 8
-        for (uint32_t g = 0; g < HG; g++) a[t * HG + g] = PKV_BH_DOT(a[t * HG + g], kv, qv[g]);
+        for (uint32_t g = 0; g < HG; g++) a[g * T + t] = PKV_BH_DOT(a[g * T + t], kv, qv[g]);
       }
     }
     dec_put_scores(a, sc, j, HG);
@@ -342,10 +376,15 @@ AI void dec_pv(const dec_tile *tl, uint32_t d0, const float *p, const float *alp
       o[g][v] = PKV_F32_MUL(al, PKV_F32_LOAD(acc + (size_t)g * Dv + d0 + v * PKV_VL));
   }
   const size_t row_bytes = pkv__row_bytes(Dv, dt);
+  const size_t esz = dt == PKV_DTYPE_F32 ? 4 : dt <= PKV_DTYPE_BF16 ? 2 : 1;
+  const size_t pa = d0 * esz, pb = (d0 + NV * PKV_VL) * esz; /* this pass's bytes of a row */
   for (uint32_t j = 0; j < tl->n; j++) {
     const void *row = tl->vb + tl->off[j];
-    if (j < n_pre)
-      for (size_t b = 0; b < row_bytes; b += 64) PKV_PREFETCH(tl->pvb + tl->pre[j] + b);
+    if (j < n_pre) {
+#pragma GCC unroll 8
+      for (size_t b = pa; b < pb; b += 64) PKV_PREFETCH(tl->pvb + tl->pre[j] + b);
+      if (esz == 1 && pb + sizeof(float) >= row_bytes) PKV_PREFETCH(tl->pvb + tl->pre[j] + row_bytes - 1);
+    }
     pkv_vf vv[DEC_NV];
 #pragma GCC unroll 8
     for (uint32_t v = 0; v < NV; v++) vv[v] = kv_load(row, d0 + v * PKV_VL, dt);
@@ -371,10 +410,11 @@ AI void dec_pv_heads(const dec_tile *tl, const float *p, const float *alpha, flo
 #define DEC_PV_GROUP(HG)                                                      \
   do {                                                                        \
     uint32_t d0 = 0;                                                          \
-    for (; d0 + DEC_PV_NV(HG) * PKV_VL <= Dv; d0 += DEC_PV_NV(HG) * PKV_VL, n_pre = 0) \
+    for (; d0 + DEC_PV_NV(HG) * PKV_VL <= Dv; d0 += DEC_PV_NV(HG) * PKV_VL)     \
       dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), DEC_PV_NV(HG), dt); \
-    for (; d0 < Dv; d0 += PKV_VL, n_pre = 0)                                  \
+    for (; d0 < Dv; d0 += PKV_VL)                                             \
       dec_pv(tl, d0, p + g * DEC_LD, alpha + g, acc + (size_t)g * Dv, n_pre, (HG), 1, dt); \
+    n_pre = 0;                                                                \
   } while (0)
   DEC_FOR_GROUPS(G, DEC_PV_GROUP);
 #undef DEC_PV_GROUP

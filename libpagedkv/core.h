@@ -398,6 +398,7 @@ static inline pkv__seq *pkv__seq_lookup(pkv_cache *c, pkv_seq_id id) {
   PKV_LOCK(cache);                                   \
   pkv__seq *s = pkv__seq_lookup(cache, id);          \
   if (!s) return pkv__leave_ro(cache, PKV_ENOSEQ)
+void pkv__assert_valid(pkv_cache *c, const char *file, int line); /* check.c */
 /* The epilogue after a mutation: the full validator (PKV_DEBUG=2), the
  * unlock, rc. */
 static inline int pkv__leave(pkv_cache *c, int rc) {
@@ -543,9 +544,15 @@ int pkv__seq_table_reserve(pkv__seq *s, uint64_t n_blocks);
  *
  * Called by seq.c and the floor-5 files; tier/tier.h has the rest.  The
  * lower floors reach tier/ only through c->up_demote and c->quota_up. */
-/* seq.c: extend s's match [0, k) from the tiers; returns the new k. */
+/* seq.c: extend s's match [0, k) from the local tiers; returns the new k. */
 uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
                            uint32_t k, uint32_t want);
+/* seq.c: extend s's published match (s->n_blocks blocks) from the Redis
+ * tier, releasing the cache lock for each round trip (tier.c).  *sp is the
+ * sequence looked up again after the last one; PKV_ENOSEQ / PKV_ESTATE
+ * (*sp NULL) when a concurrent call freed or changed it meanwhile. */
+int pkv__tier_promote_remote(pkv_cache *c, pkv_seq_id id, pkv__seq **sp,
+                             const int32_t *tokens, uint32_t want);
 void pkv__tiers_close(pkv_cache *c);
 int pkv__tiers_open(pkv_cache *c);
 void pkv__quota_destroy(pkv_cache *c);

@@ -810,14 +810,26 @@ int pkv_seq_match_prefix(pkv_cache *cache, pkv_seq_id seq,
     pkv__block_ref(cache, s->blocks[i]);
     pkv__prefix_hit(cache, s->blocks[i]);
   }
-  if (cache->tiers) k = pkv__tier_promote(cache, s, tokens, k, want);
   cache->st.prefix_collisions += collided;
-  s->n_blocks = s->n_hashed = k;
   s->tail_writable = false;
-  s->n_tokens = s->n_known = s->n_committed = k * bs;
-  cache->sum_tokens += (uint64_t)k * bs;
-  cache->sum_blocks += k;
-  cache->st.prefix_hit_tokens += (uint64_t)k * bs;
+  /* The pool's run, then the local tiers' (under the lock), then Redis's
+   * (pkv__tier_promote_remote releases the lock for its round trips, with
+   * the match so far published in s), and again while a tier adds. */
+  for (uint32_t k0 = 0;;) {
+    if (cache->tiers) k = pkv__tier_promote(cache, s, tokens, k, want);
+    s->n_blocks = s->n_hashed = k;
+    s->n_tokens = s->n_known = s->n_committed = k * bs;
+    cache->sum_tokens += (uint64_t)(k - k0) * bs;
+    cache->sum_blocks += k - k0;
+    cache->st.prefix_hit_tokens += (uint64_t)(k - k0) * bs;
+    if (!cache->tiers || k >= want) break;
+    k0 = k;
+    if ((rc = pkv__tier_promote_remote(cache, seq, &s, tokens, want)) != 0)
+      goto out; /* s was freed or changed meanwhile: nothing to report */
+    if (s->n_blocks == k0) break;
+    cache->st.prefix_hit_tokens += (uint64_t)(s->n_blocks - k0) * bs;
+    k0 = k = s->n_blocks; /* published (and summed) there */
+  }
   *matched = k * bs;
 out:
   return pkv__leave(cache, rc);

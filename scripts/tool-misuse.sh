@@ -148,7 +148,22 @@ t 2 run --redis 127.0.0.1:0
 t 2 run --redis "127.0.0.1:6379/a b"
 t 2 run --redis unix:relative.sock
 t 2 run --dry --redis 127.0.0.1:6379
-t 2 sim "$good" --redis 127.0.0.1:6379
+# sim's real tiers: sizes, directory and server checked before any replay.
+: > "$tmp/afile"
+t 2 sim "$good" --redis 127.0.0.1:1
+t 2 sim "$good" --redis localhost
+t 2 sim "$good" --redis "127.0.0.1:6379/a b"
+t 2 sim "$good" --file-dir "$tmp/afile/x"
+t 2 sim "$good" --file-dir ""
+t 2 sim "$good" --file-dir "$tmp/fd" --file-bytes 12x
+t 2 sim "$good" --file-dir "$tmp/fd" --file-bytes 1000
+t 2 sim "$good" --file-bytes 1G
+t 2 sim "$good" --host-bytes 1G --host-blocks 3
+t 2 sim "$good" --host-bytes lots
+t 2 sim "$good" --host-bytes 1K
+t 2 sim "$good" -m simple --file-dir "$tmp/fd"
+t 2 sim "$good" --host-policy lru
+t 2 sim "$good" --nodes 2 --shared-remote 1G --redis 127.0.0.1:1
 t 2 sim "$good" --nodes 2 --route-load-bound 0.99
 t 2 sim "$good" --nodes 2 --route-load-bound 1001
 t 2 sim "$good" --nodes 2 --route-load-bound nan
@@ -206,6 +221,10 @@ ok 'fp8_e5m2 K/V' '' run -q --dtype fp8_e5m2 --requests 4 --blocks 64
 ok '^2 +prefix ' '' sim "$good" -q --nodes 2 -c 50,60
 ok '^4 +rr .*^4 +prefix|per node' '' sim "$good" -q --nodes 4 -c 50 --shared-remote 1G --kv-bytes-per-token 1024
 ok '^policy,nodes,route,' '^trace ' sim "$good" -q --nodes 2 -c 50 --csv -
+ok '^50 +lru +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +- +0$' '' sim "$good" -q -c 50 -p lru --no-belady --host-blocks 20 --file-dir "$tmp/fd"
+ok ',seconds,device_hit_tokens,host_hit_tokens,file_hit_tokens,redis_hit_tokens,tier_errors' '' sim "$good" -q -c 50 -p lru --host-bytes 2G --csv -
+ok '"device_hit_tokens": [0-9]+, "host_hit_tokens": [0-9]+, "file_hit_tokens": [0-9]+, "redis_hit_tokens": 0, "tier_errors": 0' '^trace ' sim "$good" -q -c 200 -p lru --host-blocks 5 --file-dir "$tmp/fd" --json -
+ok '^2 +rr +all +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +0\.[0-9]+ +- +0$' '' sim "$good" -q --nodes 2 -c 200 --host-bytes 1G --file-dir "$tmp/fdn"
 # Redis unreachable (nobody listens on port 1): the run goes on, failures counted.
 ok 'tier redis +0 stored, 0 promoted, [1-9][0-9]* errors' '' run -q --requests 16 --memory 1000000 --redis 127.0.0.1:1
 [ -e ./- ] && { echo "tool-misuse: '--json -' wrote a file named '-'" >&2; fail=1; }

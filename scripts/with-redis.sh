@@ -1,6 +1,7 @@
 #!/bin/sh
 # with-redis.sh COMMAND... — runs COMMAND with PKV_TEST_REDIS=127.0.0.1:PORT
-# naming a redis-server the Redis tier's tests (tests/check_redis.c) use.
+# naming a redis-server the Redis tier's tests (tests/check_redis.c, and
+# check_sim's sim_redis_tier: sim --redis) use.
 #
 # If PKV_TEST_REDIS is already set (.ci/run starts one), COMMAND runs as is.
 # Otherwise this starts a private redis-server on 127.0.0.1 at a free port,

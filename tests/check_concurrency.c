@@ -88,15 +88,10 @@ typedef struct cc_world {
 __attribute__((format(printf, 2, 3))) static void cc_fail(cc_world *w,
                                                            const char *fmt,
                                                            ...) {
-  pthread_mutex_lock(&w->why_lock);
-  if (!atomic_load(&w->failed)) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->why, sizeof w->why, fmt, ap);
-    va_end(ap);
-    atomic_store(&w->failed, 1);
-  }
-  pthread_mutex_unlock(&w->why_lock);
+  va_list ap;
+  va_start(ap, fmt);
+  tu_fail_first(&w->failed, &w->why_lock, w->why, sizeof w->why, fmt, ap);
+  va_end(ap);
 }
 
 /* Element d of head h of layer l's K (kv 0) or V (kv 1) for token tok at

@@ -11,8 +11,12 @@
 #include "tu_core.h"
 
 #include "tier/redis.h"
+#include "tier/xsum.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <arpa/inet.h>
@@ -26,6 +30,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 /* ------------------------------------------------ servers */
 
@@ -212,6 +217,46 @@ static void expect_stats(pkv__tier *t, uint64_t puts, uint64_t gets, uint64_t hi
     ck_assert_msg(want[i] == ANY || want[i] == got[i], "%s = %llu, expected %llu",
                   name[i], (unsigned long long)got[i], (unsigned long long)want[i]);
 }
+
+/* The checksum's vector paths (tier/xsum.c): the AVX2 build and the
+ * baseline one give libxxhash's XXH3-64 for every length and every way of
+ * splitting the input into updates, so a value either writes verifies under
+ * the other (a Zen 3 and a Zen 5 server share one Redis). */
+START_TEST(xsum_paths) {
+  size_t cap = 3 * 4096 + 333;
+  uint8_t *buf = malloc(cap);
+  uint64_t rng = 99;
+  for (size_t i = 0; i < cap; i++) buf[i] = (uint8_t)tu_rand(&rng);
+  bool avx2 = pkv__xsum_avx2();
+  ck_assert_int_eq(avx2, __builtin_cpu_supports("avx2") != 0);
+  static const size_t lens[] = {0, 1, 3, 16, 17, 128, 129, 240, 241, 1024, 1025,
+                                4096, 8191, 3 * 4096 + 333};
+  for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+    size_t n = lens[li];
+    uint64_t want = XXH3_64bits(buf, n);
+    for (int split = 0; split < 4; split++) {
+      pkv__xsum a, b, d;
+      pkv__xsum_reset(&d);
+      pkv__xsum_reset_base(&b);
+      if (avx2) pkv__xsum_reset_avx2(&a);
+      size_t at = 0;
+      while (at < n) { /* pieces of 1.., 7.., 64.., or all at once */
+        size_t k = split == 0 ? n : (size_t)(tu_rand(&rng) % (split == 1 ? 8 : split == 2 ? 300 : 5000)) + 1;
+        if (k > n - at) k = n - at;
+        pkv__xsum_update(&d, buf + at, k);
+        pkv__xsum_update_base(&b, buf + at, k);
+        if (avx2) pkv__xsum_update_avx2(&a, buf + at, k);
+        at += k;
+      }
+      ck_assert_msg(pkv__xsum_digest(&d) == want, "dispatch, %zu bytes split %d", n, split);
+      ck_assert_msg(pkv__xsum_digest_base(&b) == want, "base, %zu bytes split %d", n, split);
+      if (avx2)
+        ck_assert_msg(pkv__xsum_digest_avx2(&a) == want, "avx2, %zu bytes split %d", n, split);
+    }
+  }
+  free(buf);
+}
+END_TEST
 
 /* ------------------------------------------------ round trips */
 
@@ -648,6 +693,69 @@ START_TEST(unreachable) {
 }
 END_TEST
 
+/* A prefix match that waits on Redis does not hold the cache lock.  The
+ * server is stopped (SIGSTOP: connections queue, nothing answers), so a
+ * thread's match blocks in its STRLEN round trip for timeout_ms (3 s);
+ * meanwhile this thread's calls on the same cache (create, append, commit,
+ * free, stats, the Redis tier's stats) finish at once — while the match is
+ * still waiting.  (Calls that store blocks in Redis would wait for the
+ * connection, though not holding the cache lock: none here.) */
+typedef struct hang_arg {
+  pkv_cache *c;
+  const int32_t *tok;
+  uint32_t n, matched;
+  int rc;
+  atomic_int done;
+} hang_arg;
+
+static void *hang_match(void *p) {
+  hang_arg *a = p;
+  pkv_seq_id s;
+  a->rc = pkv_seq_create(a->c, NULL, &s);
+  if (a->rc == 0) a->rc = pkv_seq_match_prefix(a->c, s, a->tok, a->n, 0, &a->matched);
+  if (a->rc == 0) a->rc = pkv_seq_free(a->c, s);
+  atomic_store(&a->done, 1);
+  return NULL;
+}
+
+START_TEST(promotion_unlocked) {
+  priv_server srv = {0};
+  priv_start(&srv);
+  char addr[128];
+  snprintf(addr, sizeof addr, "unix:%s", srv.sock);
+  pkv_cache *c = remote_cache(64, addr, "hang:", 3000); /* room: no evictions */
+  int32_t a[6 * BS], b[5][4 * BS];
+  tokens_for(a, 6 * BS, 1000);
+  for (int i = 0; i < 5; i++) tokens_for(b[i], 4 * BS, 3000 + 100 * i);
+  ck_assert_int_eq(kill(srv.pid, SIGSTOP), 0);
+  hang_arg h = {.c = c, .tok = a, .n = 6 * BS};
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, hang_match, &h), 0);
+  usleep(200 * 1000); /* the match is in its round trip by now (or soon) */
+  double t0 = now_ms();
+  for (int i = 0; i < 5; i++) prefill(c, b[i], 4 * BS, 30 + i);
+  pkv_stats ps;
+  ck_assert_int_eq(pkv_stats_get(c, &ps), 0);
+  pkv_tier_stats st;
+  ck_assert_int_eq(pkv_cache_remote_stats(c, &st), 0); /* no round trip wait */
+  double dt = now_ms() - t0;
+  int match_done = atomic_load(&h.done);
+  kill(srv.pid, SIGCONT);
+  pthread_join(th, NULL);
+  ck_assert_msg(!match_done && dt < 1500, "calls took %.0f ms beside a match "
+                "waiting on Redis (match %s)", dt, match_done ? "done" : "waiting");
+  ck_assert_int_eq(h.rc, 0);
+  ck_assert_uint_eq(h.matched, 0);
+  /* SIGCONT let the server answer the match's STRLEN: a's blocks are not
+   * there, so it matched nothing, in one round trip */
+  ck_assert_int_eq(pkv_cache_remote_stats(c, &st), 0);
+  ck_assert_uint_eq(st.gets, 0);
+  ck_assert_uint_eq(match_check(c, b[4], 4 * BS, 34), 4 * BS);
+  pkv_cache_destroy(c);
+  priv_cleanup(&srv);
+}
+END_TEST
+
 static bool same_sigpipe(const struct sigaction *a, const struct sigaction *b) {
   return a->sa_handler == b->sa_handler && a->sa_flags == b->sa_flags;
 }
@@ -866,8 +974,130 @@ START_TEST(chain_order) {
 }
 END_TEST
 
+/* ------------------------------------------------ threads */
+
+/* Several threads on two caches that share one Redis key prefix, at the
+ * same time: each matches one of a few prompts (promoting what Redis
+ * holds), checks every matched slot's K/V, appends and writes the rest,
+ * commits, frees, and now and then evicts (demoting to Redis).  K/V is a
+ * function of (prompt, position), so a block promoted from the other
+ * cache's puts is checked as strictly as a local one.  Workers record the
+ * first failure (Check's asserts are not for other threads); the main
+ * thread asserts.  `make tsan` runs this case under ThreadSanitizer. */
+#define MT_THREADS 4
+#define MT_PROMPTS 3
+#define MT_BLOCKS 6
+#define MT_ITERS 40
+
+typedef struct mt_world {
+  pkv_cache *c[2];
+  int32_t tok[MT_PROMPTS][MT_BLOCKS * BS];
+  atomic_int failed;
+  pthread_mutex_t why_lock;
+  char why[256];
+} mt_world;
+
+typedef struct mt_arg {
+  mt_world *w;
+  unsigned index;
+  uint64_t matched;
+} mt_arg;
+
+__attribute__((format(printf, 2, 3))) static void mt_fail(mt_world *w, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  tu_fail_first(&w->failed, &w->why_lock, w->why, sizeof w->why, fmt, ap);
+  va_end(ap);
+}
+
+/* One request: match, check, fill the rest, commit, free.  False on a
+ * failure (recorded). */
+static bool mt_request(mt_world *w, pkv_cache *c, unsigned p, uint64_t *matched) {
+  const uint32_t n = MT_BLOCKS * BS;
+  int64_t slots[MT_BLOCKS * BS];
+  pkv_seq_id s;
+  uint32_t m = 0;
+  int rc = pkv_seq_create(c, NULL, &s);
+  if (rc == 0) rc = pkv_seq_match_prefix(c, s, w->tok[p], n, 0, &m);
+  if (rc == 0 && m > 0) rc = pkv_slot_mapping(c, s, 0, m, slots);
+  if (rc != 0) {
+    mt_fail(w, "match: %s", pkv_last_error());
+    return false;
+  }
+  for (uint32_t i = 0; i < m; i++)
+    if (!tu_slot_matches(c, slots[i], 100 + p, i)) {
+      mt_fail(w, "prompt %u token %u: wrong K/V after a match of %u", p, i, m);
+      return false;
+    }
+  *matched += m;
+  if (m < n) {
+    rc = pkv_seq_append(c, s, w->tok[p] + m, n - m, slots);
+    if (rc != 0) {
+      mt_fail(w, "append: %s", pkv_last_error());
+      return false;
+    }
+    for (uint32_t i = 0; i < n - m; i++) tu_write_slot(c, slots[i], 100 + p, m + i);
+  }
+  if ((rc = pkv_seq_commit(c, s, n)) != 0 || (rc = pkv_seq_free(c, s)) != 0) {
+    mt_fail(w, "commit/free: %s", pkv_last_error());
+    return false;
+  }
+  return true;
+}
+
+static void *mt_worker(void *arg) {
+  mt_arg *a = arg;
+  mt_world *w = a->w;
+  pkv_cache *c = w->c[a->index % 2];
+  for (unsigned it = 0; it < MT_ITERS && !atomic_load(&w->failed); it++) {
+    if (!mt_request(w, c, (a->index + it) % MT_PROMPTS, &a->matched)) break;
+    if (it % 3 == a->index % 3 && pkv_evict(c, 4) != 0) { /* demote to redis */
+      mt_fail(w, "evict: %s", pkv_last_error());
+      break;
+    }
+  }
+  return NULL;
+}
+
+START_TEST(threads_share_redis) {
+  char pfx[96];
+  prefix_for(pfx, sizeof pfx, "mt");
+  mt_world w = {.why_lock = PTHREAD_MUTEX_INITIALIZER};
+  /* 16 blocks a cache: two requests of 6-7 blocks fit, the rest evicts */
+  for (int i = 0; i < 2; i++) w.c[i] = remote_cache(16, shared_addr(), pfx, 2000);
+  for (unsigned p = 0; p < MT_PROMPTS; p++) tokens_for(w.tok[p], MT_BLOCKS * BS, 20000 + 1000 * (int32_t)p);
+  pthread_t th[MT_THREADS];
+  mt_arg args[MT_THREADS];
+  for (unsigned i = 0; i < MT_THREADS; i++) {
+    args[i] = (mt_arg){.w = &w, .index = i};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, mt_worker, &args[i]), 0);
+  }
+  for (unsigned i = 0; i < MT_THREADS; i++) pthread_join(th[i], NULL);
+  ck_assert_msg(!atomic_load(&w.failed), "%s", w.why);
+  /* Every prompt was committed whole on both caches: with all of it
+   * evicted to Redis, each cache fetches every prompt back in full. */
+  for (int i = 0; i < 2; i++) {
+    TU_CHECK(w.c[i]);
+    evict_all(w.c[i]);
+  }
+  for (int i = 0; i < 2; i++)
+    for (unsigned p = 0; p < MT_PROMPTS; p++)
+      ck_assert_uint_eq(match_check(w.c[i], w.tok[p], MT_BLOCKS * BS, 100 + p), MT_BLOCKS * BS);
+  for (int i = 0; i < 2; i++) {
+    pkv_tier_stats st;
+    ck_assert_int_eq(pkv_cache_remote_stats(w.c[i], &st), 0);
+    ck_assert_uint_eq(st.errors, 0);
+    ck_assert_uint_ge(st.hits, MT_PROMPTS * MT_BLOCKS);
+    ck_assert_uint_ge(st.promotions, MT_PROMPTS * MT_BLOCKS);
+    pkv_cache_destroy(w.c[i]);
+  }
+}
+END_TEST
+
 TU_MAIN("redis",
-    {"tier", 0, {{round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
+    {"tier", 0, {{xsum_paths}, {round_trip}, {batch_64}, {ttl_expiry}, {bad_values}, {mixed_big_batch}}},
     {"bad input", 0, {{bad_address}, {unreachable}}},
     {"cache", 0, {{evict_then_fetch}, {two_processes}}},
-    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order}}})
+    {"threads", 60, {{threads_share_redis}}},
+    {"failures", 30, {{killed_and_restarted}, {sigpipe_on_dead_socket}, {chain_order},
+                      {promotion_unlocked}}})

@@ -14,7 +14,10 @@
 #include "../tools/cli.h"
 #include "../tools/opts.h"
 #include "../tools/sim.h"
+#include "../tools/tiers.h"
 #include "../tools/trace.h"
+
+#include <dirent.h>
 
 #define PKV_FUZZ_NO_MAIN
 #include "fuzz/fuzz_cli.c"
@@ -472,15 +475,24 @@ static void done(trace *t, sim_stream *s, sim_cluster_result *a, sim_cluster_res
   trace_free(t);
 }
 
-static sim_cluster_result run_cluster(const sim_stream *s, uint32_t nodes, uint64_t cap,
-                                      sim_route route, double bound, uint64_t remote) {
+/* The cluster of `nodes` LRU nodes of cap blocks, with the real tiers of
+ * tt (NULL = none). */
+static sim_cluster_result run_cluster_tiers(const sim_stream *s, uint32_t nodes, uint64_t cap,
+                                            sim_route route, double bound, uint64_t remote,
+                                            const tool_tiers *tt) {
   uint64_t caps[64];
   for (uint32_t k = 0; k < nodes; k++) caps[k] = cap;
   sim_cluster_cfg cfg = {.n_nodes = nodes, .caps = caps, .ops = pkv_policy_find("lru"),
-                         .route = route, .load_bound = bound, .remote_blocks = remote};
+                         .route = route, .load_bound = bound, .remote_blocks = remote,
+                         .tiers = tt};
   sim_cluster_result r;
-  ck_assert_int_eq(sim_run_cluster(s, &cfg, &r, NULL), 0);
+  ck_assert_msg(sim_run_cluster(s, &cfg, &r, NULL) == 0, "%s", r.err);
   return r;
+}
+
+static sim_cluster_result run_cluster(const sim_stream *s, uint32_t nodes, uint64_t cap,
+                                      sim_route route, double bound, uint64_t remote) {
+  return run_cluster_tiers(s, nodes, cap, route, bound, remote, NULL);
 }
 
 /* One node is the plain manager replay, whichever the route. */
@@ -609,6 +621,249 @@ START_TEST(cluster_shared_remote_tier) {
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ real tiers
+ * `sim --file-dir`, `--redis`: the library's tiers under the replay. */
+
+/* A fresh directory for a file tier (removed by rm_blocks). */
+static void tier_dir(char *dir, size_t cap) {
+  snprintf(dir, cap, "%s/pkv-simtier.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+/* Block files in dir/sub (the file tier's 32-hex-digit names). */
+static size_t count_blocks(const char *dir, const char *sub) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", dir, sub);
+  DIR *d = opendir(path);
+  ck_assert_msg(d != NULL, "%s: not there", path);
+  size_t n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL)
+    if (strlen(de->d_name) == 36 && !strcmp(de->d_name + 32, ".blk")) n++;
+  closedir(d);
+  return n;
+}
+
+/* Removes every replay directory under dir and dir itself. */
+static void rm_blocks(const char *dir) {
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  struct dirent *de;
+  tool_tiers t = {.file_dir = dir};
+  while ((de = readdir(d)) != NULL)
+    if (de->d_name[0] != '.') tool_tiers_cleanup(&t, de->d_name);
+  closedir(d);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+
+/* The excerpt's last 150 requests (6,401 block lookups, 1,283 of them
+ * reused, the longest prompt 374 blocks; its first requests share almost
+ * nothing): each replay writes thousands of block files or Redis values,
+ * which a loaded disk makes slow, so not the whole excerpt. */
+static void load_tier_trace(trace *t) {
+  load_test_trace(t);
+  ck_assert_uint_ge(t->n_reqs, 150);
+  size_t first = t->n_reqs - 150;
+  uint64_t off = t->reqs[first].hash_off; /* the stream reads the ids in order */
+  memmove(t->reqs, t->reqs + first, 150 * sizeof *t->reqs);
+  memmove(t->hash_ids, t->hash_ids + off, (t->n_hash - off) * sizeof *t->hash_ids);
+  t->n_hash -= off;
+  t->n_reqs = 150;
+  for (size_t i = 0; i < 150; i++) t->reqs[i].hash_off -= off;
+}
+
+/* That stream and a fresh file-tier directory. */
+typedef struct tier_fx {
+  trace t;
+  sim_stream s;
+  char dir[512];
+} tier_fx;
+static void tier_fx_open(tier_fx *f) {
+  load_tier_trace(&f->t);
+  build(&f->t, &f->s);
+  tier_dir(f->dir, sizeof f->dir);
+}
+static void tier_fx_close(tier_fx *f) {
+  rm_blocks(f->dir);
+  done(&f->t, &f->s, NULL, NULL);
+}
+
+static sim_result tier_replay(const sim_stream *s, uint32_t cap, const tool_tiers *t,
+                              const char *sub) {
+  sim_result r = {0};
+  ck_assert_msg(sim_run_manager_tiers(s, pkv_policy_find("lru"), NULL, cap, 0, t, sub, &r,
+                                      NULL) == 0, "%s", r.err);
+  return r;
+}
+
+/* An unlimited file tier keeps every block the pool evicts, so a pool of
+ * 400 blocks over it (every prompt fits: no request dropped) reuses
+ * exactly what a pool holding the whole trace reuses; the pool's own part
+ * is what the pool alone gets; and the tiers' share adds up. */
+START_TEST(sim_file_tier_keeps_every_block) {
+  tier_fx f;
+  tier_fx_open(&f);
+  sim_result all = {0}, alone = {0};
+  ck_assert_int_eq(sim_run_manager(&f.s, pkv_policy_find("lru"), NULL, 16000, 0, &all, NULL), 0);
+  ck_assert_int_eq(sim_run_manager(&f.s, pkv_policy_find("lru"), NULL, 400, 0, &alone, NULL), 0);
+  tool_tiers tt = {.file_dir = f.dir};
+  sim_result r = tier_replay(&f.s, 400, &tt, "a");
+  ck_assert_uint_eq(r.dropped, 0);
+  ck_assert_uint_eq(r.hit_tokens, all.hit_tokens);
+  ck_assert_uint_eq(r.hit_tokens - r.tier_hit_tokens[PKV_TIER_FILE], alone.hit_tokens);
+  ck_assert_uint_gt(r.tier_hit_tokens[PKV_TIER_FILE], alone.hit_tokens);
+  ck_assert_uint_eq(r.tier_hit_tokens[PKV_TIER_HOST] + r.tier_hit_tokens[PKV_TIER_REDIS], 0);
+  ck_assert_uint_eq(r.tier_errors[PKV_TIER_FILE], 0);
+  ck_assert_uint_eq(count_blocks(f.dir, "a"), r.tier_blocks[PKV_TIER_FILE]);
+  ck_assert_uint_eq(r.evictions, alone.evictions);
+  /* host + file: the host tier takes the pool's victims first */
+  tool_tiers ht = {.file_dir = f.dir, .host_blocks = 150};
+  sim_result h = tier_replay(&f.s, 400, &ht, "b");
+  ck_assert_uint_eq(h.hit_tokens, all.hit_tokens);
+  ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_HOST], 0);
+  ck_assert_uint_gt(h.tier_hit_tokens[PKV_TIER_FILE], 0);
+  ck_assert_uint_le(h.tier_blocks[PKV_TIER_HOST], 150);
+  tier_fx_close(&f);
+}
+END_TEST
+
+/* The file tier persists by design (files of an earlier run of the same
+ * shape are indexed and serve hits): a second sim over the same directory
+ * starts warm, and one over a fresh directory repeats the first exactly. */
+START_TEST(sim_file_tier_starts_warm) {
+  tier_fx f;
+  tier_fx_open(&f);
+  tool_tiers tt = {.file_dir = f.dir};
+  sim_result first = tier_replay(&f.s, 300, &tt, "lru-c300");
+  sim_result again = tier_replay(&f.s, 300, &tt, "lru-c300");
+  sim_result fresh = tier_replay(&f.s, 300, &tt, "other");
+  ck_assert_uint_eq(fresh.hit_tokens, first.hit_tokens);
+  ck_assert_uint_eq(fresh.tier_hit_tokens[PKV_TIER_FILE], first.tier_hit_tokens[PKV_TIER_FILE]);
+  ck_assert_msg(again.tier_hit_tokens[PKV_TIER_FILE] > first.tier_hit_tokens[PKV_TIER_FILE] +
+                                                           100 * 512,
+                "warm %llu vs cold %llu file-tier tokens",
+                (unsigned long long)again.tier_hit_tokens[PKV_TIER_FILE],
+                (unsigned long long)first.tier_hit_tokens[PKV_TIER_FILE]);
+  ck_assert_uint_gt(again.hit_tokens, first.hit_tokens);
+  tier_fx_close(&f);
+}
+END_TEST
+
+/* The replay written directly against the public API: a cache of the
+ * shape sim documents (sim.h), a file tier in f->dir/direct holding
+ * `blocks` records (80-byte header, tokens, K/V: MANAGER.md, "File tier"),
+ * each request matched, appended, committed and freed.  Its prefix-matched
+ * tokens, and the file tier's counters in *st. */
+static uint64_t library_replay(const tier_fx *f, uint32_t cap, uint64_t blocks,
+                               pkv_tier_stats *st) {
+  pkv_config cfg;
+  pkv_config_init(&cfg);
+  cfg.n_layers = cfg.n_kv_heads = cfg.head_dim = 1;
+  cfg.dtype = PKV_DTYPE_F16;
+  cfg.block_size = 512;
+  cfg.num_blocks = cap;
+  pkv_cache *c;
+  ck_assert_int_eq(pkv_cache_create(&cfg, &c), 0);
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/direct", f->dir);
+  uint64_t rec = 80 + 512 * 4 + pkv_config_block_bytes(&cfg);
+  ck_assert_int_eq(pkv_cache_set_file_tier(c, dir, blocks * rec), 0);
+  int32_t *tok = malloc(f->s.max_input * sizeof *tok);
+  uint64_t hit = 0;
+  for (size_t q = 0; q < f->s.n_reqs; q++) {
+    uint32_t len = f->t.reqs[q].input_len, matched = 0;
+    pkv_seq_id seq;
+    sim_replay_tokens(&f->s, q, tok);
+    ck_assert_int_eq(pkv_seq_create(c, NULL, &seq), 0);
+    ck_assert_int_eq(pkv_seq_match_prefix(c, seq, tok, len, 0, &matched), 0);
+    if (matched < len) ck_assert_int_eq(pkv_seq_append(c, seq, tok + matched, len - matched, NULL), 0);
+    ck_assert_int_eq(pkv_seq_commit(c, seq, len), 0);
+    ck_assert_int_eq(pkv_seq_free(c, seq), 0);
+    hit += matched;
+  }
+  ck_assert_int_eq(pkv_tier_stats_get(c, PKV_TIER_FILE, st), 0);
+  free(tok);
+  pkv_cache_destroy(c);
+  return hit;
+}
+
+/* Sizes in the model's blocks: a file tier of F blocks (its record bytes
+ * from tool_tiers_file_record) ends holding exactly F files on a trace that
+ * evicts far more, and the same replay written against the public API
+ * (library_replay) matches and promotes exactly what sim reports; a host
+ * tier of H blocks, external or owned, holds H. */
+START_TEST(sim_tier_capacity_in_blocks) {
+  tier_fx f;
+  tier_fx_open(&f);
+  tool_tiers ft = {.file_dir = f.dir, .file_blocks = 700};
+  sim_result r = tier_replay(&f.s, 400, &ft, "f");
+  ck_assert_uint_gt(r.evictions, 2000);
+  ck_assert_uint_eq(r.tier_blocks[PKV_TIER_FILE], 700);
+  ck_assert_uint_eq(count_blocks(f.dir, "f"), 700);
+  pkv_tier_stats st;
+  ck_assert_uint_eq(library_replay(&f, 400, 700, &st), r.hit_tokens);
+  ck_assert_uint_gt(st.promotions, 0);
+  ck_assert_uint_eq(st.promotions * 512, r.tier_hit_tokens[PKV_TIER_FILE]);
+  ck_assert_uint_eq(st.blocks, 700);
+  tool_tiers ht = {.host_blocks = 900};
+  sim_result h = tier_replay(&f.s, 400, &ht, NULL); /* external storage */
+  ck_assert_uint_eq(h.tier_blocks[PKV_TIER_HOST], 900);
+  tool_tiers hf = {.host_blocks = 900, .file_dir = f.dir, .file_blocks = 50};
+  sim_result o = tier_replay(&f.s, 400, &hf, "hf"); /* owned: the file tier needs bytes */
+  ck_assert_uint_eq(o.tier_blocks[PKV_TIER_HOST], 900);
+  ck_assert_uint_eq(o.tier_blocks[PKV_TIER_FILE], 50);
+  /* the same host tier gives the same host hits in either storage (the
+   * file tier below it only adds) */
+  ck_assert_uint_eq(o.hit_tokens - o.tier_hit_tokens[PKV_TIER_FILE] -
+                        o.tier_hit_tokens[PKV_TIER_HOST],
+                    h.hit_tokens - h.tier_hit_tokens[PKV_TIER_HOST]);
+  tier_fx_close(&f);
+}
+END_TEST
+
+/* The Redis tier under the replay, against the server `make test` starts
+ * (scripts/with-redis.sh; PKV_TEST_REDIS unset is a failure, not a skip):
+ * unlimited, it keeps every evicted block like the file tier above; under
+ * --nodes every node reaches the one server, so blocks one node evicted
+ * serve another's requests. */
+START_TEST(sim_redis_tier) {
+  const char *addr = getenv("PKV_TEST_REDIS");
+  ck_assert_msg(addr && *addr, "PKV_TEST_REDIS is not set: run through `make test` "
+                               "(scripts/with-redis.sh starts a redis-server)");
+  trace t;
+  load_tier_trace(&t);
+  sim_stream s;
+  build(&t, &s);
+  char arg[400], err[256];
+  snprintf(arg, sizeof arg, "%s/pkvtest:sim:%ld:%llu:", addr, (long)getpid(),
+           (unsigned long long)cli_now_ns());
+  tool_tiers rt = {0};
+  ck_assert_msg(tool_tiers_redis_flag(arg, &rt, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(sim_tiers_check(&s, &rt, err, sizeof err) == 0, "%s", err);
+  sim_result all = {0};
+  ck_assert_int_eq(sim_run_manager(&s, pkv_policy_find("lru"), NULL, 16000, 0, &all, NULL), 0);
+  sim_result r = tier_replay(&s, 400, &rt, "one");
+  ck_assert_uint_eq(r.tier_errors[PKV_TIER_REDIS], 0);
+  ck_assert_uint_gt(r.tier_hit_tokens[PKV_TIER_REDIS], 0);
+  ck_assert_uint_eq(r.hit_tokens, all.hit_tokens);
+  sim_cluster_result local = run_cluster(&s, 4, 400, SIM_ROUTE_RR, 1.25, 0);
+  sim_cluster_result shared = run_cluster_tiers(&s, 4, 400, SIM_ROUTE_RR, 1.25, 0, &rt);
+  ck_assert_uint_eq(shared.all.tier_errors[PKV_TIER_REDIS], 0);
+  ck_assert_uint_eq(shared.all.hit_tokens - shared.all.tier_hit_tokens[PKV_TIER_REDIS],
+                    local.all.hit_tokens);
+  ck_assert_msg(shared.all.hit_tokens > 5 * local.all.hit_tokens, "shared %llu vs local %llu",
+                (unsigned long long)shared.all.hit_tokens, (unsigned long long)local.all.hit_tokens);
+  for (uint32_t k = 0; k < 4; k++) ck_assert_uint_gt(shared.node[k].tier_hit_tokens[PKV_TIER_REDIS], 0);
+  /* nobody listening: refused before any replay */
+  tool_tiers dead = {0};
+  ck_assert_int_eq(tool_tiers_redis_flag("127.0.0.1:1", &dead, err, sizeof err), 0);
+  ck_assert_int_ne(sim_tiers_check(&s, &dead, err, sizeof err), 0);
+  ck_assert_msg(strstr(err, "--redis 127.0.0.1:1") != NULL, "%s", err);
+  done(&t, &s, &local, &shared);
+}
+END_TEST
+
 TU_MAIN("sim",
     {"belady", 0, {{belady_is_optimal}}},
     {"stream", 60, {{simple_model_by_hand}, {stream_other_block_size},
@@ -617,4 +872,6 @@ TU_MAIN("sim",
     {"reference", 120, {{reference_figures}, {manager_model}}},
     {"cluster", 60, {{cluster_one_node_is_plain_sim}, {cluster_routing_is_deterministic},
                      {cluster_prefix_routing_beats_rr}, {cluster_load_bound_holds},
-                     {cluster_shared_remote_tier}}})
+                     {cluster_shared_remote_tier}}},
+    {"tiers", 120, {{sim_file_tier_keeps_every_block}, {sim_file_tier_starts_warm},
+                    {sim_tier_capacity_in_blocks}, {sim_redis_tier}}})

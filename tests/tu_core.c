@@ -307,3 +307,13 @@ int tu_replay_fuzz(const char *name, int (*run)(const uint8_t *data, size_t size
   snprintf(dir, sizeof dir, "%s/tests/fuzz/%s", tu_srcdir(), name);
   return tu_replay_dir(dir, run);
 }
+
+void tu_fail_first(atomic_int *failed, pthread_mutex_t *lock, char *why, size_t cap,
+                   const char *fmt, va_list ap) {
+  pthread_mutex_lock(lock);
+  if (!atomic_load(failed)) {
+    vsnprintf(why, cap, fmt, ap);
+    atomic_store(failed, 1);
+  }
+  pthread_mutex_unlock(lock);
+}

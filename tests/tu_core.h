@@ -11,6 +11,9 @@
 #include "pagedkv/policy.h"
 
 #include <check.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -136,6 +139,12 @@ typedef struct tu_tcase {
 Suite *tu_suite(const char *name, const tu_tcase *tcases);
 /* tu_main(tu_suite(name, tcases)). */
 int tu_run(const char *name, const tu_tcase *tcases);
+/* Worker threads record a failure here (Check's asserts belong to the main
+ * thread, which asserts on *failed afterwards): the first message is kept
+ * in why[cap], later ones are dropped. */
+void tu_fail_first(atomic_int *failed, pthread_mutex_t *lock, char *why, size_t cap,
+                   const char *fmt, va_list ap);
+
 /* A test file's main: TU_MAIN("name", {"tcase", timeout, {{fn}, ...}}, ...). */
 #define TU_MAIN(name, ...)                                   \
   int main(void) {                                           \

@@ -58,7 +58,11 @@ typedef struct sim_opts {
   bool route_rr, route_prefix;
   double load_bound;
   uint64_t remote_bytes, kv_token_bytes;
-  tool_tiers tiers;         /* --host-blocks, --host-policy (manager model) */
+  tool_tiers tiers;         /* --host-blocks, --host-policy, --file-dir, --redis
+                             * (manager model); blocks of the sizes below are
+                             * set once the block size is known (sim_size_tiers) */
+  uint64_t host_bytes, file_bytes; /* --host-bytes, --file-bytes: the model's bytes,
+                                    * at --kv-bytes-per-token (0 = not given) */
 } sim_opts;
 
 int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap);

@@ -77,7 +77,7 @@ static int make_cache(const run_opts *o, pkv_cache **cache, uint64_t *blocks_out
   int rc = pkv_cache_create(&cfg, cache);
   if (rc) return cli_error("run", "cache: %s (%s)", pkv_strerror(rc), pkv_last_error());
   char err[4200];
-  if ((rc = tool_tiers_attach(&o->tiers, *cache, NULL, err, sizeof err)) != 0) {
+  if ((rc = tool_tiers_attach(&o->tiers, *cache, NULL, NULL, err, sizeof err)) != 0) {
     pkv_cache_destroy(*cache);
     *cache = NULL;
     if (rc == PKV_EINVAL && o->tiers.redis) return cli_usage_error("run", "%s", err);
@@ -175,7 +175,7 @@ int cmd_run(int argc, char **argv) {
   run_print_summary(json_stdout ? stderr : stdout, &rp, &st);
   if (tool_tiers_any(&o.tiers)) { /* hits per tier */
     uint64_t tier_tok[PKV_TIER_MAX];
-    tool_tiers_hits(cache, tier_tok);
+    tool_tiers_hits(cache, tier_tok, NULL);
     FILE *tf = json_stdout ? stderr : stdout;
     fprintf(tf, "tiers: prompt tokens promoted from host %llu, from file %llu, from redis %llu\n",
             (unsigned long long)tier_tok[PKV_TIER_HOST], (unsigned long long)tier_tok[PKV_TIER_FILE],

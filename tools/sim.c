@@ -39,9 +39,12 @@
 static void replay(sim_plan *pl, sim_job *j, sim_result *r, _Atomic uint64_t *progress) {
   if (pl->model == SIM_MODEL_SIMPLE)
     sim_run_simple(pl->stream, j->ops, j->args, j->run_capacity, r, progress);
-  else
-    sim_run_manager_tiers(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, pl->tiers, r,
-                          progress);
+  else {
+    char sub[96];
+    sim_tier_sub(sub, sizeof sub, j->ops->name, j->capacity);
+    sim_run_manager_tiers(pl->stream, j->ops, j->args, j->run_capacity, pl->hold, pl->tiers, sub,
+                          r, progress);
+  }
 }
 
 /* A plug-in's replay runs in a child process, its result coming back
@@ -210,7 +213,8 @@ static int plan_cluster(const sim_opts *o, const policy_set *ps, uint64_t remote
       cj->cfg = (sim_cluster_cfg){.n_nodes = n, .caps = cj->caps, .ops = ps->ops[0],
                                   .args = ps->args[0], .hold = (uint32_t)o->hold,
                                   .route = (sim_route)route, .load_bound = o->load_bound,
-                                  .remote_blocks = remote_blocks};
+                                  .remote_blocks = remote_blocks,
+                                  .tiers = tool_tiers_any(&o->tiers) ? &o->tiers : NULL};
     }
   return 0;
 }
@@ -260,6 +264,7 @@ static int cmd_cluster(const sim_opts *o, const policy_set *ps, const trace *t,
   if (!status) {
     sim_cluster_plan cp = {.stream = stream, .policy = ps->ops[0]->name, .hold = (uint32_t)o->hold,
                            .caps = o->caps, .n_caps = o->n_caps, .remote_blocks = remote_blocks,
+                           .tiers = tool_tiers_any(&o->tiers) ? &o->tiers : NULL,
                            .res = cr.res, .n_res = cr.n};
     FILE *tf = (o->json && !strcmp(o->json, "-")) || (o->csv && !strcmp(o->csv, "-")) ? stderr : stdout;
     fprintf(tf, "trace %s: %zu requests, %llu prompt tokens, %llu block lookups, block size %u, "
@@ -344,6 +349,29 @@ static int load_stream(const sim_opts *o, trace *t, sim_stream *stream) {
   return 0;
 }
 
+/* --host-bytes and --file-bytes in blocks of the model (--kv-bytes-per-token
+ * x block size), then the tiers tried (sim_tiers_check).  0 or an exit
+ * status (message printed). */
+static int size_tiers(sim_opts *o, const sim_stream *stream) {
+  uint64_t block_bytes = o->kv_token_bytes * stream->block_size;
+  const uint64_t *bytes[2] = {&o->host_bytes, &o->file_bytes};
+  uint64_t *blocks[2] = {&o->tiers.host_blocks, &o->tiers.file_blocks};
+  static const char *const flag[2] = {"--host-bytes", "--file-bytes"};
+  for (int i = 0; i < 2; i++) {
+    if (!*bytes[i]) continue;
+    *blocks[i] = *bytes[i] / block_bytes;
+    if (!*blocks[i] || *blocks[i] > SIM_MAX_CAPACITY)
+      return cli_usage_error("sim", "%s: %llu bytes is %s block of %llu bytes (%u tokens x "
+                             "--kv-bytes-per-token %llu)", flag[i], (unsigned long long)*bytes[i],
+                             *blocks[i] ? "more than 2^31 - 1 blocks" : "less than one",
+                             (unsigned long long)block_bytes, stream->block_size,
+                             (unsigned long long)o->kv_token_bytes);
+  }
+  char err[4400];
+  int rc = sim_tiers_check(stream, &o->tiers, err, sizeof err);
+  return rc ? cli_usage_error("sim", "%s", err) : 0;
+}
+
 int cmd_sim(int argc, char **argv) {
   sim_opts o;
   char perr[512];
@@ -361,12 +389,7 @@ int cmd_sim(int argc, char **argv) {
   size_t n_names = 0;
   policy_set ps;
   if ((status = sim_resolve_policies(&o, &ps))) goto out;
-  if (o.nodes) { /* the cluster view */
-    if (o.plot && !cli_gnuplot_available("sim")) status = 1;
-    else if (!(status = load_stream(&o, &t, &stream))) status = cmd_cluster(&o, &ps, &t, &stream);
-    goto out;
-  }
-  if (!ps.n && !o.belady) {
+  if (!o.nodes && !ps.n && !o.belady) {
     status = cli_usage_error("sim", "nothing to run (no policy and --no-belady)");
     goto out;
   }
@@ -374,7 +397,11 @@ int cmd_sim(int argc, char **argv) {
     status = 1;
     goto out;
   }
-  if ((status = load_stream(&o, &t, &stream))) goto out;
+  if ((status = load_stream(&o, &t, &stream)) || (status = size_tiers(&o, &stream))) goto out;
+  if (o.nodes) { /* the cluster view */
+    status = cmd_cluster(&o, &ps, &t, &stream);
+    goto out;
+  }
   pl = (sim_plan){.stream = &stream, .model = o.model ? SIM_MODEL_SIMPLE : SIM_MODEL_MANAGER,
                   .hold = (uint32_t)o.hold,
                   .tiers = tool_tiers_any(&o.tiers) ? &o.tiers : NULL};

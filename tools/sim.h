@@ -73,7 +73,10 @@ typedef struct sim_result {
   uint64_t copies;       /* copy-on-write copies queued (manager model) */
   double seconds;
   uint64_t tier_hit_tokens[PKV_TIER_MAX]; /* of hit_tokens, promoted from
-                                            each tier (--host-blocks) */
+                                            each tier (PKV_TIER_*) */
+  uint64_t tier_errors[PKV_TIER_MAX];     /* errors each tier counted */
+  uint64_t tier_blocks[PKV_TIER_MAX];     /* blocks each held at the end
+                                            (redis: stored, not observable) */
   int rc;                /* 0, or failed: err says why */
   char err[256];
 } sim_result;
@@ -98,10 +101,18 @@ int sim_run_belady(const sim_stream *s, uint32_t capacity, bool full_only,
 typedef struct sim_node sim_node;
 int sim_node_open(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
                   const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap);
-/* The same with the tiers of tools/tiers.h below the pool (NULL = none). */
+/* The same with the tiers of tools/tiers.h below the pool (NULL = none).
+ * A file or Redis tier needs the bytes of each block, so the node's cache
+ * then owns a K/V arena of the smallest shape (1 layer, 1 head, head_dim
+ * 1, f16: 4 bytes a token) instead of external storage; the tiers store
+ * that as each block's payload and sizes come from tiers (in the model's
+ * blocks).  sub names the node's own file directory, redis_sub its part
+ * of the Redis keys (tool_tiers_attach; NULL = the directory and prefix
+ * themselves). */
 int sim_node_open_tiers(sim_node **n, const sim_stream *s, const pkv_policy_ops *ops,
                         const char *args, uint32_t capacity, uint32_t hold,
-                        const struct tool_tiers *tiers, char *err, size_t err_cap);
+                        const struct tool_tiers *tiers, const char *sub,
+                        const char *redis_sub, char *err, size_t err_cap);
 uint32_t sim_node_probe(sim_node *n, const int32_t *tokens, uint32_t n_tokens);
 int sim_node_request(sim_node *n, size_t q, const int32_t *tokens, sim_result *r,
                      uint32_t *matched);
@@ -114,12 +125,21 @@ void sim_replay_tokens(const sim_stream *s, size_t q, int32_t *out);
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress);
-/* The same with a host tier below the pool (tiers may be NULL): the
- * replay's tier hits land in r->tier_hit_tokens. */
+/* The same with tiers below the pool (tiers may be NULL; sub names the
+ * replay's file directory and Redis key part): the replay's tier hits land in
+ * r->tier_hit_tokens, their errors in r->tier_errors. */
 int sim_run_manager_tiers(const sim_stream *s, const pkv_policy_ops *ops,
                           const char *args, uint32_t capacity, uint32_t hold,
-                          const struct tool_tiers *tiers, sim_result *r,
+                          const struct tool_tiers *tiers, const char *sub, sim_result *r,
                           _Atomic uint64_t *progress);
+/* Before any replay: the file directory can be created and written, the
+ * Redis address parses and a server answers there (one lookup).  0, or
+ * an error code with err naming the flag. */
+int sim_tiers_check(const sim_stream *s, const struct tool_tiers *tiers, char *err,
+                    size_t err_cap);
+/* The replay's part of a tier's file directory and Redis keys:
+ * "POLICY-cCAPACITY" (characters other than [A-Za-z0-9._-] as '_'). */
+void sim_tier_sub(char *out, size_t cap, const char *policy, uint32_t capacity);
 
 /* ------------------------------------------------------------ the cluster
  * `pagedkv sim --nodes N` (sim_cluster.c): the trace split over N manager
@@ -139,12 +159,18 @@ typedef struct sim_cluster_cfg {
    * <= ceil(load_bound * (requests routed + 1) / n_nodes); >= 1. */
   double load_bound;
   uint64_t remote_blocks;     /* shared remote tier (LRU), 0 = none */
+  /* Real tiers (tools/tiers.h, NULL = none): each node its own host and
+   * file tier (directory nNODES-ROUTE-nodeK), one Redis shared by all
+   * nodes (keys under nNODES-ROUTE). */
+  const struct tool_tiers *tiers;
 } sim_cluster_cfg;
 
 typedef struct sim_node_load {
   uint32_t capacity;
   uint64_t requests, lookups, prompt_tokens, hit_tokens, remote_hit_tokens;
   uint64_t evictions, dropped;
+  uint64_t tier_hit_tokens[PKV_TIER_MAX]; /* of hit_tokens, from each real tier */
+  uint64_t tier_errors[PKV_TIER_MAX];
 } sim_node_load;
 
 typedef struct sim_cluster_result {
@@ -204,7 +230,7 @@ typedef struct sim_plan {
   const sim_stream *stream;
   sim_model model;
   uint32_t hold;
-  const struct tool_tiers *tiers; /* --host-blocks (manager model), or NULL */
+  const struct tool_tiers *tiers; /* --host-*, --file-*, --redis (manager model), or NULL */
   sim_job *jobs;
   size_t n_jobs;
   _Atomic size_t next_job;
@@ -213,8 +239,23 @@ typedef struct sim_plan {
 } sim_plan;
 
 /* Report (sim_report.c): the table, the notes under it, CSV, JSON, plot. */
-/* Hits per tier of every job (--host-blocks). */
+/* Hits per tier of every job (--host-*, --file-dir, --redis). */
 void sim_print_tiers(FILE *f, const sim_plan *pl);
+/* Its pieces, shared with the cluster's report: the line naming the
+ * tiers; the columns' heads and cells (prefix_hit, device, host, file,
+ * redis as shares of prompt tokens, t_errors); the same as CSV columns
+ * (device_hit_tokens, host_hit_tokens, file_hit_tokens, redis_hit_tokens,
+ * tier_errors) and JSON keys; a note for a tier that counted errors. */
+void sim_tiers_describe(FILE *f, const struct tool_tiers *t, const sim_stream *s);
+void sim_tiers_head(FILE *f);
+void sim_tiers_cells(FILE *f, const struct tool_tiers *t, uint64_t hit, uint64_t prompt,
+                     const uint64_t tier_hit[PKV_TIER_MAX], const uint64_t tier_err[PKV_TIER_MAX]);
+void sim_tiers_csv_head(FILE *f);
+void sim_tiers_csv(FILE *f, uint64_t hit, const uint64_t tier_hit[PKV_TIER_MAX],
+                   const uint64_t tier_err[PKV_TIER_MAX]);
+void sim_tiers_json(FILE *f, uint64_t hit, const uint64_t tier_hit[PKV_TIER_MAX],
+                    const uint64_t tier_err[PKV_TIER_MAX]);
+void sim_tiers_note(FILE *f, const char *what, const uint64_t tier_err[PKV_TIER_MAX]);
 double sim_ratio(uint64_t a, uint64_t b);
 /* The figure plotted and compared: prefix hits through the manager, block
  * hits in the simple model (the reference's measure). */
@@ -240,6 +281,7 @@ typedef struct sim_cluster_plan {
   const uint64_t *caps;       /* as given: one per node, or one for all */
   size_t n_caps;
   uint64_t remote_blocks;
+  const struct tool_tiers *tiers; /* real tiers, or NULL */
   sim_cluster_result *res;    /* [n_res], nodes-major, then route */
   size_t n_res;
 } sim_cluster_plan;

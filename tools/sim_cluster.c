@@ -157,8 +157,11 @@ static int cluster_open(cluster *c, sim_cluster_result *r) {
   }
   for (uint32_t k = 0; k < cfg->n_nodes; k++) {
     r->node[k].capacity = (uint32_t)cfg->caps[k];
-    int rc = sim_node_open(&c->nodes[k], c->s, cfg->ops, cfg->args, (uint32_t)cfg->caps[k],
-                           cfg->hold, r->err, sizeof r->err);
+    char rsub[64], sub[96];
+    snprintf(rsub, sizeof rsub, "n%u-%s", cfg->n_nodes, sim_route_name(cfg->route));
+    snprintf(sub, sizeof sub, "%s-node%u", rsub, k);
+    int rc = sim_node_open_tiers(&c->nodes[k], c->s, cfg->ops, cfg->args, (uint32_t)cfg->caps[k],
+                                 cfg->hold, cfg->tiers, sub, rsub, r->err, sizeof r->err);
     if (rc) return rc;
   }
   return 0;
@@ -199,6 +202,12 @@ static int cluster_close(cluster *c, sim_cluster_result *r, int rc) {
     nl->hit_tokens = c->res[k].hit_tokens;
     nl->evictions = c->res[k].evictions;
     nl->dropped = c->res[k].dropped;
+    for (int i = 0; i < PKV_TIER_MAX; i++) {
+      nl->tier_hit_tokens[i] = c->res[k].tier_hit_tokens[i];
+      nl->tier_errors[i] = c->res[k].tier_errors[i];
+      r->all.tier_hit_tokens[i] += nl->tier_hit_tokens[i];
+      r->all.tier_errors[i] += nl->tier_errors[i];
+    }
     r->all.requests += nl->requests;
     r->all.lookups += nl->lookups;
     r->all.prompt_tokens += nl->prompt_tokens;

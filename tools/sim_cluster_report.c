@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "report.h"
 #include "sim.h"
+#include "tiers.h"
 
 static double hit_ratio(const sim_node_load *l) {
   return sim_ratio(l->hit_tokens + l->remote_hit_tokens, l->prompt_tokens);
@@ -42,12 +43,33 @@ void sim_cluster_print(FILE *f, const sim_cluster_plan *cp) {
               sim_ratio(l->remote_hit_tokens, l->prompt_tokens), (unsigned long long)l->dropped);
     }
   }
+  if (!cp->tiers) return;
+  fputc('\n', f);
+  sim_tiers_describe(f, cp->tiers, cp->stream);
+  fprintf(f, "%-6s %-7s %4s", "nodes", "route", "node");
+  sim_tiers_head(f);
+  fputc('\n', f);
+  for (size_t i = 0; i < cp->n_res; i++) {
+    const sim_cluster_result *r = &cp->res[i];
+    for (uint32_t k = 0; k <= r->n_nodes; k++) { /* every node, then all of them */
+      const sim_node_load *l = k < r->n_nodes ? &r->node[k] : &r->all;
+      char node[16] = "all";
+      if (k < r->n_nodes) snprintf(node, sizeof node, "%u", k);
+      fprintf(f, "%-6u %-7s %4s", r->n_nodes, sim_route_name(r->route), node);
+      sim_tiers_cells(f, cp->tiers, l->hit_tokens, l->prompt_tokens, l->tier_hit_tokens,
+                      l->tier_errors);
+      fputc('\n', f);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%u nodes, route %s", r->n_nodes, sim_route_name(r->route));
+    sim_tiers_note(f, what, r->all.tier_errors);
+  }
 }
 
 /* One CSV row: node is "all" for the configuration's sums. */
 static void csv_row(FILE *f, const sim_cluster_plan *cp, const sim_cluster_result *r,
                     const char *node, const sim_node_load *l) {
-  fprintf(f, "%s,%u,%s,%.4f,%s,%u,%u,%llu,%llu,%llu,%llu,%.6f,%llu,%.6f,%.6f,%llu,%llu,%.4f,%.4f,%.4f\n",
+  fprintf(f, "%s,%u,%s,%.4f,%s,%u,%u,%llu,%llu,%llu,%llu,%.6f,%llu,%.6f,%.6f,%llu,%llu,%.4f,%.4f,%.4f",
           cp->policy, r->n_nodes, sim_route_name(r->route), r->load_bound, node, l->capacity,
           cp->stream->block_size, (unsigned long long)l->requests, (unsigned long long)l->lookups,
           (unsigned long long)l->prompt_tokens, (unsigned long long)l->hit_tokens,
@@ -55,6 +77,8 @@ static void csv_row(FILE *f, const sim_cluster_plan *cp, const sim_cluster_resul
           sim_ratio(l->remote_hit_tokens, l->prompt_tokens), hit_ratio(l),
           (unsigned long long)l->evictions, (unsigned long long)l->dropped, r->imbalance,
           r->block_imbalance, r->seconds);
+  if (cp->tiers) sim_tiers_csv(f, l->hit_tokens, l->tier_hit_tokens, l->tier_errors);
+  fputc('\n', f);
 }
 
 int sim_cluster_write_csv(const sim_cluster_plan *cp, const char *path) {
@@ -62,7 +86,9 @@ int sim_cluster_write_csv(const sim_cluster_plan *cp, const char *path) {
   if (!f) return cli_error("sim", "%s: cannot write: %m", path);
   fprintf(f, "policy,nodes,route,load_bound,node,capacity,block_size,requests,lookups,"
              "prompt_tokens,prefix_hit_tokens,prefix_hit_ratio,remote_hit_tokens,"
-             "remote_hit_ratio,hit_ratio,evictions,dropped,imbalance,block_imbalance,seconds\n");
+             "remote_hit_ratio,hit_ratio,evictions,dropped,imbalance,block_imbalance,seconds");
+  if (cp->tiers) sim_tiers_csv_head(f);
+  fputc('\n', f);
   for (size_t i = 0; i < cp->n_res; i++) {
     const sim_cluster_result *r = &cp->res[i];
     csv_row(f, cp, r, "all", &r->all);
@@ -75,7 +101,7 @@ int sim_cluster_write_csv(const sim_cluster_plan *cp, const char *path) {
   return report_close("sim", f, path);
 }
 
-static void json_load(FILE *f, const sim_node_load *l) {
+static void json_load(FILE *f, const sim_cluster_plan *cp, const sim_node_load *l) {
   fprintf(f, "\"capacity\": %u, \"requests\": %llu, \"lookups\": %llu, \"prompt_tokens\": %llu, "
              "\"prefix_hit_tokens\": %llu, \"remote_hit_tokens\": %llu, \"hit_ratio\": %.6f, "
              "\"evictions\": %llu, \"dropped\": %llu",
@@ -83,6 +109,7 @@ static void json_load(FILE *f, const sim_node_load *l) {
           (unsigned long long)l->prompt_tokens, (unsigned long long)l->hit_tokens,
           (unsigned long long)l->remote_hit_tokens, hit_ratio(l), (unsigned long long)l->evictions,
           (unsigned long long)l->dropped);
+  if (cp->tiers) sim_tiers_json(f, l->hit_tokens, l->tier_hit_tokens, l->tier_errors);
 }
 
 int sim_cluster_write_json(const sim_cluster_plan *cp, const char *trace_path, const char *path) {
@@ -102,11 +129,11 @@ int sim_cluster_write_json(const sim_cluster_plan *cp, const char *trace_path, c
                "\"block_imbalance\": %.4f, \"remote_evictions\": %llu, \"seconds\": %.4f, ",
             r->n_nodes, sim_route_name(r->route), r->load_bound, r->imbalance, r->block_imbalance,
             (unsigned long long)r->remote_evictions, r->seconds);
-    json_load(f, &r->all);
+    json_load(f, cp, &r->all);
     fprintf(f, ",\n     \"per_node\": [");
     for (uint32_t k = 0; k < r->n_nodes; k++) {
       fprintf(f, "%s{", k ? ", " : "");
-      json_load(f, &r->node[k]);
+      json_load(f, cp, &r->node[k]);
       fprintf(f, "}");
     }
     fprintf(f, "]}%s\n", i + 1 < cp->n_res ? "," : "");

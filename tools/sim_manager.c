@@ -14,6 +14,15 @@
  *
  * A replay is one sim_node; the cluster view (sim_cluster.c) drives several
  * nodes over one trace, probing each before it routes a request.
+ *
+ * Tiers (tools/tiers.h): a host tier alone keeps external storage (the
+ * library keeps its metadata, the copies it queues are drained unread).
+ * The file and Redis tiers store each block's bytes, so with either the
+ * node's cache owns a K/V arena of the smallest shape (1 layer, 1 head,
+ * head_dim 1, f16) whose contents (zeros, never written) are the payload the tiers
+ * store and verify; their capacities come in the model's blocks, so the
+ * hits per tier are a real server's.  sim_tiers_check tries them once
+ * before any replay.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,12 +83,21 @@ struct sim_node {
 
 int sim_node_open(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops,
                   const char *args, uint32_t capacity, uint32_t hold, char *err, size_t err_cap) {
-  return sim_node_open_tiers(out, s, ops, args, capacity, hold, NULL, err, err_cap);
+  return sim_node_open_tiers(out, s, ops, args, capacity, hold, NULL, NULL, NULL, err, err_cap);
+}
+
+void sim_tier_sub(char *out, size_t cap, const char *policy, uint32_t capacity) {
+  snprintf(out, cap, "%s-c%u", policy, capacity);
+  for (char *p = out; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '.' || *p == '_' || *p == '-'))
+      *p = '_';
 }
 
 int sim_node_open_tiers(sim_node **out, const sim_stream *s, const pkv_policy_ops *ops,
                         const char *args, uint32_t capacity, uint32_t hold,
-                        const tool_tiers *tiers, char *err, size_t err_cap) {
+                        const tool_tiers *tiers, const char *sub, const char *redis_sub,
+                        char *err, size_t err_cap) {
   *out = NULL;
   sim_node *m = calloc(1, sizeof *m);
   if (m) m->held = calloc((size_t)hold + 1, sizeof *m->held);
@@ -97,15 +115,21 @@ int sim_node_open_tiers(sim_node **out, const sim_stream *s, const pkv_policy_op
   cfg.head_dim = 1;
   cfg.block_size = s->block_size;
   cfg.num_blocks = capacity;
-  cfg.storage = PKV_STORAGE_EXTERNAL;
+  cfg.dtype = PKV_DTYPE_F16;
+  /* No K/V bytes (external storage), unless a file or Redis tier needs a
+   * payload to store: then the smallest arena (see sim.h). */
+  bool owned = tiers && (tiers->file_dir || tiers->redis);
+  cfg.storage = owned ? PKV_STORAGE_OWNED : PKV_STORAGE_EXTERNAL;
   cfg.policy_ops = ops;
   cfg.policy_args = args;
   cfg.clock = clock_tick;
   cfg.clock_user = &m->clk;
-  if (tiers) tool_tiers_config(tiers, &cfg); /* the host tier: metadata only */
+  if (tiers) tool_tiers_config(tiers, &cfg); /* the host tier (in blocks) */
   int rc = pkv_cache_create(&cfg, &m->cache);
+  if (rc) snprintf(err, err_cap, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
+  else if (owned && (rc = tool_tiers_attach(tiers, m->cache, sub, redis_sub, err, err_cap)) != 0)
+    pkv_cache_destroy(m->cache);
   if (rc) {
-    snprintf(err, err_cap, "cache_create: %s (%s)", pkv_strerror(rc), pkv_last_error());
     free(m->held);
     free(m);
     return rc;
@@ -177,7 +201,11 @@ int sim_node_close(sim_node *m, sim_result *r) {
       snprintf(r->err, sizeof r->err, "cache invariant violated after the replay: %s", why);
     else if ((rc = pkv_stats_get(m->cache, &st)) == 0) {
       r->evictions = st.evictions;
-      tool_tiers_hits(m->cache, r->tier_hit_tokens);
+      tool_tiers_hits(m->cache, r->tier_hit_tokens, r->tier_errors);
+      for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
+        pkv_tier_stats ts;
+        r->tier_blocks[i] = pkv_tier_stats_get(m->cache, i, &ts) == 0 ? ts.blocks : 0;
+      }
     }
     else
       snprintf(r->err, sizeof r->err, "stats: %s", pkv_strerror(rc));
@@ -191,17 +219,17 @@ int sim_node_close(sim_node *m, sim_result *r) {
 int sim_run_manager(const sim_stream *s, const pkv_policy_ops *ops,
                     const char *args, uint32_t capacity, uint32_t hold,
                     sim_result *r, _Atomic uint64_t *progress) {
-  return sim_run_manager_tiers(s, ops, args, capacity, hold, NULL, r, progress);
+  return sim_run_manager_tiers(s, ops, args, capacity, hold, NULL, NULL, r, progress);
 }
 
 int sim_run_manager_tiers(const sim_stream *s, const pkv_policy_ops *ops,
                           const char *args, uint32_t capacity, uint32_t hold,
-                          const tool_tiers *tiers, sim_result *r,
+                          const tool_tiers *tiers, const char *sub, sim_result *r,
                           _Atomic uint64_t *progress) {
   uint64_t t0 = cli_now_ns();
   sim_node *m = NULL;
   int32_t *tokens = malloc((s->max_input ? s->max_input : 1) * sizeof *tokens);
-  int rc = tokens ? sim_node_open_tiers(&m, s, ops, args, capacity, hold, tiers, r->err,
+  int rc = tokens ? sim_node_open_tiers(&m, s, ops, args, capacity, hold, tiers, sub, sub, r->err,
                                        sizeof r->err)
                   : PKV_ENOMEM;
   if (!tokens)
@@ -222,4 +250,31 @@ int sim_run_manager_tiers(const sim_stream *s, const pkv_policy_ops *ops,
   free(tokens);
   r->seconds = (double)(cli_now_ns() - t0) / 1e9;
   return r->rc = rc;
+}
+
+int sim_tiers_check(const sim_stream *s, const tool_tiers *tiers, char *err, size_t err_cap) {
+  if (!tiers->file_dir && !tiers->redis) return 0;
+  sim_node *m = NULL;
+  int rc = sim_node_open_tiers(&m, s, pkv_policy_find("lru"), NULL, 2, 0, tiers, NULL, NULL,
+                               err, err_cap);
+  if (rc) return rc;
+  if (tiers->redis) { /* one lookup: a server that does not answer counts an error */
+    int32_t *tok = calloc(s->block_size, sizeof *tok);
+    uint32_t got = 0;
+    pkv_tier_stats st = {0};
+    if (!tok) {
+      snprintf(err, err_cap, "out of memory");
+      rc = PKV_ENOMEM;
+    } else if ((rc = pkv_prefix_promote(m->cache, NULL, tok, s->block_size, 0, &got)) == 0 &&
+        (rc = pkv_tier_stats_get(m->cache, PKV_TIER_REDIS, &st)) == 0 && st.errors) {
+      snprintf(err, err_cap, "--redis %s: no Redis server answers there (%s)", tiers->redis,
+               pkv_last_error()[0] ? pkv_last_error() : "connection failed");
+      rc = PKV_ENOENT;
+    } else if (rc) {
+      snprintf(err, err_cap, "--redis %s: %s", tiers->redis, pkv_last_error());
+    }
+    free(tok);
+  }
+  sim_node_close(m, NULL);
+  return rc;
 }

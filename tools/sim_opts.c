@@ -60,7 +60,7 @@ static int add_policy_args(sim_opts *o, const char *s, char *err, size_t cap) {
 
 enum {
   S_HOLD = 256, S_PARGS, S_PLIB, S_NOBEL, S_FORMAT, S_CSV, S_JSON, S_PLOT, S_NODES, S_ROUTE,
-  S_BOUND, S_REMOTE, S_KVTOK, S_HOSTB, S_HOSTP, S_REDIS
+  S_BOUND, S_REMOTE, S_KVTOK, S_HOSTB, S_HOSTP, S_REDIS, S_HOSTBY, S_FDIR, S_FBYTES
 };
 
 typedef struct sim_parse {
@@ -69,6 +69,13 @@ typedef struct sim_parse {
   const char *node_list, *route_list, *cluster_flag; /* cluster_flag: one seen without --nodes */
   bool hold_given, caps_given;
 } sim_parse;
+
+/* A size in the model's bytes (suffixes K, M, G, T as cli_parse_bytes). */
+static int bytes_flag(const char *flag, const char *arg, uint64_t *out, char *err, size_t cap) {
+  if (!cli_parse_bytes(arg, out) || *out == 0)
+    return opts_bad(err, cap, "%s: '%s' is not a size in bytes (e.g. 64G)", flag, arg);
+  return 0;
+}
 
 /* A flag of the cluster view; -1 if opt is none of them. */
 static int cluster_opt(sim_opts *o, sim_parse *sp, int opt, const char *arg, char *err,
@@ -85,11 +92,8 @@ static int cluster_opt(sim_opts *o, sim_parse *sp, int opt, const char *arg, cha
     return 0;
   case S_REMOTE:
     sp->cluster_flag = "--shared-remote";
-    if (!cli_parse_bytes(arg, &o->remote_bytes) || o->remote_bytes == 0)
-      return opts_bad(err, cap, "--shared-remote: '%s' is not a size in bytes (e.g. 64G)", arg);
-    return 0;
+    return bytes_flag("--shared-remote", arg, &o->remote_bytes, err, cap);
   case S_KVTOK:
-    sp->cluster_flag = "--kv-bytes-per-token";
     return opts_u64_flag("--kv-bytes-per-token", arg, 1, UINT64_C(1) << 30, &o->kv_token_bytes,
                          err, cap);
   default: return -1; /* not a flag of this table */
@@ -128,10 +132,13 @@ static int sim_opt(void *ctx, int opt, const char *arg, char *err, size_t cap) {
   case S_HOSTB:
     return opts_u64_flag("--host-blocks", arg, 1, SIM_MAX_CAPACITY, &o->tiers.host_blocks, err, cap);
   case S_HOSTP: o->tiers.host_policy = arg; return 0;
-  case S_REDIS: /* the replay holds no K/V: a server would get nothing */
-    return opts_bad(err, cap, "--redis: sim replays keep no K/V bytes to store; model a Redis "
-                    "tier shared by the nodes with --shared-remote BYTES (e.g. --nodes 1 "
-                    "--shared-remote 64G), or run it for real with 'pagedkv run --redis'");
+  case S_HOSTBY: return bytes_flag("--host-bytes", arg, &o->host_bytes, err, cap);
+  case S_FDIR:
+    if (!*arg) return opts_bad(err, cap, "--file-dir: empty path");
+    o->tiers.file_dir = arg;
+    return 0;
+  case S_FBYTES: return bytes_flag("--file-bytes", arg, &o->file_bytes, err, cap);
+  case S_REDIS: return tool_tiers_redis_flag(arg, &o->tiers, err, cap);
   case 'j': return opts_u64_flag("--jobs", arg, 1, 1024, &o->jobs, err, cap);
   case 'q': o->quiet = true; return 0;
   case 'h': o->help = true; return 0;
@@ -199,6 +206,25 @@ static int parse_cluster(sim_opts *o, const sim_parse *sp, char *err, size_t cap
   return 0;
 }
 
+/* The tier flags together: one host size, --file-bytes with its
+ * directory, the manager model. */
+static int check_tiers(const sim_opts *o, char *err, size_t cap) {
+  if (o->host_bytes && o->tiers.host_blocks)
+    return opts_bad(err, cap, "--host-bytes and --host-blocks are exclusive (one host tier size)");
+  if (o->remote_bytes && o->tiers.redis)
+    return opts_bad(err, cap, "--shared-remote and --redis are exclusive (a model of the shared "
+                              "tier and the real one)");
+  if (o->file_bytes && !o->tiers.file_dir)
+    return opts_bad(err, cap, "--file-bytes: only with --file-dir");
+  if (o->tiers.host_policy && !o->host_bytes && !o->tiers.host_blocks)
+    return opts_bad(err, cap, "--host-policy: only with --host-blocks or --host-bytes");
+  const char *tier = o->tiers.redis ? "--redis" : o->tiers.file_dir ? "--file-dir"
+                   : o->host_bytes ? "--host-bytes" : o->tiers.host_blocks ? "--host-blocks" : NULL;
+  if (tier && o->model == 1)
+    return opts_bad(err, cap, "%s: tiers need the manager model (not --model simple)", tier);
+  return 0;
+}
+
 /* What needs every flag: the trace argument, exclusive outputs, the list. */
 static int sim_opts_finish(int argc, char **argv, sim_opts *o, const sim_parse *sp, char *err,
                            size_t cap) {
@@ -209,8 +235,9 @@ static int sim_opts_finish(int argc, char **argv, sim_opts *o, const sim_parse *
     return opts_bad(err, cap, "--csv - and --json -: only one of them can have standard output");
   if (sp->hold_given && o->hold && o->model == 1)
     return opts_bad(err, cap, "--hold: the simple model has no sequences to hold (use --model manager)");
-  int rc = parse_caps(o, sp->cap_list, err, cap);
+  int rc = check_tiers(o, err, cap);
   if (rc) return rc;
+  if ((rc = parse_caps(o, sp->cap_list, err, cap))) return rc;
   /* A capacity listed twice runs once; with --nodes the list is per node. */
   if (!sp->node_list) o->n_caps = dedupe(o->caps, o->n_caps);
   return parse_cluster(o, sp, err, cap);
@@ -238,6 +265,9 @@ int sim_opts_parse(int argc, char **argv, sim_opts *o, char *err, size_t err_cap
       OPTS_ARG("kv-bytes-per-token", S_KVTOK),
       OPTS_ARG("host-blocks", S_HOSTB),
       OPTS_ARG("host-policy", S_HOSTP),
+      OPTS_ARG("host-bytes", S_HOSTBY),
+      OPTS_ARG("file-dir", S_FDIR),
+      OPTS_ARG("file-bytes", S_FBYTES),
       OPTS_ARG("redis", S_REDIS),
       OPTS_FLAG("quiet", 'q'),
       OPTS_FLAG("help", 'h'),

@@ -117,17 +117,21 @@ int sim_write_csv(const sim_plan *pl, const char *path) {
   FILE *f = report_open(path);
   if (!f) return cli_error("sim", "%s: cannot write: %m", path);
   fprintf(f, "model,policy,capacity,block_size,hold,requests,lookups,block_hits,block_hit_ratio,"
-             "prompt_tokens,%s,%s,evictions,dropped,seconds\n",
+             "prompt_tokens,%s,%s,evictions,dropped,seconds",
           hit_tokens_name(pl), hit_ratio_name(pl));
+  if (pl->tiers) sim_tiers_csv_head(f);
+  fputc('\n', f);
   for (size_t i = 0; i < pl->n_jobs; i++) {
     const sim_result *r = &pl->jobs[i].res;
-    fprintf(f, "%s,%s,%u,%u,%u,%zu,%llu,%llu,%.6f,%llu,%llu,%.6f,%llu,%llu,%.4f\n",
+    fprintf(f, "%s,%s,%u,%u,%u,%zu,%llu,%llu,%.6f,%llu,%llu,%.6f,%llu,%llu,%.4f",
             pl->model == SIM_MODEL_MANAGER ? "manager" : "simple", r->policy, r->capacity,
             pl->stream->block_size, pl->hold, pl->stream->n_reqs,
             (unsigned long long)r->lookups, (unsigned long long)r->block_hits,
             sim_ratio(r->block_hits, r->lookups), (unsigned long long)r->prompt_tokens,
             (unsigned long long)r->hit_tokens, sim_ratio(r->hit_tokens, r->prompt_tokens),
             (unsigned long long)r->evictions, (unsigned long long)r->dropped, r->seconds);
+    if (pl->tiers) sim_tiers_csv(f, r->hit_tokens, r->tier_hit_tokens, r->tier_errors);
+    fputc('\n', f);
   }
   return report_close("sim", f, path);
 }
@@ -148,12 +152,14 @@ int sim_write_json(const sim_plan *pl, const char *trace_path, const char *path)
     fprintf(f, ", \"capacity\": %u, \"lookups\": %llu, \"block_hits\": %llu, "
                "\"block_hit_ratio\": %.6f, \"prompt_tokens\": %llu, \"%s\": %llu, "
                "\"%s\": %.6f, \"evictions\": %llu, \"dropped\": %llu, "
-               "\"seconds\": %.4f}%s\n",
+               "\"seconds\": %.4f",
             r->capacity, (unsigned long long)r->lookups, (unsigned long long)r->block_hits,
             sim_ratio(r->block_hits, r->lookups), (unsigned long long)r->prompt_tokens,
             hit_tokens_name(pl), (unsigned long long)r->hit_tokens, hit_ratio_name(pl),
             sim_ratio(r->hit_tokens, r->prompt_tokens), (unsigned long long)r->evictions,
-            (unsigned long long)r->dropped, r->seconds, i + 1 < pl->n_jobs ? "," : "");
+            (unsigned long long)r->dropped, r->seconds);
+    if (pl->tiers) sim_tiers_json(f, r->hit_tokens, r->tier_hit_tokens, r->tier_errors);
+    fprintf(f, "}%s\n", i + 1 < pl->n_jobs ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
   return report_close("sim", f, path);
@@ -226,7 +232,14 @@ void sim_help(void) {
       "      --host-blocks N    a host tier of N blocks below the pool (manager model):\n"
       "                         evicted blocks are demoted there and promoted back on a\n"
       "                         match; the report splits prefix hits by tier\n"
+      "      --host-bytes N     the same sized in the model's bytes (--kv-bytes-per-token)\n"
       "      --host-policy P    the host tier's eviction policy (default lru)\n"
+      "      --file-dir DIR     the library's file tier below it, a directory per replay\n"
+      "                         in DIR (kept: a second run over DIR starts warm)\n"
+      "      --file-bytes N     its size in the model's bytes (default: no limit)\n"
+      "      --redis HOST:PORT[/PREFIX]  a Redis tier below those (or unix:/PATH), keys\n"
+      "                         under PREFIX (default pkv:sim:) + the replay's name; every\n"
+      "                         --nodes node reaches the one server\n"
       "      --nodes LIST       the cluster view: the trace split over N servers, each with\n"
       "                         the --capacity (one for all, or one per node), e.g. 1,2,4,8\n"
       "      --route LIST       rr (round-robin) and/or prefix (the node holding the longest\n"
@@ -235,7 +248,8 @@ void sim_help(void) {
       "                         (1 .. 1000, default 1.25)\n"
       "      --shared-remote BYTES  a remote tier every node reads after a local miss\n"
       "                         (LRU of blocks; e.g. 64G)\n"
-      "      --kv-bytes-per-token N  K/V bytes of one token, to size the remote tier in blocks\n"
+      "      --kv-bytes-per-token N  K/V bytes of one token of the model, to size the\n"
+      "                         tiers in blocks\n"
       "                         (default 131072: llama3-8b, f16)\n"
       "  -j, --jobs N           parallel replays (default: number of CPUs)\n"
       "  -q, --quiet            no progress bar\n"
@@ -247,18 +261,99 @@ void sim_help(void) {
       "blocks / block lookups.  gap_closed = share of the LRU-to-Belady gap.\n");
 }
 
+/* ------------------------------------------------------------ tiers
+ * Prefix hits split by where they came from, named as `run` names the
+ * tiers: device (the pool itself), host, file, redis. */
+
+static const char *const tier_col[PKV_TIER_MAX] = {"host", "file", "redis"};
+
+static bool tier_on(const tool_tiers *t, int i) {
+  return i == PKV_TIER_HOST ? t->host_blocks != 0 : i == PKV_TIER_FILE ? t->file_dir != NULL
+                                                                       : t->redis != NULL;
+}
+
+void sim_tiers_describe(FILE *f, const tool_tiers *t, const sim_stream *s) {
+  fprintf(f, "tiers below the pool:");
+  if (t->host_blocks)
+    fprintf(f, " host %llu blocks (policy %s);", (unsigned long long)t->host_blocks,
+            t->host_policy ? t->host_policy : "lru");
+  if (t->file_dir) {
+    fprintf(f, " file in %s/, ", t->file_dir);
+    if (t->file_blocks) fprintf(f, "%llu blocks;", (unsigned long long)t->file_blocks);
+    else fprintf(f, "no limit;");
+  }
+  if (t->redis) fprintf(f, " redis %s;", t->redis);
+  fprintf(f, " prefix hits by where they came from (share of prompt tokens, block size %u):\n",
+          s->block_size);
+}
+
+void sim_tiers_head(FILE *f) {
+  fprintf(f, " %10s %10s %10s %10s %10s %8s", "prefix_hit", "device", "host", "file", "redis",
+          "t_errors");
+}
+
+void sim_tiers_cells(FILE *f, const tool_tiers *t, uint64_t hit, uint64_t prompt,
+                     const uint64_t tier_hit[PKV_TIER_MAX], const uint64_t tier_err[PKV_TIER_MAX]) {
+  uint64_t below = 0, errors = 0;
+  for (int i = 0; i < PKV_TIER_MAX; i++) below += tier_hit[i], errors += tier_err[i];
+  fprintf(f, " %10.4f %10.4f", sim_ratio(hit, prompt), sim_ratio(hit - below, prompt));
+  for (int i = 0; i < PKV_TIER_MAX; i++) {
+    if (tier_on(t, i)) fprintf(f, " %10.4f", sim_ratio(tier_hit[i], prompt));
+    else fprintf(f, " %10s", "-");
+  }
+  fprintf(f, " %8llu", (unsigned long long)errors);
+}
+
+void sim_tiers_csv_head(FILE *f) {
+  fprintf(f, ",device_hit_tokens,host_hit_tokens,file_hit_tokens,redis_hit_tokens,tier_errors");
+}
+
+void sim_tiers_csv(FILE *f, uint64_t hit, const uint64_t tier_hit[PKV_TIER_MAX],
+                   const uint64_t tier_err[PKV_TIER_MAX]) {
+  uint64_t below = tier_hit[0] + tier_hit[1] + tier_hit[2];
+  fprintf(f, ",%llu,%llu,%llu,%llu,%llu", (unsigned long long)(hit - below),
+          (unsigned long long)tier_hit[0], (unsigned long long)tier_hit[1],
+          (unsigned long long)tier_hit[2],
+          (unsigned long long)(tier_err[0] + tier_err[1] + tier_err[2]));
+}
+
+void sim_tiers_json(FILE *f, uint64_t hit, const uint64_t tier_hit[PKV_TIER_MAX],
+                    const uint64_t tier_err[PKV_TIER_MAX]) {
+  uint64_t below = tier_hit[0] + tier_hit[1] + tier_hit[2];
+  fprintf(f, ", \"device_hit_tokens\": %llu", (unsigned long long)(hit - below));
+  for (int i = 0; i < PKV_TIER_MAX; i++)
+    fprintf(f, ", \"%s_hit_tokens\": %llu", tier_col[i], (unsigned long long)tier_hit[i]);
+  fprintf(f, ", \"tier_errors\": %llu",
+          (unsigned long long)(tier_err[0] + tier_err[1] + tier_err[2]));
+}
+
+/* A tier that counted errors (a server that went away, a corrupt or
+ * foreign block) served fewer hits than it could have: said under the
+ * table. */
+void sim_tiers_note(FILE *f, const char *what, const uint64_t tier_err[PKV_TIER_MAX]) {
+  for (int i = 0; i < PKV_TIER_MAX; i++)
+    if (tier_err[i])
+      fprintf(f, "note: %s: the %s tier counted %llu errors (unreachable server, corrupt, short "
+                 "or foreign blocks, failed writes): its hits are a lower bound\n",
+              what, tier_col[i], (unsigned long long)tier_err[i]);
+}
+
 void sim_print_tiers(FILE *f, const sim_plan *pl) {
-  fprintf(f, "tiers: host tier of %llu blocks (policy %s) below the pool; prefix hits by "
-          "where they came from (share of prompt tokens):\n",
-          (unsigned long long)pl->tiers->host_blocks,
-          pl->tiers->host_policy ? pl->tiers->host_policy : "lru");
-  fprintf(f, "%-10s %-12s %10s %10s %10s\n", "capacity", "policy", "prefix_hit", "pool", "host");
+  sim_tiers_describe(f, pl->tiers, pl->stream);
+  fprintf(f, "%-10s %-12s", "capacity", "policy");
+  sim_tiers_head(f);
+  fputc('\n', f);
   for (size_t i = 0; i < pl->n_jobs; i++) {
     const sim_result *r = &pl->jobs[i].res;
     if (!pl->jobs[i].ops) continue; /* Belady has no tiers */
-    uint64_t host = r->tier_hit_tokens[PKV_TIER_HOST];
-    fprintf(f, "%-10u %-12s %10.4f %10.4f %10.4f\n", r->capacity, r->policy,
-            sim_ratio(r->hit_tokens, r->prompt_tokens),
-            sim_ratio(r->hit_tokens - host, r->prompt_tokens), sim_ratio(host, r->prompt_tokens));
+    fprintf(f, "%-10u %-12s", r->capacity, r->policy);
+    sim_tiers_cells(f, pl->tiers, r->hit_tokens, r->prompt_tokens, r->tier_hit_tokens,
+                    r->tier_errors);
+    fputc('\n', f);
+  }
+  for (size_t i = 0; i < pl->n_jobs; i++) {
+    char what[128];
+    snprintf(what, sizeof what, "%s at capacity %u", pl->jobs[i].res.policy, pl->jobs[i].capacity);
+    sim_tiers_note(f, what, pl->jobs[i].res.tier_errors);
   }
 }

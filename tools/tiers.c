@@ -12,9 +12,12 @@
 
 void tool_tiers_config(const tool_tiers *t, pkv_config *cfg) {
   uint64_t bytes = t->host_bytes;
+  /* A host slot holds the K/V and, in owned mode, the token ids; in
+   * external mode the K/V only (docs/MANAGER.md, "Host tier"). */
   if (t->host_blocks)
     bytes = t->host_blocks *
-            (pkv_config_block_bytes(cfg) + (uint64_t)cfg->block_size * sizeof(int32_t));
+            (pkv_config_block_bytes(cfg) +
+             (cfg->storage == PKV_STORAGE_OWNED ? (uint64_t)cfg->block_size * sizeof(int32_t) : 0));
   cfg->host_tier_bytes = bytes;
   cfg->host_tier_policy = bytes ? t->host_policy : NULL;
 }
@@ -59,25 +62,48 @@ int tool_tiers_redis_flag(const char *arg, tool_tiers *t, char *err, size_t err_
   return 0;
 }
 
+/* The file tier's record header (docs/MANAGER.md, "File tier"); a test
+ * (check_sim, sim_file_tier_capacity) fills a tier sized with it. */
+#define FILE_RECORD_HEADER 80u
+
+uint64_t tool_tiers_file_record(pkv_cache *c) {
+  const pkv_config *cfg = pkv_cache_config(c);
+  return FILE_RECORD_HEADER + (uint64_t)cfg->block_size * sizeof(int32_t) +
+         pkv_config_block_bytes(cfg);
+}
+
+static int attach_redis(const tool_tiers *t, pkv_cache *c, const char *sub, char *err,
+                        size_t err_cap) {
+  char prefix[300];
+  const char *base = t->redis_prefix[0] ? t->redis_prefix : sub ? "pkv:sim:" : NULL;
+  if (sub) snprintf(prefix, sizeof prefix, "%s%s:", base, sub);
+  if (sub && strlen(prefix) > 128) {
+    snprintf(err, err_cap, "--redis %s: key prefix '%s' (with the replay's part) is longer "
+             "than 128 bytes", t->redis, prefix);
+    return PKV_EINVAL;
+  }
+  pkv_redis_opts o;
+  pkv_redis_opts_init(&o);
+  o.address = t->redis_addr;
+  o.key_prefix = sub ? prefix : base;
+  int rc = pkv_cache_set_remote_tier(c, &o);
+  if (rc) snprintf(err, err_cap, "--redis %s: %s", t->redis, pkv_last_error());
+  return rc;
+}
+
 int tool_tiers_attach(const tool_tiers *t, pkv_cache *c, const char *sub,
-                      char *err, size_t err_cap) {
+                      const char *redis_sub, char *err, size_t err_cap) {
   int rc = 0;
   if (t->file_dir) {
     char dir[4096];
     dir_of(t, sub, dir, sizeof dir);
-    if ((rc = pkv_cache_set_file_tier(c, dir, t->file_bytes)) != 0) {
+    uint64_t max = t->file_blocks ? t->file_blocks * tool_tiers_file_record(c) : t->file_bytes;
+    if ((rc = pkv_cache_set_file_tier(c, dir, max)) != 0) {
       snprintf(err, err_cap, "--file-dir %s: %s", dir, pkv_last_error());
       return rc;
     }
   }
-  if (t->redis) {
-    pkv_redis_opts o;
-    pkv_redis_opts_init(&o);
-    o.address = t->redis_addr;
-    o.key_prefix = t->redis_prefix[0] ? t->redis_prefix : NULL;
-    if ((rc = pkv_cache_set_remote_tier(c, &o)) != 0)
-      snprintf(err, err_cap, "--redis %s: %s", t->redis, pkv_last_error());
-  }
+  if (t->redis) rc = attach_redis(t, c, redis_sub, err, err_cap);
   return rc;
 }
 
@@ -92,11 +118,13 @@ int tool_tiers_drain(pkv_cache *c, uint64_t *n_copies) {
   return 0;
 }
 
-void tool_tiers_hits(pkv_cache *c, uint64_t tokens[PKV_TIER_MAX]) {
+void tool_tiers_hits(pkv_cache *c, uint64_t tokens[PKV_TIER_MAX], uint64_t errors[PKV_TIER_MAX]) {
   uint32_t bs = pkv_cache_config(c)->block_size;
   for (uint32_t i = 0; i < PKV_TIER_MAX; i++) {
     pkv_tier_stats st;
-    tokens[i] = pkv_tier_stats_get(c, i, &st) == 0 ? st.promotions * bs : 0;
+    bool on = pkv_tier_stats_get(c, i, &st) == 0;
+    tokens[i] = on ? st.promotions * bs : 0;
+    if (errors) errors[i] = on ? st.errors : 0;
   }
 }
 

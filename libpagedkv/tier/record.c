@@ -1,7 +1,8 @@
 /*
  * record.c — the bottom of tier/: the checksum every tier stores, the block
  * record (tier.h) the file tier and save files write, and whole-buffer
- * reads and writes.  Calls nothing else in tier/.
+ * reads and writes.  Calls nothing else in tier/ but the checksum's
+ * vector paths (xsum.c).
  */
 #include "tier/tier.h"
 
@@ -10,19 +11,18 @@
 #include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
+#include "tier/xsum.h"
 
 #define REC_MAGIC 0x42564b50u /* "PKVB" little-endian */
 #define REC_VERSION 1u
 
 uint64_t pkv__tier_checksum(const int32_t *tokens, uint32_t ntok,
                             const void *kv, size_t kv_bytes) {
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, tokens, (size_t)ntok * sizeof *tokens);
-  if (kv && kv_bytes) XXH3_64bits_update(&st, kv, kv_bytes);
-  return XXH3_64bits_digest(&st);
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, tokens, (size_t)ntok * sizeof *tokens);
+  if (kv && kv_bytes) pkv__xsum_update(&st, kv, kv_bytes);
+  return pkv__xsum_digest(&st);
 }
 
 /* ------------------------------------------------ records */

@@ -48,10 +48,10 @@
  * shim: hiredis 0.14 has no per-reader allocator, and its global one is
  * process state the library must not change).
  */
-#define XXH_STATIC_LINKING_ONLY
 #include "tier/redis.h"
 
 #include "internal.h"
+#include "tier/xsum.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -69,7 +69,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define PREFIX_MAX 128
 #define HOST_MAX 255
@@ -174,10 +173,23 @@ typedef struct redis_tier {
   pkv__tier_block *rx_blocks;
   size_t rx_i;
   rx_obj rx;
-  /* counters */
+  /* counters (under mu), and the copy stats() reads (under pub_mu), taken
+   * at the end of every call: reading them never waits for a round trip */
   pkv_tier_stats st;
   pkv__redis_counters c;
+  pthread_mutex_t pub_mu;
+  pkv_tier_stats st_pub;
+  pkv__redis_counters c_pub;
 } redis_tier;
+
+/* The end of a call: publish the counters, release the connection. */
+static void call_end(redis_tier *t) {
+  pthread_mutex_lock(&t->pub_mu);
+  t->st_pub = t->st;
+  t->c_pub = t->c;
+  pthread_mutex_unlock(&t->pub_mu);
+  pthread_mutex_unlock(&t->mu);
+}
 
 static uint64_t mono_ns(void) {
   struct timespec ts;
@@ -207,11 +219,11 @@ static uint64_t get_u64(const uint8_t *p) {
 
 static uint64_t payload_sum(const void *tokens, size_t tok_bytes, const void *kv,
                             size_t kv_bytes) {
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, tokens, tok_bytes);
-  XXH3_64bits_update(&st, kv, kv_bytes);
-  return XXH3_64bits_digest(&st);
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, tokens, tok_bytes);
+  pkv__xsum_update(&st, kv, kv_bytes);
+  return pkv__xsum_digest(&st);
 }
 
 /* Header layout (offsets): 0 magic u32, 4 format u16, 6 header size u16,
@@ -256,24 +268,32 @@ static verdict verify_head(const pkv__tier_block *b, const uint8_t *v, size_t le
 }
 
 /* verify_head plus the checksum (sum = XXH3 of v[HDR..len)); on V_OK the
- * K/V is copied into b->kv (nothing is written otherwise). */
+ * K/V is copied into b->kv, or its kv_chunks pieces kv_stride apart
+ * (nothing is written otherwise). */
 static verdict accept_value(const pkv__tier_block *b, const uint8_t *v, size_t len,
                             uint64_t sum) {
   uint64_t want = 0;
   verdict r = verify_head(b, v, len, &want);
   if (r != V_OK) return r;
   if (sum != want) return V_CORRUPT;
-  memcpy(b->kv, v + PKV__REDIS_HDR + (size_t)b->ntok * 4, b->kv_bytes);
+  const uint8_t *kv = v + PKV__REDIS_HDR + (size_t)b->ntok * 4;
+  if (b->kv_chunks > 1) { /* straight into a pool block's regions */
+    size_t piece = b->kv_bytes / b->kv_chunks;
+    for (uint32_t i = 0; i < b->kv_chunks; i++)
+      memcpy((uint8_t *)b->kv + i * b->kv_stride, kv + i * piece, piece);
+  } else {
+    memcpy(b->kv, kv, b->kv_bytes);
+  }
   return V_OK;
 }
 
 /* accept_value of a value whose checksum is still to be computed. */
 static verdict verify_value(const pkv__tier_block *b, const uint8_t *v, size_t len) {
   if (len < PKV__REDIS_HDR) return V_SIZE;
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, v + PKV__REDIS_HDR, len - PKV__REDIS_HDR);
-  return accept_value(b, v, len, XXH3_64bits_digest(&st));
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, v + PKV__REDIS_HDR, len - PKV__REDIS_HDR);
+  return accept_value(b, v, len, pkv__xsum_digest(&st));
 }
 
 /* ------------------------------------------------ reader objects */
@@ -567,8 +587,8 @@ static int take_bulk(redis_tier *t) {
     t->scratch = s;
     t->scratch_cap = len;
   }
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
   size_t got = 0; /* value bytes read */
   while (got < len) {
     size_t avail = t->rlen - t->rpos, k;
@@ -587,7 +607,7 @@ static int take_bulk(redis_tier *t) {
     }
     if (keep && got + k > PKV__REDIS_HDR) { /* the checksum covers v[HDR..) */
       size_t from = got > PKV__REDIS_HDR ? got : PKV__REDIS_HDR;
-      XXH3_64bits_update(&st, t->scratch + from, got + k - from);
+      pkv__xsum_update(&st, t->scratch + from, got + k - from);
     }
     got += k;
   }
@@ -596,7 +616,7 @@ static int take_bulk(redis_tier *t) {
   if (memcmp(t->rbuf + t->rpos, "\r\n", 2) != 0) return -1;
   t->rpos += 2;
   t->rx.type = REDIS_REPLY_STRING;
-  t->rx.v = keep ? accept_value(b, t->scratch, len, XXH3_64bits_digest(&st)) : V_SIZE;
+  t->rx.v = keep ? accept_value(b, t->scratch, len, pkv__xsum_digest(&st)) : V_SIZE;
   return 1;
 }
 
@@ -802,7 +822,7 @@ static int redis_put(pkv__tier *tier, const pkv__tier_block *b, size_t n) {
     }
   }
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return rc;
 }
 
@@ -841,7 +861,7 @@ out:
   t->st.hits += hits;
   t->st.misses += n - hits;
   t->rx_blocks = NULL;
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return rc;
 }
 
@@ -860,7 +880,7 @@ static int redis_contains(pkv__tier *tier, const pkv__tier_block *b) {
   yes = t->rx.type == REDIS_REPLY_INTEGER &&
         (unsigned long long)t->rx.integer == (unsigned long long)value_bytes(b);
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
   return yes;
 }
 
@@ -890,21 +910,21 @@ static void redis_contains_n(pkv__tier *tier, const pkv__tier_block *b, size_t n
              (unsigned long long)t->rx.integer == (unsigned long long)value_bytes(&b[i]);
   }
 out:
-  pthread_mutex_unlock(&t->mu);
+  call_end(t);
 }
 
 static void redis_stats(pkv__tier *tier, pkv_tier_stats *out) {
   redis_tier *t = (redis_tier *)tier;
-  pthread_mutex_lock(&t->mu);
-  *out = t->st;
-  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_lock(&t->pub_mu);
+  *out = t->st_pub;
+  pthread_mutex_unlock(&t->pub_mu);
 }
 
 void pkv__redis_counters_get(pkv__tier *tier, pkv__redis_counters *out) {
   redis_tier *t = (redis_tier *)tier;
-  pthread_mutex_lock(&t->mu);
-  *out = t->c;
-  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_lock(&t->pub_mu);
+  *out = t->c_pub;
+  pthread_mutex_unlock(&t->pub_mu);
 }
 
 static void redis_destroy(pkv__tier *tier) {
@@ -913,6 +933,7 @@ static void redis_destroy(pkv__tier *tier) {
   if (t->fd >= 0) close(t->fd);
   if (t->reader) hi.destroy(t->reader);
   pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->pub_mu);
   PKV__FREE_ALL(t->rbuf, t->scratch, t->text, t->iov, t);
 }
 
@@ -968,12 +989,14 @@ int pkv__redis_tier_create(const pkv_redis_opts *user, pkv__tier **out) {
   }
   t->base.ops = &redis_ops;
   pthread_mutex_init(&t->mu, NULL);
+  pthread_mutex_init(&t->pub_mu, NULL);
   strcpy(t->prefix, prefix);
   t->prefix_len = strlen(prefix);
   t->ttl_ms = o.ttl_ms;
   t->timeout_ms = o.timeout_ms ? (int)o.timeout_ms : 250;
   t->fd = -1;
   snprintf(t->st.name, sizeof t->st.name, "redis");
+  t->st_pub = t->st;
   t->fns = (redisReplyObjectFunctions){rx_string, rx_array, rx_integer, rx_nil, rx_free};
   *out = &t->base;
   return 0;

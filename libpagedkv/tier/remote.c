@@ -5,17 +5,20 @@
  *          batch (no I/O) ──► pkv__leave, after the cache lock is released:
  *          one pipelined SET round trip for the whole batch (flush)
  *   promote (tier.c) ──► contains_n: one pipelined STRLEN round trip for
- *          the run ──► get: max_batch verified GETs per round trip
+ *          the run ──► get: the run's verified GETs, one pipeline
  *
  * The link wraps the store (redis.c) and adds write-behind batching, so
  * that the network writes of a call happen outside the cache lock: a call
  * that evicts k blocks into Redis copies them into the link's batch under
- * the lock and sends them in one pipeline after releasing it.  What the
- * lock is still held across: the promotion round trips (contains_n and the
- * gets: the run is installed into the pool atomically), and a batch that
- * fills up within one call (max_batch blocks: it is sent at once, under the
- * lock, to bound the memory).  A block demoted but not yet flushed is
- * invisible to promotion (a concurrent match misses it; it is never wrong).
+ * the lock and sends them in one pipeline after releasing it (a call that
+ * queued nothing returns from the flush at once).  pkv_seq_match_prefix
+ * makes its promotion round trips without the lock too (tier.c).  What the
+ * lock is still held across: pkv_prefix_promote's round trips, and a batch
+ * that fills up within one call (max_batch blocks: it is sent at once,
+ * under the lock, to bound the memory).  A block demoted but not yet
+ * flushed is invisible to promotion (a concurrent match misses it; it is
+ * never wrong).  The store has one connection: a flush waits for a fetch
+ * in flight and the reverse (without the cache lock).
  *
  * Detach (pkv_cache_set_remote_tier NULL or a replacement) flushes and
  * closes the store, but keeps the link's shell until the cache is destroyed
@@ -41,7 +44,8 @@ typedef struct link {
   uint32_t max_batch, block_size;
   size_t kv_bytes, slot_bytes;
   pthread_mutex_t fill_mu;   /* `fill` */
-  pthread_mutex_t flush_mu;  /* one flusher at a time (owns `spare`) */
+  pthread_mutex_t flush_mu;  /* one flusher at a time (owns `spare`); the
+                                fetches hold it to keep `store` alive */
   batch fill, spare;
   uint64_t promotions;
 } link_t;
@@ -67,6 +71,13 @@ static void batch_send(link_t *l, batch *q) {
 /* After the lock: send what the call queued. */
 void pkv__remote_flush(void *arg) {
   link_t *l = arg;
+  /* Nothing queued (most calls): return at once, not behind a flush or a
+   * promotion's fetch that holds flush_mu.  A put queued after this look
+   * is sent by its own call's flush. */
+  pthread_mutex_lock(&l->fill_mu);
+  uint32_t queued = l->fill.n;
+  pthread_mutex_unlock(&l->fill_mu);
+  if (queued == 0) return;
   pthread_mutex_lock(&l->flush_mu);
   pthread_mutex_lock(&l->fill_mu);
   batch t = l->fill;
@@ -97,28 +108,38 @@ static int link_put(pkv__tier *tier, const pkv__tier_block *b, size_t n) {
   return 0;
 }
 
+/* The fetches hold flush_mu: a promotion makes them without the cache
+ * lock, and a detach (link_close, under the cache lock) must not destroy
+ * the store under them — it waits for the round trip instead. */
 static int link_get(pkv__tier *tier, pkv__tier_block *b, size_t n, uint8_t *found) {
   link_t *l = (link_t *)tier;
-  if (!l->store) {
+  pthread_mutex_lock(&l->flush_mu);
+  int rc = 0;
+  if (l->store)
+    rc = l->store->ops->get(l->store, b, n, found);
+  else
     memset(found, 0, n);
-    return 0;
-  }
-  return l->store->ops->get(l->store, b, n, found);
+  pthread_mutex_unlock(&l->flush_mu);
+  return rc;
 }
 
 static int link_contains(pkv__tier *tier, const pkv__tier_block *b) {
   link_t *l = (link_t *)tier;
-  return l->store ? l->store->ops->contains(l->store, b) : 0;
+  pthread_mutex_lock(&l->flush_mu);
+  int yes = l->store ? l->store->ops->contains(l->store, b) : 0;
+  pthread_mutex_unlock(&l->flush_mu);
+  return yes;
 }
 
 static void link_contains_n(pkv__tier *tier, const pkv__tier_block *b, size_t n,
                             uint8_t *yes) {
   link_t *l = (link_t *)tier;
-  if (!l->store) {
+  pthread_mutex_lock(&l->flush_mu);
+  if (l->store)
+    l->store->ops->contains_n(l->store, b, n, yes);
+  else
     memset(yes, 0, n);
-    return;
-  }
-  l->store->ops->contains_n(l->store, b, n, yes);
+  pthread_mutex_unlock(&l->flush_mu);
 }
 
 static void link_stats(pkv__tier *tier, pkv_tier_stats *out) {

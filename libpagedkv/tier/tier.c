@@ -29,6 +29,30 @@
  *      back to the free list.
  * The matched blocks [0, k) are referenced before step 2, so the evictions
  * step 2 causes never touch them.
+ *
+ * Redis, from pkv_seq_match_prefix, without the cache lock
+ * (pkv__tier_promote_remote).  The pool's and the local tiers' run is
+ * promoted and published in the sequence first (its table holds them);
+ * then, for the blocks after it:
+ *   1. their chained keys, under the lock;
+ *   2. the lock released: one pipelined STRLEN round trip says how long a
+ *      run Redis holds;
+ *   3. the lock retaken, the sequence looked up again (a concurrent call
+ *      on it — the caller's race — is refused, never followed): one pool
+ *      block per block of that run, all or none, held in the sequence's
+ *      table as lookahead slots (reserved, no token ids: private, never
+ *      shared, cached or evicted), so every invariant holds meanwhile;
+ *   4. the lock released: the GETs (max_batch per round trip), each value
+ *      verified and copied straight into its reserved block's regions
+ *      (nothing written otherwise);
+ *   5. the lock retaken and the sequence checked again: the leading
+ *      verified run enters the index (STORED, PROMOTED), the rest of the
+ *      reservation goes back to the pool.
+ * The Redis link stays valid across the gaps (a detached link lives until
+ * the cache is destroyed, its fetches hold the link's flush lock so a
+ * detach waits for them).  match_prefix then tries the local tiers again
+ * for what follows.  pkv_prefix_promote (no sequence to hold the
+ * reservation) still makes its Redis round trips under the lock.
  */
 #include "tier/tier.h"
 
@@ -257,14 +281,15 @@ static void tier_demote(pkv_cache *c, int32_t b) {
   } else {
     pkv__tier_block tb = block_of(c, b, T->stage, T->kv_bytes);
     pkv__tier_gather(c, b, T->stage);
-    pkv_tier_stats before, after;
-    t->ops->stats(t, &before);
-    if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
-    t->ops->stats(t, &after);
-    /* skipped (counted there); redis queues the put for the call's end */
-    if (after.puts == before.puts &&
-        (i != PKV_TIER_REDIS || after.skipped != before.skipped))
-      return;
+    if (i == PKV_TIER_REDIS) { /* queued for the call's end (remote.c) */
+      if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
+    } else {
+      pkv_tier_stats before, after;
+      t->ops->stats(t, &before);
+      if (t->ops->put(t, &tb, 1) != 0) pkv__err_clear();
+      t->ops->stats(t, &after);
+      if (after.puts == before.puts) return; /* skipped (counted there) */
+    }
   }
   pkv__emit_seq(c, PKV_EVENT_DEMOTED, b, NULL, i, -1);
 }
@@ -300,11 +325,12 @@ static void count_promotion(tiers_t *T, int i) {
  * tbs[k] gets its key chained from parent.  Returns the run's length. */
 static uint32_t find_run(pkv_cache *c, uint32_t ns_id, pkv_hash128 parent,
                          const int32_t *tokens, uint32_t room, bool external,
-                         pkv__tier_block *tbs, uint8_t *from, uint8_t *yes) {
+                         bool remote, pkv__tier_block *tbs, uint8_t *from,
+                         uint8_t *yes) {
   tiers_t *T = c->tiers;
   size_t bs = c->block_size;
   uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest), keyed = 0, asked = 0;
-  pkv__tier *r = external ? NULL : T->t[PKV_TIER_REDIS];
+  pkv__tier *r = external || !remote ? NULL : T->t[PKV_TIER_REDIS];
   for (uint32_t n = 0; n < room; n++) {
     if (n == keyed) {
       tbs[n] = (pkv__tier_block){.key = pkv__block_key(c, &parent, ns_id,
@@ -362,10 +388,12 @@ static const uint8_t *redis_payload(tiers_t *T, pkv__tier_block *tbs,
 
 /* Promotes the run of blocks the tiers hold for tokens (block `depth0` of a
  * chain under `parent` in namespace ns_id), at most room blocks, into pool
- * blocks written to out[] (each cached, refcount 1).  Returns how many. */
+ * blocks written to out[] (each cached, refcount 1).  Redis only if
+ * `remote` (its round trips then run under the lock).  Returns how many. */
 static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
                             pkv_hash128 parent, const int32_t *tokens,
-                            uint32_t depth0, uint32_t room, int32_t *out) {
+                            uint32_t depth0, uint32_t room, bool remote,
+                            int32_t *out) {
   tiers_t *T = c->tiers;
   bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
   size_t bs = c->block_size;
@@ -375,7 +403,8 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
   pkv__tier_block *tbs = pkv__malloc((size_t)room * sizeof *tbs);
   if (!taken || !from || !tbs) goto done;
   /* 1. the run the tiers hold */
-  n = find_run(c, ns_id, parent, tokens, room, external, tbs, from, from + room);
+  n = find_run(c, ns_id, parent, tokens, room, external, remote, tbs, from,
+               from + room);
   /* 2. pool blocks for all of it, or none */
   if (n == 0 || n > pkv__blocks_available(c)) goto done;
   for (uint32_t j = 0; j < n; j++) {
@@ -433,7 +462,128 @@ uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
   pkv_hash128 parent = k > 0 ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
   return k + promote_run(c, s->ns_id, s->priority, parent,
                          tokens + (size_t)k * c->block_size, k, want - k,
-                         s->blocks + k);
+                         false, s->blocks + k);
+}
+
+/* Retakes the lock released for a round trip and finds s again: NULL
+ * (error set) unless it is still the sequence left behind — n_blocks
+ * blocks, n_tokens tokens, first block `first` (a concurrent call on the
+ * same sequence is the caller's race: refused, never followed). */
+static pkv__seq *relock(pkv_cache *c, pkv_seq_id id, uint32_t n_blocks,
+                        uint32_t n_tokens, uint32_t k, int32_t first, int *rc) {
+  int busy = pkv__lock(c); /* cannot be refused: this thread released it */
+  PKV_ASSERT(!busy);
+  (void)busy;
+  pkv__seq *s = pkv__seq_lookup(c, id);
+  if (!s) {
+    *rc = PKV_ENOSEQ;
+  } else if (s->n_blocks != n_blocks || s->n_tokens != n_tokens ||
+             (n_blocks > k && s->blocks[k] != first)) {
+    *rc = pkv__err(PKV_ESTATE, "seq %u: changed by another call during its "
+                   "match (calls on one sequence must not overlap)", s->index);
+    s = NULL;
+  }
+  return s;
+}
+
+/* The reservation of a promotion in flight: s's blocks [k, k + n) are the
+ * pool blocks taken for it, held as lookahead slots (reserved tokens with
+ * no ids: private, writable, never cached), so every invariant holds while
+ * the lock is released and nothing else can evict, share or reuse them.
+ * reserve_end shrinks s to its match plus the g blocks installed. */
+static void reserve_set(pkv_cache *c, pkv__seq *s, uint32_t k, uint32_t n) {
+  uint32_t bs = c->block_size;
+  s->n_blocks = k + n;
+  s->n_tokens = (k + n) * bs;
+  c->sum_tokens += (uint64_t)n * bs;
+  c->sum_blocks += n;
+}
+static void reserve_end(pkv_cache *c, pkv__seq *s, uint32_t k, uint32_t n, uint32_t g) {
+  uint32_t bs = c->block_size;
+  for (uint32_t j = g; j < n; j++) pkv__block_unref(c, s->blocks[k + j]);
+  s->n_blocks = s->n_hashed = k + g;
+  s->n_tokens = s->n_known = s->n_committed = (k + g) * bs;
+  c->sum_tokens -= (uint64_t)(n - g) * bs;
+  c->sum_blocks -= n - g;
+}
+
+int pkv__tier_promote_remote(pkv_cache *c, pkv_seq_id id, pkv__seq **sp,
+                             const int32_t *tokens, uint32_t want) {
+  tiers_t *T = c->tiers;
+  pkv__seq *s = *sp;
+  uint32_t k = s->n_blocks, bs = c->block_size;
+  pkv__tier *r = T ? T->t[PKV_TIER_REDIS] : NULL;
+  if (!r || c->cfg.storage != PKV_STORAGE_OWNED || k >= want) return 0;
+  uint32_t room = want - k, n = 0, g = 0;
+  pkv__tier_block *tbs = pkv__malloc((size_t)room * sizeof *tbs);
+  uint8_t *yes = pkv__malloc(room);
+  int rc = 0;
+  if (!tbs || !yes) goto out; /* no promotion; no error */
+  /* 1. the run's keys (under the lock: namespaces may move) */
+  uint32_t fold = pkv__ns_fold(c->ns[s->ns_id].digest);
+  pkv_hash128 parent = k ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
+  for (uint32_t j = 0; j < room; j++) {
+    const int32_t *t = tokens + (size_t)(k + j) * bs;
+    tbs[j] = (pkv__tier_block){.key = pkv__block_key(c, &parent, s->ns_id, t),
+                               .parent = parent, .ns_id_hash = fold, .ntok = bs,
+                               .tokens = t, .kv_bytes = T->kv_bytes};
+    parent = tbs[j].key;
+  }
+  /* 2. which of them Redis holds: one STRLEN round trip, unlocked (r
+   * stays valid: a detached link lives until the cache is destroyed) */
+  uint32_t n_tokens = s->n_tokens;
+  pkv__unlock(c);
+  r->ops->contains_n(r, tbs, room, yes);
+  while (n < room && yes[n]) n++;
+  if (!(s = relock(c, id, k, n_tokens, k, -1, &rc))) goto gone;
+  /* 3. pool blocks for all of it or none, reserved in s */
+  if (n == 0 || n > pkv__blocks_available(c)) goto out;
+  c->take_ns = s->ns_id; /* quotas count the blocks it holds */
+  for (uint32_t j = 0; j < n; j++) {
+    int32_t b = pkv__block_take(c);
+    if (b < 0) { /* the policy misbehaved: give back, no promotion */
+      while (j-- > 0) pkv__block_unref(c, s->blocks[k + j]);
+      goto out;
+    }
+    s->blocks[k + j] = b;
+    tbs[j].kv = c->kv + (size_t)b * c->layout.block_stride;
+    tbs[j].kv_chunks = 2 * c->cfg.n_layers;
+    tbs[j].kv_stride = c->kv_region_stride;
+  }
+  reserve_set(c, s, k, n);
+  /* 4. the values, verified, straight into the reserved blocks; unlocked,
+   * max_batch per round trip, until one does not verify */
+  int32_t first = s->blocks[k];
+  uint32_t mb = pkv__remote_max_batch(r);
+  pkv__unlock(c);
+  memset(yes, 0, n);
+  for (uint32_t at = 0, m; at < n; at += m) {
+    m = n - at < mb ? n - at : mb;
+    if (r->ops->get(r, tbs + at, m, yes + at) != 0) memset(yes + at, 0, m);
+    if (memchr(yes + at, 0, m)) break;
+  }
+  if (!(s = relock(c, id, k + n, (k + n) * bs, k, first, &rc))) goto gone;
+  /* 5. the leading verified run into the index; the rest back to the pool */
+  parent = k ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
+  for (; g < n && yes[g]; g++) {
+    int32_t b = s->blocks[k + g];
+    memcpy(c->block_tokens + (size_t)b * bs, tbs[g].tokens, bs * sizeof(int32_t));
+    parent = pkv__prefix_insert_block(c, b, parent, k + g, s->ns_id, s->priority);
+    pkv__remote_count_promotion(r, 1);
+    pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, PKV_TIER_REDIS, -1);
+  }
+  reserve_end(c, s, k, n, g);
+out:
+  pkv__err_clear(); /* a promotion that cannot happen is no error */
+  pkv__free(tbs);
+  pkv__free(yes);
+  *sp = s;
+  return 0;
+gone:
+  pkv__free(tbs);
+  pkv__free(yes);
+  *sp = NULL;
+  return rc;
 }
 
 /* ------------------------------------------------ public calls */
@@ -486,7 +636,7 @@ int pkv_prefix_promote(pkv_cache *cache, const pkv_seq_opts *opts,
   for (uint32_t i = 0; i < k; i++) pkv__block_ref(cache, blocks[i]);
   pkv_hash128 parent = k ? cache->blk[blocks[k - 1]].key : (pkv_hash128){0, 0};
   promoted = promote_run(cache, ns_id, 0, parent, tokens + (size_t)k * bs, k,
-                         want - k, blocks + k);
+                         want - k, true, blocks + k);
   for (uint32_t i = 0; i < k + promoted; i++) pkv__block_unref(cache, blocks[i]);
 out:
   if (interned) pkv__ns_unref(cache, ns_id);

@@ -15,7 +15,8 @@
  * from prefix.c, per-tier stats, the external-mode copy queue.  host.c,
  * file.c (and redis.c) implement pkv__tier_ops.  save.c writes and loads
  * whole caches; quota.c keeps namespace quotas.  The cache lock is held in
- * every function here.
+ * every function here, except across the Redis round trips of
+ * pkv__tier_promote_remote (tier.c), which releases and retakes it.
  */
 #ifndef PKV_TIER_H
 #define PKV_TIER_H
@@ -30,6 +31,11 @@ typedef struct pkv__tier_block {         /* one block's identity + payload */
   const int32_t *tokens;                 /* ntok token ids */
   void *kv;                              /* kv_bytes: all layers' K and V */
   size_t kv_bytes;
+  /* get into a pool block in place (redis only; host and file take a
+   * contiguous kv): with kv_chunks > 1 the K/V lands as kv_chunks equal
+   * pieces, piece r at kv + r * kv_stride (the arena's regions). */
+  uint32_t kv_chunks;
+  size_t kv_stride;
 } pkv__tier_block;
 typedef struct pkv__tier_ops {
   const char *name;                      /* "host", "file", "redis" */
@@ -88,9 +94,10 @@ int pkv__tier_attach(pkv_cache *c, unsigned index, pkv__tier *t);
 /* The Redis link's attach: replaces tier `index` with t (NULL = none); the
  * old one is closed (pkv__remote_detach) and kept until the chain closes. */
 int pkv__tier_replace(pkv_cache *c, unsigned index, pkv__tier *t);
-/* prefix.c: s (empty) matched blocks [0, k) of tokens (already referenced
- * in its table); looks blocks k.. want-1 up in the tiers and promotes the
- * run found, all or none.  Returns the new k. */
+/* seq.c: s (empty) matched blocks [0, k) of tokens (already referenced
+ * in its table); looks blocks k.. want-1 up in the local tiers (host,
+ * file: no network) and promotes the run found, all or none.  Returns the
+ * new k.  pkv__tier_promote_remote (core.h) goes on from Redis. */
 uint32_t pkv__tier_promote(pkv_cache *c, pkv__seq *s, const int32_t *tokens,
                            uint32_t k, uint32_t want);
 /* Whether any tier is configured (inline check for the hooks). */
