@@ -26,7 +26,8 @@
  *      2*n^2*d over the full square, halved for causality.  Reported vs the
  *      measured peak and vs OpenBLAS (per head: cblas_sgemm Q K^T, causal
  *      mask + softmax, cblas_sgemm P V; same FLOP count, so the ratio is the
- *      time ratio).
+ *      time ratio), OpenBLAS's repetitions after the engine's (its workers
+ *      spin after a call).
  *
  * Every engine figure is a median of several repetitions; the limits it is
  * compared with (bandwidth, FMA peak) are the best of theirs, as STREAM
@@ -46,6 +47,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bu_bench.h"
 #include "engine_internal.h"
@@ -776,7 +778,7 @@ static void blas_attention(const float *q, const float *kc, const float *vc, uin
 static void bench_prefill(const pkv__kernels *k) {
   static const uint32_t ns[] = {2048, 4096};
   for (int ni = 0; ni < 2; ni++) {
-    double gf[3] = {0};
+    double gf[3] = {0}, pks[3] = {0};
     const uint32_t n = ns[ni];
     const int reps = quick ? 1 : (n > 2048 ? 3 : 5);
     tu_paged p;
@@ -790,7 +792,12 @@ static void bench_prefill(const pkv__kernels *k) {
       pkv__attn a;
       if (pkv__attn_init(&a, k, (uint32_t)threads, PF_HQ, PF_HKV, HD, scale)) abort();
       double v[8], w[8], pk[8], vc[8], pc[8];
-      openblas_set_num_threads(threads);
+      /* OpenBLAS's workers spin for a while after each call (measured here:
+       * ~half a core for the first 50 ms, nothing after 350 ms), which took
+       * the second core from the engine's 2-thread rows when the two were
+       * timed alternately: the engine's repetitions run first, after a
+       * pause, and OpenBLAS's after them. */
+      usleep(400000);
       for (int r = 0; r < reps; r++) {
         pk[r] = measure_peak(threads, 1);
         if (threads == 1) pc[r] = fma_cpu_gflops(); /* on-CPU: the FMA loop on this thread */
@@ -799,7 +806,10 @@ static void bench_prefill(const pkv__kernels *k) {
         pkv__attn_prefill(&a, &p.view, 0, n, q, out);
         v[r] = (double)(bu_now_ns() - t0) * 1e-9;
         vc[r] = thread_cpu_s() - c0; /* 1 thread: the work is all on this one */
-        t0 = bu_now_ns();
+      }
+      openblas_set_num_threads(threads);
+      for (int r = 0; r < reps; r++) {
+        uint64_t t0 = bu_now_ns();
         blas_attention(q, p.kc, p.vc, n, scale, S, ob);
         w[r] = (double)(bu_now_ns() - t0) * 1e-9;
       }
@@ -811,6 +821,7 @@ static void bench_prefill(const pkv__kernels *k) {
       if (diff > 1e-4) fprintf(stderr, "bench_engine: prefill and OpenBLAS differ by %g\n", diff);
       char name[128];
       gf[threads] = flops / te * 1e-9;
+      pks[threads] = peak;
       snprintf(name, sizeof name, "prefill_n%u_t%d_gflops", n, threads);
       bu_report_vs(name, flops / te * 1e-9, "GFLOP/s", "fp32_peak", peak, "of peak");
       if (threads == 1) {
@@ -825,6 +836,8 @@ static void bench_prefill(const pkv__kernels *k) {
     char what[64];
     snprintf(what, sizeof what, "prefill_n%u", n);
     explain_threads(what, gf[1], gf[2], 0, 0);
+    printf("  the FMA loop in the same repetitions: %.0f -> %.0f GFLOP/s on 1 -> 2 threads (%.2fx)\n",
+           pks[1], pks[2], pks[2] / pks[1]);
     free(q);
     free(out);
     free(ob);

@@ -22,13 +22,15 @@
  * same non-finite semantics, only a different tile boundary (and so a
  * rounding difference of a few ulps).
  *
- * The shared part runs the ordinary decode kernel with the members' rows
- * stacked as if they were one KV head's grouped heads: rows (member m, head
- * g) of KV head h are packed as q[m * G + g], and the kernel is called with
- * G' = members * G for that one head.  A tile of K/V is loaded into L1 once
- * and used by all G' rows, so the shared bytes come from memory once per
- * item instead of once per sequence.  Items are (group, KV head, a tile of
- * at most ROWS_PER_ITEM rows), claimed from an atomic counter; a second
+ * The shared part stacks the members' rows as one query tile: rows (member
+ * m, head g) of KV head h are packed as q[m * G + g].  An item of at least
+ * CASCADE_GEMM_ROWS rows runs the prefill kernel in its non-causal form
+ * (kern_body.h: a register-blocked product of the rows by each key tile,
+ * leaving M, S and unnormalised O); a smaller item runs the decode kernel
+ * with G' = rows grouped heads.  Either way a tile of K/V is loaded once and
+ * used by all the item's rows, so the shared bytes come from memory once
+ * per item instead of once per sequence.  Items are (group, KV head, a tile
+ * of at most ROWS_PER_ITEM rows), claimed from an atomic counter; a second
  * pass runs one item per sequence for the private parts.
  *
  * Detection is cheap: sequences are sorted by their first block id; each
@@ -50,9 +52,13 @@
 /* Shorter shared prefixes are not worth a second pass over the batch
  * (bench_cascade: the plain path wins or ties below a few tiles). */
 #define CASCADE_MIN_SHARED (4 * PKV__DECODE_CH)
-/* Query rows of one shared item: the kernel's score buffer ([rows][tile])
- * stays in L1 at 64 rows. */
-#define ROWS_PER_ITEM 64
+/* Query rows of one shared item: the prefill kernel's tile (a->rows_max,
+ * PKV__PREFILL_ROWS rounded to whole members), which also keeps the decode
+ * kernel's score buffer ([rows][tile]) in L1. */
+#define ROWS_PER_ITEM PKV__PREFILL_ROWS
+/* Items of at least this many rows run the prefill kernel's register-blocked
+ * product; fewer rows fill too little of its row vectors. */
+#define CASCADE_GEMM_ROWS 32
 
 typedef struct cgroup {
   uint32_t first, n;   /* members: order[first .. first + n) */
@@ -190,7 +196,12 @@ typedef struct cascade_job {
   atomic_uint next;
 } cascade_job;
 
-/* Shared part: one (group, KV head, member tile) per item. */
+/* Shared part: one (group, KV head, member tile) per item.  An item of at
+ * least CASCADE_GEMM_ROWS rows runs the prefill kernel in its non-causal
+ * form (a register-blocked product of all rows by each key tile), a smaller
+ * one the decode kernel with the rows as grouped heads — as does a bf16
+ * cache under the bf16_dot option, whose plain decode rounds q to bf16 (the
+ * prefill kernel is exact f32, and the cascade must equal plain decode). */
 static void shared_task(void *ctx, uint32_t thread) {
   cascade_job *job = ctx;
   pkv__attn *a = job->a;
@@ -208,14 +219,31 @@ static void shared_task(void *ctx, uint32_t thread) {
     float *M = c->partials + g->p_off + (size_t)it->head * rows + r0;
     float *S = M + (size_t)H * rows;
     float *O = c->partials + g->p_off + 2 * (size_t)H * rows + ((size_t)it->head * rows + r0) * Dv;
+    const pkv__kv_view *kv = &job->seqs[c->order[g->first]].kv;
+    if (nr >= CASCADE_GEMM_ROWS && !(a->bf16_dot && a->kern->decode_bf16dot &&
+                                      kv->dtype == PKV_DTYPE_BF16)) {
+      /* the members' q rows side by side (the kernel prescales them as
+       * pkv__q_prescale does, so the suffix's factors C match) */
+      for (uint32_t m = 0; m < it->nm; m++)
+        memcpy(q + (size_t)m * G * D,
+               job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D,
+               (size_t)G * D * sizeof *q);
+      PKV_ENGINE_ASSERT(nr <= a->rows_max); /* items are cut to the prefill tile */
+      const pkv__prefill_tile t = {.q = q, .out = O, .row_stride = (size_t)G * D,
+                                   .out_stride = (size_t)G * Dv, .n_tok = it->nm, .G = G,
+                                   .kv_head = it->head, .scale = a->scale,
+                                   .n_keys = g->n_shared, .M = M, .S = S};
+      a->kern->prefill(kv, &t, a->rows_max, scratch);
+      continue;
+    }
     PKV_ENGINE_ASSERT(pkv__decode_scratch_floats((uint32_t)nr) <= a->thread_floats);
     for (uint32_t m = 0; m < it->nm; m++) /* as the plain path scales each row */
       pkv__decode_rows_prescale(a, job->seqs[c->order[g->first + it->m0 + m]].q + (size_t)it->head * G * D,
                                 G, q + (size_t)m * G * D, C + (size_t)m * G);
     pkv__decode_rows_reset(M, S, O, nr, Dv);
-    const pkv__decode_args args = {.kv = &job->seqs[c->order[g->first]].kv, .h0 = it->head,
-                                   .nh = 1, .t0 = 0, .t1 = g->n_shared, .G = (uint32_t)nr,
-                                   .q = q, .qc = C, .M = M, .S = S, .acc = O, .scratch = scratch};
+    const pkv__decode_args args = {.kv = kv, .h0 = it->head, .nh = 1, .t0 = 0, .t1 = g->n_shared,
+                                   .G = (uint32_t)nr, .q = q, .qc = C, .M = M, .S = S, .acc = O,
+                                   .scratch = scratch};
     pkv__decode_call(a, &args);
   }
 }

@@ -54,6 +54,10 @@ void pkv__assert_fail(const char *expr, const char *file, int line, const char *
  * most FLT_MAX / 4 in magnitude.  Returns c; the kernels multiply score
  * differences by it.  For ordinary inputs the scaling is exact. */
 float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out);
+/* The exponent e of pkv__q_prescale for a row whose largest finite |q| is
+ * amax (c = 2^e), and its multiplier *f = qscale * 2^-e: out = (float)(q *
+ * *f), rounded once (the product is exact in double). */
+int pkv__q_prescale_exp(double amax, uint32_t n, float qscale, double *f);
 
 /* The scalar 2^x of PKV_F32_EXP2 (every back end uses it for its scalar
  * tails, the rescale factors and the split-K merge): x clamped to [-126,
@@ -79,7 +83,12 @@ typedef struct pkv__kv_view {
 
 /* One query tile of prefill: n_tok query tokens at positions pos .. pos +
  * n_tok - 1, each with G query heads (the heads sharing kv_head), attending
- * causally (token at position p sees keys [0, p]). */
+ * causally (token at position p sees keys [0, p]).
+ * Non-causal form (the cascade's shared part, cascade.c): n_keys > 0 makes
+ * every row attend keys [0, n_keys) (pos unused), and with M and S set the
+ * kernel leaves each row's online-softmax state instead of the output:
+ * M[r], S[r] and the unnormalised O in out's rows (r = token * G + head),
+ * as the decode kernel keeps them (pkv__decode_args). */
 typedef struct pkv__prefill_tile {
   const float *q;      /* &q[token 0][first head][0] */
   float *out;          /* as q, rows of the V head dim */
@@ -90,6 +99,8 @@ typedef struct pkv__prefill_tile {
   uint32_t G;
   uint32_t kv_head;
   float scale;
+  uint32_t n_keys;     /* > 0: non-causal over keys [0, n_keys) */
+  float *M, *S;        /* non-NULL (with n_keys): leave the state */
 } pkv__prefill_tile;
 
 /* One call of the decode kernel: online-softmax attention over tokens

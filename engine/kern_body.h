@@ -30,10 +30,13 @@
  * PKV__PREFILL_BC tokens: S^T[key][row] = K · Qt by a microkernel of
  * QK_NJ keys x QK_NV row-vectors (broadcast K scalar, FMA over rows); the
  * causal mask only on tiles that cross the diagonal; the softmax update is
- * vectorised over rows; then O[row][:] += P · V by a microkernel of PV_NR
- * rows x PV_NV head_dim vectors (broadcast P, FMA over head_dim).  K/V rows
- * are used in place when f32 and inside one block, else converted into a
- * packed tile first.  n x n is never materialised.
+ * vectorised over rows; then O[row][:] = alpha O[row][:] + P · V by a
+ * microkernel of PV_NR rows x PV_NV head_dim vectors (broadcast P, FMA over
+ * head_dim; the rescale by alpha as it loads O).  The tail of a block loop
+ * runs as one narrower block (PF_TAIL).  K/V rows are used in place when f32
+ * and inside one block, else converted into a packed tile first.  n x n is
+ * never materialised.  A non-causal form (n_keys, for the cascade's shared
+ * part) attends keys [0, n_keys) and can leave the online-softmax state.
  */
 #ifndef KERN_TABLE_NAME
 #error "define KERN_TABLE_NAME before including kern_body.h"
@@ -528,21 +531,27 @@ static void kern_decode_bf16dot(const pkv__decode_args *x) {
 /* =============================================================== prefill */
 
 /* The prefill microkernel, a register block of NI rows x NV vectors:
- *   C_i[v*VL ..] = (load ? C_i : 0) + sum_{k < nk} ap[i][k * as] * B_k[v*VL ..]
- * with B_k = bt[k] + boff when bt, else bb + k * bs, and C_i = c + i * cs:
+ *   C_i[v*VL ..] = (load ? cl_i * C_i : 0) + sum_{k < nk} ap[i][k * as] * B_k[v*VL ..]
+ * with B_k = bt[k] + boff when bt, else bb + k * bs, C_i = c + i * cs and
+ * cl_i = cscale[i] when cscale (the online softmax's rescale of O, folded
+ * into the load), else 1:
  * per k, NV vectors of B_k are loaded and each row's scalar broadcast
  * into them. */
-#define PF_NI (QK_NJ > PV_NR ? QK_NJ : PV_NR)
-#define PF_NV (QK_NV > PV_NV ? QK_NV : PV_NV)
+#define PF_NI 8 /* room for any register block (and tail block) up to 8 x 8: */
+#define PF_NV 8 /* the unrolled loops touch only NI x NV of them */
 AI void pf_mk(const float *const *ap, size_t as, const float *const *bt, size_t boff,
               const float *bb, size_t bs, uint32_t nk, float *c, size_t cs, const int load,
-              const uint32_t NI, const uint32_t NV) {
+              const float *cscale, const uint32_t NI, const uint32_t NV) {
   pkv_vf o[PF_NI][PF_NV];
 #pragma GCC unroll 8
-  for (uint32_t i = 0; i < NI; i++)
+  for (uint32_t i = 0; i < NI; i++) {
+    const pkv_vf cl = PKV_F32_BROADCAST(cscale ? cscale[i] : 1.0f);
 #pragma GCC unroll 8
-    for (uint32_t v = 0; v < NV; v++)
+    for (uint32_t v = 0; v < NV; v++) {
       o[i][v] = load ? PKV_F32_LOAD(c + i * cs + v * PKV_VL) : PKV_F32_ZERO();
+      if (load && cscale) o[i][v] = PKV_F32_MUL(cl, o[i][v]);
+    }
+  }
   for (uint32_t k = 0; k < nk; k++) {
     const float *bk = bt ? bt[k] + boff : bb + k * bs;
     pkv_vf bv[PF_NV];
@@ -561,12 +570,28 @@ AI void pf_mk(const float *const *ap, size_t as, const float *const *bt, size_t 
     for (uint32_t v = 0; v < NV; v++) PKV_F32_STORE(c + i * cs + v * PKV_VL, o[i][v]);
 }
 
+/* CALL(m) for the tail m = n (1 .. 7) of a loop stepping by a register
+ * block: the tail runs as one narrower block (m a constant in each case, so
+ * it unrolls), not as m blocks of one, which would leave the FMA pipes
+ * waiting on a handful of dependent accumulators. */
+#define PF_TAIL(n, CALL)                                                      \
+  switch (n) {                                                                \
+  case 1: CALL(1); break;                                                     \
+  case 2: CALL(2); break;                                                     \
+  case 3: CALL(3); break;                                                     \
+  case 4: CALL(4); break;                                                     \
+  case 5: CALL(5); break;                                                     \
+  case 6: CALL(6); break;                                                     \
+  case 7: CALL(7); break;                                                     \
+  default: break;                                                             \
+  }
+
 /* St[j][r0 .. r0+NV*VL) = sum_d K[j][d] * Qt[d][r], for NJ keys from j0.
  * K rows: kr[j] (f32, head_dim). */
 AI void pf_qk(const float *const *kr, uint32_t j0, const float *Qt, size_t ldq,
               uint32_t D, uint32_t r0, float *St, size_t lds, const uint32_t NJ,
               const uint32_t NV) {
-  pf_mk(kr + j0, 1, NULL, 0, Qt + r0, ldq, D, St + (size_t)j0 * lds + r0, lds, 0, NJ, NV);
+  pf_mk(kr + j0, 1, NULL, 0, Qt + r0, ldq, D, St + (size_t)j0 * lds + r0, lds, 0, NULL, NJ, NV);
 }
 
 AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
@@ -576,26 +601,43 @@ AI void pf_qk_rows(const float *const *kr, uint32_t j0, const float *Qt,
   uint32_t r = 0;
   for (; r + QK_NV <= rv; r += QK_NV)
     pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, QK_NV);
-  for (; r < rv; r++) pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, 1);
+#define PF_QK_TAIL(m) pf_qk(kr, j0, Qt, ldq, D, r * PKV_VL, St, lds, NJ, (m))
+  PF_TAIL(rv - r, PF_QK_TAIL);
+#undef PF_QK_TAIL
 }
 
-/* O[r0+i][d0 .. d0+NV*VL) += sum_j P^T[j][r0+i] * V[j][d0 ..], NR rows. */
+/* O[r0+i][d0 .. d0+NV*VL) = al[r0+i] * O[r0+i][..] (al NULL: 1)
+ *                           + sum_j P^T[j][r0+i] * V[j][d0 ..], NR rows. */
 AI void pf_pv(const float *const *vr, uint32_t nk, const float *Pt, size_t ldp,
-              uint32_t r0, uint32_t d0, float *O, uint32_t D, const uint32_t NR,
-              const uint32_t NV) {
-  const float *pc[PV_NR]; /* row i's weights: column r0 + i of P^T */
+              uint32_t r0, uint32_t d0, float *O, uint32_t D, const float *al,
+              const uint32_t NR, const uint32_t NV) {
+  const float *pc[PF_NI]; /* row i's weights: column r0 + i of P^T */
 #pragma GCC unroll 8
   for (uint32_t i = 0; i < NR; i++) pc[i] = Pt + r0 + i;
-  pf_mk(pc, ldp, vr, d0, NULL, 0, nk, O + (size_t)r0 * D + d0, D, 1, NR, NV);
+  pf_mk(pc, ldp, vr, d0, NULL, 0, nk, O + (size_t)r0 * D + d0, D, 1, al ? al + r0 : NULL, NR, NV);
 }
 
 AI void pf_pv_rows(const float *const *vr, uint32_t nk, const float *Pt,
-                   size_t ldp, uint32_t r0, float *O, uint32_t D,
+                   size_t ldp, uint32_t r0, float *O, uint32_t D, const float *al,
                    const uint32_t NR) {
   uint32_t d0 = 0;
   for (; d0 + PV_NV * PKV_VL <= D; d0 += PV_NV * PKV_VL)
-    pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, NR, PV_NV);
-  for (; d0 < D; d0 += PKV_VL) pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, NR, 1);
+    pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, al, NR, PV_NV);
+  for (; d0 < D; d0 += PKV_VL) pf_pv(vr, nk, Pt, ldp, r0, d0, O, D, al, NR, 1);
+}
+
+/* The stored rows of tokens [c0, c0+nk) of head h (the block walked, not
+ * divided per row). */
+AI void pf_srcs(const pkv__kv_view *kv, const uint8_t *base, uint32_t h, uint32_t c0,
+                uint32_t nk, const uint8_t **src, const int dt) {
+  const uint32_t bs = kv->block_size;
+  const size_t row_bytes = pkv__row_bytes(kv->head_dim, dt);
+  uint32_t b = c0 / bs, s = c0 % bs;
+  for (uint32_t j = 0; j < nk; j++) {
+    src[j] = base + (size_t)kv->blocks[b] * kv->block_stride + (size_t)h * kv->head_stride +
+             (size_t)s * row_bytes;
+    if (++s == bs) s = 0, b++;
+  }
 }
 
 /* Pointers to nk f32 rows of K (or V) for tokens [c0, c0+nk) of head h:
@@ -604,12 +646,11 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
                 uint32_t c0, uint32_t nk, uint32_t W, float *pack, const float **rows,
                 const int dt) {
   /* W elements used of each row (head_dim for K, the V head dim for V) */
-  const uint32_t D = kv->head_dim, bs = kv->block_size;
+  const uint32_t D = kv->head_dim;
+  const uint8_t *srcs[PKV__PREFILL_BC];
+  pf_srcs(kv, base, h, c0, nk, srcs, dt);
   for (uint32_t j = 0; j < nk; j++) {
-    uint32_t t = c0 + j;
-    const uint8_t *src = base + (size_t)kv->blocks[t / bs] * kv->block_stride +
-                         (size_t)h * kv->head_stride +
-                         (size_t)(t % bs) * pkv__row_bytes(D, dt);
+    const uint8_t *src = srcs[j];
     if (dt == PKV_DTYPE_F32) {
       rows[j] = (const float *)src;
     } else {
@@ -621,6 +662,28 @@ AI void pf_rows(const pkv__kv_view *kv, const uint8_t *base, uint32_t h,
       rows[j] = dst;
     }
   }
+}
+
+/* pkv__q_prescale of one query row (D elements), vectorised, the same bits:
+ * q * f is exact in double, so when f is a float one f32 multiply rounds it
+ * as the double path does.  A row with a non-finite element (found by
+ * sum(q * 0) != 0), or whose f is not a float, takes pkv__q_prescale. */
+AI float pf_prescale(const float *q, uint32_t D, float qscale, float *out) {
+  const pkv_vf zero = PKV_F32_ZERO();
+  pkv_vf mx = zero, nf = zero;
+  for (uint32_t d = 0; d < D; d += PKV_VL) {
+    pkv_vf x = PKV_F32_LOAD(q + d);
+    mx = PKV_F32_MAX(mx, PKV_F32_MAX(x, PKV_F32_SUB(zero, x)));
+    nf = PKV_F32_ADD(nf, PKV_F32_MUL(x, zero));
+  }
+  double f;
+  if (PKV_F32_REDUCE(nf) != 0.0f) return pkv__q_prescale(q, D, qscale, out);
+  const int e = pkv__q_prescale_exp(PKV_F32_REDUCE_MAX(mx), D, qscale, &f);
+  const float ff = (float)f;
+  if ((double)ff != f) return pkv__q_prescale(q, D, qscale, out);
+  const pkv_vf vf = PKV_F32_BROADCAST(ff);
+  for (uint32_t d = 0; d < D; d += PKV_VL) PKV_F32_STORE(out + d, PKV_F32_MUL(PKV_F32_LOAD(q + d), vf));
+  return ldexpf(1.0f, e);
 }
 
 /* Scratch of the prefill kernel (floats), each piece a multiple of 16. */
@@ -653,7 +716,7 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   for (uint32_t r = 0; r < R; r++) {
     const float *qr = tl->q + (size_t)(r / G) * tl->row_stride + (size_t)(r % G) * D;
     float *qp = kpack; /* free until the first key tile */
-    Cv[r] = pkv__q_prescale(qr, D, qs, qp);
+    Cv[r] = pf_prescale(qr, D, qs, qp);
     for (uint32_t d = 0; d < D; d++) Qt[(size_t)d * ldq + r] = qp[d];
   }
   for (uint32_t r = 0; r < Rp; r++) {
@@ -663,22 +726,47 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
   }
   for (size_t i = 0; i < (size_t)Rp * Dv; i++) O[i] = 0.0f;
 
-  const uint32_t last = tl->pos + tl->n_tok;   /* keys [0, last) are needed */
+  const int causal = tl->n_keys == 0;
+  const uint32_t last = causal ? tl->pos + tl->n_tok : tl->n_keys; /* keys [0, last) */
   for (uint32_t c0 = 0; c0 < last; c0 += PKV__PREFILL_BC) {
     const uint32_t nk = MIN_U32(PKV__PREFILL_BC, last - c0);
     pf_rows(kv, kv->k, tl->kv_head, c0, nk, D, kpack, krow, dt);
     pf_rows(kv, kv->v, tl->kv_head, c0, nk, Dv, vpack, vrow, dt);
 
+    /* Non-causal tiles (the cascade's shared part) stream K/V that no
+     * other item has brought into cache lately: the next key tile's rows are
+     * requested, a block of keys at a time, while this one's scores are
+     * computed. */
+    const uint32_t nn = !causal && c0 + nk < last ? MIN_U32(PKV__PREFILL_BC, last - c0 - nk) : 0;
+    const uint8_t *pk[PKV__PREFILL_BC], *pv[PKV__PREFILL_BC];
+    const size_t krb = pkv__row_bytes(D, dt), vrb = pkv__row_bytes(Dv, dt);
+    if (nn) {
+      pf_srcs(kv, kv->k, tl->kv_head, c0 + nk, nn, pk, dt);
+      pf_srcs(kv, kv->v, tl->kv_head, c0 + nk, nn, pv, dt);
+    }
+#define PF_AHEAD(j0, m)                                                       \
+    for (uint32_t jp = (j0); jp < (j0) + (m) && jp < nn; jp++) {              \
+      for (size_t o = 0; o < krb; o += 64) PKV_PREFETCH(pk[jp] + o);          \
+      for (size_t o = 0; o < vrb; o += 64) PKV_PREFETCH(pv[jp] + o);          \
+    }
+
     /* S^T = K Qt */
     uint32_t j = 0;
-    for (; j + QK_NJ <= nk; j += QK_NJ) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
-    for (; j < nk; j++) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, 1);
+    for (; j + QK_NJ <= nk; j += QK_NJ) {
+      PF_AHEAD(j, QK_NJ);
+      pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, QK_NJ);
+    }
+    PF_AHEAD(j, PKV__PREFILL_BC);
+#undef PF_AHEAD
+#define PF_QK_KEYS(m) pf_qk_rows(krow, j, Qt, ldq, D, rv, St, ldq, (m))
+    PF_TAIL(nk - j, PF_QK_KEYS);
+#undef PF_QK_KEYS
 
     /* causal mask, only where the tile crosses the diagonal: row r (token
      * position pos + r/G) sees keys <= its position.  Masked scores are
      * set to -inf (out of the maximum) and, after the exponential, their
      * weights to 0: a masked key never adds to S or O. */
-    const int diag = c0 + nk - 1 > tl->pos;
+    const int diag = causal && c0 + nk - 1 > tl->pos;
 #define PF_MASK(value)                                                        \
   for (uint32_t r = 0; r < Rp; r++) {                                        \
     uint32_t p = tl->pos + (r < R ? r : R - 1) / G;                           \
@@ -717,40 +805,41 @@ AI void prefill_body(const pkv__kv_view *kv, const pkv__prefill_tile *tl,
       }
     }
 #undef PF_MASK
-    /* rescale O by alpha (skipped on the first tile, where O is 0) */
-    if (c0 > 0) {
-      for (uint32_t r = 0; r < R; r++) {
-        pkv_vf al = PKV_F32_BROADCAST(Al[r]);
-        float *orow = O + (size_t)r * Dv;
-        for (uint32_t d = 0; d < Dv; d += PKV_VL)
-          PKV_F32_STORE(orow + d, PKV_F32_MUL(al, PKV_F32_LOAD(orow + d)));
-      }
-    }
-    /* O += P V.  On a tile that crosses the diagonal, row r sees only keys
-     * [0, vis(r)): a block of rows takes the keys all of them see together,
-     * then each row its own remaining keys, so a masked key's V is never
-     * read (a 0 weight times an infinite V would be NaN). */
+    /* O = alpha O + P V, the rescale by alpha done as the microkernel loads
+     * O (not on the first tile, where O is 0).  On a tile that crosses the
+     * diagonal, row r sees only keys [0, vis(r)): a block of rows takes the
+     * keys all of them see together (and rescales), then each row its own
+     * remaining keys, so a masked key's V is never read (a 0 weight times
+     * an infinite V would be NaN). */
+    const float *al = c0 > 0 ? Al : NULL;
     uint32_t r = 0;
-    if (c0 + nk - 1 > tl->pos) {
+    if (diag) {
 #define PF_VIS(row) (tl->pos + (row) / G + 1 > c0 ? MIN_U32(tl->pos + (row) / G + 1 - c0, nk) : 0u)
       for (; r < R; r += PV_NR) {
         const uint32_t nr = MIN_U32(PV_NR, R - r), v0 = PF_VIS(r);
-        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, Dv, PV_NR);
-        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, Dv, 1);
+        if (nr == PV_NR) pf_pv_rows(vrow, v0, St, ldq, r, O, Dv, al, PV_NR);
+        else for (uint32_t i = 0; i < nr; i++) pf_pv_rows(vrow, v0, St, ldq, r + i, O, Dv, al, 1);
         for (uint32_t i = 0; i < nr; i++) {
           const uint32_t vi = PF_VIS(r + i);
-          if (vi > v0) pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, Dv, 1);
+          if (vi > v0)
+            pf_pv_rows(vrow + v0, vi - v0, St + (size_t)v0 * ldq, ldq, r + i, O, Dv, NULL, 1);
         }
       }
 #undef PF_VIS
     }
-    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, PV_NR);
-    for (; r < R; r++) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, 1);
+    for (; r + PV_NR <= R; r += PV_NR) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, al, PV_NR);
+#define PF_PV_ROWS(m) pf_pv_rows(vrow, nk, St, ldq, r, O, Dv, al, (m))
+    PF_TAIL(R - r, PF_PV_ROWS);
+#undef PF_PV_ROWS
   }
 
+  if (!causal && tl->M) { /* the state, for the caller to continue */
+    memcpy(tl->M, Mv, R * sizeof *Mv);
+    memcpy(tl->S, Sv, R * sizeof *Sv);
+  }
   for (uint32_t r = 0; r < R; r++) {
     float *dst = tl->out + (size_t)(r / G) * ostride + (size_t)(r % G) * Dv;
-    pkv_vf inv = PKV_F32_BROADCAST(1.0f / Sv[r]);
+    pkv_vf inv = PKV_F32_BROADCAST(!causal && tl->M ? 1.0f : 1.0f / Sv[r]);
     for (uint32_t d = 0; d < Dv; d += PKV_VL)
       PKV_F32_STORE(dst + d, PKV_F32_MUL(inv, PKV_F32_LOAD(O + (size_t)r * Dv + d)));
   }

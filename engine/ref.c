@@ -93,20 +93,25 @@ void pkv__load_row(float *dst, const void *src, uint32_t n, pkv_dtype dtype) {
   }
 }
 
-float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out) {
-  double amax = 0.0;
-  for (uint32_t i = 0; i < n; i++) {
-    double a = fabs((double)q[i]);
-    if (a > amax && a <= FLT_MAX) amax = a; /* finite elements only */
-  }
+int pkv__q_prescale_exp(double amax, uint32_t n, float qscale, double *f) {
   /* the smallest e >= 0 with amax * qscale * 2^-e <= 1 / (4n) */
   double lim = 1.0 / (4.0 * n), a = amax * qscale;
   int e = 0;
   if (a > lim) {
-    (void)frexp(a / lim, &e); /* a / lim = f * 2^e, f in [0.5, 1) */
+    (void)frexp(a / lim, &e); /* a / lim = fr * 2^e, fr in [0.5, 1) */
     if (e > 126) e = 126;
   }
-  double f = (double)qscale * ldexp(1.0, -e);
+  *f = (double)qscale * ldexp(1.0, -e);
+  return e;
+}
+
+float pkv__q_prescale(const float *q, uint32_t n, float qscale, float *out) {
+  double amax = 0.0, f;
+  for (uint32_t i = 0; i < n; i++) {
+    double a = fabs((double)q[i]);
+    if (a > amax && a <= FLT_MAX) amax = a; /* finite elements only */
+  }
+  int e = pkv__q_prescale_exp(amax, n, qscale, &f);
   for (uint32_t i = 0; i < n; i++) out[i] = (float)((double)q[i] * f);
   return ldexpf(1.0f, e);
 }
