@@ -282,8 +282,8 @@ $(BUILD)/tests/check_engine_fuzz.o: tests/fuzz/fuzz_engine.c
 # and the library is compiled once for all four.  The engine's ISA kernels
 # (kern_avx2.c, kern_avx512.c) get AddressSanitizer without UBSan: UBSan's
 # checks on their always-inline intrinsic bodies cost clang-14 about ten
-# CPU-minutes per file; UBSan covers those kernels in `make asan`, where
-# check_engine_fuzz replays the fuzz_engine harness through every back end.
+# CPU-minutes per file (`make asan` compiles them without sanitizers, see
+# MODE=asan; UBSan covers kern_body.h there through kern_scalar.c).
 # fuzz-long runs each harness FUZZ_SECONDS on a scratch copy of its corpus.
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 600
