@@ -319,6 +319,35 @@ static void count_promotion(tiers_t *T, int i) {
   else pkv__remote_count_promotion(T->t[i], 1);
 }
 
+/* Keys tbs[from, to) of a run (tokens: the run's first block), chained
+ * from *parent, which ends as the last key. */
+static void key_blocks(pkv_cache *c, uint32_t ns_id, uint32_t fold,
+                       pkv_hash128 *parent, const int32_t *tokens, uint32_t from,
+                       uint32_t to, pkv__tier_block *tbs) {
+  size_t bs = c->block_size;
+  for (uint32_t n = from; n < to; n++) {
+    const int32_t *t = tokens + n * bs;
+    tbs[n] = (pkv__tier_block){.key = pkv__block_key(c, parent, ns_id, t),
+                               .parent = *parent, .ns_id_hash = fold,
+                               .ntok = (uint32_t)bs, .tokens = t,
+                               .kv_bytes = c->tiers->kv_bytes};
+    *parent = tbs[n].key;
+  }
+}
+
+/* A promoted block's last step: its token ids, the index, the counters and
+ * the event.  Returns its key (the next block's parent). */
+static pkv_hash128 install(pkv_cache *c, int32_t b, const int32_t *tokens,
+                           pkv_hash128 parent, uint32_t depth, uint32_t ns_id,
+                           uint8_t priority, int tier) {
+  memcpy(c->block_tokens + (size_t)b * c->block_size, tokens,
+         c->block_size * sizeof *tokens);
+  parent = pkv__prefix_insert_block(c, b, parent, depth, ns_id, priority);
+  count_promotion(c->tiers, tier);
+  pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, (uint32_t)tier, -1);
+  return parent;
+}
+
 /* Step 1 of a promotion: from[k] = the first tier (top down) holding
  * block k of tbs[0, room) — local tiers one block at a time, redis for the
  * whole rest of the run in one round trip — until a block no tier holds.
@@ -328,31 +357,17 @@ static uint32_t find_run(pkv_cache *c, uint32_t ns_id, pkv_hash128 parent,
                          bool remote, pkv__tier_block *tbs, uint8_t *from,
                          uint8_t *yes) {
   tiers_t *T = c->tiers;
-  size_t bs = c->block_size;
   uint32_t fold = pkv__ns_fold(c->ns[ns_id].digest), keyed = 0, asked = 0;
   pkv__tier *r = external || !remote ? NULL : T->t[PKV_TIER_REDIS];
   for (uint32_t n = 0; n < room; n++) {
-    if (n == keyed) {
-      tbs[n] = (pkv__tier_block){.key = pkv__block_key(c, &parent, ns_id,
-                                                        tokens + n * bs),
-                                 .parent = parent, .ns_id_hash = fold,
-                                 .ntok = (uint32_t)bs, .tokens = tokens + n * bs,
-                                 .kv_bytes = T->kv_bytes};
-      parent = tbs[n].key;
-      keyed++;
-    }
+    if (n == keyed) key_blocks(c, ns_id, fold, &parent, tokens, n, ++keyed, tbs);
     int i = -1;
     for (int j = 0; j < PKV_TIER_REDIS && i < 0; j++)
       if (T->t[j] && T->t[j]->ops->contains(T->t[j], &tbs[n]) == 1) i = j;
     if (i < 0 && r) {
       if (n >= asked) { /* key the rest, ask redis about all of it at once */
-        for (; keyed < room; keyed++) {
-          tbs[keyed] = (pkv__tier_block){
-              .key = pkv__block_key(c, &parent, ns_id, tokens + keyed * bs),
-              .parent = parent, .ns_id_hash = fold, .ntok = (uint32_t)bs,
-              .tokens = tokens + keyed * bs, .kv_bytes = T->kv_bytes};
-          parent = tbs[keyed].key;
-        }
+        key_blocks(c, ns_id, fold, &parent, tokens, keyed, room, tbs);
+        keyed = room;
         r->ops->contains_n(r, tbs + n, room - n, yes + n);
         asked = room;
       }
@@ -396,7 +411,6 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
                             int32_t *out) {
   tiers_t *T = c->tiers;
   bool external = c->cfg.storage == PKV_STORAGE_EXTERNAL;
-  size_t bs = c->block_size;
   uint32_t got = 0, n = 0, rbase = 0, rcnt = 0;
   int32_t *taken = pkv__malloc((size_t)room * sizeof *taken);
   uint8_t *from = pkv__malloc(2 * (size_t)room);
@@ -441,11 +455,8 @@ static uint32_t promote_run(pkv_cache *c, uint32_t ns_id, uint8_t priority,
       if ((i = fetch(T, from[got], &tb)) < 0) break;
       pkv__tier_scatter(c, b, T->stage);
     }
-    memcpy(c->block_tokens + (size_t)b * bs, tb.tokens, bs * sizeof *tb.tokens);
-    parent = pkv__prefix_insert_block(c, b, parent, depth0 + got, ns_id, priority);
+    parent = install(c, b, tb.tokens, parent, depth0 + got, ns_id, priority, i);
     out[got] = b;
-    count_promotion(T, i);
-    pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, (uint32_t)i, -1);
   }
   for (uint32_t j = got; j < n; j++) pkv__block_unref(c, taken[j]);
 done:
@@ -520,15 +531,9 @@ int pkv__tier_promote_remote(pkv_cache *c, pkv_seq_id id, pkv__seq **sp,
   int rc = 0;
   if (!tbs || !yes) goto out; /* no promotion; no error */
   /* 1. the run's keys (under the lock: namespaces may move) */
-  uint32_t fold = pkv__ns_fold(c->ns[s->ns_id].digest);
   pkv_hash128 parent = k ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
-  for (uint32_t j = 0; j < room; j++) {
-    const int32_t *t = tokens + (size_t)(k + j) * bs;
-    tbs[j] = (pkv__tier_block){.key = pkv__block_key(c, &parent, s->ns_id, t),
-                               .parent = parent, .ns_id_hash = fold, .ntok = bs,
-                               .tokens = t, .kv_bytes = T->kv_bytes};
-    parent = tbs[j].key;
-  }
+  key_blocks(c, s->ns_id, pkv__ns_fold(c->ns[s->ns_id].digest), &parent,
+             tokens + (size_t)k * bs, 0, room, tbs);
   /* 2. which of them Redis holds: one STRLEN round trip, unlocked (r
    * stays valid: a detached link lives until the cache is destroyed) */
   uint32_t n_tokens = s->n_tokens;
@@ -565,13 +570,9 @@ int pkv__tier_promote_remote(pkv_cache *c, pkv_seq_id id, pkv__seq **sp,
   if (!(s = relock(c, id, k + n, (k + n) * bs, k, first, &rc))) goto gone;
   /* 5. the leading verified run into the index; the rest back to the pool */
   parent = k ? c->blk[s->blocks[k - 1]].key : (pkv_hash128){0, 0};
-  for (; g < n && yes[g]; g++) {
-    int32_t b = s->blocks[k + g];
-    memcpy(c->block_tokens + (size_t)b * bs, tbs[g].tokens, bs * sizeof(int32_t));
-    parent = pkv__prefix_insert_block(c, b, parent, k + g, s->ns_id, s->priority);
-    pkv__remote_count_promotion(r, 1);
-    pkv__emit_seq(c, PKV_EVENT_PROMOTED, b, NULL, PKV_TIER_REDIS, -1);
-  }
+  for (; g < n && yes[g]; g++)
+    parent = install(c, s->blocks[k + g], tbs[g].tokens, parent, k + g, s->ns_id,
+                     s->priority, PKV_TIER_REDIS);
   reserve_end(c, s, k, n, g);
 out:
   pkv__err_clear(); /* a promotion that cannot happen is no error */
