@@ -217,15 +217,6 @@ static uint64_t get_u64(const uint8_t *p) {
   return v;
 }
 
-static uint64_t payload_sum(const void *tokens, size_t tok_bytes, const void *kv,
-                            size_t kv_bytes) {
-  pkv__xsum st;
-  pkv__xsum_reset(&st);
-  pkv__xsum_update(&st, tokens, tok_bytes);
-  pkv__xsum_update(&st, kv, kv_bytes);
-  return pkv__xsum_digest(&st);
-}
-
 /* Header layout (offsets): 0 magic u32, 4 format u16, 6 header size u16,
  * 8 key (lo, hi), 24 parent (lo, hi), 40 ns u32, 44 ntok u32,
  * 48 kv_bytes u64, 56 checksum u64. */
@@ -240,7 +231,7 @@ void pkv__redis_header(const pkv__tier_block *b, uint8_t *h) {
   put_u32(h + 40, b->ns_id_hash);
   put_u32(h + 44, b->ntok);
   put_u64(h + 48, (uint64_t)b->kv_bytes);
-  put_u64(h + 56, payload_sum(b->tokens, (size_t)b->ntok * 4, b->kv, b->kv_bytes));
+  put_u64(h + 56, pkv__tier_checksum(b->tokens, b->ntok, b->kv, b->kv_bytes));
 }
 
 static size_t value_bytes(const pkv__tier_block *b) {
@@ -290,10 +281,7 @@ static verdict accept_value(const pkv__tier_block *b, const uint8_t *v, size_t l
 /* accept_value of a value whose checksum is still to be computed. */
 static verdict verify_value(const pkv__tier_block *b, const uint8_t *v, size_t len) {
   if (len < PKV__REDIS_HDR) return V_SIZE;
-  pkv__xsum st;
-  pkv__xsum_reset(&st);
-  pkv__xsum_update(&st, v + PKV__REDIS_HDR, len - PKV__REDIS_HDR);
-  return accept_value(b, v, len, pkv__xsum_digest(&st));
+  return accept_value(b, v, len, pkv__xsum64(v + PKV__REDIS_HDR, len - PKV__REDIS_HDR));
 }
 
 /* ------------------------------------------------ reader objects */

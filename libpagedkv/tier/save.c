@@ -29,6 +29,7 @@
  * namespace and tokens.
  */
 #include "tier/tier.h"
+#include "tier/xsum.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -39,8 +40,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
 
 #define SAVE_MAGIC "PKVSAVE1"
 #define SAVE_VERSION 1u
@@ -55,7 +54,7 @@ typedef struct writer {
   int err;              /* first errno */
   uint8_t *buf;
   size_t len, cap;
-  XXH3_state_t sum;
+  pkv__xsum sum;
 } writer;
 
 static void w_flush(writer *w) {
@@ -64,7 +63,7 @@ static void w_flush(writer *w) {
 }
 
 static void w_put(writer *w, const void *p, size_t n) {
-  XXH3_64bits_update(&w->sum, p, n);
+  pkv__xsum_update(&w->sum, p, n);
   const uint8_t *s = p;
   while (n > 0) {
     size_t k = w->cap - w->len < n ? w->cap - w->len : n;
@@ -107,7 +106,7 @@ static int write_blocks(pkv_cache *c, int fd, int32_t *blocks, uint32_t n) {
       ns_list[n_ns++] = id;
     }
   }
-  XXH3_64bits_reset(&w.sum);
+  pkv__xsum_reset(&w.sum);
   uint8_t h[SAVE_HEADER] = {0};
   memcpy(h, SAVE_MAGIC, 8);
   /* version and shape at 8.. 32 (shape_check reads 12..), sizes at 40.. */
@@ -145,7 +144,7 @@ static int write_blocks(pkv_cache *c, int fd, int32_t *blocks, uint32_t n) {
     w_put(&w, kv, kv_bytes);
   }
   uint8_t tail[8];
-  pkv__put64(tail, XXH3_64bits_digest(&w.sum));
+  pkv__put64(tail, pkv__xsum_digest(&w.sum));
   w_put(&w, tail, sizeof tail);
   w_flush(&w);
   if (!w.err && fsync(fd) != 0) w.err = errno;
@@ -344,7 +343,7 @@ static int parse(const pkv_cache *c, const uint8_t *m, size_t size, parsed *p,
       pkv__get32(m + 8) != SAVE_VERSION)
     return pkv__err(PKV_ECORRUPT, "cache_load: %s is not a pagedkv save "
                     "(version %u)", path, SAVE_VERSION);
-  if (XXH3_64bits(m, size - 8) != pkv__get64(m + size - 8))
+  if (pkv__xsum64(m, size - 8) != pkv__get64(m + size - 8))
     return pkv__err(PKV_ECORRUPT, "cache_load: %s: checksum mismatch (truncated "
                     "or damaged)", path);
   int rc = shape_check(c, m, kv_bytes);

@@ -51,3 +51,10 @@ void pkv__xsum_update(pkv__xsum *st, const void *p, size_t n) {
 uint64_t pkv__xsum_digest(const pkv__xsum *st) {
   return use_avx2 ? pkv__xsum_digest_avx2(st) : pkv__xsum_digest_base(st);
 }
+
+uint64_t pkv__xsum64(const void *p, size_t n) {
+  pkv__xsum st;
+  pkv__xsum_reset(&st);
+  pkv__xsum_update(&st, p, n);
+  return pkv__xsum_digest(&st);
+}

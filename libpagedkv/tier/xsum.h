@@ -25,6 +25,9 @@ void pkv__xsum_reset(pkv__xsum *st);
 void pkv__xsum_update(pkv__xsum *st, const void *p, size_t n);
 uint64_t pkv__xsum_digest(const pkv__xsum *st);
 
+/* XXH3-64 of one buffer (the same digest as reset + update + digest). */
+uint64_t pkv__xsum64(const void *p, size_t n);
+
 /* Whether the AVX2 path is in use (the CPU has AVX2). */
 bool pkv__xsum_avx2(void);
 
